@@ -1,0 +1,160 @@
+/* The quantc._C module: runtime functions (ISA cap, threads, cpu_info) and every family's table. */
+#define QC_MODULE_MAIN
+#include "py/pyutil.h"
+
+static PyObject *py_cpu_info(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    const qc_cpu_features *f = qc_cpu();
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    PyObject *features = Py_BuildValue(
+        "{s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O}",
+        "sse4.1", f->sse41 ? Py_True : Py_False, "avx", f->avx ? Py_True : Py_False,
+        "fma", f->fma ? Py_True : Py_False, "f16c", f->f16c ? Py_True : Py_False,
+        "avx2", f->avx2 ? Py_True : Py_False, "bmi2", f->bmi2 ? Py_True : Py_False,
+        "avx512f", f->avx512f ? Py_True : Py_False, "avx512bw", f->avx512bw ? Py_True : Py_False,
+        "avx512vl", f->avx512vl ? Py_True : Py_False, "avx512dq", f->avx512dq ? Py_True : Py_False,
+        "avx512vnni", f->avx512vnni ? Py_True : Py_False,
+        "avx512bf16", f->avx512bf16 ? Py_True : Py_False,
+        "avx512fp16", f->avx512fp16 ? Py_True : Py_False,
+        "avxvnni", f->avxvnni ? Py_True : Py_False, "amx_tile", f->amx_tile ? Py_True : Py_False,
+        "amx_int8", f->amx_int8 ? Py_True : Py_False, "amx_bf16", f->amx_bf16 ? Py_True : Py_False,
+        "amx_permitted", f->amx_permitted ? Py_True : Py_False);
+    PyObject *supported = PyList_New(0);
+    PyObject *kernels = PyDict_New();
+    PyObject *variants = PyDict_New();
+    if (!features || !supported || !kernels || !variants) goto fail;
+    for (int i = 0; i < QC_ISA_COUNT; i++) {
+        if (qc_isa_supported((qc_isa)i)) {
+            PyObject *s = PyUnicode_FromString(qc_isa_name((qc_isa)i));
+            if (!s || PyList_Append(supported, s) < 0) { Py_XDECREF(s); goto fail; }
+            Py_DECREF(s);
+        }
+    }
+    for (size_t i = 0; i < qc_family_count(); i++) {
+        const qc_family *fam = qc_family_at(i);
+        PyObject *chosen = PyUnicode_FromString(qc_family_select(fam)->name);
+        if (!chosen || PyDict_SetItemString(kernels, fam->name, chosen) < 0) {
+            Py_XDECREF(chosen);
+            goto fail;
+        }
+        Py_DECREF(chosen);
+        PyObject *lst = PyList_New(0);
+        if (!lst) goto fail;
+        for (size_t k = 0; k < fam->count; k++) {
+            PyObject *t = Py_BuildValue("(ssO)", fam->variants[k].name,
+                                        qc_isa_name(fam->variants[k].isa),
+                                        qc_isa_usable(fam->variants[k].isa) ? Py_True : Py_False);
+            if (!t || PyList_Append(lst, t) < 0) { Py_XDECREF(t); Py_DECREF(lst); goto fail; }
+            Py_DECREF(t);
+        }
+        if (PyDict_SetItemString(variants, fam->name, lst) < 0) { Py_DECREF(lst); goto fail; }
+        Py_DECREF(lst);
+    }
+    if (PyDict_SetItemString(d, "vendor", PyUnicode_FromString(f->vendor)) < 0 ||
+        PyDict_SetItemString(d, "features", features) < 0 ||
+        PyDict_SetItemString(d, "isa_supported", supported) < 0 ||
+        PyDict_SetItemString(d, "isa_cap", PyUnicode_FromString(qc_isa_name(qc_isa_cap()))) < 0 ||
+        PyDict_SetItemString(d, "kernels", kernels) < 0 ||
+        PyDict_SetItemString(d, "variants", variants) < 0 ||
+        PyDict_SetItemString(d, "num_threads", PyLong_FromLong(qc_get_num_threads())) < 0)
+        goto fail;
+    Py_DECREF(features);
+    Py_DECREF(supported);
+    Py_DECREF(kernels);
+    Py_DECREF(variants);
+    return d;
+fail:
+    Py_XDECREF(features);
+    Py_XDECREF(supported);
+    Py_XDECREF(kernels);
+    Py_XDECREF(variants);
+    Py_DECREF(d);
+    return NULL;
+}
+
+static PyObject *py_set_isa_cap(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (!PyUnicode_Check(arg)) return (qc_type_error("isa: expected a string, got %s",
+                                                     Py_TYPE(arg)->tp_name), NULL);
+    qc_isa isa;
+    if (qc_isa_from_name(PyUnicode_AsUTF8(arg), &isa) < 0) {
+        return (qc_value_error("isa: expected one of scalar, avx2, avxvnni, avx512, avx512vnni, "
+                               "amx, got %R", arg), NULL);
+    }
+    PyObject *prev = PyUnicode_FromString(qc_isa_name(qc_isa_cap()));
+    qc_isa_set_cap(isa);
+    return prev;
+}
+
+static PyObject *py_get_isa_cap(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    return PyUnicode_FromString(qc_isa_name(qc_isa_cap()));
+}
+
+static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (PyBool_Check(arg) || !PyLong_Check(arg)) {
+        return (qc_type_error("n: expected an int, got %s", Py_TYPE(arg)->tp_name), NULL);
+    }
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 1 || n > qc_max_threads() || qc_set_num_threads((int)n) < 0) {
+        return (qc_value_error("n: expected an int in [1, %d], got %ld", qc_max_threads(), n),
+                NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(qc_get_num_threads());
+}
+
+static PyMethodDef runtime_methods[] = {
+    {"cpu_info", py_cpu_info, METH_NOARGS, "Detected CPU features and the kernel chosen per family."},
+    {"_set_isa_cap", py_set_isa_cap, METH_O, "Cap the ISA level (tests); returns the previous cap."},
+    {"_get_isa_cap", py_get_isa_cap, METH_NOARGS, "The current ISA cap."},
+    {"set_num_threads", py_set_num_threads, METH_O, "Set the number of threads kernels use."},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, "The number of threads kernels use."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "quantc._C",
+                                       "quantc's C kernels (use the quantc package).", -1, NULL,
+                                       NULL, NULL, NULL, NULL};
+
+static int add_methods(PyObject *m, PyMethodDef *defs) {
+    return PyModule_AddFunctions(m, defs);
+}
+
+PyMODINIT_FUNC PyInit__C(void) {
+    import_array();
+    qc_cpu_init();
+    qc_pool_init();
+    const char *env = getenv("QUANTC_ISA");
+    if (env && *env) {
+        qc_isa cap;
+        if (qc_isa_from_name(env, &cap) < 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "QUANTC_ISA: expected one of scalar, avx2, avxvnni, avx512, avx512vnni, "
+                         "amx, got '%s'", env);
+            return NULL;
+        }
+        qc_isa_set_cap(cap);
+    }
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m) return NULL;
+    if (add_methods(m, runtime_methods) < 0 || add_methods(m, qc_elementwise_methods) < 0 ||
+        add_methods(m, qc_convert_methods) < 0 || add_methods(m, qc_gemm_methods) < 0 ||
+        add_methods(m, qc_conv_methods) < 0 || add_methods(m, qc_calib_methods) < 0 ||
+        qc_elementwise_init(m) < 0 || qc_convert_init(m) < 0 || qc_gemm_init(m) < 0 ||
+        qc_conv_init(m) < 0 || qc_calib_init(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

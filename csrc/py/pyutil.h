@@ -1,0 +1,68 @@
+/* Binding-layer helpers: argument parsing, validation with clear messages, GIL-free calls.
+ * Only csrc/py/ includes Python.h and NumPy; kernels never do. */
+#ifndef QC_PYUTIL_H
+#define QC_PYUTIL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define PY_ARRAY_UNIQUE_SYMBOL quantc_ARRAY_API
+#ifndef QC_MODULE_MAIN
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+
+#include "qc_common.h"
+#include "cpu/cpu.h"
+#include "threads/pool.h"
+
+/* Each binding file exposes a method table (NULL-terminated) and an init hook. */
+extern PyMethodDef qc_elementwise_methods[];
+extern PyMethodDef qc_convert_methods[];
+extern PyMethodDef qc_gemm_methods[];
+extern PyMethodDef qc_conv_methods[];
+extern PyMethodDef qc_calib_methods[];
+int qc_elementwise_init(PyObject *m);
+int qc_convert_init(PyObject *m);
+int qc_gemm_init(PyObject *m);
+int qc_conv_init(PyObject *m);
+int qc_calib_init(PyObject *m);
+
+/* ---- argument helpers: all return 0 on success, -1 with a Python error set ---- */
+
+/* "int8"/"uint8"/... or a NumPy dtype/type/scalar type -> NPY typenum. `allowed` is a
+ * -1-terminated list of accepted typenums (NULL: any integer type). */
+int qc_parse_int_dtype(PyObject *obj, const char *arg, const int *allowed, int *typenum);
+/* Name of a typenum for messages ("int8"). */
+const char *qc_typename(int typenum);
+
+/* profile string -> qc_profile. NULL/None -> onnx. */
+int qc_parse_profile(PyObject *obj, qc_profile *profile);
+
+/* axis: None -> *has_axis = 0; int in [-ndim, ndim) -> normalized. */
+int qc_parse_axis(PyObject *obj, const char *arg, int ndim, int *axis, int *has_axis);
+
+/* An input array of real numbers converted to C-contiguous float32 (new reference).
+ * Accepts float16/32/64 and integer arrays; rejects bool, complex, object, strings.
+ * The input is never modified: a copy is made whenever conversion is needed. */
+PyArrayObject *qc_float32_array(PyObject *obj, const char *arg);
+
+/* An integer array of exactly one of `allowed` typenums, C-contiguous (new reference). */
+PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed);
+
+/* Validate `out=`: a writable, C-contiguous, aligned ndarray with this exact shape and dtype.
+ * Returns a new reference, or a freshly allocated array when out is NULL/None. */
+PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_intp *shape,
+                         int typenum);
+
+/* Scale values: every one strictly positive and finite, else ValueError naming the index. */
+int qc_check_scales(const float *s, size_t n, const char *arg);
+
+/* Set ValueError "<arg>: expected ..., got ..." with printf formatting. Returns -1. */
+int qc_value_error(const char *fmt, ...);
+int qc_type_error(const char *fmt, ...);
+
+/* Type check helper: is obj a real-number scalar (Python int/float or NumPy number)? */
+int qc_is_real_scalar(PyObject *obj);
+
+#endif

@@ -1,0 +1,144 @@
+/* Persistent pthread pool behind qc_parallel_for: workers sleep on a condition variable. */
+#include "threads/pool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define QC_POOL_MAX 256
+
+typedef struct {
+    pthread_mutex_t lock;      /* held by the caller that owns the pool for one job */
+    pthread_mutex_t state;     /* guards the fields below */
+    pthread_cond_t wake;       /* workers wait here for a new generation */
+    pthread_cond_t done;       /* the caller waits here for active == 0 */
+    unsigned long generation;
+    int nworkers;              /* threads started (excluding callers) */
+    int active;                /* workers still inside the current job */
+    qc_task_fn fn;
+    void *ctx;
+    size_t ntasks;
+    int job_workers;           /* how many workers take part in the current job */
+    atomic_size_t next;
+} qc_pool;
+
+static qc_pool g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                         .state = PTHREAD_MUTEX_INITIALIZER,
+                         .wake = PTHREAD_COND_INITIALIZER,
+                         .done = PTHREAD_COND_INITIALIZER};
+static int g_num_threads = 1;
+static int g_pool_initialized;
+
+int qc_max_threads(void) { return QC_POOL_MAX; }
+int qc_get_num_threads(void) { return g_num_threads; }
+
+int qc_set_num_threads(int n) {
+    if (n < 1 || n > QC_POOL_MAX) return -1;
+    g_num_threads = n;
+    return 0;
+}
+
+size_t qc_split_count(size_t n, size_t grain) {
+    size_t t = (size_t)g_num_threads;
+    if (grain == 0) grain = 1;
+    size_t by_size = n / grain;
+    if (by_size < 1) by_size = 1;
+    return by_size < t ? by_size : t;
+}
+
+static void run_tasks(qc_task_fn fn, void *ctx, size_t ntasks) {
+    for (;;) {
+        size_t i = atomic_fetch_add(&g_pool.next, 1);
+        if (i >= ntasks) break;
+        fn(ctx, i);
+    }
+}
+
+static void *worker_main(void *arg) {
+    int id = (int)(intptr_t)arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&g_pool.state);
+    for (;;) {
+        while (g_pool.generation == seen) pthread_cond_wait(&g_pool.wake, &g_pool.state);
+        seen = g_pool.generation;
+        if (id >= g_pool.job_workers) continue; /* not needed for this job */
+        qc_task_fn fn = g_pool.fn;
+        void *ctx = g_pool.ctx;
+        size_t ntasks = g_pool.ntasks;
+        pthread_mutex_unlock(&g_pool.state);
+        run_tasks(fn, ctx, ntasks);
+        pthread_mutex_lock(&g_pool.state);
+        if (--g_pool.active == 0) pthread_cond_signal(&g_pool.done);
+    }
+    return NULL;
+}
+
+/* Start workers up to `want`; returns how many are running. */
+static int ensure_workers(int want) {
+    while (g_pool.nworkers < want) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&t, &attr, worker_main, (void *)(intptr_t)g_pool.nworkers);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        g_pool.nworkers++;
+    }
+    return g_pool.nworkers;
+}
+
+void qc_parallel_for(size_t ntasks, qc_task_fn fn, void *ctx) {
+    if (ntasks == 0) return;
+    int threads = g_num_threads;
+    if (ntasks == 1 || threads <= 1 || pthread_mutex_trylock(&g_pool.lock) != 0) {
+        for (size_t i = 0; i < ntasks; i++) fn(ctx, i);
+        return;
+    }
+    int helpers = (int)QC_MIN((size_t)threads - 1, ntasks - 1);
+    pthread_mutex_lock(&g_pool.state);
+    helpers = QC_MIN(helpers, ensure_workers(helpers));
+    g_pool.fn = fn;
+    g_pool.ctx = ctx;
+    g_pool.ntasks = ntasks;
+    g_pool.job_workers = helpers;
+    g_pool.active = helpers;
+    atomic_store(&g_pool.next, 0);
+    g_pool.generation++;
+    pthread_cond_broadcast(&g_pool.wake);
+    pthread_mutex_unlock(&g_pool.state);
+
+    run_tasks(fn, ctx, ntasks);
+
+    pthread_mutex_lock(&g_pool.state);
+    while (g_pool.active > 0) pthread_cond_wait(&g_pool.done, &g_pool.state);
+    pthread_mutex_unlock(&g_pool.state);
+    pthread_mutex_unlock(&g_pool.lock);
+}
+
+/* After fork() only the forking thread exists in the child: forget the workers. */
+static void after_fork_child(void) {
+    pthread_mutex_init(&g_pool.lock, NULL);
+    pthread_mutex_init(&g_pool.state, NULL);
+    pthread_cond_init(&g_pool.wake, NULL);
+    pthread_cond_init(&g_pool.done, NULL);
+    g_pool.nworkers = 0;
+    g_pool.active = 0;
+    g_pool.generation = 0;
+}
+
+void qc_pool_init(void) {
+    if (g_pool_initialized) return;
+    g_pool_initialized = 1;
+    pthread_atfork(NULL, NULL, after_fork_child);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = ncpu > 0 ? (int)QC_MIN(ncpu, QC_POOL_MAX) : 1;
+    const char *env = getenv("QUANTC_NUM_THREADS");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (*end == '\0' && v >= 1 && v <= QC_POOL_MAX) n = (int)v;
+    }
+    g_num_threads = n;
+}

@@ -1,0 +1,24 @@
+"""Runtime controls: detected CPU features, the kernel chosen per family, thread count."""
+from . import _C
+
+__all__ = ["cpu_info", "get_num_threads", "set_num_threads"]
+
+
+def cpu_info():
+    """Return what was detected and which kernel variant each op family uses.
+
+    Keys: ``vendor``, ``features`` (flag -> bool), ``isa_supported`` (ISA levels this CPU and
+    OS can run), ``isa_cap`` (the ``QUANTC_ISA`` cap), ``kernels`` (family -> chosen variant),
+    ``variants`` (family -> list of ``(name, isa, usable)``), ``num_threads``.
+    """
+    return _C.cpu_info()
+
+
+def set_num_threads(n):
+    """Use ``n`` threads (>= 1) in the kernels; results are identical for every ``n``."""
+    _C.set_num_threads(n)
+
+
+def get_num_threads():
+    """The number of threads the kernels use (default: ``QUANTC_NUM_THREADS`` or all cores)."""
+    return _C.get_num_threads()
