@@ -10,6 +10,8 @@ The public API is documented in README.md and in each function's docstring.
 from ._runtime import cpu_info, get_num_threads, set_num_threads
 from ._elementwise import *  # noqa: F401,F403
 from ._elementwise import __all__ as _elementwise_all
+from ._convert import *  # noqa: F401,F403
+from ._convert import __all__ as _convert_all
 from ._gemm import *  # noqa: F401,F403
 from ._gemm import __all__ as _gemm_all
 from ._conv import *  # noqa: F401,F403
@@ -21,5 +23,5 @@ from .weights import __all__ as _weights_all
 
 __version__ = "0.1.0"
 
-__all__ = (["cpu_info", "get_num_threads", "set_num_threads"] + list(_elementwise_all)
+__all__ = (["cpu_info", "get_num_threads", "set_num_threads"] + list(_elementwise_all) + list(_convert_all)
            + list(_gemm_all) + list(_conv_all) + list(_calibration_all) + list(_weights_all))

@@ -1,0 +1,116 @@
+"""Shared benchmark helpers: float baseline environment, alternating timing, table printing.
+
+Measure as PERF.md says: baseline and candidate alternate in one process, several repeats,
+median time and the ratio reported; the same thread count on both sides.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+# A current NumPy is slowed by OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE that this machine may set;
+# unset both for the float baseline, in this process only (never in tests or CI). Must run
+# before NumPy is imported, so benchmarks import this module first.
+for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+    os.environ.pop(_var, None)
+
+import numpy as np  # noqa: E402
+
+try:
+    from threadpoolctl import threadpool_info, threadpool_limits
+except ImportError:  # pragma: no cover - optional
+    threadpool_info = None
+    threadpool_limits = None
+
+
+def blas_info():
+    """One line naming NumPy's BLAS library, its kernel (core type) and threads."""
+    if threadpool_info is None:
+        return "threadpoolctl not installed: BLAS unknown"
+    parts = []
+    for p in threadpool_info():
+        if p.get("user_api") == "blas":
+            parts.append(f"{p.get('internal_api')} {p.get('version')} "
+                         f"arch={p.get('architecture')} threads={p.get('num_threads')}")
+    return "; ".join(parts) or "no BLAS found"
+
+
+class threads:
+    """Context manager: quantc and NumPy's BLAS (and torch, if imported) on n threads."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        import quantc as qc
+        self._prev = qc.get_num_threads()
+        qc.set_num_threads(self.n)
+        self._limits = threadpool_limits(self.n) if threadpool_limits else None
+        if "torch" in sys.modules:
+            torch = sys.modules["torch"]
+            self._torch_prev = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        import quantc as qc
+        qc.set_num_threads(self._prev)
+        if self._limits is not None:
+            self._limits.unregister()
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(self._torch_prev)
+
+
+def time_alternating(fns, repeats=7, min_time=0.05):
+    """Time each callable in `fns` (a dict name -> fn), alternating between them.
+
+    Each sample runs a callable enough times to last about `min_time` seconds; returns
+    name -> median seconds per call.
+    """
+    loops = {}
+    for name, fn in fns.items():
+        fn()  # warm up (page faults, lazy packing, thread start)
+        n, t = 1, 0.0
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            t = time.perf_counter() - t0
+            if t >= min_time or n >= 1 << 20:
+                break
+            n *= 2 if t == 0 else max(2, int(min_time / t * 1.2))
+        loops[name] = n
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            n = loops[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / n)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def print_table(title, header, rows, file=sys.stdout):
+    """Print rows (lists of str/number) under `header` as an aligned text table."""
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    cells = [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(header)]
+    print(f"\n## {title}", file=file)
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)), file=file)
+    print("  ".join("-" * w for w in widths), file=file)
+    for r in cells:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)), file=file)
+    file.flush()
+
+
+def write_json(path, payload):
+    if path:
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=2)
