@@ -1,2 +1,168 @@
-"""(to be filled)"""
-__all__ = []
+"""Convolution and the quantized operator set (NCHW, ONNX semantics): conv, pooling, add, concat."""
+import numpy as np
+
+from . import _C
+
+__all__ = ["conv_integer", "qlinear_conv", "pack_conv_weight", "PackedConvWeight",
+           "max_pool2d", "avg_pool2d", "global_avg_pool", "qlinear_add", "qlinear_concat"]
+
+
+def _pair(v, arg):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return (int(v), int(v))
+    return v
+
+
+class PackedConvWeight:
+    """Convolution weights prepared once (reordered, packed for the GEMM kernels, zero points
+    baked in); pass it as ``w`` to :func:`conv_integer` / :func:`qlinear_conv` with
+    ``w_zero_point=None`` and the same ``group``.
+
+    Attributes: ``shape`` (M, C/group, kH, kW), ``dtype``, ``group``, ``w_zero_point``
+    (what was given), ``path`` (``"depthwise"`` when C/group == 1, else ``"gemm"``).
+    """
+
+    __slots__ = ("_capsule", "shape", "dtype", "group", "w_zero_point")
+
+    def __init__(self, w, w_zero_point=None, group=1):
+        w_arr = np.asarray(w)
+        self._capsule = _C._pack_conv_weight(w_arr, w_zero_point, group)
+        self.shape = tuple(w_arr.shape)
+        self.dtype = w_arr.dtype
+        self.group = int(group)
+        self.w_zero_point = None if w_zero_point is None else np.array(w_zero_point)
+
+    @property
+    def path(self):
+        return _C._conv_path(self._capsule)
+
+    def __repr__(self):
+        return (f"PackedConvWeight(shape={self.shape}, dtype={self.dtype}, group={self.group}, "
+                f"path={self.path!r})")
+
+
+def pack_conv_weight(w, w_zero_point=None, *, group=1):
+    """Prepare ``w`` (M, C/group, kH, kW), int8 or uint8, once for repeated convolutions.
+
+    ``w_zero_point``: None, a scalar or per output channel (M,). Returns a
+    :class:`PackedConvWeight` accepted wherever ``w`` is.
+    """
+    return PackedConvWeight(w, w_zero_point, group)
+
+
+def _weight(w, w_zero_point, group):
+    if isinstance(w, PackedConvWeight):
+        if w_zero_point is not None:
+            raise ValueError("w_zero_point: expected None with a PackedConvWeight (its zero "
+                             f"points were packed with it), got {w_zero_point!r}")
+        return w._capsule
+    return w
+
+
+def conv_integer(x, w, x_zero_point=None, w_zero_point=None, *, strides=(1, 1),
+                 pads=(0, 0, 0, 0), dilations=(1, 1), group=1, out=None):
+    """ONNX ConvInteger: int32 ``y = conv(x - x_zero_point, w - w_zero_point)``.
+
+    ``x`` (N, C, H, W) int8/uint8; ``w`` (M, C/group, kH, kW) int8/uint8 or a
+    :class:`PackedConvWeight`; ``x_zero_point`` scalar; ``w_zero_point`` scalar or (M,).
+    ``pads`` are (top, left, bottom, right); padded cells hold ``x_zero_point`` (0 after the
+    subtraction, as ONNX). Output (N, M, OH, OW) int32 with OH = (H + top + bottom -
+    ((kH - 1) * dH + 1)) // sH + 1 (same for OW). Sums wrap modulo 2^32 like NumPy's int32.
+    """
+    return _C._conv(x, _weight(w, w_zero_point, group), x_zero_point,
+                    None if isinstance(w, PackedConvWeight) else w_zero_point,
+                    None, None, None, None, None, _pair(strides, "strides"), pads,
+                    _pair(dilations, "dilations"), group, False, True, out)
+
+
+def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point,
+                 bias=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1,
+                 relu=False, out=None):
+    """ONNX QLinearConv, bit for bit as onnx's reference evaluator.
+
+    ``acc[n, m, oy, ox]`` is the int32 ConvInteger sum (see :func:`conv_integer`) plus
+    ``bias[m]`` (int32, wrapping). With the per-channel multiplier computed in float32,
+    ``mult[m] = float32(float32(x_scale * w_scale[m]) / y_scale)``, the output is
+
+        y = clamp(rne(float64(acc) * float64(mult[m]) + y_zero_point), lo, qmax)
+
+    in float64 (what NumPy computes for int32 * float32), ties to even; ``lo`` is qmin, or
+    ``max(qmin, y_zero_point)`` with ``relu=True`` (a fused ReLU). ``w_scale`` and
+    ``w_zero_point`` are scalars or per output channel (M,). The output dtype is
+    ``y_zero_point``'s when it is a NumPy integer, else ``x``'s.
+    """
+    return _C._conv(x, _weight(w, w_zero_point, group), x_zero_point,
+                    None if isinstance(w, PackedConvWeight) else w_zero_point,
+                    x_scale, w_scale, y_scale, y_zero_point, bias, _pair(strides, "strides"),
+                    pads, _pair(dilations, "dilations"), group, relu, False, out)
+
+
+def max_pool2d(q, kernel, *, strides=None, pads=(0, 0, 0, 0), out=None):
+    """Max pooling of ``q`` (N, C, H, W) int8/uint8 (no requantization needed).
+
+    ``kernel`` (kH, kW) or an int; ``strides`` default to the kernel (as torch); ``pads``
+    (top, left, bottom, right), each smaller than the kernel; padded cells never win.
+    OH = (H + top + bottom - kH) // sH + 1.
+    """
+    kernel = _pair(kernel, "kernel")
+    strides = kernel if strides is None else _pair(strides, "strides")
+    return _C._pool2d(q, 0, kernel, strides, pads, None, None, None, None, False, out)
+
+
+def avg_pool2d(q, x_scale, x_zero_point, y_scale, y_zero_point, kernel, *, strides=None,
+               pads=(0, 0, 0, 0), count_include_pad=False, out=None):
+    """Requantizing average pooling of ``q`` (N, C, H, W), output of the same dtype.
+
+    Per window: ``acc`` = sum of ``q - x_zero_point`` over the real cells (int32), ``cnt`` =
+    kH*kW with ``count_include_pad`` else the number of real cells, and in float32 without
+    fused multiply-add
+
+        m = float32(x_scale / y_scale);   y = clamp(rne(float32(acc) * float32(m / cnt)) + y_zero_point)
+
+    ties to even. ``strides`` default to the kernel; each pad must be smaller than the kernel.
+    """
+    kernel = _pair(kernel, "kernel")
+    strides = kernel if strides is None else _pair(strides, "strides")
+    return _C._pool2d(q, 1, kernel, strides, pads, x_scale, x_zero_point, y_scale,
+                      y_zero_point, count_include_pad, out)
+
+
+def global_avg_pool(q, x_scale, x_zero_point, y_scale, y_zero_point, *, out=None):
+    """Requantizing global average pooling: (N, C, H, W) -> (N, C, 1, 1), the formula of
+    :func:`avg_pool2d` with one H x W window (``cnt = H * W``)."""
+    return _C._pool2d(q, 2, (1, 1), (1, 1), (0, 0, 0, 0), x_scale, x_zero_point, y_scale,
+                      y_zero_point, False, out)
+
+
+def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, *,
+                relu=False, out=None):
+    """QLinearAdd with NumPy broadcasting; per element, in float32 without fused multiply-add:
+
+        ma = float32(a_scale / y_scale);  mb = float32(b_scale / y_scale)
+        y = clamp(rne(float32(a - a_zp) * ma + float32(b - b_zp) * mb) + y_zero_point, lo, qmax)
+
+    ties to even; ``lo`` = qmin, or ``max(qmin, y_zero_point)`` with ``relu``. The output
+    dtype is ``y_zero_point``'s when it is a NumPy integer, else ``a``'s.
+    """
+    a_arr, b_arr = np.asarray(a), np.asarray(b)
+    if a_arr.shape != b_arr.shape:
+        try:
+            a_arr, b_arr = np.broadcast_arrays(a_arr, b_arr)
+        except ValueError:
+            raise ValueError(f"b: expected a shape broadcastable with a {a_arr.shape}, got "
+                             f"{b_arr.shape}") from None
+    return _C._qlinear_add(a_arr, a_scale, a_zero_point, b_arr, b_scale, b_zero_point, y_scale,
+                           y_zero_point, relu, out)
+
+
+def qlinear_concat(inputs, y_scale, y_zero_point, *, axis=1, out=None):
+    """QLinearConcat: each ``(q, scale, zero_point)`` in ``inputs`` requantized to
+    ``(y_scale, y_zero_point)`` and concatenated along ``axis``. Per element, in float32:
+
+        y = clamp(rne(float32(q - zero_point) * float32(scale / y_scale)) + y_zero_point)
+
+    ties to even (an input already in the output's dtype, scale and zero point is copied,
+    which is what the formula gives). The output dtype is ``y_zero_point``'s when it is a
+    NumPy integer, else the first input's.
+    """
+    return _C._qlinear_concat(inputs, y_scale, y_zero_point, axis, out)

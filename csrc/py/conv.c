@@ -1,11 +1,780 @@
-/* Bindings for the conv family (to be filled). */
+/* Bindings for convolution and the quantized operator set: parsing, validation, GIL release. */
 #include "py/pyutil.h"
 
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv/conv.h"
+#include "conv/qops.h"
+
+static const int QC_ACT_TYPES[] = {NPY_INT8, NPY_UINT8, -1};
+#define CAPSULE_NAME "quantc.conv_weight"
+
+/* ---- small parsers ---- */
+
+static int range_of(int typenum, int32_t *lo, int32_t *hi) {
+    *lo = typenum == NPY_INT8 ? -128 : 0;
+    *hi = typenum == NPY_INT8 ? 127 : 255;
+    return 0;
+}
+
+/* A tuple/list of n ints, each >= minval. */
+static int parse_ints(PyObject *obj, const char *arg, int n, int minval, int *out) {
+    PyObject *seq = PySequence_Check(obj) ? PySequence_Fast(obj, arg) : NULL;
+    if (!seq || PySequence_Fast_GET_SIZE(seq) != n) {
+        Py_XDECREF(seq);
+        PyErr_Clear();
+        return qc_type_error("%s: expected a sequence of %d ints, got %R", arg, n, obj);
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *it = PySequence_Fast_GET_ITEM(seq, i);
+        if (PyBool_Check(it) || !PyIndex_Check(it)) {
+            Py_DECREF(seq);
+            return qc_type_error("%s: expected a sequence of %d ints, got %R", arg, n, obj);
+        }
+        Py_ssize_t v = PyNumber_AsSsize_t(it, PyExc_OverflowError);
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (v < minval || v > (1 << 20)) {
+            Py_DECREF(seq);
+            return qc_value_error("%s: expected values in [%d, %d], got %R", arg, minval, 1 << 20,
+                                  obj);
+        }
+        out[i] = (int)v;
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* The integer typenum of a zero point given as an ndarray or NumPy scalar; -1 for Python ints. */
+static int zp_typenum(PyObject *obj) {
+    if (PyArray_Check(obj)) return PyArray_TYPE((PyArrayObject *)obj);
+    if (PyArray_IsScalar(obj, Generic)) {
+        PyArray_Descr *d = PyArray_DescrFromScalar(obj);
+        int t = d->type_num;
+        Py_DECREF(d);
+        return t;
+    }
+    return -1;
+}
+
+/* Zero points: None (0), a scalar, or (n_allowed,) values; each in typenum's range. A NumPy
+ * integer zero point must have typenum's dtype (as in ONNX). Fills out[0..count). */
+static int parse_zps(PyObject *obj, const char *arg, int typenum, const char *typename_of,
+                     npy_intp n_allowed, int32_t *out, npy_intp *count) {
+    *count = 1;
+    out[0] = 0;
+    if (obj == NULL || obj == Py_None) return 0;
+    int t = zp_typenum(obj);
+    if (t >= 0 && t != typenum) {
+        return qc_type_error("%s: expected %s (the dtype of %s), got %s", arg,
+                             qc_typename(typenum), typename_of, qc_typename(t));
+    }
+    PyArrayObject *z = qc_int_array(obj, arg, NULL);
+    if (!z) return -1;
+    npy_intp size = PyArray_SIZE(z);
+    int ok = PyArray_NDIM(z) == 0 || (PyArray_NDIM(z) == 1 && (size == 1 || size == n_allowed));
+    if (!ok) {
+        int nd = PyArray_NDIM(z);
+        Py_DECREF(z);
+        if (n_allowed > 1) {
+            return qc_value_error("%s: expected a scalar or shape (%zd,), got %d-D shape with %zd "
+                                  "elements", arg, (Py_ssize_t)n_allowed, nd, (Py_ssize_t)size);
+        }
+        return qc_value_error("%s: expected a scalar, got %d-D shape with %zd elements", arg, nd,
+                              (Py_ssize_t)size);
+    }
+    PyArrayObject *z64 = (PyArrayObject *)PyArray_Cast(z, NPY_INT64);
+    Py_DECREF(z);
+    if (!z64) return -1;
+    const int64_t *v = PyArray_DATA(z64);
+    int32_t lo, hi;
+    range_of(typenum, &lo, &hi);
+    for (npy_intp i = 0; i < size; i++) {
+        if (v[i] < lo || v[i] > hi) {
+            long long bad = (long long)v[i];
+            Py_DECREF(z64);
+            return qc_value_error("%s: expected values in [%d, %d] (%s), got %lld at index %zd",
+                                  arg, lo, hi, qc_typename(typenum), bad, (Py_ssize_t)i);
+        }
+        out[i] = (int32_t)v[i];
+    }
+    *count = size;
+    Py_DECREF(z64);
+    return 0;
+}
+
+/* Scales: a scalar or (n_allowed,) positive finite values. */
+static int parse_scales(PyObject *obj, const char *arg, npy_intp n_allowed, float *out,
+                        npy_intp *count) {
+    if (obj == NULL || obj == Py_None) {
+        return qc_type_error("%s: expected a positive float, got None", arg);
+    }
+    PyArrayObject *s = qc_float32_array(obj, arg);
+    if (!s) return -1;
+    npy_intp size = PyArray_SIZE(s);
+    int ok = PyArray_NDIM(s) == 0 || (PyArray_NDIM(s) == 1 && (size == 1 || size == n_allowed));
+    if (!ok) {
+        int nd = PyArray_NDIM(s);
+        Py_DECREF(s);
+        if (n_allowed > 1) {
+            return qc_value_error("%s: expected a scalar or shape (%zd,), got %d-D shape with %zd "
+                                  "elements", arg, (Py_ssize_t)n_allowed, nd, (Py_ssize_t)size);
+        }
+        return qc_value_error("%s: expected a scalar, got %d-D shape with %zd elements", arg, nd,
+                              (Py_ssize_t)size);
+    }
+    memcpy(out, PyArray_DATA(s), (size_t)size * sizeof(float));
+    Py_DECREF(s);
+    *count = size;
+    return qc_check_scales(out, (size_t)size, arg);
+}
+
+/* The output dtype of a requantizing op: y_zero_point's dtype when it is a NumPy integer
+ * (array or scalar), else `fallback`. */
+static int out_typenum(PyObject *yzp, int fallback, int *typenum) {
+    int t = (yzp && yzp != Py_None) ? zp_typenum(yzp) : -1;
+    if (t < 0) {
+        *typenum = fallback;
+        return 0;
+    }
+    if (t != NPY_INT8 && t != NPY_UINT8) {
+        return qc_type_error("y_zero_point: expected int8 or uint8 (it sets the output dtype), "
+                             "got %s", qc_typename(t));
+    }
+    *typenum = t;
+    return 0;
+}
+
+static int check_ratio(float r, const char *what) {
+    if (!isfinite(r) || !(r > 0.0f)) {
+        return qc_value_error("%s: expected a positive finite float32 ratio, got %g", what,
+                              (double)r);
+    }
+    return 0;
+}
+
+/* An activation array: int8/uint8, C-contiguous copy if needed, `ndim` dimensions. */
+static PyArrayObject *act_array(PyObject *obj, const char *arg, int ndim, const char *layout) {
+    PyArrayObject *a = qc_int_array(obj, arg, QC_ACT_TYPES);
+    if (!a) return NULL;
+    if (ndim >= 0 && PyArray_NDIM(a) != ndim) {
+        qc_value_error("%s: expected a %d-D array %s, got %d dimensions", arg, ndim, layout,
+                       PyArray_NDIM(a));
+        Py_DECREF(a);
+        return NULL;
+    }
+    return a;
+}
+
+/* ---- packed conv weights (a capsule held by quantc.PackedConvWeight) ---- */
+
+static void capsule_free(PyObject *cap) {
+    qc_conv_weights_free(PyCapsule_GetPointer(cap, CAPSULE_NAME));
+}
+
+static qc_conv_weights *make_weights(PyArrayObject *w, PyObject *wzp_obj, size_t G) {
+    const npy_intp *ws = PyArray_DIMS(w);
+    const size_t M = (size_t)ws[0];
+    int32_t *zps = malloc((M ? M : 1) * sizeof(int32_t));
+    if (!zps) return (qc_conv_weights *)PyErr_NoMemory();
+    npy_intp cnt;
+    if (parse_zps(wzp_obj, "w_zero_point", PyArray_TYPE(w), "w", (npy_intp)M, zps, &cnt) < 0) {
+        free(zps);
+        return NULL;
+    }
+    const int per_channel = cnt > 1 || (cnt == 1 && M == 1 && wzp_obj && wzp_obj != Py_None &&
+                                        PyArray_Check(wzp_obj) &&
+                                        PyArray_NDIM((PyArrayObject *)wzp_obj) == 1);
+    for (size_t m = 1; m < M && cnt == 1; m++) zps[m] = zps[0];
+    qc_conv_weights *cw;
+    Py_BEGIN_ALLOW_THREADS
+    cw = qc_conv_weights_create(PyArray_DATA(w), PyArray_TYPE(w) == NPY_INT8, zps, per_channel,
+                                M, (size_t)ws[1], (size_t)ws[2], (size_t)ws[3], G);
+    Py_END_ALLOW_THREADS
+    free(zps);
+    if (!cw) PyErr_NoMemory();
+    return cw;
+}
+
+static PyArrayObject *weight_array(PyObject *obj, size_t G) {
+    PyArrayObject *w = act_array(obj, "w", 4, "(M, C/group, kH, kW)");
+    if (!w) return NULL;
+    const npy_intp *s = PyArray_DIMS(w);
+    if (s[0] % (npy_intp)G != 0) {
+        qc_value_error("w: expected M = w.shape[0] divisible by group = %zu, got %zd", G,
+                       (Py_ssize_t)s[0]);
+        Py_DECREF(w);
+        return NULL;
+    }
+    if (s[2] < 1 || s[3] < 1 || s[1] < 1) {
+        qc_value_error("w: expected C/group, kH and kW >= 1, got shape (%zd, %zd, %zd, %zd)",
+                       (Py_ssize_t)s[0], (Py_ssize_t)s[1], (Py_ssize_t)s[2], (Py_ssize_t)s[3]);
+        Py_DECREF(w);
+        return NULL;
+    }
+    return w;
+}
+
+static int parse_group(PyObject *obj, size_t *G) {
+    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
+        return qc_type_error("group: expected an int, got %s", Py_TYPE(obj)->tp_name);
+    }
+    Py_ssize_t g = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
+    if (g == -1 && PyErr_Occurred()) return -1;
+    if (g < 1) return qc_value_error("group: expected an int >= 1, got %zd", g);
+    *G = (size_t)g;
+    return 0;
+}
+
+/* _pack_conv_weight(w, w_zero_point, group) -> capsule */
+static PyObject *py_pack_conv_weight(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *wobj, *wzp, *gobj;
+    if (!PyArg_ParseTuple(args, "OOO", &wobj, &wzp, &gobj)) return NULL;
+    size_t G = 1;
+    if (parse_group(gobj, &G) < 0) return NULL;
+    PyArrayObject *w = weight_array(wobj, G);
+    if (!w) return NULL;
+    qc_conv_weights *cw = make_weights(w, wzp, G);
+    Py_DECREF(w);
+    if (!cw) return NULL;
+    PyObject *cap = PyCapsule_New(cw, CAPSULE_NAME, capsule_free);
+    if (!cap) qc_conv_weights_free(cw);
+    return cap;
+}
+
+/* _conv(x, w, x_zero_point, w_zero_point, x_scale, w_scale, y_scale, y_zero_point, bias,
+ *       strides, pads, dilations, group, relu, integer, out)
+ * w is an array or a capsule from _pack_conv_weight (then w_zero_point must be None and
+ * w_signed/group come from the capsule). integer=True: ConvInteger (int32 out). */
+static PyObject *py_conv(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *wo, *xzpo, *wzpo, *xso, *wso, *yso, *yzpo, *biaso, *so, *po, *dlo, *go, *out;
+    int relu, integer;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOppO", &xo, &wo, &xzpo, &wzpo, &xso, &wso, &yso,
+                          &yzpo, &biaso, &so, &po, &dlo, &go, &relu, &integer, &out))
+        return NULL;
+    int strides[2], pads[4], dil[2];
+    size_t G = 1;
+    if (parse_ints(so, "strides", 2, 1, strides) < 0 || parse_ints(po, "pads", 4, 0, pads) < 0 ||
+        parse_ints(dlo, "dilations", 2, 1, dil) < 0 || parse_group(go, &G) < 0)
+        return NULL;
+    PyArrayObject *x = NULL, *w = NULL, *bias = NULL, *y = NULL;
+    qc_conv_weights *cw = NULL;
+    int own_cw = 0;
+    float *mult = NULL;
+    float *wsc = NULL;
+    PyObject *result = NULL;
+
+    x = act_array(xo, "x", 4, "(N, C, H, W)");
+    if (!x) goto done;
+    const int xt = PyArray_TYPE(x);
+    if (PyCapsule_CheckExact(wo)) {
+        cw = PyCapsule_GetPointer(wo, CAPSULE_NAME);
+        if (!cw) goto done;
+        if (wzpo != Py_None) {
+            qc_value_error("w_zero_point: expected None with a packed weight (its zero points "
+                           "were packed with it), got %R", wzpo);
+            goto done;
+        }
+        if (cw->G != G) {
+            qc_value_error("group: expected %zu (the group the weight was packed for), got %zu",
+                           cw->G, G);
+            goto done;
+        }
+    } else {
+        w = weight_array(wo, G);
+        if (!w) goto done;
+        cw = make_weights(w, wzpo, G);
+        if (!cw) goto done;
+        own_cw = 1;
+    }
+    const npy_intp *xs = PyArray_DIMS(x);
+    const size_t N = (size_t)xs[0], C = (size_t)xs[1], H = (size_t)xs[2], W = (size_t)xs[3];
+    const size_t M = cw->M;
+    if (C != cw->Cg * G) {
+        qc_value_error("x: expected C = %zu channels (w.shape[1] = %zu times group = %zu), got %zu",
+                       cw->Cg * G, cw->Cg, G, C);
+        goto done;
+    }
+    int32_t xzp;
+    npy_intp cnt;
+    if (parse_zps(xzpo, "x_zero_point", xt, "x", 1, &xzp, &cnt) < 0) goto done;
+    const size_t eh = (cw->kh - 1) * (size_t)dil[0] + 1, ew = (cw->kw - 1) * (size_t)dil[1] + 1;
+    const size_t PH = H + (size_t)pads[0] + (size_t)pads[2], PW = W + (size_t)pads[1] + (size_t)pads[3];
+    if (eh > PH || ew > PW) {
+        qc_value_error("w: expected a kernel that fits the padded input (%zu, %zu), got a dilated "
+                       "kernel of (%zu, %zu)", PH, PW, eh, ew);
+        goto done;
+    }
+    const size_t OH = (PH - eh) / (size_t)strides[0] + 1, OW = (PW - ew) / (size_t)strides[1] + 1;
+
+    qc_conv_args a;
+    memset(&a, 0, sizeof a);
+    a.N = N, a.C = C, a.H = H, a.W = W, a.OH = OH, a.OW = OW;
+    a.sh = strides[0], a.sw = strides[1], a.dh = dil[0], a.dw = dil[1];
+    a.pt = pads[0], a.pl = pads[1], a.pb = pads[2], a.pr = pads[3];
+    a.x_signed = xt == NPY_INT8;
+    a.xzp = xzp;
+    a.w = cw;
+    int yt = NPY_INT32;
+    if (integer) {
+        a.out_int32 = 1;
+    } else {
+        float xsc, ysc;
+        if (parse_scales(xso, "x_scale", 1, &xsc, &cnt) < 0) goto done;
+        wsc = malloc((M ? M : 1) * sizeof(float));
+        mult = malloc((M ? M : 1) * sizeof(float));
+        if (!wsc || !mult) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        npy_intp nws;
+        if (parse_scales(wso, "w_scale", (npy_intp)M, wsc, &nws) < 0) goto done;
+        if (parse_scales(yso, "y_scale", 1, &ysc, &cnt) < 0) goto done;
+        if (yzpo == Py_None) {
+            qc_type_error("y_zero_point: expected an int8 or uint8 zero point, got None");
+            goto done;
+        }
+        if (out_typenum(yzpo, xt, &yt) < 0) goto done;
+        int32_t yzp;
+        if (parse_zps(yzpo, "y_zero_point", yt, "the output", 1, &yzp, &cnt) < 0) goto done;
+        for (size_t m = 0; m < M; m++) {
+            /* the multiplier exactly as onnx's reference: float32 (x_scale * w_scale) / y_scale */
+            float xw = xsc * wsc[nws > 1 ? m : 0];
+            mult[m] = xw / ysc;
+            if (check_ratio(mult[m], "x_scale * w_scale / y_scale") < 0) goto done;
+        }
+        a.mult = mult;
+        a.y_signed = yt == NPY_INT8;
+        a.y_zp = yzp;
+        a.relu = relu;
+        if (biaso != Py_None) {
+            static const int i32[] = {NPY_INT32, -1};
+            bias = qc_int_array(biaso, "bias", i32);
+            if (!bias) goto done;
+            if (PyArray_NDIM(bias) != 1 || (size_t)PyArray_DIM(bias, 0) != M) {
+                qc_value_error("bias: expected shape (%zu,), got %d-D with %zd elements", M,
+                               PyArray_NDIM(bias), (Py_ssize_t)PyArray_SIZE(bias));
+                goto done;
+            }
+            a.bias = PyArray_DATA(bias);
+        }
+    }
+    npy_intp oshape[4] = {(npy_intp)N, (npy_intp)M, (npy_intp)OH, (npy_intp)OW};
+    y = qc_output(out, "out", 4, oshape, yt);
+    if (!y) goto done;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = qc_conv_run(&a, PyArray_DATA(x), PyArray_DATA(y));
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = (PyObject *)y;
+    y = NULL;
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(w);
+    Py_XDECREF(bias);
+    Py_XDECREF(y);
+    if (own_cw) qc_conv_weights_free(cw);
+    free(mult);
+    free(wsc);
+    return result;
+}
+
+/* _conv_path(capsule) -> "depthwise" | "gemm" */
+static PyObject *py_conv_path(PyObject *self, PyObject *cap) {
+    (void)self;
+    qc_conv_weights *cw = PyCapsule_GetPointer(cap, CAPSULE_NAME);
+    if (!cw) return NULL;
+    return PyUnicode_FromString(qc_conv_path(cw));
+}
+
+/* ---- pooling ---- */
+
+typedef struct {
+    const qc_qops_impl *ops;
+    const uint8_t *x;
+    uint8_t *y;
+    qc_win2d g;
+    qc_avgpool_params p;
+    int is_avg, x_signed;
+    size_t planes_per_task, nplanes;
+    int failed;
+} pool_ctx;
+
+static void pool_task(void *vctx, size_t task) {
+    pool_ctx *c = vctx;
+    const size_t pw = (size_t)c->g.pl + c->g.W + (size_t)c->g.pr;
+    void *ws = malloc((pw + c->g.OW) * sizeof(int32_t));
+    if (!ws) {
+        c->failed = 1;
+        return;
+    }
+    const size_t in = c->g.H * c->g.W, on = c->g.OH * c->g.OW;
+    const size_t p0 = task * c->planes_per_task, p1 = QC_MIN(c->nplanes, p0 + c->planes_per_task);
+    for (size_t p = p0; p < p1; p++) {
+        const uint8_t *x = c->x + p * in;
+        uint8_t *y = c->y + p * on;
+        if (c->is_avg) {
+            if (c->x_signed) c->ops->avgpool_s8((const int8_t *)x, (int8_t *)y, &c->g, &c->p, ws);
+            else c->ops->avgpool_u8(x, y, &c->g, &c->p, ws);
+        } else {
+            if (c->x_signed) c->ops->maxpool_s8((const int8_t *)x, (int8_t *)y, &c->g, ws);
+            else c->ops->maxpool_u8(x, y, &c->g, ws);
+        }
+    }
+    free(ws);
+}
+
+/* _pool2d(q, kind, kernel, strides, pads, x_scale, x_zp, y_scale, y_zp, count_include_pad, out)
+ * kind: 0 max, 1 average, 2 global average (kernel/strides/pads ignored) */
+static PyObject *py_pool2d(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *qo, *ko, *so, *po, *xso, *xzpo, *yso, *yzpo, *out;
+    int kind, cip;
+    if (!PyArg_ParseTuple(args, "OiOOOOOOOpO", &qo, &kind, &ko, &so, &po, &xso, &xzpo, &yso,
+                          &yzpo, &cip, &out))
+        return NULL;
+    PyArrayObject *q = act_array(qo, "q", 4, "(N, C, H, W)");
+    if (!q) return NULL;
+    PyArrayObject *y = NULL;
+    const npy_intp *s = PyArray_DIMS(q);
+    const int qt = PyArray_TYPE(q);
+    int k[2], st[2], pd[4] = {0, 0, 0, 0};
+    if (kind == 2) {
+        if (s[2] == 0 || s[3] == 0) {
+            qc_value_error("q: expected H, W >= 1 for global pooling, got (%zd, %zd)",
+                           (Py_ssize_t)s[2], (Py_ssize_t)s[3]);
+            goto fail;
+        }
+        if (s[2] > (1 << 20) || s[3] > (1 << 20) || s[2] * s[3] > (1 << 24)) {
+            qc_value_error("q: expected at most 2^24 elements per plane, got (%zd, %zd)",
+                           (Py_ssize_t)s[2], (Py_ssize_t)s[3]);
+            goto fail;
+        }
+        k[0] = (int)s[2], k[1] = (int)s[3], st[0] = st[1] = 1;
+    } else {
+        if (parse_ints(ko, "kernel", 2, 1, k) < 0 || parse_ints(so, "strides", 2, 1, st) < 0 ||
+            parse_ints(po, "pads", 4, 0, pd) < 0)
+            goto fail;
+        if (pd[0] >= k[0] || pd[2] >= k[0] || pd[1] >= k[1] || pd[3] >= k[1]) {
+            qc_value_error("pads: expected each pad smaller than the kernel (%d, %d), got "
+                           "(%d, %d, %d, %d)", k[0], k[1], pd[0], pd[1], pd[2], pd[3]);
+            goto fail;
+        }
+    }
+    const size_t PH = (size_t)s[2] + (size_t)pd[0] + (size_t)pd[2];
+    const size_t PW = (size_t)s[3] + (size_t)pd[1] + (size_t)pd[3];
+    if ((size_t)k[0] > PH || (size_t)k[1] > PW) {
+        qc_value_error("kernel: expected a kernel that fits the padded input (%zu, %zu), got "
+                       "(%d, %d)", PH, PW, k[0], k[1]);
+        goto fail;
+    }
+    pool_ctx c;
+    memset(&c, 0, sizeof c);
+    c.g.H = (size_t)s[2], c.g.W = (size_t)s[3];
+    c.g.OH = (PH - (size_t)k[0]) / (size_t)st[0] + 1;
+    c.g.OW = (PW - (size_t)k[1]) / (size_t)st[1] + 1;
+    c.g.kh = k[0], c.g.kw = k[1], c.g.sh = st[0], c.g.sw = st[1], c.g.dh = c.g.dw = 1;
+    c.g.pt = pd[0], c.g.pl = pd[1], c.g.pb = pd[2], c.g.pr = pd[3];
+    c.is_avg = kind != 0;
+    c.x_signed = qt == NPY_INT8;
+    if (c.is_avg) {
+        float xsc, ysc;
+        int32_t xzp, yzp, lo, hi;
+        npy_intp cnt;
+        if (parse_scales(xso, "x_scale", 1, &xsc, &cnt) < 0 ||
+            parse_zps(xzpo, "x_zero_point", qt, "q", 1, &xzp, &cnt) < 0 ||
+            parse_scales(yso, "y_scale", 1, &ysc, &cnt) < 0 ||
+            parse_zps(yzpo, "y_zero_point", qt, "q", 1, &yzp, &cnt) < 0)
+            goto fail;
+        c.p.m = xsc / ysc;
+        if (check_ratio(c.p.m, "x_scale / y_scale") < 0) goto fail;
+        range_of(qt, &lo, &hi);
+        c.p.xzp = xzp, c.p.yzp = yzp;
+        c.p.lo = (float)(lo - yzp), c.p.hi = (float)(hi - yzp);
+        c.p.count_include_pad = cip;
+    }
+    npy_intp osh[4] = {s[0], s[1], (npy_intp)c.g.OH, (npy_intp)c.g.OW};
+    y = qc_output(out, "out", 4, osh, qt);
+    if (!y) goto fail;
+    c.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
+    c.x = PyArray_DATA(q);
+    c.y = PyArray_DATA(y);
+    c.nplanes = (size_t)(s[0] * s[1]);
+    const size_t work = (size_t)PH * PW + 1;
+    c.planes_per_task = QC_MAX((size_t)1, (size_t)(1 << 16) / work);
+    if (c.nplanes) {
+        Py_BEGIN_ALLOW_THREADS
+        qc_parallel_for((c.nplanes + c.planes_per_task - 1) / c.planes_per_task, pool_task, &c);
+        Py_END_ALLOW_THREADS
+    }
+    if (c.failed) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_DECREF(q);
+    return (PyObject *)y;
+fail:
+    Py_DECREF(q);
+    Py_XDECREF(y);
+    return NULL;
+}
+
+/* ---- add and concat ---- */
+
+#define QC_CHUNK ((size_t)1 << 16)
+
+typedef struct {
+    const qc_qops_impl *ops;
+    const char *a, *b;
+    char *y;
+    int sa, sb, sy;
+    size_t n;
+    qc_add_params p;
+} add_ctx;
+
+static void add_task(void *vctx, size_t t) {
+    add_ctx *c = vctx;
+    size_t i0 = t * QC_CHUNK, n = QC_MIN(QC_CHUNK, c->n - i0);
+    c->ops->add(c->a + i0, c->sa, c->b + i0, c->sb, c->y + i0, c->sy, n, &c->p);
+}
+
+/* _qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, relu, out); a and b have the
+ * same shape (the Python layer broadcasts). */
+static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ao, *aso, *azo, *bo, *bso, *bzo, *yso, *yzo, *out;
+    int relu;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOpO", &ao, &aso, &azo, &bo, &bso, &bzo, &yso, &yzo, &relu,
+                          &out))
+        return NULL;
+    PyArrayObject *a = act_array(ao, "a", -1, ""), *b = NULL, *y = NULL;
+    if (!a) return NULL;
+    b = act_array(bo, "b", -1, "");
+    if (!b) goto fail;
+    if (!PyArray_SAMESHAPE(a, b)) {
+        qc_value_error("b: expected the shape of a (or a shape broadcastable with it)");
+        goto fail;
+    }
+    float as, bs, ys;
+    int32_t az, bz, yz, lo, hi;
+    npy_intp cnt;
+    int yt;
+    if (parse_scales(aso, "a_scale", 1, &as, &cnt) < 0 ||
+        parse_zps(azo, "a_zero_point", PyArray_TYPE(a), "a", 1, &az, &cnt) < 0 ||
+        parse_scales(bso, "b_scale", 1, &bs, &cnt) < 0 ||
+        parse_zps(bzo, "b_zero_point", PyArray_TYPE(b), "b", 1, &bz, &cnt) < 0 ||
+        parse_scales(yso, "y_scale", 1, &ys, &cnt) < 0 || out_typenum(yzo, PyArray_TYPE(a), &yt) < 0 ||
+        parse_zps(yzo, "y_zero_point", yt, "the output", 1, &yz, &cnt) < 0)
+        goto fail;
+    add_ctx c;
+    c.p.ma = as / ys;
+    c.p.mb = bs / ys;
+    if (check_ratio(c.p.ma, "a_scale / y_scale") < 0 || check_ratio(c.p.mb, "b_scale / y_scale") < 0)
+        goto fail;
+    range_of(yt, &lo, &hi);
+    if (relu && yz > lo) lo = yz;
+    c.p.azp = az, c.p.bzp = bz, c.p.yzp = yz;
+    c.p.lo = (float)(lo - yz), c.p.hi = (float)(hi - yz);
+    y = qc_output(out, "out", PyArray_NDIM(a), PyArray_DIMS(a), yt);
+    if (!y) goto fail;
+    c.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
+    c.a = PyArray_DATA(a), c.b = PyArray_DATA(b), c.y = PyArray_DATA(y);
+    c.sa = PyArray_TYPE(a) == NPY_INT8, c.sb = PyArray_TYPE(b) == NPY_INT8, c.sy = yt == NPY_INT8;
+    c.n = (size_t)PyArray_SIZE(a);
+    if (c.n) {
+        Py_BEGIN_ALLOW_THREADS
+        qc_parallel_for((c.n + QC_CHUNK - 1) / QC_CHUNK, add_task, &c);
+        Py_END_ALLOW_THREADS
+    }
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return (PyObject *)y;
+fail:
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(y);
+    return NULL;
+}
+
+typedef struct {
+    const char *x;
+    int sx, copy;
+    size_t inner;      /* elements per outer index in this input */
+    size_t offset;     /* element offset of this input inside an output row */
+    qc_rq_params p;
+} concat_part;
+
+typedef struct {
+    const qc_qops_impl *ops;
+    concat_part *parts;
+    size_t nparts, outer, row; /* output row = sum of parts' inner */
+    char *y;
+    int sy;
+} concat_ctx;
+
+static void concat_task(void *vctx, size_t o) {
+    concat_ctx *c = vctx;
+    for (size_t k = 0; k < c->nparts; k++) {
+        const concat_part *p = &c->parts[k];
+        const char *src = p->x + o * p->inner;
+        char *dst = c->y + o * c->row + p->offset;
+        if (p->copy) memcpy(dst, src, p->inner);
+        else c->ops->requant(src, p->sx, dst, c->sy, p->inner, &p->p);
+    }
+}
+
+/* _qlinear_concat(inputs, y_scale, y_zp, axis, out) */
+static PyObject *py_qlinear_concat(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *inputs, *yso, *yzo, *axo, *out;
+    if (!PyArg_ParseTuple(args, "OOOOO", &inputs, &yso, &yzo, &axo, &out)) return NULL;
+    PyObject *seq = PySequence_Check(inputs) && !PyUnicode_Check(inputs)
+                        ? PySequence_Fast(inputs, "inputs") : NULL;
+    if (!seq) {
+        PyErr_Clear();
+        return (qc_type_error("inputs: expected a sequence of (q, scale, zero_point), got %s",
+                              Py_TYPE(inputs)->tp_name), NULL);
+    }
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyArrayObject **arrs = calloc((size_t)(n ? n : 1), sizeof *arrs);
+    concat_part *parts = calloc((size_t)(n ? n : 1), sizeof *parts);
+    PyArrayObject *y = NULL;
+    PyObject *result = NULL;
+    if (!arrs || !parts) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (n == 0) {
+        qc_value_error("inputs: expected at least one (q, scale, zero_point), got an empty sequence");
+        goto done;
+    }
+    float ys;
+    npy_intp cnt;
+    if (parse_scales(yso, "y_scale", 1, &ys, &cnt) < 0) goto done;
+    int ndim = 0, axis = 0, has_axis, yt = NPY_INT8;
+    npy_intp shape[NPY_MAXDIMS];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *it = PySequence_Fast_GET_ITEM(seq, i);
+        char name[48];
+        snprintf(name, sizeof name, "inputs[%zd]", i);
+        if (!PyTuple_Check(it) && !PyList_Check(it)) {
+            qc_type_error("%s: expected a (q, scale, zero_point) tuple, got %s", name,
+                          Py_TYPE(it)->tp_name);
+            goto done;
+        }
+        if (PySequence_Size(it) != 3) {
+            qc_value_error("%s: expected a (q, scale, zero_point) tuple, got %zd items", name,
+                           PySequence_Size(it));
+            goto done;
+        }
+        PyObject *q = PySequence_GetItem(it, 0), *s = PySequence_GetItem(it, 1),
+                 *z = PySequence_GetItem(it, 2);
+        char qname[64], sname[64], zname[64];
+        snprintf(qname, sizeof qname, "inputs[%zd] q", i);
+        snprintf(sname, sizeof sname, "inputs[%zd] scale", i);
+        snprintf(zname, sizeof zname, "inputs[%zd] zero_point", i);
+        int ok = q && s && z;
+        if (ok) ok = (arrs[i] = act_array(q, qname, -1, "")) != NULL;
+        float sc = 1.0f;
+        int32_t zp = 0;
+        if (ok) ok = parse_scales(s, sname, 1, &sc, &cnt) == 0;
+        if (ok) ok = parse_zps(z, zname, PyArray_TYPE(arrs[i]), qname, 1, &zp, &cnt) == 0;
+        Py_XDECREF(q);
+        Py_XDECREF(s);
+        Py_XDECREF(z);
+        if (!ok) goto done;
+        PyArrayObject *a = arrs[i];
+        if (i == 0) {
+            ndim = PyArray_NDIM(a);
+            if (ndim == 0) {
+                qc_value_error("%s: expected at least 1 dimension to concatenate, got a 0-d array",
+                               qname);
+                goto done;
+            }
+            if (qc_parse_axis(axo, "axis", ndim, &axis, &has_axis) < 0) goto done;
+            if (!has_axis) {
+                qc_type_error("axis: expected an int, got None");
+                goto done;
+            }
+            memcpy(shape, PyArray_DIMS(a), sizeof(npy_intp) * (size_t)ndim);
+            shape[axis] = 0;
+            if (out_typenum(yzo, PyArray_TYPE(a), &yt) < 0) goto done;
+        } else {
+            int same = PyArray_NDIM(a) == ndim;
+            for (int d = 0; same && d < ndim; d++)
+                same = d == axis || PyArray_DIM(a, d) == shape[d];
+            if (!same) {
+                qc_value_error("%s: expected the shape of inputs[0] except along axis %d, got a "
+                               "different shape", qname, axis);
+                goto done;
+            }
+        }
+        shape[axis] += PyArray_DIM(a, axis);
+        parts[i].x = PyArray_DATA(a);
+        parts[i].sx = PyArray_TYPE(a) == NPY_INT8;
+        parts[i].p.zp = zp;
+        parts[i].p.m = sc / ys;
+        if (check_ratio(parts[i].p.m, "scale / y_scale") < 0) goto done;
+    }
+    int32_t yz, lo, hi;
+    if (parse_zps(yzo, "y_zero_point", yt, "the output", 1, &yz, &cnt) < 0) goto done;
+    range_of(yt, &lo, &hi);
+    size_t outer = 1, inner_unit = 1, row = 0;
+    for (int d = 0; d < axis; d++) outer *= (size_t)shape[d];
+    for (int d = axis + 1; d < ndim; d++) inner_unit *= (size_t)shape[d];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        parts[i].inner = (size_t)PyArray_DIM(arrs[i], axis) * inner_unit;
+        parts[i].offset = row;
+        row += parts[i].inner;
+        parts[i].p.yzp = yz;
+        parts[i].p.lo = (float)(lo - yz), parts[i].p.hi = (float)(hi - yz);
+        /* identical quantization: the requant formula returns q itself, so copy */
+        parts[i].copy = (PyArray_TYPE(arrs[i]) == yt) && parts[i].p.m == 1.0f &&
+                        parts[i].p.zp == yz;
+    }
+    y = qc_output(out, "out", ndim, shape, yt);
+    if (!y) goto done;
+    concat_ctx c = {(const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl, parts,
+                    (size_t)n, outer, row, PyArray_DATA(y), yt == NPY_INT8};
+    if (outer && row) {
+        Py_BEGIN_ALLOW_THREADS
+        qc_parallel_for(outer, concat_task, &c);
+        Py_END_ALLOW_THREADS
+    }
+    result = (PyObject *)y;
+    y = NULL;
+done:
+    if (arrs)
+        for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(arrs[i]);
+    free(arrs);
+    free(parts);
+    Py_XDECREF(y);
+    Py_DECREF(seq);
+    return result;
+}
+
 PyMethodDef qc_conv_methods[] = {
+    {"_conv", py_conv, METH_VARARGS, "ConvInteger / QLinearConv (see quantc.qlinear_conv)."},
+    {"_pack_conv_weight", py_pack_conv_weight, METH_VARARGS, "Prepare conv weights once."},
+    {"_conv_path", py_conv_path, METH_O, "The path a packed conv weight runs on."},
+    {"_pool2d", py_pool2d, METH_VARARGS, "Max / average / global average pooling."},
+    {"_qlinear_add", py_qlinear_add, METH_VARARGS, "QLinearAdd on same-shape inputs."},
+    {"_qlinear_concat", py_qlinear_concat, METH_VARARGS, "QLinearConcat."},
     {NULL, NULL, 0, NULL},
 };
 
 int qc_conv_init(PyObject *m) {
     (void)m;
+    if (qc_register_family(&qc_qops_family) < 0) return -1;
     return 0;
 }

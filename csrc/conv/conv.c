@@ -1,0 +1,296 @@
+/* NCHW convolution driver: weight preparation, depthwise path, im2col + packed-GEMM path. */
+#include "conv/conv.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv/transpose.h"
+#include "gemm/gemm.h"
+#include "threads/pool.h"
+
+/* ---- weights ---- */
+
+void qc_conv_weights_free(qc_conv_weights *cw) {
+    if (!cw) return;
+    if (cw->gemm) {
+        for (size_t g = 0; g < cw->G; g++) free(cw->gemm[g]);
+        free(cw->gemm);
+    }
+    free(cw->wt);
+    free(cw->wzp);
+    free(cw->wdw);
+    free(cw);
+}
+
+/* One group's packed B (= W_g^T, K x Ng) with its column sums, in one allocation:
+ * [qc_gemm_b][pad to 64][data][colsum]. */
+static qc_gemm_b *pack_group(const int8_t *wt_g, int w_signed, size_t K, size_t Ng) {
+    size_t head = (sizeof(qc_gemm_b) + 63) & ~(size_t)63;
+    size_t dbytes = (qc_gemm_pack_b_size((int64_t)K, (int64_t)Ng) + 63) & ~(size_t)63;
+    size_t np = (Ng + QC_GEMM_NR - 1) / QC_GEMM_NR * QC_GEMM_NR;
+    char *mem = aligned_alloc(64, head + dbytes + ((np * sizeof(int32_t) + 63) & ~(size_t)63));
+    if (!mem) return NULL;
+    qc_gemm_b *b = (qc_gemm_b *)mem;
+    qc_gemm_pack_b(wt_g, w_signed, 1, (ptrdiff_t)K, (int64_t)K, (int64_t)Ng,
+                   (int8_t *)(mem + head), (int32_t *)(mem + head + dbytes), b);
+    return b;
+}
+
+qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32_t *wzp,
+                                        int wzp_per_channel, size_t M, size_t Cg, size_t kh,
+                                        size_t kw, size_t G) {
+    qc_conv_weights *cw = calloc(1, sizeof *cw);
+    if (!cw) return NULL;
+    const size_t K = kh * kw * Cg, taps = kh * kw;
+    cw->M = M, cw->Cg = Cg, cw->kh = kh, cw->kw = kw, cw->G = G, cw->K = K;
+    cw->w_signed = w_signed;
+    cw->wzp_per_channel = wzp_per_channel;
+    cw->wt = malloc(QC_MAX(M * K, (size_t)1));
+    cw->wzp = malloc((M ? M : 1) * sizeof(int32_t));
+    if (!cw->wt || !cw->wzp) goto fail;
+    memcpy(cw->wzp, wzp, M * sizeof(int32_t));
+    /* (M, Cg, kh, kw) -> (M, kh, kw, Cg): the layout of an NHWC patch */
+    const uint8_t *src = w;
+    uint8_t *dst = (uint8_t *)cw->wt;
+    for (size_t m = 0; m < M; m++)
+        for (size_t c = 0; c < Cg; c++)
+            for (size_t t = 0; t < taps; t++) dst[m * K + t * Cg + c] = src[(m * Cg + c) * taps + t];
+    if (Cg == 1) {
+        cw->wdw = malloc(QC_MAX(M * taps, (size_t)1) * sizeof(int16_t));
+        if (!cw->wdw) goto fail;
+        for (size_t m = 0; m < M; m++)
+            for (size_t t = 0; t < taps; t++) {
+                int32_t v = w_signed ? (int32_t)((const int8_t *)w)[m * taps + t]
+                                     : (int32_t)src[m * taps + t];
+                cw->wdw[m * taps + t] = (int16_t)(v - wzp[m]);
+            }
+    } else {
+        const size_t Ng = M / G;
+        cw->gemm = calloc(G, sizeof(void *));
+        if (!cw->gemm) goto fail;
+        for (size_t g = 0; g < G; g++) {
+            cw->gemm[g] = pack_group(cw->wt + g * Ng * K, w_signed, K, Ng);
+            if (!cw->gemm[g]) goto fail;
+        }
+    }
+    return cw;
+fail:
+    qc_conv_weights_free(cw);
+    return NULL;
+}
+
+const char *qc_conv_path(const qc_conv_weights *w) { return w->wdw ? "depthwise" : "gemm"; }
+
+/* ---- shared run state ---- */
+
+typedef struct {
+    const qc_conv_args *a;
+    const qc_qops_impl *ops;
+    const qc_gemm_kernels *gk;
+    const uint8_t *x;   /* NCHW input */
+    const uint8_t *xt;  /* NHWC input (GEMM path) */
+    uint8_t *xt_w;
+    void *y;
+    double lo, hi;
+    size_t M, Ng, K, P, pb, nblocks;
+    int direct;         /* 1x1, stride 1, no padding: A rows are NHWC pixels, no im2col */
+    atomic_int failed;
+} run_ctx;
+
+static void bounds(const qc_conv_args *a, double *lo, double *hi) {
+    double qmin = a->y_signed ? -128.0 : 0.0, qmax = a->y_signed ? 127.0 : 255.0;
+    *lo = a->relu && (double)a->y_zp > qmin ? (double)a->y_zp : qmin;
+    *hi = qmax;
+}
+
+/* ---- depthwise path: one task per (image, output channel) plane ---- */
+
+static void dw_task(void *vctx, size_t task) {
+    run_ctx *ctx = vctx;
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const size_t M = w->M, n = task / M, m = task % M, c = m / (M / w->G);
+    const size_t H = a->H, W = a->W, PH = a->pt + H + a->pb, PW = a->pl + W + a->pr;
+    int16_t *xp = malloc(PH * PW * sizeof(int16_t) + a->OW * sizeof(int32_t));
+    if (!xp) {
+        atomic_store(&ctx->failed, 1);
+        return;
+    }
+    int32_t *acc = (int32_t *)(xp + PH * PW);
+    const size_t plane = (n * a->C + c) * H * W;
+    memset(xp, 0, PH * PW * sizeof(int16_t));
+    const int32_t xzp = a->xzp;
+    for (size_t iy = 0; iy < H; iy++) {
+        int16_t *dst = xp + (iy + a->pt) * PW + a->pl;
+        if (a->x_signed) {
+            const int8_t *s = (const int8_t *)ctx->x + plane + iy * W;
+            for (size_t ix = 0; ix < W; ix++) dst[ix] = (int16_t)(s[ix] - xzp);
+        } else {
+            const uint8_t *s = ctx->x + plane + iy * W;
+            for (size_t ix = 0; ix < W; ix++) dst[ix] = (int16_t)(s[ix] - xzp);
+        }
+    }
+    qc_win2d g = {H, W, a->OH, a->OW, (int)w->kh, (int)w->kw, a->sh, a->sw, a->dh, a->dw,
+                  a->pt, a->pl, a->pb, a->pr};
+    qc_dw_params p = {a->bias ? a->bias[m] : 0, a->out_int32 ? 0.0 : (double)a->mult[m],
+                      (double)a->y_zp, ctx->lo, ctx->hi};
+    const size_t out = (n * M + m) * a->OH * a->OW;
+    ctx->ops->dwconv(xp, PW, w->wdw + m * w->kh * w->kw, &g, &p, acc,
+                     a->out_int32 ? (int32_t *)ctx->y + out : NULL,
+                     (int8_t *)ctx->y + out, a->y_signed);
+    free(xp);
+}
+
+/* ---- GEMM path ---- */
+
+/* NCHW -> NHWC, one task per (image, block of 256 pixels). */
+static void nhwc_task(void *vctx, size_t task) {
+    run_ctx *ctx = vctx;
+    const qc_conv_args *a = ctx->a;
+    const size_t HW = a->H * a->W, nb = (HW + 255) / 256;
+    const size_t n = task / nb, p0 = task % nb * 256, np = QC_MIN(256, HW - p0);
+    qc_transpose_u8(ctx->x + n * a->C * HW + p0, a->C, np, HW,
+                    ctx->xt_w + (n * HW + p0) * a->C, a->C);
+}
+
+/* Rows [p0, p0 + rows) of image n's patch matrix for group g: row i is output pixel p0 + i,
+ * K = kh * kw * Cg bytes in (ky, kx, c) order; taps in the padding hold x_zp (ONNX pads the
+ * zero-point-subtracted input with 0). */
+static void im2col(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t rows, uint8_t *A) {
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const size_t Cg = w->Cg, C = a->C, K = ctx->K, kh = w->kh, kw = w->kw;
+    const uint8_t *img = ctx->xt + n * a->H * a->W * C + g * Cg;
+    const uint8_t fill = (uint8_t)a->xzp;
+    for (size_t i = 0; i < rows; i++) {
+        const size_t p = p0 + i, oy = p / a->OW, ox = p % a->OW;
+        uint8_t *row = A + i * K;
+        for (size_t ky = 0; ky < kh; ky++) {
+            ptrdiff_t iy = (ptrdiff_t)(oy * a->sh + ky * a->dh) - a->pt;
+            for (size_t kx = 0; kx < kw; kx++) {
+                ptrdiff_t ix = (ptrdiff_t)(ox * a->sw + kx * a->dw) - a->pl;
+                uint8_t *dst = row + (ky * kw + kx) * Cg;
+                if (iy < 0 || iy >= (ptrdiff_t)a->H || ix < 0 || ix >= (ptrdiff_t)a->W) {
+                    memset(dst, fill, Cg);
+                } else {
+                    memcpy(dst, img + ((size_t)iy * a->W + (size_t)ix) * C, Cg);
+                }
+            }
+        }
+    }
+}
+
+/* One task: image n, group g, a block of output pixels: im2col into A (unless direct), the
+ * GEMM into a rows x Ng block of C (int32 or requantized bytes), then C transposed into the
+ * NCHW output. */
+static void gemm_task(void *vctx, size_t task) {
+    run_ctx *ctx = vctx;
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const size_t G = w->G, Ng = ctx->Ng, K = ctx->K, P = ctx->P;
+    const size_t blk = task % ctx->nblocks, ng = task / ctx->nblocks, g = ng % G, n = ng / G;
+    const size_t p0 = blk * ctx->pb, rows = QC_MIN(ctx->pb, P - p0);
+    const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
+    const size_t wsz = (qc_gemm_workspace_size((int64_t)K, (int64_t)Ng) + 63) & ~(size_t)63;
+    const size_t cbytes = (rows * Ng * esize + 63) & ~(size_t)63;
+    const size_t abytes = ctx->direct ? 0 : (rows * K + 63) & ~(size_t)63;
+    char *mem = aligned_alloc(64, wsz + cbytes + abytes + 64);
+    if (!mem) {
+        atomic_store(&ctx->failed, 1);
+        return;
+    }
+    void *ws = mem;
+    void *cbuf = mem + wsz;
+    const uint8_t *A;
+    ptrdiff_t lda;
+    if (ctx->direct) {
+        A = ctx->xt + (n * P + p0) * a->C + g * w->Cg;
+        lda = (ptrdiff_t)a->C;
+    } else {
+        uint8_t *Ab = (uint8_t *)(mem + wsz + cbytes);
+        im2col(ctx, n, g, p0, rows, Ab);
+        A = Ab;
+        lda = (ptrdiff_t)K;
+    }
+    qc_gemm_args ga;
+    memset(&ga, 0, sizeof ga);
+    ga.a = A;
+    ga.lda = lda;
+    ga.a_signed = a->x_signed;
+    ga.m = (int64_t)rows;
+    ga.a_zp = &a->xzp;
+    ga.b = (const qc_gemm_b *)w->gemm[g];
+    ga.b_zp = w->wzp_per_channel ? w->wzp + g * Ng : w->wzp;
+    ga.b_zp_per_col = w->wzp_per_channel;
+    ga.n0 = 0;
+    ga.n1 = (int64_t)Ng;
+    ga.c = cbuf;
+    ga.ldc = (ptrdiff_t)Ng;
+    ga.kernels = ctx->gk;
+    if (a->out_int32) {
+        ga.out = QC_GEMM_OUT_S32;
+    } else {
+        ga.out = a->y_signed ? QC_GEMM_OUT_S8 : QC_GEMM_OUT_U8;
+        ga.bias = a->bias ? a->bias + g * Ng : NULL;
+        ga.scale = a->mult + g * Ng;
+        ga.scale_per_col = 1;
+        ga.y_zp = a->y_zp;
+        ga.relu = a->relu;
+    }
+    qc_gemm_run(&ga, ws);
+    const size_t M = w->M;
+    if (a->out_int32) {
+        qc_transpose_u32((const uint32_t *)cbuf, rows, Ng, Ng,
+                         (uint32_t *)ctx->y + (n * M + g * Ng) * P + p0, P);
+    } else {
+        qc_transpose_u8((const uint8_t *)cbuf, rows, Ng, Ng,
+                        (uint8_t *)ctx->y + (n * M + g * Ng) * P + p0, P);
+    }
+    free(mem);
+}
+
+int qc_conv_run(const qc_conv_args *a, const void *x, void *y) {
+    const qc_conv_weights *w = a->w;
+    run_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.a = a;
+    ctx.x = x;
+    ctx.y = y;
+    ctx.M = w->M;
+    bounds(a, &ctx.lo, &ctx.hi);
+    atomic_init(&ctx.failed, 0);
+    const size_t P = a->OH * a->OW;
+    if (a->N == 0 || w->M == 0 || P == 0) return 0;
+    if (w->wdw) {
+        ctx.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
+        qc_parallel_for(a->N * w->M, dw_task, &ctx);
+        return atomic_load(&ctx.failed) ? -1 : 0;
+    }
+    const size_t HW = a->H * a->W;
+    ctx.gk = qc_gemm_select();
+    ctx.Ng = w->M / w->G;
+    ctx.K = w->K;
+    ctx.P = P;
+    ctx.direct = w->kh == 1 && w->kw == 1 && a->sh == 1 && a->sw == 1 && a->pt == 0 &&
+                 a->pl == 0 && a->pb == 0 && a->pr == 0;
+    /* pixel blocks: A block about 128 KiB (stays in L2 with B), at least 16 rows; split
+     * finer when there are too few tasks for the threads */
+    size_t pb = (128 * 1024) / (w->K ? w->K : 1);
+    pb = QC_MAX(16, QC_MIN(512, pb)) & ~(size_t)15;
+    size_t nt = (size_t)qc_get_num_threads();
+    while (pb > 16 && a->N * w->G * ((P + pb - 1) / pb) < 4 * nt) pb = (pb / 2 + 15) & ~(size_t)15;
+    ctx.pb = pb;
+    ctx.nblocks = (P + pb - 1) / pb;
+    if (a->C == 1) {
+        ctx.xt = x; /* NCHW and NHWC coincide */
+    } else {
+        ctx.xt_w = malloc(QC_MAX(a->N * HW * a->C, (size_t)1));
+        if (!ctx.xt_w) return -1;
+        ctx.xt = ctx.xt_w;
+        qc_parallel_for(a->N * ((HW + 255) / 256), nhwc_task, &ctx);
+    }
+    qc_parallel_for(a->N * w->G * ctx.nblocks, gemm_task, &ctx);
+    free(ctx.xt_w);
+    return atomic_load(&ctx.failed) ? -1 : 0;
+}

@@ -1,0 +1,53 @@
+/* NCHW int8 convolution driver (ConvInteger / QLinearConv): prepared weights and the run call. */
+#ifndef QC_CONV_CONV_H
+#define QC_CONV_CONV_H
+
+#include "qc_common.h"
+#include "conv/qops.h"
+
+/* Weights prepared once (the object behind qc.pack_conv_weight).
+ *   wt:  M x K bytes (int8 or uint8 as given), K = kh * kw * Cg in (ky, kx, c) order: row m is
+ *        output channel m's patch in the layout of an NHWC input patch; group g's GEMM B is
+ *        rows [g * Ng, (g + 1) * Ng) transposed (K x Ng), packed into gemm[g].
+ *   wzp: M int32 weight zero points (all equal when given per tensor).
+ *   wdw: for depthwise (Cg == 1) M x kh*kw int16 taps w - w_zp; NULL otherwise.
+ *   gemm: B packed for the GEMM kernels, one per group (NULL when the GEMM is not used). */
+typedef struct {
+    size_t M, Cg, kh, kw, G, K;
+    int w_signed;        /* the weights are int8 (else uint8) */
+    int wzp_per_channel; /* w_zero_point was given per output channel */
+    int8_t *wt;
+    int32_t *wzp;
+    int16_t *wdw;
+    void **gemm;         /* qc_gemm_b * per group */
+} qc_conv_weights;
+
+/* Returns NULL when out of memory. w is (M, Cg, kh, kw) C-contiguous int8 (w_signed) or uint8;
+ * wzp holds M zero points as given. */
+qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32_t *wzp,
+                                        int wzp_per_channel, size_t M, size_t Cg, size_t kh,
+                                        size_t kw, size_t G);
+void qc_conv_weights_free(qc_conv_weights *cw);
+
+typedef struct {
+    size_t N, C, H, W, OH, OW;
+    int sh, sw, dh, dw, pt, pl, pb, pr;
+    int x_signed;          /* x is int8 (else uint8) */
+    int32_t xzp;           /* x's zero point as given */
+    const qc_conv_weights *w;
+    /* output: int32 accumulators (ConvInteger) or requantized int8/uint8 (QLinearConv) */
+    int out_int32;
+    int y_signed;
+    const float *mult;     /* M multipliers float32(float32(x_scale * w_scale[m]) / y_scale) */
+    const int32_t *bias;   /* M int32 or NULL */
+    int32_t y_zp;
+    int relu;              /* clamp below at y_zp */
+} qc_conv_args;
+
+/* y is (N, M, OH, OW) int32 or int8/uint8. Returns 0, or -1 when out of memory. */
+int qc_conv_run(const qc_conv_args *a, const void *x, void *y);
+
+/* Which path qc_conv_run takes for these weights: "depthwise" or "gemm". */
+const char *qc_conv_path(const qc_conv_weights *w);
+
+#endif

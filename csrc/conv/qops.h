@@ -1,0 +1,109 @@
+/* Quantized operator kernels (pooling, add, concat, depthwise conv, conv requant): params and tables. */
+#ifndef QC_CONV_QOPS_H
+#define QC_CONV_QOPS_H
+
+#include "qc_common.h"
+#include "cpu/cpu.h"
+
+/* ---- Requantization, the ground truth for one element ----
+ *
+ * Float32 requantization (pooling, add, concat):
+ *     y = clamp(rne(v) + yzp, lo, hi)      v a float32 computed by the op (see each op)
+ * computed as: v clamped to [lo - yzp, hi - yzp] (integers, so clamping before rounding gives
+ * the same as after), then rounded to nearest even with the 1.5 * 2^23 trick (exact for
+ * |v| < 2^22, which the clamp guarantees), then converted and yzp added. NaN cannot occur:
+ * multipliers are checked finite and accumulators are integers.
+ *
+ * Float64 requantization (QLinearConv), bit for bit as onnx's reference evaluator:
+ *     y = clamp(rne(double(acc) * double(mult) + yzp), lo, hi)
+ * with mult = float32(float32(x_scale * w_scale) / y_scale); the product and the sum are float64
+ * (NumPy promotes int32 * float32 to float64), rounded with the 1.5 * 2^52 trick after clamping. */
+#define QC_RNE_F32_MAGIC 12582912.0f          /* 1.5 * 2^23 */
+#define QC_RNE_F64_MAGIC 6755399441055744.0   /* 1.5 * 2^52 */
+
+QC_INLINE int32_t qc_requant_f32(float v, float lo, float hi, int32_t yzp) {
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    v = (v + QC_RNE_F32_MAGIC) - QC_RNE_F32_MAGIC;
+    return (int32_t)v + yzp;
+}
+
+/* lo/hi here are the output bounds themselves (qmin or max(qmin, yzp) for relu, qmax). */
+QC_INLINE int32_t qc_requant_f64(int32_t acc, double mult, double yzp, double lo, double hi) {
+    double v = (double)acc * mult + yzp;
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    v = (v + QC_RNE_F64_MAGIC) - QC_RNE_F64_MAGIC;
+    return (int32_t)v;
+}
+
+/* Geometry of a 2-D window over one H x W plane (pooling and depthwise convolution). The padded
+ * extent is (pt + H + pb) x (pl + W + pr); OH/OW are computed by the caller. */
+typedef struct {
+    size_t H, W, OH, OW;
+    int kh, kw, sh, sw, dh, dw, pt, pl, pb, pr;
+} qc_win2d;
+
+/* Average pooling: y = requant_f32(float(acc) * float32(m / float(cnt))) where acc = sum over
+ * the window's real cells of (q - xzp), cnt = the number of cells counted (kh*kw with
+ * count_include_pad, else the real cells) and m = float32(x_scale / y_scale). Global average
+ * pooling is the same with one window of H*W cells. */
+typedef struct {
+    int32_t xzp, yzp;
+    float m;
+    float lo, hi;             /* qmin - yzp, qmax - yzp */
+    int count_include_pad;
+} qc_avgpool_params;
+
+/* qlinear_add: y = requant_f32(float32(float(a - azp) * ma) + float32(float(b - bzp) * mb)),
+ * ma = float32(a_scale / y_scale), mb = float32(b_scale / y_scale), no fused multiply-add. */
+typedef struct {
+    int32_t azp, bzp, yzp;
+    float ma, mb, lo, hi;
+} qc_add_params;
+
+/* concat requantization of one input: y = requant_f32(float(q - zp) * m), m = s / y_scale. */
+typedef struct {
+    int32_t zp, yzp;
+    float m, lo, hi;
+} qc_rq_params;
+
+/* Depthwise convolution of one plane. The input plane is first copied into xp, a padded int16
+ * plane ((pt + H + pb) x (pl + W + pr)) holding q - xzp (0 in the padding, as ONNX pads the
+ * zero-point-subtracted input with 0); wk holds the kh*kw taps minus the weight zero point.
+ * The int32 accumulator row feeds either an int32 output (ConvInteger) or the float64 requant. */
+typedef struct {
+    int32_t bias;             /* added to the accumulator (0 for ConvInteger) */
+    double mult, yzp, lo, hi; /* requant (see qc_requant_f64); unused for int32 output */
+} qc_dw_params;
+
+/* Element types: activations are int8 or uint8; `s` in a name means signed (int8), `u` uint8. */
+typedef struct {
+    /* max pooling over a plane; ws: (pl + W + pr) elements of scratch */
+    void (*maxpool_s8)(const int8_t *x, int8_t *y, const qc_win2d *g, int8_t *ws);
+    void (*maxpool_u8)(const uint8_t *x, uint8_t *y, const qc_win2d *g, uint8_t *ws);
+    /* average pooling over a plane; ws: (pl + W + pr + OW) int32 of scratch */
+    void (*avgpool_s8)(const int8_t *x, int8_t *y, const qc_win2d *g,
+                       const qc_avgpool_params *p, int32_t *ws);
+    void (*avgpool_u8)(const uint8_t *x, uint8_t *y, const qc_win2d *g,
+                       const qc_avgpool_params *p, int32_t *ws);
+    /* elementwise add of n elements; a, b, y each int8 (sa/sb/sy = 1) or uint8 */
+    void (*add)(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
+                const qc_add_params *p);
+    /* requantizing copy of n elements (concat): x int8 (sx = 1) or uint8, y likewise */
+    void (*requant)(const void *x, int sx, void *y, int sy, size_t n, const qc_rq_params *p);
+    /* float64 requant of n int32 accumulators plus bias with one multiplier (conv epilogue) */
+    void (*requant_f64)(const int32_t *acc, int32_t bias, void *y, int sy, size_t n,
+                        double mult, double yzp, double lo, double hi);
+    /* depthwise convolution of one padded int16 plane; acc: OW int32 of scratch; y is int32
+     * (y32 != NULL) or int8/uint8 (sy) */
+    void (*dwconv)(const int16_t *xp, size_t pw, const int16_t *wk, const qc_win2d *g,
+                   const qc_dw_params *p, int32_t *acc, int32_t *y32, void *y, int sy);
+} qc_qops_impl;
+
+extern const qc_qops_impl qc_qops__scalar;
+extern const qc_qops_impl qc_qops__avx2;
+extern const qc_qops_impl qc_qops__avx512;
+extern const qc_family qc_qops_family;
+
+#endif

@@ -1,0 +1,5 @@
+/* Quantized operator kernels (pooling, add, concat, depthwise conv) built for avx2. */
+#define QC_QOPS_NAME(name) qc_qops_##name##__avx2
+#include "conv/qops_impl.h"
+
+QC_QOPS_TABLE(qc_qops__avx2)

@@ -1,0 +1,267 @@
+/* Quantized operator kernels written once; included by qops_scalar.c, qops_avx2.c, qops_avx512.c.
+ *
+ * Every loop here is integer arithmetic or IEEE float arithmetic in a fixed order (no fused
+ * multiply-add: the build passes -ffp-contract=off), so the per-ISA compilations (auto-
+ * vectorized with that file's -m flags) are bit-identical to the scalar build by construction.
+ * The including file defines QC_QOPS_NAME(name) to suffix each function with its ISA. */
+#include <string.h>
+
+#include "conv/qops.h"
+
+/* ---- max pooling ---- */
+
+/* One output row at a time: vertical max of the window's rows into ws (padding columns hold the
+ * type's minimum, neutral for max), then the horizontal max with the stride. Every window holds
+ * at least one real cell (pads < kernel is checked by the caller). */
+#define QC_DEF_MAXPOOL(T, TMIN, NAME)                                                         \
+    static void QC_QOPS_NAME(NAME)(const T *restrict x, T *restrict y, const qc_win2d *g,      \
+                                   T *restrict ws) {                                          \
+        const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr;                        \
+        for (size_t i = 0; i < (size_t)g->pl; i++) ws[i] = TMIN;                              \
+        for (size_t i = (size_t)g->pl + W; i < pw; i++) ws[i] = TMIN;                         \
+        T *restrict row = ws + g->pl;                                                         \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
+            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt;                                     \
+            ptrdiff_t y1 = y0 + g->kh;                                                        \
+            if (y0 < 0) y0 = 0;                                                               \
+            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
+            memcpy(row, x + (size_t)y0 * W, W * sizeof(T));                                   \
+            for (ptrdiff_t iy = y0 + 1; iy < y1; iy++) {                                      \
+                const T *restrict src = x + (size_t)iy * W;                                   \
+                for (size_t i = 0; i < W; i++) row[i] = src[i] > row[i] ? src[i] : row[i];    \
+            }                                                                                 \
+            T *restrict out = y + oy * g->OW;                                                 \
+            const size_t OW = g->OW;                                                          \
+            const int kw = g->kw;                                                             \
+            if (g->sw == 1) {                                                                 \
+                memcpy(out, ws, OW * sizeof(T));                                              \
+                for (int kx = 1; kx < kw; kx++) {                                             \
+                    const T *restrict s = ws + kx;                                            \
+                    for (size_t i = 0; i < OW; i++) out[i] = s[i] > out[i] ? s[i] : out[i];   \
+                }                                                                             \
+            } else if (g->sw == 2) {                                                          \
+                for (size_t i = 0; i < OW; i++) out[i] = ws[2 * i];                           \
+                for (int kx = 1; kx < kw; kx++) {                                             \
+                    const T *restrict s = ws + kx;                                            \
+                    for (size_t i = 0; i < OW; i++) {                                         \
+                        T v = s[2 * i];                                                       \
+                        out[i] = v > out[i] ? v : out[i];                                     \
+                    }                                                                         \
+                }                                                                             \
+            } else {                                                                          \
+                const size_t sw = (size_t)g->sw;                                              \
+                for (size_t i = 0; i < OW; i++) {                                             \
+                    T m = ws[i * sw];                                                         \
+                    for (int kx = 1; kx < kw; kx++) {                                         \
+                        T v = ws[i * sw + (size_t)kx];                                        \
+                        m = v > m ? v : m;                                                    \
+                    }                                                                         \
+                    out[i] = m;                                                               \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+QC_DEF_MAXPOOL(int8_t, INT8_MIN, maxpool_s8)
+QC_DEF_MAXPOOL(uint8_t, 0, maxpool_u8)
+
+/* ---- average pooling ---- */
+
+/* As max pooling, with sums of (q - xzp) in int32 (padding columns 0), then the horizontal sums
+ * into ws + pw. The count of a window is kh*kw with count_include_pad, else (real rows) x (real
+ * columns); the multiplier float32(m / float(cnt)) is a true division, so every build agrees. */
+#define QC_DEF_AVGPOOL(T, NAME)                                                               \
+    static void QC_QOPS_NAME(NAME)(const T *restrict x, T *restrict y, const qc_win2d *g,      \
+                                   const qc_avgpool_params *p, int32_t *restrict ws) {        \
+        const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;            \
+        const int32_t xzp = p->xzp, yzp = p->yzp;                                             \
+        const float m = p->m, lo = p->lo, hi = p->hi;                                         \
+        const int kw = g->kw, pl = g->pl, inc = p->count_include_pad;                         \
+        const int32_t Wi = (int32_t)W, swi = g->sw;                                           \
+        for (size_t i = 0; i < (size_t)g->pl; i++) ws[i] = 0;                                 \
+        for (size_t i = (size_t)g->pl + W; i < pw; i++) ws[i] = 0;                            \
+        int32_t *restrict row = ws + g->pl;                                                   \
+        int32_t *restrict acc = ws + pw;                                                      \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
+            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt;                                     \
+            ptrdiff_t y1 = y0 + g->kh;                                                        \
+            if (y0 < 0) y0 = 0;                                                               \
+            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
+            const int32_t nrow = (int32_t)(y1 - y0);                                          \
+            const int32_t off = -nrow * xzp;                                                  \
+            for (size_t i = 0; i < W; i++) row[i] = off;                                      \
+            for (ptrdiff_t iy = y0; iy < y1; iy++) {                                          \
+                const T *restrict src = x + (size_t)iy * W;                                   \
+                for (size_t i = 0; i < W; i++) row[i] += (int32_t)src[i];                     \
+            }                                                                                 \
+            if (g->sw == 1) {                                                                 \
+                memcpy(acc, ws, OW * sizeof(int32_t));                                        \
+                for (int kx = 1; kx < kw; kx++) {                                             \
+                    const int32_t *restrict s = ws + kx;                                      \
+                    for (size_t i = 0; i < OW; i++) acc[i] += s[i];                           \
+                }                                                                             \
+            } else if (g->sw == 2) {                                                          \
+                for (size_t i = 0; i < OW; i++) acc[i] = ws[2 * i];                           \
+                for (int kx = 1; kx < kw; kx++) {                                             \
+                    const int32_t *restrict s = ws + kx;                                      \
+                    for (size_t i = 0; i < OW; i++) acc[i] += s[2 * i];                       \
+                }                                                                             \
+            } else {                                                                          \
+                const size_t sw = (size_t)g->sw;                                              \
+                for (size_t i = 0; i < OW; i++) {                                             \
+                    int32_t a = 0;                                                            \
+                    for (int kx = 0; kx < kw; kx++) a += ws[i * sw + (size_t)kx];             \
+                    acc[i] = a;                                                               \
+                }                                                                             \
+            }                                                                                 \
+            T *restrict out = y + oy * OW;                                                    \
+            const int32_t full = g->kh * kw;                                                  \
+            for (size_t i = 0; i < OW; i++) {                                                 \
+                int32_t x0 = (int32_t)i * swi - pl, x1 = x0 + kw;                             \
+                x0 = x0 < 0 ? 0 : x0;                                                         \
+                x1 = x1 > Wi ? Wi : x1;                                                       \
+                int32_t cnt = inc ? full : nrow * (x1 - x0);                                  \
+                float mc = m / (float)cnt;                                                    \
+                out[i] = (T)qc_requant_f32((float)acc[i] * mc, lo, hi, yzp);                  \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+QC_DEF_AVGPOOL(int8_t, avgpool_s8)
+QC_DEF_AVGPOOL(uint8_t, avgpool_u8)
+
+/* ---- elementwise add ---- */
+
+#define QC_DEF_ADD(TA, TB, TY, NAME)                                                          \
+    static void QC_QOPS_NAME(NAME)(const TA *restrict a, const TB *restrict b, TY *restrict y, \
+                                   size_t n, const qc_add_params *p) {                        \
+        const int32_t azp = p->azp, bzp = p->bzp, yzp = p->yzp;                               \
+        const float ma = p->ma, mb = p->mb, lo = p->lo, hi = p->hi;                           \
+        for (size_t i = 0; i < n; i++) {                                                      \
+            float va = (float)((int32_t)a[i] - azp) * ma;                                     \
+            float vb = (float)((int32_t)b[i] - bzp) * mb;                                     \
+            y[i] = (TY)qc_requant_f32(va + vb, lo, hi, yzp);                                  \
+        }                                                                                     \
+    }
+
+QC_DEF_ADD(int8_t, int8_t, int8_t, add_sss)
+QC_DEF_ADD(int8_t, int8_t, uint8_t, add_ssu)
+QC_DEF_ADD(int8_t, uint8_t, int8_t, add_sus)
+QC_DEF_ADD(int8_t, uint8_t, uint8_t, add_suu)
+QC_DEF_ADD(uint8_t, int8_t, int8_t, add_uss)
+QC_DEF_ADD(uint8_t, int8_t, uint8_t, add_usu)
+QC_DEF_ADD(uint8_t, uint8_t, int8_t, add_uus)
+QC_DEF_ADD(uint8_t, uint8_t, uint8_t, add_uuu)
+
+static void QC_QOPS_NAME(add)(const void *a, int sa, const void *b, int sb, void *y, int sy,
+                              size_t n, const qc_add_params *p) {
+    switch ((sa ? 0 : 4) + (sb ? 0 : 2) + (sy ? 0 : 1)) {
+    case 0: QC_QOPS_NAME(add_sss)(a, b, y, n, p); break;
+    case 1: QC_QOPS_NAME(add_ssu)(a, b, y, n, p); break;
+    case 2: QC_QOPS_NAME(add_sus)(a, b, y, n, p); break;
+    case 3: QC_QOPS_NAME(add_suu)(a, b, y, n, p); break;
+    case 4: QC_QOPS_NAME(add_uss)(a, b, y, n, p); break;
+    case 5: QC_QOPS_NAME(add_usu)(a, b, y, n, p); break;
+    case 6: QC_QOPS_NAME(add_uus)(a, b, y, n, p); break;
+    default: QC_QOPS_NAME(add_uuu)(a, b, y, n, p); break;
+    }
+}
+
+/* ---- requantizing copy (concat) ---- */
+
+#define QC_DEF_RQ(TX, TY, NAME)                                                               \
+    static void QC_QOPS_NAME(NAME)(const TX *restrict x, TY *restrict y, size_t n,            \
+                                   const qc_rq_params *p) {                                   \
+        const int32_t zp = p->zp, yzp = p->yzp;                                               \
+        const float m = p->m, lo = p->lo, hi = p->hi;                                         \
+        for (size_t i = 0; i < n; i++) {                                                      \
+            y[i] = (TY)qc_requant_f32((float)((int32_t)x[i] - zp) * m, lo, hi, yzp);          \
+        }                                                                                     \
+    }
+
+QC_DEF_RQ(int8_t, int8_t, rq_ss)
+QC_DEF_RQ(int8_t, uint8_t, rq_su)
+QC_DEF_RQ(uint8_t, int8_t, rq_us)
+QC_DEF_RQ(uint8_t, uint8_t, rq_uu)
+
+static void QC_QOPS_NAME(requant)(const void *x, int sx, void *y, int sy, size_t n,
+                                  const qc_rq_params *p) {
+    switch ((sx ? 0 : 2) + (sy ? 0 : 1)) {
+    case 0: QC_QOPS_NAME(rq_ss)(x, y, n, p); break;
+    case 1: QC_QOPS_NAME(rq_su)(x, y, n, p); break;
+    case 2: QC_QOPS_NAME(rq_us)(x, y, n, p); break;
+    default: QC_QOPS_NAME(rq_uu)(x, y, n, p); break;
+    }
+}
+
+/* ---- float64 requantization of int32 accumulators (conv epilogue) ---- */
+
+#define QC_DEF_RQ64(TY, NAME)                                                                 \
+    static void QC_QOPS_NAME(NAME)(const int32_t *restrict acc, int32_t bias, TY *restrict y,  \
+                                   size_t n, double mult, double yzp, double lo, double hi) { \
+        for (size_t i = 0; i < n; i++) {                                                      \
+            int32_t a = (int32_t)((uint32_t)acc[i] + (uint32_t)bias);                         \
+            y[i] = (TY)qc_requant_f64(a, mult, yzp, lo, hi);                                  \
+        }                                                                                     \
+    }
+
+QC_DEF_RQ64(int8_t, rq64_s)
+QC_DEF_RQ64(uint8_t, rq64_u)
+
+static void QC_QOPS_NAME(requant_f64)(const int32_t *acc, int32_t bias, void *y, int sy,
+                                      size_t n, double mult, double yzp, double lo, double hi) {
+    if (sy) QC_QOPS_NAME(rq64_s)(acc, bias, y, n, mult, yzp, lo, hi);
+    else QC_QOPS_NAME(rq64_u)(acc, bias, y, n, mult, yzp, lo, hi);
+}
+
+/* ---- depthwise convolution ---- */
+
+/* One output row: acc[ox] = sum over taps of wk[ky][kx] * xp[oy*sh + ky*dh][ox*sw + kx*dw],
+ * int16 x int16 products summed in int32 (|product| <= 255 * 255, at most 2^15 taps before any
+ * wrap, and wrap is modular like NumPy's int32 anyway). The stride is a compile-time constant in
+ * the two common cases so the inner loop vectorizes with contiguous or even/odd loads. */
+#define QC_DW_ROW(SW)                                                                         \
+    for (int ky = 0; ky < kh; ky++) {                                                         \
+        const int16_t *restrict r = xp + (oy * (size_t)g->sh + (size_t)ky * g->dh) * pw;      \
+        for (int kx = 0; kx < kw; kx++) {                                                     \
+            const int32_t wv = wk[ky * kw + kx];                                              \
+            const int16_t *restrict s = r + (size_t)kx * g->dw;                               \
+            for (size_t i = 0; i < OW; i++) acc[i] += wv * (int32_t)s[i * (SW)];              \
+        }                                                                                     \
+    }
+
+static void QC_QOPS_NAME(dwconv)(const int16_t *restrict xp, size_t pw,
+                                 const int16_t *restrict wk, const qc_win2d *g,
+                                 const qc_dw_params *p, int32_t *restrict acc,
+                                 int32_t *restrict y32, void *y, int sy) {
+    const size_t OW = g->OW;
+    const int kh = g->kh, kw = g->kw;
+    const size_t sw = (size_t)g->sw;
+    for (size_t oy = 0; oy < g->OH; oy++) {
+        for (size_t i = 0; i < OW; i++) acc[i] = 0;
+        if (sw == 1) {
+            QC_DW_ROW(1)
+        } else if (sw == 2) {
+            QC_DW_ROW(2)
+        } else {
+            QC_DW_ROW(sw)
+        }
+        if (y32) {
+            memcpy(y32 + oy * OW, acc, OW * sizeof(int32_t));
+        } else if (sy) {
+            QC_QOPS_NAME(rq64_s)(acc, p->bias, (int8_t *)y + oy * OW, OW, p->mult, p->yzp,
+                                 p->lo, p->hi);
+        } else {
+            QC_QOPS_NAME(rq64_u)(acc, p->bias, (uint8_t *)y + oy * OW, OW, p->mult, p->yzp,
+                                 p->lo, p->hi);
+        }
+    }
+}
+
+#define QC_QOPS_TABLE(NAME_)                                                                  \
+    const qc_qops_impl NAME_ = {                                                              \
+        QC_QOPS_NAME(maxpool_s8), QC_QOPS_NAME(maxpool_u8), QC_QOPS_NAME(avgpool_s8),         \
+        QC_QOPS_NAME(avgpool_u8),                                                             \
+        QC_QOPS_NAME(add),        QC_QOPS_NAME(requant),    QC_QOPS_NAME(requant_f64),        \
+        QC_QOPS_NAME(dwconv),                                                                 \
+    };

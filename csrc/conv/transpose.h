@@ -1,0 +1,13 @@
+/* Blocked matrix transposes for the conv driver's NCHW <-> NHWC moves (bytes and int32). */
+#ifndef QC_CONV_TRANSPOSE_H
+#define QC_CONV_TRANSPOSE_H
+
+#include "qc_common.h"
+
+/* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (strides in elements). */
+void qc_transpose_u8(const uint8_t *src, size_t rows, size_t cols, size_t lds, uint8_t *dst,
+                     size_t ldd);
+void qc_transpose_u32(const uint32_t *src, size_t rows, size_t cols, size_t lds, uint32_t *dst,
+                      size_t ldd);
+
+#endif

@@ -1,0 +1,337 @@
+"""conv_integer / qlinear_conv: exact against a NumPy reference and onnx's ReferenceEvaluator."""
+import numpy as np
+import pytest
+
+import quantc as qc
+from conftest import assert_equal_exact, num_threads
+
+# ---- NumPy reference: the ONNX definitions, written directly ----
+
+
+def ref_conv_acc(x, w, xzp=0, wzp=0, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+                 group=1):
+    """ConvInteger: int32 sum over taps of (x - xzp)(w - wzp), padding holds 0 after the
+    subtraction; sums wrap modulo 2^32 like NumPy's int32."""
+    N, C, H, W = x.shape
+    M, Cg, kh, kw = w.shape
+    G = group
+    sh, sw = strides
+    dh, dw = dilations
+    pt, pl, pb, pr = pads
+    X = np.zeros((N, C, H + pt + pb, W + pl + pr), np.int64)
+    X[:, :, pt:pt + H, pl:pl + W] = x.astype(np.int64) - int(xzp)
+    Wt = w.astype(np.int64) - np.asarray(wzp, np.int64).reshape(-1, 1, 1, 1)
+    OH = (H + pt + pb - ((kh - 1) * dh + 1)) // sh + 1
+    OW = (W + pl + pr - ((kw - 1) * dw + 1)) // sw + 1
+    acc = np.zeros((N, G, M // G, OH, OW), np.int64)
+    Wg = Wt.reshape(G, M // G, Cg, kh, kw)
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = X[:, :, ky * dh: ky * dh + (OH - 1) * sh + 1: sh,
+                      kx * dw: kx * dw + (OW - 1) * sw + 1: sw].reshape(N, G, Cg, OH, OW)
+            acc += np.einsum("ngchw,gmc->ngmhw", patch, Wg[:, :, :, ky, kx])
+    return acc.reshape(N, M, OH, OW).astype(np.int32)
+
+
+def ref_multiplier(x_scale, w_scale, y_scale, M):
+    """float32(float32(x_scale * w_scale) / y_scale), per output channel."""
+    ws = np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (M,))
+    return (np.float32(x_scale) * ws) / np.float32(y_scale)
+
+
+def ref_qlinear_conv(x, x_scale, xzp, w, w_scale, wzp, y_scale, yzp, bias=None, relu=False,
+                     **kw):
+    acc = ref_conv_acc(x, w, xzp, wzp, **kw)
+    M = w.shape[0]
+    if bias is not None:
+        acc = (acc.astype(np.int64) + bias.reshape(1, -1, 1, 1)).astype(np.int32)
+    yzp = np.asarray(yzp)
+    info = np.iinfo(yzp.dtype)
+    mult = ref_multiplier(x_scale, w_scale, y_scale, M).astype(np.float64)
+    r = acc.astype(np.float64) * mult.reshape(1, -1, 1, 1) + float(yzp)
+    lo = max(info.min, int(yzp)) if relu else info.min
+    return np.rint(np.clip(r, lo, info.max)).astype(yzp.dtype)
+
+
+def rand_q(rng, shape, dtype):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
+
+
+# (N, C, H, W, M, k, stride, dilation, pads, group)
+CASES = [
+    (1, 3, 5, 6, 4, 1, 1, 1, (0, 0, 0, 0), 1),
+    (2, 5, 7, 7, 3, 1, 2, 1, (0, 0, 0, 0), 1),
+    (1, 4, 6, 5, 6, 1, 1, 1, (1, 0, 0, 2), 2),
+    (2, 3, 8, 9, 5, 3, 1, 1, (1, 1, 1, 1), 1),
+    (1, 6, 9, 8, 4, 3, 2, 1, (0, 1, 2, 1), 2),
+    (1, 4, 9, 9, 8, 3, 1, 2, (2, 2, 2, 2), 1),
+    (2, 7, 7, 7, 7, 3, 1, 1, (1, 1, 1, 1), 7),     # depthwise
+    (1, 5, 11, 10, 10, 3, 2, 1, (1, 0, 1, 2), 5),  # depthwise, channel multiplier 2
+    (1, 3, 12, 12, 3, 5, 1, 1, (2, 2, 2, 2), 3),   # depthwise 5x5
+    (1, 3, 13, 12, 3, 5, 2, 1, (2, 1, 0, 2), 3),   # depthwise 5x5 stride 2
+    (1, 17, 9, 20, 17, 3, 1, 2, (1, 3, 0, 1), 17), # depthwise, dilation 2, odd channels
+    (1, 4, 9, 10, 5, 5, 2, 1, (2, 2, 1, 1), 1),
+    (1, 2, 10, 9, 3, 7, 1, 1, (3, 3, 3, 3), 1),
+    (1, 4, 9, 9, 4, 7, 2, 1, (0, 3, 1, 2), 2),
+    (3, 3, 1, 1, 5, 1, 1, 1, (0, 0, 0, 0), 1),     # 1x1 spatial
+    (2, 4, 1, 1, 6, 3, 1, 1, (1, 1, 1, 1), 2),     # 1x1 spatial, 3x3 kernel fully padded
+    (1, 19, 6, 7, 33, 1, 1, 1, (0, 0, 0, 0), 1),   # channels not a multiple of the tile
+    (1, 40, 5, 5, 18, 3, 1, 1, (1, 1, 1, 1), 1),
+]
+
+
+def _case_id(c):
+    N, C, H, W, M, k, s, d, p, g = c
+    return f"N{N}C{C}H{H}W{W}M{M}k{k}s{s}d{d}p{''.join(map(str, p))}g{g}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("xdt,wdt", [(np.uint8, np.int8), (np.int8, np.int8),
+                                     (np.uint8, np.uint8), (np.int8, np.uint8)])
+def test_conv_integer_exact(isa, case, xdt, wdt):
+    N, C, H, W, M, k, s, d, p, g = case
+    rng = np.random.default_rng(hash((case, xdt, wdt)) % 2**32)
+    x = rand_q(rng, (N, C, H, W), xdt)
+    w = rand_q(rng, (M, C // g, k, k), wdt)
+    xzp = rand_q(rng, (), xdt)
+    wzp = rand_q(rng, (M,), wdt)
+    kw = dict(strides=(s, s), pads=p, dilations=(d, d), group=g)
+    want = ref_conv_acc(x, w, xzp, wzp, **kw)
+    for threads in (1, 2):
+        with num_threads(threads):
+            got = qc.conv_integer(x, w, xzp, wzp, **kw)
+        assert_equal_exact(got, want, f"{isa} {case} threads={threads}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("xdt,wdt,ydt", [(np.uint8, np.int8, np.uint8),
+                                         (np.int8, np.int8, np.int8),
+                                         (np.int8, np.uint8, np.uint8)])
+def test_qlinear_conv_exact(isa, case, xdt, wdt, ydt):
+    N, C, H, W, M, k, s, d, p, g = case
+    rng = np.random.default_rng(hash((case, xdt, wdt, 1)) % 2**32)
+    x = rand_q(rng, (N, C, H, W), xdt)
+    w = rand_q(rng, (M, C // g, k, k), wdt)
+    xzp = rand_q(rng, (), xdt)
+    wzp = rand_q(rng, (M,), wdt)
+    info = np.iinfo(ydt)
+    yzp = ydt((info.min + info.max + 1) // 2 + rng.integers(-30, 31))
+    xs = np.float32(0.02)
+    ws = rng.uniform(0.001, 0.02, M).astype(np.float32)
+    kw = dict(strides=(s, s), pads=p, dilations=(d, d), group=g)
+    spread = ref_conv_acc(x, w, xzp, wzp, **kw).std() + 1.0
+    ys = np.float32(rng.uniform(0.5, 2.0) * xs * ws.mean() * spread / 40)
+    bias = rng.integers(-5000, 5000, M).astype(np.int32)
+    for relu in (False, True):
+        want = ref_qlinear_conv(x, xs, xzp, w, ws, wzp, ys, yzp, bias, relu=relu, **kw)
+        # spread: the test is only meaningful if outputs are not all saturated
+        assert relu or len(np.unique(want)) > min(want.size // 4, 8)
+        for threads in (1, 2):
+            with num_threads(threads):
+                got = qc.qlinear_conv(x, xs, xzp, w, ws, wzp, ys, yzp, bias, relu=relu, **kw)
+            assert_equal_exact(got, want, f"{isa} {case} relu={relu} threads={threads}")
+
+
+def test_qlinear_conv_per_tensor_and_ties(isa):
+    # multiplier 0.5 exactly: every odd accumulator is a tie, which goes to even
+    rng = np.random.default_rng(3)
+    x = rand_q(rng, (1, 3, 6, 6), np.uint8)
+    w = rng.integers(-2, 3, (4, 3, 3, 3)).astype(np.int8)
+    want = ref_qlinear_conv(x, 0.5, 128, w, 1.0, 0, 1.0, np.uint8(100), pads=(1, 1, 1, 1))
+    got = qc.qlinear_conv(x, 0.5, 128, w, 1.0, 0, 1.0, np.uint8(100), pads=(1, 1, 1, 1))
+    assert_equal_exact(got, want, isa)
+    acc = ref_conv_acc(x, w, 128, 0, pads=(1, 1, 1, 1))
+    assert np.any(acc % 2 == 1)
+
+
+def test_extreme_zero_points(isa):
+    rng = np.random.default_rng(4)
+    for xdt, xzp in ((np.uint8, 0), (np.uint8, 255), (np.int8, -128), (np.int8, 127)):
+        x = rand_q(rng, (2, 5, 7, 6), xdt)
+        for wzp in (-128, 127):
+            w = rand_q(rng, (6, 5, 3, 3), np.int8)
+            kw = dict(pads=(1, 2, 0, 1), strides=(2, 1))
+            assert_equal_exact(qc.conv_integer(x, w, xzp, wzp, **kw),
+                               ref_conv_acc(x, w, xzp, wzp, **kw), f"{isa} {xdt} {xzp} {wzp}")
+
+
+def test_int32_wraps_like_numpy(isa):
+    # K = 65 * 49 taps of 255 * 128: the sum passes 2^31 and wraps like the reference
+    x = np.full((1, 65, 7, 7), 255, np.uint8)
+    w = np.full((1, 65, 7, 7), -128, np.int8)
+    want = ref_conv_acc(x, w, 0, 127)
+    got = qc.conv_integer(x, w, 0, 127)
+    assert_equal_exact(got, want, isa)
+
+
+def test_packed_weight_same_result(isa):
+    rng = np.random.default_rng(5)
+    x = rand_q(rng, (2, 6, 8, 8), np.uint8)
+    for g, cg in ((1, 6), (2, 3), (6, 1)):
+        w = rand_q(rng, (6, cg, 3, 3), np.int8)
+        wzp = rand_q(rng, (6,), np.int8)
+        pw = qc.pack_conv_weight(w, wzp, group=g)
+        assert pw.path == ("depthwise" if cg == 1 else "gemm")
+        assert pw.shape == (6, cg, 3, 3)
+        kw = dict(pads=(1, 1, 1, 1), group=g)
+        want = ref_conv_acc(x, w, 3, wzp, **kw)
+        assert_equal_exact(qc.conv_integer(x, pw, 3, **kw), want, f"{isa} g={g}")
+        ws = np.full(6, 0.01, np.float32)
+        assert_equal_exact(qc.qlinear_conv(x, 0.1, 3, pw, ws, None, 2.0, np.uint8(7), **kw),
+                           qc.qlinear_conv(x, 0.1, 3, w, ws, wzp, 2.0, np.uint8(7), **kw),
+                           f"{isa} g={g}")
+    with pytest.raises(ValueError, match="w_zero_point"):
+        qc.conv_integer(x, pw, 3, wzp, group=6)
+    with pytest.raises(ValueError, match="group"):
+        qc.conv_integer(x, pw, 3, group=1)
+
+
+def test_non_contiguous_and_out(isa):
+    rng = np.random.default_rng(6)
+    xb = rand_q(rng, (2, 4, 9, 16), np.int8)
+    x = xb[:, ::-1, :, ::2]
+    w = rand_q(rng, (5, 4, 3, 3), np.int8)[:, :, ::-1]
+    want = ref_conv_acc(np.ascontiguousarray(x), np.ascontiguousarray(w), -3, 2, pads=(1, 1, 1, 1))
+    x_before, w_before = x.copy(), w.copy()
+    out = np.empty(want.shape, np.int32)
+    got = qc.conv_integer(x, w, -3, 2, pads=(1, 1, 1, 1), out=out)
+    assert got is out
+    assert_equal_exact(got, want, isa)
+    assert_equal_exact(x, x_before, "x unchanged")
+    assert_equal_exact(w, w_before, "w unchanged")
+
+
+def test_zero_size():
+    x = np.zeros((0, 3, 5, 5), np.uint8)
+    w = np.zeros((4, 3, 3, 3), np.int8)
+    assert qc.conv_integer(x, w).shape == (0, 4, 3, 3)
+    x = np.zeros((2, 3, 5, 5), np.uint8)
+    w = np.zeros((0, 3, 3, 3), np.int8)
+    assert qc.conv_integer(x, w).shape == (2, 0, 3, 3)
+
+
+def test_bigger_layer_threads(isa):
+    # a few hundred output pixels, several pixel blocks and tasks per group
+    rng = np.random.default_rng(7)
+    x = rand_q(rng, (2, 16, 20, 23), np.uint8)
+    w = rand_q(rng, (24, 8, 3, 3), np.int8)
+    kw = dict(pads=(1, 1, 1, 1), group=2)
+    want = ref_conv_acc(x, w, 128, 0, **kw)
+    for t in (1, 2):
+        with num_threads(t):
+            assert_equal_exact(qc.conv_integer(x, w, 128, 0, **kw), want, f"{isa} t={t}")
+
+
+# ---- onnx reference evaluator ----
+
+def _onnx_run(op, inputs, attrs):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    names = [f"i{i}" if v is not None else "" for i, v in enumerate(inputs)]
+    node = helper.make_node(op, names, ["y"], **attrs)
+    tmap = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8,
+            np.dtype(np.int32): TensorProto.INT32, np.dtype(np.float32): TensorProto.FLOAT}
+    ins = [helper.make_tensor_value_info(n, tmap[v.dtype], v.shape)
+           for n, v in zip(names, inputs) if v is not None]
+    graph = helper.make_graph([node], "g", ins, [helper.make_tensor_value_info(
+        "y", TensorProto.UNDEFINED, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    sess = ReferenceEvaluator(model)
+    return sess.run(None, {n: v for n, v in zip(names, inputs) if v is not None})[0]
+
+
+ONNX_CASES = [
+    (2, 4, 7, 8, 6, 3, 1, 1, (1, 1, 1, 1), 1),
+    (1, 6, 9, 9, 6, 3, 2, 1, (0, 1, 1, 0), 6),
+    (1, 4, 9, 8, 4, 3, 1, 2, (2, 1, 2, 1), 2),
+    (1, 5, 6, 6, 3, 1, 2, 1, (0, 0, 0, 0), 1),
+    (1, 3, 11, 11, 3, 5, 1, 1, (2, 2, 2, 2), 3),
+]
+
+
+@pytest.mark.parametrize("case", ONNX_CASES, ids=_case_id)
+@pytest.mark.parametrize("xdt,wdt", [(np.uint8, np.int8), (np.int8, np.int8),
+                                     (np.uint8, np.uint8)])
+def test_onnx_reference_evaluator(case, xdt, wdt):
+    N, C, H, W, M, k, s, d, p, g = case
+    rng = np.random.default_rng(11)
+    x = rand_q(rng, (N, C, H, W), xdt)
+    w = rand_q(rng, (M, C // g, k, k), wdt)
+    xzp = rand_q(rng, (), xdt)
+    wzp = rand_q(rng, (M,), wdt)
+    attrs = dict(strides=[s, s], pads=list(p), dilations=[d, d], group=g, kernel_shape=[k, k])
+    want = _onnx_run("ConvInteger", [x, w, np.array(xzp), wzp], attrs)
+    got = qc.conv_integer(x, w, xzp, wzp, strides=(s, s), pads=p, dilations=(d, d), group=g)
+    assert_equal_exact(got, want, f"ConvInteger {case}")
+
+    xs = np.array(0.03, np.float32)
+    ws = rng.uniform(0.002, 0.02, M).astype(np.float32)
+    ys = np.array(0.05 * np.sqrt(C // g * k * k), np.float32)
+    yzp = np.array(rand_q(rng, (), xdt))
+    bias = rng.integers(-3000, 3000, M).astype(np.int32)
+    want = _onnx_run("QLinearConv", [x, xs, np.array(xzp), w, ws, wzp, ys, yzp, bias], attrs)
+    got = qc.qlinear_conv(x, xs, xzp, w, ws, wzp, ys, yzp, bias, strides=(s, s), pads=p,
+                          dilations=(d, d), group=g)
+    assert_equal_exact(got, want, f"QLinearConv {case}")
+    # per-tensor weight scale/zero point
+    want = _onnx_run("QLinearConv", [x, xs, np.array(xzp), w, ws[:1].reshape(()),
+                                     np.array(wzp[0]), ys, yzp], attrs)
+    got = qc.qlinear_conv(x, xs, xzp, w, ws[0], wzp[0], ys, yzp, strides=(s, s), pads=p,
+                          dilations=(d, d), group=g)
+    assert_equal_exact(got, want, f"QLinearConv per-tensor {case}")
+
+
+# ---- bad input ----
+
+def test_bad_input():
+    x = np.zeros((1, 4, 5, 5), np.uint8)
+    w = np.zeros((6, 4, 3, 3), np.int8)
+    with pytest.raises(ValueError, match=r"x: expected a 4-D"):
+        qc.conv_integer(x[0], w)
+    with pytest.raises(ValueError, match=r"w: expected a 4-D"):
+        qc.conv_integer(x, w[0])
+    with pytest.raises(ValueError, match=r"x: expected C = 8"):
+        qc.conv_integer(x, np.zeros((6, 8, 3, 3), np.int8))
+    with pytest.raises(ValueError, match=r"divisible by group"):
+        qc.conv_integer(x, np.zeros((6, 1, 3, 3), np.int8), group=4)
+    with pytest.raises(ValueError, match=r"x: expected C = 6"):
+        qc.conv_integer(x, np.zeros((6, 2, 3, 3), np.int8), group=3)
+    with pytest.raises(ValueError, match=r"kernel that fits the padded input"):
+        qc.conv_integer(x, np.zeros((6, 4, 7, 3), np.int8))
+    with pytest.raises(ValueError, match=r"kernel that fits the padded input"):
+        qc.conv_integer(x, w, dilations=(3, 1))
+    with pytest.raises(ValueError, match=r"pads: expected values in \[0"):
+        qc.conv_integer(x, w, pads=(-1, 0, 0, 0))
+    with pytest.raises(TypeError, match=r"pads: expected a sequence of 4"):
+        qc.conv_integer(x, w, pads=(1, 1))
+    with pytest.raises(ValueError, match=r"strides: expected values in \[1"):
+        qc.conv_integer(x, w, strides=(0, 1))
+    with pytest.raises(ValueError, match=r"group: expected an int >= 1"):
+        qc.conv_integer(x, w, group=0)
+    with pytest.raises(TypeError, match=r"x: expected an array of int8 or uint8"):
+        qc.conv_integer(x.astype(np.float32), w)
+    with pytest.raises(ValueError, match=r"x_zero_point: expected values in \[0, 255\]"):
+        qc.conv_integer(x, w, 300)
+    with pytest.raises(TypeError, match=r"x_zero_point: expected uint8"):
+        qc.conv_integer(x, w, np.int8(3))
+    with pytest.raises(ValueError, match=r"w_zero_point: expected a scalar or shape \(6,\)"):
+        qc.conv_integer(x, w, 0, np.zeros(5, np.int8))
+    with pytest.raises(ValueError, match=r"w_scale: expected a scalar or shape \(6,\)"):
+        qc.qlinear_conv(x, 0.1, 0, w, np.ones(4, np.float32), 0, 1.0, np.uint8(0))
+    with pytest.raises(ValueError, match=r"x_scale: expected a scalar"):
+        qc.qlinear_conv(x, np.ones(2), 0, w, 0.1, 0, 1.0, np.uint8(0))
+    with pytest.raises(ValueError, match=r"y_scale: expected a positive finite value, got 0.0"):
+        qc.qlinear_conv(x, 0.1, 0, w, 0.1, 0, 0.0, np.uint8(0))
+    with pytest.raises(ValueError, match=r"w_scale: expected positive finite values"):
+        qc.qlinear_conv(x, 0.1, 0, w, np.array([1, 1, 1, -1, 1, 1], np.float32), 0, 1.0, 0)
+    with pytest.raises(ValueError, match=r"bias: expected shape \(6,\)"):
+        qc.qlinear_conv(x, 0.1, 0, w, 0.1, 0, 1.0, np.uint8(0), np.zeros(5, np.int32))
+    with pytest.raises(TypeError, match=r"bias: expected an array of int32"):
+        qc.qlinear_conv(x, 0.1, 0, w, 0.1, 0, 1.0, np.uint8(0), np.zeros(6, np.int64))
+    with pytest.raises(ValueError, match=r"out: expected shape"):
+        qc.conv_integer(x, w, out=np.zeros((1, 6, 2, 2), np.int32))
+    with pytest.raises(ValueError, match=r"x_scale \* w_scale / y_scale"):
+        qc.qlinear_conv(x, 1e30, 0, w, 1e30, 0, 1.0, np.uint8(0))
