@@ -1,0 +1,279 @@
+"""Pooling, qlinear_add, qlinear_concat: exact against NumPy references of the documented formulas."""
+import numpy as np
+import pytest
+
+import quantc as qc
+from conftest import assert_equal_exact, num_threads
+
+
+def rand_q(rng, shape, dtype):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
+
+
+def requant_f32(v, yzp, dtype, relu=False):
+    """clamp(rne(v) + yzp) with v float32: the rounding every float32 op here ends with."""
+    info = np.iinfo(dtype)
+    lo = max(info.min, int(yzp)) if relu else info.min
+    r = np.rint(v.astype(np.float32)).astype(np.int64) + int(yzp)
+    return np.clip(r, lo, info.max).astype(dtype)
+
+
+# ---- references ----
+
+def ref_pool_windows(q, kernel, strides, pads):
+    """Yield (oy, ox, window, real-cell count) with padded cells masked out."""
+    N, C, H, W = q.shape
+    kh, kw = kernel
+    sh, sw = strides
+    pt, pl, pb, pr = pads
+    OH = (H + pt + pb - kh) // sh + 1
+    OW = (W + pl + pr - kw) // sw + 1
+    for oy in range(OH):
+        y0, y1 = max(oy * sh - pt, 0), min(oy * sh - pt + kh, H)
+        for ox in range(OW):
+            x0, x1 = max(ox * sw - pl, 0), min(ox * sw - pl + kw, W)
+            yield oy, ox, q[:, :, y0:y1, x0:x1], (y1 - y0) * (x1 - x0), (OH, OW)
+
+
+def ref_max_pool(q, kernel, strides, pads):
+    out = None
+    for oy, ox, win, _, (OH, OW) in ref_pool_windows(q, kernel, strides, pads):
+        if out is None:
+            out = np.empty(q.shape[:2] + (OH, OW), q.dtype)
+        out[:, :, oy, ox] = win.max(axis=(2, 3))
+    return out
+
+
+def ref_avg_pool(q, xs, xzp, ys, yzp, kernel, strides, pads, count_include_pad):
+    m = np.float32(xs) / np.float32(ys)
+    out = None
+    for oy, ox, win, real, (OH, OW) in ref_pool_windows(q, kernel, strides, pads):
+        if out is None:
+            out = np.empty(q.shape[:2] + (OH, OW), q.dtype)
+        acc = (win.astype(np.int32) - int(xzp)).sum(axis=(2, 3))
+        cnt = kernel[0] * kernel[1] if count_include_pad else real
+        mc = np.float32(m / np.float32(cnt))
+        out[:, :, oy, ox] = requant_f32(acc.astype(np.float32) * mc, yzp, q.dtype)
+    return out
+
+
+def ref_add(a, as_, azp, b, bs, bzp, ys, yzp, ydt, relu=False):
+    ma = np.float32(as_) / np.float32(ys)
+    mb = np.float32(bs) / np.float32(ys)
+    va = (a.astype(np.int32) - int(azp)).astype(np.float32) * ma
+    vb = (b.astype(np.int32) - int(bzp)).astype(np.float32) * mb
+    return requant_f32(va + vb, yzp, ydt, relu)
+
+
+def ref_concat(inputs, ys, yzp, ydt, axis):
+    parts = []
+    for q, s, zp in inputs:
+        m = np.float32(s) / np.float32(ys)
+        parts.append(requant_f32((q.astype(np.int32) - int(zp)).astype(np.float32) * m, yzp, ydt))
+    return np.concatenate(parts, axis=axis)
+
+
+# ---- pooling ----
+
+POOL_CASES = [
+    # (N, C, H, W, kernel, strides, pads)
+    (1, 3, 8, 8, (2, 2), (2, 2), (0, 0, 0, 0)),
+    (2, 5, 9, 11, (3, 3), (2, 2), (1, 1, 1, 1)),
+    (1, 4, 7, 13, (3, 3), (1, 1), (1, 2, 0, 1)),
+    (2, 3, 6, 5, (2, 3), (1, 2), (1, 0, 1, 2)),
+    (1, 2, 13, 70, (3, 5), (3, 3), (2, 4, 0, 1)),
+    (1, 2, 1, 1, (1, 1), (1, 1), (0, 0, 0, 0)),
+    (3, 1, 5, 67, (5, 7), (2, 4), (4, 6, 4, 6)),
+    (1, 3, 4, 4, (4, 4), (1, 1), (0, 0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_max_pool_exact(isa, case, dt):
+    N, C, H, W, k, s, p = case
+    rng = np.random.default_rng(1)
+    q = rand_q(rng, (N, C, H, W), dt)
+    want = ref_max_pool(q, k, s, p)
+    for t in (1, 2):
+        with num_threads(t):
+            assert_equal_exact(qc.max_pool2d(q, k, strides=s, pads=p), want, f"{isa} {case}")
+    # extremes: windows of only the type's minimum
+    q2 = np.full_like(q, np.iinfo(dt).min)
+    assert_equal_exact(qc.max_pool2d(q2, k, strides=s, pads=p), ref_max_pool(q2, k, s, p), isa)
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+@pytest.mark.parametrize("cip", [False, True])
+def test_avg_pool_exact(isa, case, dt, cip):
+    N, C, H, W, k, s, p = case
+    rng = np.random.default_rng(2)
+    q = rand_q(rng, (N, C, H, W), dt)
+    info = np.iinfo(dt)
+    for xzp, yzp, xs, ys in ((info.min, info.max, 0.1, 0.1), (3, -3 if dt == np.int8 else 7,
+                                                              0.05, 0.07),
+                             (info.max, info.min, 0.5, 0.25)):
+        want = ref_avg_pool(q, xs, xzp, ys, yzp, k, s, p, cip)
+        for t in (1, 2):
+            with num_threads(t):
+                got = qc.avg_pool2d(q, xs, xzp, ys, yzp, k, strides=s, pads=p,
+                                    count_include_pad=cip)
+            assert_equal_exact(got, want, f"{isa} {case} zp={xzp},{yzp} threads={t}")
+
+
+def test_avg_pool_ties(isa):
+    # a 2x2 window with x_scale == y_scale: acc / 4 has .5 ties that go to even
+    q = np.array([[[[1, 0], [0, 0]], [[1, 1], [1, 0]], [[2, 1], [1, 2]], [[3, 3], [3, 1]]]],
+                 np.uint8)
+    got = qc.avg_pool2d(q, 1.0, 0, 1.0, 0, (2, 2))
+    # sums 1, 3, 6, 10 over 4 cells: 0.25, 0.75, 1.5, 2.5 -> 0, 1, 2, 2
+    assert_equal_exact(got, np.array([0, 1, 2, 2], np.uint8).reshape(1, 4, 1, 1), isa)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 7, 7), (1, 5, 1, 33), (2, 2, 64, 65)])
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_global_avg_pool_exact(isa, shape, dt):
+    rng = np.random.default_rng(3)
+    q = rand_q(rng, shape, dt)
+    H, W = shape[2:]
+    want = ref_avg_pool(q, 0.02, 5, 0.03, -2 if dt == np.int8 else 9, (H, W), (1, 1),
+                        (0, 0, 0, 0), False)
+    got = qc.global_avg_pool(q, 0.02, 5, 0.03, -2 if dt == np.int8 else 9)
+    assert_equal_exact(got, want, f"{isa} {shape}")
+
+
+def test_pool_large_plane_threads(isa):
+    rng = np.random.default_rng(4)
+    q = rand_q(rng, (2, 8, 57, 61), np.uint8)
+    for t in (1, 2):
+        with num_threads(t):
+            assert_equal_exact(qc.max_pool2d(q, 3, strides=2, pads=(1, 1, 1, 1)),
+                               ref_max_pool(q, (3, 3), (2, 2), (1, 1, 1, 1)), isa)
+            assert_equal_exact(
+                qc.avg_pool2d(q, 0.1, 128, 0.1, 128, 3, strides=1, pads=(1, 1, 1, 1)),
+                ref_avg_pool(q, 0.1, 128, 0.1, 128, (3, 3), (1, 1), (1, 1, 1, 1), False), isa)
+
+
+def test_pool_strides_default_to_kernel_and_noncontiguous(isa):
+    rng = np.random.default_rng(5)
+    base = rand_q(rng, (2, 6, 10, 20), np.int8)
+    q = base[:, ::-2, :, ::2]
+    before = q.copy()
+    assert_equal_exact(qc.max_pool2d(q, 2), ref_max_pool(np.ascontiguousarray(q), (2, 2), (2, 2),
+                                                         (0, 0, 0, 0)), isa)
+    assert_equal_exact(q, before, "input unchanged")
+
+
+def test_pool_bad_input():
+    q = np.zeros((1, 2, 5, 5), np.uint8)
+    with pytest.raises(ValueError, match=r"q: expected a 4-D"):
+        qc.max_pool2d(q[0], 2)
+    with pytest.raises(ValueError, match=r"pads: expected each pad smaller than the kernel"):
+        qc.max_pool2d(q, 2, pads=(2, 0, 0, 0))
+    with pytest.raises(ValueError, match=r"pads: expected values in \[0"):
+        qc.max_pool2d(q, 2, pads=(-1, 0, 0, 0))
+    with pytest.raises(ValueError, match=r"kernel: expected a kernel that fits"):
+        qc.max_pool2d(q, (6, 2))
+    with pytest.raises(ValueError, match=r"kernel: expected values in \[1"):
+        qc.max_pool2d(q, 0)
+    with pytest.raises(TypeError, match=r"q: expected an array of int8 or uint8"):
+        qc.max_pool2d(q.astype(np.int16), 2)
+    with pytest.raises(ValueError, match=r"x_scale: expected a positive finite value"):
+        qc.avg_pool2d(q, -1.0, 0, 1.0, 0, 2)
+    with pytest.raises(ValueError, match=r"y_zero_point: expected values in \[0, 255\]"):
+        qc.avg_pool2d(q, 1.0, 0, 1.0, -1, 2)
+    with pytest.raises(ValueError, match=r"out: expected shape"):
+        qc.max_pool2d(q, 2, out=np.zeros((1, 2, 3, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"q: expected H, W >= 1"):
+        qc.global_avg_pool(np.zeros((1, 2, 0, 3), np.uint8), 1.0, 0, 1.0, 0)
+
+
+def test_pool_zero_size():
+    q = np.zeros((0, 3, 4, 4), np.int8)
+    assert qc.max_pool2d(q, 2).shape == (0, 3, 2, 2)
+    assert qc.avg_pool2d(q, 1.0, 0, 1.0, 0, 2).shape == (0, 3, 2, 2)
+
+
+# ---- add ----
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 63, 64, 65, 1000, 70001])
+@pytest.mark.parametrize("adt,bdt,ydt", [(np.int8, np.int8, np.int8),
+                                         (np.uint8, np.uint8, np.uint8),
+                                         (np.uint8, np.int8, np.int8)])
+def test_qlinear_add_exact(isa, n, adt, bdt, ydt):
+    rng = np.random.default_rng(n)
+    a = rand_q(rng, (n,), adt)
+    b = rand_q(rng, (n,), bdt)
+    azp, bzp = rand_q(rng, (), adt), rand_q(rng, (), bdt)
+    yzp = ydt(np.iinfo(ydt).min + 100)
+    for relu in (False, True):
+        want = ref_add(a, 0.03, azp, b, 0.05, bzp, 0.06, yzp, ydt, relu)
+        for t in (1, 2):
+            with num_threads(t):
+                got = qc.qlinear_add(a, 0.03, azp, b, 0.05, bzp, 0.06, yzp, relu=relu)
+            assert_equal_exact(got, want, f"{isa} n={n} relu={relu} t={t}")
+
+
+def test_qlinear_add_ties_broadcast_and_shapes(isa):
+    # scales 0.5/1.0: sums of halves land on .5 ties, which go to even
+    a = np.arange(-128, 128, dtype=np.int8).reshape(16, 16)
+    b = np.arange(16, dtype=np.int8).reshape(1, 16)
+    want = ref_add(a, 0.5, 0, np.broadcast_to(b, a.shape), 0.5, 0, 1.0, np.int8(0), np.int8)
+    assert_equal_exact(qc.qlinear_add(a, 0.5, 0, b, 0.5, 0, 1.0, np.int8(0)), want, isa)
+    z = np.int8(5)
+    assert qc.qlinear_add(z, 0.1, 0, z, 0.1, 0, 0.1, np.int8(0)).shape == ()
+    with pytest.raises(ValueError, match=r"b: expected a shape broadcastable"):
+        qc.qlinear_add(a, 0.5, 0, np.zeros(3, np.int8), 0.5, 0, 1.0, 0)
+    with pytest.raises(ValueError, match=r"b_scale: expected a positive finite value"):
+        qc.qlinear_add(a, 0.5, 0, a, np.inf, 0, 1.0, 0)
+    with pytest.raises(TypeError, match=r"a_zero_point: expected int8"):
+        qc.qlinear_add(a, 0.5, np.uint8(0), a, 0.5, 0, 1.0, 0)
+
+
+def test_qlinear_add_noncontiguous(isa):
+    rng = np.random.default_rng(9)
+    a = rand_q(rng, (40, 30), np.uint8)[::-3, ::2]
+    b = rand_q(rng, (42, 30), np.uint8)[1::3, 1::2][::-1]
+    want = ref_add(a, 0.1, 128, b, 0.2, 120, 0.25, np.uint8(128), np.uint8)
+    assert_equal_exact(qc.qlinear_add(a, 0.1, 128, b, 0.2, 120, 0.25, np.uint8(128)), want, isa)
+
+
+# ---- concat ----
+
+@pytest.mark.parametrize("axis", [0, 1, 2, 3, -1])
+def test_qlinear_concat_exact(isa, axis):
+    rng = np.random.default_rng(10 + axis)
+    shapes = [(2, 3, 5, 7), (2, 3, 5, 7), (2, 3, 5, 7)]
+    sizes = (1, 4, 9)
+    inputs = []
+    for i, (sh, n) in enumerate(zip(shapes, sizes)):
+        sh = list(sh)
+        sh[axis] = n
+        dt = (np.uint8, np.int8, np.uint8)[i]
+        inputs.append((rand_q(rng, tuple(sh), dt), (0.05, 0.1, 0.2)[i],
+                       (128, -3, 7)[i]))
+    want = ref_concat(inputs, 0.1, np.uint8(120), np.uint8, axis)
+    for t in (1, 2):
+        with num_threads(t):
+            got = qc.qlinear_concat(inputs, 0.1, np.uint8(120), axis=axis)
+        assert_equal_exact(got, want, f"{isa} axis={axis}")
+
+
+def test_qlinear_concat_copy_path_and_errors(isa):
+    rng = np.random.default_rng(11)
+    a = rand_q(rng, (2, 3, 4), np.int8)
+    b = rand_q(rng, (2, 5, 4), np.int8)
+    got = qc.qlinear_concat([(a, 0.1, 3), (b, 0.1, 3)], 0.1, np.int8(3))
+    assert_equal_exact(got, np.concatenate([a, b], axis=1), isa)
+    with pytest.raises(ValueError, match=r"inputs\[1\] q: expected the shape of inputs\[0\]"):
+        qc.qlinear_concat([(a, 0.1, 3), (b[:, :, :2], 0.1, 3)], 0.1, np.int8(3))
+    with pytest.raises(ValueError, match=r"inputs: expected at least one"):
+        qc.qlinear_concat([], 0.1, 0)
+    with pytest.raises(TypeError, match=r"inputs\[0\]: expected a \(q, scale, zero_point\)"):
+        qc.qlinear_concat([a], 0.1, 0)
+    with pytest.raises(ValueError, match=r"inputs\[0\] scale: expected a positive"):
+        qc.qlinear_concat([(a, 0.0, 3)], 0.1, 0)
+    with pytest.raises(ValueError, match=r"axis: expected an axis in"):
+        qc.qlinear_concat([(a, 0.1, 3)], 0.1, 0, axis=3)
