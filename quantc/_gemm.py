@@ -33,8 +33,8 @@ def requantize_fixed(acc, multiplier, shift, zero_point, dtype="int8", *, axis=N
     """int32 -> int8/uint8 with TFLite's fixed-point ``MultiplyByQuantizedMultiplier``.
 
     ``y = clamp(RDBP(SRDHM(acc * 2**max(shift, 0), multiplier), max(-shift, 0)) + zero_point)``
-    where SRDHM is gemmlowp's SaturatingRoundingDoublingHighMul (``round(a*b / 2**31)``, ties
-    away from zero, ``INT32_MIN * INT32_MIN`` saturates to ``INT32_MAX``) and RDBP is
+    where SRDHM is gemmlowp's SaturatingRoundingDoublingHighMul (``a*b / 2**31`` to
+    nearest, ties rounded up: 0.5 -> 1, -0.5 -> 0; ``INT32_MIN * INT32_MIN`` saturates) and RDBP is
     RoundingDivideByPOT (ties away from zero). ``shift`` in ``[-31, 31]``; a positive shift
     multiplies ``acc`` in wrapping int32 arithmetic, as TFLite's ``x * (1 << shift)`` does.
     ``multiplier``/``shift``/``zero_point`` are scalars, or 1-D per channel along ``axis``.

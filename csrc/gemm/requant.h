@@ -4,8 +4,9 @@
 
 #include "qc_common.h"
 
-/* gemmlowp SaturatingRoundingDoublingHighMul: round(a * b / 2^31), ties away from zero
- * (nudge of +-2^30 then truncating division), saturating the only overflow (INT32_MIN^2). */
+/* gemmlowp SaturatingRoundingDoublingHighMul: a * b / 2^31 rounded to nearest by a nudge of
+ * 2^30 (or 1 - 2^30 when negative) and a truncating division, so ties round up (0.5 -> 1,
+ * -0.5 -> 0); the only overflow (INT32_MIN * INT32_MIN) saturates to INT32_MAX. */
 QC_INLINE int32_t qc_srdhm(int32_t a, int32_t b) {
     if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
     const int64_t ab = (int64_t)a * (int64_t)b;
