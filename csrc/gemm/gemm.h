@@ -24,6 +24,8 @@
  * QLinearMatMul/QLinearConv (which compute int32 * float32 in float64):
  *   v = (double)(int32)(C + bias[j]) * (double)scale[j] + (double)y_zp
  *   y = clamp(rint(v), lo, hi)     rint: ties to even; lo = qmin, or max(qmin, y_zp) with relu
+ * Float epilogue (QC_GEMM_OUT_F32), in float32 with two roundings (no FMA):
+ *   y = (float)(int32)(C + bias[j]) * scale[j] + fbias[j]
  *
  * Packed B layout
  * ---------------
@@ -60,6 +62,7 @@ typedef enum {
     QC_GEMM_OUT_S32 = 0, /* int32 C (with bias added when bias != NULL) */
     QC_GEMM_OUT_S8 = 1,  /* requantized int8 */
     QC_GEMM_OUT_U8 = 2,  /* requantized uint8 */
+    QC_GEMM_OUT_F32 = 3, /* float32 y = (float)C * scale[j] + fbias[j] (dynamic quantization) */
 } qc_gemm_out;
 
 typedef struct qc_gemm_kernels qc_gemm_kernels; /* a variant's micro-kernels (internal) */
@@ -85,12 +88,14 @@ typedef struct {
 
     qc_gemm_out out;
     const int32_t *bias;  /* NULL or bias[j] added (wrapping) to C before the epilogue */
-    const float *scale;   /* requant only: scale[0] or scale[j] (scale_per_col) */
+    const float *scale;   /* requant/float only: scale[0] or scale[j] (scale_per_col) */
     int scale_per_col;
     int32_t y_zp;         /* requant only, in the output type's range */
     int relu;             /* requant only: clamp below at y_zp */
 
     const qc_gemm_kernels *kernels; /* NULL: the best usable variant (qc_gemm_select) */
+
+    const float *fbias;   /* float output only: NULL or fbias[j] added after the scaling */
 } qc_gemm_args;
 
 /* The gemm family (variants best first, scalar last) and the chosen variant's kernels. */

@@ -1,0 +1,114 @@
+/* AVX2 micro-kernel: exact u8 x s8 via int16 widening and vpmaddwd, up to 4 rows x 16 columns. */
+#include "gemm/kernels.h"
+
+#ifndef QC_NO_X86
+#include <immintrin.h>
+#include <string.h>
+
+/* Why not vpmaddubsw: it adds two u8*s8 products into a saturating int16 (255*127*2 > 32767),
+ * so it is not exact. Instead both operands are widened to int16 and vpmaddwd adds pairs
+ * into int32 exactly (|pair| <= 2 * 255 * 128). A row's 4 bytes a'[4g..4g+3] are broadcast
+ * and zero-extended ([a0 a1 a2 a3] x 4 as int16); 16 packed bytes of B (4 columns x 4 k)
+ * sign-extended to int16 line up with them, so vpmaddwd leaves two partial sums per column
+ * (k0+k1 and k2+k3) in adjacent int32 lanes, added together once after the k loop. */
+
+QC_INLINE int32_t load4(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Epilogue for 8 columns of one row (bit-identical to qc_gemm_fix1 / qc_gemm_requant1). */
+QC_INLINE void store8(const qc_gemm_tile *t, int r, int x0, __m256i acc, int nvalid) {
+    const __m256i zbp = _mm256_loadu_si256((const __m256i *)(t->zbp + x0));
+    const __m256i bcorr = _mm256_loadu_si256((const __m256i *)(t->bcorr + x0));
+    const __m256i cterm = _mm256_loadu_si256((const __m256i *)(t->cterm + x0));
+    __m256i v = _mm256_add_epi32(acc, cterm);
+    v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zbp, _mm256_set1_epi32(t->rsum[r])));
+    v = _mm256_sub_epi32(v, _mm256_mullo_epi32(bcorr, _mm256_set1_epi32(t->zap[r])));
+    if (t->out == QC_GEMM_OUT_S32) {
+        int32_t *dst = (int32_t *)t->c + r * t->ldc + x0;
+        if (nvalid == 8) {
+            _mm256_storeu_si256((__m256i *)dst, v);
+        } else {
+            int32_t tmp[8];
+            _mm256_storeu_si256((__m256i *)tmp, v);
+            memcpy(dst, tmp, (size_t)nvalid * 4);
+        }
+        return;
+    }
+    const __m256 s = _mm256_loadu_ps(t->scale + x0);
+    if (t->out == QC_GEMM_OUT_F32) {
+        const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), s),
+                                       _mm256_loadu_ps(t->fbias + x0));
+        float *dst = (float *)t->c + r * t->ldc + x0;
+        if (nvalid == 8) {
+            _mm256_storeu_ps(dst, y);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, y);
+            memcpy(dst, tmp, (size_t)nvalid * 4);
+        }
+        return;
+    }
+    const __m256d zp = _mm256_set1_pd((double)t->y_zp);
+    const __m256d lo = _mm256_set1_pd((double)t->lo), hi = _mm256_set1_pd((double)t->hi);
+    __m256d d0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(v));
+    __m256d d1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(v, 1));
+    d0 = _mm256_add_pd(_mm256_mul_pd(d0, _mm256_cvtps_pd(_mm256_castps256_ps128(s))), zp);
+    d1 = _mm256_add_pd(_mm256_mul_pd(d1, _mm256_cvtps_pd(_mm256_extractf128_ps(s, 1))), zp);
+    d0 = _mm256_round_pd(d0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    d1 = _mm256_round_pd(d1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    d0 = _mm256_min_pd(_mm256_max_pd(d0, lo), hi);
+    d1 = _mm256_min_pd(_mm256_max_pd(d1, lo), hi);
+    const __m128i w = _mm_packs_epi32(_mm256_cvtpd_epi32(d0), _mm256_cvtpd_epi32(d1));
+    const __m128i bytes = t->out == QC_GEMM_OUT_S8 ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
+    uint8_t tmp[16];
+    _mm_storeu_si128((__m128i *)tmp, bytes);
+    memcpy((uint8_t *)t->c + r * t->ldc + x0, tmp, (size_t)nvalid);
+}
+
+/* MR rows x 8 columns (half h of the panel). */
+QC_INLINE void half_tile(const qc_gemm_tile *t, const int MR, int h, int nvalid) {
+    const int64_t kp = t->kp, groups = kp / 4;
+    const int8_t *b = t->b + 32 * h;
+    __m256i acc[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int64_t g = 0; g < groups; g++) {
+        const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 64 * g)));
+        const __m256i b1 =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 64 * g + 16)));
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; r++) {
+            const __m256i av =
+                _mm256_cvtepu8_epi16(_mm_set1_epi32(load4(t->a + r * kp + 4 * g)));
+            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
+            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; r++) {
+        /* hadd: [c0 c1 c4 c5 | c2 c3 c6 c7] -> permute to columns 0..7 */
+        __m256i s = _mm256_hadd_epi32(acc[r][0], acc[r][1]);
+        s = _mm256_permute4x64_epi64(s, _MM_SHUFFLE(3, 1, 2, 0));
+        store8(t, r, 8 * h, s, nvalid);
+    }
+}
+
+QC_INLINE void tile_m(const qc_gemm_tile *t, const int MR, int nc) {
+    half_tile(t, MR, 0, nc < 8 ? nc : 8);
+    if (nc > 8) half_tile(t, MR, 1, nc - 8);
+}
+
+static void tile_avx2(const qc_gemm_tile *t, int mr, int nc) {
+    switch (mr) {
+    case 1: tile_m(t, 1, nc); break;
+    case 2: tile_m(t, 2, nc); break;
+    case 3: tile_m(t, 3, nc); break;
+    default: tile_m(t, 4, nc); break;
+    }
+}
+
+const qc_gemm_kernels qc_gemm_kernels_avx2 = {"avx2", 4, 16, tile_avx2};
+#endif

@@ -1,0 +1,254 @@
+/* GEMM driver: B packing, A block packing with row sums, cache blocking, threads, registry. */
+#include "gemm/kernels.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "threads/pool.h"
+
+static const qc_variant gemm_variants[] = {
+#ifndef QC_NO_X86
+    {"avx512vnni", QC_ISA_AVX512VNNI, &qc_gemm_kernels_avx512vnni},
+    {"avx2", QC_ISA_AVX2, &qc_gemm_kernels_avx2},
+#endif
+    {"scalar", QC_ISA_SCALAR, &qc_gemm_kernels_scalar},
+};
+
+const qc_family qc_gemm_family = {"gemm", sizeof gemm_variants / sizeof gemm_variants[0],
+                                  gemm_variants};
+
+const qc_gemm_kernels *qc_gemm_kernels_of(const qc_variant *v) {
+    return (const qc_gemm_kernels *)v->impl;
+}
+
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+size_t qc_gemm_pack_b_size(int64_t k, int64_t n) {
+    return (size_t)round_up(k, QC_GEMM_KR) * (size_t)round_up(n, QC_GEMM_NR);
+}
+
+void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t col_stride,
+                    int64_t k, int64_t n, int8_t *data, int32_t *colsum, qc_gemm_b *out) {
+    const int64_t kp = round_up(k, QC_GEMM_KR), np = round_up(n, QC_GEMM_NR);
+    const char *base = (const char *)b;
+    const uint8_t flip = b_signed ? 0 : 0x80; /* uint8 b -> b - 128 as int8 */
+    for (int64_t p = 0; p < np / QC_GEMM_NR; p++) {
+        int8_t *panel = data + p * kp * QC_GEMM_NR;
+        for (int c = 0; c < QC_GEMM_NR; c++) {
+            const int64_t j = p * QC_GEMM_NR + c;
+            uint32_t sum = 0;
+            for (int64_t kk = 0; kk < kp; kk++) {
+                int8_t v = 0;
+                if (j < n && kk < k) {
+                    uint8_t raw = *(const uint8_t *)(base + kk * row_stride + j * col_stride);
+                    v = (int8_t)(uint8_t)(raw ^ flip);
+                }
+                panel[(kk / 4) * 64 + c * 4 + (kk % 4)] = v;
+                sum += (uint32_t)(int32_t)v;
+            }
+            colsum[j] = (int32_t)sum;
+        }
+    }
+    out->k = k;
+    out->n = n;
+    out->kp = kp;
+    out->np = np;
+    out->b_signed = b_signed;
+    out->data = data;
+    out->colsum = colsum;
+}
+
+/* Rows of A packed per block: enough to reuse each B block from L2 several times while the
+ * A block stays in L2 (at most ~1 MiB) and never fewer than the kernel's rows. */
+static int64_t block_rows(const qc_gemm_kernels *kern, int64_t kp) {
+    if (kp < QC_GEMM_KR) kp = QC_GEMM_KR;
+    int64_t mc = ((int64_t)1 << 20) / kp;
+    if (mc > 96) mc = 96;
+    mc = mc / kern->mr * kern->mr;
+    return mc < kern->mr ? kern->mr : mc;
+}
+
+/* Columns per B block: kp * nc bytes ~ 384 KiB so the block stays in L2. */
+static int64_t block_cols(const qc_gemm_kernels *kern, int64_t kp) {
+    if (kp < QC_GEMM_KR) kp = QC_GEMM_KR;
+    int64_t nc = ((int64_t)384 << 10) / kp;
+    nc = nc / kern->nr * kern->nr;
+    return nc < kern->nr ? kern->nr : nc;
+}
+
+#define QC_GEMM_MC_MAX 96
+
+size_t qc_gemm_workspace_size(int64_t k, int64_t ncols) {
+    const int64_t kp = round_up(k, QC_GEMM_KR);
+    const int64_t ncp = round_up(ncols, QC_GEMM_NR) + 64; /* slack: full-vector loads */
+    int64_t mc = ((int64_t)1 << 20) / QC_MAX(kp, QC_GEMM_KR);
+    if (mc > QC_GEMM_MC_MAX) mc = QC_GEMM_MC_MAX;
+    if (mc < 16) mc = 16; /* >= any kernel's mr */
+    return (size_t)round_up(mc * kp, 64) + (size_t)(2 * mc + 5 * ncp) * 4 + 64;
+}
+
+/* Copy rows [i0, i0 + mc) of A as a' (u8), zero-padded to kp, with their row sums and za'. */
+static void pack_a(const qc_gemm_args *g, int64_t i0, int64_t mc, int64_t kp, uint8_t *dst,
+                   int32_t *rsum, int32_t *zap) {
+    const int64_t k = g->b->k;
+    const uint8_t flip = g->a_signed ? 0x80 : 0;
+    const int32_t zoff = g->a_signed ? 128 : 0;
+    for (int64_t r = 0; r < mc; r++) {
+        const uint8_t *src = (const uint8_t *)g->a + (i0 + r) * g->lda;
+        uint8_t *d = dst + r * kp;
+        uint32_t sum = 0;
+        for (int64_t kk = 0; kk < k; kk++) {
+            uint8_t v = (uint8_t)(src[kk] ^ flip);
+            d[kk] = v;
+            sum += v;
+        }
+        for (int64_t kk = k; kk < kp; kk++) d[kk] = 0;
+        rsum[r] = (int32_t)sum;
+        int32_t za = g->a_zp ? g->a_zp[g->a_zp_per_row ? i0 + r : 0] : 0;
+        zap[r] = za + zoff;
+    }
+}
+
+void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
+    const qc_gemm_kernels *kern = g->kernels ? g->kernels : qc_gemm_select();
+    const qc_gemm_b *B = g->b;
+    const int64_t kp = B->kp, ncols = g->n1 - g->n0;
+    if (g->m <= 0 || ncols <= 0) return;
+    const int64_t ncp = round_up(ncols, QC_GEMM_NR) + 64;
+    int64_t mc_max = block_rows(kern, kp);
+    const int64_t nc_blk = block_cols(kern, kp);
+
+    uint8_t *abuf = (uint8_t *)workspace;
+    int32_t *rsum = (int32_t *)(abuf + round_up(mc_max * kp, 64));
+    int32_t *zap = rsum + mc_max;
+    int32_t *zbp = zap + mc_max;
+    int32_t *bcorr = zbp + ncp;
+    int32_t *cterm = bcorr + ncp;
+    float *scale = (float *)(cterm + ncp);
+    float *fbias = scale + ncp;
+
+    /* Per-column terms for this column range (index 0 = column n0), zero in the slack. */
+    const int32_t boff = B->b_signed ? 0 : -128;
+    for (int64_t x = 0; x < ncp; x++) {
+        const int64_t j = g->n0 + x;
+        if (x < ncols) {
+            int32_t zb = g->b_zp ? g->b_zp[g->b_zp_per_col ? j : 0] : 0;
+            zbp[x] = zb + boff;
+            bcorr[x] = (int32_t)((uint32_t)B->colsum[j] - (uint32_t)B->k * (uint32_t)zbp[x]);
+            cterm[x] = g->bias ? g->bias[j] : 0;
+            scale[x] = g->out != QC_GEMM_OUT_S32 ? g->scale[g->scale_per_col ? j : 0] : 0.0f;
+            fbias[x] = g->fbias ? g->fbias[j] : 0.0f;
+        } else {
+            zbp[x] = bcorr[x] = cterm[x] = 0;
+            scale[x] = fbias[x] = 0.0f;
+        }
+    }
+
+    qc_gemm_tile t;
+    t.kp = kp;
+    t.out = g->out;
+    t.y_zp = g->y_zp;
+    t.lo = g->out == QC_GEMM_OUT_S8 ? -128 : 0;
+    t.hi = g->out == QC_GEMM_OUT_S8 ? 127 : 255;
+    if (g->relu && g->y_zp > t.lo) t.lo = g->y_zp;
+    t.ldc = g->ldc;
+    const size_t esize = g->out == QC_GEMM_OUT_S32 || g->out == QC_GEMM_OUT_F32 ? 4 : 1;
+
+    for (int64_t i0 = 0; i0 < g->m; i0 += mc_max) {
+        const int64_t mc = QC_MIN(mc_max, g->m - i0);
+        pack_a(g, i0, mc, kp, abuf, rsum, zap);
+        for (int64_t jc = 0; jc < ncols; jc += nc_blk) {
+            const int64_t jc_end = QC_MIN(ncols, jc + nc_blk);
+            for (int64_t ir = 0; ir < mc; ir += kern->mr) {
+                const int mr = (int)QC_MIN((int64_t)kern->mr, mc - ir);
+                for (int64_t jr = jc; jr < jc_end; jr += kern->nr) {
+                    const int nc = (int)QC_MIN((int64_t)kern->nr, jc_end - jr);
+                    const int64_t j = g->n0 + jr;
+                    t.a = abuf + ir * kp;
+                    t.rsum = rsum + ir;
+                    t.zap = zap + ir;
+                    t.b = B->data + (j / QC_GEMM_NR) * kp * QC_GEMM_NR;
+                    t.zbp = zbp + jr;
+                    t.bcorr = bcorr + jr;
+                    t.cterm = cterm + jr;
+                    t.scale = scale + jr;
+                    t.fbias = fbias + jr;
+                    t.c = (char *)g->c + ((i0 + ir) * g->ldc + j) * (ptrdiff_t)esize;
+                    kern->tile(&t, mr, nc);
+                }
+            }
+        }
+    }
+}
+
+/* ---- threads: tasks are (row block, column chunk) pairs; each packs its own A rows ---- */
+
+typedef struct {
+    const qc_gemm_args *g;
+    int64_t rows_per_task, cols_per_task, ntasks_n;
+    atomic_int failed;
+} par_ctx;
+
+static void par_task(void *vctx, size_t task) {
+    par_ctx *p = (par_ctx *)vctx;
+    qc_gemm_args sub = *p->g;
+    const int64_t ti = (int64_t)task / p->ntasks_n, tj = (int64_t)task % p->ntasks_n;
+    const int64_t i0 = ti * p->rows_per_task;
+    sub.m = QC_MIN(p->rows_per_task, p->g->m - i0);
+    sub.n0 = p->g->n0 + tj * p->cols_per_task;
+    sub.n1 = QC_MIN(p->g->n1, sub.n0 + p->cols_per_task);
+    if (sub.m <= 0 || sub.n1 <= sub.n0) return;
+    const size_t esize = p->g->out == QC_GEMM_OUT_S32 || p->g->out == QC_GEMM_OUT_F32 ? 4 : 1;
+    sub.a = (const char *)p->g->a + i0 * p->g->lda;
+    if (p->g->a_zp && p->g->a_zp_per_row) sub.a_zp = p->g->a_zp + i0;
+    sub.c = (char *)p->g->c + i0 * p->g->ldc * (ptrdiff_t)esize;
+    size_t ws = qc_gemm_workspace_size(sub.b->k, sub.n1 - sub.n0);
+    void *buf = aligned_alloc(64, (ws + 63) / 64 * 64);
+    if (!buf) {
+        atomic_store(&p->failed, 1);
+        return;
+    }
+    qc_gemm_run(&sub, buf);
+    free(buf);
+}
+
+int qc_gemm_parallel(const qc_gemm_args *g) {
+    const int64_t ncols = g->n1 - g->n0;
+    if (g->m <= 0 || ncols <= 0) return 0;
+    qc_gemm_args a = *g;
+    if (!a.kernels) a.kernels = qc_gemm_select();
+    const int64_t kp = a.b->kp;
+    const int64_t threads = qc_get_num_threads();
+    /* Work per task at least ~2 M multiply-adds, so small problems stay on one thread. */
+    const double work = (double)a.m * (double)ncols * (double)kp;
+    int64_t want = (int64_t)(work / (2.0 * 1024 * 1024));
+    if (want > 4 * threads) want = 4 * threads;
+    if (want < 1) want = 1;
+    if (threads == 1) want = 1;
+
+    int64_t rows = block_rows(a.kernels, kp) * 2;
+    int64_t mt = (a.m + rows - 1) / rows;
+    int64_t nt = 1;
+    if (mt < want) {
+        /* Few row blocks (e.g. GEMV): split the columns too, in multiples of 32. */
+        nt = (want + mt - 1) / mt;
+        int64_t max_nt = (ncols + 31) / 32;
+        if (nt > max_nt) nt = max_nt;
+    } else if (mt > want && want > 1) {
+        /* Enough rows: make about `want` row tasks of whole kernel blocks. */
+        rows = round_up((a.m + want - 1) / want, a.kernels->mr);
+        mt = (a.m + rows - 1) / rows;
+    }
+    if (want == 1) {
+        rows = a.m;
+        mt = 1;
+        nt = 1;
+    }
+    int64_t cols = nt == 1 ? ncols : round_up((ncols + nt - 1) / nt, 32);
+    nt = (ncols + cols - 1) / cols;
+    par_ctx p = {.g = &a, .rows_per_task = rows, .cols_per_task = cols, .ntasks_n = nt};
+    atomic_init(&p.failed, 0);
+    qc_parallel_for((size_t)(mt * nt), par_task, &p);
+    return atomic_load(&p.failed) ? -1 : 0;
+}
