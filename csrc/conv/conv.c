@@ -106,40 +106,94 @@ static void bounds(const qc_conv_args *a, double *lo, double *hi) {
 
 /* ---- depthwise path: one task per (image, output channel) plane ---- */
 
-static void dw_task(void *vctx, size_t task) {
-    run_ctx *ctx = vctx;
+/* One plane: scatter q - xzp into the stride-phase sub-planes (see qc_dw_geom), then the
+ * kernel. xs/acc are the task's scratch (dw_scratch sizes). */
+static void dw_plane(const run_ctx *ctx, size_t n, size_t m, const qc_dw_geom *d, int16_t *xs,
+                     int32_t *acc) {
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
-    const size_t M = w->M, n = task / M, m = task % M, c = m / (M / w->G);
-    const size_t H = a->H, W = a->W, PH = a->pt + H + a->pb, PW = a->pl + W + a->pr;
-    int16_t *xp = malloc(PH * PW * sizeof(int16_t) + a->OW * sizeof(int32_t));
-    if (!xp) {
-        atomic_store(&ctx->failed, 1);
-        return;
-    }
-    int32_t *acc = (int32_t *)(xp + PH * PW);
+    const size_t M = w->M, c = m / (M / w->G);
+    const size_t H = a->H, W = a->W, sh = (size_t)a->sh, sw = (size_t)a->sw;
+    memset(xs, 0, (sh * sw * d->plane_stride + QC_DW_SLACK) * sizeof(int16_t));
     const size_t plane = (n * a->C + c) * H * W;
-    memset(xp, 0, PH * PW * sizeof(int16_t));
     const int32_t xzp = a->xzp;
+    size_t r = (size_t)a->pt, ry = r / sh, py = r % sh; /* padded row r = ry * sh + py */
     for (size_t iy = 0; iy < H; iy++) {
-        int16_t *dst = xp + (iy + a->pt) * PW + a->pl;
-        if (a->x_signed) {
-            const int8_t *s = (const int8_t *)ctx->x + plane + iy * W;
-            for (size_t ix = 0; ix < W; ix++) dst[ix] = (int16_t)(s[ix] - xzp);
+        int16_t *drow = xs + py * sw * d->plane_stride + ry * d->PWs;
+        if (sw == 1) {
+            int16_t *dst = drow + a->pl;
+            if (a->x_signed) {
+                const int8_t *src = (const int8_t *)ctx->x + plane + iy * W;
+                for (size_t ix = 0; ix < W; ix++) dst[ix] = (int16_t)(src[ix] - xzp);
+            } else {
+                const uint8_t *src = ctx->x + plane + iy * W;
+                for (size_t ix = 0; ix < W; ix++) dst[ix] = (int16_t)(src[ix] - xzp);
+            }
         } else {
-            const uint8_t *s = ctx->x + plane + iy * W;
-            for (size_t ix = 0; ix < W; ix++) dst[ix] = (int16_t)(s[ix] - xzp);
+            const size_t plm = (size_t)a->pl % sw;
+            for (size_t px = 0; px < sw; px++) {
+                /* the first input column whose padded column is in phase px */
+                const size_t ix0 = px >= plm ? px - plm : px + sw - plm;
+                int16_t *dst = drow + px * d->plane_stride + (ix0 + (size_t)a->pl) / sw;
+                if (a->x_signed) {
+                    const int8_t *src = (const int8_t *)ctx->x + plane + iy * W;
+                    for (size_t ix = ix0, j = 0; ix < W; ix += sw, j++) dst[j] = (int16_t)(src[ix] - xzp);
+                } else {
+                    const uint8_t *src = ctx->x + plane + iy * W;
+                    for (size_t ix = ix0, j = 0; ix < W; ix += sw, j++) dst[j] = (int16_t)(src[ix] - xzp);
+                }
+            }
         }
+        if (++py == sh) py = 0, ry++;
     }
     qc_win2d g = {H, W, a->OH, a->OW, (int)w->kh, (int)w->kw, a->sh, a->sw, a->dh, a->dw,
                   a->pt, a->pl, a->pb, a->pr};
     qc_dw_params p = {a->bias ? a->bias[m] : 0, a->out_int32 ? 0.0 : (double)a->mult[m],
                       (double)a->y_zp, ctx->lo, ctx->hi};
     const size_t out = (n * M + m) * a->OH * a->OW;
-    ctx->ops->dwconv(xp, PW, w->wdw + m * w->kh * w->kw, &g, &p, acc,
+    ctx->ops->dwconv(xs, d, w->wdw + m * w->kh * w->kw, &g, &p, acc,
                      a->out_int32 ? (int32_t *)ctx->y + out : NULL,
                      (int8_t *)ctx->y + out, a->y_signed);
-    free(xp);
+}
+
+static void dw_geom(const qc_conv_args *a, qc_dw_geom *d, size_t *nxs, size_t *nacc_bytes) {
+    const size_t sh = (size_t)a->sh, sw = (size_t)a->sw;
+    const size_t PH = a->pt + a->H + a->pb, PW = a->pl + a->W + a->pr;
+    d->PHs = (PH + sh - 1) / sh;
+    d->PWs = (PW + sw - 1) / sw;
+    d->plane_stride = d->PHs * d->PWs;
+    *nxs = sh * sw * d->plane_stride + QC_DW_SLACK;
+    *nacc_bytes = (a->OH * d->PWs + QC_DW_SLACK) * sizeof(int32_t) + a->OH * d->PWs;
+}
+
+/* A task handles planes [task * per, ...) of the N * M output planes. */
+static void dw_task(void *vctx, size_t task) {
+    run_ctx *ctx = vctx;
+    const qc_conv_args *a = ctx->a;
+    const size_t M = a->w->M, total = a->N * M;
+    const size_t p0 = task * ctx->pb, p1 = QC_MIN(total, p0 + ctx->pb);
+    const size_t kh = a->w->kh, kw = a->w->kw, sh = (size_t)a->sh, sw = (size_t)a->sw;
+    qc_dw_geom d;
+    size_t nxs, nacc;
+    dw_geom(a, &d, &nxs, &nacc);
+    const size_t xbytes = (nxs * sizeof(int16_t) + 63) & ~(size_t)63;
+    const size_t obytes = (kh * kw * sizeof(size_t) + 63) & ~(size_t)63;
+    char *mem = malloc(xbytes + obytes + nacc);
+    if (!mem) {
+        atomic_store(&ctx->failed, 1);
+        return;
+    }
+    size_t *off = (size_t *)(mem + xbytes);
+    for (size_t ky = 0; ky < kh; ky++) {
+        for (size_t kx = 0; kx < kw; kx++) {
+            const size_t ry = ky * (size_t)a->dh, rx = kx * (size_t)a->dw;
+            off[ky * kw + kx] = (ry % sh * sw + rx % sw) * d.plane_stride + ry / sh * d.PWs + rx / sw;
+        }
+    }
+    d.tap_off = off;
+    for (size_t i = p0; i < p1; i++) dw_plane(ctx, i / M, i % M, &d, (int16_t *)mem,
+                                              (int32_t *)(mem + xbytes + obytes));
+    free(mem);
 }
 
 /* ---- GEMM path ---- */
@@ -264,7 +318,12 @@ int qc_conv_run(const qc_conv_args *a, const void *x, void *y) {
     if (a->N == 0 || w->M == 0 || P == 0) return 0;
     if (w->wdw) {
         ctx.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
-        qc_parallel_for(a->N * w->M, dw_task, &ctx);
+        /* planes per task: about 16K outputs, at least 4 tasks per thread when possible */
+        const size_t total = a->N * w->M, nt = (size_t)qc_get_num_threads();
+        size_t per = QC_MAX((size_t)1, (size_t)16384 / P);
+        while (per > 1 && (total + per - 1) / per < 4 * nt) per /= 2;
+        ctx.pb = per;
+        qc_parallel_for((total + per - 1) / per, dw_task, &ctx);
         return atomic_load(&ctx.failed) ? -1 : 0;
     }
     const size_t HW = a->H * a->W;

@@ -68,10 +68,19 @@ typedef struct {
     float m, lo, hi;
 } qc_rq_params;
 
-/* Depthwise convolution of one plane. The input plane is first copied into xp, a padded int16
- * plane ((pt + H + pb) x (pl + W + pr)) holding q - xzp (0 in the padding, as ONNX pads the
- * zero-point-subtracted input with 0); wk holds the kh*kw taps minus the weight zero point.
- * The int32 accumulator row feeds either an int32 output (ConvInteger) or the float64 requant. */
+/* Depthwise convolution of one plane, from its stride-phase sub-planes: with the padded plane
+ * xpad ((pt + H + pb) x (pl + W + pr), holding q - xzp and 0 in the padding, as ONNX pads the
+ * zero-point-subtracted input with 0), sub-plane (py, px) for py < sh, px < sw holds
+ * xpad[r * sh + py][c * sw + px] at [r][c], PHs x PWs (0 beyond xpad), at xs + (py * sw + px) *
+ * plane_stride. Every tap then reads contiguous memory for any stride and dilation. Scratch:
+ * xs has QC_DW_SLACK elements after the last sub-plane; acc is OH * PWs + QC_DW_SLACK int32
+ * followed by OH * PWs bytes. */
+#define QC_DW_SLACK 64
+typedef struct {
+    size_t PHs, PWs, plane_stride;
+    const size_t *tap_off;    /* kh * kw offsets of tap (ky, kx)'s first element in xs */
+} qc_dw_geom;
+
 typedef struct {
     int32_t bias;             /* added to the accumulator (0 for ConvInteger) */
     double mult, yzp, lo, hi; /* requant (see qc_requant_f64); unused for int32 output */
@@ -95,9 +104,9 @@ typedef struct {
     /* float64 requant of n int32 accumulators plus bias with one multiplier (conv epilogue) */
     void (*requant_f64)(const int32_t *acc, int32_t bias, void *y, int sy, size_t n,
                         double mult, double yzp, double lo, double hi);
-    /* depthwise convolution of one padded int16 plane; acc: OW int32 of scratch; y is int32
-     * (y32 != NULL) or int8/uint8 (sy) */
-    void (*dwconv)(const int16_t *xp, size_t pw, const int16_t *wk, const qc_win2d *g,
+    /* depthwise convolution of one plane (sub-plane layout above); y is int32 (y32 != NULL)
+     * or int8/uint8 (sy) */
+    void (*dwconv)(const int16_t *xs, const qc_dw_geom *d, const int16_t *wk, const qc_win2d *g,
                    const qc_dw_params *p, int32_t *acc, int32_t *y32, void *y, int sy);
 } qc_qops_impl;
 

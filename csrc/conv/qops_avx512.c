@@ -1,5 +1,87 @@
-/* Quantized operator kernels (pooling, add, concat, depthwise conv) built for avx512. */
+/* Quantized operator kernels built for AVX-512: qops_impl.h plus a hand-written depthwise conv. */
+#include <immintrin.h>
+
+#include "conv/qops.h"
+
 #define QC_QOPS_NAME(name) qc_qops_##name##__avx512
+static void dwconv_avx512(const int16_t *xs, const qc_dw_geom *d, const int16_t *wk,
+                          const qc_win2d *g, const qc_dw_params *p, int32_t *acc, int32_t *y32,
+                          void *y, int sy);
+static void requant_f64_avx512(const int32_t *acc, int32_t bias, void *y, int sy, size_t n,
+                               double mult, double yzp, double lo, double hi);
+#define QC_QOPS_DWCONV dwconv_avx512
+#define QC_QOPS_REQUANT_F64 requant_f64_avx512
 #include "conv/qops_impl.h"
+
+/* qc_requant_f64 on 16 lanes: the same float64 multiply, add, clamp and round to nearest even
+ * (vrndscalepd instead of the 1.5 * 2^52 trick: both are exact RNE in the clamped range). */
+static void requant_f64_avx512(const int32_t *acc, int32_t bias, void *y, int sy, size_t n,
+                               double mult, double yzp, double lo, double hi) {
+    const __m512d vm = _mm512_set1_pd(mult), vz = _mm512_set1_pd(yzp);
+    const __m512d vlo = _mm512_set1_pd(lo), vhi = _mm512_set1_pd(hi);
+    const __m512i vb = _mm512_set1_epi32(bias);
+    uint8_t *out = y;
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512i a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + i), vb);
+        __m512d v0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(a));
+        __m512d v1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(a, 1));
+        v0 = _mm512_add_pd(_mm512_mul_pd(v0, vm), vz);
+        v1 = _mm512_add_pd(_mm512_mul_pd(v1, vm), vz);
+        v0 = _mm512_min_pd(_mm512_max_pd(v0, vlo), vhi);
+        v1 = _mm512_min_pd(_mm512_max_pd(v1, vlo), vhi);
+        v0 = _mm512_roundscale_pd(v0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v1 = _mm512_roundscale_pd(v1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i r = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(v0)),
+                                       _mm512_cvtpd_epi32(v1), 1);
+        (void)sy; /* in range already: truncating to 8 bits gives int8 or uint8 alike */
+        _mm_mask_storeu_epi8(out + i, k, _mm512_cvtepi32_epi8(r));
+    }
+}
+
+#define QC_DW_MAX_PAIRS 32
+
+/* Taps are taken in pairs (k, k+1): the two input vectors are interleaved by 16-bit unpacks and
+ * vpmaddwd multiplies them by the weight pair, summing both products into int32 (at most
+ * 2 * 255 * 255, exact). The unpacks permute output positions the same way for every pair, so
+ * the accumulators are put back in order once, when stored: unpacklo holds, per 128-bit lane l,
+ * t = 8l .. 8l+3 and unpackhi t = 8l+4 .. 8l+7. Integer sums wrap, so the order of additions
+ * does not matter and the result equals the generic kernel's. */
+static void dwconv_avx512(const int16_t *xs, const qc_dw_geom *d, const int16_t *wk,
+                          const qc_win2d *g, const qc_dw_params *p, int32_t *acc, int32_t *y32,
+                          void *y, int sy) {
+    const int taps = g->kh * g->kw;
+    const int pairs = (taps + 1) / 2;
+    if (pairs > QC_DW_MAX_PAIRS) {
+        QC_QOPS_NAME(dwconv_generic)(xs, d, wk, g, p, acc, y32, y, sy);
+        return;
+    }
+    const int16_t *src0[QC_DW_MAX_PAIRS], *src1[QC_DW_MAX_PAIRS];
+    int32_t wpair[QC_DW_MAX_PAIRS];
+    for (int k = 0; k < pairs; k++) {
+        int t0 = 2 * k, t1 = 2 * k + 1 < taps ? 2 * k + 1 : 2 * k;
+        src0[k] = xs + d->tap_off[t0];
+        src1[k] = xs + d->tap_off[t1];
+        uint16_t w0 = (uint16_t)wk[t0], w1 = 2 * k + 1 < taps ? (uint16_t)wk[t1] : 0;
+        wpair[k] = (int32_t)((uint32_t)w0 | ((uint32_t)w1 << 16));
+    }
+    const __m512i idx0 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    const __m512i idx1 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    const size_t L = (g->OH - 1) * d->PWs + g->OW;
+    /* reads and writes up to 31 elements past L stay inside the QC_DW_SLACK scratch */
+    for (size_t t = 0; t < L; t += 32) {
+        __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+        for (int k = 0; k < pairs; k++) {
+            const __m512i a = _mm512_loadu_si512((const void *)(src0[k] + t));
+            const __m512i b = _mm512_loadu_si512((const void *)(src1[k] + t));
+            const __m512i w = _mm512_set1_epi32(wpair[k]);
+            lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), w));
+            hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), w));
+        }
+        _mm512_storeu_si512((void *)(acc + t), _mm512_permutex2var_epi64(lo, idx0, hi));
+        _mm512_storeu_si512((void *)(acc + t + 16), _mm512_permutex2var_epi64(lo, idx1, hi));
+    }
+    QC_QOPS_NAME(dw_store)(acc, g, d, p, y32, y, sy);
+}
 
 QC_QOPS_TABLE(qc_qops__avx512)

@@ -196,6 +196,8 @@ static void QC_QOPS_NAME(requant)(const void *x, int sx, void *y, int sy, size_t
 
 /* ---- float64 requantization of int32 accumulators (conv epilogue) ---- */
 
+#ifndef QC_QOPS_REQUANT_F64
+
 #define QC_DEF_RQ64(TY, NAME)                                                                 \
     static void QC_QOPS_NAME(NAME)(const int32_t *restrict acc, int32_t bias, TY *restrict y,  \
                                    size_t n, double mult, double yzp, double lo, double hi) { \
@@ -208,60 +210,66 @@ static void QC_QOPS_NAME(requant)(const void *x, int sx, void *y, int sy, size_t
 QC_DEF_RQ64(int8_t, rq64_s)
 QC_DEF_RQ64(uint8_t, rq64_u)
 
-static void QC_QOPS_NAME(requant_f64)(const int32_t *acc, int32_t bias, void *y, int sy,
-                                      size_t n, double mult, double yzp, double lo, double hi) {
+static void QC_QOPS_NAME(requant_f64_generic)(const int32_t *acc, int32_t bias, void *y,
+                                              int sy, size_t n, double mult, double yzp,
+                                              double lo, double hi) {
     if (sy) QC_QOPS_NAME(rq64_s)(acc, bias, y, n, mult, yzp, lo, hi);
     else QC_QOPS_NAME(rq64_u)(acc, bias, y, n, mult, yzp, lo, hi);
 }
+#define QC_QOPS_REQUANT_F64 QC_QOPS_NAME(requant_f64_generic)
+#endif
 
 /* ---- depthwise convolution ---- */
 
-/* One output row: acc[ox] = sum over taps of wk[ky][kx] * xp[oy*sh + ky*dh][ox*sw + kx*dw],
- * int16 x int16 products summed in int32 (|product| <= 255 * 255, at most 2^15 taps before any
- * wrap, and wrap is modular like NumPy's int32 anyway). The stride is a compile-time constant in
- * the two common cases so the inner loop vectorizes with contiguous or even/odd loads. */
-#define QC_DW_ROW(SW)                                                                         \
-    for (int ky = 0; ky < kh; ky++) {                                                         \
-        const int16_t *restrict r = xp + (oy * (size_t)g->sh + (size_t)ky * g->dh) * pw;      \
-        for (int kx = 0; kx < kw; kx++) {                                                     \
-            const int32_t wv = wk[ky * kw + kx];                                              \
-            const int16_t *restrict s = r + (size_t)kx * g->dw;                               \
-            for (size_t i = 0; i < OW; i++) acc[i] += wv * (int32_t)s[i * (SW)];              \
-        }                                                                                     \
-    }
+/* Tap (ky, kx) reads sub-plane ((ky*dh) % sh, (kx*dw) % sw) at row oy + (ky*dh) / sh, column
+ * ox + (kx*dw) / sw: d->tap_off holds that offset (qc_dw_tap_offsets). Output (oy, ox) is
+ * accumulated at flat index t = oy * PWs + ox, so every tap is one contiguous pass over
+ * t in [0, L); the columns ox >= OW of each row are computed and ignored. */
 
-static void QC_QOPS_NAME(dwconv)(const int16_t *restrict xp, size_t pw,
-                                 const int16_t *restrict wk, const qc_win2d *g,
-                                 const qc_dw_params *p, int32_t *restrict acc,
-                                 int32_t *restrict y32, void *y, int sy) {
-    const size_t OW = g->OW;
-    const int kh = g->kh, kw = g->kw;
-    const size_t sw = (size_t)g->sw;
-    for (size_t oy = 0; oy < g->OH; oy++) {
-        for (size_t i = 0; i < OW; i++) acc[i] = 0;
-        if (sw == 1) {
-            QC_DW_ROW(1)
-        } else if (sw == 2) {
-            QC_DW_ROW(2)
-        } else {
-            QC_DW_ROW(sw)
-        }
-        if (y32) {
-            memcpy(y32 + oy * OW, acc, OW * sizeof(int32_t));
-        } else if (sy) {
-            QC_QOPS_NAME(rq64_s)(acc, p->bias, (int8_t *)y + oy * OW, OW, p->mult, p->yzp,
-                                 p->lo, p->hi);
-        } else {
-            QC_QOPS_NAME(rq64_u)(acc, p->bias, (uint8_t *)y + oy * OW, OW, p->mult, p->yzp,
-                                 p->lo, p->hi);
+/* Requantize (or copy) the OH valid rows of the flat accumulator into the output plane. The
+ * requantization runs over the whole flat range (one long loop) into the byte scratch that
+ * follows acc, then the rows are copied out. */
+static void QC_QOPS_NAME(dw_store)(const int32_t *acc, const qc_win2d *g, const qc_dw_geom *d,
+                                   const qc_dw_params *p, int32_t *y32, void *y, int sy) {
+    const size_t OW = g->OW, L = (g->OH - 1) * d->PWs + OW;
+    if (y32) {
+        for (size_t oy = 0; oy < g->OH; oy++)
+            memcpy(y32 + oy * OW, acc + oy * d->PWs, OW * sizeof(int32_t));
+        return;
+    }
+    void *tmp = (void *)(acc + g->OH * d->PWs + QC_DW_SLACK);
+    QC_QOPS_REQUANT_F64(acc, p->bias, tmp, sy, L, p->mult, p->yzp, p->lo, p->hi);
+    for (size_t oy = 0; oy < g->OH; oy++)
+        memcpy((char *)y + oy * OW, (const char *)tmp + oy * d->PWs, OW);
+}
+
+/* int16 x int16 products summed in int32; the sum is modular (like NumPy's int32). */
+static void QC_QOPS_NAME(dwconv_generic)(const int16_t *restrict xs, const qc_dw_geom *d,
+                                         const int16_t *restrict wk, const qc_win2d *g,
+                                         const qc_dw_params *p, int32_t *restrict acc,
+                                         int32_t *y32, void *y, int sy) {
+    const size_t L = (g->OH - 1) * d->PWs + g->OW;
+    for (size_t t = 0; t < L; t++) acc[t] = 0;
+    for (int ky = 0; ky < g->kh; ky++) {
+        for (int kx = 0; kx < g->kw; kx++) {
+            const int16_t *restrict src = xs + d->tap_off[ky * g->kw + kx];
+            const uint32_t wv = (uint32_t)(int32_t)wk[ky * g->kw + kx];
+            for (size_t t = 0; t < L; t++) {
+                acc[t] = (int32_t)((uint32_t)acc[t] + wv * (uint32_t)(int32_t)src[t]);
+            }
         }
     }
+    QC_QOPS_NAME(dw_store)(acc, g, d, p, y32, y, sy);
 }
+
+#ifndef QC_QOPS_DWCONV
+#define QC_QOPS_DWCONV QC_QOPS_NAME(dwconv_generic)
+#endif
 
 #define QC_QOPS_TABLE(NAME_)                                                                  \
     const qc_qops_impl NAME_ = {                                                              \
         QC_QOPS_NAME(maxpool_s8), QC_QOPS_NAME(maxpool_u8), QC_QOPS_NAME(avgpool_s8),         \
         QC_QOPS_NAME(avgpool_u8),                                                             \
-        QC_QOPS_NAME(add),        QC_QOPS_NAME(requant),    QC_QOPS_NAME(requant_f64),        \
-        QC_QOPS_NAME(dwconv),                                                                 \
+        QC_QOPS_NAME(add),        QC_QOPS_NAME(requant),    QC_QOPS_REQUANT_F64,          \
+        QC_QOPS_DWCONV,                                                                       \
     };
