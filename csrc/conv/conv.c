@@ -106,48 +106,17 @@ static void bounds(const qc_conv_args *a, double *lo, double *hi) {
 
 /* ---- depthwise path: one task per (image, output channel) plane ---- */
 
-/* One plane: scatter q - xzp into the stride-phase sub-planes (see qc_dw_geom), then the
- * kernel. xs/acc are the task's scratch (dw_scratch sizes). */
+/* One plane: q - xzp into the stride-phase sub-planes (see qc_dw_geom), then the kernel.
+ * xs/acc are the task's scratch (dw_geom sizes). */
 static void dw_plane(const run_ctx *ctx, size_t n, size_t m, const qc_dw_geom *d, int16_t *xs,
                      int32_t *acc) {
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
     const size_t M = w->M, c = m / (M / w->G);
-    const size_t H = a->H, W = a->W, sh = (size_t)a->sh, sw = (size_t)a->sw;
-    memset(xs, 0, (sh * sw * d->plane_stride + QC_DW_SLACK) * sizeof(int16_t));
-    const size_t plane = (n * a->C + c) * H * W;
-    const int32_t xzp = a->xzp;
-    size_t r = (size_t)a->pt, ry = r / sh, py = r % sh; /* padded row r = ry * sh + py */
-    for (size_t iy = 0; iy < H; iy++) {
-        int16_t *drow = xs + py * sw * d->plane_stride + ry * d->PWs;
-        if (sw == 1) {
-            int16_t *dst = drow + a->pl;
-            if (a->x_signed) {
-                const int8_t *src = (const int8_t *)ctx->x + plane + iy * W;
-                for (size_t ix = 0; ix < W; ix++) dst[ix] = (int16_t)(src[ix] - xzp);
-            } else {
-                const uint8_t *src = ctx->x + plane + iy * W;
-                for (size_t ix = 0; ix < W; ix++) dst[ix] = (int16_t)(src[ix] - xzp);
-            }
-        } else {
-            const size_t plm = (size_t)a->pl % sw;
-            for (size_t px = 0; px < sw; px++) {
-                /* the first input column whose padded column is in phase px */
-                const size_t ix0 = px >= plm ? px - plm : px + sw - plm;
-                int16_t *dst = drow + px * d->plane_stride + (ix0 + (size_t)a->pl) / sw;
-                if (a->x_signed) {
-                    const int8_t *src = (const int8_t *)ctx->x + plane + iy * W;
-                    for (size_t ix = ix0, j = 0; ix < W; ix += sw, j++) dst[j] = (int16_t)(src[ix] - xzp);
-                } else {
-                    const uint8_t *src = ctx->x + plane + iy * W;
-                    for (size_t ix = ix0, j = 0; ix < W; ix += sw, j++) dst[j] = (int16_t)(src[ix] - xzp);
-                }
-            }
-        }
-        if (++py == sh) py = 0, ry++;
-    }
+    const size_t H = a->H, W = a->W;
     qc_win2d g = {H, W, a->OH, a->OW, (int)w->kh, (int)w->kw, a->sh, a->sw, a->dh, a->dw,
                   a->pt, a->pl, a->pb, a->pr};
+    ctx->ops->dw_pack(ctx->x + (n * a->C + c) * H * W, a->x_signed, a->xzp, &g, d, xs);
     qc_dw_params p = {a->bias ? a->bias[m] : 0, a->out_int32 ? 0.0 : (double)a->mult[m],
                       (double)a->y_zp, ctx->lo, ctx->hi};
     const size_t out = (n * M + m) * a->OH * a->OW;
@@ -163,7 +132,7 @@ static void dw_geom(const qc_conv_args *a, qc_dw_geom *d, size_t *nxs, size_t *n
     d->PWs = (PW + sw - 1) / sw;
     d->plane_stride = d->PHs * d->PWs;
     *nxs = sh * sw * d->plane_stride + QC_DW_SLACK;
-    *nacc_bytes = (a->OH * d->PWs + QC_DW_SLACK) * sizeof(int32_t) + a->OH * d->PWs;
+    *nacc_bytes = (a->OH * d->PWs + QC_DW_SLACK) * sizeof(int32_t);
 }
 
 /* A task handles planes [task * per, ...) of the N * M output planes. */

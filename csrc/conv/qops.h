@@ -73,8 +73,7 @@ typedef struct {
  * zero-point-subtracted input with 0), sub-plane (py, px) for py < sh, px < sw holds
  * xpad[r * sh + py][c * sw + px] at [r][c], PHs x PWs (0 beyond xpad), at xs + (py * sw + px) *
  * plane_stride. Every tap then reads contiguous memory for any stride and dilation. Scratch:
- * xs has QC_DW_SLACK elements after the last sub-plane; acc is OH * PWs + QC_DW_SLACK int32
- * followed by OH * PWs bytes. */
+ * xs has QC_DW_SLACK elements after the last sub-plane, acc OH * PWs + QC_DW_SLACK int32. */
 #define QC_DW_SLACK 64
 typedef struct {
     size_t PHs, PWs, plane_stride;
@@ -104,6 +103,9 @@ typedef struct {
     /* float64 requant of n int32 accumulators plus bias with one multiplier (conv epilogue) */
     void (*requant_f64)(const int32_t *acc, int32_t bias, void *y, int sy, size_t n,
                         double mult, double yzp, double lo, double hi);
+    /* fill the depthwise sub-planes xs from one H x W input plane (int8 when sx) */
+    void (*dw_pack)(const void *x, int sx, int32_t xzp, const qc_win2d *g, const qc_dw_geom *d,
+                    int16_t *xs);
     /* depthwise convolution of one plane (sub-plane layout above); y is int32 (y32 != NULL)
      * or int8/uint8 (sy) */
     void (*dwconv)(const int16_t *xs, const qc_dw_geom *d, const int16_t *wk, const qc_win2d *g,

@@ -226,21 +226,57 @@ static void QC_QOPS_NAME(requant_f64_generic)(const int32_t *acc, int32_t bias, 
  * accumulated at flat index t = oy * PWs + ox, so every tap is one contiguous pass over
  * t in [0, L); the columns ox >= OW of each row are computed and ignored. */
 
-/* Requantize (or copy) the OH valid rows of the flat accumulator into the output plane. The
- * requantization runs over the whole flat range (one long loop) into the byte scratch that
- * follows acc, then the rows are copied out. */
+/* Requantize (or copy) the OH valid rows of the flat accumulator into the output plane. */
 static void QC_QOPS_NAME(dw_store)(const int32_t *acc, const qc_win2d *g, const qc_dw_geom *d,
                                    const qc_dw_params *p, int32_t *y32, void *y, int sy) {
-    const size_t OW = g->OW, L = (g->OH - 1) * d->PWs + OW;
-    if (y32) {
-        for (size_t oy = 0; oy < g->OH; oy++)
+    const size_t OW = g->OW;
+    for (size_t oy = 0; oy < g->OH; oy++) {
+        if (y32) {
             memcpy(y32 + oy * OW, acc + oy * d->PWs, OW * sizeof(int32_t));
-        return;
+        } else {
+            QC_QOPS_REQUANT_F64(acc + oy * d->PWs, p->bias, (char *)y + oy * OW, sy, OW, p->mult,
+                                p->yzp, p->lo, p->hi);
+        }
     }
-    void *tmp = (void *)(acc + g->OH * d->PWs + QC_DW_SLACK);
-    QC_QOPS_REQUANT_F64(acc, p->bias, tmp, sy, L, p->mult, p->yzp, p->lo, p->hi);
-    for (size_t oy = 0; oy < g->OH; oy++)
-        memcpy((char *)y + oy * OW, (const char *)tmp + oy * d->PWs, OW);
+}
+
+/* Fill the stride-phase sub-planes of one input plane (layout in qops.h): zeros, then
+ * q - xzp scattered to sub-plane (r % sh, c % sw) at [r / sh][c / sw] for the padded
+ * coordinates r = iy + pt, c = ix + pl. */
+#define QC_DEF_DW_PACK(T, NAME)                                                               \
+    static void QC_QOPS_NAME(NAME)(const T *restrict x, int32_t xzp, const qc_win2d *g,       \
+                                   const qc_dw_geom *d, int16_t *restrict xs) {               \
+        const size_t H = g->H, W = g->W, sh = (size_t)g->sh, sw = (size_t)g->sw;              \
+        memset(xs, 0, (sh * sw * d->plane_stride + QC_DW_SLACK) * sizeof(int16_t));           \
+        const size_t plm = (size_t)g->pl % sw;                                                \
+        size_t ry = (size_t)g->pt / sh, py = (size_t)g->pt % sh;                              \
+        for (size_t iy = 0; iy < H; iy++) {                                                   \
+            const T *restrict src = x + iy * W;                                               \
+            int16_t *drow = xs + py * sw * d->plane_stride + ry * d->PWs;                     \
+            if (sw == 1) {                                                                    \
+                int16_t *restrict dst = drow + g->pl;                                         \
+                for (size_t ix = 0; ix < W; ix++) dst[ix] = (int16_t)((int32_t)src[ix] - xzp); \
+            } else {                                                                          \
+                for (size_t px = 0; px < sw; px++) {                                          \
+                    /* the first input column whose padded column is in phase px */           \
+                    const size_t ix0 = px >= plm ? px - plm : px + sw - plm;                  \
+                    int16_t *restrict dst =                                                   \
+                        drow + px * d->plane_stride + (ix0 + (size_t)g->pl) / sw;             \
+                    for (size_t ix = ix0, j = 0; ix < W; ix += sw, j++)                       \
+                        dst[j] = (int16_t)((int32_t)src[ix] - xzp);                           \
+                }                                                                             \
+            }                                                                                 \
+            if (++py == sh) py = 0, ry++;                                                     \
+        }                                                                                     \
+    }
+
+QC_DEF_DW_PACK(int8_t, dw_pack_s8)
+QC_DEF_DW_PACK(uint8_t, dw_pack_u8)
+
+static void QC_QOPS_NAME(dw_pack)(const void *x, int sx, int32_t xzp, const qc_win2d *g,
+                                  const qc_dw_geom *d, int16_t *xs) {
+    if (sx) QC_QOPS_NAME(dw_pack_s8)(x, xzp, g, d, xs);
+    else QC_QOPS_NAME(dw_pack_u8)(x, xzp, g, d, xs);
 }
 
 /* int16 x int16 products summed in int32; the sum is modular (like NumPy's int32). */
@@ -271,5 +307,5 @@ static void QC_QOPS_NAME(dwconv_generic)(const int16_t *restrict xs, const qc_dw
         QC_QOPS_NAME(maxpool_s8), QC_QOPS_NAME(maxpool_u8), QC_QOPS_NAME(avgpool_s8),         \
         QC_QOPS_NAME(avgpool_u8),                                                             \
         QC_QOPS_NAME(add),        QC_QOPS_NAME(requant),    QC_QOPS_REQUANT_F64,          \
-        QC_QOPS_DWCONV,                                                                       \
+        QC_QOPS_NAME(dw_pack),    QC_QOPS_DWCONV,                                             \
     };
