@@ -84,4 +84,125 @@ static void dwconv_avx512(const int16_t *xs, const qc_dw_geom *d, const int16_t 
     QC_QOPS_NAME(dw_store)(acc, g, d, p, y32, y, sy);
 }
 
-QC_QOPS_TABLE(qc_qops__avx512)
+/* ---- element-wise: 16 lanes per step, masked tails (never past the buffers) ---- */
+
+QC_INLINE __mmask16 tail16(size_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
+QC_INLINE __m512i load16_i32(const void *p, int is_signed, __mmask16 k) {
+    const __m128i v = _mm_maskz_loadu_epi8(k, p);
+    return is_signed ? _mm512_cvtepi8_epi32(v) : _mm512_cvtepu8_epi32(v);
+}
+
+/* clamp to [lo, hi], round to nearest even, add the zero point, narrow (in range already) */
+QC_INLINE __m128i finish16(__m512 v, __m512 lo, __m512 hi, __m512i yzp) {
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    __m512i r = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_cvtepi32_epi8(_mm512_add_epi32(r, yzp));
+}
+
+static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
+                       const qc_add_params *p) {
+    (void)sy;
+    const __m512i azp = _mm512_set1_epi32(p->azp), bzp = _mm512_set1_epi32(p->bzp);
+    const __m512i yzp = _mm512_set1_epi32(p->yzp);
+    const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
+    const __m512 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    const int8_t *pa = a, *pb = b;
+    int8_t *py = y;
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail16(n - i);
+        __m512 va = _mm512_cvtepi32_ps(_mm512_sub_epi32(load16_i32(pa + i, sa, k), azp));
+        __m512 vb = _mm512_cvtepi32_ps(_mm512_sub_epi32(load16_i32(pb + i, sb, k), bzp));
+        __m512 v = _mm512_add_ps(_mm512_mul_ps(va, ma), _mm512_mul_ps(vb, mb));
+        _mm_mask_storeu_epi8(py + i, k, finish16(v, lo, hi, yzp));
+    }
+}
+
+static void requant_avx512(const void *x, int sx, void *y, int sy, size_t n,
+                           const qc_rq_params *p) {
+    (void)sy;
+    const __m512i zp = _mm512_set1_epi32(p->zp), yzp = _mm512_set1_epi32(p->yzp);
+    const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    const int8_t *px = x;
+    int8_t *py = y;
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail16(n - i);
+        __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(load16_i32(px + i, sx, k), zp));
+        _mm_mask_storeu_epi8(py + i, k, finish16(_mm512_mul_ps(v, m), lo, hi, yzp));
+    }
+}
+
+/* ---- max pooling: as the generic kernel (vertical max into ws, then horizontal), 64 bytes
+ * per step with masked loads/stores; stride 2 takes the even bytes with vpmovwb ---- */
+
+QC_INLINE __mmask64 tail64(size_t left) {
+    return left >= 64 ? ~(__mmask64)0 : (__mmask64)((1ull << left) - 1);
+}
+
+#define QC_DEF_MAXPOOL512(T, TMIN, MAX512, MAX256, NAME)                                      \
+    static void NAME(const T *x, T *y, const qc_win2d *g, T *ws) {                            \
+        const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
+        const int kw = g->kw;                                                                 \
+        for (size_t i = 0; i < (size_t)g->pl; i++) ws[i] = TMIN;                              \
+        for (size_t i = (size_t)g->pl + W; i < pw; i++) ws[i] = TMIN;                         \
+        T *row = ws + g->pl;                                                                  \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
+            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt, y1 = y0 + g->kh;                    \
+            if (y0 < 0) y0 = 0;                                                               \
+            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
+            for (size_t i = 0; i < W; i += 64) {                                              \
+                const __mmask64 k = tail64(W - i);                                            \
+                __m512i v = _mm512_maskz_loadu_epi8(k, x + (size_t)y0 * W + i);               \
+                for (ptrdiff_t iy = y0 + 1; iy < y1; iy++)                                    \
+                    v = MAX512(v, _mm512_maskz_loadu_epi8(k, x + (size_t)iy * W + i));        \
+                _mm512_mask_storeu_epi8(row + i, k, v);                                       \
+            }                                                                                 \
+            T *out = y + oy * OW;                                                             \
+            if (g->sw == 1) {                                                                 \
+                for (size_t i = 0; i < OW; i += 64) {                                         \
+                    const __mmask64 k = tail64(OW - i);                                       \
+                    __m512i v = _mm512_maskz_loadu_epi8(k, ws + i);                           \
+                    for (int kx = 1; kx < kw; kx++)                                           \
+                        v = MAX512(v, _mm512_maskz_loadu_epi8(k, ws + i + kx));               \
+                    _mm512_mask_storeu_epi8(out + i, k, v);                                   \
+                }                                                                             \
+            } else if (g->sw == 2) {                                                          \
+                for (size_t i = 0; i < OW; i += 32) {                                         \
+                    const size_t nb = QC_MIN((size_t)32, OW - i);                             \
+                    const __mmask64 k = tail64(2 * nb - 1);                                   \
+                    __m256i v = _mm512_cvtepi16_epi8(_mm512_maskz_loadu_epi8(k, ws + 2 * i)); \
+                    for (int kx = 1; kx < kw; kx++)                                           \
+                        v = MAX256(v, _mm512_cvtepi16_epi8(                                   \
+                                          _mm512_maskz_loadu_epi8(k, ws + 2 * i + kx)));      \
+                    _mm256_mask_storeu_epi8(out + i, (__mmask32)tail64(nb), v);               \
+                }                                                                             \
+            } else {                                                                          \
+                const size_t sw = (size_t)g->sw;                                              \
+                for (size_t i = 0; i < OW; i++) {                                             \
+                    T m = ws[i * sw];                                                         \
+                    for (int kx = 1; kx < kw; kx++) {                                         \
+                        T v = ws[i * sw + (size_t)kx];                                        \
+                        m = v > m ? v : m;                                                    \
+                    }                                                                         \
+                    out[i] = m;                                                               \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+QC_DEF_MAXPOOL512(uint8_t, 0, _mm512_max_epu8, _mm256_max_epu8, maxpool_u8_avx512)
+QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, _mm256_max_epi8, maxpool_s8_avx512)
+
+const qc_qops_impl qc_qops__avx512 = {
+    maxpool_s8_avx512,
+    maxpool_u8_avx512,
+    QC_QOPS_NAME(avgpool_s8),
+    QC_QOPS_NAME(avgpool_u8),
+    add_avx512,
+    requant_avx512,
+    requant_f64_avx512,
+    QC_QOPS_NAME(dw_pack),
+    dwconv_avx512,
+};

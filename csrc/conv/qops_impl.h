@@ -3,8 +3,11 @@
  * Every loop here is integer arithmetic or IEEE float arithmetic in a fixed order (no fused
  * multiply-add: the build passes -ffp-contract=off), so the per-ISA compilations (auto-
  * vectorized with that file's -m flags) are bit-identical to the scalar build by construction.
- * The including file defines QC_QOPS_NAME(name) to suffix each function with its ISA. */
+ * The including file defines QC_QOPS_NAME(name) to suffix each function with its ISA; an ISA
+ * file may replace some with hand-written kernels in its own table (hence "unused"). */
 #include <string.h>
+
+#define QC_KERNEL_FN __attribute__((unused))
 
 #include "conv/qops.h"
 
@@ -14,7 +17,7 @@
  * type's minimum, neutral for max), then the horizontal max with the stride. Every window holds
  * at least one real cell (pads < kernel is checked by the caller). */
 #define QC_DEF_MAXPOOL(T, TMIN, NAME)                                                         \
-    static void QC_QOPS_NAME(NAME)(const T *restrict x, T *restrict y, const qc_win2d *g,      \
+    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const T *restrict x, T *restrict y, const qc_win2d *g,      \
                                    T *restrict ws) {                                          \
         const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr;                        \
         for (size_t i = 0; i < (size_t)g->pl; i++) ws[i] = TMIN;                              \
@@ -71,7 +74,7 @@ QC_DEF_MAXPOOL(uint8_t, 0, maxpool_u8)
  * into ws + pw. The count of a window is kh*kw with count_include_pad, else (real rows) x (real
  * columns); the multiplier float32(m / float(cnt)) is a true division, so every build agrees. */
 #define QC_DEF_AVGPOOL(T, NAME)                                                               \
-    static void QC_QOPS_NAME(NAME)(const T *restrict x, T *restrict y, const qc_win2d *g,      \
+    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const T *restrict x, T *restrict y, const qc_win2d *g,      \
                                    const qc_avgpool_params *p, int32_t *restrict ws) {        \
         const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;            \
         const int32_t xzp = p->xzp, yzp = p->yzp;                                             \
@@ -133,7 +136,7 @@ QC_DEF_AVGPOOL(uint8_t, avgpool_u8)
 /* ---- elementwise add ---- */
 
 #define QC_DEF_ADD(TA, TB, TY, NAME)                                                          \
-    static void QC_QOPS_NAME(NAME)(const TA *restrict a, const TB *restrict b, TY *restrict y, \
+    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const TA *restrict a, const TB *restrict b, TY *restrict y, \
                                    size_t n, const qc_add_params *p) {                        \
         const int32_t azp = p->azp, bzp = p->bzp, yzp = p->yzp;                               \
         const float ma = p->ma, mb = p->mb, lo = p->lo, hi = p->hi;                           \
@@ -153,7 +156,7 @@ QC_DEF_ADD(uint8_t, int8_t, uint8_t, add_usu)
 QC_DEF_ADD(uint8_t, uint8_t, int8_t, add_uus)
 QC_DEF_ADD(uint8_t, uint8_t, uint8_t, add_uuu)
 
-static void QC_QOPS_NAME(add)(const void *a, int sa, const void *b, int sb, void *y, int sy,
+static QC_KERNEL_FN void QC_QOPS_NAME(add)(const void *a, int sa, const void *b, int sb, void *y, int sy,
                               size_t n, const qc_add_params *p) {
     switch ((sa ? 0 : 4) + (sb ? 0 : 2) + (sy ? 0 : 1)) {
     case 0: QC_QOPS_NAME(add_sss)(a, b, y, n, p); break;
@@ -170,7 +173,7 @@ static void QC_QOPS_NAME(add)(const void *a, int sa, const void *b, int sb, void
 /* ---- requantizing copy (concat) ---- */
 
 #define QC_DEF_RQ(TX, TY, NAME)                                                               \
-    static void QC_QOPS_NAME(NAME)(const TX *restrict x, TY *restrict y, size_t n,            \
+    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const TX *restrict x, TY *restrict y, size_t n,            \
                                    const qc_rq_params *p) {                                   \
         const int32_t zp = p->zp, yzp = p->yzp;                                               \
         const float m = p->m, lo = p->lo, hi = p->hi;                                         \
@@ -184,7 +187,7 @@ QC_DEF_RQ(int8_t, uint8_t, rq_su)
 QC_DEF_RQ(uint8_t, int8_t, rq_us)
 QC_DEF_RQ(uint8_t, uint8_t, rq_uu)
 
-static void QC_QOPS_NAME(requant)(const void *x, int sx, void *y, int sy, size_t n,
+static QC_KERNEL_FN void QC_QOPS_NAME(requant)(const void *x, int sx, void *y, int sy, size_t n,
                                   const qc_rq_params *p) {
     switch ((sx ? 0 : 2) + (sy ? 0 : 1)) {
     case 0: QC_QOPS_NAME(rq_ss)(x, y, n, p); break;
@@ -199,7 +202,7 @@ static void QC_QOPS_NAME(requant)(const void *x, int sx, void *y, int sy, size_t
 #ifndef QC_QOPS_REQUANT_F64
 
 #define QC_DEF_RQ64(TY, NAME)                                                                 \
-    static void QC_QOPS_NAME(NAME)(const int32_t *restrict acc, int32_t bias, TY *restrict y,  \
+    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const int32_t *restrict acc, int32_t bias, TY *restrict y,  \
                                    size_t n, double mult, double yzp, double lo, double hi) { \
         for (size_t i = 0; i < n; i++) {                                                      \
             int32_t a = (int32_t)((uint32_t)acc[i] + (uint32_t)bias);                         \
@@ -210,7 +213,7 @@ static void QC_QOPS_NAME(requant)(const void *x, int sx, void *y, int sy, size_t
 QC_DEF_RQ64(int8_t, rq64_s)
 QC_DEF_RQ64(uint8_t, rq64_u)
 
-static void QC_QOPS_NAME(requant_f64_generic)(const int32_t *acc, int32_t bias, void *y,
+static QC_KERNEL_FN void QC_QOPS_NAME(requant_f64_generic)(const int32_t *acc, int32_t bias, void *y,
                                               int sy, size_t n, double mult, double yzp,
                                               double lo, double hi) {
     if (sy) QC_QOPS_NAME(rq64_s)(acc, bias, y, n, mult, yzp, lo, hi);
@@ -227,7 +230,7 @@ static void QC_QOPS_NAME(requant_f64_generic)(const int32_t *acc, int32_t bias, 
  * t in [0, L); the columns ox >= OW of each row are computed and ignored. */
 
 /* Requantize (or copy) the OH valid rows of the flat accumulator into the output plane. */
-static void QC_QOPS_NAME(dw_store)(const int32_t *acc, const qc_win2d *g, const qc_dw_geom *d,
+static QC_KERNEL_FN void QC_QOPS_NAME(dw_store)(const int32_t *acc, const qc_win2d *g, const qc_dw_geom *d,
                                    const qc_dw_params *p, int32_t *y32, void *y, int sy) {
     const size_t OW = g->OW;
     for (size_t oy = 0; oy < g->OH; oy++) {
@@ -244,7 +247,7 @@ static void QC_QOPS_NAME(dw_store)(const int32_t *acc, const qc_win2d *g, const 
  * q - xzp scattered to sub-plane (r % sh, c % sw) at [r / sh][c / sw] for the padded
  * coordinates r = iy + pt, c = ix + pl. */
 #define QC_DEF_DW_PACK(T, NAME)                                                               \
-    static void QC_QOPS_NAME(NAME)(const T *restrict x, int32_t xzp, const qc_win2d *g,       \
+    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const T *restrict x, int32_t xzp, const qc_win2d *g,       \
                                    const qc_dw_geom *d, int16_t *restrict xs) {               \
         const size_t H = g->H, W = g->W, sh = (size_t)g->sh, sw = (size_t)g->sw;              \
         memset(xs, 0, (sh * sw * d->plane_stride + QC_DW_SLACK) * sizeof(int16_t));           \
@@ -273,14 +276,14 @@ static void QC_QOPS_NAME(dw_store)(const int32_t *acc, const qc_win2d *g, const 
 QC_DEF_DW_PACK(int8_t, dw_pack_s8)
 QC_DEF_DW_PACK(uint8_t, dw_pack_u8)
 
-static void QC_QOPS_NAME(dw_pack)(const void *x, int sx, int32_t xzp, const qc_win2d *g,
+static QC_KERNEL_FN void QC_QOPS_NAME(dw_pack)(const void *x, int sx, int32_t xzp, const qc_win2d *g,
                                   const qc_dw_geom *d, int16_t *xs) {
     if (sx) QC_QOPS_NAME(dw_pack_s8)(x, xzp, g, d, xs);
     else QC_QOPS_NAME(dw_pack_u8)(x, xzp, g, d, xs);
 }
 
 /* int16 x int16 products summed in int32; the sum is modular (like NumPy's int32). */
-static void QC_QOPS_NAME(dwconv_generic)(const int16_t *restrict xs, const qc_dw_geom *d,
+static QC_KERNEL_FN void QC_QOPS_NAME(dwconv_generic)(const int16_t *restrict xs, const qc_dw_geom *d,
                                          const int16_t *restrict wk, const qc_win2d *g,
                                          const qc_dw_params *p, int32_t *restrict acc,
                                          int32_t *y32, void *y, int sy) {
