@@ -87,7 +87,7 @@ typedef struct {
 
 /* Element types: activations are int8 or uint8; `s` in a name means signed (int8), `u` uint8. */
 typedef struct {
-    /* max pooling over a plane; ws: (pl + W + pr) elements of scratch */
+    /* max pooling over a plane; ws: OH * (pl + W + pr) + 64 elements of scratch */
     void (*maxpool_s8)(const int8_t *x, int8_t *y, const qc_win2d *g, int8_t *ws);
     void (*maxpool_u8)(const uint8_t *x, uint8_t *y, const qc_win2d *g, uint8_t *ws);
     /* average pooling over a plane; ws: (pl + W + pr + OW) int32 of scratch */

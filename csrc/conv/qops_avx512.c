@@ -135,20 +135,24 @@ static void requant_avx512(const void *x, int sx, void *y, int sy, size_t n,
 }
 
 /* ---- max pooling: as the generic kernel (vertical max into ws, then horizontal), 64 bytes
- * per step with masked loads/stores; stride 2 takes the even bytes with vpmovwb ---- */
+ * per step with masked loads/stores; scratch ws holds OH rows of pw bytes plus slack (the
+ * stride-2 path loads whole 16-bit words, one byte past a row) ---- */
 
 QC_INLINE __mmask64 tail64(size_t left) {
     return left >= 64 ? ~(__mmask64)0 : (__mmask64)((1ull << left) - 1);
 }
 
-#define QC_DEF_MAXPOOL512(T, TMIN, MAX512, MAX256, NAME)                                      \
+#define QC_DEF_MAXPOOL512(T, TMIN, MAX512, EVEN16, ODD16, MAX16, PACK16, NAME)          \
     static void NAME(const T *x, T *y, const qc_win2d *g, T *ws) {                            \
         const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
         const int kw = g->kw;                                                                 \
-        for (size_t i = 0; i < (size_t)g->pl; i++) ws[i] = TMIN;                              \
-        for (size_t i = (size_t)g->pl + W; i < pw; i++) ws[i] = TMIN;                         \
-        T *row = ws + g->pl;                                                                  \
+        /* all vertical maxima first (rows of pw in ws), so the horizontal pass never loads   \
+         * bytes just written by a masked store (store forwarding would stall) */             \
         for (size_t oy = 0; oy < g->OH; oy++) {                                               \
+            T *wrow = ws + oy * pw;                                                           \
+            for (size_t i = 0; i < (size_t)g->pl; i++) wrow[i] = TMIN;                        \
+            for (size_t i = (size_t)g->pl + W; i < pw; i++) wrow[i] = TMIN;                   \
+            T *row = wrow + g->pl;                                                            \
             ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt, y1 = y0 + g->kh;                    \
             if (y0 < 0) y0 = 0;                                                               \
             if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
@@ -159,31 +163,44 @@ QC_INLINE __mmask64 tail64(size_t left) {
                     v = MAX512(v, _mm512_maskz_loadu_epi8(k, x + (size_t)iy * W + i));        \
                 _mm512_mask_storeu_epi8(row + i, k, v);                                       \
             }                                                                                 \
+        }                                                                                     \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
+            const T *hrow = ws + oy * pw;                                                     \
             T *out = y + oy * OW;                                                             \
             if (g->sw == 1) {                                                                 \
                 for (size_t i = 0; i < OW; i += 64) {                                         \
                     const __mmask64 k = tail64(OW - i);                                       \
-                    __m512i v = _mm512_maskz_loadu_epi8(k, ws + i);                           \
+                    __m512i v = _mm512_maskz_loadu_epi8(k, hrow + i);                           \
                     for (int kx = 1; kx < kw; kx++)                                           \
-                        v = MAX512(v, _mm512_maskz_loadu_epi8(k, ws + i + kx));               \
+                        v = MAX512(v, _mm512_maskz_loadu_epi8(k, hrow + i + kx));               \
                     _mm512_mask_storeu_epi8(out + i, k, v);                                   \
                 }                                                                             \
             } else if (g->sw == 2) {                                                          \
-                for (size_t i = 0; i < OW; i += 32) {                                         \
-                    const size_t nb = QC_MIN((size_t)32, OW - i);                             \
-                    const __mmask64 k = tail64(2 * nb - 1);                                   \
-                    __m256i v = _mm512_cvtepi16_epi8(_mm512_maskz_loadu_epi8(k, ws + 2 * i)); \
-                    for (int kx = 1; kx < kw; kx++)                                           \
-                        v = MAX256(v, _mm512_cvtepi16_epi8(                                   \
-                                          _mm512_maskz_loadu_epi8(k, ws + 2 * i + kx)));      \
-                    _mm256_mask_storeu_epi8(out + i, (__mmask32)tail64(nb), v);               \
+                /* 16-bit lanes: tap kx is the even (kx even) or odd byte of the words at      \
+                 * hrow + 2i + (kx & ~1); two halves of 32 outputs, packed back to 64 bytes */   \
+                const __m512i fix = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);                \
+                for (size_t i = 0; i < OW; i += 64) {                                         \
+                    __m512i r[2];                                                             \
+                    for (int h = 0; h < 2; h++) {                                             \
+                        const size_t o = i + 32 * (size_t)h;                                  \
+                        const size_t nb = o < OW ? QC_MIN((size_t)32, OW - o) : 0;            \
+                        const __mmask64 k = tail64(2 * nb);                                   \
+                        __m512i v = EVEN16(_mm512_maskz_loadu_epi8(k, hrow + 2 * o));           \
+                        for (int kx = 1; kx < kw; kx++) {                                     \
+                            __m512i wv = _mm512_maskz_loadu_epi8(k, hrow + 2 * o + (kx & ~1));  \
+                            v = MAX16(v, (kx & 1) ? ODD16(wv) : EVEN16(wv));                  \
+                        }                                                                     \
+                        r[h] = v;                                                             \
+                    }                                                                         \
+                    __m512i packed = _mm512_permutexvar_epi64(fix, PACK16(r[0], r[1]));       \
+                    _mm512_mask_storeu_epi8(out + i, tail64(OW - i), packed);                 \
                 }                                                                             \
             } else {                                                                          \
                 const size_t sw = (size_t)g->sw;                                              \
                 for (size_t i = 0; i < OW; i++) {                                             \
-                    T m = ws[i * sw];                                                         \
+                    T m = hrow[i * sw];                                                         \
                     for (int kx = 1; kx < kw; kx++) {                                         \
-                        T v = ws[i * sw + (size_t)kx];                                        \
+                        T v = hrow[i * sw + (size_t)kx];                                        \
                         m = v > m ? v : m;                                                    \
                     }                                                                         \
                     out[i] = m;                                                               \
@@ -192,8 +209,14 @@ QC_INLINE __mmask64 tail64(size_t left) {
         }                                                                                     \
     }
 
-QC_DEF_MAXPOOL512(uint8_t, 0, _mm512_max_epu8, _mm256_max_epu8, maxpool_u8_avx512)
-QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, _mm256_max_epi8, maxpool_s8_avx512)
+#define QC_EVEN_U16(v) _mm512_and_si512((v), _mm512_set1_epi16(0xFF))
+#define QC_ODD_U16(v) _mm512_srli_epi16((v), 8)
+#define QC_EVEN_S16(v) _mm512_srai_epi16(_mm512_slli_epi16((v), 8), 8)
+#define QC_ODD_S16(v) _mm512_srai_epi16((v), 8)
+QC_DEF_MAXPOOL512(uint8_t, 0, _mm512_max_epu8, QC_EVEN_U16, QC_ODD_U16, _mm512_max_epu16,
+                  _mm512_packus_epi16, maxpool_u8_avx512)
+QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _mm512_max_epi16,
+                  _mm512_packs_epi16, maxpool_s8_avx512)
 
 const qc_qops_impl qc_qops__avx512 = {
     maxpool_s8_avx512,

@@ -413,7 +413,8 @@ typedef struct {
 static void pool_task(void *vctx, size_t task) {
     pool_ctx *c = vctx;
     const size_t pw = (size_t)c->g.pl + c->g.W + (size_t)c->g.pr;
-    void *ws = malloc((pw + c->g.OW) * sizeof(int32_t));
+    /* max: OH rows of pw bytes plus slack; average: pw + OW int32 */
+    void *ws = malloc(QC_MAX(c->g.OH * pw + 64, (pw + c->g.OW) * sizeof(int32_t)));
     if (!ws) {
         c->failed = 1;
         return;
