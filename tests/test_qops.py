@@ -146,14 +146,20 @@ def test_global_avg_pool_exact(isa, shape, dt):
 
 def test_pool_large_plane_threads(isa):
     rng = np.random.default_rng(4)
-    q = rand_q(rng, (2, 8, 57, 61), np.uint8)
-    for t in (1, 2):
-        with num_threads(t):
-            assert_equal_exact(qc.max_pool2d(q, 3, strides=2, pads=(1, 1, 1, 1)),
-                               ref_max_pool(q, (3, 3), (2, 2), (1, 1, 1, 1)), isa)
-            assert_equal_exact(
-                qc.avg_pool2d(q, 0.1, 128, 0.1, 128, 3, strides=1, pads=(1, 1, 1, 1)),
-                ref_avg_pool(q, 0.1, 128, 0.1, 128, (3, 3), (1, 1), (1, 1, 1, 1), False), isa)
+    for dt in (np.uint8, np.int8):
+        q = rand_q(rng, (2, 3, 57, 133), dt)
+        for s, k, p in ((1, (3, 3), (1, 1, 1, 1)), (2, (3, 3), (1, 1, 1, 1)),
+                        (2, (2, 4), (0, 1, 1, 2)), (1, (5, 2), (2, 0, 1, 1))):
+            for t in (1, 2):
+                with num_threads(t):
+                    assert_equal_exact(qc.max_pool2d(q, k, strides=s, pads=p),
+                                       ref_max_pool(q, k, (s, s), p), f"{isa} {s} {k} {p}")
+                    for cip in (False, True):
+                        assert_equal_exact(
+                            qc.avg_pool2d(q, 0.1, 3, 0.07, -5 if dt == np.int8 else 120, k,
+                                          strides=s, pads=p, count_include_pad=cip),
+                            ref_avg_pool(q, 0.1, 3, 0.07, -5 if dt == np.int8 else 120, k,
+                                         (s, s), p, cip), f"{isa} {s} {k} {p} {cip}")
 
 
 def test_pool_strides_default_to_kernel_and_noncontiguous(isa):

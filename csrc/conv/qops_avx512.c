@@ -218,11 +218,114 @@ QC_DEF_MAXPOOL512(uint8_t, 0, _mm512_max_epu8, QC_EVEN_U16, QC_ODD_U16, _mm512_m
 QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _mm512_max_epi16,
                   _mm512_packs_epi16, maxpool_s8_avx512)
 
+/* ---- average pooling: vertical sums of q - xzp for all output rows first (int32 rows of pw,
+ * padding 0), then 16 outputs per step: horizontal sums (stride 2 picks even lanes with
+ * vpermt2d) times float32(m / cnt) (a true division, per column, cached in ws after the rows
+ * while the number of real rows stays the same), requant. ws: OH * pw + OW + 16 int32 ---- */
+
+#define QC_DEF_AVGPOOL512(T, CVT, NAME)                                                       \
+    static void NAME(const T *x, T *y, const qc_win2d *g, const qc_avgpool_params *p,         \
+                     int32_t *ws) {                                                           \
+        const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
+        const int kw = g->kw;                                                                 \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
+            int32_t *wrow = ws + oy * pw;                                                     \
+            for (size_t i = 0; i < (size_t)g->pl; i++) wrow[i] = 0;                           \
+            for (size_t i = (size_t)g->pl + W; i < pw; i++) wrow[i] = 0;                      \
+            int32_t *row = wrow + g->pl;                                                      \
+            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt, y1 = y0 + g->kh;                    \
+            if (y0 < 0) y0 = 0;                                                               \
+            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
+            const __m512i off = _mm512_set1_epi32(-(int32_t)(y1 - y0) * p->xzp);              \
+            for (size_t i = 0; i < W; i += 16) {                                              \
+                const __mmask16 k = tail16(W - i);                                            \
+                __m512i v = off;                                                              \
+                for (ptrdiff_t iy = y0; iy < y1; iy++)                                        \
+                    v = _mm512_add_epi32(                                                     \
+                        v, CVT(_mm_maskz_loadu_epi8(k, x + (size_t)iy * W + i)));             \
+                _mm512_mask_storeu_epi32(row + i, k, v);                                      \
+            }                                                                                 \
+        }                                                                                     \
+        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, \
+                                               26, 28, 30);                                   \
+        const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, \
+                                                14, 15);                                      \
+        const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo);                    \
+        const __m512 hi = _mm512_set1_ps(p->hi);                                              \
+        const __m512i yzp = _mm512_set1_epi32(p->yzp), zero = _mm512_setzero_si512();         \
+        const __m512i Wv = _mm512_set1_epi32((int32_t)W), kwv = _mm512_set1_epi32(kw);        \
+        const __m512i full = _mm512_set1_epi32(g->kh * kw);                                   \
+        float *mcrow = (float *)(ws + g->OH * pw);                                            \
+        ptrdiff_t last_nrow = -1;                                                             \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
+            const int32_t *hrow = ws + oy * pw;                                               \
+            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt, y1 = y0 + g->kh;                    \
+            if (y0 < 0) y0 = 0;                                                               \
+            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
+            if (y1 - y0 != last_nrow) {                                                       \
+                /* per-column multipliers float32(m / cnt), recomputed when the number of     \
+                 * real rows changes (top and bottom borders only) */                          \
+                last_nrow = y1 - y0;                                                          \
+                const __m512i nrow = _mm512_set1_epi32((int32_t)last_nrow);                   \
+                for (size_t i = 0; i < OW; i += 16) {                                         \
+                    __m512i cnt = full;                                                       \
+                    if (!p->count_include_pad) {                                              \
+                        __m512i x0 = _mm512_sub_epi32(                                        \
+                            _mm512_mullo_epi32(                                               \
+                                _mm512_add_epi32(lanes, _mm512_set1_epi32((int32_t)i)),       \
+                                _mm512_set1_epi32(g->sw)),                                    \
+                            _mm512_set1_epi32(g->pl));                                        \
+                        __m512i x1 = _mm512_min_epi32(_mm512_add_epi32(x0, kwv), Wv);         \
+                        x0 = _mm512_max_epi32(x0, zero);                                      \
+                        cnt = _mm512_mullo_epi32(nrow, _mm512_sub_epi32(x1, x0));             \
+                    }                                                                         \
+                    /* lanes past OW may get cnt <= 0: never used */                          \
+                    cnt = _mm512_max_epi32(cnt, _mm512_set1_epi32(1));                        \
+                    _mm512_storeu_ps(mcrow + i, _mm512_div_ps(m, _mm512_cvtepi32_ps(cnt)));   \
+                }                                                                             \
+            }                                                                                 \
+            T *out = y + oy * OW;                                                             \
+            for (size_t i = 0; i < OW; i += 16) {                                             \
+                const size_t nb = QC_MIN((size_t)16, OW - i);                                 \
+                const __mmask16 k = tail16(nb);                                               \
+                __m512i acc = zero;                                                           \
+                if (g->sw == 1) {                                                             \
+                    for (int kx = 0; kx < kw; kx++)                                           \
+                        acc = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(k, hrow + i + kx)); \
+                } else if (g->sw == 2) {                                                      \
+                    const size_t need = 2 * nb - 1;                                           \
+                    const __mmask16 k0 = tail16(need), k1 = tail16(need > 16 ? need - 16 : 0); \
+                    for (int kx = 0; kx < kw; kx++) {                                         \
+                        const int32_t *s = hrow + 2 * i + kx;                                 \
+                        acc = _mm512_add_epi32(                                               \
+                            acc, _mm512_permutex2var_epi32(_mm512_maskz_loadu_epi32(k0, s),   \
+                                                           even,                              \
+                                                           _mm512_maskz_loadu_epi32(k1, s + 16))); \
+                    }                                                                         \
+                } else {                                                                      \
+                    int32_t tmp[16] = {0};                                                    \
+                    for (size_t j = 0; j < nb; j++) {                                         \
+                        int32_t a = 0;                                                        \
+                        for (int kx = 0; kx < kw; kx++) a += hrow[(i + j) * (size_t)g->sw + (size_t)kx]; \
+                        tmp[j] = a;                                                           \
+                    }                                                                         \
+                    acc = _mm512_loadu_si512((const void *)tmp);                              \
+                }                                                                             \
+                const __m512 mc = _mm512_loadu_ps(mcrow + i);                                 \
+                const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mc);                  \
+                _mm_mask_storeu_epi8(out + i, k, finish16(v, lo, hi, yzp));                   \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+QC_DEF_AVGPOOL512(uint8_t, _mm512_cvtepu8_epi32, avgpool_u8_avx512)
+QC_DEF_AVGPOOL512(int8_t, _mm512_cvtepi8_epi32, avgpool_s8_avx512)
+
 const qc_qops_impl qc_qops__avx512 = {
     maxpool_s8_avx512,
     maxpool_u8_avx512,
-    QC_QOPS_NAME(avgpool_s8),
-    QC_QOPS_NAME(avgpool_u8),
+    avgpool_s8_avx512,
+    avgpool_u8_avx512,
     add_avx512,
     requant_avx512,
     requant_f64_avx512,

@@ -413,8 +413,8 @@ typedef struct {
 static void pool_task(void *vctx, size_t task) {
     pool_ctx *c = vctx;
     const size_t pw = (size_t)c->g.pl + c->g.W + (size_t)c->g.pr;
-    /* max: OH rows of pw bytes plus slack; average: pw + OW int32 */
-    void *ws = malloc(QC_MAX(c->g.OH * pw + 64, (pw + c->g.OW) * sizeof(int32_t)));
+    /* scratch of the pooling kernels (qops.h), int32 covers both */
+    void *ws = malloc((c->g.OH * pw + pw + c->g.OW + 64) * sizeof(int32_t));
     if (!ws) {
         c->failed = 1;
         return;
