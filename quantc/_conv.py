@@ -7,7 +7,8 @@ __all__ = ["conv_integer", "qlinear_conv", "pack_conv_weight", "PackedConvWeight
            "max_pool2d", "avg_pool2d", "global_avg_pool", "qlinear_add", "qlinear_concat"]
 
 
-def _pair(v, arg):
+def _pair(v):
+    """An int means the same value for height and width."""
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return (int(v), int(v))
     return v
@@ -71,8 +72,8 @@ def conv_integer(x, w, x_zero_point=None, w_zero_point=None, *, strides=(1, 1),
     """
     return _C._conv(x, _weight(w, w_zero_point, group), x_zero_point,
                     None if isinstance(w, PackedConvWeight) else w_zero_point,
-                    None, None, None, None, None, _pair(strides, "strides"), pads,
-                    _pair(dilations, "dilations"), group, False, True, out)
+                    None, None, None, None, None, _pair(strides), pads,
+                    _pair(dilations), group, False, True, out)
 
 
 def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point,
@@ -93,8 +94,8 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
     """
     return _C._conv(x, _weight(w, w_zero_point, group), x_zero_point,
                     None if isinstance(w, PackedConvWeight) else w_zero_point,
-                    x_scale, w_scale, y_scale, y_zero_point, bias, _pair(strides, "strides"),
-                    pads, _pair(dilations, "dilations"), group, relu, False, out)
+                    x_scale, w_scale, y_scale, y_zero_point, bias, _pair(strides),
+                    pads, _pair(dilations), group, relu, False, out)
 
 
 def max_pool2d(q, kernel, *, strides=None, pads=(0, 0, 0, 0), out=None):
@@ -104,8 +105,8 @@ def max_pool2d(q, kernel, *, strides=None, pads=(0, 0, 0, 0), out=None):
     (top, left, bottom, right), each smaller than the kernel; padded cells never win.
     OH = (H + top + bottom - kH) // sH + 1.
     """
-    kernel = _pair(kernel, "kernel")
-    strides = kernel if strides is None else _pair(strides, "strides")
+    kernel = _pair(kernel)
+    strides = kernel if strides is None else _pair(strides)
     return _C._pool2d(q, 0, kernel, strides, pads, None, None, None, None, False, out)
 
 
@@ -121,8 +122,8 @@ def avg_pool2d(q, x_scale, x_zero_point, y_scale, y_zero_point, kernel, *, strid
 
     ties to even. ``strides`` default to the kernel; each pad must be smaller than the kernel.
     """
-    kernel = _pair(kernel, "kernel")
-    strides = kernel if strides is None else _pair(strides, "strides")
+    kernel = _pair(kernel)
+    strides = kernel if strides is None else _pair(strides)
     return _C._pool2d(q, 1, kernel, strides, pads, x_scale, x_zero_point, y_scale,
                       y_zero_point, count_include_pad, out)
 

@@ -283,3 +283,10 @@ def test_qlinear_concat_copy_path_and_errors(isa):
         qc.qlinear_concat([(a, 0.0, 3)], 0.1, 0)
     with pytest.raises(ValueError, match=r"axis: expected an axis in"):
         qc.qlinear_concat([(a, 0.1, 3)], 0.1, 0, axis=3)
+
+
+def test_qops_family_registered():
+    info = qc.cpu_info()
+    names = [v[0] for v in info["variants"]["qops"]]
+    assert names[-1] == "qops__scalar"
+    assert info["kernels"]["qops"] in names
