@@ -85,25 +85,36 @@ size_t qc_gemm_workspace_size(int64_t k, int64_t ncols) {
     int64_t mc = ((int64_t)1 << 20) / QC_MAX(kp, QC_GEMM_KR);
     if (mc > QC_GEMM_MC_MAX) mc = QC_GEMM_MC_MAX;
     if (mc < 16) mc = 16; /* >= any kernel's mr */
-    return (size_t)round_up(mc * kp, 64) + (size_t)(2 * mc + 5 * ncp) * 4 + 64;
+    return (size_t)round_up(2 * mc * kp, 64) + (size_t)(2 * mc + 5 * ncp) * 4 + 64;
 }
 
-/* Copy rows [i0, i0 + mc) of A as a' (u8), zero-padded to kp, with their row sums and za'. */
-static void pack_a(const qc_gemm_args *g, int64_t i0, int64_t mc, int64_t kp, uint8_t *dst,
-                   int32_t *rsum, int32_t *zap) {
+/* Copy rows [i0, i0 + mc) of A as a' (u8, or uint16 when a16), zero-padded to kp, with their
+ * row sums and za'. */
+static void pack_a(const qc_gemm_args *g, int64_t i0, int64_t mc, int64_t kp, int a16,
+                   void *dst, int32_t *rsum, int32_t *zap) {
     const int64_t k = g->b->k;
     const uint8_t flip = g->a_signed ? 0x80 : 0;
     const int32_t zoff = g->a_signed ? 128 : 0;
     for (int64_t r = 0; r < mc; r++) {
         const uint8_t *src = (const uint8_t *)g->a + (i0 + r) * g->lda;
-        uint8_t *d = dst + r * kp;
         uint32_t sum = 0;
-        for (int64_t kk = 0; kk < k; kk++) {
-            uint8_t v = (uint8_t)(src[kk] ^ flip);
-            d[kk] = v;
-            sum += v;
+        if (a16) {
+            uint16_t *d = (uint16_t *)dst + r * kp;
+            for (int64_t kk = 0; kk < k; kk++) {
+                uint8_t v = (uint8_t)(src[kk] ^ flip);
+                d[kk] = v;
+                sum += v;
+            }
+            for (int64_t kk = k; kk < kp; kk++) d[kk] = 0;
+        } else {
+            uint8_t *d = (uint8_t *)dst + r * kp;
+            for (int64_t kk = 0; kk < k; kk++) {
+                uint8_t v = (uint8_t)(src[kk] ^ flip);
+                d[kk] = v;
+                sum += v;
+            }
+            for (int64_t kk = k; kk < kp; kk++) d[kk] = 0;
         }
-        for (int64_t kk = k; kk < kp; kk++) d[kk] = 0;
         rsum[r] = (int32_t)sum;
         int32_t za = g->a_zp ? g->a_zp[g->a_zp_per_row ? i0 + r : 0] : 0;
         zap[r] = za + zoff;
@@ -120,7 +131,7 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     const int64_t nc_blk = block_cols(kern, kp);
 
     uint8_t *abuf = (uint8_t *)workspace;
-    int32_t *rsum = (int32_t *)(abuf + round_up(mc_max * kp, 64));
+    int32_t *rsum = (int32_t *)(abuf + round_up(2 * mc_max * kp, 64));
     int32_t *zap = rsum + mc_max;
     int32_t *zbp = zap + mc_max;
     int32_t *bcorr = zbp + ncp;
@@ -157,7 +168,7 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
 
     for (int64_t i0 = 0; i0 < g->m; i0 += mc_max) {
         const int64_t mc = QC_MIN(mc_max, g->m - i0);
-        pack_a(g, i0, mc, kp, abuf, rsum, zap);
+        pack_a(g, i0, mc, kp, kern->a16, abuf, rsum, zap);
         for (int64_t jc = 0; jc < ncols; jc += nc_blk) {
             const int64_t jc_end = QC_MIN(ncols, jc + nc_blk);
             for (int64_t ir = 0; ir < mc; ir += kern->mr) {
@@ -166,6 +177,7 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
                     const int nc = (int)QC_MIN((int64_t)kern->nr, jc_end - jr);
                     const int64_t j = g->n0 + jr;
                     t.a = abuf + ir * kp;
+                    t.a16 = (const uint16_t *)abuf + ir * kp;
                     t.rsum = rsum + ir;
                     t.zap = zap + ir;
                     t.b = B->data + (j / QC_GEMM_NR) * kp * QC_GEMM_NR;
