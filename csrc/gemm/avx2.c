@@ -68,14 +68,24 @@ QC_INLINE int64_t load8(const uint16_t *p) {
     return v;
 }
 
+/* acc += vpmaddwd(a, b), in place: with plain intrinsics GCC 12 copies the accumulators
+ * through spare registers (and the stack) every iteration. */
+#define QC_MADD_ACC(acc, a, b)                                                        \
+    do {                                                                              \
+        __m256i tmp_;                                                                 \
+        __asm__("vpmaddwd %3, %2, %1\n\tvpaddd %1, %0, %0"                             \
+                : "+x"(acc), "=&x"(tmp_)                                              \
+                : "x"(a), "x"(b));                                                    \
+    } while (0)
+
 /* MR rows x 8 columns (half h of the panel). A arrives widened to uint16 (the driver packs it
  * so for this kernel), so a row's [a0 a1 a2 a3] is one vpbroadcastq. Accumulators are named
  * variables: an array of __m256i makes GCC copy and spill them every iteration. */
 #define QC_AVX2_STEP(r)                                                               \
     if (MR > r) {                                                                     \
         const __m256i av = _mm256_set1_epi64x(load8(t->a16 + r * kp + 4 * g));        \
-        c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(av, b0));               \
-        c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(av, b1));               \
+        QC_MADD_ACC(c##r##0, av, b0);                                                 \
+        QC_MADD_ACC(c##r##1, av, b1);                                                 \
     }
 /* hadd: [c0 c1 c4 c5 | c2 c3 c6 c7] -> permute the 64-bit pairs to columns 0..7 */
 #define QC_AVX2_STORE(r)                                                              \
