@@ -340,3 +340,51 @@ def test_onnx_qlinear_matmul(isa, rng, da, db, dy):
                            "y_scale", "y_zero_point"])
         got = qc.qlinear_matmul(a, a_s, za, b, b_s, zb, y_s, zy)
         assert_equal_exact(got, want, f"{isa} onnx QLinearMatMul m={m} k={k} n={n}")
+
+
+# ---- out= and concurrent callers ----
+
+def test_out_argument(rng):
+    a, b = rand(rng, (6, 30), np.uint8), rand(rng, (30, 20), np.int8)
+    out = np.empty((6, 20), np.int32)
+    r = qc.matmul_integer(a, b, np.uint8(4), out=out)
+    assert r is out
+    assert_equal_exact(out, ref_matmul(a, b, 4), "out=")
+    y = np.empty((6, 20), np.uint8)
+    r = qc.qlinear_matmul(a, 0.1, np.uint8(4), b, 0.2, np.int8(0), 0.5, np.uint8(9), out=y)
+    assert r is y
+    assert_equal_exact(y, ref_qlinear(a, 0.1, 4, b, 0.2, 0, 0.5, np.uint8(9)), "qlinear out=")
+    with pytest.raises(ValueError, match=r"out: expected shape \(6, 20\)"):
+        qc.matmul_integer(a, b, out=np.empty((6, 21), np.int32))
+    with pytest.raises(ValueError, match="out: expected dtype int32"):
+        qc.matmul_integer(a, b, out=np.empty((6, 20), np.int64))
+    with pytest.raises(ValueError, match="out: expected a writable"):
+        qc.matmul_integer(a, b, out=np.empty((20, 6), np.int32).T)
+    with pytest.raises(ValueError, match="out: expected dtype uint8"):
+        qc.qlinear_matmul(a, 0.1, np.uint8(4), b, 0.2, np.int8(0), 0.5, np.uint8(9),
+                          out=np.empty((6, 20), np.int8))
+
+
+def test_concurrent_python_threads(rng):
+    import threading
+    a, b = rand(rng, (64, 500), np.int8), rand(rng, (500, 300), np.uint8)
+    p = qc.pack_matrix(b)
+    want = ref_matmul(a, b, -3, 200)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(5):
+                got = qc.matmul_integer(a, p, np.int8(-3), np.uint8(200))
+                if not np.array_equal(got, want):
+                    errors.append("mismatch")
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(e))
+
+    with num_threads(2):
+        ts = [threading.Thread(target=work) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    assert not errors, errors

@@ -192,3 +192,13 @@ def test_linear_vs_torch_dynamic(rng):
         err = np.abs(y - yt)
         assert np.all(err <= bound), f"m={m} k={k} n={n}: max diff {err.max()}"
         assert np.corrcoef(y.ravel(), yt.ravel())[0, 1] > 0.999
+
+
+def test_linear_out_argument(rng):
+    x, w, bias = make(rng, 3, 32, 16)
+    layer = qc.Linear.from_float(w, bias)
+    out = np.empty((3, 16), np.float32)
+    assert layer(x, out=out) is out
+    assert_equal_exact(out, layer(x), "out=")
+    with pytest.raises(ValueError, match="out: expected shape"):
+        layer(x, out=np.empty((3, 15), np.float32))

@@ -408,10 +408,10 @@ static int run_gemm(const qc_gemm_args *g) {
 
 static PyObject *py_matmul_integer(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
-    static char *kwlist[] = {"a", "b", "a_zero_point", "b_zero_point", NULL};
-    PyObject *aobj, *bobj, *azo = Py_None, *bzo = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OO:matmul_integer", kwlist, &aobj, &bobj,
-                                     &azo, &bzo))
+    static char *kwlist[] = {"a", "b", "a_zero_point", "b_zero_point", "out", NULL};
+    PyObject *aobj, *bobj, *azo = Py_None, *bzo = Py_None, *outo = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OO$O:matmul_integer", kwlist, &aobj, &bobj,
+                                     &azo, &bzo, &outo))
         return NULL;
     PyObject *result = NULL;
     qc_a_operand a = {0};
@@ -422,7 +422,7 @@ static PyObject *py_matmul_integer(PyObject *self, PyObject *args, PyObject *kw)
     if (parse_zp(azo, "a_zero_point", a.typenum, a.m, "one per row of a", &azp) < 0) goto done;
     if (expand_rows(&azp, a.rows, a.m) < 0) goto done;
     if (resolve_b_zp(p, bzo, &bzp) < 0) goto done;
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(a.ndim_out, a.shape_out, NPY_INT32);
+    PyArrayObject *out = qc_output(outo, "out", a.ndim_out, a.shape_out, NPY_INT32);
     if (!out) goto done;
     qc_gemm_args g;
     fill_args(&g, &a, p, &azp, &bzp);
@@ -444,11 +444,12 @@ done:
 static PyObject *py_qlinear_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     static char *kwlist[] = {"a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point",
-                             "y_scale", "y_zero_point", "bias", "relu", NULL};
-    PyObject *aobj, *aso, *azo, *bobj, *bso, *bzo, *yso, *yzo, *biaso = Py_None;
+                             "y_scale", "y_zero_point", "bias", "relu", "out", NULL};
+    PyObject *aobj, *aso, *azo, *bobj, *bso, *bzo, *yso, *yzo, *biaso = Py_None, *outo = Py_None;
     int relu = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOO|$Op:qlinear_matmul", kwlist, &aobj,
-                                     &aso, &azo, &bobj, &bso, &bzo, &yso, &yzo, &biaso, &relu))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOO|$OpO:qlinear_matmul", kwlist, &aobj,
+                                     &aso, &azo, &bobj, &bso, &bzo, &yso, &yzo, &biaso, &relu,
+                                     &outo))
         return NULL;
     PyObject *result = NULL;
     qc_a_operand a = {0};
@@ -505,7 +506,7 @@ static PyObject *py_qlinear_matmul(PyObject *self, PyObject *args, PyObject *kw)
         const float ab = as.f[0] * bs.f[j];
         mult[j] = ab / ys.f[0];
     }
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(a.ndim_out, a.shape_out, ytype);
+    PyArrayObject *out = qc_output(outo, "out", a.ndim_out, a.shape_out, ytype);
     if (!out) goto done;
     qc_gemm_args g;
     fill_args(&g, &a, p, &azp, &bzp);
@@ -541,9 +542,9 @@ done:
 
 static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *xobj, *pobj, *wso, *biaso;
-    if (!PyArg_ParseTuple(args, "OO!OO:_linear_forward", &xobj, &PackedMatrixType, &pobj, &wso,
-                          &biaso))
+    PyObject *xobj, *pobj, *wso, *biaso, *outo = Py_None;
+    if (!PyArg_ParseTuple(args, "OO!OO|O:_linear_forward", &xobj, &PackedMatrixType, &pobj, &wso,
+                          &biaso, &outo))
         return NULL;
     PyObject *result = NULL;
     PyArrayObject *x = NULL, *ws = NULL, *fb = NULL, *out = NULL;
@@ -571,7 +572,7 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
     npy_intp shape[NPY_MAXDIMS];
     for (int i = 0; i < nd - 1; i++) shape[i] = PyArray_DIM(x, i);
     shape[nd - 1] = (npy_intp)p->b.n;
-    out = (PyArrayObject *)PyArray_SimpleNew(nd, shape, NPY_FLOAT32);
+    out = qc_output(outo, "out", nd, shape, NPY_FLOAT32);
     if (!out) goto done;
     if (PyArray_SIZE(out) == 0) {
         result = (PyObject *)out;
@@ -704,7 +705,8 @@ typedef struct {
     size_t outer, channels, inner;
 } rq_setup;
 
-static int requant_setup(PyObject *acco, PyObject *dto, PyObject *axo, rq_setup *s) {
+static int requant_setup(PyObject *acco, PyObject *dto, PyObject *axo, PyObject *outo,
+                         rq_setup *s) {
     memset(s, 0, sizeof *s);
     int typenum;
     if (qc_parse_int_dtype(dto, "dtype", S8_U8, &typenum) < 0) return -1;
@@ -723,7 +725,7 @@ static int requant_setup(PyObject *acco, PyObject *dto, PyObject *axo, rq_setup 
         for (int i = axis + 1; i < nd; i++) s->inner *= (size_t)PyArray_DIM(s->acc, i);
     }
     s->out_signed = typenum == NPY_INT8;
-    s->out = (PyArrayObject *)PyArray_SimpleNew(nd, PyArray_DIMS(s->acc), typenum);
+    s->out = qc_output(outo, "out", nd, PyArray_DIMS(s->acc), typenum);
     return s->out ? 0 : -1;
 }
 
@@ -777,17 +779,18 @@ static int int_params(PyObject *obj, const char *arg, size_t channels, int has_a
 
 static PyObject *py_requantize_fixed(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
-    static char *kwlist[] = {"acc", "multiplier", "shift", "zero_point", "dtype", "axis", NULL};
-    PyObject *acco, *mo, *so, *zo, *dto = NULL, *axo = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|O$O:requantize_fixed", kwlist, &acco, &mo,
-                                     &so, &zo, &dto, &axo))
+    static char *kwlist[] = {"acc", "multiplier", "shift", "zero_point", "dtype", "axis", "out",
+                             NULL};
+    PyObject *acco, *mo, *so, *zo, *dto = NULL, *axo = Py_None, *outo = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|O$OO:requantize_fixed", kwlist, &acco, &mo,
+                                     &so, &zo, &dto, &axo, &outo))
         return NULL;
     PyObject *dflt = NULL;
     if (!dto) dto = dflt = PyUnicode_FromString("int8");
     rq_setup s;
     qc_param m = {0}, sh = {0}, z = {0};
     PyObject *result = NULL;
-    if (requant_setup(acco, dto, axo, &s) < 0) goto done;
+    if (requant_setup(acco, dto, axo, outo, &s) < 0) goto done;
     const int64_t zlo = s.out_signed ? -128 : 0, zhi = s.out_signed ? 127 : 255;
     if (int_params(mo, "multiplier", s.channels, s.has_axis, INT32_MIN, INT32_MAX, &m) < 0)
         goto done;
@@ -816,17 +819,17 @@ done:
 
 static PyObject *py_requantize(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
-    static char *kwlist[] = {"acc", "scale", "zero_point", "dtype", "axis", NULL};
-    PyObject *acco, *sco, *zo, *dto = NULL, *axo = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|O$O:requantize", kwlist, &acco, &sco, &zo,
-                                     &dto, &axo))
+    static char *kwlist[] = {"acc", "scale", "zero_point", "dtype", "axis", "out", NULL};
+    PyObject *acco, *sco, *zo, *dto = NULL, *axo = Py_None, *outo = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|O$OO:requantize", kwlist, &acco, &sco, &zo,
+                                     &dto, &axo, &outo))
         return NULL;
     PyObject *dflt = NULL;
     if (!dto) dto = dflt = PyUnicode_FromString("int8");
     rq_setup s;
     qc_param sc = {0}, z = {0};
     PyObject *result = NULL;
-    if (requant_setup(acco, dto, axo, &s) < 0) goto done;
+    if (requant_setup(acco, dto, axo, outo, &s) < 0) goto done;
     const int64_t zlo = s.out_signed ? -128 : 0, zhi = s.out_signed ? 127 : 255;
     if (parse_scale(sco, "scale", s.has_axis ? (npy_intp)s.channels : -1,
                     "one per channel along axis", &sc) < 0)
