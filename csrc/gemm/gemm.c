@@ -7,6 +7,10 @@
 
 #include "threads/pool.h"
 
+#ifndef QC_NO_X86
+#include <emmintrin.h> /* SSE2: part of the x86-64 baseline */
+#endif
+
 static const qc_variant gemm_variants[] = {
 #ifndef QC_NO_X86
     {"avx512vnni", QC_ISA_AVX512VNNI, &qc_gemm_kernels_avx512vnni},
@@ -24,6 +28,47 @@ const qc_gemm_kernels *qc_gemm_kernels_of(const qc_variant *v) {
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+#ifndef QC_NO_X86
+/* Full panel (16 columns), rows of B contiguous: four rows of 16 bytes are interleaved into one
+ * 64-byte group with two rounds of unpacks (bytes, then 16-bit pairs). Column sums run in int16
+ * lanes, flushed to int32 every 64 groups (256 rows: |sum| <= 256 * 128 fits int16). Returns
+ * the number of rows done (a multiple of 4); the caller finishes the rest. */
+static int64_t pack_panel_rows_sse2(const char *base, ptrdiff_t row_stride, int64_t k,
+                                    uint8_t flip, int8_t *panel, uint32_t *sum) {
+    const __m128i fl = _mm_set1_epi8((char)flip);
+    __m128i s32[4] = {_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(),
+                      _mm_setzero_si128()};
+    int64_t kk = 0;
+    while (kk + 4 <= k) {
+        __m128i lo16 = _mm_setzero_si128(), hi16 = _mm_setzero_si128();
+        for (int it = 0; it < 64 && kk + 4 <= k; it++, kk += 4) {
+            __m128i r[4];
+            for (int q = 0; q < 4; q++) {
+                r[q] = _mm_xor_si128(
+                    _mm_loadu_si128((const __m128i *)(base + (kk + q) * row_stride)), fl);
+                lo16 = _mm_add_epi16(lo16, _mm_srai_epi16(_mm_unpacklo_epi8(r[q], r[q]), 8));
+                hi16 = _mm_add_epi16(hi16, _mm_srai_epi16(_mm_unpackhi_epi8(r[q], r[q]), 8));
+            }
+            const __m128i t0 = _mm_unpacklo_epi8(r[0], r[1]), t1 = _mm_unpackhi_epi8(r[0], r[1]);
+            const __m128i t2 = _mm_unpacklo_epi8(r[2], r[3]), t3 = _mm_unpackhi_epi8(r[2], r[3]);
+            __m128i *dst = (__m128i *)(panel + (kk / 4) * 64);
+            _mm_storeu_si128(dst + 0, _mm_unpacklo_epi16(t0, t2));
+            _mm_storeu_si128(dst + 1, _mm_unpackhi_epi16(t0, t2));
+            _mm_storeu_si128(dst + 2, _mm_unpacklo_epi16(t1, t3));
+            _mm_storeu_si128(dst + 3, _mm_unpackhi_epi16(t1, t3));
+        }
+        s32[0] = _mm_add_epi32(s32[0], _mm_srai_epi32(_mm_unpacklo_epi16(lo16, lo16), 16));
+        s32[1] = _mm_add_epi32(s32[1], _mm_srai_epi32(_mm_unpackhi_epi16(lo16, lo16), 16));
+        s32[2] = _mm_add_epi32(s32[2], _mm_srai_epi32(_mm_unpacklo_epi16(hi16, hi16), 16));
+        s32[3] = _mm_add_epi32(s32[3], _mm_srai_epi32(_mm_unpackhi_epi16(hi16, hi16), 16));
+    }
+    uint32_t tmp[16];
+    for (int i = 0; i < 4; i++) _mm_storeu_si128((__m128i *)(tmp + 4 * i), s32[i]);
+    for (int c = 0; c < 16; c++) sum[c] += tmp[c];
+    return kk;
+}
+#endif
+
 size_t qc_gemm_pack_b_size(int64_t k, int64_t n) {
     return (size_t)round_up(k, QC_GEMM_KR) * (size_t)round_up(n, QC_GEMM_NR);
 }
@@ -33,22 +78,58 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
     const int64_t kp = round_up(k, QC_GEMM_KR), np = round_up(n, QC_GEMM_NR);
     const char *base = (const char *)b;
     const uint8_t flip = b_signed ? 0 : 0x80; /* uint8 b -> b - 128 as int8 */
+    memset(data, 0, qc_gemm_pack_b_size(k, n));
     for (int64_t p = 0; p < np / QC_GEMM_NR; p++) {
         int8_t *panel = data + p * kp * QC_GEMM_NR;
-        for (int c = 0; c < QC_GEMM_NR; c++) {
-            const int64_t j = p * QC_GEMM_NR + c;
-            uint32_t sum = 0;
-            for (int64_t kk = 0; kk < kp; kk++) {
-                int8_t v = 0;
-                if (j < n && kk < k) {
-                    uint8_t raw = *(const uint8_t *)(base + kk * row_stride + j * col_stride);
-                    v = (int8_t)(uint8_t)(raw ^ flip);
+        const int64_t j0 = p * QC_GEMM_NR;
+        const int ncols = (int)QC_MIN((int64_t)QC_GEMM_NR, n - j0);
+        uint32_t sum[QC_GEMM_NR] = {0};
+        if (col_stride == 1) {
+            /* rows of B are contiguous: copy 16 bytes of each row into its k slot */
+            int64_t kk = 0;
+#ifndef QC_NO_X86
+            if (ncols == QC_GEMM_NR) kk = pack_panel_rows_sse2(base + j0, row_stride, k, flip, panel, sum);
+#endif
+            for (; kk < k; kk++) {
+                const uint8_t *src = (const uint8_t *)(base + kk * row_stride + j0);
+                int8_t *dst = panel + (kk / 4) * 64 + (kk % 4);
+                for (int c = 0; c < ncols; c++) {
+                    const int8_t v = (int8_t)(uint8_t)(src[c] ^ flip);
+                    dst[c * 4] = v;
+                    sum[c] += (uint32_t)(int32_t)v;
                 }
-                panel[(kk / 4) * 64 + c * 4 + (kk % 4)] = v;
-                sum += (uint32_t)(int32_t)v;
             }
-            colsum[j] = (int32_t)sum;
+        } else if (row_stride == 1) {
+            /* columns of B are contiguous (B = W^T): 4 bytes of k at a time per column */
+            for (int c = 0; c < ncols; c++) {
+                const uint8_t *src = (const uint8_t *)(base + (j0 + c) * col_stride);
+                int64_t kk = 0;
+                for (; kk + 4 <= k; kk += 4) {
+                    int8_t *dst = panel + (kk / 4) * 64 + c * 4;
+                    for (int q = 0; q < 4; q++) {
+                        const int8_t v = (int8_t)(uint8_t)(src[kk + q] ^ flip);
+                        dst[q] = v;
+                        sum[c] += (uint32_t)(int32_t)v;
+                    }
+                }
+                for (; kk < k; kk++) {
+                    const int8_t v = (int8_t)(uint8_t)(src[kk] ^ flip);
+                    panel[(kk / 4) * 64 + c * 4 + (kk % 4)] = v;
+                    sum[c] += (uint32_t)(int32_t)v;
+                }
+            }
+        } else {
+            /* any other strides: one element at a time */
+            for (int c = 0; c < ncols; c++) {
+                const char *src = base + (j0 + c) * col_stride;
+                for (int64_t kk = 0; kk < k; kk++) {
+                    const int8_t v = (int8_t)(uint8_t)(*(const uint8_t *)(src + kk * row_stride) ^ flip);
+                    panel[(kk / 4) * 64 + c * 4 + (kk % 4)] = v;
+                    sum[c] += (uint32_t)(int32_t)v;
+                }
+            }
         }
+        for (int c = 0; c < QC_GEMM_NR; c++) colsum[j0 + c] = (int32_t)sum[c];
     }
     out->k = k;
     out->n = n;

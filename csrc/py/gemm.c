@@ -209,10 +209,21 @@ static PyTypeObject PackedMatrixType = {
     .tp_getset = packed_getset,
 };
 
-/* An int8/uint8 2-D array packed (GIL released). New reference or NULL. */
+/* An int8/uint8 2-D array packed (GIL released), read through its strides (no copy, so a
+ * transposed weight W.T packs directly). New reference or NULL. */
 static PackedMatrixObject *pack_array(PyObject *bobj, const char *arg) {
-    PyArrayObject *b = qc_int_array(bobj, arg, S8_U8);
-    if (!b) return NULL;
+    PyArrayObject *b = (PyArrayObject *)PyArray_FROM_O(bobj);
+    if (!b) {
+        PyErr_Clear();
+        qc_type_error("%s: expected an int8 or uint8 array, got %s", arg, Py_TYPE(bobj)->tp_name);
+        return NULL;
+    }
+    if (PyArray_TYPE(b) != NPY_INT8 && PyArray_TYPE(b) != NPY_UINT8) {
+        qc_type_error("%s: expected an array of int8 or uint8, got %s", arg,
+                      PyArray_TYPE(b) == NPY_OBJECT ? "object" : PyArray_DESCR(b)->typeobj->tp_name);
+        Py_DECREF(b);
+        return NULL;
+    }
     if (PyArray_NDIM(b) != 2) {
         qc_value_error("%s: expected a 2-D (K, N) matrix, got %d dimensions", arg,
                        PyArray_NDIM(b));
