@@ -169,6 +169,19 @@ size_t qc_gemm_workspace_size(int64_t k, int64_t ncols) {
     return (size_t)round_up(2 * mc * kp, 64) + (size_t)(2 * mc + 5 * ncp) * 4 + 64;
 }
 
+/* Rows per A block for a call of m rows: no more than the call needs (so a GEMV's scratch
+ * is small), and the exact scratch that qc_gemm_run then uses (<= qc_gemm_workspace_size). */
+static int64_t call_rows(const qc_gemm_kernels *kern, int64_t kp, int64_t m) {
+    return QC_MIN(block_rows(kern, kp), round_up(QC_MAX(m, 1), kern->mr));
+}
+
+static size_t call_workspace_size(const qc_gemm_kernels *kern, int64_t k, int64_t m,
+                                  int64_t ncols) {
+    const int64_t kp = round_up(k, QC_GEMM_KR), mc = call_rows(kern, kp, m);
+    const int64_t ncp = round_up(ncols, QC_GEMM_NR) + 64;
+    return (size_t)round_up(2 * mc * kp, 64) + (size_t)(2 * mc + 5 * ncp) * 4 + 64;
+}
+
 /* Copy rows [i0, i0 + mc) of A as a' (u8, or uint16 when a16), zero-padded to kp, with their
  * row sums and za'. */
 static void pack_a(const qc_gemm_args *g, int64_t i0, int64_t mc, int64_t kp, int a16,
@@ -208,7 +221,7 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     const int64_t kp = B->kp, ncols = g->n1 - g->n0;
     if (g->m <= 0 || ncols <= 0) return;
     const int64_t ncp = round_up(ncols, QC_GEMM_NR) + 64;
-    int64_t mc_max = block_rows(kern, kp);
+    const int64_t mc_max = call_rows(kern, kp, g->m);
     const int64_t nc_blk = block_cols(kern, kp);
 
     uint8_t *abuf = (uint8_t *)workspace;
@@ -296,7 +309,7 @@ static void par_task(void *vctx, size_t task) {
     sub.a = (const char *)p->g->a + i0 * p->g->lda;
     if (p->g->a_zp && p->g->a_zp_per_row) sub.a_zp = p->g->a_zp + i0;
     sub.c = (char *)p->g->c + i0 * p->g->ldc * (ptrdiff_t)esize;
-    size_t ws = qc_gemm_workspace_size(sub.b->k, sub.n1 - sub.n0);
+    size_t ws = call_workspace_size(sub.kernels, sub.b->k, sub.m, sub.n1 - sub.n0);
     void *buf = aligned_alloc(64, (ws + 63) / 64 * 64);
     if (!buf) {
         atomic_store(&p->failed, 1);
