@@ -28,7 +28,7 @@ def rand(rng, shape, dtype):
 
 # Sizes around the tiles: AVX-512 VNNI 8 x 32 (panels of 16), AVX2 4 x 16, KR = 4, and the
 # driver's row blocks (96) and thread split (multiples of 32).
-MS = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 97]
+MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 33, 97, 193]
 NS = [1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65]
 KS = [1, 2, 3, 4, 5, 7, 8, 63, 64, 65, 300]
 
@@ -42,6 +42,19 @@ def test_tile_remainders(isa, rng, da, db):
             za, zb = rand(rng, (), da), rand(rng, (n,), db)
             got = qc.matmul_integer(a, b, za, zb)
             assert_equal_exact(got, ref_matmul(a, b, za, zb), f"{isa} m={m} k={k} n={n}")
+
+
+def test_every_remainder(isa, rng):
+    # every M remainder of the 8- and 4-row tiles (and the 2x96 row blocks' 1..17 tail), every
+    # N remainder of the 32- and 16-column tiles, K cycling through every remainder of 4
+    for m in range(1, 18):
+        for n in range(1, 66):
+            k = 1 + (3 * m + n) % 11
+            da, db = COMBOS[(m + n) % 4]
+            a, b = rand(rng, (m, k), da), rand(rng, (k, n), db)
+            za, zb = rand(rng, (m,), da), rand(rng, (), db)
+            assert_equal_exact(qc.matmul_integer(a, b, za, zb), ref_matmul(a, b, za, zb),
+                               f"{isa} m={m} k={k} n={n} {da.__name__}x{db.__name__}")
 
 
 @pytest.mark.parametrize("da,db", COMBOS)
