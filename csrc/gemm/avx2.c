@@ -98,12 +98,13 @@ QC_INLINE int64_t load8(const uint16_t *p) {
 QC_INLINE void half_tile(const qc_gemm_tile *t, const int MR, int h, int nvalid) {
     const int64_t kp = t->kp, groups = kp / 4;
     const int8_t *b = t->b + 32 * h;
+    const int64_t gs = 4 * t->pw0; /* narrow last panel: over-reads land in the slack */
     __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
     __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
     for (int64_t g = 0; g < groups; g++) {
-        const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 64 * g)));
+        const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + gs * g)));
         const __m256i b1 =
-            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 64 * g + 16)));
+            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + gs * g + 16)));
         QC_AVX2_STEP(0) QC_AVX2_STEP(1) QC_AVX2_STEP(2) QC_AVX2_STEP(3)
     }
     QC_AVX2_STORE(0) QC_AVX2_STORE(1) QC_AVX2_STORE(2) QC_AVX2_STORE(3)

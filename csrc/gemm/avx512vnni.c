@@ -75,6 +75,10 @@ QC_INLINE int32_t load4(const uint8_t *p) {
 QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int nc) {
     const int64_t kp = t->kp, groups = kp / 4;
     const int8_t *b0 = t->b, *b1 = t->b + kp * QC_GEMM_NR;
+    /* group strides and load masks: 64 bytes, or 4 * width for a narrow last panel */
+    const int64_t s0 = 4 * t->pw0, s1 = 4 * t->pw1;
+    const __mmask64 k0 = t->pw0 == 16 ? ~(__mmask64)0 : (((__mmask64)1 << s0) - 1);
+    const __mmask64 k1 = t->pw1 == 16 ? ~(__mmask64)0 : (((__mmask64)1 << s1) - 1);
     const uint8_t *a = t->a;
     QC_ACC_DECL(0) QC_ACC_DECL(1) QC_ACC_DECL(2) QC_ACC_DECL(3)
     QC_ACC_DECL(4) QC_ACC_DECL(5) QC_ACC_DECL(6) QC_ACC_DECL(7)
@@ -84,19 +88,20 @@ QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int n
         for (; g + 2 <= groups; g += 2) {
             const __m512i av0 = _mm512_set1_epi32(load4(a + 4 * g));
             const __m512i av1 = _mm512_set1_epi32(load4(a + 4 * g + 4));
-            QC_DPBUSD(c00, av0, _mm512_loadu_si512(b0 + 64 * g));
-            QC_DPBUSD(e0, av1, _mm512_loadu_si512(b0 + 64 * g + 64));
+            QC_DPBUSD(c00, av0, _mm512_maskz_loadu_epi8(k0, b0 + s0 * g));
+            QC_DPBUSD(e0, av1, _mm512_maskz_loadu_epi8(k0, b0 + s0 * g + s0));
             if (NP == 2) {
-                QC_DPBUSD(c01, av0, _mm512_loadu_si512(b1 + 64 * g));
-                QC_DPBUSD(e1, av1, _mm512_loadu_si512(b1 + 64 * g + 64));
+                QC_DPBUSD(c01, av0, _mm512_maskz_loadu_epi8(k1, b1 + s1 * g));
+                QC_DPBUSD(e1, av1, _mm512_maskz_loadu_epi8(k1, b1 + s1 * g + s1));
             }
         }
         c00 = _mm512_add_epi32(c00, e0);
         c01 = _mm512_add_epi32(c01, e1);
     }
     for (; g < groups; g++) {
-        const __m512i bv0 = _mm512_loadu_si512(b0 + 64 * g);
-        const __m512i bv1 = NP == 2 ? _mm512_loadu_si512(b1 + 64 * g) : _mm512_setzero_si512();
+        const __m512i bv0 = _mm512_maskz_loadu_epi8(k0, b0 + s0 * g);
+        const __m512i bv1 =
+            NP == 2 ? _mm512_maskz_loadu_epi8(k1, b1 + s1 * g) : _mm512_setzero_si512();
         QC_ACC_STEP(0) QC_ACC_STEP(1) QC_ACC_STEP(2) QC_ACC_STEP(3)
         QC_ACC_STEP(4) QC_ACC_STEP(5) QC_ACC_STEP(6) QC_ACC_STEP(7)
     }

@@ -70,7 +70,7 @@ static int64_t pack_panel_rows_sse2(const char *base, ptrdiff_t row_stride, int6
 #endif
 
 size_t qc_gemm_pack_b_size(int64_t k, int64_t n) {
-    return (size_t)round_up(k, QC_GEMM_KR) * (size_t)round_up(n, QC_GEMM_NR);
+    return (size_t)round_up(k, QC_GEMM_KR) * (size_t)n + 64;
 }
 
 void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t col_stride,
@@ -82,7 +82,8 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
     for (int64_t p = 0; p < np / QC_GEMM_NR; p++) {
         int8_t *panel = data + p * kp * QC_GEMM_NR;
         const int64_t j0 = p * QC_GEMM_NR;
-        const int ncols = (int)QC_MIN((int64_t)QC_GEMM_NR, n - j0);
+        const int ncols = qc_gemm_panel_width(n, p);
+        const int64_t gs = 4 * ncols; /* group stride: 64, or narrower for a last panel */
         uint32_t sum[QC_GEMM_NR] = {0};
         if (col_stride == 1) {
             /* rows of B are contiguous: copy 16 bytes of each row into its k slot */
@@ -92,7 +93,7 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
 #endif
             for (; kk < k; kk++) {
                 const uint8_t *src = (const uint8_t *)(base + kk * row_stride + j0);
-                int8_t *dst = panel + (kk / 4) * 64 + (kk % 4);
+                int8_t *dst = panel + (kk / 4) * gs + (kk % 4);
                 for (int c = 0; c < ncols; c++) {
                     const int8_t v = (int8_t)(uint8_t)(src[c] ^ flip);
                     dst[c * 4] = v;
@@ -105,7 +106,7 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
                 const uint8_t *src = (const uint8_t *)(base + (j0 + c) * col_stride);
                 int64_t kk = 0;
                 for (; kk + 4 <= k; kk += 4) {
-                    int8_t *dst = panel + (kk / 4) * 64 + c * 4;
+                    int8_t *dst = panel + (kk / 4) * gs + c * 4;
                     for (int q = 0; q < 4; q++) {
                         const int8_t v = (int8_t)(uint8_t)(src[kk + q] ^ flip);
                         dst[q] = v;
@@ -114,7 +115,7 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
                 }
                 for (; kk < k; kk++) {
                     const int8_t v = (int8_t)(uint8_t)(src[kk] ^ flip);
-                    panel[(kk / 4) * 64 + c * 4 + (kk % 4)] = v;
+                    panel[(kk / 4) * gs + c * 4 + (kk % 4)] = v;
                     sum[c] += (uint32_t)(int32_t)v;
                 }
             }
@@ -124,7 +125,7 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
                 const char *src = base + (j0 + c) * col_stride;
                 for (int64_t kk = 0; kk < k; kk++) {
                     const int8_t v = (int8_t)(uint8_t)(*(const uint8_t *)(src + kk * row_stride) ^ flip);
-                    panel[(kk / 4) * 64 + c * 4 + (kk % 4)] = v;
+                    panel[(kk / 4) * gs + c * 4 + (kk % 4)] = v;
                     sum[c] += (uint32_t)(int32_t)v;
                 }
             }
@@ -275,6 +276,9 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
                     t.rsum = rsum + ir;
                     t.zap = zap + ir;
                     t.b = B->data + (j / QC_GEMM_NR) * kp * QC_GEMM_NR;
+                    t.pw0 = qc_gemm_panel_width(B->n, j / QC_GEMM_NR);
+                    t.pw1 = j + QC_GEMM_NR < B->n ? qc_gemm_panel_width(B->n, j / QC_GEMM_NR + 1)
+                                                  : 0;
                     t.zbp = zbp + jr;
                     t.bcorr = bcorr + jr;
                     t.cterm = cterm + jr;

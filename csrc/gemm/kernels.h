@@ -17,6 +17,8 @@ typedef struct {
     const int32_t *rsum;   /* per row: rowsum(a') */
     const int32_t *zap;    /* per row: za' */
     const int8_t *b;       /* panel holding column j0; the next panel is kp * 16 bytes on */
+    int pw0, pw1;          /* widths of those two panels (16, or narrower: the last panel of
+                            * B; group stride 4 * width); pw1 = 0 when B has no next panel */
     const int32_t *zbp;    /* per column: zb' */
     const int32_t *bcorr;  /* per column: colsum(b') - K * zb' */
     const int32_t *cterm;  /* per column: bias (0 without bias) */
