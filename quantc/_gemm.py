@@ -29,7 +29,7 @@ def quantize_multiplier(real_multiplier):
     return _C.quantize_multiplier(real_multiplier)
 
 
-def requantize_fixed(acc, multiplier, shift, zero_point, dtype="int8", *, axis=None):
+def requantize_fixed(acc, multiplier, shift, zero_point, dtype="int8", *, axis=None, out=None):
     """int32 -> int8/uint8 with TFLite's fixed-point ``MultiplyByQuantizedMultiplier``.
 
     ``y = clamp(RDBP(SRDHM(acc * 2**max(shift, 0), multiplier), max(-shift, 0)) + zero_point)``
@@ -39,31 +39,31 @@ def requantize_fixed(acc, multiplier, shift, zero_point, dtype="int8", *, axis=N
     multiplies ``acc`` in wrapping int32 arithmetic, as TFLite's ``x * (1 << shift)`` does.
     ``multiplier``/``shift``/``zero_point`` are scalars, or 1-D per channel along ``axis``.
     """
-    return _C.requantize_fixed(acc, multiplier, shift, zero_point, dtype, axis=axis)
+    return _C.requantize_fixed(acc, multiplier, shift, zero_point, dtype, axis=axis, out=out)
 
 
-def requantize(acc, scale, zero_point, dtype="int8", *, axis=None):
+def requantize(acc, scale, zero_point, dtype="int8", *, axis=None, out=None):
     """int32 -> int8/uint8 through float32: ``clamp(rne(float32(acc) * scale) + zero_point)``.
 
     Float32 arithmetic and ties to even, as ONNX Runtime's MLAS requantization. ``scale`` and
     ``zero_point`` are scalars, or 1-D per channel along ``axis``.
     """
-    return _C.requantize(acc, scale, zero_point, dtype, axis=axis)
+    return _C.requantize(acc, scale, zero_point, dtype, axis=axis, out=out)
 
 
 def pack_matrix(b, b_zero_point=None):
     """Pack ``b`` (K, N) int8/uint8 once for this CPU's GEMM kernel -> :class:`PackedMatrix`.
 
-    The packed form holds ``b`` in panels of 16 columns x 4 rows (K rounded up to 4, N to 16,
-    padding zero) plus one int32 column sum per column: ``nbytes`` is about ``K*N`` bytes
-    plus ``4*N``. It records the kernel variant it was packed for; using it after the ISA
+    The packed form holds ``b`` in panels of 16 columns (the last one narrower) x groups of
+    4 rows (K rounded up to 4 with zeros), plus one int32 column sum per column:
+    ``data_nbytes`` is ``round_up(K, 4) * N + 64`` and ``nbytes`` adds ``4 * round_up(N, 16)``. It records the kernel variant it was packed for; using it after the ISA
     cap changed (``QUANTC_ISA``) raises ``ValueError``. ``b_zero_point`` (scalar or (N,)),
     if given, is used by every call that receives this matrix (a call may repeat it).
     """
     return _C.pack_matrix(b, b_zero_point)
 
 
-def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
+def matmul_integer(a, b, a_zero_point=None, b_zero_point=None, *, out=None):
     """ONNX MatMulInteger: ``(a - a_zero_point) @ (b - b_zero_point)`` in int32.
 
     ``a``: int8/uint8 ``(..., M, K)`` (or ``(K,)``); ``b``: int8/uint8 ``(K, N)`` or a
@@ -71,11 +71,11 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
     (or a Python int in range); ``b_zero_point``: scalar or ``(N,)`` (per column) of ``b``'s
     dtype. Exact whenever the result fits int32, else the true value modulo 2**32.
     """
-    return _C.matmul_integer(a, b, a_zero_point, b_zero_point)
+    return _C.matmul_integer(a, b, a_zero_point, b_zero_point, out=out)
 
 
 def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point,
-                   *, bias=None, relu=False):
+                   *, bias=None, relu=False, out=None):
     """ONNX QLinearMatMul, bit-exact with onnx's reference evaluator.
 
     ``acc = (a - a_zero_point) @ (b - b_zero_point) (+ bias)`` in int32, then
@@ -86,7 +86,7 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     The output dtype is ``y_zero_point``'s (an int8 or uint8 NumPy scalar or array).
     """
     return _C.qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale,
-                             y_zero_point, bias=bias, relu=relu)
+                             y_zero_point, bias=bias, relu=relu, out=out)
 
 
 class Linear:
@@ -152,9 +152,9 @@ class Linear:
                 raise ValueError(f"bias: expected shape ({n},), got {b.shape}")
         return cls(packed, scale, b, k, n, dt)
 
-    def __call__(self, x):
-        """``x`` float (..., in_features) -> float32 (..., out_features)."""
-        return _C._linear_forward(x, self.packed, self.weight_scale, self.bias)
+    def __call__(self, x, *, out=None):
+        """``x`` float (..., in_features) -> float32 (..., out_features) (or into ``out``)."""
+        return _C._linear_forward(x, self.packed, self.weight_scale, self.bias, out)
 
     def __repr__(self):
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "

@@ -28,7 +28,7 @@ def rand(rng, shape, dtype):
 
 # Sizes around the tiles: AVX-512 VNNI 8 x 32 (panels of 16), AVX2 4 x 16, KR = 4, and the
 # driver's row blocks (96) and thread split (multiples of 32).
-MS = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 97]
+MS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 33, 97, 193]
 NS = [1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65]
 KS = [1, 2, 3, 4, 5, 7, 8, 63, 64, 65, 300]
 
@@ -42,6 +42,19 @@ def test_tile_remainders(isa, rng, da, db):
             za, zb = rand(rng, (), da), rand(rng, (n,), db)
             got = qc.matmul_integer(a, b, za, zb)
             assert_equal_exact(got, ref_matmul(a, b, za, zb), f"{isa} m={m} k={k} n={n}")
+
+
+def test_every_remainder(isa, rng):
+    # every M remainder of the 8- and 4-row tiles (and the 2x96 row blocks' 1..17 tail), every
+    # N remainder of the 32- and 16-column tiles, K cycling through every remainder of 4
+    for m in range(1, 18):
+        for n in range(1, 66):
+            k = 1 + (3 * m + n) % 11
+            da, db = COMBOS[(m + n) % 4]
+            a, b = rand(rng, (m, k), da), rand(rng, (k, n), db)
+            za, zb = rand(rng, (m,), da), rand(rng, (), db)
+            assert_equal_exact(qc.matmul_integer(a, b, za, zb), ref_matmul(a, b, za, zb),
+                               f"{isa} m={m} k={k} n={n} {da.__name__}x{db.__name__}")
 
 
 @pytest.mark.parametrize("da,db", COMBOS)
@@ -168,15 +181,15 @@ def test_thread_count_does_not_change_results(rng):
 # ---- PackedMatrix ----
 
 def test_pack_matrix_properties_and_memory(rng):
-    for k, n in [(2048, 2048), (768, 3072), (3, 5), (1, 1)]:
+    for k, n in [(2048, 2048), (768, 3072), (1000, 17), (333, 100), (3, 5), (1, 1)]:
         b = rand(rng, (k, n), np.int8)
         p = qc.pack_matrix(b)
         assert p.shape == (k, n) and p.dtype == np.int8
         assert p.variant == qc.cpu_info()["kernels"]["gemm"]
-        assert p.data_nbytes == -(-k // 4) * 4 * (-(-n // 16) * 16)
+        assert p.data_nbytes == -(-k // 4) * 4 * n + 64   # K padded to 4, 64 bytes of slack
         assert p.nbytes == p.data_nbytes + 4 * (-(-n // 16) * 16)
-        if k * n >= 1 << 20:
-            assert p.nbytes <= k * n * 1.1 + 4 * n
+        if k >= 40:
+            assert p.data_nbytes <= k * n * 1.1 + 64
         assert "PackedMatrix" in repr(p)
 
 
@@ -340,3 +353,51 @@ def test_onnx_qlinear_matmul(isa, rng, da, db, dy):
                            "y_scale", "y_zero_point"])
         got = qc.qlinear_matmul(a, a_s, za, b, b_s, zb, y_s, zy)
         assert_equal_exact(got, want, f"{isa} onnx QLinearMatMul m={m} k={k} n={n}")
+
+
+# ---- out= and concurrent callers ----
+
+def test_out_argument(rng):
+    a, b = rand(rng, (6, 30), np.uint8), rand(rng, (30, 20), np.int8)
+    out = np.empty((6, 20), np.int32)
+    r = qc.matmul_integer(a, b, np.uint8(4), out=out)
+    assert r is out
+    assert_equal_exact(out, ref_matmul(a, b, 4), "out=")
+    y = np.empty((6, 20), np.uint8)
+    r = qc.qlinear_matmul(a, 0.1, np.uint8(4), b, 0.2, np.int8(0), 0.5, np.uint8(9), out=y)
+    assert r is y
+    assert_equal_exact(y, ref_qlinear(a, 0.1, 4, b, 0.2, 0, 0.5, np.uint8(9)), "qlinear out=")
+    with pytest.raises(ValueError, match=r"out: expected shape \(6, 20\)"):
+        qc.matmul_integer(a, b, out=np.empty((6, 21), np.int32))
+    with pytest.raises(ValueError, match="out: expected dtype int32"):
+        qc.matmul_integer(a, b, out=np.empty((6, 20), np.int64))
+    with pytest.raises(ValueError, match="out: expected a writable"):
+        qc.matmul_integer(a, b, out=np.empty((20, 6), np.int32).T)
+    with pytest.raises(ValueError, match="out: expected dtype uint8"):
+        qc.qlinear_matmul(a, 0.1, np.uint8(4), b, 0.2, np.int8(0), 0.5, np.uint8(9),
+                          out=np.empty((6, 20), np.int8))
+
+
+def test_concurrent_python_threads(rng):
+    import threading
+    a, b = rand(rng, (64, 500), np.int8), rand(rng, (500, 300), np.uint8)
+    p = qc.pack_matrix(b)
+    want = ref_matmul(a, b, -3, 200)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(5):
+                got = qc.matmul_integer(a, p, np.int8(-3), np.uint8(200))
+                if not np.array_equal(got, want):
+                    errors.append("mismatch")
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(e))
+
+    with num_threads(2):
+        ts = [threading.Thread(target=work) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    assert not errors, errors

@@ -223,3 +223,15 @@ def test_requantize_float_bad_input():
         qc.requantize(acc, 0.1, 300, "uint8")
     with pytest.raises(TypeError, match="acc"):
         qc.requantize(acc.astype(np.int8), 0.1, 0)
+
+
+def test_requantize_out_argument():
+    acc = np.arange(-5, 5, dtype=np.int32)
+    out = np.empty(10, np.uint8)
+    assert qc.requantize(acc, 0.5, 10, "uint8", out=out) is out
+    assert_equal_exact(out, ref_requantize(acc, 0.5, 10, np.uint8), "requantize out=")
+    out8 = np.empty(10, np.int8)
+    assert qc.requantize_fixed(acc, 2**30, 0, 1, out=out8) is out8
+    assert_equal_exact(out8, ref_requantize_fixed(acc, 2**30, 0, 1, np.int8), "fixed out=")
+    with pytest.raises(ValueError, match="out: expected dtype int8"):
+        qc.requantize_fixed(acc, 2**30, 0, 1, out=out)

@@ -44,63 +44,73 @@ QC_INLINE void store_row(const qc_gemm_tile *t, int r, int p, __m512i acc, __mma
     _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask, _mm512_cvtepi32_epi8(q));
 }
 
+/* acc += dot4(u8 a, s8 b) per int32 lane. Inline asm rather than _mm512_dpbusd_epi32: GCC 12
+ * copies every accumulator through a spare register (and spills) around the intrinsic,
+ * halving the kernel's speed; "+v" keeps each accumulator in place. */
+#define QC_DPBUSD(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+
 QC_INLINE int32_t load4(const uint8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
     return v;
 }
 
-/* MR rows x NP panels; MR and NP are compile-time constants at each call site below. For
- * MR == 1 the k loop is split over two accumulator sets (even/odd groups) so the vpdpbusd
- * dependency chains overlap (GEMV is otherwise latency bound). */
+/* MR rows x NP panels; MR and NP are compile-time constants at each call site below, so the
+ * `if (MR > r)` guards vanish. Accumulators are named variables (an array of __m512i makes GCC
+ * shuffle and spill them). For MR == 1 the k loop alternates two accumulator sets (even/odd
+ * groups) so the vpdpbusd dependency chains overlap (GEMV is otherwise latency bound). */
+#define QC_ACC_DECL(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = _mm512_setzero_si512();
+#define QC_ACC_STEP(r)                                                        \
+    if (MR > r) {                                                             \
+        const __m512i av = _mm512_set1_epi32(load4(a + r * kp + 4 * g));      \
+        QC_DPBUSD(c##r##0, av, bv0);                                          \
+        if (NP == 2) QC_DPBUSD(c##r##1, av, bv1);                             \
+    }
+#define QC_ACC_STORE(r)                                                       \
+    if (MR > r) {                                                             \
+        store_row(t, r, 0, c##r##0, m0);                                      \
+        if (NP == 2) store_row(t, r, 1, c##r##1, m1);                         \
+    }
+
 QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int nc) {
     const int64_t kp = t->kp, groups = kp / 4;
     const int8_t *b0 = t->b, *b1 = t->b + kp * QC_GEMM_NR;
+    /* group strides and load masks: 64 bytes, or 4 * width for a narrow last panel */
+    const int64_t s0 = 4 * t->pw0, s1 = 4 * t->pw1;
+    const __mmask64 k0 = t->pw0 == 16 ? ~(__mmask64)0 : (((__mmask64)1 << s0) - 1);
+    const __mmask64 k1 = t->pw1 == 16 ? ~(__mmask64)0 : (((__mmask64)1 << s1) - 1);
     const uint8_t *a = t->a;
-    __m512i acc[8][2], acc2[2];
-#pragma GCC unroll 8
-    for (int r = 0; r < 8; r++) {
-        acc[r][0] = _mm512_setzero_si512();
-        acc[r][1] = _mm512_setzero_si512();
-    }
-    acc2[0] = acc2[1] = _mm512_setzero_si512();
+    QC_ACC_DECL(0) QC_ACC_DECL(1) QC_ACC_DECL(2) QC_ACC_DECL(3)
+    QC_ACC_DECL(4) QC_ACC_DECL(5) QC_ACC_DECL(6) QC_ACC_DECL(7)
     int64_t g = 0;
     if (MR == 1) {
+        __m512i e0 = _mm512_setzero_si512(), e1 = _mm512_setzero_si512();
         for (; g + 2 <= groups; g += 2) {
             const __m512i av0 = _mm512_set1_epi32(load4(a + 4 * g));
             const __m512i av1 = _mm512_set1_epi32(load4(a + 4 * g + 4));
-            acc[0][0] = _mm512_dpbusd_epi32(acc[0][0], av0, _mm512_loadu_si512(b0 + 64 * g));
-            acc2[0] = _mm512_dpbusd_epi32(acc2[0], av1, _mm512_loadu_si512(b0 + 64 * g + 64));
+            QC_DPBUSD(c00, av0, _mm512_maskz_loadu_epi8(k0, b0 + s0 * g));
+            QC_DPBUSD(e0, av1, _mm512_maskz_loadu_epi8(k0, b0 + s0 * g + s0));
             if (NP == 2) {
-                acc[0][1] = _mm512_dpbusd_epi32(acc[0][1], av0, _mm512_loadu_si512(b1 + 64 * g));
-                acc2[1] =
-                    _mm512_dpbusd_epi32(acc2[1], av1, _mm512_loadu_si512(b1 + 64 * g + 64));
+                QC_DPBUSD(c01, av0, _mm512_maskz_loadu_epi8(k1, b1 + s1 * g));
+                QC_DPBUSD(e1, av1, _mm512_maskz_loadu_epi8(k1, b1 + s1 * g + s1));
             }
         }
+        c00 = _mm512_add_epi32(c00, e0);
+        c01 = _mm512_add_epi32(c01, e1);
     }
     for (; g < groups; g++) {
-        const __m512i bv0 = _mm512_loadu_si512(b0 + 64 * g);
-        const __m512i bv1 = NP == 2 ? _mm512_loadu_si512(b1 + 64 * g) : _mm512_setzero_si512();
-#pragma GCC unroll 8
-        for (int r = 0; r < MR; r++) {
-            const __m512i av = _mm512_set1_epi32(load4(a + r * kp + 4 * g));
-            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, bv0);
-            if (NP == 2) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, bv1);
-        }
-    }
-    if (MR == 1) {
-        acc[0][0] = _mm512_add_epi32(acc[0][0], acc2[0]);
-        acc[0][1] = _mm512_add_epi32(acc[0][1], acc2[1]);
+        const __m512i bv0 = _mm512_maskz_loadu_epi8(k0, b0 + s0 * g);
+        const __m512i bv1 =
+            NP == 2 ? _mm512_maskz_loadu_epi8(k1, b1 + s1 * g) : _mm512_setzero_si512();
+        QC_ACC_STEP(0) QC_ACC_STEP(1) QC_ACC_STEP(2) QC_ACC_STEP(3)
+        QC_ACC_STEP(4) QC_ACC_STEP(5) QC_ACC_STEP(6) QC_ACC_STEP(7)
     }
     const __mmask16 m0 = nc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nc) - 1);
     const __mmask16 m1 = nc >= 32 ? (__mmask16)0xFFFF
                          : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1)
                                    : (__mmask16)0;
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; r++) {
-        store_row(t, r, 0, acc[r][0], m0);
-        if (NP == 2) store_row(t, r, 1, acc[r][1], m1);
-    }
+    QC_ACC_STORE(0) QC_ACC_STORE(1) QC_ACC_STORE(2) QC_ACC_STORE(3)
+    QC_ACC_STORE(4) QC_ACC_STORE(5) QC_ACC_STORE(6) QC_ACC_STORE(7)
 }
 
 #define QC_TILE_CASES(NP)                      \
@@ -123,5 +133,5 @@ static void tile_avx512vnni(const qc_gemm_tile *t, int mr, int nc) {
     }
 }
 
-const qc_gemm_kernels qc_gemm_kernels_avx512vnni = {"avx512vnni", 8, 32, tile_avx512vnni};
+const qc_gemm_kernels qc_gemm_kernels_avx512vnni = {"avx512vnni", 8, 32, 0, tile_avx512vnni};
 #endif

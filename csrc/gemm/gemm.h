@@ -29,12 +29,14 @@
  *
  * Packed B layout
  * ---------------
- * K is padded to kp (multiple of QC_GEMM_KR = 4) and N to np (multiple of QC_GEMM_NR = 16),
- * padding filled with 0 (contributes nothing). Panel p holds columns [16p, 16p + 16) as
- * kp/4 groups of 64 bytes; in group g, column c's bytes b'[4g .. 4g+3][16p + c] sit at
- * offset 4c. A panel is contiguous (kp * 16 bytes), panel p starts at data + p * kp * 16.
- * One 64-byte group is one zmm operand of vpdpbusd. The layout is the same for every kernel
- * variant (scalar, AVX2, AVX-512 VNNI).
+ * K is padded to kp (multiple of QC_GEMM_KR = 4) with zeros (which contribute nothing).
+ * Panel p holds columns [16p, 16p + w) with w = min(16, n - 16p) (only the last panel can be
+ * narrower) as kp/4 groups of 4w bytes; in group g, column c's bytes b'[4g .. 4g+3][16p + c]
+ * sit at offset 4c. A panel is contiguous (kp * w bytes), panel p starts at data + p * kp * 16.
+ * A full group (64 bytes) is one zmm operand of vpdpbusd; a narrow last panel is read with
+ * masked loads (AVX-512) or over-reads into the 64 bytes of slack after the data (AVX2; the
+ * extra lanes are never stored). So the data is round_up(k, 4) * n bytes plus 64, whatever
+ * n is. The layout is the same for every kernel variant (scalar, AVX2, AVX-512 VNNI).
  */
 
 #define QC_GEMM_KR 4
@@ -42,13 +44,19 @@
 
 typedef struct {
     int64_t k, n;     /* logical shape of B (K x N) */
-    int64_t kp, np;   /* padded: kp = round_up(k, 4), np = round_up(n, 16) */
+    int64_t kp, np;   /* kp = round_up(k, 4); np = round_up(n, 16) (column sums, panels) */
     int b_signed;     /* 1: B was int8; 0: B was uint8 (data holds b - 128) */
     const int8_t *data;    /* qc_gemm_pack_b_size(k, n) bytes, layout above */
     const int32_t *colsum; /* np entries: sum over k of b' (0 in the padding) */
 } qc_gemm_b;
 
-/* Bytes of packed data for a K x N matrix (colsum needs round_up(n, 16) int32 more). */
+/* Width of panel p (16, or n % 16 for a narrow last panel). */
+static inline int qc_gemm_panel_width(int64_t n, int64_t p) {
+    return (int)(n - 16 * p < 16 ? n - 16 * p : 16);
+}
+
+/* Bytes of packed data for a K x N matrix, slack included (colsum needs round_up(n, 16)
+ * int32 more). */
 size_t qc_gemm_pack_b_size(int64_t k, int64_t n);
 
 /* Pack B (K x N, element (k, n) at b + k * row_stride + n * col_stride, strides in bytes,

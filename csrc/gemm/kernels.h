@@ -11,10 +11,14 @@
  * pads them), so kernels load full vectors; only C stores are masked to nc columns. */
 typedef struct {
     int64_t kp;
-    const uint8_t *a;      /* row r: a + r * kp, values a' (u8), zero-padded to kp */
+    const uint8_t *a;      /* row r: a + r * kp, values a' (u8), zero-padded to kp; with
+                            * a16 the same values as uint16 (row r at a16 + r * kp) */
+    const uint16_t *a16;
     const int32_t *rsum;   /* per row: rowsum(a') */
     const int32_t *zap;    /* per row: za' */
     const int8_t *b;       /* panel holding column j0; the next panel is kp * 16 bytes on */
+    int pw0, pw1;          /* widths of those two panels (16, or narrower: the last panel of
+                            * B; group stride 4 * width); pw1 = 0 when B has no next panel */
     const int32_t *zbp;    /* per column: zb' */
     const int32_t *bcorr;  /* per column: colsum(b') - K * zb' */
     const int32_t *cterm;  /* per column: bias (0 without bias) */
@@ -30,6 +34,7 @@ struct qc_gemm_kernels {
     const char *name;
     int mr;  /* most rows per tile call */
     int nr;  /* most columns per tile call (multiple of QC_GEMM_NR) */
+    int a16; /* 1: the kernel reads A widened to uint16 (tile.a16), else u8 (tile.a) */
     void (*tile)(const qc_gemm_tile *t, int mr, int nc);
 };
 

@@ -209,10 +209,21 @@ static PyTypeObject PackedMatrixType = {
     .tp_getset = packed_getset,
 };
 
-/* An int8/uint8 2-D array packed (GIL released). New reference or NULL. */
+/* An int8/uint8 2-D array packed (GIL released), read through its strides (no copy, so a
+ * transposed weight W.T packs directly). New reference or NULL. */
 static PackedMatrixObject *pack_array(PyObject *bobj, const char *arg) {
-    PyArrayObject *b = qc_int_array(bobj, arg, S8_U8);
-    if (!b) return NULL;
+    PyArrayObject *b = (PyArrayObject *)PyArray_FROM_O(bobj);
+    if (!b) {
+        PyErr_Clear();
+        qc_type_error("%s: expected an int8 or uint8 array, got %s", arg, Py_TYPE(bobj)->tp_name);
+        return NULL;
+    }
+    if (PyArray_TYPE(b) != NPY_INT8 && PyArray_TYPE(b) != NPY_UINT8) {
+        qc_type_error("%s: expected an array of int8 or uint8, got %s", arg,
+                      PyArray_TYPE(b) == NPY_OBJECT ? "object" : PyArray_DESCR(b)->typeobj->tp_name);
+        Py_DECREF(b);
+        return NULL;
+    }
     if (PyArray_NDIM(b) != 2) {
         qc_value_error("%s: expected a 2-D (K, N) matrix, got %d dimensions", arg,
                        PyArray_NDIM(b));
@@ -408,10 +419,10 @@ static int run_gemm(const qc_gemm_args *g) {
 
 static PyObject *py_matmul_integer(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
-    static char *kwlist[] = {"a", "b", "a_zero_point", "b_zero_point", NULL};
-    PyObject *aobj, *bobj, *azo = Py_None, *bzo = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OO:matmul_integer", kwlist, &aobj, &bobj,
-                                     &azo, &bzo))
+    static char *kwlist[] = {"a", "b", "a_zero_point", "b_zero_point", "out", NULL};
+    PyObject *aobj, *bobj, *azo = Py_None, *bzo = Py_None, *outo = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OO$O:matmul_integer", kwlist, &aobj, &bobj,
+                                     &azo, &bzo, &outo))
         return NULL;
     PyObject *result = NULL;
     qc_a_operand a = {0};
@@ -422,7 +433,7 @@ static PyObject *py_matmul_integer(PyObject *self, PyObject *args, PyObject *kw)
     if (parse_zp(azo, "a_zero_point", a.typenum, a.m, "one per row of a", &azp) < 0) goto done;
     if (expand_rows(&azp, a.rows, a.m) < 0) goto done;
     if (resolve_b_zp(p, bzo, &bzp) < 0) goto done;
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(a.ndim_out, a.shape_out, NPY_INT32);
+    PyArrayObject *out = qc_output(outo, "out", a.ndim_out, a.shape_out, NPY_INT32);
     if (!out) goto done;
     qc_gemm_args g;
     fill_args(&g, &a, p, &azp, &bzp);
@@ -444,11 +455,12 @@ done:
 static PyObject *py_qlinear_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     static char *kwlist[] = {"a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point",
-                             "y_scale", "y_zero_point", "bias", "relu", NULL};
-    PyObject *aobj, *aso, *azo, *bobj, *bso, *bzo, *yso, *yzo, *biaso = Py_None;
+                             "y_scale", "y_zero_point", "bias", "relu", "out", NULL};
+    PyObject *aobj, *aso, *azo, *bobj, *bso, *bzo, *yso, *yzo, *biaso = Py_None, *outo = Py_None;
     int relu = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOO|$Op:qlinear_matmul", kwlist, &aobj,
-                                     &aso, &azo, &bobj, &bso, &bzo, &yso, &yzo, &biaso, &relu))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOO|$OpO:qlinear_matmul", kwlist, &aobj,
+                                     &aso, &azo, &bobj, &bso, &bzo, &yso, &yzo, &biaso, &relu,
+                                     &outo))
         return NULL;
     PyObject *result = NULL;
     qc_a_operand a = {0};
@@ -505,7 +517,7 @@ static PyObject *py_qlinear_matmul(PyObject *self, PyObject *args, PyObject *kw)
         const float ab = as.f[0] * bs.f[j];
         mult[j] = ab / ys.f[0];
     }
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(a.ndim_out, a.shape_out, ytype);
+    PyArrayObject *out = qc_output(outo, "out", a.ndim_out, a.shape_out, ytype);
     if (!out) goto done;
     qc_gemm_args g;
     fill_args(&g, &a, p, &azp, &bzp);
@@ -541,9 +553,9 @@ done:
 
 static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *xobj, *pobj, *wso, *biaso;
-    if (!PyArg_ParseTuple(args, "OO!OO:_linear_forward", &xobj, &PackedMatrixType, &pobj, &wso,
-                          &biaso))
+    PyObject *xobj, *pobj, *wso, *biaso, *outo = Py_None;
+    if (!PyArg_ParseTuple(args, "OO!OO|O:_linear_forward", &xobj, &PackedMatrixType, &pobj, &wso,
+                          &biaso, &outo))
         return NULL;
     PyObject *result = NULL;
     PyArrayObject *x = NULL, *ws = NULL, *fb = NULL, *out = NULL;
@@ -571,7 +583,7 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
     npy_intp shape[NPY_MAXDIMS];
     for (int i = 0; i < nd - 1; i++) shape[i] = PyArray_DIM(x, i);
     shape[nd - 1] = (npy_intp)p->b.n;
-    out = (PyArrayObject *)PyArray_SimpleNew(nd, shape, NPY_FLOAT32);
+    out = qc_output(outo, "out", nd, shape, NPY_FLOAT32);
     if (!out) goto done;
     if (PyArray_SIZE(out) == 0) {
         result = (PyObject *)out;
@@ -704,7 +716,8 @@ typedef struct {
     size_t outer, channels, inner;
 } rq_setup;
 
-static int requant_setup(PyObject *acco, PyObject *dto, PyObject *axo, rq_setup *s) {
+static int requant_setup(PyObject *acco, PyObject *dto, PyObject *axo, PyObject *outo,
+                         rq_setup *s) {
     memset(s, 0, sizeof *s);
     int typenum;
     if (qc_parse_int_dtype(dto, "dtype", S8_U8, &typenum) < 0) return -1;
@@ -723,7 +736,7 @@ static int requant_setup(PyObject *acco, PyObject *dto, PyObject *axo, rq_setup 
         for (int i = axis + 1; i < nd; i++) s->inner *= (size_t)PyArray_DIM(s->acc, i);
     }
     s->out_signed = typenum == NPY_INT8;
-    s->out = (PyArrayObject *)PyArray_SimpleNew(nd, PyArray_DIMS(s->acc), typenum);
+    s->out = qc_output(outo, "out", nd, PyArray_DIMS(s->acc), typenum);
     return s->out ? 0 : -1;
 }
 
@@ -777,17 +790,18 @@ static int int_params(PyObject *obj, const char *arg, size_t channels, int has_a
 
 static PyObject *py_requantize_fixed(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
-    static char *kwlist[] = {"acc", "multiplier", "shift", "zero_point", "dtype", "axis", NULL};
-    PyObject *acco, *mo, *so, *zo, *dto = NULL, *axo = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|O$O:requantize_fixed", kwlist, &acco, &mo,
-                                     &so, &zo, &dto, &axo))
+    static char *kwlist[] = {"acc", "multiplier", "shift", "zero_point", "dtype", "axis", "out",
+                             NULL};
+    PyObject *acco, *mo, *so, *zo, *dto = NULL, *axo = Py_None, *outo = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|O$OO:requantize_fixed", kwlist, &acco, &mo,
+                                     &so, &zo, &dto, &axo, &outo))
         return NULL;
     PyObject *dflt = NULL;
     if (!dto) dto = dflt = PyUnicode_FromString("int8");
     rq_setup s;
     qc_param m = {0}, sh = {0}, z = {0};
     PyObject *result = NULL;
-    if (requant_setup(acco, dto, axo, &s) < 0) goto done;
+    if (requant_setup(acco, dto, axo, outo, &s) < 0) goto done;
     const int64_t zlo = s.out_signed ? -128 : 0, zhi = s.out_signed ? 127 : 255;
     if (int_params(mo, "multiplier", s.channels, s.has_axis, INT32_MIN, INT32_MAX, &m) < 0)
         goto done;
@@ -816,17 +830,17 @@ done:
 
 static PyObject *py_requantize(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
-    static char *kwlist[] = {"acc", "scale", "zero_point", "dtype", "axis", NULL};
-    PyObject *acco, *sco, *zo, *dto = NULL, *axo = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|O$O:requantize", kwlist, &acco, &sco, &zo,
-                                     &dto, &axo))
+    static char *kwlist[] = {"acc", "scale", "zero_point", "dtype", "axis", "out", NULL};
+    PyObject *acco, *sco, *zo, *dto = NULL, *axo = Py_None, *outo = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|O$OO:requantize", kwlist, &acco, &sco, &zo,
+                                     &dto, &axo, &outo))
         return NULL;
     PyObject *dflt = NULL;
     if (!dto) dto = dflt = PyUnicode_FromString("int8");
     rq_setup s;
     qc_param sc = {0}, z = {0};
     PyObject *result = NULL;
-    if (requant_setup(acco, dto, axo, &s) < 0) goto done;
+    if (requant_setup(acco, dto, axo, outo, &s) < 0) goto done;
     const int64_t zlo = s.out_signed ? -128 : 0, zhi = s.out_signed ? 127 : 255;
     if (parse_scale(sco, "scale", s.has_axis ? (npy_intp)s.channels : -1,
                     "one per channel along axis", &sc) < 0)
