@@ -185,7 +185,7 @@ def main(argv=None):
     layers = [l for l in LAYERS if l[0] in QUICK] if args.quick else LAYERS
     batches = [1] if args.quick else [1, 8]
     repeats = 3 if args.quick else 7
-    shape = (8, 64, 112, 112) if not args.quick else (4, 64, 56, 56)
+    shape = (16, 64, 256, 256) if not args.quick else (4, 64, 112, 112)
     print(f"# quantc {qc.cpu_info()['kernels']}")
     print(f"# BLAS: {blas_info()}")
     print(f"# torch: {torch.__version__ if torch else 'not installed'}; onnxruntime: "

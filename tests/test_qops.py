@@ -290,3 +290,16 @@ def test_qops_family_registered():
     names = [v[0] for v in info["variants"]["qops"]]
     assert names[-1] == "qops__scalar"
     assert info["kernels"]["qops"] in names
+
+
+def test_qlinear_concat_chunks_across_inputs(isa):
+    # output rows of 150000 bytes are split into 65536-byte tasks; the input boundary at 90000
+    # falls inside the second chunk
+    rng = np.random.default_rng(12)
+    inputs = [(rand_q(rng, (2, 3, 200, 150), np.uint8), 0.1, 128),
+              (rand_q(rng, (2, 2, 200, 150), np.int8), 0.3, 0)]
+    want = ref_concat(inputs, 0.2, np.uint8(128), np.uint8, 1)
+    for t in (1, 2):
+        with num_threads(t):
+            got = qc.qlinear_concat(inputs, 0.2, np.uint8(128), axis=1)
+        assert_equal_exact(got, want, f"{isa} t={t}")

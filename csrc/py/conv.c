@@ -619,18 +619,25 @@ typedef struct {
     const qc_qops_impl *ops;
     concat_part *parts;
     size_t nparts, outer, row; /* output row = sum of parts' inner */
+    size_t nchunks;            /* QC_CHUNK pieces per output row */
     char *y;
     int sy;
 } concat_ctx;
 
-static void concat_task(void *vctx, size_t o) {
+/* Task t: output row o = t / nchunks, bytes [r0, r1) of it (chunks of QC_CHUNK), each input
+ * contributing the part of its slice that falls inside. */
+static void concat_task(void *vctx, size_t t) {
     concat_ctx *c = vctx;
+    const size_t o = t / c->nchunks, r0 = t % c->nchunks * QC_CHUNK;
+    const size_t r1 = QC_MIN(c->row, r0 + QC_CHUNK);
     for (size_t k = 0; k < c->nparts; k++) {
         const concat_part *p = &c->parts[k];
-        const char *src = p->x + o * p->inner;
-        char *dst = c->y + o * c->row + p->offset;
-        if (p->copy) memcpy(dst, src, p->inner);
-        else c->ops->requant(src, p->sx, dst, c->sy, p->inner, &p->p);
+        const size_t b0 = QC_MAX(r0, p->offset), b1 = QC_MIN(r1, p->offset + p->inner);
+        if (b0 >= b1) continue;
+        const char *src = p->x + o * p->inner + (b0 - p->offset);
+        char *dst = c->y + o * c->row + b0;
+        if (p->copy) memcpy(dst, src, b1 - b0);
+        else c->ops->requant(src, p->sx, dst, c->sy, b1 - b0, &p->p);
     }
 }
 
@@ -746,10 +753,11 @@ static PyObject *py_qlinear_concat(PyObject *self, PyObject *args) {
     y = qc_output(out, "out", ndim, shape, yt);
     if (!y) goto done;
     concat_ctx c = {(const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl, parts,
-                    (size_t)n, outer, row, PyArray_DATA(y), yt == NPY_INT8};
+                    (size_t)n, outer, row, (row + QC_CHUNK - 1) / QC_CHUNK, PyArray_DATA(y),
+                    yt == NPY_INT8};
     if (outer && row) {
         Py_BEGIN_ALLOW_THREADS
-        qc_parallel_for(outer, concat_task, &c);
+        qc_parallel_for(outer * c.nchunks, concat_task, &c);
         Py_END_ALLOW_THREADS
     }
     result = (PyObject *)y;
