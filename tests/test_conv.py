@@ -74,6 +74,7 @@ CASES = [
     (2, 3, 40, 45, 3, 3, 2, 1, (1, 1, 1, 1), 3),   # depthwise, planes past the SIMD width
     (1, 2, 33, 35, 4, 5, 1, 1, (2, 2, 2, 2), 2),   # depthwise 5x5, multiplier 2, long rows
     (1, 2, 20, 21, 2, 7, 3, 1, (3, 2, 1, 3), 2),   # depthwise 7x7 (25 tap pairs), stride 3
+    (1, 2, 12, 13, 2, 9, 1, 1, (4, 4, 4, 4), 2),   # depthwise 9x9: generic kernel (> 32 pairs)
     (1, 4, 9, 10, 5, 5, 2, 1, (2, 2, 1, 1), 1),
     (1, 2, 10, 9, 3, 7, 1, 1, (3, 3, 3, 3), 1),
     (1, 4, 9, 9, 4, 7, 2, 1, (0, 3, 1, 2), 2),
