@@ -321,6 +321,58 @@ QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _m
 QC_DEF_AVGPOOL512(uint8_t, _mm512_cvtepu8_epi32, avgpool_u8_avx512)
 QC_DEF_AVGPOOL512(int8_t, _mm512_cvtepi8_epi32, avgpool_s8_avx512)
 
+/* ---- depthwise sub-plane fill (layout in qops.h): rows converted to int16 minus xzp with
+ * masked 64-byte steps; stride 2 splits even/odd columns through 16-bit lanes ---- */
+
+#define QC_DEF_DWPACK512(T, CVT, EVEN16, ODD16, NAME)                                         \
+    static void NAME(const T *x, int32_t xzp, const qc_win2d *g, const qc_dw_geom *d,         \
+                     int16_t *xs) {                                                           \
+        const size_t H = g->H, W = g->W, sh = (size_t)g->sh, sw = (size_t)g->sw;              \
+        if (sw > 2) {                                                                         \
+            QC_QOPS_NAME(dw_pack)(x, (T)-1 < 0, xzp, g, d, xs);                               \
+            return;                                                                           \
+        }                                                                                     \
+        memset(xs, 0, (sh * sw * d->plane_stride + QC_DW_SLACK) * sizeof(int16_t));           \
+        const __m512i z = _mm512_set1_epi16((int16_t)xzp);                                    \
+        const size_t pl = (size_t)g->pl;                                                      \
+        size_t ry = (size_t)g->pt / sh, py = (size_t)g->pt % sh;                              \
+        for (size_t iy = 0; iy < H; iy++) {                                                   \
+            const T *src = x + iy * W;                                                        \
+            int16_t *drow = xs + py * sw * d->plane_stride + ry * d->PWs;                     \
+            if (sw == 1) {                                                                    \
+                int16_t *dst = drow + pl;                                                     \
+                for (size_t i = 0; i < W; i += 32) {                                          \
+                    const __mmask32 k = (__mmask32)tail64(QC_MIN((size_t)32, W - i));         \
+                    __m512i v = CVT(_mm256_maskz_loadu_epi8(k, src + i));                     \
+                    _mm512_mask_storeu_epi16(dst + i, k, _mm512_sub_epi16(v, z));             \
+                }                                                                             \
+            } else {                                                                          \
+                /* input column 2j goes to phase pl % 2 at j + pl / 2, column 2j + 1 to phase \
+                 * (pl + 1) % 2 at j + (pl + 1) / 2 */                                        \
+                int16_t *de = drow + (pl % 2) * d->plane_stride + pl / 2;                     \
+                int16_t *dodd = drow + ((pl + 1) % 2) * d->plane_stride + (pl + 1) / 2;       \
+                for (size_t i = 0; i < W; i += 64) {                                          \
+                    const size_t rem = QC_MIN((size_t)64, W - i);                             \
+                    __m512i v = _mm512_maskz_loadu_epi8(tail64(rem), src + i);                \
+                    __m512i e = _mm512_sub_epi16(EVEN16(v), z);                               \
+                    __m512i o = _mm512_sub_epi16(ODD16(v), z);                                \
+                    _mm512_mask_storeu_epi16(de + i / 2, (__mmask32)tail64((rem + 1) / 2), e); \
+                    _mm512_mask_storeu_epi16(dodd + i / 2, (__mmask32)tail64(rem / 2), o);    \
+                }                                                                             \
+            }                                                                                 \
+            if (++py == sh) py = 0, ry++;                                                     \
+        }                                                                                     \
+    }
+
+QC_DEF_DWPACK512(uint8_t, _mm512_cvtepu8_epi16, QC_EVEN_U16, QC_ODD_U16, dw_pack_u8_avx512)
+QC_DEF_DWPACK512(int8_t, _mm512_cvtepi8_epi16, QC_EVEN_S16, QC_ODD_S16, dw_pack_s8_avx512)
+
+static void dw_pack_avx512(const void *x, int sx, int32_t xzp, const qc_win2d *g,
+                           const qc_dw_geom *d, int16_t *xs) {
+    if (sx) dw_pack_s8_avx512(x, xzp, g, d, xs);
+    else dw_pack_u8_avx512(x, xzp, g, d, xs);
+}
+
 const qc_qops_impl qc_qops__avx512 = {
     maxpool_s8_avx512,
     maxpool_u8_avx512,
@@ -329,6 +381,6 @@ const qc_qops_impl qc_qops__avx512 = {
     add_avx512,
     requant_avx512,
     requant_f64_avx512,
-    QC_QOPS_NAME(dw_pack),
+    dw_pack_avx512,
     dwconv_avx512,
 };
