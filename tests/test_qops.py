@@ -303,3 +303,22 @@ def test_qlinear_concat_chunks_across_inputs(isa):
         with num_threads(t):
             got = qc.qlinear_concat(inputs, 0.2, np.uint8(128), axis=1)
         assert_equal_exact(got, want, f"{isa} t={t}")
+
+
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_max_pool_matches_onnx_reference(dt):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    rng = np.random.default_rng(13)
+    q = rand_q(rng, (2, 3, 11, 12), dt)
+    ttype = TensorProto.INT8 if dt == np.int8 else TensorProto.UINT8
+    for k, s, p in (((3, 3), (2, 2), (1, 1, 1, 1)), ((2, 3), (1, 2), (0, 1, 1, 2))):
+        node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=list(k), strides=list(s),
+                                pads=list(p))
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", ttype, q.shape)],
+                                  [helper.make_tensor_value_info("y", ttype, None)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        want = ReferenceEvaluator(model).run(None, {"x": q})[0]
+        assert_equal_exact(qc.max_pool2d(q, k, strides=s, pads=p), want, f"{k} {s} {p}")
