@@ -11,6 +11,12 @@ import argparse
 import os
 import sys
 
+# Runs alternate between libraries: a library whose idle threads keep spinning after a call
+# steals the cores from the next one timed. quantc's pool sleeps at once; ask OpenBLAS,
+# torch's OpenMP and ORT's pool (below) to do the same. Set before NumPy loads.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_HERE, os.path.dirname(_HERE)]  # _util, and quantc built in place
 import _util  # noqa: E402  (first: fixes the float baseline's BLAS environment)
@@ -82,6 +88,7 @@ def ort_session(x, w, xs, xzp, ws, wzp, ys, yzp, bias, stride, pad, group, nthre
     so = ort.SessionOptions()
     so.intra_op_num_threads = nthreads
     so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(model.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
     return lambda: sess.run(None, {"x": x})
