@@ -49,4 +49,166 @@ static void dwconv_avx2(const int16_t *xs, const qc_dw_geom *d, const int16_t *w
     QC_QOPS_NAME(dw_store)(acc, g, d, p, y32, y, sy);
 }
 
-QC_QOPS_TABLE(qc_qops__avx2)
+/* ---- element-wise: 16 elements per step, scalar tails (the same formula element by element) */
+
+QC_INLINE __m256i load8_i32(const void *p, int is_signed) {
+    const __m128i v = _mm_loadl_epi64((const __m128i *)p);
+    return is_signed ? _mm256_cvtepi8_epi32(v) : _mm256_cvtepu8_epi32(v);
+}
+
+/* clamp to [lo, hi], round to nearest even, add the zero point; two halves narrowed to 16
+ * bytes (in range already, so the saturating packs do not change values) */
+QC_INLINE __m256i round8(__m256 v, __m256 lo, __m256 hi, __m256i yzp) {
+    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm256_add_epi32(_mm256_cvttps_epi32(v), yzp);
+}
+
+QC_INLINE void store16(void *y, int sy, __m256i r0, __m256i r1) {
+    __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(r0, r1), 0xD8);
+    __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+    _mm_storeu_si128((__m128i *)y, sy ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi));
+}
+
+static void add_avx2(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
+                     const qc_add_params *p) {
+    const __m256i azp = _mm256_set1_epi32(p->azp), bzp = _mm256_set1_epi32(p->bzp);
+    const __m256i yzp = _mm256_set1_epi32(p->yzp);
+    const __m256 ma = _mm256_set1_ps(p->ma), mb = _mm256_set1_ps(p->mb);
+    const __m256 lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
+    const int8_t *pa = a, *pb = b;
+    int8_t *py = y;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i r[2];
+        for (int h = 0; h < 2; h++) {
+            __m256 va = _mm256_cvtepi32_ps(_mm256_sub_epi32(load8_i32(pa + i + 8 * h, sa), azp));
+            __m256 vb = _mm256_cvtepi32_ps(_mm256_sub_epi32(load8_i32(pb + i + 8 * h, sb), bzp));
+            r[h] = round8(_mm256_add_ps(_mm256_mul_ps(va, ma), _mm256_mul_ps(vb, mb)), lo, hi, yzp);
+        }
+        store16(py + i, sy, r[0], r[1]);
+    }
+    if (i < n) {
+        QC_QOPS_NAME(add)(pa + i, sa, pb + i, sb, py + i, sy, n - i, p);
+    }
+}
+
+static void requant_avx2(const void *x, int sx, void *y, int sy, size_t n, const qc_rq_params *p) {
+    const __m256i zp = _mm256_set1_epi32(p->zp), yzp = _mm256_set1_epi32(p->yzp);
+    const __m256 m = _mm256_set1_ps(p->m), lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
+    const int8_t *px = x;
+    int8_t *py = y;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i r[2];
+        for (int h = 0; h < 2; h++) {
+            __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(load8_i32(px + i + 8 * h, sx), zp));
+            r[h] = round8(_mm256_mul_ps(v, m), lo, hi, yzp);
+        }
+        store16(py + i, sy, r[0], r[1]);
+    }
+    if (i < n) QC_QOPS_NAME(requant)(px + i, sx, py + i, sy, n - i, p);
+}
+
+/* ---- max pooling: vertical maxima of all output rows first (rows of pw in ws, so the
+ * horizontal loads never hit bytes just stored), then the horizontal max; 32 bytes per step,
+ * the last step moved back to end at the row's end (recomputing a few equal values), scalar
+ * only for rows under 32; stride 2 through 16-bit lanes (even/odd bytes of words at ws + 2i + (kx & ~1),
+ * which may read one byte past a row: ws has slack) ---- */
+
+#define QC_DEF_MAXPOOL256(T, TMIN, MAX8, EVEN16, ODD16, MAX16, PACK16, NAME)                  \
+    static void NAME(const T *x, T *y, const qc_win2d *g, T *ws) {                            \
+        const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
+        const int kw = g->kw;                                                                 \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
+            T *wrow = ws + oy * pw;                                                           \
+            for (size_t i = 0; i < (size_t)g->pl; i++) wrow[i] = TMIN;                        \
+            for (size_t i = (size_t)g->pl + W; i < pw; i++) wrow[i] = TMIN;                   \
+            T *row = wrow + g->pl;                                                            \
+            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt, y1 = y0 + g->kh;                    \
+            if (y0 < 0) y0 = 0;                                                               \
+            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
+            size_t i = 0;                                                                     \
+            if (W >= 32) {                                                                    \
+                /* the last step overlaps the previous one: same values written again */     \
+                for (size_t s0 = 0; s0 < W; s0 += 32) {                                       \
+                    const size_t j = s0 + 32 <= W ? s0 : W - 32;                              \
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(x + (size_t)y0 * W + j)); \
+                    for (ptrdiff_t iy = y0 + 1; iy < y1; iy++)                                \
+                        v = MAX8(v, _mm256_loadu_si256((const __m256i *)(x + (size_t)iy * W + j))); \
+                    _mm256_storeu_si256((__m256i *)(row + j), v);                             \
+                }                                                                             \
+                i = W;                                                                        \
+            }                                                                                 \
+            for (; i < W; i++) {                                                              \
+                T m = x[(size_t)y0 * W + i];                                                  \
+                for (ptrdiff_t iy = y0 + 1; iy < y1; iy++) {                                  \
+                    T v = x[(size_t)iy * W + i];                                              \
+                    m = v > m ? v : m;                                                        \
+                }                                                                             \
+                row[i] = m;                                                                   \
+            }                                                                                 \
+        }                                                                                     \
+        const size_t sw = (size_t)g->sw;                                                      \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
+            const T *hrow = ws + oy * pw;                                                     \
+            T *out = y + oy * OW;                                                             \
+            size_t i = 0;                                                                     \
+            if (sw == 1 && OW >= 32) {                                                        \
+                for (size_t s0 = 0; s0 < OW; s0 += 32) {                                      \
+                    const size_t j = s0 + 32 <= OW ? s0 : OW - 32;                            \
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(hrow + j));              \
+                    for (int kx = 1; kx < kw; kx++)                                           \
+                        v = MAX8(v, _mm256_loadu_si256((const __m256i *)(hrow + j + kx)));    \
+                    _mm256_storeu_si256((__m256i *)(out + j), v);                             \
+                }                                                                             \
+                i = OW;                                                                       \
+            } else if (sw == 2 && OW >= 32) {                                                 \
+                for (size_t s0 = 0; s0 < OW; s0 += 32) {                                      \
+                    const size_t j = s0 + 32 <= OW ? s0 : OW - 32;                            \
+                    __m256i r[2];                                                             \
+                    for (int h = 0; h < 2; h++) {                                             \
+                        const T *s = hrow + 2 * (j + 16 * (size_t)h);                         \
+                        __m256i v = EVEN16(_mm256_loadu_si256((const __m256i *)s));           \
+                        for (int kx = 1; kx < kw; kx++) {                                     \
+                            __m256i wv = _mm256_loadu_si256((const __m256i *)(s + (kx & ~1))); \
+                            v = MAX16(v, (kx & 1) ? ODD16(wv) : EVEN16(wv));                  \
+                        }                                                                     \
+                        r[h] = v;                                                             \
+                    }                                                                         \
+                    _mm256_storeu_si256((__m256i *)(out + j),                                 \
+                                        _mm256_permute4x64_epi64(PACK16(r[0], r[1]), 0xD8));  \
+                }                                                                             \
+                i = OW;                                                                       \
+            }                                                                                 \
+            for (; i < OW; i++) {                                                             \
+                T m = hrow[i * sw];                                                           \
+                for (int kx = 1; kx < kw; kx++) {                                             \
+                    T v = hrow[i * sw + (size_t)kx];                                          \
+                    m = v > m ? v : m;                                                        \
+                }                                                                             \
+                out[i] = m;                                                                   \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+#define QC_EVEN_U16(v) _mm256_and_si256((v), _mm256_set1_epi16(0xFF))
+#define QC_ODD_U16(v) _mm256_srli_epi16((v), 8)
+#define QC_EVEN_S16(v) _mm256_srai_epi16(_mm256_slli_epi16((v), 8), 8)
+#define QC_ODD_S16(v) _mm256_srai_epi16((v), 8)
+QC_DEF_MAXPOOL256(uint8_t, 0, _mm256_max_epu8, QC_EVEN_U16, QC_ODD_U16, _mm256_max_epu16,
+                  _mm256_packus_epi16, maxpool_u8_avx2)
+QC_DEF_MAXPOOL256(int8_t, INT8_MIN, _mm256_max_epi8, QC_EVEN_S16, QC_ODD_S16, _mm256_max_epi16,
+                  _mm256_packs_epi16, maxpool_s8_avx2)
+
+const qc_qops_impl qc_qops__avx2 = {
+    maxpool_s8_avx2,
+    maxpool_u8_avx2,
+    QC_QOPS_NAME(avgpool_s8),
+    QC_QOPS_NAME(avgpool_u8),
+    add_avx2,
+    requant_avx2,
+    QC_QOPS_NAME(requant_f64_generic),
+    QC_QOPS_NAME(dw_pack),
+    dwconv_avx2,
+};
