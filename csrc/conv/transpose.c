@@ -1,4 +1,4 @@
-/* Blocked transposes: 16x16 byte tiles with SSE2 unpacks (baseline x86-64), scalar edges. */
+/* Blocked transposes: 16x16 byte and 4x4 int32 tiles with SSE2 unpacks (baseline x86-64). */
 #include "conv/transpose.h"
 
 #ifndef QC_NO_X86
@@ -50,14 +50,37 @@ void qc_transpose_u8(const uint8_t *src, size_t rows, size_t cols, size_t lds, u
     }
 }
 
+#ifndef QC_NO_X86
+/* 4x4 int32: unpack lo/hi at 32 then 64 bits. */
+static void tile4_u32(const uint32_t *src, size_t lds, uint32_t *dst, size_t ldd) {
+    __m128i r0 = _mm_loadu_si128((const __m128i *)src);
+    __m128i r1 = _mm_loadu_si128((const __m128i *)(src + lds));
+    __m128i r2 = _mm_loadu_si128((const __m128i *)(src + 2 * lds));
+    __m128i r3 = _mm_loadu_si128((const __m128i *)(src + 3 * lds));
+    __m128i t0 = _mm_unpacklo_epi32(r0, r1), t1 = _mm_unpackhi_epi32(r0, r1);
+    __m128i t2 = _mm_unpacklo_epi32(r2, r3), t3 = _mm_unpackhi_epi32(r2, r3);
+    _mm_storeu_si128((__m128i *)dst, _mm_unpacklo_epi64(t0, t2));
+    _mm_storeu_si128((__m128i *)(dst + ldd), _mm_unpackhi_epi64(t0, t2));
+    _mm_storeu_si128((__m128i *)(dst + 2 * ldd), _mm_unpacklo_epi64(t1, t3));
+    _mm_storeu_si128((__m128i *)(dst + 3 * ldd), _mm_unpackhi_epi64(t1, t3));
+}
+#endif
+
 void qc_transpose_u32(const uint32_t *src, size_t rows, size_t cols, size_t lds, uint32_t *dst,
                       size_t ldd) {
-    for (size_t r0 = 0; r0 < rows; r0 += 8) {
+    size_t c0 = 0;
+#ifndef QC_NO_X86
+    /* column strips of 4 (destination rows written 16 bytes at a time) */
+    for (; c0 + 4 <= cols; c0 += 4) {
+        size_t r = 0;
+        for (; r + 4 <= rows; r += 4) tile4_u32(src + r * lds + c0, lds, dst + c0 * ldd + r, ldd);
+        for (; r < rows; r++)
+            for (size_t c = c0; c < c0 + 4; c++) dst[c * ldd + r] = src[r * lds + c];
+    }
+#endif
+    for (size_t r0 = 0; r0 < rows && c0 < cols; r0 += 8) {
         size_t r1 = QC_MIN(rows, r0 + 8);
-        for (size_t c0 = 0; c0 < cols; c0 += 8) {
-            size_t c1 = QC_MIN(cols, c0 + 8);
-            for (size_t c = c0; c < c1; c++)
-                for (size_t r = r0; r < r1; r++) dst[c * ldd + r] = src[r * lds + c];
-        }
+        for (size_t c = c0; c < cols; c++)
+            for (size_t r = r0; r < r1; r++) dst[c * ldd + r] = src[r * lds + c];
     }
 }
