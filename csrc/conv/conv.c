@@ -94,7 +94,7 @@ typedef struct {
     void *y;
     double lo, hi;
     size_t M, Ng, K, P, pb, nblocks;
-    int direct;         /* 1x1, stride 1, no padding: A rows are NHWC pixels, no im2col */
+    int direct;         /* 1x1, stride 1, no padding: A is a transposed block of x, no im2col */
     atomic_int failed;
 } run_ctx;
 
@@ -217,7 +217,7 @@ static void gemm_task(void *vctx, size_t task) {
     const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
     const size_t wsz = (qc_gemm_workspace_size((int64_t)K, (int64_t)Ng) + 63) & ~(size_t)63;
     const size_t cbytes = (rows * Ng * esize + 63) & ~(size_t)63;
-    const size_t abytes = ctx->direct ? 0 : (rows * K + 63) & ~(size_t)63;
+    const size_t abytes = (rows * K + 63) & ~(size_t)63;
     char *mem = aligned_alloc(64, wsz + cbytes + abytes + 64);
     if (!mem) {
         atomic_store(&ctx->failed, 1);
@@ -228,8 +228,12 @@ static void gemm_task(void *vctx, size_t task) {
     const uint8_t *A;
     ptrdiff_t lda;
     if (ctx->direct) {
-        A = ctx->xt + (n * P + p0) * a->C + g * w->Cg;
-        lda = (ptrdiff_t)a->C;
+        /* 1x1, stride 1, no padding: A is this block of pixels' channels, transposed from
+         * NCHW right here (it stays in cache for the GEMM) */
+        uint8_t *Ab = (uint8_t *)(mem + wsz + cbytes);
+        qc_transpose_u8(ctx->x + (n * a->C + g * w->Cg) * P + p0, w->Cg, rows, P, Ab, w->Cg);
+        A = Ab;
+        lda = (ptrdiff_t)w->Cg;
     } else {
         uint8_t *Ab = (uint8_t *)(mem + wsz + cbytes);
         im2col(ctx, n, g, p0, rows, Ab);
@@ -310,9 +314,11 @@ int qc_conv_run(const qc_conv_args *a, const void *x, void *y) {
     while (pb > 16 && a->N * w->G * ((P + pb - 1) / pb) < 4 * nt) pb = (pb / 2 + 15) & ~(size_t)15;
     ctx.pb = pb;
     ctx.nblocks = (P + pb - 1) / pb;
-    if (a->C == 1) {
+    /* im2col reads an NHWC copy of x (each pixel serves up to kh * kw patches); the direct
+     * path transposes each block of pixels itself, in gemm_task */
+    if (!ctx.direct && a->C == 1) {
         ctx.xt = x; /* NCHW and NHWC coincide */
-    } else {
+    } else if (!ctx.direct) {
         ctx.xt_w = malloc(QC_MAX(a->N * HW * a->C, (size_t)1));
         if (!ctx.xt_w) return -1;
         ctx.xt = ctx.xt_w;
