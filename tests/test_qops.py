@@ -322,3 +322,14 @@ def test_max_pool_matches_onnx_reference(dt):
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
         want = ReferenceEvaluator(model).run(None, {"x": q})[0]
         assert_equal_exact(qc.max_pool2d(q, k, strides=s, pads=p), want, f"{k} {s} {p}")
+
+
+@pytest.mark.parametrize("H", [255, 256, 257, 300])
+@pytest.mark.parametrize("dt,val", [(np.uint8, 255), (np.int8, -128), (np.int8, 127)])
+def test_global_avg_pool_tall_extremes(isa, H, dt, val):
+    # column sums of up to 256 rows of extremes fit 16-bit lanes; taller planes use the
+    # generic kernel
+    q = np.full((1, 2, H, 3), val, dt)
+    q[0, 1, ::7] = np.iinfo(dt).min if val == np.iinfo(dt).max else np.iinfo(dt).max
+    want = ref_avg_pool(q, 0.5, 0, 0.25, 0, (H, 3), (1, 1), (0, 0, 0, 0), False)
+    assert_equal_exact(qc.global_avg_pool(q, 0.5, 0, 0.25, 0), want, f"{isa} H={H}")

@@ -218,70 +218,75 @@ QC_DEF_MAXPOOL512(uint8_t, 0, _mm512_max_epu8, QC_EVEN_U16, QC_ODD_U16, _mm512_m
 QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _mm512_max_epi16,
                   _mm512_packs_epi16, maxpool_s8_avx512)
 
-/* ---- average pooling: vertical sums of q - xzp for all output rows first (int32 rows of pw,
- * padding 0), then 16 outputs per step: horizontal sums (stride 2 picks even lanes with
- * vpermt2d) times float32(m / cnt) (a true division, per column, cached in ws after the rows
- * while the number of real rows stays the same), requant. ws: OH * pw + OW + 16 int32 ---- */
+/* ---- average pooling. Vertical pass first, for all output rows: raw sums of q over the
+ * window's real rows in 16-bit lanes (32 per step; kh <= 256 keeps them exact: uint16 for
+ * uint8, int16 for int8), padding columns 0. Then 16 outputs per step: horizontal sums widened
+ * to int32 (stride 2 takes the even 16-bit lanes of 32-bit lanes), minus nrow * (real columns)
+ * * xzp, so acc = sum of (q - xzp) over real cells; times float32(m / cnt) (a true division).
+ * The per-column multipliers and offsets are cached after the rows and recomputed only when
+ * the number of real rows changes. ws: OH * pw int16, then 2 * (OW + 16) 32-bit values. ---- */
 
-#define QC_DEF_AVGPOOL512(T, CVT, NAME)                                                       \
+#define QC_DEF_AVGPOOL512(T, T16, CVT16, WIDEN16, EVEN32, GENERIC, NAME)                      \
     static void NAME(const T *x, T *y, const qc_win2d *g, const qc_avgpool_params *p,         \
                      int32_t *ws) {                                                           \
+        if (g->kh > 256) {                                                                    \
+            GENERIC(x, y, g, p, ws);                                                          \
+            return;                                                                           \
+        }                                                                                     \
         const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
         const int kw = g->kw;                                                                 \
+        T16 *rows16 = (T16 *)ws;                                                              \
         for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            int32_t *wrow = ws + oy * pw;                                                     \
+            T16 *wrow = rows16 + oy * pw;                                                     \
             for (size_t i = 0; i < (size_t)g->pl; i++) wrow[i] = 0;                           \
             for (size_t i = (size_t)g->pl + W; i < pw; i++) wrow[i] = 0;                      \
-            int32_t *row = wrow + g->pl;                                                      \
+            T16 *row = wrow + g->pl;                                                          \
             ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt, y1 = y0 + g->kh;                    \
             if (y0 < 0) y0 = 0;                                                               \
             if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
-            const __m512i off = _mm512_set1_epi32(-(int32_t)(y1 - y0) * p->xzp);              \
-            for (size_t i = 0; i < W; i += 16) {                                              \
-                const __mmask16 k = tail16(W - i);                                            \
-                __m512i v = off;                                                              \
+            for (size_t i = 0; i < W; i += 32) {                                              \
+                const __mmask32 k = (__mmask32)tail64(QC_MIN((size_t)32, W - i));            \
+                __m512i v = _mm512_setzero_si512();                                           \
                 for (ptrdiff_t iy = y0; iy < y1; iy++)                                        \
-                    v = _mm512_add_epi32(                                                     \
-                        v, CVT(_mm_maskz_loadu_epi8(k, x + (size_t)iy * W + i)));             \
-                _mm512_mask_storeu_epi32(row + i, k, v);                                      \
+                    v = _mm512_add_epi16(                                                     \
+                        v, CVT16(_mm256_maskz_loadu_epi8(k, x + (size_t)iy * W + i)));        \
+                _mm512_mask_storeu_epi16(row + i, k, v);                                      \
             }                                                                                 \
         }                                                                                     \
-        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, \
-                                               26, 28, 30);                                   \
         const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, \
                                                 14, 15);                                      \
         const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo);                    \
         const __m512 hi = _mm512_set1_ps(p->hi);                                              \
         const __m512i yzp = _mm512_set1_epi32(p->yzp), zero = _mm512_setzero_si512();         \
         const __m512i Wv = _mm512_set1_epi32((int32_t)W), kwv = _mm512_set1_epi32(kw);        \
+        const __m512i xzp = _mm512_set1_epi32(p->xzp);                                        \
         const __m512i full = _mm512_set1_epi32(g->kh * kw);                                   \
-        float *mcrow = (float *)(ws + g->OH * pw);                                            \
+        const size_t OWr = (OW + 15) & ~(size_t)15;                                           \
+        float *mcrow = (float *)(ws + (g->OH * pw + 1) / 2);                                  \
+        int32_t *offrow = (int32_t *)(mcrow + OWr);                                           \
         ptrdiff_t last_nrow = -1;                                                             \
         for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            const int32_t *hrow = ws + oy * pw;                                               \
+            const T16 *hrow = rows16 + oy * pw;                                               \
             ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt, y1 = y0 + g->kh;                    \
             if (y0 < 0) y0 = 0;                                                               \
             if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
             if (y1 - y0 != last_nrow) {                                                       \
-                /* per-column multipliers float32(m / cnt), recomputed when the number of     \
-                 * real rows changes (top and bottom borders only) */                          \
                 last_nrow = y1 - y0;                                                          \
                 const __m512i nrow = _mm512_set1_epi32((int32_t)last_nrow);                   \
                 for (size_t i = 0; i < OW; i += 16) {                                         \
-                    __m512i cnt = full;                                                       \
-                    if (!p->count_include_pad) {                                              \
-                        __m512i x0 = _mm512_sub_epi32(                                        \
-                            _mm512_mullo_epi32(                                               \
-                                _mm512_add_epi32(lanes, _mm512_set1_epi32((int32_t)i)),       \
-                                _mm512_set1_epi32(g->sw)),                                    \
-                            _mm512_set1_epi32(g->pl));                                        \
-                        __m512i x1 = _mm512_min_epi32(_mm512_add_epi32(x0, kwv), Wv);         \
-                        x0 = _mm512_max_epi32(x0, zero);                                      \
-                        cnt = _mm512_mullo_epi32(nrow, _mm512_sub_epi32(x1, x0));             \
-                    }                                                                         \
+                    __m512i x0 = _mm512_sub_epi32(                                            \
+                        _mm512_mullo_epi32(                                                   \
+                            _mm512_add_epi32(lanes, _mm512_set1_epi32((int32_t)i)),           \
+                            _mm512_set1_epi32(g->sw)),                                        \
+                        _mm512_set1_epi32(g->pl));                                            \
+                    __m512i x1 = _mm512_min_epi32(_mm512_add_epi32(x0, kwv), Wv);             \
+                    x0 = _mm512_max_epi32(x0, zero);                                          \
+                    const __m512i real = _mm512_mullo_epi32(nrow, _mm512_sub_epi32(x1, x0));  \
+                    __m512i cnt = p->count_include_pad ? full : real;                         \
                     /* lanes past OW may get cnt <= 0: never used */                          \
                     cnt = _mm512_max_epi32(cnt, _mm512_set1_epi32(1));                        \
                     _mm512_storeu_ps(mcrow + i, _mm512_div_ps(m, _mm512_cvtepi32_ps(cnt)));   \
+                    _mm512_storeu_si512((void *)(offrow + i), _mm512_mullo_epi32(real, xzp)); \
                 }                                                                             \
             }                                                                                 \
             T *out = y + oy * OW;                                                             \
@@ -291,35 +296,37 @@ QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _m
                 __m512i acc = zero;                                                           \
                 if (g->sw == 1) {                                                             \
                     for (int kx = 0; kx < kw; kx++)                                           \
-                        acc = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(k, hrow + i + kx)); \
-                } else if (g->sw == 2) {                                                      \
-                    const size_t need = 2 * nb - 1;                                           \
-                    const __mmask16 k0 = tail16(need), k1 = tail16(need > 16 ? need - 16 : 0); \
-                    for (int kx = 0; kx < kw; kx++) {                                         \
-                        const int32_t *s = hrow + 2 * i + kx;                                 \
                         acc = _mm512_add_epi32(                                               \
-                            acc, _mm512_permutex2var_epi32(_mm512_maskz_loadu_epi32(k0, s),   \
-                                                           even,                              \
-                                                           _mm512_maskz_loadu_epi32(k1, s + 16))); \
-                    }                                                                         \
+                            acc, WIDEN16(_mm256_maskz_loadu_epi16(k, hrow + i + kx)));        \
+                } else if (g->sw == 2) {                                                      \
+                    const __mmask32 k2 = (__mmask32)tail64(2 * nb - 1);                       \
+                    for (int kx = 0; kx < kw; kx++)                                           \
+                        acc = _mm512_add_epi32(                                               \
+                            acc, EVEN32(_mm512_maskz_loadu_epi16(k2, hrow + 2 * i + kx)));    \
                 } else {                                                                      \
                     int32_t tmp[16] = {0};                                                    \
                     for (size_t j = 0; j < nb; j++) {                                         \
                         int32_t a = 0;                                                        \
-                        for (int kx = 0; kx < kw; kx++) a += hrow[(i + j) * (size_t)g->sw + (size_t)kx]; \
+                        for (int kx = 0; kx < kw; kx++)                                       \
+                            a += hrow[(i + j) * (size_t)g->sw + (size_t)kx];                  \
                         tmp[j] = a;                                                           \
                     }                                                                         \
                     acc = _mm512_loadu_si512((const void *)tmp);                              \
                 }                                                                             \
-                const __m512 mc = _mm512_loadu_ps(mcrow + i);                                 \
-                const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), mc);                  \
+                acc = _mm512_sub_epi32(acc, _mm512_loadu_si512((const void *)(offrow + i)));  \
+                const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc),                       \
+                                               _mm512_loadu_ps(mcrow + i));                   \
                 _mm_mask_storeu_epi8(out + i, k, finish16(v, lo, hi, yzp));                   \
             }                                                                                 \
         }                                                                                     \
     }
 
-QC_DEF_AVGPOOL512(uint8_t, _mm512_cvtepu8_epi32, avgpool_u8_avx512)
-QC_DEF_AVGPOOL512(int8_t, _mm512_cvtepi8_epi32, avgpool_s8_avx512)
+#define QC_EVEN32_U(v) _mm512_and_si512((v), _mm512_set1_epi32(0xFFFF))
+#define QC_EVEN32_S(v) _mm512_srai_epi32(_mm512_slli_epi32((v), 16), 16)
+QC_DEF_AVGPOOL512(uint8_t, uint16_t, _mm512_cvtepu8_epi16, _mm512_cvtepu16_epi32, QC_EVEN32_U,
+                  QC_QOPS_NAME(avgpool_u8), avgpool_u8_avx512)
+QC_DEF_AVGPOOL512(int8_t, int16_t, _mm512_cvtepi8_epi16, _mm512_cvtepi16_epi32, QC_EVEN32_S,
+                  QC_QOPS_NAME(avgpool_s8), avgpool_s8_avx512)
 
 /* ---- depthwise sub-plane fill (layout in qops.h): rows converted to int16 minus xzp with
  * masked 64-byte steps; stride 2 splits even/odd columns through 16-bit lanes ---- */
