@@ -11,7 +11,8 @@
  *     y = clamp(rne(v) + yzp, lo, hi)      v a float32 computed by the op (see each op)
  * computed as: v clamped to [lo - yzp, hi - yzp] (integers, so clamping before rounding gives
  * the same as after), then rounded to nearest even with the 1.5 * 2^23 trick (exact for
- * |v| < 2^22, which the clamp guarantees), then converted and yzp added. NaN cannot occur:
+ * |v| < 2^22, which the clamp guarantees), then converted and yzp added (the params' lo/hi
+ * hold the shifted bounds qmin - yzp, qmax - yzp). NaN cannot occur:
  * multipliers are checked finite and accumulators are integers.
  *
  * Float64 requantization (QLinearConv), bit for bit as onnx's reference evaluator:
@@ -90,7 +91,7 @@ typedef struct {
     /* max pooling over a plane; ws: OH * (pl + W + pr) + 64 elements of scratch */
     void (*maxpool_s8)(const int8_t *x, int8_t *y, const qc_win2d *g, int8_t *ws);
     void (*maxpool_u8)(const uint8_t *x, uint8_t *y, const qc_win2d *g, uint8_t *ws);
-    /* average pooling over a plane; ws: OH * (pl + W + pr) + OW + 64 int32 of scratch */
+    /* average pooling over a plane; ws: (OH + 1) * (pl + W + pr) + OW + 64 int32 of scratch */
     void (*avgpool_s8)(const int8_t *x, int8_t *y, const qc_win2d *g,
                        const qc_avgpool_params *p, int32_t *ws);
     void (*avgpool_u8)(const uint8_t *x, uint8_t *y, const qc_win2d *g,
@@ -100,9 +101,6 @@ typedef struct {
                 const qc_add_params *p);
     /* requantizing copy of n elements (concat): x int8 (sx = 1) or uint8, y likewise */
     void (*requant)(const void *x, int sx, void *y, int sy, size_t n, const qc_rq_params *p);
-    /* float64 requant of n int32 accumulators plus bias with one multiplier (conv epilogue) */
-    void (*requant_f64)(const int32_t *acc, int32_t bias, void *y, int sy, size_t n,
-                        double mult, double yzp, double lo, double hi);
     /* fill the depthwise sub-planes xs from one H x W input plane (int8 when sx) */
     void (*dw_pack)(const void *x, int sx, int32_t xzp, const qc_win2d *g, const qc_dw_geom *d,
                     int16_t *xs);

@@ -208,7 +208,6 @@ const qc_qops_impl qc_qops__avx2 = {
     QC_QOPS_NAME(avgpool_u8),
     add_avx2,
     requant_avx2,
-    QC_QOPS_NAME(requant_f64_generic),
     QC_QOPS_NAME(dw_pack),
     dwconv_avx2,
 };

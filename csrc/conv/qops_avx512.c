@@ -387,7 +387,6 @@ const qc_qops_impl qc_qops__avx512 = {
     avgpool_u8_avx512,
     add_avx512,
     requant_avx512,
-    requant_f64_avx512,
     dw_pack_avx512,
     dwconv_avx512,
 };

@@ -309,6 +309,6 @@ static QC_KERNEL_FN void QC_QOPS_NAME(dwconv_generic)(const int16_t *restrict xs
     const qc_qops_impl NAME_ = {                                                              \
         QC_QOPS_NAME(maxpool_s8), QC_QOPS_NAME(maxpool_u8), QC_QOPS_NAME(avgpool_s8),         \
         QC_QOPS_NAME(avgpool_u8),                                                             \
-        QC_QOPS_NAME(add),        QC_QOPS_NAME(requant),    QC_QOPS_REQUANT_F64,          \
+        QC_QOPS_NAME(add),        QC_QOPS_NAME(requant),                                      \
         QC_QOPS_NAME(dw_pack),    QC_QOPS_DWCONV,                                             \
     };
