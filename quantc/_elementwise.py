@@ -127,7 +127,8 @@ def choose_qparams(x=None, *, min_val=None, max_val=None, dtype="int8", symmetri
     ``"torch"`` (``torch.ao.quantization`` observers' ``_calculate_qparams``, float32):
         symmetric: ``scale = max(max(-rmin, rmax) / ((qmax - qmin) / 2), eps)`` with
         ``eps = float32 machine epsilon``; zp 0 for int8, for uint8 128 (or
-        ``(qmin + qmax) // 2`` when the range is narrowed, as torch's customized range);
+        ``(qmin + qmax) // 2`` when ``narrow_range``/``reduce_range`` change the range, as
+        torch's customized range; torch itself refuses symmetric uint8 with reduce_range);
         asymmetric: ``scale = max((rmax - rmin) / (qmax - qmin), eps)``,
         ``zp = clamp(qmin - round_half_even(rmin / scale), qmin, qmax)``;
         no data at all (empty ``x``): scale 1.0, zp 0.

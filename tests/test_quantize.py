@@ -39,8 +39,13 @@ def ref_rounded(x, s, zp, profile, axis=None, block_size=None):
     s = expand(np.asarray(s, np.float32), x.shape, axis, block_size)
     zp = expand(np.asarray(zp), x.shape, axis, block_size).astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        inv = np.float32(1.0) / s
+        if profile == "torch_fma":  # rint(fmaf(x, inv, zp)): the product is exact in float64
+            return np.rint((x.astype(np.float64) * inv + zp).astype(np.float32))
+        if profile == "torch_add":  # rint(fl(x * inv) + zp)
+            return np.rint((x * inv + zp).astype(np.float32))
         if profile == "torch":
-            v = x * (np.float32(1.0) / s)
+            v = x * inv
         else:
             v = x / s
         r = round_half_away(v) if profile == "tflite" else np.rint(v)
@@ -48,7 +53,10 @@ def ref_rounded(x, s, zp, profile, axis=None, block_size=None):
 
 
 def ref_quantize(x, s, zp, dtype, profile="onnx", axis=None, block_size=None):
+    """quantize(); profile "torch" is torch.quantize_per_tensor / quantize_per_channel's."""
     qmin, qmax = RANGES[dtype]
+    if profile == "torch":
+        profile = "torch_fma" if axis is None else "torch_add"
     t = ref_rounded(x, s, zp, profile, axis, block_size)
     return np.clip(t, qmin, qmax).astype(np.int32).astype(dtype)
 
@@ -56,7 +64,8 @@ def ref_quantize(x, s, zp, dtype, profile="onnx", axis=None, block_size=None):
 def ref_dequantize(q, s, zp, axis=None, block_size=None):
     s = expand(np.asarray(s, np.float32), q.shape, axis, block_size)
     zp = expand(np.asarray(zp), q.shape, axis, block_size).astype(np.int32)
-    return (q.astype(np.int32) - zp).astype(np.float32) * s
+    with np.errstate(over="ignore"):
+        return (q.astype(np.int32) - zp).astype(np.float32) * s
 
 
 def ref_fake(x, s, zp, qmin, qmax, profile="onnx", axis=None, block_size=None):
