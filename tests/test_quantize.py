@@ -279,6 +279,17 @@ def test_dequantize(isa, rng):
                                    f"{isa} axis={axis} B={B}")
 
 
+def test_dequantize_long_runs_any_alignment(isa, rng):
+    """Long uniform runs use non-temporal stores after an aligning head: same values."""
+    n = 100_003
+    q = rng.integers(-128, 128, n + 16).astype(np.int8)
+    buf = np.empty(n + 16, np.float32)
+    for off in range(0, 16, 3):
+        out = buf[off: off + n]
+        qc.dequantize(q[off: off + n], 0.37, -5, out=out)
+        assert_equal_exact(out, ref_dequantize(q[off: off + n], 0.37, -5), f"{isa} offset {off}")
+
+
 # ---------------------------------------------------------------- fake_quantize
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -182,6 +182,17 @@ QC_INLINE void dequantize_p(const uint8_t *q, float *y, size_t n, int is_signed,
     const __m256 s1 = _mm256_set1_ps(s[0]);
     const __m256i z1 = _mm256_set1_epi32(zp[0]);
     size_t i = 0;
+    if (!vec && n >= QC_STREAM_MIN && ((uintptr_t)y & 3) == 0) {
+        /* long uniform runs: align y to 32 bytes, then non-temporal stores (no read for
+         * ownership of y's lines; same values as the loop below) */
+        size_t head = ((32 - ((uintptr_t)y & 31)) & 31) / 4;
+        for (; i < head; i++) y[i] = (float)((is_signed ? (int32_t)(int8_t)q[i] : q[i]) - zp[0]) * s[0];
+        for (; i + 8 <= n; i += 8) {
+            _mm256_stream_ps(y + i, deq_one(_mm_loadl_epi64((const __m128i *)(q + i)), s1, z1,
+                                            is_signed));
+        }
+        _mm_sfence();
+    }
     for (; i + 8 <= n; i += 8) {
         __m256 vs = vec ? _mm256_loadu_ps(s + i) : s1;
         __m256i vz = vec ? _mm256_loadu_si256((const __m256i *)(zp + i)) : z1;

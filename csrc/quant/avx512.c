@@ -156,11 +156,29 @@ QC_INLINE __m512i widen(__m128i b, int is_signed) {
     return is_signed ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
 }
 
+QC_INLINE __m512 deq_masked(const uint8_t *q, __mmask16 m, int is_signed, __m512 vs, __m512i vz) {
+    __m512i vq = widen(_mm_maskz_loadu_epi8(m, q), is_signed);
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(vq, vz)), vs);
+}
+
 QC_INLINE void dequantize_p(const uint8_t *q, float *y, size_t n, int is_signed, const float *s,
                             const int32_t *zp, int vec) {
     const __m512 s1 = _mm512_set1_ps(s[0]);
     const __m512i z1 = _mm512_set1_epi32(zp[0]);
     size_t i = 0;
+    if (!vec && n >= QC_STREAM_MIN && ((uintptr_t)y & 3) == 0) {
+        /* long uniform runs: align y to 64 bytes, then non-temporal stores (no read for
+         * ownership of y's lines; same values as the loop below) */
+        size_t head = ((64 - ((uintptr_t)y & 63)) & 63) / 4;
+        if (head) _mm512_mask_storeu_ps(y, tail_mask(head), deq_masked(q, tail_mask(head),
+                                                                     is_signed, s1, z1));
+        for (i = head; i + 16 <= n; i += 16) {
+            __m512i vq = widen(_mm_loadu_si128((const __m128i *)(q + i)), is_signed);
+            _mm512_stream_ps(y + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(vq, z1)),
+                                                  s1));
+        }
+        _mm_sfence();
+    }
     for (; i + 16 <= n; i += 16) {
         __m512i vq = widen(_mm_loadu_si128((const __m128i *)(q + i)), is_signed);
         __m512 vs = vec ? _mm512_loadu_ps(s + i) : s1;
@@ -169,11 +187,9 @@ QC_INLINE void dequantize_p(const uint8_t *q, float *y, size_t n, int is_signed,
     }
     if (i < n) {
         __mmask16 m = tail_mask(n - i);
-        __m512i vq = widen(_mm_maskz_loadu_epi8(m, q + i), is_signed);
         __m512 vs = vec ? _mm512_maskz_loadu_ps(m, s + i) : s1;
         __m512i vz = vec ? _mm512_maskz_loadu_epi32(m, zp + i) : z1;
-        _mm512_mask_storeu_ps(y + i, m,
-                              _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(vq, vz)), vs));
+        _mm512_mask_storeu_ps(y + i, m, deq_masked(q + i, m, is_signed, vs, vz));
     }
 }
 

@@ -122,6 +122,9 @@ typedef struct {
 static inline size_t qc_layout_size(const qc_layout *L) { return L->outer * L->C * L->inner; }
 size_t qc_layout_nparams(const qc_layout *L);
 
+/* Runs at least this long write float32 output with non-temporal stores (dequantize). */
+#define QC_STREAM_MIN ((size_t)1 << 14)
+
 /* Elements per thread task: below it everything runs on the calling thread. */
 #define QC_QUANT_GRAIN ((size_t)1 << 16)
 /* How many tasks qc_minmax_run splits n elements into (sizes its scratch). */
