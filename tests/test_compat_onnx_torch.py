@@ -195,3 +195,16 @@ def test_torch_observers(rng, dtype, tdtype, symmetric, reduce_range):
                               axis=1, profile="torch")
         assert_equal_exact(p.scale, ws.numpy().astype(np.float32), "PerChannel scale")
         assert p.zero_point.astype(np.int64).tolist() == wz.numpy().tolist()
+
+
+def test_torch_fake_quantize_per_channel(rng):
+    x = reciprocal_ties(rng, 0.1, 3000).reshape(-1, 3)
+    s = np.array([0.1, 0.037, 0.1], np.float32)
+    zp = np.array([5, -3, 0])
+    t = torch.from_numpy(x).requires_grad_(True)
+    y = torch.fake_quantize_per_channel_affine(t, torch.from_numpy(s),
+                                               torch.from_numpy(zp).int(), 1, -128, 127)
+    y.sum().backward()
+    got, mask = qc.fake_quantize(x, s, zp, "int8", axis=1, profile="torch", return_mask=True)
+    assert_equal_exact(got, y.detach().numpy(), "fake_quantize_per_channel_affine")
+    assert_equal_exact(mask, t.grad.numpy() == 1.0, "fake_quantize_per_channel_affine mask")
