@@ -151,6 +151,10 @@ static int parse_scale(PyObject *obj, const granularity *g, qparams *p) {
         if (d == -1.0 && PyErr_Occurred()) return -1;
         p->s1 = (float)d;
         p->s = &p->s1;
+        if ((d > 0.0 && isfinite(d)) && !(p->s1 > 0.0f && isfinite(p->s1))) {
+            return qc_value_error("scale: expected a positive finite float32 value, got %R "
+                                  "(%s in float32)", obj, p->s1 > 0.0f ? "inf" : "0.0");
+        }
         return qc_check_scales(p->s, 1, "scale");
     }
     if (PyBool_Check(obj) || (PyArray_Check(obj) && PyArray_ISBOOL((PyArrayObject *)obj))) {
@@ -252,9 +256,26 @@ static int parse_zero_point(PyObject *obj, const granularity *g, qparams *p) {
     return 0;
 }
 
+/* The torch profile multiplies by inv = 1.0f / s: a scale below ~2.9e-39 has inv = inf, and
+ * 0 * inf would be NaN, so such scales are refused there. */
+static int check_inv(const float *s, const float *inv, size_t np, int torch) {
+    if (!torch) return 0;
+    for (size_t i = 0; i < np; i++) {
+        if (!isfinite(inv[i])) {
+            char *repr = PyOS_double_to_string((double)s[i], 'r', 0, 0, NULL);
+            if (!repr) return -1;
+            qc_value_error("scale: expected values whose float32 reciprocal is finite for "
+                           "profile='torch', got %s at index %zu", repr, i);
+            PyMem_Free(repr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Every zero point in [qmin, qmax]; then fills zpf and inv (1.0f / s) for the kernels. */
 static int finish_params(const granularity *g, qparams *p, int32_t qmin, int32_t qmax,
-                         const char *range_what) {
+                         const char *range_what, int torch) {
     size_t np = g->np;
     if (g->pndim == 0) {
         if (p->zpi1 < qmin || p->zpi1 > qmax) {
@@ -265,7 +286,7 @@ static int finish_params(const granularity *g, qparams *p, int32_t qmin, int32_t
         p->inv1 = 1.0f / p->s[0];
         p->zpf = &p->zpf1;
         p->inv = &p->inv1;
-        return 0;
+        return check_inv(p->s, p->inv, 1, torch);
     }
     /* inv and zpf (and zeros for zpi when zero_point is None) in one block */
     float *f = PyMem_Malloc(2 * np * sizeof(float) + np * sizeof(int32_t) + 1);
@@ -289,7 +310,7 @@ static int finish_params(const granularity *g, qparams *p, int32_t qmin, int32_t
         p->zpf[i] = (float)p->zpi[i];
         p->inv[i] = 1.0f / p->s[i];
     }
-    return 0;
+    return check_inv(p->s, p->inv, np, torch);
 }
 
 /* ValueError naming the NaN count and the first one's index in x. */
@@ -385,7 +406,8 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
         parse_zero_point(zp_obj, &g, &p) < 0 || resolve_out_dtype(dtype_obj, &p, &typenum) < 0)
         goto fail;
     qrange_of(typenum, &qmin, &qmax);
-    if (finish_params(&g, &p, qmin, qmax, qc_typename(typenum)) < 0) goto fail;
+    if (finish_params(&g, &p, qmin, qmax, qc_typename(typenum), profile == QC_PROFILE_TORCH) < 0)
+        goto fail;
     out = qc_output(out_obj, "out", PyArray_NDIM(x), PyArray_DIMS(x), typenum);
     if (!out) goto fail;
     /* torch's quantize ops add the zero point before rounding (see quant.h) */
@@ -487,7 +509,7 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
     snprintf(what, sizeof what, "qmin..qmax");
     if (parse_granularity(x, "x", axis_obj, block_obj, &g) < 0 ||
         parse_scale(scale_obj, &g, &p) < 0 ||
-        parse_zero_point(zp_obj, &g, &p) < 0 || finish_params(&g, &p, qmin, qmax, what) < 0)
+        parse_zero_point(zp_obj, &g, &p) < 0 || finish_params(&g, &p, qmin, qmax, what, profile == QC_PROFILE_TORCH) < 0)
         goto fail;
     out = qc_output(out_obj, "out", PyArray_NDIM(x), PyArray_DIMS(x), NPY_FLOAT32);
     if (!out) goto fail;
@@ -553,7 +575,7 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwds) {
     if (parse_granularity(q, "q", axis_obj, block_obj, &g) < 0 ||
         parse_scale(scale_obj, &g, &p) < 0 ||
         parse_zero_point(zp_obj, &g, &p) < 0 ||
-        finish_params(&g, &p, qmin, qmax, qc_typename(typenum)) < 0)
+        finish_params(&g, &p, qmin, qmax, qc_typename(typenum), 0) < 0)
         goto fail;
     out = qc_output(out_obj, "out", PyArray_NDIM(q), PyArray_DIMS(q), NPY_FLOAT32);
     if (!out) goto fail;

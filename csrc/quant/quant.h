@@ -52,8 +52,10 @@ QC_INLINE float qc_rounded_one(float x, float s, float inv, float zp, qc_profile
     }
 }
 
+/* NaN -> lo, as the SIMD max(v, lo) then min(., hi) (NaN never reaches here from valid
+ * parameters; this keeps every variant identical even so). */
 QC_INLINE float qc_clamp_one(float v, float lo, float hi) {
-    return v < lo ? lo : (v > hi ? hi : v);
+    return v >= lo ? (v <= hi ? v : hi) : lo;
 }
 
 /* The clamped quantized value as a float; x must not be NaN. */
