@@ -386,3 +386,11 @@ def test_concurrent_python_threads(rng):
         got = list(ex.map(lambda x: qc.quantize(x, 0.05, 1), xs * 3))
     for i, g in enumerate(got):
         assert_equal_exact(g, want[i % 6], f"call {i}")
+
+
+def test_families_registered():
+    info = qc.cpu_info()
+    for fam in ("quantize", "dequantize", "fake_quantize", "minmax"):
+        names = [v[0] for v in info["variants"][fam]]
+        assert names[-1] == f"{fam}__scalar"
+        assert info["kernels"][fam] in names

@@ -34,7 +34,7 @@ typedef struct {
     size_t np;
 } granularity;
 
-static int parse_granularity(PyArrayObject *x, const char *xname, PyObject *axis_obj,
+static int parse_granularity(PyArrayObject *x, PyObject *axis_obj,
                              PyObject *block_obj, granularity *g) {
     int ndim = PyArray_NDIM(x);
     const npy_intp *shape = PyArray_DIMS(x);
@@ -54,7 +54,6 @@ static int parse_granularity(PyArrayObject *x, const char *xname, PyObject *axis
         }
         block = (size_t)b;
     }
-    (void)xname;
     g->L.block = block;
     if (!g->has_axis) {
         g->L.per_tensor = 1;
@@ -401,7 +400,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     granularity g;
     int typenum;
     int32_t qmin, qmax;
-    if (parse_granularity(x, "x", axis_obj, block_obj, &g) < 0 ||
+    if (parse_granularity(x, axis_obj, block_obj, &g) < 0 ||
         parse_scale(scale_obj, &g, &p) < 0 ||
         parse_zero_point(zp_obj, &g, &p) < 0 || resolve_out_dtype(dtype_obj, &p, &typenum) < 0)
         goto fail;
@@ -505,11 +504,9 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
     qparams p;
     memset(&p, 0, sizeof p);
     granularity g;
-    char what[64];
-    snprintf(what, sizeof what, "qmin..qmax");
-    if (parse_granularity(x, "x", axis_obj, block_obj, &g) < 0 ||
+    if (parse_granularity(x, axis_obj, block_obj, &g) < 0 ||
         parse_scale(scale_obj, &g, &p) < 0 ||
-        parse_zero_point(zp_obj, &g, &p) < 0 || finish_params(&g, &p, qmin, qmax, what, profile == QC_PROFILE_TORCH) < 0)
+        parse_zero_point(zp_obj, &g, &p) < 0 || finish_params(&g, &p, qmin, qmax, "qmin..qmax", profile == QC_PROFILE_TORCH) < 0)
         goto fail;
     out = qc_output(out_obj, "out", PyArray_NDIM(x), PyArray_DIMS(x), NPY_FLOAT32);
     if (!out) goto fail;
@@ -572,7 +569,7 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwds) {
     int typenum = PyArray_TYPE(q);
     int32_t qmin, qmax;
     qrange_of(typenum, &qmin, &qmax);
-    if (parse_granularity(q, "q", axis_obj, block_obj, &g) < 0 ||
+    if (parse_granularity(q, axis_obj, block_obj, &g) < 0 ||
         parse_scale(scale_obj, &g, &p) < 0 ||
         parse_zero_point(zp_obj, &g, &p) < 0 ||
         finish_params(&g, &p, qmin, qmax, qc_typename(typenum), 0) < 0)
@@ -614,7 +611,7 @@ static PyObject *py_minmax(PyObject *self, PyObject *args, PyObject *kwds) {
     granularity g;
     PyArrayObject *mn = NULL, *mx = NULL;
     float *scratch = NULL;
-    if (parse_granularity(x, "x", axis_obj, block_obj, &g) < 0) goto fail;
+    if (parse_granularity(x, axis_obj, block_obj, &g) < 0) goto fail;
     mn = (PyArrayObject *)PyArray_SimpleNew(g.pndim, g.pshape, NPY_FLOAT32);
     mx = (PyArrayObject *)PyArray_SimpleNew(g.pndim, g.pshape, NPY_FLOAT32);
     if (!mn || !mx) goto fail;
