@@ -216,6 +216,10 @@ def test_threads_identical(rng):
                                                                axis=1),
                          qc.quantize(X, np.full((300, 25), 0.05, np.float32), axis=1,
                                      block_size=32),
+                         qc.quantize(x[: 3 * 100_001].reshape(-1, 3), [0.05, 0.1, 0.2], [1, 2, 3],
+                                     axis=1, profile="torch"),
+                         qc.dequantize(qc.quantize(x[:300_000], 0.05).reshape(-1, 5, 3),
+                                       [0.1, 0.2, 0.3, 0.4, 0.5], [1, 2, 3, 4, 5], axis=1),
                          qc.fake_quantize(x, 0.05, 3, return_mask=True)[0],
                          qc.dequantize(qc.quantize(x, 0.05), 0.05),
                          *qc._C._minmax(X[np.isfinite(X).all(axis=1)], axis=0)])
@@ -234,6 +238,7 @@ def test_output_dtype_rules():
     assert qc.quantize(x, 1.0, 5, np.uint8).dtype == np.uint8
     assert qc.quantize(x, 1.0, None, np.dtype("uint8")).tolist() == [1, 0]
     assert qc.quantize(x, np.array([1.0], np.float32), 0).tolist() == [1, -1]
+    assert qc.quantize(x, [1.0], [0]).dtype == np.int8  # a list carries no dtype
 
 
 def test_out_argument(rng):
@@ -375,6 +380,25 @@ def test_property_per_axis_and_blocked(data, shape, profile):
     assert_equal_exact(q, ref_quantize(x, s, zp, "uint8", profile, axis, block))
     assert_equal_exact(qc.dequantize(q, s, zp, axis=axis, block_size=block),
                        ref_dequantize(q, s, zp, axis, block))
+
+
+def test_short_periodic_runs_large(isa, rng):
+    """Per-axis with few channels / short inner extent over many elements (periodic path)."""
+    x = mixed(rng, 3 * 5 * 7 * 4001, s=0.05).reshape(4001, 7, 5, 3)
+    for axis in range(1, 4):
+        n = x.shape[axis]
+        s = (rng.random(n) * 0.1 + 0.01).astype(np.float32)
+        zp = rng.integers(-128, 128, n).astype(np.int8)
+        for profile in PROFILES:
+            got = qc.quantize(x, s, zp, axis=axis, profile=profile)
+            assert_equal_exact(got, ref_quantize(x, s, zp, "int8", profile, axis=axis),
+                               f"{isa} axis={axis} {profile}")
+            y, m = qc.fake_quantize(x, s, zp, axis=axis, profile=profile, return_mask=True)
+            wy, wm = ref_fake(x, s, zp, -128, 127, profile, axis=axis)
+            assert_equal_exact(y, wy, f"{isa} fake axis={axis} {profile}")
+            assert_equal_exact(m, wm, f"{isa} mask axis={axis} {profile}")
+        assert_equal_exact(qc.dequantize(got, s, zp, axis=axis),
+                           ref_dequantize(got, s, zp, axis=axis), f"{isa} dequantize axis={axis}")
 
 
 def test_concurrent_python_threads(rng):

@@ -211,7 +211,8 @@ static int parse_zero_point(PyObject *obj, const granularity *g, qparams *p) {
         Py_DECREF(a);
         return -1;
     }
-    p->zp_typenum = t;
+    /* only an ndarray or a NumPy scalar carries a dtype for the output (a list does not) */
+    p->zp_typenum = (PyArray_Check(obj) || PyArray_IsScalar(obj, Generic)) ? t : -1;
     PyArrayObject *c = (PyArrayObject *)PyArray_FromAny(
         (PyObject *)a, PyArray_DescrFromType(NPY_INT64), 0, 0,
         NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST, NULL);

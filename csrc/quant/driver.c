@@ -1,6 +1,7 @@
 /* The element-wise driver: the variant registry, granularity walks and thread splitting. */
 #include "quant/quant.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "threads/pool.h"
@@ -48,21 +49,42 @@ static void walk(const qc_layout *L, size_t lo, size_t hi, run_fn fn, void *ctx)
     }
     const size_t C = L->C, inner = L->inner, B = L->block, CI = C * inner;
     const size_t nb = B ? (C + B - 1) / B : C;
+    if (lo >= hi) return;
+    /* divide once, then step (o, c, i) along with lo */
+    size_t o = lo / CI, r = lo % CI, c = r / inner, i = r % inner, len;
     while (lo < hi) {
-        size_t o = lo / CI, r = lo % CI, c = r / inner, i = r % inner, len;
         if (inner > 1) {
             len = QC_MIN(inner - i, hi - lo);
             if (B == 0) fn(ctx, lo, len, c, 0);
             else fn(ctx, lo, len, (o * nb + c / B) * inner + i, 1);
-        } else if (B == 0) {
-            len = QC_MIN(C - c, hi - lo);
-            fn(ctx, lo, len, c, 1);
+            i += len;
+            if (i == inner) {
+                i = 0;
+                c++;
+            }
         } else {
-            len = QC_MIN(QC_MIN((c / B + 1) * B, C) - c, hi - lo);
-            fn(ctx, lo, len, o * nb + c / B, 0);
+            if (B == 0) {
+                len = QC_MIN(C - c, hi - lo);
+                fn(ctx, lo, len, c, 1);
+            } else {
+                len = QC_MIN(QC_MIN((c / B + 1) * B, C) - c, hi - lo);
+                fn(ctx, lo, len, o * nb + c / B, 0);
+            }
+            c += len;
+        }
+        if (c == C) {
+            c = 0;
+            o++;
         }
         lo += len;
     }
+}
+
+/* The typical run length of a layout (short per-axis runs use the periodic buffers below). */
+static size_t run_length(const qc_layout *L) {
+    if (L->per_tensor) return qc_layout_size(L);
+    if (L->inner > 1) return L->inner;
+    return L->block ? QC_MIN(L->block, L->C) : L->C;
 }
 
 /* Task t of ntasks covers [chunk_start(t), chunk_start(t + 1)): near-equal chunks starting at
@@ -72,97 +94,161 @@ static size_t chunk_start(size_t n, size_t ntasks, size_t t) {
     return t >= ntasks ? n : (n / ntasks * t) & ~(size_t)63;
 }
 
-typedef struct {
-    const qc_layout *L;
-    size_t n, ntasks;
-    run_fn run;
-    void *op;
-} split_ctx;
+/* ---- quantize, fake-quantize, dequantize ---- */
 
-static void split_task(void *vctx, size_t t) {
-    const split_ctx *c = vctx;
-    walk(c->L, chunk_start(c->n, c->ntasks, t), chunk_start(c->n, c->ntasks, t + 1), c->run,
-         c->op);
-}
-
-static void run_split(const qc_layout *L, run_fn run, void *op) {
-    size_t n = qc_layout_size(L);
-    if (n == 0) return;
-    split_ctx c = {L, n, qc_quant_ntasks(n), run, op};
-    if (c.ntasks <= 1) walk(L, 0, n, run, op);
-    else qc_parallel_for(c.ntasks, split_task, &c);
-}
-
-/* ---- quantize ---- */
+typedef enum { OP_QUANTIZE, OP_FAKE, OP_DEQUANTIZE } op_kind;
 
 typedef struct {
     const qc_quant_kernels *k;
-    const float *x, *s, *inv, *zp;
+    op_kind kind;
+    const float *x;      /* quantize, fake */
+    const uint8_t *qin;  /* dequantize */
+    int is_signed;
     void *out;
     uint8_t *mask;
+    const float *s, *inv, *zpf; /* inv, zpf: quantize and fake */
+    const int32_t *zpi;         /* dequantize */
     const qc_qcfg *cfg;
     int nan;
 } op_ctx;
 
 static void set_nan(op_ctx *c) { __atomic_store_n(&c->nan, 1, __ATOMIC_RELAXED); }
 
-static void quantize_run(void *vctx, size_t e, size_t len, size_t p, int vector) {
-    op_ctx *c = vctx;
-    uint8_t *q = (uint8_t *)c->out + e;
-    int nan = vector ? c->k->quantize_vector(c->x + e, q, len, c->s + p, c->inv + p, c->zp + p,
-                                             c->cfg)
-                     : c->k->quantize_uniform(c->x + e, q, len, c->s[p], c->inv[p], c->zp[p],
-                                              c->cfg);
+static void op_vector(op_ctx *c, size_t e, size_t len, const float *s, const float *inv,
+                      const float *zpf, const int32_t *zpi) {
+    int nan = 0;
+    switch (c->kind) {
+    case OP_QUANTIZE:
+        nan = c->k->quantize_vector(c->x + e, (uint8_t *)c->out + e, len, s, inv, zpf, c->cfg);
+        break;
+    case OP_FAKE:
+        nan = c->k->fake_vector(c->x + e, (float *)c->out + e, c->mask ? c->mask + e : NULL, len,
+                                s, inv, zpf, c->cfg);
+        break;
+    case OP_DEQUANTIZE:
+        c->k->dequantize_vector(c->qin + e, (float *)c->out + e, len, c->is_signed, s, zpi);
+        break;
+    }
     if (nan) set_nan(c);
+}
+
+static void op_run(void *vctx, size_t e, size_t len, size_t p, int vector) {
+    op_ctx *c = vctx;
+    int nan = 0;
+    if (vector) {
+        op_vector(c, e, len, c->s + p, c->inv ? c->inv + p : NULL, c->zpf ? c->zpf + p : NULL,
+                  c->zpi ? c->zpi + p : NULL);
+        return;
+    }
+    switch (c->kind) {
+    case OP_QUANTIZE:
+        nan = c->k->quantize_uniform(c->x + e, (uint8_t *)c->out + e, len, c->s[p], c->inv[p],
+                                     c->zpf[p], c->cfg);
+        break;
+    case OP_FAKE:
+        nan = c->k->fake_uniform(c->x + e, (float *)c->out + e, c->mask ? c->mask + e : NULL, len,
+                                 c->s[p], c->inv[p], c->zpf[p], c->cfg);
+        break;
+    case OP_DEQUANTIZE:
+        c->k->dequantize_uniform(c->qin + e, (float *)c->out + e, len, c->is_signed, c->s[p],
+                                 c->zpi[p]);
+        break;
+    }
+    if (nan) set_nan(c);
+}
+
+/* Per-axis parameters repeat with period P = C * inner over the flat index: element e uses
+ * parameter ((e % P) / inner). When runs are short (few channels on the last axis, or a short
+ * inner extent), the parameters are expanded once into per-element buffers of T elements
+ * (a multiple of P) and the tensor is walked as long vector runs: element e reads buffer
+ * entry e % T. Every kernel computes an element identically in its uniform and vector
+ * forms, so this changes speed only. */
+#define QC_PERIODIC_MAX 4096 /* largest period expanded */
+#define QC_PERIODIC_MIN 2048 /* expanded buffers hold at least this many elements */
+
+typedef struct {
+    size_t T; /* 0: not used */
+    float *s, *inv, *zpf;
+    int32_t *zpi;
+} periodic;
+
+static int periodic_init(periodic *pd, const qc_layout *L, const op_ctx *c) {
+    pd->T = 0;
+    if (L->per_tensor || L->block || run_length(L) >= 256) return 0;
+    size_t P = L->C * L->inner;
+    if (P == 0 || P > QC_PERIODIC_MAX) return 0;
+    size_t T = P * ((QC_PERIODIC_MIN + P - 1) / P);
+    float *buf = malloc(T * (3 * sizeof(float) + sizeof(int32_t)));
+    if (!buf) return 0; /* fall back to the walk */
+    pd->s = buf;
+    pd->inv = buf + T;
+    pd->zpf = buf + 2 * T;
+    pd->zpi = (int32_t *)(buf + 3 * T);
+    for (size_t j = 0; j < T; j++) {
+        size_t q = (j % P) / L->inner;
+        pd->s[j] = c->s[q];
+        pd->inv[j] = c->inv ? c->inv[q] : 0.0f;
+        pd->zpf[j] = c->zpf ? c->zpf[q] : 0.0f;
+        pd->zpi[j] = c->zpi ? c->zpi[q] : 0;
+    }
+    pd->T = T;
+    return 1;
+}
+
+typedef struct {
+    const qc_layout *L;
+    size_t n, ntasks;
+    const periodic *pd;
+    op_ctx *op;
+} split_ctx;
+
+static void op_range(const split_ctx *sc, size_t lo, size_t hi) {
+    const periodic *pd = sc->pd;
+    if (!pd->T) {
+        walk(sc->L, lo, hi, op_run, sc->op);
+        return;
+    }
+    while (lo < hi) {
+        size_t j = lo % pd->T, len = QC_MIN(pd->T - j, hi - lo);
+        op_vector(sc->op, lo, len, pd->s + j, pd->inv + j, pd->zpf + j, pd->zpi + j);
+        lo += len;
+    }
+}
+
+static void split_task(void *vctx, size_t t) {
+    const split_ctx *sc = vctx;
+    op_range(sc, chunk_start(sc->n, sc->ntasks, t), chunk_start(sc->n, sc->ntasks, t + 1));
+}
+
+static int run_op(const qc_layout *L, op_ctx *op) {
+    size_t n = qc_layout_size(L);
+    if (n == 0) return 0;
+    periodic pd;
+    periodic_init(&pd, L, op);
+    split_ctx sc = {L, n, qc_quant_ntasks(n), &pd, op};
+    if (sc.ntasks <= 1) op_range(&sc, 0, n);
+    else qc_parallel_for(sc.ntasks, split_task, &sc);
+    if (pd.T) free(pd.s);
+    return op->nan;
 }
 
 int qc_quantize_run(const qc_quant_kernels *k, const qc_layout *L, const float *x, uint8_t *q,
                     const float *s, const float *inv, const float *zpf, const qc_qcfg *cfg) {
-    op_ctx c = {k, x, s, inv, zpf, q, NULL, cfg, 0};
-    run_split(L, quantize_run, &c);
-    return c.nan;
-}
-
-static void fake_run(void *vctx, size_t e, size_t len, size_t p, int vector) {
-    op_ctx *c = vctx;
-    float *y = (float *)c->out + e;
-    uint8_t *m = c->mask ? c->mask + e : NULL;
-    int nan = vector ? c->k->fake_vector(c->x + e, y, m, len, c->s + p, c->inv + p, c->zp + p,
-                                         c->cfg)
-                     : c->k->fake_uniform(c->x + e, y, m, len, c->s[p], c->inv[p], c->zp[p],
-                                          c->cfg);
-    if (nan) set_nan(c);
+    op_ctx c = {k, OP_QUANTIZE, x, NULL, 0, q, NULL, s, inv, zpf, NULL, cfg, 0};
+    return run_op(L, &c);
 }
 
 int qc_fake_quantize_run(const qc_quant_kernels *k, const qc_layout *L, const float *x, float *y,
                          uint8_t *mask, const float *s, const float *inv, const float *zpf,
                          const qc_qcfg *cfg) {
-    op_ctx c = {k, x, s, inv, zpf, y, mask, cfg, 0};
-    run_split(L, fake_run, &c);
-    return c.nan;
-}
-
-/* ---- dequantize ---- */
-
-typedef struct {
-    const qc_quant_kernels *k;
-    const uint8_t *q;
-    int is_signed;
-    float *y;
-    const float *s;
-    const int32_t *zp;
-} deq_ctx;
-
-static void dequantize_run(void *vctx, size_t e, size_t len, size_t p, int vector) {
-    deq_ctx *c = vctx;
-    if (vector) c->k->dequantize_vector(c->q + e, c->y + e, len, c->is_signed, c->s + p, c->zp + p);
-    else c->k->dequantize_uniform(c->q + e, c->y + e, len, c->is_signed, c->s[p], c->zp[p]);
+    op_ctx c = {k, OP_FAKE, x, NULL, 0, y, mask, s, inv, zpf, NULL, cfg, 0};
+    return run_op(L, &c);
 }
 
 void qc_dequantize_run(const qc_quant_kernels *k, const qc_layout *L, const uint8_t *q,
                        int is_signed, float *y, const float *s, const int32_t *zp) {
-    deq_ctx c = {k, q, is_signed, y, s, zp};
-    run_split(L, dequantize_run, &c);
+    op_ctx c = {k, OP_DEQUANTIZE, NULL, q, is_signed, y, NULL, s, NULL, NULL, zp, NULL, 0};
+    run_op(L, &c);
 }
 
 /* ---- min/max: task t folds into its own accumulators (task 0: mn/mx, others: scratch),
