@@ -82,9 +82,22 @@ def test_minmax_threads_identical(rng):
     for n in (1, 2):
         with num_threads(n):
             res.append([*_C._minmax(x), *_C._minmax(x, 0), *_C._minmax(x, 1),
-                        *_C._minmax(x, 1, 64)])
+                        *_C._minmax(x, 1, 64), *_C._minmax(x.reshape(-1, 3), 1),
+                        *_C._minmax(x.reshape(-1, 5, 2), 1)])
     for a, b in zip(*res):
         assert_equal_exact(a, b, "threads")
+    for shape in ((-1, 3), (-1, 5, 2)):
+        mn, mx = _C._minmax(x.reshape(shape), 1)
+        wmn, wmx = ref_minmax(x.reshape(shape), 1)
+        assert_equal_exact(mn, wmn, f"{shape}")
+        assert_equal_exact(mx, wmx, f"{shape}")
+
+
+def test_minmax_nan_per_axis():
+    x = np.ones((50000, 3), np.float32)
+    x[40000, 2] = np.nan
+    with pytest.raises(ValueError, match=r"1 NaN value, the first at index \(40000, 2\)"):
+        qc.choose_qparams(x, axis=1)
 
 
 def test_minmax_nan():

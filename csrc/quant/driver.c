@@ -281,6 +281,37 @@ static void fill(float *a, size_t n, float v) {
     for (size_t i = 0; i < n; i++) a[i] = v;
 }
 
+/* Short per-axis runs: fold x into per-element accumulators of T = k * P entries (element e
+ * into entry e % T, as the periodic buffers above), then fold those into the P / inner
+ * parameters. min/max are exact, so the grouping does not change the result. Returns 0 when
+ * the layout does not qualify (or memory is short): the caller walks instead. */
+static int minmax_periodic(mm_ctx *c, mm_task *task, size_t lo, size_t hi) {
+    const qc_layout *L = c->L;
+    if (L->per_tensor || L->block || run_length(L) >= 256) return 0;
+    size_t P = L->C * L->inner;
+    if (P == 0 || P > QC_PERIODIC_MAX) return 0;
+    size_t T = P * ((QC_PERIODIC_MIN + P - 1) / P);
+    float *amn = malloc(2 * T * sizeof(float));
+    if (!amn) return 0;
+    float *amx = amn + T;
+    fill(amn, T, INFINITY);
+    fill(amx, T, -INFINITY);
+    int nan = 0;
+    while (lo < hi) {
+        size_t j = lo % T, len = QC_MIN(T - j, hi - lo);
+        nan |= c->k->minmax_vector(c->x + lo, len, amn + j, amx + j);
+        lo += len;
+    }
+    for (size_t j = 0; j < T; j++) {
+        size_t q = (j % P) / L->inner;
+        task->mn[q] = amn[j] < task->mn[q] ? amn[j] : task->mn[q];
+        task->mx[q] = amx[j] > task->mx[q] ? amx[j] : task->mx[q];
+    }
+    free(amn);
+    if (nan) __atomic_store_n(&c->nan, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
 static void minmax_task(void *vctx, size_t t) {
     mm_ctx *c = vctx;
     mm_task task = {c, c->mn, c->mx};
@@ -290,8 +321,8 @@ static void minmax_task(void *vctx, size_t t) {
         fill(task.mn, c->np, INFINITY);
         fill(task.mx, c->np, -INFINITY);
     }
-    walk(c->L, chunk_start(c->n, c->ntasks, t), chunk_start(c->n, c->ntasks, t + 1), minmax_one,
-         &task);
+    size_t lo = chunk_start(c->n, c->ntasks, t), hi = chunk_start(c->n, c->ntasks, t + 1);
+    if (!minmax_periodic(c, &task, lo, hi)) walk(c->L, lo, hi, minmax_one, &task);
 }
 
 int qc_minmax_run(const qc_quant_kernels *k, const qc_layout *L, const float *x, float *mn,
