@@ -77,7 +77,7 @@ def test_minmax_zero_sign_normalized(isa):
 
 
 def test_minmax_threads_identical(rng):
-    x = (rng.standard_normal((70, 7000)) * 3).astype(np.float32)
+    x = (rng.standard_normal((60, 7000)) * 3).astype(np.float32)
     res = []
     for n in (1, 2):
         with num_threads(n):
