@@ -78,6 +78,9 @@ X = np.linspace(-3, 3, 24, dtype=np.float32).reshape(4, 6)
     (lambda: qc.quantize(X, 1.0, out=np.empty((4, 6), np.uint8)), ValueError, "out: expected dtype int8"),
     (lambda: qc.quantize(X, 1.0, out=np.empty((6, 4), np.int8).T), ValueError, "out: expected a writable"),
     (lambda: qc.dequantize(np.zeros(3, np.int8), 1.0, out=[0, 0, 0]), TypeError, "out:"),
+    (lambda: qc.dequantize(np.zeros(3, np.int8), 1.0, out=np.empty(3, ">f4")), ValueError,
+     "out: expected a writable, aligned, C-contiguous array in native byte order"),
+    (lambda: qc.quantize(X, 1.0, out=np.empty((4, 6), np.int8)[::-1]), ValueError, "out:"),
     # choose_qparams
     (lambda: qc.choose_qparams(), TypeError, "x: expected an array"),
     (lambda: qc.choose_qparams(np.array([1.0, np.inf], np.float32)), ValueError, "x: expected finite"),

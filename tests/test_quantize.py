@@ -196,7 +196,8 @@ def test_layouts_and_input_dtypes(isa, rng):
     base = (rng.standard_normal((37, 45)) * 20).astype(np.float32)
     views = {"strided": base[::2, 1::3], "negative": base[::-1, ::-1], "transposed": base.T,
              "0-d": np.float32(3.7).reshape(()), "float64": base.astype(np.float64),
-             "float16": base.astype(np.float16), "list": base[:3, :4].tolist()}
+             "float16": base.astype(np.float16), "list": base[:3, :4].tolist(),
+             "big-endian": base.astype(">f4"), "big-endian float64": base.astype(">f8")}
     for name, v in views.items():
         keep = np.array(v, copy=True)
         got = qc.quantize(v, 0.3, 2)
@@ -204,6 +205,10 @@ def test_layouts_and_input_dtypes(isa, rng):
         assert_equal_exact(got, want, f"{isa} {name}")
         assert_equal_exact(np.asarray(v), keep, f"{name} input modified")
     assert qc.quantize(np.float32(2.0), 1.0).shape == ()
+    s = np.linspace(0.1, 1, 45).astype(">f4")
+    assert_equal_exact(qc.quantize(base, s, np.arange(45, dtype=">i4"), "int8", axis=1),
+                       ref_quantize(base, s.astype(np.float32), np.arange(45), "int8", axis=1),
+                       f"{isa} big-endian parameters")
 
 
 def test_threads_identical(rng):
