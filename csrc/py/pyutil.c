@@ -149,7 +149,8 @@ static PyArrayObject *as_array(PyObject *obj, const char *arg) {
 
 PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
     if (PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) == NPY_FLOAT32 &&
-        PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) && PyArray_ISALIGNED((PyArrayObject *)obj)) {
+        PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) && PyArray_ISALIGNED((PyArrayObject *)obj) &&
+        PyArray_ISNOTSWAPPED((PyArrayObject *)obj)) {
         Py_INCREF(obj);
         return (PyArrayObject *)obj;
     }
@@ -182,8 +183,10 @@ PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed) 
         Py_DECREF(a);
         return NULL;
     }
+    /* a native-byte-order copy when the input is byte-swapped (kernels read native ints) */
+    PyArray_Descr *native = PyArray_ISNOTSWAPPED(a) ? NULL : PyArray_DescrFromType(PyArray_TYPE(a));
     PyArrayObject *r = (PyArrayObject *)PyArray_FromAny(
-        (PyObject *)a, NULL, 0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
+        (PyObject *)a, native, 0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
     Py_DECREF(a);
     return r;
 }
@@ -221,8 +224,10 @@ PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_int
                        qc_typename(PyArray_TYPE(o)));
         return NULL;
     }
-    if (!PyArray_IS_C_CONTIGUOUS(o) || !PyArray_ISALIGNED(o) || !PyArray_ISWRITEABLE(o)) {
-        qc_value_error("%s: expected a writable, aligned, C-contiguous array", arg);
+    if (!PyArray_IS_C_CONTIGUOUS(o) || !PyArray_ISALIGNED(o) || !PyArray_ISWRITEABLE(o) ||
+        !PyArray_ISNOTSWAPPED(o)) {
+        qc_value_error("%s: expected a writable, aligned, C-contiguous array in native byte "
+                       "order", arg);
         return NULL;
     }
     Py_INCREF(o);
