@@ -207,12 +207,12 @@ PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_int
         return NULL;
     }
     PyArrayObject *o = (PyArrayObject *)out;
-    char want[160], got[160];
-    shape_str(want, sizeof want, ndim, shape);
-    shape_str(got, sizeof got, PyArray_NDIM(o), PyArray_DIMS(o));
     int same = PyArray_NDIM(o) == ndim;
     for (int i = 0; same && i < ndim; i++) same = PyArray_DIM(o, i) == shape[i];
     if (!same) {
+        char want[160], got[160];
+        shape_str(want, sizeof want, ndim, shape);
+        shape_str(got, sizeof got, PyArray_NDIM(o), PyArray_DIMS(o));
         qc_value_error("%s: expected shape %s, got %s", arg, want, got);
         return NULL;
     }
