@@ -392,6 +392,10 @@ def test_int_layouts(isa, rng):
         assert_equal_exact(qc.saturate_cast(v, "int8"), ref_saturate(v, np.int8), "layout")
         assert_equal_exact(qc.clamp(v, -5, 5), ref_clamp(v, -5, 5), "layout")
         assert_equal_exact(v, before, "input modified")
+    b16 = np.arange(0, 2**16, 7, dtype=np.uint16)
+    assert_same_bits(qc.from_bfloat16(b16.astype(">u2")), qc.from_bfloat16(b16), "big-endian bits")
+    assert_same_bits(qc.to_float16(b16.astype(">f4")), qc.to_float16(b16.astype(np.float32)),
+                     "big-endian float")
     swapped = base.astype(">i4")
     assert_equal_exact(qc.saturate_cast(swapped, "int16"), ref_saturate(base, np.int16), "big-endian")
     assert_equal_exact(qc.clamp(swapped, -9, 9), ref_clamp(base, -9, 9), "big-endian")
@@ -414,6 +418,17 @@ def test_threads_identical(isa, name, rng):
         two = fn()
     assert_same_bits(two, one, f"{name}: 2 threads vs 1")
     assert_same_bits(one, scalar_result(fn), f"{name}: {isa} vs scalar")
+
+
+def test_concurrent_python_threads(rng):
+    """Several Python threads calling at once (the GIL is released in the kernels)."""
+    from concurrent.futures import ThreadPoolExecutor
+    xs = [random_floats(rng, LARGE) for _ in range(4)]
+    want = [qc.to_bfloat16(x) for x in xs]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(qc.to_bfloat16, xs * 3))
+    for k, g in enumerate(got):
+        assert_equal_exact(g, want[k % 4], f"thread call {k}")
 
 
 def test_out_argument(rng):
