@@ -441,7 +441,8 @@ PyDoc_STRVAR(to_float16_doc,
 "x is converted to float32 first. Overflow (|x| >= 65520) gives +-inf, results below 2^-14\n"
 "are float16 denormals rounded exactly, NaN stays NaN (quiet, sign and top payload bits\n"
 "kept, as F16C vcvtps2ph). Bit-identical to ``x.astype(np.float32).astype(np.float16)``\n"
-"for every non-NaN value.");
+"for every float32 except signaling NaNs, which NumPy leaves signaling (checked over all\n"
+"2^32 inputs).");
 
 static PyObject *py_to_float16(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
