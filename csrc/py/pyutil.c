@@ -183,10 +183,10 @@ PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed) 
         Py_DECREF(a);
         return NULL;
     }
-    /* a native-byte-order copy when the input is byte-swapped (kernels read native ints) */
-    PyArray_Descr *native = PyArray_ISNOTSWAPPED(a) ? NULL : PyArray_DescrFromType(PyArray_TYPE(a));
+    /* the native-byte-order descriptor: a '>i4' input is swapped into a copy */
     PyArrayObject *r = (PyArrayObject *)PyArray_FromAny(
-        (PyObject *)a, native, 0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
+        (PyObject *)a, PyArray_DescrFromType(PyArray_TYPE(a)), 0, 0,
+        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
     Py_DECREF(a);
     return r;
 }
@@ -210,12 +210,12 @@ PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_int
         return NULL;
     }
     PyArrayObject *o = (PyArrayObject *)out;
-    char want[160], got[160];
-    shape_str(want, sizeof want, ndim, shape);
-    shape_str(got, sizeof got, PyArray_NDIM(o), PyArray_DIMS(o));
     int same = PyArray_NDIM(o) == ndim;
     for (int i = 0; same && i < ndim; i++) same = PyArray_DIM(o, i) == shape[i];
     if (!same) {
+        char want[160], got[160];
+        shape_str(want, sizeof want, ndim, shape);
+        shape_str(got, sizeof got, PyArray_NDIM(o), PyArray_DIMS(o));
         qc_value_error("%s: expected shape %s, got %s", arg, want, got);
         return NULL;
     }
