@@ -1,0 +1,55 @@
+/* Calibration kernels: min/max with NaN detection, |x| histograms, MSE-optimal clipping search. */
+#ifndef QC_CALIB_H
+#define QC_CALIB_H
+
+#include "qc_common.h"
+
+/* Result of a min/max pass. NaNs are skipped and counted; first_nan is the index of the first
+ * one (only meaningful when nan_count > 0). A -0.0 extreme is reported as +0.0 so that every
+ * variant and every chunking gives the same bits. With n == 0 (or only NaNs) mn = +inf and
+ * mx = -inf. */
+typedef struct {
+    float mn, mx;
+    size_t nan_count;
+    size_t first_nan;
+} qc_minmax_result;
+
+typedef void (*qc_minmax_f32_fn)(const float *x, size_t n, qc_minmax_result *r);
+
+/* One variant's table of kernels. */
+typedef struct {
+    qc_minmax_f32_fn minmax_f32;
+} qc_calib_kernels;
+
+void qc_minmax_f32__scalar(const float *x, size_t n, qc_minmax_result *r);
+void qc_minmax_f32__avx2(const float *x, size_t n, qc_minmax_result *r);
+void qc_minmax_f32__avx512(const float *x, size_t n, qc_minmax_result *r);
+
+/* Merge b into a (order-independent: min/max, NaN counts add, first NaN is the smaller one
+ * once both indices are in the same coordinates). */
+void qc_minmax_merge(qc_minmax_result *a, const qc_minmax_result *b, size_t b_offset);
+
+/* Histogram of |x|: bin i counts values with floor(|x| * inv_width) == i (computed in double),
+ * values at or above the last edge land in the last bin. counts[bins] is added to, not reset.
+ * x must hold no NaN. */
+void qc_abs_histogram_f32(const float *x, size_t n, double inv_width, size_t bins,
+                          int64_t *counts);
+
+/* MSE-optimal clipping search for one group of n values whose range is [mn, mx] (mn <= 0 <= mx).
+ * Candidate k clips the range to [mn * fractions[k], mx * fractions[k]] and derives float32
+ * qparams from it:
+ *   symmetric:  a = max(-lo, hi), scale = 2a / (qmax - qmin), zp = floor((qmin + qmax + 1) / 2)
+ *   asymmetric: scale = (hi - lo) / (qmax - qmin), zp = clamp(rne(qmin - lo / scale), qmin, qmax)
+ * then fake-quantizes every value (clamp(rne(x / scale) + zp) - zp) * scale in float32 and sums
+ * the squared errors in double. Returns the k with the smallest sum (the first one on ties);
+ * 0 when the range is empty. errors[k] receives each sum when errors is not NULL. */
+size_t qc_mse_clip_search_f32(const float *x, size_t n, float mn, float mx, int qmin, int qmax,
+                              int symmetric, const float *fractions, size_t k, double *errors);
+
+/* Squared error of quantizing the centres of an |x| histogram with symmetric threshold t onto
+ * levels 0..levels (value c -> min(rne(c / s), levels) * s with s = t / levels), weighted by
+ * the counts, for every candidate threshold t = (i + 1) * width, i in [0, bins). */
+void qc_hist_mse_f64(const int64_t *counts, size_t bins, double width, int levels,
+                     double *errors);
+
+#endif
