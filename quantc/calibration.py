@@ -63,7 +63,7 @@ class _RangeObserver:
             a = _f32(x)
             if a.size == 0:
                 return None
-            mn, mx = _C._minmax(a, name="x")
+            mn, mx = _C._calib_minmax(a, name="x")
             return np.float32(mn), np.float32(mx)
         a = _channels_first(x, self.axis)
         if a.shape[1] == 0:
@@ -71,7 +71,7 @@ class _RangeObserver:
         if self.min_val is not None and a.shape[0] != self.min_val.shape[0]:
             raise ValueError(f"x: expected {self.min_val.shape[0]} channels along axis "
                              f"{self.axis} (as in earlier batches), got {a.shape[0]}")
-        mins, maxs = _C._group_minmax(a, a.shape[1], name="x")
+        mins, maxs = _C._calib_group_minmax(a, a.shape[1], name="x")
         return mins[:, 0], maxs[:, 0]
 
     def _check_ready(self):
@@ -169,7 +169,7 @@ class _AbsHistogram(_RangeObserver):
             self.counts = np.concatenate([self.counts.reshape(-1, 2).sum(axis=1),
                                           np.zeros(self.bins // 2, np.int64)])
             self.range_max *= 2.0
-        _C._abs_histogram(a, self.counts, self.bins / self.range_max)
+        _C._calib_abs_histogram(a, self.counts, self.bins / self.range_max)
 
     def _clipped_qparams(self, threshold, dtype, symmetric, narrow_range, profile):
         t = np.float32(threshold)
@@ -292,7 +292,7 @@ class HistogramObserver(_AbsHistogram):
         from . import qrange
         qmin, qmax = qrange(dtype, narrow_range=narrow_range)
         levels = qmax - qmin if self.min_val >= 0 else (qmax - qmin) // 2
-        err = _C._hist_mse(self.counts, self.width, int(levels))
+        err = _C._calib_hist_mse(self.counts, self.width, int(levels))
         return (int(np.argmin(err)) + 1) * self.width
 
     def qparams(self, dtype="int8", symmetric=False, narrow_range=False, profile="onnx"):

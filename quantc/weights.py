@@ -342,13 +342,13 @@ def _quantize_tensor(name, x, dtype, granularity, axis, block_size, symmetric, n
                      method, percentile):
     from . import choose_qparams, qrange, quantize
     x2, block, st_axis, st_block, pshape = _layout(x, granularity, axis, block_size)
-    mins, maxs = _C._group_minmax(x2, block, name=name)
+    mins, maxs = _C._calib_group_minmax(x2, block, name=name)
     if method == "percentile":
         mins, maxs = _percentile_range(x2, block, percentile)
     elif method == "mse":
         qmin, qmax = qrange(dtype, narrow_range=narrow_range)
         lo, hi = np.minimum(mins, 0), np.maximum(maxs, 0)
-        best = _C._mse_clip_search(x2, block, lo, hi, qmin, qmax, bool(symmetric),
+        best = _C._calib_mse_clip_search(x2, block, lo, hi, qmin, qmax, bool(symmetric),
                                    _MSE_FRACTIONS)
         f = _MSE_FRACTIONS[best]
         mins, maxs = (lo * f).astype(np.float32), (hi * f).astype(np.float32)

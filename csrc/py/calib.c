@@ -71,7 +71,7 @@ static PyObject *py_minmax(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"x", "name", NULL};
     PyObject *xo;
     const char *name = "x";
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|s:_minmax", kwlist, &xo, &name)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|s:_calib_minmax", kwlist, &xo, &name)) return NULL;
     PyArrayObject *x = qc_float32_array(xo, name);
     if (!x) return NULL;
     qc_minmax_result r;
@@ -149,7 +149,7 @@ static PyObject *py_group_minmax(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"x", "block", "name", NULL};
     PyObject *xo, *blocko;
     const char *name = "x";
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|s:_group_minmax", kwlist, &xo, &blocko, &name))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|s:_calib_group_minmax", kwlist, &xo, &blocko, &name))
         return NULL;
     PyArrayObject *x;
     group_layout g;
@@ -190,7 +190,7 @@ static PyObject *py_abs_histogram(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *xo, *co;
     double inv_width;
-    if (!PyArg_ParseTuple(args, "OOd:_abs_histogram", &xo, &co, &inv_width)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOd:_calib_abs_histogram", &xo, &co, &inv_width)) return NULL;
     if (!PyArray_Check(co) || PyArray_TYPE((PyArrayObject *)co) != NPY_INT64 ||
         PyArray_NDIM((PyArrayObject *)co) != 1 ||
         !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)co) ||
@@ -240,7 +240,7 @@ static PyObject *py_mse_clip_search(PyObject *self, PyObject *args, PyObject *kw
                              "fractions", NULL};
     PyObject *xo, *blocko, *mino, *maxo, *fo;
     int qmin, qmax, symmetric;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOiipO:_mse_clip_search", kwlist, &xo, &blocko,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOiipO:_calib_mse_clip_search", kwlist, &xo, &blocko,
                                      &mino, &maxo, &qmin, &qmax, &symmetric, &fo))
         return NULL;
     if (qmin >= qmax) return (qc_value_error("qmin, qmax: expected qmin < qmax, got %d, %d",
@@ -289,7 +289,7 @@ static PyObject *py_hist_mse(PyObject *self, PyObject *args) {
     PyObject *co;
     double width;
     int levels;
-    if (!PyArg_ParseTuple(args, "Odi:_hist_mse", &co, &width, &levels)) return NULL;
+    if (!PyArg_ParseTuple(args, "Odi:_calib_hist_mse", &co, &width, &levels)) return NULL;
     if (!(width > 0.0) || !isfinite(width) || levels < 1) {
         return (qc_value_error("width, levels: expected a positive finite width and levels >= 1"),
                 NULL);
@@ -318,15 +318,16 @@ static PyObject *py_hist_mse(PyObject *self, PyObject *args) {
 }
 
 PyMethodDef qc_calib_methods[] = {
-    {"_minmax", (PyCFunction)(void (*)(void))py_minmax, METH_VARARGS | METH_KEYWORDS,
+    {"_calib_minmax", (PyCFunction)(void (*)(void))py_minmax, METH_VARARGS | METH_KEYWORDS,
      "(min, max) of a float array; ValueError naming `name` on NaN."},
-    {"_group_minmax", (PyCFunction)(void (*)(void))py_group_minmax, METH_VARARGS | METH_KEYWORDS,
+    {"_calib_group_minmax", (PyCFunction)(void (*)(void))py_group_minmax,
+     METH_VARARGS | METH_KEYWORDS,
      "Per-group (mins, maxs) of a 2-D array split into blocks along its last axis."},
-    {"_abs_histogram", py_abs_histogram, METH_VARARGS,
+    {"_calib_abs_histogram", py_abs_histogram, METH_VARARGS,
      "Add the histogram of |x| (bin = floor(|x| * inv_width), capped) into int64 counts."},
-    {"_mse_clip_search", (PyCFunction)(void (*)(void))py_mse_clip_search,
+    {"_calib_mse_clip_search", (PyCFunction)(void (*)(void))py_mse_clip_search,
      METH_VARARGS | METH_KEYWORDS, "Per-group index of the MSE-optimal clipping fraction."},
-    {"_hist_mse", py_hist_mse, METH_VARARGS,
+    {"_calib_hist_mse", py_hist_mse, METH_VARARGS,
      "Squared error of a |x| histogram for every candidate threshold (i + 1) * width."},
     {NULL, NULL, 0, NULL},
 };
