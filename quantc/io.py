@@ -191,6 +191,9 @@ class TensorReader:
                     arr = f.get_tensor(name)
             except Exception as e:
                 raise ValueError(f"{self.path}: tensor {name!r}: cannot be read ({e})") from None
+            shape = tuple(self._header[name]["shape"])
+            if arr.shape != shape:  # safe_open returns 0-d tensors as shape (1,)
+                arr = arr.reshape(shape)
         if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf" or \
                 arr.dtype.byteorder == ">":
             kind = getattr(arr, "dtype", type(arr))
@@ -230,7 +233,9 @@ def write_tensors(path, tensors, metadata=None):
             os.close(fd)
             fd = None
             from safetensors.numpy import save_file
-            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp,
+            # np.ascontiguousarray would turn 0-d arrays into shape (1,)
+            save_file({k: np.array(v, copy=not np.asarray(v).flags.c_contiguous)
+                       for k, v in tensors.items()}, tmp,
                       metadata=metadata or None)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())

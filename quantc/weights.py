@@ -371,10 +371,10 @@ def _error_stats(x, qt):
     qmin, qmax = np.iinfo(qt.dtype).min, np.iinfo(qt.dtype).max
     for r0 in range(0, rows, per):
         r1 = min(rows, r0 + per)
-        xs = x[r0:r1].astype(np.float32, copy=False)
+        xs = x[r0:r1].astype(np.float64)
         d = qt.dequantize((r0, r1))
-        e = (xs.astype(np.float64) - d)
-        sig += float(np.dot(xs.ravel().astype(np.float64), xs.ravel().astype(np.float64)))
+        e = xs - d
+        sig += float(np.dot(xs.ravel(), xs.ravel()))
         err += float(np.dot(e.ravel(), e.ravel()))
         if e.size:
             mx = max(mx, float(np.abs(e).max()))
@@ -473,7 +473,7 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
     try:
         for name in names:
             x = get(name)
-            eligible = (x.dtype.kind == "f" and x.ndim >= 2 and x.size >= min_elements
+            eligible = (x.dtype.kind == "f" and x.ndim >= 2 and x.size >= max(min_elements, 1)
                         and not any(fnmatch.fnmatchcase(name, p) for p in skip))
             if not eligible:
                 tensors[name] = x
@@ -507,7 +507,7 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
                               "block_size": qt.block_size, "orig_dtype": str(x.dtype),
                               "shape": list(x.shape), "method": method}
                 rows.append(_row(name, x.shape, qt.scheme, x.nbytes, qt.nbytes,
-                                 _error_stats(xf, qt)))
+                                 _error_stats(x, qt)))
             del x
             bar.step(name)
     finally:
