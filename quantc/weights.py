@@ -357,12 +357,39 @@ def _quantize_tensor(name, x, dtype, granularity, axis, block_size, symmetric, n
     qp = choose_qparams(min_val=mins, max_val=maxs, dtype=dtype, symmetric=symmetric,
                         axis=st_axis, block_size=st_block, narrow_range=narrow_range)
     q = quantize(x, qp.scale, qp.zero_point, dtype, axis=st_axis, block_size=st_block)
-    return QuantizedTensor(q, qp.scale, qp.zero_point, st_axis, st_block, x.dtype,
-                           granularity, method)
+    qt = QuantizedTensor(q, qp.scale, qp.zero_point, st_axis, st_block, x.dtype, granularity,
+                         method)
+    return qt, x2, block
+
+
+def _error_stats_c(x, x2, block, qt):
+    """(sqnr_db, max_abs_error, clipped_pct) of a float32 tensor, one C pass over x and q."""
+    s = np.asarray(qt.scale, np.float32)
+    z = np.asarray(qt.zero_point).astype(np.int32)
+    if qt.granularity == "per_tensor":
+        x2 = x.reshape(x.shape[0], -1)  # rows only to spread the work over threads
+        block = max(x2.shape[1], 1)
+        q2 = qt.q.reshape(x2.shape)
+        s = np.full(x2.shape[0], s, np.float32)
+        z = np.full(x2.shape[0], z, np.int32)
+    elif qt.granularity == "per_channel":
+        q2 = np.ascontiguousarray(np.moveaxis(qt.q, qt.axis, 0).reshape(x2.shape))
+    else:
+        q2 = qt.q.reshape(x2.shape)
+    sig, err, mx, clipped = _C._calib_error_stats(x2, q2, block, s.ravel(), z.ravel())
+    return _sqnr(sig, err), mx, 100.0 * clipped / x.size if x.size else 0.0
+
+
+def _sqnr(sig, err):
+    if err == 0.0:
+        return math.inf
+    if sig == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(sig / err)
 
 
 def _error_stats(x, qt):
-    """(sqnr_db, max_abs_error, clipped_pct) of a quantized tensor, in row chunks."""
+    """(sqnr_db, max_abs_error, clipped_pct) against a non-float32 original, in row chunks."""
     rows = x.shape[0] if x.ndim else 1
     per = max(1, _CHUNK_ELEMS // max(1, x.size // max(rows, 1)))
     sig = err = 0.0
@@ -383,13 +410,7 @@ def _error_stats(x, qt):
         if sat.any():
             step = _broadcast_scale(qt, (r0, r1), xs.shape)
             clipped += int(np.count_nonzero(sat & (np.abs(e) > 0.5 * step * (1 + 2.0 ** -10))))
-    if err == 0.0:
-        sqnr = math.inf
-    elif sig == 0.0:
-        sqnr = -math.inf
-    else:
-        sqnr = 10.0 * math.log10(sig / err)
-    return sqnr, mx, 100.0 * clipped / x.size if x.size else 0.0
+    return _sqnr(sig, err), mx, 100.0 * clipped / x.size if x.size else 0.0
 
 
 def _broadcast_scale(qt, rows, shape):
@@ -499,15 +520,18 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
                     raise ValueError(f"axis: expected an int in [{-x.ndim}, {x.ndim}) for "
                                      f"tensor {name!r} of shape {x.shape}, got {axis}")
                 xf = x if x.dtype == np.float32 else x.astype(np.float32)
-                qt = _quantize_tensor(name, xf, dtype_s, granularity, axis, block_size,
-                                      symmetric, narrow_range, method, float(percentile))
+                qt, x2, block = _quantize_tensor(name, xf, dtype_s, granularity, axis,
+                                                 block_size, symmetric, narrow_range, method,
+                                                 float(percentile))
                 qt.orig_dtype = x.dtype
+                stats = _error_stats(x, qt) if x.dtype == np.float64 else \
+                    _error_stats_c(xf, x2, block, qt)
+                del x2, xf
                 tensors[name] = qt
                 info[name] = {"scheme": dtype_s, "granularity": granularity, "axis": qt.axis,
                               "block_size": qt.block_size, "orig_dtype": str(x.dtype),
                               "shape": list(x.shape), "method": method}
-                rows.append(_row(name, x.shape, qt.scheme, x.nbytes, qt.nbytes,
-                                 _error_stats(x, qt)))
+                rows.append(_row(name, x.shape, qt.scheme, x.nbytes, qt.nbytes, stats))
             del x
             bar.step(name)
     finally:

@@ -435,3 +435,16 @@ def test_quantized_tensor_api(rng):
     d = qt.dequantize()
     assert d.dtype == np.float32 and d.shape == (100, 48)
     assert "per_channel" in repr(qt)
+
+
+def test_report_independent_of_threads(rng):
+    from conftest import num_threads
+    w = {"a": rng.standard_normal((300, 700)).astype(np.float32),
+         "b": rng.standard_normal((64, 1000)).astype(np.float32)}
+    reps = []
+    for n in (1, 2):
+        with num_threads(n):
+            for g, kw in (("per_tensor", {}), ("per_channel", {}), ("per_block", {"block_size": 64})):
+                reps.append(qc.quantize_weights(w, granularity=g, method="mse", progress=False,
+                                                **kw).report().to_list())
+    assert reps[:3] == reps[3:]

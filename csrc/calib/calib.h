@@ -52,4 +52,17 @@ size_t qc_mse_clip_search_f32(const float *x, size_t n, float mn, float mx, int 
 void qc_hist_mse_f64(const int64_t *counts, size_t bins, double width, int levels,
                      double *errors);
 
+/* Error of a quantized group against its float original, one pass: the dequantized value is
+ * d = (float)(q - zp) * scale (float32, as quantc.dequantize); accumulates sum x^2 and
+ * sum (x - d)^2 in double, the largest |x - d| and the count of clamped values (those whose
+ * |x - d| exceeds half a step, scale * (0.5 + 2^-11)). q is int8 (is_signed) or uint8. */
+typedef struct {
+    double signal, error;
+    float max_abs;
+    int64_t clipped;
+} qc_error_stats;
+
+void qc_error_stats_group(const float *x, const void *q, int is_signed, size_t n, float scale,
+                          int32_t zp, qc_error_stats *acc);
+
 #endif

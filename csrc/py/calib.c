@@ -317,7 +317,90 @@ static PyObject *py_hist_mse(PyObject *self, PyObject *args) {
     return (PyObject *)err;
 }
 
+typedef struct {
+    group_layout g;
+    const void *q;
+    int is_signed;
+    const float *scale;
+    const int32_t *zp;
+    qc_error_stats *rows;
+} stats_ctx;
+
+static void stats_task(void *vctx, size_t row) {
+    stats_ctx *c = vctx;
+    const group_layout *g = &c->g;
+    qc_error_stats acc = {0.0, 0.0, 0.0f, 0};
+    for (size_t b = 0; b < g->groups; b++) {
+        size_t lo = b * g->block, hi = QC_MIN(g->len, lo + g->block);
+        size_t off = row * g->len + lo, gi = row * g->groups + b;
+        qc_error_stats_group(g->x + off, (const char *)c->q + off, c->is_signed, hi - lo,
+                             c->scale[gi], c->zp[gi], &acc);
+    }
+    c->rows[row] = acc;
+}
+
+static PyObject *py_error_stats(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *qo, *blocko, *so, *zo;
+    if (!PyArg_ParseTuple(args, "OOOOO:_calib_error_stats", &xo, &qo, &blocko, &so, &zo))
+        return NULL;
+    static const int qtypes[] = {NPY_INT8, NPY_UINT8, -1};
+    static const int ztypes[] = {NPY_INT32, -1};
+    PyArrayObject *x = NULL, *q = NULL, *s = NULL, *z = NULL;
+    qc_error_stats *rows = NULL;
+    group_layout g;
+    if (parse_groups(xo, blocko, "x", &x, &g) < 0) return NULL;
+    q = qc_int_array(qo, "q", qtypes);
+    s = q ? qc_float32_array(so, "scale") : NULL;
+    z = s ? qc_int_array(zo, "zero_point", ztypes) : NULL;
+    if (!z) goto fail;
+    if (PyArray_NDIM(q) != 2 || PyArray_DIM(q, 0) != (npy_intp)g.rows ||
+        PyArray_DIM(q, 1) != (npy_intp)g.len) {
+        qc_value_error("q: expected the shape of x");
+        goto fail;
+    }
+    if ((size_t)PyArray_SIZE(s) != g.rows * g.groups ||
+        (size_t)PyArray_SIZE(z) != g.rows * g.groups) {
+        qc_value_error("scale, zero_point: expected %zu values each (rows x groups)",
+                       g.rows * g.groups);
+        goto fail;
+    }
+    rows = calloc(g.rows ? g.rows : 1, sizeof *rows);
+    if (!rows) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    stats_ctx ctx = {g, PyArray_DATA(q), PyArray_TYPE(q) == NPY_INT8, PyArray_DATA(s),
+                     PyArray_DATA(z), rows};
+    Py_BEGIN_ALLOW_THREADS
+    qc_parallel_for(g.rows, stats_task, &ctx);
+    Py_END_ALLOW_THREADS
+    /* rows are summed in order: the result does not depend on the thread count */
+    qc_error_stats tot = {0.0, 0.0, 0.0f, 0};
+    for (size_t r = 0; r < g.rows; r++) {
+        tot.signal += rows[r].signal;
+        tot.error += rows[r].error;
+        tot.max_abs = rows[r].max_abs > tot.max_abs ? rows[r].max_abs : tot.max_abs;
+        tot.clipped += rows[r].clipped;
+    }
+    free(rows);
+    Py_DECREF(x);
+    Py_DECREF(q);
+    Py_DECREF(s);
+    Py_DECREF(z);
+    return Py_BuildValue("(dddL)", tot.signal, tot.error, (double)tot.max_abs,
+                         (long long)tot.clipped);
+fail:
+    Py_XDECREF(x);
+    Py_XDECREF(q);
+    Py_XDECREF(s);
+    Py_XDECREF(z);
+    return NULL;
+}
+
 PyMethodDef qc_calib_methods[] = {
+    {"_calib_error_stats", py_error_stats, METH_VARARGS,
+     "(sum x^2, sum err^2, max |err|, clamped count) of q against x, groups as _group_minmax."},
     {"_calib_minmax", (PyCFunction)(void (*)(void))py_minmax, METH_VARARGS | METH_KEYWORDS,
      "(min, max) of a float array; ValueError naming `name` on NaN."},
     {"_calib_group_minmax", (PyCFunction)(void (*)(void))py_group_minmax,
