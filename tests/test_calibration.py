@@ -414,3 +414,56 @@ def test_all_zero_data_gives_valid_qparams():
     obs.update(np.zeros(100, np.float32))
     qp = obs.qparams()
     assert np.all(np.isfinite(qp.scale)) and np.all(qp.scale > 0)
+
+
+def ref_error_stats(x, q, scale, zp):
+    """The documented lane rule: element i of a group adds to lane i % 16; lanes summed in order."""
+    x = np.asarray(x, np.float32)
+    d = ((q.astype(np.int32) - np.int32(zp)).astype(np.float32) * np.float32(scale))
+    e = np.abs(x - d)
+    de = x.astype(np.float64) - d.astype(np.float64)
+    lanes = np.arange(x.size) % 16
+    sig = err = 0.0
+    for lane in range(16):
+        m = lanes == lane
+        s1 = e1 = 0.0
+        for v, r in zip(x[m].astype(np.float64), de[m]):
+            s1 += v * v
+            e1 += r * r
+        sig += s1
+        err += e1
+    half = np.float32(scale) * np.float32(0.5 + 1 / 2048)
+    return sig, err, float(e.max()) if e.size else 0.0, int(np.count_nonzero(e > half))
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 33, 100])
+@pytest.mark.parametrize("qdtype", [np.int8, np.uint8])
+def test_error_stats_matches_reference(rng, n, qdtype):
+    x = rng.standard_normal(n).astype(np.float32)
+    info = np.iinfo(qdtype)
+    zp = 0 if qdtype == np.int8 else 128
+    scale = np.float32(0.012)  # clamps the tails: some values count as clipped
+    q = np.clip(np.rint(x / scale) + zp, info.min, info.max).astype(qdtype)
+    k = 1 if n else 0  # a row of 0 values has no group
+    got = _C._calib_error_stats(x.reshape(1, -1), q.reshape(1, -1), max(n, 1),
+                                np.full(k, scale, np.float32), np.full(k, zp, np.int32))
+    assert got == ref_error_stats(x, q, scale, zp)
+
+
+@pytest.mark.parametrize("shape,block", [((3, 1000), 1000), ((5, 77), 16), ((2, 4099), 512),
+                                         ((7, 31), 31)])
+@pytest.mark.parametrize("qdtype", [np.int8, np.uint8])
+def test_error_stats_simd_equals_scalar(rng, isa, shape, block, qdtype):
+    from conftest import isa_cap
+    x = (rng.standard_t(3, size=shape)).astype(np.float32)
+    groups = -(-shape[1] // block)
+    scale = rng.uniform(0.005, 0.05, shape[0] * groups).astype(np.float32)
+    zp = rng.integers(-20, 20, shape[0] * groups).astype(np.int32)
+    if qdtype == np.uint8:
+        zp += 128
+    q = rng.integers(np.iinfo(qdtype).min, np.iinfo(qdtype).max, shape, endpoint=True)
+    q = q.astype(qdtype)
+    got = _C._calib_error_stats(x, q, block, scale, zp)
+    with isa_cap("scalar"):
+        want = _C._calib_error_stats(x, q, block, scale, zp)
+    assert got == want, f"isa={isa} shape={shape} block={block}"

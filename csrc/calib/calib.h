@@ -16,11 +16,6 @@ typedef struct {
 
 typedef void (*qc_minmax_f32_fn)(const float *x, size_t n, qc_minmax_result *r);
 
-/* One variant's table of kernels. */
-typedef struct {
-    qc_minmax_f32_fn minmax_f32;
-} qc_calib_kernels;
-
 void qc_minmax_f32__scalar(const float *x, size_t n, qc_minmax_result *r);
 void qc_minmax_f32__avx2(const float *x, size_t n, qc_minmax_result *r);
 void qc_minmax_f32__avx512(const float *x, size_t n, qc_minmax_result *r);
@@ -55,14 +50,30 @@ void qc_hist_mse_f64(const int64_t *counts, size_t bins, double width, int level
 /* Error of a quantized group against its float original, one pass: the dequantized value is
  * d = (float)(q - zp) * scale (float32, as quantc.dequantize); accumulates sum x^2 and
  * sum (x - d)^2 in double, the largest |x - d| and the count of clamped values (those whose
- * |x - d| exceeds half a step, scale * (0.5 + 2^-11)). q is int8 (is_signed) or uint8. */
+ * |x - d| exceeds half a step, scale * (0.5 + 2^-11)). q is int8 (is_signed) or uint8.
+ * The sums run over QC_STATS_LANES lanes (element i of a group goes to lane i % 16), reduced
+ * in lane order at the end: the SIMD variants keep one vector lane per lane and give the
+ * scalar kernel's bits exactly. */
+#define QC_STATS_LANES 16
 typedef struct {
     double signal, error;
     float max_abs;
     int64_t clipped;
 } qc_error_stats;
 
-void qc_error_stats_group(const float *x, const void *q, int is_signed, size_t n, float scale,
+typedef void (*qc_error_stats_fn)(const float *x, const void *q, int is_signed, size_t n,
+                                  float scale, int32_t zp, qc_error_stats *acc);
+void qc_error_stats__scalar(const float *x, const void *q, int is_signed, size_t n, float scale,
+                            int32_t zp, qc_error_stats *acc);
+void qc_error_stats__avx2(const float *x, const void *q, int is_signed, size_t n, float scale,
                           int32_t zp, qc_error_stats *acc);
+void qc_error_stats__avx512(const float *x, const void *q, int is_signed, size_t n, float scale,
+                            int32_t zp, qc_error_stats *acc);
+
+/* One variant's table of kernels. */
+typedef struct {
+    qc_minmax_f32_fn minmax_f32;
+    qc_error_stats_fn error_stats;
+} qc_calib_kernels;
 
 #endif

@@ -95,24 +95,11 @@ void qc_hist_mse_f64(const int64_t *counts, size_t bins, double width, int level
     }
 }
 
-void qc_error_stats_group(const float *x, const void *q, int is_signed, size_t n, float scale,
-                          int32_t zp, qc_error_stats *acc) {
-    const float half = scale * (0.5f + 1.0f / 2048.0f);
-    double sig = 0.0, err = 0.0;
-    float mx = acc->max_abs;
-    int64_t clipped = 0;
-    for (size_t i = 0; i < n; i++) {
-        int32_t qi = is_signed ? (int32_t)((const int8_t *)q)[i] : (int32_t)((const uint8_t *)q)[i];
-        float d = (float)(qi - zp) * scale;
-        float e = fabsf(x[i] - d);
-        double de = (double)x[i] - (double)d;
-        sig += (double)x[i] * (double)x[i];
-        err += de * de;
-        mx = e > mx ? e : mx;
-        clipped += e > half;
-    }
-    acc->signal += sig;
-    acc->error += err;
-    acc->max_abs = mx;
-    acc->clipped += clipped;
+#include "calib/error_stats_impl.h"
+
+void qc_error_stats__scalar(const float *x, const void *q, int is_signed, size_t n, float scale,
+                            int32_t zp, qc_error_stats *acc) {
+    qc_stats_lanes a = {{0}, {0}, {0}, {0}};
+    qc_stats_lanes_add(&a, x, q, is_signed, n, scale, zp, qc_stats_half_step(scale));
+    qc_stats_lanes_reduce(&a, acc);
 }

@@ -6,14 +6,14 @@
 
 #include "calib/calib.h"
 
-static const qc_calib_kernels calib_scalar = {qc_minmax_f32__scalar};
-static const qc_calib_kernels calib_avx2 = {qc_minmax_f32__avx2};
-static const qc_calib_kernels calib_avx512 = {qc_minmax_f32__avx512};
+static const qc_calib_kernels calib_scalar = {qc_minmax_f32__scalar, qc_error_stats__scalar};
+static const qc_calib_kernels calib_avx2 = {qc_minmax_f32__avx2, qc_error_stats__avx2};
+static const qc_calib_kernels calib_avx512 = {qc_minmax_f32__avx512, qc_error_stats__avx512};
 
 static const qc_variant calib_variants[] = {
-    {"minmax_f32__avx512", QC_ISA_AVX512, &calib_avx512},
-    {"minmax_f32__avx2", QC_ISA_AVX2, &calib_avx2},
-    {"minmax_f32__scalar", QC_ISA_SCALAR, &calib_scalar},
+    {"calib__avx512", QC_ISA_AVX512, &calib_avx512},
+    {"calib__avx2", QC_ISA_AVX2, &calib_avx2},
+    {"calib__scalar", QC_ISA_SCALAR, &calib_scalar},
 };
 static const qc_family calib_family = {"calib", 3, calib_variants};
 
@@ -318,6 +318,7 @@ static PyObject *py_hist_mse(PyObject *self, PyObject *args) {
 }
 
 typedef struct {
+    qc_error_stats_fn fn;
     group_layout g;
     const void *q;
     int is_signed;
@@ -333,7 +334,7 @@ static void stats_task(void *vctx, size_t row) {
     for (size_t b = 0; b < g->groups; b++) {
         size_t lo = b * g->block, hi = QC_MIN(g->len, lo + g->block);
         size_t off = row * g->len + lo, gi = row * g->groups + b;
-        qc_error_stats_group(g->x + off, (const char *)c->q + off, c->is_signed, hi - lo,
+        c->fn(g->x + off, (const char *)c->q + off, c->is_signed, hi - lo,
                              c->scale[gi], c->zp[gi], &acc);
     }
     c->rows[row] = acc;
@@ -370,7 +371,7 @@ static PyObject *py_error_stats(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto fail;
     }
-    stats_ctx ctx = {g, PyArray_DATA(q), PyArray_TYPE(q) == NPY_INT8, PyArray_DATA(s),
+    stats_ctx ctx = {calib_kernels()->error_stats, g, PyArray_DATA(q), PyArray_TYPE(q) == NPY_INT8, PyArray_DATA(s),
                      PyArray_DATA(z), rows};
     Py_BEGIN_ALLOW_THREADS
     qc_parallel_for(g.rows, stats_task, &ctx);
