@@ -116,6 +116,13 @@ QC_INLINE float qc_bits_f32(uint32_t b) {
     return x;
 }
 
+/* The four direct modes; a NaN comes back quiet (x + x), as the SIMD round instructions
+ * return it, whatever the C library does with signaling NaNs. */
+QC_INLINE float qc_rint_f32(float x) { return x != x ? x + x : rintf(x); }
+QC_INLINE float qc_floor_f32(float x) { return x != x ? x + x : floorf(x); }
+QC_INLINE float qc_ceil_f32(float x) { return x != x ? x + x : ceilf(x); }
+QC_INLINE float qc_trunc_f32(float x) { return x != x ? x + x : truncf(x); }
+
 /* half_away: round |x| half up (|x| - trunc(|x|) is exact), then put x's sign back, so -0.3
  * gives -0.0 like C's roundf. inf: the fraction is NaN, the comparison false, inf stays. */
 QC_INLINE float qc_round_half_away_f32(float x) {

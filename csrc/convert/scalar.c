@@ -4,7 +4,7 @@
 /* ---- round ---- */
 
 static void round_half_even(const float *x, float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = rintf(x[i]); /* default FP environment: to nearest even */
+    for (size_t i = 0; i < n; i++) y[i] = qc_rint_f32(x[i]); /* default FP environment: ties to even */
 }
 static void round_half_away(const float *x, float *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = qc_round_half_away_f32(x[i]);
@@ -13,13 +13,13 @@ static void round_half_up(const float *x, float *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = qc_round_half_up_f32(x[i]);
 }
 static void round_floor(const float *x, float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = floorf(x[i]);
+    for (size_t i = 0; i < n; i++) y[i] = qc_floor_f32(x[i]);
 }
 static void round_ceil(const float *x, float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = ceilf(x[i]);
+    for (size_t i = 0; i < n; i++) y[i] = qc_ceil_f32(x[i]);
 }
 static void round_trunc(const float *x, float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = truncf(x[i]);
+    for (size_t i = 0; i < n; i++) y[i] = qc_trunc_f32(x[i]);
 }
 
 const qc_round_kernels qc_round_kernels__scalar = {{

@@ -474,12 +474,6 @@ static PyObject *py_from_bfloat16(PyObject *self, PyObject *args, PyObject *kwar
         return NULL;
     PyArrayObject *x = qc_int_array(xo, "bits", allowed);
     if (!x) return NULL;
-    if (PyArray_ISBYTESWAPPED(x)) {
-        PyArrayObject *c = contiguous_native(x);
-        Py_DECREF(x);
-        if (!c) return NULL;
-        x = c;
-    }
     PyArrayObject *y = make_output(out, &x, NPY_FLOAT32);
     if (!y) {
         Py_DECREF(x);

@@ -325,11 +325,15 @@ PyDoc_STRVAR(quantize_doc,
 "         profile='onnx', out=None)\n--\n\n"
 "Quantize float values to int8/uint8: ``q = clamp(R(x OP scale) + zero_point, qmin, qmax)``.\n\n"
 "``x`` is converted to float32 first. The profile fixes the arithmetic, bit for bit:\n"
-"``'onnx'``: ``rint(x / s)`` (true float32 division, ties to even); ``'torch'``:\n"
-"``rint(x * (1.0f / s))`` with the reciprocal rounded to float32 once (PyTorch/FBGEMM);\n"
-"``'tflite'``: ``x / s`` rounded half away from zero. The zero point is added and the\n"
-"result clamped to the dtype's range ``[qmin, qmax]``, so +-inf saturate. NaN in ``x``\n"
-"raises ValueError (count and first index in the message).\n\n"
+"``'onnx'``: ``rint(x / s) + zp`` (true float32 division, ties to even, as\n"
+"QuantizeLinear); ``'tflite'``: ``x / s`` rounded half away from zero, ``+ zp``;\n"
+"``'torch'``: as ``torch.quantize_per_tensor`` / ``torch.quantize_per_channel`` (x86,\n"
+"FBGEMM), with ``inv = 1.0f / s`` rounded to float32 once: per-tensor\n"
+"``rint(fmaf(x, inv, zp))`` (one rounding), per-axis and blocked ``rint(fl(x * inv) + zp)``.\n"
+"Both equal ``zp + rint(x * inv)`` (``fake_quantize``'s torch formula) except within an\n"
+"ulp of a tie when ``zp != 0``. The result is clamped to the dtype's range\n"
+"``[qmin, qmax]``, so +-inf saturate. NaN in ``x`` raises ValueError (count and first\n"
+"index in the message).\n\n"
 "Granularity: per-tensor (``axis=None``, scalar scale/zero_point), per-axis (``axis=k``,\n"
 "1-D of length ``x.shape[k]``) or blocked (``axis=k, block_size=B``: the shape of ``x``\n"
 "with dimension k replaced by ``ceil(x.shape[k] / B)``, the last block may be short).\n"
@@ -381,6 +385,8 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     if (finish_params(&g, &p, qmin, qmax, qc_typename(typenum)) < 0) goto fail;
     out = qc_output(out_obj, "out", PyArray_NDIM(x), PyArray_DIMS(x), typenum);
     if (!out) goto fail;
+    /* torch's quantize ops add the zero point before rounding (see quant.h) */
+    if (profile == QC_PROFILE_TORCH) profile = g.L.per_tensor ? QC_PROFILE_TORCH_FMA : QC_PROFILE_TORCH_ADD;
     qc_qcfg cfg = {profile, (float)qmin, (float)qmax};
     const qc_quant_kernels *k = kernels(&qc_family_quantize);
     int nan;

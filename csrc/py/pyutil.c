@@ -149,7 +149,8 @@ static PyArrayObject *as_array(PyObject *obj, const char *arg) {
 
 PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
     if (PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) == NPY_FLOAT32 &&
-        PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) && PyArray_ISALIGNED((PyArrayObject *)obj)) {
+        PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) && PyArray_ISALIGNED((PyArrayObject *)obj) &&
+        PyArray_ISNOTSWAPPED((PyArrayObject *)obj)) {
         Py_INCREF(obj);
         return (PyArrayObject *)obj;
     }
@@ -182,8 +183,10 @@ PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed) 
         Py_DECREF(a);
         return NULL;
     }
+    /* the native-byte-order descriptor: a '>i4' input is swapped into a copy */
     PyArrayObject *r = (PyArrayObject *)PyArray_FromAny(
-        (PyObject *)a, NULL, 0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
+        (PyObject *)a, PyArray_DescrFromType(PyArray_TYPE(a)), 0, 0,
+        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
     Py_DECREF(a);
     return r;
 }
@@ -207,12 +210,12 @@ PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_int
         return NULL;
     }
     PyArrayObject *o = (PyArrayObject *)out;
-    char want[160], got[160];
-    shape_str(want, sizeof want, ndim, shape);
-    shape_str(got, sizeof got, PyArray_NDIM(o), PyArray_DIMS(o));
     int same = PyArray_NDIM(o) == ndim;
     for (int i = 0; same && i < ndim; i++) same = PyArray_DIM(o, i) == shape[i];
     if (!same) {
+        char want[160], got[160];
+        shape_str(want, sizeof want, ndim, shape);
+        shape_str(got, sizeof got, PyArray_NDIM(o), PyArray_DIMS(o));
         qc_value_error("%s: expected shape %s, got %s", arg, want, got);
         return NULL;
     }

@@ -13,7 +13,7 @@ QC_INLINE __m256i tail_mask(size_t r) {
     return _mm256_loadu_si256((const __m256i *)(k_tail + 8 - r));
 }
 
-/* R(v) as qc_round_one; half away from zero as in avx512.c: t = trunc(v), f = v - t exact,
+/* R(v) as in qc_rounded_one; half away from zero as in avx512.c: t = trunc(v), f = v - t exact,
  * |f| >= 0.5 adds copysign(1, v). Never trunc(v + 0.5) (wrong at 0.49999997). */
 QC_INLINE __m256 round_p(__m256 v, qc_profile p) {
     if (p != QC_PROFILE_TFLITE) return _mm256_round_ps(v, RNE);
@@ -26,8 +26,12 @@ QC_INLINE __m256 round_p(__m256 v, qc_profile p) {
 }
 
 QC_INLINE __m256 rounded_p(__m256 x, __m256 s, __m256 inv, __m256 zp, qc_profile p) {
-    __m256 v = p == QC_PROFILE_TORCH ? _mm256_mul_ps(x, inv) : _mm256_div_ps(x, s);
-    return _mm256_add_ps(round_p(v, p), zp);
+    switch ((int)p) {
+    case QC_PROFILE_TORCH_FMA: return _mm256_round_ps(_mm256_fmadd_ps(x, inv, zp), RNE);
+    case QC_PROFILE_TORCH_ADD: return _mm256_round_ps(_mm256_add_ps(_mm256_mul_ps(x, inv), zp), RNE);
+    case QC_PROFILE_TORCH: return _mm256_add_ps(round_p(_mm256_mul_ps(x, inv), p), zp);
+    default: return _mm256_add_ps(round_p(_mm256_div_ps(x, s), p), zp);
+    }
 }
 
 /* max/min return their second operand for NaN: a NaN element becomes qmin (reported apart). */
@@ -54,8 +58,8 @@ QC_INLINE int quantize_p(const float *x, uint8_t *q, size_t n, const float *s, c
                          const float *zp, const qc_qcfg *cfg, int vec, qc_profile p) {
     const __m256 lo = _mm256_set1_ps(cfg->qmin), hi = _mm256_set1_ps(cfg->qmax);
     const __m256 s1 = _mm256_set1_ps(s[0]), z1 = _mm256_set1_ps(zp[0]);
-    const __m256 i1 = _mm256_set1_ps(p == QC_PROFILE_TORCH ? inv[0] : 0.0f);
-    const int vinv = vec && p == QC_PROFILE_TORCH;
+    const __m256 i1 = _mm256_set1_ps(inv[0]);
+    const int vinv = vec && p != QC_PROFILE_ONNX && p != QC_PROFILE_TFLITE;
     __m256 nan = _mm256_setzero_ps();
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -80,7 +84,7 @@ QC_INLINE int quantize_p(const float *x, uint8_t *q, size_t n, const float *s, c
 }
 
 #define QC_PROFILE_SWITCH(call_onnx, call_torch, call_tflite) \
-    switch (cfg->profile) {                                   \
+    switch ((int)cfg->profile) {                              \
     case QC_PROFILE_TORCH: return call_torch;                 \
     case QC_PROFILE_TFLITE: return call_tflite;               \
     default: return call_onnx;                                \
@@ -88,6 +92,10 @@ QC_INLINE int quantize_p(const float *x, uint8_t *q, size_t n, const float *s, c
 
 static int quantize_uniform(const float *x, uint8_t *q, size_t n, float s, float inv, float zp,
                             const qc_qcfg *cfg) {
+    if ((int)cfg->profile == QC_PROFILE_TORCH_FMA)
+        return quantize_p(x, q, n, &s, &inv, &zp, cfg, 0, QC_PROFILE_TORCH_FMA);
+    if ((int)cfg->profile == QC_PROFILE_TORCH_ADD)
+        return quantize_p(x, q, n, &s, &inv, &zp, cfg, 0, QC_PROFILE_TORCH_ADD);
     QC_PROFILE_SWITCH(quantize_p(x, q, n, &s, &inv, &zp, cfg, 0, QC_PROFILE_ONNX),
                       quantize_p(x, q, n, &s, &inv, &zp, cfg, 0, QC_PROFILE_TORCH),
                       quantize_p(x, q, n, &s, &inv, &zp, cfg, 0, QC_PROFILE_TFLITE))
@@ -95,6 +103,10 @@ static int quantize_uniform(const float *x, uint8_t *q, size_t n, float s, float
 
 static int quantize_vector(const float *x, uint8_t *q, size_t n, const float *s,
                            const float *inv, const float *zp, const qc_qcfg *cfg) {
+    if ((int)cfg->profile == QC_PROFILE_TORCH_FMA)
+        return quantize_p(x, q, n, s, inv, zp, cfg, 1, QC_PROFILE_TORCH_FMA);
+    if ((int)cfg->profile == QC_PROFILE_TORCH_ADD)
+        return quantize_p(x, q, n, s, inv, zp, cfg, 1, QC_PROFILE_TORCH_ADD);
     QC_PROFILE_SWITCH(quantize_p(x, q, n, s, inv, zp, cfg, 1, QC_PROFILE_ONNX),
                       quantize_p(x, q, n, s, inv, zp, cfg, 1, QC_PROFILE_TORCH),
                       quantize_p(x, q, n, s, inv, zp, cfg, 1, QC_PROFILE_TFLITE))
@@ -114,8 +126,8 @@ QC_INLINE int fake_p(const float *x, float *y, uint8_t *mask, size_t n, const fl
                      qc_profile p) {
     const __m256 lo = _mm256_set1_ps(cfg->qmin), hi = _mm256_set1_ps(cfg->qmax);
     const __m256 s1 = _mm256_set1_ps(s[0]), z1 = _mm256_set1_ps(zp[0]);
-    const __m256 i1 = _mm256_set1_ps(p == QC_PROFILE_TORCH ? inv[0] : 0.0f);
-    const int vinv = vec && p == QC_PROFILE_TORCH;
+    const __m256 i1 = _mm256_set1_ps(inv[0]);
+    const int vinv = vec && p != QC_PROFILE_ONNX && p != QC_PROFILE_TFLITE;
     __m256 nan = _mm256_setzero_ps();
     __m256i inside;
     size_t i = 0;
@@ -170,6 +182,17 @@ QC_INLINE void dequantize_p(const uint8_t *q, float *y, size_t n, int is_signed,
     const __m256 s1 = _mm256_set1_ps(s[0]);
     const __m256i z1 = _mm256_set1_epi32(zp[0]);
     size_t i = 0;
+    if (!vec && n >= QC_STREAM_MIN && ((uintptr_t)y & 3) == 0) {
+        /* long uniform runs: align y to 32 bytes, then non-temporal stores (no read for
+         * ownership of y's lines; same values as the loop below) */
+        size_t head = ((32 - ((uintptr_t)y & 31)) & 31) / 4;
+        for (; i < head; i++) y[i] = (float)((is_signed ? (int32_t)(int8_t)q[i] : q[i]) - zp[0]) * s[0];
+        for (; i + 8 <= n; i += 8) {
+            _mm256_stream_ps(y + i, deq_one(_mm_loadl_epi64((const __m128i *)(q + i)), s1, z1,
+                                            is_signed));
+        }
+        _mm_sfence();
+    }
     for (; i + 8 <= n; i += 8) {
         __m256 vs = vec ? _mm256_loadu_ps(s + i) : s1;
         __m256i vz = vec ? _mm256_loadu_si256((const __m256i *)(zp + i)) : z1;

@@ -6,7 +6,7 @@
 #define RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define RTZ (_MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC)
 
-/* R(v) as qc_round_one. Half away from zero: t = trunc(v); f = v - t is exact (same sign,
+/* R(v) as in qc_rounded_one. Half away from zero: t = trunc(v); f = v - t is exact (same sign,
  * |t| <= |v| < 2|t| or t == 0); |f| >= 0.5 steps t one away from zero. Never trunc(v + 0.5):
  * 0.49999997 + 0.5 rounds to 1.0 in float32. For |v| >= 2^23 and +-inf, f is 0 or NaN and
  * the compare is false, so t = v. */
@@ -22,8 +22,12 @@ QC_INLINE __m512 round_p(__m512 v, qc_profile p) {
 /* R(x OP s) + zp, before the clamp. max/min return their second operand for NaN, so a NaN
  * element becomes qmin (it is reported separately). */
 QC_INLINE __m512 rounded_p(__m512 x, __m512 s, __m512 inv, __m512 zp, qc_profile p) {
-    __m512 v = p == QC_PROFILE_TORCH ? _mm512_mul_ps(x, inv) : _mm512_div_ps(x, s);
-    return _mm512_add_ps(round_p(v, p), zp);
+    switch ((int)p) {
+    case QC_PROFILE_TORCH_FMA: return _mm512_roundscale_ps(_mm512_fmadd_ps(x, inv, zp), RNE);
+    case QC_PROFILE_TORCH_ADD: return _mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(x, inv), zp), RNE);
+    case QC_PROFILE_TORCH: return _mm512_add_ps(round_p(_mm512_mul_ps(x, inv), p), zp);
+    default: return _mm512_add_ps(round_p(_mm512_div_ps(x, s), p), zp);
+    }
 }
 
 QC_INLINE __m512 clamp_v(__m512 t, __m512 lo, __m512 hi) {
@@ -36,14 +40,15 @@ QC_INLINE int quantize_p(const float *x, uint8_t *q, size_t n, const float *s, c
                          const float *zp, const qc_qcfg *cfg, int vec, qc_profile p) {
     const __m512 lo = _mm512_set1_ps(cfg->qmin), hi = _mm512_set1_ps(cfg->qmax);
     const __m512 s1 = _mm512_set1_ps(s[0]), z1 = _mm512_set1_ps(zp[0]);
-    const __m512 i1 = _mm512_set1_ps(p == QC_PROFILE_TORCH ? inv[0] : 0.0f);
+    const __m512 i1 = _mm512_set1_ps(inv[0]);
+    const int vinv = vec && p != QC_PROFILE_ONNX && p != QC_PROFILE_TFLITE;
     __mmask16 nan = 0;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 vx = _mm512_loadu_ps(x + i);
         __m512 vs = vec ? _mm512_loadu_ps(s + i) : s1;
         __m512 vz = vec ? _mm512_loadu_ps(zp + i) : z1;
-        __m512 vi = (vec && p == QC_PROFILE_TORCH) ? _mm512_loadu_ps(inv + i) : i1;
+        __m512 vi = vinv ? _mm512_loadu_ps(inv + i) : i1;
         nan |= _mm512_cmp_ps_mask(vx, vx, _CMP_UNORD_Q);
         __m512 c = clamp_v(rounded_p(vx, vs, vi, vz, p), lo, hi);
         /* c is an integer in [-128, 255]: vpmovdb keeps the low byte, the int8/uint8 pattern */
@@ -54,7 +59,7 @@ QC_INLINE int quantize_p(const float *x, uint8_t *q, size_t n, const float *s, c
         __m512 vx = _mm512_maskz_loadu_ps(m, x + i);
         __m512 vs = vec ? _mm512_mask_loadu_ps(s1, m, s + i) : s1;
         __m512 vz = vec ? _mm512_maskz_loadu_ps(m, zp + i) : z1;
-        __m512 vi = (vec && p == QC_PROFILE_TORCH) ? _mm512_mask_loadu_ps(i1, m, inv + i) : i1;
+        __m512 vi = vinv ? _mm512_mask_loadu_ps(i1, m, inv + i) : i1;
         nan |= _mm512_cmp_ps_mask(vx, vx, _CMP_UNORD_Q);
         __m512 c = clamp_v(rounded_p(vx, vs, vi, vz, p), lo, hi);
         _mm512_mask_cvtepi32_storeu_epi8(q + i, m, _mm512_cvtps_epi32(c));
@@ -63,7 +68,7 @@ QC_INLINE int quantize_p(const float *x, uint8_t *q, size_t n, const float *s, c
 }
 
 #define QC_PROFILE_SWITCH(call_onnx, call_torch, call_tflite) \
-    switch (cfg->profile) {                                   \
+    switch ((int)cfg->profile) {                              \
     case QC_PROFILE_TORCH: return call_torch;                 \
     case QC_PROFILE_TFLITE: return call_tflite;               \
     default: return call_onnx;                                \
@@ -71,6 +76,10 @@ QC_INLINE int quantize_p(const float *x, uint8_t *q, size_t n, const float *s, c
 
 static int quantize_uniform(const float *x, uint8_t *q, size_t n, float s, float inv, float zp,
                             const qc_qcfg *cfg) {
+    if ((int)cfg->profile == QC_PROFILE_TORCH_FMA)
+        return quantize_p(x, q, n, &s, &inv, &zp, cfg, 0, QC_PROFILE_TORCH_FMA);
+    if ((int)cfg->profile == QC_PROFILE_TORCH_ADD)
+        return quantize_p(x, q, n, &s, &inv, &zp, cfg, 0, QC_PROFILE_TORCH_ADD);
     QC_PROFILE_SWITCH(quantize_p(x, q, n, &s, &inv, &zp, cfg, 0, QC_PROFILE_ONNX),
                       quantize_p(x, q, n, &s, &inv, &zp, cfg, 0, QC_PROFILE_TORCH),
                       quantize_p(x, q, n, &s, &inv, &zp, cfg, 0, QC_PROFILE_TFLITE))
@@ -78,6 +87,10 @@ static int quantize_uniform(const float *x, uint8_t *q, size_t n, float s, float
 
 static int quantize_vector(const float *x, uint8_t *q, size_t n, const float *s,
                            const float *inv, const float *zp, const qc_qcfg *cfg) {
+    if ((int)cfg->profile == QC_PROFILE_TORCH_FMA)
+        return quantize_p(x, q, n, s, inv, zp, cfg, 1, QC_PROFILE_TORCH_FMA);
+    if ((int)cfg->profile == QC_PROFILE_TORCH_ADD)
+        return quantize_p(x, q, n, s, inv, zp, cfg, 1, QC_PROFILE_TORCH_ADD);
     QC_PROFILE_SWITCH(quantize_p(x, q, n, s, inv, zp, cfg, 1, QC_PROFILE_ONNX),
                       quantize_p(x, q, n, s, inv, zp, cfg, 1, QC_PROFILE_TORCH),
                       quantize_p(x, q, n, s, inv, zp, cfg, 1, QC_PROFILE_TFLITE))
@@ -95,7 +108,8 @@ QC_INLINE int fake_p(const float *x, float *y, uint8_t *mask, size_t n, const fl
                      qc_profile p) {
     const __m512 lo = _mm512_set1_ps(cfg->qmin), hi = _mm512_set1_ps(cfg->qmax);
     const __m512 s1 = _mm512_set1_ps(s[0]), z1 = _mm512_set1_ps(zp[0]);
-    const __m512 i1 = _mm512_set1_ps(p == QC_PROFILE_TORCH ? inv[0] : 0.0f);
+    const __m512 i1 = _mm512_set1_ps(inv[0]);
+    const int vinv = vec && p != QC_PROFILE_ONNX && p != QC_PROFILE_TFLITE;
     const __m128i ones = _mm_set1_epi8(1);
     __mmask16 nan = 0, inside;
     __m512 vy;
@@ -104,7 +118,7 @@ QC_INLINE int fake_p(const float *x, float *y, uint8_t *mask, size_t n, const fl
         __m512 vx = _mm512_loadu_ps(x + i);
         __m512 vs = vec ? _mm512_loadu_ps(s + i) : s1;
         __m512 vz = vec ? _mm512_loadu_ps(zp + i) : z1;
-        __m512 vi = (vec && p == QC_PROFILE_TORCH) ? _mm512_loadu_ps(inv + i) : i1;
+        __m512 vi = vinv ? _mm512_loadu_ps(inv + i) : i1;
         nan |= _mm512_cmp_ps_mask(vx, vx, _CMP_UNORD_Q);
         fake_one(vx, vs, vi, vz, lo, hi, p, &vy, &inside);
         _mm512_storeu_ps(y + i, vy);
@@ -115,7 +129,7 @@ QC_INLINE int fake_p(const float *x, float *y, uint8_t *mask, size_t n, const fl
         __m512 vx = _mm512_maskz_loadu_ps(m, x + i);
         __m512 vs = vec ? _mm512_mask_loadu_ps(s1, m, s + i) : s1;
         __m512 vz = vec ? _mm512_maskz_loadu_ps(m, zp + i) : z1;
-        __m512 vi = (vec && p == QC_PROFILE_TORCH) ? _mm512_mask_loadu_ps(i1, m, inv + i) : i1;
+        __m512 vi = vinv ? _mm512_mask_loadu_ps(i1, m, inv + i) : i1;
         nan |= _mm512_cmp_ps_mask(vx, vx, _CMP_UNORD_Q);
         fake_one(vx, vs, vi, vz, lo, hi, p, &vy, &inside);
         _mm512_mask_storeu_ps(y + i, m, vy);
@@ -142,11 +156,29 @@ QC_INLINE __m512i widen(__m128i b, int is_signed) {
     return is_signed ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
 }
 
+QC_INLINE __m512 deq_masked(const uint8_t *q, __mmask16 m, int is_signed, __m512 vs, __m512i vz) {
+    __m512i vq = widen(_mm_maskz_loadu_epi8(m, q), is_signed);
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(vq, vz)), vs);
+}
+
 QC_INLINE void dequantize_p(const uint8_t *q, float *y, size_t n, int is_signed, const float *s,
                             const int32_t *zp, int vec) {
     const __m512 s1 = _mm512_set1_ps(s[0]);
     const __m512i z1 = _mm512_set1_epi32(zp[0]);
     size_t i = 0;
+    if (!vec && n >= QC_STREAM_MIN && ((uintptr_t)y & 3) == 0) {
+        /* long uniform runs: align y to 64 bytes, then non-temporal stores (no read for
+         * ownership of y's lines; same values as the loop below) */
+        size_t head = ((64 - ((uintptr_t)y & 63)) & 63) / 4;
+        if (head) _mm512_mask_storeu_ps(y, tail_mask(head), deq_masked(q, tail_mask(head),
+                                                                     is_signed, s1, z1));
+        for (i = head; i + 16 <= n; i += 16) {
+            __m512i vq = widen(_mm_loadu_si128((const __m128i *)(q + i)), is_signed);
+            _mm512_stream_ps(y + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(vq, z1)),
+                                                  s1));
+        }
+        _mm_sfence();
+    }
     for (; i + 16 <= n; i += 16) {
         __m512i vq = widen(_mm_loadu_si128((const __m128i *)(q + i)), is_signed);
         __m512 vs = vec ? _mm512_loadu_ps(s + i) : s1;
@@ -155,11 +187,9 @@ QC_INLINE void dequantize_p(const uint8_t *q, float *y, size_t n, int is_signed,
     }
     if (i < n) {
         __mmask16 m = tail_mask(n - i);
-        __m512i vq = widen(_mm_maskz_loadu_epi8(m, q + i), is_signed);
         __m512 vs = vec ? _mm512_maskz_loadu_ps(m, s + i) : s1;
         __m512i vz = vec ? _mm512_maskz_loadu_epi32(m, zp + i) : z1;
-        _mm512_mask_storeu_ps(y + i, m,
-                              _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(vq, vz)), vs));
+        _mm512_mask_storeu_ps(y + i, m, deq_masked(q + i, m, is_signed, vs, vz));
     }
 }
 

@@ -29,16 +29,27 @@ typedef struct {
     float qmin, qmax; /* integer-valued */
 } qc_qcfg;
 
+/* PyTorch itself (2.13, x86 with FBGEMM) rounds three ways; fake_quantize_per_tensor_affine
+ * uses the torch profile above, but the quantize ops add the zero point BEFORE rounding:
+ *   torch.quantize_per_tensor   q = rint(fmaf(x, inv, zp))     (FBGEMM AVX2, one rounding)
+ *   torch.quantize_per_channel  q = rint(fl(x * inv) + zp)     (two roundings)
+ * They differ from zp + rint(x * inv) only when zp != 0 and x * inv is within an ulp of a tie.
+ * quantize(profile="torch") uses these two for per-tensor and per-axis/blocked. */
+#define QC_PROFILE_TORCH_FMA ((qc_profile)3)
+#define QC_PROFILE_TORCH_ADD ((qc_profile)4)
+
 /* ---- the ground truth for one element; every SIMD kernel equals these bit for bit ---- */
 
-/* x OP s: true division (onnx, tflite) or multiplication by the float32 reciprocal (torch). */
-QC_INLINE float qc_scaled_one(float x, float s, float inv, qc_profile p) {
-    return p == QC_PROFILE_TORCH ? x * inv : x / s;
-}
-
-/* R(v): rintf rounds half to even (default rounding mode); roundf rounds half away from 0. */
-QC_INLINE float qc_round_one(float v, qc_profile p) {
-    return p == QC_PROFILE_TFLITE ? roundf(v) : rintf(v);
+/* R(x OP s) + zp before the clamp. rintf rounds half to even (default rounding mode);
+ * roundf rounds half away from zero. */
+QC_INLINE float qc_rounded_one(float x, float s, float inv, float zp, qc_profile p) {
+    switch ((int)p) {
+    case QC_PROFILE_TORCH: return rintf(x * inv) + zp;
+    case QC_PROFILE_TFLITE: return roundf(x / s) + zp;
+    case QC_PROFILE_TORCH_FMA: return rintf(fmaf(x, inv, zp));
+    case QC_PROFILE_TORCH_ADD: return rintf(x * inv + zp);
+    default: return rintf(x / s) + zp;
+    }
 }
 
 QC_INLINE float qc_clamp_one(float v, float lo, float hi) {
@@ -47,8 +58,7 @@ QC_INLINE float qc_clamp_one(float v, float lo, float hi) {
 
 /* The clamped quantized value as a float; x must not be NaN. */
 QC_INLINE float qc_quantize_one(float x, float s, float inv, float zp, const qc_qcfg *cfg) {
-    float t = qc_round_one(qc_scaled_one(x, s, inv, cfg->profile), cfg->profile) + zp;
-    return qc_clamp_one(t, cfg->qmin, cfg->qmax);
+    return qc_clamp_one(qc_rounded_one(x, s, inv, zp, cfg->profile), cfg->qmin, cfg->qmax);
 }
 
 /* quantize: n contiguous float32 -> n bytes. uniform: one (s, inv, zp); vector: per element. */
@@ -111,6 +121,9 @@ typedef struct {
 
 static inline size_t qc_layout_size(const qc_layout *L) { return L->outer * L->C * L->inner; }
 size_t qc_layout_nparams(const qc_layout *L);
+
+/* Runs at least this long write float32 output with non-temporal stores (dequantize). */
+#define QC_STREAM_MIN ((size_t)1 << 14)
 
 /* Elements per thread task: below it everything runs on the calling thread. */
 #define QC_QUANT_GRAIN ((size_t)1 << 16)

@@ -11,7 +11,7 @@ QC_INLINE int quantize_p(const float *x, uint8_t *q, size_t n, const float *s, c
             q[i] = 0;
             continue;
         }
-        float v = qc_quantize_one(x[i], s[j], inv ? inv[j] : 0.0f, zp[j], cfg);
+        float v = qc_quantize_one(x[i], s[j], inv[j], zp[j], cfg);
         q[i] = (uint8_t)(int32_t)v; /* the low byte: the int8 or uint8 pattern */
     }
     return nan;
@@ -30,7 +30,6 @@ static int quantize_vector(const float *x, uint8_t *q, size_t n, const float *s,
 QC_INLINE int fake_p(const float *x, float *y, uint8_t *mask, size_t n, const float *s,
                      const float *inv, const float *zp, const qc_qcfg *cfg, int vec) {
     int nan = 0;
-    const qc_profile p = cfg->profile;
     for (size_t i = 0; i < n; i++) {
         size_t j = vec ? i : 0;
         if (x[i] != x[i]) {
@@ -39,7 +38,7 @@ QC_INLINE int fake_p(const float *x, float *y, uint8_t *mask, size_t n, const fl
             if (mask) mask[i] = 0;
             continue;
         }
-        float t = qc_round_one(qc_scaled_one(x[i], s[j], inv ? inv[j] : 0.0f, p), p) + zp[j];
+        float t = qc_rounded_one(x[i], s[j], inv[j], zp[j], cfg->profile);
         if (mask) mask[i] = (uint8_t)(t >= cfg->qmin && t <= cfg->qmax);
         /* c - zp is exact (both small integers), so this is (float)(q - zp) * s. */
         y[i] = (qc_clamp_one(t, cfg->qmin, cfg->qmax) - zp[j]) * s[j];
