@@ -1,4 +1,4 @@
-"""Weight dictionaries: size and SQNR per scheme, bundled-model accuracy, a 1 GB file's time and RSS.
+"""Weight dictionaries: size and SQNR per scheme, bundled accuracy, 1 GB file time and RSS.
 
     python benchmarks/bench_weights.py [--quick] [--json OUT.json]
 

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -255,12 +256,15 @@ def cmd_bench(a):
                 lambda: (q.astype(np.float32) - np.float32(zp)) * s, "numpy", 5 * n)
         try:
             import torch
-            xt = torch.from_numpy(x)
-            add("quantize f32->s8", lambda: qc.quantize(x, s, zp),
-                lambda: torch.quantize_per_tensor(xt, float(s), int(zp), torch.qint8), "torch",
-                5 * n)
         except ImportError:
-            pass
+            torch = None
+        if torch is not None:
+            xt = torch.from_numpy(x)
+            with warnings.catch_warnings():  # torch deprecates its quantized tensors
+                warnings.simplefilter("ignore")
+                add("quantize f32->s8", lambda: qc.quantize(x, s, zp),
+                    lambda: torch.quantize_per_tensor(xt, float(s), int(zp), torch.qint8),
+                    "torch", 5 * n)
     obs = qc.HistogramObserver()
     obs.update(x)
     add("|x| histogram 2048", lambda: obs.update(x),

@@ -444,7 +444,8 @@ def test_report_independent_of_threads(rng):
     reps = []
     for n in (1, 2):
         with num_threads(n):
-            for g, kw in (("per_tensor", {}), ("per_channel", {}), ("per_block", {"block_size": 64})):
+            for g, kw in (("per_tensor", {}), ("per_channel", {}),
+                          ("per_block", {"block_size": 64})):
                 reps.append(qc.quantize_weights(w, granularity=g, method="mse", progress=False,
                                                 **kw).report().to_list())
     assert reps[:3] == reps[3:]

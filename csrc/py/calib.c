@@ -71,7 +71,8 @@ static PyObject *py_minmax(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"x", "name", NULL};
     PyObject *xo;
     const char *name = "x";
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|s:_calib_minmax", kwlist, &xo, &name)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|s:_calib_minmax", kwlist, &xo, &name))
+        return NULL;
     PyArrayObject *x = qc_float32_array(xo, name);
     if (!x) return NULL;
     qc_minmax_result r;
@@ -149,7 +150,8 @@ static PyObject *py_group_minmax(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"x", "block", "name", NULL};
     PyObject *xo, *blocko;
     const char *name = "x";
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|s:_calib_group_minmax", kwlist, &xo, &blocko, &name))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|s:_calib_group_minmax", kwlist, &xo, &blocko,
+                                     &name))
         return NULL;
     PyArrayObject *x;
     group_layout g;
@@ -240,8 +242,8 @@ static PyObject *py_mse_clip_search(PyObject *self, PyObject *args, PyObject *kw
                              "fractions", NULL};
     PyObject *xo, *blocko, *mino, *maxo, *fo;
     int qmin, qmax, symmetric;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOiipO:_calib_mse_clip_search", kwlist, &xo, &blocko,
-                                     &mino, &maxo, &qmin, &qmax, &symmetric, &fo))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOiipO:_calib_mse_clip_search", kwlist, &xo,
+                                     &blocko, &mino, &maxo, &qmin, &qmax, &symmetric, &fo))
         return NULL;
     if (qmin >= qmax) return (qc_value_error("qmin, qmax: expected qmin < qmax, got %d, %d",
                                              qmin, qmax), NULL);
@@ -371,8 +373,8 @@ static PyObject *py_error_stats(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto fail;
     }
-    stats_ctx ctx = {calib_kernels()->error_stats, g, PyArray_DATA(q), PyArray_TYPE(q) == NPY_INT8, PyArray_DATA(s),
-                     PyArray_DATA(z), rows};
+    stats_ctx ctx = {calib_kernels()->error_stats, g, PyArray_DATA(q),
+                     PyArray_TYPE(q) == NPY_INT8, PyArray_DATA(s), PyArray_DATA(z), rows};
     Py_BEGIN_ALLOW_THREADS
     qc_parallel_for(g.rows, stats_task, &ctx);
     Py_END_ALLOW_THREADS
