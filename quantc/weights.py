@@ -12,8 +12,8 @@ File layout of a quantized file (``.safetensors`` or ``.npz``, see :meth:`Quanti
   as the member ``__metadata__.json``) is JSON:
   ``{"format": "quantc.quantized", "version": 1, "tensors": {name: {"scheme": "int8" |
   "uint8" | "float16", "granularity": ..., "axis": int | null, "block_size": int | null,
-  "orig_dtype": "float32", "shape": [...], "method": ...}}}``; tensors absent from
-  ``tensors`` were kept unchanged.
+  "orig_dtype": "float32", "shape": [...], "method": ...}}, "order": [names in the original
+  order]}``; tensors absent from ``tensors`` were kept unchanged.
 """
 import fnmatch
 import json
@@ -234,7 +234,8 @@ class QuantizedWeights(Mapping):
                 tensors[name + _ZP] = v.zero_point
             else:
                 tensors[name] = v
-        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tensors": self._info}
+        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tensors": self._info,
+                "order": list(self._tensors)}
         return tensors, {"quantc": json.dumps(meta, sort_keys=True)}
 
     def save(self, path):
@@ -343,6 +344,9 @@ def _quantize_tensor(name, x, dtype, granularity, axis, block_size, symmetric, n
     from . import choose_qparams, qrange, quantize
     x2, block, st_axis, st_block, pshape = _layout(x, granularity, axis, block_size)
     mins, maxs = _C._calib_group_minmax(x2, block, name=name)
+    if not (np.isfinite(mins).all() and np.isfinite(maxs).all()):
+        raise ValueError(f"{name}: expected finite values, got +-inf (a range cannot be "
+                         f"chosen)")
     if method == "percentile":
         mins, maxs = _percentile_range(x2, block, percentile)
     elif method == "mse":
@@ -613,6 +617,11 @@ def load_quantized(path):
         for name in info:
             if name not in tensors:
                 raise _bad(r.path, f"metadata lists {name!r} but the file has no such tensor")
+    order = meta.get("order")
+    if isinstance(order, list) and sorted(order) == sorted(tensors):
+        rank = {n: i for i, n in enumerate(order)}
+        tensors = {n: tensors[n] for n in order}
+        rows.sort(key=lambda row: rank[row["name"]])
     return QuantizedWeights(tensors, info, rows)
 
 

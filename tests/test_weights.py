@@ -59,7 +59,7 @@ def test_round_trip_bit_identical(tmp_path, rng, cfg, ext):
     path = tmp_path / ("m" + ext)
     qw.save(path)
     back = qc.load_quantized(path)
-    assert set(back) == set(qw) == set(w)
+    assert list(back) == list(qw) == list(w)  # the original order, whatever the format
     a, b = qw.dequantize(), back.dequantize()
     for name in w:
         assert_equal_exact(b[name], a[name], name)
@@ -220,6 +220,33 @@ def test_nan_names_the_tensor(rng):
         qc.quantize_weights(w, progress=False)
     with pytest.raises(ValueError, match=r"layer\.0\.w"):
         qc.quantize_weights(w, dtype="float16", progress=False)
+
+
+def test_inf_names_the_tensor(rng):
+    w = model(rng)
+    w["conv.weight"][1, 2, 0, 0] = -np.inf
+    with pytest.raises(ValueError, match=r"conv\.weight: expected finite values"):
+        qc.quantize_weights(w, progress=False)
+
+
+def test_file_is_read_one_tensor_at_a_time(tmp_path, rng, monkeypatch):
+    import weakref
+    path = tmp_path / "big.safetensors"
+    qio.write_tensors(path, {f"w{i}": rng.standard_normal((64, 64)).astype(np.float32)
+                             for i in range(6)})
+    alive = []
+    real_read = qio.TensorReader.read
+
+    def read(self, name):
+        arr = real_read(self, name)
+        # every float tensor read before this one must have been released already
+        assert all(ref() is None for ref in alive), f"{name}: an earlier tensor is still held"
+        alive.append(weakref.ref(arr))
+        return arr
+
+    monkeypatch.setattr(qio.TensorReader, "read", read)
+    qw = qc.quantize_weights(path, progress=False)
+    assert len(qw) == 6 and len(alive) == 6
 
 
 def test_bad_arguments(rng):
