@@ -6,23 +6,38 @@ import quantc as qc
 from conftest import assert_equal_exact
 
 
+try:
+    import onnx
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+except ImportError:  # each library's tests skip only when that library is absent
+    onnx = None
+try:
+    import torch
+except ImportError:
+    torch = None
+
+needs_onnx = pytest.mark.skipif(onnx is None, reason="onnx is not installed")
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
+pytestmark = pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+
+
+def tdtype(dtype):
+    return torch.qint8 if np.dtype(dtype) == np.int8 else torch.quint8
+
+
 # ---------------------------------------------------------------- ONNX
-
-onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper  # noqa: E402
-from onnx.reference import ReferenceEvaluator  # noqa: E402
-
-_ONNX_TYPES = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8,
-               np.dtype(np.float32): TensorProto.FLOAT}
 
 
 def run_onnx(op, inputs, outputs, opset=21, **attrs):
+    types = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8,
+             np.dtype(np.float32): TensorProto.FLOAT}
     names = [f"i{k}" for k in range(len(inputs))]
     outs = [f"o{k}" for k in range(outputs)]
     node = helper.make_node(op, names, outs, **attrs)
     graph = helper.make_graph(
         [node], "g",
-        [helper.make_tensor_value_info(n, _ONNX_TYPES[a.dtype], a.shape)
+        [helper.make_tensor_value_info(n, types[a.dtype], a.shape)
          for n, a in zip(names, inputs)],
         [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outs])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -39,6 +54,7 @@ def onnx_data(rng, shape, s=0.05):
     return rng.permutation(x).reshape(shape)
 
 
+@needs_onnx
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
 def test_onnx_quantize_dequantize_per_tensor(rng, dtype):
     for s in (np.float32(0.05), np.float32(0.0625)):
@@ -51,6 +67,7 @@ def test_onnx_quantize_dequantize_per_tensor(rng, dtype):
         assert_equal_exact(qc.dequantize(got, s, zp), want, "DequantizeLinear")
 
 
+@needs_onnx
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
 def test_onnx_per_axis(rng, dtype):
     x = onnx_data(rng, (4, 6, 10))
@@ -66,6 +83,7 @@ def test_onnx_per_axis(rng, dtype):
         assert_equal_exact(qc.dequantize(got, s, zp, axis=axis), want, f"Dequantize axis={axis}")
 
 
+@needs_onnx
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
 def test_onnx_blocked(rng, dtype):
     x = onnx_data(rng, (6, 20, 5))
@@ -84,6 +102,7 @@ def test_onnx_blocked(rng, dtype):
                                f"DequantizeLinear axis={axis} B={B}")
 
 
+@needs_onnx
 def test_onnx_dynamic_quantize_linear(rng):
     cases = [(rng.standard_normal((5, 17)) * 3).astype(np.float32),
              np.abs(rng.standard_normal(100)).astype(np.float32),
@@ -100,7 +119,6 @@ def test_onnx_dynamic_quantize_linear(rng):
 
 # ---------------------------------------------------------------- PyTorch
 
-torch = pytest.importorskip("torch")
 
 
 def reciprocal_ties(rng, s, n=4000):
@@ -110,25 +128,26 @@ def reciprocal_ties(rng, s, n=4000):
     return np.concatenate([x, np.nextafter(x, np.inf), np.nextafter(x, -np.inf)])
 
 
-@pytest.mark.parametrize("dtype,tdtype", [(np.int8, torch.qint8), (np.uint8, torch.quint8)])
-def test_torch_quantize_per_tensor(rng, dtype, tdtype):
+@needs_torch
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_torch_quantize_per_tensor(rng, dtype):
     for s in (0.1, 0.037, 0.0625):
         x = np.concatenate([reciprocal_ties(rng, s),
                             (rng.standard_normal(1001) * 10).astype(np.float32)])
         s = float(np.float32(s))
         zp = 5 if dtype == np.int8 else 128
-        want = torch.quantize_per_tensor(torch.from_numpy(x), s, zp, tdtype).int_repr().numpy()
+        want = torch.quantize_per_tensor(torch.from_numpy(x), s, zp, tdtype(dtype))
+        want = want.int_repr().numpy()
         got = qc.quantize(x, s, zp, dtype, profile="torch")
         assert_equal_exact(got, want, f"quantize_per_tensor s={s}")
-    onnx_way = qc.quantize(x, s, zp, dtype, profile="onnx")
-    x = reciprocal_ties(rng, 0.1)
+    x = reciprocal_ties(rng, 0.1)  # the data holds cases where torch and onnx round apart
     assert (qc.quantize(x, np.float32(0.1), profile="torch")
             != qc.quantize(x, np.float32(0.1), profile="onnx")).any()
-    assert onnx_way.shape == got.shape
 
 
-@pytest.mark.parametrize("dtype,tdtype", [(np.int8, torch.qint8), (np.uint8, torch.quint8)])
-def test_torch_quantize_per_channel(rng, dtype, tdtype):
+@needs_torch
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_torch_quantize_per_channel(rng, dtype):
     x = np.stack([reciprocal_ties(rng, 0.1, 300)[:900] for _ in range(6)])  # (6, 900)
     x = np.ascontiguousarray(x.reshape(6, 30, 30))
     info = np.iinfo(dtype)
@@ -136,12 +155,15 @@ def test_torch_quantize_per_channel(rng, dtype, tdtype):
         n = x.shape[axis]
         s = np.where(np.arange(n) % 2 == 0, 0.1, 0.037).astype(np.float32)
         zp = rng.integers(info.min, info.max + 1, n)
-        want = torch.quantize_per_channel(torch.from_numpy(x), torch.from_numpy(s.astype(np.float64)),
-                                          torch.from_numpy(zp), axis, tdtype).int_repr().numpy()
+        want = torch.quantize_per_channel(torch.from_numpy(x),
+                                          torch.from_numpy(s.astype(np.float64)),
+                                          torch.from_numpy(zp), axis, tdtype(dtype))
+        want = want.int_repr().numpy()
         got = qc.quantize(x, s, zp, dtype, axis=axis, profile="torch")
         assert_equal_exact(got, want, f"quantize_per_channel axis={axis}")
 
 
+@needs_torch
 @pytest.mark.parametrize("qmin,qmax,zp", [(-128, 127, 3), (0, 255, 128), (0, 15, 4),
                                           (-128, 127, -128)])
 def test_torch_fake_quantize_per_tensor(rng, qmin, qmax, zp):
@@ -166,10 +188,11 @@ def observer_case(rng):
             np.zeros((8, 50), np.float32)]
 
 
-@pytest.mark.parametrize("dtype,tdtype", [("int8", torch.qint8), ("uint8", torch.quint8)])
+@needs_torch
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("reduce_range", [False, True])
-def test_torch_observers(rng, dtype, tdtype, symmetric, reduce_range):
+def test_torch_observers(rng, dtype, symmetric, reduce_range):
     from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
     import warnings
     if symmetric and reduce_range and dtype == "uint8":
@@ -177,10 +200,11 @@ def test_torch_observers(rng, dtype, tdtype, symmetric, reduce_range):
     for x in observer_case(rng):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            obs = MinMaxObserver(dtype=tdtype, reduce_range=reduce_range,
+            obs = MinMaxObserver(dtype=tdtype(dtype), reduce_range=reduce_range,
                                  qscheme=torch.per_tensor_symmetric if symmetric
                                  else torch.per_tensor_affine)
-            pobs = PerChannelMinMaxObserver(ch_axis=1, dtype=tdtype, reduce_range=reduce_range,
+            pobs = PerChannelMinMaxObserver(ch_axis=1, dtype=tdtype(dtype),
+                                            reduce_range=reduce_range,
                                             qscheme=torch.per_channel_symmetric if symmetric
                                             else torch.per_channel_affine)
         obs(torch.from_numpy(x))
@@ -195,3 +219,17 @@ def test_torch_observers(rng, dtype, tdtype, symmetric, reduce_range):
                               axis=1, profile="torch")
         assert_equal_exact(p.scale, ws.numpy().astype(np.float32), "PerChannel scale")
         assert p.zero_point.astype(np.int64).tolist() == wz.numpy().tolist()
+
+
+@needs_torch
+def test_torch_fake_quantize_per_channel(rng):
+    x = reciprocal_ties(rng, 0.1, 3000).reshape(-1, 3)
+    s = np.array([0.1, 0.037, 0.1], np.float32)
+    zp = np.array([5, -3, 0])
+    t = torch.from_numpy(x).requires_grad_(True)
+    y = torch.fake_quantize_per_channel_affine(t, torch.from_numpy(s),
+                                               torch.from_numpy(zp).int(), 1, -128, 127)
+    y.sum().backward()
+    got, mask = qc.fake_quantize(x, s, zp, "int8", axis=1, profile="torch", return_mask=True)
+    assert_equal_exact(got, y.detach().numpy(), "fake_quantize_per_channel_affine")
+    assert_equal_exact(mask, t.grad.numpy() == 1.0, "fake_quantize_per_channel_affine mask")

@@ -375,3 +375,14 @@ def test_property_per_axis_and_blocked(data, shape, profile):
     assert_equal_exact(q, ref_quantize(x, s, zp, "uint8", profile, axis, block))
     assert_equal_exact(qc.dequantize(q, s, zp, axis=axis, block_size=block),
                        ref_dequantize(q, s, zp, axis, block))
+
+
+def test_concurrent_python_threads(rng):
+    """The GIL is released in the kernels; concurrent calls give the single-call results."""
+    from concurrent.futures import ThreadPoolExecutor
+    xs = [mixed(rng, 150_001 + k, s=0.05) for k in range(6)]
+    want = [qc.quantize(x, 0.05, 1) for x in xs]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda x: qc.quantize(x, 0.05, 1), xs * 3))
+    for i, g in enumerate(got):
+        assert_equal_exact(g, want[i % 6], f"call {i}")

@@ -344,7 +344,9 @@ PyDoc_STRVAR(quantize_doc,
 "and dtype to write into.");
 
 static int resolve_out_dtype(PyObject *dtype_obj, const qparams *p, int *typenum) {
-    if (dtype_obj && dtype_obj != Py_None) return qc_parse_int_dtype(dtype_obj, "dtype", k_q8, typenum);
+    if (dtype_obj && dtype_obj != Py_None) {
+        return qc_parse_int_dtype(dtype_obj, "dtype", k_q8, typenum);
+    }
     if (p->zp_typenum < 0) {
         *typenum = NPY_INT8;
         return 0;
@@ -378,7 +380,8 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     granularity g;
     int typenum;
     int32_t qmin, qmax;
-    if (parse_granularity(x, "x", axis_obj, block_obj, &g) < 0 || parse_scale(scale_obj, &g, &p) < 0 ||
+    if (parse_granularity(x, "x", axis_obj, block_obj, &g) < 0 ||
+        parse_scale(scale_obj, &g, &p) < 0 ||
         parse_zero_point(zp_obj, &g, &p) < 0 || resolve_out_dtype(dtype_obj, &p, &typenum) < 0)
         goto fail;
     qrange_of(typenum, &qmin, &qmax);
@@ -386,7 +389,9 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     out = qc_output(out_obj, "out", PyArray_NDIM(x), PyArray_DIMS(x), typenum);
     if (!out) goto fail;
     /* torch's quantize ops add the zero point before rounding (see quant.h) */
-    if (profile == QC_PROFILE_TORCH) profile = g.L.per_tensor ? QC_PROFILE_TORCH_FMA : QC_PROFILE_TORCH_ADD;
+    if (profile == QC_PROFILE_TORCH) {
+        profile = g.L.per_tensor ? QC_PROFILE_TORCH_FMA : QC_PROFILE_TORCH_ADD;
+    }
     qc_qcfg cfg = {profile, (float)qmin, (float)qmax};
     const qc_quant_kernels *k = kernels(&qc_family_quantize);
     int nan;
@@ -480,7 +485,8 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
     granularity g;
     char what[64];
     snprintf(what, sizeof what, "qmin..qmax");
-    if (parse_granularity(x, "x", axis_obj, block_obj, &g) < 0 || parse_scale(scale_obj, &g, &p) < 0 ||
+    if (parse_granularity(x, "x", axis_obj, block_obj, &g) < 0 ||
+        parse_scale(scale_obj, &g, &p) < 0 ||
         parse_zero_point(zp_obj, &g, &p) < 0 || finish_params(&g, &p, qmin, qmax, what) < 0)
         goto fail;
     out = qc_output(out_obj, "out", PyArray_NDIM(x), PyArray_DIMS(x), NPY_FLOAT32);
@@ -544,7 +550,8 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwds) {
     int typenum = PyArray_TYPE(q);
     int32_t qmin, qmax;
     qrange_of(typenum, &qmin, &qmax);
-    if (parse_granularity(q, "q", axis_obj, block_obj, &g) < 0 || parse_scale(scale_obj, &g, &p) < 0 ||
+    if (parse_granularity(q, "q", axis_obj, block_obj, &g) < 0 ||
+        parse_scale(scale_obj, &g, &p) < 0 ||
         parse_zero_point(zp_obj, &g, &p) < 0 ||
         finish_params(&g, &p, qmin, qmax, qc_typename(typenum)) < 0)
         goto fail;

@@ -28,7 +28,8 @@ QC_INLINE __m256 round_p(__m256 v, qc_profile p) {
 QC_INLINE __m256 rounded_p(__m256 x, __m256 s, __m256 inv, __m256 zp, qc_profile p) {
     switch ((int)p) {
     case QC_PROFILE_TORCH_FMA: return _mm256_round_ps(_mm256_fmadd_ps(x, inv, zp), RNE);
-    case QC_PROFILE_TORCH_ADD: return _mm256_round_ps(_mm256_add_ps(_mm256_mul_ps(x, inv), zp), RNE);
+    case QC_PROFILE_TORCH_ADD:
+        return _mm256_round_ps(_mm256_add_ps(_mm256_mul_ps(x, inv), zp), RNE);
     case QC_PROFILE_TORCH: return _mm256_add_ps(round_p(_mm256_mul_ps(x, inv), p), zp);
     default: return _mm256_add_ps(round_p(_mm256_div_ps(x, s), p), zp);
     }
@@ -186,7 +187,10 @@ QC_INLINE void dequantize_p(const uint8_t *q, float *y, size_t n, int is_signed,
         /* long uniform runs: align y to 32 bytes, then non-temporal stores (no read for
          * ownership of y's lines; same values as the loop below) */
         size_t head = ((32 - ((uintptr_t)y & 31)) & 31) / 4;
-        for (; i < head; i++) y[i] = (float)((is_signed ? (int32_t)(int8_t)q[i] : q[i]) - zp[0]) * s[0];
+        for (; i < head; i++) {
+            int32_t v = is_signed ? (int32_t)(int8_t)q[i] : (int32_t)q[i];
+            y[i] = (float)(v - zp[0]) * s[0];
+        }
         for (; i + 8 <= n; i += 8) {
             _mm256_stream_ps(y + i, deq_one(_mm_loadl_epi64((const __m128i *)(q + i)), s1, z1,
                                             is_signed));

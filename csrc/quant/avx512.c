@@ -24,7 +24,8 @@ QC_INLINE __m512 round_p(__m512 v, qc_profile p) {
 QC_INLINE __m512 rounded_p(__m512 x, __m512 s, __m512 inv, __m512 zp, qc_profile p) {
     switch ((int)p) {
     case QC_PROFILE_TORCH_FMA: return _mm512_roundscale_ps(_mm512_fmadd_ps(x, inv, zp), RNE);
-    case QC_PROFILE_TORCH_ADD: return _mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(x, inv), zp), RNE);
+    case QC_PROFILE_TORCH_ADD:
+        return _mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(x, inv), zp), RNE);
     case QC_PROFILE_TORCH: return _mm512_add_ps(round_p(_mm512_mul_ps(x, inv), p), zp);
     default: return _mm512_add_ps(round_p(_mm512_div_ps(x, s), p), zp);
     }

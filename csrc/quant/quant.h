@@ -78,8 +78,9 @@ typedef void (*qc_dequantize_uniform_fn)(const uint8_t *q, float *y, size_t n, i
                                          float s, int32_t zp);
 typedef void (*qc_dequantize_vector_fn)(const uint8_t *q, float *y, size_t n, int is_signed,
                                         const float *s, const int32_t *zp);
-/* min/max: uniform folds n values into *mn and *mx; vector folds x[i] into mn[i] and mx[i]. NaNs are
- * skipped and reported (return 1). -0.0 and +0.0 may come out either way: callers normalize. */
+/* min/max: uniform folds n values into *mn and *mx; vector folds x[i] into mn[i] and mx[i].
+ * NaNs are skipped and reported (return 1). -0.0 and +0.0 may come out either way: callers
+ * normalize. */
 typedef int (*qc_minmax_uniform_fn)(const float *x, size_t n, float *mn, float *mx);
 typedef int (*qc_minmax_vector_fn)(const float *x, size_t n, float *mn, float *mx);
 
