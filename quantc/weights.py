@@ -352,8 +352,22 @@ def _quantize_tensor(name, x, dtype, granularity, axis, block_size, symmetric, n
     elif method == "mse":
         qmin, qmax = qrange(dtype, narrow_range=narrow_range)
         lo, hi = np.minimum(mins, 0), np.maximum(maxs, 0)
-        best = _C._calib_mse_clip_search(x2, block, lo, hi, qmin, qmax, bool(symmetric),
-                                   _MSE_FRACTIONS)
+        if granularity == "per_tensor" and x.shape[0] > 1:
+            # one range for the whole tensor: each row's error per candidate in parallel,
+            # summed over rows in row order, then the first smallest candidate
+            rows = x.reshape(x.shape[0], -1)
+            n = rows.shape[0]
+            _, errs = _C._calib_mse_clip_search(
+                rows, max(rows.shape[1], 1), np.full(n, lo.item(), np.float32),
+                np.full(n, hi.item(), np.float32), qmin, qmax, bool(symmetric),
+                _MSE_FRACTIONS, return_errors=True)
+            total = np.zeros(len(_MSE_FRACTIONS))
+            for r in range(n):
+                total += errs[r, 0]
+            best = np.array([[int(np.argmin(total))]])
+        else:
+            best = _C._calib_mse_clip_search(x2, block, lo, hi, qmin, qmax, bool(symmetric),
+                                             _MSE_FRACTIONS)
         f = _MSE_FRACTIONS[best]
         mins, maxs = (lo * f).astype(np.float32), (hi * f).astype(np.float32)
     mins = mins.reshape(pshape)
@@ -462,7 +476,8 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
       "minmax": the exact min and max;
       "percentile": NumPy's (100 - percentile)-th and percentile-th percentiles;
       "mse": the range scaled by the fraction f in {1.00, 0.99, ..., 0.20} that minimizes the
-      squared error of quantizing that group (searched in C, parallel over rows).
+      squared error of quantizing that group (searched in C, parallel over rows; per tensor,
+      the rows' errors are summed in row order).
     NaN in a tensor raises ValueError naming the tensor.
     progress: None = a progress bar on stderr if it is a terminal and the job takes over 1 s;
     True/False to force it on/off.

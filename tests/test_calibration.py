@@ -467,3 +467,36 @@ def test_error_stats_simd_equals_scalar(rng, isa, shape, block, qdtype):
     with isa_cap("scalar"):
         want = _C._calib_error_stats(x, q, block, scale, zp)
     assert got == want, f"isa={isa} shape={shape} block={block}"
+
+
+@pytest.mark.parametrize("shape,block", [((1, 1), 1), ((3, 15), 15), ((4, 16), 16),
+                                         ((5, 17), 17), ((2, 1000), 333), ((6, 4099), 4099)])
+@pytest.mark.parametrize("symmetric,qr", [(True, (-127, 127)), (False, (0, 255))])
+def test_mse_clip_search_simd_equals_scalar(rng, isa, shape, block, symmetric, qr):
+    from conftest import isa_cap
+    x = (rng.standard_t(2, size=shape) * 0.1).astype(np.float32)
+    if shape[1] >= 3:
+        x[0, :3] = 0.5 * 0.1 * np.arange(3)  # some exact ties at half steps
+    fr = (1.0 - np.arange(81) / 100.0).astype(np.float32)
+    mins, maxs = _C._calib_group_minmax(x, block)
+    mins, maxs = np.minimum(mins, 0), np.maximum(maxs, 0)
+    args = (x, block, mins, maxs, qr[0], qr[1], symmetric, fr)
+    best, errs = _C._calib_mse_clip_search(*args, return_errors=True)
+    with isa_cap("scalar"):
+        best0, errs0 = _C._calib_mse_clip_search(*args, return_errors=True)
+    assert_equal_exact(best, best0, f"best isa={isa}")
+    assert_equal_exact(errs, errs0, f"errors isa={isa}")
+    assert errs.shape == mins.shape + (81,)
+    assert_equal_exact(np.argmin(errs, axis=-1), best, "argmin")
+
+
+def test_mse_clip_search_errors_match_numpy(rng):
+    x = (rng.standard_t(2, size=(3, 50)) * 0.1).astype(np.float32)
+    fr = (1.0 - np.arange(20) / 40.0).astype(np.float32)
+    mins, maxs = _C._calib_group_minmax(x, 50)
+    mins, maxs = np.minimum(mins, 0), np.maximum(maxs, 0)
+    _, errs = _C._calib_mse_clip_search(x, 50, mins, maxs, -128, 127, False, fr,
+                                        return_errors=True)
+    for r in range(3):
+        want = ref_mse_errors(x[r], mins[r, 0], maxs[r, 0], -128, 127, False, fr)
+        np.testing.assert_allclose(errs[r, 0], want, rtol=1e-12)

@@ -42,8 +42,23 @@ void qc_abs_histogram_f32(const float *x, size_t n, double inv_width, size_t bin
     }
 }
 
-size_t qc_mse_clip_search_f32(const float *x, size_t n, float mn, float mx, int qmin, int qmax,
-                              int symmetric, const float *fractions, size_t k, double *errors) {
+double qc_fq_sq_error__scalar(const float *x, size_t n, float scale, float zp, float qmin,
+                              float qmax) {
+    double lanes[QC_STATS_LANES] = {0};
+    for (size_t i = 0; i < n; i++) {
+        float q = nearbyintf(x[i] / scale) + zp;
+        q = QC_MIN(QC_MAX(q, qmin), qmax);
+        double d = (double)x[i] - (double)((q - zp) * scale);
+        lanes[i % QC_STATS_LANES] += d * d;
+    }
+    double err = 0.0;
+    for (int l = 0; l < QC_STATS_LANES; l++) err += lanes[l];
+    return err;
+}
+
+size_t qc_mse_clip_search_f32(qc_fq_sq_error_fn errfn, const float *x, size_t n, float mn,
+                              float mx, int qmin, int qmax, int symmetric,
+                              const float *fractions, size_t k, double *errors) {
     size_t best = 0;
     double best_err = INFINITY;
     for (size_t c = 0; c < k; c++) {
@@ -60,12 +75,7 @@ size_t qc_mse_clip_search_f32(const float *x, size_t n, float mn, float mx, int 
         }
         double err = 0.0;
         if (scale > 0.0f && isfinite(scale)) {
-            for (size_t i = 0; i < n; i++) {
-                float q = nearbyintf(x[i] / scale) + zp;
-                q = QC_MIN(QC_MAX(q, (float)qmin), (float)qmax);
-                double d = (double)x[i] - (double)((q - zp) * scale);
-                err += d * d;
-            }
+            err = errfn(x, n, scale, zp, (float)qmin, (float)qmax);
         } else {
             for (size_t i = 0; i < n; i++) err += (double)x[i] * (double)x[i];
         }

@@ -6,9 +6,12 @@
 
 #include "calib/calib.h"
 
-static const qc_calib_kernels calib_scalar = {qc_minmax_f32__scalar, qc_error_stats__scalar};
-static const qc_calib_kernels calib_avx2 = {qc_minmax_f32__avx2, qc_error_stats__avx2};
-static const qc_calib_kernels calib_avx512 = {qc_minmax_f32__avx512, qc_error_stats__avx512};
+static const qc_calib_kernels calib_scalar = {qc_minmax_f32__scalar, qc_error_stats__scalar,
+                                              qc_fq_sq_error__scalar};
+static const qc_calib_kernels calib_avx2 = {qc_minmax_f32__avx2, qc_error_stats__avx2,
+                                            qc_fq_sq_error__avx2};
+static const qc_calib_kernels calib_avx512 = {qc_minmax_f32__avx512, qc_error_stats__avx512,
+                                              qc_fq_sq_error__avx512};
 
 static const qc_variant calib_variants[] = {
     {"calib__avx512", QC_ISA_AVX512, &calib_avx512},
@@ -217,11 +220,13 @@ static PyObject *py_abs_histogram(PyObject *self, PyObject *args) {
 }
 
 typedef struct {
+    qc_fq_sq_error_fn fn;
     group_layout g;
     const float *mins, *maxs, *fractions;
     size_t k;
     int qmin, qmax, symmetric;
     int64_t *best;
+    double *errors; /* (rows, groups, k) or NULL */
 } mse_ctx;
 
 static void mse_task(void *vctx, size_t row) {
@@ -230,24 +235,26 @@ static void mse_task(void *vctx, size_t row) {
     for (size_t b = 0; b < g->groups; b++) {
         size_t lo = b * g->block, hi = QC_MIN(g->len, lo + g->block);
         size_t gi = row * g->groups + b;
-        c->best[gi] = (int64_t)qc_mse_clip_search_f32(g->x + row * g->len + lo, hi - lo,
-                                                      c->mins[gi], c->maxs[gi], c->qmin, c->qmax,
-                                                      c->symmetric, c->fractions, c->k, NULL);
+        c->best[gi] = (int64_t)qc_mse_clip_search_f32(
+            c->fn, g->x + row * g->len + lo, hi - lo, c->mins[gi], c->maxs[gi], c->qmin,
+            c->qmax, c->symmetric, c->fractions, c->k, c->errors ? c->errors + gi * c->k : NULL);
     }
 }
 
 static PyObject *py_mse_clip_search(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     static char *kwlist[] = {"x", "block", "mins", "maxs", "qmin", "qmax", "symmetric",
-                             "fractions", NULL};
+                             "fractions", "return_errors", NULL};
     PyObject *xo, *blocko, *mino, *maxo, *fo;
-    int qmin, qmax, symmetric;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOiipO:_calib_mse_clip_search", kwlist, &xo,
-                                     &blocko, &mino, &maxo, &qmin, &qmax, &symmetric, &fo))
+    int qmin, qmax, symmetric, want_errors = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOiipO|p:_calib_mse_clip_search", kwlist, &xo,
+                                     &blocko, &mino, &maxo, &qmin, &qmax, &symmetric, &fo,
+                                     &want_errors))
         return NULL;
     if (qmin >= qmax) return (qc_value_error("qmin, qmax: expected qmin < qmax, got %d, %d",
                                              qmin, qmax), NULL);
     PyArrayObject *x = NULL, *mins = NULL, *maxs = NULL, *fr = NULL, *best = NULL;
+    PyArrayObject *errs = NULL;
     group_layout g;
     if (parse_groups(xo, blocko, "x", &x, &g) < 0) return NULL;
     mins = qc_float32_array(mino, "mins");
@@ -268,8 +275,14 @@ static PyObject *py_mse_clip_search(PyObject *self, PyObject *args, PyObject *kw
     npy_intp dims[2] = {(npy_intp)g.rows, (npy_intp)g.groups};
     best = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT64);
     if (!best) goto fail;
-    mse_ctx ctx = {g, PyArray_DATA(mins), PyArray_DATA(maxs), PyArray_DATA(fr),
-                   (size_t)PyArray_SIZE(fr), qmin, qmax, symmetric, PyArray_DATA(best)};
+    if (want_errors) {
+        npy_intp edims[3] = {(npy_intp)g.rows, (npy_intp)g.groups, PyArray_SIZE(fr)};
+        errs = (PyArrayObject *)PyArray_SimpleNew(3, edims, NPY_FLOAT64);
+        if (!errs) goto fail;
+    }
+    mse_ctx ctx = {calib_kernels()->fq_sq_error, g, PyArray_DATA(mins), PyArray_DATA(maxs),
+                   PyArray_DATA(fr), (size_t)PyArray_SIZE(fr), qmin, qmax, symmetric,
+                   PyArray_DATA(best), errs ? PyArray_DATA(errs) : NULL};
     Py_BEGIN_ALLOW_THREADS
     qc_parallel_for(g.rows, mse_task, &ctx);
     Py_END_ALLOW_THREADS
@@ -277,8 +290,11 @@ static PyObject *py_mse_clip_search(PyObject *self, PyObject *args, PyObject *kw
     Py_DECREF(mins);
     Py_DECREF(maxs);
     Py_DECREF(fr);
+    if (errs) return Py_BuildValue("(NN)", best, errs);
     return (PyObject *)best;
 fail:
+    Py_XDECREF(best);
+    Py_XDECREF(errs);
     Py_XDECREF(x);
     Py_XDECREF(mins);
     Py_XDECREF(maxs);
@@ -412,7 +428,8 @@ PyMethodDef qc_calib_methods[] = {
     {"_calib_abs_histogram", py_abs_histogram, METH_VARARGS,
      "Add the histogram of |x| (bin = floor(|x| * inv_width), capped) into int64 counts."},
     {"_calib_mse_clip_search", (PyCFunction)(void (*)(void))py_mse_clip_search,
-     METH_VARARGS | METH_KEYWORDS, "Per-group index of the MSE-optimal clipping fraction."},
+     METH_VARARGS | METH_KEYWORDS,
+     "Per-group index of the MSE-optimal clipping fraction (and every candidate's error)."},
     {"_calib_hist_mse", py_hist_mse, METH_VARARGS,
      "Squared error of a |x| histogram for every candidate threshold (i + 1) * width."},
     {NULL, NULL, 0, NULL},
