@@ -476,3 +476,11 @@ def test_report_independent_of_threads(rng):
                 reps.append(qc.quantize_weights(w, granularity=g, method="mse", progress=False,
                                                 **kw).report().to_list())
     assert reps[:3] == reps[3:]
+
+
+def test_progress_plain_lines_without_tqdm(monkeypatch, capsys):
+    import sys
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm -> ImportError
+    qc.quantize_weights({"a": np.ones((40, 40), np.float32), "b": np.ones(3)}, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["quantizing 1/2 a", "quantizing 2/2 b"]
