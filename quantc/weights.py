@@ -127,6 +127,7 @@ class WeightsReport:
         return json.dumps({"tensors": self.to_list(), "summary": self.summary()}, **kw)
 
     def summary(self):
+        """Totals: tensor counts, bytes before/after, size_pct, median_sqnr_db."""
         before = sum(r["bytes_before"] for r in self.rows)
         after = sum(r["bytes_after"] for r in self.rows)
         sq = [r["sqnr_db"] for r in self.rows if r["sqnr_db"] is not None]
@@ -220,6 +221,7 @@ class QuantizedWeights(Mapping):
         return out
 
     def report(self):
+        """The per-tensor WeightsReport (error fields None after load_quantized)."""
         return WeightsReport(self._rows)
 
     def _flat(self):
@@ -289,7 +291,7 @@ class _Progress:
 
 
 def _source(weights):
-    """(names, get(name), shape-or-None(name), closer) for a mapping or a file path."""
+    """(names, get(name), close(), label) for a mapping or a path to a tensor file."""
     if isinstance(weights, (str, os.PathLike)):
         reader = TensorReader(weights)
         return list(reader.names), reader.read, reader.close, reader.path
@@ -407,7 +409,7 @@ def _sqnr(sig, err):
 
 
 def _error_stats(x, qt):
-    """(sqnr_db, max_abs_error, clipped_pct) against a non-float32 original, in row chunks."""
+    """(sqnr_db, max_abs_error, clipped_pct) against a float64 original, in row chunks."""
     rows = x.shape[0] if x.ndim else 1
     per = max(1, _CHUNK_ELEMS // max(1, x.size // max(rows, 1)))
     sig = err = 0.0
