@@ -30,6 +30,22 @@ def _f32(x, name="x"):
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def _minmax(a, name="x", axis=None, block_size=None):
+    """``_C._minmax(a, axis, block_size)``: one pass of the quant family's min/max kernels.
+
+    A NaN raises ValueError naming `name` with the NaN count and the first NaN's flat (C-order)
+    index in `a`; both are counted here, on the error path only.
+    """
+    try:
+        return _C._minmax(a, axis, block_size)
+    except ValueError:
+        nan = np.isnan(a)
+        if not nan.any():
+            raise
+    raise ValueError(f"{name}: expected no NaN values, got {int(nan.sum())} NaN "
+                     f"(first at flat index {int(np.flatnonzero(nan)[0])})")
+
+
 def _channels_first(x, axis, name="x"):
     """x as a contiguous float32 (C, rest) array with `axis` moved to the front."""
     a = _f32(x, name)
@@ -63,7 +79,7 @@ class _RangeObserver:
             a = _f32(x)
             if a.size == 0:
                 return None
-            mn, mx = _C._calib_minmax(a, name="x")
+            mn, mx = _minmax(a)
             return np.float32(mn), np.float32(mx)
         a = _channels_first(x, self.axis)
         if a.shape[1] == 0:
@@ -71,8 +87,7 @@ class _RangeObserver:
         if self.min_val is not None and a.shape[0] != self.min_val.shape[0]:
             raise ValueError(f"x: expected {self.min_val.shape[0]} channels along axis "
                              f"{self.axis} (as in earlier batches), got {a.shape[0]}")
-        mins, maxs = _C._calib_group_minmax(a, a.shape[1], name="x")
-        return mins[:, 0], maxs[:, 0]
+        return _minmax(a, axis=0)
 
     def _check_ready(self):
         if self.min_val is None:

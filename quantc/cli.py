@@ -245,8 +245,7 @@ def cmd_bench(a):
                      f"{t0 / t1:.2f}x", base_name))
 
     from . import _C
-    add("min/max (calib)", lambda: _C._calib_minmax(x), lambda: (x.min(), x.max()), "numpy",
-        4 * n)
+    add("min/max", lambda: _C._minmax(x), lambda: (x.min(), x.max()), "numpy", 4 * n)
     if hasattr(qc, "quantize"):
         add("quantize f32->s8", lambda: qc.quantize(x, s, zp),
             lambda: np.clip(np.rint(x / s) + zp, -128, 127).astype(np.int8), "numpy", 5 * n)

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _C
+from .calibration import _minmax
 from .io import TensorReader, write_tensors
 
 __all__ = ["quantize_weights", "QuantizedWeights", "QuantizedTensor", "load_quantized",
@@ -345,7 +346,7 @@ def _quantize_tensor(name, x, dtype, granularity, axis, block_size, symmetric, n
                      method, percentile):
     from . import choose_qparams, qrange, quantize
     x2, block, st_axis, st_block, pshape = _layout(x, granularity, axis, block_size)
-    mins, maxs = _C._calib_group_minmax(x2, block, name=name)
+    mins, maxs = _minmax(x2, name, 1, block)
     if not (np.isfinite(mins).all() and np.isfinite(maxs).all()):
         raise ValueError(f"{name}: expected finite values, got +-inf (a range cannot be "
                          f"chosen)")

@@ -6,6 +6,7 @@ import pytest
 
 import quantc as qc
 from quantc import _C
+from quantc.calibration import _minmax as calib_minmax
 from conftest import assert_equal_exact, num_threads
 
 SIZES = [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 255, 1000, (1 << 16) + 3, 3 * (1 << 16) + 17]
@@ -140,19 +141,19 @@ def ref_hist_mse(counts, width, levels):
 @pytest.mark.parametrize("n", SIZES)
 def test_minmax_matches_numpy(isa, rng, n):
     x = rng.standard_normal(n).astype(np.float32) * 10
-    got = _C._calib_minmax(x)
+    got = tuple(map(float, _C._minmax(x)))
     assert got == ref_minmax(x), f"isa={isa} n={n}"
 
 
 def test_minmax_edges(isa):
-    assert _C._calib_minmax(np.float32(3.5)) == (3.5, 3.5)
+    assert tuple(map(float, _C._minmax(np.float32(3.5)))) == (3.5, 3.5)
     x = np.array([-0.0, 0.0, -0.0], np.float32)
-    mn, mx = _C._calib_minmax(x)
+    mn, mx = map(float, _C._minmax(x))
     assert math.copysign(1, mn) == 1 and math.copysign(1, mx) == 1
     x = np.array([1, np.inf, -np.inf, 2] * 5, np.float32)
-    assert _C._calib_minmax(x) == (-math.inf, math.inf)
+    assert tuple(map(float, _C._minmax(x))) == (-math.inf, math.inf)
     y = np.arange(100, dtype=np.float64)[::-3]  # negative stride, float64
-    assert _C._calib_minmax(y) == (0.0, 99.0)
+    assert tuple(map(float, _C._minmax(y))) == (0.0, 99.0)
 
 
 @pytest.mark.parametrize("n,pos", [(5, 3), (40, 0), (40, 39), (1000, 517), (200000, 150001)])
@@ -163,14 +164,14 @@ def test_minmax_nan_names_count_and_index(isa, rng, n, pos):
     count = 1 if pos == n - 1 else 2
     with pytest.raises(ValueError, match=rf"w: expected no NaN values, got {count} NaN "
                                          rf"\(first at flat index {pos}\)"):
-        _C._calib_minmax(x, name="w")
+        calib_minmax(x, name="w")
 
 
 @pytest.mark.parametrize("shape,block", [((1, 0), 4), ((3, 1), 1), ((5, 17), 4), ((4, 64), 16),
                                          ((7, 33), 33), ((2, 100), 1000), ((9, 130), 64)])
 def test_group_minmax_matches_numpy(isa, rng, shape, block):
     x = rng.standard_normal(shape).astype(np.float32)
-    mins, maxs = _C._calib_group_minmax(x, block)
+    mins, maxs = _C._minmax(x, 1, block)
     groups = -(-shape[1] // block) if shape[1] else 0
     assert mins.shape == (shape[0], groups)
     for r in range(shape[0]):
@@ -182,14 +183,14 @@ def test_group_minmax_matches_numpy(isa, rng, shape, block):
 def test_group_minmax_nan_and_threads(rng):
     x = rng.standard_normal((64, 5000)).astype(np.float32)
     with num_threads(1):
-        a = _C._calib_group_minmax(x, 128)
+        a = _C._minmax(x, 1, 128)
     with num_threads(2):
-        b = _C._calib_group_minmax(x, 128)
+        b = _C._minmax(x, 1, 128)
     assert_equal_exact(a[0], b[0], "mins")
     assert_equal_exact(a[1], b[1], "maxs")
     x[3, 7] = np.nan
     with pytest.raises(ValueError, match=r"layer\.w: .*1 NaN \(first at flat index 15007\)"):
-        _C._calib_group_minmax(x, 128, name="layer.w")
+        calib_minmax(x, "layer.w", 1, 128)
 
 
 @pytest.mark.parametrize("n", [0, 1, 17, 1000, 100003])
@@ -218,7 +219,7 @@ def test_mse_clip_search_matches_reference(rng, symmetric, qrange_):
     x[5] = 0.0  # an all-zero row
     block = 128
     fr = (1.0 - np.arange(81) / 100.0).astype(np.float32)
-    mins, maxs = _C._calib_group_minmax(x, block)
+    mins, maxs = _C._minmax(x, 1, block)
     mins, maxs = np.minimum(mins, 0), np.maximum(maxs, 0)
     best = _C._calib_mse_clip_search(x, block, mins, maxs, qmin, qmax, symmetric, fr)
     assert best.shape == mins.shape
@@ -478,7 +479,7 @@ def test_mse_clip_search_simd_equals_scalar(rng, isa, shape, block, symmetric, q
     if shape[1] >= 3:
         x[0, :3] = 0.5 * 0.1 * np.arange(3)  # some exact ties at half steps
     fr = (1.0 - np.arange(81) / 100.0).astype(np.float32)
-    mins, maxs = _C._calib_group_minmax(x, block)
+    mins, maxs = _C._minmax(x, 1, block)
     mins, maxs = np.minimum(mins, 0), np.maximum(maxs, 0)
     args = (x, block, mins, maxs, qr[0], qr[1], symmetric, fr)
     best, errs = _C._calib_mse_clip_search(*args, return_errors=True)
@@ -493,7 +494,7 @@ def test_mse_clip_search_simd_equals_scalar(rng, isa, shape, block, symmetric, q
 def test_mse_clip_search_errors_match_numpy(rng):
     x = (rng.standard_t(2, size=(3, 50)) * 0.1).astype(np.float32)
     fr = (1.0 - np.arange(20) / 40.0).astype(np.float32)
-    mins, maxs = _C._calib_group_minmax(x, 50)
+    mins, maxs = _C._minmax(x, 1, 50)
     mins, maxs = np.minimum(mins, 0), np.maximum(maxs, 0)
     _, errs = _C._calib_mse_clip_search(x, 50, mins, maxs, -128, 127, False, fr,
                                         return_errors=True)

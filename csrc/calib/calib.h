@@ -1,4 +1,4 @@
-/* Calibration kernels: min/max with NaN detection, |x| histograms, MSE-optimal clipping search. */
+/* Calibration kernels: |x| histograms, MSE-optimal clipping search, quantization error stats. */
 #ifndef QC_CALIB_H
 #define QC_CALIB_H
 
@@ -6,26 +6,6 @@
 
 /* Lanes of the order-fixed float sums below (see qc_error_stats). */
 #define QC_STATS_LANES 16
-
-/* Result of a min/max pass. NaNs are skipped and counted; first_nan is the index of the first
- * one (only meaningful when nan_count > 0). A -0.0 extreme is reported as +0.0 so that every
- * variant and every chunking gives the same bits. With n == 0 (or only NaNs) mn = +inf and
- * mx = -inf. */
-typedef struct {
-    float mn, mx;
-    size_t nan_count;
-    size_t first_nan;
-} qc_minmax_result;
-
-typedef void (*qc_minmax_f32_fn)(const float *x, size_t n, qc_minmax_result *r);
-
-void qc_minmax_f32__scalar(const float *x, size_t n, qc_minmax_result *r);
-void qc_minmax_f32__avx2(const float *x, size_t n, qc_minmax_result *r);
-void qc_minmax_f32__avx512(const float *x, size_t n, qc_minmax_result *r);
-
-/* Merge b into a (order-independent: min/max, NaN counts add, first NaN is the smaller one
- * once both indices are in the same coordinates). */
-void qc_minmax_merge(qc_minmax_result *a, const qc_minmax_result *b, size_t b_offset);
 
 /* Histogram of |x|: bin i counts values with floor(|x| * inv_width) == i (computed in double),
  * values at or above the last edge land in the last bin. counts[bins] is added to, not reset.
@@ -91,7 +71,6 @@ void qc_error_stats__avx512(const float *x, const void *q, int is_signed, size_t
 
 /* One variant's table of kernels. */
 typedef struct {
-    qc_minmax_f32_fn minmax_f32;
     qc_error_stats_fn error_stats;
     qc_fq_sq_error_fn fq_sq_error;
 } qc_calib_kernels;

@@ -3,35 +3,6 @@
 
 #include <math.h>
 
-void qc_minmax_f32__scalar(const float *x, size_t n, qc_minmax_result *r) {
-    float mn = INFINITY, mx = -INFINITY;
-    size_t nans = 0, first = 0;
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        if (v != v) {
-            if (nans++ == 0) first = i;
-            continue;
-        }
-        mn = v < mn ? v : mn;
-        mx = v > mx ? v : mx;
-    }
-    /* -0.0 + 0.0 == +0.0: the sign of a zero extreme would depend on the visiting order. */
-    r->mn = mn + 0.0f;
-    r->mx = mx + 0.0f;
-    r->nan_count = nans;
-    r->first_nan = first;
-}
-
-void qc_minmax_merge(qc_minmax_result *a, const qc_minmax_result *b, size_t b_offset) {
-    a->mn = b->mn < a->mn ? b->mn : a->mn;
-    a->mx = b->mx > a->mx ? b->mx : a->mx;
-    if (b->nan_count) {
-        size_t idx = b->first_nan + b_offset;
-        if (a->nan_count == 0 || idx < a->first_nan) a->first_nan = idx;
-        a->nan_count += b->nan_count;
-    }
-}
-
 void qc_abs_histogram_f32(const float *x, size_t n, double inv_width, size_t bins,
                           int64_t *counts) {
     if (bins == 0) return;

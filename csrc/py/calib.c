@@ -1,4 +1,4 @@
-/* Bindings for the calib family: min/max (whole or per group), |x| histograms, clipping search. */
+/* Bindings for the calib family: |x| histograms, clipping search, quantization error stats. */
 #include "py/pyutil.h"
 
 #include <math.h>
@@ -6,12 +6,9 @@
 
 #include "calib/calib.h"
 
-static const qc_calib_kernels calib_scalar = {qc_minmax_f32__scalar, qc_error_stats__scalar,
-                                              qc_fq_sq_error__scalar};
-static const qc_calib_kernels calib_avx2 = {qc_minmax_f32__avx2, qc_error_stats__avx2,
-                                            qc_fq_sq_error__avx2};
-static const qc_calib_kernels calib_avx512 = {qc_minmax_f32__avx512, qc_error_stats__avx512,
-                                              qc_fq_sq_error__avx512};
+static const qc_calib_kernels calib_scalar = {qc_error_stats__scalar, qc_fq_sq_error__scalar};
+static const qc_calib_kernels calib_avx2 = {qc_error_stats__avx2, qc_fq_sq_error__avx2};
+static const qc_calib_kernels calib_avx512 = {qc_error_stats__avx512, qc_fq_sq_error__avx512};
 
 static const qc_variant calib_variants[] = {
     {"calib__avx512", QC_ISA_AVX512, &calib_avx512},
@@ -24,82 +21,17 @@ static const qc_calib_kernels *calib_kernels(void) {
     return (const qc_calib_kernels *)qc_family_select(&calib_family)->impl;
 }
 
-/* Chunk size of the parallel min/max: a fixed split, so results never depend on threads. */
-#define MINMAX_GRAIN ((size_t)1 << 16)
-
-typedef struct {
-    qc_minmax_f32_fn fn;
-    const float *x;
-    size_t n, chunk;
-    qc_minmax_result *parts;
-} minmax_ctx;
-
-static void minmax_task(void *vctx, size_t t) {
-    minmax_ctx *c = vctx;
-    size_t lo = t * c->chunk, hi = QC_MIN(c->n, lo + c->chunk);
-    c->fn(c->x + lo, hi - lo, &c->parts[t]);
-}
-
-/* Whole-array min/max (parallel over fixed chunks); -1 with MemoryError on allocation failure. */
-static int minmax_all(qc_minmax_f32_fn fn, const float *x, size_t n, qc_minmax_result *r) {
-    size_t ntasks = qc_split_count(n, MINMAX_GRAIN);
-    if (ntasks <= 1) {
-        fn(x, n, r);
-        return 0;
-    }
-    qc_minmax_result *parts = malloc(ntasks * sizeof *parts);
-    if (!parts) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    size_t chunk = (n + ntasks - 1) / ntasks;
-    ntasks = (n + chunk - 1) / chunk;
-    minmax_ctx ctx = {fn, x, n, chunk, parts};
-    Py_BEGIN_ALLOW_THREADS
-    qc_parallel_for(ntasks, minmax_task, &ctx);
-    Py_END_ALLOW_THREADS
-    *r = parts[0];
-    for (size_t t = 1; t < ntasks; t++) qc_minmax_merge(r, &parts[t], t * chunk);
-    free(parts);
-    return 0;
-}
-
-static int nan_error(const char *name, size_t count, size_t first) {
-    return qc_value_error("%s: expected no NaN values, got %zu NaN (first at flat index %zu)",
-                          name, count, first);
-}
-
-static PyObject *py_minmax(PyObject *self, PyObject *args, PyObject *kw) {
-    (void)self;
-    static char *kwlist[] = {"x", "name", NULL};
-    PyObject *xo;
-    const char *name = "x";
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|s:_calib_minmax", kwlist, &xo, &name))
-        return NULL;
-    PyArrayObject *x = qc_float32_array(xo, name);
-    if (!x) return NULL;
-    qc_minmax_result r;
-    if (minmax_all(calib_kernels()->minmax_f32, PyArray_DATA(x), (size_t)PyArray_SIZE(x), &r) < 0) {
-        Py_DECREF(x);
-        return NULL;
-    }
-    Py_DECREF(x);
-    if (r.nan_count) return (nan_error(name, r.nan_count, r.first_nan), NULL);
-    return Py_BuildValue("(dd)", (double)r.mn, (double)r.mx);
-}
-
 /* A 2-D float32 view (R, L) split into groups of `block` along L (the last one may be short). */
 typedef struct {
     const float *x;
     size_t rows, len, block, groups; /* groups per row */
 } group_layout;
 
-static int parse_groups(PyObject *xo, PyObject *blocko, const char *name, PyArrayObject **xa,
-                        group_layout *g) {
-    PyArrayObject *x = qc_float32_array(xo, name);
+static int parse_groups(PyObject *xo, PyObject *blocko, PyArrayObject **xa, group_layout *g) {
+    PyArrayObject *x = qc_float32_array(xo, "x");
     if (!x) return -1;
     if (PyArray_NDIM(x) != 2) {
-        qc_value_error("%s: expected a 2-D array, got %d dimensions", name, PyArray_NDIM(x));
+        qc_value_error("x: expected a 2-D array, got %d dimensions", PyArray_NDIM(x));
         Py_DECREF(x);
         return -1;
     }
@@ -120,75 +52,6 @@ static int parse_groups(PyObject *xo, PyObject *blocko, const char *name, PyArra
     g->groups = g->len ? (g->len + g->block - 1) / g->block : 0;
     *xa = x;
     return 0;
-}
-
-typedef struct {
-    const qc_calib_kernels *k;
-    group_layout g;
-    float *mins, *maxs;
-    qc_minmax_result *nan_info; /* per row */
-} group_minmax_ctx;
-
-static void group_minmax_task(void *vctx, size_t row) {
-    group_minmax_ctx *c = vctx;
-    const group_layout *g = &c->g;
-    qc_minmax_result *ni = &c->nan_info[row];
-    ni->nan_count = 0;
-    ni->first_nan = 0;
-    for (size_t b = 0; b < g->groups; b++) {
-        size_t lo = b * g->block, hi = QC_MIN(g->len, lo + g->block);
-        qc_minmax_result r;
-        c->k->minmax_f32(g->x + row * g->len + lo, hi - lo, &r);
-        c->mins[row * g->groups + b] = r.mn;
-        c->maxs[row * g->groups + b] = r.mx;
-        if (r.nan_count) {
-            if (ni->nan_count == 0) ni->first_nan = row * g->len + lo + r.first_nan;
-            ni->nan_count += r.nan_count;
-        }
-    }
-}
-
-static PyObject *py_group_minmax(PyObject *self, PyObject *args, PyObject *kw) {
-    (void)self;
-    static char *kwlist[] = {"x", "block", "name", NULL};
-    PyObject *xo, *blocko;
-    const char *name = "x";
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|s:_calib_group_minmax", kwlist, &xo, &blocko,
-                                     &name))
-        return NULL;
-    PyArrayObject *x;
-    group_layout g;
-    if (parse_groups(xo, blocko, name, &x, &g) < 0) return NULL;
-    npy_intp dims[2] = {(npy_intp)g.rows, (npy_intp)g.groups};
-    PyArrayObject *mins = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    PyArrayObject *maxs = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    qc_minmax_result *nan_info = malloc((g.rows ? g.rows : 1) * sizeof *nan_info);
-    if (!mins || !maxs || !nan_info) {
-        if (!nan_info) PyErr_NoMemory();
-        goto fail;
-    }
-    group_minmax_ctx ctx = {calib_kernels(), g, PyArray_DATA(mins), PyArray_DATA(maxs), nan_info};
-    Py_BEGIN_ALLOW_THREADS
-    qc_parallel_for(g.rows, group_minmax_task, &ctx);
-    Py_END_ALLOW_THREADS
-    size_t count = 0, first = 0;
-    for (size_t r = 0; r < g.rows; r++) {
-        if (nan_info[r].nan_count && count == 0) first = nan_info[r].first_nan;
-        count += nan_info[r].nan_count;
-    }
-    if (count) {
-        nan_error(name, count, first);
-        goto fail;
-    }
-    free(nan_info);
-    Py_DECREF(x);
-    return Py_BuildValue("(NN)", mins, maxs);
-fail:
-    free(nan_info);
-    Py_XDECREF(mins);
-    Py_XDECREF(maxs);
-    Py_DECREF(x);
-    return NULL;
 }
 
 static PyObject *py_abs_histogram(PyObject *self, PyObject *args) {
@@ -256,7 +119,7 @@ static PyObject *py_mse_clip_search(PyObject *self, PyObject *args, PyObject *kw
     PyArrayObject *x = NULL, *mins = NULL, *maxs = NULL, *fr = NULL, *best = NULL;
     PyArrayObject *errs = NULL;
     group_layout g;
-    if (parse_groups(xo, blocko, "x", &x, &g) < 0) return NULL;
+    if (parse_groups(xo, blocko, &x, &g) < 0) return NULL;
     mins = qc_float32_array(mino, "mins");
     maxs = mins ? qc_float32_array(maxo, "maxs") : NULL;
     fr = maxs ? qc_float32_array(fo, "fractions") : NULL;
@@ -368,7 +231,7 @@ static PyObject *py_error_stats(PyObject *self, PyObject *args) {
     PyArrayObject *x = NULL, *q = NULL, *s = NULL, *z = NULL;
     qc_error_stats *rows = NULL;
     group_layout g;
-    if (parse_groups(xo, blocko, "x", &x, &g) < 0) return NULL;
+    if (parse_groups(xo, blocko, &x, &g) < 0) return NULL;
     q = qc_int_array(qo, "q", qtypes);
     s = q ? qc_float32_array(so, "scale") : NULL;
     z = s ? qc_int_array(zo, "zero_point", ztypes) : NULL;
@@ -419,12 +282,8 @@ fail:
 
 PyMethodDef qc_calib_methods[] = {
     {"_calib_error_stats", py_error_stats, METH_VARARGS,
-     "(sum x^2, sum err^2, max |err|, clamped count) of q against x, groups as _group_minmax."},
-    {"_calib_minmax", (PyCFunction)(void (*)(void))py_minmax, METH_VARARGS | METH_KEYWORDS,
-     "(min, max) of a float array; ValueError naming `name` on NaN."},
-    {"_calib_group_minmax", (PyCFunction)(void (*)(void))py_group_minmax,
-     METH_VARARGS | METH_KEYWORDS,
-     "Per-group (mins, maxs) of a 2-D array split into blocks along its last axis."},
+     "(sum x^2, sum err^2, max |err|, clamped count) of q against 2-D x, per-group params "
+     "for blocks of `block` along each row."},
     {"_calib_abs_histogram", py_abs_histogram, METH_VARARGS,
      "Add the histogram of |x| (bin = floor(|x| * inv_width), capped) into int64 counts."},
     {"_calib_mse_clip_search", (PyCFunction)(void (*)(void))py_mse_clip_search,
