@@ -89,6 +89,14 @@ class _RangeObserver:
                              f"{self.axis} (as in earlier batches), got {a.shape[0]}")
         return _minmax(a, axis=0)
 
+    def _extend(self, r):
+        """Widen the running range to cover one batch's (min, max)."""
+        if self.min_val is None:
+            self.min_val, self.max_val = r
+        else:
+            self.min_val = np.minimum(self.min_val, r[0])
+            self.max_val = np.maximum(self.max_val, r[1])
+
     def _check_ready(self):
         if self.min_val is None:
             raise ValueError("qparams: no data observed yet (call update(x) first)")
@@ -109,13 +117,8 @@ class MinMaxObserver(_RangeObserver):
 
     def update(self, x):
         r = self._batch_range(x)
-        if r is None:
-            return
-        if self.min_val is None:
-            self.min_val, self.max_val = r
-        else:
-            self.min_val = np.minimum(self.min_val, r[0])
-            self.max_val = np.maximum(self.max_val, r[1])
+        if r is not None:
+            self._extend(r)
 
 
 class MovingAverageMinMaxObserver(_RangeObserver):
@@ -169,11 +172,7 @@ class _AbsHistogram(_RangeObserver):
         r = self._batch_range(a)
         if r is None:
             return
-        if self.min_val is None:
-            self.min_val, self.max_val = r
-        else:
-            self.min_val = np.minimum(self.min_val, r[0])
-            self.max_val = np.maximum(self.max_val, r[1])
+        self._extend(r)
         amax = float(max(-r[0], r[1]))
         if amax == 0.0:
             self.counts[0] += a.size  # zeros land in bin 0 whatever the range
