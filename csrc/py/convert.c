@@ -138,25 +138,6 @@ static const char *dtype_name(PyArrayObject *a) {
     return strcmp(n, "unsupported") ? n : Py_TYPE(PyArray_DESCR(a))->tp_name;
 }
 
-static PyArrayObject *any_array(PyObject *obj, const char *arg) {
-    if (obj == NULL || obj == Py_None) {
-        qc_type_error("%s: expected an array, got None", arg);
-        return NULL;
-    }
-    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(obj);
-    if (!a) {
-        PyErr_Clear();
-        qc_type_error("%s: expected an array-like of numbers, got %s", arg, Py_TYPE(obj)->tp_name);
-    }
-    return a;
-}
-
-/* A native-order, aligned, C-contiguous copy (or the array itself) keeping the type. */
-static PyArrayObject *contiguous_native(PyArrayObject *a) {
-    return (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(PyArray_TYPE(a)),
-                                            0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
-}
-
 /* ---------------------------------------------------------------------------------------- */
 
 static const char *const g_round_modes[QC_ROUND_COUNT] = {
@@ -307,7 +288,7 @@ static PyObject *py_clamp(PyObject *self, PyObject *args, PyObject *kwargs) {
     PyObject *xo, *loo, *hio, *out = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$O:clamp", kwlist, &xo, &loo, &hio, &out))
         return NULL;
-    PyArrayObject *a = any_array(xo, "x");
+    PyArrayObject *a = qc_any_array(xo, "x");
     if (!a) return NULL;
     int t = PyArray_TYPE(a), id;
     PyArrayObject *x;
@@ -324,7 +305,7 @@ static PyObject *py_clamp(PyObject *self, PyObject *args, PyObject *kwargs) {
             Py_DECREF(a);
             return (qc_value_error("lo: expected lo <= hi, got lo=%R > hi=%R", loo, hio), NULL);
         }
-        x = contiguous_native(a);
+        x = qc_native_array(a);
         Py_DECREF(a);
         if (!x) return NULL;
         const qc_clamp_kernels *k = qc_family_select(&qc_clamp_family)->impl;
@@ -383,7 +364,7 @@ static PyObject *py_saturate_cast(PyObject *self, PyObject *args, PyObject *kwar
         return (qc_value_error("dtype: expected an integer dtype of 1, 2, 4 or 8 bytes, got %R", dto),
                 NULL);
     }
-    PyArrayObject *a = any_array(xo, "x");
+    PyArrayObject *a = qc_any_array(xo, "x");
     if (!a) return NULL;
     if (int_id(PyArray_TYPE(a), &sid) < 0) {
         qc_type_error("x: expected an integer array, got %s%s", dtype_name(a),
@@ -392,7 +373,7 @@ static PyObject *py_saturate_cast(PyObject *self, PyObject *args, PyObject *kwar
         Py_DECREF(a);
         return NULL;
     }
-    PyArrayObject *x = contiguous_native(a);
+    PyArrayObject *x = qc_native_array(a);
     Py_DECREF(a);
     if (!x) return NULL;
     PyArrayObject *y = make_output(out, &x, dt);

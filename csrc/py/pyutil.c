@@ -133,7 +133,7 @@ int qc_parse_axis(PyObject *obj, const char *arg, int ndim, int *axis, int *has_
     return 0;
 }
 
-static PyArrayObject *as_array(PyObject *obj, const char *arg) {
+PyArrayObject *qc_any_array(PyObject *obj, const char *arg) {
     if (obj == NULL || obj == Py_None) {
         qc_type_error("%s: expected an array, got None", arg);
         return NULL;
@@ -154,7 +154,7 @@ PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
         Py_INCREF(obj);
         return (PyArrayObject *)obj;
     }
-    PyArrayObject *a = as_array(obj, arg);
+    PyArrayObject *a = qc_any_array(obj, arg);
     if (!a) return NULL;
     int t = PyArray_TYPE(a);
     if (!(PyTypeNum_ISFLOAT(t) || (PyTypeNum_ISINTEGER(t) && !PyTypeNum_ISBOOL(t))) ||
@@ -172,7 +172,7 @@ PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
 }
 
 PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed) {
-    PyArrayObject *a = as_array(obj, arg);
+    PyArrayObject *a = qc_any_array(obj, arg);
     if (!a) return NULL;
     if (!typenum_allowed(PyArray_TYPE(a), allowed)) {
         char expected[128];
@@ -183,12 +183,15 @@ PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed) 
         Py_DECREF(a);
         return NULL;
     }
-    /* the native-byte-order descriptor: a '>i4' input is swapped into a copy */
-    PyArrayObject *r = (PyArrayObject *)PyArray_FromAny(
-        (PyObject *)a, PyArray_DescrFromType(PyArray_TYPE(a)), 0, 0,
-        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
+    PyArrayObject *r = qc_native_array(a);
     Py_DECREF(a);
     return r;
+}
+
+PyArrayObject *qc_native_array(PyArrayObject *a) {
+    /* the native-byte-order descriptor: a '>i4' input is swapped into a copy */
+    return (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(PyArray_TYPE(a)),
+                                            0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
 }
 
 static void shape_str(char *buf, size_t n, int ndim, const npy_intp *shape) {
