@@ -14,6 +14,7 @@
 static const qc_variant gemm_variants[] = {
 #ifndef QC_NO_X86
     {"avx512vnni", QC_ISA_AVX512VNNI, &qc_gemm_kernels_avx512vnni},
+    {"avxvnni", QC_ISA_AVXVNNI, &qc_gemm_kernels_avxvnni}, /* untested: no AVX-VNNI here */
     {"avx2", QC_ISA_AVX2, &qc_gemm_kernels_avx2},
 #endif
     {"scalar", QC_ISA_SCALAR, &qc_gemm_kernels_scalar},
