@@ -2,7 +2,8 @@
 
 The math (see ``csrc/gemm/gemm.h``): ``C = sum_k (a - za) * (b - zb)`` computed exactly in
 int32 for every int8/uint8 combination. The kernels run one unsigned x signed core
-(AVX-512 VNNI ``vpdpbusd``, an exact AVX2 kernel, plain C), with zero points applied through
+(AVX-512 VNNI ``vpdpbusd``, AVX-VNNI, an exact AVX2 kernel, plain C; ``cpu_info()["kernels"]``
+names the one in use, ``QUANTC_ISA`` caps it), with zero points applied through
 row and column sums in wrapping 32-bit arithmetic. ``C`` is the true value whenever it fits
 int32; otherwise it is the true value modulo 2**32 (like ONNX Runtime). Results are
 bit-identical for every kernel variant and thread count.

@@ -113,6 +113,12 @@ def test_linear_shapes_and_input_types(rng):
                        "zeros")
 
 
+def test_linear_no_inputs():
+    layer = qc.Linear.from_float(np.zeros((3, 0), np.float32), np.float32([1, 2, 3]))
+    assert_equal_exact(layer(np.zeros((2, 0), np.float32)), np.float32([[1, 2, 3]] * 2),
+                       "in_features=0 gives the bias")
+
+
 def test_linear_zero_weight_rows_and_bias(rng):
     x, w, bias = make(rng, 4, 32, 16)
     w[3] = 0

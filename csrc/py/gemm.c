@@ -579,7 +579,9 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
         if (!fb) goto done;
     }
     const size_t n = (size_t)PyArray_SIZE(x);
-    const int64_t k = p->b.k, rows = k ? (int64_t)(n / (size_t)k) : 0;
+    const int64_t k = p->b.k;
+    int64_t rows = 1;
+    for (int i = 0; i < nd - 1; i++) rows *= PyArray_DIM(x, i);
     npy_intp shape[NPY_MAXDIMS];
     for (int i = 0; i < nd - 1; i++) shape[i] = PyArray_DIM(x, i);
     shape[nd - 1] = (npy_intp)p->b.n;
