@@ -57,7 +57,8 @@ def pack_matrix(b, b_zero_point=None):
 
     The packed form holds ``b`` in panels of 16 columns (the last one narrower) x groups of
     4 rows (K rounded up to 4 with zeros), plus one int32 column sum per column:
-    ``data_nbytes`` is ``round_up(K, 4) * N + 64`` and ``nbytes`` adds ``4 * round_up(N, 16)``. It records the kernel variant it was packed for; using it after the ISA
+    ``data_nbytes`` is ``round_up(K, 4) * N + 64`` and ``nbytes`` adds ``4 * round_up(N, 16)``.
+    It records the kernel variant it was packed for; using it after the ISA
     cap changed (``QUANTC_ISA``) raises ``ValueError``. ``b_zero_point`` (scalar or (N,)),
     if given, is used by every call that receives this matrix (a call may repeat it).
     """

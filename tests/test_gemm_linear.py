@@ -185,7 +185,8 @@ def test_linear_vs_torch_dynamic(rng):
         x, w, bias = make(rng, m, k, n)
         sw = w_scales(w)
         tl = dq.Linear(k, n, dtype=torch.qint8)
-        qw = torch.quantize_per_channel(torch.from_numpy(w), torch.from_numpy(sw.astype(np.float64)),
+        qw = torch.quantize_per_channel(torch.from_numpy(w),
+                                        torch.from_numpy(sw.astype(np.float64)),
                                         torch.zeros(n, dtype=torch.long), 0, torch.qint8)
         tl.set_weight_bias(qw, torch.from_numpy(bias))
         with torch.no_grad():

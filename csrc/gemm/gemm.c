@@ -90,7 +90,8 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
             /* rows of B are contiguous: copy 16 bytes of each row into its k slot */
             int64_t kk = 0;
 #ifndef QC_NO_X86
-            if (ncols == QC_GEMM_NR) kk = pack_panel_rows_sse2(base + j0, row_stride, k, flip, panel, sum);
+            if (ncols == QC_GEMM_NR)
+                kk = pack_panel_rows_sse2(base + j0, row_stride, k, flip, panel, sum);
 #endif
             for (; kk < k; kk++) {
                 const uint8_t *src = (const uint8_t *)(base + kk * row_stride + j0);
@@ -125,7 +126,8 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
             for (int c = 0; c < ncols; c++) {
                 const char *src = base + (j0 + c) * col_stride;
                 for (int64_t kk = 0; kk < k; kk++) {
-                    const int8_t v = (int8_t)(uint8_t)(*(const uint8_t *)(src + kk * row_stride) ^ flip);
+                    const uint8_t raw = *(const uint8_t *)(src + kk * row_stride);
+                    const int8_t v = (int8_t)(uint8_t)(raw ^ flip);
                     panel[(kk / 4) * gs + c * 4 + (kk % 4)] = v;
                     sum[c] += (uint32_t)(int32_t)v;
                 }

@@ -1,4 +1,4 @@
-/* Bindings for the gemm family: PackedMatrix, matmul_integer, qlinear_matmul, requantize, Linear. */
+/* Bindings for the gemm family: PackedMatrix, matmul_integer, qlinear_matmul, requant, Linear. */
 #include "py/pyutil.h"
 
 #include <math.h>
@@ -220,7 +220,8 @@ static PackedMatrixObject *pack_array(PyObject *bobj, const char *arg) {
     }
     if (PyArray_TYPE(b) != NPY_INT8 && PyArray_TYPE(b) != NPY_UINT8) {
         qc_type_error("%s: expected an array of int8 or uint8, got %s", arg,
-                      PyArray_TYPE(b) == NPY_OBJECT ? "object" : PyArray_DESCR(b)->typeobj->tp_name);
+                      PyArray_TYPE(b) == NPY_OBJECT ? "object"
+                                                    : PyArray_DESCR(b)->typeobj->tp_name);
         Py_DECREF(b);
         return NULL;
     }
