@@ -340,24 +340,14 @@ int qc_gemm_parallel(const qc_gemm_args *g) {
     if (want < 1) want = 1;
     if (threads == 1) want = 1;
 
-    int64_t rows = block_rows(a.kernels, kp) * 2;
-    int64_t mt = (a.m + rows - 1) / rows;
-    int64_t nt = 1;
-    if (mt < want) {
-        /* Few row blocks (e.g. GEMV): split the columns too, in multiples of 32. */
-        nt = (want + mt - 1) / mt;
-        int64_t max_nt = (ncols + 31) / 32;
-        if (nt > max_nt) nt = max_nt;
-    } else if (mt > want && want > 1) {
-        /* Enough rows: make about `want` row tasks of whole kernel blocks. */
-        rows = round_up((a.m + want - 1) / want, a.kernels->mr);
-        mt = (a.m + rows - 1) / rows;
-    }
-    if (want == 1) {
-        rows = a.m;
-        mt = 1;
-        nt = 1;
-    }
+    /* About `want` equal tasks (a multiple of the thread count, so dynamic scheduling balances
+     * them): split the rows while each task keeps >= 32 of them (B is streamed once per task,
+     * and 32 rows reuse each B group 32 times), then the columns in multiples of 32. */
+    int64_t mt = QC_MIN(want, QC_MAX((int64_t)1, a.m / 32));
+    int64_t rows = round_up((a.m + mt - 1) / mt, a.kernels->mr);
+    mt = (a.m + rows - 1) / rows;
+    int64_t nt = QC_MAX((int64_t)1, want / mt);
+    nt = QC_MIN(nt, (ncols + 31) / 32);
     int64_t cols = nt == 1 ? ncols : round_up((ncols + nt - 1) / nt, 32);
     nt = (ncols + cols - 1) / cols;
     par_ctx p = {.g = &a, .rows_per_task = rows, .cols_per_task = cols, .ntasks_n = nt};
