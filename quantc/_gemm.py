@@ -109,6 +109,9 @@ class Linear:
     Error: with ``|x - x_hat| <= x_scale / 2`` and ``|w - w_hat| <= w_scale / 2`` per element,
     ``|y - y_float| <= sum_k (|x_k| w_scale/2 + |w_k| x_scale/2 + x_scale w_scale / 4)`` plus
     float32 rounding; the tests check this bound.
+
+    The packed weight belongs to the kernel variant chosen when the layer was built (see
+    :func:`pack_matrix`): after the ISA cap changes, build the layer again.
     """
 
     def __init__(self, packed, weight_scale, bias, in_features, out_features, dtype):
@@ -132,7 +135,10 @@ class Linear:
             bad = np.argwhere(~np.isfinite(w))
             raise ValueError(f"weight: expected finite values, got {w[tuple(bad[0])]} "
                              f"at index {tuple(int(i) for i in bad[0])}")
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype: expected 'int8' or 'uint8', got {dtype!r}") from None
         if dt not in (np.int8, np.uint8):
             raise ValueError(f"dtype: expected 'int8' or 'uint8', got {dtype!r}")
         n, k = w.shape

@@ -171,6 +171,8 @@ def test_linear_bad_input(rng):
         qc.Linear.from_float(w, bias[:3])
     with pytest.raises(ValueError, match="dtype"):
         qc.Linear.from_float(w, dtype="int16")
+    with pytest.raises(TypeError, match="dtype"):
+        qc.Linear.from_float(w, dtype="no-such-type")
     if len(SUPPORTED_ISAS) > 1:
         with isa_cap("scalar"):
             with pytest.raises(ValueError, match="PackedMatrix was packed for"):
