@@ -1,2 +1,169 @@
-"""(to be filled)"""
-__all__ = []
+"""Integer arithmetic: int8 GEMM (MatMulInteger, QLinearMatMul), requantization, Linear.
+
+The math (see ``csrc/gemm/gemm.h``): ``C = sum_k (a - za) * (b - zb)`` computed exactly in
+int32 for every int8/uint8 combination. The kernels run one unsigned x signed core
+(AVX-512 VNNI ``vpdpbusd``, AVX-VNNI, an exact AVX2 kernel, plain C; ``cpu_info()["kernels"]``
+names the one in use, ``QUANTC_ISA`` caps it), with zero points applied through
+row and column sums in wrapping 32-bit arithmetic. ``C`` is the true value whenever it fits
+int32; otherwise it is the true value modulo 2**32 (like ONNX Runtime). Results are
+bit-identical for every kernel variant and thread count.
+"""
+import numpy as np
+
+from . import _C
+
+__all__ = ["quantize_multiplier", "requantize_fixed", "requantize", "matmul_integer",
+           "qlinear_matmul", "pack_matrix", "PackedMatrix", "Linear"]
+
+PackedMatrix = _C.PackedMatrix
+
+
+def quantize_multiplier(real_multiplier):
+    """TFLite ``QuantizeMultiplier``: ``real = multiplier * 2**(shift - 31)``.
+
+    ``real_multiplier`` (scalar or array, finite, in ``[0, 2**31)``) is split with ``frexp``
+    into ``q * 2**shift``, ``q`` in ``[0.5, 1)``; ``multiplier = round_half_away(q * 2**31)``
+    in ``[2**30, 2**31)`` (a round-up to ``2**31`` is halved and ``shift`` incremented).
+    ``0`` gives ``(0, 0)``; values below about ``2**-32`` (``shift < -31``) also give
+    ``(0, 0)``, as TFLite flushes them. Returns two int32 arrays of the input's shape.
+    """
+    return _C.quantize_multiplier(real_multiplier)
+
+
+def requantize_fixed(acc, multiplier, shift, zero_point, dtype="int8", *, axis=None, out=None):
+    """int32 -> int8/uint8 with TFLite's fixed-point ``MultiplyByQuantizedMultiplier``.
+
+    ``y = clamp(RDBP(SRDHM(acc * 2**max(shift, 0), multiplier), max(-shift, 0)) + zero_point)``
+    where SRDHM is gemmlowp's SaturatingRoundingDoublingHighMul (``a*b / 2**31`` to
+    nearest, ties rounded up: 0.5 -> 1, -0.5 -> 0; ``INT32_MIN * INT32_MIN`` saturates) and RDBP is
+    RoundingDivideByPOT (ties away from zero). ``shift`` in ``[-31, 31]``; a positive shift
+    multiplies ``acc`` in wrapping int32 arithmetic, as TFLite's ``x * (1 << shift)`` does.
+    ``multiplier``/``shift``/``zero_point`` are scalars, or 1-D per channel along ``axis``.
+    """
+    return _C.requantize_fixed(acc, multiplier, shift, zero_point, dtype, axis=axis, out=out)
+
+
+def requantize(acc, scale, zero_point, dtype="int8", *, axis=None, out=None):
+    """int32 -> int8/uint8 through float32: ``clamp(rne(float32(acc) * scale) + zero_point)``.
+
+    Float32 arithmetic and ties to even, as ONNX Runtime's MLAS requantization. ``scale`` and
+    ``zero_point`` are scalars, or 1-D per channel along ``axis``.
+    """
+    return _C.requantize(acc, scale, zero_point, dtype, axis=axis, out=out)
+
+
+def pack_matrix(b, b_zero_point=None):
+    """Pack ``b`` (K, N) int8/uint8 once for this CPU's GEMM kernel -> :class:`PackedMatrix`.
+
+    The packed form holds ``b`` in panels of 16 columns (the last one narrower) x groups of
+    4 rows (K rounded up to 4 with zeros), plus one int32 column sum per column:
+    ``data_nbytes`` is ``round_up(K, 4) * N + 64`` and ``nbytes`` adds ``4 * round_up(N, 16)``.
+    It records the kernel variant it was packed for; using it after the ISA
+    cap changed (``QUANTC_ISA``) raises ``ValueError``. ``b_zero_point`` (scalar or (N,)),
+    if given, is used by every call that receives this matrix (a call may repeat it).
+    """
+    return _C.pack_matrix(b, b_zero_point)
+
+
+def matmul_integer(a, b, a_zero_point=None, b_zero_point=None, *, out=None):
+    """ONNX MatMulInteger: ``(a - a_zero_point) @ (b - b_zero_point)`` in int32.
+
+    ``a``: int8/uint8 ``(..., M, K)`` (or ``(K,)``); ``b``: int8/uint8 ``(K, N)`` or a
+    :class:`PackedMatrix`. ``a_zero_point``: scalar or ``(M,)`` (per row) of ``a``'s dtype
+    (or a Python int in range); ``b_zero_point``: scalar or ``(N,)`` (per column) of ``b``'s
+    dtype. Exact whenever the result fits int32, else the true value modulo 2**32.
+    """
+    return _C.matmul_integer(a, b, a_zero_point, b_zero_point, out=out)
+
+
+def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point,
+                   *, bias=None, relu=False, out=None):
+    """ONNX QLinearMatMul, bit-exact with onnx's reference evaluator.
+
+    ``acc = (a - a_zero_point) @ (b - b_zero_point) (+ bias)`` in int32, then
+    ``y = clamp(rint(float64(acc) * float64(M[j]) + y_zero_point))`` with
+    ``M[j] = float32(float32(a_scale * b_scale[j]) / y_scale)``: the reference multiplies the
+    int32 matrix by that float32 multiplier in float64. ``b_scale``/``b_zero_point``: scalar or
+    per column ``(N,)``; ``bias``: int32 ``(N,)``; ``relu`` clamps below at ``y_zero_point``.
+    The output dtype is ``y_zero_point``'s (an int8 or uint8 NumPy scalar or array).
+    """
+    return _C.qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale,
+                             y_zero_point, bias=bias, relu=relu, out=out)
+
+
+class Linear:
+    """A dynamically quantized linear layer: ``y = x @ weight.T + bias`` with int8 GEMM.
+
+    Weights: quantized once, symmetric with narrow range. ``dtype="int8"``: ``q`` in
+    ``[-127, 127]``, zero point 0; ``dtype="uint8"``: the same values shifted by 128 (zero
+    point 128). The scale is ``amax / 127`` per output row (``per_channel=True``) or over the
+    whole matrix; an all-zero row gets scale 1.
+
+    Activations: quantized on every call, per tensor, asymmetric uint8 from the batch's
+    min/max, exactly as ONNX ``DynamicQuantizeLinear`` (ONNX Runtime ``quantize_dynamic``):
+    ``scale = (max(x_max, 0) - min(x_min, 0)) / 255``, ``zp = clamp(rne(-min/scale), 0, 255)``,
+    ``q = clamp(rne(x / scale) + zp, 0, 255)`` (+-inf saturate and are left out of min/max;
+    NaN raises ``ValueError``). Then ``y = float32(acc) * (x_scale * w_scale[j]) + bias[j]``
+    in float32.
+
+    Error: with ``|x - x_hat| <= x_scale / 2`` and ``|w - w_hat| <= w_scale / 2`` per element,
+    ``|y - y_float| <= sum_k (|x_k| w_scale/2 + |w_k| x_scale/2 + x_scale w_scale / 4)`` plus
+    float32 rounding; the tests check this bound.
+
+    The packed weight belongs to the kernel variant chosen when the layer was built (see
+    :func:`pack_matrix`): after the ISA cap changes, build the layer again.
+    """
+
+    def __init__(self, packed, weight_scale, bias, in_features, out_features, dtype):
+        self.packed = packed
+        self.weight_scale = weight_scale
+        self.bias = bias
+        self.in_features = in_features
+        self.out_features = out_features
+        self.dtype = dtype
+
+    @classmethod
+    def from_float(cls, weight, bias=None, *, per_channel=True, dtype="int8"):
+        """Quantize ``weight`` (out_features, in_features) and pack it; see the class doc."""
+        w = np.asarray(weight)
+        if w.dtype.kind != "f":
+            raise TypeError(f"weight: expected a float array, got {w.dtype}")
+        if w.ndim != 2:
+            raise ValueError(f"weight: expected shape (out_features, in_features), got {w.shape}")
+        w = w.astype(np.float32)
+        if not np.all(np.isfinite(w)):
+            bad = np.argwhere(~np.isfinite(w))
+            raise ValueError(f"weight: expected finite values, got {w[tuple(bad[0])]} "
+                             f"at index {tuple(int(i) for i in bad[0])}")
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype: expected 'int8' or 'uint8', got {dtype!r}") from None
+        if dt not in (np.int8, np.uint8):
+            raise ValueError(f"dtype: expected 'int8' or 'uint8', got {dtype!r}")
+        n, k = w.shape
+        if per_channel:
+            amax = np.max(np.abs(w), axis=1) if k else np.zeros(n, np.float32)
+        else:
+            amax = np.full(n, np.max(np.abs(w)) if w.size else 0.0, np.float32)
+        scale = (amax / np.float32(127)).astype(np.float32)
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(w / scale[:, None]), -127, 127)
+        if dt == np.uint8:
+            packed = pack_matrix((q + 128).astype(np.uint8).T, np.uint8(128))
+        else:
+            packed = pack_matrix(q.astype(np.int8).T)
+        b = None
+        if bias is not None:
+            b = np.ascontiguousarray(bias, dtype=np.float32)
+            if b.shape != (n,):
+                raise ValueError(f"bias: expected shape ({n},), got {b.shape}")
+        return cls(packed, scale, b, k, n, dt)
+
+    def __call__(self, x, *, out=None):
+        """``x`` float (..., in_features) -> float32 (..., out_features) (or into ``out``)."""
+        return _C._linear_forward(x, self.packed, self.weight_scale, self.bias, out)
+
+    def __repr__(self):
+        return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
+                f"dtype={self.dtype.name}, variant='{self.packed.variant}')")

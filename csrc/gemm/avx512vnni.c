@@ -1,0 +1,166 @@
+/* AVX-512 VNNI micro-kernel: vpdpbusd, up to 8 rows x 32 columns (two 16x4 panels) per tile. */
+#include "gemm/kernels.h"
+
+#ifndef QC_NO_X86
+#include <immintrin.h>
+#include <string.h>
+
+/* Epilogue for one row of one panel: exact int32 C (wrapping), then int32 store or the float64
+ * requantization of kernels.h (rint == roundscale to nearest-even), masked to the valid
+ * columns. Bit-identical to qc_gemm_fix1 / qc_gemm_requant1. */
+QC_INLINE void store_row(const qc_gemm_tile *t, int r, int p, __m512i acc, __mmask16 mask) {
+    const __m512i zbp = _mm512_loadu_si512(t->zbp + 16 * p);
+    const __m512i bcorr = _mm512_loadu_si512(t->bcorr + 16 * p);
+    const __m512i cterm = _mm512_loadu_si512(t->cterm + 16 * p);
+    __m512i v = _mm512_add_epi32(acc, cterm);
+    v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zbp, _mm512_set1_epi32(t->rsum[r])));
+    v = _mm512_sub_epi32(v, _mm512_mullo_epi32(bcorr, _mm512_set1_epi32(t->zap[r])));
+    if (t->out == QC_GEMM_OUT_S32) {
+        _mm512_mask_storeu_epi32((int32_t *)t->c + r * t->ldc + 16 * p, mask, v);
+        return;
+    }
+    const __m512 s = _mm512_loadu_ps(t->scale + 16 * p);
+    if (t->out == QC_GEMM_OUT_F32) {
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), s),
+                                       _mm512_loadu_ps(t->fbias + 16 * p));
+        _mm512_mask_storeu_ps((float *)t->c + r * t->ldc + 16 * p, mask, y);
+        return;
+    }
+    const __m512d zp = _mm512_set1_pd((double)t->y_zp);
+    const __m512d lo = _mm512_set1_pd((double)t->lo), hi = _mm512_set1_pd((double)t->hi);
+    __m512d d0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(v));
+    __m512d d1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(v, 1));
+    d0 = _mm512_add_pd(_mm512_mul_pd(d0, _mm512_cvtps_pd(_mm512_castps512_ps256(s))), zp);
+    d1 = _mm512_add_pd(
+        _mm512_mul_pd(d1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+                              _mm512_castps_pd(s), 1)))),
+        zp);
+    d0 = _mm512_roundscale_pd(d0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    d1 = _mm512_roundscale_pd(d1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    d0 = _mm512_min_pd(_mm512_max_pd(d0, lo), hi);
+    d1 = _mm512_min_pd(_mm512_max_pd(d1, lo), hi);
+    const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(d0)),
+                                         _mm512_cvtpd_epi32(d1), 1);
+    _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask, _mm512_cvtepi32_epi8(q));
+}
+
+/* acc += dot4(u8 a, s8 b) per int32 lane. Inline asm rather than _mm512_dpbusd_epi32: GCC 12
+ * copies every accumulator through a spare register (and spills) around the intrinsic,
+ * halving the kernel's speed; "+v" keeps each accumulator in place. */
+#define QC_DPBUSD(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+
+QC_INLINE int32_t load4(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* MR rows x NP panels; MR and NP are compile-time constants at each call site below, so the
+ * `if (MR > r)` guards vanish. Accumulators are named variables (an array of __m512i makes GCC
+ * shuffle and spill them). For MR <= 2 the k loop alternates two accumulator sets (even/odd
+ * groups) so the vpdpbusd dependency chains overlap (GEMV is otherwise latency bound); the
+ * sets are added at the end (exact: wrapping int32 addition is associative). */
+#define QC_ACC_DECL(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = _mm512_setzero_si512();
+#define QC_ACC_STEP(r)                                                        \
+    if (MR > r) {                                                             \
+        const __m512i av = _mm512_set1_epi32(load4(a + r * kp + 4 * g));      \
+        QC_DPBUSD(c##r##0, av, bv0);                                          \
+        if (NP == 2) QC_DPBUSD(c##r##1, av, bv1);                             \
+    }
+#define QC_ACC_STORE(r)                                                       \
+    if (MR > r) {                                                             \
+        store_row(t, r, 0, c##r##0, m0);                                      \
+        if (NP == 2) store_row(t, r, 1, c##r##1, m1);                         \
+    }
+
+QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int nc) {
+    const int64_t kp = t->kp, groups = kp / 4;
+    const int8_t *b0 = t->b, *b1 = t->b + kp * QC_GEMM_NR;
+    /* group strides and load masks: 64 bytes, or 4 * width for a narrow last panel */
+    const int64_t s0 = 4 * t->pw0, s1 = 4 * t->pw1;
+    const __mmask64 k0 = t->pw0 == 16 ? ~(__mmask64)0 : (((__mmask64)1 << s0) - 1);
+    const __mmask64 k1 = t->pw1 == 16 ? ~(__mmask64)0 : (((__mmask64)1 << s1) - 1);
+    const uint8_t *a = t->a;
+    QC_ACC_DECL(0) QC_ACC_DECL(1) QC_ACC_DECL(2) QC_ACC_DECL(3)
+    QC_ACC_DECL(4) QC_ACC_DECL(5) QC_ACC_DECL(6) QC_ACC_DECL(7)
+    int64_t g = 0;
+    if (MR == 1) {
+        __m512i e0 = _mm512_setzero_si512(), e1 = _mm512_setzero_si512();
+        for (; g + 2 <= groups; g += 2) {
+            const __m512i av0 = _mm512_set1_epi32(load4(a + 4 * g));
+            const __m512i av1 = _mm512_set1_epi32(load4(a + 4 * g + 4));
+            QC_DPBUSD(c00, av0, _mm512_maskz_loadu_epi8(k0, b0 + s0 * g));
+            QC_DPBUSD(e0, av1, _mm512_maskz_loadu_epi8(k0, b0 + s0 * g + s0));
+            if (NP == 2) {
+                QC_DPBUSD(c01, av0, _mm512_maskz_loadu_epi8(k1, b1 + s1 * g));
+                QC_DPBUSD(e1, av1, _mm512_maskz_loadu_epi8(k1, b1 + s1 * g + s1));
+            }
+        }
+        c00 = _mm512_add_epi32(c00, e0);
+        c01 = _mm512_add_epi32(c01, e1);
+    } else if (MR == 2) {
+        __m512i e0 = _mm512_setzero_si512(), e1 = e0, f0 = e0, f1 = e0;
+        for (; g + 2 <= groups; g += 2) {
+            const __m512i x0 = _mm512_maskz_loadu_epi8(k0, b0 + s0 * g);
+            const __m512i y0 = _mm512_maskz_loadu_epi8(k0, b0 + s0 * g + s0);
+            const __m512i x1 =
+                NP == 2 ? _mm512_maskz_loadu_epi8(k1, b1 + s1 * g) : _mm512_setzero_si512();
+            const __m512i y1 =
+                NP == 2 ? _mm512_maskz_loadu_epi8(k1, b1 + s1 * g + s1) : _mm512_setzero_si512();
+            const __m512i a00 = _mm512_set1_epi32(load4(a + 4 * g));
+            const __m512i a01 = _mm512_set1_epi32(load4(a + 4 * g + 4));
+            const __m512i a10 = _mm512_set1_epi32(load4(a + kp + 4 * g));
+            const __m512i a11 = _mm512_set1_epi32(load4(a + kp + 4 * g + 4));
+            QC_DPBUSD(c00, a00, x0);
+            QC_DPBUSD(e0, a01, y0);
+            QC_DPBUSD(c10, a10, x0);
+            QC_DPBUSD(f0, a11, y0);
+            if (NP == 2) {
+                QC_DPBUSD(c01, a00, x1);
+                QC_DPBUSD(e1, a01, y1);
+                QC_DPBUSD(c11, a10, x1);
+                QC_DPBUSD(f1, a11, y1);
+            }
+        }
+        c00 = _mm512_add_epi32(c00, e0);
+        c01 = _mm512_add_epi32(c01, e1);
+        c10 = _mm512_add_epi32(c10, f0);
+        c11 = _mm512_add_epi32(c11, f1);
+    }
+    for (; g < groups; g++) {
+        const __m512i bv0 = _mm512_maskz_loadu_epi8(k0, b0 + s0 * g);
+        const __m512i bv1 =
+            NP == 2 ? _mm512_maskz_loadu_epi8(k1, b1 + s1 * g) : _mm512_setzero_si512();
+        QC_ACC_STEP(0) QC_ACC_STEP(1) QC_ACC_STEP(2) QC_ACC_STEP(3)
+        QC_ACC_STEP(4) QC_ACC_STEP(5) QC_ACC_STEP(6) QC_ACC_STEP(7)
+    }
+    const __mmask16 m0 = nc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nc) - 1);
+    const __mmask16 m1 = nc >= 32 ? (__mmask16)0xFFFF
+                         : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1)
+                                   : (__mmask16)0;
+    QC_ACC_STORE(0) QC_ACC_STORE(1) QC_ACC_STORE(2) QC_ACC_STORE(3)
+    QC_ACC_STORE(4) QC_ACC_STORE(5) QC_ACC_STORE(6) QC_ACC_STORE(7)
+}
+
+#define QC_TILE_CASES(NP)                      \
+    switch (mr) {                              \
+    case 1: tile_mxn(t, 1, NP, nc); break;     \
+    case 2: tile_mxn(t, 2, NP, nc); break;     \
+    case 3: tile_mxn(t, 3, NP, nc); break;     \
+    case 4: tile_mxn(t, 4, NP, nc); break;     \
+    case 5: tile_mxn(t, 5, NP, nc); break;     \
+    case 6: tile_mxn(t, 6, NP, nc); break;     \
+    case 7: tile_mxn(t, 7, NP, nc); break;     \
+    default: tile_mxn(t, 8, NP, nc); break;    \
+    }
+
+static void tile_avx512vnni(const qc_gemm_tile *t, int mr, int nc) {
+    if (nc > 16) {
+        QC_TILE_CASES(2)
+    } else {
+        QC_TILE_CASES(1)
+    }
+}
+
+const qc_gemm_kernels qc_gemm_kernels_avx512vnni = {"avx512vnni", 8, 32, 0, tile_avx512vnni};
+#endif

@@ -1,0 +1,357 @@
+/* GEMM driver: B packing, A block packing with row sums, cache blocking, threads, registry. */
+#include "gemm/kernels.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "threads/pool.h"
+
+#ifndef QC_NO_X86
+#include <emmintrin.h> /* SSE2: part of the x86-64 baseline */
+#endif
+
+static const qc_variant gemm_variants[] = {
+#ifndef QC_NO_X86
+    {"avx512vnni", QC_ISA_AVX512VNNI, &qc_gemm_kernels_avx512vnni},
+    {"avxvnni", QC_ISA_AVXVNNI, &qc_gemm_kernels_avxvnni}, /* untested: no AVX-VNNI here */
+    {"avx2", QC_ISA_AVX2, &qc_gemm_kernels_avx2},
+#endif
+    {"scalar", QC_ISA_SCALAR, &qc_gemm_kernels_scalar},
+};
+
+const qc_family qc_gemm_family = {"gemm", sizeof gemm_variants / sizeof gemm_variants[0],
+                                  gemm_variants};
+
+const qc_gemm_kernels *qc_gemm_kernels_of(const qc_variant *v) {
+    return (const qc_gemm_kernels *)v->impl;
+}
+
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+#ifndef QC_NO_X86
+/* Full panel (16 columns), rows of B contiguous: four rows of 16 bytes are interleaved into one
+ * 64-byte group with two rounds of unpacks (bytes, then 16-bit pairs). Column sums run in int16
+ * lanes, flushed to int32 every 64 groups (256 rows: |sum| <= 256 * 128 fits int16). Returns
+ * the number of rows done (a multiple of 4); the caller finishes the rest. */
+static int64_t pack_panel_rows_sse2(const char *base, ptrdiff_t row_stride, int64_t k,
+                                    uint8_t flip, int8_t *panel, uint32_t *sum) {
+    const __m128i fl = _mm_set1_epi8((char)flip);
+    __m128i s32[4] = {_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(),
+                      _mm_setzero_si128()};
+    int64_t kk = 0;
+    while (kk + 4 <= k) {
+        __m128i lo16 = _mm_setzero_si128(), hi16 = _mm_setzero_si128();
+        for (int it = 0; it < 64 && kk + 4 <= k; it++, kk += 4) {
+            __m128i r[4];
+            for (int q = 0; q < 4; q++) {
+                r[q] = _mm_xor_si128(
+                    _mm_loadu_si128((const __m128i *)(base + (kk + q) * row_stride)), fl);
+                lo16 = _mm_add_epi16(lo16, _mm_srai_epi16(_mm_unpacklo_epi8(r[q], r[q]), 8));
+                hi16 = _mm_add_epi16(hi16, _mm_srai_epi16(_mm_unpackhi_epi8(r[q], r[q]), 8));
+            }
+            const __m128i t0 = _mm_unpacklo_epi8(r[0], r[1]), t1 = _mm_unpackhi_epi8(r[0], r[1]);
+            const __m128i t2 = _mm_unpacklo_epi8(r[2], r[3]), t3 = _mm_unpackhi_epi8(r[2], r[3]);
+            __m128i *dst = (__m128i *)(panel + (kk / 4) * 64);
+            _mm_storeu_si128(dst + 0, _mm_unpacklo_epi16(t0, t2));
+            _mm_storeu_si128(dst + 1, _mm_unpackhi_epi16(t0, t2));
+            _mm_storeu_si128(dst + 2, _mm_unpacklo_epi16(t1, t3));
+            _mm_storeu_si128(dst + 3, _mm_unpackhi_epi16(t1, t3));
+        }
+        s32[0] = _mm_add_epi32(s32[0], _mm_srai_epi32(_mm_unpacklo_epi16(lo16, lo16), 16));
+        s32[1] = _mm_add_epi32(s32[1], _mm_srai_epi32(_mm_unpackhi_epi16(lo16, lo16), 16));
+        s32[2] = _mm_add_epi32(s32[2], _mm_srai_epi32(_mm_unpacklo_epi16(hi16, hi16), 16));
+        s32[3] = _mm_add_epi32(s32[3], _mm_srai_epi32(_mm_unpackhi_epi16(hi16, hi16), 16));
+    }
+    uint32_t tmp[16];
+    for (int i = 0; i < 4; i++) _mm_storeu_si128((__m128i *)(tmp + 4 * i), s32[i]);
+    for (int c = 0; c < 16; c++) sum[c] += tmp[c];
+    return kk;
+}
+#endif
+
+size_t qc_gemm_pack_b_size(int64_t k, int64_t n) {
+    return (size_t)round_up(k, QC_GEMM_KR) * (size_t)n + 64;
+}
+
+void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t col_stride,
+                    int64_t k, int64_t n, int8_t *data, int32_t *colsum, qc_gemm_b *out) {
+    const int64_t kp = round_up(k, QC_GEMM_KR), np = round_up(n, QC_GEMM_NR);
+    const char *base = (const char *)b;
+    const uint8_t flip = b_signed ? 0 : 0x80; /* uint8 b -> b - 128 as int8 */
+    memset(data, 0, qc_gemm_pack_b_size(k, n));
+    for (int64_t p = 0; p < np / QC_GEMM_NR; p++) {
+        int8_t *panel = data + p * kp * QC_GEMM_NR;
+        const int64_t j0 = p * QC_GEMM_NR;
+        const int ncols = qc_gemm_panel_width(n, p);
+        const int64_t gs = 4 * ncols; /* group stride: 64, or narrower for a last panel */
+        uint32_t sum[QC_GEMM_NR] = {0};
+        if (col_stride == 1) {
+            /* rows of B are contiguous: copy 16 bytes of each row into its k slot */
+            int64_t kk = 0;
+#ifndef QC_NO_X86
+            if (ncols == QC_GEMM_NR)
+                kk = pack_panel_rows_sse2(base + j0, row_stride, k, flip, panel, sum);
+#endif
+            for (; kk < k; kk++) {
+                const uint8_t *src = (const uint8_t *)(base + kk * row_stride + j0);
+                int8_t *dst = panel + (kk / 4) * gs + (kk % 4);
+                for (int c = 0; c < ncols; c++) {
+                    const int8_t v = (int8_t)(uint8_t)(src[c] ^ flip);
+                    dst[c * 4] = v;
+                    sum[c] += (uint32_t)(int32_t)v;
+                }
+            }
+        } else if (row_stride == 1) {
+            /* columns of B are contiguous (B = W^T): 4 bytes of k at a time per column */
+            for (int c = 0; c < ncols; c++) {
+                const uint8_t *src = (const uint8_t *)(base + (j0 + c) * col_stride);
+                int64_t kk = 0;
+                for (; kk + 4 <= k; kk += 4) {
+                    int8_t *dst = panel + (kk / 4) * gs + c * 4;
+                    for (int q = 0; q < 4; q++) {
+                        const int8_t v = (int8_t)(uint8_t)(src[kk + q] ^ flip);
+                        dst[q] = v;
+                        sum[c] += (uint32_t)(int32_t)v;
+                    }
+                }
+                for (; kk < k; kk++) {
+                    const int8_t v = (int8_t)(uint8_t)(src[kk] ^ flip);
+                    panel[(kk / 4) * gs + c * 4 + (kk % 4)] = v;
+                    sum[c] += (uint32_t)(int32_t)v;
+                }
+            }
+        } else {
+            /* any other strides: one element at a time */
+            for (int c = 0; c < ncols; c++) {
+                const char *src = base + (j0 + c) * col_stride;
+                for (int64_t kk = 0; kk < k; kk++) {
+                    const uint8_t raw = *(const uint8_t *)(src + kk * row_stride);
+                    const int8_t v = (int8_t)(uint8_t)(raw ^ flip);
+                    panel[(kk / 4) * gs + c * 4 + (kk % 4)] = v;
+                    sum[c] += (uint32_t)(int32_t)v;
+                }
+            }
+        }
+        for (int c = 0; c < QC_GEMM_NR; c++) colsum[j0 + c] = (int32_t)sum[c];
+    }
+    out->k = k;
+    out->n = n;
+    out->kp = kp;
+    out->np = np;
+    out->b_signed = b_signed;
+    out->data = data;
+    out->colsum = colsum;
+}
+
+/* Rows of A packed per block: enough to reuse each B block from L2 several times while the
+ * A block stays in L2 (at most ~1 MiB) and never fewer than the kernel's rows. */
+static int64_t block_rows(const qc_gemm_kernels *kern, int64_t kp) {
+    if (kp < QC_GEMM_KR) kp = QC_GEMM_KR;
+    int64_t mc = ((int64_t)1 << 20) / kp;
+    if (mc > 96) mc = 96;
+    mc = mc / kern->mr * kern->mr;
+    return mc < kern->mr ? kern->mr : mc;
+}
+
+/* Columns per B block: kp * nc bytes ~ 384 KiB so the block stays in L2. */
+static int64_t block_cols(const qc_gemm_kernels *kern, int64_t kp) {
+    if (kp < QC_GEMM_KR) kp = QC_GEMM_KR;
+    int64_t nc = ((int64_t)384 << 10) / kp;
+    nc = nc / kern->nr * kern->nr;
+    return nc < kern->nr ? kern->nr : nc;
+}
+
+#define QC_GEMM_MC_MAX 96
+
+size_t qc_gemm_workspace_size(int64_t k, int64_t ncols) {
+    const int64_t kp = round_up(k, QC_GEMM_KR);
+    const int64_t ncp = round_up(ncols, QC_GEMM_NR) + 64; /* slack: full-vector loads */
+    int64_t mc = ((int64_t)1 << 20) / QC_MAX(kp, QC_GEMM_KR);
+    if (mc > QC_GEMM_MC_MAX) mc = QC_GEMM_MC_MAX;
+    if (mc < 16) mc = 16; /* >= any kernel's mr */
+    return (size_t)round_up(2 * mc * kp, 64) + (size_t)(2 * mc + 5 * ncp) * 4 + 64;
+}
+
+/* Rows per A block for a call of m rows: no more than the call needs (so a GEMV's scratch
+ * is small), and the exact scratch that qc_gemm_run then uses (<= qc_gemm_workspace_size). */
+static int64_t call_rows(const qc_gemm_kernels *kern, int64_t kp, int64_t m) {
+    return QC_MIN(block_rows(kern, kp), round_up(QC_MAX(m, 1), kern->mr));
+}
+
+static size_t call_workspace_size(const qc_gemm_kernels *kern, int64_t k, int64_t m,
+                                  int64_t ncols) {
+    const int64_t kp = round_up(k, QC_GEMM_KR), mc = call_rows(kern, kp, m);
+    const int64_t ncp = round_up(ncols, QC_GEMM_NR) + 64;
+    return (size_t)round_up(2 * mc * kp, 64) + (size_t)(2 * mc + 5 * ncp) * 4 + 64;
+}
+
+/* Copy rows [i0, i0 + mc) of A as a' (u8, or uint16 when a16), zero-padded to kp, with their
+ * row sums and za'. */
+static void pack_a(const qc_gemm_args *g, int64_t i0, int64_t mc, int64_t kp, int a16,
+                   void *dst, int32_t *rsum, int32_t *zap) {
+    const int64_t k = g->b->k;
+    const uint8_t flip = g->a_signed ? 0x80 : 0;
+    const int32_t zoff = g->a_signed ? 128 : 0;
+    for (int64_t r = 0; r < mc; r++) {
+        const uint8_t *src = (const uint8_t *)g->a + (i0 + r) * g->lda;
+        uint32_t sum = 0;
+        if (a16) {
+            uint16_t *d = (uint16_t *)dst + r * kp;
+            for (int64_t kk = 0; kk < k; kk++) {
+                uint8_t v = (uint8_t)(src[kk] ^ flip);
+                d[kk] = v;
+                sum += v;
+            }
+            for (int64_t kk = k; kk < kp; kk++) d[kk] = 0;
+        } else {
+            uint8_t *d = (uint8_t *)dst + r * kp;
+            for (int64_t kk = 0; kk < k; kk++) {
+                uint8_t v = (uint8_t)(src[kk] ^ flip);
+                d[kk] = v;
+                sum += v;
+            }
+            for (int64_t kk = k; kk < kp; kk++) d[kk] = 0;
+        }
+        rsum[r] = (int32_t)sum;
+        int32_t za = g->a_zp ? g->a_zp[g->a_zp_per_row ? i0 + r : 0] : 0;
+        zap[r] = za + zoff;
+    }
+}
+
+void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
+    const qc_gemm_kernels *kern = g->kernels ? g->kernels : qc_gemm_select();
+    const qc_gemm_b *B = g->b;
+    const int64_t kp = B->kp, ncols = g->n1 - g->n0;
+    if (g->m <= 0 || ncols <= 0) return;
+    const int64_t ncp = round_up(ncols, QC_GEMM_NR) + 64;
+    const int64_t mc_max = call_rows(kern, kp, g->m);
+    const int64_t nc_blk = block_cols(kern, kp);
+
+    uint8_t *abuf = (uint8_t *)workspace;
+    int32_t *rsum = (int32_t *)(abuf + round_up(2 * mc_max * kp, 64));
+    int32_t *zap = rsum + mc_max;
+    int32_t *zbp = zap + mc_max;
+    int32_t *bcorr = zbp + ncp;
+    int32_t *cterm = bcorr + ncp;
+    float *scale = (float *)(cterm + ncp);
+    float *fbias = scale + ncp;
+
+    /* Per-column terms for this column range (index 0 = column n0), zero in the slack. */
+    const int32_t boff = B->b_signed ? 0 : -128;
+    for (int64_t x = 0; x < ncp; x++) {
+        const int64_t j = g->n0 + x;
+        if (x < ncols) {
+            int32_t zb = g->b_zp ? g->b_zp[g->b_zp_per_col ? j : 0] : 0;
+            zbp[x] = zb + boff;
+            bcorr[x] = (int32_t)((uint32_t)B->colsum[j] - (uint32_t)B->k * (uint32_t)zbp[x]);
+            cterm[x] = g->bias ? g->bias[j] : 0;
+            scale[x] = g->out != QC_GEMM_OUT_S32 ? g->scale[g->scale_per_col ? j : 0] : 0.0f;
+            fbias[x] = g->fbias ? g->fbias[j] : 0.0f;
+        } else {
+            zbp[x] = bcorr[x] = cterm[x] = 0;
+            scale[x] = fbias[x] = 0.0f;
+        }
+    }
+
+    qc_gemm_tile t;
+    t.kp = kp;
+    t.out = g->out;
+    t.y_zp = g->y_zp;
+    t.lo = g->out == QC_GEMM_OUT_S8 ? -128 : 0;
+    t.hi = g->out == QC_GEMM_OUT_S8 ? 127 : 255;
+    if (g->relu && g->y_zp > t.lo) t.lo = g->y_zp;
+    t.ldc = g->ldc;
+    const size_t esize = g->out == QC_GEMM_OUT_S32 || g->out == QC_GEMM_OUT_F32 ? 4 : 1;
+
+    for (int64_t i0 = 0; i0 < g->m; i0 += mc_max) {
+        const int64_t mc = QC_MIN(mc_max, g->m - i0);
+        pack_a(g, i0, mc, kp, kern->a16, abuf, rsum, zap);
+        for (int64_t jc = 0; jc < ncols; jc += nc_blk) {
+            const int64_t jc_end = QC_MIN(ncols, jc + nc_blk);
+            for (int64_t ir = 0; ir < mc; ir += kern->mr) {
+                const int mr = (int)QC_MIN((int64_t)kern->mr, mc - ir);
+                for (int64_t jr = jc; jr < jc_end; jr += kern->nr) {
+                    const int nc = (int)QC_MIN((int64_t)kern->nr, jc_end - jr);
+                    const int64_t j = g->n0 + jr;
+                    t.a = abuf + ir * kp;
+                    t.a16 = (const uint16_t *)abuf + ir * kp;
+                    t.rsum = rsum + ir;
+                    t.zap = zap + ir;
+                    t.b = B->data + (j / QC_GEMM_NR) * kp * QC_GEMM_NR;
+                    t.pw0 = qc_gemm_panel_width(B->n, j / QC_GEMM_NR);
+                    t.pw1 = j + QC_GEMM_NR < B->n ? qc_gemm_panel_width(B->n, j / QC_GEMM_NR + 1)
+                                                  : 0;
+                    t.zbp = zbp + jr;
+                    t.bcorr = bcorr + jr;
+                    t.cterm = cterm + jr;
+                    t.scale = scale + jr;
+                    t.fbias = fbias + jr;
+                    t.c = (char *)g->c + ((i0 + ir) * g->ldc + j) * (ptrdiff_t)esize;
+                    kern->tile(&t, mr, nc);
+                }
+            }
+        }
+    }
+}
+
+/* ---- threads: tasks are (row block, column chunk) pairs; each packs its own A rows ---- */
+
+typedef struct {
+    const qc_gemm_args *g;
+    int64_t rows_per_task, cols_per_task, ntasks_n;
+    atomic_int failed;
+} par_ctx;
+
+static void par_task(void *vctx, size_t task) {
+    par_ctx *p = (par_ctx *)vctx;
+    qc_gemm_args sub = *p->g;
+    const int64_t ti = (int64_t)task / p->ntasks_n, tj = (int64_t)task % p->ntasks_n;
+    const int64_t i0 = ti * p->rows_per_task;
+    sub.m = QC_MIN(p->rows_per_task, p->g->m - i0);
+    sub.n0 = p->g->n0 + tj * p->cols_per_task;
+    sub.n1 = QC_MIN(p->g->n1, sub.n0 + p->cols_per_task);
+    if (sub.m <= 0 || sub.n1 <= sub.n0) return;
+    const size_t esize = p->g->out == QC_GEMM_OUT_S32 || p->g->out == QC_GEMM_OUT_F32 ? 4 : 1;
+    sub.a = (const char *)p->g->a + i0 * p->g->lda;
+    if (p->g->a_zp && p->g->a_zp_per_row) sub.a_zp = p->g->a_zp + i0;
+    sub.c = (char *)p->g->c + i0 * p->g->ldc * (ptrdiff_t)esize;
+    size_t ws = call_workspace_size(sub.kernels, sub.b->k, sub.m, sub.n1 - sub.n0);
+    void *buf = aligned_alloc(64, (ws + 63) / 64 * 64);
+    if (!buf) {
+        atomic_store(&p->failed, 1);
+        return;
+    }
+    qc_gemm_run(&sub, buf);
+    free(buf);
+}
+
+int qc_gemm_parallel(const qc_gemm_args *g) {
+    const int64_t ncols = g->n1 - g->n0;
+    if (g->m <= 0 || ncols <= 0) return 0;
+    qc_gemm_args a = *g;
+    if (!a.kernels) a.kernels = qc_gemm_select();
+    const int64_t kp = a.b->kp;
+    const int64_t threads = qc_get_num_threads();
+    /* Work per task at least ~2 M multiply-adds, so small problems stay on one thread. */
+    const double work = (double)a.m * (double)ncols * (double)kp;
+    int64_t want = (int64_t)(work / (2.0 * 1024 * 1024));
+    if (want > 4 * threads) want = 4 * threads;
+    if (want < 1) want = 1;
+    if (threads == 1) want = 1;
+
+    /* About `want` equal tasks (a multiple of the thread count, so dynamic scheduling balances
+     * them): split the rows while each task keeps >= 32 of them (B is streamed once per task,
+     * and 32 rows reuse each B group 32 times), then the columns in multiples of 32. */
+    int64_t mt = QC_MIN(want, QC_MAX((int64_t)1, a.m / 32));
+    int64_t rows = round_up((a.m + mt - 1) / mt, a.kernels->mr);
+    mt = (a.m + rows - 1) / rows;
+    int64_t nt = QC_MAX((int64_t)1, want / mt);
+    nt = QC_MIN(nt, (ncols + 31) / 32);
+    int64_t cols = nt == 1 ? ncols : round_up((ncols + nt - 1) / nt, 32);
+    nt = (ncols + cols - 1) / cols;
+    par_ctx p = {.g = &a, .rows_per_task = rows, .cols_per_task = cols, .ntasks_n = nt};
+    atomic_init(&p.failed, 0);
+    qc_parallel_for((size_t)(mt * nt), par_task, &p);
+    return atomic_load(&p.failed) ? -1 : 0;
+}
