@@ -9,6 +9,13 @@ import argparse
 import os
 import sys
 
+# Runs alternate between libraries, so a library whose idle threads keep spinning after a call
+# steals the cores from the next one timed (OpenBLAS spins ~2^28 cycles by default, which
+# halved quantc's 2-thread numbers measured right after NumPy). quantc's pool sleeps at once;
+# ask OpenBLAS, torch's OpenMP and ORT's pool (below) to do the same. Set before NumPy loads.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402  (first: fixes the BLAS environment before NumPy loads)
 
@@ -40,6 +47,7 @@ def ort_matmul_integer(b, threads):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(model.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
     return lambda a: sess.run(None, {"a": a})[0]

@@ -1,2 +1,258 @@
-"""(to be filled)"""
-__all__ = []
+"""Element-wise quantization: quantization ranges, choosing scale/zero point, quantize,
+dequantize, fake-quantize and ONNX DynamicQuantizeLinear.
+
+``quantize``, ``dequantize`` and ``fake_quantize`` are the C functions themselves (their
+docstrings live in ``csrc/py/elementwise.c``), so a call costs one argument parse. The
+min/max pass behind ``choose_qparams`` and ``quantize_dynamic`` is one C pass over ``x``;
+the parameter formulas (O(channels)) are NumPy, written out below per profile.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _C
+
+__all__ = ["QParams", "qrange", "choose_qparams", "quantize", "dequantize", "fake_quantize",
+           "quantize_dynamic"]
+
+quantize = _C.quantize
+dequantize = _C.dequantize
+fake_quantize = _C.fake_quantize
+
+_PROFILES = ("onnx", "torch", "tflite")
+_DTYPES = {"int8": (np.dtype(np.int8), -128, 127), "uint8": (np.dtype(np.uint8), 0, 255)}
+
+
+class QParams(NamedTuple):
+    """Quantization parameters: ``real = scale * (q - zero_point)``.
+
+    ``scale`` is a float32 ndarray (0-d per-tensor), ``zero_point`` an ndarray of ``dtype``
+    of the same shape; ``axis``/``block_size`` say the granularity (None for per-tensor).
+    Pass them on as ``quantize(x, p.scale, p.zero_point, p.dtype, axis=p.axis,
+    block_size=p.block_size)``.
+    """
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    dtype: np.dtype
+    axis: object
+    block_size: object
+
+
+def _dtype_name(dtype, arg="dtype"):
+    if isinstance(dtype, str):
+        if dtype in _DTYPES:
+            return dtype
+        raise ValueError(f"{arg}: expected 'int8' or 'uint8', got {dtype!r}")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{arg}: expected 'int8' or 'uint8' (a string or NumPy dtype), "
+                        f"got {dtype!r}") from None
+    if dt.name not in _DTYPES:
+        raise ValueError(f"{arg}: expected int8 or uint8, got {dt.name}")
+    return dt.name
+
+
+def qrange(dtype, *, narrow_range=False, reduce_range=False):
+    """The quantized range ``(qmin, qmax)`` of ``dtype`` (``"int8"`` or ``"uint8"``).
+
+    ``reduce_range`` uses 7 bits, as PyTorch's ``reduce_range`` (int8: -64..63, uint8:
+    0..127). ``narrow_range`` drops the lowest value so the range is symmetric around its
+    midpoint (int8: -127..127, uint8: 1..255; TFLite/TensorFlow's convention); with both:
+    int8 -63..63, uint8 1..127.
+    """
+    _, qmin, qmax = _DTYPES[_dtype_name(dtype)]
+    if reduce_range:
+        qmin, qmax = (-64, 63) if qmin < 0 else (0, 127)
+    if narrow_range:
+        qmin += 1
+    return qmin, qmax
+
+
+def _check_profile(profile):
+    if profile not in _PROFILES:
+        raise ValueError(f"profile: expected 'onnx', 'torch' or 'tflite', got {profile!r}")
+
+
+def _minmax_arrays(x, min_val, max_val, axis, block_size):
+    if x is not None:
+        if min_val is not None or max_val is not None:
+            raise ValueError("min_val/max_val: expected None when x is given, got values")
+        return _C._minmax(x, axis, block_size)
+    if min_val is None or max_val is None:
+        raise TypeError("x: expected an array, or both min_val and max_val, got neither")
+    mn = np.asarray(min_val)
+    mx = np.asarray(max_val)
+    for name, a in (("min_val", mn), ("max_val", mx)):
+        if a.dtype.kind not in "fiu":
+            raise TypeError(f"{name}: expected real numbers, got {a.dtype}")
+    mn = mn.astype(np.float32)
+    mx = mx.astype(np.float32)
+    if mn.shape != mx.shape:
+        raise ValueError(f"max_val: expected the shape of min_val {mn.shape}, got {mx.shape}")
+    if axis is None and mn.ndim != 0:
+        raise ValueError(f"min_val: expected a scalar for per-tensor parameters (axis=None), "
+                         f"got shape {mn.shape}")
+    for name, a in (("min_val", mn), ("max_val", mx)):
+        if np.isnan(a).any():
+            raise ValueError(f"{name}: expected no NaN values, got NaN at index "
+                             f"{np.argwhere(np.isnan(a))[0].tolist()}")
+    if (mn > mx).any():
+        i = np.argwhere(mn > mx)[0].tolist()
+        raise ValueError(f"max_val: expected max_val >= min_val, got max_val < min_val at "
+                         f"index {i}")
+    return mn, mx
+
+
+def choose_qparams(x=None, *, min_val=None, max_val=None, dtype="int8", symmetric=False,
+                   axis=None, block_size=None, narrow_range=False, reduce_range=False,
+                   profile="onnx"):
+    """Choose scale and zero point from the range of ``x`` (or from ``min_val``/``max_val``).
+
+    Min and max come from one C pass over ``x`` (per tensor, per ``axis`` or per block of
+    ``block_size`` along ``axis``); NaN raises ValueError. ``(qmin, qmax) =
+    qrange(dtype, narrow_range=..., reduce_range=...)``. The real range is widened to
+    include 0: ``rmin = min(min, 0)``, ``rmax = max(max, 0)``. Each profile reproduces its
+    ecosystem bit for bit:
+
+    ``"onnx"`` (ONNX Runtime ``quantization.quant_utils.compute_scale_zp``):
+        symmetric: ``rmax = max(|rmin|, |rmax|)``, ``rmin = -rmax``;
+        ``scale64 = (float64(rmax) - float64(rmin)) / (qmax - qmin)`` in float64;
+        if ``scale64 < float32 tiny``: scale 1.0, zero point 0;
+        else symmetric ``zp = round_half_even((qmin + qmax) / 2)``, asymmetric
+        ``zp = round_half_even(qmin - rmin / scale64)`` (float64), ``scale = float32(scale64)``.
+        ONNX Runtime's quantizer passes the narrow range for symmetric int8: use
+        ``narrow_range=True`` to get its ``-127..127``.
+    ``"torch"`` (``torch.ao.quantization`` observers' ``_calculate_qparams``, float32):
+        symmetric: ``scale = max(max(-rmin, rmax) / ((qmax - qmin) / 2), eps)`` with
+        ``eps = float32 machine epsilon``; zp 0 for int8, for uint8 128 (or
+        ``(qmin + qmax) // 2`` when ``narrow_range``/``reduce_range`` change the range, as
+        torch's customized range; torch itself refuses symmetric uint8 with reduce_range);
+        asymmetric: ``scale = max((rmax - rmin) / (qmax - qmin), eps)``,
+        ``zp = clamp(qmin - round_half_even(rmin / scale), qmin, qmax)``;
+        no data at all (empty ``x``): scale 1.0, zp 0.
+    ``"tflite"`` (TFLite converter, float32):
+        symmetric forces the narrow range: ``scale = max(|rmin|, |rmax|) / ((qmax - qmin) / 2)``
+        (``amax / 127`` for int8), zp ``(qmin + qmax) / 2`` (0 for int8, 128 for uint8);
+        asymmetric (``GetAsymmetricQuantizationParams``): ``scale = (rmax - rmin) /
+        (qmax - qmin)``, ``zp_f = qmin - rmin / scale``, ``zp = qmin`` if ``zp_f < qmin``,
+        ``qmax`` if ``zp_f > qmax``, else ``round_half_away(zp_f)``.
+        A zero range gives scale 1.0 (zp from the same formula: the midpoint or ``qmin``).
+
+    A zero range never gives scale 0 or inf; a range that overflows float32 (inf in ``x``)
+    raises ValueError. Returns ``QParams(scale, zero_point, dtype, axis, block_size)``.
+    """
+    _check_profile(profile)
+    name = _dtype_name(dtype)
+    npdt = _DTYPES[name][0]
+    if profile == "tflite" and symmetric:
+        narrow_range = True
+    qmin, qmax = qrange(name, narrow_range=narrow_range, reduce_range=reduce_range)
+    mn, mx = _minmax_arrays(x, min_val, max_val, axis, block_size)
+    empty = np.isposinf(mn) & np.isneginf(mx)
+    rmin = np.minimum(mn, np.float32(0)).astype(np.float32)
+    rmax = np.maximum(mx, np.float32(0)).astype(np.float32)
+    rmin = np.where(empty, np.float32(0), rmin).astype(np.float32)
+    rmax = np.where(empty, np.float32(0), rmax).astype(np.float32)
+    if not (np.isfinite(rmin).all() and np.isfinite(rmax).all()):
+        raise ValueError("x: expected finite values to choose quantization parameters from, "
+                         "got +-inf")
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if profile == "onnx":
+            scale, zp = _onnx_qparams(rmin, rmax, qmin, qmax, symmetric)
+        elif profile == "torch":
+            scale, zp = _torch_qparams(rmin, rmax, qmin, qmax, symmetric, name,
+                                       narrow_range or reduce_range)
+            scale = np.where(empty, np.float32(1.0), scale).astype(np.float32)
+            zp = np.where(empty, 0, zp)
+        else:
+            scale, zp = _tflite_qparams(rmin, rmax, qmin, qmax, symmetric)
+    if not np.isfinite(scale).all():
+        raise ValueError("x: expected a range whose scale is finite in float32, got an "
+                         "overflowing range")
+    if axis is None:
+        scale = scale.reshape(())
+        zp = np.asarray(zp).reshape(())
+    return QParams(np.asarray(scale, dtype=np.float32), np.asarray(zp).astype(npdt), npdt,
+                   axis, block_size)
+
+
+def _onnx_qparams(rmin, rmax, qmin, qmax, symmetric):
+    if symmetric:
+        absmax = np.maximum(np.abs(rmin), np.abs(rmax))
+        rmin, rmax = -absmax, absmax
+    scale64 = (rmax.astype(np.float64) - rmin.astype(np.float64)) / np.float64(qmax - qmin)
+    tiny = scale64 < np.finfo(np.float32).tiny
+    if symmetric:
+        zp = np.full(scale64.shape, np.round((qmin + qmax) / 2.0), dtype=np.float64)
+    else:
+        zp = np.round(qmin - rmin / np.where(tiny, 1.0, scale64))
+    zp = np.where(tiny, 0, np.clip(zp, qmin, qmax)).astype(np.int64)
+    scale = np.where(tiny, np.float32(1.0), scale64.astype(np.float32)).astype(np.float32)
+    return scale, zp
+
+
+def _torch_qparams(rmin, rmax, qmin, qmax, symmetric, name, customized):
+    eps = np.finfo(np.float32).eps
+    if symmetric:
+        amax = np.maximum(-rmin, rmax)
+        scale = np.maximum(amax / np.float32((qmax - qmin) / 2), eps).astype(np.float32)
+        if name == "uint8":
+            mid = (qmin + qmax) // 2 if customized else 128
+            zp = np.full(scale.shape, mid, dtype=np.int64)
+        else:
+            zp = np.zeros(scale.shape, dtype=np.int64)
+    else:
+        scale = np.maximum((rmax - rmin) / np.float32(qmax - qmin), eps).astype(np.float32)
+        zp = qmin - np.round(rmin / scale).astype(np.int64)
+        zp = np.clip(zp, qmin, qmax)
+    return scale, zp
+
+
+def _tflite_qparams(rmin, rmax, qmin, qmax, symmetric):
+    if symmetric:
+        amax = np.maximum(np.abs(rmin), np.abs(rmax))
+        scale = (amax / np.float32((qmax - qmin) / 2)).astype(np.float32)
+        zp = np.full(scale.shape, (qmin + qmax) // 2, dtype=np.int64)
+        scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
+        return scale, zp
+    scale = ((rmax - rmin) / np.float32(qmax - qmin)).astype(np.float32)
+    zero = scale == 0
+    zp_f = np.where(zero, np.float32(qmin),
+                    np.float32(qmin) - rmin / np.where(zero, np.float32(1), scale))
+    zp_f = zp_f.astype(np.float32)
+    # std::round: half away from zero (t = trunc, |zp_f - t| >= 0.5 steps away; exact)
+    t = np.trunc(zp_f)
+    away = np.where(np.abs(zp_f - t) >= 0.5, t + np.sign(zp_f), t)
+    zp = np.where(zp_f < qmin, qmin, np.where(zp_f > qmax, qmax, away)).astype(np.int64)
+    scale = np.where(zero, np.float32(1.0), scale).astype(np.float32)
+    return scale, zp
+
+
+def quantize_dynamic(x, dtype="uint8"):
+    """ONNX DynamicQuantizeLinear: quantize ``x`` with parameters chosen from its own range.
+
+    As the ONNX reference (float32 throughout): ``rmax = max(0, max(x))``,
+    ``rmin = min(0, min(x))``, ``scale = (1.0 if rmax == rmin else rmax - rmin) /
+    (qmax - qmin)``, ``zp = rint(clamp(qmin - rmin / scale, qmin, qmax))`` (ties to even),
+    ``q = clamp(rint(x / scale) + zp, qmin, qmax)``. ONNX defines uint8; ``dtype="int8"``
+    applies the same formulas with -128..127. Returns ``(q, scale, zero_point)`` with
+    ``scale`` a 0-d float32 array and ``zero_point`` a 0-d array of ``dtype``.
+    """
+    name = _dtype_name(dtype)
+    npdt, qmin, qmax = _DTYPES[name]
+    xf = np.asarray(x)
+    mn, mx = _C._minmax(xf)
+    maxx = np.float32(max(np.float32(0), mx))  # empty x: (+inf, -inf) -> (0, 0)
+    minx = np.float32(min(np.float32(0), mn))
+    with np.errstate(over="ignore", invalid="ignore"):
+        rng = np.float32(1.0) if maxx == minx else np.float32(maxx - minx)
+        scale = np.float32(rng / np.float32(qmax - qmin))
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError("x: expected finite values for dynamic quantization, got a range "
+                             f"[{minx}, {maxx}]")
+        zp_f = np.float32(np.float32(qmin) - minx / scale)
+    zp = int(np.rint(np.float32(max(qmin, min(qmax, zp_f)))))
+    q = _C.quantize(xf, scale, zp, npdt)
+    return q, np.array(scale, dtype=np.float32), np.array(zp, dtype=npdt)

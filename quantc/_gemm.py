@@ -2,7 +2,8 @@
 
 The math (see ``csrc/gemm/gemm.h``): ``C = sum_k (a - za) * (b - zb)`` computed exactly in
 int32 for every int8/uint8 combination. The kernels run one unsigned x signed core
-(AVX-512 VNNI ``vpdpbusd``, an exact AVX2 kernel, plain C), with zero points applied through
+(AVX-512 VNNI ``vpdpbusd``, AVX-VNNI, an exact AVX2 kernel, plain C; ``cpu_info()["kernels"]``
+names the one in use, ``QUANTC_ISA`` caps it), with zero points applied through
 row and column sums in wrapping 32-bit arithmetic. ``C`` is the true value whenever it fits
 int32; otherwise it is the true value modulo 2**32 (like ONNX Runtime). Results are
 bit-identical for every kernel variant and thread count.
@@ -56,7 +57,8 @@ def pack_matrix(b, b_zero_point=None):
 
     The packed form holds ``b`` in panels of 16 columns (the last one narrower) x groups of
     4 rows (K rounded up to 4 with zeros), plus one int32 column sum per column:
-    ``data_nbytes`` is ``round_up(K, 4) * N + 64`` and ``nbytes`` adds ``4 * round_up(N, 16)``. It records the kernel variant it was packed for; using it after the ISA
+    ``data_nbytes`` is ``round_up(K, 4) * N + 64`` and ``nbytes`` adds ``4 * round_up(N, 16)``.
+    It records the kernel variant it was packed for; using it after the ISA
     cap changed (``QUANTC_ISA``) raises ``ValueError``. ``b_zero_point`` (scalar or (N,)),
     if given, is used by every call that receives this matrix (a call may repeat it).
     """
@@ -107,6 +109,9 @@ class Linear:
     Error: with ``|x - x_hat| <= x_scale / 2`` and ``|w - w_hat| <= w_scale / 2`` per element,
     ``|y - y_float| <= sum_k (|x_k| w_scale/2 + |w_k| x_scale/2 + x_scale w_scale / 4)`` plus
     float32 rounding; the tests check this bound.
+
+    The packed weight belongs to the kernel variant chosen when the layer was built (see
+    :func:`pack_matrix`): after the ISA cap changes, build the layer again.
     """
 
     def __init__(self, packed, weight_scale, bias, in_features, out_features, dtype):
@@ -130,7 +135,10 @@ class Linear:
             bad = np.argwhere(~np.isfinite(w))
             raise ValueError(f"weight: expected finite values, got {w[tuple(bad[0])]} "
                              f"at index {tuple(int(i) for i in bad[0])}")
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype: expected 'int8' or 'uint8', got {dtype!r}") from None
         if dt not in (np.int8, np.uint8):
             raise ValueError(f"dtype: expected 'int8' or 'uint8', got {dtype!r}")
         n, k = w.shape

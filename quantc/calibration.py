@@ -1,2 +1,314 @@
-"""(to be filled)"""
-__all__ = []
+"""Calibration observers: collect activation ranges over many batches, then choose qparams.
+
+Every observer has ``update(x)`` (call it once per batch; min/max and histograms are computed
+by C kernels, NaN raises ``ValueError``) and ``qparams(dtype="int8", symmetric=False,
+narrow_range=False, profile="onnx") -> QParams``, which hands the observed (possibly clipped)
+range to :func:`quantc.choose_qparams`.
+
+Histogram observers (``PercentileObserver``, ``HistogramObserver``) keep a histogram of |x|
+with a fixed number of bins over ``[0, R]``. The first batch with a non-zero value sets
+``R = max|x|``; when a later batch reaches beyond ``R``, ``R`` is doubled (as often as
+needed) and the existing counts are merged pairwise (bins ``2j`` and ``2j+1`` become bin
+``j``), which is exact because the old bin edges are a subset of the new ones. A value ``v``
+lands in bin ``floor(|v| * bins / R)`` computed in float64, capped at the last bin. The
+histogram therefore resolves thresholds to ``R / bins``; ``R`` is at most twice the true
+max|x|.
+"""
+import numpy as np
+
+from . import _C
+
+__all__ = ["MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
+           "HistogramObserver"]
+
+
+def _f32(x, name="x"):
+    """x as float32 (a copy only when needed); rejects non-real inputs."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf" or a.dtype.kind == "b":
+        raise TypeError(f"{name}: expected a real-valued array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _minmax(a, name="x", axis=None, block_size=None):
+    """``_C._minmax(a, axis, block_size)``: one pass of the quant family's min/max kernels.
+
+    A NaN raises ValueError naming `name` with the NaN count and the first NaN's flat (C-order)
+    index in `a`; both are counted here, on the error path only.
+    """
+    try:
+        return _C._minmax(a, axis, block_size)
+    except ValueError:
+        nan = np.isnan(a)
+        if not nan.any():
+            raise
+    raise ValueError(f"{name}: expected no NaN values, got {int(nan.sum())} NaN "
+                     f"(first at flat index {int(np.flatnonzero(nan)[0])})")
+
+
+def _channels_first(x, axis, name="x"):
+    """x as a contiguous float32 (C, rest) array with `axis` moved to the front."""
+    a = _f32(x, name)
+    if a.ndim == 0:
+        raise ValueError(f"axis: expected None for a 0-d input, got {axis}")
+    if not -a.ndim <= axis < a.ndim:
+        raise ValueError(f"axis: expected an int in [{-a.ndim}, {a.ndim}), got {axis}")
+    a = np.moveaxis(a, axis, 0)
+    return np.ascontiguousarray(a.reshape(a.shape[0], -1))
+
+
+def _choose(min_val, max_val, dtype, symmetric, narrow_range, profile, axis=None):
+    from . import choose_qparams
+    return choose_qparams(min_val=min_val, max_val=max_val, dtype=dtype, symmetric=symmetric,
+                          axis=axis, narrow_range=narrow_range, profile=profile)
+
+
+class _RangeObserver:
+    """Shared min/max bookkeeping (per tensor, or per channel along `axis`)."""
+
+    def __init__(self, axis=None):
+        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))):
+            raise TypeError(f"axis: expected an int or None, got {type(axis).__name__}")
+        self.axis = None if axis is None else int(axis)
+        self.min_val = None
+        self.max_val = None
+
+    def _batch_range(self, x):
+        """(min, max) of one batch: floats, or float32 arrays (C,) with an axis; None if empty."""
+        if self.axis is None:
+            a = _f32(x)
+            if a.size == 0:
+                return None
+            mn, mx = _minmax(a)
+            return np.float32(mn), np.float32(mx)
+        a = _channels_first(x, self.axis)
+        if a.shape[1] == 0:
+            return None
+        if self.min_val is not None and a.shape[0] != self.min_val.shape[0]:
+            raise ValueError(f"x: expected {self.min_val.shape[0]} channels along axis "
+                             f"{self.axis} (as in earlier batches), got {a.shape[0]}")
+        return _minmax(a, axis=0)
+
+    def _extend(self, r):
+        """Widen the running range to cover one batch's (min, max)."""
+        if self.min_val is None:
+            self.min_val, self.max_val = r
+        else:
+            self.min_val = np.minimum(self.min_val, r[0])
+            self.max_val = np.maximum(self.max_val, r[1])
+
+    def _check_ready(self):
+        if self.min_val is None:
+            raise ValueError("qparams: no data observed yet (call update(x) first)")
+
+    def qparams(self, dtype="int8", symmetric=False, narrow_range=False, profile="onnx"):
+        """QParams for the observed range (per channel along `axis` when one was given)."""
+        self._check_ready()
+        return _choose(self.min_val, self.max_val, dtype, symmetric, narrow_range, profile,
+                       axis=self.axis)
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(axis={self.axis}, min_val={self.min_val}, "
+                f"max_val={self.max_val})")
+
+
+class MinMaxObserver(_RangeObserver):
+    """Running minimum and maximum over every batch (per tensor, or per channel on `axis`)."""
+
+    def update(self, x):
+        r = self._batch_range(x)
+        if r is not None:
+            self._extend(r)
+
+
+class MovingAverageMinMaxObserver(_RangeObserver):
+    """Exponential moving average of each batch's min and max (as torch.ao's observer).
+
+    The first batch sets the range; every later batch moves it, in float32:
+    ``min_val = min_val + c * (batch_min - min_val)`` (and the same for max), ``c`` being
+    ``averaging_constant``.
+    """
+
+    def __init__(self, averaging_constant=0.01, axis=None):
+        c = float(averaging_constant)
+        if not 0.0 < c <= 1.0:
+            raise ValueError(f"averaging_constant: expected a value in (0, 1], got {c}")
+        super().__init__(axis)
+        self.averaging_constant = c
+
+    def update(self, x):
+        r = self._batch_range(x)
+        if r is None:
+            return
+        if self.min_val is None:
+            self.min_val, self.max_val = r
+            return
+        c = np.float32(self.averaging_constant)
+        self.min_val = np.float32(self.min_val + c * (r[0] - self.min_val)) if self.axis is None \
+            else (self.min_val + c * (r[0] - self.min_val)).astype(np.float32)
+        self.max_val = np.float32(self.max_val + c * (r[1] - self.max_val)) if self.axis is None \
+            else (self.max_val + c * (r[1] - self.max_val)).astype(np.float32)
+
+
+class _AbsHistogram(_RangeObserver):
+    """A growing |x| histogram (see the module docstring) plus the exact min and max."""
+
+    def __init__(self, bins):
+        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)):
+            raise TypeError(f"bins: expected an int, got {type(bins).__name__}")
+        if bins < 2 or bins % 2:
+            raise ValueError(f"bins: expected an even int >= 2, got {bins}")
+        super().__init__(None)
+        self.bins = int(bins)
+        self.counts = np.zeros(self.bins, np.int64)
+        self.range_max = 0.0
+
+    @property
+    def width(self):
+        return self.range_max / self.bins
+
+    def update(self, x):
+        a = _f32(x)
+        r = self._batch_range(a)
+        if r is None:
+            return
+        self._extend(r)
+        amax = float(max(-r[0], r[1]))
+        if amax == 0.0:
+            self.counts[0] += a.size  # zeros land in bin 0 whatever the range
+            return
+        if self.range_max == 0.0:
+            self.range_max = amax
+        while amax > self.range_max:
+            self.counts = np.concatenate([self.counts.reshape(-1, 2).sum(axis=1),
+                                          np.zeros(self.bins // 2, np.int64)])
+            self.range_max *= 2.0
+        _C._calib_abs_histogram(a, self.counts, self.bins / self.range_max)
+
+    def _clipped_qparams(self, threshold, dtype, symmetric, narrow_range, profile):
+        t = np.float32(threshold)
+        mn = np.maximum(self.min_val, -t)
+        mx = np.minimum(self.max_val, t)
+        return _choose(mn, mx, dtype, symmetric, narrow_range, profile)
+
+
+class PercentileObserver(_AbsHistogram):
+    """Clip |x| at a percentile of everything observed (ONNX Runtime's "percentile").
+
+    The threshold is the upper edge of the first histogram bin where the cumulative share of
+    |x| reaches ``percentile / 100``; the range is the observed [min, max] clipped to
+    ``[-threshold, threshold]``.
+    """
+
+    def __init__(self, percentile=99.99, bins=2048):
+        p = float(percentile)
+        if not 0.0 < p <= 100.0:
+            raise ValueError(f"percentile: expected a value in (0, 100], got {p}")
+        super().__init__(bins)
+        self.percentile = p
+
+    def threshold(self):
+        self._check_ready()
+        if self.range_max == 0.0:
+            return 0.0
+        cdf = np.cumsum(self.counts) / self.counts.sum()
+        i = min(int(np.searchsorted(cdf, self.percentile / 100.0)), self.bins - 1)
+        return (i + 1) * self.width
+
+    def qparams(self, dtype="int8", symmetric=False, narrow_range=False, profile="onnx"):
+        return self._clipped_qparams(self.threshold(), dtype, symmetric, narrow_range, profile)
+
+
+def _smooth(p, eps=1e-4):
+    """MXNet/ONNX Runtime smoothing: move eps mass onto zero bins so KL stays finite."""
+    zeros = p == 0
+    n_zeros = int(zeros.sum())
+    n_nonzeros = p.size - n_zeros
+    if n_nonzeros == 0:
+        return None
+    eps1 = eps * n_zeros / n_nonzeros
+    out = p.astype(np.float32)
+    out += (eps * zeros - eps1 * ~zeros).astype(np.float32)
+    return out
+
+
+def _kl(p, q):
+    """KL(p || q) after normalizing both (scipy.stats.entropy)."""
+    p = p / p.sum(dtype=np.float64)
+    q = q / q.sum(dtype=np.float64)
+    m = p > 0
+    return float(np.sum(p[m] * np.log(p[m] / q[m])))
+
+
+def entropy_threshold_index(counts, num_quantized_bins=128):
+    """TensorRT's KL-divergence calibration on an |x| histogram: the best bin count m.
+
+    For every candidate i in [num_quantized_bins, bins]: P = the first i bins with the
+    outliers (bins i..) added to bin i-1; Q = the first i bins (without outliers) merged into
+    num_quantized_bins levels (i // levels bins each, the remainder going to the last level)
+    and spread back evenly over the bins of each level that are non-zero in P; both smoothed
+    (eps = 1e-4, as MXNet / ONNX Runtime) and KL(P || Q) taken. Returns the i with the
+    smallest divergence (the first on ties); the threshold is ``(i + 0.5) * width``.
+    """
+    hist = np.asarray(counts, np.int64)
+    bins = hist.size
+    levels = num_quantized_bins
+    if bins < levels:
+        raise ValueError(f"bins: expected at least {levels} bins for entropy calibration, "
+                         f"got {bins}")
+    tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0]])  # tail[i] = sum(hist[i:])
+    best_i, best_kl = bins, np.inf
+    for i in range(levels, bins + 1):
+        sliced = hist[:i]
+        p = sliced.astype(np.float64)
+        p[i - 1] += tail[i]
+        nonzero = p != 0
+        merged = i // levels
+        gid = np.minimum(np.arange(i) // merged, levels - 1)
+        qbins = np.bincount(gid, weights=sliced, minlength=levels)
+        norm = np.bincount(gid, weights=nonzero, minlength=levels)
+        q = np.where(nonzero, qbins[gid] / np.maximum(norm[gid], 1), 0.0)
+        ps, qs = _smooth(p), _smooth(q)
+        if ps is None or qs is None:
+            continue
+        kl = _kl(ps, qs)
+        if kl < best_kl:
+            best_i, best_kl = i, kl
+    return best_i
+
+
+class HistogramObserver(_AbsHistogram):
+    """Clip |x| where a histogram of everything observed says it is best.
+
+    method="entropy": TensorRT's KL-divergence calibration (see
+    :func:`entropy_threshold_index`), threshold ``(m + 0.5) * width``.
+    method="mse": the threshold ``t = k * width`` (k in 1..bins) minimizing the summed squared
+    error of quantizing the bin centres symmetrically onto ``L`` levels per side
+    (``L = qmax - qmin`` when nothing negative was seen, else ``(qmax - qmin) // 2``),
+    computed in C.
+    The range is the observed [min, max] clipped to ``[-threshold, threshold]``.
+    """
+
+    def __init__(self, bins=2048, method="entropy"):
+        if method not in ("entropy", "mse"):
+            raise ValueError(f"method: expected 'entropy' or 'mse', got {method!r}")
+        super().__init__(bins)
+        if method == "entropy" and self.bins < 128:
+            raise ValueError(f"bins: expected at least 128 bins for method='entropy', got {bins}")
+        self.method = method
+
+    def threshold(self, dtype="int8", narrow_range=False):
+        self._check_ready()
+        if self.range_max == 0.0:
+            return 0.0
+        if self.method == "entropy":
+            return (entropy_threshold_index(self.counts) + 0.5) * self.width
+        from . import qrange
+        qmin, qmax = qrange(dtype, narrow_range=narrow_range)
+        levels = qmax - qmin if self.min_val >= 0 else (qmax - qmin) // 2
+        err = _C._calib_hist_mse(self.counts, self.width, int(levels))
+        return (int(np.argmin(err)) + 1) * self.width
+
+    def qparams(self, dtype="int8", symmetric=False, narrow_range=False, profile="onnx"):
+        t = self.threshold(dtype, narrow_range)
+        return self._clipped_qparams(t, dtype, symmetric, narrow_range, profile)

@@ -1,6 +1,300 @@
-"""The ``quantc`` command line (to be filled)."""
+"""The ``quantc`` command line: quantize, inspect, demo and bench (argparse)."""
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+BUNDLED_MODEL = os.path.join(DATA, "digits_cnn.npz")
+BUNDLED_TEST = os.path.join(DATA, "digits_test.npz")
+
+
+class CLIError(Exception):
+    """An error reported as one line on stderr with exit code 2."""
+
+
+def digits_logits(params, images):
+    """The bundled CNN's forward pass in NumPy float32 (see scripts/train_digits.py).
+
+    params: name -> array (conv1/conv2/fc1/fc2 .weight/.bias); images: (N, 8, 8) pixels 0..16.
+    """
+    def conv3x3(x, w, b):
+        n, c, h, wd = x.shape
+        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        cols = np.stack([xp[:, :, i:i + h, j:j + wd] for i in range(3) for j in range(3)],
+                        axis=2).reshape(n, c * 9, h * wd)
+        out = np.einsum("mk,nkp->nmp", w.reshape(w.shape[0], -1), cols, optimize=True)
+        return (out + b[None, :, None]).reshape(n, w.shape[0], h, wd)
+
+    p = {k: np.asarray(v, np.float32) for k, v in params.items()}
+    x = (np.asarray(images, np.float32) / 16.0)[:, None]
+    a = np.maximum(conv3x3(x, p["conv1.weight"], p["conv1.bias"]), 0)
+    a = np.maximum(conv3x3(a, p["conv2.weight"], p["conv2.bias"]), 0)
+    n = a.shape[0]
+    a = a.reshape(n, 32, 4, 2, 4, 2).max(axis=(3, 5)).reshape(n, -1)
+    a = np.maximum(a @ p["fc1.weight"].T + p["fc1.bias"], 0)
+    return a @ p["fc2.weight"].T + p["fc2.bias"]
+
+
+def load_bundled():
+    """(params dict, test images, test labels) of the bundled digits example."""
+    with np.load(BUNDLED_MODEL, allow_pickle=False) as f:
+        params = {k: f[k] for k in f.files}
+    with np.load(BUNDLED_TEST, allow_pickle=False) as f:
+        return params, f["images"], f["labels"]
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="quantc",
+        description="Quantize weight files to int8 and see what it costs. Run "
+                    "'quantc quantize' to quantize the bundled example model and print the "
+                    "report, 'quantc demo' for the example end to end.",
+        epilog="Examples:\n  quantc quantize\n"
+               "  quantc quantize model.safetensors -o model.int8.safetensors --per-channel\n"
+               "  quantc inspect model.int8.safetensors\n  quantc demo\n  quantc bench --quick",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    q = sub.add_parser("quantize", help="quantize a .safetensors/.npz weight file",
+                       description="Quantize every floating tensor with ndim >= 2 and at least "
+                                   "--min-elements elements; print the per-tensor report.")
+    q.add_argument("input", nargs="?", metavar="IN",
+                   help="a .safetensors or .npz file (default: the bundled digits CNN)")
+    q.add_argument("-o", "--output", metavar="OUT",
+                   help="write the quantized weights here (.safetensors or .npz)")
+    q.add_argument("--dtype", choices=("int8", "uint8", "float16"), default="int8")
+    g = q.add_mutually_exclusive_group()
+    g.add_argument("--per-tensor", dest="granularity", action="store_const",
+                   const="per_tensor", help="one scale per tensor")
+    g.add_argument("--per-channel", dest="granularity", action="store_const",
+                   const="per_channel", help="one scale per output channel (default)")
+    g.add_argument("--block-size", type=int, metavar="N",
+                   help="one scale per block of N values along the last axis")
+    q.add_argument("--axis", type=int, default=0, help="channel axis for --per-channel "
+                                                       "(default 0)")
+    q.add_argument("--asymmetric", action="store_true",
+                   help="asymmetric ranges with a zero point (default: symmetric)")
+    q.add_argument("--method", choices=("minmax", "percentile", "mse"), default="minmax",
+                   help="how each range is chosen (default minmax)")
+    q.add_argument("--min-elements", type=int, default=1024, metavar="N",
+                   help="keep tensors with fewer elements as they are (default 1024)")
+    q.add_argument("--skip", action="append", default=[], metavar="PATTERN",
+                   help="keep tensors whose name matches this fnmatch pattern (repeatable)")
+    q.add_argument("--json", metavar="REPORT.json", help="also write the report as JSON")
+    q.add_argument("--progress", dest="progress", action="store_const", const=True,
+                   default=None, help="always show a progress bar")
+    q.add_argument("--no-progress", dest="progress", action="store_const", const=False)
+
+    i = sub.add_parser("inspect", help="per-tensor table of a float or quantized file")
+    i.add_argument("file", metavar="FILE")
+
+    sub.add_parser("demo", help="the bundled example end to end: quantize, accuracy float vs int8")
+
+    b = sub.add_parser("bench", help="a small speed table against float NumPy (and peers)")
+    b.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    return p
+
+
+def _check_input(path):
+    if not os.path.exists(path):
+        raise CLIError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CLIError(f"{path}: is a directory, expected a .safetensors or .npz file")
+
+
+def _check_output(path):
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".safetensors", ".npz"):
+        raise CLIError(f"{path}: output must end in .safetensors or .npz")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CLIError(f"{path}: the output folder {folder} does not exist")
+
+
+def cmd_quantize(a):
+    import quantc as qc
+    src = a.input or BUNDLED_MODEL
+    _check_input(src)
+    if a.output:
+        _check_output(a.output)
+    if a.json:
+        _check_output_folder(a.json)
+    gran = "per_block" if a.block_size is not None else (a.granularity or "per_channel")
+    if a.input is None:
+        print(f"quantizing the bundled example {os.path.relpath(src)} "
+              f"(a CNN trained on scikit-learn's digits)\n")
+    qw = qc.quantize_weights(src, dtype=a.dtype, granularity=gran, axis=a.axis,
+                             block_size=a.block_size, symmetric=not a.asymmetric,
+                             method=a.method, min_elements=a.min_elements, skip=a.skip,
+                             progress=a.progress)
+    rep = qw.report()
+    print(rep)
+    if a.output:
+        qw.save(a.output)
+        print(f"\nwrote {a.output} ({os.path.getsize(a.output)} bytes)")
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(rep.to_json(indent=2))
+        print(f"wrote the report to {a.json}")
+    return 0
+
+
+def _check_output_folder(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CLIError(f"{path}: the output folder {folder} does not exist")
+
+
+def cmd_inspect(a):
+    import quantc as qc
+    from .io import TensorReader
+    _check_input(a.file)
+    with TensorReader(a.file) as r:
+        quantized = "quantc" in r.metadata
+    if quantized:
+        qw = qc.load_quantized(a.file)
+        rows = [("tensor", "shape", "scheme", "bytes", "scale min..max")]
+        for name, v in qw.items():
+            shape = "x".join(map(str, v.shape)) or "()"
+            if isinstance(v, qc.QuantizedTensor):
+                s = v.scale
+                rng = f"{s.min():.3g}..{s.max():.3g}" if s.size else "-"
+                rows.append((name, shape, v.scheme, str(v.nbytes), rng))
+            else:
+                scheme = "float16" if name in qw._info else f"kept {v.dtype}"
+                rows.append((name, shape, scheme, str(v.nbytes), "-"))
+        title = (f"{a.file}: quantc quantized file, {len(qw)} tensors, {qw.nbytes} bytes "
+                 f"({qw.compression_ratio:.2f}x smaller than the original)")
+    else:
+        rows = [("tensor", "dtype", "shape", "bytes", "min", "max")]
+        total = 0
+        with TensorReader(a.file) as r:
+            for name in r.names:
+                x = r.read(name)
+                total += x.nbytes
+                lo = f"{x.min():.4g}" if x.size and x.dtype.kind in "iuf" else "-"
+                hi = f"{x.max():.4g}" if x.size and x.dtype.kind in "iuf" else "-"
+                rows.append((name, str(x.dtype), "x".join(map(str, x.shape)) or "()",
+                             str(x.nbytes), lo, hi))
+        title = f"{a.file}: {len(rows) - 1} tensors, {total} bytes"
+    print(title)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for k, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    return 0
+
+
+def cmd_demo(a):
+    import quantc as qc
+    params, images, labels = load_bundled()
+    t0 = time.perf_counter()
+    acc_f = float((digits_logits(params, images).argmax(1) == labels).mean())
+    print(f"bundled example: a CNN (conv 1->16, conv 16->32, fc 512->128, fc 128->10) "
+          f"trained on scikit-learn's digits; {len(labels)} held-out test images\n")
+    print(f"float32 accuracy: {acc_f:.2%}\n")
+    results = []
+    for label, kw in (("int8 per-channel", dict(granularity="per_channel")),
+                      ("int8 per-tensor", dict(granularity="per_tensor")),
+                      ("int8 per-block 32", dict(granularity="per_block", block_size=32)),
+                      ("float16", dict(dtype="float16"))):
+        qw = qc.quantize_weights(params, progress=False, **kw)
+        acc = float((digits_logits(qw.dequantize(), images).argmax(1) == labels).mean())
+        results.append((label, qw, acc))
+    print("int8 per-channel report (tensors under 1024 elements are kept in float):\n")
+    print(results[0][1].report())
+    print()
+    print(f"{'scheme':<20}{'size':>10}{'of float':>10}{'accuracy':>10}{'change':>9}")
+    orig = results[0][1].original_nbytes
+    print(f"{'float32':<20}{orig:>10}{'100.0%':>10}{acc_f:>10.2%}{'':>9}")
+    for label, qw, acc in results:
+        print(f"{label:<20}{qw.nbytes:>10}{100 * qw.nbytes / orig:>9.1f}%{acc:>10.2%}"
+              f"{100 * (acc - acc_f):>+8.2f}%")
+    print(f"\n(done in {time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def _time(fn, repeats):
+    fn()
+    best = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best.append(time.perf_counter() - t0)
+    return float(np.median(best))
+
+
+def cmd_bench(a):
+    import quantc as qc
+    n = 1 << (20 if a.quick else 24)
+    reps = 3 if a.quick else 7
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(n).astype(np.float32)
+    rows = []
+    s, zp = np.float32(0.02), np.int8(3)
+
+    def add(op, ours, base, base_name, nbytes):
+        t1, t0 = _time(ours, reps), _time(base, reps)
+        rows.append((op, f"{nbytes / t1 / 1e9:.2f}", f"{t0 * 1e3:.2f}", f"{t1 * 1e3:.2f}",
+                     f"{t0 / t1:.2f}x", base_name))
+
+    from . import _C
+    add("min/max", lambda: _C._minmax(x), lambda: (x.min(), x.max()), "numpy", 4 * n)
+    if hasattr(qc, "quantize"):
+        add("quantize f32->s8", lambda: qc.quantize(x, s, zp),
+            lambda: np.clip(np.rint(x / s) + zp, -128, 127).astype(np.int8), "numpy", 5 * n)
+        q = qc.quantize(x, s, zp)
+        if hasattr(qc, "dequantize"):
+            add("dequantize s8->f32", lambda: qc.dequantize(q, s, zp),
+                lambda: (q.astype(np.float32) - np.float32(zp)) * s, "numpy", 5 * n)
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if torch is not None:
+            xt = torch.from_numpy(x)
+            with warnings.catch_warnings():  # torch deprecates its quantized tensors
+                warnings.simplefilter("ignore")
+                add("quantize f32->s8", lambda: qc.quantize(x, s, zp),
+                    lambda: torch.quantize_per_tensor(xt, float(s), int(zp), torch.qint8),
+                    "torch", 5 * n)
+    obs = qc.HistogramObserver()
+    obs.update(x)
+    add("|x| histogram 2048", lambda: obs.update(x),
+        lambda: np.histogram(np.abs(x), bins=2048, range=(0, obs.range_max)), "numpy", 4 * n)
+    print(f"quantc bench ({'quick' if a.quick else 'full'}: {n} float32 values, median of "
+          f"{reps}; threads={qc.get_num_threads()})\n")
+    head = ("op", "GB/s", "base ms", "quantc ms", "speedup", "baseline")
+    table = [head] + rows
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for k, r in enumerate(table):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    return 0
 
 
 def main(argv=None):
-    print("quantc: no commands yet")
-    return 0
+    """Entry point of ``quantc`` and ``python -m quantc``; returns the exit code."""
+    parser = _parser()
+    a = parser.parse_args(argv)
+    if a.command is None:
+        parser.print_help()
+        return 0
+    cmd = {"quantize": cmd_quantize, "inspect": cmd_inspect, "demo": cmd_demo,
+           "bench": cmd_bench}[a.command]
+    try:
+        return cmd(a)
+    except (CLIError, ValueError, TypeError, OSError, ImportError, KeyError) as e:
+        msg = str(e).strip("'\"") or type(e).__name__
+        print(f"quantc {a.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("quantc: interrupted", file=sys.stderr)
+        return 130

@@ -401,3 +401,26 @@ def test_concurrent_python_threads(rng):
         for t in ts:
             t.join()
     assert not errors, errors
+
+
+@pytest.mark.parametrize("da,db", COMBOS)
+def test_onnxruntime_matmul_integer(rng, da, db):
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+    m, k, n = 13, 77, 40
+    a, b = rand(rng, (m, k), da), rand(rng, (k, n), db)
+    za, zb = rand(rng, (), da), rand(rng, (n,), db)
+    ty = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8}
+    names = ["a", "b", "za", "zb"]
+    vals = [a, b, np.asarray(za), zb]
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", names, ["y"])], "g",
+        [helper.make_tensor_value_info(nm, ty[v.dtype], v.shape) for nm, v in zip(names, vals)],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        want = sess.run(None, dict(zip(names, vals)))[0]
+    except Exception as e:  # noqa: BLE001 - some ORT builds lack a signedness combination
+        pytest.skip(f"onnxruntime has no MatMulInteger for this combination: {e}")
+    assert_equal_exact(qc.matmul_integer(a, b, za, zb), want, "onnxruntime MatMulInteger")

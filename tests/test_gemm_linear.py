@@ -113,6 +113,12 @@ def test_linear_shapes_and_input_types(rng):
                        "zeros")
 
 
+def test_linear_no_inputs():
+    layer = qc.Linear.from_float(np.zeros((3, 0), np.float32), np.float32([1, 2, 3]))
+    assert_equal_exact(layer(np.zeros((2, 0), np.float32)), np.float32([[1, 2, 3]] * 2),
+                       "in_features=0 gives the bias")
+
+
 def test_linear_zero_weight_rows_and_bias(rng):
     x, w, bias = make(rng, 4, 32, 16)
     w[3] = 0
@@ -165,6 +171,8 @@ def test_linear_bad_input(rng):
         qc.Linear.from_float(w, bias[:3])
     with pytest.raises(ValueError, match="dtype"):
         qc.Linear.from_float(w, dtype="int16")
+    with pytest.raises(TypeError, match="dtype"):
+        qc.Linear.from_float(w, dtype="no-such-type")
     if len(SUPPORTED_ISAS) > 1:
         with isa_cap("scalar"):
             with pytest.raises(ValueError, match="PackedMatrix was packed for"):
@@ -179,7 +187,8 @@ def test_linear_vs_torch_dynamic(rng):
         x, w, bias = make(rng, m, k, n)
         sw = w_scales(w)
         tl = dq.Linear(k, n, dtype=torch.qint8)
-        qw = torch.quantize_per_channel(torch.from_numpy(w), torch.from_numpy(sw.astype(np.float64)),
+        qw = torch.quantize_per_channel(torch.from_numpy(w),
+                                        torch.from_numpy(sw.astype(np.float64)),
                                         torch.zeros(n, dtype=torch.long), 0, torch.qint8)
         tl.set_weight_bias(qw, torch.from_numpy(bias))
         with torch.no_grad():

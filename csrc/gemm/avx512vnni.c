@@ -57,8 +57,9 @@ QC_INLINE int32_t load4(const uint8_t *p) {
 
 /* MR rows x NP panels; MR and NP are compile-time constants at each call site below, so the
  * `if (MR > r)` guards vanish. Accumulators are named variables (an array of __m512i makes GCC
- * shuffle and spill them). For MR == 1 the k loop alternates two accumulator sets (even/odd
- * groups) so the vpdpbusd dependency chains overlap (GEMV is otherwise latency bound). */
+ * shuffle and spill them). For MR <= 2 the k loop alternates two accumulator sets (even/odd
+ * groups) so the vpdpbusd dependency chains overlap (GEMV is otherwise latency bound); the
+ * sets are added at the end (exact: wrapping int32 addition is associative). */
 #define QC_ACC_DECL(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = _mm512_setzero_si512();
 #define QC_ACC_STEP(r)                                                        \
     if (MR > r) {                                                             \
@@ -97,6 +98,34 @@ QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int n
         }
         c00 = _mm512_add_epi32(c00, e0);
         c01 = _mm512_add_epi32(c01, e1);
+    } else if (MR == 2) {
+        __m512i e0 = _mm512_setzero_si512(), e1 = e0, f0 = e0, f1 = e0;
+        for (; g + 2 <= groups; g += 2) {
+            const __m512i x0 = _mm512_maskz_loadu_epi8(k0, b0 + s0 * g);
+            const __m512i y0 = _mm512_maskz_loadu_epi8(k0, b0 + s0 * g + s0);
+            const __m512i x1 =
+                NP == 2 ? _mm512_maskz_loadu_epi8(k1, b1 + s1 * g) : _mm512_setzero_si512();
+            const __m512i y1 =
+                NP == 2 ? _mm512_maskz_loadu_epi8(k1, b1 + s1 * g + s1) : _mm512_setzero_si512();
+            const __m512i a00 = _mm512_set1_epi32(load4(a + 4 * g));
+            const __m512i a01 = _mm512_set1_epi32(load4(a + 4 * g + 4));
+            const __m512i a10 = _mm512_set1_epi32(load4(a + kp + 4 * g));
+            const __m512i a11 = _mm512_set1_epi32(load4(a + kp + 4 * g + 4));
+            QC_DPBUSD(c00, a00, x0);
+            QC_DPBUSD(e0, a01, y0);
+            QC_DPBUSD(c10, a10, x0);
+            QC_DPBUSD(f0, a11, y0);
+            if (NP == 2) {
+                QC_DPBUSD(c01, a00, x1);
+                QC_DPBUSD(e1, a01, y1);
+                QC_DPBUSD(c11, a10, x1);
+                QC_DPBUSD(f1, a11, y1);
+            }
+        }
+        c00 = _mm512_add_epi32(c00, e0);
+        c01 = _mm512_add_epi32(c01, e1);
+        c10 = _mm512_add_epi32(c10, f0);
+        c11 = _mm512_add_epi32(c11, f1);
     }
     for (; g < groups; g++) {
         const __m512i bv0 = _mm512_maskz_loadu_epi8(k0, b0 + s0 * g);

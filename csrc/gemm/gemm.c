@@ -14,6 +14,7 @@
 static const qc_variant gemm_variants[] = {
 #ifndef QC_NO_X86
     {"avx512vnni", QC_ISA_AVX512VNNI, &qc_gemm_kernels_avx512vnni},
+    {"avxvnni", QC_ISA_AVXVNNI, &qc_gemm_kernels_avxvnni}, /* untested: no AVX-VNNI here */
     {"avx2", QC_ISA_AVX2, &qc_gemm_kernels_avx2},
 #endif
     {"scalar", QC_ISA_SCALAR, &qc_gemm_kernels_scalar},
@@ -89,7 +90,8 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
             /* rows of B are contiguous: copy 16 bytes of each row into its k slot */
             int64_t kk = 0;
 #ifndef QC_NO_X86
-            if (ncols == QC_GEMM_NR) kk = pack_panel_rows_sse2(base + j0, row_stride, k, flip, panel, sum);
+            if (ncols == QC_GEMM_NR)
+                kk = pack_panel_rows_sse2(base + j0, row_stride, k, flip, panel, sum);
 #endif
             for (; kk < k; kk++) {
                 const uint8_t *src = (const uint8_t *)(base + kk * row_stride + j0);
@@ -124,7 +126,8 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
             for (int c = 0; c < ncols; c++) {
                 const char *src = base + (j0 + c) * col_stride;
                 for (int64_t kk = 0; kk < k; kk++) {
-                    const int8_t v = (int8_t)(uint8_t)(*(const uint8_t *)(src + kk * row_stride) ^ flip);
+                    const uint8_t raw = *(const uint8_t *)(src + kk * row_stride);
+                    const int8_t v = (int8_t)(uint8_t)(raw ^ flip);
                     panel[(kk / 4) * gs + c * 4 + (kk % 4)] = v;
                     sum[c] += (uint32_t)(int32_t)v;
                 }
@@ -337,24 +340,14 @@ int qc_gemm_parallel(const qc_gemm_args *g) {
     if (want < 1) want = 1;
     if (threads == 1) want = 1;
 
-    int64_t rows = block_rows(a.kernels, kp) * 2;
-    int64_t mt = (a.m + rows - 1) / rows;
-    int64_t nt = 1;
-    if (mt < want) {
-        /* Few row blocks (e.g. GEMV): split the columns too, in multiples of 32. */
-        nt = (want + mt - 1) / mt;
-        int64_t max_nt = (ncols + 31) / 32;
-        if (nt > max_nt) nt = max_nt;
-    } else if (mt > want && want > 1) {
-        /* Enough rows: make about `want` row tasks of whole kernel blocks. */
-        rows = round_up((a.m + want - 1) / want, a.kernels->mr);
-        mt = (a.m + rows - 1) / rows;
-    }
-    if (want == 1) {
-        rows = a.m;
-        mt = 1;
-        nt = 1;
-    }
+    /* About `want` equal tasks (a multiple of the thread count, so dynamic scheduling balances
+     * them): split the rows while each task keeps >= 32 of them (B is streamed once per task,
+     * and 32 rows reuse each B group 32 times), then the columns in multiples of 32. */
+    int64_t mt = QC_MIN(want, QC_MAX((int64_t)1, a.m / 32));
+    int64_t rows = round_up((a.m + mt - 1) / mt, a.kernels->mr);
+    mt = (a.m + rows - 1) / rows;
+    int64_t nt = QC_MAX((int64_t)1, want / mt);
+    nt = QC_MIN(nt, (ncols + 31) / 32);
     int64_t cols = nt == 1 ? ncols : round_up((ncols + nt - 1) / nt, 32);
     nt = (ncols + cols - 1) / cols;
     par_ctx p = {.g = &a, .rows_per_task = rows, .cols_per_task = cols, .ntasks_n = nt};

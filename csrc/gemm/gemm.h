@@ -34,9 +34,9 @@
  * narrower) as kp/4 groups of 4w bytes; in group g, column c's bytes b'[4g .. 4g+3][16p + c]
  * sit at offset 4c. A panel is contiguous (kp * w bytes), panel p starts at data + p * kp * 16.
  * A full group (64 bytes) is one zmm operand of vpdpbusd; a narrow last panel is read with
- * masked loads (AVX-512) or over-reads into the 64 bytes of slack after the data (AVX2; the
- * extra lanes are never stored). So the data is round_up(k, 4) * n bytes plus 64, whatever
- * n is. The layout is the same for every kernel variant (scalar, AVX2, AVX-512 VNNI).
+ * masked loads (AVX-512) or over-reads into the 64 bytes of slack after the data (AVX2 and
+ * AVX-VNNI; the extra lanes are never stored). So the data is round_up(k, 4) * n bytes plus
+ * 64, whatever n is. The layout is the same for every kernel variant (scalar, AVX2, AVX-VNNI, AVX-512 VNNI).
  */
 
 #define QC_GEMM_KR 4

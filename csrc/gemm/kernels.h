@@ -40,6 +40,7 @@ struct qc_gemm_kernels {
 
 extern const qc_gemm_kernels qc_gemm_kernels_scalar;
 extern const qc_gemm_kernels qc_gemm_kernels_avx2;
+extern const qc_gemm_kernels qc_gemm_kernels_avxvnni;
 extern const qc_gemm_kernels qc_gemm_kernels_avx512vnni;
 
 /* The exact value of C: wrapping 32-bit arithmetic (see gemm.h). */

@@ -41,8 +41,8 @@ void qc_requantize_fixed(const int32_t *acc, size_t outer, size_t channels, size
             for (size_t i = 0; i < inner; i++, idx++) {
                 /* TFLite adds the zero point in int32; int64 here gives the same result
                  * whenever TFLite's addition does not overflow (and no UB when it would). */
-                const int64_t v = clamp64((int64_t)qc_mul_by_quantized_multiplier(acc[idx], m, s) + z,
-                                          qmin, qmax);
+                const int64_t y = qc_mul_by_quantized_multiplier(acc[idx], m, s);
+                const int64_t v = clamp64(y + z, qmin, qmax);
                 if (out_signed) ((int8_t *)out)[idx] = (int8_t)v;
                 else ((uint8_t *)out)[idx] = (uint8_t)v;
             }

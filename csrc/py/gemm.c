@@ -1,4 +1,4 @@
-/* Bindings for the gemm family: PackedMatrix, matmul_integer, qlinear_matmul, requantize, Linear. */
+/* Bindings for the gemm family: PackedMatrix, matmul_integer, qlinear_matmul, requant, Linear. */
 #include "py/pyutil.h"
 
 #include <math.h>
@@ -220,7 +220,8 @@ static PackedMatrixObject *pack_array(PyObject *bobj, const char *arg) {
     }
     if (PyArray_TYPE(b) != NPY_INT8 && PyArray_TYPE(b) != NPY_UINT8) {
         qc_type_error("%s: expected an array of int8 or uint8, got %s", arg,
-                      PyArray_TYPE(b) == NPY_OBJECT ? "object" : PyArray_DESCR(b)->typeobj->tp_name);
+                      PyArray_TYPE(b) == NPY_OBJECT ? "object"
+                                                    : PyArray_DESCR(b)->typeobj->tp_name);
         Py_DECREF(b);
         return NULL;
     }
@@ -579,7 +580,9 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
         if (!fb) goto done;
     }
     const size_t n = (size_t)PyArray_SIZE(x);
-    const int64_t k = p->b.k, rows = k ? (int64_t)(n / (size_t)k) : 0;
+    const int64_t k = p->b.k;
+    int64_t rows = 1;
+    for (int i = 0; i < nd - 1; i++) rows *= PyArray_DIM(x, i);
     npy_intp shape[NPY_MAXDIMS];
     for (int i = 0; i < nd - 1; i++) shape[i] = PyArray_DIM(x, i);
     shape[nd - 1] = (npy_intp)p->b.n;

@@ -133,7 +133,7 @@ int qc_parse_axis(PyObject *obj, const char *arg, int ndim, int *axis, int *has_
     return 0;
 }
 
-static PyArrayObject *as_array(PyObject *obj, const char *arg) {
+PyArrayObject *qc_any_array(PyObject *obj, const char *arg) {
     if (obj == NULL || obj == Py_None) {
         qc_type_error("%s: expected an array, got None", arg);
         return NULL;
@@ -149,11 +149,12 @@ static PyArrayObject *as_array(PyObject *obj, const char *arg) {
 
 PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
     if (PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) == NPY_FLOAT32 &&
-        PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) && PyArray_ISALIGNED((PyArrayObject *)obj)) {
+        PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) && PyArray_ISALIGNED((PyArrayObject *)obj) &&
+        PyArray_ISNOTSWAPPED((PyArrayObject *)obj)) {
         Py_INCREF(obj);
         return (PyArrayObject *)obj;
     }
-    PyArrayObject *a = as_array(obj, arg);
+    PyArrayObject *a = qc_any_array(obj, arg);
     if (!a) return NULL;
     int t = PyArray_TYPE(a);
     if (!(PyTypeNum_ISFLOAT(t) || (PyTypeNum_ISINTEGER(t) && !PyTypeNum_ISBOOL(t))) ||
@@ -171,7 +172,7 @@ PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
 }
 
 PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed) {
-    PyArrayObject *a = as_array(obj, arg);
+    PyArrayObject *a = qc_any_array(obj, arg);
     if (!a) return NULL;
     if (!typenum_allowed(PyArray_TYPE(a), allowed)) {
         char expected[128];
@@ -182,10 +183,15 @@ PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed) 
         Py_DECREF(a);
         return NULL;
     }
-    PyArrayObject *r = (PyArrayObject *)PyArray_FromAny(
-        (PyObject *)a, NULL, 0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
+    PyArrayObject *r = qc_native_array(a);
     Py_DECREF(a);
     return r;
+}
+
+PyArrayObject *qc_native_array(PyArrayObject *a) {
+    /* the native-byte-order descriptor: a '>i4' input is swapped into a copy */
+    return (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(PyArray_TYPE(a)),
+                                            0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
 }
 
 static void shape_str(char *buf, size_t n, int ndim, const npy_intp *shape) {
@@ -207,12 +213,12 @@ PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_int
         return NULL;
     }
     PyArrayObject *o = (PyArrayObject *)out;
-    char want[160], got[160];
-    shape_str(want, sizeof want, ndim, shape);
-    shape_str(got, sizeof got, PyArray_NDIM(o), PyArray_DIMS(o));
     int same = PyArray_NDIM(o) == ndim;
     for (int i = 0; same && i < ndim; i++) same = PyArray_DIM(o, i) == shape[i];
     if (!same) {
+        char want[160], got[160];
+        shape_str(want, sizeof want, ndim, shape);
+        shape_str(got, sizeof got, PyArray_NDIM(o), PyArray_DIMS(o));
         qc_value_error("%s: expected shape %s, got %s", arg, want, got);
         return NULL;
     }
@@ -221,8 +227,10 @@ PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_int
                        qc_typename(PyArray_TYPE(o)));
         return NULL;
     }
-    if (!PyArray_IS_C_CONTIGUOUS(o) || !PyArray_ISALIGNED(o) || !PyArray_ISWRITEABLE(o)) {
-        qc_value_error("%s: expected a writable, aligned, C-contiguous array", arg);
+    if (!PyArray_IS_C_CONTIGUOUS(o) || !PyArray_ISALIGNED(o) || !PyArray_ISWRITEABLE(o) ||
+        !PyArray_ISNOTSWAPPED(o)) {
+        qc_value_error("%s: expected a writable, aligned, C-contiguous array in native byte "
+                       "order", arg);
         return NULL;
     }
     Py_INCREF(o);

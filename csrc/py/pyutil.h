@@ -42,6 +42,14 @@ int qc_parse_profile(PyObject *obj, qc_profile *profile);
 /* axis: None -> *has_axis = 0; int in [-ndim, ndim) -> normalized. */
 int qc_parse_axis(PyObject *obj, const char *arg, int ndim, int *axis, int *has_axis);
 
+/* Any array-like as an ndarray of its own dtype (new reference); TypeError naming arg for None
+ * or an object NumPy cannot convert. */
+PyArrayObject *qc_any_array(PyObject *obj, const char *arg);
+
+/* a as an aligned, C-contiguous, native-byte-order array of its own type (new reference: a
+ * itself when it already is one, else a copy). */
+PyArrayObject *qc_native_array(PyArrayObject *a);
+
 /* An input array of real numbers converted to C-contiguous float32 (new reference).
  * Accepts float16/32/64 and integer arrays; rejects bool, complex, object, strings.
  * The input is never modified: a copy is made whenever conversion is needed. */

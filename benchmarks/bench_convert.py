@@ -1,0 +1,121 @@
+"""Conversion kernels vs NumPy: GB/s against a same-run np.copyto, and speedup over NumPy.
+
+Each row times quantc and its NumPy equivalent alternating in one process (median of
+repeats), with 1 and 2 threads. Bytes moved = bytes read + bytes written per element;
+"% copy" compares quantc's GB/s with np.copyto of a float32 array of the same length
+(8 bytes per element). Both sides write into preallocated outputs.
+
+    python benchmarks/bench_convert.py [--quick] [--n N] [--json PATH]
+"""
+import _util  # noqa: I001 - must come first: fixes the BLAS environment before NumPy loads
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import quantc as qc
+except ImportError:  # not installed: use the in-place build of this checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import quantc as qc
+
+
+def bf16_numpy(x, out):
+    """The integer-arithmetic reference: round to nearest even on the bits (NaN ignored)."""
+    b = x.view(np.uint32)
+    np.right_shift(b + np.uint32(0x7FFF) + ((b >> 16) & np.uint32(1)), 16, out=out, casting="unsafe")
+    return out
+
+
+def cases(n, rng):
+    x = (rng.standard_normal(n) * 100).astype(np.float32)
+    i32 = rng.integers(-1000, 1000, n, dtype=np.int32)
+    bits = qc.to_bfloat16(x)
+    f32 = np.empty(n, np.float32)
+    i8 = np.empty(n, np.int8)
+    f16 = np.empty(n, np.float16)
+    u16 = np.empty(n, np.uint16)
+    i32o = np.empty(n, np.int32)
+    rows = [
+        # name, quantc fn, numpy fn, numpy label, bytes per element
+        ("round half_even", lambda: qc.round(x, out=f32), lambda: np.rint(x, out=f32), "np.rint", 8),
+        ("round half_up", lambda: qc.round(x, "half_up", out=f32),
+         lambda: np.floor(np.add(x, np.float32(0.5), out=f32), out=f32), "np.floor(x+0.5)", 8),
+        ("round floor", lambda: qc.round(x, "floor", out=f32), lambda: np.floor(x, out=f32),
+         "np.floor", 8),
+        ("clamp f32", lambda: qc.clamp(x, -50.0, 50.0, out=f32),
+         lambda: np.clip(x, np.float32(-50), np.float32(50), out=f32), "np.clip", 8),
+        ("clamp int32", lambda: qc.clamp(i32, -100, 100, out=i32o),
+         lambda: np.clip(i32, -100, 100, out=i32o), "np.clip", 8),
+        ("saturate_cast i32->i8", lambda: qc.saturate_cast(i32, "int8", out=i8),
+         lambda: np.copyto(i8, np.clip(i32, -128, 127), casting="unsafe"),
+         "np.clip+astype", 5),
+        ("to_float16", lambda: qc.to_float16(x, out=f16), lambda: np.copyto(f16, x, casting="same_kind"),
+         "astype(float16)", 6),
+        ("to_bfloat16", lambda: qc.to_bfloat16(x, out=u16), lambda: bf16_numpy(x, u16),
+         "numpy int RNE", 6),
+        ("from_bfloat16", lambda: qc.from_bfloat16(bits, out=f32),
+         lambda: np.left_shift(bits.astype(np.uint32), 16).view(np.float32), "astype<<16", 6),
+    ]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        tx = torch.from_numpy(x)
+        tb = torch.empty(n, dtype=torch.bfloat16)
+        rows.append(("to_bfloat16 (torch)", lambda: qc.to_bfloat16(x, out=u16),
+                     lambda: tb.copy_(tx), "torch .to(bf16)", 6))
+    return x, rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small arrays, few repeats")
+    p.add_argument("--n", type=int, default=None, help="elements per array (default 16M, quick 1M)")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    args = p.parse_args(argv)
+    n = args.n or ((1 << 20) if args.quick else (1 << 24))
+    repeats = 3 if args.quick else 7
+    rng = np.random.default_rng(0)
+    x, rows = cases(n, rng)
+    copy_dst = np.empty_like(x)
+
+    print(f"quantc {qc.__version__}; kernels: {qc.cpu_info()['kernels']}")
+    print(f"NumPy {np.__version__}; {_util.blas_info()}; n = {n:,}")
+    results, table = [], []
+    for threads in (1, 2):
+        with _util.threads(threads):
+            for name, qfn, nfn, nlabel, nbytes in rows:
+                t = _util.time_alternating({"copy": lambda: np.copyto(copy_dst, x), "qc": qfn, "np": nfn},
+                                           repeats=repeats, min_time=0.02 if args.quick else 0.05)
+                qgbs = nbytes * n / t["qc"] / 1e9
+                cgbs = 8 * n / t["copy"] / 1e9
+                r = {"op": name, "threads": threads, "baseline": nlabel, "qc_ms": t["qc"] * 1e3,
+                     "np_ms": t["np"] * 1e3, "copy_ms": t["copy"] * 1e3, "speedup": t["np"] / t["qc"],
+                     "qc_gbs": qgbs, "copy_gbs": cgbs, "pct_copy": 100 * qgbs / cgbs}
+                results.append(r)
+                table.append([name, threads, nlabel, r["qc_ms"], r["np_ms"], r["speedup"], qgbs, cgbs,
+                              r["pct_copy"]])
+        # per-call overhead: a 1,000-element call
+        small = x[:1000].copy()
+        so = np.empty_like(small)
+        with _util.threads(threads):
+            t = _util.time_alternating({"qc": lambda: qc.round(small, out=so),
+                                        "np": lambda: np.rint(small, out=so),
+                                        "mul": lambda: np.multiply(small, np.float32(2), out=so)},
+                                       repeats=repeats, min_time=0.02)
+        results.append({"op": "round 1k call", "threads": threads, "qc_us": t["qc"] * 1e6,
+                        "np_us": t["np"] * 1e6, "multiply_us": t["mul"] * 1e6})
+        table.append(["round 1k call (us)", threads, "np.rint", t["qc"] * 1e6, t["np"] * 1e6,
+                      t["np"] / t["qc"], "", "", ""])
+    _util.print_table(f"conversions, n = {n:,} (ms; GB/s = bytes read + written)",
+                      ["op", "thr", "numpy baseline", "qc", "numpy", "speedup", "qc GB/s", "copy GB/s",
+                       "% copy"], table)
+    _util.write_json(args.json, {"n": n, "results": results, "cpu_info": qc.cpu_info()})
+
+
+if __name__ == "__main__":
+    main()
