@@ -118,7 +118,8 @@ def avg_pool2d(q, x_scale, x_zero_point, y_scale, y_zero_point, kernel, *, strid
     kH*kW with ``count_include_pad`` else the number of real cells, and in float32 without
     fused multiply-add
 
-        m = float32(x_scale / y_scale);   y = clamp(rne(float32(acc) * float32(m / cnt)) + y_zero_point)
+        m = float32(x_scale / y_scale)
+        y = clamp(rne(float32(acc) * float32(m / cnt)) + y_zero_point)
 
     ties to even. ``strides`` default to the kernel; each pad must be smaller than the kernel.
     """

@@ -1,4 +1,4 @@
-"""Pooling, qlinear_add, qlinear_concat: exact against NumPy references of the documented formulas."""
+"""Pooling, qlinear_add, qlinear_concat: exact vs NumPy references of the documented formulas."""
 import numpy as np
 import pytest
 

@@ -55,7 +55,8 @@ qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32
     uint8_t *dst = (uint8_t *)cw->wt;
     for (size_t m = 0; m < M; m++)
         for (size_t c = 0; c < Cg; c++)
-            for (size_t t = 0; t < taps; t++) dst[m * K + t * Cg + c] = src[(m * Cg + c) * taps + t];
+            for (size_t t = 0; t < taps; t++)
+                dst[m * K + t * Cg + c] = src[(m * Cg + c) * taps + t];
     if (Cg == 1) {
         cw->wdw = malloc(QC_MAX(M * taps, (size_t)1) * sizeof(int16_t));
         if (!cw->wdw) goto fail;
@@ -156,7 +157,8 @@ static void dw_task(void *vctx, size_t task) {
     for (size_t ky = 0; ky < kh; ky++) {
         for (size_t kx = 0; kx < kw; kx++) {
             const size_t ry = ky * (size_t)a->dh, rx = kx * (size_t)a->dw;
-            off[ky * kw + kx] = (ry % sh * sw + rx % sw) * d.plane_stride + ry / sh * d.PWs + rx / sw;
+            off[ky * kw + kx] =
+                (ry % sh * sw + rx % sw) * d.plane_stride + ry / sh * d.PWs + rx / sw;
         }
     }
     d.tap_off = off;

@@ -1,4 +1,4 @@
-/* Quantized operator kernels (pooling, add, concat, depthwise conv, conv requant): params and tables. */
+/* Quantized operator kernels (pooling, add, concat, depthwise conv): params and kernel tables. */
 #ifndef QC_CONV_QOPS_H
 #define QC_CONV_QOPS_H
 

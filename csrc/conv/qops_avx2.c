@@ -113,7 +113,8 @@ static void requant_avx2(const void *x, int sx, void *y, int sy, size_t n, const
 /* ---- max pooling: vertical maxima of all output rows first (rows of pw in ws, so the
  * horizontal loads never hit bytes just stored), then the horizontal max; 32 bytes per step,
  * the last step moved back to end at the row's end (recomputing a few equal values), scalar
- * only for rows under 32; stride 2 through 16-bit lanes (even/odd bytes of words at ws + 2i + (kx & ~1),
+ * only for rows under 32; stride 2 through 16-bit lanes (even/odd bytes of words at
+ * ws + 2i + (kx & ~1),
  * which may read one byte past a row: ws has slack) ---- */
 
 #define QC_DEF_MAXPOOL256(T, TMIN, MAX8, EVEN16, ODD16, MAX16, PACK16, NAME)                  \
@@ -134,8 +135,10 @@ static void requant_avx2(const void *x, int sx, void *y, int sy, size_t n, const
                 for (size_t s0 = 0; s0 < W; s0 += 32) {                                       \
                     const size_t j = s0 + 32 <= W ? s0 : W - 32;                              \
                     __m256i v = _mm256_loadu_si256((const __m256i *)(x + (size_t)y0 * W + j)); \
-                    for (ptrdiff_t iy = y0 + 1; iy < y1; iy++)                                \
-                        v = MAX8(v, _mm256_loadu_si256((const __m256i *)(x + (size_t)iy * W + j))); \
+                    for (ptrdiff_t iy = y0 + 1; iy < y1; iy++) {                              \
+                        const T *src = x + (size_t)iy * W + j;                                \
+                        v = MAX8(v, _mm256_loadu_si256((const __m256i *)src));                \
+                    }                                                                         \
                     _mm256_storeu_si256((__m256i *)(row + j), v);                             \
                 }                                                                             \
                 i = W;                                                                        \

@@ -7,7 +7,7 @@
  * file may replace some with hand-written kernels in its own table (hence "unused"). */
 #include <string.h>
 
-#define QC_KERNEL_FN __attribute__((unused))
+#define QC_KERNEL static __attribute__((unused))
 
 #include "conv/qops.h"
 
@@ -16,53 +16,53 @@
 /* One output row at a time: vertical max of the window's rows into ws (padding columns hold the
  * type's minimum, neutral for max), then the horizontal max with the stride. Every window holds
  * at least one real cell (pads < kernel is checked by the caller). */
-#define QC_DEF_MAXPOOL(T, TMIN, NAME)                                                         \
-    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const T *restrict x, T *restrict y, const qc_win2d *g,      \
-                                   T *restrict ws) {                                          \
-        const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr;                        \
-        for (size_t i = 0; i < (size_t)g->pl; i++) ws[i] = TMIN;                              \
-        for (size_t i = (size_t)g->pl + W; i < pw; i++) ws[i] = TMIN;                         \
-        T *restrict row = ws + g->pl;                                                         \
-        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt;                                     \
-            ptrdiff_t y1 = y0 + g->kh;                                                        \
-            if (y0 < 0) y0 = 0;                                                               \
-            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
-            memcpy(row, x + (size_t)y0 * W, W * sizeof(T));                                   \
-            for (ptrdiff_t iy = y0 + 1; iy < y1; iy++) {                                      \
-                const T *restrict src = x + (size_t)iy * W;                                   \
-                for (size_t i = 0; i < W; i++) row[i] = src[i] > row[i] ? src[i] : row[i];    \
-            }                                                                                 \
-            T *restrict out = y + oy * g->OW;                                                 \
-            const size_t OW = g->OW;                                                          \
-            const int kw = g->kw;                                                             \
-            if (g->sw == 1) {                                                                 \
-                memcpy(out, ws, OW * sizeof(T));                                              \
-                for (int kx = 1; kx < kw; kx++) {                                             \
-                    const T *restrict s = ws + kx;                                            \
-                    for (size_t i = 0; i < OW; i++) out[i] = s[i] > out[i] ? s[i] : out[i];   \
-                }                                                                             \
-            } else if (g->sw == 2) {                                                          \
-                for (size_t i = 0; i < OW; i++) out[i] = ws[2 * i];                           \
-                for (int kx = 1; kx < kw; kx++) {                                             \
-                    const T *restrict s = ws + kx;                                            \
-                    for (size_t i = 0; i < OW; i++) {                                         \
-                        T v = s[2 * i];                                                       \
-                        out[i] = v > out[i] ? v : out[i];                                     \
-                    }                                                                         \
-                }                                                                             \
-            } else {                                                                          \
-                const size_t sw = (size_t)g->sw;                                              \
-                for (size_t i = 0; i < OW; i++) {                                             \
-                    T m = ws[i * sw];                                                         \
-                    for (int kx = 1; kx < kw; kx++) {                                         \
-                        T v = ws[i * sw + (size_t)kx];                                        \
-                        m = v > m ? v : m;                                                    \
-                    }                                                                         \
-                    out[i] = m;                                                               \
-                }                                                                             \
-            }                                                                                 \
-        }                                                                                     \
+#define QC_DEF_MAXPOOL(T, TMIN, NAME)                                                              \
+    QC_KERNEL void QC_QOPS_NAME(NAME)(const T *restrict x, T *restrict y, const qc_win2d *g,       \
+                                   T *restrict ws) {                                               \
+        const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr;                             \
+        for (size_t i = 0; i < (size_t)g->pl; i++) ws[i] = TMIN;                                   \
+        for (size_t i = (size_t)g->pl + W; i < pw; i++) ws[i] = TMIN;                              \
+        T *restrict row = ws + g->pl;                                                              \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                                    \
+            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt;                                          \
+            ptrdiff_t y1 = y0 + g->kh;                                                             \
+            if (y0 < 0) y0 = 0;                                                                    \
+            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                        \
+            memcpy(row, x + (size_t)y0 * W, W * sizeof(T));                                        \
+            for (ptrdiff_t iy = y0 + 1; iy < y1; iy++) {                                           \
+                const T *restrict src = x + (size_t)iy * W;                                        \
+                for (size_t i = 0; i < W; i++) row[i] = src[i] > row[i] ? src[i] : row[i];         \
+            }                                                                                      \
+            T *restrict out = y + oy * g->OW;                                                      \
+            const size_t OW = g->OW;                                                               \
+            const int kw = g->kw;                                                                  \
+            if (g->sw == 1) {                                                                      \
+                memcpy(out, ws, OW * sizeof(T));                                                   \
+                for (int kx = 1; kx < kw; kx++) {                                                  \
+                    const T *restrict s = ws + kx;                                                 \
+                    for (size_t i = 0; i < OW; i++) out[i] = s[i] > out[i] ? s[i] : out[i];        \
+                }                                                                                  \
+            } else if (g->sw == 2) {                                                               \
+                for (size_t i = 0; i < OW; i++) out[i] = ws[2 * i];                                \
+                for (int kx = 1; kx < kw; kx++) {                                                  \
+                    const T *restrict s = ws + kx;                                                 \
+                    for (size_t i = 0; i < OW; i++) {                                              \
+                        T v = s[2 * i];                                                            \
+                        out[i] = v > out[i] ? v : out[i];                                          \
+                    }                                                                              \
+                }                                                                                  \
+            } else {                                                                               \
+                const size_t sw = (size_t)g->sw;                                                   \
+                for (size_t i = 0; i < OW; i++) {                                                  \
+                    T m = ws[i * sw];                                                              \
+                    for (int kx = 1; kx < kw; kx++) {                                              \
+                        T v = ws[i * sw + (size_t)kx];                                             \
+                        m = v > m ? v : m;                                                         \
+                    }                                                                              \
+                    out[i] = m;                                                                    \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
     }
 
 QC_DEF_MAXPOOL(int8_t, INT8_MIN, maxpool_s8)
@@ -73,61 +73,61 @@ QC_DEF_MAXPOOL(uint8_t, 0, maxpool_u8)
 /* As max pooling, with sums of (q - xzp) in int32 (padding columns 0), then the horizontal sums
  * into ws + pw. The count of a window is kh*kw with count_include_pad, else (real rows) x (real
  * columns); the multiplier float32(m / float(cnt)) is a true division, so every build agrees. */
-#define QC_DEF_AVGPOOL(T, NAME)                                                               \
-    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const T *restrict x, T *restrict y, const qc_win2d *g,      \
-                                   const qc_avgpool_params *p, int32_t *restrict ws) {        \
-        const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;            \
-        const int32_t xzp = p->xzp, yzp = p->yzp;                                             \
-        const float m = p->m, lo = p->lo, hi = p->hi;                                         \
-        const int kw = g->kw, pl = g->pl, inc = p->count_include_pad;                         \
-        const int32_t Wi = (int32_t)W, swi = g->sw;                                           \
-        for (size_t i = 0; i < (size_t)g->pl; i++) ws[i] = 0;                                 \
-        for (size_t i = (size_t)g->pl + W; i < pw; i++) ws[i] = 0;                            \
-        int32_t *restrict row = ws + g->pl;                                                   \
-        int32_t *restrict acc = ws + pw;                                                      \
-        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt;                                     \
-            ptrdiff_t y1 = y0 + g->kh;                                                        \
-            if (y0 < 0) y0 = 0;                                                               \
-            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
-            const int32_t nrow = (int32_t)(y1 - y0);                                          \
-            const int32_t off = -nrow * xzp;                                                  \
-            for (size_t i = 0; i < W; i++) row[i] = off;                                      \
-            for (ptrdiff_t iy = y0; iy < y1; iy++) {                                          \
-                const T *restrict src = x + (size_t)iy * W;                                   \
-                for (size_t i = 0; i < W; i++) row[i] += (int32_t)src[i];                     \
-            }                                                                                 \
-            if (g->sw == 1) {                                                                 \
-                memcpy(acc, ws, OW * sizeof(int32_t));                                        \
-                for (int kx = 1; kx < kw; kx++) {                                             \
-                    const int32_t *restrict s = ws + kx;                                      \
-                    for (size_t i = 0; i < OW; i++) acc[i] += s[i];                           \
-                }                                                                             \
-            } else if (g->sw == 2) {                                                          \
-                for (size_t i = 0; i < OW; i++) acc[i] = ws[2 * i];                           \
-                for (int kx = 1; kx < kw; kx++) {                                             \
-                    const int32_t *restrict s = ws + kx;                                      \
-                    for (size_t i = 0; i < OW; i++) acc[i] += s[2 * i];                       \
-                }                                                                             \
-            } else {                                                                          \
-                const size_t sw = (size_t)g->sw;                                              \
-                for (size_t i = 0; i < OW; i++) {                                             \
-                    int32_t a = 0;                                                            \
-                    for (int kx = 0; kx < kw; kx++) a += ws[i * sw + (size_t)kx];             \
-                    acc[i] = a;                                                               \
-                }                                                                             \
-            }                                                                                 \
-            T *restrict out = y + oy * OW;                                                    \
-            const int32_t full = g->kh * kw;                                                  \
-            for (size_t i = 0; i < OW; i++) {                                                 \
-                int32_t x0 = (int32_t)i * swi - pl, x1 = x0 + kw;                             \
-                x0 = x0 < 0 ? 0 : x0;                                                         \
-                x1 = x1 > Wi ? Wi : x1;                                                       \
-                int32_t cnt = inc ? full : nrow * (x1 - x0);                                  \
-                float mc = m / (float)cnt;                                                    \
-                out[i] = (T)qc_requant_f32((float)acc[i] * mc, lo, hi, yzp);                  \
-            }                                                                                 \
-        }                                                                                     \
+#define QC_DEF_AVGPOOL(T, NAME)                                                                    \
+    QC_KERNEL void QC_QOPS_NAME(NAME)(const T *restrict x, T *restrict y, const qc_win2d *g,       \
+                                   const qc_avgpool_params *p, int32_t *restrict ws) {             \
+        const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;                 \
+        const int32_t xzp = p->xzp, yzp = p->yzp;                                                  \
+        const float m = p->m, lo = p->lo, hi = p->hi;                                              \
+        const int kw = g->kw, pl = g->pl, inc = p->count_include_pad;                              \
+        const int32_t Wi = (int32_t)W, swi = g->sw;                                                \
+        for (size_t i = 0; i < (size_t)g->pl; i++) ws[i] = 0;                                      \
+        for (size_t i = (size_t)g->pl + W; i < pw; i++) ws[i] = 0;                                 \
+        int32_t *restrict row = ws + g->pl;                                                        \
+        int32_t *restrict acc = ws + pw;                                                           \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                                    \
+            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt;                                          \
+            ptrdiff_t y1 = y0 + g->kh;                                                             \
+            if (y0 < 0) y0 = 0;                                                                    \
+            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                        \
+            const int32_t nrow = (int32_t)(y1 - y0);                                               \
+            const int32_t off = -nrow * xzp;                                                       \
+            for (size_t i = 0; i < W; i++) row[i] = off;                                           \
+            for (ptrdiff_t iy = y0; iy < y1; iy++) {                                               \
+                const T *restrict src = x + (size_t)iy * W;                                        \
+                for (size_t i = 0; i < W; i++) row[i] += (int32_t)src[i];                          \
+            }                                                                                      \
+            if (g->sw == 1) {                                                                      \
+                memcpy(acc, ws, OW * sizeof(int32_t));                                             \
+                for (int kx = 1; kx < kw; kx++) {                                                  \
+                    const int32_t *restrict s = ws + kx;                                           \
+                    for (size_t i = 0; i < OW; i++) acc[i] += s[i];                                \
+                }                                                                                  \
+            } else if (g->sw == 2) {                                                               \
+                for (size_t i = 0; i < OW; i++) acc[i] = ws[2 * i];                                \
+                for (int kx = 1; kx < kw; kx++) {                                                  \
+                    const int32_t *restrict s = ws + kx;                                           \
+                    for (size_t i = 0; i < OW; i++) acc[i] += s[2 * i];                            \
+                }                                                                                  \
+            } else {                                                                               \
+                const size_t sw = (size_t)g->sw;                                                   \
+                for (size_t i = 0; i < OW; i++) {                                                  \
+                    int32_t a = 0;                                                                 \
+                    for (int kx = 0; kx < kw; kx++) a += ws[i * sw + (size_t)kx];                  \
+                    acc[i] = a;                                                                    \
+                }                                                                                  \
+            }                                                                                      \
+            T *restrict out = y + oy * OW;                                                         \
+            const int32_t full = g->kh * kw;                                                       \
+            for (size_t i = 0; i < OW; i++) {                                                      \
+                int32_t x0 = (int32_t)i * swi - pl, x1 = x0 + kw;                                  \
+                x0 = x0 < 0 ? 0 : x0;                                                              \
+                x1 = x1 > Wi ? Wi : x1;                                                            \
+                int32_t cnt = inc ? full : nrow * (x1 - x0);                                       \
+                float mc = m / (float)cnt;                                                         \
+                out[i] = (T)qc_requant_f32((float)acc[i] * mc, lo, hi, yzp);                       \
+            }                                                                                      \
+        }                                                                                          \
     }
 
 QC_DEF_AVGPOOL(int8_t, avgpool_s8)
@@ -135,16 +135,16 @@ QC_DEF_AVGPOOL(uint8_t, avgpool_u8)
 
 /* ---- elementwise add ---- */
 
-#define QC_DEF_ADD(TA, TB, TY, NAME)                                                          \
-    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const TA *restrict a, const TB *restrict b, TY *restrict y, \
-                                   size_t n, const qc_add_params *p) {                        \
-        const int32_t azp = p->azp, bzp = p->bzp, yzp = p->yzp;                               \
-        const float ma = p->ma, mb = p->mb, lo = p->lo, hi = p->hi;                           \
-        for (size_t i = 0; i < n; i++) {                                                      \
-            float va = (float)((int32_t)a[i] - azp) * ma;                                     \
-            float vb = (float)((int32_t)b[i] - bzp) * mb;                                     \
-            y[i] = (TY)qc_requant_f32(va + vb, lo, hi, yzp);                                  \
-        }                                                                                     \
+#define QC_DEF_ADD(TA, TB, TY, NAME)                                                               \
+    QC_KERNEL void QC_QOPS_NAME(NAME)(const TA *restrict a, const TB *restrict b, TY *restrict y,  \
+                                   size_t n, const qc_add_params *p) {                             \
+        const int32_t azp = p->azp, bzp = p->bzp, yzp = p->yzp;                                    \
+        const float ma = p->ma, mb = p->mb, lo = p->lo, hi = p->hi;                                \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            float va = (float)((int32_t)a[i] - azp) * ma;                                          \
+            float vb = (float)((int32_t)b[i] - bzp) * mb;                                          \
+            y[i] = (TY)qc_requant_f32(va + vb, lo, hi, yzp);                                       \
+        }                                                                                          \
     }
 
 QC_DEF_ADD(int8_t, int8_t, int8_t, add_sss)
@@ -156,8 +156,8 @@ QC_DEF_ADD(uint8_t, int8_t, uint8_t, add_usu)
 QC_DEF_ADD(uint8_t, uint8_t, int8_t, add_uus)
 QC_DEF_ADD(uint8_t, uint8_t, uint8_t, add_uuu)
 
-static QC_KERNEL_FN void QC_QOPS_NAME(add)(const void *a, int sa, const void *b, int sb, void *y, int sy,
-                              size_t n, const qc_add_params *p) {
+QC_KERNEL void QC_QOPS_NAME(add)(const void *a, int sa, const void *b, int sb, void *y, int sy,
+                                 size_t n, const qc_add_params *p) {
     switch ((sa ? 0 : 4) + (sb ? 0 : 2) + (sy ? 0 : 1)) {
     case 0: QC_QOPS_NAME(add_sss)(a, b, y, n, p); break;
     case 1: QC_QOPS_NAME(add_ssu)(a, b, y, n, p); break;
@@ -172,14 +172,14 @@ static QC_KERNEL_FN void QC_QOPS_NAME(add)(const void *a, int sa, const void *b,
 
 /* ---- requantizing copy (concat) ---- */
 
-#define QC_DEF_RQ(TX, TY, NAME)                                                               \
-    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const TX *restrict x, TY *restrict y, size_t n,            \
-                                   const qc_rq_params *p) {                                   \
-        const int32_t zp = p->zp, yzp = p->yzp;                                               \
-        const float m = p->m, lo = p->lo, hi = p->hi;                                         \
-        for (size_t i = 0; i < n; i++) {                                                      \
-            y[i] = (TY)qc_requant_f32((float)((int32_t)x[i] - zp) * m, lo, hi, yzp);          \
-        }                                                                                     \
+#define QC_DEF_RQ(TX, TY, NAME)                                                                    \
+    QC_KERNEL void QC_QOPS_NAME(NAME)(const TX *restrict x, TY *restrict y, size_t n,              \
+                                   const qc_rq_params *p) {                                        \
+        const int32_t zp = p->zp, yzp = p->yzp;                                                    \
+        const float m = p->m, lo = p->lo, hi = p->hi;                                              \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            y[i] = (TY)qc_requant_f32((float)((int32_t)x[i] - zp) * m, lo, hi, yzp);               \
+        }                                                                                          \
     }
 
 QC_DEF_RQ(int8_t, int8_t, rq_ss)
@@ -187,8 +187,8 @@ QC_DEF_RQ(int8_t, uint8_t, rq_su)
 QC_DEF_RQ(uint8_t, int8_t, rq_us)
 QC_DEF_RQ(uint8_t, uint8_t, rq_uu)
 
-static QC_KERNEL_FN void QC_QOPS_NAME(requant)(const void *x, int sx, void *y, int sy, size_t n,
-                                  const qc_rq_params *p) {
+QC_KERNEL void QC_QOPS_NAME(requant)(const void *x, int sx, void *y, int sy, size_t n,
+                                     const qc_rq_params *p) {
     switch ((sx ? 0 : 2) + (sy ? 0 : 1)) {
     case 0: QC_QOPS_NAME(rq_ss)(x, y, n, p); break;
     case 1: QC_QOPS_NAME(rq_su)(x, y, n, p); break;
@@ -201,21 +201,21 @@ static QC_KERNEL_FN void QC_QOPS_NAME(requant)(const void *x, int sx, void *y, i
 
 #ifndef QC_QOPS_REQUANT_F64
 
-#define QC_DEF_RQ64(TY, NAME)                                                                 \
-    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const int32_t *restrict acc, int32_t bias, TY *restrict y,  \
-                                   size_t n, double mult, double yzp, double lo, double hi) { \
-        for (size_t i = 0; i < n; i++) {                                                      \
-            int32_t a = (int32_t)((uint32_t)acc[i] + (uint32_t)bias);                         \
-            y[i] = (TY)qc_requant_f64(a, mult, yzp, lo, hi);                                  \
-        }                                                                                     \
+#define QC_DEF_RQ64(TY, NAME)                                                                      \
+    QC_KERNEL void QC_QOPS_NAME(NAME)(const int32_t *restrict acc, int32_t bias, TY *restrict y,   \
+                                   size_t n, double mult, double yzp, double lo, double hi) {      \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            int32_t a = (int32_t)((uint32_t)acc[i] + (uint32_t)bias);                              \
+            y[i] = (TY)qc_requant_f64(a, mult, yzp, lo, hi);                                       \
+        }                                                                                          \
     }
 
 QC_DEF_RQ64(int8_t, rq64_s)
 QC_DEF_RQ64(uint8_t, rq64_u)
 
-static QC_KERNEL_FN void QC_QOPS_NAME(requant_f64_generic)(const int32_t *acc, int32_t bias, void *y,
-                                              int sy, size_t n, double mult, double yzp,
-                                              double lo, double hi) {
+QC_KERNEL void QC_QOPS_NAME(requant_f64_generic)(const int32_t *acc, int32_t bias, void *y,
+                                                 int sy, size_t n, double mult, double yzp,
+                                                 double lo, double hi) {
     if (sy) QC_QOPS_NAME(rq64_s)(acc, bias, y, n, mult, yzp, lo, hi);
     else QC_QOPS_NAME(rq64_u)(acc, bias, y, n, mult, yzp, lo, hi);
 }
@@ -230,8 +230,8 @@ static QC_KERNEL_FN void QC_QOPS_NAME(requant_f64_generic)(const int32_t *acc, i
  * t in [0, L); the columns ox >= OW of each row are computed and ignored. */
 
 /* Requantize (or copy) the OH valid rows of the flat accumulator into the output plane. */
-static QC_KERNEL_FN void QC_QOPS_NAME(dw_store)(const int32_t *acc, const qc_win2d *g, const qc_dw_geom *d,
-                                   const qc_dw_params *p, int32_t *y32, void *y, int sy) {
+QC_KERNEL void QC_QOPS_NAME(dw_store)(const int32_t *acc, const qc_win2d *g, const qc_dw_geom *d,
+                                      const qc_dw_params *p, int32_t *y32, void *y, int sy) {
     const size_t OW = g->OW;
     for (size_t oy = 0; oy < g->OH; oy++) {
         if (y32) {
@@ -246,47 +246,47 @@ static QC_KERNEL_FN void QC_QOPS_NAME(dw_store)(const int32_t *acc, const qc_win
 /* Fill the stride-phase sub-planes of one input plane (layout in qops.h): zeros, then
  * q - xzp scattered to sub-plane (r % sh, c % sw) at [r / sh][c / sw] for the padded
  * coordinates r = iy + pt, c = ix + pl. */
-#define QC_DEF_DW_PACK(T, NAME)                                                               \
-    static QC_KERNEL_FN void QC_QOPS_NAME(NAME)(const T *restrict x, int32_t xzp, const qc_win2d *g,       \
-                                   const qc_dw_geom *d, int16_t *restrict xs) {               \
-        const size_t H = g->H, W = g->W, sh = (size_t)g->sh, sw = (size_t)g->sw;              \
-        memset(xs, 0, (sh * sw * d->plane_stride + QC_DW_SLACK) * sizeof(int16_t));           \
-        const size_t plm = (size_t)g->pl % sw;                                                \
-        size_t ry = (size_t)g->pt / sh, py = (size_t)g->pt % sh;                              \
-        for (size_t iy = 0; iy < H; iy++) {                                                   \
-            const T *restrict src = x + iy * W;                                               \
-            int16_t *drow = xs + py * sw * d->plane_stride + ry * d->PWs;                     \
-            if (sw == 1) {                                                                    \
-                int16_t *restrict dst = drow + g->pl;                                         \
-                for (size_t ix = 0; ix < W; ix++) dst[ix] = (int16_t)((int32_t)src[ix] - xzp); \
-            } else {                                                                          \
-                for (size_t px = 0; px < sw; px++) {                                          \
-                    /* the first input column whose padded column is in phase px */           \
-                    const size_t ix0 = px >= plm ? px - plm : px + sw - plm;                  \
-                    int16_t *restrict dst =                                                   \
-                        drow + px * d->plane_stride + (ix0 + (size_t)g->pl) / sw;             \
-                    for (size_t ix = ix0, j = 0; ix < W; ix += sw, j++)                       \
-                        dst[j] = (int16_t)((int32_t)src[ix] - xzp);                           \
-                }                                                                             \
-            }                                                                                 \
-            if (++py == sh) py = 0, ry++;                                                     \
-        }                                                                                     \
+#define QC_DEF_DW_PACK(T, NAME)                                                                    \
+    QC_KERNEL void QC_QOPS_NAME(NAME)(const T *restrict x, int32_t xzp, const qc_win2d *g,         \
+                                   const qc_dw_geom *d, int16_t *restrict xs) {                    \
+        const size_t H = g->H, W = g->W, sh = (size_t)g->sh, sw = (size_t)g->sw;                   \
+        memset(xs, 0, (sh * sw * d->plane_stride + QC_DW_SLACK) * sizeof(int16_t));                \
+        const size_t plm = (size_t)g->pl % sw;                                                     \
+        size_t ry = (size_t)g->pt / sh, py = (size_t)g->pt % sh;                                   \
+        for (size_t iy = 0; iy < H; iy++) {                                                        \
+            const T *restrict src = x + iy * W;                                                    \
+            int16_t *drow = xs + py * sw * d->plane_stride + ry * d->PWs;                          \
+            if (sw == 1) {                                                                         \
+                int16_t *restrict dst = drow + g->pl;                                              \
+                for (size_t ix = 0; ix < W; ix++) dst[ix] = (int16_t)((int32_t)src[ix] - xzp);     \
+            } else {                                                                               \
+                for (size_t px = 0; px < sw; px++) {                                               \
+                    /* the first input column whose padded column is in phase px */                \
+                    const size_t ix0 = px >= plm ? px - plm : px + sw - plm;                       \
+                    int16_t *restrict dst =                                                        \
+                        drow + px * d->plane_stride + (ix0 + (size_t)g->pl) / sw;                  \
+                    for (size_t ix = ix0, j = 0; ix < W; ix += sw, j++)                            \
+                        dst[j] = (int16_t)((int32_t)src[ix] - xzp);                                \
+                }                                                                                  \
+            }                                                                                      \
+            if (++py == sh) py = 0, ry++;                                                          \
+        }                                                                                          \
     }
 
 QC_DEF_DW_PACK(int8_t, dw_pack_s8)
 QC_DEF_DW_PACK(uint8_t, dw_pack_u8)
 
-static QC_KERNEL_FN void QC_QOPS_NAME(dw_pack)(const void *x, int sx, int32_t xzp, const qc_win2d *g,
-                                  const qc_dw_geom *d, int16_t *xs) {
+QC_KERNEL void QC_QOPS_NAME(dw_pack)(const void *x, int sx, int32_t xzp, const qc_win2d *g,
+                                     const qc_dw_geom *d, int16_t *xs) {
     if (sx) QC_QOPS_NAME(dw_pack_s8)(x, xzp, g, d, xs);
     else QC_QOPS_NAME(dw_pack_u8)(x, xzp, g, d, xs);
 }
 
 /* int16 x int16 products summed in int32; the sum is modular (like NumPy's int32). */
-static QC_KERNEL_FN void QC_QOPS_NAME(dwconv_generic)(const int16_t *restrict xs, const qc_dw_geom *d,
-                                         const int16_t *restrict wk, const qc_win2d *g,
-                                         const qc_dw_params *p, int32_t *restrict acc,
-                                         int32_t *y32, void *y, int sy) {
+QC_KERNEL void QC_QOPS_NAME(dwconv_generic)(const int16_t *restrict xs, const qc_dw_geom *d,
+                                            const int16_t *restrict wk, const qc_win2d *g,
+                                            const qc_dw_params *p, int32_t *restrict acc,
+                                            int32_t *y32, void *y, int sy) {
     const size_t L = (g->OH - 1) * d->PWs + g->OW;
     for (size_t t = 0; t < L; t++) acc[t] = 0;
     for (int ky = 0; ky < g->kh; ky++) {
@@ -305,10 +305,10 @@ static QC_KERNEL_FN void QC_QOPS_NAME(dwconv_generic)(const int16_t *restrict xs
 #define QC_QOPS_DWCONV QC_QOPS_NAME(dwconv_generic)
 #endif
 
-#define QC_QOPS_TABLE(NAME_)                                                                  \
-    const qc_qops_impl NAME_ = {                                                              \
-        QC_QOPS_NAME(maxpool_s8), QC_QOPS_NAME(maxpool_u8), QC_QOPS_NAME(avgpool_s8),         \
-        QC_QOPS_NAME(avgpool_u8),                                                             \
-        QC_QOPS_NAME(add),        QC_QOPS_NAME(requant),                                      \
-        QC_QOPS_NAME(dw_pack),    QC_QOPS_DWCONV,                                             \
+#define QC_QOPS_TABLE(NAME_)                                                                       \
+    const qc_qops_impl NAME_ = {                                                                   \
+        QC_QOPS_NAME(maxpool_s8), QC_QOPS_NAME(maxpool_u8), QC_QOPS_NAME(avgpool_s8),              \
+        QC_QOPS_NAME(avgpool_u8),                                                                  \
+        QC_QOPS_NAME(add),        QC_QOPS_NAME(requant),                                           \
+        QC_QOPS_NAME(dw_pack),    QC_QOPS_DWCONV,                                                  \
     };

@@ -38,7 +38,8 @@ void qc_transpose_u8(const uint8_t *src, size_t rows, size_t cols, size_t lds, u
 #ifndef QC_NO_X86
     for (; r0 + 16 <= rows; r0 += 16) {
         size_t c0 = 0;
-        for (; c0 + 16 <= cols; c0 += 16) tile16_u8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+        for (; c0 + 16 <= cols; c0 += 16)
+            tile16_u8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
         for (size_t c = c0; c < cols; c++)
             for (size_t r = r0; r < r0 + 16; r++) dst[c * ldd + r] = src[r * lds + c];
     }

@@ -305,7 +305,8 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
     npy_intp cnt;
     if (parse_zps(xzpo, "x_zero_point", xt, "x", 1, &xzp, &cnt) < 0) goto done;
     const size_t eh = (cw->kh - 1) * (size_t)dil[0] + 1, ew = (cw->kw - 1) * (size_t)dil[1] + 1;
-    const size_t PH = H + (size_t)pads[0] + (size_t)pads[2], PW = W + (size_t)pads[1] + (size_t)pads[3];
+    const size_t PH = H + (size_t)pads[0] + (size_t)pads[2];
+    const size_t PW = W + (size_t)pads[1] + (size_t)pads[3];
     if (eh > PH || ew > PW) {
         qc_value_error("w: expected a kernel that fits the padded input (%zu, %zu), got a dilated "
                        "kernel of (%zu, %zu)", PH, PW, eh, ew);
@@ -574,13 +575,15 @@ static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
         parse_zps(azo, "a_zero_point", PyArray_TYPE(a), "a", 1, &az, &cnt) < 0 ||
         parse_scales(bso, "b_scale", 1, &bs, &cnt) < 0 ||
         parse_zps(bzo, "b_zero_point", PyArray_TYPE(b), "b", 1, &bz, &cnt) < 0 ||
-        parse_scales(yso, "y_scale", 1, &ys, &cnt) < 0 || out_typenum(yzo, PyArray_TYPE(a), &yt) < 0 ||
+        parse_scales(yso, "y_scale", 1, &ys, &cnt) < 0 ||
+        out_typenum(yzo, PyArray_TYPE(a), &yt) < 0 ||
         parse_zps(yzo, "y_zero_point", yt, "the output", 1, &yz, &cnt) < 0)
         goto fail;
     add_ctx c;
     c.p.ma = as / ys;
     c.p.mb = bs / ys;
-    if (check_ratio(c.p.ma, "a_scale / y_scale") < 0 || check_ratio(c.p.mb, "b_scale / y_scale") < 0)
+    if (check_ratio(c.p.ma, "a_scale / y_scale") < 0 ||
+        check_ratio(c.p.mb, "b_scale / y_scale") < 0)
         goto fail;
     range_of(yt, &lo, &hi);
     if (relu && yz > lo) lo = yz;
@@ -663,7 +666,8 @@ static PyObject *py_qlinear_concat(PyObject *self, PyObject *args) {
         goto done;
     }
     if (n == 0) {
-        qc_value_error("inputs: expected at least one (q, scale, zero_point), got an empty sequence");
+        qc_value_error("inputs: expected at least one (q, scale, zero_point), got an empty "
+                       "sequence");
         goto done;
     }
     float ys;
