@@ -467,6 +467,10 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
         if (parse_ints(ko, "kernel", 2, 1, k) < 0 || parse_ints(so, "strides", 2, 1, st) < 0 ||
             parse_ints(po, "pads", 4, 0, pd) < 0)
             goto fail;
+        if ((int64_t)k[0] * k[1] > (1 << 24)) {
+            qc_value_error("kernel: expected at most 2^24 cells, got (%d, %d)", k[0], k[1]);
+            goto fail;
+        }
         if (pd[0] >= k[0] || pd[2] >= k[0] || pd[1] >= k[1] || pd[3] >= k[1]) {
             qc_value_error("pads: expected each pad smaller than the kernel (%d, %d), got "
                            "(%d, %d, %d, %d)", k[0], k[1], pd[0], pd[1], pd[2], pd[3]);
