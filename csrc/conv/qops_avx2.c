@@ -204,11 +204,119 @@ QC_DEF_MAXPOOL256(uint8_t, 0, _mm256_max_epu8, QC_EVEN_U16, QC_ODD_U16, _mm256_m
 QC_DEF_MAXPOOL256(int8_t, INT8_MIN, _mm256_max_epi8, QC_EVEN_S16, QC_ODD_S16, _mm256_max_epi16,
                   _mm256_packs_epi16, maxpool_s8_avx2)
 
+/* ---- average pooling, as the AVX-512 kernel (qops_avx512.c): raw 16-bit vertical sums for all
+ * output rows first (kh <= 256), per-column multipliers float32(m / cnt) and offsets
+ * nrow * (real columns) * xzp cached per number of real rows, then 8 outputs per step. Steps
+ * cover whole rows by moving the last one back (recomputing equal values); rows shorter than
+ * a step use the scalar formula. The stride-2 step reads one 16-bit element past its row,
+ * inside ws. ws: OH * pw int16, then 2 * (OW + 8) 32-bit values. ---- */
+
+#define QC_DEF_AVGPOOL256(T, T16, CVT16, WIDEN16, EVEN32, GENERIC, NAME)                      \
+    static void NAME(const T *x, T *y, const qc_win2d *g, const qc_avgpool_params *p,         \
+                     int32_t *ws) {                                                           \
+        if (g->kh > 256) {                                                                    \
+            GENERIC(x, y, g, p, ws);                                                          \
+            return;                                                                           \
+        }                                                                                     \
+        const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
+        const size_t sw = (size_t)g->sw;                                                      \
+        const int kw = g->kw;                                                                 \
+        T16 *rows16 = (T16 *)ws;                                                              \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
+            T16 *wrow = rows16 + oy * pw;                                                     \
+            for (size_t i = 0; i < (size_t)g->pl; i++) wrow[i] = 0;                           \
+            for (size_t i = (size_t)g->pl + W; i < pw; i++) wrow[i] = 0;                      \
+            T16 *row = wrow + g->pl;                                                          \
+            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt, y1 = y0 + g->kh;                    \
+            if (y0 < 0) y0 = 0;                                                               \
+            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
+            if (W >= 16) {                                                                    \
+                for (size_t s0 = 0; s0 < W; s0 += 16) {                                       \
+                    const size_t j = s0 + 16 <= W ? s0 : W - 16;                              \
+                    __m256i v = _mm256_setzero_si256();                                       \
+                    for (ptrdiff_t iy = y0; iy < y1; iy++) {                                  \
+                        const T *src = x + (size_t)iy * W + j;                                \
+                        v = _mm256_add_epi16(v, CVT16(_mm_loadu_si128((const __m128i *)src))); \
+                    }                                                                         \
+                    _mm256_storeu_si256((__m256i *)(row + j), v);                             \
+                }                                                                             \
+            } else {                                                                          \
+                for (size_t i = 0; i < W; i++) {                                              \
+                    int32_t a = 0;                                                            \
+                    for (ptrdiff_t iy = y0; iy < y1; iy++) a += x[(size_t)iy * W + i];        \
+                    row[i] = (T16)a;                                                          \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        const __m256 lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);                  \
+        const __m256i yzp = _mm256_set1_epi32(p->yzp);                                        \
+        float *mcrow = (float *)(ws + (g->OH * pw + 1) / 2);                                  \
+        int32_t *offrow = (int32_t *)(mcrow + OW + 8);                                        \
+        ptrdiff_t last_nrow = -1;                                                             \
+        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
+            const T16 *hrow = rows16 + oy * pw;                                               \
+            ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt, y1 = y0 + g->kh;                    \
+            if (y0 < 0) y0 = 0;                                                               \
+            if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
+            if (y1 - y0 != last_nrow) {                                                       \
+                last_nrow = y1 - y0;                                                          \
+                for (size_t i = 0; i < OW; i++) {                                             \
+                    ptrdiff_t x0 = (ptrdiff_t)(i * sw) - g->pl, x1 = x0 + kw;                 \
+                    x0 = x0 < 0 ? 0 : x0;                                                     \
+                    x1 = x1 > (ptrdiff_t)W ? (ptrdiff_t)W : x1;                               \
+                    const int32_t real = (int32_t)(last_nrow * (x1 - x0));                    \
+                    const int32_t cnt = p->count_include_pad ? g->kh * kw : real;             \
+                    mcrow[i] = p->m / (float)cnt;                                             \
+                    offrow[i] = real * p->xzp;                                                \
+                }                                                                             \
+            }                                                                                 \
+            T *out = y + oy * OW;                                                             \
+            size_t i = 0;                                                                     \
+            if (OW >= 8 && sw <= 2) {                                                         \
+                for (size_t s0 = 0; s0 < OW; s0 += 8) {                                       \
+                    const size_t j = s0 + 8 <= OW ? s0 : OW - 8;                              \
+                    __m256i acc = _mm256_setzero_si256();                                     \
+                    for (int kx = 0; kx < kw; kx++) {                                         \
+                        if (sw == 1) {                                                        \
+                            const __m128i v = _mm_loadu_si128((const __m128i *)(hrow + j + kx)); \
+                            acc = _mm256_add_epi32(acc, WIDEN16(v));                          \
+                        } else {                                                              \
+                            const __m256i v =                                                 \
+                                _mm256_loadu_si256((const __m256i *)(hrow + 2 * j + kx));     \
+                            acc = _mm256_add_epi32(acc, EVEN32(v));                           \
+                        }                                                                     \
+                    }                                                                         \
+                    acc = _mm256_sub_epi32(acc, _mm256_loadu_si256((const __m256i *)(offrow + j))); \
+                    __m256i r = round8(_mm256_mul_ps(_mm256_cvtepi32_ps(acc),                 \
+                                                     _mm256_loadu_ps(mcrow + j)), lo, hi, yzp); \
+                    __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(r),                  \
+                                                  _mm256_extracti128_si256(r, 1));            \
+                    _mm_storel_epi64((__m128i *)(out + j), (T)-1 < 0                          \
+                                                               ? _mm_packs_epi16(w16, w16)   \
+                                                               : _mm_packus_epi16(w16, w16)); \
+                }                                                                             \
+                i = OW;                                                                       \
+            }                                                                                 \
+            for (; i < OW; i++) {                                                             \
+                int32_t a = -offrow[i];                                                       \
+                for (int kx = 0; kx < kw; kx++) a += hrow[i * sw + (size_t)kx];               \
+                out[i] = (T)qc_requant_f32((float)a * mcrow[i], p->lo, p->hi, p->yzp);        \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+#define QC_EVEN32_U(v) _mm256_and_si256((v), _mm256_set1_epi32(0xFFFF))
+#define QC_EVEN32_S(v) _mm256_srai_epi32(_mm256_slli_epi32((v), 16), 16)
+QC_DEF_AVGPOOL256(uint8_t, uint16_t, _mm256_cvtepu8_epi16, _mm256_cvtepu16_epi32, QC_EVEN32_U,
+                  QC_QOPS_NAME(avgpool_u8), avgpool_u8_avx2)
+QC_DEF_AVGPOOL256(int8_t, int16_t, _mm256_cvtepi8_epi16, _mm256_cvtepi16_epi32, QC_EVEN32_S,
+                  QC_QOPS_NAME(avgpool_s8), avgpool_s8_avx2)
+
 const qc_qops_impl qc_qops__avx2 = {
     maxpool_s8_avx2,
     maxpool_u8_avx2,
-    QC_QOPS_NAME(avgpool_s8),
-    QC_QOPS_NAME(avgpool_u8),
+    avgpool_s8_avx2,
+    avgpool_u8_avx2,
     add_avx2,
     requant_avx2,
     QC_QOPS_NAME(dw_pack),
