@@ -13,29 +13,68 @@ static void requant_f64_avx512(const int32_t *acc, int32_t bias, void *y, int sy
 #define QC_QOPS_REQUANT_F64 requant_f64_avx512
 #include "conv/qops_impl.h"
 
+/* Keeps the compiler from fusing a vpmovdb into the masked store that follows: the memory form
+ * of vpmovdb with a mask is slow on some CPUs (AMD Zen 4), register form + vmovdqu8 is not. */
+QC_INLINE __m128i opaque128(__m128i v) {
+    __asm__("" : "+v"(v));
+    return v;
+}
+
 /* qc_requant_f64 on 16 lanes: the same float64 multiply, add, clamp and round to nearest even
- * (vrndscalepd instead of the 1.5 * 2^52 trick: both are exact RNE in the clamped range). */
+ * (vrndscalepd instead of the 1.5 * 2^52 trick: both are exact RNE in the clamped range); the
+ * result is in range, so truncating to 8 bits gives int8 or uint8 alike. */
+typedef struct {
+    __m512d m, z, lo, hi;
+    __m512i bias;
+} rq64_consts;
+
+QC_INLINE rq64_consts rq64_setup(int32_t bias, double mult, double yzp, double lo, double hi) {
+    rq64_consts c = {_mm512_set1_pd(mult), _mm512_set1_pd(yzp), _mm512_set1_pd(lo),
+                     _mm512_set1_pd(hi), _mm512_set1_epi32(bias)};
+    return c;
+}
+
+QC_INLINE void rq64_step(const rq64_consts *c, const int32_t *acc, uint8_t *out, __mmask16 k) {
+    __m512i a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc), c->bias);
+    __m512d v0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(a));
+    __m512d v1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(a, 1));
+    v0 = _mm512_add_pd(_mm512_mul_pd(v0, c->m), c->z);
+    v1 = _mm512_add_pd(_mm512_mul_pd(v1, c->m), c->z);
+    v0 = _mm512_min_pd(_mm512_max_pd(v0, c->lo), c->hi);
+    v1 = _mm512_min_pd(_mm512_max_pd(v1, c->lo), c->hi);
+    v0 = _mm512_roundscale_pd(v0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v1 = _mm512_roundscale_pd(v1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512i r = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(v0)),
+                                   _mm512_cvtpd_epi32(v1), 1);
+    _mm_mask_storeu_epi8(out, k, opaque128(_mm512_cvtepi32_epi8(r)));
+}
+
 static void requant_f64_avx512(const int32_t *acc, int32_t bias, void *y, int sy, size_t n,
                                double mult, double yzp, double lo, double hi) {
-    const __m512d vm = _mm512_set1_pd(mult), vz = _mm512_set1_pd(yzp);
-    const __m512d vlo = _mm512_set1_pd(lo), vhi = _mm512_set1_pd(hi);
-    const __m512i vb = _mm512_set1_epi32(bias);
-    uint8_t *out = y;
+    (void)sy;
+    const rq64_consts c = rq64_setup(bias, mult, yzp, lo, hi);
     for (size_t i = 0; i < n; i += 16) {
         const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        __m512i a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + i), vb);
-        __m512d v0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(a));
-        __m512d v1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(a, 1));
-        v0 = _mm512_add_pd(_mm512_mul_pd(v0, vm), vz);
-        v1 = _mm512_add_pd(_mm512_mul_pd(v1, vm), vz);
-        v0 = _mm512_min_pd(_mm512_max_pd(v0, vlo), vhi);
-        v1 = _mm512_min_pd(_mm512_max_pd(v1, vlo), vhi);
-        v0 = _mm512_roundscale_pd(v0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        v1 = _mm512_roundscale_pd(v1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512i r = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(v0)),
-                                       _mm512_cvtpd_epi32(v1), 1);
-        (void)sy; /* in range already: truncating to 8 bits gives int8 or uint8 alike */
-        _mm_mask_storeu_epi8(out + i, k, _mm512_cvtepi32_epi8(r));
+        rq64_step(&c, acc + i, (uint8_t *)y + i, k);
+    }
+}
+
+/* The depthwise epilogue for a whole plane: rows of the flat accumulator (pitch PWs) to the
+ * output plane (pitch OW), constants set up once. */
+static void dw_store_avx512(const int32_t *acc, const qc_win2d *g, const qc_dw_geom *d,
+                            const qc_dw_params *p, int32_t *y32, void *y, int sy) {
+    if (y32) {
+        QC_QOPS_NAME(dw_store)(acc, g, d, p, y32, y, sy);
+        return;
+    }
+    const size_t OW = g->OW;
+    const rq64_consts c = rq64_setup(p->bias, p->mult, p->yzp, p->lo, p->hi);
+    for (size_t oy = 0; oy < g->OH; oy++) {
+        for (size_t i = 0; i < OW; i += 16) {
+            const __mmask16 k =
+                OW - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (OW - i)) - 1);
+            rq64_step(&c, acc + oy * d->PWs + i, (uint8_t *)y + oy * OW + i, k);
+        }
     }
 }
 
@@ -81,7 +120,7 @@ static void dwconv_avx512(const int16_t *xs, const qc_dw_geom *d, const int16_t 
         _mm512_storeu_si512((void *)(acc + t), _mm512_permutex2var_epi64(lo, idx0, hi));
         _mm512_storeu_si512((void *)(acc + t + 16), _mm512_permutex2var_epi64(lo, idx1, hi));
     }
-    QC_QOPS_NAME(dw_store)(acc, g, d, p, y32, y, sy);
+    dw_store_avx512(acc, g, d, p, y32, y, sy);
 }
 
 /* ---- element-wise: 16 lanes per step, masked tails (never past the buffers) ---- */
@@ -99,7 +138,7 @@ QC_INLINE __m512i load16_i32(const void *p, int is_signed, __mmask16 k) {
 QC_INLINE __m128i finish16(__m512 v, __m512 lo, __m512 hi, __m512i yzp) {
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
     __m512i r = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm512_cvtepi32_epi8(_mm512_add_epi32(r, yzp));
+    return opaque128(_mm512_cvtepi32_epi8(_mm512_add_epi32(r, yzp)));
 }
 
 static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
