@@ -341,3 +341,25 @@ def test_bad_input():
         qc.conv_integer(x, w, out=np.zeros((1, 6, 2, 2), np.int32))
     with pytest.raises(ValueError, match=r"x_scale \* w_scale / y_scale"):
         qc.qlinear_conv(x, 1e30, 0, w, 1e30, 0, 1.0, np.uint8(0))
+
+
+def test_concurrent_calls_from_python_threads():
+    # the GIL is released inside the kernels; calls from several threads at once agree
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(21)
+    x = rand_q(rng, (2, 8, 17, 19), np.uint8)
+    w = rand_q(rng, (12, 4, 3, 3), np.int8)
+    pw = qc.pack_conv_weight(w, 3, group=2)
+    dw = qc.pack_conv_weight(rand_q(rng, (8, 1, 3, 3), np.int8), 0, group=8)
+    want = qc.conv_integer(x, pw, 128, pads=(1, 1, 1, 1), group=2)
+    want_dw = qc.conv_integer(x, dw, 128, strides=(2, 2), group=8)
+
+    def run(_):
+        return (qc.conv_integer(x, pw, 128, pads=(1, 1, 1, 1), group=2),
+                qc.conv_integer(x, dw, 128, strides=(2, 2), group=8))
+
+    with num_threads(2), ThreadPoolExecutor(4) as ex:
+        for got, got_dw in ex.map(run, range(16)):
+            assert_equal_exact(got, want, "gemm path")
+            assert_equal_exact(got_dw, want_dw, "depthwise path")
