@@ -208,6 +208,17 @@ def test_non_contiguous_and_out(isa):
     assert_equal_exact(w, w_before, "w unchanged")
 
 
+def test_huge_strides_single_output(isa):
+    rng = np.random.default_rng(22)
+    x = rand_q(rng, (1, 4, 5, 6), np.int8)
+    for g, cg in ((4, 1), (1, 4)):
+        w = rand_q(rng, (4, cg, 3, 3), np.int8)
+        kw = dict(strides=(1 << 20, 1 << 19), pads=(1, 0, 0, 2), group=g)
+        got = qc.conv_integer(x, w, -1, 2, **kw)
+        assert got.shape == (1, 4, 1, 1)
+        assert_equal_exact(got, ref_conv_acc(x, w, -1, 2, **kw), f"{isa} g={g}")
+
+
 def test_zero_size():
     x = np.zeros((0, 3, 5, 5), np.uint8)
     w = np.zeros((4, 3, 3, 3), np.int8)

@@ -279,7 +279,13 @@ static void gemm_task(void *vctx, size_t task) {
     free(mem);
 }
 
-int qc_conv_run(const qc_conv_args *a, const void *x, void *y) {
+int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
+    /* a stride along an axis with a single output never matters: make it 1 (the depthwise
+     * sub-plane layout grows with sh * sw) */
+    qc_conv_args local = *args;
+    if (local.OH == 1) local.sh = 1;
+    if (local.OW == 1) local.sw = 1;
+    const qc_conv_args *a = &local;
     const qc_conv_weights *w = a->w;
     run_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
