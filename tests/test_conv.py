@@ -84,6 +84,9 @@ CASES = [
     (2, 4, 1, 1, 6, 3, 1, 1, (1, 1, 1, 1), 2),     # 1x1 spatial, 3x3 kernel fully padded
     (1, 19, 6, 7, 33, 1, 1, 1, (0, 0, 0, 0), 1),   # channels not a multiple of the tile
     (1, 40, 5, 5, 18, 3, 1, 1, (1, 1, 1, 1), 1),
+    (2, 32, 11, 12, 32, 3, 1, 1, (1, 1, 1, 1), 8),  # ResNeXt-like: 4 in, 4 out per group
+    (1, 24, 9, 37, 12, 3, 2, 1, (1, 1, 1, 1), 4),   # 6 in, 3 out per group, stride 2
+    (1, 30, 6, 7, 10, 5, 1, 1, (2, 2, 2, 2), 2),    # 15 * 25 = 375 taps: GEMM path
 ]
 
 
@@ -92,11 +95,19 @@ def _case_id(c):
     return f"N{N}C{C}H{H}W{W}M{M}k{k}s{s}d{d}p{''.join(map(str, p))}g{g}"
 
 
+def _widen(case, wide):
+    """wide: 16 more output channels per group, so groups of C/group > 1 take the GEMM path
+    (fewer than 16 per group run the direct kernel)."""
+    N, C, H, W, M, k, s, d, p, g = case
+    return (N, C, H, W, M + 16 * g if wide else M, k, s, d, p, g)
+
+
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("wide", [False, True], ids=["M", "M+16g"])
 @pytest.mark.parametrize("xdt,wdt", [(np.uint8, np.int8), (np.int8, np.int8),
                                      (np.uint8, np.uint8), (np.int8, np.uint8)])
-def test_conv_integer_exact(isa, case, xdt, wdt):
-    N, C, H, W, M, k, s, d, p, g = case
+def test_conv_integer_exact(isa, case, wide, xdt, wdt):
+    N, C, H, W, M, k, s, d, p, g = _widen(case, wide)
     rng = np.random.default_rng(hash((case, xdt, wdt)) % 2**32)
     x = rand_q(rng, (N, C, H, W), xdt)
     w = rand_q(rng, (M, C // g, k, k), wdt)
@@ -111,11 +122,12 @@ def test_conv_integer_exact(isa, case, xdt, wdt):
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("wide", [False, True], ids=["M", "M+16g"])
 @pytest.mark.parametrize("xdt,wdt,ydt", [(np.uint8, np.int8, np.uint8),
                                          (np.int8, np.int8, np.int8),
                                          (np.int8, np.uint8, np.uint8)])
-def test_qlinear_conv_exact(isa, case, xdt, wdt, ydt):
-    N, C, H, W, M, k, s, d, p, g = case
+def test_qlinear_conv_exact(isa, case, wide, xdt, wdt, ydt):
+    N, C, H, W, M, k, s, d, p, g = _widen(case, wide)
     rng = np.random.default_rng(hash((case, xdt, wdt, 1)) % 2**32)
     x = rand_q(rng, (N, C, H, W), xdt)
     w = rand_q(rng, (M, C // g, k, k), wdt)
@@ -174,16 +186,17 @@ def test_int32_wraps_like_numpy(isa):
 def test_packed_weight_same_result(isa):
     rng = np.random.default_rng(5)
     x = rand_q(rng, (2, 6, 8, 8), np.uint8)
-    for g, cg in ((1, 6), (2, 3), (6, 1)):
-        w = rand_q(rng, (6, cg, 3, 3), np.int8)
-        wzp = rand_q(rng, (6,), np.int8)
+    for g, cg, M in ((1, 6, 6), (1, 6, 20), (2, 3, 6), (2, 3, 34), (6, 1, 6), (6, 1, 96)):
+        w = rand_q(rng, (M, cg, 3, 3), np.int8)
+        wzp = rand_q(rng, (M,), np.int8)
         pw = qc.pack_conv_weight(w, wzp, group=g)
-        assert pw.path == ("depthwise" if cg == 1 else "gemm")
-        assert pw.shape == (6, cg, 3, 3)
+        # depthwise and small groups (< 16 outputs per group) run the direct kernel
+        assert pw.path == ("direct" if cg == 1 or M // g < 16 else "gemm")
+        assert pw.shape == (M, cg, 3, 3)
         kw = dict(pads=(1, 1, 1, 1), group=g)
         want = ref_conv_acc(x, w, 3, wzp, **kw)
         assert_equal_exact(qc.conv_integer(x, pw, 3, **kw), want, f"{isa} g={g}")
-        ws = np.full(6, 0.01, np.float32)
+        ws = np.full(M, 0.01, np.float32)
         assert_equal_exact(qc.qlinear_conv(x, 0.1, 3, pw, ws, None, 2.0, np.uint8(7), **kw),
                            qc.qlinear_conv(x, 0.1, 3, w, ws, wzp, 2.0, np.uint8(7), **kw),
                            f"{isa} g={g}")
@@ -232,7 +245,7 @@ def test_bigger_layer_threads(isa):
     # a few hundred output pixels, several pixel blocks and tasks per group
     rng = np.random.default_rng(7)
     x = rand_q(rng, (2, 16, 20, 23), np.uint8)
-    w = rand_q(rng, (24, 8, 3, 3), np.int8)
+    w = rand_q(rng, (40, 8, 3, 3), np.int8)
     kw = dict(pads=(1, 1, 1, 1), group=2)
     want = ref_conv_acc(x, w, 128, 0, **kw)
     for t in (1, 2):

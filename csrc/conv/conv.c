@@ -11,6 +11,12 @@
 
 /* ---- weights ---- */
 
+/* Depthwise and small-group convolutions (fewer than QC_DIRECT_MAX_NG outputs per group, at most
+ * QC_DIRECT_MAX_TAPS = Cg * kh * kw taps) run the direct per-plane kernel: a GEMM with a handful
+ * of columns per group would waste most of its tile. */
+#define QC_DIRECT_MAX_NG 16
+#define QC_DIRECT_MAX_TAPS 256
+
 void qc_conv_weights_free(qc_conv_weights *cw) {
     if (!cw) return;
     if (cw->gemm) {
@@ -57,15 +63,14 @@ qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32
         for (size_t c = 0; c < Cg; c++)
             for (size_t t = 0; t < taps; t++)
                 dst[m * K + t * Cg + c] = src[(m * Cg + c) * taps + t];
-    if (Cg == 1) {
-        cw->wdw = malloc(QC_MAX(M * taps, (size_t)1) * sizeof(int16_t));
+    if (Cg == 1 || (M / G < QC_DIRECT_MAX_NG && K <= QC_DIRECT_MAX_TAPS)) {
+        /* the direct path: taps w - w_zp in w's own (c, ky, kx) order */
+        cw->wdw = malloc(QC_MAX(M * K, (size_t)1) * sizeof(int16_t));
         if (!cw->wdw) goto fail;
-        for (size_t m = 0; m < M; m++)
-            for (size_t t = 0; t < taps; t++) {
-                int32_t v = w_signed ? (int32_t)((const int8_t *)w)[m * taps + t]
-                                     : (int32_t)src[m * taps + t];
-                cw->wdw[m * taps + t] = (int16_t)(v - wzp[m]);
-            }
+        for (size_t i = 0; i < M * K; i++) {
+            int32_t v = w_signed ? (int32_t)((const int8_t *)w)[i] : (int32_t)src[i];
+            cw->wdw[i] = (int16_t)(v - wzp[i / K]);
+        }
     } else {
         const size_t Ng = M / G;
         cw->gemm = calloc(G, sizeof(void *));
@@ -81,7 +86,7 @@ fail:
     return NULL;
 }
 
-const char *qc_conv_path(const qc_conv_weights *w) { return w->wdw ? "depthwise" : "gemm"; }
+const char *qc_conv_path(const qc_conv_weights *w) { return w->wdw ? "direct" : "gemm"; }
 
 /* ---- shared run state ---- */
 
@@ -107,63 +112,77 @@ static void bounds(const qc_conv_args *a, double *lo, double *hi) {
 
 /* ---- depthwise path: one task per (image, output channel) plane ---- */
 
-/* One plane: q - xzp into the stride-phase sub-planes (see qc_dw_geom), then the kernel.
- * xs/acc are the task's scratch (dw_geom sizes). */
-static void dw_plane(const run_ctx *ctx, size_t n, size_t m, const qc_dw_geom *d, int16_t *xs,
-                     int32_t *acc) {
+/* One unit (image n, group g): the group's Cg input planes into their stride-phase sub-planes
+ * (see qc_dw_geom; channel c's set at xs + c * cs), then the kernel for each of the group's
+ * output channels. xs/acc are the task's scratch (dw_geom sizes). */
+static void dw_unit(const run_ctx *ctx, size_t n, size_t grp, const qc_dw_geom *d, size_t cs,
+                    int16_t *xs, int32_t *acc) {
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
-    const size_t M = w->M, c = m / (M / w->G);
+    const size_t M = w->M, Cg = w->Cg, Ng = M / w->G;
     const size_t H = a->H, W = a->W;
     qc_win2d g = {H, W, a->OH, a->OW, (int)w->kh, (int)w->kw, a->sh, a->sw, a->dh, a->dw,
                   a->pt, a->pl, a->pb, a->pr};
-    ctx->ops->dw_pack(ctx->x + (n * a->C + c) * H * W, a->x_signed, a->xzp, &g, d, xs);
-    qc_dw_params p = {a->bias ? a->bias[m] : 0, a->out_int32 ? 0.0 : (double)a->mult[m],
-                      (double)a->y_zp, ctx->lo, ctx->hi};
-    const size_t out = (n * M + m) * a->OH * a->OW;
-    ctx->ops->dwconv(xs, d, w->wdw + m * w->kh * w->kw, &g, &p, acc,
-                     a->out_int32 ? (int32_t *)ctx->y + out : NULL,
-                     (int8_t *)ctx->y + out, a->y_signed);
+    for (size_t c = 0; c < Cg; c++) {
+        ctx->ops->dw_pack(ctx->x + (n * a->C + grp * Cg + c) * H * W, a->x_signed, a->xzp, &g,
+                          d, xs + c * cs);
+    }
+    for (size_t j = 0; j < Ng; j++) {
+        const size_t m = grp * Ng + j;
+        qc_dw_params p = {a->bias ? a->bias[m] : 0, a->out_int32 ? 0.0 : (double)a->mult[m],
+                          (double)a->y_zp, ctx->lo, ctx->hi};
+        const size_t out = (n * M + m) * a->OH * a->OW;
+        ctx->ops->dwconv(xs, d, w->wdw + m * w->K, &g, &p, acc,
+                         a->out_int32 ? (int32_t *)ctx->y + out : NULL,
+                         (int8_t *)ctx->y + out, a->y_signed);
+    }
 }
 
-static void dw_geom(const qc_conv_args *a, qc_dw_geom *d, size_t *nxs, size_t *nacc_bytes) {
+/* Sub-plane geometry; *cs: elements per input channel's set; *nxs: all Cg sets plus slack;
+ * *nacc_bytes: the accumulator. */
+static void dw_geom(const qc_conv_args *a, qc_dw_geom *d, size_t *cs, size_t *nxs,
+                    size_t *nacc_bytes) {
     const size_t sh = (size_t)a->sh, sw = (size_t)a->sw;
     const size_t PH = a->pt + a->H + a->pb, PW = a->pl + a->W + a->pr;
     d->PHs = (PH + sh - 1) / sh;
     d->PWs = (PW + sw - 1) / sw;
     d->plane_stride = d->PHs * d->PWs;
-    *nxs = sh * sw * d->plane_stride + QC_DW_SLACK;
+    d->ntaps = a->w->K;
+    *cs = sh * sw * d->plane_stride;
+    *nxs = a->w->Cg * *cs + QC_DW_SLACK;
     *nacc_bytes = (a->OH * d->PWs + QC_DW_SLACK) * sizeof(int32_t);
 }
 
-/* A task handles planes [task * per, ...) of the N * M output planes. */
+/* A task handles units [task * per, ...) of the N * G (image, group) units. */
 static void dw_task(void *vctx, size_t task) {
     run_ctx *ctx = vctx;
     const qc_conv_args *a = ctx->a;
-    const size_t M = a->w->M, total = a->N * M;
-    const size_t p0 = task * ctx->pb, p1 = QC_MIN(total, p0 + ctx->pb);
+    const size_t G = a->w->G, total = a->N * G;
+    const size_t u0 = task * ctx->pb, u1 = QC_MIN(total, u0 + ctx->pb);
     const size_t kh = a->w->kh, kw = a->w->kw, sh = (size_t)a->sh, sw = (size_t)a->sw;
     qc_dw_geom d;
-    size_t nxs, nacc;
-    dw_geom(a, &d, &nxs, &nacc);
+    size_t cs, nxs, nacc;
+    dw_geom(a, &d, &cs, &nxs, &nacc);
     const size_t xbytes = (nxs * sizeof(int16_t) + 63) & ~(size_t)63;
-    const size_t obytes = (kh * kw * sizeof(size_t) + 63) & ~(size_t)63;
+    const size_t obytes = (d.ntaps * sizeof(size_t) + 63) & ~(size_t)63;
     char *mem = malloc(xbytes + obytes + nacc);
     if (!mem) {
         atomic_store(&ctx->failed, 1);
         return;
     }
     size_t *off = (size_t *)(mem + xbytes);
-    for (size_t ky = 0; ky < kh; ky++) {
-        for (size_t kx = 0; kx < kw; kx++) {
-            const size_t ry = ky * (size_t)a->dh, rx = kx * (size_t)a->dw;
-            off[ky * kw + kx] =
-                (ry % sh * sw + rx % sw) * d.plane_stride + ry / sh * d.PWs + rx / sw;
+    for (size_t c = 0; c < a->w->Cg; c++) {
+        for (size_t ky = 0; ky < kh; ky++) {
+            for (size_t kx = 0; kx < kw; kx++) {
+                const size_t ry = ky * (size_t)a->dh, rx = kx * (size_t)a->dw;
+                off[(c * kh + ky) * kw + kx] = c * cs +
+                    (ry % sh * sw + rx % sw) * d.plane_stride + ry / sh * d.PWs + rx / sw;
+            }
         }
     }
     d.tap_off = off;
-    for (size_t i = p0; i < p1; i++) dw_plane(ctx, i / M, i % M, &d, (int16_t *)mem,
-                                              (int32_t *)(mem + xbytes + obytes));
+    for (size_t u = u0; u < u1; u++) dw_unit(ctx, u / G, u % G, &d, cs, (int16_t *)mem,
+                                             (int32_t *)(mem + xbytes + obytes));
     free(mem);
 }
 
@@ -299,9 +318,10 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     if (a->N == 0 || w->M == 0 || P == 0) return 0;
     if (w->wdw) {
         ctx.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
-        /* planes per task: about 16K outputs, at least 4 tasks per thread when possible */
-        const size_t total = a->N * w->M, nt = (size_t)qc_get_num_threads();
-        size_t per = QC_MAX((size_t)1, (size_t)16384 / P);
+        /* (image, group) units per task: about 16K outputs, at least 4 tasks per thread when
+         * possible */
+        const size_t total = a->N * w->G, nt = (size_t)qc_get_num_threads();
+        size_t per = QC_MAX((size_t)1, (size_t)16384 / (P * (w->M / w->G)));
         while (per > 1 && (total + per - 1) / per < 4 * nt) per /= 2;
         ctx.pb = per;
         qc_parallel_for((total + per - 1) / per, dw_task, &ctx);

@@ -73,12 +73,15 @@ typedef struct {
  * xpad ((pt + H + pb) x (pl + W + pr), holding q - xzp and 0 in the padding, as ONNX pads the
  * zero-point-subtracted input with 0), sub-plane (py, px) for py < sh, px < sw holds
  * xpad[r * sh + py][c * sw + px] at [r][c], PHs x PWs (0 beyond xpad), at xs + (py * sw + px) *
- * plane_stride. Every tap then reads contiguous memory for any stride and dilation. Scratch:
+ * plane_stride. Every tap then reads contiguous memory for any stride and dilation. A grouped
+ * convolution with several input channels per group uses one such set per input channel, its
+ * taps listed channel by channel (wk and tap_off hold ntaps = Cg * kh * kw entries). Scratch:
  * xs has QC_DW_SLACK elements after the last sub-plane, acc OH * PWs + QC_DW_SLACK int32. */
 #define QC_DW_SLACK 64
 typedef struct {
     size_t PHs, PWs, plane_stride;
-    const size_t *tap_off;    /* kh * kw offsets of tap (ky, kx)'s first element in xs */
+    size_t ntaps;             /* taps summed per output: kh * kw times the input channels */
+    const size_t *tap_off;    /* ntaps offsets of each tap's first element in xs */
 } qc_dw_geom;
 
 typedef struct {

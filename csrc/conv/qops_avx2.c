@@ -10,19 +10,19 @@ static void dwconv_avx2(const int16_t *xs, const qc_dw_geom *d, const int16_t *w
 #define QC_QOPS_DWCONV dwconv_avx2
 #include "conv/qops_impl.h"
 
-#define QC_DW_MAX_PAIRS 32
+#define QC_DW_MAX_PAIRS 128
 
 /* As the AVX-512 kernel (see qops_avx512.c) on 256-bit vectors: unpacklo holds t = 0..3 and
  * 8..11, unpackhi t = 4..7 and 12..15; two lane permutes restore the order. */
 static void dwconv_avx2(const int16_t *xs, const qc_dw_geom *d, const int16_t *wk,
                         const qc_win2d *g, const qc_dw_params *p, int32_t *acc, int32_t *y32,
                         void *y, int sy) {
-    const int taps = g->kh * g->kw;
-    const int pairs = (taps + 1) / 2;
-    if (pairs > QC_DW_MAX_PAIRS) {
+    if (d->ntaps > 2 * QC_DW_MAX_PAIRS) {
         QC_QOPS_NAME(dwconv_generic)(xs, d, wk, g, p, acc, y32, y, sy);
         return;
     }
+    const int taps = (int)d->ntaps;
+    const int pairs = (taps + 1) / 2;
     const int16_t *src0[QC_DW_MAX_PAIRS], *src1[QC_DW_MAX_PAIRS];
     int32_t wpair[QC_DW_MAX_PAIRS];
     for (int k = 0; k < pairs; k++) {

@@ -78,7 +78,7 @@ static void dw_store_avx512(const int32_t *acc, const qc_win2d *g, const qc_dw_g
     }
 }
 
-#define QC_DW_MAX_PAIRS 32
+#define QC_DW_MAX_PAIRS 128
 
 /* Taps are taken in pairs (k, k+1): the two input vectors are interleaved by 16-bit unpacks and
  * vpmaddwd multiplies them by the weight pair, summing both products into int32 (at most
@@ -89,12 +89,12 @@ static void dw_store_avx512(const int32_t *acc, const qc_win2d *g, const qc_dw_g
 static void dwconv_avx512(const int16_t *xs, const qc_dw_geom *d, const int16_t *wk,
                           const qc_win2d *g, const qc_dw_params *p, int32_t *acc, int32_t *y32,
                           void *y, int sy) {
-    const int taps = g->kh * g->kw;
-    const int pairs = (taps + 1) / 2;
-    if (pairs > QC_DW_MAX_PAIRS) {
+    if (d->ntaps > 2 * QC_DW_MAX_PAIRS) {
         QC_QOPS_NAME(dwconv_generic)(xs, d, wk, g, p, acc, y32, y, sy);
         return;
     }
+    const int taps = (int)d->ntaps;
+    const int pairs = (taps + 1) / 2;
     const int16_t *src0[QC_DW_MAX_PAIRS], *src1[QC_DW_MAX_PAIRS];
     int32_t wpair[QC_DW_MAX_PAIRS];
     for (int k = 0; k < pairs; k++) {

@@ -225,7 +225,7 @@ QC_KERNEL void QC_QOPS_NAME(requant_f64_generic)(const int32_t *acc, int32_t bia
 /* ---- depthwise convolution ---- */
 
 /* Tap (ky, kx) reads sub-plane ((ky*dh) % sh, (kx*dw) % sw) at row oy + (ky*dh) / sh, column
- * ox + (kx*dw) / sw: d->tap_off holds that offset (qc_dw_tap_offsets). Output (oy, ox) is
+ * ox + (kx*dw) / sw: d->tap_off holds that offset (plus the input channel's). Output (oy, ox) is
  * accumulated at flat index t = oy * PWs + ox, so every tap is one contiguous pass over
  * t in [0, L); the columns ox >= OW of each row are computed and ignored. */
 
@@ -289,13 +289,11 @@ QC_KERNEL void QC_QOPS_NAME(dwconv_generic)(const int16_t *restrict xs, const qc
                                             int32_t *y32, void *y, int sy) {
     const size_t L = (g->OH - 1) * d->PWs + g->OW;
     for (size_t t = 0; t < L; t++) acc[t] = 0;
-    for (int ky = 0; ky < g->kh; ky++) {
-        for (int kx = 0; kx < g->kw; kx++) {
-            const int16_t *restrict src = xs + d->tap_off[ky * g->kw + kx];
-            const uint32_t wv = (uint32_t)(int32_t)wk[ky * g->kw + kx];
-            for (size_t t = 0; t < L; t++) {
-                acc[t] = (int32_t)((uint32_t)acc[t] + wv * (uint32_t)(int32_t)src[t]);
-            }
+    for (size_t k = 0; k < d->ntaps; k++) {
+        const int16_t *restrict src = xs + d->tap_off[k];
+        const uint32_t wv = (uint32_t)(int32_t)wk[k];
+        for (size_t t = 0; t < L; t++) {
+            acc[t] = (int32_t)((uint32_t)acc[t] + wv * (uint32_t)(int32_t)src[t]);
         }
     }
     QC_QOPS_NAME(dw_store)(acc, g, d, p, y32, y, sy);
