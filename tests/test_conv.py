@@ -74,7 +74,8 @@ CASES = [
     (2, 3, 40, 45, 3, 3, 2, 1, (1, 1, 1, 1), 3),   # depthwise, planes past the SIMD width
     (1, 2, 33, 35, 4, 5, 1, 1, (2, 2, 2, 2), 2),   # depthwise 5x5, multiplier 2, long rows
     (1, 2, 20, 21, 2, 7, 3, 1, (3, 2, 1, 3), 2),   # depthwise 7x7 (25 tap pairs), stride 3
-    (1, 2, 12, 13, 2, 9, 1, 1, (4, 4, 4, 4), 2),   # depthwise 9x9: generic kernel (> 32 pairs)
+    (1, 2, 12, 13, 2, 9, 1, 1, (4, 4, 4, 4), 2),   # depthwise 9x9 (41 tap pairs)
+    (1, 2, 9, 10, 2, 17, 1, 1, (8, 8, 8, 8), 2),   # depthwise 17x17: generic kernel (> 256 taps)
     (1, 2, 9, 70, 2, 3, 2, 1, (1, 1, 0, 1), 2),    # depthwise stride 2, rows past 64 bytes
     (1, 2, 9, 71, 4, 3, 2, 1, (0, 2, 1, 0), 2),
     (1, 4, 9, 10, 5, 5, 2, 1, (2, 2, 1, 1), 1),
