@@ -8,6 +8,13 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
+
+# Benchmark the source tree's quantc when it has been built in place (`make build`);
+# otherwise whatever `pip install` put on the path.
+_ROOT = Path(__file__).resolve().parent.parent
+if any((_ROOT / "quantc").glob("_C*.so")) and str(_ROOT) not in sys.path:
+    sys.path.insert(1, str(_ROOT))
 
 # A current NumPy is slowed by OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE that this machine may set;
 # unset both for the float baseline, in this process only (never in tests or CI). Must run

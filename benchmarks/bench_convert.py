@@ -10,16 +10,10 @@ repeats), with 1 and 2 threads. Bytes moved = bytes read + bytes written per ele
 import _util  # noqa: I001 - must come first: fixes the BLAS environment before NumPy loads
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-try:
-    import quantc as qc
-except ImportError:  # not installed: use the in-place build of this checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import quantc as qc
+import quantc as qc
 
 
 def bf16_numpy(x, out):

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the source tree's quantc
 import _util  # noqa: E402  (first: fixes the BLAS environment before NumPy loads)
 
 import numpy as np  # noqa: E402

@@ -29,9 +29,6 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 import quantc as qc  # noqa: E402
 from quantc.cli import digits_logits, load_bundled  # noqa: E402
 

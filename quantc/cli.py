@@ -1,6 +1,5 @@
 """The ``quantc`` command line: quantize, inspect, demo and bench (argparse)."""
 import argparse
-import json
 import os
 import sys
 import time

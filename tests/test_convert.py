@@ -141,7 +141,7 @@ def test_families_registered():
     info = qc.cpu_info()
     for fam in ["round", "clamp", "saturate_cast", "to_float16", "bfloat16"]:
         names = [v[0] for v in info["variants"][fam]]
-        assert names[-1] == f"{fam}_scalar"
+        assert names[-1] == f"{fam}__scalar"
         assert info["kernels"][fam] in names
 
 
@@ -149,7 +149,7 @@ def test_isa_fixture_selects_variant(isa):
     order = ["scalar", "avx2", "avxvnni", "avx512", "avx512vnni", "amx"]
     best = "avx512" if order.index(isa) >= order.index("avx512") else (
         "avx2" if order.index(isa) >= order.index("avx2") else "scalar")
-    assert qc.cpu_info()["kernels"]["round"] == f"round_{best}"
+    assert qc.cpu_info()["kernels"]["round"] == f"round__{best}"
 
 
 # ---------------------------------------------------------------- round

@@ -217,7 +217,7 @@ def test_stale_packed_matrix_and_shape_errors(rng):
             with pytest.raises(ValueError, match="PackedMatrix was packed for"):
                 qc.qlinear_matmul(a, 0.1, np.uint8(0), p, 0.1, np.int8(0), 0.1, np.int8(0))
             p2 = qc.pack_matrix(b)
-            assert p2.variant == "scalar"
+            assert p2.variant == "gemm_4x16c4__scalar"
             assert_equal_exact(qc.matmul_integer(a, p2), ref_matmul(a, b), "repacked")
     with pytest.raises(ValueError, match="K = 64"):
         qc.matmul_integer(rand(rng, (2, 63), np.uint8), p)

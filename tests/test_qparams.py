@@ -236,7 +236,6 @@ def test_zero_is_exact_and_shapes(rng, profile):
     for axis, B in ((None, None), (0, None), (2, None), (1, 4), (2, 5)):
         p = qc.choose_qparams(x, axis=axis, block_size=B, profile=profile)
         assert p.scale.shape == _C._minmax(x, axis, B)[0].shape
-        q0 = qc.quantize(np.zeros(1, np.float32), 1.0)  # noqa: F841 (API smoke)
         z = qc.quantize(np.zeros_like(x), p.scale, p.zero_point, axis=p.axis,
                         block_size=p.block_size)
         assert_equal_exact(qc.dequantize(z, p.scale, p.zero_point, axis=p.axis,

@@ -4,15 +4,15 @@
 #ifdef QC_NO_X86
 #define QC_CONVERT_FAMILY(var, fname, type)                                              \
     static const qc_variant var##_variants[] = {                                         \
-        {fname "_scalar", QC_ISA_SCALAR, &type##__scalar},                               \
+        {fname "__scalar", QC_ISA_SCALAR, &type##__scalar},                               \
     };                                                                                   \
     const qc_family var = {fname, 1, var##_variants};
 #else
 #define QC_CONVERT_FAMILY(var, fname, type)                                              \
     static const qc_variant var##_variants[] = {                                         \
-        {fname "_avx512", QC_ISA_AVX512, &type##__avx512},                               \
-        {fname "_avx2", QC_ISA_AVX2, &type##__avx2},                                     \
-        {fname "_scalar", QC_ISA_SCALAR, &type##__scalar},                               \
+        {fname "__avx512", QC_ISA_AVX512, &type##__avx512},                               \
+        {fname "__avx2", QC_ISA_AVX2, &type##__avx2},                                     \
+        {fname "__scalar", QC_ISA_SCALAR, &type##__scalar},                               \
     };                                                                                   \
     const qc_family var = {fname, 3, var##_variants};
 #endif

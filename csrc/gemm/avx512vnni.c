@@ -162,5 +162,5 @@ static void tile_avx512vnni(const qc_gemm_tile *t, int mr, int nc) {
     }
 }
 
-const qc_gemm_kernels qc_gemm_kernels_avx512vnni = {"avx512vnni", 8, 32, 0, tile_avx512vnni};
+const qc_gemm_kernels qc_gemm_kernels_avx512vnni = {"gemm_8x32c4__avx512vnni", 8, 32, 0, tile_avx512vnni};
 #endif

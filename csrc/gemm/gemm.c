@@ -13,11 +13,11 @@
 
 static const qc_variant gemm_variants[] = {
 #ifndef QC_NO_X86
-    {"avx512vnni", QC_ISA_AVX512VNNI, &qc_gemm_kernels_avx512vnni},
-    {"avxvnni", QC_ISA_AVXVNNI, &qc_gemm_kernels_avxvnni}, /* untested: no AVX-VNNI here */
-    {"avx2", QC_ISA_AVX2, &qc_gemm_kernels_avx2},
+    {"gemm_8x32c4__avx512vnni", QC_ISA_AVX512VNNI, &qc_gemm_kernels_avx512vnni},
+    {"gemm_4x16c4__avxvnni", QC_ISA_AVXVNNI, &qc_gemm_kernels_avxvnni}, /* untested: no AVX-VNNI here */
+    {"gemm_4x16c4__avx2", QC_ISA_AVX2, &qc_gemm_kernels_avx2},
 #endif
-    {"scalar", QC_ISA_SCALAR, &qc_gemm_kernels_scalar},
+    {"gemm_4x16c4__scalar", QC_ISA_SCALAR, &qc_gemm_kernels_scalar},
 };
 
 const qc_family qc_gemm_family = {"gemm", sizeof gemm_variants / sizeof gemm_variants[0],
