@@ -17,9 +17,8 @@ import sys
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [_HERE, os.path.dirname(_HERE)]  # _util, and quantc built in place
-import _util  # noqa: E402  (first: fixes the float baseline's BLAS environment)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _util  # noqa: E402,F401  (first: fixes the BLAS environment, finds the in-place build)
 from _util import blas_info, print_table, threads, time_alternating, write_json  # noqa: E402
 
 import numpy as np  # noqa: E402
