@@ -30,6 +30,21 @@ static void param_free(qc_param *p) {
     p->f = NULL;
 }
 
+/* A zero point or scale parameter is a scalar (0-d or one element) or, when len >= 0, of
+ * shape (len,); else ValueError naming `arg` and what the length is for (`what`). */
+static int check_param_shape(PyArrayObject *a, const char *arg, npy_intp len, const char *what) {
+    const npy_intp size = PyArray_SIZE(a);
+    const int nd = PyArray_NDIM(a);
+    if (nd == 0 || (nd == 1 && (size == 1 || (len >= 0 && size == len)))) return 0;
+    if (len >= 0) {
+        return qc_value_error("%s: expected a scalar or shape (%" NPY_INTP_FMT ",) (%s), got %d "
+                              "dimensions of %" NPY_INTP_FMT " elements", arg, len, what, nd,
+                              size);
+    }
+    return qc_value_error("%s: expected a scalar, got %d dimensions of %" NPY_INTP_FMT
+                          " elements", arg, nd, size);
+}
+
 /* Integer zero point of data of type `typenum`: None (absent), a Python int, or an array of
  * that exact dtype with shape (), (1,) or (len,) when len >= 0. Values are range-checked. */
 static int parse_zp(PyObject *obj, const char *arg, int typenum, npy_intp len, const char *what,
@@ -64,16 +79,7 @@ static int parse_zp(PyObject *obj, const char *arg, int typenum, npy_intp len, c
         return -1;
     }
     const npy_intp size = PyArray_SIZE(a);
-    const int nd = PyArray_NDIM(a);
-    const int ok = (nd == 0) || (nd == 1 && (size == 1 || (len >= 0 && size == len)));
-    if (!ok) {
-        if (len >= 0) {
-            qc_value_error("%s: expected a scalar or shape (%" NPY_INTP_FMT ",) (%s), got %d "
-                           "dimensions of %" NPY_INTP_FMT " elements", arg, len, what, nd, size);
-        } else {
-            qc_value_error("%s: expected a scalar, got %d dimensions of %" NPY_INTP_FMT
-                           " elements", arg, nd, size);
-        }
+    if (check_param_shape(a, arg, len, what) < 0) {
         Py_DECREF(a);
         return -1;
     }
@@ -101,16 +107,7 @@ static int parse_scale(PyObject *obj, const char *arg, npy_intp len, const char 
     PyArrayObject *a = qc_float32_array(obj, arg);
     if (!a) return -1;
     const npy_intp size = PyArray_SIZE(a);
-    const int nd = PyArray_NDIM(a);
-    const int ok = (nd == 0) || (nd == 1 && (size == 1 || (len >= 0 && size == len)));
-    if (!ok) {
-        if (len >= 0) {
-            qc_value_error("%s: expected a scalar or shape (%" NPY_INTP_FMT ",) (%s), got %d "
-                           "dimensions of %" NPY_INTP_FMT " elements", arg, len, what, nd, size);
-        } else {
-            qc_value_error("%s: expected a scalar, got %d dimensions of %" NPY_INTP_FMT
-                           " elements", arg, nd, size);
-        }
+    if (check_param_shape(a, arg, len, what) < 0) {
         Py_DECREF(a);
         return -1;
     }
