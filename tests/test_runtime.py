@@ -62,3 +62,8 @@ def test_env_num_threads():
     out = subprocess.run([sys.executable, "-c", "import quantc; print(quantc.get_num_threads())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+    for bad in ("0", "two", "1.5"):
+        env["QUANTC_NUM_THREADS"] = bad
+        res = subprocess.run([sys.executable, "-c", "import quantc"], env=env,
+                             capture_output=True, text=True)
+        assert res.returncode != 0 and "QUANTC_NUM_THREADS" in res.stderr, bad

@@ -134,7 +134,12 @@ static int add_methods(PyObject *m, PyMethodDef *defs) {
 PyMODINIT_FUNC PyInit__C(void) {
     import_array();
     qc_cpu_init();
-    qc_pool_init();
+    if (qc_pool_init() < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "QUANTC_NUM_THREADS: expected an integer in [1, %d], got '%s'",
+                     qc_max_threads(), getenv("QUANTC_NUM_THREADS"));
+        return NULL;
+    }
     const char *env = getenv("QUANTC_ISA");
     if (env && *env) {
         qc_isa cap;

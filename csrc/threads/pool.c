@@ -128,17 +128,20 @@ static void after_fork_child(void) {
     g_pool.generation = 0;
 }
 
-void qc_pool_init(void) {
-    if (g_pool_initialized) return;
+int qc_pool_init(void) {
+    if (g_pool_initialized) return 0;
     g_pool_initialized = 1;
     pthread_atfork(NULL, NULL, after_fork_child);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int n = ncpu > 0 ? (int)QC_MIN(ncpu, QC_POOL_MAX) : 1;
+    int rc = 0;
     const char *env = getenv("QUANTC_NUM_THREADS");
     if (env && *env) {
         char *end;
         long v = strtol(env, &end, 10);
         if (*end == '\0' && v >= 1 && v <= QC_POOL_MAX) n = (int)v;
+        else rc = -1;
     }
     g_num_threads = n;
+    return rc;
 }

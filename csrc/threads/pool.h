@@ -14,7 +14,7 @@ void qc_parallel_for(size_t ntasks, qc_task_fn fn, void *ctx);
 int qc_get_num_threads(void);
 int qc_set_num_threads(int n); /* n >= 1; returns 0, or -1 if n is out of range */
 int qc_max_threads(void);      /* upper bound accepted by qc_set_num_threads */
-void qc_pool_init(void);       /* reads QUANTC_NUM_THREADS; idempotent */
+int qc_pool_init(void);        /* reads QUANTC_NUM_THREADS (-1: not an int in [1, max]) */
 
 /* How many tasks to split `n` items into so each task has at least `grain` items. */
 size_t qc_split_count(size_t n, size_t grain);
