@@ -26,6 +26,24 @@ QC_INLINE void store_row(const qc_gemm_tile *t, int r, int p, __m512i acc, __mma
         _mm512_mask_storeu_ps((float *)t->c + r * t->ldc + 16 * p, mask, y);
         return;
     }
+    /* float32 shortcut, exact when every valid lane passes the tests proven in kernels.h */
+    const __m512 pf = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
+    const __m512 tf = _mm512_add_ps(pf, _mm512_set1_ps((float)t->y_zp));
+    const __m512 rf = _mm512_roundscale_ps(tf, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 ap = _mm512_abs_ps(pf);
+    const __mmask16 small = _mm512_cmp_ps_mask(ap, _mm512_set1_ps(1024.0f), _CMP_LT_OQ);
+    const __mmask16 big = _mm512_cmp_ps_mask(ap, _mm512_set1_ps(1024.0f), _CMP_GE_OQ);
+    const __mmask16 far = _mm512_mask_cmp_ps_mask(small, _mm512_abs_ps(_mm512_sub_ps(tf, rf)),
+                                                  _mm512_set1_ps(0.5f - 0x1p-10f), _CMP_LT_OQ);
+    const __mmask16 exact = _mm512_cmplt_epu32_mask(_mm512_abs_epi32(v),
+                                                    _mm512_set1_epi32(1 << 24));
+    if ((__mmask16)(((far | big) & exact) | ~mask) == (__mmask16)0xFFFF) {
+        const __m512 yf = _mm512_min_ps(_mm512_max_ps(rf, _mm512_set1_ps((float)t->lo)),
+                                        _mm512_set1_ps((float)t->hi));
+        _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask,
+                             _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(yf)));
+        return;
+    }
     const __m512d zp = _mm512_set1_pd((double)t->y_zp);
     const __m512d lo = _mm512_set1_pd((double)t->lo), hi = _mm512_set1_pd((double)t->hi);
     __m512d d0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(v));

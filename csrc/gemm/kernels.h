@@ -51,7 +51,29 @@ QC_INLINE int32_t qc_gemm_fix1(int32_t dot, int32_t cterm, int32_t zbp, int32_t 
     return (int32_t)v;
 }
 
-/* The requant epilogue for one element: float64 like onnx's reference, ties to even. */
+/* The requant epilogue for one element: float64 like onnx's reference, ties to even.
+ *
+ * SIMD kernels may take an exact float32 shortcut per vector (qc_gemm_requant_f32 lanes),
+ * falling back to this float64 arithmetic for any vector where it is not proven equal:
+ *   p = (float)v * scale, t = p + (float)y_zp (float32, two roundings, no FMA), y = clamp(rint(t))
+ * is used only when every lane has |v| < 2^24 and either |p| >= 2^10, or |p| < 2^10 and
+ * |t - rint(t)| < 1/2 - 2^-10. Proof that y then equals the float64 result:
+ *   - |v| < 2^24: (float)v == v exactly, and v * scale (24 x 24 significant bits) is exact in
+ *     float64, so the reference computes d = fl64(x) with x = v * scale + y_zp exactly known;
+ *     |d - x| <= 2^-53 |x| < 2^-40 for |x| < 2^12.
+ *   - |p| < 2^10: then |v * scale| <= 2^10 (rounding is monotone), so |p - v * scale| <=
+ *     ulp(2^9)/2 = 2^-15 (absolute error below 2^-149 in the subnormal range); |p + y_zp| <
+ *     2^10 + 256 < 2^11, so the add errs by at most ulp(2^10)/2 = 2^-14. Hence |t - x| <
+ *     2^-15 + 2^-14 < 2^-13. If t lies in (k - 1/2 + 2^-10, k + 1/2 - 2^-10) for an integer k
+ *     (that is |t - rint(t)| < 1/2 - 2^-10; t - rint(t) is exact in float32), then x and d,
+ *     within 2^-13 + 2^-40 of t, lie strictly inside (k - 1/2, k + 1/2): rint(d) = k = rint(t),
+ *     and the clamps agree.
+ *   - |p| >= 2^10: |v * scale| >= 2^10 (1 - 2^-24) > 1023 with the sign of p, so |x|, |d|
+ *     and |t| all exceed 1023 - 255 = 768 with that same sign; every clamp bound is in
+ *     [-128, 255], so both sides clamp to hi (positive) or to lo (negative).
+ *   - NaN (a zero times an infinite multiplier) fails both |p| tests and falls back.
+ * Ties exactly at k + 1/2 (|t - rint(t)| = 1/2) always fall back, so ties to even are the
+ * float64 path's. */
 QC_INLINE int32_t qc_gemm_requant1(int32_t v, float scale, int32_t y_zp, int32_t lo,
                                     int32_t hi) {
     double d = (double)v * (double)scale + (double)y_zp;

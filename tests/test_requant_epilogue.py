@@ -1,0 +1,112 @@
+"""GEMM requant epilogue: the SIMD float32 shortcut equals onnx's float64 arithmetic exactly.
+
+The accumulators are set directly: A is one int8 column a (M x 1), B one row of ones, the
+bias carries the large part, so acc[i, j] = a[i] + bias[j] (wrapping), and with a_scale =
+y_scale = 1 the multiplier of column j is b_scale[j] exactly. Columns are built to put
+v * scale + y_zp within a few ulps of a tie k + 1/2 (both sides, and exactly on it), around
+the float32 path's 2^-10 margin, at |acc| near 2^24 and the int32 limits, with tiny and huge
+scales; every vector of 16 columns mixes such lanes with ordinary ones.
+"""
+import numpy as np
+import pytest
+
+import quantc as qc
+from conftest import assert_equal_exact
+
+YZPS = {np.int8: [-128, -1, 0, 127], np.uint8: [0, 1, 128, 255]}
+
+
+def ref_requant(acc, m, y_zp, dtype, relu):
+    """onnx's reference: int32 * float32 in float64, + y_zp, rint (ties to even), clamp."""
+    d = acc.astype(np.float64) * m.astype(np.float64) + float(y_zp)
+    info = np.iinfo(dtype)
+    lo = max(info.min, int(y_zp)) if relu else info.min
+    return np.clip(np.rint(d), lo, info.max).astype(dtype)
+
+
+def run(a, bias, m, y_zp, dtype, relu):
+    b = np.ones((1, len(bias)), np.int8)
+    got = qc.qlinear_matmul(a[:, None], np.float32(1), np.int8(0), b, m, np.int8(0),
+                            np.float32(1), dtype(y_zp), bias=bias, relu=relu)
+    acc = (a.astype(np.int64)[:, None] + bias.astype(np.int64)[None, :]).astype(np.int32)
+    return got, ref_requant(acc, m, y_zp, dtype, relu)
+
+
+def near_tie_columns(rng, n):
+    """(bias, scale) pairs with bias * scale + y_zp within a few ulps of k + 1/2 for row a = 0
+    (and of the shifted tie for the rows a = +-1, +-2 nearby when the scale is 1/2^e)."""
+    bias = np.empty(n, np.int64)
+    m = np.empty(n, np.float32)
+    for j in range(n):
+        kind = j % 3
+        if kind == 0:
+            # m = 2^-e (1 + c 2^-23): odd multiples of 2^(e-1) sit c * acc * 2^-(23+e) off a
+            # tie; acc from 2^8 to 2^24 puts that distance on both sides of 2^-10
+            e = int(rng.integers(1, 4))
+            c = int(rng.integers(-4, 5))
+            acc = (int(rng.integers(2 ** 7, 2 ** 24 >> e)) | 1) << (e - 1)
+            bias[j] = acc * int(rng.choice([-1, 1]))
+            m[j] = np.float32(2.0 ** -e * (1 + c * 2.0 ** -23))
+        else:
+            # any acc, m the float32 nearest to (k + 1/2) / acc, then c ulps away
+            acc = int(rng.integers(1, 2 ** int(rng.integers(2, 25)))) * int(rng.choice([-1, 1]))
+            k = int(rng.integers(-300, 300))
+            m0 = abs(np.float32((k + 0.5) / acc))
+            c = int(rng.integers(-3, 4))
+            m1 = m0
+            for _ in range(abs(c)):
+                m1 = np.nextafter(m1, np.float32(np.inf if c > 0 else 0))
+            bias[j] = acc
+            m[j] = m1 if m1 > 0 else m0
+    return bias.astype(np.int32), m
+
+
+def ordinary_columns(rng, n):
+    mags = rng.integers(0, 32, n)
+    bias = (rng.integers(0, 2 ** 31, n) >> (31 - mags)) * rng.choice([-1, 1], n)
+    bias[:4] = [2 ** 31 - 1, -(2 ** 31), 2 ** 24 - 1, -(2 ** 24)]
+    m = (10.0 ** rng.uniform(-12, 4, n)).astype(np.float32)
+    m[4:8] = [1e-40, 1e-30, 3e38, 1.0]  # subnormal, tiny and huge multipliers
+    return bias.astype(np.int32), m
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_near_ties_every_isa(isa, rng, dtype):
+    a = np.concatenate([[0, 0, 1, -1, 2, -2, 0, 127, -128],
+                        rng.integers(-128, 128, 20)]).astype(np.int8)
+    for n_tie, n_ord in [(16, 0), (1, 15), (5, 12), (40, 23), (200, 0)]:
+        bt, mt = near_tie_columns(rng, n_tie)
+        bo, mo = ordinary_columns(rng, max(n_ord, 8)) if n_ord else (bt[:0], mt[:0])
+        bias = np.concatenate([bt, bo])
+        m = np.concatenate([mt, mo])
+        perm = rng.permutation(len(bias))
+        bias, m = bias[perm], m[perm]
+        for y_zp in YZPS[dtype]:
+            for relu in (False, True):
+                got, want = run(a, bias, m, y_zp, dtype, relu)
+                assert_equal_exact(got, want, f"{isa} n={len(bias)} y_zp={y_zp} relu={relu}")
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_margin_sweep_every_isa(isa, dtype):
+    # m = 1/2 (1 + c 2^-23), acc odd: acc * m = tie + c * acc * 2^-24, so acc sweeping 2^10..2^17
+    # crosses the 2^-10 margin (and the 2^-13 float error bound) from both sides
+    acc = np.concatenate([np.arange(1, 2 ** 17, 2 ** 7 - 1), 2 ** np.arange(1, 24) - 1,
+                          2 ** np.arange(1, 24) + 1])
+    bias = np.concatenate([acc, -acc]).astype(np.int32)
+    a = np.arange(-6, 7, dtype=np.int8)
+    for c in (-5, -1, 0, 1, 5):
+        m = np.full(len(bias), np.float32(0.5 * (1 + c * 2.0 ** -23)), np.float32)
+        for y_zp in YZPS[dtype]:
+            for relu in (False, True):
+                got, want = run(a, bias, m, y_zp, dtype, relu)
+                assert_equal_exact(got, want, f"{isa} c={c} y_zp={y_zp} relu={relu}")
+
+
+def test_random_accumulators_every_isa(isa, rng):
+    for dtype in (np.int8, np.uint8):
+        a = rng.integers(-128, 128, 37).astype(np.int8)
+        bias, m = ordinary_columns(rng, 77)
+        for y_zp in YZPS[dtype]:
+            got, want = run(a, bias, m, y_zp, dtype, relu=bool(rng.integers(2)))
+            assert_equal_exact(got, want, f"{isa} random y_zp={y_zp}")
