@@ -13,8 +13,10 @@ QC_INLINE void store_row(const qc_gemm_tile *t, int r, int p, __m512i acc, __mma
     const __m512i bcorr = _mm512_loadu_si512(t->bcorr + 16 * p);
     const __m512i cterm = _mm512_loadu_si512(t->cterm + 16 * p);
     __m512i v = _mm512_add_epi32(acc, cterm);
-    v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zbp, _mm512_set1_epi32(t->rsum[r])));
-    v = _mm512_sub_epi32(v, _mm512_mullo_epi32(bcorr, _mm512_set1_epi32(t->zap[r])));
+    if (!t->zbp_zero)
+        v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zbp, _mm512_set1_epi32(t->rsum[r])));
+    if (!t->zap_zero)
+        v = _mm512_sub_epi32(v, _mm512_mullo_epi32(bcorr, _mm512_set1_epi32(t->zap[r])));
     if (t->out == QC_GEMM_OUT_S32) {
         _mm512_mask_storeu_epi32((int32_t *)t->c + r * t->ldc + 16 * p, mask, v);
         return;
@@ -27,21 +29,18 @@ QC_INLINE void store_row(const qc_gemm_tile *t, int r, int p, __m512i acc, __mma
         return;
     }
     /* float32 shortcut, exact when every valid lane passes the tests proven in kernels.h */
-    const __m512 pf = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
-    const __m512 tf = _mm512_add_ps(pf, _mm512_set1_ps((float)t->y_zp));
+    const __m512 f = _mm512_cvtepi32_ps(v);
+    __m512 tf = _mm512_add_ps(_mm512_mul_ps(f, s), _mm512_set1_ps((float)t->y_zp));
+    tf = _mm512_min_ps(_mm512_max_ps(tf, _mm512_set1_ps((float)t->lo)),
+                       _mm512_set1_ps((float)t->hi));
     const __m512 rf = _mm512_roundscale_ps(tf, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 ap = _mm512_abs_ps(pf);
-    const __mmask16 small = _mm512_cmp_ps_mask(ap, _mm512_set1_ps(1024.0f), _CMP_LT_OQ);
-    const __mmask16 big = _mm512_cmp_ps_mask(ap, _mm512_set1_ps(1024.0f), _CMP_GE_OQ);
-    const __mmask16 far = _mm512_mask_cmp_ps_mask(small, _mm512_abs_ps(_mm512_sub_ps(tf, rf)),
-                                                  _mm512_set1_ps(0.5f - 0x1p-10f), _CMP_LT_OQ);
-    const __mmask16 exact = _mm512_cmplt_epu32_mask(_mm512_abs_epi32(v),
-                                                    _mm512_set1_epi32(1 << 24));
-    if ((__mmask16)(((far | big) & exact) | ~mask) == (__mmask16)0xFFFF) {
-        const __m512 yf = _mm512_min_ps(_mm512_max_ps(rf, _mm512_set1_ps((float)t->lo)),
-                                        _mm512_set1_ps((float)t->hi));
+    const __mmask16 far = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(tf, rf)),
+                                             _mm512_set1_ps(0.5f - 0x1p-10f), _CMP_LT_OQ);
+    const __mmask16 exact =
+        _mm512_cmp_ps_mask(_mm512_abs_ps(f), _mm512_set1_ps(0x1p24f), _CMP_LT_OQ);
+    if ((__mmask16)((far & exact) | ~mask) == (__mmask16)0xFFFF) {
         _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask,
-                             _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(yf)));
+                             _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(rf)));
         return;
     }
     const __m512d zp = _mm512_set1_pd((double)t->y_zp);

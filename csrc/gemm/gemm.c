@@ -215,7 +215,8 @@ static void pack_a(const qc_gemm_args *g, int64_t i0, int64_t mc, int64_t kp, in
         }
         rsum[r] = (int32_t)sum;
         int32_t za = g->a_zp ? g->a_zp[g->a_zp_per_row ? i0 + r : 0] : 0;
-        zap[r] = za + zoff;
+        /* a per-tensor za' is folded into cterm by qc_gemm_run */
+        zap[r] = g->a_zp_per_row ? za + zoff : 0;
     }
 }
 
@@ -237,15 +238,20 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     float *scale = (float *)(cterm + ncp);
     float *fbias = scale + ncp;
 
-    /* Per-column terms for this column range (index 0 = column n0), zero in the slack. */
+    /* Per-column terms for this column range (index 0 = column n0), zero in the slack. A
+     * per-tensor za' multiplies bcorr the same way in every row: cterm takes -za' * bcorr
+     * once here (wrapping, so C is unchanged mod 2^32) and zap[r] is 0. */
     const int32_t boff = B->b_signed ? 0 : -128;
+    const uint32_t za_fold = g->a_zp_per_row ? 0u
+                             : (uint32_t)((g->a_zp ? g->a_zp[0] : 0) + (g->a_signed ? 128 : 0));
     for (int64_t x = 0; x < ncp; x++) {
         const int64_t j = g->n0 + x;
         if (x < ncols) {
             int32_t zb = g->b_zp ? g->b_zp[g->b_zp_per_col ? j : 0] : 0;
             zbp[x] = zb + boff;
             bcorr[x] = (int32_t)((uint32_t)B->colsum[j] - (uint32_t)B->k * (uint32_t)zbp[x]);
-            cterm[x] = g->bias ? g->bias[j] : 0;
+            cterm[x] = (int32_t)((uint32_t)(g->bias ? g->bias[j] : 0) -
+                                 za_fold * (uint32_t)bcorr[x]);
             scale[x] = g->out != QC_GEMM_OUT_S32 ? g->scale[g->scale_per_col ? j : 0] : 0.0f;
             fbias[x] = g->fbias ? g->fbias[j] : 0.0f;
         } else {
@@ -262,6 +268,7 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     t.hi = g->out == QC_GEMM_OUT_S8 ? 127 : 255;
     if (g->relu && g->y_zp > t.lo) t.lo = g->y_zp;
     t.ldc = g->ldc;
+    t.zap_zero = !g->a_zp_per_row;
     const size_t esize = g->out == QC_GEMM_OUT_S32 || g->out == QC_GEMM_OUT_F32 ? 4 : 1;
 
     for (int64_t i0 = 0; i0 < g->m; i0 += mc_max) {
@@ -283,6 +290,8 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
                     t.pw1 = j + QC_GEMM_NR < B->n ? qc_gemm_panel_width(B->n, j / QC_GEMM_NR + 1)
                                                   : 0;
                     t.zbp = zbp + jr;
+                    t.zbp_zero = 1;
+                    for (int x = 0; x < nc; x++) t.zbp_zero &= zbp[jr + x] == 0;
                     t.bcorr = bcorr + jr;
                     t.cterm = cterm + jr;
                     t.scale = scale + jr;

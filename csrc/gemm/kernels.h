@@ -15,13 +15,17 @@ typedef struct {
                             * a16 the same values as uint16 (row r at a16 + r * kp) */
     const uint16_t *a16;
     const int32_t *rsum;   /* per row: rowsum(a') */
-    const int32_t *zap;    /* per row: za' */
+    const int32_t *zap;    /* per row: za' (0 when the driver folded a per-tensor za' into
+                            * cterm, see cterm) */
     const int8_t *b;       /* panel holding column j0; the next panel is kp * 16 bytes on */
     int pw0, pw1;          /* widths of those two panels (16, or narrower: the last panel of
                             * B; group stride 4 * width); pw1 = 0 when B has no next panel */
     const int32_t *zbp;    /* per column: zb' */
     const int32_t *bcorr;  /* per column: colsum(b') - K * zb' */
-    const int32_t *cterm;  /* per column: bias (0 without bias) */
+    const int32_t *cterm;  /* per column: bias (0 without bias), minus za' * bcorr when za' is
+                            * per tensor (wrapping; zap[r] is then 0) */
+    int zbp_zero, zap_zero; /* 1: every zbp of this tile / every zap is 0, so SIMD kernels
+                             * may skip those products (the values are still valid) */
     const float *scale;    /* per column: requant/float scale (unused for int32 output) */
     const float *fbias;    /* per column: float bias (0 without; float output only) */
     void *c;               /* element (r, j0 + x) at c + r * ldc + x (in output elements) */
@@ -53,27 +57,31 @@ QC_INLINE int32_t qc_gemm_fix1(int32_t dot, int32_t cterm, int32_t zbp, int32_t 
 
 /* The requant epilogue for one element: float64 like onnx's reference, ties to even.
  *
- * SIMD kernels may take an exact float32 shortcut per vector (qc_gemm_requant_f32 lanes),
- * falling back to this float64 arithmetic for any vector where it is not proven equal:
- *   p = (float)v * scale, t = p + (float)y_zp (float32, two roundings, no FMA), y = clamp(rint(t))
- * is used only when every lane has |v| < 2^24 and either |p| >= 2^10, or |p| < 2^10 and
- * |t - rint(t)| < 1/2 - 2^-10. Proof that y then equals the float64 result:
- *   - |v| < 2^24: (float)v == v exactly, and v * scale (24 x 24 significant bits) is exact in
- *     float64, so the reference computes d = fl64(x) with x = v * scale + y_zp exactly known;
- *     |d - x| <= 2^-53 |x| < 2^-40 for |x| < 2^12.
- *   - |p| < 2^10: then |v * scale| <= 2^10 (rounding is monotone), so |p - v * scale| <=
- *     ulp(2^9)/2 = 2^-15 (absolute error below 2^-149 in the subnormal range); |p + y_zp| <
- *     2^10 + 256 < 2^11, so the add errs by at most ulp(2^10)/2 = 2^-14. Hence |t - x| <
- *     2^-15 + 2^-14 < 2^-13. If t lies in (k - 1/2 + 2^-10, k + 1/2 - 2^-10) for an integer k
- *     (that is |t - rint(t)| < 1/2 - 2^-10; t - rint(t) is exact in float32), then x and d,
- *     within 2^-13 + 2^-40 of t, lie strictly inside (k - 1/2, k + 1/2): rint(d) = k = rint(t),
- *     and the clamps agree.
- *   - |p| >= 2^10: |v * scale| >= 2^10 (1 - 2^-24) > 1023 with the sign of p, so |x|, |d|
- *     and |t| all exceed 1023 - 255 = 768 with that same sign; every clamp bound is in
- *     [-128, 255], so both sides clamp to hi (positive) or to lo (negative).
- *   - NaN (a zero times an infinite multiplier) fails both |p| tests and falls back.
- * Ties exactly at k + 1/2 (|t - rint(t)| = 1/2) always fall back, so ties to even are the
- * float64 path's. */
+ * SIMD kernels may take an exact float32 shortcut per vector, falling back to this float64
+ * arithmetic for any vector where it is not proven equal. With f = (float)v,
+ *   t = clamp((float)(f * scale) + (float)y_zp, lo, hi)   (float32, two roundings, no FMA)
+ *   y = rint(t)
+ * is used only when every lane has |f| < 2^24 and |t - rint(t)| < 1/2 - 2^-10 (so t is at
+ * least 2^-10 away from every tie k + 1/2). Proof that y equals the float64 result Y:
+ *   - |f| < 2^24 means |v| < 2^24 ((float) is monotone), so f == v, and v * scale (24 x 24
+ *     significant bits) is exact in float64: the reference computes d = fl64(x) with
+ *     x = v * scale + y_zp, |d - x| <= 2^-53 |x|.
+ *   - Let u = fl32(fl32(v * scale) + y_zp) (t before the clamp), p = fl32(v * scale).
+ *     Case |p| < 2^10: |v * scale| <= 2^10 (rounding is monotone), so |p - v * scale| <=
+ *     ulp(2^9)/2 = 2^-15 (below 2^-149 if subnormal); |p + y_zp| < 2^10 + 256 < 2^11, so the
+ *     add errs by at most ulp(2^10)/2 = 2^-14: |u - x| < 2^-15 + 2^-14 < 2^-13, and
+ *     |d - x| < 2^-40. Case |p| >= 2^10: |v * scale| > 1023, so u, x and d all have the sign
+ *     of p and magnitude above 1023 - 255 = 768, beyond both clamp bounds (in [-128, 255]).
+ *   - u in [lo, hi] (then |p| < 2^10, t = u): t lies in (k - 1/2 + 2^-10, k + 1/2 - 2^-10)
+ *     for an integer k in [lo, hi]; x and d, within 2^-13 + 2^-40 of t, lie strictly inside
+ *     (k - 1/2, k + 1/2), so rint(d) = k = y and the clamp keeps k.
+ *   - u < lo (t = lo, y = lo): either |p| >= 2^10 (d < -768, Y = lo), or x < lo + 2^-13 and
+ *     d < lo + 1/2, so rint(d) <= lo and Y = lo. u > hi likewise gives Y = hi = y.
+ *   - t - rint(t) is exact in float32 (|t| <= 255). Exact ties fail the test and fall back,
+ *     so ties to even are always the float64 path's. NaN (0 times an infinite multiplier):
+ *     max(NaN, lo) is lo on both paths (AVX-512 max returns the second operand).
+ * (Monotone rounding and float32-representable ties actually make any non-tie t exact; the
+ * 2^-10 margin keeps the argument independent of that.) */
 QC_INLINE int32_t qc_gemm_requant1(int32_t v, float scale, int32_t y_zp, int32_t lo,
                                     int32_t hi) {
     double d = (double)v * (double)scale + (double)y_zp;
