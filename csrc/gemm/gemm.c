@@ -269,6 +269,8 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     if (g->relu && g->y_zp > t.lo) t.lo = g->y_zp;
     t.ldc = g->ldc;
     t.zap_zero = !g->a_zp_per_row;
+    t.zbp_zero = 1;
+    for (int64_t x = 0; x < ncols; x++) t.zbp_zero &= zbp[x] == 0;
     const size_t esize = g->out == QC_GEMM_OUT_S32 || g->out == QC_GEMM_OUT_F32 ? 4 : 1;
 
     for (int64_t i0 = 0; i0 < g->m; i0 += mc_max) {
@@ -290,8 +292,6 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
                     t.pw1 = j + QC_GEMM_NR < B->n ? qc_gemm_panel_width(B->n, j / QC_GEMM_NR + 1)
                                                   : 0;
                     t.zbp = zbp + jr;
-                    t.zbp_zero = 1;
-                    for (int x = 0; x < nc; x++) t.zbp_zero &= zbp[jr + x] == 0;
                     t.bcorr = bcorr + jr;
                     t.cterm = cterm + jr;
                     t.scale = scale + jr;

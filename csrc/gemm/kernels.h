@@ -24,7 +24,7 @@ typedef struct {
     const int32_t *bcorr;  /* per column: colsum(b') - K * zb' */
     const int32_t *cterm;  /* per column: bias (0 without bias), minus za' * bcorr when za' is
                             * per tensor (wrapping; zap[r] is then 0) */
-    int zbp_zero, zap_zero; /* 1: every zbp of this tile / every zap is 0, so SIMD kernels
+    int zbp_zero, zap_zero; /* 1: every zbp of the call / every zap is 0, so SIMD kernels
                              * may skip those products (the values are still valid) */
     const float *scale;    /* per column: requant/float scale (unused for int32 output) */
     const float *fbias;    /* per column: float bias (0 without; float output only) */
