@@ -8,6 +8,21 @@
 
 #include "gemm/kernels.h"
 
+/* The float64 requantization of 8 lanes (qc_gemm_requant1), as 8 int16 in [lo, hi]. */
+QC_INLINE __m128i requant8_f64(const qc_gemm_tile *t, __m256i v, __m256 s) {
+    const __m256d zp = _mm256_set1_pd((double)t->y_zp);
+    const __m256d lo = _mm256_set1_pd((double)t->lo), hi = _mm256_set1_pd((double)t->hi);
+    __m256d d0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(v));
+    __m256d d1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(v, 1));
+    d0 = _mm256_add_pd(_mm256_mul_pd(d0, _mm256_cvtps_pd(_mm256_castps256_ps128(s))), zp);
+    d1 = _mm256_add_pd(_mm256_mul_pd(d1, _mm256_cvtps_pd(_mm256_extractf128_ps(s, 1))), zp);
+    d0 = _mm256_round_pd(d0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    d1 = _mm256_round_pd(d1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    d0 = _mm256_min_pd(_mm256_max_pd(d0, lo), hi);
+    d1 = _mm256_min_pd(_mm256_max_pd(d1, lo), hi);
+    return _mm_packs_epi32(_mm256_cvtpd_epi32(d0), _mm256_cvtpd_epi32(d1));
+}
+
 /* Epilogue for 8 columns of one row (bit-identical to qc_gemm_fix1 / qc_gemm_requant1). */
 QC_INLINE void qc_gemm_store8_avx2(const qc_gemm_tile *t, int r, int x0, __m256i acc,
                                      int nvalid) {
@@ -15,8 +30,10 @@ QC_INLINE void qc_gemm_store8_avx2(const qc_gemm_tile *t, int r, int x0, __m256i
     const __m256i bcorr = _mm256_loadu_si256((const __m256i *)(t->bcorr + x0));
     const __m256i cterm = _mm256_loadu_si256((const __m256i *)(t->cterm + x0));
     __m256i v = _mm256_add_epi32(acc, cterm);
-    v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zbp, _mm256_set1_epi32(t->rsum[r])));
-    v = _mm256_sub_epi32(v, _mm256_mullo_epi32(bcorr, _mm256_set1_epi32(t->zap[r])));
+    if (!t->zbp_zero)
+        v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zbp, _mm256_set1_epi32(t->rsum[r])));
+    if (!t->zap_zero)
+        v = _mm256_sub_epi32(v, _mm256_mullo_epi32(bcorr, _mm256_set1_epi32(t->zap[r])));
     if (t->out == QC_GEMM_OUT_S32) {
         int32_t *dst = (int32_t *)t->c + r * t->ldc + x0;
         if (nvalid == 8) {
@@ -42,17 +59,24 @@ QC_INLINE void qc_gemm_store8_avx2(const qc_gemm_tile *t, int r, int x0, __m256i
         }
         return;
     }
-    const __m256d zp = _mm256_set1_pd((double)t->y_zp);
-    const __m256d lo = _mm256_set1_pd((double)t->lo), hi = _mm256_set1_pd((double)t->hi);
-    __m256d d0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(v));
-    __m256d d1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(v, 1));
-    d0 = _mm256_add_pd(_mm256_mul_pd(d0, _mm256_cvtps_pd(_mm256_castps256_ps128(s))), zp);
-    d1 = _mm256_add_pd(_mm256_mul_pd(d1, _mm256_cvtps_pd(_mm256_extractf128_ps(s, 1))), zp);
-    d0 = _mm256_round_pd(d0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    d1 = _mm256_round_pd(d1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    d0 = _mm256_min_pd(_mm256_max_pd(d0, lo), hi);
-    d1 = _mm256_min_pd(_mm256_max_pd(d1, lo), hi);
-    const __m128i w = _mm_packs_epi32(_mm256_cvtpd_epi32(d0), _mm256_cvtpd_epi32(d1));
+    /* float32 shortcut, exact when every valid lane passes the tests proven in kernels.h */
+    const __m256 f = _mm256_cvtepi32_ps(v);
+    __m256 tf = _mm256_add_ps(_mm256_mul_ps(f, s), _mm256_set1_ps((float)t->y_zp));
+    tf = _mm256_min_ps(_mm256_max_ps(tf, _mm256_set1_ps((float)t->lo)),
+                       _mm256_set1_ps((float)t->hi));
+    const __m256 rf = _mm256_round_ps(tf, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256 far = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(tf, rf), absm),
+                                     _mm256_set1_ps(0.5f - 0x1p-10f), _CMP_LT_OQ);
+    const __m256 exact =
+        _mm256_cmp_ps(_mm256_and_ps(f, absm), _mm256_set1_ps(0x1p24f), _CMP_LT_OQ);
+    __m128i w;
+    if (((_mm256_movemask_ps(_mm256_and_ps(far, exact)) | (0xFF << nvalid)) & 0xFF) == 0xFF) {
+        const __m256i q = _mm256_cvtps_epi32(rf);
+        w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    } else {
+        w = requant8_f64(t, v, s);
+    }
     const __m128i bytes = t->out == QC_GEMM_OUT_S8 ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
     uint8_t tmp[16];
     _mm_storeu_si128((__m128i *)tmp, bytes);

@@ -79,7 +79,7 @@ QC_INLINE int32_t qc_gemm_fix1(int32_t dot, int32_t cterm, int32_t zbp, int32_t 
  *     d < lo + 1/2, so rint(d) <= lo and Y = lo. u > hi likewise gives Y = hi = y.
  *   - t - rint(t) is exact in float32 (|t| <= 255). Exact ties fail the test and fall back,
  *     so ties to even are always the float64 path's. NaN (0 times an infinite multiplier):
- *     max(NaN, lo) is lo on both paths (AVX-512 max returns the second operand).
+ *     max(NaN, lo) is lo on both paths (x86 max returns the second operand).
  * (Monotone rounding and float32-representable ties actually make any non-tie t exact; the
  * 2^-10 margin keeps the argument independent of that.) */
 QC_INLINE int32_t qc_gemm_requant1(int32_t v, float scale, int32_t y_zp, int32_t lo,
