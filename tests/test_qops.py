@@ -248,6 +248,26 @@ def test_qlinear_add_noncontiguous(isa):
     assert_equal_exact(qc.qlinear_add(a, 0.1, 128, b, 0.2, 120, 0.25, np.uint8(128)), want, isa)
 
 
+@pytest.mark.parametrize("adt,bdt,ydt", [(np.int8, np.int8, np.int8),
+                                         (np.int8, np.uint8, np.uint8),
+                                         (np.uint8, np.int8, np.int8),
+                                         (np.uint8, np.uint8, np.uint8)])
+def test_qlinear_add_large_streamed_output(isa, adt, bdt, ydt):
+    # >= 8 MiB outputs are written with non-temporal stores from the output's first 64-byte
+    # boundary: an `out` view starting 3 bytes into its buffer puts a masked head and tail
+    # around every 65536-byte task
+    n = (8 << 20) + 77
+    rng = np.random.default_rng(14)
+    a, b = rand_q(rng, (n,), adt), rand_q(rng, (n,), bdt)
+    want = ref_add(a, 0.03, 5, b, 0.05, -7 if bdt == np.int8 else 200, 0.045, ydt(3), ydt)
+    buf = np.empty(n + 3, ydt)
+    for t in (1, 2):
+        with num_threads(t):
+            got = qc.qlinear_add(a, 0.03, 5, b, 0.05, -7 if bdt == np.int8 else 200, 0.045,
+                                 ydt(3), out=buf[3:])
+        assert_equal_exact(got, want, f"{isa} t={t}")
+
+
 # ---- concat ----
 
 @pytest.mark.parametrize("axis", [0, 1, 2, 3, -1])
@@ -305,6 +325,21 @@ def test_qlinear_concat_chunks_across_inputs(isa):
         with num_threads(t):
             got = qc.qlinear_concat(inputs, 0.2, np.uint8(128), axis=1)
         assert_equal_exact(got, want, f"{isa} t={t}")
+
+
+def test_qlinear_concat_large_streamed_output(isa):
+    # >= 8 MiB outputs are streamed (see the add test); rows of 3 + 2 * 1048579 bytes keep
+    # most tasks' starts off the 64-byte grid, and the second input is a strided view
+    rng = np.random.default_rng(15)
+    inputs = [(rand_q(rng, (2, 2, 1, 3), np.uint8), 0.1, 128),
+              (rand_q(rng, (2, 2, 3, 1048579), np.int8)[:, :, :1, :], 0.3, 0),
+              (rand_q(rng, (2, 2, 1, 1048579), np.uint8), 0.07, 9)]
+    for ydt, yzp in ((np.uint8, 128), (np.int8, -5)):
+        want = ref_concat(inputs, 0.2, ydt(yzp), ydt, 3)
+        for t in (1, 2):
+            with num_threads(t):
+                got = qc.qlinear_concat(inputs, 0.2, ydt(yzp), axis=3)
+            assert_equal_exact(got, want, f"{isa} y={ydt.__name__} t={t}")
 
 
 @pytest.mark.parametrize("dt", [np.int8, np.uint8])

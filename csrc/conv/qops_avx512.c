@@ -141,15 +141,53 @@ QC_INLINE __m128i finish16(__m512 v, __m512 lo, __m512 hi, __m512i yzp) {
     return opaque128(_mm512_cvtepi32_epi8(_mm512_add_epi32(r, yzp)));
 }
 
-static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
-                       const qc_add_params *p) {
-    (void)sy;
+/* 64 int32 results r0..r3 (16 lanes each, already clamped and shifted by the zero point, so in
+ * the output type's range) to 64 bytes in order: the saturating packs are exact here and
+ * cheaper than four vpmovdb. packs interleaves per 128-bit lane l: dword 4l + q of the packed
+ * vector holds r_q's lanes 4l..4l+3, which belong at dword 4q + l. */
+QC_INLINE __m512i narrow64(__m512i r0, __m512i r1, __m512i r2, __m512i r3, int sy) {
+    const __m512i w01 = _mm512_packs_epi32(r0, r1), w23 = _mm512_packs_epi32(r2, r3);
+    const __m512i b = sy ? _mm512_packs_epi16(w01, w23) : _mm512_packus_epi16(w01, w23);
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_epi32(idx, b);
+}
+
+/* clamp to [lo, hi], round to nearest even, add the zero point (int32 lanes) */
+QC_INLINE __m512i round16(__m512 v, __m512 lo, __m512 hi, __m512i yzp) {
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    return _mm512_add_epi32(
+        _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), yzp);
+}
+
+/* 16 bytes at p widened to int32 (is_signed: int8, else uint8) minus zp, as float32 */
+QC_INLINE __m512 widen16_ps(const void *p, int is_signed, __m512i zp) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)p);
+    const __m512i w = is_signed ? _mm512_cvtepi8_epi32(v) : _mm512_cvtepu8_epi32(v);
+    return _mm512_cvtepi32_ps(_mm512_sub_epi32(w, zp));
+}
+
+/* Bytes before the first 64-byte aligned output address (all of n if fewer), when streaming:
+ * those go through the masked 16-lane loop, the rest 64 at a time with aligned stores. */
+QC_INLINE size_t stream_head(const void *y, size_t n, int stream) {
+    if (!stream) return 0;
+    const size_t h = (size_t)(-(uintptr_t)y & 63);
+    return h < n ? h : n;
+}
+
+QC_INLINE void store64(void *dst, __m512i v, int stream) {
+    if (stream) _mm512_stream_si512((void *)dst, v);
+    else _mm512_storeu_si512(dst, v);
+}
+
+/* Element-wise kernels: a masked 16-lane loop for the head (up to the output's 64-byte
+ * alignment when streaming) and the tail, 64 per step in between; the same float32 operations
+ * per element in every path. */
+QC_INLINE void add_span16(const int8_t *pa, int sa, const int8_t *pb, int sb, int8_t *py,
+                          size_t n, const qc_add_params *p) {
     const __m512i azp = _mm512_set1_epi32(p->azp), bzp = _mm512_set1_epi32(p->bzp);
     const __m512i yzp = _mm512_set1_epi32(p->yzp);
     const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
     const __m512 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
-    const int8_t *pa = a, *pb = b;
-    int8_t *py = y;
     for (size_t i = 0; i < n; i += 16) {
         const __mmask16 k = tail16(n - i);
         __m512 va = _mm512_cvtepi32_ps(_mm512_sub_epi32(load16_i32(pa + i, sa, k), azp));
@@ -159,18 +197,80 @@ static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, in
     }
 }
 
-static void requant_avx512(const void *x, int sx, void *y, int sy, size_t n,
-                           const qc_rq_params *p) {
-    (void)sy;
+#define QC_ADD64(SA, SB, SY)                                                                   \
+    for (; i + 64 <= n; i += 64) {                                                             \
+        __m512i r[4];                                                                          \
+        for (int q = 0; q < 4; q++) {                                                          \
+            const __m512 va = widen16_ps(pa + i + 16 * q, SA, azp);                            \
+            const __m512 vb = widen16_ps(pb + i + 16 * q, SB, bzp);                            \
+            r[q] = round16(_mm512_add_ps(_mm512_mul_ps(va, ma), _mm512_mul_ps(vb, mb)), lo,    \
+                           hi, yzp);                                                           \
+        }                                                                                      \
+        store64(py + i, narrow64(r[0], r[1], r[2], r[3], SY), stream);                         \
+    }
+
+static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
+                       const qc_add_params *p) {
+    const int8_t *pa = a, *pb = b;
+    int8_t *py = y;
+    const int stream = p->stream;
+    size_t i = stream_head(py, n, stream);
+    add_span16(pa, sa, pb, sb, py, i, p);
+    const __m512i azp = _mm512_set1_epi32(p->azp), bzp = _mm512_set1_epi32(p->bzp);
+    const __m512i yzp = _mm512_set1_epi32(p->yzp);
+    const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
+    const __m512 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    /* one loop per signedness, so the widening and packing are fixed in each */
+    switch ((sa ? 4 : 0) + (sb ? 2 : 0) + (sy ? 1 : 0)) {
+    case 0: QC_ADD64(0, 0, 0) break;
+    case 1: QC_ADD64(0, 0, 1) break;
+    case 2: QC_ADD64(0, 1, 0) break;
+    case 3: QC_ADD64(0, 1, 1) break;
+    case 4: QC_ADD64(1, 0, 0) break;
+    case 5: QC_ADD64(1, 0, 1) break;
+    case 6: QC_ADD64(1, 1, 0) break;
+    default: QC_ADD64(1, 1, 1) break;
+    }
+    if (stream) _mm_sfence();
+    add_span16(pa + i, sa, pb + i, sb, py + i, n - i, p);
+}
+
+QC_INLINE void requant_span16(const int8_t *px, int sx, int8_t *py, size_t n,
+                              const qc_rq_params *p) {
     const __m512i zp = _mm512_set1_epi32(p->zp), yzp = _mm512_set1_epi32(p->yzp);
     const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
-    const int8_t *px = x;
-    int8_t *py = y;
     for (size_t i = 0; i < n; i += 16) {
         const __mmask16 k = tail16(n - i);
         __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(load16_i32(px + i, sx, k), zp));
         _mm_mask_storeu_epi8(py + i, k, finish16(_mm512_mul_ps(v, m), lo, hi, yzp));
     }
+}
+
+#define QC_RQ64(SX, SY)                                                                        \
+    for (; i + 64 <= n; i += 64) {                                                             \
+        __m512i r[4];                                                                          \
+        for (int q = 0; q < 4; q++)                                                            \
+            r[q] = round16(_mm512_mul_ps(widen16_ps(px + i + 16 * q, SX, zp), m), lo, hi, yzp); \
+        store64(py + i, narrow64(r[0], r[1], r[2], r[3], SY), stream);                         \
+    }
+
+static void requant_avx512(const void *x, int sx, void *y, int sy, size_t n,
+                           const qc_rq_params *p) {
+    const int8_t *px = x;
+    int8_t *py = y;
+    const int stream = p->stream;
+    size_t i = stream_head(py, n, stream);
+    requant_span16(px, sx, py, i, p);
+    const __m512i zp = _mm512_set1_epi32(p->zp), yzp = _mm512_set1_epi32(p->yzp);
+    const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    switch ((sx ? 2 : 0) + (sy ? 1 : 0)) {
+    case 0: QC_RQ64(0, 0) break;
+    case 1: QC_RQ64(0, 1) break;
+    case 2: QC_RQ64(1, 0) break;
+    default: QC_RQ64(1, 1) break;
+    }
+    if (stream) _mm_sfence();
+    requant_span16(px + i, sx, py + i, n - i, p);
 }
 
 /* ---- max pooling: as the generic kernel (vertical max into ws, then horizontal), 64 bytes
