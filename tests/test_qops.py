@@ -144,6 +144,29 @@ def test_global_avg_pool_exact(isa, shape, dt):
     assert_equal_exact(got, want, f"{isa} {shape}")
 
 
+@pytest.mark.parametrize("hw", [(1, 63), (1, 64), (1, 65), (5, 51), (16, 16), (1, 257),
+                                (11, 29), (3, 107), (40, 41)])
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_global_avg_pool_plane_sums(isa, hw, dt):
+    # whole-plane windows are summed flat (256 bytes per step, then 64-byte masked steps):
+    # plane sizes around both, random and extreme values, zero points at both ends
+    rng = np.random.default_rng(hw[0] * 1000 + hw[1])
+    info = np.iinfo(dt)
+    q = rand_q(rng, (2, 3) + hw, dt)
+    q[0, 1] = info.max
+    q[1, 2] = info.min
+    for xzp, yzp in ((info.min, info.max), (info.max, info.min), (3, 0)):
+        want = ref_avg_pool(q, 0.02, xzp, 0.03, dt(yzp), hw, (1, 1), (0, 0, 0, 0), False)
+        got = qc.global_avg_pool(q, 0.02, dt(xzp), 0.03, dt(yzp))
+        assert_equal_exact(got, want, f"{isa} {hw} xzp={xzp}")
+        # the same window through avg_pool2d, also with padding (not a whole-plane window)
+        assert_equal_exact(qc.avg_pool2d(q, 0.02, dt(xzp), 0.03, dt(yzp), hw), want, isa)
+    k = (hw[0] + 1, hw[1] + 1)
+    want = ref_avg_pool(q, 0.02, 3, 0.03, dt(0), k, (1, 1), (1, 1, 0, 0), True)
+    assert_equal_exact(qc.avg_pool2d(q, 0.02, dt(3), 0.03, dt(0), k, pads=(1, 1, 0, 0),
+                                     count_include_pad=True), want, isa)
+
+
 def test_pool_large_plane_threads(isa):
     rng = np.random.default_rng(4)
     for dt in (np.uint8, np.int8):

@@ -365,9 +365,57 @@ QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _m
  * The per-column multipliers and offsets are cached after the rows and recomputed only when
  * the number of real rows changes. ws: OH * pw int16, then 2 * (OW + 16) 32-bit values. ---- */
 
+/* A window covering the whole plane without padding (global average pooling): one sum of the
+ * H * W bytes with vpsadbw into 64-bit lanes (int8 biased by 128 to uint8 first, the bias taken
+ * back from the total), then the int32 accumulator (wrapping like the generic kernel's) minus
+ * H * W * xzp and the same float32 requantization as every other window. */
+QC_INLINE int whole_plane(const qc_win2d *g) {
+    return g->OH == 1 && g->OW == 1 && (size_t)g->kh == g->H && (size_t)g->kw == g->W &&
+           (g->pt | g->pl | g->pb | g->pr) == 0;
+}
+
+static uint64_t sum_u8_avx512(const uint8_t *x, size_t n, int bias128) {
+    const __m512i flip = _mm512_set1_epi8(bias128 ? (char)0x80 : 0), zero = _mm512_setzero_si512();
+    __m512i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+    size_t i = 0;
+    for (; i + 256 <= n; i += 256) {
+        s0 = _mm512_add_epi64(s0, _mm512_sad_epu8(_mm512_xor_si512(
+                                      _mm512_loadu_si512((const void *)(x + i)), flip), zero));
+        s1 = _mm512_add_epi64(s1, _mm512_sad_epu8(_mm512_xor_si512(
+                                      _mm512_loadu_si512((const void *)(x + i + 64)), flip), zero));
+        s2 = _mm512_add_epi64(s2, _mm512_sad_epu8(_mm512_xor_si512(
+                                      _mm512_loadu_si512((const void *)(x + i + 128)), flip), zero));
+        s3 = _mm512_add_epi64(s3, _mm512_sad_epu8(_mm512_xor_si512(
+                                      _mm512_loadu_si512((const void *)(x + i + 192)), flip), zero));
+    }
+    for (; i < n; i += 64) {
+        /* masked-off bytes load as 0 and must stay 0 after the flip */
+        const __mmask64 k = tail64(n - i);
+        const __m512i v = _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, x + i), flip);
+        s0 = _mm512_add_epi64(s0, _mm512_sad_epu8(_mm512_maskz_mov_epi8(k, v), zero));
+    }
+    s0 = _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3));
+    return (uint64_t)_mm512_reduce_add_epi64(s0);
+}
+
+QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const qc_win2d *g,
+                                    const qc_avgpool_params *p) {
+    const size_t n = g->H * g->W;
+    uint64_t s = sum_u8_avx512(x, n, is_signed);
+    if (is_signed) s -= 128 * (uint64_t)n;
+    const int32_t cnt = (int32_t)n;
+    const int32_t acc = (int32_t)((uint32_t)s - (uint32_t)cnt * (uint32_t)p->xzp);
+    const float mc = p->m / (float)cnt;
+    *(uint8_t *)y = (uint8_t)qc_requant_f32((float)acc * mc, p->lo, p->hi, p->yzp);
+}
+
 #define QC_DEF_AVGPOOL512(T, T16, CVT16, WIDEN16, EVEN32, GENERIC, NAME)                      \
     static void NAME(const T *x, T *y, const qc_win2d *g, const qc_avgpool_params *p,         \
                      int32_t *ws) {                                                           \
+        if (whole_plane(g)) {                                                                 \
+            avgpool_whole_avx512(x, (T)-1 < 0, y, g, p);                                      \
+            return;                                                                           \
+        }                                                                                     \
         if (g->kh > 256) {                                                                    \
             GENERIC(x, y, g, p, ws);                                                          \
             return;                                                                           \
