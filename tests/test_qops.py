@@ -185,6 +185,37 @@ def test_pool_large_plane_threads(isa):
                                          (s, s), p, cip), f"{isa} {s} {k} {p} {cip}")
 
 
+@pytest.mark.parametrize("shape,k,s,p", [
+    ((1, 2, 300, 40), (3, 3), 1, (1, 1, 1, 1)),    # several row bands, a partial last one
+    ((1, 2, 301, 40), (3, 3), 2, (1, 1, 1, 1)),
+    ((1, 2, 250, 70), (2, 2), 2, (0, 0, 0, 0)),
+    ((1, 1, 5, 9000), (3, 3), 2, (1, 1, 1, 1)),    # rows wider than a band: one row each
+    ((1, 1, 40, 70), (16, 16), 2, (3, 2, 1, 4)),   # kh * kw > 255: 32-bit horizontal sums
+    ((1, 1, 40, 140), (15, 17), 2, (3, 2, 1, 4)),  # kh * kw = 255: the last 16-bit case
+    ((1, 1, 9, 131), (1, 5), 2, (0, 2, 0, 3)),
+])
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_pool_row_bands_and_stride2_sums(isa, shape, k, s, p, dt):
+    # pooling works in bands of output rows sized to the row width, and stride-2 average
+    # pooling sums windows in 16-bit lanes while kh * kw <= 255: extremes fill the windows
+    rng = np.random.default_rng(sum(shape) + k[0])
+    info = np.iinfo(dt)
+    q = rand_q(rng, shape, dt)
+    q[..., :7, :] = info.max
+    q[..., -5:, :] = info.min
+    q[..., :, :11] = info.max
+    yzp = dt(-5 if dt == np.int8 else 120)
+    assert_equal_exact(qc.max_pool2d(q, k, strides=s, pads=p), ref_max_pool(q, k, (s, s), p),
+                       f"{isa} {shape} {k} {s} {p}")
+    for xzp in (info.min, info.max):
+        for cip in (False, True):
+            assert_equal_exact(
+                qc.avg_pool2d(q, 0.1, dt(xzp), 0.07, yzp, k, strides=s, pads=p,
+                              count_include_pad=cip),
+                ref_avg_pool(q, 0.1, dt(xzp), 0.07, yzp, k, (s, s), p, cip),
+                f"{isa} {shape} {k} {s} {p} xzp={xzp} cip={cip}")
+
+
 def test_pool_strides_default_to_kernel_and_noncontiguous(isa):
     rng = np.random.default_rng(5)
     base = rand_q(rng, (2, 6, 10, 20), np.int8)

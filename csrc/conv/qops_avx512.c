@@ -274,8 +274,8 @@ static void requant_avx512(const void *x, int sx, void *y, int sy, size_t n,
 }
 
 /* ---- max pooling: as the generic kernel (vertical max into ws, then horizontal), 64 bytes
- * per step with masked loads/stores; scratch ws holds OH rows of pw bytes plus slack (the
- * stride-2 path loads whole 16-bit words, one byte past a row) ---- */
+ * per step with masked loads/stores; scratch ws holds a band of (at most OH) rows of pw bytes
+ * plus slack (the stride-2 path loads whole 16-bit words, one byte past a row) ---- */
 
 QC_INLINE __mmask64 tail64(size_t left) {
     return left >= 64 ? ~(__mmask64)0 : (__mmask64)((1ull << left) - 1);
@@ -285,10 +285,14 @@ QC_INLINE __mmask64 tail64(size_t left) {
     static void NAME(const T *x, T *y, const qc_win2d *g, T *ws) {                            \
         const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
         const int kw = g->kw;                                                                 \
-        /* all vertical maxima first (rows of pw in ws), so the horizontal pass never loads   \
-         * bytes just written by a masked store (store forwarding would stall) */             \
-        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            T *wrow = ws + oy * pw;                                                           \
+        /* in bands of output rows: the band's vertical maxima first (rows of pw in ws, ~8  \
+         * KiB, so they stay in L1), then its horizontal maxima, which never load bytes just  \
+         * written by a masked store (store forwarding would stall) */                        \
+        const size_t band = QC_MIN(g->OH, QC_MAX((size_t)1, 8192 / pw));                     \
+        for (size_t ob = 0; ob < g->OH; ob += band) {                                         \
+        const size_t oe = QC_MIN(g->OH, ob + band);                                           \
+        for (size_t oy = ob; oy < oe; oy++) {                                                 \
+            T *wrow = ws + (oy - ob) * pw;                                                           \
             for (size_t i = 0; i < (size_t)g->pl; i++) wrow[i] = TMIN;                        \
             for (size_t i = (size_t)g->pl + W; i < pw; i++) wrow[i] = TMIN;                   \
             T *row = wrow + g->pl;                                                            \
@@ -303,8 +307,8 @@ QC_INLINE __mmask64 tail64(size_t left) {
                 _mm512_mask_storeu_epi8(row + i, k, v);                                       \
             }                                                                                 \
         }                                                                                     \
-        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            const T *hrow = ws + oy * pw;                                                     \
+        for (size_t oy = ob; oy < oe; oy++) {                                                 \
+            const T *hrow = ws + (oy - ob) * pw;                                                     \
             T *out = y + oy * OW;                                                             \
             if (g->sw == 1) {                                                                 \
                 for (size_t i = 0; i < OW; i += 64) {                                         \
@@ -346,6 +350,7 @@ QC_INLINE __mmask64 tail64(size_t left) {
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
+        }                                                                                     \
     }
 
 #define QC_EVEN_U16(v) _mm512_and_si512((v), _mm512_set1_epi16(0xFF))
@@ -357,13 +362,15 @@ QC_DEF_MAXPOOL512(uint8_t, 0, _mm512_max_epu8, QC_EVEN_U16, QC_ODD_U16, _mm512_m
 QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _mm512_max_epi16,
                   _mm512_packs_epi16, maxpool_s8_avx512)
 
-/* ---- average pooling. Vertical pass first, for all output rows: raw sums of q over the
- * window's real rows in 16-bit lanes (32 per step; kh <= 256 keeps them exact: uint16 for
- * uint8, int16 for int8), padding columns 0. Then 16 outputs per step: horizontal sums widened
- * to int32 (stride 2 takes the even 16-bit lanes of 32-bit lanes), minus nrow * (real columns)
- * * xzp, so acc = sum of (q - xzp) over real cells; times float32(m / cnt) (a true division).
- * The per-column multipliers and offsets are cached after the rows and recomputed only when
- * the number of real rows changes. ws: OH * pw int16, then 2 * (OW + 16) 32-bit values. ---- */
+/* ---- average pooling, in bands of output rows (their vertical sums stay in L1). Vertical
+ * pass first, for the band's rows: raw sums of q over the window's real rows in 16-bit lanes
+ * (32 per step; kh <= 256 keeps them exact: uint16 for uint8, int16 for int8), padding
+ * columns 0. Then 16 outputs per step (stride 2 with kh * kw <= 255: 32 per step, see
+ * avg_row_s2): horizontal sums widened to int32 (stride 2 takes the even 16-bit lanes of
+ * 32-bit lanes), minus nrow * (real columns) * xzp, so acc = sum of (q - xzp) over real cells;
+ * times float32(m / cnt) (a true division). The per-column multipliers and offsets are cached
+ * after the rows and recomputed only when the number of real rows changes. ws: band * pw int16
+ * (band <= OH), then 2 * (OW + 16) 32-bit values. ---- */
 
 /* A window covering the whole plane without padding (global average pooling): one sum of the
  * H * W bytes with vpsadbw into 64-bit lanes (int8 biased by 128 to uint8 first, the bias taken
@@ -409,6 +416,54 @@ QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const
     *(uint8_t *)y = (uint8_t)qc_requant_f32((float)acc * mc, p->lo, p->hi, p->yzp);
 }
 
+/* One output row of average pooling with stride 2 from the vertical sums hrow (pw 16-bit
+ * values, padding 0), when kh * kw <= 255 so the window sums stay exact in 16 bits (uint16
+ * for uint8, int16 for int8): tap kx for 32 outputs is every other word of 64 words at
+ * hrow + 2i + kx (vpermt2w), summed in 16-bit lanes, then widened to int32 and requantized
+ * as in the general path; 64 outputs per store, narrowed with saturating packs. */
+QC_INLINE __m512i avg_row_s2_rq16(__m512i acc, const int32_t *offrow, const float *mcrow,
+                                  __mmask16 k, __m512 lo, __m512 hi, __m512i yzp) {
+    acc = _mm512_sub_epi32(acc, _mm512_maskz_loadu_epi32(k, offrow));
+    const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_maskz_loadu_ps(k, mcrow));
+    return _mm512_maskz_mov_epi32(k, round16(v, lo, hi, yzp));
+}
+
+QC_INLINE void avg_row_s2(const uint16_t *hrow, size_t OW, int kw, int is_signed,
+                          const int32_t *offrow, const float *mcrow, __m512 lo, __m512 hi,
+                          __m512i yzp, uint8_t *out) {
+    const __m512i ev = _mm512_setr_epi32(0x00020000, 0x00060004, 0x000A0008, 0x000E000C,
+                                         0x00120010, 0x00160014, 0x001A0018, 0x001E001C,
+                                         0x00220020, 0x00260024, 0x002A0028, 0x002E002C,
+                                         0x00320030, 0x00360034, 0x003A0038, 0x003E003C);
+    for (size_t i0 = 0; i0 < OW; i0 += 64) {
+        __m512i r[4];
+        for (int h = 0; h < 2; h++) {
+            const size_t i = i0 + 32 * (size_t)h;
+            const size_t nb = i < OW ? QC_MIN((size_t)32, OW - i) : 0;
+            /* words 0 .. 2 * nb - 2 from each tap's base are the ones used */
+            const __mmask64 kw64 = nb ? tail64(2 * nb - 1) : 0;
+            const __mmask32 k0 = (__mmask32)kw64, k1 = (__mmask32)(kw64 >> 32);
+            __m512i s = _mm512_setzero_si512();
+            for (int kx = 0; kx < kw; kx++) {
+                const uint16_t *b = hrow + 2 * i + (size_t)kx;
+                const __m512i l0 = _mm512_maskz_loadu_epi16(k0, b);
+                const __m512i l1 = _mm512_maskz_loadu_epi16(k1, b + 32);
+                s = _mm512_add_epi16(s, _mm512_permutex2var_epi16(l0, ev, l1));
+            }
+            const __m256i s0 = _mm512_castsi512_si256(s), s1 = _mm512_extracti64x4_epi64(s, 1);
+            const __m512i a0 = is_signed ? _mm512_cvtepi16_epi32(s0) : _mm512_cvtepu16_epi32(s0);
+            const __m512i a1 = is_signed ? _mm512_cvtepi16_epi32(s1) : _mm512_cvtepu16_epi32(s1);
+            const size_t n0 = QC_MIN(nb, (size_t)16), n1 = nb - n0;
+            r[2 * h] = avg_row_s2_rq16(a0, offrow + i, mcrow + i, tail16(n0), lo, hi, yzp);
+            r[2 * h + 1] =
+                avg_row_s2_rq16(a1, offrow + i + 16, mcrow + i + 16, tail16(n1), lo, hi, yzp);
+        }
+        const __m512i b = narrow64(r[0], r[1], r[2], r[3], is_signed);
+        if (OW - i0 >= 64) _mm512_storeu_si512((void *)(out + i0), b);
+        else _mm512_mask_storeu_epi8(out + i0, tail64(OW - i0), b);
+    }
+}
+
 #define QC_DEF_AVGPOOL512(T, T16, CVT16, WIDEN16, EVEN32, GENERIC, NAME)                      \
     static void NAME(const T *x, T *y, const qc_win2d *g, const qc_avgpool_params *p,         \
                      int32_t *ws) {                                                           \
@@ -423,8 +478,25 @@ QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const
         const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
         const int kw = g->kw;                                                                 \
         T16 *rows16 = (T16 *)ws;                                                              \
-        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            T16 *wrow = rows16 + oy * pw;                                                     \
+        /* bands of output rows: the band's vertical sums (~8 KiB) stay in L1 for the      \
+         * horizontal pass, written a whole band before they are read back */              \
+        const size_t band = QC_MIN(g->OH, QC_MAX((size_t)1, 4096 / pw));                     \
+        const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, \
+                                                14, 15);                                      \
+        const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo);                    \
+        const __m512 hi = _mm512_set1_ps(p->hi);                                              \
+        const __m512i yzp = _mm512_set1_epi32(p->yzp), zero = _mm512_setzero_si512();         \
+        const __m512i Wv = _mm512_set1_epi32((int32_t)W), kwv = _mm512_set1_epi32(kw);        \
+        const __m512i xzp = _mm512_set1_epi32(p->xzp);                                        \
+        const __m512i full = _mm512_set1_epi32(g->kh * kw);                                   \
+        const size_t OWr = (OW + 15) & ~(size_t)15;                                           \
+        float *mcrow = (float *)(ws + (band * pw + 1) / 2);                                   \
+        int32_t *offrow = (int32_t *)(mcrow + OWr);                                           \
+        ptrdiff_t last_nrow = -1;                                                             \
+        for (size_t ob = 0; ob < g->OH; ob += band) {                                         \
+        const size_t oe = QC_MIN(g->OH, ob + band);                                           \
+        for (size_t oy = ob; oy < oe; oy++) {                                                 \
+            T16 *wrow = rows16 + (oy - ob) * pw;                                              \
             for (size_t i = 0; i < (size_t)g->pl; i++) wrow[i] = 0;                           \
             for (size_t i = (size_t)g->pl + W; i < pw; i++) wrow[i] = 0;                      \
             T16 *row = wrow + g->pl;                                                          \
@@ -440,20 +512,8 @@ QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const
                 _mm512_mask_storeu_epi16(row + i, k, v);                                      \
             }                                                                                 \
         }                                                                                     \
-        const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, \
-                                                14, 15);                                      \
-        const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo);                    \
-        const __m512 hi = _mm512_set1_ps(p->hi);                                              \
-        const __m512i yzp = _mm512_set1_epi32(p->yzp), zero = _mm512_setzero_si512();         \
-        const __m512i Wv = _mm512_set1_epi32((int32_t)W), kwv = _mm512_set1_epi32(kw);        \
-        const __m512i xzp = _mm512_set1_epi32(p->xzp);                                        \
-        const __m512i full = _mm512_set1_epi32(g->kh * kw);                                   \
-        const size_t OWr = (OW + 15) & ~(size_t)15;                                           \
-        float *mcrow = (float *)(ws + (g->OH * pw + 1) / 2);                                  \
-        int32_t *offrow = (int32_t *)(mcrow + OWr);                                           \
-        ptrdiff_t last_nrow = -1;                                                             \
-        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            const T16 *hrow = rows16 + oy * pw;                                               \
+        for (size_t oy = ob; oy < oe; oy++) {                                                 \
+            const T16 *hrow = rows16 + (oy - ob) * pw;                                        \
             ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt, y1 = y0 + g->kh;                    \
             if (y0 < 0) y0 = 0;                                                               \
             if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
@@ -477,6 +537,11 @@ QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const
                 }                                                                             \
             }                                                                                 \
             T *out = y + oy * OW;                                                             \
+            if (g->sw == 2 && g->kh * kw <= 255) {                                            \
+                avg_row_s2((const uint16_t *)hrow, OW, kw, (T)-1 < 0, offrow, mcrow, lo, hi,  \
+                           yzp, (uint8_t *)out);                                              \
+                continue;                                                                     \
+            }                                                                                 \
             for (size_t i = 0; i < OW; i += 16) {                                             \
                 const size_t nb = QC_MIN((size_t)16, OW - i);                                 \
                 const __mmask16 k = tail16(nb);                                               \
@@ -505,6 +570,7 @@ QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const
                                                _mm512_loadu_ps(mcrow + i));                   \
                 _mm_mask_storeu_epi8(out + i, k, finish16(v, lo, hi, yzp));                   \
             }                                                                                 \
+        }                                                                                     \
         }                                                                                     \
     }
 
