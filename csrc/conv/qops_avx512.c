@@ -365,12 +365,11 @@ QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _m
 /* ---- average pooling, in bands of output rows (their vertical sums stay in L1). Vertical
  * pass first, for the band's rows: raw sums of q over the window's real rows in 16-bit lanes
  * (32 per step; kh <= 256 keeps them exact: uint16 for uint8, int16 for int8), padding
- * columns 0. Then 16 outputs per step (stride 2 with kh * kw <= 255: 32 per step, see
- * avg_row_s2): horizontal sums widened to int32 (stride 2 takes the even 16-bit lanes of
- * 32-bit lanes), minus nrow * (real columns) * xzp, so acc = sum of (q - xzp) over real cells;
- * times float32(m / cnt) (a true division). The per-column multipliers and offsets are cached
- * after the rows and recomputed only when the number of real rows changes. ws: band * pw int16
- * (band <= OH), then 2 * (OW + 16) 32-bit values. ---- */
+ * columns 0. Then 16 outputs per step: horizontal sums widened to int32 (stride 2 takes the
+ * even 16-bit lanes of 32-bit lanes), minus nrow * (real columns) * xzp, so acc = sum of
+ * (q - xzp) over real cells; times float32(m / cnt) (a true division). The per-column
+ * multipliers and offsets are cached after the rows and recomputed only when the number of
+ * real rows changes. ws: band * pw int16 (band <= OH), then 2 * (OW + 16) 32-bit values. ---- */
 
 /* A window covering the whole plane without padding (global average pooling): one sum of the
  * H * W bytes with vpsadbw into 64-bit lanes (int8 biased by 128 to uint8 first, the bias taken
@@ -414,54 +413,6 @@ QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const
     const int32_t acc = (int32_t)((uint32_t)s - (uint32_t)cnt * (uint32_t)p->xzp);
     const float mc = p->m / (float)cnt;
     *(uint8_t *)y = (uint8_t)qc_requant_f32((float)acc * mc, p->lo, p->hi, p->yzp);
-}
-
-/* One output row of average pooling with stride 2 from the vertical sums hrow (pw 16-bit
- * values, padding 0), when kh * kw <= 255 so the window sums stay exact in 16 bits (uint16
- * for uint8, int16 for int8): tap kx for 32 outputs is every other word of 64 words at
- * hrow + 2i + kx (vpermt2w), summed in 16-bit lanes, then widened to int32 and requantized
- * as in the general path; 64 outputs per store, narrowed with saturating packs. */
-QC_INLINE __m512i avg_row_s2_rq16(__m512i acc, const int32_t *offrow, const float *mcrow,
-                                  __mmask16 k, __m512 lo, __m512 hi, __m512i yzp) {
-    acc = _mm512_sub_epi32(acc, _mm512_maskz_loadu_epi32(k, offrow));
-    const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_maskz_loadu_ps(k, mcrow));
-    return _mm512_maskz_mov_epi32(k, round16(v, lo, hi, yzp));
-}
-
-QC_INLINE void avg_row_s2(const uint16_t *hrow, size_t OW, int kw, int is_signed,
-                          const int32_t *offrow, const float *mcrow, __m512 lo, __m512 hi,
-                          __m512i yzp, uint8_t *out) {
-    const __m512i ev = _mm512_setr_epi32(0x00020000, 0x00060004, 0x000A0008, 0x000E000C,
-                                         0x00120010, 0x00160014, 0x001A0018, 0x001E001C,
-                                         0x00220020, 0x00260024, 0x002A0028, 0x002E002C,
-                                         0x00320030, 0x00360034, 0x003A0038, 0x003E003C);
-    for (size_t i0 = 0; i0 < OW; i0 += 64) {
-        __m512i r[4];
-        for (int h = 0; h < 2; h++) {
-            const size_t i = i0 + 32 * (size_t)h;
-            const size_t nb = i < OW ? QC_MIN((size_t)32, OW - i) : 0;
-            /* words 0 .. 2 * nb - 2 from each tap's base are the ones used */
-            const __mmask64 kw64 = nb ? tail64(2 * nb - 1) : 0;
-            const __mmask32 k0 = (__mmask32)kw64, k1 = (__mmask32)(kw64 >> 32);
-            __m512i s = _mm512_setzero_si512();
-            for (int kx = 0; kx < kw; kx++) {
-                const uint16_t *b = hrow + 2 * i + (size_t)kx;
-                const __m512i l0 = _mm512_maskz_loadu_epi16(k0, b);
-                const __m512i l1 = _mm512_maskz_loadu_epi16(k1, b + 32);
-                s = _mm512_add_epi16(s, _mm512_permutex2var_epi16(l0, ev, l1));
-            }
-            const __m256i s0 = _mm512_castsi512_si256(s), s1 = _mm512_extracti64x4_epi64(s, 1);
-            const __m512i a0 = is_signed ? _mm512_cvtepi16_epi32(s0) : _mm512_cvtepu16_epi32(s0);
-            const __m512i a1 = is_signed ? _mm512_cvtepi16_epi32(s1) : _mm512_cvtepu16_epi32(s1);
-            const size_t n0 = QC_MIN(nb, (size_t)16), n1 = nb - n0;
-            r[2 * h] = avg_row_s2_rq16(a0, offrow + i, mcrow + i, tail16(n0), lo, hi, yzp);
-            r[2 * h + 1] =
-                avg_row_s2_rq16(a1, offrow + i + 16, mcrow + i + 16, tail16(n1), lo, hi, yzp);
-        }
-        const __m512i b = narrow64(r[0], r[1], r[2], r[3], is_signed);
-        if (OW - i0 >= 64) _mm512_storeu_si512((void *)(out + i0), b);
-        else _mm512_mask_storeu_epi8(out + i0, tail64(OW - i0), b);
-    }
 }
 
 #define QC_DEF_AVGPOOL512(T, T16, CVT16, WIDEN16, EVEN32, GENERIC, NAME)                      \
@@ -537,11 +488,6 @@ QC_INLINE void avg_row_s2(const uint16_t *hrow, size_t OW, int kw, int is_signed
                 }                                                                             \
             }                                                                                 \
             T *out = y + oy * OW;                                                             \
-            if (g->sw == 2 && g->kh * kw <= 255) {                                            \
-                avg_row_s2((const uint16_t *)hrow, OW, kw, (T)-1 < 0, offrow, mcrow, lo, hi,  \
-                           yzp, (uint8_t *)out);                                              \
-                continue;                                                                     \
-            }                                                                                 \
             for (size_t i = 0; i < OW; i += 16) {                                             \
                 const size_t nb = QC_MIN((size_t)16, OW - i);                                 \
                 const __mmask16 k = tail16(nb);                                               \
