@@ -285,10 +285,10 @@ QC_INLINE __mmask64 tail64(size_t left) {
     static void NAME(const T *x, T *y, const qc_win2d *g, T *ws) {                            \
         const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
         const int kw = g->kw;                                                                 \
-        /* in bands of output rows: the band's vertical maxima first (rows of pw in ws, ~8  \
+        /* in bands of output rows: the band's vertical maxima first (rows of pw in ws, ~2  \
          * KiB, so they stay in L1), then its horizontal maxima, which never load bytes just  \
          * written by a masked store (store forwarding would stall) */                        \
-        const size_t band = QC_MIN(g->OH, QC_MAX((size_t)1, 8192 / pw));                     \
+        const size_t band = QC_MIN(g->OH, QC_MAX((size_t)1, 2048 / pw));                     \
         for (size_t ob = 0; ob < g->OH; ob += band) {                                         \
         const size_t oe = QC_MIN(g->OH, ob + band);                                           \
         for (size_t oy = ob; oy < oe; oy++) {                                                 \
