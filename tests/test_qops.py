@@ -144,6 +144,29 @@ def test_global_avg_pool_exact(isa, shape, dt):
     assert_equal_exact(got, want, f"{isa} {shape}")
 
 
+@pytest.mark.parametrize("hw", [(1, 63), (1, 64), (1, 65), (5, 51), (16, 16), (1, 257),
+                                (11, 29), (3, 107), (40, 41)])
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_global_avg_pool_plane_sums(isa, hw, dt):
+    # whole-plane windows are summed flat (256 bytes per step, then 64-byte masked steps):
+    # plane sizes around both, random and extreme values, zero points at both ends
+    rng = np.random.default_rng(hw[0] * 1000 + hw[1])
+    info = np.iinfo(dt)
+    q = rand_q(rng, (2, 3) + hw, dt)
+    q[0, 1] = info.max
+    q[1, 2] = info.min
+    for xzp, yzp in ((info.min, info.max), (info.max, info.min), (3, 0)):
+        want = ref_avg_pool(q, 0.02, xzp, 0.03, dt(yzp), hw, (1, 1), (0, 0, 0, 0), False)
+        got = qc.global_avg_pool(q, 0.02, dt(xzp), 0.03, dt(yzp))
+        assert_equal_exact(got, want, f"{isa} {hw} xzp={xzp}")
+        # the same window through avg_pool2d, also with padding (not a whole-plane window)
+        assert_equal_exact(qc.avg_pool2d(q, 0.02, dt(xzp), 0.03, dt(yzp), hw), want, isa)
+    k = (hw[0] + 1, hw[1] + 1)
+    want = ref_avg_pool(q, 0.02, 3, 0.03, dt(0), k, (1, 1), (1, 1, 0, 0), True)
+    assert_equal_exact(qc.avg_pool2d(q, 0.02, dt(3), 0.03, dt(0), k, pads=(1, 1, 0, 0),
+                                     count_include_pad=True), want, isa)
+
+
 def test_pool_large_plane_threads(isa):
     rng = np.random.default_rng(4)
     for dt in (np.uint8, np.int8):
@@ -160,6 +183,35 @@ def test_pool_large_plane_threads(isa):
                                           strides=s, pads=p, count_include_pad=cip),
                             ref_avg_pool(q, 0.1, 3, 0.07, -5 if dt == np.int8 else 120, k,
                                          (s, s), p, cip), f"{isa} {s} {k} {p} {cip}")
+
+
+@pytest.mark.parametrize("shape,k,s,p", [
+    ((1, 2, 300, 40), (3, 3), 1, (1, 1, 1, 1)),    # several row bands, a partial last one
+    ((1, 2, 301, 40), (3, 3), 2, (1, 1, 1, 1)),
+    ((1, 2, 250, 70), (2, 2), 2, (0, 0, 0, 0)),
+    ((1, 1, 5, 9000), (3, 3), 2, (1, 1, 1, 1)),    # rows wider than a band: one row each
+    ((1, 1, 40, 70), (16, 16), 2, (3, 2, 1, 4)),   # a large window, padded on every side
+    ((1, 1, 9, 131), (1, 5), 2, (0, 2, 0, 3)),
+])
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_pool_row_bands(isa, shape, k, s, p, dt):
+    # pooling works in bands of output rows sized to the row width; extremes fill the windows
+    rng = np.random.default_rng(sum(shape) + k[0])
+    info = np.iinfo(dt)
+    q = rand_q(rng, shape, dt)
+    q[..., :7, :] = info.max
+    q[..., -5:, :] = info.min
+    q[..., :, :11] = info.max
+    yzp = dt(-5 if dt == np.int8 else 120)
+    assert_equal_exact(qc.max_pool2d(q, k, strides=s, pads=p), ref_max_pool(q, k, (s, s), p),
+                       f"{isa} {shape} {k} {s} {p}")
+    for xzp in (info.min, info.max):
+        for cip in (False, True):
+            assert_equal_exact(
+                qc.avg_pool2d(q, 0.1, dt(xzp), 0.07, yzp, k, strides=s, pads=p,
+                              count_include_pad=cip),
+                ref_avg_pool(q, 0.1, dt(xzp), 0.07, yzp, k, (s, s), p, cip),
+                f"{isa} {shape} {k} {s} {p} xzp={xzp} cip={cip}")
 
 
 def test_pool_strides_default_to_kernel_and_noncontiguous(isa):
@@ -248,6 +300,26 @@ def test_qlinear_add_noncontiguous(isa):
     assert_equal_exact(qc.qlinear_add(a, 0.1, 128, b, 0.2, 120, 0.25, np.uint8(128)), want, isa)
 
 
+@pytest.mark.parametrize("adt,bdt,ydt", [(np.int8, np.int8, np.int8),
+                                         (np.int8, np.uint8, np.uint8),
+                                         (np.uint8, np.int8, np.int8),
+                                         (np.uint8, np.uint8, np.uint8)])
+def test_qlinear_add_large_streamed_output(isa, adt, bdt, ydt):
+    # >= 8 MiB outputs are written with non-temporal stores from the output's first 64-byte
+    # boundary: an `out` view starting 3 bytes into its buffer puts a masked head and tail
+    # around every 65536-byte task
+    n = (8 << 20) + 77
+    rng = np.random.default_rng(14)
+    a, b = rand_q(rng, (n,), adt), rand_q(rng, (n,), bdt)
+    want = ref_add(a, 0.03, 5, b, 0.05, -7 if bdt == np.int8 else 200, 0.045, ydt(3), ydt)
+    buf = np.empty(n + 3, ydt)
+    for t in (1, 2):
+        with num_threads(t):
+            got = qc.qlinear_add(a, 0.03, 5, b, 0.05, -7 if bdt == np.int8 else 200, 0.045,
+                                 ydt(3), out=buf[3:])
+        assert_equal_exact(got, want, f"{isa} t={t}")
+
+
 # ---- concat ----
 
 @pytest.mark.parametrize("axis", [0, 1, 2, 3, -1])
@@ -305,6 +377,21 @@ def test_qlinear_concat_chunks_across_inputs(isa):
         with num_threads(t):
             got = qc.qlinear_concat(inputs, 0.2, np.uint8(128), axis=1)
         assert_equal_exact(got, want, f"{isa} t={t}")
+
+
+def test_qlinear_concat_large_streamed_output(isa):
+    # >= 8 MiB outputs are streamed (see the add test); rows of 3 + 2 * 1048579 bytes keep
+    # most tasks' starts off the 64-byte grid, and the second input is a strided view
+    rng = np.random.default_rng(15)
+    inputs = [(rand_q(rng, (2, 2, 1, 3), np.uint8), 0.1, 128),
+              (rand_q(rng, (2, 2, 3, 1048579), np.int8)[:, :, :1, :], 0.3, 0),
+              (rand_q(rng, (2, 2, 1, 1048579), np.uint8), 0.07, 9)]
+    for ydt, yzp in ((np.uint8, 128), (np.int8, -5)):
+        want = ref_concat(inputs, 0.2, ydt(yzp), ydt, 3)
+        for t in (1, 2):
+            with num_threads(t):
+                got = qc.qlinear_concat(inputs, 0.2, ydt(yzp), axis=3)
+            assert_equal_exact(got, want, f"{isa} y={ydt.__name__} t={t}")
 
 
 @pytest.mark.parametrize("dt", [np.int8, np.uint8])

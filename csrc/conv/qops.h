@@ -61,13 +61,19 @@ typedef struct {
 typedef struct {
     int32_t azp, bzp, yzp;
     float ma, mb, lo, hi;
+    int stream;               /* hint: output too large to stay in cache, store past it */
 } qc_add_params;
 
 /* concat requantization of one input: y = requant_f32(float(q - zp) * m), m = s / y_scale. */
 typedef struct {
     int32_t zp, yzp;
     float m, lo, hi;
+    int stream;               /* hint: as qc_add_params.stream */
 } qc_rq_params;
+
+/* Outputs of add / concat at least this large are written with non-temporal stores where a
+ * kernel supports them (results are the same; only the cache traffic differs). */
+#define QC_STREAM_BYTES ((size_t)8 << 20)
 
 /* Depthwise convolution of one plane, from its stride-phase sub-planes: with the padded plane
  * xpad ((pt + H + pb) x (pl + W + pr), holding q - xzp and 0 in the padding, as ONNX pads the

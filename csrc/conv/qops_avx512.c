@@ -141,15 +141,53 @@ QC_INLINE __m128i finish16(__m512 v, __m512 lo, __m512 hi, __m512i yzp) {
     return opaque128(_mm512_cvtepi32_epi8(_mm512_add_epi32(r, yzp)));
 }
 
-static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
-                       const qc_add_params *p) {
-    (void)sy;
+/* 64 int32 results r0..r3 (16 lanes each, already clamped and shifted by the zero point, so in
+ * the output type's range) to 64 bytes in order: the saturating packs are exact here and
+ * cheaper than four vpmovdb. packs interleaves per 128-bit lane l: dword 4l + q of the packed
+ * vector holds r_q's lanes 4l..4l+3, which belong at dword 4q + l. */
+QC_INLINE __m512i narrow64(__m512i r0, __m512i r1, __m512i r2, __m512i r3, int sy) {
+    const __m512i w01 = _mm512_packs_epi32(r0, r1), w23 = _mm512_packs_epi32(r2, r3);
+    const __m512i b = sy ? _mm512_packs_epi16(w01, w23) : _mm512_packus_epi16(w01, w23);
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_epi32(idx, b);
+}
+
+/* clamp to [lo, hi], round to nearest even, add the zero point (int32 lanes) */
+QC_INLINE __m512i round16(__m512 v, __m512 lo, __m512 hi, __m512i yzp) {
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    return _mm512_add_epi32(
+        _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), yzp);
+}
+
+/* 16 bytes at p widened to int32 (is_signed: int8, else uint8) minus zp, as float32 */
+QC_INLINE __m512 widen16_ps(const void *p, int is_signed, __m512i zp) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)p);
+    const __m512i w = is_signed ? _mm512_cvtepi8_epi32(v) : _mm512_cvtepu8_epi32(v);
+    return _mm512_cvtepi32_ps(_mm512_sub_epi32(w, zp));
+}
+
+/* Bytes before the first 64-byte aligned output address (all of n if fewer), when streaming:
+ * those go through the masked 16-lane loop, the rest 64 at a time with aligned stores. */
+QC_INLINE size_t stream_head(const void *y, size_t n, int stream) {
+    if (!stream) return 0;
+    const size_t h = (size_t)(-(uintptr_t)y & 63);
+    return h < n ? h : n;
+}
+
+QC_INLINE void store64(void *dst, __m512i v, int stream) {
+    if (stream) _mm512_stream_si512((void *)dst, v);
+    else _mm512_storeu_si512(dst, v);
+}
+
+/* Element-wise kernels: a masked 16-lane loop for the head (up to the output's 64-byte
+ * alignment when streaming) and the tail, 64 per step in between; the same float32 operations
+ * per element in every path. */
+QC_INLINE void add_span16(const int8_t *pa, int sa, const int8_t *pb, int sb, int8_t *py,
+                          size_t n, const qc_add_params *p) {
     const __m512i azp = _mm512_set1_epi32(p->azp), bzp = _mm512_set1_epi32(p->bzp);
     const __m512i yzp = _mm512_set1_epi32(p->yzp);
     const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
     const __m512 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
-    const int8_t *pa = a, *pb = b;
-    int8_t *py = y;
     for (size_t i = 0; i < n; i += 16) {
         const __mmask16 k = tail16(n - i);
         __m512 va = _mm512_cvtepi32_ps(_mm512_sub_epi32(load16_i32(pa + i, sa, k), azp));
@@ -159,13 +197,48 @@ static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, in
     }
 }
 
-static void requant_avx512(const void *x, int sx, void *y, int sy, size_t n,
-                           const qc_rq_params *p) {
-    (void)sy;
+#define QC_ADD64(SA, SB, SY)                                                                   \
+    for (; i + 64 <= n; i += 64) {                                                             \
+        __m512i r[4];                                                                          \
+        for (int q = 0; q < 4; q++) {                                                          \
+            const __m512 va = widen16_ps(pa + i + 16 * q, SA, azp);                            \
+            const __m512 vb = widen16_ps(pb + i + 16 * q, SB, bzp);                            \
+            r[q] = round16(_mm512_add_ps(_mm512_mul_ps(va, ma), _mm512_mul_ps(vb, mb)), lo,    \
+                           hi, yzp);                                                           \
+        }                                                                                      \
+        store64(py + i, narrow64(r[0], r[1], r[2], r[3], SY), stream);                         \
+    }
+
+static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
+                       const qc_add_params *p) {
+    const int8_t *pa = a, *pb = b;
+    int8_t *py = y;
+    const int stream = p->stream;
+    size_t i = stream_head(py, n, stream);
+    add_span16(pa, sa, pb, sb, py, i, p);
+    const __m512i azp = _mm512_set1_epi32(p->azp), bzp = _mm512_set1_epi32(p->bzp);
+    const __m512i yzp = _mm512_set1_epi32(p->yzp);
+    const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
+    const __m512 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    /* one loop per signedness, so the widening and packing are fixed in each */
+    switch ((sa ? 4 : 0) + (sb ? 2 : 0) + (sy ? 1 : 0)) {
+    case 0: QC_ADD64(0, 0, 0) break;
+    case 1: QC_ADD64(0, 0, 1) break;
+    case 2: QC_ADD64(0, 1, 0) break;
+    case 3: QC_ADD64(0, 1, 1) break;
+    case 4: QC_ADD64(1, 0, 0) break;
+    case 5: QC_ADD64(1, 0, 1) break;
+    case 6: QC_ADD64(1, 1, 0) break;
+    default: QC_ADD64(1, 1, 1) break;
+    }
+    if (stream) _mm_sfence();
+    add_span16(pa + i, sa, pb + i, sb, py + i, n - i, p);
+}
+
+QC_INLINE void requant_span16(const int8_t *px, int sx, int8_t *py, size_t n,
+                              const qc_rq_params *p) {
     const __m512i zp = _mm512_set1_epi32(p->zp), yzp = _mm512_set1_epi32(p->yzp);
     const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
-    const int8_t *px = x;
-    int8_t *py = y;
     for (size_t i = 0; i < n; i += 16) {
         const __mmask16 k = tail16(n - i);
         __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(load16_i32(px + i, sx, k), zp));
@@ -173,9 +246,36 @@ static void requant_avx512(const void *x, int sx, void *y, int sy, size_t n,
     }
 }
 
+#define QC_RQ64(SX, SY)                                                                        \
+    for (; i + 64 <= n; i += 64) {                                                             \
+        __m512i r[4];                                                                          \
+        for (int q = 0; q < 4; q++)                                                            \
+            r[q] = round16(_mm512_mul_ps(widen16_ps(px + i + 16 * q, SX, zp), m), lo, hi, yzp); \
+        store64(py + i, narrow64(r[0], r[1], r[2], r[3], SY), stream);                         \
+    }
+
+static void requant_avx512(const void *x, int sx, void *y, int sy, size_t n,
+                           const qc_rq_params *p) {
+    const int8_t *px = x;
+    int8_t *py = y;
+    const int stream = p->stream;
+    size_t i = stream_head(py, n, stream);
+    requant_span16(px, sx, py, i, p);
+    const __m512i zp = _mm512_set1_epi32(p->zp), yzp = _mm512_set1_epi32(p->yzp);
+    const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    switch ((sx ? 2 : 0) + (sy ? 1 : 0)) {
+    case 0: QC_RQ64(0, 0) break;
+    case 1: QC_RQ64(0, 1) break;
+    case 2: QC_RQ64(1, 0) break;
+    default: QC_RQ64(1, 1) break;
+    }
+    if (stream) _mm_sfence();
+    requant_span16(px + i, sx, py + i, n - i, p);
+}
+
 /* ---- max pooling: as the generic kernel (vertical max into ws, then horizontal), 64 bytes
- * per step with masked loads/stores; scratch ws holds OH rows of pw bytes plus slack (the
- * stride-2 path loads whole 16-bit words, one byte past a row) ---- */
+ * per step with masked loads/stores; scratch ws holds a band of (at most OH) rows of pw bytes
+ * plus slack (the stride-2 path loads whole 16-bit words, one byte past a row) ---- */
 
 QC_INLINE __mmask64 tail64(size_t left) {
     return left >= 64 ? ~(__mmask64)0 : (__mmask64)((1ull << left) - 1);
@@ -185,10 +285,14 @@ QC_INLINE __mmask64 tail64(size_t left) {
     static void NAME(const T *x, T *y, const qc_win2d *g, T *ws) {                            \
         const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
         const int kw = g->kw;                                                                 \
-        /* all vertical maxima first (rows of pw in ws), so the horizontal pass never loads   \
-         * bytes just written by a masked store (store forwarding would stall) */             \
-        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            T *wrow = ws + oy * pw;                                                           \
+        /* in bands of output rows: the band's vertical maxima first (rows of pw in ws, ~2  \
+         * KiB, so they stay in L1), then its horizontal maxima, which never load bytes just  \
+         * written by a masked store (store forwarding would stall) */                        \
+        const size_t band = QC_MIN(g->OH, QC_MAX((size_t)1, 2048 / pw));                     \
+        for (size_t ob = 0; ob < g->OH; ob += band) {                                         \
+        const size_t oe = QC_MIN(g->OH, ob + band);                                           \
+        for (size_t oy = ob; oy < oe; oy++) {                                                 \
+            T *wrow = ws + (oy - ob) * pw;                                                           \
             for (size_t i = 0; i < (size_t)g->pl; i++) wrow[i] = TMIN;                        \
             for (size_t i = (size_t)g->pl + W; i < pw; i++) wrow[i] = TMIN;                   \
             T *row = wrow + g->pl;                                                            \
@@ -203,8 +307,8 @@ QC_INLINE __mmask64 tail64(size_t left) {
                 _mm512_mask_storeu_epi8(row + i, k, v);                                       \
             }                                                                                 \
         }                                                                                     \
-        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            const T *hrow = ws + oy * pw;                                                     \
+        for (size_t oy = ob; oy < oe; oy++) {                                                 \
+            const T *hrow = ws + (oy - ob) * pw;                                                     \
             T *out = y + oy * OW;                                                             \
             if (g->sw == 1) {                                                                 \
                 for (size_t i = 0; i < OW; i += 64) {                                         \
@@ -246,6 +350,7 @@ QC_INLINE __mmask64 tail64(size_t left) {
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
+        }                                                                                     \
     }
 
 #define QC_EVEN_U16(v) _mm512_and_si512((v), _mm512_set1_epi16(0xFF))
@@ -257,17 +362,66 @@ QC_DEF_MAXPOOL512(uint8_t, 0, _mm512_max_epu8, QC_EVEN_U16, QC_ODD_U16, _mm512_m
 QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _mm512_max_epi16,
                   _mm512_packs_epi16, maxpool_s8_avx512)
 
-/* ---- average pooling. Vertical pass first, for all output rows: raw sums of q over the
- * window's real rows in 16-bit lanes (32 per step; kh <= 256 keeps them exact: uint16 for
- * uint8, int16 for int8), padding columns 0. Then 16 outputs per step: horizontal sums widened
- * to int32 (stride 2 takes the even 16-bit lanes of 32-bit lanes), minus nrow * (real columns)
- * * xzp, so acc = sum of (q - xzp) over real cells; times float32(m / cnt) (a true division).
- * The per-column multipliers and offsets are cached after the rows and recomputed only when
- * the number of real rows changes. ws: OH * pw int16, then 2 * (OW + 16) 32-bit values. ---- */
+/* ---- average pooling, in bands of output rows (their vertical sums stay in L1). Vertical
+ * pass first, for the band's rows: raw sums of q over the window's real rows in 16-bit lanes
+ * (32 per step; kh <= 256 keeps them exact: uint16 for uint8, int16 for int8), padding
+ * columns 0. Then 16 outputs per step: horizontal sums widened to int32 (stride 2 takes the
+ * even 16-bit lanes of 32-bit lanes), minus nrow * (real columns) * xzp, so acc = sum of
+ * (q - xzp) over real cells; times float32(m / cnt) (a true division). The per-column
+ * multipliers and offsets are cached after the rows and recomputed only when the number of
+ * real rows changes. ws: band * pw int16 (band <= OH), then 2 * (OW + 16) 32-bit values. ---- */
+
+/* A window covering the whole plane without padding (global average pooling): one sum of the
+ * H * W bytes with vpsadbw into 64-bit lanes (int8 biased by 128 to uint8 first, the bias taken
+ * back from the total), then the int32 accumulator (wrapping like the generic kernel's) minus
+ * H * W * xzp and the same float32 requantization as every other window. */
+QC_INLINE int whole_plane(const qc_win2d *g) {
+    return g->OH == 1 && g->OW == 1 && (size_t)g->kh == g->H && (size_t)g->kw == g->W &&
+           (g->pt | g->pl | g->pb | g->pr) == 0;
+}
+
+static uint64_t sum_u8_avx512(const uint8_t *x, size_t n, int bias128) {
+    const __m512i flip = _mm512_set1_epi8(bias128 ? (char)0x80 : 0), zero = _mm512_setzero_si512();
+    __m512i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+    size_t i = 0;
+    for (; i + 256 <= n; i += 256) {
+        s0 = _mm512_add_epi64(s0, _mm512_sad_epu8(_mm512_xor_si512(
+                                      _mm512_loadu_si512((const void *)(x + i)), flip), zero));
+        s1 = _mm512_add_epi64(s1, _mm512_sad_epu8(_mm512_xor_si512(
+                                      _mm512_loadu_si512((const void *)(x + i + 64)), flip), zero));
+        s2 = _mm512_add_epi64(s2, _mm512_sad_epu8(_mm512_xor_si512(
+                                      _mm512_loadu_si512((const void *)(x + i + 128)), flip), zero));
+        s3 = _mm512_add_epi64(s3, _mm512_sad_epu8(_mm512_xor_si512(
+                                      _mm512_loadu_si512((const void *)(x + i + 192)), flip), zero));
+    }
+    for (; i < n; i += 64) {
+        /* masked-off bytes load as 0 and must stay 0 after the flip */
+        const __mmask64 k = tail64(n - i);
+        const __m512i v = _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, x + i), flip);
+        s0 = _mm512_add_epi64(s0, _mm512_sad_epu8(_mm512_maskz_mov_epi8(k, v), zero));
+    }
+    s0 = _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3));
+    return (uint64_t)_mm512_reduce_add_epi64(s0);
+}
+
+QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const qc_win2d *g,
+                                    const qc_avgpool_params *p) {
+    const size_t n = g->H * g->W;
+    uint64_t s = sum_u8_avx512(x, n, is_signed);
+    if (is_signed) s -= 128 * (uint64_t)n;
+    const int32_t cnt = (int32_t)n;
+    const int32_t acc = (int32_t)((uint32_t)s - (uint32_t)cnt * (uint32_t)p->xzp);
+    const float mc = p->m / (float)cnt;
+    *(uint8_t *)y = (uint8_t)qc_requant_f32((float)acc * mc, p->lo, p->hi, p->yzp);
+}
 
 #define QC_DEF_AVGPOOL512(T, T16, CVT16, WIDEN16, EVEN32, GENERIC, NAME)                      \
     static void NAME(const T *x, T *y, const qc_win2d *g, const qc_avgpool_params *p,         \
                      int32_t *ws) {                                                           \
+        if (whole_plane(g)) {                                                                 \
+            avgpool_whole_avx512(x, (T)-1 < 0, y, g, p);                                      \
+            return;                                                                           \
+        }                                                                                     \
         if (g->kh > 256) {                                                                    \
             GENERIC(x, y, g, p, ws);                                                          \
             return;                                                                           \
@@ -275,8 +429,25 @@ QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _m
         const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
         const int kw = g->kw;                                                                 \
         T16 *rows16 = (T16 *)ws;                                                              \
-        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            T16 *wrow = rows16 + oy * pw;                                                     \
+        /* bands of output rows: the band's vertical sums (~8 KiB) stay in L1 for the      \
+         * horizontal pass, written a whole band before they are read back */              \
+        const size_t band = QC_MIN(g->OH, QC_MAX((size_t)1, 4096 / pw));                     \
+        const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, \
+                                                14, 15);                                      \
+        const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo);                    \
+        const __m512 hi = _mm512_set1_ps(p->hi);                                              \
+        const __m512i yzp = _mm512_set1_epi32(p->yzp), zero = _mm512_setzero_si512();         \
+        const __m512i Wv = _mm512_set1_epi32((int32_t)W), kwv = _mm512_set1_epi32(kw);        \
+        const __m512i xzp = _mm512_set1_epi32(p->xzp);                                        \
+        const __m512i full = _mm512_set1_epi32(g->kh * kw);                                   \
+        const size_t OWr = (OW + 15) & ~(size_t)15;                                           \
+        float *mcrow = (float *)(ws + (band * pw + 1) / 2);                                   \
+        int32_t *offrow = (int32_t *)(mcrow + OWr);                                           \
+        ptrdiff_t last_nrow = -1;                                                             \
+        for (size_t ob = 0; ob < g->OH; ob += band) {                                         \
+        const size_t oe = QC_MIN(g->OH, ob + band);                                           \
+        for (size_t oy = ob; oy < oe; oy++) {                                                 \
+            T16 *wrow = rows16 + (oy - ob) * pw;                                              \
             for (size_t i = 0; i < (size_t)g->pl; i++) wrow[i] = 0;                           \
             for (size_t i = (size_t)g->pl + W; i < pw; i++) wrow[i] = 0;                      \
             T16 *row = wrow + g->pl;                                                          \
@@ -292,20 +463,8 @@ QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _m
                 _mm512_mask_storeu_epi16(row + i, k, v);                                      \
             }                                                                                 \
         }                                                                                     \
-        const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, \
-                                                14, 15);                                      \
-        const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo);                    \
-        const __m512 hi = _mm512_set1_ps(p->hi);                                              \
-        const __m512i yzp = _mm512_set1_epi32(p->yzp), zero = _mm512_setzero_si512();         \
-        const __m512i Wv = _mm512_set1_epi32((int32_t)W), kwv = _mm512_set1_epi32(kw);        \
-        const __m512i xzp = _mm512_set1_epi32(p->xzp);                                        \
-        const __m512i full = _mm512_set1_epi32(g->kh * kw);                                   \
-        const size_t OWr = (OW + 15) & ~(size_t)15;                                           \
-        float *mcrow = (float *)(ws + (g->OH * pw + 1) / 2);                                  \
-        int32_t *offrow = (int32_t *)(mcrow + OWr);                                           \
-        ptrdiff_t last_nrow = -1;                                                             \
-        for (size_t oy = 0; oy < g->OH; oy++) {                                               \
-            const T16 *hrow = rows16 + oy * pw;                                               \
+        for (size_t oy = ob; oy < oe; oy++) {                                                 \
+            const T16 *hrow = rows16 + (oy - ob) * pw;                                        \
             ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt, y1 = y0 + g->kh;                    \
             if (y0 < 0) y0 = 0;                                                               \
             if (y1 > (ptrdiff_t)g->H) y1 = (ptrdiff_t)g->H;                                   \
@@ -357,6 +516,7 @@ QC_DEF_MAXPOOL512(int8_t, INT8_MIN, _mm512_max_epi8, QC_EVEN_S16, QC_ODD_S16, _m
                                                _mm512_loadu_ps(mcrow + i));                   \
                 _mm_mask_storeu_epi8(out + i, k, finish16(v, lo, hi, yzp));                   \
             }                                                                                 \
+        }                                                                                     \
         }                                                                                     \
     }
 

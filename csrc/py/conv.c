@@ -599,6 +599,7 @@ static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
     c.a = PyArray_DATA(a), c.b = PyArray_DATA(b), c.y = PyArray_DATA(y);
     c.sa = PyArray_TYPE(a) == NPY_INT8, c.sb = PyArray_TYPE(b) == NPY_INT8, c.sy = yt == NPY_INT8;
     c.n = (size_t)PyArray_SIZE(a);
+    c.p.stream = c.n >= QC_STREAM_BYTES;
     if (c.n) {
         Py_BEGIN_ALLOW_THREADS
         qc_parallel_for((c.n + QC_CHUNK - 1) / QC_CHUNK, add_task, &c);
@@ -758,6 +759,7 @@ static PyObject *py_qlinear_concat(PyObject *self, PyObject *args) {
         parts[i].copy = (PyArray_TYPE(arrs[i]) == yt) && parts[i].p.m == 1.0f &&
                         parts[i].p.zp == yz;
     }
+    for (Py_ssize_t i = 0; i < n; i++) parts[i].p.stream = outer * row >= QC_STREAM_BYTES;
     y = qc_output(out, "out", ndim, shape, yt);
     if (!y) goto done;
     concat_ctx c = {(const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl, parts,
