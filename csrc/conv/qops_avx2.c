@@ -184,14 +184,7 @@ static void requant_avx2(const void *x, int sx, void *y, int sy, size_t n, const
                 }                                                                             \
                 i = OW;                                                                       \
             }                                                                                 \
-            for (; i < OW; i++) {                                                             \
-                T m = hrow[i * sw];                                                           \
-                for (int kx = 1; kx < kw; kx++) {                                             \
-                    T v = hrow[i * sw + (size_t)kx];                                          \
-                    m = v > m ? v : m;                                                        \
-                }                                                                             \
-                out[i] = m;                                                                   \
-            }                                                                                 \
+            QC_MAXPOOL_ROW(T, out, hrow, i, OW, sw, kw);                                      \
         }                                                                                     \
     }
 

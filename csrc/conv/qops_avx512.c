@@ -340,14 +340,7 @@ QC_INLINE __mmask64 tail64(size_t left) {
                 }                                                                             \
             } else {                                                                          \
                 const size_t sw = (size_t)g->sw;                                              \
-                for (size_t i = 0; i < OW; i++) {                                             \
-                    T m = hrow[i * sw];                                                         \
-                    for (int kx = 1; kx < kw; kx++) {                                         \
-                        T v = hrow[i * sw + (size_t)kx];                                        \
-                        m = v > m ? v : m;                                                    \
-                    }                                                                         \
-                    out[i] = m;                                                               \
-                }                                                                             \
+                QC_MAXPOOL_ROW(T, out, hrow, 0, OW, sw, kw);                                  \
             }                                                                                 \
         }                                                                                     \
         }                                                                                     \

@@ -16,6 +16,19 @@
 /* One output row at a time: vertical max of the window's rows into ws (padding columns hold the
  * type's minimum, neutral for max), then the horizontal max with the stride. Every window holds
  * at least one real cell (pads < kernel is checked by the caller). */
+/* Horizontal max of one pooled row for any stride, the ground truth the SIMD paths share:
+ * out[i] = max over kx in [0, kw) of src[i * sw + kx], for i in [i0, OW). Type-generic in T
+ * so the scalar, AVX2 and AVX-512 files use this one loop for their general-stride cases. */
+#define QC_MAXPOOL_ROW(T, out, src, i0, OW, sw, kw)                                              \
+    for (size_t i_ = (i0); i_ < (OW); i_++) {                                                    \
+        T m_ = (src)[i_ * (sw)];                                                                 \
+        for (int kx_ = 1; kx_ < (kw); kx_++) {                                                   \
+            const T v_ = (src)[i_ * (sw) + (size_t)kx_];                                         \
+            m_ = v_ > m_ ? v_ : m_;                                                              \
+        }                                                                                        \
+        (out)[i_] = m_;                                                                          \
+    }
+
 #define QC_DEF_MAXPOOL(T, TMIN, NAME)                                                              \
     QC_KERNEL void QC_QOPS_NAME(NAME)(const T *restrict x, T *restrict y, const qc_win2d *g,       \
                                    T *restrict ws) {                                               \
@@ -53,14 +66,7 @@
                 }                                                                                  \
             } else {                                                                               \
                 const size_t sw = (size_t)g->sw;                                                   \
-                for (size_t i = 0; i < OW; i++) {                                                  \
-                    T m = ws[i * sw];                                                              \
-                    for (int kx = 1; kx < kw; kx++) {                                              \
-                        T v = ws[i * sw + (size_t)kx];                                             \
-                        m = v > m ? v : m;                                                         \
-                    }                                                                              \
-                    out[i] = m;                                                                    \
-                }                                                                                  \
+                QC_MAXPOOL_ROW(T, out, ws, 0, OW, sw, kw);                                         \
             }                                                                                      \
         }                                                                                          \
     }
