@@ -22,7 +22,6 @@ if any((_ROOT / "quantc").glob("_C*.so")) and str(_ROOT) not in sys.path:
 for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
     os.environ.pop(_var, None)
 
-import numpy as np  # noqa: E402
 
 try:
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -115,6 +114,19 @@ def print_table(title, header, rows, file=sys.stdout):
     for r in cells:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)), file=file)
     file.flush()
+
+
+def ort_session(model, nthreads):
+    """An ONNX Runtime CPU session for an onnx `model` on `nthreads` intra-op threads that
+    sleeps between runs (a spinning thread pool would slow whatever is timed next)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = nthreads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
 
 
 def write_json(path, payload):

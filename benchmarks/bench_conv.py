@@ -18,7 +18,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _util  # noqa: E402,F401  (first: fixes the BLAS environment, finds the in-place build)
+import _util  # noqa: E402  (first: fixes the BLAS environment, finds the in-place build)
 from _util import blas_info, print_table, threads, time_alternating, write_json  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -86,12 +86,7 @@ def ort_session(x, w, xs, xzp, ws, wzp, ys, yzp, bias, stride, pad, group, nthre
         "x", TensorProto.UINT8, x.shape)], [helper.make_tensor_value_info(
             "y", TensorProto.UINT8, None)], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = nthreads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    sess = _util.ort_session(model, nthreads)
     return lambda: sess.run(None, {"x": x})
 
 

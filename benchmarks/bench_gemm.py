@@ -44,12 +44,7 @@ def ort_matmul_integer(b, threads):
         initializer=[numpy_helper.from_array(b, "b"),
                      numpy_helper.from_array(np.array(3, np.uint8), "za")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    sess = _util.ort_session(model, threads)
     return lambda a: sess.run(None, {"a": a})[0]
 
 
