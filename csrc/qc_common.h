@@ -16,7 +16,9 @@
 /* Rounding profiles for float -> integer quantization (see API.md, Profiles). */
 typedef enum {
     QC_PROFILE_ONNX = 0,   /* rne(x / s) + zp, true division, ties to even */
-    QC_PROFILE_TORCH = 1,  /* zp + rne(x * (1.0f / s)), float32 reciprocal, ties to even */
+    QC_PROFILE_TORCH = 1,  /* zp + rne(x * (1.0f / s)), float32 reciprocal, ties to even (as
+                            * torch's fake_quantize; quantize_per_tensor/_per_channel round
+                            * with zp added first: see csrc/quant/quant.h) */
     QC_PROFILE_TFLITE = 2, /* round_half_away(x / s) + zp */
 } qc_profile;
 
