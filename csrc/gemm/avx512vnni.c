@@ -2,12 +2,11 @@
 #include "gemm/kernels.h"
 
 #ifndef QC_NO_X86
-#include <immintrin.h>
-#include <string.h>
+#include "gemm/epilogue_avx512.h"
 
-/* Epilogue for one row of one panel: exact int32 C (wrapping), then int32 store or the float64
- * requantization of kernels.h (rint == roundscale to nearest-even), masked to the valid
- * columns. Bit-identical to qc_gemm_fix1 / qc_gemm_requant1. */
+/* Epilogue for one row of one panel: exact int32 C (wrapping), then int32 store, the float
+ * output or the requantization of kernels.h, masked to the valid columns. Bit-identical to
+ * qc_gemm_fix1 / qc_gemm_requant1. */
 QC_INLINE void store_row(const qc_gemm_tile *t, int r, int p, __m512i acc, __mmask16 mask) {
     const __m512i zbp = _mm512_loadu_si512(t->zbp + 16 * p);
     const __m512i bcorr = _mm512_loadu_si512(t->bcorr + 16 * p);
@@ -28,48 +27,8 @@ QC_INLINE void store_row(const qc_gemm_tile *t, int r, int p, __m512i acc, __mma
         _mm512_mask_storeu_ps((float *)t->c + r * t->ldc + 16 * p, mask, y);
         return;
     }
-    /* float32 shortcut, exact when every valid lane passes the tests proven in kernels.h */
-    const __m512 f = _mm512_cvtepi32_ps(v);
-    __m512 tf = _mm512_add_ps(_mm512_mul_ps(f, s), _mm512_set1_ps((float)t->y_zp));
-    tf = _mm512_min_ps(_mm512_max_ps(tf, _mm512_set1_ps((float)t->lo)),
-                       _mm512_set1_ps((float)t->hi));
-    const __m512 rf = _mm512_roundscale_ps(tf, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __mmask16 far = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(tf, rf)),
-                                             _mm512_set1_ps(0.5f - 0x1p-10f), _CMP_LT_OQ);
-    const __mmask16 exact =
-        _mm512_cmp_ps_mask(_mm512_abs_ps(f), _mm512_set1_ps(0x1p24f), _CMP_LT_OQ);
-    if ((__mmask16)((far & exact) | ~mask) == (__mmask16)0xFFFF) {
-        _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask,
-                             _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(rf)));
-        return;
-    }
-    const __m512d zp = _mm512_set1_pd((double)t->y_zp);
-    const __m512d lo = _mm512_set1_pd((double)t->lo), hi = _mm512_set1_pd((double)t->hi);
-    __m512d d0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(v));
-    __m512d d1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(v, 1));
-    d0 = _mm512_add_pd(_mm512_mul_pd(d0, _mm512_cvtps_pd(_mm512_castps512_ps256(s))), zp);
-    d1 = _mm512_add_pd(
-        _mm512_mul_pd(d1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
-                              _mm512_castps_pd(s), 1)))),
-        zp);
-    d0 = _mm512_roundscale_pd(d0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    d1 = _mm512_roundscale_pd(d1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    d0 = _mm512_min_pd(_mm512_max_pd(d0, lo), hi);
-    d1 = _mm512_min_pd(_mm512_max_pd(d1, lo), hi);
-    const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(d0)),
-                                         _mm512_cvtpd_epi32(d1), 1);
+    const __m512i q = qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, mask);
     _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask, _mm512_cvtepi32_epi8(q));
-}
-
-/* acc += dot4(u8 a, s8 b) per int32 lane. Inline asm rather than _mm512_dpbusd_epi32: GCC 12
- * copies every accumulator through a spare register (and spills) around the intrinsic,
- * halving the kernel's speed; "+v" keeps each accumulator in place. */
-#define QC_DPBUSD(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
-
-QC_INLINE int32_t load4(const uint8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
 }
 
 /* MR rows x NP panels; MR and NP are compile-time constants at each call site below, so the
@@ -80,7 +39,7 @@ QC_INLINE int32_t load4(const uint8_t *p) {
 #define QC_ACC_DECL(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = _mm512_setzero_si512();
 #define QC_ACC_STEP(r)                                                        \
     if (MR > r) {                                                             \
-        const __m512i av = _mm512_set1_epi32(load4(a + r * kp + 4 * g));      \
+        const __m512i av = _mm512_set1_epi32(qc_load4(a + r * kp + 4 * g));      \
         QC_DPBUSD(c##r##0, av, bv0);                                          \
         if (NP == 2) QC_DPBUSD(c##r##1, av, bv1);                             \
     }
@@ -104,8 +63,8 @@ QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int n
     if (MR == 1) {
         __m512i e0 = _mm512_setzero_si512(), e1 = _mm512_setzero_si512();
         for (; g + 2 <= groups; g += 2) {
-            const __m512i av0 = _mm512_set1_epi32(load4(a + 4 * g));
-            const __m512i av1 = _mm512_set1_epi32(load4(a + 4 * g + 4));
+            const __m512i av0 = _mm512_set1_epi32(qc_load4(a + 4 * g));
+            const __m512i av1 = _mm512_set1_epi32(qc_load4(a + 4 * g + 4));
             QC_DPBUSD(c00, av0, _mm512_maskz_loadu_epi8(k0, b0 + s0 * g));
             QC_DPBUSD(e0, av1, _mm512_maskz_loadu_epi8(k0, b0 + s0 * g + s0));
             if (NP == 2) {
@@ -124,10 +83,10 @@ QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int n
                 NP == 2 ? _mm512_maskz_loadu_epi8(k1, b1 + s1 * g) : _mm512_setzero_si512();
             const __m512i y1 =
                 NP == 2 ? _mm512_maskz_loadu_epi8(k1, b1 + s1 * g + s1) : _mm512_setzero_si512();
-            const __m512i a00 = _mm512_set1_epi32(load4(a + 4 * g));
-            const __m512i a01 = _mm512_set1_epi32(load4(a + 4 * g + 4));
-            const __m512i a10 = _mm512_set1_epi32(load4(a + kp + 4 * g));
-            const __m512i a11 = _mm512_set1_epi32(load4(a + kp + 4 * g + 4));
+            const __m512i a00 = _mm512_set1_epi32(qc_load4(a + 4 * g));
+            const __m512i a01 = _mm512_set1_epi32(qc_load4(a + 4 * g + 4));
+            const __m512i a10 = _mm512_set1_epi32(qc_load4(a + kp + 4 * g));
+            const __m512i a11 = _mm512_set1_epi32(qc_load4(a + kp + 4 * g + 4));
             QC_DPBUSD(c00, a00, x0);
             QC_DPBUSD(e0, a01, y0);
             QC_DPBUSD(c10, a10, x0);

@@ -1,0 +1,54 @@
+/* Pieces shared by the AVX-512 VNNI gemm and NCHW conv kernels: the 16-lane requantization
+ * and the vpdpbusd step (include only from files compiled with AVX-512 VNNI enabled). */
+#ifndef QC_GEMM_EPILOGUE_AVX512_H
+#define QC_GEMM_EPILOGUE_AVX512_H
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "gemm/kernels.h"
+
+/* qc_gemm_requant1 of 16 int32 lanes v with their float32 scales s, as int32 in [lo, hi]:
+ * the float32 shortcut proven in kernels.h when every lane of `valid` passes its tests, else
+ * the float64 arithmetic (rint == roundscale to nearest-even). Lanes outside `valid` are
+ * computed but never decide the path. */
+QC_INLINE __m512i qc_requant16_avx512(__m512i v, __m512 s, int32_t y_zp, int32_t lo, int32_t hi,
+                                      __mmask16 valid) {
+    const __m512 f = _mm512_cvtepi32_ps(v);
+    __m512 tf = _mm512_add_ps(_mm512_mul_ps(f, s), _mm512_set1_ps((float)y_zp));
+    tf = _mm512_min_ps(_mm512_max_ps(tf, _mm512_set1_ps((float)lo)), _mm512_set1_ps((float)hi));
+    const __m512 rf = _mm512_roundscale_ps(tf, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __mmask16 far = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(tf, rf)),
+                                             _mm512_set1_ps(0.5f - 0x1p-10f), _CMP_LT_OQ);
+    const __mmask16 exact =
+        _mm512_cmp_ps_mask(_mm512_abs_ps(f), _mm512_set1_ps(0x1p24f), _CMP_LT_OQ);
+    if ((__mmask16)((far & exact) | ~valid) == (__mmask16)0xFFFF) return _mm512_cvtps_epi32(rf);
+    const __m512d zp = _mm512_set1_pd((double)y_zp);
+    const __m512d lod = _mm512_set1_pd((double)lo), hid = _mm512_set1_pd((double)hi);
+    __m512d d0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(v));
+    __m512d d1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(v, 1));
+    d0 = _mm512_add_pd(_mm512_mul_pd(d0, _mm512_cvtps_pd(_mm512_castps512_ps256(s))), zp);
+    d1 = _mm512_add_pd(
+        _mm512_mul_pd(d1, _mm512_cvtps_pd(_mm256_castpd_ps(
+                              _mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)))),
+        zp);
+    d0 = _mm512_roundscale_pd(d0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    d1 = _mm512_roundscale_pd(d1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    d0 = _mm512_min_pd(_mm512_max_pd(d0, lod), hid);
+    d1 = _mm512_min_pd(_mm512_max_pd(d1, lod), hid);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(d0)),
+                              _mm512_cvtpd_epi32(d1), 1);
+}
+
+/* acc += dot4(u8 a, s8 b) per int32 lane. Inline asm rather than _mm512_dpbusd_epi32: GCC 12
+ * copies every accumulator through a spare register (and spills) around the intrinsic,
+ * halving the kernel's speed; "+v" keeps each accumulator in place. */
+#define QC_DPBUSD(acc, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+
+QC_INLINE int32_t qc_load4(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+#endif
