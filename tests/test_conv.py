@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import quantc as qc
-from conftest import assert_equal_exact, num_threads
+from conftest import SUPPORTED_ISAS, assert_equal_exact, isa_cap, num_threads
+from quantc import _C
 
 # ---- NumPy reference: the ONNX definitions, written directly ----
 
@@ -136,8 +137,12 @@ def test_conv_integer_exact(isa, case, wide, xdt, wdt):
                                          (np.int8, np.int8, np.int8),
                                          (np.int8, np.uint8, np.uint8)])
 def test_qlinear_conv_exact(isa, case, wide, xdt, wdt, ydt):
-    N, C, H, W, M, k, s, d, p, g = _widen(case, wide)
-    rng = _case_rng(case, xdt, wdt, 1)
+    _check_qlinear_case(isa, _widen(case, wide), xdt, wdt, ydt, _case_rng(case, xdt, wdt, 1))
+
+
+def _check_qlinear_case(label, case, xdt, wdt, ydt, rng, threads=(1, 2)):
+    """qlinear_conv against the reference on random data, with and without relu."""
+    N, C, H, W, M, k, s, d, p, g = case
     x = rand_q(rng, (N, C, H, W), xdt)
     w = rand_q(rng, (M, C // g, k, k), wdt)
     xzp = rand_q(rng, (), xdt)
@@ -160,10 +165,10 @@ def test_qlinear_conv_exact(isa, case, wide, xdt, wdt, ydt):
         want = ref_qlinear_conv(x, xs, xzp, w, ws, wzp, ys, yzp, bias, relu=relu, **kw)
         # spread: the test is only meaningful if outputs are not all saturated
         assert relu or len(np.unique(want)) > min(want.size // 4, 8)
-        for threads in (1, 2):
-            with num_threads(threads):
+        for t in threads:
+            with num_threads(t):
                 got = qc.qlinear_conv(x, xs, xzp, w, ws, wzp, ys, yzp, bias, relu=relu, **kw)
-            assert_equal_exact(got, want, f"{isa} {case} relu={relu} threads={threads}")
+            assert_equal_exact(got, want, f"{label} {case} relu={relu} threads={t}")
 
 
 def test_qlinear_conv_per_tensor_and_ties(isa):
@@ -266,6 +271,94 @@ def test_bigger_layer_threads(isa):
     for t in (1, 2):
         with num_threads(t):
             assert_equal_exact(qc.conv_integer(x, w, 128, 0, **kw), want, f"{isa} t={t}")
+
+
+# ---- the NCHW GEMM path (weights on rows, pixels on columns) ----
+
+NCHW_KERNELS = ["scalar"] + (["avx512vnni"] if "avx512vnni" in SUPPORTED_ISAS else [])
+
+
+@pytest.fixture(params=NCHW_KERNELS)
+def nchw(request):
+    """Every GEMM-path convolution forced onto the NCHW GEMM, with its scalar kernel and (where
+    the CPU has it) its AVX-512 VNNI kernel; by default only the latter takes that path."""
+    prev = _C._set_conv_nchw(1)
+    try:
+        with isa_cap(request.param):
+            yield request.param
+    finally:
+        _C._set_conv_nchw(prev)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("xdt,wdt", [(np.uint8, np.int8), (np.int8, np.uint8)])
+def test_nchw_path_exact(nchw, case, xdt, wdt):
+    case = _widen(case, True)
+    N, C, H, W, M, k, s, d, p, g = case
+    rng = _case_rng(case, xdt, wdt, 2)
+    x = rand_q(rng, (N, C, H, W), xdt)
+    w = rand_q(rng, (M, C // g, k, k), wdt)
+    xzp, wzp = rand_q(rng, (), xdt), rand_q(rng, (M,), wdt)
+    kw = dict(strides=(s, s), pads=p, dilations=(d, d), group=g)
+    want = ref_conv_acc(x, w, xzp, wzp, **kw)
+    for t in (1, 3):
+        with num_threads(t):
+            assert_equal_exact(qc.conv_integer(x, w, xzp, wzp, **kw), want,
+                               f"{nchw} {case} threads={t}")
+    ydt = np.uint8 if xdt == np.uint8 else np.int8
+    _check_qlinear_case(nchw, case, xdt, wdt, ydt, rng, threads=(1, 3))
+
+
+@pytest.mark.parametrize("P", [1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 64, 65, 97, 200])
+@pytest.mark.parametrize("M", [1, 7, 8, 9, 16, 17, 24, 33])
+def test_nchw_block_edges(nchw, P, M):
+    # pixel counts around the 16-lane vectors, the 32/48-pixel kernel calls and the blocks of
+    # a task; output channels around the 8-row weight tiles
+    rng = np.random.default_rng(P * 100 + M)
+    x = rand_q(rng, (2, 13, 1, P), np.uint8)
+    w = rand_q(rng, (M, 13, 1, 1), np.int8)
+    wzp = rand_q(rng, (M,), np.int8)
+    for t in (1, 2, 3):
+        with num_threads(t):
+            assert_equal_exact(qc.conv_integer(x, w, 7, wzp), ref_conv_acc(x, w, 7, wzp),
+                               f"{nchw} P={P} M={M} t={t}")
+    ws = rng.uniform(0.001, 0.01, M).astype(np.float32)
+    bias = rng.integers(-3000, 3000, M).astype(np.int32)
+    want = ref_qlinear_conv(x, 0.05, 7, w, ws, 0, 0.2, np.uint8(100), bias)
+    assert_equal_exact(qc.qlinear_conv(x, 0.05, 7, w, ws, 0, 0.2, np.uint8(100), bias), want,
+                       f"{nchw} P={P} M={M}")
+
+
+@pytest.mark.parametrize("ydt", [np.uint8, np.int8])
+def test_nchw_ties_and_near_ties(nchw, ydt):
+    # mult 0.5: every odd accumulator is a tie; mult 0.5 + 2^-20: accumulators land within
+    # 2^-15 of a tie, so the float32 shortcut must hand them to the float64 arithmetic
+    rng = np.random.default_rng(31)
+    x = rand_q(rng, (1, 20, 9, 11), np.uint8)
+    w = rng.integers(-3, 4, (24, 20, 1, 1)).astype(np.int8)
+    yzp = ydt(3)
+    for mult in (0.5, 0.5 + 2.0 ** -20, 0.25 + 2.0 ** -21):
+        for relu in (False, True):
+            want = ref_qlinear_conv(x, mult, 128, w, 1.0, 0, 1.0, yzp, relu=relu)
+            got = qc.qlinear_conv(x, mult, 128, w, 1.0, 0, 1.0, yzp, relu=relu)
+            assert_equal_exact(got, want, f"{nchw} mult={mult} relu={relu}")
+
+
+def test_nchw_large_accumulators_and_multipliers(nchw):
+    # K = 300 (accumulators may pass 2^24), biases near the int32 limits (wrapping) and
+    # multipliers from tiny to 100 (beyond what the float32 conversion takes unclamped)
+    rng = np.random.default_rng(32)
+    x = rand_q(rng, (1, 300, 5, 7), np.uint8)
+    w = rand_q(rng, (12, 300, 1, 1), np.int8)
+    bias = np.array([2**31 - 1, -2**31, 2**30, -2**30, 0, 1, -1, 2**24, -2**24, 12345,
+                     -54321, 7], np.int32)
+    ws = np.array([1e-9, 1e-6, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 64.0, 100.0, 3e4, 1e-2],
+                  np.float32)
+    for xzp in (0, 255):
+        want = ref_qlinear_conv(x, 1.0, xzp, w, ws, 0, 1.0, np.uint8(128), bias)
+        got = qc.qlinear_conv(x, 1.0, xzp, w, ws, 0, 1.0, np.uint8(128), bias)
+        assert_equal_exact(got, want, f"{nchw} xzp={xzp}")
+        assert_equal_exact(qc.conv_integer(x, w, xzp, 0), ref_conv_acc(x, w, xzp, 0), nchw)
 
 
 # ---- onnx reference evaluator ----

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv/nchw.h"
 #include "conv/transpose.h"
 #include "gemm/gemm.h"
 #include "threads/pool.h"
@@ -26,6 +27,8 @@ void qc_conv_weights_free(qc_conv_weights *cw) {
     free(cw->wt);
     free(cw->wzp);
     free(cw->wdw);
+    free(cw->nchw);
+    free(cw->wsum);
     free(cw);
 }
 
@@ -79,6 +82,15 @@ qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32
             cw->gemm[g] = pack_group(cw->wt + g * Ng * K, w_signed, K, Ng);
             if (!cw->gemm[g]) goto fail;
         }
+        /* the NCHW GEMM takes w in its own (c, ky, kx) order */
+        cw->nchw_group = qc_nchw_pack_w_size(Ng, K);
+        cw->nchw = aligned_alloc(64, QC_MAX((G * cw->nchw_group + 63) & ~(size_t)63, 64));
+        cw->wsum = malloc(QC_MAX(M, (size_t)1) * sizeof(int32_t));
+        if (!cw->nchw || !cw->wsum) goto fail;
+        for (size_t g = 0; g < G; g++) {
+            qc_nchw_pack_w((const uint8_t *)w + g * Ng * K, w_signed, Ng, K,
+                           cw->nchw + g * cw->nchw_group, cw->wsum + g * Ng);
+        }
     }
     return cw;
 fail:
@@ -101,6 +113,14 @@ typedef struct {
     double lo, hi;
     size_t M, Ng, K, P, pb, nblocks;
     int direct;         /* 1x1, stride 1, no padding: A is a transposed block of x, no im2col */
+    /* NCHW path: its kernels, per-channel rterm and zw' (nchw.h), rows per task (mchunk, a
+     * multiple of QC_NCHW_MR), and whether the pixel sums are needed (some zw' != 0) */
+    const qc_nchw_kernels *nk;
+    int32_t *rterm, *zwp;
+    size_t mchunk, nmchunks;
+    int need_xsum;
+    int small;          /* |C| < 2^24 for every output (K * 255 * 255 + max |bias|) */
+    int lean;           /* small, and every multiplier in [0, 64) (qc_nchw_tile.lean) */
     atomic_int failed;
 } run_ctx;
 
@@ -298,6 +318,178 @@ static void gemm_task(void *vctx, size_t task) {
     free(mem);
 }
 
+/* ---- NCHW GEMM path (nchw.h): weights on rows, pixels on columns ---- */
+
+/* Row k = (c, ky, kx) of image n's group-g im2col matrix for the output pixels
+ * [p0, p0 + nb): x[c][oy * sh + ky * dh - pt][ox * sw + kx * dw - pl], or x_zp where that
+ * falls in the padding (ONNX pads the zero-point-subtracted input with 0). */
+static void nchw_row(const run_ctx *ctx, size_t n, size_t g, size_t k, size_t p0, size_t nb,
+                     uint8_t *dst) {
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const size_t taps = w->kh * w->kw, c = k / taps, ky = k % taps / w->kw, kx = k % w->kw;
+    const size_t W = a->W, OW = a->OW, sw = (size_t)a->sw;
+    const uint8_t *plane = ctx->x + (n * a->C + g * w->Cg + c) * a->H * W;
+    const uint8_t fill = (uint8_t)a->xzp;
+    const ptrdiff_t dy = (ptrdiff_t)ky * a->dh - a->pt, dx = (ptrdiff_t)kx * a->dw - a->pl;
+    /* the output columns [oxa, oxb) read inside the row: 0 <= ox * sw + dx < W */
+    size_t oxa = dx < 0 ? (size_t)(-dx + (ptrdiff_t)sw - 1) / sw : 0;
+    const ptrdiff_t lim = (ptrdiff_t)W - dx;
+    size_t oxb = lim <= 0 ? 0 : (size_t)(lim + (ptrdiff_t)sw - 1) / sw;
+    oxb = QC_MIN(oxb, OW);
+    oxa = QC_MIN(oxa, oxb);
+    for (size_t p = p0, end = p0 + nb; p < end;) {
+        const size_t oy = p / OW, ox = p % OW, run = QC_MIN(OW - ox, end - p);
+        const ptrdiff_t iy = (ptrdiff_t)(oy * (size_t)a->sh) + dy;
+        if (iy < 0 || iy >= (ptrdiff_t)a->H) {
+            memset(dst, fill, run);
+        } else {
+            const uint8_t *src = plane + (size_t)iy * W;
+            /* this run's columns [ox, ox + run): fill, then [a0, b0) read, then fill */
+            const size_t a0 = QC_MIN(QC_MAX(ox, oxa), ox + run);
+            const size_t b0 = QC_MAX(a0, QC_MIN(ox + run, oxb));
+            memset(dst, fill, a0 - ox);
+            if (sw == 1) {
+                memcpy(dst + (a0 - ox), src + (ptrdiff_t)a0 + dx, b0 - a0);
+            } else {
+                for (size_t o = a0; o < b0; o++) dst[o - ox] = src[(ptrdiff_t)(o * sw) + dx];
+            }
+            memset(dst + (b0 - ox), fill, ox + run - b0);
+        }
+        dst += run;
+        p += run;
+    }
+}
+
+/* The pixel panel (nchw.h) of pixels [p0, p0 + nb) for image n, group g: np = round_up(nb,
+ * 16) columns, the ones past nb zero; tmp holds 4 rows of np bytes; xsum (np entries, or
+ * NULL) gets each pixel's sum of x' over K. A 1x1, stride-1, unpadded conv reads whole blocks
+ * of pixels straight from x's planes. */
+static void nchw_panel(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t nb, size_t np,
+                       uint8_t *panel, uint8_t *tmp, int32_t *xsum) {
+    const qc_conv_args *a = ctx->a;
+    const size_t K = ctx->K, kp = (K + 3) & ~(size_t)3;
+    const uint8_t flip = a->x_signed ? 0x80 : 0;
+    for (size_t i = 0; i < 4; i++) memset(tmp + i * np + nb, 0, np - nb);
+    for (size_t q = 0; q < kp / 4; q++) {
+        const uint8_t *rows[4];
+        for (size_t i = 0; i < 4; i++) {
+            const size_t k = 4 * q + i;
+            if (k >= K) {
+                rows[i] = NULL;
+            } else if (ctx->direct && p0 + np <= ctx->P) {
+                rows[i] = ctx->x + (n * a->C + g * a->w->Cg + k) * ctx->P + p0;
+            } else {
+                nchw_row(ctx, n, g, k, p0, nb, tmp + i * np);
+                rows[i] = tmp + i * np;
+            }
+        }
+        qc_nchw_interleave4(rows, flip, np, panel + q * 4 * np);
+    }
+    if (!xsum) return;
+    for (size_t j = 0; j < np; j++) xsum[j] = 0;
+    for (size_t q = 0; q < kp / 4; q++) {
+        const uint8_t *quad = panel + q * 4 * np;
+        for (size_t j = 0; j < np; j++)
+            xsum[j] += quad[4 * j] + quad[4 * j + 1] + quad[4 * j + 2] + quad[4 * j + 3];
+    }
+}
+
+/* One task: image n, group g, a block of pixels and a chunk of the group's output channels.
+ * The panel is built once (about 96 KiB, it stays in L2); then each weight tile of the chunk
+ * (8 rows, in L1) meets all of it in one kernel call. */
+static void nchw_task(void *vctx, size_t task) {
+    run_ctx *ctx = vctx;
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const size_t G = w->G, Ng = ctx->Ng, P = ctx->P, M = w->M;
+    const size_t mc = task % ctx->nmchunks, blk = task / ctx->nmchunks % ctx->nblocks;
+    const size_t ng = task / ctx->nmchunks / ctx->nblocks, g = ng % G, n = ng / G;
+    const size_t p0 = blk * ctx->pb, nb = QC_MIN(ctx->pb, P - p0), np = (nb + 15) & ~(size_t)15;
+    const size_t m0 = mc * ctx->mchunk, m1 = QC_MIN(Ng, m0 + ctx->mchunk);
+    const size_t kp = (ctx->K + 3) & ~(size_t)3;
+    const size_t pbytes = (kp * np + 63) & ~(size_t)63;
+    char *mem = aligned_alloc(64, pbytes + 4 * np + np * sizeof(int32_t) + 64);
+    if (!mem) {
+        atomic_store(&ctx->failed, 1);
+        return;
+    }
+    uint8_t *panel = (uint8_t *)mem, *tmp = (uint8_t *)mem + pbytes;
+    int32_t *xsum = ctx->need_xsum ? (int32_t *)(mem + pbytes + 4 * np) : NULL;
+    nchw_panel(ctx, n, g, p0, nb, np, panel, tmp, xsum);
+    const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
+    qc_nchw_tile t;
+    t.kp = (int64_t)kp;
+    t.xq = (ptrdiff_t)(4 * np);
+    t.out = a->out_int32 ? QC_GEMM_OUT_S32 : a->y_signed ? QC_GEMM_OUT_S8 : QC_GEMM_OUT_U8;
+    t.y_zp = a->y_zp;
+    t.lo = (int32_t)ctx->lo;
+    t.hi = (int32_t)ctx->hi;
+    t.ldy = (ptrdiff_t)P;
+    t.fzp = (float)t.y_zp;
+    t.flo = (float)t.lo;
+    t.fhi = (float)t.hi;
+    t.small = ctx->small;
+    t.lean = ctx->lean;
+    t.x = panel;
+    t.xsum = xsum;
+    for (size_t m = m0; m < m1; m += QC_NCHW_MR) {
+        const size_t gm = g * Ng + m;
+        t.w = w->nchw + g * w->nchw_group + m * kp; /* tile m / MR of MR * kp bytes */
+        t.rterm = ctx->rterm + gm;
+        t.zwp = ctx->zwp + gm;
+        t.scale = a->out_int32 ? NULL : a->mult + gm;
+        t.y = (char *)ctx->y + ((n * M + gm) * P + p0) * esize;
+        ctx->nk->tile(&t, (int)QC_MIN((size_t)QC_NCHW_MR, m1 - m), (int)nb);
+    }
+    free(mem);
+}
+
+/* The per-channel terms of nchw.h, blocking and tasks of the NCHW path. */
+static int nchw_run(run_ctx *ctx) {
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const size_t M = w->M, K = ctx->K, P = ctx->P, Ng = ctx->Ng, units = a->N * w->G;
+    const size_t kp = (K + 3) & ~(size_t)3, nt = (size_t)qc_get_num_threads();
+    ctx->nk = qc_nchw_select();
+    ctx->rterm = malloc(2 * M * sizeof(int32_t));
+    if (!ctx->rterm) return -1;
+    ctx->zwp = ctx->rterm + M;
+    const uint32_t zx = (uint32_t)(a->xzp + (a->x_signed ? 128 : 0));
+    ctx->need_xsum = 0;
+    uint64_t bmax = 0;
+    for (size_t m = 0; m < M; m++) {
+        ctx->zwp[m] = w->wzp[m] - (w->w_signed ? 0 : 128);
+        ctx->need_xsum |= ctx->zwp[m] != 0;
+        const uint32_t bias = a->bias && !a->out_int32 ? (uint32_t)a->bias[m] : 0;
+        ctx->rterm[m] = (int32_t)(bias - zx * (uint32_t)w->wsum[m] +
+                                  (uint32_t)K * zx * (uint32_t)ctx->zwp[m]);
+        const int64_t bm = a->bias && !a->out_int32 ? a->bias[m] : 0;
+        bmax = QC_MAX(bmax, (uint64_t)(bm < 0 ? -bm : bm));
+    }
+    /* each of the K terms (x' - zx')(w' - zw') is at most 255 * 255 in magnitude */
+    ctx->small = (uint64_t)K * 255 * 255 + bmax < ((uint64_t)1 << 24);
+    ctx->lean = ctx->small && !a->out_int32;
+    for (size_t m = 0; m < M && ctx->lean; m++) ctx->lean = a->mult[m] >= 0.0f && a->mult[m] < 64.0f;
+    /* pixel blocks: a panel of about 96 KiB, split finer (down to one kernel call) and then
+     * into chunks of output channels until there are 4 tasks per thread */
+    size_t nblocks = (P + QC_MAX((size_t)QC_NCHW_NR, (96 << 10) / kp) - 1) /
+                     QC_MAX((size_t)QC_NCHW_NR, (96 << 10) / kp);
+    const size_t want = 4 * nt;
+    if (units * nblocks < want)
+        nblocks = QC_MAX(nblocks, QC_MIN((want + units - 1) / units,
+                                         (P + QC_NCHW_NR - 1) / QC_NCHW_NR));
+    ctx->pb = (((P + nblocks - 1) / nblocks) + 31) & ~(size_t)31; /* whole kernel sub-tiles */
+    ctx->nblocks = (P + ctx->pb - 1) / ctx->pb;
+    const size_t tiles = (Ng + QC_NCHW_MR - 1) / QC_NCHW_MR, tasks = units * ctx->nblocks;
+    size_t chunks = tasks < want ? QC_MIN((want + tasks - 1) / tasks, tiles) : 1;
+    ctx->mchunk = (tiles + chunks - 1) / chunks * QC_NCHW_MR;
+    ctx->nmchunks = (Ng + ctx->mchunk - 1) / ctx->mchunk;
+    qc_parallel_for(tasks * ctx->nmchunks, nchw_task, ctx);
+    free(ctx->rterm);
+    return atomic_load(&ctx->failed) ? -1 : 0;
+}
+
 int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     /* a stride along an axis with a single output never matters: make it 1 (the depthwise
      * sub-plane layout grows with sh * sw) */
@@ -328,12 +520,13 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
         return atomic_load(&ctx.failed) ? -1 : 0;
     }
     const size_t HW = a->H * a->W;
-    ctx.gk = qc_gemm_select();
     ctx.Ng = w->M / w->G;
     ctx.K = w->K;
     ctx.P = P;
     ctx.direct = w->kh == 1 && w->kw == 1 && a->sh == 1 && a->sw == 1 && a->pt == 0 &&
                  a->pl == 0 && a->pb == 0 && a->pr == 0;
+    if (qc_nchw_use(w->kh == 1 && w->kw == 1)) return nchw_run(&ctx);
+    ctx.gk = qc_gemm_select();
     /* pixel blocks: A block about 128 KiB (stays in L2 with B), at least 16 rows; split
      * finer when there are too few tasks for the threads */
     size_t pb = (128 * 1024) / (w->K ? w->K : 1);

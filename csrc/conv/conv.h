@@ -11,7 +11,9 @@
  *        rows [g * Ng, (g + 1) * Ng) transposed (K x Ng), packed into gemm[g].
  *   wzp: M int32 weight zero points (all equal when given per tensor).
  *   wdw: for depthwise (Cg == 1) M x kh*kw int16 taps w - w_zp; NULL otherwise.
- *   gemm: B packed for the GEMM kernels, one per group (NULL when the GEMM is not used). */
+ *   gemm: B packed for the GEMM kernels, one per group (NULL when the GEMM is not used).
+ *   nchw: the same weights packed for the NCHW conv GEMM (nchw.h), nchw_group bytes per
+ *         group, with wsum: M row sums of w'; both NULL when the GEMM is not used. */
 typedef struct {
     size_t M, Cg, kh, kw, G, K;
     int w_signed;        /* the weights are int8 (else uint8) */
@@ -20,6 +22,9 @@ typedef struct {
     int32_t *wzp;
     int16_t *wdw;
     void **gemm;         /* qc_gemm_b * per group */
+    int8_t *nchw;
+    size_t nchw_group;
+    int32_t *wsum;
 } qc_conv_weights;
 
 /* Returns NULL when out of memory. w is (M, Cg, kh, kw) C-contiguous int8 (w_signed) or uint8;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "conv/conv.h"
+#include "conv/nchw.h"
 #include "conv/qops.h"
 
 static const int QC_ACT_TYPES[] = {NPY_INT8, NPY_UINT8, -1};
@@ -782,10 +783,25 @@ done:
     return result;
 }
 
+/* _set_conv_nchw(mode) -> previous mode: 1 runs every GEMM-path convolution on the NCHW
+ * GEMM with the selected conv_nchw kernel (the scalar one too), -1 never, 0 the default (only
+ * with the AVX-512 VNNI kernel). Tests only. */
+static PyObject *py_set_conv_nchw(PyObject *self, PyObject *arg) {
+    (void)self;
+    const long mode = PyLong_AsLong(arg);
+    if (mode == -1 && PyErr_Occurred()) return NULL;
+    if (mode < -1 || mode > 1) {
+        PyErr_SetString(PyExc_ValueError, "mode must be -1, 0 or 1");
+        return NULL;
+    }
+    return PyLong_FromLong(qc_nchw_force((int)mode));
+}
+
 PyMethodDef qc_conv_methods[] = {
     {"_conv", py_conv, METH_VARARGS, "ConvInteger / QLinearConv (see quantc.qlinear_conv)."},
     {"_pack_conv_weight", py_pack_conv_weight, METH_VARARGS, "Prepare conv weights once."},
     {"_conv_path", py_conv_path, METH_O, "The path a packed conv weight runs on."},
+    {"_set_conv_nchw", py_set_conv_nchw, METH_O, "Force the NCHW conv GEMM on or off (tests)."},
     {"_pool2d", py_pool2d, METH_VARARGS, "Max / average / global average pooling."},
     {"_qlinear_add", py_qlinear_add, METH_VARARGS, "QLinearAdd on same-shape inputs."},
     {"_qlinear_concat", py_qlinear_concat, METH_VARARGS, "QLinearConcat."},
@@ -794,6 +810,7 @@ PyMethodDef qc_conv_methods[] = {
 
 int qc_conv_init(PyObject *m) {
     (void)m;
-    if (qc_register_family(&qc_qops_family) < 0) return -1;
+    if (qc_register_family(&qc_qops_family) < 0 || qc_register_family(&qc_nchw_family) < 0)
+        return -1;
     return 0;
 }
