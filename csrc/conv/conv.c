@@ -471,20 +471,21 @@ static int nchw_run(run_ctx *ctx) {
     ctx->small = (uint64_t)K * 255 * 255 + bmax < ((uint64_t)1 << 24);
     ctx->lean = ctx->small && !a->out_int32;
     for (size_t m = 0; m < M && ctx->lean; m++) ctx->lean = a->mult[m] >= 0.0f && a->mult[m] < 64.0f;
-    /* pixel blocks: a panel of about 96 KiB, split finer (down to one kernel call) and then
-     * into chunks of output channels until there are 4 tasks per thread */
-    size_t nblocks = (P + QC_MAX((size_t)QC_NCHW_NR, (96 << 10) / kp) - 1) /
-                     QC_MAX((size_t)QC_NCHW_NR, (96 << 10) / kp);
-    const size_t want = 4 * nt;
-    if (units * nblocks < want)
-        nblocks = QC_MAX(nblocks, QC_MIN((want + units - 1) / units,
+    /* Pixel blocks of a panel of about 96 KiB. Until there are 4 tasks per thread, split the
+     * output channels into chunks first (each chunk builds the block's panel again, a small
+     * cost) and only then the pixels (more blocks: more partial kernel sub-tiles). */
+    const size_t want = 4 * nt, tiles = (Ng + QC_NCHW_MR - 1) / QC_NCHW_MR;
+    const size_t target = QC_MAX((size_t)QC_NCHW_NR, (96 << 10) / kp);
+    size_t nblocks = (P + target - 1) / target;
+    const size_t chunks = QC_MIN(QC_MAX((size_t)1, want / (units * nblocks)), tiles);
+    if (units * nblocks * chunks < want)
+        nblocks = QC_MAX(nblocks, QC_MIN((want + units * chunks - 1) / (units * chunks),
                                          (P + QC_NCHW_NR - 1) / QC_NCHW_NR));
     ctx->pb = (((P + nblocks - 1) / nblocks) + 31) & ~(size_t)31; /* whole kernel sub-tiles */
     ctx->nblocks = (P + ctx->pb - 1) / ctx->pb;
-    const size_t tiles = (Ng + QC_NCHW_MR - 1) / QC_NCHW_MR, tasks = units * ctx->nblocks;
-    size_t chunks = tasks < want ? QC_MIN((want + tasks - 1) / tasks, tiles) : 1;
     ctx->mchunk = (tiles + chunks - 1) / chunks * QC_NCHW_MR;
     ctx->nmchunks = (Ng + ctx->mchunk - 1) / ctx->mchunk;
+    const size_t tasks = units * ctx->nblocks;
     qc_parallel_for(tasks * ctx->nmchunks, nchw_task, ctx);
     free(ctx->rterm);
     return atomic_load(&ctx->failed) ? -1 : 0;
