@@ -408,11 +408,236 @@ QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const
     *(uint8_t *)y = (uint8_t)qc_requant_f32((float)acc * mc, p->lo, p->hi, p->yzp);
 }
 
+/* ---- average pooling with stride 2 and kw <= 4: one pass per output row, 64 outputs per
+ * step, no scratch rows. Output i sums padded columns 2i .. 2i + kw - 1, i.e. input columns
+ * from c = 2i - pl: vpmaddubsw against byte weights (1, 1) adds the column pairs (c, c + 1) of
+ * one row into a 16-bit lane ((1, 0) for kw = 1), so a 64-byte load from column c gives the
+ * sums of 32 outputs; kw = 3 or 4 adds a second load from c + 2 with weights (1, 0) or (1, 1).
+ * Loads are masked to the row's columns [0, W), so padding adds 0. The rows of the window add
+ * in 16 bits: |sum| <= kh * kw * 255 (uint8, unsigned) or kh * kw * 128 (int8, signed) fits
+ * for kh * kw <= 257 or 255. When consecutive windows share one row (kh = sh + 1, as 3x3/2),
+ * that row's sums are kept from the previous output row instead of recomputed. The 32 sums
+ * of a half are widened to int32 with in-lane unpacks (no cross-lane shuffle); the packs that
+ * narrow the results undo that order, so only the table of per-output multipliers
+ * float32(m / cnt) and offsets real * xzp has to follow it (see s2_quarter). The table is
+ * rebuilt only when the number of real rows changes.
+ * ws, per chunk of 64 outputs: the table (2 * 64 32-bit values), the shared row's sums (64
+ * 16-bit values) and the load masks (4 64-bit values). ---- */
+
+QC_INLINE int avgpool_s2_fits(const qc_win2d *g, int is_signed) {
+    return g->sw == 2 && g->kw <= 4 && g->kh * g->kw <= (is_signed ? 255 : 257);
+}
+
+/* Output offsets within a chunk of 64 held by the int32 lanes of quarter q: half q / 2 holds
+ * outputs 32 * (q / 2) + [0, 32) as 16-bit lanes; unpacklo (q even) takes words 0-3 of each
+ * 128-bit lane l, unpackhi (q odd) words 4-7, which are outputs 8l + [0, 4) and 8l + [4, 8). */
+QC_INLINE __m512i s2_quarter(int q) {
+    const __m512i j = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i l8 = _mm512_slli_epi32(_mm512_srli_epi32(j, 2), 3);
+    const __m512i k = _mm512_and_si512(j, _mm512_set1_epi32(3));
+    return _mm512_add_epi32(_mm512_add_epi32(l8, k),
+                            _mm512_set1_epi32(32 * (q >> 1) + 4 * (q & 1)));
+}
+
+/* mc and off for every chunk of 64 outputs in the quarter order above, for windows of nrow
+ * real rows (lanes past OW get a count of at least 1 and are never stored) */
+static void s2_table(const qc_win2d *g, const qc_avgpool_params *p, int32_t nrow, size_t nch,
+                     float *mc, int32_t *off) {
+    const __m512 m = _mm512_set1_ps(p->m);
+    const __m512i W = _mm512_set1_epi32((int32_t)g->W), kw = _mm512_set1_epi32(g->kw);
+    const __m512i nr = _mm512_set1_epi32(nrow), xzp = _mm512_set1_epi32(p->xzp);
+    const __m512i full = _mm512_set1_epi32(g->kh * g->kw), one = _mm512_set1_epi32(1);
+    for (size_t c = 0; c < nch; c++) {
+        for (int q = 0; q < 4; q++) {
+            const __m512i i =
+                _mm512_add_epi32(s2_quarter(q), _mm512_set1_epi32((int32_t)(64 * c)));
+            __m512i x0 = _mm512_sub_epi32(_mm512_slli_epi32(i, 1), _mm512_set1_epi32(g->pl));
+            const __m512i x1 = _mm512_min_epi32(_mm512_add_epi32(x0, kw), W);
+            x0 = _mm512_max_epi32(x0, _mm512_setzero_si512());
+            const __m512i real = _mm512_mullo_epi32(nr, _mm512_sub_epi32(x1, x0));
+            const __m512i cnt = _mm512_max_epi32(p->count_include_pad ? full : real, one);
+            const size_t at = (4 * c + (size_t)q) * 16;
+            _mm512_storeu_ps(mc + at, _mm512_div_ps(m, _mm512_cvtepi32_ps(cnt)));
+            _mm512_storeu_si512((void *)(off + at), _mm512_mullo_epi32(real, xzp));
+        }
+    }
+}
+
+/* Results are clamped to the output type by the saturating packs that narrow them, the same
+ * as clamping v to [lo, hi] first (rounding and clamping to integer bounds commute), when
+ * [lo, hi] is the type's whole range and v cannot overflow int32: |v| <= 255 * m * (1 + 2^-23)
+ * < 2^31 for m <= 2^22. */
+QC_INLINE int s2_packs_clamp(const qc_avgpool_params *p, int is_signed) {
+    const int32_t qmin = is_signed ? INT8_MIN : 0, qmax = is_signed ? INT8_MAX : UINT8_MAX;
+    return p->m <= 4194304.0f && p->lo == (float)(qmin - p->yzp) &&
+           p->hi == (float)(qmax - p->yzp);
+}
+
+/* the bits of a 64-byte load from column c (negative at the left border) whose columns are
+ * in [0, W) */
+QC_INLINE __mmask64 s2_cols(ptrdiff_t c, size_t W) {
+    const ptrdiff_t end = (ptrdiff_t)W - c;
+    if (end <= 0) return 0;
+    return tail64((size_t)end) & ~tail64(c < 0 ? (size_t)-c : 0);
+}
+
+/* row + c for a column c that may be negative: the bytes before the row are masked off and
+ * never read; the address is formed as an integer so no pointer leaves the array */
+QC_INLINE const void *s2_at(const uint8_t *row, ptrdiff_t c) {
+    return (const void *)((uintptr_t)row + (uintptr_t)c);
+}
+
+/* vpmaddubsw multiplies unsigned bytes (first operand) by signed ones: uint8 data goes first,
+ * int8 data second against the unsigned weights */
+QC_INLINE __m512i s2_madd(__m512i v, __m512i w, int is_signed) {
+    return is_signed ? _mm512_maddubs_epi16(w, v) : _mm512_maddubs_epi16(v, w);
+}
+
+/* The plane's constants. Half h of the output row (outputs 32h .. 32h + 31) reads from column
+ * 64h - pl with the load masks k[2h] (first tap) and k[2h + 1] (second tap), computed once. */
+typedef struct {
+    size_t W;
+    ptrdiff_t pl;
+    int taps, is_signed, clamp;
+    __m512i w0, w1;      /* byte weights of the taps */
+    __m512 lo, hi;
+    __m512i yzp16;
+    const __mmask64 *k;
+} s2_plane;
+
+/* one row's 16-bit sums for the 32 outputs of half h */
+QC_INLINE __m512i s2_row(const s2_plane *s, const uint8_t *row, size_t h) {
+    const ptrdiff_t c = 64 * (ptrdiff_t)h - s->pl;
+    __m512i v =
+        s2_madd(_mm512_maskz_loadu_epi8(s->k[2 * h], s2_at(row, c)), s->w0, s->is_signed);
+    if (s->taps > 1)
+        v = _mm512_add_epi16(v, s2_madd(_mm512_maskz_loadu_epi8(s->k[2 * h + 1],
+                                                                s2_at(row, c + 2)),
+                                        s->w1, s->is_signed));
+    return v;
+}
+
+/* The input rows of one output row's windows: the n rows from `mid` are summed. With a shared
+ * row (kh = sh + 1), the sums start from the kept ones (from_kept), and the sums of row `last`
+ * (0 if it is not a real row: last == NULL) are added and kept for the next output row. */
+typedef struct {
+    const uint8_t *mid, *last;
+    ptrdiff_t n;
+    int shared, from_kept;
+} s2_rows;
+
+QC_INLINE s2_rows s2_rows_of(const uint8_t *x, const qc_win2d *g, size_t oy, int shared) {
+    const ptrdiff_t H = (ptrdiff_t)g->H, ya = (ptrdiff_t)oy * g->sh - g->pt, yb = ya + g->kh;
+    s2_rows r;
+    r.shared = shared;
+    r.from_kept = shared && oy > 0;
+    const ptrdiff_t r0 = QC_MAX(r.from_kept ? ya + 1 : ya, 0);
+    const ptrdiff_t r1 = QC_MIN(shared ? yb - 1 : yb, H);
+    r.n = QC_MAX(r1 - r0, 0);
+    r.mid = x + (size_t)r0 * g->W;
+    r.last = shared && yb - 1 < H ? x + (size_t)(yb - 1) * g->W : NULL;
+    return r;
+}
+
+/* 16-bit window sums of the 32 outputs of half h; kept: that half's shared-row sums */
+QC_INLINE __m512i s2_sum32(const s2_plane *s, const s2_rows *r, size_t h, int16_t *kept) {
+    __m512i v = r->from_kept ? _mm512_loadu_si512((const void *)kept) : _mm512_setzero_si512();
+    for (ptrdiff_t j = 0; j < r->n; j++)
+        v = _mm512_add_epi16(v, s2_row(s, r->mid + (size_t)j * s->W, h));
+    if (r->shared) {
+        const __m512i l = r->last ? s2_row(s, r->last, h) : _mm512_setzero_si512();
+        _mm512_storeu_si512((void *)kept, l);
+        v = _mm512_add_epi16(v, l);
+    }
+    return v;
+}
+
+/* int32 quarter a of 64 sums (lanes as s2_quarter) minus the offsets, times the multipliers,
+ * clamped to [lo, hi] unless the packs do it, rounded */
+QC_INLINE __m512i s2_requant(const s2_plane *s, __m512i a, const float *mc, const int32_t *off) {
+    a = _mm512_sub_epi32(a, _mm512_loadu_si512((const void *)off));
+    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_loadu_ps(mc));
+    if (s->clamp) v = _mm512_min_ps(_mm512_max_ps(v, s->lo), s->hi);
+    return _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+/* Half h as int16: the int32 results packed back in order (saturating) and yzp added
+ * (saturating: a result outside int16 is outside the output type with or without yzp, so the
+ * final packs clamp it alike). mc, off: the table of the output row. */
+QC_INLINE __m512i s2_half(const s2_plane *s, const s2_rows *r, size_t h, const float *mc,
+                          const int32_t *off, int16_t *kept) {
+    const __m512i v = s2_sum32(s, r, h, kept + 32 * h);
+    const __m512i ext = s->is_signed ? _mm512_srai_epi16(v, 15) : _mm512_setzero_si512();
+    const __m512i lo = s2_requant(s, _mm512_unpacklo_epi16(v, ext), mc + 32 * h, off + 32 * h);
+    const __m512i hi =
+        s2_requant(s, _mm512_unpackhi_epi16(v, ext), mc + 32 * h + 16, off + 32 * h + 16);
+    return _mm512_adds_epi16(_mm512_packs_epi32(lo, hi), s->yzp16);
+}
+
+/* one output row, 64 outputs (two halves) per step */
+QC_INLINE void s2_out_row(const s2_plane *s, const s2_rows *r, const float *mc,
+                          const int32_t *off, int16_t *kept, uint8_t *out, size_t OW) {
+    const __m512i fix = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+    for (size_t i0 = 0, h = 0; i0 < OW; i0 += 64, h += 2) {
+        const __m512i w01 = s2_half(s, r, h, mc, off, kept);
+        const __m512i w23 = s2_half(s, r, h + 1, mc, off, kept);
+        /* the qwords of the two halves interleave */
+        const __m512i b =
+            s->is_signed ? _mm512_packs_epi16(w01, w23) : _mm512_packus_epi16(w01, w23);
+        _mm512_mask_storeu_epi8(out + i0, tail64(OW - i0), _mm512_permutexvar_epi64(fix, b));
+    }
+}
+
+QC_INLINE void avgpool_s2_avx512(const void *x, int is_signed, void *yv, const qc_win2d *g,
+                                 const qc_avgpool_params *p, int32_t *ws, int clamp) {
+    const size_t OW = g->OW, nch = (OW + 63) / 64;
+    float *mc = (float *)ws;
+    int32_t *off = ws + 64 * nch;
+    int16_t *kept = (int16_t *)(ws + 128 * nch);
+    __mmask64 *k = (__mmask64 *)(ws + 160 * nch);
+    for (size_t h = 0; h < 2 * nch; h++) {
+        k[2 * h] = s2_cols(64 * (ptrdiff_t)h - g->pl, g->W);
+        k[2 * h + 1] = s2_cols(64 * (ptrdiff_t)h - g->pl + 2, g->W);
+    }
+    /* a tap's weights (1, 1) add columns c and c + 1, (1, 0) column c alone (odd kw) */
+    const s2_plane s = {g->W, g->pl, g->kw > 2 ? 2 : 1, is_signed, clamp,
+                        _mm512_set1_epi16(g->kw == 1 ? 0x0001 : 0x0101),
+                        _mm512_set1_epi16(g->kw == 3 ? 0x0001 : 0x0101),
+                        _mm512_set1_ps(p->lo), _mm512_set1_ps(p->hi),
+                        _mm512_set1_epi16((int16_t)p->yzp), k};
+    const int shared = g->kh == g->sh + 1;
+    ptrdiff_t last_nrow = -1;
+    for (size_t oy = 0; oy < g->OH; oy++) {
+        const ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt;
+        const ptrdiff_t nrow = QC_MIN(y0 + g->kh, (ptrdiff_t)g->H) - QC_MAX(y0, 0);
+        if (nrow != last_nrow) {
+            last_nrow = nrow;
+            s2_table(g, p, (int32_t)nrow, nch, mc, off);
+        }
+        s2_rows r = s2_rows_of(x, g, oy, shared);
+        uint8_t *out = (uint8_t *)yv + oy * OW;
+        if (r.from_kept && r.last && r.n == 1) {
+            /* the inner rows of 3x3/2, with the row pattern fixed for the compiler */
+            const s2_rows r3 = {r.mid, r.last, 1, 1, 1};
+            s2_out_row(&s, &r3, mc, off, kept, out, OW);
+        } else {
+            s2_out_row(&s, &r, mc, off, kept, out, OW);
+        }
+    }
+}
+
 #define QC_DEF_AVGPOOL512(T, T16, CVT16, WIDEN16, EVEN32, GENERIC, NAME)                      \
     static void NAME(const T *x, T *y, const qc_win2d *g, const qc_avgpool_params *p,         \
                      int32_t *ws) {                                                           \
         if (whole_plane(g)) {                                                                 \
             avgpool_whole_avx512(x, (T)-1 < 0, y, g, p);                                      \
+            return;                                                                           \
+        }                                                                                     \
+        if (avgpool_s2_fits(g, (T)-1 < 0)) {                                                  \
+            if (s2_packs_clamp(p, (T)-1 < 0))                                                 \
+                avgpool_s2_avx512(x, (T)-1 < 0, y, g, p, ws, 0);                              \
+            else                                                                              \
+                avgpool_s2_avx512(x, (T)-1 < 0, y, g, p, ws, 1);                              \
             return;                                                                           \
         }                                                                                     \
         if (g->kh > 256) {                                                                    \
