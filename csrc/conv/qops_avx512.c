@@ -552,35 +552,55 @@ QC_INLINE __m512i s2_sum32(const s2_plane *s, const s2_rows *r, size_t h, int16_
     return v;
 }
 
+/* The multipliers and offsets of one output row: the table, and for the halves [h_lo, h_hi)
+ * whose windows are all whole (every output has nrow * kw real cells) the constants mci, offi,
+ * which spare those halves the table's loads. */
+typedef struct {
+    const float *mc;
+    const int32_t *off;
+    size_t h_lo, h_hi;
+    __m512 mci;
+    __m512i offi;
+} s2_scale;
+
 /* int32 quarter a of 64 sums (lanes as s2_quarter) minus the offsets, times the multipliers,
  * clamped to [lo, hi] unless the packs do it, rounded */
-QC_INLINE __m512i s2_requant(const s2_plane *s, __m512i a, const float *mc, const int32_t *off) {
-    a = _mm512_sub_epi32(a, _mm512_loadu_si512((const void *)off));
-    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_loadu_ps(mc));
+QC_INLINE __m512i s2_requant(const s2_plane *s, __m512i a, __m512 mc, __m512i off) {
+    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a, off)), mc);
     if (s->clamp) v = _mm512_min_ps(_mm512_max_ps(v, s->lo), s->hi);
     return _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-/* Half h as int16: the int32 results packed back in order (saturating) and yzp added
- * (saturating: a result outside int16 is outside the output type with or without yzp, so the
- * final packs clamp it alike). mc, off: the table of the output row. */
-QC_INLINE __m512i s2_half(const s2_plane *s, const s2_rows *r, size_t h, const float *mc,
-                          const int32_t *off, int16_t *kept) {
-    const __m512i v = s2_sum32(s, r, h, kept + 32 * h);
+/* 32 sums v of a half as int16: the int32 results packed back in order (saturating) and yzp
+ * added (saturating: a result outside int16 is outside the output type with or without yzp,
+ * so the final packs clamp it alike). mc/off: the quarters' multipliers and offsets. */
+QC_INLINE __m512i s2_finish32(const s2_plane *s, __m512i v, __m512 mc0, __m512 mc1,
+                              __m512i off0, __m512i off1) {
     const __m512i ext = s->is_signed ? _mm512_srai_epi16(v, 15) : _mm512_setzero_si512();
-    const __m512i lo = s2_requant(s, _mm512_unpacklo_epi16(v, ext), mc + 32 * h, off + 32 * h);
-    const __m512i hi =
-        s2_requant(s, _mm512_unpackhi_epi16(v, ext), mc + 32 * h + 16, off + 32 * h + 16);
+    const __m512i lo = s2_requant(s, _mm512_unpacklo_epi16(v, ext), mc0, off0);
+    const __m512i hi = s2_requant(s, _mm512_unpackhi_epi16(v, ext), mc1, off1);
     return _mm512_adds_epi16(_mm512_packs_epi32(lo, hi), s->yzp16);
 }
 
+/* half h of the output row as int16 */
+QC_INLINE __m512i s2_half(const s2_plane *s, const s2_rows *r, const s2_scale *t, size_t h,
+                          int16_t *kept) {
+    const __m512i v = s2_sum32(s, r, h, kept + 32 * h);
+    if (h >= t->h_lo && h < t->h_hi) return s2_finish32(s, v, t->mci, t->mci, t->offi, t->offi);
+    const float *mc = t->mc + 32 * h;
+    const int32_t *off = t->off + 32 * h;
+    return s2_finish32(s, v, _mm512_loadu_ps(mc), _mm512_loadu_ps(mc + 16),
+                       _mm512_loadu_si512((const void *)off),
+                       _mm512_loadu_si512((const void *)(off + 16)));
+}
+
 /* one output row, 64 outputs (two halves) per step */
-QC_INLINE void s2_out_row(const s2_plane *s, const s2_rows *r, const float *mc,
-                          const int32_t *off, int16_t *kept, uint8_t *out, size_t OW) {
+QC_INLINE void s2_out_row(const s2_plane *s, const s2_rows *r, const s2_scale *t,
+                          int16_t *kept, uint8_t *out, size_t OW) {
     const __m512i fix = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
     for (size_t i0 = 0, h = 0; i0 < OW; i0 += 64, h += 2) {
-        const __m512i w01 = s2_half(s, r, h, mc, off, kept);
-        const __m512i w23 = s2_half(s, r, h + 1, mc, off, kept);
+        const __m512i w01 = s2_half(s, r, t, h, kept);
+        const __m512i w23 = s2_half(s, r, t, h + 1, kept);
         /* the qwords of the two halves interleave */
         const __m512i b =
             s->is_signed ? _mm512_packs_epi16(w01, w23) : _mm512_packus_epi16(w01, w23);
@@ -591,13 +611,21 @@ QC_INLINE void s2_out_row(const s2_plane *s, const s2_rows *r, const float *mc,
 QC_INLINE void avgpool_s2_avx512(const void *x, int is_signed, void *yv, const qc_win2d *g,
                                  const qc_avgpool_params *p, int32_t *ws, int clamp) {
     const size_t OW = g->OW, nch = (OW + 63) / 64;
+    const ptrdiff_t pl = g->pl, kw = g->kw, W = (ptrdiff_t)g->W;
     float *mc = (float *)ws;
     int32_t *off = ws + 64 * nch;
     int16_t *kept = (int16_t *)(ws + 128 * nch);
     __mmask64 *k = (__mmask64 *)(ws + 160 * nch);
+    s2_scale t = {mc, off, 2 * nch, 0, _mm512_setzero_ps(), _mm512_setzero_si512()};
     for (size_t h = 0; h < 2 * nch; h++) {
-        k[2 * h] = s2_cols(64 * (ptrdiff_t)h - g->pl, g->W);
-        k[2 * h + 1] = s2_cols(64 * (ptrdiff_t)h - g->pl + 2, g->W);
+        const ptrdiff_t c = 64 * (ptrdiff_t)h - pl;
+        k[2 * h] = s2_cols(c, g->W);
+        k[2 * h + 1] = s2_cols(c + 2, g->W);
+        /* whole windows from the first output (column c) to the last (c + 62) */
+        if (c >= 0 && c + 62 + kw <= W && 32 * h + 32 <= OW) {
+            t.h_lo = QC_MIN(t.h_lo, h);
+            t.h_hi = h + 1;
+        }
     }
     /* a tap's weights (1, 1) add columns c and c + 1, (1, 0) column c alone (odd kw) */
     const s2_plane s = {g->W, g->pl, g->kw > 2 ? 2 : 1, is_signed, clamp,
@@ -613,15 +641,18 @@ QC_INLINE void avgpool_s2_avx512(const void *x, int is_signed, void *yv, const q
         if (nrow != last_nrow) {
             last_nrow = nrow;
             s2_table(g, p, (int32_t)nrow, nch, mc, off);
+            const int32_t real = (int32_t)(nrow * kw);
+            t.mci = _mm512_set1_ps(p->m / (float)(p->count_include_pad ? g->kh * g->kw : real));
+            t.offi = _mm512_set1_epi32(real * p->xzp);
         }
         s2_rows r = s2_rows_of(x, g, oy, shared);
         uint8_t *out = (uint8_t *)yv + oy * OW;
         if (r.from_kept && r.last && r.n == 1) {
             /* the inner rows of 3x3/2, with the row pattern fixed for the compiler */
             const s2_rows r3 = {r.mid, r.last, 1, 1, 1};
-            s2_out_row(&s, &r3, mc, off, kept, out, OW);
+            s2_out_row(&s, &r3, &t, kept, out, OW);
         } else {
-            s2_out_row(&s, &r, mc, off, kept, out, OW);
+            s2_out_row(&s, &r, &t, kept, out, OW);
         }
     }
 }
