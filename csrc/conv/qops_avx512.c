@@ -439,14 +439,22 @@ QC_INLINE __m512i s2_quarter(int q) {
                             _mm512_set1_epi32(32 * (q >> 1) + 4 * (q & 1)));
 }
 
-/* mc and off for every chunk of 64 outputs in the quarter order above, for windows of nrow
- * real rows (lanes past OW get a count of at least 1 and are never stored) */
-static void s2_table(const qc_win2d *g, const qc_avgpool_params *p, int32_t nrow, size_t nch,
-                     float *mc, int32_t *off) {
+/* The 16-bit sums u (int8: biased by 2^15 to unsigned) become floats without a conversion:
+ * the bits 0x4B00 above them make the float 2^23 + u, and subtracting the float
+ * 2^23 + bias + real * xzp leaves acc = sum - real * xzp exactly (both are integers below 2^24
+ * and so is their difference), the float(acc) the requantization multiplies. */
+#define QC_S2_FLOAT_HI 0x4B00
+QC_INLINE int32_t s2_off_bias(int is_signed) { return (1 << 23) + (is_signed ? 1 << 15 : 0); }
+
+/* mc and the offsets (as above) for every chunk of 64 outputs in the quarter order above, for
+ * windows of nrow real rows (lanes past OW get a count of at least 1 and are never stored) */
+static void s2_table(const qc_win2d *g, const qc_avgpool_params *p, int is_signed, int32_t nrow,
+                     size_t nch, float *mc, float *off) {
     const __m512 m = _mm512_set1_ps(p->m);
     const __m512i W = _mm512_set1_epi32((int32_t)g->W), kw = _mm512_set1_epi32(g->kw);
     const __m512i nr = _mm512_set1_epi32(nrow), xzp = _mm512_set1_epi32(p->xzp);
     const __m512i full = _mm512_set1_epi32(g->kh * g->kw), one = _mm512_set1_epi32(1);
+    const __m512i bias = _mm512_set1_epi32(s2_off_bias(is_signed));
     for (size_t c = 0; c < nch; c++) {
         for (int q = 0; q < 4; q++) {
             const __m512i i =
@@ -458,7 +466,8 @@ static void s2_table(const qc_win2d *g, const qc_avgpool_params *p, int32_t nrow
             const __m512i cnt = _mm512_max_epi32(p->count_include_pad ? full : real, one);
             const size_t at = (4 * c + (size_t)q) * 16;
             _mm512_storeu_ps(mc + at, _mm512_div_ps(m, _mm512_cvtepi32_ps(cnt)));
-            _mm512_storeu_si512((void *)(off + at), _mm512_mullo_epi32(real, xzp));
+            const __m512i o = _mm512_add_epi32(_mm512_mullo_epi32(real, xzp), bias);
+            _mm512_storeu_ps(off + at, _mm512_cvtepi32_ps(o));
         }
     }
 }
@@ -556,17 +565,15 @@ QC_INLINE __m512i s2_sum32(const s2_plane *s, const s2_rows *r, size_t h, int16_
  * whose windows are all whole (every output has nrow * kw real cells) the constants mci, offi,
  * which spare those halves the table's loads. */
 typedef struct {
-    const float *mc;
-    const int32_t *off;
+    const float *mc, *off;
     size_t h_lo, h_hi;
-    __m512 mci;
-    __m512i offi;
+    __m512 mci, offi;
 } s2_scale;
 
-/* int32 quarter a of 64 sums (lanes as s2_quarter) minus the offsets, times the multipliers,
- * clamped to [lo, hi] unless the packs do it, rounded */
-QC_INLINE __m512i s2_requant(const s2_plane *s, __m512i a, __m512 mc, __m512i off) {
-    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a, off)), mc);
+/* quarter a of 64 sums (lanes as s2_quarter, as floats 2^23 + u) minus the offsets, times the
+ * multipliers, clamped to [lo, hi] unless the packs do it, rounded */
+QC_INLINE __m512i s2_requant(const s2_plane *s, __m512i a, __m512 mc, __m512 off) {
+    __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_castsi512_ps(a), off), mc);
     if (s->clamp) v = _mm512_min_ps(_mm512_max_ps(v, s->lo), s->hi);
     return _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
@@ -575,10 +582,11 @@ QC_INLINE __m512i s2_requant(const s2_plane *s, __m512i a, __m512 mc, __m512i of
  * added (saturating: a result outside int16 is outside the output type with or without yzp,
  * so the final packs clamp it alike). mc/off: the quarters' multipliers and offsets. */
 QC_INLINE __m512i s2_finish32(const s2_plane *s, __m512i v, __m512 mc0, __m512 mc1,
-                              __m512i off0, __m512i off1) {
-    const __m512i ext = s->is_signed ? _mm512_srai_epi16(v, 15) : _mm512_setzero_si512();
-    const __m512i lo = s2_requant(s, _mm512_unpacklo_epi16(v, ext), mc0, off0);
-    const __m512i hi = s2_requant(s, _mm512_unpackhi_epi16(v, ext), mc1, off1);
+                              __m512 off0, __m512 off1) {
+    const __m512i fhi = _mm512_set1_epi16(QC_S2_FLOAT_HI);
+    if (s->is_signed) v = _mm512_xor_si512(v, _mm512_set1_epi16(INT16_MIN));
+    const __m512i lo = s2_requant(s, _mm512_unpacklo_epi16(v, fhi), mc0, off0);
+    const __m512i hi = s2_requant(s, _mm512_unpackhi_epi16(v, fhi), mc1, off1);
     return _mm512_adds_epi16(_mm512_packs_epi32(lo, hi), s->yzp16);
 }
 
@@ -587,11 +595,9 @@ QC_INLINE __m512i s2_half(const s2_plane *s, const s2_rows *r, const s2_scale *t
                           int16_t *kept) {
     const __m512i v = s2_sum32(s, r, h, kept + 32 * h);
     if (h >= t->h_lo && h < t->h_hi) return s2_finish32(s, v, t->mci, t->mci, t->offi, t->offi);
-    const float *mc = t->mc + 32 * h;
-    const int32_t *off = t->off + 32 * h;
+    const float *mc = t->mc + 32 * h, *off = t->off + 32 * h;
     return s2_finish32(s, v, _mm512_loadu_ps(mc), _mm512_loadu_ps(mc + 16),
-                       _mm512_loadu_si512((const void *)off),
-                       _mm512_loadu_si512((const void *)(off + 16)));
+                       _mm512_loadu_ps(off), _mm512_loadu_ps(off + 16));
 }
 
 /* one output row, 64 outputs (two halves) per step */
@@ -613,10 +619,10 @@ QC_INLINE void avgpool_s2_avx512(const void *x, int is_signed, void *yv, const q
     const size_t OW = g->OW, nch = (OW + 63) / 64;
     const ptrdiff_t pl = g->pl, kw = g->kw, W = (ptrdiff_t)g->W;
     float *mc = (float *)ws;
-    int32_t *off = ws + 64 * nch;
+    float *off = (float *)(ws + 64 * nch);
     int16_t *kept = (int16_t *)(ws + 128 * nch);
     __mmask64 *k = (__mmask64 *)(ws + 160 * nch);
-    s2_scale t = {mc, off, 2 * nch, 0, _mm512_setzero_ps(), _mm512_setzero_si512()};
+    s2_scale t = {mc, off, 2 * nch, 0, _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (size_t h = 0; h < 2 * nch; h++) {
         const ptrdiff_t c = 64 * (ptrdiff_t)h - pl;
         k[2 * h] = s2_cols(c, g->W);
@@ -640,10 +646,10 @@ QC_INLINE void avgpool_s2_avx512(const void *x, int is_signed, void *yv, const q
         const ptrdiff_t nrow = QC_MIN(y0 + g->kh, (ptrdiff_t)g->H) - QC_MAX(y0, 0);
         if (nrow != last_nrow) {
             last_nrow = nrow;
-            s2_table(g, p, (int32_t)nrow, nch, mc, off);
+            s2_table(g, p, is_signed, (int32_t)nrow, nch, mc, off);
             const int32_t real = (int32_t)(nrow * kw);
             t.mci = _mm512_set1_ps(p->m / (float)(p->count_include_pad ? g->kh * g->kw : real));
-            t.offi = _mm512_set1_epi32(real * p->xzp);
+            t.offi = _mm512_set1_ps((float)(real * p->xzp + s2_off_bias(is_signed)));
         }
         s2_rows r = s2_rows_of(x, g, oy, shared);
         uint8_t *out = (uint8_t *)yv + oy * OW;
