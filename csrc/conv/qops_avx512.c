@@ -412,15 +412,16 @@ QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const
  * step, no scratch rows. Output i sums padded columns 2i .. 2i + kw - 1, i.e. input columns
  * from c = 2i - pl: vpmaddubsw against byte weights (1, 1) adds the column pairs (c, c + 1) of
  * one row into a 16-bit lane ((1, 0) for kw = 1), so a 64-byte load from column c gives the
- * sums of 32 outputs; kw = 3 or 4 adds a second load from c + 2 with weights (1, 0) or (1, 1).
- * Loads are masked to the row's columns [0, W), so padding adds 0. The rows of the window add
- * in 16 bits: |sum| <= kh * kw * 255 (uint8, unsigned) or kh * kw * 128 (int8, signed) fits
- * for kh * kw <= 257 or 255. When consecutive windows share one row (kh = sh + 1, as 3x3/2),
- * that row's sums are kept from the previous output row instead of recomputed. The 32 sums
- * of a half are widened to int32 with in-lane unpacks (no cross-lane shuffle); the packs that
- * narrow the results undo that order, so only the table of per-output multipliers
- * float32(m / cnt) and offsets real * xzp has to follow it (see s2_quarter). The table is
- * rebuilt only when the number of real rows changes.
+ * sums of 32 outputs; kw = 3 adds a second load from c + 1 with weights (0, 1), kw = 4 one from
+ * c + 2 with (1, 1). Loads are masked to the row's columns [0, W) where they reach past them,
+ * so padding adds 0. The rows of the window add in 16 bits: |sum| <= kh * kw * 255 (uint8,
+ * unsigned) or kh * kw * 128 (int8, signed) fits for kh * kw <= 257 or 255. When consecutive
+ * windows share one row (kh = sh + 1, as 3x3/2), that row's sums are kept from the previous
+ * output row instead of recomputed. The 32 sums of a half go to float32 lanes with in-lane
+ * unpacks (no cross-lane shuffle); the packs that narrow the results undo that order, so only
+ * the table of per-output multipliers float32(m / cnt) and offsets has to follow it (see
+ * s2_quarter). The table is rebuilt only when the number of real rows changes, and halves
+ * whose windows are all whole use constants instead.
  * ws, per chunk of 64 outputs: the table (2 * 64 32-bit values), the shared row's sums (64
  * 16-bit values) and the load masks (4 64-bit values). ---- */
 
@@ -502,11 +503,13 @@ QC_INLINE __m512i s2_madd(__m512i v, __m512i w, int is_signed) {
     return is_signed ? _mm512_maddubs_epi16(w, v) : _mm512_maddubs_epi16(v, w);
 }
 
-/* The plane's constants. Half h of the output row (outputs 32h .. 32h + 31) reads from column
- * 64h - pl with the load masks k[2h] (first tap) and k[2h + 1] (second tap), computed once. */
+/* The plane's constants. Half h of the output row (outputs 32h .. 32h + 31) loads from column
+ * c = 64h - pl and, with a second tap, from c + c1, with the load masks k[2h] and k[2h + 1]
+ * computed once. The loads of the halves [h_lo, h_hi) are all inside the row: those halves
+ * load without masks, and their windows are whole (the loads cover columns c .. c + 61 + kw). */
 typedef struct {
-    size_t W;
-    ptrdiff_t pl;
+    size_t W, h_lo, h_hi;
+    ptrdiff_t pl, c1;
     int taps, is_signed, clamp;
     __m512i w0, w1;      /* byte weights of the taps */
     __m512 lo, hi;
@@ -514,15 +517,18 @@ typedef struct {
     const __mmask64 *k;
 } s2_plane;
 
+QC_INLINE __m512i s2_load(const uint8_t *row, ptrdiff_t c, __mmask64 k, int whole) {
+    return whole ? _mm512_loadu_si512(s2_at(row, c)) : _mm512_maskz_loadu_epi8(k, s2_at(row, c));
+}
+
 /* one row's 16-bit sums for the 32 outputs of half h */
-QC_INLINE __m512i s2_row(const s2_plane *s, const uint8_t *row, size_t h) {
+QC_INLINE __m512i s2_row(const s2_plane *s, const uint8_t *row, size_t h, int whole) {
     const ptrdiff_t c = 64 * (ptrdiff_t)h - s->pl;
-    __m512i v =
-        s2_madd(_mm512_maskz_loadu_epi8(s->k[2 * h], s2_at(row, c)), s->w0, s->is_signed);
-    if (s->taps > 1)
-        v = _mm512_add_epi16(v, s2_madd(_mm512_maskz_loadu_epi8(s->k[2 * h + 1],
-                                                                s2_at(row, c + 2)),
-                                        s->w1, s->is_signed));
+    __m512i v = s2_madd(s2_load(row, c, s->k[2 * h], whole), s->w0, s->is_signed);
+    if (s->taps > 1) {
+        const __m512i b = s2_load(row, c + s->c1, s->k[2 * h + 1], whole);
+        v = _mm512_add_epi16(v, s2_madd(b, s->w1, s->is_signed));
+    }
     return v;
 }
 
@@ -549,24 +555,23 @@ QC_INLINE s2_rows s2_rows_of(const uint8_t *x, const qc_win2d *g, size_t oy, int
 }
 
 /* 16-bit window sums of the 32 outputs of half h; kept: that half's shared-row sums */
-QC_INLINE __m512i s2_sum32(const s2_plane *s, const s2_rows *r, size_t h, int16_t *kept) {
+QC_INLINE __m512i s2_sum32(const s2_plane *s, const s2_rows *r, size_t h, int16_t *kept,
+                           int whole) {
     __m512i v = r->from_kept ? _mm512_loadu_si512((const void *)kept) : _mm512_setzero_si512();
     for (ptrdiff_t j = 0; j < r->n; j++)
-        v = _mm512_add_epi16(v, s2_row(s, r->mid + (size_t)j * s->W, h));
+        v = _mm512_add_epi16(v, s2_row(s, r->mid + (size_t)j * s->W, h, whole));
     if (r->shared) {
-        const __m512i l = r->last ? s2_row(s, r->last, h) : _mm512_setzero_si512();
+        const __m512i l = r->last ? s2_row(s, r->last, h, whole) : _mm512_setzero_si512();
         _mm512_storeu_si512((void *)kept, l);
         v = _mm512_add_epi16(v, l);
     }
     return v;
 }
 
-/* The multipliers and offsets of one output row: the table, and for the halves [h_lo, h_hi)
- * whose windows are all whole (every output has nrow * kw real cells) the constants mci, offi,
- * which spare those halves the table's loads. */
+/* The multipliers and offsets of one output row: the table, and for the halves whose windows
+ * are whole (every output has nrow * kw real cells) the constants mci, offi. */
 typedef struct {
     const float *mc, *off;
-    size_t h_lo, h_hi;
     __m512 mci, offi;
 } s2_scale;
 
@@ -593,8 +598,11 @@ QC_INLINE __m512i s2_finish32(const s2_plane *s, __m512i v, __m512 mc0, __m512 m
 /* half h of the output row as int16 */
 QC_INLINE __m512i s2_half(const s2_plane *s, const s2_rows *r, const s2_scale *t, size_t h,
                           int16_t *kept) {
-    const __m512i v = s2_sum32(s, r, h, kept + 32 * h);
-    if (h >= t->h_lo && h < t->h_hi) return s2_finish32(s, v, t->mci, t->mci, t->offi, t->offi);
+    if (h >= s->h_lo && h < s->h_hi) {
+        const __m512i v = s2_sum32(s, r, h, kept + 32 * h, 1);
+        return s2_finish32(s, v, t->mci, t->mci, t->offi, t->offi);
+    }
+    const __m512i v = s2_sum32(s, r, h, kept + 32 * h, 0);
     const float *mc = t->mc + 32 * h, *off = t->off + 32 * h;
     return s2_finish32(s, v, _mm512_loadu_ps(mc), _mm512_loadu_ps(mc + 16),
                        _mm512_loadu_ps(off), _mm512_loadu_ps(off + 16));
@@ -617,28 +625,29 @@ QC_INLINE void s2_out_row(const s2_plane *s, const s2_rows *r, const s2_scale *t
 QC_INLINE void avgpool_s2_avx512(const void *x, int is_signed, void *yv, const qc_win2d *g,
                                  const qc_avgpool_params *p, int32_t *ws, int clamp) {
     const size_t OW = g->OW, nch = (OW + 63) / 64;
-    const ptrdiff_t pl = g->pl, kw = g->kw, W = (ptrdiff_t)g->W;
+    const int kw = g->kw, taps = kw > 2 ? 2 : 1;
     float *mc = (float *)ws;
     float *off = (float *)(ws + 64 * nch);
     int16_t *kept = (int16_t *)(ws + 128 * nch);
     __mmask64 *k = (__mmask64 *)(ws + 160 * nch);
-    s2_scale t = {mc, off, 2 * nch, 0, _mm512_setzero_ps(), _mm512_setzero_ps()};
+    /* Byte weights (1, 1) add columns c and c + 1, (1, 0) column c alone, (0, 1) column
+     * c + 1 alone: kw = 3 takes its third column from a load at c + 1, which stays inside
+     * the row wherever the windows do. */
+    s2_plane s = {g->W, 2 * nch, 0, g->pl, kw == 3 ? 1 : 2, taps, is_signed, clamp,
+                  _mm512_set1_epi16(kw == 1 ? 0x0001 : 0x0101),
+                  _mm512_set1_epi16(kw == 3 ? 0x0100 : 0x0101),
+                  _mm512_set1_ps(p->lo), _mm512_set1_ps(p->hi),
+                  _mm512_set1_epi16((int16_t)p->yzp), k};
     for (size_t h = 0; h < 2 * nch; h++) {
-        const ptrdiff_t c = 64 * (ptrdiff_t)h - pl;
+        const ptrdiff_t c = 64 * (ptrdiff_t)h - s.pl;
         k[2 * h] = s2_cols(c, g->W);
-        k[2 * h + 1] = s2_cols(c + 2, g->W);
-        /* whole windows from the first output (column c) to the last (c + 62) */
-        if (c >= 0 && c + 62 + kw <= W && 32 * h + 32 <= OW) {
-            t.h_lo = QC_MIN(t.h_lo, h);
-            t.h_hi = h + 1;
+        k[2 * h + 1] = s2_cols(c + s.c1, g->W);
+        if (k[2 * h] == ~(__mmask64)0 && (taps == 1 || k[2 * h + 1] == ~(__mmask64)0)) {
+            s.h_lo = QC_MIN(s.h_lo, h);
+            s.h_hi = h + 1;
         }
     }
-    /* a tap's weights (1, 1) add columns c and c + 1, (1, 0) column c alone (odd kw) */
-    const s2_plane s = {g->W, g->pl, g->kw > 2 ? 2 : 1, is_signed, clamp,
-                        _mm512_set1_epi16(g->kw == 1 ? 0x0001 : 0x0101),
-                        _mm512_set1_epi16(g->kw == 3 ? 0x0001 : 0x0101),
-                        _mm512_set1_ps(p->lo), _mm512_set1_ps(p->hi),
-                        _mm512_set1_epi16((int16_t)p->yzp), k};
+    s2_scale t = {mc, off, _mm512_setzero_ps(), _mm512_setzero_ps()};
     const int shared = g->kh == g->sh + 1;
     ptrdiff_t last_nrow = -1;
     for (size_t oy = 0; oy < g->OH; oy++) {
