@@ -214,15 +214,6 @@ QC_DEF_MAXPOOL256(int8_t, INT8_MIN, _mm256_max_epi8, QC_EVEN_S16, QC_ODD_S16, _m
  * ws, per step of 32 outputs: the table (2 * 32 32-bit values), the shared row's sums (32
  * 16-bit values). ---- */
 
-QC_INLINE int avgpool_s2_fits(const qc_win2d *g, int is_signed) {
-    return g->sw == 2 && g->kw <= 4 && g->kh * g->kw <= (is_signed ? 255 : 257);
-}
-
-/* 16-bit sums u (int8: biased by 2^15) under the bits 0x4B00 are the floats 2^23 + u;
- * subtracting the float 2^23 + bias + real * xzp leaves float(acc) exactly (qops_avx512.c) */
-#define QC_S2_FLOAT_HI 0x4B00
-QC_INLINE int32_t s2_off_bias(int is_signed) { return (1 << 23) + (is_signed ? 1 << 15 : 0); }
-
 /* Output offset within a step of 32 of lane j of quarter q: half q / 2 holds outputs
  * 16 * (q / 2) + [0, 16) as 16-bit lanes, unpacklo (q even) takes words 0-3 of each 128-bit
  * lane l, unpackhi words 4-7: outputs 8l + [0, 4) and 8l + [4, 8). */
@@ -247,14 +238,6 @@ static void s2_table(const qc_win2d *g, const qc_avgpool_params *p, int is_signe
             }
         }
     }
-}
-
-/* as s2_packs_clamp in qops_avx512.c: the narrowing packs clamp alike when [lo, hi] is the
- * type's range and m <= 2^22 keeps v inside int32 */
-QC_INLINE int s2_packs_clamp(const qc_avgpool_params *p, int is_signed) {
-    const int32_t qmin = is_signed ? INT8_MIN : 0, qmax = is_signed ? INT8_MAX : UINT8_MAX;
-    return p->m <= 4194304.0f && p->lo == (float)(qmin - p->yzp) &&
-           p->hi == (float)(qmax - p->yzp);
 }
 
 /* the plane's constants; halves [h_lo, h_hi) load in place */
@@ -301,26 +284,6 @@ QC_INLINE __m256i s2_row(const s2_plane *s, const uint8_t *row, size_t h, int wh
     if (s->taps > 1)
         v = _mm256_add_epi16(v, s2_madd(s2_load(s, row, c + s->c1, whole), s->w1, s->is_signed));
     return v;
-}
-
-/* the input rows of one output row's windows, as s2_rows in qops_avx512.c */
-typedef struct {
-    const uint8_t *mid, *last;
-    ptrdiff_t n;
-    int shared, from_kept;
-} s2_rows;
-
-QC_INLINE s2_rows s2_rows_of(const uint8_t *x, const qc_win2d *g, size_t oy, int shared) {
-    const ptrdiff_t H = (ptrdiff_t)g->H, ya = (ptrdiff_t)oy * g->sh - g->pt, yb = ya + g->kh;
-    s2_rows r;
-    r.shared = shared;
-    r.from_kept = shared && oy > 0;
-    const ptrdiff_t r0 = QC_MAX(r.from_kept ? ya + 1 : ya, 0);
-    const ptrdiff_t r1 = QC_MIN(shared ? yb - 1 : yb, H);
-    r.n = QC_MAX(r1 - r0, 0);
-    r.mid = x + (size_t)r0 * g->W;
-    r.last = shared && yb - 1 < H ? x + (size_t)(yb - 1) * g->W : NULL;
-    return r;
 }
 
 /* 16-bit window sums of the 16 outputs of half h; kept: that half's shared-row sums */

@@ -423,11 +423,8 @@ QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const
  * s2_quarter). The table is rebuilt only when the number of real rows changes, and halves
  * whose windows are all whole use constants instead.
  * ws, per chunk of 64 outputs: the table (2 * 64 32-bit values), the shared row's sums (64
- * 16-bit values) and the load masks (4 64-bit values). ---- */
-
-QC_INLINE int avgpool_s2_fits(const qc_win2d *g, int is_signed) {
-    return g->sw == 2 && g->kw <= 4 && g->kh * g->kw <= (is_signed ? 255 : 257);
-}
+ * 16-bit values) and the load masks (4 64-bit values). Helpers shared with the AVX2 kernel
+ * are in qops_impl.h. ---- */
 
 /* Output offsets within a chunk of 64 held by the int32 lanes of quarter q: half q / 2 holds
  * outputs 32 * (q / 2) + [0, 32) as 16-bit lanes; unpacklo (q even) takes words 0-3 of each
@@ -440,15 +437,9 @@ QC_INLINE __m512i s2_quarter(int q) {
                             _mm512_set1_epi32(32 * (q >> 1) + 4 * (q & 1)));
 }
 
-/* The 16-bit sums u (int8: biased by 2^15 to unsigned) become floats without a conversion:
- * the bits 0x4B00 above them make the float 2^23 + u, and subtracting the float
- * 2^23 + bias + real * xzp leaves acc = sum - real * xzp exactly (both are integers below 2^24
- * and so is their difference), the float(acc) the requantization multiplies. */
-#define QC_S2_FLOAT_HI 0x4B00
-QC_INLINE int32_t s2_off_bias(int is_signed) { return (1 << 23) + (is_signed ? 1 << 15 : 0); }
-
-/* mc and the offsets (as above) for every chunk of 64 outputs in the quarter order above, for
- * windows of nrow real rows (lanes past OW get a count of at least 1 and are never stored) */
+/* mc and the offsets (see s2_off_bias) for every chunk of 64 outputs in the quarter order
+ * above, for windows of nrow real rows (lanes past OW get a count of at least 1 and are never
+ * stored) */
 static void s2_table(const qc_win2d *g, const qc_avgpool_params *p, int is_signed, int32_t nrow,
                      size_t nch, float *mc, float *off) {
     const __m512 m = _mm512_set1_ps(p->m);
@@ -471,16 +462,6 @@ static void s2_table(const qc_win2d *g, const qc_avgpool_params *p, int is_signe
             _mm512_storeu_ps(off + at, _mm512_cvtepi32_ps(o));
         }
     }
-}
-
-/* Results are clamped to the output type by the saturating packs that narrow them, the same
- * as clamping v to [lo, hi] first (rounding and clamping to integer bounds commute), when
- * [lo, hi] is the type's whole range and v cannot overflow int32: |v| <= 255 * m * (1 + 2^-23)
- * < 2^31 for m <= 2^22. */
-QC_INLINE int s2_packs_clamp(const qc_avgpool_params *p, int is_signed) {
-    const int32_t qmin = is_signed ? INT8_MIN : 0, qmax = is_signed ? INT8_MAX : UINT8_MAX;
-    return p->m <= 4194304.0f && p->lo == (float)(qmin - p->yzp) &&
-           p->hi == (float)(qmax - p->yzp);
 }
 
 /* the bits of a 64-byte load from column c (negative at the left border) whose columns are
@@ -530,28 +511,6 @@ QC_INLINE __m512i s2_row(const s2_plane *s, const uint8_t *row, size_t h, int wh
         v = _mm512_add_epi16(v, s2_madd(b, s->w1, s->is_signed));
     }
     return v;
-}
-
-/* The input rows of one output row's windows: the n rows from `mid` are summed. With a shared
- * row (kh = sh + 1), the sums start from the kept ones (from_kept), and the sums of row `last`
- * (0 if it is not a real row: last == NULL) are added and kept for the next output row. */
-typedef struct {
-    const uint8_t *mid, *last;
-    ptrdiff_t n;
-    int shared, from_kept;
-} s2_rows;
-
-QC_INLINE s2_rows s2_rows_of(const uint8_t *x, const qc_win2d *g, size_t oy, int shared) {
-    const ptrdiff_t H = (ptrdiff_t)g->H, ya = (ptrdiff_t)oy * g->sh - g->pt, yb = ya + g->kh;
-    s2_rows r;
-    r.shared = shared;
-    r.from_kept = shared && oy > 0;
-    const ptrdiff_t r0 = QC_MAX(r.from_kept ? ya + 1 : ya, 0);
-    const ptrdiff_t r1 = QC_MIN(shared ? yb - 1 : yb, H);
-    r.n = QC_MAX(r1 - r0, 0);
-    r.mid = x + (size_t)r0 * g->W;
-    r.last = shared && yb - 1 < H ? x + (size_t)(yb - 1) * g->W : NULL;
-    return r;
 }
 
 /* 16-bit window sums of the 32 outputs of half h; kept: that half's shared-row sums */
