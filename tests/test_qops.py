@@ -422,3 +422,53 @@ def test_global_avg_pool_tall_extremes(isa, H, dt, val):
     q[0, 1, ::7] = np.iinfo(dt).min if val == np.iinfo(dt).max else np.iinfo(dt).max
     want = ref_avg_pool(q, 0.5, 0, 0.25, 0, (H, 3), (1, 1), (0, 0, 0, 0), False)
     assert_equal_exact(qc.global_avg_pool(q, 0.5, 0, 0.25, 0), want, f"{isa} H={H}")
+
+
+@pytest.mark.parametrize("k,s,p", [
+    ((3, 3), (2, 2), (1, 1, 1, 1)),    # consecutive windows share a row (kh = sh + 1)
+    ((3, 3), (2, 2), (0, 0, 0, 0)),
+    ((3, 3), (2, 2), (2, 1, 0, 2)),
+    ((2, 2), (2, 2), (0, 0, 0, 0)),
+    ((2, 1), (1, 2), (1, 0, 1, 0)),    # kw = 1; shared rows with sh = 1
+    ((1, 1), (1, 2), (0, 0, 0, 0)),
+    ((4, 4), (2, 2), (1, 3, 2, 3)),
+    ((5, 3), (4, 2), (4, 2, 4, 2)),
+    ((7, 2), (3, 2), (3, 1, 0, 1)),
+])
+@pytest.mark.parametrize("W", [1, 2, 63, 64, 65, 128, 129, 131, 257])
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_avg_pool_stride2_columns(isa, k, s, p, W, dt):
+    # stride-2 columns: 64 outputs per step from 64-byte loads at 2i - pl, so row widths and
+    # output counts around multiples of 64, both borders padded or not, and every row case
+    H = 7
+    if H + p[0] + p[2] < k[0] or W + p[1] + p[3] < k[1]:
+        pytest.skip("no output")
+    rng = np.random.default_rng(W * 10 + k[0])
+    info = np.iinfo(dt)
+    q = rand_q(rng, (2, 3, H, W), dt)
+    q[0, 0] = info.max
+    q[0, 1] = info.min
+    for xzp, yzp in ((info.min, info.max), (info.max, info.min), (3, 0)):
+        for cip in (False, True):
+            assert_equal_exact(
+                qc.avg_pool2d(q, 0.1, dt(xzp), 0.07, dt(yzp), k, strides=s, pads=p,
+                              count_include_pad=cip),
+                ref_avg_pool(q, 0.1, dt(xzp), 0.07, dt(yzp), k, s, p, cip),
+                f"{isa} W={W} xzp={xzp} cip={cip}")
+
+
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_avg_pool_large_ratios(isa, dt):
+    # results far outside the output range saturate, whether v is clamped before rounding or
+    # (for x_scale / y_scale up to 2^22) the narrowing saturates
+    rng = np.random.default_rng(8)
+    q = rand_q(rng, (2, 3, 9, 70), dt)
+    for xs, ys in ((1e7, 1.0), (4194304.0, 1.0), (4194305.0, 1.0), (3e3, 0.5), (1.0, 3e-4)):
+        for k, s, p in (((3, 3), (2, 2), (1, 1, 1, 1)), ((2, 2), (2, 2), (0, 0, 0, 0)),
+                        ((3, 3), (1, 1), (1, 1, 1, 1))):
+            for cip in (False, True):
+                assert_equal_exact(
+                    qc.avg_pool2d(q, xs, dt(3), ys, dt(7), k, strides=s, pads=p,
+                                  count_include_pad=cip),
+                    ref_avg_pool(q, xs, dt(3), ys, dt(7), k, s, p, cip),
+                    f"{isa} {xs}/{ys} {k} {s} cip={cip}")

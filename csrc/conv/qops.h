@@ -100,7 +100,8 @@ typedef struct {
     /* max pooling over a plane; ws: OH * (pl + W + pr) + 64 elements of scratch */
     void (*maxpool_s8)(const int8_t *x, int8_t *y, const qc_win2d *g, int8_t *ws);
     void (*maxpool_u8)(const uint8_t *x, uint8_t *y, const qc_win2d *g, uint8_t *ws);
-    /* average pooling over a plane; ws: (OH + 1) * (pl + W + pr) + OW + 64 int32 of scratch */
+    /* average pooling over a plane; ws: (OH + 1) * (pl + W + pr) + 3 * OW + 192 int32 of
+     * scratch */
     void (*avgpool_s8)(const int8_t *x, int8_t *y, const qc_win2d *g,
                        const qc_avgpool_params *p, int32_t *ws);
     void (*avgpool_u8)(const uint8_t *x, uint8_t *y, const qc_win2d *g,

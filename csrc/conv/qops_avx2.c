@@ -204,9 +204,211 @@ QC_DEF_MAXPOOL256(int8_t, INT8_MIN, _mm256_max_epi8, QC_EVEN_S16, QC_ODD_S16, _m
  * a step use the scalar formula. The stride-2 step reads one 16-bit element past its row,
  * inside ws. ws: OH * pw int16, then 2 * (OW + 8) 32-bit values. ---- */
 
+/* ---- average pooling with stride 2 and kw <= 4, as the AVX-512 kernel (qops_avx512.c,
+ * avgpool_s2_avx512) with 32-byte loads: half h of a step (outputs 16h .. 16h + 15) loads from
+ * column c = 32h - pl (and c + c1 for a second tap). AVX2 has no masked byte loads: a load
+ * before the row (the left padding) takes the row's first 32 bytes moved up in the register,
+ * one reaching past its end copies the row's bytes into a zeroed buffer, so padding adds 0.
+ * Halves with all loads inside the row have whole windows (constant multiplier and offset).
+ * The last step's outputs past OW go through a buffer too.
+ * ws, per step of 32 outputs: the table (2 * 32 32-bit values), the shared row's sums (32
+ * 16-bit values). ---- */
+
+/* Output offset within a step of 32 of lane j of quarter q: half q / 2 holds outputs
+ * 16 * (q / 2) + [0, 16) as 16-bit lanes, unpacklo (q even) takes words 0-3 of each 128-bit
+ * lane l, unpackhi words 4-7: outputs 8l + [0, 4) and 8l + [4, 8). */
+QC_INLINE size_t s2_lane(int q, int j) {
+    return (size_t)(16 * (q >> 1) + 8 * (j >> 2) + 4 * (q & 1) + (j & 3));
+}
+
+/* mc and the offsets for every step in the quarter order, for windows of nrow real rows
+ * (lanes past OW get a count of at least 1 and are never stored) */
+static void s2_table(const qc_win2d *g, const qc_avgpool_params *p, int is_signed, int32_t nrow,
+                     size_t nst, float *mc, float *off) {
+    for (size_t st = 0; st < nst; st++) {
+        for (int q = 0; q < 4; q++) {
+            for (int j = 0; j < 8; j++) {
+                const ptrdiff_t i = (ptrdiff_t)(32 * st + s2_lane(q, j));
+                const ptrdiff_t x0 = 2 * i - g->pl, x1 = QC_MIN(x0 + g->kw, (ptrdiff_t)g->W);
+                const int32_t real = nrow * (int32_t)(x1 - QC_MAX(x0, 0));
+                const int32_t cnt = QC_MAX(p->count_include_pad ? g->kh * g->kw : real, 1);
+                const size_t at = (4 * st + (size_t)q) * 8 + (size_t)j;
+                mc[at] = p->m / (float)cnt;
+                off[at] = (float)(real * p->xzp + s2_off_bias(is_signed));
+            }
+        }
+    }
+}
+
+/* the plane's constants; halves [h_lo, h_hi) load in place */
+typedef struct {
+    size_t W, h_lo, h_hi;
+    ptrdiff_t pl, c1;
+    int taps, is_signed, clamp;
+    __m256i w0, w1;      /* byte weights of the taps */
+    __m256 lo, hi;
+    __m256i yzp16;
+} s2_plane;
+
+/* vpmaddubsw takes unsigned bytes first: uint8 data first, int8 data second */
+QC_INLINE __m256i s2_madd(__m256i v, __m256i w, int is_signed) {
+    return is_signed ? _mm256_maddubs_epi16(w, v) : _mm256_maddubs_epi16(v, w);
+}
+
+/* the 32 bytes at row + c for -3 <= c < 0: those at row, moved up by -c bytes (zeros below) */
+QC_INLINE __m256i s2_load_left(const uint8_t *row, ptrdiff_t c) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)row);
+    const __m256i lo = _mm256_permute2x128_si256(v, v, 0x08); /* 0, v's low lane */
+    switch (c) {
+    case -1: return _mm256_alignr_epi8(v, lo, 15);
+    case -2: return _mm256_alignr_epi8(v, lo, 14);
+    default: return _mm256_alignr_epi8(v, lo, 13);
+    }
+}
+
+/* the 32 bytes at row + c, those outside the row's columns [0, W) as 0 */
+QC_INLINE __m256i s2_load(const s2_plane *s, const uint8_t *row, ptrdiff_t c, int whole) {
+    if (whole || (c >= 0 && c + 32 <= (ptrdiff_t)s->W))
+        return _mm256_loadu_si256((const __m256i *)(row + c));
+    if (c < 0 && 32 <= s->W) return s2_load_left(row, c);
+    uint8_t buf[32] = {0};
+    const ptrdiff_t a = QC_MAX(c, 0), b = QC_MIN(c + 32, (ptrdiff_t)s->W);
+    if (b > a) memcpy(buf + (a - c), row + a, (size_t)(b - a));
+    return _mm256_loadu_si256((const __m256i *)buf);
+}
+
+/* one row's 16-bit sums for the 16 outputs of half h */
+QC_INLINE __m256i s2_row(const s2_plane *s, const uint8_t *row, size_t h, int whole) {
+    const ptrdiff_t c = 32 * (ptrdiff_t)h - s->pl;
+    __m256i v = s2_madd(s2_load(s, row, c, whole), s->w0, s->is_signed);
+    if (s->taps > 1)
+        v = _mm256_add_epi16(v, s2_madd(s2_load(s, row, c + s->c1, whole), s->w1, s->is_signed));
+    return v;
+}
+
+/* 16-bit window sums of the 16 outputs of half h; kept: that half's shared-row sums */
+QC_INLINE __m256i s2_sum16(const s2_plane *s, const s2_rows *r, size_t h, int16_t *kept,
+                           int whole) {
+    __m256i v = r->from_kept ? _mm256_loadu_si256((const __m256i *)kept) : _mm256_setzero_si256();
+    for (ptrdiff_t j = 0; j < r->n; j++)
+        v = _mm256_add_epi16(v, s2_row(s, r->mid + (size_t)j * s->W, h, whole));
+    if (r->shared) {
+        const __m256i l = r->last ? s2_row(s, r->last, h, whole) : _mm256_setzero_si256();
+        _mm256_storeu_si256((__m256i *)kept, l);
+        v = _mm256_add_epi16(v, l);
+    }
+    return v;
+}
+
+typedef struct {
+    const float *mc, *off;
+    __m256 mci, offi;
+} s2_scale;
+
+/* quarter a (floats 2^23 + u) minus the offsets, times the multipliers, clamped unless the
+ * packs do it, rounded to nearest even */
+QC_INLINE __m256i s2_requant(const s2_plane *s, __m256i a, __m256 mc, __m256 off) {
+    __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_castsi256_ps(a), off), mc);
+    if (s->clamp) v = _mm256_min_ps(_mm256_max_ps(v, s->lo), s->hi);
+    return _mm256_cvttps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* 16 sums v of a half as int16 plus yzp (saturating, as in qops_avx512.c) */
+QC_INLINE __m256i s2_finish16(const s2_plane *s, __m256i v, __m256 mc0, __m256 mc1,
+                              __m256 off0, __m256 off1) {
+    const __m256i fhi = _mm256_set1_epi16(QC_S2_FLOAT_HI);
+    if (s->is_signed) v = _mm256_xor_si256(v, _mm256_set1_epi16(INT16_MIN));
+    const __m256i lo = s2_requant(s, _mm256_unpacklo_epi16(v, fhi), mc0, off0);
+    const __m256i hi = s2_requant(s, _mm256_unpackhi_epi16(v, fhi), mc1, off1);
+    return _mm256_adds_epi16(_mm256_packs_epi32(lo, hi), s->yzp16);
+}
+
+QC_INLINE __m256i s2_half(const s2_plane *s, const s2_rows *r, const s2_scale *t, size_t h,
+                          int16_t *kept) {
+    if (h >= s->h_lo && h < s->h_hi) {
+        const __m256i v = s2_sum16(s, r, h, kept + 16 * h, 1);
+        return s2_finish16(s, v, t->mci, t->mci, t->offi, t->offi);
+    }
+    const __m256i v = s2_sum16(s, r, h, kept + 16 * h, 0);
+    const float *mc = t->mc + 16 * h, *off = t->off + 16 * h;
+    return s2_finish16(s, v, _mm256_loadu_ps(mc), _mm256_loadu_ps(mc + 8), _mm256_loadu_ps(off),
+                       _mm256_loadu_ps(off + 8));
+}
+
+/* one output row, 32 outputs (two halves) per step */
+QC_INLINE void s2_out_row(const s2_plane *s, const s2_rows *r, const s2_scale *t, int16_t *kept,
+                          uint8_t *out, size_t OW) {
+    for (size_t i0 = 0, h = 0; i0 < OW; i0 += 32, h += 2) {
+        const __m256i w01 = s2_half(s, r, t, h, kept);
+        const __m256i w23 = s2_half(s, r, t, h + 1, kept);
+        /* the qwords of the two halves interleave */
+        __m256i b = s->is_signed ? _mm256_packs_epi16(w01, w23) : _mm256_packus_epi16(w01, w23);
+        b = _mm256_permute4x64_epi64(b, 0xD8);
+        if (OW - i0 >= 32) {
+            _mm256_storeu_si256((__m256i *)(out + i0), b);
+        } else {
+            uint8_t tmp[32];
+            _mm256_storeu_si256((__m256i *)tmp, b);
+            memcpy(out + i0, tmp, OW - i0);
+        }
+    }
+}
+
+QC_INLINE void avgpool_s2_avx2(const void *x, int is_signed, void *yv, const qc_win2d *g,
+                               const qc_avgpool_params *p, int32_t *ws, int clamp) {
+    const size_t OW = g->OW, nst = (OW + 31) / 32;
+    const int kw = g->kw, taps = kw > 2 ? 2 : 1;
+    float *mc = (float *)ws;
+    float *off = (float *)(ws + 32 * nst);
+    int16_t *kept = (int16_t *)(ws + 64 * nst);
+    /* byte weights as in the AVX-512 kernel: kw = 3 takes its third column from c + 1 */
+    s2_plane s = {g->W, 2 * nst, 0, g->pl, kw == 3 ? 1 : 2, taps, is_signed, clamp,
+                  _mm256_set1_epi16(kw == 1 ? 0x0001 : 0x0101),
+                  _mm256_set1_epi16(kw == 3 ? 0x0100 : 0x0101),
+                  _mm256_set1_ps(p->lo), _mm256_set1_ps(p->hi),
+                  _mm256_set1_epi16((int16_t)p->yzp)};
+    for (size_t h = 0; h < 2 * nst; h++) {
+        const ptrdiff_t c = 32 * (ptrdiff_t)h - s.pl;
+        if (c >= 0 && c + (taps > 1 ? s.c1 : 0) + 32 <= (ptrdiff_t)g->W) {
+            s.h_lo = QC_MIN(s.h_lo, h);
+            s.h_hi = h + 1;
+        }
+    }
+    s2_scale t = {mc, off, _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const int shared = g->kh == g->sh + 1;
+    ptrdiff_t last_nrow = -1;
+    for (size_t oy = 0; oy < g->OH; oy++) {
+        const ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt;
+        const ptrdiff_t nrow = QC_MIN(y0 + g->kh, (ptrdiff_t)g->H) - QC_MAX(y0, 0);
+        if (nrow != last_nrow) {
+            last_nrow = nrow;
+            s2_table(g, p, is_signed, (int32_t)nrow, nst, mc, off);
+            const int32_t real = (int32_t)(nrow * kw);
+            t.mci = _mm256_set1_ps(p->m / (float)(p->count_include_pad ? g->kh * kw : real));
+            t.offi = _mm256_set1_ps((float)(real * p->xzp + s2_off_bias(is_signed)));
+        }
+        const s2_rows r = s2_rows_of(x, g, oy, shared);
+        uint8_t *out = (uint8_t *)yv + oy * OW;
+        if (r.from_kept && r.last && r.n == 1) {
+            /* the inner rows of 3x3/2, with the row pattern fixed for the compiler */
+            const s2_rows r3 = {r.mid, r.last, 1, 1, 1};
+            s2_out_row(&s, &r3, &t, kept, out, OW);
+        } else {
+            s2_out_row(&s, &r, &t, kept, out, OW);
+        }
+    }
+}
+
 #define QC_DEF_AVGPOOL256(T, T16, CVT16, WIDEN16, EVEN32, GENERIC, NAME)                      \
     static void NAME(const T *x, T *y, const qc_win2d *g, const qc_avgpool_params *p,         \
                      int32_t *ws) {                                                           \
+        if (avgpool_s2_fits(g, (T)-1 < 0)) {                                                  \
+            if (s2_packs_clamp(p, (T)-1 < 0))                                                 \
+                avgpool_s2_avx2(x, (T)-1 < 0, y, g, p, ws, 0);                                \
+            else                                                                              \
+                avgpool_s2_avx2(x, (T)-1 < 0, y, g, p, ws, 1);                                \
+            return;                                                                           \
+        }                                                                                     \
         if (g->kh > 256) {                                                                    \
             GENERIC(x, y, g, p, ws);                                                          \
             return;                                                                           \

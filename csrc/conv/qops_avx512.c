@@ -408,11 +408,241 @@ QC_INLINE void avgpool_whole_avx512(const void *x, int is_signed, void *y, const
     *(uint8_t *)y = (uint8_t)qc_requant_f32((float)acc * mc, p->lo, p->hi, p->yzp);
 }
 
+/* ---- average pooling with stride 2 and kw <= 4: one pass per output row, 64 outputs per
+ * step, no scratch rows. Output i sums padded columns 2i .. 2i + kw - 1, i.e. input columns
+ * from c = 2i - pl: vpmaddubsw against byte weights (1, 1) adds the column pairs (c, c + 1) of
+ * one row into a 16-bit lane ((1, 0) for kw = 1), so a 64-byte load from column c gives the
+ * sums of 32 outputs; kw = 3 adds a second load from c + 1 with weights (0, 1), kw = 4 one from
+ * c + 2 with (1, 1). Loads are masked to the row's columns [0, W) where they reach past them,
+ * so padding adds 0. The rows of the window add in 16 bits: |sum| <= kh * kw * 255 (uint8,
+ * unsigned) or kh * kw * 128 (int8, signed) fits for kh * kw <= 257 or 255. When consecutive
+ * windows share one row (kh = sh + 1, as 3x3/2), that row's sums are kept from the previous
+ * output row instead of recomputed. The 32 sums of a half go to float32 lanes with in-lane
+ * unpacks (no cross-lane shuffle); the packs that narrow the results undo that order, so only
+ * the table of per-output multipliers float32(m / cnt) and offsets has to follow it (see
+ * s2_quarter). The table is rebuilt only when the number of real rows changes, and halves
+ * whose windows are all whole use constants instead.
+ * ws, per chunk of 64 outputs: the table (2 * 64 32-bit values), the shared row's sums (64
+ * 16-bit values) and the load masks (4 64-bit values). Helpers shared with the AVX2 kernel
+ * are in qops_impl.h. ---- */
+
+/* Output offsets within a chunk of 64 held by the int32 lanes of quarter q: half q / 2 holds
+ * outputs 32 * (q / 2) + [0, 32) as 16-bit lanes; unpacklo (q even) takes words 0-3 of each
+ * 128-bit lane l, unpackhi (q odd) words 4-7, which are outputs 8l + [0, 4) and 8l + [4, 8). */
+QC_INLINE __m512i s2_quarter(int q) {
+    const __m512i j = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i l8 = _mm512_slli_epi32(_mm512_srli_epi32(j, 2), 3);
+    const __m512i k = _mm512_and_si512(j, _mm512_set1_epi32(3));
+    return _mm512_add_epi32(_mm512_add_epi32(l8, k),
+                            _mm512_set1_epi32(32 * (q >> 1) + 4 * (q & 1)));
+}
+
+/* mc and the offsets (see s2_off_bias) for every chunk of 64 outputs in the quarter order
+ * above, for windows of nrow real rows (lanes past OW get a count of at least 1 and are never
+ * stored) */
+static void s2_table(const qc_win2d *g, const qc_avgpool_params *p, int is_signed, int32_t nrow,
+                     size_t nch, float *mc, float *off) {
+    const __m512 m = _mm512_set1_ps(p->m);
+    const __m512i W = _mm512_set1_epi32((int32_t)g->W), kw = _mm512_set1_epi32(g->kw);
+    const __m512i nr = _mm512_set1_epi32(nrow), xzp = _mm512_set1_epi32(p->xzp);
+    const __m512i full = _mm512_set1_epi32(g->kh * g->kw), one = _mm512_set1_epi32(1);
+    const __m512i bias = _mm512_set1_epi32(s2_off_bias(is_signed));
+    for (size_t c = 0; c < nch; c++) {
+        for (int q = 0; q < 4; q++) {
+            const __m512i i =
+                _mm512_add_epi32(s2_quarter(q), _mm512_set1_epi32((int32_t)(64 * c)));
+            __m512i x0 = _mm512_sub_epi32(_mm512_slli_epi32(i, 1), _mm512_set1_epi32(g->pl));
+            const __m512i x1 = _mm512_min_epi32(_mm512_add_epi32(x0, kw), W);
+            x0 = _mm512_max_epi32(x0, _mm512_setzero_si512());
+            const __m512i real = _mm512_mullo_epi32(nr, _mm512_sub_epi32(x1, x0));
+            const __m512i cnt = _mm512_max_epi32(p->count_include_pad ? full : real, one);
+            const size_t at = (4 * c + (size_t)q) * 16;
+            _mm512_storeu_ps(mc + at, _mm512_div_ps(m, _mm512_cvtepi32_ps(cnt)));
+            const __m512i o = _mm512_add_epi32(_mm512_mullo_epi32(real, xzp), bias);
+            _mm512_storeu_ps(off + at, _mm512_cvtepi32_ps(o));
+        }
+    }
+}
+
+/* the bits of a 64-byte load from column c (negative at the left border) whose columns are
+ * in [0, W) */
+QC_INLINE __mmask64 s2_cols(ptrdiff_t c, size_t W) {
+    const ptrdiff_t end = (ptrdiff_t)W - c;
+    if (end <= 0) return 0;
+    return tail64((size_t)end) & ~tail64(c < 0 ? (size_t)-c : 0);
+}
+
+/* row + c for a column c that may be negative: the bytes before the row are masked off and
+ * never read; the address is formed as an integer so no pointer leaves the array */
+QC_INLINE const void *s2_at(const uint8_t *row, ptrdiff_t c) {
+    return (const void *)((uintptr_t)row + (uintptr_t)c);
+}
+
+/* vpmaddubsw multiplies unsigned bytes (first operand) by signed ones: uint8 data goes first,
+ * int8 data second against the unsigned weights */
+QC_INLINE __m512i s2_madd(__m512i v, __m512i w, int is_signed) {
+    return is_signed ? _mm512_maddubs_epi16(w, v) : _mm512_maddubs_epi16(v, w);
+}
+
+/* The plane's constants. Half h of the output row (outputs 32h .. 32h + 31) loads from column
+ * c = 64h - pl and, with a second tap, from c + c1, with the load masks k[2h] and k[2h + 1]
+ * computed once. The loads of the halves [h_lo, h_hi) are all inside the row: those halves
+ * load without masks, and their windows are whole (the loads cover columns c .. c + 61 + kw). */
+typedef struct {
+    size_t W, h_lo, h_hi;
+    ptrdiff_t pl, c1;
+    int taps, is_signed, clamp;
+    __m512i w0, w1;      /* byte weights of the taps */
+    __m512 lo, hi;
+    __m512i yzp16;
+    const __mmask64 *k;
+} s2_plane;
+
+QC_INLINE __m512i s2_load(const uint8_t *row, ptrdiff_t c, __mmask64 k, int whole) {
+    return whole ? _mm512_loadu_si512(s2_at(row, c)) : _mm512_maskz_loadu_epi8(k, s2_at(row, c));
+}
+
+/* one row's 16-bit sums for the 32 outputs of half h */
+QC_INLINE __m512i s2_row(const s2_plane *s, const uint8_t *row, size_t h, int whole) {
+    const ptrdiff_t c = 64 * (ptrdiff_t)h - s->pl;
+    __m512i v = s2_madd(s2_load(row, c, s->k[2 * h], whole), s->w0, s->is_signed);
+    if (s->taps > 1) {
+        const __m512i b = s2_load(row, c + s->c1, s->k[2 * h + 1], whole);
+        v = _mm512_add_epi16(v, s2_madd(b, s->w1, s->is_signed));
+    }
+    return v;
+}
+
+/* 16-bit window sums of the 32 outputs of half h; kept: that half's shared-row sums */
+QC_INLINE __m512i s2_sum32(const s2_plane *s, const s2_rows *r, size_t h, int16_t *kept,
+                           int whole) {
+    __m512i v = r->from_kept ? _mm512_loadu_si512((const void *)kept) : _mm512_setzero_si512();
+    for (ptrdiff_t j = 0; j < r->n; j++)
+        v = _mm512_add_epi16(v, s2_row(s, r->mid + (size_t)j * s->W, h, whole));
+    if (r->shared) {
+        const __m512i l = r->last ? s2_row(s, r->last, h, whole) : _mm512_setzero_si512();
+        _mm512_storeu_si512((void *)kept, l);
+        v = _mm512_add_epi16(v, l);
+    }
+    return v;
+}
+
+/* The multipliers and offsets of one output row: the table, and for the halves whose windows
+ * are whole (every output has nrow * kw real cells) the constants mci, offi. */
+typedef struct {
+    const float *mc, *off;
+    __m512 mci, offi;
+} s2_scale;
+
+/* quarter a of 64 sums (lanes as s2_quarter, as floats 2^23 + u) minus the offsets, times the
+ * multipliers, clamped to [lo, hi] unless the packs do it, rounded */
+QC_INLINE __m512i s2_requant(const s2_plane *s, __m512i a, __m512 mc, __m512 off) {
+    __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_castsi512_ps(a), off), mc);
+    if (s->clamp) v = _mm512_min_ps(_mm512_max_ps(v, s->lo), s->hi);
+    return _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+/* 32 sums v of a half as int16: the int32 results packed back in order (saturating) and yzp
+ * added (saturating: a result outside int16 is outside the output type with or without yzp,
+ * so the final packs clamp it alike). mc/off: the quarters' multipliers and offsets. */
+QC_INLINE __m512i s2_finish32(const s2_plane *s, __m512i v, __m512 mc0, __m512 mc1,
+                              __m512 off0, __m512 off1) {
+    const __m512i fhi = _mm512_set1_epi16(QC_S2_FLOAT_HI);
+    if (s->is_signed) v = _mm512_xor_si512(v, _mm512_set1_epi16(INT16_MIN));
+    const __m512i lo = s2_requant(s, _mm512_unpacklo_epi16(v, fhi), mc0, off0);
+    const __m512i hi = s2_requant(s, _mm512_unpackhi_epi16(v, fhi), mc1, off1);
+    return _mm512_adds_epi16(_mm512_packs_epi32(lo, hi), s->yzp16);
+}
+
+/* half h of the output row as int16 */
+QC_INLINE __m512i s2_half(const s2_plane *s, const s2_rows *r, const s2_scale *t, size_t h,
+                          int16_t *kept) {
+    if (h >= s->h_lo && h < s->h_hi) {
+        const __m512i v = s2_sum32(s, r, h, kept + 32 * h, 1);
+        return s2_finish32(s, v, t->mci, t->mci, t->offi, t->offi);
+    }
+    const __m512i v = s2_sum32(s, r, h, kept + 32 * h, 0);
+    const float *mc = t->mc + 32 * h, *off = t->off + 32 * h;
+    return s2_finish32(s, v, _mm512_loadu_ps(mc), _mm512_loadu_ps(mc + 16),
+                       _mm512_loadu_ps(off), _mm512_loadu_ps(off + 16));
+}
+
+/* one output row, 64 outputs (two halves) per step */
+QC_INLINE void s2_out_row(const s2_plane *s, const s2_rows *r, const s2_scale *t,
+                          int16_t *kept, uint8_t *out, size_t OW) {
+    const __m512i fix = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+    for (size_t i0 = 0, h = 0; i0 < OW; i0 += 64, h += 2) {
+        const __m512i w01 = s2_half(s, r, t, h, kept);
+        const __m512i w23 = s2_half(s, r, t, h + 1, kept);
+        /* the qwords of the two halves interleave */
+        const __m512i b =
+            s->is_signed ? _mm512_packs_epi16(w01, w23) : _mm512_packus_epi16(w01, w23);
+        _mm512_mask_storeu_epi8(out + i0, tail64(OW - i0), _mm512_permutexvar_epi64(fix, b));
+    }
+}
+
+QC_INLINE void avgpool_s2_avx512(const void *x, int is_signed, void *yv, const qc_win2d *g,
+                                 const qc_avgpool_params *p, int32_t *ws, int clamp) {
+    const size_t OW = g->OW, nch = (OW + 63) / 64;
+    const int kw = g->kw, taps = kw > 2 ? 2 : 1;
+    float *mc = (float *)ws;
+    float *off = (float *)(ws + 64 * nch);
+    int16_t *kept = (int16_t *)(ws + 128 * nch);
+    __mmask64 *k = (__mmask64 *)(ws + 160 * nch);
+    /* Byte weights (1, 1) add columns c and c + 1, (1, 0) column c alone, (0, 1) column
+     * c + 1 alone: kw = 3 takes its third column from a load at c + 1, which stays inside
+     * the row wherever the windows do. */
+    s2_plane s = {g->W, 2 * nch, 0, g->pl, kw == 3 ? 1 : 2, taps, is_signed, clamp,
+                  _mm512_set1_epi16(kw == 1 ? 0x0001 : 0x0101),
+                  _mm512_set1_epi16(kw == 3 ? 0x0100 : 0x0101),
+                  _mm512_set1_ps(p->lo), _mm512_set1_ps(p->hi),
+                  _mm512_set1_epi16((int16_t)p->yzp), k};
+    for (size_t h = 0; h < 2 * nch; h++) {
+        const ptrdiff_t c = 64 * (ptrdiff_t)h - s.pl;
+        k[2 * h] = s2_cols(c, g->W);
+        k[2 * h + 1] = s2_cols(c + s.c1, g->W);
+        if (k[2 * h] == ~(__mmask64)0 && (taps == 1 || k[2 * h + 1] == ~(__mmask64)0)) {
+            s.h_lo = QC_MIN(s.h_lo, h);
+            s.h_hi = h + 1;
+        }
+    }
+    s2_scale t = {mc, off, _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const int shared = g->kh == g->sh + 1;
+    ptrdiff_t last_nrow = -1;
+    for (size_t oy = 0; oy < g->OH; oy++) {
+        const ptrdiff_t y0 = (ptrdiff_t)oy * g->sh - g->pt;
+        const ptrdiff_t nrow = QC_MIN(y0 + g->kh, (ptrdiff_t)g->H) - QC_MAX(y0, 0);
+        if (nrow != last_nrow) {
+            last_nrow = nrow;
+            s2_table(g, p, is_signed, (int32_t)nrow, nch, mc, off);
+            const int32_t real = (int32_t)(nrow * kw);
+            t.mci = _mm512_set1_ps(p->m / (float)(p->count_include_pad ? g->kh * g->kw : real));
+            t.offi = _mm512_set1_ps((float)(real * p->xzp + s2_off_bias(is_signed)));
+        }
+        s2_rows r = s2_rows_of(x, g, oy, shared);
+        uint8_t *out = (uint8_t *)yv + oy * OW;
+        if (r.from_kept && r.last && r.n == 1) {
+            /* the inner rows of 3x3/2, with the row pattern fixed for the compiler */
+            const s2_rows r3 = {r.mid, r.last, 1, 1, 1};
+            s2_out_row(&s, &r3, &t, kept, out, OW);
+        } else {
+            s2_out_row(&s, &r, &t, kept, out, OW);
+        }
+    }
+}
+
 #define QC_DEF_AVGPOOL512(T, T16, CVT16, WIDEN16, EVEN32, GENERIC, NAME)                      \
     static void NAME(const T *x, T *y, const qc_win2d *g, const qc_avgpool_params *p,         \
                      int32_t *ws) {                                                           \
         if (whole_plane(g)) {                                                                 \
             avgpool_whole_avx512(x, (T)-1 < 0, y, g, p);                                      \
+            return;                                                                           \
+        }                                                                                     \
+        if (avgpool_s2_fits(g, (T)-1 < 0)) {                                                  \
+            if (s2_packs_clamp(p, (T)-1 < 0))                                                 \
+                avgpool_s2_avx512(x, (T)-1 < 0, y, g, p, ws, 0);                              \
+            else                                                                              \
+                avgpool_s2_avx512(x, (T)-1 < 0, y, g, p, ws, 1);                              \
             return;                                                                           \
         }                                                                                     \
         if (g->kh > 256) {                                                                    \

@@ -139,6 +139,55 @@ QC_DEF_MAXPOOL(uint8_t, 0, maxpool_u8)
 QC_DEF_AVGPOOL(int8_t, avgpool_s8)
 QC_DEF_AVGPOOL(uint8_t, avgpool_u8)
 
+/* ---- stride-2 average pooling: what the AVX2 and AVX-512 kernels (avgpool_s2_*) share ---- */
+
+/* Windows of kw <= 4 columns at stride 2, with 16-bit sums: |sum| <= kh * kw * 255 (uint8,
+ * unsigned) or kh * kw * 128 (int8, signed) fits for kh * kw <= 257 or 255. */
+QC_INLINE int avgpool_s2_fits(const qc_win2d *g, int is_signed) {
+    return g->sw == 2 && g->kw <= 4 && g->kh * g->kw <= (is_signed ? 255 : 257);
+}
+
+/* The 16-bit sums u (int8: biased by 2^15 to unsigned) become floats without a conversion:
+ * the bits 0x4B00 above them make the float 2^23 + u, and subtracting the float
+ * 2^23 + bias + real * xzp (the offsets) leaves acc = sum - real * xzp exactly (both are
+ * integers below 2^24 and so is their difference), the float(acc) the requantization
+ * multiplies. */
+#define QC_S2_FLOAT_HI 0x4B00
+QC_INLINE int32_t s2_off_bias(int is_signed) { return (1 << 23) + (is_signed ? 1 << 15 : 0); }
+
+/* Results are clamped to the output type by the saturating packs that narrow them, the same
+ * as clamping v to [lo, hi] first (rounding and clamping to integer bounds commute), when
+ * [lo, hi] is the type's whole range and v cannot overflow int32: |v| <= 255 * m * (1 + 2^-23)
+ * < 2^31 for m <= 2^22. */
+QC_INLINE int s2_packs_clamp(const qc_avgpool_params *p, int is_signed) {
+    const int32_t qmin = is_signed ? INT8_MIN : 0, qmax = is_signed ? INT8_MAX : UINT8_MAX;
+    return p->m <= 4194304.0f && p->lo == (float)(qmin - p->yzp) &&
+           p->hi == (float)(qmax - p->yzp);
+}
+
+/* The input rows of one output row's windows: the n rows from `mid` are summed. With a shared
+ * row (kh = sh + 1: each window's first row is the previous one's last), the sums start from
+ * the kept ones (from_kept), and the sums of row `last` (0 if it is not a real row:
+ * last == NULL) are added and kept for the next output row. */
+typedef struct {
+    const uint8_t *mid, *last;
+    ptrdiff_t n;
+    int shared, from_kept;
+} s2_rows;
+
+QC_INLINE s2_rows s2_rows_of(const uint8_t *x, const qc_win2d *g, size_t oy, int shared) {
+    const ptrdiff_t H = (ptrdiff_t)g->H, ya = (ptrdiff_t)oy * g->sh - g->pt, yb = ya + g->kh;
+    s2_rows r;
+    r.shared = shared;
+    r.from_kept = shared && oy > 0;
+    const ptrdiff_t r0 = QC_MAX(r.from_kept ? ya + 1 : ya, 0);
+    const ptrdiff_t r1 = QC_MIN(shared ? yb - 1 : yb, H);
+    r.n = QC_MAX(r1 - r0, 0);
+    r.mid = x + (size_t)r0 * g->W;
+    r.last = shared && yb - 1 < H ? x + (size_t)(yb - 1) * g->W : NULL;
+    return r;
+}
+
 /* ---- elementwise add ---- */
 
 #define QC_DEF_ADD(TA, TB, TY, NAME)                                                               \

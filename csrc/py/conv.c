@@ -416,7 +416,7 @@ static void pool_task(void *vctx, size_t task) {
     pool_ctx *c = vctx;
     const size_t pw = (size_t)c->g.pl + c->g.W + (size_t)c->g.pr;
     /* scratch of the pooling kernels (qops.h), int32 covers both */
-    void *ws = malloc((c->g.OH * pw + pw + c->g.OW + 64) * sizeof(int32_t));
+    void *ws = malloc((c->g.OH * pw + pw + 3 * c->g.OW + 192) * sizeof(int32_t));
     if (!ws) {
         c->failed = 1;
         return;
