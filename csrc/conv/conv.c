@@ -379,6 +379,9 @@ static void nchw_panel(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t
                 rows[i] = NULL;
             } else if (ctx->direct && p0 + np <= ctx->P) {
                 rows[i] = ctx->x + (n * a->C + g * a->w->Cg + k) * ctx->P + p0;
+            } else if (ctx->direct) { /* the plane's last block: np would read past it */
+                memcpy(tmp + i * np, ctx->x + (n * a->C + g * a->w->Cg + k) * ctx->P + p0, nb);
+                rows[i] = tmp + i * np;
             } else {
                 nchw_row(ctx, n, g, k, p0, nb, tmp + i * np);
                 rows[i] = tmp + i * np;
