@@ -39,23 +39,29 @@ QC_INLINE __m512i round16(const qc_nchw_tile *t, __m512i v, __m512 s, __mmask16 
     return _mm512_cvt_roundps_epi32(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-/* Narrow up to 48 int32 results (q0, q1, q2: pixels 0-15, 16-31, 32-47) to bytes in one
- * vector, saturating to the output type (the upper bound hi is the type's maximum), raise to
- * lo (relu), and store the first npix bytes. The packs work per 128-bit lane, so dword 4i + j
- * of the packed vector holds pixels 4i .. 4i + 3 of q_j; the permutation puts them in order. */
-QC_INLINE void store48(const qc_nchw_tile *t, char *dst, int npix, __m512i q0, __m512i q1,
-                       __m512i q2) {
-    const __m512i w01 = _mm512_packs_epi32(q0, q1), w22 = _mm512_packs_epi32(q2, q2);
+/* Narrow int32 results to bytes in order, saturating to the output type (hi is the type's
+ * maximum), and raise them to lo (relu). narrow16to8 takes them packed to 16 bits in pairs,
+ * packs_epi32(q0, q1) and packs_epi32(q2, q3); the packs work per 128-bit lane, so dword
+ * 4i + j of its result holds lanes 4i .. 4i + 3 of q_j, and the permutation puts them in
+ * order (q0's 16 lanes first). */
+QC_INLINE __m512i narrow16to8(const qc_nchw_tile *t, __m512i w01, __m512i w23) {
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     __m512i b;
     if (t->out == QC_GEMM_OUT_U8) {
-        b = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(w01, w22));
+        b = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(w01, w23));
         if (t->lo > 0) b = _mm512_max_epu8(b, _mm512_set1_epi8((char)t->lo));
     } else {
-        b = _mm512_permutexvar_epi32(order, _mm512_packs_epi16(w01, w22));
+        b = _mm512_permutexvar_epi32(order, _mm512_packs_epi16(w01, w23));
         if (t->lo > -128) b = _mm512_max_epi8(b, _mm512_set1_epi8((char)t->lo));
     }
-    _mm512_mask_storeu_epi8(dst, ((__mmask64)1 << npix) - 1, b); /* npix <= 48 */
+    return b;
+}
+
+/* Store the first npix (<= 48) of up to 48 results (q0, q1, q2: pixels 0-15, 16-31, 32-47). */
+QC_INLINE void store48(const qc_nchw_tile *t, char *dst, int npix, __m512i q0, __m512i q1,
+                       __m512i q2) {
+    const __m512i b = narrow16to8(t, _mm512_packs_epi32(q0, q1), _mm512_packs_epi32(q2, q2));
+    _mm512_mask_storeu_epi8(dst, ((__mmask64)1 << npix) - 1, b);
 }
 
 /* C = acc + rterm - zw' * xsum (wrapping) for pixel vector j. */
@@ -106,6 +112,11 @@ QC_INLINE void store_row(const qc_nchw_tile *t, int r, const int NP, __m512i a0,
  * copies each accumulator in and out of a scratch register around the asm in this loop. */
 #define QC_NACC(r) \
     __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0;
+#define QC_RTERM(r)                               \
+    if (MR > r) {                                 \
+        c##r##0 = _mm512_set1_epi32(t->rterm[r]); \
+        c##r##1 = _mm512_set1_epi32(t->rterm[r]); \
+    }
 #define QC_NSTEP(r)                                                                 \
     if (MR > r) {                                                                   \
         const __m512i wv = _mm512_set1_epi32(qc_load4(w + 4 * (q * QC_NCHW_MR + r))); \
@@ -168,13 +179,36 @@ static void (*const tiles[QC_NCHW_MR][3])(const qc_nchw_tile *, int) = {
     QC_NROW(5), QC_NROW(6), QC_NROW(7), QC_NROW(8),
 };
 
+/* store_row for the common case the driver calls lean (|C| < 2^24, multipliers below 64),
+ * without pixel sums (every zw' 0) and with a requantized output, on two full vectors whose
+ * accumulators started at rterm (so they hold C): round16's steps with nothing to clamp or
+ * mask, one vrangeps for the row's exactness test, and narrow16to8 for its 32 results. */
+QC_INLINE void store_row_fast(const qc_nchw_tile *t, int r, __m512i v0, __m512i v1) {
+    const __m512 s = _mm512_set1_ps(t->scale[r]), zp = _mm512_set1_ps(t->fzp);
+    const __m512 u0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0), s, zp);
+    const __m512 u1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1), s, zp);
+    const __m512 worst =
+        _mm512_range_ps(_mm512_reduce_ps(u0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                        _mm512_reduce_ps(u1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                        QC_RANGE_ABSMAX);
+    __m512i q0 = _mm512_cvt_roundps_epi32(u0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512i q1 = _mm512_cvt_roundps_epi32(u1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    if (QC_UNLIKELY(_mm512_cmp_ps_mask(worst, _mm512_set1_ps(0.5f - 0x1p-15f), _CMP_NLT_UQ))) {
+        q0 = qc_requant16_avx512(v0, s, t->y_zp, t->lo, t->hi, 0xFFFF);
+        q1 = qc_requant16_avx512(v1, s, t->y_zp, t->lo, t->hi, 0xFFFF);
+    }
+    const __m512i w = _mm512_packs_epi32(q0, q1);
+    _mm256_storeu_si256((__m256i *)((char *)t->y + r * t->ldy),
+                        _mm512_castsi512_si256(narrow16to8(t, w, w)));
+}
+
 /* Sub-tiles of PIPE_NP * 16 pixels of a full weight tile, software-pipelined: the k loop of
  * sub-tile j also runs the epilogue of sub-tile j - 1 (parked in memory), one row per quad, so
  * the requantization overlaps the vpdpbusd chains instead of following them (for small K the
  * epilogue costs as much as the dot products). Two vectors per row leave the epilogue enough
  * registers beside the 16 accumulators. */
 #define PIPE_NP 2
-static __attribute__((noinline)) void run_8xpipe(const qc_nchw_tile *t, int nsub) {
+QC_INLINE void run_8xpipe(const qc_nchw_tile *t, int nsub, const int FAST) {
     const int NP = PIPE_NP, MR = QC_NCHW_MR, sub = 16 * PIPE_NP;
     const int64_t quads = t->kp / 4;
     const int per = (int)((MR + quads - 1) / QC_MAX(quads, 1)); /* epilogue rows per quad */
@@ -191,15 +225,24 @@ static __attribute__((noinline)) void run_8xpipe(const qc_nchw_tile *t, int nsub
         }
 #define QC_PIPE_ROW()                                                                       \
     do {                                                                                    \
-        store_row(&tp, row, NP, _mm512_load_si512(park + 3 * row),                          \
-                  _mm512_load_si512(park + 3 * row + 1), _mm512_setzero_si512(), sub, full, \
-                  full, 0);                                                              \
+        if (FAST) {                                                                         \
+            store_row_fast(&tp, row, _mm512_load_si512(park + 3 * row),                     \
+                           _mm512_load_si512(park + 3 * row + 1));                          \
+        } else {                                                                            \
+            store_row(&tp, row, NP, _mm512_load_si512(park + 3 * row),                      \
+                      _mm512_load_si512(park + 3 * row + 1), _mm512_setzero_si512(), sub,   \
+                      full, full, 0);                                                       \
+        }                                                                                   \
         row++;                                                                              \
     } while (0)
         if (j < nsub) {
             const int8_t *w = t->w;
             const uint8_t *x = t->x + (size_t)4 * sub * j;
             QC_NACC(0) QC_NACC(1) QC_NACC(2) QC_NACC(3) QC_NACC(4) QC_NACC(5) QC_NACC(6) QC_NACC(7)
+            if (FAST) { /* start at rterm: the accumulators end as the exact C */
+                QC_RTERM(0) QC_RTERM(1) QC_RTERM(2) QC_RTERM(3)
+                QC_RTERM(4) QC_RTERM(5) QC_RTERM(6) QC_RTERM(7)
+            }
             for (int64_t q = 0; q < quads; q++, x += t->xq) {
                 const __m512i x0 = _mm512_loadu_si512(x), x1 = _mm512_loadu_si512(x + 64);
                 const __m512i x2 = _mm512_setzero_si512();
@@ -218,6 +261,13 @@ static __attribute__((noinline)) void run_8xpipe(const qc_nchw_tile *t, int nsub
     }
 }
 
+static __attribute__((noinline)) void run_8xpipe_fast(const qc_nchw_tile *t, int nsub) {
+    run_8xpipe(t, nsub, 1);
+}
+static __attribute__((noinline)) void run_8xpipe_any(const qc_nchw_tile *t, int nsub) {
+    run_8xpipe(t, nsub, 0);
+}
+
 /* Any npix: full weight tiles run the pipelined sub-tiles, the rest (and the last pixels)
  * one call of tile_mxn per 48 pixels. */
 static void tile_avx512vnni(const qc_nchw_tile *t, int mr, int npix) {
@@ -225,7 +275,10 @@ static void tile_avx512vnni(const qc_nchw_tile *t, int mr, int npix) {
     int j0 = 0;
     if (mr == QC_NCHW_MR && npix >= 16 * PIPE_NP) {
         j0 = npix / (16 * PIPE_NP) * (16 * PIPE_NP);
-        run_8xpipe(t, npix / (16 * PIPE_NP));
+        if (t->lean && !t->xsum && t->out != QC_GEMM_OUT_S32)
+            run_8xpipe_fast(t, npix / (16 * PIPE_NP));
+        else
+            run_8xpipe_any(t, npix / (16 * PIPE_NP));
     }
     qc_nchw_tile tt = *t;
     for (; j0 < npix; j0 += QC_NCHW_NR) {
