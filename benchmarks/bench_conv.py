@@ -11,11 +11,14 @@ import argparse
 import os
 import sys
 
-# Runs alternate between libraries: a library whose idle threads keep spinning after a call
-# steals the cores from the next one timed. quantc's pool sleeps at once; ask OpenBLAS,
-# torch's OpenMP and ORT's pool (below) to do the same. Set before NumPy loads.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Runs alternate between libraries, so a library whose idle threads keep spinning long after a
+# call steals the cores from the next one timed (OpenBLAS spins ~2^28 cycles by default, which
+# halved quantc's 2-thread numbers measured right after NumPy). Every library gets the same
+# short spin instead: quantc's pool polls for 0.2 ms before its threads sleep (waking a thread
+# costs tens of microseconds, as much as a small layer), OpenBLAS 2^19 cycles (~0.15 ms),
+# torch's OpenMP 200000 spins and ONNX Runtime its own short spin. Set before NumPy loads.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "19")
+os.environ.setdefault("GOMP_SPINCOUNT", "200000")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402  (first: fixes the BLAS environment, finds the in-place build)

@@ -1,21 +1,36 @@
-/* Persistent pthread pool behind qc_parallel_for: workers sleep on a condition variable. */
+/* Persistent pthread pool behind qc_parallel_for: workers spin briefly for the next job, then
+ * sleep on a condition variable. */
 #include "threads/pool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
+#ifndef QC_NO_X86
+#include <immintrin.h> /* _mm_pause */
+#define QC_PAUSE() _mm_pause()
+#else
+#define QC_PAUSE() ((void)0)
+#endif
+
 #define QC_POOL_MAX 256
+
+/* How long a worker that finished a job, and a caller waiting for its workers, poll before
+ * sleeping. Waking a sleeping thread takes tens of microseconds (more in a VM), as long as a
+ * small kernel call; back-to-back calls (a network's layers, a benchmark loop) find the
+ * workers still polling. */
+#define QC_SPIN_NS 200000L
 
 typedef struct {
     pthread_mutex_t lock;      /* held by the caller that owns the pool for one job */
     pthread_mutex_t state;     /* guards the fields below */
     pthread_cond_t wake;       /* workers wait here for a new generation */
     pthread_cond_t done;       /* the caller waits here for active == 0 */
-    unsigned long generation;
+    atomic_ulong generation;   /* written under `state`; polled without it */
     int nworkers;              /* threads started (excluding callers) */
-    int active;                /* workers still inside the current job */
+    atomic_int active;         /* workers still inside the current job */
     qc_task_fn fn;
     void *ctx;
     size_t ntasks;
@@ -55,21 +70,48 @@ static void run_tasks(qc_task_fn fn, void *ctx, size_t ntasks) {
     }
 }
 
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Poll until the pool's generation differs from `seen` (next != 0) or its active count is 0
+ * (next == 0), for at most QC_SPIN_NS; returns whether that happened. */
+static int spin_until(int next, unsigned long seen) {
+    const long t0 = now_ns();
+    for (int i = 1;; i++) {
+        if (next ? atomic_load(&g_pool.generation) != seen : atomic_load(&g_pool.active) == 0)
+            return 1;
+        QC_PAUSE();
+        if (i % 64 == 0 && now_ns() - t0 > QC_SPIN_NS) return 0;
+    }
+}
+
 static void *worker_main(void *arg) {
     int id = (int)(intptr_t)arg;
     unsigned long seen = 0;
-    pthread_mutex_lock(&g_pool.state);
     for (;;) {
-        while (g_pool.generation == seen) pthread_cond_wait(&g_pool.wake, &g_pool.state);
-        seen = g_pool.generation;
-        if (id >= g_pool.job_workers) continue; /* not needed for this job */
+        spin_until(1, seen);
+        pthread_mutex_lock(&g_pool.state);
+        while (atomic_load(&g_pool.generation) == seen)
+            pthread_cond_wait(&g_pool.wake, &g_pool.state);
+        seen = atomic_load(&g_pool.generation);
+        if (id >= g_pool.job_workers) { /* not needed for this job */
+            pthread_mutex_unlock(&g_pool.state);
+            continue;
+        }
         qc_task_fn fn = g_pool.fn;
         void *ctx = g_pool.ctx;
         size_t ntasks = g_pool.ntasks;
         pthread_mutex_unlock(&g_pool.state);
         run_tasks(fn, ctx, ntasks);
-        pthread_mutex_lock(&g_pool.state);
-        if (--g_pool.active == 0) pthread_cond_signal(&g_pool.done);
+        if (atomic_fetch_sub(&g_pool.active, 1) == 1) {
+            /* under the lock: the caller checks `active` and waits holding it */
+            pthread_mutex_lock(&g_pool.state);
+            pthread_cond_signal(&g_pool.done);
+            pthread_mutex_unlock(&g_pool.state);
+        }
     }
     return NULL;
 }
@@ -103,17 +145,19 @@ void qc_parallel_for(size_t ntasks, qc_task_fn fn, void *ctx) {
     g_pool.ctx = ctx;
     g_pool.ntasks = ntasks;
     g_pool.job_workers = helpers;
-    g_pool.active = helpers;
+    atomic_store(&g_pool.active, helpers);
     atomic_store(&g_pool.next, 0);
-    g_pool.generation++;
+    atomic_fetch_add(&g_pool.generation, 1);
     pthread_cond_broadcast(&g_pool.wake);
     pthread_mutex_unlock(&g_pool.state);
 
     run_tasks(fn, ctx, ntasks);
 
-    pthread_mutex_lock(&g_pool.state);
-    while (g_pool.active > 0) pthread_cond_wait(&g_pool.done, &g_pool.state);
-    pthread_mutex_unlock(&g_pool.state);
+    if (!spin_until(0, 0)) {
+        pthread_mutex_lock(&g_pool.state);
+        while (atomic_load(&g_pool.active) > 0) pthread_cond_wait(&g_pool.done, &g_pool.state);
+        pthread_mutex_unlock(&g_pool.state);
+    }
     pthread_mutex_unlock(&g_pool.lock);
 }
 
@@ -124,8 +168,8 @@ static void after_fork_child(void) {
     pthread_cond_init(&g_pool.wake, NULL);
     pthread_cond_init(&g_pool.done, NULL);
     g_pool.nworkers = 0;
-    g_pool.active = 0;
-    g_pool.generation = 0;
+    atomic_store(&g_pool.active, 0);
+    atomic_store(&g_pool.generation, 0);
 }
 
 int qc_pool_init(void) {
