@@ -3,6 +3,7 @@
 #include "threads/pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -77,14 +78,26 @@ static long now_ns(void) {
 }
 
 /* Poll until the pool's generation differs from `seen` (next != 0) or its active count is 0
- * (next == 0), for at most QC_SPIN_NS; returns whether that happened. */
+ * (next == 0), for at most QC_SPIN_NS; returns whether that happened. After the first
+ * QC_SPIN_YIELD_NS each poll yields the core: when the machine is busy, a thread that polls
+ * must not keep the thread it waits for (or the caller's next call) off the CPU. */
+#define QC_SPIN_YIELD_NS 20000L
 static int spin_until(int next, unsigned long seen) {
     const long t0 = now_ns();
+    int yielding = 0;
     for (int i = 1;; i++) {
         if (next ? atomic_load(&g_pool.generation) != seen : atomic_load(&g_pool.active) == 0)
             return 1;
-        QC_PAUSE();
-        if (i % 64 == 0 && now_ns() - t0 > QC_SPIN_NS) return 0;
+        if (yielding) {
+            sched_yield();
+        } else {
+            QC_PAUSE();
+        }
+        if (i % 64 == 0 || yielding) {
+            const long dt = now_ns() - t0;
+            if (dt > QC_SPIN_NS) return 0;
+            yielding = dt > QC_SPIN_YIELD_NS;
+        }
     }
 }
 
