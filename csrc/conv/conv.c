@@ -529,7 +529,11 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     ctx.P = P;
     ctx.direct = w->kh == 1 && w->kw == 1 && a->sh == 1 && a->sw == 1 && a->pt == 0 &&
                  a->pl == 0 && a->pb == 0 && a->pr == 0;
-    if (qc_nchw_use(w->kh == 1 && w->kw == 1)) return nchw_run(&ctx);
+    /* The NCHW GEMM for pointwise convolutions, except a few pixels with a long K (a 7x7 plane
+     * of 512+ channels): its 16-pixel vectors then run mostly empty, and each task's panel
+     * and pipeline cost more than the NHWC path's transposes. */
+    const int pointwise = w->kh == 1 && w->kw == 1 && (P >= 64 || w->K < 256);
+    if (qc_nchw_use(pointwise)) return nchw_run(&ctx);
     ctx.gk = qc_gemm_select();
     /* pixel blocks: A block about 128 KiB (stays in L2 with B), at least 16 rows; split
      * finer when there are too few tasks for the threads */

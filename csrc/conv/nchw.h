@@ -68,8 +68,8 @@ extern const qc_nchw_kernels qc_nchw_kernels_avx512vnni;
  * (see qc_nchw_use). */
 extern const qc_family qc_nchw_family;
 
-/* Whether a GEMM-path convolution runs this path: a pointwise (1x1) one when the AVX-512 VNNI
- * kernel is usable. Elsewhere the NHWC path is faster: its im2col copies whole channel runs,
+/* Whether a GEMM-path convolution runs this path: a pointwise (1x1) one (conv.c leaves out a
+ * few with a long K) when the AVX-512 VNNI kernel is usable. Elsewhere the NHWC path is faster: its im2col copies whole channel runs,
  * where the NCHW rows of a kh x kw kernel gather single bytes (stride 2), and without VNNI the
  * gemm family's kernels are the better ones. `force` (tests) > 0 takes this path for every
  * GEMM-path convolution with whatever kernel is selected, < 0 never. */
