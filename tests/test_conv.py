@@ -261,6 +261,22 @@ def test_zero_size():
     assert qc.conv_integer(x, w).shape == (2, 0, 3, 3)
 
 
+def test_pointwise_paths(isa):
+    # 1x1 layers: many pixels (the NCHW GEMM with AVX-512 VNNI) and few pixels with a long K
+    # (the NHWC path everywhere)
+    rng = np.random.default_rng(23)
+    for C, M, H in ((40, 20, 9), (300, 20, 7)):
+        x = rand_q(rng, (2, C, H, H), np.uint8)
+        w = rand_q(rng, (M, C, 1, 1), np.int8)
+        wzp = rand_q(rng, (M,), np.int8)
+        assert_equal_exact(qc.conv_integer(x, w, 9, wzp), ref_conv_acc(x, w, 9, wzp),
+                           f"{isa} C={C}")
+        ws = rng.uniform(0.001, 0.002, M).astype(np.float32)
+        want = ref_qlinear_conv(x, 0.05, 9, w, ws, 0, 1.0, np.uint8(128))
+        assert_equal_exact(qc.qlinear_conv(x, 0.05, 9, w, ws, 0, 1.0, np.uint8(128)), want,
+                           f"{isa} C={C}")
+
+
 def test_bigger_layer_threads(isa):
     # a few hundred output pixels, several pixel blocks and tasks per group
     rng = np.random.default_rng(7)
