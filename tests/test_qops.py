@@ -460,6 +460,39 @@ def test_avg_pool_stride2_columns(isa, k, s, p, W, dt):
                 f"{isa} W={W} xzp={xzp} cip={cip}")
 
 
+@pytest.mark.parametrize("k,p", [
+    ((3, 3), (1, 1, 1, 1)),    # 3x3/2: three rows, loads from column 128j - 1
+    ((3, 3), (0, 0, 0, 0)),
+    ((3, 3), (2, 2, 0, 2)),
+    ((2, 2), (0, 0, 0, 0)),
+    ((2, 2), (1, 1, 1, 1)),
+    ((1, 2), (0, 1, 0, 0)),
+    ((4, 4), (1, 3, 2, 3)),
+    ((2, 4), (0, 0, 1, 1)),
+    ((3, 1), (1, 0, 1, 0)),    # kw = 1 and 5: the scratch-row kernel
+    ((2, 5), (1, 4, 0, 2)),
+])
+@pytest.mark.parametrize("W", [1, 2, 3, 63, 64, 65, 127, 128, 129, 130, 131, 255, 256, 257, 258])
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_max_pool_stride2_columns(isa, k, p, W, dt):
+    # stride-2 columns: 64 outputs per step from 128 columns at 128j - pl, masked where they
+    # leave the row, so widths around multiples of 64 and 128, padded borders or not; planes
+    # of the type's minimum and maximum check the padding stays neutral
+    rng = np.random.default_rng(W * 10 + k[1])
+    info = np.iinfo(dt)
+    q = rand_q(rng, (2, 3, 7, W), dt)
+    if W + p[1] + p[3] < k[1]:
+        with pytest.raises(ValueError, match="kernel"):
+            qc.max_pool2d(q, k, strides=2, pads=p)
+        return
+    q[0, 0] = info.min
+    q[0, 1] = info.max
+    q[1, 0, :, ::2] = info.min
+    for s in ((2, 2), (1, 2), (3, 2)):
+        assert_equal_exact(qc.max_pool2d(q, k, strides=s, pads=p), ref_max_pool(q, k, s, p),
+                           f"{isa} W={W} s={s}")
+
+
 @pytest.mark.parametrize("dt", [np.int8, np.uint8])
 def test_avg_pool_large_ratios(isa, dt):
     # results far outside the output range saturate, whether v is clamped before rounding or

@@ -281,8 +281,101 @@ QC_INLINE __mmask64 tail64(size_t left) {
     return left >= 64 ? ~(__mmask64)0 : (__mmask64)((1ull << left) - 1);
 }
 
+/* the bits of a 64-byte load from column c (negative at the left border) whose columns are
+ * in [0, W) */
+QC_INLINE __mmask64 s2_cols(ptrdiff_t c, size_t W) {
+    const ptrdiff_t end = (ptrdiff_t)W - c;
+    if (end <= 0) return 0;
+    return tail64((size_t)end) & ~tail64(c < 0 ? (size_t)-c : 0);
+}
+
+/* row + c for a column c that may be negative: the bytes before the row are masked off and
+ * never read; the address is formed as an integer so no pointer leaves the array */
+QC_INLINE const void *s2_at(const uint8_t *row, ptrdiff_t c) {
+    return (const void *)((uintptr_t)row + (uintptr_t)c);
+}
+
+/* ---- max pooling with stride 2 and 2 <= kw <= 4 (3x3/2 and 2x2/2 above all): one pass per
+ * output row, 64 outputs per step, no scratch rows. Output i is the max of the input columns
+ * c + 2i' .. c + 2i' + kw - 1 of its window's rows, c = 128j - pl for chunk j, i = 64j + i'.
+ * With V the vertical max of those rows and M[b] the max of V[b .. b + kw - 2] (kw - 1 loads,
+ * from columns c .. c + kw - 2), output i is the max of the byte pair M[2i'], M[2i' + 1]: a
+ * 16-bit shift left and a byte max put it in the pair's high byte, a shift right widens it to
+ * the 16-bit lane, and the packs narrow two such halves back to 64 bytes. Every load is masked
+ * to the row's columns [0, W), with the masks of each chunk computed once per plane (most are
+ * all ones), and reads the type's minimum outside, the neutral padding. ws holds the masks:
+ * 2 * (kw - 1) per chunk, at most 48 * (OW / 64 + 1) < pw + 64 bytes. ---- */
+
+QC_INLINE __m512i mp2_max(__m512i a, __m512i b, int is_signed) {
+    return is_signed ? _mm512_max_epi8(a, b) : _mm512_max_epu8(a, b);
+}
+
+/* the max of each byte pair of m, widened to its 16-bit lane */
+QC_INLINE __m512i mp2_pairs(__m512i m, int is_signed) {
+    const __m512i t = mp2_max(m, _mm512_slli_epi16(m, 8), is_signed);
+    return is_signed ? _mm512_srai_epi16(t, 8) : _mm512_srli_epi16(t, 8);
+}
+
+/* M for the 64 columns from c over the n rows from `rows`, with the masks k of its taps */
+QC_INLINE __m512i mp2_taps(const uint8_t *rows, size_t W, ptrdiff_t n, ptrdiff_t c, int taps,
+                           const __mmask64 *k, int is_signed) {
+    const __m512i tmin = _mm512_set1_epi8(is_signed ? INT8_MIN : 0);
+    __m512i m = _mm512_mask_loadu_epi8(tmin, k[0], s2_at(rows, c));
+#pragma GCC unroll 4
+    for (int t = 0; t < taps; t++)
+#pragma GCC unroll 4
+        for (ptrdiff_t r = t == 0 ? 1 : 0; r < n; r++)
+            m = mp2_max(m, _mm512_mask_loadu_epi8(tmin, k[t], s2_at(rows + (size_t)r * W, c + t)),
+                        is_signed);
+    return m;
+}
+
+/* one output row from the n real rows of its windows */
+QC_INLINE void mp2_row(const uint8_t *rows, size_t W, ptrdiff_t n, ptrdiff_t pl, int taps,
+                       const __mmask64 *k, int is_signed, uint8_t *out, size_t OW) {
+    const __m512i fix = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+    for (size_t o = 0; o < OW; o += 64, k += 2 * taps) {
+        const ptrdiff_t c = 2 * (ptrdiff_t)o - pl;
+        const __m512i w0 = mp2_pairs(mp2_taps(rows, W, n, c, taps, k, is_signed), is_signed);
+        const __m512i w1 =
+            mp2_pairs(mp2_taps(rows, W, n, c + 64, taps, k + taps, is_signed), is_signed);
+        /* the qwords of the two halves interleave */
+        const __m512i b = is_signed ? _mm512_packs_epi16(w0, w1) : _mm512_packus_epi16(w0, w1);
+        const __m512i v = _mm512_permutexvar_epi64(fix, b);
+        if (OW - o >= 64) _mm512_storeu_si512((void *)(out + o), v);
+        else _mm512_mask_storeu_epi8(out + o, tail64(OW - o), v);
+    }
+}
+
+QC_INLINE int maxpool_s2_fits(const qc_win2d *g) {
+    return g->sw == 2 && g->kw >= 2 && g->kw <= 4;
+}
+
+QC_INLINE void maxpool_s2_avx512(const void *x, int is_signed, void *y, const qc_win2d *g,
+                                 __mmask64 *k) {
+    const size_t W = g->W, OW = g->OW;
+    const ptrdiff_t pl = g->pl;
+    const int taps = g->kw - 1;
+    for (size_t o = 0, i = 0; o < OW; o += 64)
+        for (int h = 0; h < 2; h++)
+            for (int t = 0; t < taps; t++) k[i++] = s2_cols(2 * (ptrdiff_t)o - pl + 64 * h + t, W);
+    for (size_t oy = 0; oy < g->OH; oy++) {
+        const ptrdiff_t ya = (ptrdiff_t)oy * g->sh - g->pt;
+        const ptrdiff_t y0 = QC_MAX(ya, 0), y1 = QC_MIN(ya + g->kh, (ptrdiff_t)g->H);
+        const uint8_t *rows = (const uint8_t *)x + (size_t)y0 * W;
+        uint8_t *out = (uint8_t *)y + oy * OW;
+        /* the inner rows of 3x3/2 with the loop counts fixed for the compiler */
+        if (y1 - y0 == 3 && taps == 2) mp2_row(rows, W, 3, pl, 2, k, is_signed, out, OW);
+        else mp2_row(rows, W, y1 - y0, pl, taps, k, is_signed, out, OW);
+    }
+}
+
 #define QC_DEF_MAXPOOL512(T, TMIN, MAX512, EVEN16, ODD16, MAX16, PACK16, NAME)          \
     static void NAME(const T *x, T *y, const qc_win2d *g, T *ws) {                            \
+        if (maxpool_s2_fits(g)) {                                                             \
+            maxpool_s2_avx512(x, (T)-1 < 0, y, g, (__mmask64 *)ws);                           \
+            return;                                                                           \
+        }                                                                                     \
         const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
         const int kw = g->kw;                                                                 \
         /* in bands of output rows: the band's vertical maxima first (rows of pw in ws, ~2  \
@@ -462,20 +555,6 @@ static void s2_table(const qc_win2d *g, const qc_avgpool_params *p, int is_signe
             _mm512_storeu_ps(off + at, _mm512_cvtepi32_ps(o));
         }
     }
-}
-
-/* the bits of a 64-byte load from column c (negative at the left border) whose columns are
- * in [0, W) */
-QC_INLINE __mmask64 s2_cols(ptrdiff_t c, size_t W) {
-    const ptrdiff_t end = (ptrdiff_t)W - c;
-    if (end <= 0) return 0;
-    return tail64((size_t)end) & ~tail64(c < 0 ? (size_t)-c : 0);
-}
-
-/* row + c for a column c that may be negative: the bytes before the row are masked off and
- * never read; the address is formed as an integer so no pointer leaves the array */
-QC_INLINE const void *s2_at(const uint8_t *row, ptrdiff_t c) {
-    return (const void *)((uintptr_t)row + (uintptr_t)c);
 }
 
 /* vpmaddubsw multiplies unsigned bytes (first operand) by signed ones: uint8 data goes first,
