@@ -320,6 +320,28 @@ def test_qlinear_add_large_streamed_output(isa, adt, bdt, ydt):
         assert_equal_exact(got, want, f"{isa} t={t}")
 
 
+@pytest.mark.parametrize("adt,bdt,ydt", [(np.int8, np.int8, np.int8),
+                                         (np.uint8, np.uint8, np.uint8),
+                                         (np.int8, np.uint8, np.uint8)])
+def test_qlinear_add_large_ratios_and_extreme_zero_points(isa, adt, bdt, ydt):
+    # results far outside the output range saturate, whether v is clamped before rounding or
+    # (multipliers up to 2^22) the narrowing saturates; zero points at both ends of the range
+    n = 1000
+    rng = np.random.default_rng(16)
+    a, b = rand_q(rng, (n,), adt), rand_q(rng, (n,), bdt)
+    ia, ib, iy = np.iinfo(adt), np.iinfo(bdt), np.iinfo(ydt)
+    a[:64], b[:64] = ia.max, ib.max
+    a[64:128], b[64:128] = ia.min, ib.min
+    for as_, bs, ys in ((4194304.0, 4194304.0, 1.0), (4194305.0, 0.5, 1.0), (1e12, 1e12, 1.0),
+                        (3e3, 2e3, 0.5), (1.0, 1.0, 3e-4), (0.02, 0.03, 0.01)):
+        for azp, bzp, yzp in ((ia.min, ib.max, iy.max), (ia.max, ib.min, iy.min), (0, 0, 0)):
+            for relu in (False, True):
+                want = ref_add(a, as_, adt(azp), b, bs, bdt(bzp), ys, ydt(yzp), ydt, relu)
+                got = qc.qlinear_add(a, as_, adt(azp), b, bs, bdt(bzp), ys, ydt(yzp), relu=relu)
+                assert_equal_exact(got, want, f"{isa} {as_},{bs}/{ys} zp={azp},{bzp},{yzp} "
+                                              f"relu={relu}")
+
+
 # ---- concat ----
 
 @pytest.mark.parametrize("axis", [0, 1, 2, 3, -1])
@@ -392,6 +414,24 @@ def test_qlinear_concat_large_streamed_output(isa):
             with num_threads(t):
                 got = qc.qlinear_concat(inputs, 0.2, ydt(yzp), axis=3)
             assert_equal_exact(got, want, f"{isa} y={ydt.__name__} t={t}")
+
+
+@pytest.mark.parametrize("xdt,ydt", [(np.int8, np.int8), (np.uint8, np.uint8),
+                                     (np.int8, np.uint8), (np.uint8, np.int8)])
+def test_qlinear_concat_large_ratios_and_extreme_zero_points(isa, xdt, ydt):
+    # as the add test: saturation with and without the clamp before rounding, zero points at
+    # both ends; rows of 1000 bytes give 64-byte steps and a masked tail
+    rng = np.random.default_rng(17)
+    xi, yi = np.iinfo(xdt), np.iinfo(ydt)
+    q = rand_q(rng, (2, 1, 3, 1000), xdt)
+    q[0, 0, 0] = xi.max
+    q[0, 0, 1] = xi.min
+    for xs, ys in ((4194304.0, 1.0), (4194305.0, 1.0), (1e12, 1.0), (3e3, 0.5), (0.02, 0.03)):
+        for xzp, yzp in ((xi.min, yi.max), (xi.max, yi.min), (0, 0)):
+            inputs = [(q, xs, xdt(xzp)), (q[:, :, :, ::-1], xs * 0.5, xdt(xzp))]
+            want = ref_concat(inputs, ys, ydt(yzp), ydt, 1)
+            got = qc.qlinear_concat(inputs, ys, ydt(yzp), axis=1)
+            assert_equal_exact(got, want, f"{isa} {xs}/{ys} zp={xzp},{yzp}")
 
 
 @pytest.mark.parametrize("dt", [np.int8, np.uint8])
