@@ -509,15 +509,18 @@ def test_avg_pool_stride2_columns(isa, k, s, p, W, dt):
     ((1, 2), (0, 1, 0, 0)),
     ((4, 4), (1, 3, 2, 3)),
     ((2, 4), (0, 0, 1, 1)),
+    ((4, 4), (0, 1, 0, 2)),    # taps from both the previous and the next 64 columns
+    ((3, 4), (1, 2, 1, 1)),
     ((3, 1), (1, 0, 1, 0)),    # kw = 1 and 5: the scratch-row kernel
     ((2, 5), (1, 4, 0, 2)),
 ])
 @pytest.mark.parametrize("W", [1, 2, 3, 63, 64, 65, 127, 128, 129, 130, 131, 255, 256, 257, 258])
 @pytest.mark.parametrize("dt", [np.int8, np.uint8])
 def test_max_pool_stride2_columns(isa, k, p, W, dt):
-    # stride-2 columns: 64 outputs per step from 128 columns at 128j - pl, masked where they
-    # leave the row, so widths around multiples of 64 and 128, padded borders or not; planes
-    # of the type's minimum and maximum check the padding stays neutral
+    # stride-2 columns: 64 outputs per step from the 128 columns at 128j, shifted by up to
+    # pl columns back and kw - 2 - pl ahead, loads masked where they leave the row: widths
+    # around multiples of 64 and 128, padded borders or not; planes of the type's minimum and
+    # maximum check the padding stays neutral
     rng = np.random.default_rng(W * 10 + k[1])
     info = np.iinfo(dt)
     q = rand_q(rng, (2, 3, 7, W), dt)

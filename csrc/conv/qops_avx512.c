@@ -352,18 +352,57 @@ QC_INLINE const void *s2_at(const uint8_t *row, ptrdiff_t c) {
 }
 
 /* ---- max pooling with stride 2 and 2 <= kw <= 4 (3x3/2 and 2x2/2 above all): one pass per
- * output row, 64 outputs per step, no scratch rows. Output i is the max of the input columns
- * c + 2i' .. c + 2i' + kw - 1 of its window's rows, c = 128j - pl for chunk j, i = 64j + i'.
- * With V the vertical max of those rows and M[b] the max of V[b .. b + kw - 2] (kw - 1 loads,
- * from columns c .. c + kw - 2), output i is the max of the byte pair M[2i'], M[2i' + 1]: a
- * 16-bit shift left and a byte max put it in the pair's high byte, a shift right widens it to
- * the 16-bit lane, and the packs narrow two such halves back to 64 bytes. Every load is masked
- * to the row's columns [0, W), with the masks of each chunk computed once per plane (most are
- * all ones), and reads the type's minimum outside, the neutral padding. ws holds the masks:
- * 2 * (kw - 1) per chunk, at most 48 * (OW / 64 + 1) < pw + 64 bytes. ---- */
+ * output row, 64 outputs per step, no scratch rows. Chunk j of the row (outputs 64j + i',
+ * i' < 64) covers the input columns 128j .. 128j + 127, and V, the vertical max of the
+ * window's rows there, takes two loads per row, at columns inside the row (masked to
+ * [0, W), reading the type's minimum beyond, the neutral padding; a full mask costs nothing).
+ * Output 64j + i' is the max of V[2i' - pl + t] for t < kw, that is of the byte pair
+ * M[2i'], M[2i' + 1] where M[b] is the max of V[b + s] for s from s0 = -pl to s1 = kw - 2 - pl:
+ * V shifted by s bytes (valignd and vpalignr) with the previous chunk's V (the minimum before
+ * the first) or the next one's, computed ahead. A 16-bit shift left and a byte max put each
+ * pair's max in its high byte, a shift right widens it to the 16-bit lane, and the packs narrow
+ * two halves back to 64 bytes. ws holds the masks of the loads, computed once per plane: 2 per
+ * chunk and one after the last, at most 16 * (OW / 64 + 2) < pw + 64 bytes. ---- */
 
 QC_INLINE __m512i mp2_max(__m512i a, __m512i b, int is_signed) {
     return is_signed ? _mm512_max_epi8(a, b) : _mm512_max_epu8(a, b);
+}
+
+/* the vertical max of the n rows from `rows` over the 64 columns from c, masked by k (the
+ * columns may start past the row: s2_at forms the address) */
+QC_INLINE __m512i mp2_col(const uint8_t *rows, size_t W, ptrdiff_t n, size_t c, __mmask64 k,
+                          int is_signed) {
+    const __m512i tmin = _mm512_set1_epi8(is_signed ? INT8_MIN : 0);
+    __m512i v = _mm512_mask_loadu_epi8(tmin, k, s2_at(rows, (ptrdiff_t)c));
+#pragma GCC unroll 4
+    for (ptrdiff_t r = 1; r < n; r++)
+        v = mp2_max(v, _mm512_mask_loadu_epi8(tmin, k, s2_at(rows + (size_t)r * W, (ptrdiff_t)c)),
+                    is_signed);
+    return v;
+}
+
+/* the 64 bytes from byte s (-3 <= s <= 2) of the 192 bytes p:a:n. vpalignr shifts each 128-bit
+ * lane of its second operand right, filling from the first: t holds the lanes before a's
+ * (s < 0) or after them (s > 0). */
+QC_INLINE __m512i mp2_shift(__m512i p, __m512i a, __m512i n, int s) {
+    if (s > 0) {
+        const __m512i t = _mm512_alignr_epi32(n, a, 4);
+        return s == 1 ? _mm512_alignr_epi8(t, a, 1) : _mm512_alignr_epi8(t, a, 2);
+    }
+    const __m512i t = _mm512_alignr_epi32(a, p, 12);
+    switch (s) {
+    case 0: return a;
+    case -1: return _mm512_alignr_epi8(a, t, 15);
+    case -2: return _mm512_alignr_epi8(a, t, 14);
+    default: return _mm512_alignr_epi8(a, t, 13);
+    }
+}
+
+/* M over the 64 bytes a, p and n the 64 before and after them */
+QC_INLINE __m512i mp2_taps(__m512i p, __m512i a, __m512i n, int s0, int s1, int is_signed) {
+    __m512i m = mp2_shift(p, a, n, s0);
+    for (int s = s0 + 1; s <= s1; s++) m = mp2_max(m, mp2_shift(p, a, n, s), is_signed);
+    return m;
 }
 
 /* the max of each byte pair of m, widened to its 16-bit lane */
@@ -372,34 +411,26 @@ QC_INLINE __m512i mp2_pairs(__m512i m, int is_signed) {
     return is_signed ? _mm512_srai_epi16(t, 8) : _mm512_srli_epi16(t, 8);
 }
 
-/* M for the 64 columns from c over the n rows from `rows`, with the masks k of its taps */
-QC_INLINE __m512i mp2_taps(const uint8_t *rows, size_t W, ptrdiff_t n, ptrdiff_t c, int taps,
-                           const __mmask64 *k, int is_signed) {
-    const __m512i tmin = _mm512_set1_epi8(is_signed ? INT8_MIN : 0);
-    __m512i m = _mm512_mask_loadu_epi8(tmin, k[0], s2_at(rows, c));
-#pragma GCC unroll 4
-    for (int t = 0; t < taps; t++)
-#pragma GCC unroll 4
-        for (ptrdiff_t r = t == 0 ? 1 : 0; r < n; r++)
-            m = mp2_max(m, _mm512_mask_loadu_epi8(tmin, k[t], s2_at(rows + (size_t)r * W, c + t)),
-                        is_signed);
-    return m;
-}
-
-/* one output row from the n real rows of its windows */
-QC_INLINE void mp2_row(const uint8_t *rows, size_t W, ptrdiff_t n, ptrdiff_t pl, int taps,
+/* one output row from the n real rows of its windows; k: the plane's load masks */
+QC_INLINE void mp2_row(const uint8_t *rows, size_t W, ptrdiff_t n, int s0, int s1,
                        const __mmask64 *k, int is_signed, uint8_t *out, size_t OW) {
     const __m512i fix = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
-    for (size_t o = 0; o < OW; o += 64, k += 2 * taps) {
-        const ptrdiff_t c = 2 * (ptrdiff_t)o - pl;
-        const __m512i w0 = mp2_pairs(mp2_taps(rows, W, n, c, taps, k, is_signed), is_signed);
-        const __m512i w1 =
-            mp2_pairs(mp2_taps(rows, W, n, c + 64, taps, k + taps, is_signed), is_signed);
+    const __m512i tmin = _mm512_set1_epi8(is_signed ? INT8_MIN : 0);
+    __m512i v0 = mp2_col(rows, W, n, 0, k[0], is_signed), prev = tmin;
+    for (size_t o = 0; o < OW; o += 64, k += 2) {
+        const __m512i v1 = mp2_col(rows, W, n, 2 * o + 64, k[1], is_signed);
+        /* the next chunk's V: its first bytes are taps of this one when s1 > 0 */
+        const __m512i v2 = s1 > 0 || OW - o > 64
+                               ? mp2_col(rows, W, n, 2 * o + 128, k[2], is_signed) : tmin;
+        const __m512i w0 = mp2_pairs(mp2_taps(prev, v0, v1, s0, s1, is_signed), is_signed);
+        const __m512i w1 = mp2_pairs(mp2_taps(v0, v1, v2, s0, s1, is_signed), is_signed);
         /* the qwords of the two halves interleave */
         const __m512i b = is_signed ? _mm512_packs_epi16(w0, w1) : _mm512_packus_epi16(w0, w1);
         const __m512i v = _mm512_permutexvar_epi64(fix, b);
         if (OW - o >= 64) _mm512_storeu_si512((void *)(out + o), v);
         else _mm512_mask_storeu_epi8(out + o, tail64(OW - o), v);
+        prev = v1;
+        v0 = v2;
     }
 }
 
@@ -410,19 +441,16 @@ QC_INLINE int maxpool_s2_fits(const qc_win2d *g) {
 QC_INLINE void maxpool_s2_avx512(const void *x, int is_signed, void *y, const qc_win2d *g,
                                  __mmask64 *k) {
     const size_t W = g->W, OW = g->OW;
-    const ptrdiff_t pl = g->pl;
-    const int taps = g->kw - 1;
-    for (size_t o = 0, i = 0; o < OW; o += 64)
-        for (int h = 0; h < 2; h++)
-            for (int t = 0; t < taps; t++) k[i++] = s2_cols(2 * (ptrdiff_t)o - pl + 64 * h + t, W);
+    const int s0 = -g->pl, s1 = g->kw - 2 - g->pl;
+    for (size_t i = 0; i <= 2 * ((OW + 63) / 64); i++) k[i] = s2_cols(64 * (ptrdiff_t)i, W);
     for (size_t oy = 0; oy < g->OH; oy++) {
         const ptrdiff_t ya = (ptrdiff_t)oy * g->sh - g->pt;
         const ptrdiff_t y0 = QC_MAX(ya, 0), y1 = QC_MIN(ya + g->kh, (ptrdiff_t)g->H);
         const uint8_t *rows = (const uint8_t *)x + (size_t)y0 * W;
         uint8_t *out = (uint8_t *)y + oy * OW;
-        /* the inner rows of 3x3/2 with the loop counts fixed for the compiler */
-        if (y1 - y0 == 3 && taps == 2) mp2_row(rows, W, 3, pl, 2, k, is_signed, out, OW);
-        else mp2_row(rows, W, y1 - y0, pl, taps, k, is_signed, out, OW);
+        /* the inner rows of 3x3/2 pad 1 with the counts fixed for the compiler */
+        if (y1 - y0 == 3 && s0 == -1 && s1 == 0) mp2_row(rows, W, 3, -1, 0, k, is_signed, out, OW);
+        else mp2_row(rows, W, y1 - y0, s0, s1, k, is_signed, out, OW);
     }
 }
 
