@@ -329,9 +329,10 @@ static void requant_avx512(const void *x, int sx, void *y, int sy, size_t n,
     requant_span16(px + i, sx, py + i, n - i, p);
 }
 
-/* ---- max pooling: as the generic kernel (vertical max into ws, then horizontal), 64 bytes
- * per step with masked loads/stores; scratch ws holds a band of (at most OH) rows of pw bytes
- * plus slack (the stride-2 path loads whole 16-bit words, one byte past a row) ---- */
+/* ---- max pooling: stride 2 with 2 <= kw <= 4 in one pass (maxpool_s2_avx512), the rest as
+ * the generic kernel (vertical max into ws, then horizontal), 64 bytes per step with masked
+ * loads/stores; scratch ws holds a band of (at most OH) rows of pw bytes plus slack (the
+ * stride-2 path loads whole 16-bit words, one byte past a row) ---- */
 
 QC_INLINE __mmask64 tail64(size_t left) {
     return left >= 64 ? ~(__mmask64)0 : (__mmask64)((1ull << left) - 1);
