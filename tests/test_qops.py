@@ -320,6 +320,28 @@ def test_qlinear_add_large_streamed_output(isa, adt, bdt, ydt):
         assert_equal_exact(got, want, f"{isa} t={t}")
 
 
+@pytest.mark.parametrize("adt,bdt,ydt", [(np.int8, np.int8, np.int8),
+                                         (np.uint8, np.uint8, np.uint8),
+                                         (np.int8, np.uint8, np.uint8)])
+def test_qlinear_add_large_ratios_and_extreme_zero_points(isa, adt, bdt, ydt):
+    # results far outside the output range saturate, whether v is clamped before rounding or
+    # (multipliers up to 2^22) the narrowing saturates; zero points at both ends of the range
+    n = 1000
+    rng = np.random.default_rng(16)
+    a, b = rand_q(rng, (n,), adt), rand_q(rng, (n,), bdt)
+    ia, ib, iy = np.iinfo(adt), np.iinfo(bdt), np.iinfo(ydt)
+    a[:64], b[:64] = ia.max, ib.max
+    a[64:128], b[64:128] = ia.min, ib.min
+    for as_, bs, ys in ((4194304.0, 4194304.0, 1.0), (4194305.0, 0.5, 1.0), (1e12, 1e12, 1.0),
+                        (3e3, 2e3, 0.5), (1.0, 1.0, 3e-4), (0.02, 0.03, 0.01)):
+        for azp, bzp, yzp in ((ia.min, ib.max, iy.max), (ia.max, ib.min, iy.min), (0, 0, 0)):
+            for relu in (False, True):
+                want = ref_add(a, as_, adt(azp), b, bs, bdt(bzp), ys, ydt(yzp), ydt, relu)
+                got = qc.qlinear_add(a, as_, adt(azp), b, bs, bdt(bzp), ys, ydt(yzp), relu=relu)
+                assert_equal_exact(got, want, f"{isa} {as_},{bs}/{ys} zp={azp},{bzp},{yzp} "
+                                              f"relu={relu}")
+
+
 # ---- concat ----
 
 @pytest.mark.parametrize("axis", [0, 1, 2, 3, -1])
@@ -394,6 +416,24 @@ def test_qlinear_concat_large_streamed_output(isa):
             assert_equal_exact(got, want, f"{isa} y={ydt.__name__} t={t}")
 
 
+@pytest.mark.parametrize("xdt,ydt", [(np.int8, np.int8), (np.uint8, np.uint8),
+                                     (np.int8, np.uint8), (np.uint8, np.int8)])
+def test_qlinear_concat_large_ratios_and_extreme_zero_points(isa, xdt, ydt):
+    # as the add test: saturation with and without the clamp before rounding, zero points at
+    # both ends; rows of 1000 bytes give 64-byte steps and a masked tail
+    rng = np.random.default_rng(17)
+    xi, yi = np.iinfo(xdt), np.iinfo(ydt)
+    q = rand_q(rng, (2, 1, 3, 1000), xdt)
+    q[0, 0, 0] = xi.max
+    q[0, 0, 1] = xi.min
+    for xs, ys in ((4194304.0, 1.0), (4194305.0, 1.0), (1e12, 1.0), (3e3, 0.5), (0.02, 0.03)):
+        for xzp, yzp in ((xi.min, yi.max), (xi.max, yi.min), (0, 0)):
+            inputs = [(q, xs, xdt(xzp)), (q[:, :, :, ::-1], xs * 0.5, xdt(xzp))]
+            want = ref_concat(inputs, ys, ydt(yzp), ydt, 1)
+            got = qc.qlinear_concat(inputs, ys, ydt(yzp), axis=1)
+            assert_equal_exact(got, want, f"{isa} {xs}/{ys} zp={xzp},{yzp}")
+
+
 @pytest.mark.parametrize("dt", [np.int8, np.uint8])
 def test_max_pool_matches_onnx_reference(dt):
     onnx = pytest.importorskip("onnx")
@@ -458,6 +498,42 @@ def test_avg_pool_stride2_columns(isa, k, s, p, W, dt):
                               count_include_pad=cip),
                 ref_avg_pool(q, 0.1, dt(xzp), 0.07, dt(yzp), k, s, p, cip),
                 f"{isa} W={W} xzp={xzp} cip={cip}")
+
+
+@pytest.mark.parametrize("k,p", [
+    ((3, 3), (1, 1, 1, 1)),    # 3x3/2: three rows, loads from column 128j - 1
+    ((3, 3), (0, 0, 0, 0)),
+    ((3, 3), (2, 2, 0, 2)),
+    ((2, 2), (0, 0, 0, 0)),
+    ((2, 2), (1, 1, 1, 1)),
+    ((1, 2), (0, 1, 0, 0)),
+    ((4, 4), (1, 3, 2, 3)),
+    ((2, 4), (0, 0, 1, 1)),
+    ((4, 4), (0, 1, 0, 2)),    # taps from both the previous and the next 64 columns
+    ((3, 4), (1, 2, 1, 1)),
+    ((3, 1), (1, 0, 1, 0)),    # kw = 1 and 5: the scratch-row kernel
+    ((2, 5), (1, 4, 0, 2)),
+])
+@pytest.mark.parametrize("W", [1, 2, 3, 63, 64, 65, 127, 128, 129, 130, 131, 255, 256, 257, 258])
+@pytest.mark.parametrize("dt", [np.int8, np.uint8])
+def test_max_pool_stride2_columns(isa, k, p, W, dt):
+    # stride-2 columns: 64 outputs per step from the 128 columns at 128j, shifted by up to
+    # pl columns back and kw - 2 - pl ahead, loads masked where they leave the row: widths
+    # around multiples of 64 and 128, padded borders or not; planes of the type's minimum and
+    # maximum check the padding stays neutral
+    rng = np.random.default_rng(W * 10 + k[1])
+    info = np.iinfo(dt)
+    q = rand_q(rng, (2, 3, 7, W), dt)
+    if W + p[1] + p[3] < k[1]:
+        with pytest.raises(ValueError, match="kernel"):
+            qc.max_pool2d(q, k, strides=2, pads=p)
+        return
+    q[0, 0] = info.min
+    q[0, 1] = info.max
+    q[1, 0, :, ::2] = info.min
+    for s in ((2, 2), (1, 2), (3, 2)):
+        assert_equal_exact(qc.max_pool2d(q, k, strides=s, pads=p), ref_max_pool(q, k, s, p),
+                           f"{isa} W={W} s={s}")
 
 
 @pytest.mark.parametrize("dt", [np.int8, np.uint8])

@@ -141,29 +141,74 @@ QC_INLINE __m128i finish16(__m512 v, __m512 lo, __m512 hi, __m512i yzp) {
     return opaque128(_mm512_cvtepi32_epi8(_mm512_add_epi32(r, yzp)));
 }
 
-/* 64 int32 results r0..r3 (16 lanes each, already clamped and shifted by the zero point, so in
- * the output type's range) to 64 bytes in order: the saturating packs are exact here and
- * cheaper than four vpmovdb. packs interleaves per 128-bit lane l: dword 4l + q of the packed
- * vector holds r_q's lanes 4l..4l+3, which belong at dword 4q + l. */
-QC_INLINE __m512i narrow64(__m512i r0, __m512i r1, __m512i r2, __m512i r3, int sy) {
-    const __m512i w01 = _mm512_packs_epi32(r0, r1), w23 = _mm512_packs_epi32(r2, r3);
-    const __m512i b = sy ? _mm512_packs_epi16(w01, w23) : _mm512_packus_epi16(w01, w23);
-    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    return _mm512_permutexvar_epi32(idx, b);
+/* The 64-step loops round without clamping first and let the narrowing clamp: the results
+ * rounded to int32 (exact while |v| < 2^31, which multipliers up to 2^22 guarantee for
+ * differences of at most 255 in magnitude, or two such terms for add) are packed to int16 with
+ * saturation and the zero point added with saturation (a result outside int16 is outside the
+ * output type with or without it), clamped to the output bounds if they are narrower than the
+ * type (relu), and packed to bytes with saturation: the same as clamping v to [lo, hi] first,
+ * since rounding and clamping to integer bounds commute. */
+#define QC_PACK_MAX_MULT 4194304.0f
+
+typedef struct {
+    __m512i yzp, lo, hi;      /* 16-bit lanes; lo/hi the output bounds qmin..qmax or narrower */
+    int clamp;                /* lo/hi are narrower than the output type */
+} pack_out;
+
+QC_INLINE pack_out pack_setup(float lo, float hi, int32_t yzp, int sy) {
+    const int32_t qlo = (int32_t)lo + yzp, qhi = (int32_t)hi + yzp;
+    const pack_out o = {_mm512_set1_epi16((int16_t)yzp), _mm512_set1_epi16((int16_t)qlo),
+                        _mm512_set1_epi16((int16_t)qhi),
+                        qlo > (sy ? INT8_MIN : 0) || qhi < (sy ? INT8_MAX : UINT8_MAX)};
+    return o;
 }
 
-/* clamp to [lo, hi], round to nearest even, add the zero point (int32 lanes) */
-QC_INLINE __m512i round16(__m512 v, __m512 lo, __m512 hi, __m512i yzp) {
-    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    return _mm512_add_epi32(
-        _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), yzp);
+QC_INLINE __m512i pack_half(__m512 v0, __m512 v1, const pack_out *o) {
+    const int rne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m512i w = _mm512_packs_epi32(_mm512_cvt_roundps_epi32(v0, rne),
+                                   _mm512_cvt_roundps_epi32(v1, rne));
+    w = _mm512_adds_epi16(w, o->yzp);
+    if (o->clamp) w = _mm512_min_epi16(_mm512_max_epi16(w, o->lo), o->hi);
+    return w;
 }
 
-/* 16 bytes at p widened to int32 (is_signed: int8, else uint8) minus zp, as float32 */
-QC_INLINE __m512 widen16_ps(const void *p, int is_signed, __m512i zp) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)p);
-    const __m512i w = is_signed ? _mm512_cvtepi8_epi32(v) : _mm512_cvtepu8_epi32(v);
-    return _mm512_cvtepi32_ps(_mm512_sub_epi32(w, zp));
+/* 64 results v[0..3] in the order of widen64's unpacks back to 64 bytes in order: the packs
+ * are the inverse of those unpacks (per 128-bit lane, v[0] and v[1] hold bytes 0-3 and 4-7,
+ * v[2] and v[3] bytes 8-11 and 12-15). */
+QC_INLINE __m512i pack64(const __m512 v[4], const pack_out *o, int sy) {
+    const __m512i w01 = pack_half(v[0], v[1], o), w23 = pack_half(v[2], v[3], o);
+    return sy ? _mm512_packs_epi16(w01, w23) : _mm512_packus_epi16(w01, w23);
+}
+
+/* x - off for float32 values whose difference is exact (integers below 2^24), either as a
+ * subtraction or, the same result, as a fused x * 1 - off: the two run on different FP pipes
+ * (adds and conversions on one pair, multiplies and FMAs on the other), so a loop can balance
+ * them. */
+QC_INLINE __m512 exact_sub(__m512 x, __m512 off, int on_fma) {
+    if (!on_fma) return _mm512_sub_ps(x, off);
+    return _mm512_fmadd_ps(x, _mm512_set1_ps(1.0f), _mm512_sub_ps(_mm512_setzero_ps(), off));
+}
+
+/* The float32 that widen64 subtracts to leave q - zp. */
+QC_INLINE __m512 widen_off(int32_t zp, int is_signed) {
+    return _mm512_set1_ps((float)((1 << 23) + (is_signed ? 128 : 0) + zp));
+}
+
+/* 64 bytes at p as the float32 values q - zp, exactly (integers below 2^24), off from
+ * widen_off, in four vectors in the unpacks' order (see pack64), which is the same for every
+ * operand of an element-wise op. The bytes are interleaved with zeros to 16 bits and with
+ * 0x4B00 to 32 bits, which puts each under the exponent bits of 2^23 (the float 2^23 + q), so
+ * one subtraction converts and subtracts the zero point; int8 bytes are flipped to q + 128
+ * first. fma_mask: which of the four subtractions run as FMAs (exact_sub). */
+QC_INLINE void widen64_ps(const void *p, int is_signed, __m512 off, int fma_mask, __m512 v[4]) {
+    __m512i b = _mm512_loadu_si512(p);
+    if (is_signed) b = _mm512_xor_si512(b, _mm512_set1_epi8((char)0x80));
+    const __m512i z = _mm512_setzero_si512(), e = _mm512_set1_epi16(0x4B00);
+    const __m512i w0 = _mm512_unpacklo_epi8(b, z), w1 = _mm512_unpackhi_epi8(b, z);
+    const __m512i d[4] = {_mm512_unpacklo_epi16(w0, e), _mm512_unpackhi_epi16(w0, e),
+                          _mm512_unpacklo_epi16(w1, e), _mm512_unpackhi_epi16(w1, e)};
+    for (int q = 0; q < 4; q++)
+        v[q] = exact_sub(_mm512_castsi512_ps(d[q]), off, (fma_mask >> q) & 1);
 }
 
 /* Bytes before the first 64-byte aligned output address (all of n if fewer), when streaming:
@@ -180,8 +225,10 @@ QC_INLINE void store64(void *dst, __m512i v, int stream) {
 }
 
 /* Element-wise kernels: a masked 16-lane loop for the head (up to the output's 64-byte
- * alignment when streaming) and the tail, 64 per step in between; the same float32 operations
- * per element in every path. */
+ * alignment when streaming) and the tail, and for everything when a multiplier is above
+ * QC_PACK_MAX_MULT; 64 per step in between. Every path computes the same float32 values
+ * (exact differences, then the products and sums of the definition) and rounds and clamps
+ * them to the same results. */
 QC_INLINE void add_span16(const int8_t *pa, int sa, const int8_t *pb, int sb, int8_t *py,
                           size_t n, const qc_add_params *p) {
     const __m512i azp = _mm512_set1_epi32(p->azp), bzp = _mm512_set1_epi32(p->bzp);
@@ -197,29 +244,32 @@ QC_INLINE void add_span16(const int8_t *pa, int sa, const int8_t *pb, int sb, in
     }
 }
 
+/* per 64 outputs, besides the 8 subtractions: 8 multiplies on the FMA pipes, 4 adds and 4
+ * conversions on the add pipes; a's subtractions run as FMAs, b's as subtractions, 12 each */
 #define QC_ADD64(SA, SB, SY)                                                                   \
     for (; i + 64 <= n; i += 64) {                                                             \
-        __m512i r[4];                                                                          \
-        for (int q = 0; q < 4; q++) {                                                          \
-            const __m512 va = widen16_ps(pa + i + 16 * q, SA, azp);                            \
-            const __m512 vb = widen16_ps(pb + i + 16 * q, SB, bzp);                            \
-            r[q] = round16(_mm512_add_ps(_mm512_mul_ps(va, ma), _mm512_mul_ps(vb, mb)), lo,    \
-                           hi, yzp);                                                           \
-        }                                                                                      \
-        store64(py + i, narrow64(r[0], r[1], r[2], r[3], SY), stream);                         \
+        __m512 va[4], vb[4];                                                                   \
+        widen64_ps(pa + i, SA, aoff, 0xF, va);                                                 \
+        widen64_ps(pb + i, SB, boff, 0x0, vb);                                                 \
+        for (int q = 0; q < 4; q++)                                                            \
+            va[q] = _mm512_add_ps(_mm512_mul_ps(va[q], ma), _mm512_mul_ps(vb[q], mb));         \
+        store64(py + i, pack64(va, &o, SY), stream);                                           \
     }
 
 static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
                        const qc_add_params *p) {
     const int8_t *pa = a, *pb = b;
     int8_t *py = y;
+    if (!(p->ma <= QC_PACK_MAX_MULT && p->mb <= QC_PACK_MAX_MULT)) {
+        add_span16(pa, sa, pb, sb, py, n, p);
+        return;
+    }
     const int stream = p->stream;
     size_t i = stream_head(py, n, stream);
     add_span16(pa, sa, pb, sb, py, i, p);
-    const __m512i azp = _mm512_set1_epi32(p->azp), bzp = _mm512_set1_epi32(p->bzp);
-    const __m512i yzp = _mm512_set1_epi32(p->yzp);
+    const __m512 aoff = widen_off(p->azp, sa), boff = widen_off(p->bzp, sb);
     const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
-    const __m512 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    const pack_out o = pack_setup(p->lo, p->hi, p->yzp, sy);
     /* one loop per signedness, so the widening and packing are fixed in each */
     switch ((sa ? 4 : 0) + (sb ? 2 : 0) + (sy ? 1 : 0)) {
     case 0: QC_ADD64(0, 0, 0) break;
@@ -246,23 +296,29 @@ QC_INLINE void requant_span16(const int8_t *px, int sx, int8_t *py, size_t n,
     }
 }
 
+/* per 64 outputs 4 multiplies and 4 conversions: half the subtractions run as FMAs, so
+ * both pipe pairs get 6 */
 #define QC_RQ64(SX, SY)                                                                        \
     for (; i + 64 <= n; i += 64) {                                                             \
-        __m512i r[4];                                                                          \
-        for (int q = 0; q < 4; q++)                                                            \
-            r[q] = round16(_mm512_mul_ps(widen16_ps(px + i + 16 * q, SX, zp), m), lo, hi, yzp); \
-        store64(py + i, narrow64(r[0], r[1], r[2], r[3], SY), stream);                         \
+        __m512 v[4];                                                                           \
+        widen64_ps(px + i, SX, off, 0x5, v);                                                   \
+        for (int q = 0; q < 4; q++) v[q] = _mm512_mul_ps(v[q], m);                             \
+        store64(py + i, pack64(v, &o, SY), stream);                                            \
     }
 
 static void requant_avx512(const void *x, int sx, void *y, int sy, size_t n,
                            const qc_rq_params *p) {
     const int8_t *px = x;
     int8_t *py = y;
+    if (!(p->m <= QC_PACK_MAX_MULT)) {
+        requant_span16(px, sx, py, n, p);
+        return;
+    }
     const int stream = p->stream;
     size_t i = stream_head(py, n, stream);
     requant_span16(px, sx, py, i, p);
-    const __m512i zp = _mm512_set1_epi32(p->zp), yzp = _mm512_set1_epi32(p->yzp);
-    const __m512 m = _mm512_set1_ps(p->m), lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    const __m512 off = widen_off(p->zp, sx), m = _mm512_set1_ps(p->m);
+    const pack_out o = pack_setup(p->lo, p->hi, p->yzp, sy);
     switch ((sx ? 2 : 0) + (sy ? 1 : 0)) {
     case 0: QC_RQ64(0, 0) break;
     case 1: QC_RQ64(0, 1) break;
@@ -273,16 +329,138 @@ static void requant_avx512(const void *x, int sx, void *y, int sy, size_t n,
     requant_span16(px + i, sx, py + i, n - i, p);
 }
 
-/* ---- max pooling: as the generic kernel (vertical max into ws, then horizontal), 64 bytes
- * per step with masked loads/stores; scratch ws holds a band of (at most OH) rows of pw bytes
- * plus slack (the stride-2 path loads whole 16-bit words, one byte past a row) ---- */
+/* ---- max pooling: stride 2 with 2 <= kw <= 4 in one pass (maxpool_s2_avx512), the rest as
+ * the generic kernel (vertical max into ws, then horizontal), 64 bytes per step with masked
+ * loads/stores; scratch ws holds a band of (at most OH) rows of pw bytes plus slack (the
+ * stride-2 path loads whole 16-bit words, one byte past a row) ---- */
 
 QC_INLINE __mmask64 tail64(size_t left) {
     return left >= 64 ? ~(__mmask64)0 : (__mmask64)((1ull << left) - 1);
 }
 
+/* the bits of a 64-byte load from column c (negative at the left border) whose columns are
+ * in [0, W) */
+QC_INLINE __mmask64 s2_cols(ptrdiff_t c, size_t W) {
+    const ptrdiff_t end = (ptrdiff_t)W - c;
+    if (end <= 0) return 0;
+    return tail64((size_t)end) & ~tail64(c < 0 ? (size_t)-c : 0);
+}
+
+/* row + c for a column c that may be negative: the bytes before the row are masked off and
+ * never read; the address is formed as an integer so no pointer leaves the array */
+QC_INLINE const void *s2_at(const uint8_t *row, ptrdiff_t c) {
+    return (const void *)((uintptr_t)row + (uintptr_t)c);
+}
+
+/* ---- max pooling with stride 2 and 2 <= kw <= 4 (3x3/2 and 2x2/2 above all): one pass per
+ * output row, 64 outputs per step, no scratch rows. Chunk j of the row (outputs 64j + i',
+ * i' < 64) covers the input columns 128j .. 128j + 127, and V, the vertical max of the
+ * window's rows there, takes two loads per row, at columns inside the row (masked to
+ * [0, W), reading the type's minimum beyond, the neutral padding; a full mask costs nothing).
+ * Output 64j + i' is the max of V[2i' - pl + t] for t < kw, that is of the byte pair
+ * M[2i'], M[2i' + 1] where M[b] is the max of V[b + s] for s from s0 = -pl to s1 = kw - 2 - pl:
+ * V shifted by s bytes (valignd and vpalignr) with the previous chunk's V (the minimum before
+ * the first) or the next one's, computed ahead. A 16-bit shift left and a byte max put each
+ * pair's max in its high byte, a shift right widens it to the 16-bit lane, and the packs narrow
+ * two halves back to 64 bytes. ws holds the masks of the loads, computed once per plane: 2 per
+ * chunk and one after the last, at most 16 * (OW / 64 + 2) < pw + 64 bytes. ---- */
+
+QC_INLINE __m512i mp2_max(__m512i a, __m512i b, int is_signed) {
+    return is_signed ? _mm512_max_epi8(a, b) : _mm512_max_epu8(a, b);
+}
+
+/* the vertical max of the n rows from `rows` over the 64 columns from c, masked by k (the
+ * columns may start past the row: s2_at forms the address) */
+QC_INLINE __m512i mp2_col(const uint8_t *rows, size_t W, ptrdiff_t n, size_t c, __mmask64 k,
+                          int is_signed) {
+    const __m512i tmin = _mm512_set1_epi8(is_signed ? INT8_MIN : 0);
+    __m512i v = _mm512_mask_loadu_epi8(tmin, k, s2_at(rows, (ptrdiff_t)c));
+#pragma GCC unroll 4
+    for (ptrdiff_t r = 1; r < n; r++)
+        v = mp2_max(v, _mm512_mask_loadu_epi8(tmin, k, s2_at(rows + (size_t)r * W, (ptrdiff_t)c)),
+                    is_signed);
+    return v;
+}
+
+/* the 64 bytes from byte s (-3 <= s <= 2) of the 192 bytes p:a:n. vpalignr shifts each 128-bit
+ * lane of its second operand right, filling from the first: t holds the lanes before a's
+ * (s < 0) or after them (s > 0). */
+QC_INLINE __m512i mp2_shift(__m512i p, __m512i a, __m512i n, int s) {
+    if (s > 0) {
+        const __m512i t = _mm512_alignr_epi32(n, a, 4);
+        return s == 1 ? _mm512_alignr_epi8(t, a, 1) : _mm512_alignr_epi8(t, a, 2);
+    }
+    const __m512i t = _mm512_alignr_epi32(a, p, 12);
+    switch (s) {
+    case 0: return a;
+    case -1: return _mm512_alignr_epi8(a, t, 15);
+    case -2: return _mm512_alignr_epi8(a, t, 14);
+    default: return _mm512_alignr_epi8(a, t, 13);
+    }
+}
+
+/* M over the 64 bytes a, p and n the 64 before and after them */
+QC_INLINE __m512i mp2_taps(__m512i p, __m512i a, __m512i n, int s0, int s1, int is_signed) {
+    __m512i m = mp2_shift(p, a, n, s0);
+    for (int s = s0 + 1; s <= s1; s++) m = mp2_max(m, mp2_shift(p, a, n, s), is_signed);
+    return m;
+}
+
+/* the max of each byte pair of m, widened to its 16-bit lane */
+QC_INLINE __m512i mp2_pairs(__m512i m, int is_signed) {
+    const __m512i t = mp2_max(m, _mm512_slli_epi16(m, 8), is_signed);
+    return is_signed ? _mm512_srai_epi16(t, 8) : _mm512_srli_epi16(t, 8);
+}
+
+/* one output row from the n real rows of its windows; k: the plane's load masks */
+QC_INLINE void mp2_row(const uint8_t *rows, size_t W, ptrdiff_t n, int s0, int s1,
+                       const __mmask64 *k, int is_signed, uint8_t *out, size_t OW) {
+    const __m512i fix = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m512i tmin = _mm512_set1_epi8(is_signed ? INT8_MIN : 0);
+    __m512i v0 = mp2_col(rows, W, n, 0, k[0], is_signed), prev = tmin;
+    for (size_t o = 0; o < OW; o += 64, k += 2) {
+        const __m512i v1 = mp2_col(rows, W, n, 2 * o + 64, k[1], is_signed);
+        /* the next chunk's V: its first bytes are taps of this one when s1 > 0 */
+        const __m512i v2 = s1 > 0 || OW - o > 64
+                               ? mp2_col(rows, W, n, 2 * o + 128, k[2], is_signed) : tmin;
+        const __m512i w0 = mp2_pairs(mp2_taps(prev, v0, v1, s0, s1, is_signed), is_signed);
+        const __m512i w1 = mp2_pairs(mp2_taps(v0, v1, v2, s0, s1, is_signed), is_signed);
+        /* the qwords of the two halves interleave */
+        const __m512i b = is_signed ? _mm512_packs_epi16(w0, w1) : _mm512_packus_epi16(w0, w1);
+        const __m512i v = _mm512_permutexvar_epi64(fix, b);
+        if (OW - o >= 64) _mm512_storeu_si512((void *)(out + o), v);
+        else _mm512_mask_storeu_epi8(out + o, tail64(OW - o), v);
+        prev = v1;
+        v0 = v2;
+    }
+}
+
+QC_INLINE int maxpool_s2_fits(const qc_win2d *g) {
+    return g->sw == 2 && g->kw >= 2 && g->kw <= 4;
+}
+
+QC_INLINE void maxpool_s2_avx512(const void *x, int is_signed, void *y, const qc_win2d *g,
+                                 __mmask64 *k) {
+    const size_t W = g->W, OW = g->OW;
+    const int s0 = -g->pl, s1 = g->kw - 2 - g->pl;
+    for (size_t i = 0; i <= 2 * ((OW + 63) / 64); i++) k[i] = s2_cols(64 * (ptrdiff_t)i, W);
+    for (size_t oy = 0; oy < g->OH; oy++) {
+        const ptrdiff_t ya = (ptrdiff_t)oy * g->sh - g->pt;
+        const ptrdiff_t y0 = QC_MAX(ya, 0), y1 = QC_MIN(ya + g->kh, (ptrdiff_t)g->H);
+        const uint8_t *rows = (const uint8_t *)x + (size_t)y0 * W;
+        uint8_t *out = (uint8_t *)y + oy * OW;
+        /* the inner rows of 3x3/2 pad 1 with the counts fixed for the compiler */
+        if (y1 - y0 == 3 && s0 == -1 && s1 == 0) mp2_row(rows, W, 3, -1, 0, k, is_signed, out, OW);
+        else mp2_row(rows, W, y1 - y0, s0, s1, k, is_signed, out, OW);
+    }
+}
+
 #define QC_DEF_MAXPOOL512(T, TMIN, MAX512, EVEN16, ODD16, MAX16, PACK16, NAME)          \
     static void NAME(const T *x, T *y, const qc_win2d *g, T *ws) {                            \
+        if (maxpool_s2_fits(g)) {                                                             \
+            maxpool_s2_avx512(x, (T)-1 < 0, y, g, (__mmask64 *)ws);                           \
+            return;                                                                           \
+        }                                                                                     \
         const size_t W = g->W, pw = (size_t)g->pl + W + (size_t)g->pr, OW = g->OW;             \
         const int kw = g->kw;                                                                 \
         /* in bands of output rows: the band's vertical maxima first (rows of pw in ws, ~2  \
@@ -462,20 +640,6 @@ static void s2_table(const qc_win2d *g, const qc_avgpool_params *p, int is_signe
             _mm512_storeu_ps(off + at, _mm512_cvtepi32_ps(o));
         }
     }
-}
-
-/* the bits of a 64-byte load from column c (negative at the left border) whose columns are
- * in [0, W) */
-QC_INLINE __mmask64 s2_cols(ptrdiff_t c, size_t W) {
-    const ptrdiff_t end = (ptrdiff_t)W - c;
-    if (end <= 0) return 0;
-    return tail64((size_t)end) & ~tail64(c < 0 ? (size_t)-c : 0);
-}
-
-/* row + c for a column c that may be negative: the bytes before the row are masked off and
- * never read; the address is formed as an integer so no pointer leaves the array */
-QC_INLINE const void *s2_at(const uint8_t *row, ptrdiff_t c) {
-    return (const void *)((uintptr_t)row + (uintptr_t)c);
 }
 
 /* vpmaddubsw multiplies unsigned bytes (first operand) by signed ones: uint8 data goes first,
