@@ -68,11 +68,13 @@ class threads:
             sys.modules["torch"].set_num_threads(self._torch_prev)
 
 
-def time_alternating(fns, repeats=7, min_time=0.05):
+def time_alternating(fns, repeats=7, min_time=0.05, settle=0.05):
     """Time each callable in `fns` (a dict name -> fn), alternating between them.
 
-    Each sample runs a callable enough times to last about `min_time` seconds; returns
-    name -> median seconds per call.
+    Each sample runs a callable enough times to last about `min_time` seconds, after a pause
+    of `settle` seconds: thread pools that spin while idle (ONNX Runtime's, OpenMP's, OpenBLAS's,
+    quantc's for 0.2 ms) go to sleep before the next library is timed, so every library keeps
+    its own default waiting policy. Returns name -> median seconds per call.
     """
     loops = {}
     for name, fn in fns.items():
@@ -91,6 +93,7 @@ def time_alternating(fns, repeats=7, min_time=0.05):
     for _ in range(repeats):
         for name, fn in fns.items():
             n = loops[name]
+            time.sleep(settle)
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
@@ -118,7 +121,7 @@ def print_table(title, header, rows, file=sys.stdout):
 
 def ort_session(model, nthreads):
     """An ONNX Runtime CPU session for an onnx `model` on `nthreads` intra-op threads, with
-    ONNX Runtime's short spin between runs (like the other libraries timed beside it)."""
+    ONNX Runtime's default spinning between runs (time_alternating lets it settle)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()

@@ -11,14 +11,12 @@ import argparse
 import os
 import sys
 
-# Runs alternate between libraries, so a library whose idle threads keep spinning long after a
-# call steals the cores from the next one timed (OpenBLAS spins ~2^28 cycles by default, which
-# halved quantc's 2-thread numbers measured right after NumPy). Every library gets the same
-# short spin instead: quantc's pool polls for 0.2 ms before its threads sleep (waking a thread
-# costs tens of microseconds, as much as a small layer), OpenBLAS 2^19 cycles (~0.15 ms),
-# torch's OpenMP 200000 spins and ONNX Runtime its own short spin. Set before NumPy loads.
+# Runs alternate between libraries, and each library's idle threads may spin for a while after
+# a call (quantc's for 0.2 ms; ONNX Runtime's and OpenMP's by default): time_alternating pauses
+# before each sample so they sleep before the next library is timed. OpenBLAS alone spins ~2^28
+# cycles by default, longer than that pause (it halved quantc's 2-thread numbers measured right
+# after NumPy); 2^19 cycles (~0.15 ms) puts it with the others. Set before NumPy loads.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "19")
-os.environ.setdefault("GOMP_SPINCOUNT", "200000")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402  (first: fixes the BLAS environment, finds the in-place build)
