@@ -475,11 +475,14 @@ static int nchw_run(run_ctx *ctx) {
     ctx->lean = ctx->small && !a->out_int32;
     for (size_t m = 0; m < M && ctx->lean; m++) ctx->lean = a->mult[m] >= 0.0f && a->mult[m] < 64.0f;
     /* Pixel blocks of a panel of about 96 KiB. Until there are 4 tasks per thread, split the
-     * output channels into chunks first (each chunk builds the block's panel again, a small
-     * cost) and only then the pixels (more blocks: more partial kernel sub-tiles). */
+     * pixels further while blocks keep 256 pixels (their panels are disjoint), then the output
+     * channels into chunks (each chunk builds its block's panel again, a small cost), and only
+     * then the pixels below 256 (more partial kernel sub-tiles). */
     const size_t want = 4 * nt, tiles = (Ng + QC_NCHW_MR - 1) / QC_NCHW_MR;
     const size_t target = QC_MAX((size_t)QC_NCHW_NR, (96 << 10) / kp);
     size_t nblocks = (P + target - 1) / target;
+    if (units * nblocks < want)
+        nblocks = QC_MAX(nblocks, QC_MIN((want + units - 1) / units, QC_MAX(P / 256, (size_t)1)));
     const size_t chunks = QC_MIN(QC_MAX((size_t)1, want / (units * nblocks)), tiles);
     if (units * nblocks * chunks < want)
         nblocks = QC_MAX(nblocks, QC_MIN((want + units * chunks - 1) / (units * chunks),
