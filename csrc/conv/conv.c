@@ -82,7 +82,10 @@ qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32
             cw->gemm[g] = pack_group(cw->wt + g * Ng * K, w_signed, K, Ng);
             if (!cw->gemm[g]) goto fail;
         }
+    }
+    if (cw->gemm && qc_nchw_may_use(kh == 1 && kw == 1)) {
         /* the NCHW GEMM takes w in its own (c, ky, kx) order */
+        const size_t Ng = M / G;
         cw->nchw_group = qc_nchw_pack_w_size(Ng, K);
         cw->nchw = aligned_alloc(64, QC_MAX((G * cw->nchw_group + 63) & ~(size_t)63, 64));
         cw->wsum = malloc(QC_MAX(M, (size_t)1) * sizeof(int32_t));
@@ -536,7 +539,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
      * of 512+ channels): its 16-pixel vectors then run mostly empty, and each task's panel
      * and pipeline cost more than the NHWC path's transposes. */
     const int pointwise = w->kh == 1 && w->kw == 1 && (P >= 64 || w->K < 256);
-    if (qc_nchw_use(pointwise)) return nchw_run(&ctx);
+    if (w->nchw && qc_nchw_use(pointwise)) return nchw_run(&ctx);
     ctx.gk = qc_gemm_select();
     /* pixel blocks: A block about 128 KiB (stays in L2 with B), at least 16 rows; split
      * finer when there are too few tasks for the threads */

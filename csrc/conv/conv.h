@@ -13,7 +13,8 @@
  *   wdw: for depthwise (Cg == 1) M x kh*kw int16 taps w - w_zp; NULL otherwise.
  *   gemm: B packed for the GEMM kernels, one per group (NULL when the GEMM is not used).
  *   nchw: the same weights packed for the NCHW conv GEMM (nchw.h), nchw_group bytes per
- *         group, with wsum: M row sums of w'; both NULL when the GEMM is not used. */
+ *         group, with wsum: M row sums of w'; both NULL unless the weights are pointwise
+ *         (1x1) and use the GEMM (or tests force that path, see qc_nchw_may_use). */
 typedef struct {
     size_t M, Cg, kh, kw, G, K;
     int w_signed;        /* the weights are int8 (else uint8) */

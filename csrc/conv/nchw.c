@@ -25,6 +25,8 @@ int qc_nchw_force(int force) {
     return prev;
 }
 
+int qc_nchw_may_use(int pointwise) { return pointwise || nchw_forced > 0; }
+
 int qc_nchw_use(int pointwise) {
     if (nchw_forced) return nchw_forced > 0;
     return pointwise && qc_family_select(&qc_nchw_family)->isa == QC_ISA_AVX512VNNI;

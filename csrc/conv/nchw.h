@@ -74,6 +74,9 @@ extern const qc_family qc_nchw_family;
  * gemm family's kernels are the better ones. `force` (tests) > 0 takes this path for every
  * GEMM-path convolution with whatever kernel is selected, < 0 never. */
 int qc_nchw_use(int pointwise);
+/* Whether weights of this shape may ever run this path (so are worth packing for it): pointwise
+ * ones, or any while tests force the path. */
+int qc_nchw_may_use(int pointwise);
 int qc_nchw_force(int force); /* returns the previous setting */
 static inline const qc_nchw_kernels *qc_nchw_select(void) {
     return (const qc_nchw_kernels *)qc_family_select(&qc_nchw_family)->impl;
