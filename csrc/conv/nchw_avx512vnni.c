@@ -1,7 +1,9 @@
-/* AVX-512 VNNI kernel of the NCHW conv GEMM: up to 8 output channels x 48 pixels per call.
- * Per quad of K, three 64-byte pixel vectors and one 32-bit weight broadcast per row feed
- * 8 x 3 vpdpbusd into 24 accumulators; each accumulator's epilogue writes 16 pixels of one
- * output plane. */
+/* AVX-512 VNNI kernel of the NCHW conv GEMM: a weight tile of up to 8 output channels times
+ * a block of pixels per call. Full tiles run software-pipelined 32-pixel sub-tiles (per quad of
+ * K, two 64-byte pixel vectors and one 32-bit weight broadcast per row feed 16 vpdpbusd, while
+ * the previous sub-tile is requantized); partial tiles and the block's last pixels run
+ * register tiles of up to 8 x 48 (24 accumulators). Each accumulator's epilogue writes 16
+ * pixels of one output plane. */
 #include "conv/nchw.h"
 
 #ifndef QC_NO_X86
