@@ -371,7 +371,7 @@ static void nchw_row(const run_ctx *ctx, size_t n, size_t g, size_t k, size_t p0
 static void nchw_panel(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t nb, size_t np,
                        uint8_t *panel, uint8_t *tmp, int32_t *xsum) {
     const qc_conv_args *a = ctx->a;
-    const size_t K = ctx->K, kp = (K + 3) & ~(size_t)3;
+    const size_t K = ctx->K, kp = qc_nchw_kp(K);
     const uint8_t flip = a->x_signed ? 0x80 : 0;
     for (size_t i = 0; i < 4; i++) memset(tmp + i * np + nb, 0, np - nb);
     for (size_t q = 0; q < kp / 4; q++) {
@@ -413,7 +413,7 @@ static void nchw_task(void *vctx, size_t task) {
     const size_t ng = task / ctx->nmchunks / ctx->nblocks, g = ng % G, n = ng / G;
     const size_t p0 = blk * ctx->pb, nb = QC_MIN(ctx->pb, P - p0), np = (nb + 15) & ~(size_t)15;
     const size_t m0 = mc * ctx->mchunk, m1 = QC_MIN(Ng, m0 + ctx->mchunk);
-    const size_t kp = (ctx->K + 3) & ~(size_t)3;
+    const size_t kp = qc_nchw_kp(ctx->K);
     const size_t pbytes = (kp * np + 63) & ~(size_t)63;
     char *mem = aligned_alloc(64, pbytes + 4 * np + np * sizeof(int32_t) + 64);
     if (!mem) {
@@ -456,7 +456,7 @@ static int nchw_run(run_ctx *ctx) {
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
     const size_t M = w->M, K = ctx->K, P = ctx->P, Ng = ctx->Ng, units = a->N * w->G;
-    const size_t kp = (K + 3) & ~(size_t)3, nt = (size_t)qc_get_num_threads();
+    const size_t kp = qc_nchw_kp(K), nt = (size_t)qc_get_num_threads();
     ctx->nk = qc_nchw_select();
     ctx->rterm = malloc(2 * M * sizeof(int32_t));
     if (!ctx->rterm) return -1;
@@ -476,7 +476,8 @@ static int nchw_run(run_ctx *ctx) {
     /* each of the K terms (x' - zx')(w' - zw') is at most 255 * 255 in magnitude */
     ctx->small = (uint64_t)K * 255 * 255 + bmax < ((uint64_t)1 << 24);
     ctx->lean = ctx->small && !a->out_int32;
-    for (size_t m = 0; m < M && ctx->lean; m++) ctx->lean = a->mult[m] >= 0.0f && a->mult[m] < 64.0f;
+    for (size_t m = 0; m < M && ctx->lean; m++)
+        ctx->lean = a->mult[m] >= 0.0f && a->mult[m] < 64.0f;
     /* Pixel blocks of a panel of about 96 KiB. Until there are 4 tasks per thread, split the
      * pixels further while blocks keep 256 pixels (their panels are disjoint), then the output
      * channels into chunks (each chunk builds its block's panel again, a small cost), and only

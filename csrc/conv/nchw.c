@@ -33,14 +33,14 @@ int qc_nchw_use(int pointwise) {
 }
 
 size_t qc_nchw_pack_w_size(size_t Ng, size_t K) {
-    const size_t tiles = (Ng + QC_NCHW_MR - 1) / QC_NCHW_MR, kp = (K + 3) & ~(size_t)3;
+    const size_t tiles = (Ng + QC_NCHW_MR - 1) / QC_NCHW_MR, kp = qc_nchw_kp(K);
     return tiles * QC_NCHW_MR * kp;
 }
 
 void qc_nchw_pack_w(const void *w, int w_signed, size_t Ng, size_t K, int8_t *dst,
                     int32_t *wsum) {
     const uint8_t flip = w_signed ? 0 : 0x80; /* uint8 w -> w - 128 as int8 */
-    const size_t kp = (K + 3) & ~(size_t)3, tile_bytes = QC_NCHW_MR * kp;
+    const size_t kp = qc_nchw_kp(K), tile_bytes = QC_NCHW_MR * kp;
     memset(dst, 0, qc_nchw_pack_w_size(Ng, K));
     for (size_t m = 0; m < Ng; m++) {
         const uint8_t *src = (const uint8_t *)w + m * K;

@@ -34,6 +34,9 @@
 #define QC_NCHW_MR 8   /* rows of a weight tile (the most a kernel call takes) */
 #define QC_NCHW_NR 48  /* the most pixels a register tile of the AVX-512 kernel holds */
 
+/* K padded to whole quads (kp in the layouts above). */
+static inline size_t qc_nchw_kp(size_t K) { return (K + 3) & ~(size_t)3; }
+
 /* One kernel call: rows [0, mr) of a weight tile times pixels [0, npix) of a panel (any
  * npix: the kernel walks the panel in register tiles). */
 typedef struct {
@@ -69,10 +72,11 @@ extern const qc_nchw_kernels qc_nchw_kernels_avx512vnni;
 extern const qc_family qc_nchw_family;
 
 /* Whether a GEMM-path convolution runs this path: a pointwise (1x1) one (conv.c leaves out a
- * few with a long K) when the AVX-512 VNNI kernel is usable. Elsewhere the NHWC path is faster: its im2col copies whole channel runs,
- * where the NCHW rows of a kh x kw kernel gather single bytes (stride 2), and without VNNI the
- * gemm family's kernels are the better ones. `force` (tests) > 0 takes this path for every
- * GEMM-path convolution with whatever kernel is selected, < 0 never. */
+ * few with a long K) when the AVX-512 VNNI kernel is usable. Elsewhere the NHWC path is
+ * faster: its im2col copies whole channel runs, where the NCHW rows of a kh x kw kernel gather
+ * single bytes (stride 2), and without VNNI the gemm family's kernels are the better ones.
+ * `force` (tests) > 0 takes this path for every GEMM-path convolution with whatever kernel is
+ * selected, < 0 never. */
 int qc_nchw_use(int pointwise);
 /* Whether weights of this shape may ever run this path (so are worth packing for it): pointwise
  * ones, or any while tests force the path. */

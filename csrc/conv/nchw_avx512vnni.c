@@ -14,9 +14,9 @@
 
 /* The float32 shortcut for 16 lanes: rint(u) with u = fl32(f * s + y_zp) (one rounding, FMA),
  * clamped to [lo, hi] in float32 unless the call is lean; *worst and *fworst keep the lane-wise
- * largest |u - rint(u)| and |f| over the `valid` lanes, which the caller tests. Proof that it equals qc_gemm_requant1 (float64 d = fl64(x) with
- * x = v * s + y_zp, then rint and clamp) when |v| < 2^24 (so f = v) and
- * |u - rint(u)| < 1/2 - 2^-15:
+ * largest |u - rint(u)| and |f| over the `valid` lanes, which the caller tests. Proof that it
+ * equals qc_gemm_requant1 (float64 d = fl64(x) with x = v * s + y_zp, then rint and clamp)
+ * when |v| < 2^24 (so f = v) and |u - rint(u)| < 1/2 - 2^-15:
  *   - |u| < 256: u and x are within half an ulp of [128, 256), |u - x| <= 2^-17, and
  *     |d - x| <= 2^-45; so x and d lie strictly inside the unit interval around k = rint(u)
  *     (at least 2^-15 - 2^-17 - 2^-45 from its ends) and rint(d) = k.
@@ -119,16 +119,16 @@ QC_INLINE void store_row(const qc_nchw_tile *t, int r, const int NP, __m512i a0,
         c##r##0 = _mm512_set1_epi32(t->rterm[r]); \
         c##r##1 = _mm512_set1_epi32(t->rterm[r]); \
     }
-#define QC_NSTEP(r)                                                                 \
-    if (MR > r) {                                                                   \
+#define QC_NSTEP(r)                                                                   \
+    if (MR > r) {                                                                     \
         const __m512i wv = _mm512_set1_epi32(qc_load4(w + 4 * (q * QC_NCHW_MR + r))); \
-        c##r##0 = _mm512_dpbusd_epi32(c##r##0, x0, wv);                                                 \
-        if (NP > 1) c##r##1 = _mm512_dpbusd_epi32(c##r##1, x1, wv);                                     \
-        if (NP > 2) c##r##2 = _mm512_dpbusd_epi32(c##r##2, x2, wv);                                     \
+        c##r##0 = _mm512_dpbusd_epi32(c##r##0, x0, wv);                               \
+        if (NP > 1) c##r##1 = _mm512_dpbusd_epi32(c##r##1, x1, wv);                   \
+        if (NP > 2) c##r##2 = _mm512_dpbusd_epi32(c##r##2, x2, wv);                   \
     }
-#define QC_NPARK(r)                                      \
-    if (MR > r) {                                        \
-        _mm512_store_si512(park + 3 * r, c##r##0);       \
+#define QC_NPARK(r)                                                \
+    if (MR > r) {                                                  \
+        _mm512_store_si512(park + 3 * r, c##r##0);                 \
         if (NP > 1) _mm512_store_si512(park + 3 * r + 1, c##r##1); \
         if (NP > 2) _mm512_store_si512(park + 3 * r + 2, c##r##2); \
     }
@@ -205,10 +205,10 @@ QC_INLINE void store_row_fast(const qc_nchw_tile *t, int r, __m512i v0, __m512i 
 }
 
 /* Sub-tiles of PIPE_NP * 16 pixels of a full weight tile, software-pipelined: the k loop of
- * sub-tile j also runs the epilogue of sub-tile j - 1 (parked in memory), one row per quad, so
- * the requantization overlaps the vpdpbusd chains instead of following them (for small K the
- * epilogue costs as much as the dot products). Two vectors per row leave the epilogue enough
- * registers beside the 16 accumulators. */
+ * sub-tile j also runs the epilogue of sub-tile j - 1 (parked in memory), its rows spread over
+ * the quads, so the requantization overlaps the vpdpbusd chains instead of following them (for
+ * small K the epilogue costs as much as the dot products). Two vectors per row leave the
+ * epilogue enough registers beside the 16 accumulators. */
 #define PIPE_NP 2
 QC_INLINE void run_8xpipe(const qc_nchw_tile *t, int nsub, const int FAST) {
     const int NP = PIPE_NP, MR = QC_NCHW_MR, sub = 16 * PIPE_NP;
