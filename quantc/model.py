@@ -1,0 +1,865 @@
+"""Float models as data: a list of ONNX-style nodes over named tensors, a builder, a NumPy runner.
+
+A :class:`Model` holds graph inputs (name -> shape, ``None`` for a free dimension such as the
+batch), a list of :class:`Node` (``op``, input names, output names, attributes) in
+execution order, named constant tensors (``initializers``: weights, biases, shapes) and the
+graph output names. Ops and attributes are ONNX's (opset 13 and later), so a model read by
+:meth:`Model.from_onnx` and one written with :class:`ModelBuilder` are the same data:
+
+    Conv, Gemm, MatMul, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Add, Concat,
+    Flatten, Reshape, BatchNormalization, Softmax, Identity, Dropout (inference: identity)
+
+Every op, attribute and shape is checked when the model is built (shapes are inferred with
+``None`` for unknown dimensions), so an unsupported op or a weight of the wrong shape is an
+error naming the node before anything runs. ``model(x)`` runs the float model in NumPy
+float32 (convolutions as im2col + matmul).
+"""
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+__all__ = ["Model", "ModelBuilder", "Node"]
+
+
+class Node:
+    """One op: ``op`` (ONNX op type), ``inputs``/``outputs`` (tensor names; ``""`` marks an
+    omitted optional input), ``attrs`` (ONNX attributes as Python values) and ``name``."""
+
+    __slots__ = ("op", "inputs", "outputs", "attrs", "name")
+
+    def __init__(self, op, inputs, outputs, attrs=None, name=None):
+        self.op = str(op)
+        self.inputs = tuple(str(i) for i in inputs)
+        self.outputs = tuple(str(o) for o in outputs)
+        self.attrs = dict(attrs or {})
+        self.name = str(name) if name else f"{self.op}_{self.outputs[0] if self.outputs else ''}"
+
+    def __repr__(self):
+        return (f"Node({self.op!r}, inputs={list(self.inputs)}, outputs={list(self.outputs)}, "
+                f"attrs={self.attrs}, name={self.name!r})")
+
+    def to_dict(self):
+        return {"op": self.op, "inputs": list(self.inputs), "outputs": list(self.outputs),
+                "attrs": self.attrs, "name": self.name}
+
+
+def _err(node, msg):
+    return ValueError(f"node {node.name!r} ({node.op}): {msg}")
+
+
+# ---------------------------------------------------------------------------------------------
+# attribute helpers
+
+
+def _ints(node, key, n, default):
+    v = node.attrs.get(key, default)
+    try:
+        v = tuple(int(i) for i in v)
+    except TypeError:
+        raise _err(node, f"attribute {key}: expected {n} ints, got {v!r}") from None
+    if len(v) != n:
+        raise _err(node, f"attribute {key}: expected {n} ints, got {list(v)}")
+    return v
+
+
+def _pool_geometry(node, in_shape, kernel):
+    """(strides, pads, dilations) of a 2-D Conv/MaxPool/AveragePool node, auto_pad resolved."""
+    strides = _ints(node, "strides", 2, (1, 1))
+    dilations = _ints(node, "dilations", 2, (1, 1))
+    pads = _ints(node, "pads", 4, (0, 0, 0, 0))
+    if min(strides) < 1 or min(dilations) < 1 or min(pads) < 0:
+        raise _err(node, f"expected strides/dilations >= 1 and pads >= 0, got strides "
+                         f"{list(strides)}, dilations {list(dilations)}, pads {list(pads)}")
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto, bytes):
+        auto = auto.decode()
+    if auto == "VALID":
+        pads = (0, 0, 0, 0)
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        if in_shape is None or in_shape[2] is None or in_shape[3] is None:
+            raise _err(node, f"auto_pad={auto} needs a known input height and width")
+        begin, end = [], []
+        for d in range(2):
+            size = in_shape[2 + d]
+            out = -(-size // strides[d])
+            total = max(0, (out - 1) * strides[d] + (kernel[d] - 1) * dilations[d] + 1 - size)
+            small, big = total // 2, total - total // 2
+            begin.append(small if auto == "SAME_UPPER" else big)
+            end.append(big if auto == "SAME_UPPER" else small)
+        pads = (begin[0], begin[1], end[0], end[1])
+    elif auto != "NOTSET":
+        raise _err(node, f"attribute auto_pad: expected NOTSET, VALID, SAME_UPPER or "
+                         f"SAME_LOWER, got {auto!r}")
+    return strides, pads, dilations
+
+
+def _out_size(node, size, k, s, d, p0, p1):
+    if size is None:
+        return None
+    eff = (k - 1) * d + 1
+    if size + p0 + p1 < eff:
+        raise _err(node, f"the kernel ({k}, dilation {d}) is larger than the padded input "
+                         f"({size} + {p0} + {p1})")
+    return (size + p0 + p1 - eff) // s + 1
+
+
+def _dim_eq(a, b):
+    return a is None or b is None or a == b
+
+
+def _fmt_shape(s):
+    return "(" + ", ".join("N" if d is None else str(d) for d in s) + ")"
+
+
+# ---------------------------------------------------------------------------------------------
+# float kernels (NumPy float32)
+
+
+def _pad_nchw(x, pads, value=0.0):
+    t, left, b, r = pads
+    if t or left or b or r:
+        x = np.pad(x, ((0, 0), (0, 0), (t, b), (left, r)), constant_values=value)
+    return x
+
+
+def _windows(x, kernel, strides, pads, dilations, value=0.0):
+    """A (N, C, kH, kW, OH, OW) strided view of the padded input (no copy)."""
+    x = _pad_nchw(x, pads, value)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    oh = (h - ((kh - 1) * dh + 1)) // sh + 1
+    ow = (w - ((kw - 1) * dw + 1)) // sw + 1
+    s = x.strides
+    return as_strided(x, (n, c, kh, kw, oh, ow),
+                      (s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw), writeable=False)
+
+
+def conv2d_float(x, w, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1):
+    """ONNX Conv in float32: im2col (a strided view, copied once per group) times the weights."""
+    m, cg, kh, kw = w.shape
+    n = x.shape[0]
+    cols = _windows(x, (kh, kw), strides, pads, dilations)
+    oh, ow = cols.shape[4], cols.shape[5]
+    cols = cols.reshape(n, group, cg * kh * kw, oh * ow)
+    y = np.matmul(w.reshape(group, m // group, cg * kh * kw), cols)
+    y = y.reshape(n, m, oh, ow)
+    if b is not None:
+        y += b[:, None, None]
+    return y
+
+
+def _f_conv(node, ins, a):
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    strides, pads, dilations = _pool_geometry(node, x.shape, w.shape[2:])
+    return conv2d_float(x, w, b, strides, pads, dilations, int(a.get("group", 1)))
+
+
+def _f_gemm(node, ins, a):
+    x, w = ins[0], ins[1]
+    if a.get("transA", 0):
+        x = x.T
+    if a.get("transB", 0):
+        w = w.T
+    y = x @ w
+    alpha = np.float32(a.get("alpha", 1.0))
+    if alpha != 1:
+        y *= alpha
+    if len(ins) > 2 and ins[2] is not None:
+        beta = np.float32(a.get("beta", 1.0))
+        y += ins[2] * beta if beta != 1 else ins[2]
+    return y
+
+
+def _f_pool(node, ins, a, is_max):
+    x = ins[0]
+    kernel = _ints(node, "kernel_shape", 2, None)
+    strides, pads, dilations = _pool_geometry(node, x.shape, kernel)
+    if is_max:
+        win = _windows(x, kernel, strides, pads, dilations, value=-np.inf)
+        return win.max(axis=(2, 3))
+    win = _windows(x, kernel, strides, pads, (1, 1))
+    total = win.sum(axis=(2, 3), dtype=np.float32)
+    if a.get("count_include_pad", 0) or not any(pads):
+        return total / np.float32(kernel[0] * kernel[1])
+    ones = np.ones((1, 1) + x.shape[2:], np.float32)
+    cnt = _windows(ones, kernel, strides, pads, (1, 1)).sum(axis=(2, 3))
+    return total / cnt
+
+
+def _f_clip(node, ins, a):
+    lo = ins[1] if len(ins) > 1 and ins[1] is not None else a.get("min")
+    hi = ins[2] if len(ins) > 2 and ins[2] is not None else a.get("max")
+    x = ins[0]
+    if lo is not None:
+        x = np.maximum(x, np.float32(lo))
+    if hi is not None:
+        x = np.minimum(x, np.float32(hi))
+    return x
+
+
+def _f_bn(node, ins, a):
+    x, gamma, beta, mean, var = ins[:5]
+    k = gamma / np.sqrt(var + np.float32(a.get("epsilon", 1e-5)))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - mean.reshape(shape)) * k.reshape(shape) + beta.reshape(shape)
+
+
+def _f_softmax(node, ins, a):
+    x = ins[0]
+    axis = int(a.get("axis", -1))
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _flatten_shape(shape, axis):
+    axis = axis + len(shape) if axis < 0 else axis
+    return (math.prod(shape[:axis]), math.prod(shape[axis:]))
+
+
+def _reshape_target(in_shape, target):
+    """ONNX Reshape's output shape (0 copies the input dimension, -1 is inferred)."""
+    out = [in_shape[i] if t == 0 else int(t) for i, t in enumerate(target)]
+    return out
+
+
+def _f_reshape(node, ins, a):
+    target = _reshape_target(ins[0].shape, [int(t) for t in ins[1]])
+    return ins[0].reshape(target)
+
+
+_FLOAT = {
+    "Conv": _f_conv,
+    "Gemm": _f_gemm,
+    "MatMul": lambda n, ins, a: np.matmul(ins[0], ins[1]),
+    "Relu": lambda n, ins, a: np.maximum(ins[0], np.float32(0)),
+    "Clip": _f_clip,
+    "MaxPool": lambda n, ins, a: _f_pool(n, ins, a, True),
+    "AveragePool": lambda n, ins, a: _f_pool(n, ins, a, False),
+    "GlobalAveragePool": lambda n, ins, a: ins[0].mean(axis=(2, 3), keepdims=True,
+                                                        dtype=np.float32),
+    "Add": lambda n, ins, a: ins[0] + ins[1],
+    "Concat": lambda n, ins, a: np.concatenate(ins, axis=int(a.get("axis"))),
+    "Flatten": lambda n, ins, a: ins[0].reshape(_flatten_shape(ins[0].shape,
+                                                               int(a.get("axis", 1)))),
+    "Reshape": _f_reshape,
+    "BatchNormalization": _f_bn,
+    "Softmax": _f_softmax,
+    "Identity": lambda n, ins, a: ins[0],
+    "Dropout": lambda n, ins, a: ins[0],
+}
+
+# attributes each op accepts (others are an error), with the values quantc can run
+_ATTRS = {
+    "Conv": {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"},
+    "Gemm": {"alpha", "beta", "transA", "transB"},
+    "MatMul": set(),
+    "Relu": set(),
+    "Clip": {"min", "max"},
+    "MaxPool": {"kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad",
+                "storage_order"},
+    "AveragePool": {"kernel_shape", "strides", "pads", "ceil_mode", "auto_pad",
+                    "count_include_pad"},
+    "GlobalAveragePool": set(),
+    "Add": set(),
+    "Concat": {"axis"},
+    "Flatten": {"axis"},
+    "Reshape": {"allowzero"},
+    "BatchNormalization": {"epsilon", "momentum", "training_mode", "spatial"},
+    "Softmax": {"axis"},
+    "Identity": set(),
+    "Dropout": {"seed", "ratio"},
+}
+SUPPORTED_OPS = tuple(_FLOAT)
+
+# (min, max) number of inputs per op; optional inputs may be ""
+_ARITY = {"Conv": (2, 3), "Gemm": (2, 3), "MatMul": (2, 2), "Relu": (1, 1), "Clip": (1, 3),
+          "MaxPool": (1, 1), "AveragePool": (1, 1), "GlobalAveragePool": (1, 1), "Add": (2, 2),
+          "Concat": (1, 1 << 16), "Flatten": (1, 1), "Reshape": (2, 2),
+          "BatchNormalization": (5, 5), "Softmax": (1, 1), "Identity": (1, 1),
+          "Dropout": (1, 3)}
+
+
+# ---------------------------------------------------------------------------------------------
+# shape inference (None = unknown dimension); each function also validates its node
+
+
+def _need_const(node, model, i, what):
+    name = node.inputs[i] if i < len(node.inputs) else ""
+    if name not in model.initializers:
+        raise _err(node, f"{what} (input {i}, {name!r}) must be a constant initializer")
+    return model.initializers[name]
+
+
+def _s_conv(node, model, shapes):
+    x = shapes[0]
+    w = _need_const(node, model, 1, "the weight")
+    if len(x) != 4 or w.ndim != 4:
+        raise _err(node, f"only 2-D convolutions are supported: expected a 4-D input and "
+                         f"weight, got input {_fmt_shape(x)} and weight {w.shape}")
+    group = int(node.attrs.get("group", 1))
+    m, cg, kh, kw = w.shape
+    if "kernel_shape" in node.attrs and _ints(node, "kernel_shape", 2, None) != (kh, kw):
+        raise _err(node, f"kernel_shape {node.attrs['kernel_shape']} does not match the "
+                         f"weight {w.shape}")
+    if group < 1 or m % group:
+        raise _err(node, f"group {group}: expected a divisor of the {m} output channels")
+    if x[1] is not None and x[1] != cg * group:
+        raise _err(node, f"the input has {x[1]} channels, the weight {w.shape} with group "
+                         f"{group} expects {cg * group}")
+    if len(node.inputs) > 2 and node.inputs[2]:
+        b = _need_const(node, model, 2, "the bias")
+        if b.shape != (m,):
+            raise _err(node, f"bias: expected shape ({m},), got {b.shape}")
+    strides, pads, dil = _pool_geometry(node, x, (kh, kw))
+    return [(x[0], m, _out_size(node, x[2], kh, strides[0], dil[0], pads[0], pads[2]),
+             _out_size(node, x[3], kw, strides[1], dil[1], pads[1], pads[3]))]
+
+
+def _s_gemm(node, model, shapes):
+    a = shapes[0]
+    if len(a) != 2:
+        raise _err(node, f"expected a 2-D input, got {_fmt_shape(a)}")
+    b = shapes[1]
+    if len(b) != 2:
+        raise _err(node, f"expected a 2-D B, got {_fmt_shape(b)}")
+    ta, tb = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+    m, k = (a[1], a[0]) if ta else a
+    kb, n = (b[1], b[0]) if tb else b
+    if not _dim_eq(k, kb):
+        raise _err(node, f"inner dimensions differ: A {_fmt_shape(a)} (transA={ta}), "
+                         f"B {_fmt_shape(b)} (transB={tb})")
+    if len(node.inputs) > 2 and node.inputs[2]:
+        c = shapes[2]
+        try:
+            np.broadcast_shapes(tuple(1 if d is None else d for d in c),
+                                (1 if m is None else m, 1 if n is None else n))
+        except ValueError:
+            raise _err(node, f"C {_fmt_shape(c)} does not broadcast to "
+                             f"{_fmt_shape((m, n))}") from None
+    return [(m, n)]
+
+
+def _s_matmul(node, model, shapes):
+    a, b = shapes
+    if len(a) < 1 or len(b) < 1:
+        raise _err(node, "expected inputs of at least 1 dimension")
+    if len(a) >= 2 and len(b) >= 2 and not _dim_eq(a[-1], b[-2]):
+        raise _err(node, f"inner dimensions differ: {_fmt_shape(a)} @ {_fmt_shape(b)}")
+    if len(b) == 1:
+        return [a[:-1]]
+    if len(a) == 1:
+        return [b[:-2] + b[-1:]]
+    lead = _broadcast(node, a[:-2], b[:-2])
+    return [lead + (a[-2], b[-1])]
+
+
+def _broadcast(node, *shapes):
+    n = max(len(s) for s in shapes)
+    out = []
+    for i in range(n):
+        dims = [s[len(s) - n + i] for s in shapes if len(s) - n + i >= 0]
+        known = {d for d in dims if d is not None and d != 1}
+        if len(known) > 1:
+            raise _err(node, "shapes do not broadcast: " + " and ".join(map(_fmt_shape, shapes)))
+        if known:
+            out.append(known.pop())
+        elif any(d is None for d in dims):
+            out.append(None)
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def _s_same(node, model, shapes):
+    return [shapes[0]]
+
+
+def _s_pool(node, model, shapes):
+    x = shapes[0]
+    if len(x) != 4:
+        raise _err(node, f"expected a 4-D NCHW input, got {_fmt_shape(x)}")
+    kernel = _ints(node, "kernel_shape", 2, None)
+    if int(node.attrs.get("ceil_mode", 0)):
+        raise _err(node, "ceil_mode=1 is not supported")
+    if int(node.attrs.get("storage_order", 0)):
+        raise _err(node, "storage_order=1 is not supported")
+    strides, pads, dil = _pool_geometry(node, x, kernel)
+    if node.op == "AveragePool" and dil != (1, 1):
+        raise _err(node, "dilations are not supported for AveragePool")
+    if dil != (1, 1):
+        raise _err(node, f"dilations {list(dil)} are not supported for pooling")
+    if any(p >= k for p, k in zip(pads, kernel + kernel)):
+        raise _err(node, f"pads {list(pads)}: each must be smaller than the kernel "
+                         f"{list(kernel)}")
+    return [(x[0], x[1], _out_size(node, x[2], kernel[0], strides[0], 1, pads[0], pads[2]),
+             _out_size(node, x[3], kernel[1], strides[1], 1, pads[1], pads[3]))]
+
+
+def _s_gap(node, model, shapes):
+    x = shapes[0]
+    if len(x) != 4:
+        raise _err(node, f"expected a 4-D NCHW input, got {_fmt_shape(x)}")
+    return [(x[0], x[1], 1, 1)]
+
+
+def _s_clip(node, model, shapes):
+    for i in (1, 2):
+        if len(node.inputs) > i and node.inputs[i]:
+            v = _need_const(node, model, i, ("min", "max")[i - 1])
+            if v.size != 1:
+                raise _err(node, f"{('min', 'max')[i - 1]}: expected a scalar, got shape "
+                                 f"{v.shape}")
+    return [shapes[0]]
+
+
+def _s_add(node, model, shapes):
+    return [_broadcast(node, shapes[0], shapes[1])]
+
+
+def _s_concat(node, model, shapes):
+    if "axis" not in node.attrs:
+        raise _err(node, "attribute axis is required")
+    rank = len(shapes[0])
+    axis = int(node.attrs["axis"])
+    if not -rank <= axis < rank:
+        raise _err(node, f"axis {axis} out of range for rank {rank}")
+    axis %= rank
+    out = list(shapes[0])
+    for s in shapes[1:]:
+        if len(s) != rank or any(not _dim_eq(s[i], out[i]) for i in range(rank) if i != axis):
+            raise _err(node, "inputs differ outside the concatenation axis: "
+                             + ", ".join(map(_fmt_shape, shapes)))
+        out[axis] = None if out[axis] is None or s[axis] is None else out[axis] + s[axis]
+    return [tuple(out)]
+
+
+def _s_flatten(node, model, shapes):
+    x = shapes[0]
+    axis = int(node.attrs.get("axis", 1))
+    if not -len(x) <= axis <= len(x):
+        raise _err(node, f"axis {axis} out of range for rank {len(x)}")
+    if axis < 0:
+        axis += len(x)
+    lead, tail = x[:axis], x[axis:]
+    prod = (lambda ds: None if any(d is None for d in ds) else math.prod(ds))
+    return [(prod(lead), prod(tail))]
+
+
+def _s_reshape(node, model, shapes):
+    target = _need_const(node, model, 1, "the shape")
+    if target.ndim != 1 or target.dtype.kind not in "iu":
+        raise _err(node, f"shape: expected a 1-D integer tensor, got {target.dtype} "
+                         f"{target.shape}")
+    if int(node.attrs.get("allowzero", 0)):
+        raise _err(node, "allowzero=1 is not supported")
+    x = shapes[0]
+    out = []
+    for i, t in enumerate(int(v) for v in target):
+        if t == 0:
+            if i >= len(x):
+                raise _err(node, f"shape {target.tolist()}: 0 at {i} beyond the input rank")
+            out.append(x[i])
+        else:
+            out.append(t)
+    if out.count(-1) > 1 or any(d is not None and d < -1 for d in out):
+        raise _err(node, f"shape {target.tolist()}: expected at most one -1 and no other "
+                         f"negative value")
+    if -1 in out:
+        known = [d for d in out if d != -1]
+        if all(d is not None for d in x) and all(d is not None for d in known):
+            total, rest = math.prod(x), math.prod(known)
+            if rest == 0 or total % rest:
+                raise _err(node, f"cannot reshape {_fmt_shape(x)} to {target.tolist()}")
+            out[out.index(-1)] = total // rest
+        else:
+            out[out.index(-1)] = None
+    elif all(d is not None for d in x) and math.prod(x) != math.prod(out):
+        raise _err(node, f"cannot reshape {_fmt_shape(x)} to {target.tolist()}")
+    return [tuple(out)]
+
+
+def _s_bn(node, model, shapes):
+    x = shapes[0]
+    if int(node.attrs.get("training_mode", 0)):
+        raise _err(node, "training_mode=1 is not supported (export the model in eval mode)")
+    c = x[1] if len(x) > 1 else None
+    for i, what in zip(range(1, 5), ("scale", "B", "mean", "var")):
+        v = _need_const(node, model, i, what)
+        if v.ndim != 1 or not _dim_eq(c, v.shape[0]):
+            raise _err(node, f"{what}: expected shape ({c},), got {v.shape}")
+    return [x]
+
+
+def _s_softmax(node, model, shapes):
+    x = shapes[0]
+    axis = int(node.attrs.get("axis", -1))
+    if not -len(x) <= axis < len(x):
+        raise _err(node, f"axis {axis} out of range for rank {len(x)}")
+    return [x]
+
+
+_SHAPE = {"Conv": _s_conv, "Gemm": _s_gemm, "MatMul": _s_matmul, "Relu": _s_same,
+          "Clip": _s_clip, "MaxPool": _s_pool, "AveragePool": _s_pool,
+          "GlobalAveragePool": _s_gap, "Add": _s_add, "Concat": _s_concat,
+          "Flatten": _s_flatten, "Reshape": _s_reshape, "BatchNormalization": _s_bn,
+          "Softmax": _s_softmax, "Identity": _s_same, "Dropout": _s_same}
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+def _as_shape(name, shape):
+    try:
+        out = tuple(None if d is None else int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"inputs[{name!r}]: expected a shape (ints or None), got "
+                        f"{shape!r}") from None
+    if any(d is not None and d < 0 for d in out):
+        raise ValueError(f"inputs[{name!r}]: expected dimensions >= 0, got {shape!r}")
+    return out
+
+
+class Model:
+    """A float model: graph inputs, nodes in execution order, constants and graph outputs.
+
+    ``Model(inputs, nodes, outputs, initializers, name="model")``: ``inputs`` maps each
+    graph input's name to its shape (``None`` for a free dimension, e.g. ``(None, 3, 224,
+    224)``), ``nodes`` is a list of :class:`Node`, ``outputs`` the names of the graph
+    outputs, ``initializers`` maps names to constant arrays (converted to float32 unless
+    integer). Nodes may be given in any order that has no cycle; they are sorted
+    topologically. Most users build one with :class:`ModelBuilder` or
+    :meth:`Model.from_onnx`.
+
+    Attributes: ``inputs`` (dict name -> shape), ``nodes``, ``outputs``, ``initializers``,
+    ``shapes`` (dict name -> inferred shape of every tensor), ``name``.
+
+    ``model(x)`` (one input) or ``model({"name": x, ...})`` runs it in float32 and returns
+    the output array (a tuple for several outputs).
+    """
+
+    def __init__(self, inputs, nodes, outputs, initializers=None, name="model"):
+        if isinstance(inputs, (list, tuple)):
+            inputs = dict(inputs)
+        self.inputs = {str(k): _as_shape(k, v) for k, v in dict(inputs).items()}
+        self.outputs = [str(o) for o in ([outputs] if isinstance(outputs, str) else outputs)]
+        self.name = str(name)
+        self.initializers = {}
+        for k, v in dict(initializers or {}).items():
+            a = np.asarray(v)
+            if a.dtype.kind == "f":
+                a = a.astype(np.float32)
+            elif a.dtype.kind not in "iub":
+                raise TypeError(f"initializers[{k!r}]: expected a numeric array, got "
+                                f"{a.dtype}")
+            if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                raise ValueError(f"initializers[{k!r}]: expected finite values")
+            self.initializers[str(k)] = a
+        if not self.inputs:
+            raise ValueError("inputs: expected at least one graph input")
+        if not self.outputs:
+            raise ValueError("outputs: expected at least one graph output")
+        self.nodes = self._sort([n if isinstance(n, Node) else Node(**n) for n in nodes])
+        self.shapes = self._infer()
+
+    # -- construction -----------------------------------------------------------------------
+
+    def _sort(self, nodes):
+        """Check every node and return them in a topological order."""
+        producer = {}
+        for name in self.inputs:
+            if name in self.initializers:
+                raise ValueError(f"inputs: {name!r} is also an initializer")
+        seen_names = set()
+        for node in nodes:
+            if node.op not in _FLOAT:
+                raise _err(node, f"unsupported op {node.op!r} (supported: "
+                                 f"{', '.join(SUPPORTED_OPS)})")
+            extra = set(node.attrs) - _ATTRS[node.op]
+            if extra:
+                raise _err(node, f"unsupported attribute(s) {sorted(extra)}")
+            lo, hi = _ARITY[node.op]
+            if not lo <= len(node.inputs) <= hi or any(not i for i in node.inputs[:lo]):
+                raise _err(node, f"expected {lo}..{hi} inputs, got {len(node.inputs)}")
+            if not node.outputs or not node.outputs[0]:
+                raise _err(node, "expected an output")
+            if node.name in seen_names:
+                raise _err(node, "duplicate node name")
+            seen_names.add(node.name)
+            for out in node.outputs:
+                if not out:
+                    continue
+                if out in producer or out in self.inputs or out in self.initializers:
+                    raise _err(node, f"output {out!r} is defined twice")
+                producer[out] = node
+        ready = set(self.inputs) | set(self.initializers) | {""}
+        order, pending = [], list(nodes)
+        while pending:
+            rest = [n for n in pending if not all(i in ready for i in n.inputs)]
+            done = [n for n in pending if all(i in ready for i in n.inputs)]
+            if not done:
+                n = rest[0]
+                missing = [i for i in n.inputs if i not in ready and i not in producer]
+                if missing:
+                    raise _err(n, f"input {missing[0]!r} is not a graph input, an initializer "
+                                  f"or the output of any node")
+                raise _err(n, "the graph has a cycle")
+            for n in done:
+                order.append(n)
+                ready.update(n.outputs)
+            pending = rest
+        for o in self.outputs:
+            if o not in ready or o == "":
+                raise ValueError(f"outputs: {o!r} is not produced by any node or input")
+        return order
+
+    def _infer(self):
+        shapes = dict(self.inputs)
+        for k, v in self.initializers.items():
+            shapes[k] = v.shape
+        for node in self.nodes:
+            ins = [shapes[i] if i else None for i in node.inputs]
+            outs = _SHAPE[node.op](node, self, ins)
+            for name, s in zip(node.outputs, outs):
+                if name:
+                    shapes[name] = tuple(s)
+        return shapes
+
+    @classmethod
+    def from_onnx(cls, model):
+        """Read an ONNX model (a path or an ``onnx.ModelProto``); needs the ``onnx`` package.
+
+        Every node must be one of the supported ops (see the module doc) with attributes
+        quantc runs; ``Constant`` nodes become initializers. Errors name the node and op.
+        """
+        from .onnx_io import model_from_onnx
+        return model_from_onnx(model)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _feeds(self, x):
+        """name -> float32 array for every graph input, shape-checked."""
+        if isinstance(x, dict):
+            missing = [k for k in self.inputs if k not in x]
+            extra = [k for k in x if k not in self.inputs]
+            if missing or extra:
+                raise ValueError(f"x: expected the inputs {list(self.inputs)}, got {list(x)}")
+            items = x.items()
+        else:
+            if len(self.inputs) != 1:
+                raise ValueError(f"x: the model has {len(self.inputs)} inputs "
+                                 f"{list(self.inputs)}: pass a dict name -> array")
+            items = [(next(iter(self.inputs)), x)]
+        feeds = {}
+        for name, v in items:
+            a = np.asarray(v)
+            if a.dtype.kind not in "fiu" or a.dtype.kind == "b":
+                raise TypeError(f"x[{name!r}]: expected a float array, got dtype {a.dtype}")
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            want = self.inputs[name]
+            if a.ndim != len(want) or any(w is not None and w != d for w, d in
+                                          zip(want, a.shape)):
+                raise ValueError(f"x[{name!r}]: expected shape {_fmt_shape(want)}, got "
+                                 f"{a.shape}")
+            if np.isnan(a).any():
+                raise ValueError(f"x[{name!r}]: expected no NaN values, got "
+                                 f"{int(np.isnan(a).sum())}")
+            feeds[name] = a
+        return feeds
+
+    def run(self, x, *, observe=None):
+        """Run the float model; returns a dict of the graph outputs.
+
+        ``observe(name, value)``, if given, is called with every tensor the graph computes
+        (the graph inputs first), for calibration.
+        """
+        env = dict(self.initializers)
+        feeds = self._feeds(x)
+        env.update(feeds)
+        if observe is not None:
+            for k, v in feeds.items():
+                observe(k, v)
+        for node in self.nodes:
+            ins = [env[i] if i else None for i in node.inputs]
+            res = _FLOAT[node.op](node, ins, node.attrs)
+            res = res if isinstance(res, (list, tuple)) else [res]
+            for name, v in zip(node.outputs, res):
+                if name:
+                    v = np.asarray(v, dtype=np.float32)
+                    env[name] = v
+                    if observe is not None:
+                        observe(name, v)
+        return {o: env[o] for o in self.outputs}
+
+    def __call__(self, x):
+        out = self.run(x)
+        vals = tuple(out[o] for o in self.outputs)
+        return vals[0] if len(vals) == 1 else vals
+
+    def consumers(self):
+        """tensor name -> list of nodes that read it."""
+        users = {}
+        for node in self.nodes:
+            for i in node.inputs:
+                if i:
+                    users.setdefault(i, []).append(node)
+        return users
+
+    def summary(self):
+        """A table: node, op, output shape, parameters."""
+        rows = [("node", "op", "output", "shape", "params")]
+        for n in self.nodes:
+            params = sum(self.initializers[i].size for i in n.inputs if i in self.initializers)
+            rows.append((n.name, n.op, n.outputs[0], _fmt_shape(self.shapes[n.outputs[0]]),
+                         str(params)))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def __repr__(self):
+        ins = ", ".join(f"{k}{_fmt_shape(v)}" for k, v in self.inputs.items())
+        return (f"Model({self.name!r}, inputs: {ins}, {len(self.nodes)} nodes, outputs: "
+                f"{self.outputs}, {sum(v.size for v in self.initializers.values())} params)")
+
+
+def _pair(v, n=2):
+    if isinstance(v, (int, np.integer)):
+        return (int(v),) * n
+    return tuple(int(i) for i in v)
+
+
+def _pads(p):
+    """An int, (ph, pw) or ONNX (top, left, bottom, right)."""
+    if isinstance(p, (int, np.integer)):
+        return (int(p),) * 4
+    p = tuple(int(i) for i in p)
+    return p + p if len(p) == 2 else p
+
+
+class ModelBuilder:
+    """Build a :class:`Model` in a few lines; every method returns the new tensor's name.
+
+    >>> b = ModelBuilder("cnn")
+    >>> x = b.input("image", (None, 1, 8, 8))
+    >>> h = b.relu(b.conv(x, w1, b1, pads=1))
+    >>> h = b.flatten(b.max_pool(h, 2))
+    >>> b.output(b.linear(h, w2, b2))
+    >>> model = b.build()
+
+    ``kernel``, ``strides``, ``dilations`` take an int or a pair; ``pads`` an int, a pair
+    (height, width) or ONNX's (top, left, bottom, right). Weights are NumPy arrays in ONNX
+    layouts: conv ``(M, C/group, kH, kW)``, linear ``(out_features, in_features)`` like
+    ``torch.nn.Linear``.
+    """
+
+    def __init__(self, name="model"):
+        self.name = name
+        self._inputs, self._nodes, self._outputs, self._init = {}, [], [], {}
+        self._count = {}
+
+    def _fresh(self, stem):
+        k = self._count.get(stem, 0)
+        self._count[stem] = k + 1
+        return f"{stem}{k}"
+
+    def _const(self, value, stem):
+        name = self._fresh(stem)
+        self._init[name] = np.asarray(value)
+        return name
+
+    def _op(self, op, inputs, attrs=None, name=None):
+        name = name or self._fresh(op.lower() + "_")
+        out = name + ".out"
+        self._nodes.append(Node(op, inputs, [out], attrs, name))
+        return out
+
+    def input(self, name, shape):
+        self._inputs[name] = shape
+        return name
+
+    def output(self, *names):
+        self._outputs.extend(names)
+
+    def conv(self, x, weight, bias=None, *, strides=1, pads=0, dilations=1, group=1,
+             name=None):
+        w = np.asarray(weight)
+        name = name or self._fresh("conv")
+        ins = [x, self._const(w, name + ".weight")]
+        if bias is not None:
+            ins.append(self._const(bias, name + ".bias"))
+        return self._op("Conv", ins, {"kernel_shape": list(w.shape[2:]),
+                                      "strides": list(_pair(strides)),
+                                      "pads": list(_pads(pads)),
+                                      "dilations": list(_pair(dilations)), "group": int(group)},
+                        name)
+
+    def linear(self, x, weight, bias=None, *, name=None):
+        """``x @ weight.T + bias`` (ONNX Gemm with transB=1)."""
+        name = name or self._fresh("fc")
+        ins = [x, self._const(weight, name + ".weight")]
+        if bias is not None:
+            ins.append(self._const(bias, name + ".bias"))
+        return self._op("Gemm", ins, {"transB": 1}, name)
+
+    def matmul(self, x, b, *, name=None):
+        """``x @ b`` with a constant ``b`` (K, N)."""
+        name = name or self._fresh("matmul")
+        return self._op("MatMul", [x, self._const(b, name + ".b")], None, name)
+
+    def batch_norm(self, x, scale, bias, mean, var, *, epsilon=1e-5, name=None):
+        name = name or self._fresh("bn")
+        ins = [x] + [self._const(v, f"{name}.{k}") for k, v in
+                     (("scale", scale), ("bias", bias), ("mean", mean), ("var", var))]
+        return self._op("BatchNormalization", ins, {"epsilon": float(epsilon)}, name)
+
+    def relu(self, x, *, name=None):
+        return self._op("Relu", [x], None, name)
+
+    def clip(self, x, lo, hi, *, name=None):
+        name = name or self._fresh("clip")
+        return self._op("Clip", [x, self._const(np.float32(lo), name + ".min"),
+                                 self._const(np.float32(hi), name + ".max")], None, name)
+
+    def relu6(self, x, *, name=None):
+        return self.clip(x, 0.0, 6.0, name=name)
+
+    def max_pool(self, x, kernel, *, strides=None, pads=0, name=None):
+        k = _pair(kernel)
+        return self._op("MaxPool", [x], {"kernel_shape": list(k),
+                                         "strides": list(k if strides is None else
+                                                         _pair(strides)),
+                                         "pads": list(_pads(pads))}, name)
+
+    def avg_pool(self, x, kernel, *, strides=None, pads=0, count_include_pad=False, name=None):
+        k = _pair(kernel)
+        return self._op("AveragePool", [x], {"kernel_shape": list(k),
+                                             "strides": list(k if strides is None else
+                                                             _pair(strides)),
+                                             "pads": list(_pads(pads)),
+                                             "count_include_pad": int(count_include_pad)}, name)
+
+    def global_avg_pool(self, x, *, name=None):
+        return self._op("GlobalAveragePool", [x], None, name)
+
+    def add(self, a, b, *, name=None):
+        return self._op("Add", [a, b], None, name)
+
+    def concat(self, xs, *, axis=1, name=None):
+        return self._op("Concat", list(xs), {"axis": int(axis)}, name)
+
+    def flatten(self, x, *, axis=1, name=None):
+        return self._op("Flatten", [x], {"axis": int(axis)}, name)
+
+    def reshape(self, x, shape, *, name=None):
+        name = name or self._fresh("reshape")
+        return self._op("Reshape", [x, self._const(np.asarray(shape, np.int64),
+                                                   name + ".shape")], None, name)
+
+    def softmax(self, x, *, axis=-1, name=None):
+        return self._op("Softmax", [x], {"axis": int(axis)}, name)
+
+    def build(self):
+        return Model(self._inputs, self._nodes, self._outputs, self._init, self.name)
