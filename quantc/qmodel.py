@@ -566,8 +566,9 @@ class QuantizedModel:
 
     def to_onnx(self, path):
         """Write a QDQ ONNX model (QuantizeLinear/DequantizeLinear around float ops, the form
-        onnxruntime's quantization tool writes) that onnxruntime runs; needs ``onnx``."""
-        from .onnx_io import quantized_to_onnx
+        onnxruntime's quantization tool writes) that onnxruntime runs; needs ``onnx``.
+        Returns the ``onnx.ModelProto`` (``path`` None: nothing is written)."""
+        from .onnx_export import quantized_to_onnx
         return quantized_to_onnx(self, path)
 
 
