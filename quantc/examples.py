@@ -2,7 +2,8 @@
 
 ``digits_model()`` builds it as a :class:`quantc.Model` from the weights in
 ``quantc/data/digits_cnn.npz`` (trained by ``scripts/train_digits.py``); ``digits_data()``
-returns the 360 held-out test images as float32 (N, 1, 8, 8) in [0, 1] with their labels.
+returns the 360 held-out test images as float32 (N, 1, 8, 8) in [0, 1] with their labels,
+``digits_calibration()`` 256 training images (not in the test split) for calibration.
 Nothing is downloaded.
 """
 import os
@@ -14,8 +15,10 @@ from .model import ModelBuilder
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 DIGITS_WEIGHTS = os.path.join(DATA, "digits_cnn.npz")
 DIGITS_TEST = os.path.join(DATA, "digits_test.npz")
+DIGITS_CALIB = os.path.join(DATA, "digits_calib.npz")
 
-__all__ = ["digits_weights", "digits_data", "digits_model", "digits_logits"]
+__all__ = ["digits_weights", "digits_data", "digits_calibration", "digits_model",
+           "digits_logits"]
 
 
 def digits_weights():
@@ -24,10 +27,21 @@ def digits_weights():
         return {k: f[k] for k in f.files}
 
 
-def digits_data():
-    """(images float32 (360, 1, 8, 8) scaled to [0, 1], labels uint8 (360,))."""
-    with np.load(DIGITS_TEST, allow_pickle=False) as f:
+def _images(path):
+    with np.load(path, allow_pickle=False) as f:
         return (f["images"].astype(np.float32) / np.float32(16))[:, None], f["labels"]
+
+
+def digits_data():
+    """The held-out test split: (images float32 (360, 1, 8, 8) in [0, 1], labels uint8)."""
+    return _images(DIGITS_TEST)
+
+
+def digits_calibration(batch_size=32):
+    """256 training images (not in the test split) as a list of float32 (batch, 1, 8, 8)
+    batches: calibration data for :func:`quantc.quantize_model`."""
+    x, _ = _images(DIGITS_CALIB)
+    return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
 
 
 def digits_model(weights=None):

@@ -662,6 +662,12 @@ class Model:
         from .onnx_io import model_from_onnx
         return model_from_onnx(model)
 
+    def to_onnx(self, path=None):
+        """The float model as an ``onnx.ModelProto`` (written to ``path`` if given); needs
+        ``onnx``. :meth:`from_onnx` reads it back."""
+        from .onnx_export import model_to_onnx
+        return model_to_onnx(self, path)
+
     # -- running ----------------------------------------------------------------------------
 
     def _feeds(self, x, check_nan=True):

@@ -1,4 +1,6 @@
-"""QuantizedModel -> a QDQ ONNX model (the form onnxruntime's quantization tool writes).
+"""ONNX export: a float Model as it is, a QuantizedModel as a QDQ model.
+
+A QDQ model is the form onnxruntime's quantization tool writes.
 
 Every activation that quantc holds in int8 is written as ``T -> QuantizeLinear ->
 DequantizeLinear`` with its scale and zero point, so each float op between a
@@ -175,6 +177,45 @@ def quantized_to_onnx(qm, path=None):
             const(k, v)
     graph = helper.make_graph(nodes, qm.model.name, graph_inputs, graph_outputs, inits)
     proto = helper.make_model(graph, producer_name="quantc",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    if path is not None:
+        _write_atomic(os.fspath(path), proto.SerializeToString())
+    return proto
+
+
+def model_to_onnx(model, path=None):
+    """The float ``onnx.ModelProto`` of a :class:`~quantc.Model` (fused activations written
+    back as Relu/Clip nodes); written to ``path`` (atomically) if given."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = []
+    inits = [numpy_helper.from_array(v, k) for k, v in model.initializers.items()]
+    for n in model.nodes:
+        attrs = {k: v for k, v in n.attrs.items() if k != "activation"}
+        lo, hi = activation_bounds(n)
+        out = n.outputs[0]
+        if lo is None and hi is None:
+            nodes.append(helper.make_node(n.op, n.inputs, n.outputs, name=n.name, **attrs))
+            continue
+        nodes.append(helper.make_node(n.op, n.inputs, [out + "_preact"], name=n.name, **attrs))
+        if hi is None:
+            nodes.append(helper.make_node("Relu", [out + "_preact"], [out], name=n.name + "_act"))
+        else:
+            inits += [numpy_helper.from_array(np.float32(lo), n.name + "_clip_min"),
+                      numpy_helper.from_array(np.float32(hi), n.name + "_clip_max")]
+            nodes.append(helper.make_node("Clip", [out + "_preact", n.name + "_clip_min",
+                                                   n.name + "_clip_max"], [out],
+                                          name=n.name + "_act"))
+    ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT,
+                                         ["N" if d is None else d for d in v])
+           for k, v in model.inputs.items()]
+    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT,
+                                          ["N" if d is None else d for d in model.shapes[o]])
+            for o in model.outputs]
+    proto = helper.make_model(helper.make_graph(nodes, model.name, ins, outs, inits),
+                              producer_name="quantc",
                               opset_imports=[helper.make_opsetid("", OPSET)])
     proto.ir_version = 8
     onnx.checker.check_model(proto)

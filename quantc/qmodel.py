@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from . import _conv, _elementwise, _gemm
+from . import _C, _conv, _elementwise, _gemm
 from .calibration import (HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
                           PercentileObserver)
 from .model import FUSABLE, Model, Node, _fmt_shape, activation_bounds
@@ -347,6 +347,7 @@ class QuantizedModel:
                               self._outputs[m.outputs.index(o)]))
         self._steps = steps
         self._consts = dict(m.initializers)
+        self._isa_cap = _C._get_isa_cap()  # weights are packed for this cap's kernels
 
     def _int8_step(self, node):
         """(function of the quantized inputs, names of constant inputs it has bound)."""
@@ -496,6 +497,8 @@ class QuantizedModel:
     def run(self, x, *, observe=None):
         """Run the int8 model; returns a dict of the outputs. ``observe(name, value, qp)``
         sees every tensor computed (int8 values with their qparams, or float with None)."""
+        if _C._get_isa_cap() != self._isa_cap:
+            self._compile()
         env = dict(self._consts)
         env.update(self._feeds(x))
         for fn, ins, out in self._steps:
@@ -506,6 +509,8 @@ class QuantizedModel:
         return {o: env[k] for o, k in zip(self.model.outputs, self._outputs)}
 
     def __call__(self, x):
+        if _C._get_isa_cap() != self._isa_cap:  # QUANTC_ISA changed: pack again
+            self._compile()
         env = dict(self._consts)
         env.update(self._feeds(x))
         for fn, ins, out in self._steps:
