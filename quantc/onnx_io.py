@@ -1,0 +1,155 @@
+"""Read an ONNX file into a quantc :class:`~quantc.model.Model` (needs the ``onnx`` package).
+
+The ONNX graph maps onto a Model one to one: graph inputs that are not initializers become
+``inputs`` (a symbolic or unknown dimension becomes ``None``), initializers and ``Constant``
+nodes become ``initializers``, every other node a :class:`~quantc.model.Node` with its
+attributes as Python values. Only the default domain is read. Two older opsets differ from
+the opset-13 semantics the Model runs: Clip before opset 11 takes ``min``/``max`` as
+attributes (the Model accepts them), and Softmax before opset 13 flattens its input to 2-D at
+``axis`` (default 1), which equals opset 13's Softmax only when ``axis`` is the last axis.
+"""
+import os
+
+import numpy as np
+
+from .model import SUPPORTED_OPS, Model, Node
+
+__all__ = ["model_from_onnx"]
+
+_NEEDS_ONNX = "Model.from_onnx needs the 'onnx' package: pip install 'quantc[onnx]'"
+
+
+def _node_err(node, msg):
+    name = node.name or f"{node.op_type}_{node.output[0] if node.output else ''}"  # as Node
+    return ValueError(f"node {name!r} ({node.op_type}): {msg}")
+
+
+def _load(model, onnx):
+    """(ModelProto, label for messages): parsed and checked, a clear error if it is not ONNX."""
+    if isinstance(model, onnx.ModelProto):
+        proto, label = model, "model"
+    elif isinstance(model, (str, os.PathLike)):
+        label = os.fspath(model)
+        if not os.path.isfile(label):
+            raise FileNotFoundError(f"{label}: no such file")
+        try:
+            # external data is refused below, so never read it
+            proto = onnx.load(label, load_external_data=False)
+        except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ...
+            raise ValueError(f"{label}: not a valid ONNX model ({type(e).__name__}: {e})") \
+                from None
+    else:
+        raise TypeError(f"model: expected a path or an onnx.ModelProto, got "
+                        f"{type(model).__name__}")
+    # bytes that happen to parse (an empty file does) carry no IR version or graph; anything
+    # deeper is checked node by node (onnx.checker would also refuse models onnxruntime runs)
+    if proto.ir_version < 1 or not proto.graph.output:
+        raise ValueError(f"{label}: not a valid ONNX model (no IR version or no graph outputs)")
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            raise ValueError(f"{label}: initializer {t.name!r} is stored as external data, "
+                             f"which is not supported")
+    return proto, label
+
+
+def _array(t, what, onnx):
+    """A TensorProto as float32 (float types) or int64 (integer types) NumPy array."""
+    T = onnx.TensorProto
+    if t.data_type in (T.FLOAT, T.DOUBLE):
+        return onnx.numpy_helper.to_array(t).astype(np.float32)
+    if t.data_type in (T.INT64, T.INT32, T.INT16, T.INT8, T.UINT8):
+        return onnx.numpy_helper.to_array(t).astype(np.int64)
+    raise ValueError(f"{what}: data type {T.DataType.Name(t.data_type)} is not supported "
+                     f"(expected FLOAT, DOUBLE or an integer type)")
+
+
+def _attr(node, a, onnx):
+    """One AttributeProto as a Python value (int, float, str or a list of them)."""
+    A = onnx.AttributeProto
+    if a.type not in (A.INT, A.FLOAT, A.STRING, A.INTS, A.FLOATS, A.STRINGS):
+        raise _node_err(node, f"attribute {a.name}: type {A.AttributeType.Name(a.type)} is "
+                              f"not supported")
+    v = onnx.helper.get_attribute_value(a)
+    if a.type == A.STRING:
+        return v.decode()
+    if a.type == A.STRINGS:
+        return [s.decode() for s in v]
+    return list(v) if a.type in (A.INTS, A.FLOATS) else v
+
+
+def _constant(node, onnx):
+    """The value of a Constant node as an array."""
+    if len(node.attribute) != 1:
+        raise _node_err(node, "expected exactly one value attribute")
+    a = node.attribute[0]
+    if a.name == "value":
+        return _array(a.t, f"node {node.name!r} (Constant)", onnx)
+    if a.name in ("value_float", "value_floats"):
+        return np.asarray(_attr(node, a, onnx), np.float32)
+    if a.name in ("value_int", "value_ints"):
+        return np.asarray(_attr(node, a, onnx), np.int64)
+    raise _node_err(node, f"attribute {a.name} is not supported")
+
+
+def model_from_onnx(model):
+    """A :class:`~quantc.model.Model` from an ONNX path or ``onnx.ModelProto``.
+
+    Raises ValueError naming the node and op for an op, attribute or data type quantc does
+    not run, or naming the file when it is not a valid ONNX model.
+    """
+    try:
+        import onnx
+        import onnx.numpy_helper
+    except ImportError:
+        raise ImportError(_NEEDS_ONNX) from None
+    proto, label = _load(model, onnx)
+    g = proto.graph
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                default=0)
+
+    # every op and domain first, before any tensor is converted
+    for n in g.node:
+        if n.domain not in ("", "ai.onnx"):
+            raise _node_err(n, f"domain {n.domain!r} is not supported (only the default ONNX "
+                               f"domain)")
+        if n.op_type != "Constant" and n.op_type not in SUPPORTED_OPS:
+            raise _node_err(n, f"unsupported op {n.op_type!r} (supported: "
+                               f"{', '.join(SUPPORTED_OPS)})")
+
+    inits = {t.name: _array(t, f"{label}: initializer {t.name!r}", onnx) for t in g.initializer}
+    inputs = {}
+    for vi in g.input:
+        if vi.name in inits:
+            continue  # IR < 4 lists initializers among the graph inputs
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or tt.elem_type != onnx.TensorProto.FLOAT:
+            kind = (onnx.TensorProto.DataType.Name(tt.elem_type)
+                    if vi.type.HasField("tensor_type") else vi.type.WhichOneof("value"))
+            raise ValueError(f"{label}: graph input {vi.name!r} is {kind}; only float32 graph "
+                             f"inputs are supported")
+        if not tt.HasField("shape"):
+            raise ValueError(f"{label}: graph input {vi.name!r} has no shape")
+        inputs[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                for d in tt.shape.dim)
+
+    nodes, names, softmax_old = [], set(), []
+    for n in g.node:
+        if n.op_type == "Constant":
+            inits[n.output[0]] = _constant(n, onnx)
+            continue
+        attrs = {a.name: _attr(n, a, onnx) for a in n.attribute}
+        if n.op_type == "Softmax" and opset < 13:
+            attrs.setdefault("axis", 1)  # the old default, valid only as the last axis
+            softmax_old.append((n, int(attrs["axis"])))
+        name = n.name if n.name and n.name not in names else None  # ONNX allows repeats
+        names.add(n.name)
+        nodes.append(Node(n.op_type, n.input, n.output, attrs, name))
+
+    m = Model(inputs, nodes, [o.name for o in g.output], inits, name=g.name or "model")
+    for n, axis in softmax_old:
+        rank = len(m.shapes[n.input[0]])
+        if axis % rank != rank - 1:
+            raise _node_err(n, f"opset {opset} Softmax flattens the input to 2-D at axis "
+                               f"{axis}; only the last axis (or a 2-D input with axis 1) is "
+                               f"supported for rank {rank}: re-export with opset 13 or later")
+    return m

@@ -1,0 +1,334 @@
+"""Model.from_onnx: files made with onnx.helper and torch.onnx.export, run by quantc's float
+runner and compared with onnxruntime (and torch); the importer's errors."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from quantc.model import Model  # noqa: E402
+
+F = TensorProto.FLOAT
+
+
+def assert_close(got, want, context="", tol=1e-5):
+    """Float32 equality up to summation order: quantc (NumPy/BLAS) and onnxruntime (MLAS)
+    add the same products in different orders, each rounding to float32 (eps 1.2e-7); over
+    the few hundred terms of these layers that is a few 1e-7 of the largest partial sums,
+    so 1e-5 relative plus 1e-5 of the output's magnitude leaves a wide margin while still
+    catching any semantic difference (a wrong pad, axis or attribute moves values by 1e-2+).
+    Whole networks compound it layer by layer: on the MobileNetV2-shaped model below torch
+    and onnxruntime themselves differ by 2.3e-5 of the output's magnitude, so tol=1e-4."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{context}: shape {got.shape} != {want.shape}"
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale, err_msg=context)
+
+
+def build(nodes, inits=(), in_shape=("N", 3, 8, 8), opset=17, out="y", in_type=F):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", in_type, list(in_shape))],
+        [helper.make_tensor_value_info(out, F, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in dict(inits).items()])
+    # IR 8 runs on every onnxruntime >= 1.14 whatever onnx wrote by default
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                             ir_version=8)
+
+
+def compare(proto, tmp_path, shape, seed=0):
+    """Save proto, run it with quantc and onnxruntime at batch 1 and 3 (the "N" in shape),
+    compare."""
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, path)
+    model = Model.from_onnx(path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    for n in (1, 3):
+        x = rng.standard_normal([n if d == "N" else d for d in shape]).astype(np.float32)
+        assert_close(model(x), sess.run(None, {"x": x})[0], f"batch {n}")
+    return model
+
+
+def rnd(*shape, seed=1, lo=None):
+    a = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    return np.abs(a) + lo if lo is not None else a
+
+
+# --------------------------------------------------------------------- every op and attribute
+
+CONV = [  # attrs, weight shape (M, C/group, kh, kw), bias
+    ({"pads": [1, 1, 1, 1]}, (8, 3, 3, 3), True),
+    ({"group": 3, "strides": [2, 2], "pads": [0, 1, 2, 1]}, (6, 1, 3, 3), True),  # depthwise
+    ({"group": 3, "kernel_shape": [1, 1]}, (6, 1, 1, 1), False),
+    ({"dilations": [2, 2], "pads": [2, 2, 2, 2]}, (4, 3, 3, 3), True),
+    ({"auto_pad": "SAME_UPPER", "strides": [2, 2]}, (5, 3, 2, 2), True),
+    ({"auto_pad": "SAME_LOWER"}, (5, 3, 2, 2), False),
+    ({"auto_pad": "VALID", "strides": [1, 2]}, (5, 3, 3, 1), False),
+    ({"strides": [3, 3]}, (8, 3, 5, 5), True),
+]
+
+
+@pytest.mark.parametrize("attrs,wshape,bias", CONV)
+def test_conv(tmp_path, attrs, wshape, bias):
+    inits = {"w": rnd(*wshape)}
+    if bias:
+        inits["b"] = rnd(wshape[0], seed=2)
+    shape = ("N", wshape[1] * attrs.get("group", 1), 9, 8)
+    node = helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["y"], **attrs)
+    compare(build([node], inits, shape), tmp_path, shape)
+
+
+@pytest.mark.parametrize("attrs,a_shape,b_shape,c_shape", [
+    ({}, ("N", 5), (5, 4), (4,)),
+    ({"transB": 1}, ("N", 5), (4, 5), (1, 4)),
+    ({"transB": 1, "alpha": 0.5, "beta": 2.0}, ("N", 5), (4, 5), (4,)),
+    ({"alpha": 3.0}, ("N", 5), (5, 4), None),
+    ({"transA": 1, "beta": -1.0}, (3, "N"), (3, 4), (4,)),
+    ({"transA": 1, "transB": 1}, (3, "N"), (4, 3), ("N", 4)),
+])
+def test_gemm(tmp_path, attrs, a_shape, b_shape, c_shape):
+    inits = {"w": rnd(*b_shape)}
+    ins = ["x", "w"]
+    nodes = []
+    if c_shape == ("N", 4):  # C computed from the input: (N, 3) @ (3, 4)
+        inits["cw"] = rnd(3, 4, seed=3)
+        nodes.append(helper.make_node("Gemm", ["x", "cw"], ["c"], transA=1))
+        ins.append("c")
+    elif c_shape:
+        inits["c"] = rnd(*c_shape, seed=3)
+        ins.append("c")
+    nodes.append(helper.make_node("Gemm", ins, ["y"], **attrs))
+    compare(build(nodes, inits, a_shape), tmp_path, a_shape)
+
+
+def test_matmul_relu(tmp_path):
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    compare(build(nodes, {"w": rnd(6, 4)}, ("N", 2, 6)), tmp_path, ("N", 2, 6))
+
+
+def test_clip_opset13_inputs(tmp_path):
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["h"]),
+             helper.make_node("Clip", ["h", "", "hi2"], ["y"])]  # min omitted
+    inits = {"lo": np.float32(-0.5), "hi": np.float32(1.0), "hi2": np.float32(0.7)}
+    compare(build(nodes, inits, ("N", 3, 4)), tmp_path, ("N", 3, 4))
+
+
+def test_clip_opset6_attributes(tmp_path):
+    node = helper.make_node("Clip", ["x"], ["y"], min=-0.25, max=0.5)
+    compare(build([node], {}, ("N", 3, 4), opset=6), tmp_path, ("N", 3, 4))
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", {"kernel_shape": [2, 3], "pads": [0, 1, 1, 0]}),
+    ("MaxPool", {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    ("AveragePool", {"kernel_shape": [3, 2], "pads": [2, 0, 0, 1]}),
+    ("GlobalAveragePool", {}),
+])
+def test_pools(tmp_path, op, attrs):
+    compare(build([helper.make_node(op, ["x"], ["y"], **attrs)]), tmp_path, ("N", 3, 8, 8))
+
+
+def test_add_broadcast_concat_flatten(tmp_path):
+    nodes = [helper.make_node("Add", ["x", "b"], ["h"]),           # (N,3,8,8) + (3,1,1)
+             helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Add", ["h", "r"], ["s"]),           # two computed tensors
+             helper.make_node("Add", ["s", "row"], ["t"]),         # + (8,)
+             helper.make_node("Concat", ["t", "x"], ["c"], axis=1),
+             helper.make_node("Flatten", ["c"], ["y"], axis=2)]
+    inits = {"b": rnd(3, 1, 1), "row": rnd(8, seed=2)}
+    compare(build(nodes, inits), tmp_path, ("N", 3, 8, 8))
+
+
+@pytest.mark.parametrize("target,axis", [([0, -1], 1), ([0, 4, -1], 1), ([-1, 8], 0)])
+def test_reshape_flatten(tmp_path, target, axis):
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["h"]),
+             helper.make_node("Flatten", ["h"], ["y"], axis=axis)]
+    compare(build(nodes, {"s": np.array(target, np.int64)}), tmp_path, ("N", 3, 8, 8))
+
+
+def test_batchnorm_identity_dropout(tmp_path):
+    c = 3
+    nodes = [helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["h"],
+                              epsilon=1e-3),
+             helper.make_node("Identity", ["h"], ["i"]),
+             helper.make_node("Dropout", ["i"], ["y"])]
+    inits = {"g": rnd(c, lo=0.5), "b": rnd(c, seed=2), "m": rnd(c, seed=3),
+             "v": rnd(c, seed=4, lo=0.1)}
+    compare(build(nodes, inits), tmp_path, ("N", 3, 8, 8))
+
+
+@pytest.mark.parametrize("opset,axis,shape", [
+    (13, {"axis": -1}, (10,)), (13, {"axis": 1}, (3, 8, 8)), (13, {}, (3, 8, 8)),
+    (11, {}, (10,)), (11, {"axis": 3}, (3, 8, 8)), (11, {"axis": -1}, (2, 5)),
+])
+def test_softmax(tmp_path, opset, axis, shape):
+    node = helper.make_node("Softmax", ["x"], ["y"], **axis)
+    compare(build([node], {}, ("N",) + shape, opset=opset), tmp_path, ("N",) + shape)
+
+
+def test_constant_nodes(tmp_path):
+    t = rnd(3, 1, 1)
+    nodes = [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(t)),
+             helper.make_node("Constant", [], ["lo"], value_float=-0.3),
+             helper.make_node("Constant", [], ["s"], value_ints=[0, -1]),
+             helper.make_node("Add", ["x", "c"], ["h"]),
+             helper.make_node("Clip", ["h", "lo"], ["k"]),
+             helper.make_node("Reshape", ["k", "s"], ["y"])]
+    model = compare(build(nodes), tmp_path, ("N", 3, 8, 8))
+    np.testing.assert_array_equal(model.initializers["c"], t)
+    assert model.initializers["s"].dtype == np.int64
+
+
+def test_model_proto_and_unknown_dims(tmp_path):
+    node = helper.make_node("Relu", ["x"], ["y"])
+    proto = build([node], {}, (None, 3, "H", 4))
+    m = Model.from_onnx(proto)
+    assert m.inputs == {"x": (None, 3, None, 4)}
+    assert m.outputs == ["y"]
+
+
+# --------------------------------------------------------------------- torch exports
+
+@pytest.fixture(scope="module", params=["resnet18", "mobilenetv2"])
+def exported(request, tmp_path_factory):
+    """(torch model, ONNX path) of a small ResNet-18-/MobileNetV2-shaped model, 3x32x32."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    try:
+        import torch_models as tm
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    cls, width = {"resnet18": (tm.ResNet18, 0.25), "mobilenetv2": (tm.MobileNetV2, 0.35)}[
+        request.param]
+    model = tm.randomized(cls(num_classes=10, width=width),
+                          [torch.randn(16, 3, 32, 32) for _ in range(2)])
+    path = tmp_path_factory.mktemp(request.param) / "m.onnx"
+    tm.export(model, path, (3, 32, 32))
+    return model, path
+
+
+def test_torch_export(exported):
+    import torch
+    model, path = exported
+    m = Model.from_onnx(path)
+    ops = {n.op for n in m.nodes}
+    assert {"Conv", "Gemm", "GlobalAveragePool", "Flatten", "Add"} <= ops
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in (1, 3):
+        x = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
+        with torch.no_grad():
+            want = model(x).numpy()
+        got = m(x.numpy())
+        assert np.abs(want).max() > 0.1  # not a degenerate (all-zero) network
+        assert_close(got, want, f"torch, batch {n}", tol=1e-4)
+        assert_close(got, sess.run(None, {"input": x.numpy()})[0], f"onnxruntime, batch {n}",
+                     tol=1e-4)
+
+
+# --------------------------------------------------------------------- errors
+
+
+def save(proto, tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, path)
+    return path
+
+
+@pytest.mark.parametrize("op", ["Sin", "LSTM"])
+def test_unsupported_op_names_node(tmp_path, op):
+    inits = {}
+    ins = ["x"]
+    if op == "LSTM":
+        inits = {"W": rnd(1, 16, 8), "R": rnd(1, 16, 4)}
+        ins = ["x", "W", "R"]
+    node = helper.make_node(op, ins, ["y"], name="mynode", **({"hidden_size": 4}
+                                                                if op == "LSTM" else {}))
+    proto = build([node], inits, (2, "N", 8))
+    with pytest.raises(ValueError, match=rf"node 'mynode' \({op}\): unsupported op"):
+        Model.from_onnx(save(proto, tmp_path))
+
+
+def test_other_domain(tmp_path):
+    node = helper.make_node("Relu", ["x"], ["y"], name="r", domain="com.example")
+    proto = build([node])
+    proto.opset_import.append(helper.make_opsetid("com.example", 1))
+    with pytest.raises(ValueError, match=r"node 'r' \(Relu\): domain 'com.example'"):
+        Model.from_onnx(proto)
+
+
+def test_unsupported_attribute_value(tmp_path):
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2],
+                            ceil_mode=1)
+    with pytest.raises(ValueError, match=r"node 'pool' \(MaxPool\): ceil_mode=1"):
+        Model.from_onnx(save(build([node]), tmp_path))
+
+
+def test_wrong_weight_shape(tmp_path):
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv1")
+    with pytest.raises(ValueError, match=r"node 'conv1' \(Conv\): the input has 3 channels"):
+        Model.from_onnx(save(build([node], {"w": rnd(8, 4, 3, 3)}), tmp_path))
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.INT64, TensorProto.FLOAT16, TensorProto.UINT8])
+def test_non_float_input(tmp_path, dtype):
+    proto = build([helper.make_node("Relu", ["x"], ["y"])], in_type=dtype)
+    name = TensorProto.DataType.Name(dtype)
+    with pytest.raises(ValueError, match=rf"graph input 'x' is {name}; only float32"):
+        Model.from_onnx(save(proto, tmp_path))
+
+
+def test_float16_weight(tmp_path):
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv1")
+    proto = build([node], {"w": rnd(8, 3, 3, 3).astype(np.float16)})
+    with pytest.raises(ValueError, match=r"initializer 'w': data type FLOAT16"):
+        Model.from_onnx(save(proto, tmp_path))
+
+
+def test_external_data(tmp_path):
+    node = helper.make_node("Conv", ["x", "w"], ["y"])
+    proto = build([node], {"w": rnd(8, 3, 3, 3)})
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, path, save_as_external_data=True, location="w.bin", size_threshold=0)
+    with pytest.raises(ValueError, match=r"initializer 'w' is stored as external data"):
+        Model.from_onnx(path)
+
+
+def test_opset11_softmax_not_last_axis(tmp_path):
+    node = helper.make_node("Softmax", ["x"], ["y"], name="sm")
+    with pytest.raises(ValueError, match=r"node 'sm' \(Softmax\): opset 11 Softmax flattens"):
+        Model.from_onnx(build([node], opset=11))
+
+
+@pytest.mark.parametrize("kind", ["random", "empty", "truncated"])
+def test_corrupted_file(tmp_path, kind):
+    good = build([helper.make_node("Conv", ["x", "w"], ["y"])],
+                 {"w": rnd(8, 3, 3, 3)}).SerializeToString()
+    data = {"random": np.random.default_rng(0).bytes(4096), "empty": b"",
+            "truncated": good[:len(good) // 2]}[kind]
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=rf"bad.onnx: not a valid ONNX model \("):
+        Model.from_onnx(path)
+
+
+def test_missing_file_and_wrong_type(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        Model.from_onnx(tmp_path / "nope.onnx")
+    with pytest.raises(TypeError, match="expected a path or an onnx.ModelProto"):
+        Model.from_onnx(42)
+
+
+def test_missing_onnx(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ImportError, match=r"needs the 'onnx' package: pip install "
+                                          r"'quantc\[onnx\]'"):
+        Model.from_onnx(tmp_path / "m.onnx")
