@@ -1,4 +1,4 @@
-"""The ``quantc`` command line: quantize, inspect, demo and bench (argparse)."""
+"""The ``quantc`` command line: quantize, inspect, convert, demo and bench (argparse)."""
 import argparse
 import os
 import sys
@@ -7,44 +7,11 @@ import warnings
 
 import numpy as np
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-BUNDLED_MODEL = os.path.join(DATA, "digits_cnn.npz")
-BUNDLED_TEST = os.path.join(DATA, "digits_test.npz")
+from .examples import DIGITS_WEIGHTS as BUNDLED_MODEL
 
 
 class CLIError(Exception):
     """An error reported as one line on stderr with exit code 2."""
-
-
-def digits_logits(params, images):
-    """The bundled CNN's forward pass in NumPy float32 (see scripts/train_digits.py).
-
-    params: name -> array (conv1/conv2/fc1/fc2 .weight/.bias); images: (N, 8, 8) pixels 0..16.
-    """
-    def conv3x3(x, w, b):
-        n, c, h, wd = x.shape
-        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-        cols = np.stack([xp[:, :, i:i + h, j:j + wd] for i in range(3) for j in range(3)],
-                        axis=2).reshape(n, c * 9, h * wd)
-        out = np.einsum("mk,nkp->nmp", w.reshape(w.shape[0], -1), cols, optimize=True)
-        return (out + b[None, :, None]).reshape(n, w.shape[0], h, wd)
-
-    p = {k: np.asarray(v, np.float32) for k, v in params.items()}
-    x = (np.asarray(images, np.float32) / 16.0)[:, None]
-    a = np.maximum(conv3x3(x, p["conv1.weight"], p["conv1.bias"]), 0)
-    a = np.maximum(conv3x3(a, p["conv2.weight"], p["conv2.bias"]), 0)
-    n = a.shape[0]
-    a = a.reshape(n, 32, 4, 2, 4, 2).max(axis=(3, 5)).reshape(n, -1)
-    a = np.maximum(a @ p["fc1.weight"].T + p["fc1.bias"], 0)
-    return a @ p["fc2.weight"].T + p["fc2.bias"]
-
-
-def load_bundled():
-    """(params dict, test images, test labels) of the bundled digits example."""
-    with np.load(BUNDLED_MODEL, allow_pickle=False) as f:
-        params = {k: f[k] for k in f.files}
-    with np.load(BUNDLED_TEST, allow_pickle=False) as f:
-        return params, f["images"], f["labels"]
 
 
 def _parser():
@@ -92,7 +59,8 @@ def _parser():
     i = sub.add_parser("inspect", help="per-tensor table of a float or quantized file")
     i.add_argument("file", metavar="FILE")
 
-    sub.add_parser("demo", help="the bundled example end to end: quantize, accuracy float vs int8")
+    from . import _cli_models
+    _cli_models.add_parsers(sub)
 
     b = sub.add_parser("bench", help="a small speed table against float NumPy (and peers)")
     b.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
@@ -190,35 +158,6 @@ def cmd_inspect(a):
     return 0
 
 
-def cmd_demo(a):
-    import quantc as qc
-    params, images, labels = load_bundled()
-    t0 = time.perf_counter()
-    acc_f = float((digits_logits(params, images).argmax(1) == labels).mean())
-    print(f"bundled example: a CNN (conv 1->16, conv 16->32, fc 512->128, fc 128->10) "
-          f"trained on scikit-learn's digits; {len(labels)} held-out test images\n")
-    print(f"float32 accuracy: {acc_f:.2%}\n")
-    results = []
-    for label, kw in (("int8 per-channel", dict(granularity="per_channel")),
-                      ("int8 per-tensor", dict(granularity="per_tensor")),
-                      ("int8 per-block 32", dict(granularity="per_block", block_size=32)),
-                      ("float16", dict(dtype="float16"))):
-        qw = qc.quantize_weights(params, progress=False, **kw)
-        acc = float((digits_logits(qw.dequantize(), images).argmax(1) == labels).mean())
-        results.append((label, qw, acc))
-    print("int8 per-channel report (tensors under 1024 elements are kept in float):\n")
-    print(results[0][1].report())
-    print()
-    print(f"{'scheme':<20}{'size':>10}{'of float':>10}{'accuracy':>10}{'change':>9}")
-    orig = results[0][1].original_nbytes
-    print(f"{'float32':<20}{orig:>10}{'100.0%':>10}{acc_f:>10.2%}{'':>9}")
-    for label, qw, acc in results:
-        print(f"{label:<20}{qw.nbytes:>10}{100 * qw.nbytes / orig:>9.1f}%{acc:>10.2%}"
-              f"{100 * (acc - acc_f):>+8.2f}%")
-    print(f"\n(done in {time.perf_counter() - t0:.2f} s)")
-    return 0
-
-
 def _time(fn, repeats):
     fn()
     best = []
@@ -286,8 +225,9 @@ def main(argv=None):
     if a.command is None:
         parser.print_help()
         return 0
+    from ._cli_models import cmd_convert, cmd_demo
     cmd = {"quantize": cmd_quantize, "inspect": cmd_inspect, "demo": cmd_demo,
-           "bench": cmd_bench}[a.command]
+           "convert": cmd_convert, "bench": cmd_bench}[a.command]
     try:
         return cmd(a)
     except (CLIError, ValueError, TypeError, OSError, ImportError, KeyError) as e:

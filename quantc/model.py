@@ -263,9 +263,9 @@ _FLOAT = {
 
 # attributes each op accepts (others are an error), with the values quantc can run
 _ATTRS = {
-    "Conv": {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"},
-    "Gemm": {"alpha", "beta", "transA", "transB"},
-    "MatMul": set(),
+    "Conv": {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad", "activation"},
+    "Gemm": {"alpha", "beta", "transA", "transB", "activation"},
+    "MatMul": {"activation"},
     "Relu": set(),
     "Clip": {"min", "max"},
     "MaxPool": {"kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad",
@@ -273,7 +273,7 @@ _ATTRS = {
     "AveragePool": {"kernel_shape", "strides", "pads", "ceil_mode", "auto_pad",
                     "count_include_pad"},
     "GlobalAveragePool": set(),
-    "Add": set(),
+    "Add": {"activation"},
     "Concat": {"axis"},
     "Flatten": {"axis"},
     "Reshape": {"allowzero"},
@@ -283,6 +283,30 @@ _ATTRS = {
     "Dropout": {"seed", "ratio"},
 }
 SUPPORTED_OPS = tuple(_FLOAT)
+# ops that may carry a fused activation: quantc's attribute ``activation``, not ONNX's, set by
+# the planning step of quantize_model: "Relu" or ["Clip", lo, hi] applied to the op's result
+FUSABLE = ("Conv", "Gemm", "MatMul", "Add")
+
+
+def activation_bounds(node):
+    """(lo, hi) of a node's fused activation (None, None without one)."""
+    act = node.attrs.get("activation")
+    if act is None:
+        return None, None
+    if act == "Relu":
+        return 0.0, None
+    if isinstance(act, (list, tuple)) and len(act) == 3 and act[0] == "Clip":
+        return float(act[1]), float(act[2])
+    raise _err(node, f"attribute activation: expected 'Relu' or ['Clip', lo, hi], got {act!r}")
+
+
+def _apply_activation(node, y):
+    lo, hi = activation_bounds(node)
+    if lo is not None:
+        y = np.maximum(y, np.float32(lo))
+    if hi is not None:
+        y = np.minimum(y, np.float32(hi))
+    return y
 
 # (min, max) number of inputs per op; optional inputs may be ""
 _ARITY = {"Conv": (2, 3), "Gemm": (2, 3), "MatMul": (2, 2), "Relu": (1, 1), "Clip": (1, 3),
@@ -633,6 +657,7 @@ class Model:
         for node in self.nodes:
             ins = [shapes[i] if i else None for i in node.inputs]
             outs = _SHAPE[node.op](node, self, ins)
+            activation_bounds(node)  # validates a fused activation
             for name, s in zip(node.outputs, outs):
                 if name:
                     shapes[name] = tuple(s)
@@ -648,10 +673,16 @@ class Model:
         from .onnx_io import model_from_onnx
         return model_from_onnx(model)
 
+    def to_onnx(self, path=None):
+        """The float model as an ``onnx.ModelProto`` (written to ``path`` if given); needs
+        ``onnx``. :meth:`from_onnx` reads it back."""
+        from .onnx_export import model_to_onnx
+        return model_to_onnx(self, path)
+
     # -- running ----------------------------------------------------------------------------
 
-    def _feeds(self, x):
-        """name -> float32 array for every graph input, shape-checked."""
+    def _feeds(self, x, check_nan=True):
+        """name -> float32 array for every graph input, shape-checked (and NaN-checked)."""
         if isinstance(x, dict):
             missing = [k for k in self.inputs if k not in x]
             extra = [k for k in x if k not in self.inputs]
@@ -674,7 +705,7 @@ class Model:
                                           zip(want, a.shape)):
                 raise ValueError(f"x[{name!r}]: expected shape {_fmt_shape(want)}, got "
                                  f"{a.shape}")
-            if np.isnan(a).any():
+            if check_nan and np.isnan(a).any():
                 raise ValueError(f"x[{name!r}]: expected no NaN values, got "
                                  f"{int(np.isnan(a).sum())}")
             feeds[name] = a
@@ -695,6 +726,8 @@ class Model:
         for node in self.nodes:
             ins = [env[i] if i else None for i in node.inputs]
             res = _FLOAT[node.op](node, ins, node.attrs)
+            if "activation" in node.attrs:
+                res = _apply_activation(node, res)
             res = res if isinstance(res, (list, tuple)) else [res]
             for name, v in zip(node.outputs, res):
                 if name:

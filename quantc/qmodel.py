@@ -1,0 +1,914 @@
+"""Full-integer models: calibrate a float :class:`~quantc.Model`, convert it, run it in int8.
+
+:func:`quantize_model` takes a float model to a :class:`QuantizedModel` in three steps:
+
+1. **Plan** (once, on the float graph): BatchNormalization following a Conv or Gemm is folded
+   into its weights and bias (in float64, rounded once to float32); a Relu, or a Clip whose
+   range contains 0 (ReLU6), following a Conv, Gemm, MatMul or Add whose result nobody else
+   reads is fused into it as its ``activation``. The planned graph is still a float model.
+2. **Calibrate**: the planned model runs in float over the calibration batches; an observer
+   per activation (``method``: minmax, moving_average, percentile, entropy, mse) records its
+   range, one batch at a time (memory does not grow with the number of batches).
+3. **Convert**: activations get per-tensor asymmetric qparams (``activation_dtype``), weights
+   symmetric int8 with narrow range (``[-127, 127]``, scale ``amax / 127``, per output
+   channel or per tensor), biases int32 with scale ``x_scale * w_scale`` (float32 product;
+   ``rne(bias / scale)`` computed in float64, saturated to int32). Ops that only move values
+   (MaxPool, Flatten, Reshape, Relu, Clip, Identity) keep their input's qparams.
+
+At run time Conv, Gemm/MatMul (constant weights), AveragePool, GlobalAveragePool, Add and
+Concat run on quantc's int8 kernels (``qlinear_conv``, ``qlinear_matmul``, ``avg_pool2d``,
+``global_avg_pool``, ``qlinear_add``, ``qlinear_concat``) with the fused activation applied
+by the requantization's clamp, MaxPool and the reshapes on the int8 values themselves; no
+float round trip happens between int8 ops. Any other op (Softmax, a BatchNormalization with
+nothing to fold into, a Gemm with a non-constant B) runs in float between a dequantize and a
+quantize; :meth:`QuantizedModel.report` marks those layers ``float``.
+"""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+from . import _C, _conv, _elementwise, _gemm
+from .calibration import (HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
+                          PercentileObserver)
+from .model import FUSABLE, Model, Node, _fmt_shape, activation_bounds
+
+__all__ = ["quantize_model", "QuantizedModel", "load_model"]
+
+METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
+FORMAT = "quantc.model"
+FORMAT_VERSION = 1
+# ops whose output has the qparams of their (first) input: they only move or clamp values
+_PASSTHROUGH = ("MaxPool", "Flatten", "Reshape", "Relu", "Clip", "Identity", "Dropout")
+_REPORT_SAMPLES = 256  # inputs kept for the report when the calibration data is an iterator
+
+
+# ---------------------------------------------------------------------------------------------
+# planning: BatchNorm folding and activation fusion
+
+
+def fold_batch_norm(w, b, gamma, beta, mean, var, eps):
+    """Fold ``BatchNormalization(conv(x, w) + b)`` into ``(w', b')``, in float64 rounded once.
+
+    ``k = gamma / sqrt(var + eps)``; ``w' = w * k`` along the output channel (axis 0 of a conv
+    weight, the output column of a Gemm weight given as (out, in)); ``b' = (b - mean) * k + beta``.
+    """
+    k = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + np.float64(np.float32(eps)))
+    shape = (-1,) + (1,) * (w.ndim - 1)
+    w2 = (w.astype(np.float64) * k.reshape(shape)).astype(np.float32)
+    b0 = np.zeros(k.shape, np.float64) if b is None else b.astype(np.float64)
+    b2 = ((b0 - mean.astype(np.float64)) * k + beta.astype(np.float64)).astype(np.float32)
+    return w2, b2
+
+
+def _is_quantizable(node, model, init=None):
+    """Does this node run on an int8 kernel (else: float between dequantize and quantize)?
+    ``init``: the constants to look in (default: the model's)."""
+    init = model.initializers if init is None else init
+    if node.op == "Conv":
+        return True
+    if node.op == "Gemm":
+        a = node.attrs
+        return (not int(a.get("transA", 0)) and node.inputs[1] in init
+                and (len(node.inputs) < 3 or not node.inputs[2]
+                     or (node.inputs[2] in init and init[node.inputs[2]].ndim <= 1)))
+    if node.op == "MatMul":
+        b = init.get(node.inputs[1])
+        return b is not None and b.ndim == 2 and len(model.shapes[node.inputs[0]]) >= 2
+    if node.op == "Clip":
+        lo, hi = _clip_bounds(node, init)
+        return (lo is None or lo <= 0) and (hi is None or hi >= 0)
+    return node.op in ("AveragePool", "GlobalAveragePool", "Concat", "Add") + _PASSTHROUGH
+
+
+def _clip_bounds(node, init):
+    """(lo, hi) of a Clip node (None where unbounded); ``init``: the model's constants."""
+    vals = []
+    for i, key in ((1, "min"), (2, "max")):
+        if len(node.inputs) > i and node.inputs[i]:
+            vals.append(float(init[node.inputs[i]].reshape(())))
+        else:
+            vals.append(None if node.attrs.get(key) is None else float(node.attrs[key]))
+    return tuple(vals)
+
+
+def _gemm_weight(node, model):
+    """A quantizable Gemm/MatMul's weight as (out, in) float32 and its bias (or None)."""
+    w = model.initializers[node.inputs[1]]
+    if node.op == "MatMul" or not int(node.attrs.get("transB", 0)):
+        w = w.T
+    w = np.ascontiguousarray(w, np.float32)
+    bias = None
+    if node.op == "Gemm":
+        alpha = np.float32(node.attrs.get("alpha", 1.0))
+        if alpha != 1:
+            w = (w * alpha).astype(np.float32)
+        if len(node.inputs) > 2 and node.inputs[2]:
+            c = model.initializers[node.inputs[2]].astype(np.float32)
+            bias = np.broadcast_to(c * np.float32(node.attrs.get("beta", 1.0)),
+                                   (w.shape[0],)).astype(np.float32)
+    return w, bias
+
+
+def plan(model):
+    """The planned float model: BatchNorm folded, Relu/ReLU6 fused (see the module doc)."""
+    init = dict(model.initializers)
+    nodes = [Node(n.op, n.inputs, n.outputs, dict(n.attrs), n.name) for n in model.nodes]
+    for n in nodes:  # int8 Gemms as x @ w.T + bias: w (out, in) with alpha, bias with beta
+        if n.op == "Gemm" and _is_quantizable(n, model):
+            w, b = _gemm_weight(n, model)
+            init[n.name + ".weight_t"] = w
+            ins = [n.inputs[0], n.name + ".weight_t"]
+            if b is not None:
+                init[n.name + ".bias_t"] = b
+                ins.append(n.name + ".bias_t")
+            n.inputs, n.attrs = tuple(ins), {"transB": 1}
+    consumers = model.consumers()
+    outputs = set(model.outputs)
+    producer = {o: n for n in nodes for o in n.outputs}
+    dropped = set()
+    for node in nodes:
+        src = producer.get(node.inputs[0]) if node.inputs else None
+        sole = (src is not None and len(consumers.get(node.inputs[0], ())) == 1
+                and node.inputs[0] not in outputs)
+        if not sole or src.name in dropped:
+            continue
+        if node.op == "BatchNormalization" and src.op in ("Conv", "Gemm") \
+                and "activation" not in src.attrs and _is_quantizable(src, model, init):
+            gamma, beta, mean, var = (init[i] for i in node.inputs[1:5])
+            eps = node.attrs.get("epsilon", 1e-5)
+            if src.op == "Conv":
+                w = init[src.inputs[1]]
+                b = init[src.inputs[2]] if len(src.inputs) > 2 and src.inputs[2] else None
+                w2, b2 = fold_batch_norm(w, b, gamma, beta, mean, var, eps)
+                wname = src.name + ".weight_folded"
+            else:  # already (out, in) with transB=1 above
+                w = init[src.inputs[1]]
+                b = init[src.inputs[2]] if len(src.inputs) > 2 else None
+                w2, b2 = fold_batch_norm(w, b, gamma, beta, mean, var, eps)
+                wname = src.name + ".weight_folded"
+            init[wname], init[src.name + ".bias_folded"] = w2, b2
+            src.inputs = (src.inputs[0], wname, src.name + ".bias_folded")
+        elif node.op in ("Relu", "Clip") and src.op in FUSABLE and "activation" not in src.attrs \
+                and _is_quantizable(src, model, init):
+            if node.op == "Relu":
+                src.attrs["activation"] = "Relu"
+            else:
+                lo, hi = _clip_bounds(node, init)
+                if (lo is not None and lo > 0) or (hi is not None and hi < 0):
+                    continue
+                src.attrs["activation"] = ["Clip", -math.inf if lo is None else lo,
+                                           math.inf if hi is None else hi]
+        else:
+            continue
+        src.outputs = node.outputs  # the fused node now produces what the folded one did
+        producer.update({o: src for o in node.outputs})
+        dropped.add(node.name)
+    kept = [n for n in nodes if n.name not in dropped]
+    used = {i for n in kept for i in n.inputs}
+    init = {k: v for k, v in init.items() if k in used}
+    return Model(model.inputs, kept, model.outputs, init, model.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration
+
+
+def _observer(method):
+    return {"minmax": MinMaxObserver, "moving_average": MovingAverageMinMaxObserver,
+            "percentile": PercentileObserver,
+            "entropy": lambda: HistogramObserver(method="entropy"),
+            "mse": lambda: HistogramObserver(method="mse")}[method]()
+
+
+def _batches(data):
+    """Yield (index, batch) with a clear error for what is not a batch."""
+    if isinstance(data, (np.ndarray, dict)) or not hasattr(data, "__iter__"):
+        raise TypeError(f"calibration_data: expected an iterable of batches (arrays or dicts "
+                        f"name -> array), got {type(data).__name__}")
+    n = -1
+    for n, batch in enumerate(data):
+        if not isinstance(batch, dict):
+            a = np.asarray(batch) if not hasattr(batch, "detach") else \
+                batch.detach().cpu().numpy()
+            if a.dtype == object:
+                raise TypeError(f"calibration_data[{n}]: expected an array or a dict name -> "
+                                f"array, got {type(batch).__name__}")
+            batch = a
+        yield n, batch
+    if n < 0:
+        raise ValueError("calibration_data: expected at least one batch, got none")
+
+
+def _progress(enabled, total):
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="calibrating", unit="batch", delay=0 if enabled else 1.0,
+                file=sys.stderr, leave=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the quantized model
+
+
+class _Q:
+    """Quantization parameters of one activation tensor: real = scale * (q - zero_point)."""
+
+    __slots__ = ("scale", "zero_point", "dtype", "zp")
+
+    def __init__(self, scale, zero_point, dtype):
+        self.dtype = np.dtype(dtype)
+        self.scale = np.float32(scale)
+        self.zero_point = int(zero_point)
+        self.zp = self.dtype.type(self.zero_point)  # as the kernels want it
+
+    def range(self):
+        info = np.iinfo(self.dtype)
+        s = float(self.scale)
+        return s * (info.min - self.zero_point), s * (info.max - self.zero_point)
+
+    def to_list(self):
+        return [float(self.scale), self.zero_point, self.dtype.name]
+
+
+def _quantize_weight(w, per_channel):
+    """Symmetric int8, narrow range: (q int8, scale float32 (M,)) with M = w.shape[0]."""
+    m = w.shape[0]
+    amax = np.abs(w.reshape(m, -1)).max(axis=1) if per_channel else \
+        np.full(m, np.abs(w).max() if w.size else 0.0, np.float32)
+    scale = (amax / np.float32(127)).astype(np.float32)
+    scale[scale == 0] = np.float32(1.0)
+    q = _elementwise.quantize(w, scale, np.zeros(m, np.int8), axis=0)
+    return q, scale
+
+
+def quantize_bias(bias, x_scale, w_scale):
+    """int32 ``rne(bias / (x_scale * w_scale))`` with the float32 product as the scale,
+    divided in float64 and saturated to the int32 range."""
+    s = (np.float32(x_scale) * w_scale.astype(np.float32)).astype(np.float32)
+    q = np.rint(bias.astype(np.float64) / s.astype(np.float64))
+    return np.clip(q, -2.0 ** 31, 2.0 ** 31 - 1).astype(np.int32)
+
+
+class QuantizedModel:
+    """A model whose convolutions, matmuls, pooling, add and concat run in int8.
+
+    Made by :func:`quantize_model` or :func:`load_model`. ``qm(x)`` takes what the float
+    model takes (float32 with ``io="float"``; raw ``io``-typed values quantized with
+    ``input_qparams`` otherwise) and returns the outputs (dequantized to float32, or raw).
+
+    Attributes: ``model`` (the planned float graph: BatchNorm folded, activations fused),
+    ``qparams`` (tensor name -> (scale, zero_point, dtype) of every int8 activation),
+    ``weights`` (node name -> dict of ``weight`` int8, ``weight_scale`` float32 (M,),
+    ``bias`` int32 (M,) or None; Gemm/MatMul weights as (out, in)), ``kinds`` (node name ->
+    "int8" | "float"), ``io``, ``activation_dtype``, ``input_qparams``,
+    ``output_qparams``.
+    """
+
+    def __init__(self, model, qparams, weights, *, io="float", activation_dtype="uint8",
+                 info=None):
+        self.model = model
+        self.qparams = {k: (v if isinstance(v, _Q) else _Q(*v)) for k, v in qparams.items()}
+        self.weights = weights
+        self.io = io
+        self.activation_dtype = np.dtype(activation_dtype)
+        self.info = dict(info or {})
+        self.kinds = {n.name: "int8" if _is_quantizable(n, model) else "float"
+                      for n in model.nodes}
+        self._compile()
+
+    # -- program ----------------------------------------------------------------------------
+
+    def _q(self, name):
+        try:
+            return self.qparams[name]
+        except KeyError:
+            raise ValueError(f"tensor {name!r} has no quantization parameters") from None
+
+    def _compile(self):
+        """Turn the graph into a list of (function, input names, output name) steps, with the
+        quantize/dequantize steps between int8 and float ops made explicit once, here."""
+        m = self.model
+        steps = []
+        domain = {}  # tensor -> "q" | "f" (what is in the environment under its name)
+        for k, v in m.initializers.items():
+            domain[k] = "c"
+        self._io_dtype = None if self.io == "float" else np.dtype(self.io)
+        for name in m.inputs:
+            domain[name] = "f" if self.io == "float" else "q"
+        converted = {}
+
+        def need(name, want):
+            """The environment name holding `name` in domain `want` (adding a step)."""
+            have = domain[name]
+            if have == want or have == "c":
+                return name
+            key = (name, want)
+            if key not in converted:
+                qp = self._q(name)
+                new = name + ("#q" if want == "q" else "#f")
+                if want == "q":
+                    steps.append((_quantizer(qp), (name,), new))
+                else:
+                    steps.append((_dequantizer(qp), (name,), new))
+                converted[key] = new
+            return converted[key]
+
+        for name in m.inputs:
+            if self._io_dtype is not None and self._io_dtype != self.activation_dtype:
+                steps.append((_flip_sign, (name,), name))
+        for node in m.nodes:
+            kind = self.kinds[node.name]
+            out = node.outputs[0]
+            if kind == "int8":
+                fn, const = self._int8_step(node)
+                ins = tuple(need(i, "q") if i and domain.get(i) != "c" else i
+                            for i in node.inputs if i)
+                ins = tuple(i for i in ins if i not in const)
+                steps.append((fn, ins, out))
+                domain[out] = "q"
+            else:
+                ins = tuple(need(i, "f") if i else i for i in node.inputs)
+                steps.append((_float_op(node), ins, out))
+                domain[out] = "f"
+        self._outputs = []
+        for o in m.outputs:
+            want = "f" if self.io == "float" else "q"
+            self._outputs.append(need(o, want))
+        for o in m.outputs:
+            if self._io_dtype is not None and self._io_dtype != self.activation_dtype:
+                steps.append((_flip_sign, (self._outputs[m.outputs.index(o)],),
+                              self._outputs[m.outputs.index(o)]))
+        self._steps = steps
+        self._consts = dict(m.initializers)
+        self._isa_cap = _C._get_isa_cap()  # weights are packed for this cap's kernels
+
+    def _int8_step(self, node):
+        """(function of the quantized inputs, names of constant inputs it has bound)."""
+        op, a = node.op, node.attrs
+        x = node.inputs[0]
+        if op in _PASSTHROUGH:
+            const = set(node.inputs[1:])
+            if op == "Relu":
+                zp = self._q(x).zp
+                return (lambda q: np.maximum(q, zp)), const
+            if op == "Clip":
+                qp = self._q(x)
+                lo, hi = _clip_bounds(node, self.model.initializers)
+                info = np.iinfo(qp.dtype)
+                qlo = info.min if lo is None else int(max(info.min, min(
+                    info.max, round(lo / float(qp.scale)) + qp.zero_point)))
+                qhi = info.max if hi is None else int(max(info.min, min(
+                    info.max, round(hi / float(qp.scale)) + qp.zero_point)))
+                lo_, hi_ = qp.dtype.type(qlo), qp.dtype.type(qhi)
+                return (lambda q: np.clip(q, lo_, hi_)), const
+            if op == "MaxPool":
+                k = tuple(a["kernel_shape"])
+                strides = tuple(a.get("strides", (1, 1)))
+                pads = self._pads(node)
+                return (lambda q: _conv.max_pool2d(q, k, strides=strides, pads=pads)), const
+            if op in ("Flatten", "Reshape"):
+                shape_fn = self.model.shapes
+                if op == "Flatten":
+                    ax = int(a.get("axis", 1))
+                    return (lambda q: q.reshape(_flat2(q.shape, ax))), const
+                target = [int(t) for t in self.model.initializers[node.inputs[1]]]
+                return (lambda q: q.reshape([q.shape[i] if t == 0 else t
+                                             for i, t in enumerate(target)])), const
+            return (lambda q: q), const
+        qx, qy = self._q(x), self._q(node.outputs[0])
+        lo, hi = activation_bounds(node)
+        relu = lo is not None and lo >= 0
+        if op == "Conv":
+            wd = self.weights[node.name]
+            packed = _conv.pack_conv_weight(wd["weight"], None, group=int(a.get("group", 1)))
+            ws, bias = wd["weight_scale"], wd["bias"]
+            strides = tuple(a.get("strides", (1, 1)))
+            dil = tuple(a.get("dilations", (1, 1)))
+            pads = self._pads(node)
+            group = int(a.get("group", 1))
+            xs, xzp, ys, yzp = qx.scale, qx.zp, qy.scale, qy.zp
+            conv = _conv.qlinear_conv
+
+            def f(q):
+                return conv(q, xs, xzp, packed, ws, None, ys, yzp, bias, strides=strides,
+                            pads=pads, dilations=dil, group=group, relu=relu)
+            return f, set(node.inputs[1:])
+        if op in ("Gemm", "MatMul"):
+            wd = self.weights[node.name]
+            packed = _gemm.pack_matrix(np.ascontiguousarray(wd["weight"].T))
+            ws, bias = wd["weight_scale"], wd["bias"]
+            xs, xzp, ys, yzp = qx.scale, qx.zp, qy.scale, qy.zp
+            zero = np.int8(0)
+            mm = _gemm.qlinear_matmul
+            return (lambda q: mm(q, xs, xzp, packed, ws, zero, ys, yzp, bias=bias,
+                                 relu=relu)), set(node.inputs[1:])
+        if op == "AveragePool":
+            k = tuple(a["kernel_shape"])
+            strides = tuple(a.get("strides", (1, 1)))
+            pads = self._pads(node)
+            cip = bool(a.get("count_include_pad", 0))
+            return (lambda q: _conv.avg_pool2d(q, qx.scale, qx.zp, qy.scale, qy.zp, k,
+                                               strides=strides, pads=pads,
+                                               count_include_pad=cip)), set()
+        if op == "GlobalAveragePool":
+            return (lambda q: _conv.global_avg_pool(q, qx.scale, qx.zp, qy.scale, qy.zp)), set()
+        if op == "Add":
+            qa, qb = (self._q(i) if i not in self.model.initializers else None
+                      for i in node.inputs)
+            const_q = {}
+            for i, name in enumerate(node.inputs):  # a constant operand: quantized once here
+                if name in self.model.initializers:
+                    const_q[i] = self.weights[node.name]["const%d" % i]
+            ya = qy
+            if const_q:
+                i = next(iter(const_q))
+                cq, cs, cz = const_q[i]
+                other = qa if i == 1 else qb
+
+                def f(q):
+                    args = (q, other.scale, other.zp, cq, cs, cz) if i == 1 else \
+                        (cq, cs, cz, q, other.scale, other.zp)
+                    return _conv.qlinear_add(*args, ya.scale, ya.zp, relu=relu)
+                return f, {node.inputs[i]}
+            return (lambda p, q: _conv.qlinear_add(p, qa.scale, qa.zp, q, qb.scale, qb.zp,
+                                                   ya.scale, ya.zp, relu=relu)), set()
+        if op == "Concat":
+            axis = int(a["axis"])
+            qs = [self._q(i) for i in node.inputs]
+            return (lambda *xs: _conv.qlinear_concat(
+                [(v, p.scale, p.zp) for v, p in zip(xs, qs)], qy.scale, qy.zp,
+                axis=axis)), set()
+        raise AssertionError(op)
+
+    def _pads(self, node):
+        from .model import _pool_geometry
+        k = tuple(node.attrs.get("kernel_shape") or self.model.initializers[
+            node.inputs[1]].shape[2:])
+        return tuple(_pool_geometry(node, self.model.shapes[node.inputs[0]], k)[1])
+
+    # -- running ----------------------------------------------------------------------------
+
+    @property
+    def input_qparams(self):
+        """Input name -> (scale, zero_point, dtype) of the raw inputs (``io`` typed)."""
+        return {k: self._io_qparams(k) for k in self.model.inputs}
+
+    @property
+    def output_qparams(self):
+        """Output name -> (scale, zero_point, dtype) of the raw outputs (``io`` typed)."""
+        return {k: self._io_qparams(k) for k in self.model.outputs}
+
+    def _io_qparams(self, name):
+        qp = self._q(name)
+        dt = self._io_dtype or qp.dtype
+        shift = 0 if dt == qp.dtype else (128 if dt == np.uint8 else -128)
+        return (qp.scale, qp.zero_point + shift, dt.name)
+
+    def _feeds(self, x):
+        if self.io == "float":  # NaN is caught by quantize
+            return self.model._feeds(x, check_nan=False)
+        if not isinstance(x, dict):
+            if len(self.model.inputs) != 1:
+                raise ValueError(f"x: the model has {len(self.model.inputs)} inputs: pass a "
+                                 f"dict name -> array")
+            x = {next(iter(self.model.inputs)): x}
+        feeds = {}
+        for name, want in self.model.inputs.items():
+            if name not in x:
+                raise ValueError(f"x: missing input {name!r}")
+            a = np.asarray(x[name])
+            if a.dtype != self._io_dtype:
+                raise TypeError(f"x[{name!r}]: expected {self._io_dtype.name} values (the "
+                                f"model was converted with io={self.io!r}), got {a.dtype}")
+            if a.ndim != len(want) or any(w is not None and w != d for w, d in
+                                          zip(want, a.shape)):
+                raise ValueError(f"x[{name!r}]: expected shape {_fmt_shape(want)}, got "
+                                 f"{a.shape}")
+            feeds[name] = a
+        return feeds
+
+    def run(self, x, *, observe=None):
+        """Run the int8 model; returns a dict of the outputs. ``observe(name, value, qp)``
+        sees every tensor computed (int8 values with their qparams, or float with None)."""
+        if _C._get_isa_cap() != self._isa_cap:
+            self._compile()
+        env = dict(self._consts)
+        env.update(self._feeds(x))
+        for fn, ins, out in self._steps:
+            env[out] = fn(*[env[i] for i in ins])
+            if observe is not None and "#" not in out:
+                qp = self.qparams.get(out) if env[out].dtype.kind in "iu" else None
+                observe(out, env[out], qp)
+        return {o: env[k] for o, k in zip(self.model.outputs, self._outputs)}
+
+    def __call__(self, x):
+        if _C._get_isa_cap() != self._isa_cap:  # QUANTC_ISA changed: pack again
+            self._compile()
+        env = dict(self._consts)
+        env.update(self._feeds(x))
+        for fn, ins, out in self._steps:
+            env[out] = fn(*[env[i] for i in ins])
+        vals = tuple(env[k] for k in self._outputs)
+        return vals[0] if len(vals) == 1 else vals
+
+    # -- report -----------------------------------------------------------------------------
+
+    def report(self):
+        """Per layer: op, kind (int8 / float), output range chosen, % of the calibration values
+        clipped, and the SQNR (dB) of the layer's output against the float model on the
+        calibration data. Printable; ``.to_list()`` gives dicts."""
+        return ModelReport(self.info.get("report", []), self.info)
+
+    def __repr__(self):
+        n8 = sum(k == "int8" for k in self.kinds.values())
+        return (f"QuantizedModel({self.model.name!r}, {n8} of {len(self.kinds)} layers int8, "
+                f"activations {self.activation_dtype.name}, io={self.io!r})")
+
+    # -- files ------------------------------------------------------------------------------
+
+    def save(self, path):
+        """Write one ``.safetensors`` file (graph and qparams in its metadata, the quantized
+        tensors as tensors), atomically. :func:`load_model` reads it back; outputs are
+        bit-identical."""
+        from .io import write_tensors
+        path = os.fspath(path)
+        if not path.endswith(".safetensors"):
+            raise ValueError(f"path: expected a .safetensors file name, got {path!r}")
+        tensors = {}
+        for name, wd in self.weights.items():
+            for k, v in wd.items():
+                if k.startswith("const"):
+                    tensors[f"{name}::{k}::q"] = np.asarray(v[0])
+                    tensors[f"{name}::{k}::scale"] = np.asarray(v[1], np.float32)
+                    tensors[f"{name}::{k}::zero_point"] = np.asarray(v[2])
+                elif v is not None:
+                    tensors[f"{name}::{k}"] = v
+        quantized = {n for n in self.weights}
+        for k, v in self.model.initializers.items():
+            owner = _weight_owner(self.model, k)
+            if owner not in quantized or _keep_initializer(self.model, owner, k):
+                tensors[f"init::{k}"] = v
+        graph = {
+            "name": self.model.name,
+            "inputs": [[k, list(v)] for k, v in self.model.inputs.items()],
+            "outputs": self.model.outputs,
+            "nodes": [n.to_dict() for n in self.model.nodes],
+            "qparams": {k: v.to_list() for k, v in self.qparams.items()},
+            "io": self.io,
+            "activation_dtype": self.activation_dtype.name,
+            "info": self.info,
+        }
+        meta = {"format": FORMAT, "version": str(FORMAT_VERSION),
+                "graph": json.dumps(graph, allow_nan=True)}
+        write_tensors(path, tensors, meta)
+
+    def to_onnx(self, path):
+        """Write a QDQ ONNX model (QuantizeLinear/DequantizeLinear around float ops, the form
+        onnxruntime's quantization tool writes) that onnxruntime runs; needs ``onnx``.
+        Returns the ``onnx.ModelProto`` (``path`` None: nothing is written)."""
+        from .onnx_export import quantized_to_onnx
+        return quantized_to_onnx(self, path)
+
+
+def _flat2(shape, axis):
+    axis = axis + len(shape) if axis < 0 else axis
+    return (math.prod(shape[:axis]), math.prod(shape[axis:]))
+
+
+def _quantizer(qp):
+    s, zp, dt = qp.scale, qp.zp, qp.dtype
+    return lambda x: _elementwise.quantize(x, s, zp, dt)
+
+
+def _dequantizer(qp):
+    s, zp = qp.scale, qp.zp
+    return lambda q: _elementwise.dequantize(q, s, zp)
+
+
+def _flip_sign(q):
+    """uint8 <-> int8 with the same scale and the zero point moved by 128."""
+    return (q.view(np.uint8) ^ np.uint8(0x80)).view(np.int8 if q.dtype == np.uint8 else np.uint8)
+
+
+def _float_op(node):
+    from .model import _FLOAT, _apply_activation
+    fn = _FLOAT[node.op]
+    act = "activation" in node.attrs
+
+    def f(*ins):
+        y = fn(node, list(ins), node.attrs)
+        return np.asarray(_apply_activation(node, y) if act else y, np.float32)
+    return f
+
+
+def _weight_owner(model, init_name):
+    for n in model.nodes:
+        if init_name in n.inputs:
+            return n.name
+    return None
+
+
+def _keep_initializer(model, node_name, init_name):
+    """Constants an int8 node still reads as they are (shapes, clip bounds)."""
+    node = next(n for n in model.nodes if n.name == node_name)
+    return node.op not in ("Conv", "Gemm", "MatMul")
+
+
+# ---------------------------------------------------------------------------------------------
+# quantize_model
+
+
+def _check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got "
+                         f"{value!r}")
+
+
+def quantize_model(model, calibration_data, *, method="minmax", weight_granularity="per_channel",
+                   activation_dtype="uint8", io="float", progress=None):
+    """Calibrate ``model`` on ``calibration_data`` and convert it to a :class:`QuantizedModel`.
+
+    ``calibration_data``: an iterable of input batches, each an array (one-input models) or a
+    dict name -> array; it is read once (twice when it can be iterated again, for the
+    report; an iterator's first 256 inputs are kept for the report). ``method``: the
+    activation observer, ``"minmax"``, ``"moving_average"``, ``"percentile"`` (99.99),
+    ``"entropy"`` (KL divergence) or ``"mse"``. ``weight_granularity``: ``"per_channel"``
+    or ``"per_tensor"``. ``activation_dtype``: ``"uint8"`` or ``"int8"``. ``io``:
+    ``"float"`` (float in, float out) or ``"uint8"``/``"int8"`` (raw quantized inputs and
+    outputs with :attr:`QuantizedModel.input_qparams` / ``output_qparams``). ``progress``:
+    None = a tqdm bar on a terminal, True/False to force. See the module doc for the scheme.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"model: expected a quantc.Model, got {type(model).__name__}")
+    _check_choice("method", method, METHODS)
+    _check_choice("weight_granularity", weight_granularity, ("per_channel", "per_tensor"))
+    _check_choice("activation_dtype", str(np.dtype(activation_dtype)) if isinstance(
+        activation_dtype, (np.dtype, type)) else activation_dtype, ("uint8", "int8"))
+    activation_dtype = np.dtype(activation_dtype).name
+    _check_choice("io", io, ("float", "uint8", "int8"))
+    if progress not in (None, True, False):
+        raise TypeError(f"progress: expected None, True or False, got {progress!r}")
+
+    planned = plan(model)
+    observers = {}
+    names = list(planned.inputs) + [n.outputs[0] for n in planned.nodes]
+
+    def observe(name, value):
+        obs = observers.get(name)
+        if obs is None:
+            obs = observers[name] = _observer(method)
+        obs.update(value)
+
+    reiterable = iter(calibration_data) is not calibration_data \
+        if hasattr(calibration_data, "__iter__") else False
+    kept, kept_n = [], 0
+    total = len(calibration_data) if hasattr(calibration_data, "__len__") else None
+    bar = _progress(progress, total)
+    try:
+        for i, batch in _batches(calibration_data):
+            try:
+                planned.run(batch, observe=observe)
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"calibration_data[{i}]: {e}") from None
+            if not reiterable and kept_n < _REPORT_SAMPLES:
+                kept.append(batch)
+                kept_n += len(next(iter(batch.values()))) if isinstance(batch, dict) else \
+                    (len(batch) if np.ndim(batch) else 1)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    qparams = {}
+    for name in names:
+        obs = observers[name]
+        try:
+            p = obs.qparams(dtype=activation_dtype, symmetric=False)
+        except ValueError:  # a tensor with no element observed (zero-size batches)
+            p = None
+        if p is not None:
+            qparams[name] = _Q(p.scale, p.zero_point, activation_dtype)
+    for node in planned.nodes:  # ops that only move values keep their input's qparams
+        if node.op in _PASSTHROUGH and _is_quantizable(node, planned) \
+                and node.inputs[0] in qparams:
+            qparams[node.outputs[0]] = qparams[node.inputs[0]]
+    for name in names:
+        if name not in qparams:
+            raise ValueError(f"calibration_data: tensor {name!r} saw no values (empty "
+                             f"batches?)")
+
+    weights = {}
+    per_channel = weight_granularity == "per_channel"
+    for node in planned.nodes:
+        if not _is_quantizable(node, planned):
+            continue
+        if node.op == "Conv":
+            w = planned.initializers[node.inputs[1]]
+            b = planned.initializers[node.inputs[2]] if len(node.inputs) > 2 and \
+                node.inputs[2] else None
+        elif node.op in ("Gemm", "MatMul"):
+            w, b = _gemm_weight(node, planned)
+        elif node.op == "Add":
+            consts = {}
+            for i, name in enumerate(node.inputs):
+                if name in planned.initializers:
+                    c = planned.initializers[name].astype(np.float32)
+                    p = MinMaxObserver()
+                    p.update(c)
+                    cp = p.qparams(dtype=activation_dtype)
+                    consts[f"const{i}"] = (_elementwise.quantize(c, cp.scale, cp.zero_point),
+                                           np.float32(cp.scale), cp.zero_point)
+            if consts:
+                weights[node.name] = consts
+            continue
+        else:
+            continue
+        q, ws = _quantize_weight(w, per_channel)
+        bq = None if b is None else quantize_bias(b, qparams[node.inputs[0]].scale, ws)
+        weights[node.name] = {"weight": q, "weight_scale": ws, "bias": bq}
+
+    info = {"method": method, "weight_granularity": weight_granularity}
+    qm = QuantizedModel(planned, qparams, weights, io=io, activation_dtype=activation_dtype,
+                        info=info)
+    stats_data = calibration_data if reiterable else kept
+    qm.info["report"] = _layer_stats(qm, planned, observers, stats_data)
+    qm.info["report_samples"] = "all calibration data" if reiterable else \
+        f"the first {kept_n} calibration inputs"
+    return qm
+
+
+def _layer_stats(qm, planned, observers, data):
+    """Per layer output: range, % clipped and SQNR of the int8 model against the float one."""
+    acc = {}
+    order = [n for n in planned.nodes]
+    float_io = qm.io
+    qm.io = "float"  # the statistics compare float outputs; io only changes the boundaries
+    qm._compile()
+    try:
+        for _, batch in _batches(data):
+            ref = {}
+            planned.run(batch, observe=lambda k, v: ref.__setitem__(k, v))
+
+            def seen(name, value, qp):
+                if name not in ref:
+                    return
+                f = ref[name].astype(np.float64)
+                d = _elementwise.dequantize(value, qp.scale, qp.zp).astype(np.float64) \
+                    if qp is not None else value.astype(np.float64)
+                a = acc.setdefault(name, [0.0, 0.0, 0, 0])
+                a[0] += float(np.sum(f * f))
+                a[1] += float(np.sum((f - d) ** 2))
+                if qp is not None:  # clipped: farther than half a step outside the range
+                    lo, hi = qp.range()
+                    half = 0.5 * float(qp.scale)
+                    a[2] += int(np.count_nonzero((f < lo - half) | (f > hi + half)))
+                a[3] += f.size
+            qm.run(batch, observe=seen)
+    finally:
+        qm.io = float_io
+        qm._compile()
+    rows = []
+    for node in order:
+        out = node.outputs[0]
+        qp = qm.qparams.get(out)
+        sig, err, clipped, count = acc.get(out, [0.0, 0.0, 0, 0])
+        sqnr = math.inf if err == 0 else (10 * math.log10(sig / err) if sig > 0 else -math.inf)
+        lo, hi = qp.range() if qp is not None else (None, None)
+        act = node.attrs.get("activation")
+        rows.append({"layer": node.name, "op": node.op + ("+" + (act if isinstance(act, str)
+                                                                  else "Clip") if act else ""),
+                     "kind": qm.kinds[node.name], "output": out,
+                     "shape": _fmt_shape(planned.shapes[out]),
+                     "range_min": lo, "range_max": hi,
+                     "scale": None if qp is None else float(qp.scale),
+                     "zero_point": None if qp is None else qp.zero_point,
+                     "clipped_pct": 100.0 * clipped / count if count else 0.0,
+                     "sqnr_db": sqnr})
+    return rows
+
+
+class ModelReport:
+    """The per-layer report of a :class:`QuantizedModel`: iterate for dicts, print for a table."""
+
+    def __init__(self, rows, info):
+        self.rows = [dict(r) for r in rows]
+        self.info = info
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    def to_list(self):
+        return [dict(r) for r in self.rows]
+
+    def __str__(self):
+        head = ("layer", "op", "kind", "output shape", "range", "clipped", "SQNR dB")
+        lines = [head]
+        for r in self.rows:
+            rng = "-" if r["range_min"] is None else f"[{r['range_min']:.4g}, {r['range_max']:.4g}]"
+            lines.append((r["layer"], r["op"], r["kind"], r["shape"], rng,
+                          f"{r['clipped_pct']:.3f}%", f"{r['sqnr_db']:.1f}"))
+        widths = [max(len(str(x[i])) for x in lines) for i in range(len(head))]
+        out = ["  ".join(str(c).ljust(w) for c, w in zip(x, widths)).rstrip() for x in lines]
+        out.insert(1, "  ".join("-" * w for w in widths))
+        n_float = sum(r["kind"] == "float" for r in self.rows)
+        tail = [f"activation ranges: {self.info.get('method', '?')}; weights int8 "
+                f"{self.info.get('weight_granularity', '?').replace('_', '-')}; statistics on "
+                f"{self.info.get('report_samples', 'the calibration data')}"]
+        if n_float:
+            tail.append(f"{n_float} layer(s) run in float between dequantize and quantize: "
+                        + ", ".join(r["layer"] for r in self.rows if r["kind"] == "float"))
+        return "\n".join(out + [""] + tail)
+
+    def __repr__(self):
+        return str(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# load_model
+
+
+def _bad(path, msg):
+    return ValueError(f"{path}: not a valid quantc model file: {msg}")
+
+
+def load_model(path):
+    """Read a model written by :meth:`QuantizedModel.save` (no pickle; sizes checked)."""
+    from .io import TensorReader
+    path = os.fspath(path)
+    with TensorReader(path) as r:
+        meta = r.metadata
+        if meta.get("format") != FORMAT:
+            raise _bad(path, "no quantc model metadata (was it written by "
+                             "QuantizedModel.save?)")
+        if meta.get("version") != str(FORMAT_VERSION):
+            raise _bad(path, f"format version {meta.get('version')!r}, this quantc reads "
+                             f"{FORMAT_VERSION}")
+        try:
+            g = json.loads(meta["graph"])
+        except (KeyError, ValueError, RecursionError) as e:
+            raise _bad(path, f"unreadable graph ({type(e).__name__})") from None
+        tensors = {n: r.read(n) for n in r.names}
+    try:
+        return _from_saved(g, tensors)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
+        raise _bad(path, f"{type(e).__name__}: {e}") from None
+
+
+def _from_saved(g, tensors):
+    init = {k[len("init::"):]: v for k, v in tensors.items() if k.startswith("init::")}
+    weights = {}
+    for k, v in tensors.items():
+        if k.startswith("init::"):
+            continue
+        parts = k.split("::")
+        if len(parts) == 2:
+            weights.setdefault(parts[0], {})[parts[1]] = v
+        elif len(parts) == 3 and parts[1].startswith("const"):
+            weights.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = v
+        else:
+            raise ValueError(f"unexpected tensor {k!r}")
+    for name, wd in weights.items():
+        for k in list(wd):
+            if k.startswith("const"):
+                c = wd[k]
+                wd[k] = (c["q"], np.float32(c["scale"]), int(c["zero_point"]))
+        wd.setdefault("bias", None)
+    nodes = [Node(**n) for n in g["nodes"]]
+    for node in nodes:  # float weights of int8 layers, rebuilt from the int8 values
+        wd = weights.get(node.name)
+        if wd is None or "weight" not in wd:
+            continue
+        w, s = wd["weight"], wd["weight_scale"]
+        if w.dtype != np.int8 or s.dtype != np.float32 or s.shape != (w.shape[0],):
+            raise ValueError(f"{node.name}: weight must be int8 with one float32 scale per "
+                             f"output channel")
+        if wd["bias"] is not None and (wd["bias"].dtype != np.int32 or
+                                       wd["bias"].shape != (w.shape[0],)):
+            raise ValueError(f"{node.name}: bias must be int32 ({w.shape[0]},)")
+        deq = (w.astype(np.float32) * s.reshape((-1,) + (1,) * (w.ndim - 1)))
+        init[node.inputs[1]] = deq if node.op != "MatMul" else np.ascontiguousarray(deq.T)
+        if wd["bias"] is not None:  # Conv and planned Gemm: bias is input 2
+            xs = np.float32(g["qparams"][node.inputs[0]][0])
+            init[node.inputs[2]] = (wd["bias"] * (xs * s).astype(np.float64)).astype(np.float32)
+    model = Model(dict((k, v) for k, v in g["inputs"]), nodes, g["outputs"], init, g["name"])
+    qparams = {k: tuple(v) for k, v in g["qparams"].items()}
+    for k, (s, z, dt) in qparams.items():
+        if dt not in ("uint8", "int8") or not (np.isfinite(s) and s > 0) \
+                or not np.iinfo(dt).min <= int(z) <= np.iinfo(dt).max:
+            raise ValueError(f"qparams of {k!r}: {s}, {z}, {dt}")
+    return QuantizedModel(model, qparams, weights, io=g["io"],
+                          activation_dtype=g["activation_dtype"], info=g.get("info"))

@@ -1,0 +1,537 @@
+"""Full-integer models: builder, planning (BatchNorm folding, activation fusion), calibration,
+the int8 run against a NumPy reference of the same arithmetic, save/load, errors."""
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import quantc as qc
+from quantc import examples
+from quantc.model import Node, conv2d_float
+from quantc.qmodel import METHODS, fold_batch_norm, plan, quantize_bias
+
+from conftest import assert_equal_exact, num_threads
+
+
+# ---------------------------------------------------------------------------------------------
+# references
+
+
+def conv_ref(x, w, b, strides, pads, dilations, group):
+    """Direct float64 loops over ONNX Conv's definition."""
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    t, left, bot, r = pads
+    xp = np.zeros((n, c, h + t + bot, wd + left + r))
+    xp[:, :, t:t + h, left:left + wd] = x
+    oh = (h + t + bot - ((kh - 1) * dilations[0] + 1)) // strides[0] + 1
+    ow = (wd + left + r - ((kw - 1) * dilations[1] + 1)) // strides[1] + 1
+    y = np.zeros((n, m, oh, ow))
+    mg = m // group
+    for o in range(m):
+        g = o // mg
+        for i in range(kh):
+            for j in range(kw):
+                patch = xp[:, g * cg:(g + 1) * cg, i * dilations[0]:, j * dilations[1]:]
+                patch = patch[:, :, :oh * strides[0]:strides[0], :ow * strides[1]:strides[1]]
+                y[:, o] += np.einsum("nchw,c->nhw", patch[:, :, :oh, :ow], w[o, :, i, j])
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def requant_ref(acc, mult, zp, dtype, relu):
+    """qlinear_conv / qlinear_matmul's documented requantization: float64 product, rne."""
+    info = np.iinfo(dtype)
+    y = np.rint(acc.astype(np.float64) * mult.astype(np.float64) + zp)
+    lo = max(info.min, zp) if relu else info.min
+    return np.clip(y, lo, info.max).astype(dtype)
+
+
+def int8_reference(qm, x):
+    """Run a QuantizedModel's graph with NumPy integer arithmetic and the documented
+    formulas (io='float'; Conv, Gemm, MaxPool, Flatten, Add, GlobalAveragePool, Softmax)."""
+    m = qm.model
+    env = {}
+    name = next(iter(m.inputs))
+    qp = qm.qparams[name]
+    info = np.iinfo(qp.dtype)
+    env[name] = np.clip(np.rint(x / qp.scale) + qp.zero_point, info.min,
+                        info.max).astype(qp.dtype)
+    for n in m.nodes:
+        out = n.outputs[0]
+        if n.op in ("Conv", "Gemm"):
+            a = env[n.inputs[0]].astype(np.int64) - qm.qparams[n.inputs[0]].zero_point
+            wd = qm.weights[n.name]
+            w = wd["weight"].astype(np.int64)
+            if n.op == "Conv":
+                acc = conv_ref(a, w, None, n.attrs["strides"], n.attrs["pads"],
+                               n.attrs["dilations"], n.attrs["group"]).astype(np.int64)
+                if wd["bias"] is not None:
+                    acc += wd["bias"][None, :, None, None]
+                bshape = (1, -1, 1, 1)
+            else:
+                acc = a @ w.T
+                if wd["bias"] is not None:
+                    acc += wd["bias"]
+                bshape = (1, -1)
+            xs, ys = qm.qparams[n.inputs[0]].scale, qm.qparams[out].scale
+            mult = ((np.float32(xs) * wd["weight_scale"]).astype(np.float32) / ys).astype(
+                np.float32)
+            relu = n.attrs.get("activation") is not None
+            env[out] = requant_ref(acc, mult.reshape(bshape), qm.qparams[out].zero_point,
+                                   qm.qparams[out].dtype, relu)
+        elif n.op == "MaxPool":
+            q = env[n.inputs[0]]
+            k = n.attrs["kernel_shape"]
+            nn, c, h, w = q.shape
+            env[out] = q.reshape(nn, c, h // k[0], k[0], w // k[1], k[1]).max(axis=(3, 5))
+        elif n.op == "Flatten":
+            env[out] = env[n.inputs[0]].reshape(len(env[n.inputs[0]]), -1)
+        elif n.op == "Add":
+            pa, pb, py = (qm.qparams[t] for t in (n.inputs[0], n.inputs[1], out))
+            ma, mb = np.float32(pa.scale / py.scale), np.float32(pb.scale / py.scale)
+            fa = (env[n.inputs[0]].astype(np.float32) - np.float32(pa.zero_point)) * ma
+            fb = (env[n.inputs[1]].astype(np.float32) - np.float32(pb.zero_point)) * mb
+            y = np.rint(fa + fb) + py.zero_point
+            lo = py.zero_point if n.attrs.get("activation") else np.iinfo(py.dtype).min
+            env[out] = np.clip(y, lo, np.iinfo(py.dtype).max).astype(py.dtype)
+        elif n.op == "GlobalAveragePool":
+            px, py = qm.qparams[n.inputs[0]], qm.qparams[out]
+            q = env[n.inputs[0]].astype(np.int64) - px.zero_point
+            acc = q.sum(axis=(2, 3), keepdims=True).astype(np.float32)
+            cnt = q.shape[2] * q.shape[3]
+            mult = np.float32(np.float32(px.scale / py.scale) / np.float32(cnt))
+            y = np.rint(acc * mult) + py.zero_point
+            env[out] = np.clip(y, np.iinfo(py.dtype).min, np.iinfo(py.dtype).max).astype(
+                py.dtype)
+        else:
+            raise AssertionError(n.op)
+    o = m.outputs[0]
+    p = qm.qparams[o]
+    return (env[o].astype(np.float32) - np.float32(p.zero_point)) * p.scale
+
+
+# ---------------------------------------------------------------------------------------------
+# models used below
+
+
+def small_resnet(rng, with_softmax=False):
+    """Conv+BN+ReLU, a residual Add+ReLU, a ReLU6 conv, depthwise, concat, pooling, Gemm."""
+    def bn(c):
+        return (rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.3, c),
+                rng.uniform(0.3, 2.0, c))
+    b = qc.ModelBuilder("small_resnet")
+    x = b.input("x", (None, 3, 12, 12))
+    h = b.relu(b.batch_norm(b.conv(x, rng.normal(0, 0.3, (8, 3, 3, 3)), None, pads=1), *bn(8)))
+    r = b.conv(h, rng.normal(0, 0.2, (8, 8, 3, 3)), rng.normal(0, 0.1, 8), pads=1)
+    h = b.relu(b.add(h, r))
+    d = b.relu6(b.conv(h, rng.normal(0, 0.5, (8, 1, 3, 3)), rng.normal(0, 0.1, 8), pads=1,
+                       group=8))
+    h = b.concat([h, d], axis=1)
+    h = b.max_pool(h, 2)
+    h = b.avg_pool(h, 3, strides=1, pads=1)
+    h = b.conv(h, rng.normal(0, 0.2, (16, 16, 1, 1)), None, strides=2, dilations=1)
+    h = b.flatten(b.global_avg_pool(h))
+    h = b.linear(h, rng.normal(0, 0.3, (5, 16)), rng.normal(0, 0.1, 5))
+    if with_softmax:
+        h = b.softmax(h)
+    b.output(h)
+    return b.build()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = examples.digits_data()
+    return examples.digits_model(), x, y, examples.digits_calibration()
+
+
+# ---------------------------------------------------------------------------------------------
+# float model
+
+
+def test_builder_digits_matches_written_out_forward(digits):
+    model, x, _, _ = digits
+    p = examples.digits_weights()
+    a = np.maximum(conv_ref(x, p["conv1.weight"], p["conv1.bias"], (1, 1), (1, 1, 1, 1),
+                            (1, 1), 1), 0)
+    a = np.maximum(conv_ref(a, p["conv2.weight"], p["conv2.bias"], (1, 1), (1, 1, 1, 1),
+                            (1, 1), 1), 0)
+    a = a.reshape(len(x), 32, 4, 2, 4, 2).max(axis=(3, 5)).reshape(len(x), -1)
+    a = np.maximum(a @ p["fc1.weight"].T + p["fc1.bias"], 0)
+    want = a @ p["fc2.weight"].T + p["fc2.bias"]
+    got = model(x)
+    assert got.dtype == np.float32 and got.shape == (360, 10)
+    # float32 sums of <= 512 products of values ~1: relative error well below 1e-5
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("strides,pads,dil,group", [((1, 1), (0, 0, 0, 0), (1, 1), 1),
+                                                    ((2, 1), (1, 2, 0, 1), (1, 2), 2),
+                                                    ((2, 2), (1, 1, 1, 1), (1, 1), 6)])
+def test_conv2d_float(rng, strides, pads, dil, group):
+    x = rng.normal(size=(2, 6, 9, 11)).astype(np.float32)
+    w = rng.normal(size=(12, 6 // group, 3, 3)).astype(np.float32)
+    b = rng.normal(size=12).astype(np.float32)
+    got = conv2d_float(x, w, b, strides, pads, dil, group)
+    want = conv_ref(x, w, b, strides, pads, dil, group)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_model_validation_names_node_and_op(rng):
+    w = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"node 'bad' \(Sin\): unsupported op"):
+        qc.Model({"x": (None, 3, 8, 8)}, [Node("Sin", ["x"], ["y"], name="bad")], ["y"])
+    with pytest.raises(ValueError, match=r"node 'c' \(Conv\): the input has 5 channels"):
+        qc.Model({"x": (None, 5, 8, 8)}, [Node("Conv", ["x", "w"], ["y"], name="c")], ["y"],
+                 {"w": w})
+    with pytest.raises(ValueError, match=r"node 'p' \(MaxPool\): ceil_mode=1"):
+        qc.Model({"x": (None, 3, 8, 8)}, [Node("MaxPool", ["x"], ["y"], {
+            "kernel_shape": [2, 2], "ceil_mode": 1}, name="p")], ["y"])
+    with pytest.raises(ValueError, match=r"node 'p' \(MaxPool\): unsupported attribute"):
+        qc.Model({"x": (None, 3, 8, 8)}, [Node("MaxPool", ["x"], ["y"], {
+            "kernel_shape": [2, 2], "foo": 1}, name="p")], ["y"])
+    with pytest.raises(ValueError, match="input 'z' is not a graph input"):
+        qc.Model({"x": (None, 3)}, [Node("Relu", ["z"], ["y"])], ["y"])
+    with pytest.raises(ValueError, match="outputs: 'q'"):
+        qc.Model({"x": (None, 3)}, [Node("Relu", ["x"], ["y"])], ["q"])
+    m = qc.Model({"x": (None, 3)}, [Node("Relu", ["x"], ["y"])], ["y"])
+    with pytest.raises(ValueError, match=r"x\['x'\]: expected shape \(N, 3\), got \(2, 4\)"):
+        m(np.zeros((2, 4), np.float32))
+    with pytest.raises(TypeError, match="expected a float array"):
+        m(np.array([["a", "b", "c"]]))
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+def test_fold_batch_norm_exact(rng):
+    w = rng.normal(size=(6, 4, 3, 3)).astype(np.float32)
+    b = rng.normal(size=6).astype(np.float32)
+    g, be, mu = (rng.normal(size=6).astype(np.float32) for _ in range(3))
+    var = rng.uniform(0.1, 3, 6).astype(np.float32)
+    w2, b2 = fold_batch_norm(w, b, g, be, mu, var, 1e-5)
+    k = g.astype(np.float64) / np.sqrt(var.astype(np.float64) + np.float64(np.float32(1e-5)))
+    assert_equal_exact(w2, (w.astype(np.float64) * k[:, None, None, None]).astype(np.float32))
+    assert_equal_exact(b2, ((b.astype(np.float64) - mu) * k + be).astype(np.float32))
+    w3, b3 = fold_batch_norm(w, None, g, be, mu, var, 1e-5)
+    assert_equal_exact(b3, ((0 - mu.astype(np.float64)) * k + be).astype(np.float32))
+
+
+def test_plan_folds_and_fuses(rng):
+    model = small_resnet(rng)
+    p = plan(model)
+    ops = [(n.op, n.attrs.get("activation")) for n in p.nodes]
+    assert ("BatchNormalization", None) not in ops and ("Relu", None) not in ops
+    assert ops[0] == ("Conv", "Relu")  # conv + BN + ReLU -> one node
+    assert ("Add", "Relu") in ops and ("Conv", ["Clip", 0.0, 6.0]) in ops
+    x = rng.normal(size=(4, 3, 12, 12)).astype(np.float32)
+    want, got = model(x), p(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_plan_keeps_tensors_read_twice(rng):
+    b = qc.ModelBuilder()
+    x = b.input("x", (None, 3, 4, 4))
+    c = b.conv(x, rng.normal(size=(3, 3, 1, 1)), None)
+    b.output(b.add(b.relu(c), c))  # the conv's output is read by the Relu and the Add
+    p = plan(b.build())
+    assert [n.op for n in p.nodes] == ["Conv", "Relu", "Add"]
+    b = qc.ModelBuilder()
+    x = b.input("x", (None, 3, 4, 4))
+    b.output(b.clip(b.conv(x, rng.normal(size=(3, 3, 1, 1)), None), 0.5, 6))
+    assert [n.op for n in plan(b.build()).nodes] == ["Conv", "Clip"]  # 0 outside the range
+
+
+def test_quantize_bias_formula():
+    bias = np.array([1.0, -2.5, 1e12, -1e12, 0.3], np.float32)
+    ws = np.array([0.01, 0.02, 1e-3, 1e-3, 0.7], np.float32)
+    got = quantize_bias(bias, 0.05, ws)
+    s = (np.float32(0.05) * ws).astype(np.float32).astype(np.float64)
+    want = np.clip(np.rint(bias.astype(np.float64) / s), -2 ** 31, 2 ** 31 - 1).astype(np.int32)
+    assert_equal_exact(got, want)
+    assert got[2] == 2 ** 31 - 1 and got[3] == -2 ** 31
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration and conversion
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_calibrator_keeps_accuracy(digits, method):
+    model, x, y, calib = digits
+    acc_f = (model(x).argmax(1) == y).mean()
+    qm = qc.quantize_model(model, calib, method=method)
+    acc = (qm(x).argmax(1) == y).mean()
+    assert acc >= acc_f - 0.005, (method, acc, acc_f)
+    obs = {"minmax": qc.MinMaxObserver(), "moving_average": qc.MovingAverageMinMaxObserver(),
+           "percentile": qc.PercentileObserver(),
+           "entropy": qc.HistogramObserver(method="entropy"),
+           "mse": qc.HistogramObserver(method="mse")}[method]
+    for batch in calib:
+        obs.update(batch)
+    want = obs.qparams(dtype="uint8")
+    got = qm.qparams["image"]
+    assert got.scale == want.scale and got.zero_point == int(want.zero_point)
+
+
+def test_int8_run_equals_numpy_reference(digits, isa):
+    model, x, _, calib = digits
+    qm = qc.quantize_model(model, calib)
+    for n in (1, 2):
+        with num_threads(n):
+            assert_equal_exact(qm(x[:50]), int8_reference(qm, x[:50]).astype(np.float32),
+                               f"isa={isa} threads={n}")
+
+
+def test_int8_run_residual_model_equals_reference(rng):
+    b = qc.ModelBuilder()
+    x = b.input("x", (None, 4, 6, 6))
+    c = b.relu(b.conv(x, rng.normal(0, 0.4, (4, 4, 3, 3)), rng.normal(0, 0.1, 4), pads=1))
+    h = b.relu(b.add(x, b.conv(c, rng.normal(0, 0.4, (4, 4, 3, 3)), None, pads=1)))
+    h = b.flatten(b.global_avg_pool(h))
+    b.output(b.linear(h, rng.normal(0, 0.5, (3, 4)), rng.normal(0, 0.1, 3)))
+    model = b.build()
+    data = [rng.normal(size=(8, 4, 6, 6)).astype(np.float32) for _ in range(4)]
+    qm = qc.quantize_model(model, data, activation_dtype="int8")
+    xt = rng.normal(size=(5, 4, 6, 6)).astype(np.float32)
+    assert_equal_exact(qm(xt), int8_reference(qm, xt).astype(np.float32))
+
+
+def test_per_tensor_weights_and_int8_activations(digits):
+    model, x, y, calib = digits
+    qm = qc.quantize_model(model, calib, weight_granularity="per_tensor",
+                           activation_dtype="int8")
+    for wd in qm.weights.values():
+        assert np.all(wd["weight_scale"] == wd["weight_scale"][0])
+        assert wd["weight"].min() >= -127
+    assert all(p.dtype == np.int8 for p in qm.qparams.values())
+    assert (qm(x).argmax(1) == y).mean() > 0.97
+
+
+def test_weights_and_bias_scheme(digits):
+    model, _, _, calib = digits
+    qm = qc.quantize_model(model, calib)
+    p = examples.digits_weights()
+    w = p["conv2.weight"]
+    wd = qm.weights["conv2"]
+    amax = np.abs(w.reshape(32, -1)).max(axis=1)
+    assert_equal_exact(wd["weight_scale"], (amax / np.float32(127)).astype(np.float32))
+    assert np.abs(wd["weight"]).max() == 127 and wd["weight"].dtype == np.int8
+    xs = qm.qparams[qm.model.nodes[1].inputs[0]].scale
+    assert_equal_exact(wd["bias"], quantize_bias(p["conv2.bias"], xs, wd["weight_scale"]))
+
+
+def test_io_raw_types(digits):
+    model, x, _, calib = digits
+    qf = qc.quantize_model(model, calib)
+    qu = qc.quantize_model(model, calib, io="uint8")
+    qi = qc.quantize_model(model, calib, io="int8")
+    s, z, dt = qu.input_qparams["image"]
+    assert dt == "uint8" and qi.input_qparams["image"] == (s, z - 128, "int8")
+    xu = qc.quantize(x, s, np.uint8(z))
+    yu = qu(xu)
+    assert yu.dtype == np.uint8
+    xi = (xu ^ np.uint8(128)).view(np.int8)  # the same values with the zero point - 128
+    assert_equal_exact(qi(xi).view(np.uint8) ^ np.uint8(128), yu)
+    so, zo, _ = qu.output_qparams["fc2.out"]
+    assert_equal_exact((yu.astype(np.float32) - np.float32(zo)) * so, qf(x))
+    with pytest.raises(TypeError, match=r"x\['image'\]: expected uint8"):
+        qu(x)
+
+
+def test_float_fallback_and_report(rng):
+    model = small_resnet(rng, with_softmax=True)
+    data = [rng.normal(size=(16, 3, 12, 12)).astype(np.float32) for _ in range(4)]
+    qm = qc.quantize_model(model, data)
+    kinds = qm.kinds
+    assert list(kinds.values()).count("float") == 1 and kinds[qm.model.nodes[-1].name] == "float"
+    rep = qm.report()
+    assert len(rep) == len(qm.model.nodes)
+    text = str(rep)
+    assert "run in float between dequantize and quantize" in text and "softmax" in text
+    rows = rep.to_list()
+    assert all(r["sqnr_db"] > 15 for r in rows), text
+    assert all(r["clipped_pct"] == 0 for r in rows if r["op"] != "MaxPool")  # minmax
+    assert all(0 <= r["clipped_pct"] < 5 for r in rows)
+    y = qm(data[0])
+    np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-5)
+    assert (y.argmax(1) == model(data[0]).argmax(1)).mean() > 0.8
+
+
+def test_minmax_report_clips_nothing(digits):
+    model, _, _, calib = digits
+    rows = qc.quantize_model(model, calib).report().to_list()
+    assert [r["clipped_pct"] for r in rows] == [0.0] * len(rows)
+
+
+def test_isa_and_threads_do_not_change_results(rng):
+    model = small_resnet(rng)
+    data = [rng.normal(size=(8, 3, 12, 12)).astype(np.float32) for _ in range(2)]
+    qm = qc.quantize_model(model, data)
+    from conftest import SUPPORTED_ISAS, isa_cap
+    with isa_cap("scalar"), num_threads(1):
+        want = qm(data[0])
+    for name in SUPPORTED_ISAS:
+        with isa_cap(name), num_threads(2):
+            assert_equal_exact(qm(data[0]), want, name)  # weights packed again for the cap
+            assert_equal_exact(qc.quantize_model(model, data)(data[0]), want, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration data errors and streaming
+
+
+def test_calibration_errors(digits):
+    model, x, _, _ = digits
+    with pytest.raises(ValueError, match="calibration_data: expected at least one batch"):
+        qc.quantize_model(model, [])
+    with pytest.raises(ValueError, match=r"calibration_data\[1\]: .*expected shape"):
+        qc.quantize_model(model, [x[:4], x[:4, :, :4]])
+    bad = x[:4].copy()
+    bad[2, 0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match=r"calibration_data\[0\].*NaN"):
+        qc.quantize_model(model, [bad])
+    with pytest.raises(TypeError, match=r"calibration_data\[0\]: expected"):
+        qc.quantize_model(model, [["a", None]])
+    with pytest.raises(TypeError, match="calibration_data: expected an iterable"):
+        qc.quantize_model(model, x)
+    with pytest.raises(TypeError, match=r"x\['image'\]: expected a float array"):
+        qc.quantize_model(model, [x[:4].astype(np.complex64)])
+    with pytest.raises(ValueError, match="method: expected one of"):
+        qc.quantize_model(model, [x], method="kl")
+    with pytest.raises(ValueError, match="io: expected one of"):
+        qc.quantize_model(model, [x], io="int4")
+    with pytest.raises(TypeError, match="model: expected a quantc.Model"):
+        qc.quantize_model("model.onnx", [x])
+    assert not np.isnan(x).any()  # inputs unmodified
+
+
+def test_calibration_is_streamed(digits):
+    model, x, _, _ = digits
+
+    def gen(n):
+        for i in range(n):
+            yield x[(i * 16) % 320:(i * 16) % 320 + 16]
+
+    peaks = []
+    for n in (20, 200):
+        tracemalloc.start()
+        qm = qc.quantize_model(model, gen(n))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert qm.info["report_samples"] == "the first 256 calibration inputs"
+    assert peaks[1] < 1.3 * peaks[0], peaks
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def test_save_load_bit_identical(tmp_path, rng):
+    model = small_resnet(rng, with_softmax=True)
+    data = [rng.normal(size=(8, 3, 12, 12)).astype(np.float32) for _ in range(2)]
+    for io in ("float", "uint8"):
+        qm = qc.quantize_model(model, data, io=io)
+        path = tmp_path / f"m_{io}.safetensors"
+        qm.save(path)
+        back = qc.load_model(path)
+        xin = data[0] if io == "float" else qc.quantize(
+            data[0], qm.input_qparams["x"][0], np.uint8(qm.input_qparams["x"][1]))
+        assert_equal_exact(back(xin), qm(xin))
+        assert str(back.report()) == str(qm.report())
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~_umask())
+    assert sorted(os.listdir(tmp_path)) == ["m_float.safetensors", "m_uint8.safetensors"]
+
+
+def _umask():
+    u = os.umask(0)
+    os.umask(u)
+    return u
+
+
+def test_load_rejects_corrupted_files(tmp_path, digits):
+    model, x, _, calib = digits
+    qm = qc.quantize_model(model, calib)
+    good = tmp_path / "m.safetensors"
+    qm.save(good)
+    data = good.read_bytes()
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="trunc.safetensors"):
+        qc.load_model(trunc)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(os.urandom(1000))
+    with pytest.raises(ValueError, match="junk.safetensors"):
+        qc.load_model(junk)
+    weights_only = tmp_path / "w.safetensors"
+    qc.quantize_weights(examples.digits_weights(), progress=False).save(weights_only)
+    with pytest.raises(ValueError, match="no quantc model metadata"):
+        qc.load_model(weights_only)
+    import json
+    from quantc.io import write_tensors, TensorReader
+    with TensorReader(good) as r:
+        meta, tensors = dict(r.metadata), {n: r.read(n) for n in r.names}
+    g = json.loads(meta["graph"])
+    g["qparams"]["image"][0] = -1.0
+    bad = tmp_path / "bad.safetensors"
+    write_tensors(bad, tensors, dict(meta, graph=json.dumps(g)))
+    with pytest.raises(ValueError, match="bad.safetensors: not a valid quantc model file"):
+        qc.load_model(bad)
+    tensors["conv2::weight"] = tensors["conv2::weight"][:3]
+    write_tensors(bad, tensors, meta)
+    with pytest.raises(ValueError, match="not a valid quantc model file"):
+        qc.load_model(bad)
+
+
+def test_save_writes_nothing_on_failure(tmp_path, digits):
+    model, _, _, calib = digits
+    qm = qc.quantize_model(model, calib)
+    with pytest.raises(ValueError, match="expected a .safetensors"):
+        qm.save(tmp_path / "m.npz")
+    with pytest.raises(FileNotFoundError):
+        qm.save(tmp_path / "nope" / "m.safetensors")
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX export, run by onnxruntime
+
+
+@pytest.mark.parametrize("io", ["float", "uint8", "int8"])
+def test_to_onnx_runs_in_onnxruntime(tmp_path, rng, io):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = small_resnet(rng)
+    data = [rng.normal(size=(16, 3, 12, 12)).astype(np.float32) for _ in range(4)]
+    qm = qc.quantize_model(model, data, io=io)
+    path = tmp_path / "m.onnx"
+    qm.to_onnx(path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = rng.normal(size=(64, 3, 12, 12)).astype(np.float32)
+    if io != "float":
+        s, z, dt = qm.input_qparams["x"]
+        x = qc.quantize(x, s, np.dtype(dt).type(z))
+    got, want = sess.run(None, {"x": x})[0], qm(x)
+    assert got.dtype == want.dtype
+    if io == "float":
+        units = np.abs(got - want) / qm.output_qparams[model.outputs[0]][0]
+    else:
+        units = np.abs(got.astype(np.int32) - want.astype(np.int32))
+    assert units.max() <= 1.0001 and (units <= 1.0001).mean() >= 0.999
+
+
+def test_to_onnx_digits_exact(tmp_path, digits):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model, x, _, calib = digits
+    qm = qc.quantize_model(model, calib, io="uint8")
+    proto = qm.to_onnx(tmp_path / "d.onnx")
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv", "Gemm"} <= ops
+    sess = ort.InferenceSession(str(tmp_path / "d.onnx"), providers=["CPUExecutionProvider"])
+    s, z, _ = qm.input_qparams["image"]
+    xq = qc.quantize(x, s, np.uint8(z))
+    assert_equal_exact(sess.run(None, {"image": xq})[0], qm(xq))
