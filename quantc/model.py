@@ -136,11 +136,15 @@ def _windows(x, kernel, strides, pads, dilations, value=0.0):
 
 
 def conv2d_float(x, w, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1):
-    """ONNX Conv in float32: im2col (a strided view, copied) times the weights, a GEMM per
-    image and group. A large batch is copied a few images (about 4 MiB of columns) at a time,
-    so the columns are still in cache when the GEMM reads them: at batch 8, 3x3 64->64 at
-    56x56, 1.5x faster than one copy of the whole batch. (One GEMM over the whole batch is no
-    faster: its transposing copy costs what the larger GEMM saves.)"""
+    """ONNX Conv in float32: im2col (a strided view, copied) times the weights.
+
+    The columns of a large batch are copied a few images (about 4 MiB) at a time, so the GEMM
+    reads them from cache (batch 8, 3x3 64->64 at 56x56: 1.2-1.5x over one copy of the whole
+    batch). Each image is its own GEMM, except when the weights outgrow a core's L2 cache
+    (group 1, over 1 MiB, as in ResNet's last stages): then the chunk's images are one GEMM
+    (M, K) @ (K, images * OH * OW), which reads the weights once instead of once per image
+    (batch 8, 3x3 512->512 at 7x7: 1.5x). Merging small layers is slower (the bundled CNN's
+    32x144 @ 144x4096 is slower in OpenBLAS than 64 GEMMs of 144x64)."""
     m, cg, kh, kw = w.shape
     n = x.shape[0]
     cols = _windows(x, (kh, kw), strides, pads, dilations)
@@ -148,12 +152,20 @@ def conv2d_float(x, w, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 
     k, p = cg * kh * kw, oh * ow
     wg = w.reshape(group, m // group, k)
     step = max(1, (1 << 22) // max(1, group * k * p * 4))
-    if step >= n:
+    merge = group == 1 and step > 1 and n > 1 and m * k * 4 > (1 << 20)
+    if step >= n and not merge:
         y = np.matmul(wg, cols.reshape(n, group, k, p))
     else:
-        y = np.empty((n, group, m // group, p), np.float32)
+        y = np.empty((n, m, p), np.float32)
         for i in range(0, n, step):
-            np.matmul(wg, cols[i:i + step].reshape(-1, group, k, p), out=y[i:i + step])
+            c = cols[i:i + step]
+            s = c.shape[0]
+            if merge:
+                c = c.transpose(1, 2, 3, 0, 4, 5).reshape(k, s * p)
+                y[i:i + s] = (wg[0] @ c).reshape(m, s, p).transpose(1, 0, 2)
+            else:
+                np.matmul(wg, c.reshape(s, group, k, p),
+                          out=y[i:i + s].reshape(s, group, m // group, p))
     y = y.reshape(n, m, oh, ow)
     if b is not None:
         y += b[:, None, None]
