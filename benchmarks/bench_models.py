@@ -1,0 +1,166 @@
+"""Full-integer ResNet-18 and MobileNetV2: quantc against onnxruntime's quantize_static.
+
+Each model (torchvision's layout, random weights, BatchNorm with random scale/shift and
+running statistics measured on data; see torch_models.py) is exported with torch.onnx.export,
+read with qc.Model.from_onnx and calibrated on the same 64 inputs by both tools: quantc's
+quantize_model (minmax) and onnxruntime's quantize_static (QDQ, per channel, activations
+QUInt8, weights QInt8, MinMax). Accuracy: cosine similarity of the logits and top-1 agreement
+with the float model (onnxruntime's float session on the same file) on 256 other inputs.
+Speed: quantc int8 qm(x), the ORT int8 session and the ORT float session alternating in one
+process, median of several samples each after a 50 ms pause, the same thread count on all
+sides (intra-op threads, inter-op 1); ratios are ORT time / quantc time (> 1: quantc faster).
+
+    python benchmarks/bench_models.py [--quick] [--size 224] [--threads 1,2] [--json PATH]
+"""
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+
+# As in bench_conv.py: OpenBLAS's idle threads sleep within the 50 ms pause. Before NumPy.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "19")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _util  # noqa: E402  (first: fixes the BLAS environment, finds the in-place build)
+from _util import (blas_info, ort_session, print_table, threads,  # noqa: E402
+                   time_alternating, write_json)
+
+import numpy as np  # noqa: E402
+
+import quantc as qc  # noqa: E402
+
+try:
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
+                                          QuantFormat, QuantType, quantize_static)
+except ImportError as e:  # pragma: no cover
+    sys.exit(f"bench_models needs torch, onnx and onnxruntime: {e}")
+
+import torch_models  # noqa: E402
+
+MODELS = {"resnet18": torch_models.ResNet18, "mobilenetv2": torch_models.MobileNetV2}
+
+
+class _Reader(CalibrationDataReader):
+    """onnxruntime's calibration input: the same batches quantc calibrates on."""
+
+    def __init__(self, batches):
+        self._it = iter(batches)
+
+    def get_next(self):
+        b = next(self._it, None)
+        return None if b is None else {"input": b}
+
+
+def cosine(a, b):
+    """Mean over samples of the cosine similarity of two (N, classes) arrays of logits."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) *
+                                             np.linalg.norm(b, axis=1))))
+
+
+def run_batches(fn, x, batch=32):
+    return np.concatenate([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def bench_model(name, args, tmp, rng):
+    size, shape = args.size, (3, args.size, args.size)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    net = torch_models.randomized(MODELS[name](),
+                                  [torch.randn(8, *shape) for _ in range(2)])
+    fpath, qpath = os.path.join(tmp, f"{name}.onnx"), os.path.join(tmp, f"{name}.int8.onnx")
+    torch_models.export(net, fpath, shape)
+    model = qc.Model.from_onnx(fpath)
+    calib = [rng.standard_normal((8,) + shape).astype(np.float32) for _ in range(8)]
+    held = rng.standard_normal((args.held_out,) + shape).astype(np.float32)
+
+    t1 = time.perf_counter()
+    qm = qc.quantize_model(model, calib, method="minmax", progress=False)
+    t2 = time.perf_counter()
+    quantize_static(fpath, qpath, _Reader(calib), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    t3 = time.perf_counter()
+    print(f"\n{name} at {size}x{size}: export {t1 - t0:.1f} s, quantc calibration "
+          f"{t2 - t1:.1f} s, onnxruntime calibration {t3 - t2:.1f} s; "
+          f"{sum(k == 'int8' for k in qm.kinds.values())} of {len(qm.kinds)} quantc nodes "
+          f"in int8", flush=True)
+
+    fproto, qproto = onnx.load(fpath), onnx.load(qpath)
+    n_threads = args.threads
+    with threads(max(n_threads)):
+        sf, sq = ort_session(fproto, max(n_threads)), ort_session(qproto, max(n_threads))
+        ref = run_batches(lambda b: sf.run(None, {"input": b})[0], held)
+        got_qc = run_batches(qm, held)
+        got_ort = run_batches(lambda b: sq.run(None, {"input": b})[0], held)
+        float_gap = float(np.abs(model(held[:8]) - ref[:8]).max() / np.abs(ref[:8]).max())
+    acc = {"quantc int8": (cosine(got_qc, ref), float(np.mean(got_qc.argmax(1) ==
+                                                              ref.argmax(1)))),
+           "ORT int8": (cosine(got_ort, ref), float(np.mean(got_ort.argmax(1) ==
+                                                            ref.argmax(1))))}
+    print_table(f"{name}: against the float model on {len(held)} held-out inputs (quantc's "
+                f"float run is within {float_gap:.1e} of ORT float)",
+                ["int8 model", "cosine", "top-1 agreement"],
+                [[k, f"{c:.5f}", f"{100 * t:.1f}%"] for k, (c, t) in acc.items()])
+
+    rows, timings = [], []
+    for nt in n_threads:
+        sf, sq = ort_session(fproto, nt), ort_session(qproto, nt)
+        with threads(nt):
+            for batch in args.batches:
+                x = held[:batch]
+                t = time_alternating({"quantc int8": lambda: qm(x),
+                                      "ORT int8": lambda: sq.run(None, {"input": x}),
+                                      "ORT float": lambda: sf.run(None, {"input": x})},
+                                     repeats=args.repeats)
+                ms = {k: v * 1e3 for k, v in t.items()}
+                rows.append([batch, nt, ms["quantc int8"], ms["ORT int8"], ms["ORT float"],
+                             f"{ms['ORT int8'] / ms['quantc int8']:.2f}x",
+                             f"{ms['ORT float'] / ms['quantc int8']:.2f}x"])
+                timings.append({"batch": batch, "threads": nt, "ms": ms})
+    print_table(f"{name} {size}x{size}: median ms per call; ratios are ORT time / quantc time",
+                ["batch", "threads", "quantc int8", "ORT int8", "ORT float",
+                 "vs ORT int8", "vs ORT float"], rows)
+    return {"size": size, "accuracy": {k: {"cosine": c, "top1_agreement": t}
+                                       for k, (c, t) in acc.items()},
+            "quantc_float_vs_ort_float": float_gap, "timings": timings,
+            "seconds": {"quantc_calibration": t2 - t1, "ort_calibration": t3 - t2}}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="96x96 inputs, 64 held-out inputs, batch 1 and 8 on 1 thread")
+    ap.add_argument("--size", type=int, help="input height and width (default 224)")
+    ap.add_argument("--threads", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: "
+                    + ", ".join(MODELS))
+    ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    args = ap.parse_args(argv)
+    args.size = args.size or (96 if args.quick else 224)
+    args.threads = [int(t) for t in (args.threads or ("1" if args.quick else "1,2")).split(",")]
+    args.batches = (1, 8)
+    args.held_out = 64 if args.quick else 256
+    args.repeats = 3 if args.quick else 7
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static's "consider pre-processing"
+    ort.set_default_logger_severity(3)
+    print(f"quantc {qc.__version__} ({qc.cpu_info()['kernels']['conv_nchw']}), onnxruntime "
+          f"{ort.__version__}, torch {torch.__version__}; NumPy BLAS: {blas_info()}")
+    rng = np.random.default_rng(0)
+    results = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            results[name] = bench_model(name, args, tmp, rng)
+    print(f"\n(done in {time.perf_counter() - t0:.0f} s)")
+    write_json(args.json, {"benchmark": "models", "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
