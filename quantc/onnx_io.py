@@ -24,6 +24,14 @@ def _node_err(node, msg):
     return ValueError(f"node {name!r} ({node.op_type}): {msg}")
 
 
+def _used_by(graph, name):
+    """' (input of node N (Op))' for the first node reading tensor `name`, for messages."""
+    for n in graph.node:
+        if name in n.input:
+            return f" (input of node {n.name or n.op_type + '_' + n.output[0]!r} ({n.op_type}))"
+    return ""
+
+
 def _load(model, onnx):
     """(ModelProto, label for messages): parsed and checked, a clear error if it is not ONNX."""
     if isinstance(model, onnx.ModelProto):
@@ -47,8 +55,8 @@ def _load(model, onnx):
         raise ValueError(f"{label}: not a valid ONNX model (no IR version or no graph outputs)")
     for t in proto.graph.initializer:
         if t.data_location == onnx.TensorProto.EXTERNAL:
-            raise ValueError(f"{label}: initializer {t.name!r} is stored as external data, "
-                             f"which is not supported")
+            raise ValueError(f"{label}: initializer {t.name!r}{_used_by(proto.graph, t.name)} "
+                             f"is stored as external data, which is not supported")
     return proto, label
 
 
@@ -116,7 +124,8 @@ def model_from_onnx(model):
             raise _node_err(n, f"unsupported op {n.op_type!r} (supported: "
                                f"{', '.join(SUPPORTED_OPS)})")
 
-    inits = {t.name: _array(t, f"{label}: initializer {t.name!r}", onnx) for t in g.initializer}
+    inits = {t.name: _array(t, f"{label}: initializer {t.name!r}{_used_by(g, t.name)}", onnx)
+             for t in g.initializer}
     inputs = {}
     for vi in g.input:
         if vi.name in inits:
@@ -125,8 +134,8 @@ def model_from_onnx(model):
         if not vi.type.HasField("tensor_type") or tt.elem_type != onnx.TensorProto.FLOAT:
             kind = (onnx.TensorProto.DataType.Name(tt.elem_type)
                     if vi.type.HasField("tensor_type") else vi.type.WhichOneof("value"))
-            raise ValueError(f"{label}: graph input {vi.name!r} is {kind}; only float32 graph "
-                             f"inputs are supported")
+            raise ValueError(f"{label}: graph input {vi.name!r}{_used_by(g, vi.name)} is "
+                             f"{kind}; only float32 graph inputs are supported")
         if not tt.HasField("shape"):
             raise ValueError(f"{label}: graph input {vi.name!r} has no shape")
         inputs[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None

@@ -282,14 +282,16 @@ def test_wrong_weight_shape(tmp_path):
 def test_non_float_input(tmp_path, dtype):
     proto = build([helper.make_node("Relu", ["x"], ["y"])], in_type=dtype)
     name = TensorProto.DataType.Name(dtype)
-    with pytest.raises(ValueError, match=rf"graph input 'x' is {name}; only float32"):
+    with pytest.raises(ValueError, match=rf"graph input 'x' \(input of node 'Relu_y' \(Relu\)\) "
+                                         rf"is {name}; only float32"):
         Model.from_onnx(save(proto, tmp_path))
 
 
 def test_float16_weight(tmp_path):
     node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv1")
     proto = build([node], {"w": rnd(8, 3, 3, 3).astype(np.float16)})
-    with pytest.raises(ValueError, match=r"initializer 'w': data type FLOAT16"):
+    with pytest.raises(ValueError, match=r"initializer 'w' \(input of node 'conv1' \(Conv\)\): "
+                                         r"data type FLOAT16"):
         Model.from_onnx(save(proto, tmp_path))
 
 
@@ -298,7 +300,8 @@ def test_external_data(tmp_path):
     proto = build([node], {"w": rnd(8, 3, 3, 3)})
     path = tmp_path / "m.onnx"
     onnx.save(proto, path, save_as_external_data=True, location="w.bin", size_threshold=0)
-    with pytest.raises(ValueError, match=r"initializer 'w' is stored as external data"):
+    with pytest.raises(ValueError, match=r"initializer 'w' \(input of node 'Conv_y' \(Conv\)\) "
+                                         r"is stored as external data"):
         Model.from_onnx(path)
 
 
