@@ -19,16 +19,20 @@ __all__ = ["model_from_onnx"]
 _NEEDS_ONNX = "Model.from_onnx needs the 'onnx' package: pip install 'quantc[onnx]'"
 
 
+def _name(node):
+    """A NodeProto's name as quantc's Node names it ("Op_output" when it has none)."""
+    return node.name or f"{node.op_type}_{node.output[0] if node.output else ''}"
+
+
 def _node_err(node, msg):
-    name = node.name or f"{node.op_type}_{node.output[0] if node.output else ''}"  # as Node
-    return ValueError(f"node {name!r} ({node.op_type}): {msg}")
+    return ValueError(f"node {_name(node)!r} ({node.op_type}): {msg}")
 
 
 def _used_by(graph, name):
     """' (input of node N (Op))' for the first node reading tensor `name`, for messages."""
     for n in graph.node:
         if name in n.input:
-            return f" (input of node {n.name or n.op_type + '_' + n.output[0]!r} ({n.op_type}))"
+            return f" (input of node {_name(n)!r} ({n.op_type}))"
     return ""
 
 
@@ -91,7 +95,7 @@ def _constant(node, onnx):
         raise _node_err(node, "expected exactly one value attribute")
     a = node.attribute[0]
     if a.name == "value":
-        return _array(a.t, f"node {node.name!r} (Constant)", onnx)
+        return _array(a.t, f"node {_name(node)!r} (Constant)", onnx)
     if a.name in ("value_float", "value_floats"):
         return np.asarray(_attr(node, a, onnx), np.float32)
     if a.name in ("value_int", "value_ints"):

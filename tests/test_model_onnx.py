@@ -195,6 +195,22 @@ def test_model_proto_and_unknown_dims(tmp_path):
     assert m.outputs == ["y"]
 
 
+def test_initializers_among_inputs(tmp_path):
+    """IR < 4 lists initializers among the graph inputs: they are not Model inputs."""
+    nodes = [helper.make_node("Add", ["x", "b"], ["y"])]
+    proto = build(nodes, {"b": rnd(8, seed=2)})
+    proto.graph.input.append(helper.make_tensor_value_info("b", F, [8]))
+    assert list(compare(proto, tmp_path, ("N", 3, 8, 8)).inputs) == ["x"]
+
+
+def test_repeated_node_names():
+    """The ONNX spec allows repeated node names (onnxruntime does not); quantc's must be
+    unique, so a repeat takes the default name."""
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="n"),
+             helper.make_node("Relu", ["h"], ["y"], name="n")]
+    assert [n.name for n in Model.from_onnx(build(nodes)).nodes] == ["n", "Relu_y"]
+
+
 # --------------------------------------------------------------------- torch exports
 
 @pytest.fixture(scope="module", params=["resnet18", "mobilenetv2"])
@@ -303,6 +319,16 @@ def test_external_data(tmp_path):
     with pytest.raises(ValueError, match=r"initializer 'w' \(input of node 'Conv_y' \(Conv\)\) "
                                          r"is stored as external data"):
         Model.from_onnx(path)
+
+
+def test_unsupported_constant(tmp_path):
+    node = helper.make_node("Constant", [], ["c"], name="c0", value_string="text")
+    with pytest.raises(ValueError, match=r"node 'c0' \(Constant\): attribute value_string"):
+        Model.from_onnx(build([node, helper.make_node("Add", ["x", "c"], ["y"])]))
+    t = numpy_helper.from_array(np.ones(3, np.float16))
+    node = helper.make_node("Constant", [], ["c"], name="c1", value=t)
+    with pytest.raises(ValueError, match=r"node 'c1' \(Constant\): data type FLOAT16"):
+        Model.from_onnx(build([node, helper.make_node("Add", ["x", "c"], ["y"])]))
 
 
 def test_opset11_softmax_not_last_axis(tmp_path):
