@@ -9,7 +9,7 @@ import pytest
 import quantc as qc
 from quantc import examples
 from quantc.model import Node, conv2d_float
-from quantc.qmodel import METHODS, fold_batch_norm, plan, quantize_bias
+from quantc.qmodel import METHODS, _bias_shift, fold_batch_norm, plan, quantize_bias
 
 from conftest import assert_equal_exact, num_threads
 
@@ -77,6 +77,10 @@ def int8_reference(qm, x):
                     acc += wd["bias"]
                 bshape = (1, -1)
             xs, ys = qm.qparams[n.inputs[0]].scale, qm.qparams[out].scale
+            if out in qm.float_outputs:  # read only as float: int32 sums scaled, no requantize
+                scale = (np.float32(xs) * wd["weight_scale"]).astype(np.float32)
+                env[out] = acc.astype(np.int32).astype(np.float32) * scale.reshape(bshape)
+                continue
             mult = ((np.float32(xs) * wd["weight_scale"]).astype(np.float32) / ys).astype(
                 np.float32)
             relu = n.attrs.get("activation") is not None
@@ -109,6 +113,8 @@ def int8_reference(qm, x):
         else:
             raise AssertionError(n.op)
     o = m.outputs[0]
+    if o in qm.float_outputs:
+        return env[o]
     p = qm.qparams[o]
     return (env[o].astype(np.float32) - np.float32(p.zero_point)) * p.scale
 
@@ -313,7 +319,7 @@ def test_per_tensor_weights_and_int8_activations(digits):
 
 def test_weights_and_bias_scheme(digits):
     model, _, _, calib = digits
-    qm = qc.quantize_model(model, calib)
+    qm = qc.quantize_model(model, calib, bias_correction=False)
     p = examples.digits_weights()
     w = p["conv2.weight"]
     wd = qm.weights["conv2"]
@@ -322,6 +328,30 @@ def test_weights_and_bias_scheme(digits):
     assert np.abs(wd["weight"]).max() == 127 and wd["weight"].dtype == np.int8
     xs = qm.qparams[qm.model.nodes[1].inputs[0]].scale
     assert_equal_exact(wd["bias"], quantize_bias(p["conv2.bias"], xs, wd["weight_scale"]))
+
+
+def test_bias_correction(digits, rng):
+    model, x, _, calib = digits
+    qm = qc.quantize_model(model, calib)
+    plain = qc.quantize_model(model, calib, bias_correction=False)
+    p = examples.digits_weights()
+    mean = np.concatenate(calib).mean(axis=(0, 2, 3), dtype=np.float64)
+    wd = qm.weights["conv1"]
+    deq = wd["weight"] * wd["weight_scale"][:, None, None, None]
+    shift = (deq.astype(np.float64) - p["conv1.weight"]).sum(axis=(2, 3)) @ mean
+    xs = qm.qparams["image"].scale
+    assert_equal_exact(wd["bias"], quantize_bias((p["conv1.bias"] - shift).astype(np.float32),
+                                                 xs, wd["weight_scale"]))
+    assert not np.array_equal(wd["bias"], plain.weights["conv1"]["bias"])
+    # depthwise: each output channel sees its own input channel's mean
+    w = rng.normal(size=(6, 1, 3, 3))
+    d = w + rng.normal(0, 0.01, w.shape)
+    mu = rng.normal(size=6)
+    assert np.allclose(_bias_shift(w, d, mu, group=6), (d - w).sum(axis=(1, 2, 3)) * mu)
+    # the corrected model is at least as close to float on the test images
+    ref = model(x)
+    err = [np.mean((m(x) - ref) ** 2) for m in (qm, plain)]
+    assert err[0] <= err[1] * 1.05, err
 
 
 def test_io_raw_types(digits):
@@ -337,7 +367,10 @@ def test_io_raw_types(digits):
     xi = (xu ^ np.uint8(128)).view(np.int8)  # the same values with the zero point - 128
     assert_equal_exact(qi(xi).view(np.uint8) ^ np.uint8(128), yu)
     so, zo, _ = qu.output_qparams["fc2.out"]
-    assert_equal_exact((yu.astype(np.float32) - np.float32(zo)) * so, qf(x))
+    assert "fc2.out" in qf.float_outputs and "fc2.out" not in qu.float_outputs
+    # the float model's last layer skips the requantization the raw one does: half a step
+    np.testing.assert_allclose((yu.astype(np.float32) - np.float32(zo)) * so, qf(x), rtol=0,
+                               atol=so * 0.5001)
     with pytest.raises(TypeError, match=r"x\['image'\]: expected uint8"):
         qu(x)
 
