@@ -391,7 +391,6 @@ class QuantizedModel:
                 pads = self._pads(node)
                 return (lambda q: _conv.max_pool2d(q, k, strides=strides, pads=pads)), const
             if op in ("Flatten", "Reshape"):
-                shape_fn = self.model.shapes
                 if op == "Flatten":
                     ax = int(a.get("axis", 1))
                     return (lambda q: q.reshape(_flat2(q.shape, ax))), const

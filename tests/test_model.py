@@ -147,6 +147,19 @@ def small_resnet(rng, with_softmax=False):
     return b.build()
 
 
+def odd_ops_model(rng):
+    """MatMul with a constant B, Add of a constant, Reshape, a lone Relu and a lone Clip."""
+    b = qc.ModelBuilder("odd_ops")
+    x = b.input("x", (None, 2, 3, 8))
+    h = b.add(x, rng.normal(0, 0.5, (1, 2, 1, 1)).astype(np.float32))
+    h = b.reshape(h, [0, -1, 8])                 # (N, 6, 8)
+    h = b.matmul(h, rng.normal(0, 0.5, (8, 5)).astype(np.float32))
+    h = b.relu(b.reshape(h, [0, 30]))            # Relu after Reshape: not fused
+    h = b.clip(b.linear(h, rng.normal(0, 0.3, (7, 30)), None), -0.5, 0.8)
+    b.output(b.clip(h, -0.25, 0.5))              # Clip after a fused Clip: a lone Clip
+    return b.build()
+
+
 @pytest.fixture(scope="module")
 def digits():
     x, y = examples.digits_data()
@@ -304,6 +317,35 @@ def test_int8_run_residual_model_equals_reference(rng):
     qm = qc.quantize_model(model, data, activation_dtype="int8")
     xt = rng.normal(size=(5, 4, 6, 6)).astype(np.float32)
     assert_equal_exact(qm(xt), int8_reference(qm, xt).astype(np.float32))
+
+
+@pytest.mark.parametrize("io", ["float", "uint8"])
+def test_odd_ops_int8_close_to_float_and_onnxruntime(rng, tmp_path, io):
+    model = odd_ops_model(rng)
+    data = [rng.normal(size=(16, 2, 3, 8)).astype(np.float32) for _ in range(4)]
+    qm = qc.quantize_model(model, data, io=io)
+    assert set(qm.kinds.values()) == {"int8"}
+    ops = [(n.op, n.attrs.get("activation")) for n in qm.model.nodes]
+    assert ("Relu", None) in ops and ("Clip", None) in ops and ("Gemm", ["Clip", -0.5, float(np.float32(0.8))]) in ops
+    x = rng.normal(size=(32, 2, 3, 8)).astype(np.float32)
+    y = model(x)
+    if io == "float":
+        got = qm(x)
+        assert got.min() >= -0.25 and got.max() <= 0.5
+        # four quantized activations in a row (input, add, matmul, gemm): a signal-to-noise
+        # ratio of 20 dB is what 8-bit steps leave after that much random mixing
+        sqnr = 10 * np.log10(np.sum(y.astype(np.float64) ** 2) / np.sum((got - y) ** 2.0))
+        assert sqnr > 20, sqnr
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    qm.to_onnx(tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    xin = x if io == "float" else qc.quantize(x, qm.input_qparams["x"][0],
+                                              np.uint8(qm.input_qparams["x"][1]))
+    got, want = sess.run(None, {"x": xin})[0], qm(xin)
+    s = qm.output_qparams[model.outputs[0]][0]
+    units = np.abs(got.astype(np.float64) - want.astype(np.float64)) / (1 if io != "float" else s)
+    assert units.max() <= 1.0001 and (units <= 1.0001).mean() >= 0.999
 
 
 def test_per_tensor_weights_and_int8_activations(digits):
