@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 import quantc as qc  # noqa: E402
-from quantc.cli import digits_logits, load_bundled  # noqa: E402
+from quantc import examples  # noqa: E402
 
 SCHEMES = [("per-tensor", dict(granularity="per_tensor")),
            ("per-channel", dict(granularity="per_channel")),
@@ -160,10 +160,11 @@ def main():
     print(f"quantc weights benchmark ({'quick' if a.quick else 'full'}); "
           f"threads={qc.get_num_threads()}; {_util.blas_info()}")
     rng = np.random.default_rng(0)
-    params, images, labels = load_bundled()
+    params = examples.digits_weights()
+    images, labels = examples.digits_data()
 
     def accuracy(w):
-        return float((digits_logits(w, images).argmax(1) == labels).mean())
+        return float((examples.digits_model(w)(images).argmax(1) == labels).mean())
 
     out = {"bundled": scheme_table("bundled digits CNN (weights >= 1024 elements quantized; "
                                    "blocks run along the last axis)", params, accuracy)}

@@ -901,7 +901,12 @@ class ModelBuilder:
         return self._op("GlobalAveragePool", [x], None, name)
 
     def add(self, a, b, *, name=None):
-        return self._op("Add", [a, b], None, name)
+        """``a + b`` with NumPy broadcasting; either may be an array (a constant)."""
+        name = name or self._fresh("add_")
+        ins = [v if isinstance(v, str) else self._const(np.asarray(v, np.float32),
+                                                        f"{name}.const{i}")
+               for i, v in enumerate((a, b))]
+        return self._op("Add", ins, None, name)
 
     def concat(self, xs, *, axis=1, name=None):
         return self._op("Concat", list(xs), {"axis": int(axis)}, name)

@@ -152,7 +152,7 @@ def quantized_to_onnx(qm, path=None):
                 c_lo = const(n.name + "_clip_min", np.float32(lo))
                 c_hi = const(n.name + "_clip_max", np.float32(hi))
                 node("Clip", [out + "_preact", c_lo, c_hi], [out])
-        if is_int8:
+        if is_int8 and n.outputs[0] not in qm.float_outputs:
             add_qdq(n.outputs[0])
 
     graph_outputs = []

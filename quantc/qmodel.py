@@ -323,10 +323,25 @@ class QuantizedModel:
         for name in m.inputs:
             if self._io_dtype is not None and self._io_dtype != self.activation_dtype:
                 steps.append((_flip_sign, (name,), name))
+        readers = m.consumers()
+        # int8 Conv/Gemm/MatMul whose every reader wants float (float ops, float graph
+        # outputs) turn their int32 sums into float directly instead of requantizing
+        self.float_outputs = set()
+        for node in m.nodes:
+            out = node.outputs[0]
+            if self.kinds[node.name] == "int8" and node.op in ("Conv", "Gemm", "MatMul") \
+                    and (out not in m.outputs or self.io == "float") \
+                    and all(self.kinds[r.name] == "float" for r in readers.get(out, ())):
+                self.float_outputs.add(out)
         for node in m.nodes:
             kind = self.kinds[node.name]
             out = node.outputs[0]
-            if kind == "int8":
+            if out in self.float_outputs:
+                fn, const = self._int8_step(node, float_out=True)
+                ins = tuple(need(i, "q") for i in node.inputs if i and i not in const)
+                steps.append((fn, ins, out))
+                domain[out] = "f"
+            elif kind == "int8":
                 fn, const = self._int8_step(node)
                 ins = tuple(need(i, "q") if i and domain.get(i) != "c" else i
                             for i in node.inputs if i)
@@ -349,8 +364,10 @@ class QuantizedModel:
         self._consts = dict(m.initializers)
         self._isa_cap = _C._get_isa_cap()  # weights are packed for this cap's kernels
 
-    def _int8_step(self, node):
-        """(function of the quantized inputs, names of constant inputs it has bound)."""
+    def _int8_step(self, node, float_out=False):
+        """(function of the quantized inputs, names of constant inputs it has bound).
+        ``float_out``: a Conv/Gemm/MatMul returning ``float32(acc + bias) * (x_scale *
+        w_scale)`` (then its activation) instead of requantized values."""
         op, a = node.op, node.attrs
         x = node.inputs[0]
         if op in _PASSTHROUGH:
@@ -374,7 +391,6 @@ class QuantizedModel:
                 pads = self._pads(node)
                 return (lambda q: _conv.max_pool2d(q, k, strides=strides, pads=pads)), const
             if op in ("Flatten", "Reshape"):
-                shape_fn = self.model.shapes
                 if op == "Flatten":
                     ax = int(a.get("axis", 1))
                     return (lambda q: q.reshape(_flat2(q.shape, ax))), const
@@ -385,6 +401,8 @@ class QuantizedModel:
         qx, qy = self._q(x), self._q(node.outputs[0])
         lo, hi = activation_bounds(node)
         relu = lo is not None and lo >= 0
+        if float_out:
+            return self._float_out_step(node, qx, lo, hi), set(node.inputs[1:])
         if op == "Conv":
             wd = self.weights[node.name]
             packed = _conv.pack_conv_weight(wd["weight"], None, group=int(a.get("group", 1)))
@@ -446,6 +464,38 @@ class QuantizedModel:
                 [(v, p.scale, p.zp) for v, p in zip(xs, qs)], qy.scale, qy.zp,
                 axis=axis)), set()
         raise AssertionError(op)
+
+    def _float_out_step(self, node, qx, lo, hi):
+        a = node.attrs
+        wd = self.weights[node.name]
+        scale = (np.float32(qx.scale) * wd["weight_scale"]).astype(np.float32)
+        bias, xzp = wd["bias"], qx.zp
+        lo = None if lo is None else np.float32(lo)
+        hi = None if hi is None or hi == math.inf else np.float32(hi)
+        if node.op == "Conv":
+            packed = _conv.pack_conv_weight(wd["weight"], None, group=int(a.get("group", 1)))
+            kw = dict(strides=tuple(a.get("strides", (1, 1))), pads=self._pads(node),
+                      dilations=tuple(a.get("dilations", (1, 1))), group=int(a.get("group", 1)))
+            scale, bias = scale[:, None, None], None if bias is None else bias[:, None, None]
+
+            def acc(q):
+                return _conv.conv_integer(q, packed, xzp, None, **kw)
+        else:
+            packed = _gemm.pack_matrix(np.ascontiguousarray(wd["weight"].T))
+
+            def acc(q):
+                return _gemm.matmul_integer(q, packed, xzp)
+
+        def f(q):
+            s = acc(q)
+            if bias is not None:
+                s += bias  # wraps like the kernels' int32 sums
+            y = s.astype(np.float32)
+            y *= scale
+            if lo is not None or hi is not None:
+                np.clip(y, lo, hi, out=y)
+            return y
+        return f
 
     def _pads(self, node):
         from .model import _pool_geometry
@@ -631,8 +681,21 @@ def _check_choice(name, value, choices):
                          f"{value!r}")
 
 
+def _bias_shift(w, w_deq, mean, group=1):
+    """The bias shift that cancels the weights' quantization error on average (Nagel et al.
+    2019, "empirical bias correction"): ``sum((w_deq - w) * E[x])`` per output channel, with
+    ``E[x]`` the calibration mean of each input channel (border padding ignored). ``w`` and
+    ``w_deq`` are (M, C/group, kH, kW) or (out, in); returns float64 (M,)."""
+    err = w_deq.astype(np.float64) - w.astype(np.float64)
+    if err.ndim == 2:
+        return err @ mean
+    m, cg = err.shape[:2]
+    mu = mean.reshape(group, cg)[np.arange(m) // (m // group)]
+    return (err.sum(axis=(2, 3)) * mu).sum(axis=1)
+
+
 def quantize_model(model, calibration_data, *, method="minmax", weight_granularity="per_channel",
-                   activation_dtype="uint8", io="float", progress=None):
+                   activation_dtype="uint8", io="float", bias_correction=True, progress=None):
     """Calibrate ``model`` on ``calibration_data`` and convert it to a :class:`QuantizedModel`.
 
     ``calibration_data``: an iterable of input batches, each an array (one-input models) or a
@@ -643,7 +706,10 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     or ``"per_tensor"``. ``activation_dtype``: ``"uint8"`` or ``"int8"``. ``io``:
     ``"float"`` (float in, float out) or ``"uint8"``/``"int8"`` (raw quantized inputs and
     outputs with :attr:`QuantizedModel.input_qparams` / ``output_qparams``). ``progress``:
-    None = a tqdm bar on a terminal, True/False to force. See the module doc for the scheme.
+    None = a tqdm bar on a terminal, True/False to force. ``bias_correction``: subtract from
+    each Conv/Gemm bias the mean error its quantized weights cause on the calibration data
+    (the inputs' channel means are gathered in the same pass; see :func:`_bias_shift`),
+    which onnxruntime's tool does not do. See the module doc for the scheme.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model: expected a quantc.Model, got {type(model).__name__}")
@@ -660,11 +726,20 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     observers = {}
     names = list(planned.inputs) + [n.outputs[0] for n in planned.nodes]
 
+    corrected = {n.inputs[0] for n in planned.nodes
+                 if bias_correction and n.op in ("Conv", "Gemm") and _is_quantizable(n, planned)}
+    sums = {}  # tensor -> [per-channel sum (float64), values per channel]
+
     def observe(name, value):
         obs = observers.get(name)
         if obs is None:
             obs = observers[name] = _observer(method)
         obs.update(value)
+        if name in corrected and value.size:
+            axes = (0,) + tuple(range(2, value.ndim))
+            acc = sums.setdefault(name, [0.0, 0])
+            acc[0] = acc[0] + value.sum(axis=axes, dtype=np.float64)
+            acc[1] += value.size // value.shape[1]
 
     reiterable = iter(calibration_data) is not calibration_data \
         if hasattr(calibration_data, "__iter__") else False
@@ -732,10 +807,17 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
         else:
             continue
         q, ws = _quantize_weight(w, per_channel)
+        if node.inputs[0] in sums:
+            total, count = sums[node.inputs[0]]
+            deq = q.astype(np.float32) * ws.reshape((-1,) + (1,) * (w.ndim - 1))
+            shift = _bias_shift(w, deq, total / count, int(node.attrs.get("group", 1)))
+            b = ((np.zeros(len(ws)) if b is None else b.astype(np.float64)) - shift).astype(
+                np.float32)
         bq = None if b is None else quantize_bias(b, qparams[node.inputs[0]].scale, ws)
         weights[node.name] = {"weight": q, "weight_scale": ws, "bias": bq}
 
-    info = {"method": method, "weight_granularity": weight_granularity}
+    info = {"method": method, "weight_granularity": weight_granularity,
+            "bias_correction": bool(bias_correction)}
     qm = QuantizedModel(planned, qparams, weights, io=io, activation_dtype=activation_dtype,
                         info=info)
     stats_data = calibration_data if reiterable else kept
@@ -785,7 +867,8 @@ def _layer_stats(qm, planned, observers, data):
         act = node.attrs.get("activation")
         rows.append({"layer": node.name, "op": node.op + ("+" + (act if isinstance(act, str)
                                                                   else "Clip") if act else ""),
-                     "kind": qm.kinds[node.name], "output": out,
+                     "kind": qm.kinds[node.name] + (" (float out)" if out in qm.float_outputs
+                                                    else ""), "output": out,
                      "shape": _fmt_shape(planned.shapes[out]),
                      "range_min": lo, "range_max": hi,
                      "scale": None if qp is None else float(qp.scale),
@@ -826,8 +909,9 @@ class ModelReport:
         out.insert(1, "  ".join("-" * w for w in widths))
         n_float = sum(r["kind"] == "float" for r in self.rows)
         tail = [f"activation ranges: {self.info.get('method', '?')}; weights int8 "
-                f"{self.info.get('weight_granularity', '?').replace('_', '-')}; statistics on "
-                f"{self.info.get('report_samples', 'the calibration data')}"]
+                f"{self.info.get('weight_granularity', '?').replace('_', '-')}"
+                f"{', bias corrected' if self.info.get('bias_correction') else ''}; "
+                f"statistics on {self.info.get('report_samples', 'the calibration data')}"]
         if n_float:
             tail.append(f"{n_float} layer(s) run in float between dequantize and quantize: "
                         + ", ".join(r["layer"] for r in self.rows if r["kind"] == "float"))
@@ -901,7 +985,7 @@ def _from_saved(g, tensors):
             raise ValueError(f"{node.name}: bias must be int32 ({w.shape[0]},)")
         deq = (w.astype(np.float32) * s.reshape((-1,) + (1,) * (w.ndim - 1)))
         init[node.inputs[1]] = deq if node.op != "MatMul" else np.ascontiguousarray(deq.T)
-        if wd["bias"] is not None:  # Conv and planned Gemm: bias is input 2
+        if wd["bias"] is not None and len(node.inputs) > 2:  # Conv, planned Gemm: input 2
             xs = np.float32(g["qparams"][node.inputs[0]][0])
             init[node.inputs[2]] = (wd["bias"] * (xs * s).astype(np.float64)).astype(np.float32)
     model = Model(dict((k, v) for k, v in g["inputs"]), nodes, g["outputs"], init, g["name"])

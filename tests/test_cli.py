@@ -105,7 +105,7 @@ def test_bad_option_exit_code(model_file):
 def test_demo():
     rc, out, err = run("demo")
     assert rc == 0, err
-    assert "float32 accuracy" in out and "int8 per-channel" in out
+    assert "float32" in out and "weight-only int8" in out and "full-integer int8" in out
 
 
 def test_bench_quick():
