@@ -64,6 +64,7 @@ CONV = [  # attrs, weight shape (M, C/group, kh, kw), bias
     ({"pads": [1, 1, 1, 1]}, (8, 3, 3, 3), True),
     ({"group": 3, "strides": [2, 2], "pads": [0, 1, 2, 1]}, (6, 1, 3, 3), True),  # depthwise
     ({"group": 3, "kernel_shape": [1, 1]}, (6, 1, 1, 1), False),
+    ({"group": 2, "pads": [1, 1, 1, 1]}, (6, 2, 3, 3), True),  # grouped
     ({"dilations": [2, 2], "pads": [2, 2, 2, 2]}, (4, 3, 3, 3), True),
     ({"auto_pad": "SAME_UPPER", "strides": [2, 2]}, (5, 3, 2, 2), True),
     ({"auto_pad": "SAME_LOWER"}, (5, 3, 2, 2), False),
@@ -80,6 +81,17 @@ def test_conv(tmp_path, attrs, wshape, bias):
     shape = ("N", wshape[1] * attrs.get("group", 1), 9, 8)
     node = helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["y"], **attrs)
     compare(build([node], inits, shape), tmp_path, shape)
+
+
+@pytest.mark.parametrize("c,m,hw", [(128, 256, 4), (16, 8, 56)])
+def test_conv_batch_paths(tmp_path, c, m, hw):
+    """conv2d_float's other paths at batch 3: 3x3 128->256 (weights over 1 MiB) is one GEMM
+    over the images, 16->8 at 56x56 (1.8 MB of columns per image) is copied 2 images at a
+    time (4 MiB chunks), the last chunk partial."""
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])
+    shape = ("N", c, hw, hw)
+    compare(build([node], {"w": rnd(m, c, 3, 3) * 0.1, "b": rnd(m, seed=2)}, shape),
+            tmp_path, shape)
 
 
 @pytest.mark.parametrize("attrs,a_shape,b_shape,c_shape", [
