@@ -5,7 +5,9 @@ running statistics measured on data; see torch_models.py) is exported with torch
 read with qc.Model.from_onnx and calibrated on the same 64 inputs by both tools: quantc's
 quantize_model (minmax) and onnxruntime's quantize_static (QDQ, per channel, activations
 QUInt8, weights QInt8, MinMax). Accuracy: cosine similarity of the logits and top-1 agreement
-with the float model (onnxruntime's float session on the same file) on 256 other inputs.
+with the float model (onnxruntime's float session on the same file) on 256 other inputs
+(random weights leave little margin between the top two logits, so top-1 agreement is noisy:
+its binomial standard error is printed beside it).
 Speed: quantc int8 qm(x), the ORT int8 session and the ORT float session alternating in one
 process, median of several samples each after a 50 ms pause, the same thread count on all
 sides (intra-op threads, inter-op 1); ratios are ORT time / quantc time (> 1: quantc faster).
@@ -105,8 +107,9 @@ def bench_model(name, args, tmp, rng):
                                                             ref.argmax(1))))}
     print_table(f"{name}: against the float model on {len(held)} held-out inputs (quantc's "
                 f"float run is within {float_gap:.1e} of ORT float)",
-                ["int8 model", "cosine", "top-1 agreement"],
-                [[k, f"{c:.5f}", f"{100 * t:.1f}%"] for k, (c, t) in acc.items()])
+                ["int8 model", "cosine", "top-1 agreement", "(standard error)"],
+                [[k, f"{c:.5f}", f"{100 * t:.1f}%", f"{100 * (t * (1 - t) / len(held)) ** .5:.1f}"]
+                 for k, (c, t) in acc.items()])
 
     rows, timings = [], []
     for nt in n_threads:
