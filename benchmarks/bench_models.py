@@ -12,7 +12,8 @@ Speed: quantc int8 qm(x), the ORT int8 session and the ORT float session alterna
 process, median of several samples each after a 50 ms pause, the same thread count on all
 sides (intra-op threads, inter-op 1); ratios are ORT time / quantc time (> 1: quantc faster).
 
-    python benchmarks/bench_models.py [--quick] [--size 224] [--threads 1,2] [--json PATH]
+    python benchmarks/bench_models.py [--quick] [--size 224] [--threads 1,2] [--held-out 256]
+                                      [--models resnet18,mobilenetv2] [--json PATH]
 """
 import argparse
 import logging
@@ -129,7 +130,7 @@ def bench_model(name, args, tmp, rng):
     print_table(f"{name} {size}x{size}: median ms per call; ratios are ORT time / quantc time",
                 ["batch", "threads", "quantc int8", "ORT int8", "ORT float",
                  "vs ORT int8", "vs ORT float"], rows)
-    return {"size": size, "accuracy": {k: {"cosine": c, "top1_agreement": t}
+    return {"size": size, "held_out": len(held), "accuracy": {k: {"cosine": c, "top1_agreement": t}
                                        for k, (c, t) in acc.items()},
             "quantc_float_vs_ort_float": float_gap, "timings": timings,
             "seconds": {"quantc_calibration": t2 - t1, "ort_calibration": t3 - t2}}
@@ -143,12 +144,14 @@ def main(argv=None):
     ap.add_argument("--threads", help="comma-separated thread counts (default 1,2)")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: "
                     + ", ".join(MODELS))
+    ap.add_argument("--held-out", type=int, help="inputs for the accuracy (default 256; more "
+                    "narrow the top-1 agreement's standard error)")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = ap.parse_args(argv)
     args.size = args.size or (96 if args.quick else 224)
     args.threads = [int(t) for t in (args.threads or ("1" if args.quick else "1,2")).split(",")]
     args.batches = (1, 8)
-    args.held_out = 64 if args.quick else 256
+    args.held_out = args.held_out or (64 if args.quick else 256)
     args.repeats = 3 if args.quick else 7
     logging.getLogger().setLevel(logging.ERROR)  # quantize_static's "consider pre-processing"
     ort.set_default_logger_severity(3)
