@@ -199,11 +199,17 @@ def _f_pool(node, ins, a, is_max):
     x = ins[0]
     kernel = _ints(node, "kernel_shape", 2, None)
     strides, pads, dilations = _pool_geometry(node, x.shape, kernel)
+    # one pass over the output per kernel tap (a reduction over the strided window axes is
+    # many times slower)
+    win = _windows(x, kernel, strides, pads, dilations if is_max else (1, 1),
+                   value=-np.inf if is_max else 0.0)
+    total = win[:, :, 0, 0].copy()
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                (np.maximum if is_max else np.add)(total, win[:, :, i, j], out=total)
     if is_max:
-        win = _windows(x, kernel, strides, pads, dilations, value=-np.inf)
-        return win.max(axis=(2, 3))
-    win = _windows(x, kernel, strides, pads, (1, 1))
-    total = win.sum(axis=(2, 3), dtype=np.float32)
+        return total
     if a.get("count_include_pad", 0) or not any(pads):
         return total / np.float32(kernel[0] * kernel[1])
     ones = np.ones((1, 1) + x.shape[2:], np.float32)
