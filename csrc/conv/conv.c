@@ -116,6 +116,8 @@ typedef struct {
     double lo, hi;
     size_t M, Ng, K, P, pb, nblocks;
     int direct;         /* 1x1, stride 1, no padding: A is a transposed block of x, no im2col */
+    int span;           /* GEMM path: blocks run over all images' pixels (n * P + p), so planes
+                         * smaller than a block share one GEMM call */
     /* NCHW path: its kernels, per-channel rterm and zw' (nchw.h), rows per task (mchunk, a
      * multiple of QC_NCHW_MR), and whether the pixel sums are needed (some zw' != 0) */
     const qc_nchw_kernels *nk;
@@ -248,16 +250,21 @@ static void im2col(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t row
     }
 }
 
-/* One task: image n, group g, a block of output pixels: im2col into A (unless direct), the
- * GEMM into a rows x Ng block of C (int32 or requantized bytes), then C transposed into the
- * NCHW output. */
+/* One task: group g and a block of output pixels (of image n, or with ctx->span of the
+ * images' pixels n * P + p in a row): im2col into A (unless direct), the GEMM into a
+ * rows x Ng block of C (int32 or requantized bytes), then C transposed into the NCHW output,
+ * one image's run of pixels at a time. */
 static void gemm_task(void *vctx, size_t task) {
     run_ctx *ctx = vctx;
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
     const size_t G = w->G, Ng = ctx->Ng, K = ctx->K, P = ctx->P;
-    const size_t blk = task % ctx->nblocks, ng = task / ctx->nblocks, g = ng % G, n = ng / G;
-    const size_t p0 = blk * ctx->pb, rows = QC_MIN(ctx->pb, P - p0);
+    const size_t blk = task % ctx->nblocks, ng = task / ctx->nblocks;
+    const size_t g = ctx->span ? ng : ng % G;
+    /* q0: the block's first pixel in the (image, pixel) order of the whole batch */
+    const size_t q0 = ctx->span ? blk * ctx->pb : ng / G * P + blk * ctx->pb;
+    const size_t qend = ctx->span ? a->N * P : (ng / G + 1) * P;
+    const size_t rows = QC_MIN(ctx->pb, qend - q0);
     const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
     const size_t wsz = (qc_gemm_workspace_size((int64_t)K, (int64_t)Ng) + 63) & ~(size_t)63;
     const size_t cbytes = (rows * Ng * esize + 63) & ~(size_t)63;
@@ -271,19 +278,21 @@ static void gemm_task(void *vctx, size_t task) {
     void *cbuf = mem + wsz;
     const uint8_t *A;
     ptrdiff_t lda;
-    if (ctx->direct) {
-        /* 1x1, stride 1, no padding: A is this block of pixels' channels, transposed from
-         * NCHW right here (it stays in cache for the GEMM) */
-        uint8_t *Ab = (uint8_t *)(mem + wsz + cbytes);
-        qc_transpose_u8(ctx->x + (n * a->C + g * w->Cg) * P + p0, w->Cg, rows, P, Ab, w->Cg);
-        A = Ab;
-        lda = (ptrdiff_t)w->Cg;
-    } else {
-        uint8_t *Ab = (uint8_t *)(mem + wsz + cbytes);
-        im2col(ctx, n, g, p0, rows, Ab);
-        A = Ab;
-        lda = (ptrdiff_t)K;
+    uint8_t *Ab = (uint8_t *)(mem + wsz + cbytes);
+    for (size_t q = q0; q < q0 + rows;) { /* each image's run of pixels in the block */
+        const size_t n = q / P, p = q % P, seg = QC_MIN(P - p, q0 + rows - q);
+        if (ctx->direct) {
+            /* 1x1, stride 1, no padding: A is this block of pixels' channels, transposed
+             * from NCHW right here (it stays in cache for the GEMM) */
+            qc_transpose_u8(ctx->x + (n * a->C + g * w->Cg) * P + p, w->Cg, seg, P,
+                            Ab + (q - q0) * w->Cg, w->Cg);
+        } else {
+            im2col(ctx, n, g, p, seg, Ab + (q - q0) * K);
+        }
+        q += seg;
     }
+    A = Ab;
+    lda = (ptrdiff_t)(ctx->direct ? w->Cg : K);
     qc_gemm_args ga;
     memset(&ga, 0, sizeof ga);
     ga.a = A;
@@ -311,12 +320,16 @@ static void gemm_task(void *vctx, size_t task) {
     }
     qc_gemm_run(&ga, ws);
     const size_t M = w->M;
-    if (a->out_int32) {
-        qc_transpose_u32((const uint32_t *)cbuf, rows, Ng, Ng,
-                         (uint32_t *)ctx->y + (n * M + g * Ng) * P + p0, P);
-    } else {
-        qc_transpose_u8((const uint8_t *)cbuf, rows, Ng, Ng,
-                        (uint8_t *)ctx->y + (n * M + g * Ng) * P + p0, P);
+    for (size_t q = q0; q < q0 + rows;) {
+        const size_t n = q / P, p = q % P, seg = QC_MIN(P - p, q0 + rows - q);
+        if (a->out_int32) {
+            qc_transpose_u32((const uint32_t *)cbuf + (q - q0) * Ng, seg, Ng, Ng,
+                             (uint32_t *)ctx->y + (n * M + g * Ng) * P + p, P);
+        } else {
+            qc_transpose_u8((const uint8_t *)cbuf + (q - q0) * Ng, seg, Ng, Ng,
+                            (uint8_t *)ctx->y + (n * M + g * Ng) * P + p, P);
+        }
+        q += seg;
     }
     free(mem);
 }
@@ -546,10 +559,18 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
      * finer when there are too few tasks for the threads */
     size_t pb = (128 * 1024) / (w->K ? w->K : 1);
     pb = QC_MAX(16, QC_MIN(512, pb)) & ~(size_t)15;
-    size_t nt = (size_t)qc_get_num_threads();
-    while (pb > 16 && a->N * w->G * ((P + pb - 1) / pb) < 4 * nt) pb = (pb / 2 + 15) & ~(size_t)15;
+    /* planes smaller than a block: blocks run across images (a GEMM call per tiny plane
+     * would be mostly overhead) */
+    ctx.span = P < pb && a->N > 1;
+    const size_t units = ctx.span ? w->G : a->N * w->G, pixels = ctx.span ? a->N * P : P;
+    /* at least 4 tasks per thread while each keeps about 1 M multiply-adds (waking a thread
+     * for less costs more than it saves) */
+    const double work = (double)a->N * (double)P * (double)w->M * (double)w->K;
+    const size_t want = (size_t)QC_MAX(1.0, QC_MIN(4.0 * qc_get_num_threads(),
+                                                   work / (1 << 20)));
+    while (pb > 16 && units * ((pixels + pb - 1) / pb) < want) pb = (pb / 2 + 15) & ~(size_t)15;
     ctx.pb = pb;
-    ctx.nblocks = (P + pb - 1) / pb;
+    ctx.nblocks = (pixels + pb - 1) / pb;
     /* im2col reads an NHWC copy of x (each pixel serves up to kh * kw patches); the direct
      * path transposes each block of pixels itself, in gemm_task */
     if (!ctx.direct && a->C == 1) {
@@ -560,7 +581,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
         ctx.xt = ctx.xt_w;
         qc_parallel_for(a->N * ((HW + 255) / 256), nhwc_task, &ctx);
     }
-    qc_parallel_for(a->N * w->G * ctx.nblocks, gemm_task, &ctx);
+    qc_parallel_for(units * ctx.nblocks, gemm_task, &ctx);
     free(ctx.xt_w);
     return atomic_load(&ctx.failed) ? -1 : 0;
 }
