@@ -28,6 +28,7 @@ static const qc_quant_kernels *kernels(const qc_family *fam) {
 
 typedef struct {
     qc_layout L;
+    size_t block_arg; /* block_size as given (L.block is it capped at the axis length) */
     int has_axis, axis;
     int pndim; /* the shape scale/zero_point must have */
     npy_intp pshape[NPY_MAXDIMS];
@@ -45,8 +46,8 @@ static int parse_granularity(PyArrayObject *x, PyObject *axis_obj,
             return qc_type_error("block_size: expected an int or None, got %s",
                                  Py_TYPE(block_obj)->tp_name);
         }
-        Py_ssize_t b = PyNumber_AsSsize_t(block_obj, PyExc_OverflowError);
-        if (b == -1 && PyErr_Occurred()) return -1;
+        Py_ssize_t b;
+        if (qc_parse_ssize(block_obj, "block_size", &b) < 0) return -1;
         if (b < 1) return qc_value_error("block_size: expected an int >= 1, got %zd", b);
         if (!g->has_axis) {
             return qc_value_error("block_size: blocked quantization needs an axis, got axis=None "
@@ -55,6 +56,7 @@ static int parse_granularity(PyArrayObject *x, PyObject *axis_obj,
         block = (size_t)b;
     }
     g->L.block = block;
+    g->block_arg = block;
     if (!g->has_axis) {
         g->L.per_tensor = 1;
         g->L.outer = 1;
@@ -75,9 +77,13 @@ static int parse_granularity(PyArrayObject *x, PyObject *axis_obj,
         g->pndim = 1;
         g->pshape[0] = shape[g->axis];
     } else {
+        /* a block longer than the axis is one block of the whole axis: capping it keeps every
+         * block computation (ceil(C / B), (c / B + 1) * B) far from wrapping */
+        const size_t C = g->L.C;
+        if (block > C) g->L.block = C ? C : 1;
         g->pndim = ndim;
         for (int d = 0; d < ndim; d++) g->pshape[d] = shape[d];
-        g->pshape[g->axis] = (shape[g->axis] + (npy_intp)block - 1) / (npy_intp)block;
+        g->pshape[g->axis] = (npy_intp)(C / block + (C % block != 0));
     }
     g->np = qc_layout_nparams(&g->L);
     return 0;
@@ -112,7 +118,7 @@ static int check_param_shape(PyArrayObject *a, const char *arg, const granularit
     shape_text(want, sizeof want, g->pndim, g->pshape);
     if (g->L.block) {
         return qc_value_error("%s: expected shape %s for blocked quantization (axis=%d, "
-                              "block_size=%zu), got shape %s", arg, want, g->axis, g->L.block,
+                              "block_size=%zu), got shape %s", arg, want, g->axis, g->block_arg,
                               got);
     }
     return qc_value_error("%s: expected shape %s for per-axis quantization (axis=%d), got shape %s",
@@ -147,7 +153,12 @@ static int parse_scale(PyObject *obj, const granularity *g, qparams *p) {
                           PyArray_IsScalar(obj, Float))) {
         double d = PyArray_IsScalar(obj, Float) ? (double)PyArrayScalar_VAL(obj, Float)
                                                 : PyFloat_AsDouble(obj);
-        if (d == -1.0 && PyErr_Occurred()) return -1;
+        if (d == -1.0 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+            PyErr_Clear(); /* an int beyond float64: name the argument, not a bare overflow */
+            return qc_value_error("scale: expected a positive finite float32 value, got an int "
+                                  "too large for a float");
+        }
         p->s1 = (float)d;
         p->s = &p->s1;
         if ((d > 0.0 && isfinite(d)) && !(p->s1 > 0.0f && isfinite(p->s1))) {
@@ -416,11 +427,16 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     }
     qc_qcfg cfg = {profile, (float)qmin, (float)qmax};
     const qc_quant_kernels *k = kernels(&qc_family_quantize);
+    PyArrayObject *const ins[] = {x, p.s_arr};
+    PyArrayObject *dst = qc_out_target(out, ins, 2);
+    if (!dst) goto fail;
     int nan;
     Py_BEGIN_ALLOW_THREADS
-    nan = qc_quantize_run(k, &g.L, (const float *)PyArray_DATA(x), (uint8_t *)PyArray_DATA(out),
+    nan = qc_quantize_run(k, &g.L, (const float *)PyArray_DATA(x), (uint8_t *)PyArray_DATA(dst),
                           p.s, p.inv, p.zpf, &cfg);
     Py_END_ALLOW_THREADS
+    if (nan && dst != out) Py_DECREF(dst); /* out= stays as it was */
+    else qc_out_commit(dst, out);
     if (nan) {
         nan_error(x, "x");
         goto fail;
@@ -517,12 +533,17 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
     }
     qc_qcfg cfg = {profile, (float)qmin, (float)qmax};
     const qc_quant_kernels *k = kernels(&qc_family_fake_quantize);
+    PyArrayObject *const ins[] = {x, p.s_arr};
+    PyArrayObject *dst = qc_out_target(out, ins, 2);
+    if (!dst) goto fail;
     int nan;
     Py_BEGIN_ALLOW_THREADS
-    nan = qc_fake_quantize_run(k, &g.L, (const float *)PyArray_DATA(x), (float *)PyArray_DATA(out),
+    nan = qc_fake_quantize_run(k, &g.L, (const float *)PyArray_DATA(x), (float *)PyArray_DATA(dst),
                                mask ? (uint8_t *)PyArray_DATA(mask) : NULL, p.s, p.inv, p.zpf,
                                &cfg);
     Py_END_ALLOW_THREADS
+    if (nan && dst != out) Py_DECREF(dst);
+    else qc_out_commit(dst, out);
     if (nan) {
         nan_error(x, "x");
         goto fail;
@@ -578,10 +599,14 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwds) {
     out = qc_output(out_obj, "out", PyArray_NDIM(q), PyArray_DIMS(q), NPY_FLOAT32);
     if (!out) goto fail;
     const qc_quant_kernels *k = kernels(&qc_family_dequantize);
+    PyArrayObject *const ins[] = {q, p.s_arr};
+    PyArrayObject *dst = qc_out_target(out, ins, 2);
+    if (!dst) goto fail;
     Py_BEGIN_ALLOW_THREADS
     qc_dequantize_run(k, &g.L, (const uint8_t *)PyArray_DATA(q), typenum == NPY_INT8,
-                      (float *)PyArray_DATA(out), p.s, p.zpi);
+                      (float *)PyArray_DATA(dst), p.s, p.zpi);
     Py_END_ALLOW_THREADS
+    qc_out_commit(dst, out);
     Py_DECREF(q);
     qparams_free(&p);
     return (PyObject *)out;
