@@ -596,6 +596,21 @@ static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
     if (qc_check_ratio(c.p.ma, "a_scale / y_scale") < 0 ||
         qc_check_ratio(c.p.mb, "b_scale / y_scale") < 0)
         goto fail;
+    /* |a - azp|, |b - bzp| <= 255: with both terms finite and their sum too, the float32 sum
+     * is never inf - inf = NaN, whose conversion each ISA would do its own way */
+    if (!isfinite(255.0f * c.p.ma + 255.0f * c.p.mb)) {
+        char *ra = PyOS_double_to_string((double)c.p.ma, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        char *rb = PyOS_double_to_string((double)c.p.mb, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (ra && rb) {
+            qc_value_error("a_scale / y_scale, b_scale / y_scale: expected ratios whose terms "
+                           "(255 times each) add up to a finite float32, got %s and %s", ra, rb);
+        } else {
+            PyErr_NoMemory();
+        }
+        PyMem_Free(ra);
+        PyMem_Free(rb);
+        goto fail;
+    }
     range_of(yt, &lo, &hi);
     if (relu && yz > lo) lo = yz;
     c.p.azp = az, c.p.bzp = bz, c.p.yzp = yz;
