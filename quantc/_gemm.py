@@ -85,7 +85,8 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     ``M[j] = float32(float32(a_scale * b_scale[j]) / y_scale)``: the reference multiplies the
     int32 matrix by that float32 multiplier in float64. ``b_scale``/``b_zero_point``: scalar or
     per column ``(N,)``; ``bias``: int32 ``(N,)``; ``relu`` clamps below at ``y_zero_point``.
-    The output dtype is ``y_zero_point``'s (an int8 or uint8 NumPy scalar or array).
+    The output dtype is ``y_zero_point``'s (an int8 or uint8 NumPy scalar or array). ``M[j]``
+    must be positive and finite in float32 (as in :func:`qlinear_conv`), else ValueError.
     """
     return _C.qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale,
                              y_zero_point, bias=bias, relu=relu, out=out)
