@@ -427,7 +427,8 @@ def _peak_during(fn):
 
 
 @pytest.mark.parametrize("which", ["qlinear_conv", "conv_integer", "max_pool2d", "avg_pool2d",
-                                   "matmul_integer", "linear"])
+                                   "matmul_integer", "linear", "quantize", "fake_quantize",
+                                   "dequantize"])
 def test_shape_checked_before_copy(which, rng):
     big = np.broadcast_to(np.uint8(1), (2**28,))   # 256 MiB if copied
     w = np.ones((1, 1, 1, 1), np.uint8)
@@ -440,6 +441,11 @@ def test_shape_checked_before_copy(which, rng):
         "matmul_integer": lambda: qc.matmul_integer(big.reshape(2**14, 2**14),
                                                     np.ones((4, 3), np.uint8)),
         "linear": lambda: _layer(rng)(np.broadcast_to(np.float32(1), (2**26, 5))),
+        "quantize": lambda: qc.quantize(np.broadcast_to(np.float64(1), (2**25,)),
+                                        np.ones(3, np.float32), axis=0),
+        "fake_quantize": lambda: qc.fake_quantize(np.broadcast_to(np.float64(1), (2**25,)),
+                                                  np.ones(3, np.float32), axis=0),
+        "dequantize": lambda: qc.dequantize(big.view(np.int8), np.ones(3, np.float32), axis=0),
     }
     assert _peak_during(calls[which]) < 16 << 20
 

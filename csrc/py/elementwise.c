@@ -350,6 +350,14 @@ static PyObject *nan_error(PyArrayObject *x, const char *arg) {
     return NULL;
 }
 
+/* *x (any array) replaced by its C-contiguous float32 form; -1 (and *x NULL) on error. */
+static int to_float32(PyArrayObject **x) {
+    PyArrayObject *f = qc_float32_array((PyObject *)*x, "x");
+    Py_DECREF(*x);
+    *x = f;
+    return f ? 0 : -1;
+}
+
 /* ---- quantize ---- */
 
 PyDoc_STRVAR(quantize_doc,
@@ -404,7 +412,8 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
         return NULL;
     qc_profile profile;
     if (qc_parse_profile(profile_obj, &profile) < 0) return NULL;
-    PyArrayObject *x = qc_float32_array(x_obj, "x");
+    /* x as given: its shape is checked against the parameters before it is converted */
+    PyArrayObject *x = qc_any_array(x_obj, "x");
     if (!x) return NULL;
     PyArrayObject *out = NULL;
     qparams p;
@@ -414,7 +423,8 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     int32_t qmin, qmax;
     if (parse_granularity(x, axis_obj, block_obj, &g) < 0 ||
         parse_scale(scale_obj, &g, &p) < 0 ||
-        parse_zero_point(zp_obj, &g, &p) < 0 || resolve_out_dtype(dtype_obj, &p, &typenum) < 0)
+        parse_zero_point(zp_obj, &g, &p) < 0 || resolve_out_dtype(dtype_obj, &p, &typenum) < 0 ||
+        to_float32(&x) < 0)
         goto fail;
     qrange_of(typenum, &qmin, &qmax);
     if (finish_params(&g, &p, qmin, qmax, qc_typename(typenum), profile == QC_PROFILE_TORCH) < 0)
@@ -446,7 +456,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     return (PyObject *)out;
 fail:
     Py_XDECREF(out);
-    Py_DECREF(x);
+    Py_XDECREF(x);
     qparams_free(&p);
     return NULL;
 }
@@ -515,7 +525,7 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
         return (qc_value_error("qmax: expected qmax >= qmin = %d, got %d", (int)qmin, (int)qmax),
                 NULL);
     }
-    PyArrayObject *x = qc_float32_array(x_obj, "x");
+    PyArrayObject *x = qc_any_array(x_obj, "x"); /* converted once the shapes are checked */
     if (!x) return NULL;
     PyArrayObject *out = NULL, *mask = NULL;
     qparams p;
@@ -523,7 +533,9 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
     granularity g;
     if (parse_granularity(x, axis_obj, block_obj, &g) < 0 ||
         parse_scale(scale_obj, &g, &p) < 0 ||
-        parse_zero_point(zp_obj, &g, &p) < 0 || finish_params(&g, &p, qmin, qmax, "qmin..qmax", profile == QC_PROFILE_TORCH) < 0)
+        parse_zero_point(zp_obj, &g, &p) < 0 ||
+        finish_params(&g, &p, qmin, qmax, "qmin..qmax", profile == QC_PROFILE_TORCH) < 0 ||
+        to_float32(&x) < 0)
         goto fail;
     out = qc_output(out_obj, "out", PyArray_NDIM(x), PyArray_DIMS(x), NPY_FLOAT32);
     if (!out) goto fail;
@@ -560,7 +572,7 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
 fail:
     Py_XDECREF(out);
     Py_XDECREF(mask);
-    Py_DECREF(x);
+    Py_XDECREF(x);
     qparams_free(&p);
     return NULL;
 }
@@ -582,7 +594,7 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$OOO:dequantize", kwlist, &q_obj,
                                      &scale_obj, &zp_obj, &axis_obj, &block_obj, &out_obj))
         return NULL;
-    PyArrayObject *q = qc_int_array(q_obj, "q", k_q8);
+    PyArrayObject *q = qc_int_view(q_obj, "q", k_q8); /* made contiguous after the checks */
     if (!q) return NULL;
     PyArrayObject *out = NULL;
     qparams p;
@@ -596,6 +608,8 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwds) {
         parse_zero_point(zp_obj, &g, &p) < 0 ||
         finish_params(&g, &p, qmin, qmax, qc_typename(typenum), 0) < 0)
         goto fail;
+    q = qc_contiguous(q, "q");
+    if (!q) goto fail;
     out = qc_output(out_obj, "out", PyArray_NDIM(q), PyArray_DIMS(q), NPY_FLOAT32);
     if (!out) goto fail;
     const qc_quant_kernels *k = kernels(&qc_family_dequantize);
@@ -612,7 +626,7 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwds) {
     return (PyObject *)out;
 fail:
     Py_XDECREF(out);
-    Py_DECREF(q);
+    Py_XDECREF(q);
     qparams_free(&p);
     return NULL;
 }
