@@ -839,11 +839,23 @@ static PyObject *py_set_conv_nchw(PyObject *self, PyObject *arg) {
     return PyLong_FromLong(qc_nchw_force((int)mode));
 }
 
+/* _set_dw_band_rows(rows) -> previous: output rows per band of the depthwise path (0: from
+ * the scratch budget). Tests only: any banding gives the same results. */
+static PyObject *py_set_dw_band_rows(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_ssize_t rows;
+    if (qc_parse_ssize(arg, "rows", &rows) < 0) return NULL;
+    if (rows < 0) return (qc_value_error("rows: expected an int >= 0, got %zd", rows), NULL);
+    return PyLong_FromSize_t(qc_dw_band_force((size_t)rows));
+}
+
 PyMethodDef qc_conv_methods[] = {
     {"_conv", py_conv, METH_VARARGS, "ConvInteger / QLinearConv (see quantc.qlinear_conv)."},
     {"_pack_conv_weight", py_pack_conv_weight, METH_VARARGS, "Prepare conv weights once."},
     {"_conv_path", py_conv_path, METH_O, "The path a packed conv weight runs on."},
     {"_set_conv_nchw", py_set_conv_nchw, METH_O, "Force the NCHW conv GEMM on or off (tests)."},
+    {"_set_dw_band_rows", py_set_dw_band_rows, METH_O,
+     "Output rows per depthwise band (tests; 0: automatic)."},
     {"_pool2d", py_pool2d, METH_VARARGS, "Max / average / global average pooling."},
     {"_qlinear_add", py_qlinear_add, METH_VARARGS, "QLinearAdd on same-shape inputs."},
     {"_qlinear_concat", py_qlinear_concat, METH_VARARGS, "QLinearConcat."},
