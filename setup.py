@@ -31,6 +31,19 @@ BASE_FLAGS = ["-O3", "-std=c11", "-Wall", "-Wextra", "-fno-strict-aliasing",
 if os.environ.get("QUANTC_WERROR"):
     BASE_FLAGS.append("-Werror")
 
+# QUANTC_SANITIZE=address,undefined (or thread): a sanitizer build for CI (.ci/run), built in a
+# copy of the tree so that the installed extension stays the optimized one. -O1 keeps the
+# sanitizers' reports exact; run it with the sanitizer runtime in LD_PRELOAD (Python itself is
+# not instrumented).
+SANITIZE = os.environ.get("QUANTC_SANITIZE", "").strip()
+LINK_FLAGS = []
+if SANITIZE:
+    _san = [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"]
+    if "undefined" in SANITIZE:
+        _san.append("-fno-sanitize-recover=undefined")
+    BASE_FLAGS = [f for f in BASE_FLAGS if f != "-O3"] + ["-O1"] + _san
+    LINK_FLAGS = _san
+
 IS_X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
 
@@ -74,7 +87,7 @@ class BuildExt(build_ext):
         self.compiler.link_shared_object(
             objects, ext_path, libraries=self.get_libraries(ext),
             library_dirs=ext.library_dirs, runtime_library_dirs=ext.runtime_library_dirs,
-            extra_postargs=["-lpthread", "-lm"], export_symbols=self.get_export_symbols(ext),
+            extra_postargs=["-lpthread", "-lm"] + LINK_FLAGS, export_symbols=self.get_export_symbols(ext),
             debug=self.debug, build_temp=self.build_temp, target_lang="c")
 
 

@@ -124,6 +124,7 @@ def avg_pool2d(q, x_scale, x_zero_point, y_scale, y_zero_point, kernel, *, strid
         y = clamp(rne(float32(acc) * float32(m / cnt)) + y_zero_point)
 
     ties to even. ``strides`` default to the kernel; each pad must be smaller than the kernel.
+    A window holds at most 2^23 cells (kH * kW): ``acc`` is then exact in int32.
     """
     kernel = _pair(kernel)
     strides = kernel if strides is None else _pair(strides)
@@ -133,7 +134,7 @@ def avg_pool2d(q, x_scale, x_zero_point, y_scale, y_zero_point, kernel, *, strid
 
 def global_avg_pool(q, x_scale, x_zero_point, y_scale, y_zero_point, *, out=None):
     """Requantizing global average pooling: (N, C, H, W) -> (N, C, 1, 1), the formula of
-    :func:`avg_pool2d` with one H x W window (``cnt = H * W``)."""
+    :func:`avg_pool2d` with one H x W window (``cnt = H * W``, at most 2^23)."""
     return _C._pool2d(q, 2, (1, 1), (1, 1), (0, 0, 0, 0), x_scale, x_zero_point, y_scale,
                       y_zero_point, False, out)
 
@@ -146,7 +147,8 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_z
         y = clamp(rne(float32(a - a_zp) * ma + float32(b - b_zp) * mb) + y_zero_point, lo, qmax)
 
     ties to even; ``lo`` = qmin, or ``max(qmin, y_zero_point)`` with ``relu``. The output
-    dtype is ``y_zero_point``'s when it is a NumPy integer, else ``a``'s.
+    dtype is ``y_zero_point``'s when it is a NumPy integer, else ``a``'s. ``ma`` and ``mb``
+    must be positive and finite with ``255 * ma + 255 * mb`` finite too (else ValueError).
     """
     a_arr, b_arr = np.asarray(a), np.asarray(b)
     if a_arr.shape != b_arr.shape:

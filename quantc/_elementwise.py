@@ -156,6 +156,10 @@ def choose_qparams(x=None, *, min_val=None, max_val=None, dtype="int8", symmetri
     rmin = np.where(empty, np.float32(0), rmin).astype(np.float32)
     rmax = np.where(empty, np.float32(0), rmax).astype(np.float32)
     if not (np.isfinite(rmin).all() and np.isfinite(rmax).all()):
+        if x is None:  # the range came from min_val/max_val: name the one that is infinite
+            name = "min_val" if not np.isfinite(rmin).all() else "max_val"
+            raise ValueError(f"{name}: expected finite values to choose quantization "
+                             "parameters from, got +-inf")
         raise ValueError("x: expected finite values to choose quantization parameters from, "
                          "got +-inf")
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
@@ -169,8 +173,8 @@ def choose_qparams(x=None, *, min_val=None, max_val=None, dtype="int8", symmetri
         else:
             scale, zp = _tflite_qparams(rmin, rmax, qmin, qmax, symmetric)
     if not np.isfinite(scale).all():
-        raise ValueError("x: expected a range whose scale is finite in float32, got an "
-                         "overflowing range")
+        raise ValueError(f"{'x' if x is not None else 'min_val/max_val'}: expected a range whose "
+                         "scale is finite in float32, got an overflowing range")
     if axis is None:
         scale = scale.reshape(())
         zp = np.asarray(zp).reshape(())

@@ -85,7 +85,8 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     ``M[j] = float32(float32(a_scale * b_scale[j]) / y_scale)``: the reference multiplies the
     int32 matrix by that float32 multiplier in float64. ``b_scale``/``b_zero_point``: scalar or
     per column ``(N,)``; ``bias``: int32 ``(N,)``; ``relu`` clamps below at ``y_zero_point``.
-    The output dtype is ``y_zero_point``'s (an int8 or uint8 NumPy scalar or array).
+    The output dtype is ``y_zero_point``'s (an int8 or uint8 NumPy scalar or array). ``M[j]``
+    must be positive and finite in float32 (as in :func:`qlinear_conv`), else ValueError.
     """
     return _C.qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale,
                              y_zero_point, bias=bias, relu=relu, out=out)
@@ -114,13 +115,71 @@ class Linear:
     :func:`pack_matrix`): after the ISA cap changes, build the layer again.
     """
 
+    __slots__ = ("_packed", "_weight_scale", "_bias", "_in_features", "_out_features", "_dtype")
+
     def __init__(self, packed, weight_scale, bias, in_features, out_features, dtype):
-        self.packed = packed
-        self.weight_scale = weight_scale
-        self.bias = bias
-        self.in_features = in_features
-        self.out_features = out_features
-        self.dtype = dtype
+        """Wrap a packed weight; every argument is checked against ``packed`` here, and the
+        attributes are read-only, so a layer can never run with parameters of another shape.
+
+        ``packed``: a :class:`PackedMatrix` of shape (in_features, out_features);
+        ``weight_scale``: positive finite values, one per output feature (a scalar means the
+        same scale for every one); ``bias``: None or (out_features,) floats; ``dtype``: the
+        packed matrix's dtype (int8 or uint8).
+        """
+        if not isinstance(packed, PackedMatrix):
+            raise TypeError(f"packed: expected a PackedMatrix, got {type(packed).__name__}")
+        k, n = packed.shape
+        for name, v, want in (("in_features", in_features, k), ("out_features", out_features, n)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name}: expected an int, got {type(v).__name__}")
+            if int(v) != want:
+                raise ValueError(f"{name}: expected {want} (packed has shape {packed.shape}), "
+                                 f"got {int(v)}")
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype: expected 'int8' or 'uint8', got {dtype!r}") from None
+        if dt != packed.dtype:
+            raise ValueError(f"dtype: expected {packed.dtype.name} (the packed matrix's dtype), "
+                             f"got {dtype!r}")
+        ws = np.asarray(weight_scale)
+        if ws.dtype.kind not in "fiu":
+            raise TypeError(f"weight_scale: expected real numbers, got {ws.dtype}")
+        if ws.ndim == 0:
+            ws = np.full(n, ws, dtype=np.float32)
+        ws = np.array(ws, dtype=np.float32, order="C")  # a private copy, made read-only below
+        if ws.shape != (n,):
+            raise ValueError(f"weight_scale: expected a scalar or shape ({n},) (out_features), "
+                             f"got shape {ws.shape}")
+        bad = ~(np.isfinite(ws) & (ws > 0))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"weight_scale: expected positive finite float32 values, got "
+                             f"{ws[i]} at index {i}")
+        if bias is not None:
+            b = np.asarray(bias)
+            if b.dtype.kind not in "fiu":
+                raise TypeError(f"bias: expected real numbers or None, got {b.dtype}")
+            bias = np.array(b, dtype=np.float32, order="C")
+            if bias.shape != (n,):
+                raise ValueError(f"bias: expected shape ({n},) (out_features) or None, got "
+                                 f"shape {bias.shape}")
+            bias.flags.writeable = False
+        ws.flags.writeable = False
+        self._packed = packed
+        self._weight_scale = ws
+        self._bias = bias
+        self._in_features = int(k)
+        self._out_features = int(n)
+        self._dtype = dt
+
+    packed = property(lambda self: self._packed, doc="The packed weight (a PackedMatrix).")
+    weight_scale = property(lambda self: self._weight_scale,
+                            doc="float32 (out_features,) weight scales (read-only).")
+    bias = property(lambda self: self._bias, doc="float32 (out_features,) bias or None.")
+    in_features = property(lambda self: self._in_features)
+    out_features = property(lambda self: self._out_features)
+    dtype = property(lambda self: self._dtype, doc="The weight dtype (int8 or uint8).")
 
     @classmethod
     def from_float(cls, weight, bias=None, *, per_channel=True, dtype="int8"):

@@ -236,7 +236,7 @@ def test_pool_bad_input():
         qc.max_pool2d(q, (6, 2))
     with pytest.raises(ValueError, match=r"kernel: expected values in \[1"):
         qc.max_pool2d(q, 0)
-    with pytest.raises(ValueError, match=r"kernel: expected at most 2\^24 cells"):
+    with pytest.raises(ValueError, match=r"kernel: expected at most 2\^23 cells"):
         qc.max_pool2d(q, (1 << 20, 1 << 20), pads=(1 << 19,) * 4)
     with pytest.raises(TypeError, match=r"q: expected an array of int8 or uint8"):
         qc.max_pool2d(q.astype(np.int16), 2)

@@ -8,7 +8,7 @@ void qc_abs_histogram_f32(const float *x, size_t n, double inv_width, size_t bin
     if (bins == 0) return;
     for (size_t i = 0; i < n; i++) {
         double t = (double)fabsf(x[i]) * inv_width;
-        size_t b = t >= (double)bins ? bins - 1 : (size_t)t;
+        size_t b = t < (double)bins ? (size_t)t : bins - 1; /* NaN: the last bin, not UB */
         counts[b]++;
     }
 }

@@ -137,45 +137,79 @@ static void bounds(const qc_conv_args *a, double *lo, double *hi) {
 
 /* ---- depthwise path: one task per (image, output channel) plane ---- */
 
-/* One unit (image n, group g): the group's Cg input planes into their stride-phase sub-planes
- * (see qc_dw_geom; channel c's set at xs + c * cs), then the kernel for each of the group's
- * output channels. xs/acc are the task's scratch (dw_geom sizes). */
-static void dw_unit(const run_ctx *ctx, size_t n, size_t grp, const qc_dw_geom *d, size_t cs,
-                    int16_t *xs, int32_t *acc) {
-    const qc_conv_args *a = ctx->a;
-    const qc_conv_weights *w = a->w;
-    const size_t M = w->M, Cg = w->Cg, Ng = M / w->G;
-    const size_t H = a->H, W = a->W;
-    qc_win2d g = {H, W, a->OH, a->OW, (int)w->kh, (int)w->kw, a->sh, a->sw, a->dh, a->dw,
-                  a->pt, a->pl, a->pb, a->pr};
-    for (size_t c = 0; c < Cg; c++) {
-        ctx->ops->dw_pack(ctx->x + (n * a->C + grp * Cg + c) * H * W, a->x_signed, a->xzp, &g,
-                          d, xs + c * cs);
-    }
-    for (size_t j = 0; j < Ng; j++) {
-        const size_t m = grp * Ng + j;
-        qc_dw_params p = {a->bias ? a->bias[m] : 0, a->out_int32 ? 0.0 : (double)a->mult[m],
-                          (double)a->y_zp, ctx->lo, ctx->hi};
-        const size_t out = (n * M + m) * a->OH * a->OW;
-        ctx->ops->dwconv(xs, d, w->wdw + m * w->K, &g, &p, acc,
-                         a->out_int32 ? (int32_t *)ctx->y + out : NULL,
-                         (int8_t *)ctx->y + out, a->y_signed);
-    }
+/* The scratch of a task (the stride-phase sub-planes and the accumulator) covers a band of
+ * output rows, not the whole plane: a band of OHb rows reads the padded rows [oy0 * sh,
+ * oy0 * sh + (OHb - 1) * sh + eh), a plane of its own whose phases line up with the whole
+ * plane's (oy0 * sh is a multiple of sh), so every output is the same sum of the same taps
+ * whatever the banding. Bands hold about QC_DW_BAND_BYTES of scratch; planes of usual sizes
+ * (up to a few hundred rows) are one band. */
+#define QC_DW_BAND_BYTES ((size_t)1 << 20)
+#define QC_BAND_ROWS(budget, per_row) ((per_row) ? (budget) / (per_row) : (budget))
+static atomic_size_t g_dw_band_force; /* tests: rows per band (0: from the budget) */
+
+size_t qc_dw_band_force(size_t rows) { return atomic_exchange(&g_dw_band_force, rows); }
+
+/* Output rows per band for this call. */
+static size_t dw_band_rows(const qc_conv_args *a) {
+    const size_t forced = atomic_load(&g_dw_band_force);
+    if (forced) return QC_MIN(forced, QC_MAX(a->OH, (size_t)1));
+    const size_t sh = (size_t)a->sh, sw = (size_t)a->sw;
+    const size_t PWs = (a->pl + a->W + a->pr + sw - 1) / sw;
+    /* per output row: sh padded rows of every sub-plane set (int16) and one accumulator row */
+    const size_t per_row = a->w->Cg * sh * sw * PWs * sizeof(int16_t) + PWs * sizeof(int32_t);
+    const size_t rows = QC_BAND_ROWS(QC_DW_BAND_BYTES, per_row);
+    return QC_MIN(QC_MAX(rows, (size_t)1), QC_MAX(a->OH, (size_t)1));
 }
 
-/* Sub-plane geometry; *cs: elements per input channel's set; *nxs: all Cg sets plus slack;
- * *nacc_bytes: the accumulator. */
-static void dw_geom(const qc_conv_args *a, qc_dw_geom *d, size_t *cs, size_t *nxs,
+/* Sub-plane geometry for bands of up to `band` output rows; *cs: elements per input channel's
+ * set; *nxs: all Cg sets plus slack; *nacc_bytes: the accumulator. */
+static void dw_geom(const qc_conv_args *a, size_t band, qc_dw_geom *d, size_t *cs, size_t *nxs,
                     size_t *nacc_bytes) {
     const size_t sh = (size_t)a->sh, sw = (size_t)a->sw;
-    const size_t PH = a->pt + a->H + a->pb, PW = a->pl + a->W + a->pr;
+    const size_t eh = (a->w->kh - 1) * (size_t)a->dh + 1;
+    const size_t PH = (band - 1) * sh + eh, PW = a->pl + a->W + a->pr;
     d->PHs = (PH + sh - 1) / sh;
     d->PWs = (PW + sw - 1) / sw;
     d->plane_stride = d->PHs * d->PWs;
     d->ntaps = a->w->K;
     *cs = sh * sw * d->plane_stride;
     *nxs = a->w->Cg * *cs + QC_DW_SLACK;
-    *nacc_bytes = (a->OH * d->PWs + QC_DW_SLACK) * sizeof(int32_t);
+    *nacc_bytes = (band * d->PWs + QC_DW_SLACK) * sizeof(int32_t);
+}
+
+/* One unit (image n, group g), band by band: the group's Cg input planes' rows for the band
+ * into their stride-phase sub-planes (see qc_dw_geom; channel c's set at xs + c * cs), then
+ * the kernel for each of the group's output channels. xs/acc are the task's scratch. */
+static void dw_unit(const run_ctx *ctx, size_t n, size_t grp, const qc_dw_geom *d, size_t cs,
+                    size_t band, int16_t *xs, int32_t *acc) {
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const size_t M = w->M, Cg = w->Cg, Ng = M / w->G;
+    const size_t H = a->H, W = a->W, sh = (size_t)a->sh;
+    const size_t eh = (w->kh - 1) * (size_t)a->dh + 1;
+    for (size_t oy0 = 0; oy0 < a->OH; oy0 += band) {
+        const size_t ohb = QC_MIN(band, a->OH - oy0), phb = (ohb - 1) * sh + eh;
+        /* input rows of the band's padded rows [oy0 * sh, oy0 * sh + phb) */
+        const ptrdiff_t top = (ptrdiff_t)(oy0 * sh) - a->pt;
+        const ptrdiff_t iy0 = QC_MAX(top, (ptrdiff_t)0);
+        const ptrdiff_t iy1 = QC_MAX(QC_MIN(top + (ptrdiff_t)phb, (ptrdiff_t)H), iy0);
+        const size_t hb = (size_t)(iy1 - iy0), ptb = QC_MIN((size_t)(iy0 - top), phb);
+        qc_win2d g = {hb, W, ohb, a->OW, (int)w->kh, (int)w->kw, a->sh, a->sw, a->dh, a->dw,
+                      (int)ptb, a->pl, (int)(phb - ptb - QC_MIN(hb, phb - ptb)), a->pr};
+        for (size_t c = 0; c < Cg; c++) {
+            ctx->ops->dw_pack(ctx->x + ((n * a->C + grp * Cg + c) * H + (size_t)iy0) * W,
+                              a->x_signed, a->xzp, &g, d, xs + c * cs);
+        }
+        for (size_t j = 0; j < Ng; j++) {
+            const size_t m = grp * Ng + j;
+            qc_dw_params p = {a->bias ? a->bias[m] : 0, a->out_int32 ? 0.0 : (double)a->mult[m],
+                              (double)a->y_zp, ctx->lo, ctx->hi};
+            const size_t out = (n * M + m) * a->OH * a->OW + oy0 * a->OW;
+            ctx->ops->dwconv(xs, d, w->wdw + m * w->K, &g, &p, acc,
+                             a->out_int32 ? (int32_t *)ctx->y + out : NULL,
+                             (int8_t *)ctx->y + out, a->y_signed);
+        }
+    }
 }
 
 /* A task handles units [task * per, ...) of the N * G (image, group) units. */
@@ -185,9 +219,10 @@ static void dw_task(void *vctx, size_t task) {
     const size_t G = a->w->G, total = a->N * G;
     const size_t u0 = task * ctx->pb, u1 = QC_MIN(total, u0 + ctx->pb);
     const size_t kh = a->w->kh, kw = a->w->kw, sh = (size_t)a->sh, sw = (size_t)a->sw;
+    const size_t band = dw_band_rows(a);
     qc_dw_geom d;
     size_t cs, nxs, nacc;
-    dw_geom(a, &d, &cs, &nxs, &nacc);
+    dw_geom(a, band, &d, &cs, &nxs, &nacc);
     const size_t xbytes = (nxs * sizeof(int16_t) + 63) & ~(size_t)63;
     const size_t obytes = (d.ntaps * sizeof(size_t) + 63) & ~(size_t)63;
     char *mem = malloc(xbytes + obytes + nacc);
@@ -206,7 +241,7 @@ static void dw_task(void *vctx, size_t task) {
         }
     }
     d.tap_off = off;
-    for (size_t u = u0; u < u1; u++) dw_unit(ctx, u / G, u % G, &d, cs, (int16_t *)mem,
+    for (size_t u = u0; u < u1; u++) dw_unit(ctx, u / G, u % G, &d, cs, band, (int16_t *)mem,
                                              (int32_t *)(mem + xbytes + obytes));
     free(mem);
 }

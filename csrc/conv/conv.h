@@ -53,6 +53,10 @@ typedef struct {
 /* y is (N, M, OH, OW) int32 or int8/uint8. Returns 0, or -1 when out of memory. */
 int qc_conv_run(const qc_conv_args *a, const void *x, void *y);
 
+/* Tests: run the depthwise path in bands of `rows` output rows (0: bands sized from the
+ * scratch budget, the default). Returns the previous setting. */
+size_t qc_dw_band_force(size_t rows);
+
 /* Which path qc_conv_run takes for these weights: "depthwise" or "gemm". */
 const char *qc_conv_path(const qc_conv_weights *w);
 

@@ -1,6 +1,7 @@
 /* CPU feature detection (cpuid/xgetbv), AMX permission, the ISA cap and the variant registry. */
 #include "cpu/cpu.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #if !defined(QC_NO_X86) && (defined(__x86_64__) || defined(__i386__))
@@ -12,7 +13,9 @@
 
 static qc_cpu_features g_cpu;
 static int g_supported[QC_ISA_COUNT];
-static volatile int g_cap = QC_ISA_COUNT - 1;
+/* read by every dispatch, possibly while a test thread moves it: atomic, relaxed order (a
+ * call uses the cap it reads; each variant is correct on its own) */
+static atomic_int g_cap = QC_ISA_COUNT - 1;
 static int g_initialized;
 
 static const char *const g_isa_names[QC_ISA_COUNT] = {
@@ -26,6 +29,7 @@ const char *qc_isa_name(qc_isa isa) {
 }
 
 int qc_isa_from_name(const char *name, qc_isa *out) {
+    if (!name) return -1;
     for (int i = 0; i < QC_ISA_COUNT; i++) {
         if (strcmp(name, g_isa_names[i]) == 0) {
             *out = (qc_isa)i;
@@ -36,8 +40,8 @@ int qc_isa_from_name(const char *name, qc_isa *out) {
 }
 
 int qc_isa_supported(qc_isa isa) { return (isa >= 0 && isa < QC_ISA_COUNT) ? g_supported[isa] : 0; }
-qc_isa qc_isa_cap(void) { return (qc_isa)g_cap; }
-void qc_isa_set_cap(qc_isa cap) { g_cap = cap; }
+qc_isa qc_isa_cap(void) { return (qc_isa)atomic_load_explicit(&g_cap, memory_order_relaxed); }
+void qc_isa_set_cap(qc_isa cap) { atomic_store_explicit(&g_cap, (int)cap, memory_order_relaxed); }
 const qc_cpu_features *qc_cpu(void) { return &g_cpu; }
 
 #ifdef QC_X86

@@ -17,6 +17,9 @@ static const qc_variant calib_variants[] = {
 };
 static const qc_family calib_family = {"calib", 3, calib_variants};
 
+/* Bound on qmin/qmax and zero points given to the calib kernels (see the checks below). */
+#define QC_CALIB_QLIMIT (1 << 24)
+
 static const qc_calib_kernels *calib_kernels(void) {
     return (const qc_calib_kernels *)qc_family_select(&calib_family)->impl;
 }
@@ -35,8 +38,8 @@ static int parse_groups(PyObject *xo, PyObject *blocko, PyArrayObject **xa, grou
         Py_DECREF(x);
         return -1;
     }
-    Py_ssize_t block = PyNumber_AsSsize_t(blocko, PyExc_OverflowError);
-    if (block == -1 && PyErr_Occurred()) {
+    Py_ssize_t block;
+    if (qc_parse_ssize(blocko, "block", &block) < 0) {
         Py_DECREF(x);
         return -1;
     }
@@ -49,7 +52,7 @@ static int parse_groups(PyObject *xo, PyObject *blocko, PyArrayObject **xa, grou
     g->rows = (size_t)PyArray_DIM(x, 0);
     g->len = (size_t)PyArray_DIM(x, 1);
     g->block = (size_t)block;
-    g->groups = g->len ? (g->len + g->block - 1) / g->block : 0;
+    g->groups = g->len / g->block + (g->len % g->block != 0); /* no wrap for a huge block */
     *xa = x;
     return 0;
 }
@@ -116,6 +119,12 @@ static PyObject *py_mse_clip_search(PyObject *self, PyObject *args, PyObject *kw
         return NULL;
     if (qmin >= qmax) return (qc_value_error("qmin, qmax: expected qmin < qmax, got %d, %d",
                                              qmin, qmax), NULL);
+    /* the search computes qmax - qmin and qmin + qmax + 1 in int, and treats the bounds as
+     * exact float32 values: both hold for |q| <= 2^24 (every integer format quantc has) */
+    if (qmin < -QC_CALIB_QLIMIT || qmax > QC_CALIB_QLIMIT) {
+        return (qc_value_error("qmin, qmax: expected values in [-2**24, 2**24], got %d, %d",
+                               qmin, qmax), NULL);
+    }
     PyArrayObject *x = NULL, *mins = NULL, *maxs = NULL, *fr = NULL, *best = NULL;
     PyArrayObject *errs = NULL;
     group_layout g;
@@ -246,6 +255,17 @@ static PyObject *py_error_stats(PyObject *self, PyObject *args) {
         qc_value_error("scale, zero_point: expected %zu values each (rows x groups)",
                        g.rows * g.groups);
         goto fail;
+    }
+    {
+        /* q - zp is computed in int32: bound the zero points so it cannot overflow */
+        const int32_t *zv = PyArray_DATA(z);
+        for (size_t i = 0; i < g.rows * g.groups; i++) {
+            if (zv[i] < -QC_CALIB_QLIMIT || zv[i] > QC_CALIB_QLIMIT) {
+                qc_value_error("zero_point: expected values in [-2**24, 2**24], got %d at index "
+                               "%zu", (int)zv[i], i);
+                goto fail;
+            }
+        }
     }
     rows = calloc(g.rows ? g.rows : 1, sizeof *rows);
     if (!rows) {

@@ -20,29 +20,30 @@ static int range_of(int typenum, int32_t *lo, int32_t *hi) {
     return 0;
 }
 
-/* A tuple/list of n ints, each >= minval. */
+/* A tuple/list of n ints, each in [minval, 2^20]. The items are read from a tuple copy: an
+ * item's __index__ may run Python code that changes `obj` (clears a list) while we iterate. */
 static int parse_ints(PyObject *obj, const char *arg, int n, int minval, int *out) {
-    PyObject *seq = PySequence_Check(obj) ? PySequence_Fast(obj, arg) : NULL;
-    if (!seq || PySequence_Fast_GET_SIZE(seq) != n) {
+    PyObject *seq = PySequence_Check(obj) && !PyUnicode_Check(obj) ? PySequence_Tuple(obj) : NULL;
+    if (!seq || PyTuple_GET_SIZE(seq) != n) {
         Py_XDECREF(seq);
         PyErr_Clear();
         return qc_type_error("%s: expected a sequence of %d ints, got %R", arg, n, obj);
     }
     for (int i = 0; i < n; i++) {
-        PyObject *it = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *it = PyTuple_GET_ITEM(seq, i);
         if (PyBool_Check(it) || !PyIndex_Check(it)) {
             Py_DECREF(seq);
             return qc_type_error("%s: expected a sequence of %d ints, got %R", arg, n, obj);
         }
-        Py_ssize_t v = PyNumber_AsSsize_t(it, PyExc_OverflowError);
-        if (v == -1 && PyErr_Occurred()) {
+        Py_ssize_t v;
+        if (qc_parse_ssize(it, arg, &v) < 0) {
             Py_DECREF(seq);
             return -1;
         }
         if (v < minval || v > (1 << 20)) {
             Py_DECREF(seq);
-            return qc_value_error("%s: expected values in [%d, %d], got %R", arg, minval, 1 << 20,
-                                  obj);
+            return qc_value_error("%s: expected values in [%d, %d], got %zd at index %d", arg,
+                                  minval, 1 << 20, v, i);
         }
         out[i] = (int)v;
     }
@@ -88,7 +89,7 @@ static int parse_zps(PyObject *obj, const char *arg, int typenum, const char *ty
         return qc_value_error("%s: expected a scalar, got %d-D shape with %zd elements", arg, nd,
                               (Py_ssize_t)size);
     }
-    PyArrayObject *z64 = (PyArrayObject *)PyArray_Cast(z, NPY_INT64);
+    PyArrayObject *z64 = qc_int64_values(z, arg); /* a uint64 2**64 - 1 must not read as -1 */
     Py_DECREF(z);
     if (!z64) return -1;
     const int64_t *v = PyArray_DATA(z64);
@@ -150,17 +151,10 @@ static int out_typenum(PyObject *yzp, int fallback, int *typenum) {
     return 0;
 }
 
-static int check_ratio(float r, const char *what) {
-    if (!isfinite(r) || !(r > 0.0f)) {
-        return qc_value_error("%s: expected a positive finite float32 ratio, got %g", what,
-                              (double)r);
-    }
-    return 0;
-}
-
-/* An activation array: int8/uint8, C-contiguous copy if needed, `ndim` dimensions. */
+/* An activation array: int8/uint8, `ndim` dimensions (checked before anything is copied),
+ * then a C-contiguous copy if needed. */
 static PyArrayObject *act_array(PyObject *obj, const char *arg, int ndim, const char *layout) {
-    PyArrayObject *a = qc_int_array(obj, arg, QC_ACT_TYPES);
+    PyArrayObject *a = qc_int_view(obj, arg, QC_ACT_TYPES);
     if (!a) return NULL;
     if (ndim >= 0 && PyArray_NDIM(a) != ndim) {
         qc_value_error("%s: expected a %d-D array %s, got %d dimensions", arg, ndim, layout,
@@ -168,7 +162,7 @@ static PyArrayObject *act_array(PyObject *obj, const char *arg, int ndim, const 
         Py_DECREF(a);
         return NULL;
     }
-    return a;
+    return qc_contiguous(a, arg);
 }
 
 /* ---- packed conv weights (a capsule held by quantc.PackedConvWeight) ---- */
@@ -224,8 +218,8 @@ static int parse_group(PyObject *obj, size_t *G) {
     if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
         return qc_type_error("group: expected an int, got %s", Py_TYPE(obj)->tp_name);
     }
-    Py_ssize_t g = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-    if (g == -1 && PyErr_Occurred()) return -1;
+    Py_ssize_t g;
+    if (qc_parse_ssize(obj, "group", &g) < 0) return -1;
     if (g < 1) return qc_value_error("group: expected an int >= 1, got %zd", g);
     *G = (size_t)g;
     return 0;
@@ -349,7 +343,7 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
             /* the multiplier exactly as onnx's reference: float32 (x_scale * w_scale) / y_scale */
             float xw = xsc * wsc[nws > 1 ? m : 0];
             mult[m] = xw / ysc;
-            if (check_ratio(mult[m], "x_scale * w_scale / y_scale") < 0) goto done;
+            if (qc_check_ratio(mult[m], "x_scale * w_scale / y_scale") < 0) goto done;
         }
         a.mult = mult;
         a.y_signed = yt == NPY_INT8;
@@ -370,10 +364,14 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
     npy_intp oshape[4] = {(npy_intp)N, (npy_intp)M, (npy_intp)OH, (npy_intp)OW};
     y = qc_output(out, "out", 4, oshape, yt);
     if (!y) goto done;
+    PyArrayObject *const ins[] = {x, bias};
+    PyArrayObject *dst = qc_out_target(y, ins, 2);
+    if (!dst) goto done;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = qc_conv_run(&a, PyArray_DATA(x), PyArray_DATA(y));
+    rc = qc_conv_run(&a, PyArray_DATA(x), PyArray_DATA(dst));
     Py_END_ALLOW_THREADS
+    qc_out_commit(dst, y);
     if (rc < 0) {
         PyErr_NoMemory();
         goto done;
@@ -437,6 +435,10 @@ static void pool_task(void *vctx, size_t task) {
     free(ws);
 }
 
+/* Largest pooling window, in cells: average pooling sums q - x_zero_point (|.| <= 255) over a
+ * window in int32, and 255 * 2^23 < 2^31 keeps every partial sum exact. */
+#define QC_POOL_MAX_CELLS ((int64_t)1 << 23)
+
 /* _pool2d(q, kind, kernel, strides, pads, x_scale, x_zp, y_scale, y_zp, count_include_pad, out)
  * kind: 0 max, 1 average, 2 global average (kernel/strides/pads ignored) */
 static PyObject *py_pool2d(PyObject *self, PyObject *args) {
@@ -458,9 +460,9 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
                            (Py_ssize_t)s[2], (Py_ssize_t)s[3]);
             goto fail;
         }
-        if (s[2] > (1 << 20) || s[3] > (1 << 20) || s[2] * s[3] > (1 << 24)) {
-            qc_value_error("q: expected at most 2^24 elements per plane, got (%zd, %zd)",
-                           (Py_ssize_t)s[2], (Py_ssize_t)s[3]);
+        if (s[2] > (1 << 20) || s[3] > (1 << 20) || s[2] * s[3] > QC_POOL_MAX_CELLS) {
+            qc_value_error("q: expected at most 2^23 elements per plane (H * W) for global "
+                           "average pooling, got (%zd, %zd)", (Py_ssize_t)s[2], (Py_ssize_t)s[3]);
             goto fail;
         }
         k[0] = (int)s[2], k[1] = (int)s[3], st[0] = st[1] = 1;
@@ -468,8 +470,9 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
         if (parse_ints(ko, "kernel", 2, 1, k) < 0 || parse_ints(so, "strides", 2, 1, st) < 0 ||
             parse_ints(po, "pads", 4, 0, pd) < 0)
             goto fail;
-        if ((int64_t)k[0] * k[1] > (1 << 24)) {
-            qc_value_error("kernel: expected at most 2^24 cells, got (%d, %d)", k[0], k[1]);
+        if ((int64_t)k[0] * k[1] > QC_POOL_MAX_CELLS) {
+            qc_value_error("kernel: expected at most 2^23 cells (kH * kW), got (%d, %d)", k[0],
+                           k[1]);
             goto fail;
         }
         if (pd[0] >= k[0] || pd[2] >= k[0] || pd[1] >= k[1] || pd[3] >= k[1]) {
@@ -504,7 +507,7 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
             parse_zps(yzpo, "y_zero_point", qt, "q", 1, &yzp, &cnt) < 0)
             goto fail;
         c.p.m = xsc / ysc;
-        if (check_ratio(c.p.m, "x_scale / y_scale") < 0) goto fail;
+        if (qc_check_ratio(c.p.m, "x_scale / y_scale") < 0) goto fail;
         range_of(qt, &lo, &hi);
         c.p.xzp = xzp, c.p.yzp = yzp;
         c.p.lo = (float)(lo - yzp), c.p.hi = (float)(hi - yzp);
@@ -513,9 +516,11 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
     npy_intp osh[4] = {s[0], s[1], (npy_intp)c.g.OH, (npy_intp)c.g.OW};
     y = qc_output(out, "out", 4, osh, qt);
     if (!y) goto fail;
+    PyArrayObject *dst = qc_out_target(y, &q, 1);
+    if (!dst) goto fail;
     c.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
     c.x = PyArray_DATA(q);
-    c.y = PyArray_DATA(y);
+    c.y = PyArray_DATA(dst);
     c.nplanes = (size_t)(s[0] * s[1]);
     const size_t work = (size_t)PH * PW + 1;
     c.planes_per_task = QC_MAX((size_t)1, (size_t)(1 << 16) / work);
@@ -524,6 +529,7 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
         qc_parallel_for((c.nplanes + c.planes_per_task - 1) / c.planes_per_task, pool_task, &c);
         Py_END_ALLOW_THREADS
     }
+    qc_out_commit(dst, y);
     if (c.failed) {
         PyErr_NoMemory();
         goto fail;
@@ -587,17 +593,35 @@ static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
     add_ctx c;
     c.p.ma = as / ys;
     c.p.mb = bs / ys;
-    if (check_ratio(c.p.ma, "a_scale / y_scale") < 0 ||
-        check_ratio(c.p.mb, "b_scale / y_scale") < 0)
+    if (qc_check_ratio(c.p.ma, "a_scale / y_scale") < 0 ||
+        qc_check_ratio(c.p.mb, "b_scale / y_scale") < 0)
         goto fail;
+    /* |a - azp|, |b - bzp| <= 255: with both terms finite and their sum too, the float32 sum
+     * is never inf - inf = NaN, whose conversion each ISA would do its own way */
+    if (!isfinite(255.0f * c.p.ma + 255.0f * c.p.mb)) {
+        char *ra = PyOS_double_to_string((double)c.p.ma, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        char *rb = PyOS_double_to_string((double)c.p.mb, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (ra && rb) {
+            qc_value_error("a_scale / y_scale, b_scale / y_scale: expected ratios whose terms "
+                           "(255 times each) add up to a finite float32, got %s and %s", ra, rb);
+        } else {
+            PyErr_NoMemory();
+        }
+        PyMem_Free(ra);
+        PyMem_Free(rb);
+        goto fail;
+    }
     range_of(yt, &lo, &hi);
     if (relu && yz > lo) lo = yz;
     c.p.azp = az, c.p.bzp = bz, c.p.yzp = yz;
     c.p.lo = (float)(lo - yz), c.p.hi = (float)(hi - yz);
     y = qc_output(out, "out", PyArray_NDIM(a), PyArray_DIMS(a), yt);
     if (!y) goto fail;
+    PyArrayObject *const ins[] = {a, b};
+    PyArrayObject *dst = qc_out_target(y, ins, 2);
+    if (!dst) goto fail;
     c.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
-    c.a = PyArray_DATA(a), c.b = PyArray_DATA(b), c.y = PyArray_DATA(y);
+    c.a = PyArray_DATA(a), c.b = PyArray_DATA(b), c.y = PyArray_DATA(dst);
     c.sa = PyArray_TYPE(a) == NPY_INT8, c.sb = PyArray_TYPE(b) == NPY_INT8, c.sy = yt == NPY_INT8;
     c.n = (size_t)PyArray_SIZE(a);
     c.p.stream = c.n >= QC_STREAM_BYTES;
@@ -606,6 +630,7 @@ static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
         qc_parallel_for((c.n + QC_CHUNK - 1) / QC_CHUNK, add_task, &c);
         Py_END_ALLOW_THREADS
     }
+    qc_out_commit(dst, y);
     Py_DECREF(a);
     Py_DECREF(b);
     return (PyObject *)y;
@@ -655,14 +680,16 @@ static PyObject *py_qlinear_concat(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *inputs, *yso, *yzo, *axo, *out;
     if (!PyArg_ParseTuple(args, "OOOOO", &inputs, &yso, &yzo, &axo, &out)) return NULL;
+    /* a tuple copy of inputs (and of each item below): parsing an item runs Python code
+     * (__array__, __float__) that may change the caller's lists while we iterate */
     PyObject *seq = PySequence_Check(inputs) && !PyUnicode_Check(inputs)
-                        ? PySequence_Fast(inputs, "inputs") : NULL;
+                        ? PySequence_Tuple(inputs) : NULL;
     if (!seq) {
         PyErr_Clear();
         return (qc_type_error("inputs: expected a sequence of (q, scale, zero_point), got %s",
                               Py_TYPE(inputs)->tp_name), NULL);
     }
-    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    const Py_ssize_t n = PyTuple_GET_SIZE(seq);
     PyArrayObject **arrs = calloc((size_t)(n ? n : 1), sizeof *arrs);
     concat_part *parts = calloc((size_t)(n ? n : 1), sizeof *parts);
     PyArrayObject *y = NULL;
@@ -682,7 +709,7 @@ static PyObject *py_qlinear_concat(PyObject *self, PyObject *args) {
     int ndim = 0, axis = 0, has_axis, yt = NPY_INT8;
     npy_intp shape[NPY_MAXDIMS];
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *it = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *it = PyTuple_GET_ITEM(seq, i);
         char name[48];
         snprintf(name, sizeof name, "inputs[%zd]", i);
         if (!PyTuple_Check(it) && !PyList_Check(it)) {
@@ -690,13 +717,20 @@ static PyObject *py_qlinear_concat(PyObject *self, PyObject *args) {
                           Py_TYPE(it)->tp_name);
             goto done;
         }
-        if (PySequence_Size(it) != 3) {
+        PyObject *item = PySequence_Tuple(it);
+        if (!item) goto done;
+        if (PyTuple_GET_SIZE(item) != 3) {
             qc_value_error("%s: expected a (q, scale, zero_point) tuple, got %zd items", name,
-                           PySequence_Size(it));
+                           PyTuple_GET_SIZE(item));
+            Py_DECREF(item);
             goto done;
         }
-        PyObject *q = PySequence_GetItem(it, 0), *s = PySequence_GetItem(it, 1),
-                 *z = PySequence_GetItem(it, 2);
+        PyObject *q = PyTuple_GET_ITEM(item, 0), *s = PyTuple_GET_ITEM(item, 1),
+                 *z = PyTuple_GET_ITEM(item, 2);
+        Py_INCREF(q);
+        Py_INCREF(s);
+        Py_INCREF(z);
+        Py_DECREF(item);
         char qname[64], sname[64], zname[64];
         snprintf(qname, sizeof qname, "inputs[%zd] q", i);
         snprintf(sname, sizeof sname, "inputs[%zd] scale", i);
@@ -737,12 +771,17 @@ static PyObject *py_qlinear_concat(PyObject *self, PyObject *args) {
                 goto done;
             }
         }
+        if (shape[axis] > NPY_MAX_INTP - PyArray_DIM(a, axis)) {
+            qc_value_error("%s: expected inputs whose total length along axis %d fits in 64 "
+                           "bits, got more", qname, axis);
+            goto done;
+        }
         shape[axis] += PyArray_DIM(a, axis);
         parts[i].x = PyArray_DATA(a);
         parts[i].sx = PyArray_TYPE(a) == NPY_INT8;
         parts[i].p.zp = zp;
         parts[i].p.m = sc / ys;
-        if (check_ratio(parts[i].p.m, "scale / y_scale") < 0) goto done;
+        if (qc_check_ratio(parts[i].p.m, "scale / y_scale") < 0) goto done;
     }
     int32_t yz, lo, hi;
     if (parse_zps(yzo, "y_zero_point", yt, "the output", 1, &yz, &cnt) < 0) goto done;
@@ -763,14 +802,17 @@ static PyObject *py_qlinear_concat(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) parts[i].p.stream = outer * row >= QC_STREAM_BYTES;
     y = qc_output(out, "out", ndim, shape, yt);
     if (!y) goto done;
+    PyArrayObject *dst = qc_out_target(y, arrs, (int)n);
+    if (!dst) goto done;
     concat_ctx c = {(const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl, parts,
-                    (size_t)n, outer, row, (row + QC_CHUNK - 1) / QC_CHUNK, PyArray_DATA(y),
+                    (size_t)n, outer, row, (row + QC_CHUNK - 1) / QC_CHUNK, PyArray_DATA(dst),
                     yt == NPY_INT8};
     if (outer && row) {
         Py_BEGIN_ALLOW_THREADS
         qc_parallel_for(outer * c.nchunks, concat_task, &c);
         Py_END_ALLOW_THREADS
     }
+    qc_out_commit(dst, y);
     result = (PyObject *)y;
     y = NULL;
 done:
@@ -797,11 +839,23 @@ static PyObject *py_set_conv_nchw(PyObject *self, PyObject *arg) {
     return PyLong_FromLong(qc_nchw_force((int)mode));
 }
 
+/* _set_dw_band_rows(rows) -> previous: output rows per band of the depthwise path (0: from
+ * the scratch budget). Tests only: any banding gives the same results. */
+static PyObject *py_set_dw_band_rows(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_ssize_t rows;
+    if (qc_parse_ssize(arg, "rows", &rows) < 0) return NULL;
+    if (rows < 0) return (qc_value_error("rows: expected an int >= 0, got %zd", rows), NULL);
+    return PyLong_FromSize_t(qc_dw_band_force((size_t)rows));
+}
+
 PyMethodDef qc_conv_methods[] = {
     {"_conv", py_conv, METH_VARARGS, "ConvInteger / QLinearConv (see quantc.qlinear_conv)."},
     {"_pack_conv_weight", py_pack_conv_weight, METH_VARARGS, "Prepare conv weights once."},
     {"_conv_path", py_conv_path, METH_O, "The path a packed conv weight runs on."},
     {"_set_conv_nchw", py_set_conv_nchw, METH_O, "Force the NCHW conv GEMM on or off (tests)."},
+    {"_set_dw_band_rows", py_set_dw_band_rows, METH_O,
+     "Output rows per depthwise band (tests; 0: automatic)."},
     {"_pool2d", py_pool2d, METH_VARARGS, "Max / average / global average pooling."},
     {"_qlinear_add", py_qlinear_add, METH_VARARGS, "QLinearAdd on same-shape inputs."},
     {"_qlinear_concat", py_qlinear_concat, METH_VARARGS, "QLinearConcat."},

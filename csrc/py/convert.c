@@ -155,8 +155,8 @@ static int parse_round_mode(PyObject *obj, qc_round_mode *mode) {
     if (!PyUnicode_Check(obj)) {
         return qc_type_error("mode: expected %s, got %s", expected, Py_TYPE(obj)->tp_name);
     }
-    const char *s = PyUnicode_AsUTF8(obj);
-    if (!s) return -1;
+    const char *s = qc_utf8_or_null(obj);
+    if (!s) return qc_value_error("mode: expected %s, got %R", expected, obj);
     for (int i = 0; i < QC_ROUND_COUNT; i++) {
         if (strcmp(s, g_round_modes[i]) == 0) {
             *mode = (qc_round_mode)i;

@@ -28,6 +28,7 @@ static const qc_quant_kernels *kernels(const qc_family *fam) {
 
 typedef struct {
     qc_layout L;
+    size_t block_arg; /* block_size as given (L.block is it capped at the axis length) */
     int has_axis, axis;
     int pndim; /* the shape scale/zero_point must have */
     npy_intp pshape[NPY_MAXDIMS];
@@ -45,8 +46,8 @@ static int parse_granularity(PyArrayObject *x, PyObject *axis_obj,
             return qc_type_error("block_size: expected an int or None, got %s",
                                  Py_TYPE(block_obj)->tp_name);
         }
-        Py_ssize_t b = PyNumber_AsSsize_t(block_obj, PyExc_OverflowError);
-        if (b == -1 && PyErr_Occurred()) return -1;
+        Py_ssize_t b;
+        if (qc_parse_ssize(block_obj, "block_size", &b) < 0) return -1;
         if (b < 1) return qc_value_error("block_size: expected an int >= 1, got %zd", b);
         if (!g->has_axis) {
             return qc_value_error("block_size: blocked quantization needs an axis, got axis=None "
@@ -55,6 +56,7 @@ static int parse_granularity(PyArrayObject *x, PyObject *axis_obj,
         block = (size_t)b;
     }
     g->L.block = block;
+    g->block_arg = block;
     if (!g->has_axis) {
         g->L.per_tensor = 1;
         g->L.outer = 1;
@@ -75,9 +77,13 @@ static int parse_granularity(PyArrayObject *x, PyObject *axis_obj,
         g->pndim = 1;
         g->pshape[0] = shape[g->axis];
     } else {
+        /* a block longer than the axis is one block of the whole axis: capping it keeps every
+         * block computation (ceil(C / B), (c / B + 1) * B) far from wrapping */
+        const size_t C = g->L.C;
+        if (block > C) g->L.block = C ? C : 1;
         g->pndim = ndim;
         for (int d = 0; d < ndim; d++) g->pshape[d] = shape[d];
-        g->pshape[g->axis] = (shape[g->axis] + (npy_intp)block - 1) / (npy_intp)block;
+        g->pshape[g->axis] = (npy_intp)(C / block + (C % block != 0));
     }
     g->np = qc_layout_nparams(&g->L);
     return 0;
@@ -112,7 +118,7 @@ static int check_param_shape(PyArrayObject *a, const char *arg, const granularit
     shape_text(want, sizeof want, g->pndim, g->pshape);
     if (g->L.block) {
         return qc_value_error("%s: expected shape %s for blocked quantization (axis=%d, "
-                              "block_size=%zu), got shape %s", arg, want, g->axis, g->L.block,
+                              "block_size=%zu), got shape %s", arg, want, g->axis, g->block_arg,
                               got);
     }
     return qc_value_error("%s: expected shape %s for per-axis quantization (axis=%d), got shape %s",
@@ -147,7 +153,12 @@ static int parse_scale(PyObject *obj, const granularity *g, qparams *p) {
                           PyArray_IsScalar(obj, Float))) {
         double d = PyArray_IsScalar(obj, Float) ? (double)PyArrayScalar_VAL(obj, Float)
                                                 : PyFloat_AsDouble(obj);
-        if (d == -1.0 && PyErr_Occurred()) return -1;
+        if (d == -1.0 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+            PyErr_Clear(); /* an int beyond float64: name the argument, not a bare overflow */
+            return qc_value_error("scale: expected a positive finite float32 value, got an int "
+                                  "too large for a float");
+        }
         p->s1 = (float)d;
         p->s = &p->s1;
         if ((d > 0.0 && isfinite(d)) && !(p->s1 > 0.0f && isfinite(p->s1))) {
@@ -339,6 +350,14 @@ static PyObject *nan_error(PyArrayObject *x, const char *arg) {
     return NULL;
 }
 
+/* *x (any array) replaced by its C-contiguous float32 form; -1 (and *x NULL) on error. */
+static int to_float32(PyArrayObject **x) {
+    PyArrayObject *f = qc_float32_array((PyObject *)*x, "x");
+    Py_DECREF(*x);
+    *x = f;
+    return f ? 0 : -1;
+}
+
 /* ---- quantize ---- */
 
 PyDoc_STRVAR(quantize_doc,
@@ -393,7 +412,8 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
         return NULL;
     qc_profile profile;
     if (qc_parse_profile(profile_obj, &profile) < 0) return NULL;
-    PyArrayObject *x = qc_float32_array(x_obj, "x");
+    /* x as given: its shape is checked against the parameters before it is converted */
+    PyArrayObject *x = qc_any_array(x_obj, "x");
     if (!x) return NULL;
     PyArrayObject *out = NULL;
     qparams p;
@@ -403,7 +423,8 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     int32_t qmin, qmax;
     if (parse_granularity(x, axis_obj, block_obj, &g) < 0 ||
         parse_scale(scale_obj, &g, &p) < 0 ||
-        parse_zero_point(zp_obj, &g, &p) < 0 || resolve_out_dtype(dtype_obj, &p, &typenum) < 0)
+        parse_zero_point(zp_obj, &g, &p) < 0 || resolve_out_dtype(dtype_obj, &p, &typenum) < 0 ||
+        to_float32(&x) < 0)
         goto fail;
     qrange_of(typenum, &qmin, &qmax);
     if (finish_params(&g, &p, qmin, qmax, qc_typename(typenum), profile == QC_PROFILE_TORCH) < 0)
@@ -416,11 +437,16 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     }
     qc_qcfg cfg = {profile, (float)qmin, (float)qmax};
     const qc_quant_kernels *k = kernels(&qc_family_quantize);
+    PyArrayObject *const ins[] = {x, p.s_arr};
+    PyArrayObject *dst = qc_out_target(out, ins, 2);
+    if (!dst) goto fail;
     int nan;
     Py_BEGIN_ALLOW_THREADS
-    nan = qc_quantize_run(k, &g.L, (const float *)PyArray_DATA(x), (uint8_t *)PyArray_DATA(out),
+    nan = qc_quantize_run(k, &g.L, (const float *)PyArray_DATA(x), (uint8_t *)PyArray_DATA(dst),
                           p.s, p.inv, p.zpf, &cfg);
     Py_END_ALLOW_THREADS
+    if (nan && dst != out) Py_DECREF(dst); /* out= stays as it was */
+    else qc_out_commit(dst, out);
     if (nan) {
         nan_error(x, "x");
         goto fail;
@@ -430,7 +456,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     return (PyObject *)out;
 fail:
     Py_XDECREF(out);
-    Py_DECREF(x);
+    Py_XDECREF(x);
     qparams_free(&p);
     return NULL;
 }
@@ -499,7 +525,7 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
         return (qc_value_error("qmax: expected qmax >= qmin = %d, got %d", (int)qmin, (int)qmax),
                 NULL);
     }
-    PyArrayObject *x = qc_float32_array(x_obj, "x");
+    PyArrayObject *x = qc_any_array(x_obj, "x"); /* converted once the shapes are checked */
     if (!x) return NULL;
     PyArrayObject *out = NULL, *mask = NULL;
     qparams p;
@@ -507,7 +533,9 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
     granularity g;
     if (parse_granularity(x, axis_obj, block_obj, &g) < 0 ||
         parse_scale(scale_obj, &g, &p) < 0 ||
-        parse_zero_point(zp_obj, &g, &p) < 0 || finish_params(&g, &p, qmin, qmax, "qmin..qmax", profile == QC_PROFILE_TORCH) < 0)
+        parse_zero_point(zp_obj, &g, &p) < 0 ||
+        finish_params(&g, &p, qmin, qmax, "qmin..qmax", profile == QC_PROFILE_TORCH) < 0 ||
+        to_float32(&x) < 0)
         goto fail;
     out = qc_output(out_obj, "out", PyArray_NDIM(x), PyArray_DIMS(x), NPY_FLOAT32);
     if (!out) goto fail;
@@ -517,12 +545,17 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
     }
     qc_qcfg cfg = {profile, (float)qmin, (float)qmax};
     const qc_quant_kernels *k = kernels(&qc_family_fake_quantize);
+    PyArrayObject *const ins[] = {x, p.s_arr};
+    PyArrayObject *dst = qc_out_target(out, ins, 2);
+    if (!dst) goto fail;
     int nan;
     Py_BEGIN_ALLOW_THREADS
-    nan = qc_fake_quantize_run(k, &g.L, (const float *)PyArray_DATA(x), (float *)PyArray_DATA(out),
+    nan = qc_fake_quantize_run(k, &g.L, (const float *)PyArray_DATA(x), (float *)PyArray_DATA(dst),
                                mask ? (uint8_t *)PyArray_DATA(mask) : NULL, p.s, p.inv, p.zpf,
                                &cfg);
     Py_END_ALLOW_THREADS
+    if (nan && dst != out) Py_DECREF(dst);
+    else qc_out_commit(dst, out);
     if (nan) {
         nan_error(x, "x");
         goto fail;
@@ -539,7 +572,7 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
 fail:
     Py_XDECREF(out);
     Py_XDECREF(mask);
-    Py_DECREF(x);
+    Py_XDECREF(x);
     qparams_free(&p);
     return NULL;
 }
@@ -561,7 +594,7 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O$OOO:dequantize", kwlist, &q_obj,
                                      &scale_obj, &zp_obj, &axis_obj, &block_obj, &out_obj))
         return NULL;
-    PyArrayObject *q = qc_int_array(q_obj, "q", k_q8);
+    PyArrayObject *q = qc_int_view(q_obj, "q", k_q8); /* made contiguous after the checks */
     if (!q) return NULL;
     PyArrayObject *out = NULL;
     qparams p;
@@ -575,19 +608,25 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwds) {
         parse_zero_point(zp_obj, &g, &p) < 0 ||
         finish_params(&g, &p, qmin, qmax, qc_typename(typenum), 0) < 0)
         goto fail;
+    q = qc_contiguous(q, "q");
+    if (!q) goto fail;
     out = qc_output(out_obj, "out", PyArray_NDIM(q), PyArray_DIMS(q), NPY_FLOAT32);
     if (!out) goto fail;
     const qc_quant_kernels *k = kernels(&qc_family_dequantize);
+    PyArrayObject *const ins[] = {q, p.s_arr};
+    PyArrayObject *dst = qc_out_target(out, ins, 2);
+    if (!dst) goto fail;
     Py_BEGIN_ALLOW_THREADS
     qc_dequantize_run(k, &g.L, (const uint8_t *)PyArray_DATA(q), typenum == NPY_INT8,
-                      (float *)PyArray_DATA(out), p.s, p.zpi);
+                      (float *)PyArray_DATA(dst), p.s, p.zpi);
     Py_END_ALLOW_THREADS
+    qc_out_commit(dst, out);
     Py_DECREF(q);
     qparams_free(&p);
     return (PyObject *)out;
 fail:
     Py_XDECREF(out);
-    Py_DECREF(q);
+    Py_XDECREF(q);
     qparams_free(&p);
     return NULL;
 }

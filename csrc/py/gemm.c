@@ -228,6 +228,21 @@ static PackedMatrixObject *pack_array(PyObject *bobj, const char *arg) {
         Py_DECREF(b);
         return NULL;
     }
+    /* Sizes, checked before anything is allocated: a zero-stride b can claim any shape. K and
+     * N up to 2^40 keep the packed size (round_up(K, 4) * round_up(N, 16)) and every
+     * workspace computed from K (a few hundred times round_up(K, 4)) far from wrapping. */
+    const int64_t kk = PyArray_DIM(b, 0), nn = PyArray_DIM(b, 1);
+    const int64_t kmax = (int64_t)1 << 40;
+    int64_t packed_elems;
+    if (kk > kmax || nn > kmax ||
+        __builtin_mul_overflow((kk + 3) / 4 * 4, (nn + QC_GEMM_NR - 1) / QC_GEMM_NR * QC_GEMM_NR,
+                               &packed_elems) ||
+        packed_elems > ((int64_t)1 << 62)) {
+        qc_value_error("%s: expected a (K, N) matrix with K, N <= 2**40 whose packed form fits "
+                       "in memory, got shape (%lld, %lld)", arg, (long long)kk, (long long)nn);
+        Py_DECREF(b);
+        return NULL;
+    }
     PackedMatrixObject *p = PyObject_New(PackedMatrixObject, &PackedMatrixType);
     if (!p) {
         Py_DECREF(b);
@@ -243,11 +258,13 @@ static PackedMatrixObject *pack_array(PyObject *bobj, const char *arg) {
     p->data_bytes = qc_gemm_pack_b_size(k, n);
     p->colsum_bytes = (size_t)((n + QC_GEMM_NR - 1) / QC_GEMM_NR * QC_GEMM_NR) * 4;
     const size_t data_alloc = (p->data_bytes + 63) / 64 * 64;
-    p->buf = aligned_alloc(64, data_alloc + (p->colsum_bytes + 63) / 64 * 64 + 64);
+    const size_t total = data_alloc + (p->colsum_bytes + 63) / 64 * 64 + 64;
+    p->buf = aligned_alloc(64, total);
     if (!p->buf) {
         Py_DECREF(b);
         Py_DECREF(p);
-        PyErr_NoMemory();
+        PyErr_Format(PyExc_MemoryError, "%s: cannot allocate %zu bytes to pack a (%lld, %lld) "
+                     "matrix", arg, total, (long long)k, (long long)n);
         return NULL;
     }
     int8_t *data = (int8_t *)p->buf;
@@ -340,7 +357,7 @@ typedef struct {
 
 static int get_a(PyObject *obj, const PackedMatrixObject *p, qc_a_operand *a) {
     a->arr = NULL;
-    PyArrayObject *arr = qc_int_array(obj, "a", S8_U8);
+    PyArrayObject *arr = qc_int_view(obj, "a", S8_U8); /* shape checked before any copy */
     if (!arr) return -1;
     const int nd = PyArray_NDIM(arr);
     if (nd < 1) {
@@ -354,6 +371,8 @@ static int get_a(PyObject *obj, const PackedMatrixObject *p, qc_a_operand *a) {
                               "got %lld", (long long)p->b.k, (long long)p->b.k,
                               (long long)p->b.n, (long long)k);
     }
+    arr = qc_contiguous(arr, "a");
+    if (!arr) return -1;
     a->arr = arr;
     a->k = k;
     a->typenum = PyArray_TYPE(arr);
@@ -433,11 +452,18 @@ static PyObject *py_matmul_integer(PyObject *self, PyObject *args, PyObject *kw)
     if (resolve_b_zp(p, bzo, &bzp) < 0) goto done;
     PyArrayObject *out = qc_output(outo, "out", a.ndim_out, a.shape_out, NPY_INT32);
     if (!out) goto done;
+    PyArrayObject *dst = qc_out_target(out, &a.arr, 1);
+    if (!dst) {
+        Py_DECREF(out);
+        goto done;
+    }
     qc_gemm_args g;
     fill_args(&g, &a, p, &azp, &bzp);
-    g.c = PyArray_DATA(out);
+    g.c = PyArray_DATA(dst);
     g.out = QC_GEMM_OUT_S32;
-    if (run_gemm(&g) < 0) {
+    const int rc = run_gemm(&g);
+    qc_out_commit(dst, out);
+    if (rc < 0) {
         Py_DECREF(out);
         goto done;
     }
@@ -514,19 +540,30 @@ static PyObject *py_qlinear_matmul(PyObject *self, PyObject *args, PyObject *kw)
     for (npy_intp j = 0; j < nm; j++) {
         const float ab = as.f[0] * bs.f[j];
         mult[j] = ab / ys.f[0];
+        /* as qlinear_conv: a multiplier that overflows float32 (or underflows to 0) is refused
+         * rather than left to each kernel's handling of inf */
+        if (qc_check_ratio(mult[j], "a_scale * b_scale / y_scale") < 0) goto done;
     }
     PyArrayObject *out = qc_output(outo, "out", a.ndim_out, a.shape_out, ytype);
     if (!out) goto done;
+    PyArrayObject *const ins[] = {a.arr, bias};
+    PyArrayObject *dst = qc_out_target(out, ins, 2);
+    if (!dst) {
+        Py_DECREF(out);
+        goto done;
+    }
     qc_gemm_args g;
     fill_args(&g, &a, p, &azp, &bzp);
-    g.c = PyArray_DATA(out);
+    g.c = PyArray_DATA(dst);
     g.out = ytype == NPY_INT8 ? QC_GEMM_OUT_S8 : QC_GEMM_OUT_U8;
     g.bias = bias ? (const int32_t *)PyArray_DATA(bias) : NULL;
     g.scale = mult;
     g.scale_per_col = nm > 1;
     g.y_zp = yzp.v[0];
     g.relu = relu;
-    if (run_gemm(&g) < 0) {
+    const int rc = run_gemm(&g);
+    qc_out_commit(dst, out);
+    if (rc < 0) {
         Py_DECREF(out);
         goto done;
     }
@@ -556,12 +593,12 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
                           &biaso, &outo))
         return NULL;
     PyObject *result = NULL;
-    PyArrayObject *x = NULL, *ws = NULL, *fb = NULL, *out = NULL;
+    PyArrayObject *x = NULL, *ws = NULL, *fb = NULL, *out = NULL, *final = NULL;
     float *scale = NULL;
     uint8_t *q = NULL;
     PackedMatrixObject *p = get_packed(pobj);
     if (!p) return NULL;
-    x = qc_float32_array(xobj, "x");
+    x = qc_any_array(xobj, "x"); /* the shape is checked before x is converted */
     if (!x) goto done;
     const int nd = PyArray_NDIM(x);
     if (nd < 1 || PyArray_DIM(x, nd - 1) != p->b.k) {
@@ -570,11 +607,33 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
                        nd ? (long long)PyArray_DIM(x, nd - 1) : -1LL);
         goto done;
     }
+    {
+        PyArrayObject *xf = qc_float32_array((PyObject *)x, "x");
+        Py_DECREF(x);
+        x = xf;
+        if (!x) goto done;
+    }
+    /* weight_scale and bias are read for every one of the N columns: their sizes and values
+     * are checked here too, not only by Linear's constructor */
     ws = qc_float32_array(wso, "weight_scale");
     if (!ws) goto done;
+    if (PyArray_NDIM(ws) != 1 || PyArray_DIM(ws, 0) != p->b.n) {
+        qc_value_error("weight_scale: expected shape (%lld,) (out_features), got %d dimensions "
+                       "of %" NPY_INTP_FMT " elements", (long long)p->b.n, PyArray_NDIM(ws),
+                       PyArray_SIZE(ws));
+        goto done;
+    }
+    if (qc_check_scales((const float *)PyArray_DATA(ws), (size_t)p->b.n, "weight_scale") < 0)
+        goto done;
     if (biaso != Py_None) {
         fb = qc_float32_array(biaso, "bias");
         if (!fb) goto done;
+        if (PyArray_NDIM(fb) != 1 || PyArray_DIM(fb, 0) != p->b.n) {
+            qc_value_error("bias: expected shape (%lld,) (out_features) or None, got %d "
+                           "dimensions of %" NPY_INTP_FMT " elements", (long long)p->b.n,
+                           PyArray_NDIM(fb), PyArray_SIZE(fb));
+            goto done;
+        }
     }
     const size_t n = (size_t)PyArray_SIZE(x);
     const int64_t k = p->b.k;
@@ -585,6 +644,18 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
     shape[nd - 1] = (npy_intp)p->b.n;
     out = qc_output(outo, "out", nd, shape, NPY_FLOAT32);
     if (!out) goto done;
+    {
+        /* out overlapping x, weight_scale or bias: compute into a temporary */
+        PyArrayObject *const ins[] = {x, ws, fb};
+        PyArrayObject *dst = qc_out_target(out, ins, 3);
+        if (!dst) goto done;
+        if (dst != out) {
+            final = out;
+            out = dst;
+        } else {
+            Py_DECREF(dst);
+        }
+    }
     if (PyArray_SIZE(out) == 0) {
         result = (PyObject *)out;
         out = NULL;
@@ -642,6 +713,15 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
     result = (PyObject *)out;
     out = NULL;
 done:
+    if (final) {
+        /* out was a temporary standing in for the caller's out= */
+        if (result) {
+            qc_out_commit((PyArrayObject *)result, final);
+            result = (PyObject *)final;
+        } else {
+            Py_DECREF(final);
+        }
+    }
     Py_XDECREF(x);
     Py_XDECREF(ws);
     Py_XDECREF(fb);
@@ -761,10 +841,7 @@ static int int_params(PyObject *obj, const char *arg, size_t channels, int has_a
         Py_DECREF(a);
         return -1;
     }
-    PyArrayObject *c = (PyArrayObject *)PyArray_FromAny((PyObject *)a,
-                                                        PyArray_DescrFromType(NPY_INT64), 0, 0,
-                                                        NPY_ARRAY_CARRAY | NPY_ARRAY_FORCECAST,
-                                                        NULL);
+    PyArrayObject *c = qc_int64_values(a, arg); /* uint64 2**64 - 1 is not -1 */
     Py_DECREF(a);
     if (!c) return -1;
     out->v = PyMem_Malloc(size * sizeof(int32_t));
@@ -812,10 +889,13 @@ static PyObject *py_requantize_fixed(PyObject *self, PyObject *args, PyObject *k
                        (Py_ssize_t)m.count, (Py_ssize_t)sh.count);
         goto done;
     }
+    PyArrayObject *dst = qc_out_target(s.out, &s.acc, 1);
+    if (!dst) goto done;
     Py_BEGIN_ALLOW_THREADS
     qc_requantize_fixed((const int32_t *)PyArray_DATA(s.acc), s.outer, s.channels, s.inner, m.v,
-                        sh.v, m.count > 1, z.v, z.count > 1, s.out_signed, PyArray_DATA(s.out));
+                        sh.v, m.count > 1, z.v, z.count > 1, s.out_signed, PyArray_DATA(dst));
     Py_END_ALLOW_THREADS
+    qc_out_commit(dst, s.out);
     result = (PyObject *)s.out;
     s.out = NULL;
 done:
@@ -846,10 +926,13 @@ static PyObject *py_requantize(PyObject *self, PyObject *args, PyObject *kw) {
                     "one per channel along axis", &sc) < 0)
         goto done;
     if (int_params(zo, "zero_point", s.channels, s.has_axis, zlo, zhi, &z) < 0) goto done;
+    PyArrayObject *dst = qc_out_target(s.out, &s.acc, 1);
+    if (!dst) goto done;
     Py_BEGIN_ALLOW_THREADS
     qc_requantize_float((const int32_t *)PyArray_DATA(s.acc), s.outer, s.channels, s.inner, sc.f,
-                        sc.count > 1, z.v, z.count > 1, s.out_signed, PyArray_DATA(s.out));
+                        sc.count > 1, z.v, z.count > 1, s.out_signed, PyArray_DATA(dst));
     Py_END_ALLOW_THREADS
+    qc_out_commit(dst, s.out);
     result = (PyObject *)s.out;
     s.out = NULL;
 done:

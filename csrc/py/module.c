@@ -52,14 +52,22 @@ static PyObject *py_cpu_info(PyObject *self, PyObject *noargs) {
         if (PyDict_SetItemString(variants, fam->name, lst) < 0) { Py_DECREF(lst); goto fail; }
         Py_DECREF(lst);
     }
-    if (PyDict_SetItemString(d, "vendor", PyUnicode_FromString(f->vendor)) < 0 ||
-        PyDict_SetItemString(d, "features", features) < 0 ||
-        PyDict_SetItemString(d, "isa_supported", supported) < 0 ||
-        PyDict_SetItemString(d, "isa_cap", PyUnicode_FromString(qc_isa_name(qc_isa_cap()))) < 0 ||
-        PyDict_SetItemString(d, "kernels", kernels) < 0 ||
-        PyDict_SetItemString(d, "variants", variants) < 0 ||
-        PyDict_SetItemString(d, "num_threads", PyLong_FromLong(qc_get_num_threads())) < 0)
-        goto fail;
+    /* PyDict_SetItemString does not steal: the three new values are released below */
+    PyObject *vendor = PyUnicode_FromString(f->vendor);
+    PyObject *cap = PyUnicode_FromString(qc_isa_name(qc_isa_cap()));
+    PyObject *nthreads = PyLong_FromLong(qc_get_num_threads());
+    int bad = !vendor || !cap || !nthreads ||
+              PyDict_SetItemString(d, "vendor", vendor) < 0 ||
+              PyDict_SetItemString(d, "features", features) < 0 ||
+              PyDict_SetItemString(d, "isa_supported", supported) < 0 ||
+              PyDict_SetItemString(d, "isa_cap", cap) < 0 ||
+              PyDict_SetItemString(d, "kernels", kernels) < 0 ||
+              PyDict_SetItemString(d, "variants", variants) < 0 ||
+              PyDict_SetItemString(d, "num_threads", nthreads) < 0;
+    Py_XDECREF(vendor);
+    Py_XDECREF(cap);
+    Py_XDECREF(nthreads);
+    if (bad) goto fail;
     Py_DECREF(features);
     Py_DECREF(supported);
     Py_DECREF(kernels);
@@ -79,7 +87,8 @@ static PyObject *py_set_isa_cap(PyObject *self, PyObject *arg) {
     if (!PyUnicode_Check(arg)) return (qc_type_error("isa: expected a string, got %s",
                                                      Py_TYPE(arg)->tp_name), NULL);
     qc_isa isa;
-    if (qc_isa_from_name(PyUnicode_AsUTF8(arg), &isa) < 0) {
+    const char *name = qc_utf8_or_null(arg); /* NULL for NUL or surrogates: no such level */
+    if (!name || qc_isa_from_name(name, &isa) < 0) {
         return (qc_value_error("isa: expected one of scalar, avx2, avxvnni, avx512, avx512vnni, "
                                "amx, got %R", arg), NULL);
     }
@@ -99,10 +108,10 @@ static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
     if (PyBool_Check(arg) || !PyLong_Check(arg)) {
         return (qc_type_error("n: expected an int, got %s", Py_TYPE(arg)->tp_name), NULL);
     }
-    long n = PyLong_AsLong(arg);
-    if (n == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t n;
+    if (qc_parse_ssize(arg, "n", &n) < 0) return NULL;
     if (n < 1 || n > qc_max_threads() || qc_set_num_threads((int)n) < 0) {
-        return (qc_value_error("n: expected an int in [1, %d], got %ld", qc_max_threads(), n),
+        return (qc_value_error("n: expected an int in [1, %d], got %zd", qc_max_threads(), n),
                 NULL);
     }
     Py_RETURN_NONE;

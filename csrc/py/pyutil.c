@@ -67,8 +67,8 @@ int qc_parse_int_dtype(PyObject *obj, const char *arg, const int *allowed, int *
     }
     PyArray_Descr *descr = NULL;
     if (PyUnicode_Check(obj)) {
-        const char *s = PyUnicode_AsUTF8(obj);
-        if (!s) return -1;
+        const char *s = qc_utf8_or_null(obj);
+        if (!s) return qc_value_error("%s: expected %s, got %R", arg, expected, obj);
         static const struct { const char *name; int t; } names[] = {
             {"int8", NPY_INT8}, {"uint8", NPY_UINT8}, {"int16", NPY_INT16},
             {"uint16", NPY_UINT16}, {"int32", NPY_INT32}, {"uint32", NPY_UINT32},
@@ -104,8 +104,8 @@ int qc_parse_profile(PyObject *obj, qc_profile *profile) {
     if (!PyUnicode_Check(obj)) {
         return qc_type_error("profile: expected 'onnx', 'torch' or 'tflite', got %R", obj);
     }
-    const char *s = PyUnicode_AsUTF8(obj);
-    if (!s) return -1;
+    const char *s = qc_utf8_or_null(obj);
+    if (!s) return qc_value_error("profile: expected 'onnx', 'torch' or 'tflite', got %R", obj);
     if (strcmp(s, "onnx") == 0) *profile = QC_PROFILE_ONNX;
     else if (strcmp(s, "torch") == 0) *profile = QC_PROFILE_TORCH;
     else if (strcmp(s, "tflite") == 0) *profile = QC_PROFILE_TFLITE;
@@ -122,8 +122,8 @@ int qc_parse_axis(PyObject *obj, const char *arg, int ndim, int *axis, int *has_
     if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
         return qc_type_error("%s: expected an int or None, got %s", arg, Py_TYPE(obj)->tp_name);
     }
-    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-    if (v == -1 && PyErr_Occurred()) return -1;
+    Py_ssize_t v;
+    if (qc_parse_ssize(obj, arg, &v) < 0) return -1;
     if (v < -ndim || v >= ndim) {
         return qc_value_error("%s: expected an axis in [%d, %d) for an array of %d dimensions, "
                               "got %zd", arg, -ndim, ndim, ndim, v);
@@ -167,11 +167,15 @@ PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
     PyArrayObject *r = (PyArrayObject *)PyArray_FromAny(
         (PyObject *)a, PyArray_DescrFromType(NPY_FLOAT32), 0, 0,
         NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST, NULL);
+    if (!r) {
+        qc_name_memory_error(arg, "a contiguous float32 copy", PyArray_NDIM(a), PyArray_DIMS(a),
+                             4);
+    }
     Py_DECREF(a);
     return r;
 }
 
-PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed) {
+PyArrayObject *qc_int_view(PyObject *obj, const char *arg, const int *allowed) {
     PyArrayObject *a = qc_any_array(obj, arg);
     if (!a) return NULL;
     if (!typenum_allowed(PyArray_TYPE(a), allowed)) {
@@ -183,9 +187,22 @@ PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed) 
         Py_DECREF(a);
         return NULL;
     }
+    return a;
+}
+
+PyArrayObject *qc_contiguous(PyArrayObject *a, const char *arg) {
     PyArrayObject *r = qc_native_array(a);
+    if (!r) {
+        qc_name_memory_error(arg, "a contiguous copy", PyArray_NDIM(a), PyArray_DIMS(a),
+                             (size_t)PyArray_ITEMSIZE(a));
+    }
     Py_DECREF(a);
     return r;
+}
+
+PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed) {
+    PyArrayObject *a = qc_int_view(obj, arg, allowed);
+    return a ? qc_contiguous(a, arg) : NULL;
 }
 
 PyArrayObject *qc_native_array(PyArrayObject *a) {
@@ -206,7 +223,14 @@ static void shape_str(char *buf, size_t n, int ndim, const npy_intp *shape) {
 PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_intp *shape,
                          int typenum) {
     if (out == NULL || out == Py_None) {
-        return (PyArrayObject *)PyArray_SimpleNew(ndim, (npy_intp *)shape, typenum);
+        PyArrayObject *r = (PyArrayObject *)PyArray_SimpleNew(ndim, (npy_intp *)shape, typenum);
+        if (!r) {
+            PyArray_Descr *d = PyArray_DescrFromType(typenum);
+            size_t itemsize = d ? (size_t)PyDataType_ELSIZE(d) : 1;
+            Py_XDECREF(d);
+            qc_name_memory_error(arg, "the result", ndim, shape, itemsize);
+        }
+        return r;
     }
     if (!PyArray_Check(out)) {
         qc_type_error("%s: expected a NumPy array, got %s", arg, Py_TYPE(out)->tp_name);
@@ -259,4 +283,122 @@ int qc_is_real_scalar(PyObject *obj) {
     if (PyBool_Check(obj)) return 0;
     return PyFloat_Check(obj) || PyLong_Check(obj) ||
            (PyArray_IsScalar(obj, Number) && !PyArray_IsScalar(obj, ComplexFloating));
+}
+
+int qc_parse_ssize(PyObject *obj, const char *arg, Py_ssize_t *out) {
+    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
+        return qc_type_error("%s: expected an int, got %s", arg, Py_TYPE(obj)->tp_name);
+    }
+    PyObject *i = PyNumber_Index(obj);
+    if (!i) return -1;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(i, &overflow);
+    Py_DECREF(i);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow || v < PY_SSIZE_T_MIN || v > PY_SSIZE_T_MAX) {
+        return qc_value_error("%s: expected an int that fits in 64 bits, got one %s", arg,
+                              overflow < 0 || v < 0 ? "below -2**63" : "of 2**63 or more");
+    }
+    *out = (Py_ssize_t)v;
+    return 0;
+}
+
+const char *qc_utf8_or_null(PyObject *obj) {
+    if (!obj || !PyUnicode_Check(obj)) return NULL;
+    Py_ssize_t len = 0;
+    const char *s = PyUnicode_AsUTF8AndSize(obj, &len);
+    if (!s) {
+        PyErr_Clear(); /* lone surrogates: not text a name can hold */
+        return NULL;
+    }
+    if ((size_t)len != strlen(s)) return NULL; /* an embedded NUL would end the name early */
+    return s;
+}
+
+PyArrayObject *qc_int64_values(PyArrayObject *a, const char *arg) {
+    const int t = PyArray_TYPE(a);
+    const int wide_unsigned = PyTypeNum_ISUNSIGNED(t) && PyArray_ITEMSIZE(a) >= 8;
+    PyArrayObject *c = (PyArrayObject *)PyArray_FromAny(
+        (PyObject *)a, PyArray_DescrFromType(wide_unsigned ? NPY_UINT64 : NPY_INT64), 0, 0,
+        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST, NULL);
+    if (!c || !wide_unsigned) return c;
+    const uint64_t *v = (const uint64_t *)PyArray_DATA(c);
+    const npy_intp n = PyArray_SIZE(c);
+    for (npy_intp i = 0; i < n; i++) {
+        if (v[i] > (uint64_t)INT64_MAX) {
+            qc_value_error("%s: expected integers that fit in int64, got %llu at index %zd", arg,
+                           (unsigned long long)v[i], (Py_ssize_t)i);
+            Py_DECREF(c);
+            return NULL;
+        }
+    }
+    return c; /* every value <= INT64_MAX: the same bits read as int64 */
+}
+
+/* [lo, hi) of the bytes an array's elements occupy (lo == hi when it has none). */
+static void byte_bounds(PyArrayObject *a, const char **lo, const char **hi) {
+    const char *p = PyArray_BYTES(a);
+    *lo = *hi = p;
+    if (PyArray_SIZE(a) == 0) return;
+    ptrdiff_t l = 0, h = 0;
+    for (int d = 0; d < PyArray_NDIM(a); d++) {
+        const ptrdiff_t ext = (ptrdiff_t)(PyArray_DIM(a, d) - 1) * PyArray_STRIDE(a, d);
+        if (ext < 0) l += ext;
+        else h += ext;
+    }
+    *lo = p + l;
+    *hi = p + h + PyArray_ITEMSIZE(a);
+}
+
+int qc_may_overlap(PyArrayObject *a, PyArrayObject *b) {
+    const char *alo, *ahi, *blo, *bhi;
+    byte_bounds(a, &alo, &ahi);
+    byte_bounds(b, &blo, &bhi);
+    return alo < ahi && blo < bhi && alo < bhi && blo < ahi;
+}
+
+PyArrayObject *qc_out_target(PyArrayObject *out, PyArrayObject *const *inputs, int n) {
+    for (int i = 0; i < n; i++) {
+        if (inputs[i] && qc_may_overlap(out, inputs[i])) {
+            PyArrayObject *t = (PyArrayObject *)PyArray_SimpleNew(
+                PyArray_NDIM(out), PyArray_DIMS(out), PyArray_TYPE(out));
+            if (!t) {
+                qc_name_memory_error("out", "a temporary (out overlaps an input)",
+                                     PyArray_NDIM(out), PyArray_DIMS(out),
+                                     (size_t)PyArray_ITEMSIZE(out));
+            }
+            return t;
+        }
+    }
+    Py_INCREF(out);
+    return out;
+}
+
+void qc_out_commit(PyArrayObject *target, PyArrayObject *out) {
+    if (target != out) memcpy(PyArray_DATA(out), PyArray_DATA(target), (size_t)PyArray_NBYTES(out));
+    Py_DECREF(target);
+}
+
+void qc_name_memory_error(const char *arg, const char *what, int ndim, const npy_intp *shape,
+                          size_t itemsize) {
+    if (!PyErr_ExceptionMatches(PyExc_MemoryError)) return;
+    PyErr_Clear();
+    char sh[160];
+    shape_str(sh, sizeof sh, ndim, shape);
+    /* the byte count in floating point: the element count itself may overflow */
+    double bytes = (double)itemsize;
+    for (int d = 0; d < ndim; d++) bytes *= (double)shape[d];
+    char msg[400];
+    snprintf(msg, sizeof msg, "%s: cannot allocate %.0f bytes for %s of shape %s", arg, bytes,
+             what, sh);
+    PyErr_SetString(PyExc_MemoryError, msg);
+}
+
+int qc_check_ratio(float r, const char *what) {
+    if (isfinite(r) && r > 0.0f) return 0;
+    char *repr = PyOS_double_to_string((double)r, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (!repr) return -1;
+    qc_value_error("%s: expected a positive finite float32 ratio, got %s", what, repr);
+    PyMem_Free(repr);
+    return -1;
 }

@@ -57,6 +57,11 @@ PyArrayObject *qc_float32_array(PyObject *obj, const char *arg);
 
 /* An integer array of exactly one of `allowed` typenums, C-contiguous (new reference). */
 PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed);
+/* The same in two steps, so that shapes can be checked before anything is copied: the array
+ * as given (no copy for an ndarray) with its dtype checked, then its C-contiguous native form
+ * (qc_contiguous, which releases `a`). */
+PyArrayObject *qc_int_view(PyObject *obj, const char *arg, const int *allowed);
+PyArrayObject *qc_contiguous(PyArrayObject *a, const char *arg);
 
 /* Validate `out=`: a writable, C-contiguous, aligned ndarray with this exact shape and dtype.
  * Returns a new reference, or a freshly allocated array when out is NULL/None. */
@@ -66,11 +71,46 @@ PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_int
 /* Scale values: every one strictly positive and finite, else ValueError naming the index. */
 int qc_check_scales(const float *s, size_t n, const char *arg);
 
+/* A requantization multiplier computed in float32 from scales (x_scale / y_scale ...): it must
+ * be positive and finite, else ValueError naming `what` with the value (an overflow to inf or
+ * an underflow to 0 would leave the result to each kernel's handling of inf or 0). */
+int qc_check_ratio(float r, const char *what);
+
 /* Set ValueError "<arg>: expected ..., got ..." with printf formatting. Returns -1. */
 int qc_value_error(const char *fmt, ...);
 int qc_type_error(const char *fmt, ...);
 
 /* Type check helper: is obj a real-number scalar (Python int/float or NumPy number)? */
 int qc_is_real_scalar(PyObject *obj);
+
+/* An int argument (an object with __index__, not bool) as Py_ssize_t: TypeError naming `arg`
+ * for other types, ValueError naming it for an int beyond 64 bits (never a bare
+ * OverflowError). */
+int qc_parse_ssize(PyObject *obj, const char *arg, Py_ssize_t *out);
+
+/* The UTF-8 text of a str, or NULL (no error set) when obj is not a str, holds an embedded NUL
+ * or cannot be encoded (lone surrogates): callers then raise their own ValueError with %R. */
+const char *qc_utf8_or_null(PyObject *obj);
+
+/* An integer array's values as a C-contiguous array whose data reads as int64_t (new
+ * reference): ValueError naming `arg` and the index for a uint64 value above INT64_MAX, which
+ * a cast would wrap to a negative number. */
+PyArrayObject *qc_int64_values(PyArrayObject *a, const char *arg);
+
+/* ---- out= that overlaps an input ----
+ * The kernels read their inputs while they write the output, so an out= sharing memory with
+ * an input would read values already overwritten. As NumPy does, such calls compute into a
+ * temporary and copy it into out at the end. qc_out_target returns the array to compute into
+ * (a new reference: out itself, or a fresh array of its shape and dtype when out's bytes
+ * overlap one of the n inputs; NULL entries are skipped); qc_out_commit copies target into
+ * out when they differ and releases target. The bounds check is conservative (interleaved
+ * views count as overlapping), which costs a copy, never a wrong result. */
+int qc_may_overlap(PyArrayObject *a, PyArrayObject *b);
+PyArrayObject *qc_out_target(PyArrayObject *out, PyArrayObject *const *inputs, int n);
+void qc_out_commit(PyArrayObject *target, PyArrayObject *out);
+
+/* Replace a pending MemoryError with one naming `arg` and the bytes asked for. */
+void qc_name_memory_error(const char *arg, const char *what, int ndim, const npy_intp *shape,
+                          size_t itemsize);
 
 #endif

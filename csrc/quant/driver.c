@@ -28,7 +28,8 @@ QC_DEFINE_FAMILY(minmax, "minmax")
 size_t qc_layout_nparams(const qc_layout *L) {
     if (L->per_tensor) return 1;
     if (L->block == 0) return L->C;
-    return L->outer * ((L->C + L->block - 1) / L->block) * L->inner;
+    /* ceil(C / B) without C + B - 1, which wraps for a block near SIZE_MAX */
+    return L->outer * (L->C / L->block + (L->C % L->block != 0)) * L->inner;
 }
 
 size_t qc_quant_ntasks(size_t n) { return qc_split_count(n, QC_QUANT_GRAIN); }
@@ -48,7 +49,7 @@ static void walk(const qc_layout *L, size_t lo, size_t hi, run_fn fn, void *ctx)
         return;
     }
     const size_t C = L->C, inner = L->inner, B = L->block, CI = C * inner;
-    const size_t nb = B ? (C + B - 1) / B : C;
+    const size_t nb = B ? C / B + (C % B != 0) : C;
     if (lo >= hi) return;
     /* divide once, then step (o, c, i) along with lo */
     size_t o = lo / CI, r = lo % CI, c = r / inner, i = r % inner, len;

@@ -115,7 +115,9 @@ extern const qc_family qc_family_minmax;
 /* x viewed as (outer, C, inner) around the quantization axis.
  * per-tensor: block == 0 and nparams == 1 (outer = 1, C = 1, inner = n).
  * per-axis:   block == 0, params indexed by c (nparams = C).
- * blocked:    block = B >= 1, params indexed by (o, c / B, i) (nparams = outer*ceil(C/B)*inner). */
+ * blocked:    block = B >= 1, params indexed by (o, c / B, i) (nparams = outer*ceil(C/B)*inner).
+ *             The bindings pass B <= max(C, 1) (a larger block is the same single block), so
+ *             block arithmetic such as (c / B + 1) * B cannot wrap. */
 typedef struct {
     size_t outer, C, inner;
     size_t block;

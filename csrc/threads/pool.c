@@ -43,20 +43,22 @@ static qc_pool g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER,
                          .state = PTHREAD_MUTEX_INITIALIZER,
                          .wake = PTHREAD_COND_INITIALIZER,
                          .done = PTHREAD_COND_INITIALIZER};
-static int g_num_threads = 1;
+/* set by set_num_threads while other threads may be inside kernels: atomic, and each
+ * qc_parallel_for reads it once (relaxed: any value it reads is a valid thread count) */
+static atomic_int g_num_threads = 1;
 static int g_pool_initialized;
 
 int qc_max_threads(void) { return QC_POOL_MAX; }
-int qc_get_num_threads(void) { return g_num_threads; }
+int qc_get_num_threads(void) { return atomic_load_explicit(&g_num_threads, memory_order_relaxed); }
 
 int qc_set_num_threads(int n) {
     if (n < 1 || n > QC_POOL_MAX) return -1;
-    g_num_threads = n;
+    atomic_store_explicit(&g_num_threads, n, memory_order_relaxed);
     return 0;
 }
 
 size_t qc_split_count(size_t n, size_t grain) {
-    size_t t = (size_t)g_num_threads;
+    size_t t = (size_t)qc_get_num_threads();
     if (grain == 0) grain = 1;
     size_t by_size = n / grain;
     if (by_size < 1) by_size = 1;
@@ -146,7 +148,7 @@ static int ensure_workers(int want) {
 
 void qc_parallel_for(size_t ntasks, qc_task_fn fn, void *ctx) {
     if (ntasks == 0) return;
-    int threads = g_num_threads;
+    int threads = qc_get_num_threads();
     if (ntasks == 1 || threads <= 1 || pthread_mutex_trylock(&g_pool.lock) != 0) {
         for (size_t i = 0; i < ntasks; i++) fn(ctx, i);
         return;
@@ -199,6 +201,6 @@ int qc_pool_init(void) {
         if (*end == '\0' && v >= 1 && v <= QC_POOL_MAX) n = (int)v;
         else rc = -1;
     }
-    g_num_threads = n;
+    atomic_store_explicit(&g_num_threads, n, memory_order_relaxed);
     return rc;
 }
