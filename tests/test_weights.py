@@ -301,7 +301,10 @@ def test_missing_file(tmp_path):
         with pytest.raises(FileNotFoundError):
             qc.load_quantized(tmp_path / ("nope" + ext))
     with pytest.raises(ValueError, match=r"expected a \.safetensors or \.npz"):
-        qc.quantize_weights(tmp_path / "w.bin")
+        qc.quantize_weights(tmp_path / "w.h5")
+    for ext in (".pt", ".pth", ".bin"):  # pickles are never loaded, present or not
+        with pytest.raises(ValueError, match="not supported.*save the weights with safetensors"):
+            qc.quantize_weights(tmp_path / ("w" + ext))
 
 
 @pytest.mark.parametrize("cut", [0, 4, 8, 20, 100, -1, -100])
