@@ -53,6 +53,10 @@ class threads:
         self._prev = qc.get_num_threads()
         qc.set_num_threads(self.n)
         self._limits = threadpool_limits(self.n) if threadpool_limits else None
+        if self._limits is None and os.environ.get("OPENBLAS_NUM_THREADS") != str(self.n):
+            print(f"note: threadpoolctl is not installed, NumPy's BLAS is not on {self.n} "
+                  f"thread(s) but on OPENBLAS_NUM_THREADS="
+                  f"{os.environ.get('OPENBLAS_NUM_THREADS', 'all cores')}", file=sys.stderr)
         if "torch" in sys.modules:
             torch = sys.modules["torch"]
             self._torch_prev = torch.get_num_threads()

@@ -121,6 +121,7 @@ class MinMaxObserver(_RangeObserver):
     """Running minimum and maximum over every batch (per tensor, or per channel on `axis`)."""
 
     def update(self, x):
+        """Observe a batch: the running min/max (per channel along `axis` if given)."""
         r = self._batch_range(x)
         if r is not None:
             self._extend(r)
@@ -142,6 +143,7 @@ class MovingAverageMinMaxObserver(_RangeObserver):
         self.averaging_constant = c
 
     def update(self, x):
+        """Observe a batch: move min/max towards its range by `averaging_constant`."""
         r = self._batch_range(x)
         if r is None:
             return
@@ -173,6 +175,7 @@ class _AbsHistogram(_RangeObserver):
         return self.range_max / self.bins
 
     def update(self, x):
+        """Observe a batch: add |x| to the histogram (doubling its range as needed)."""
         a = _f32(x)
         r = self._batch_range(a)
         if r is None:
@@ -213,6 +216,7 @@ class PercentileObserver(_AbsHistogram):
         self.percentile = p
 
     def threshold(self):
+        """The clipping threshold: the upper edge of the percentile's bin (0.0 if all zero)."""
         self._check_ready()
         if self.range_max == 0.0:
             return 0.0
@@ -221,6 +225,7 @@ class PercentileObserver(_AbsHistogram):
         return (i + 1) * self.width
 
     def qparams(self, dtype="int8", symmetric=False, narrow_range=False, profile="onnx"):
+        """QParams for the observed [min, max] clipped to [-threshold, threshold]."""
         return self._clipped_qparams(self.threshold(), dtype, symmetric, narrow_range, profile)
 
 
@@ -407,6 +412,7 @@ class HistogramObserver(_AbsHistogram):
         self.method = method
 
     def threshold(self, dtype="int8", narrow_range=False):
+        """The clipping threshold that `method` picks (0.0 if everything observed was 0)."""
         self._check_ready()
         if self.range_max == 0.0:
             return 0.0
@@ -419,5 +425,6 @@ class HistogramObserver(_AbsHistogram):
         return (int(np.argmin(err)) + 1) * self.width
 
     def qparams(self, dtype="int8", symmetric=False, narrow_range=False, profile="onnx"):
+        """QParams for the observed [min, max] clipped to [-threshold, threshold]."""
         t = self.threshold(dtype, narrow_range)
         return self._clipped_qparams(t, dtype, symmetric, narrow_range, profile)

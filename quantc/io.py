@@ -391,7 +391,8 @@ def write_tensors(path, tensors, metadata=None):
         fd = None
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.fchmod(fd, 0o666 & ~_umask())
+            mode = 0o666 & ~_umask()
+            os.fchmod(fd, mode)
             if ext == ".safetensors":
                 os.close(fd)
                 fd = None
@@ -401,6 +402,7 @@ def write_tensors(path, tensors, metadata=None):
                            for k, v in tensors.items()}, tmp,
                           metadata=metadata or None)
                 with open(tmp, "rb+") as f:
+                    os.fchmod(f.fileno(), mode)  # the writer may have created a new file
                     os.fsync(f.fileno())
             else:
                 with os.fdopen(fd, "wb") as raw:
