@@ -160,7 +160,7 @@ def _check_npz(path):
                             (2, 0): np.lib.format.read_array_header_2_0}.get(version)
                     if read is None:
                         raise ValueError(f"unsupported .npy version {version}")
-                    shape, _, dtype = read(fh, max_header_size=10000)
+                    shape, _, dtype = read(fh)
                     head = fh.tell() if fh.seekable() else None
                 if dtype.hasobject:
                     raise ValueError(f"{path}: tensor {m.filename[:-4]!r} holds pickled "

@@ -591,6 +591,21 @@ def test_full_disk_is_a_clean_error(tmp_path, monkeypatch, ext):
     assert _temps(tmp_path) == []
 
 
+def test_writer_library_error_is_an_oserror(tmp_path, monkeypatch):
+    """safetensors reports a full disk as its own SafetensorError: still a clean OSError."""
+    import safetensors
+    import safetensors.numpy
+
+    def full(*a, **k):
+        raise safetensors.SafetensorError("Error while serializing: IoError(No space left)")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    target = tmp_path / "out.safetensors"
+    with pytest.raises(OSError, match="out.safetensors: cannot write the file.*No space"):
+        qio.write_tensors(target, {"a": np.ones(3, np.float32)})
+    assert os.listdir(tmp_path) == []
+
+
 SLOW_SAVE = """
 import os, sys, time
 import numpy as np
