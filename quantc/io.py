@@ -328,6 +328,8 @@ def _pid_alive(pid):
 
 def _remove_stale_temps(folder, base):
     """Remove temporary files of earlier writes to `base` whose process no longer exists."""
+    if os.name != "posix":  # os.kill(pid, 0) is no liveness probe elsewhere (it terminates)
+        return
     prefix = "." + base + _TMP_TAG
     try:
         entries = os.listdir(folder)
@@ -392,7 +394,8 @@ def write_tensors(path, tensors, metadata=None):
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             mode = 0o666 & ~_umask()
-            os.fchmod(fd, mode)
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, mode)
             if ext == ".safetensors":
                 os.close(fd)
                 fd = None
@@ -402,7 +405,8 @@ def write_tensors(path, tensors, metadata=None):
                            for k, v in tensors.items()}, tmp,
                           metadata=metadata or None)
                 with open(tmp, "rb+") as f:
-                    os.fchmod(f.fileno(), mode)  # the writer may have created a new file
+                    if hasattr(os, "fchmod"):  # the writer may have created a new file
+                        os.fchmod(f.fileno(), mode)
                     os.fsync(f.fileno())
             else:
                 with os.fdopen(fd, "wb") as raw:
