@@ -30,6 +30,13 @@ except ImportError:  # pragma: no cover - optional
     threadpool_limits = None
 
 
+def peer_missing(module):
+    """One line on stderr: a peer library is not installed, so its rows are left out."""
+    from quantc._optional import install_hint
+    print(f"note: {module} is not installed, its rows are left out "
+          f"({install_hint(module, 'bench')})", file=sys.stderr)
+
+
 def blas_info():
     """One line naming NumPy's BLAS library, its kernel (core type) and threads."""
     if threadpool_info is None:

@@ -284,6 +284,9 @@ def cmd_bench(a):
             import torch
         except ImportError:
             torch = None
+            from ._optional import install_hint
+            print(f"note: torch is not installed, its row is left out "
+                  f"({install_hint('torch')})\n", file=sys.stderr)
         if torch is not None:
             xt = torch.from_numpy(x)
             with warnings.catch_warnings():  # torch deprecates its quantized tensors

@@ -114,6 +114,22 @@ def test_readme_tour_runs_after_the_first_command(tmp_path):
     assert (tmp_path / "model.int8.safetensors").exists()
 
 
+def test_missing_peer_in_bench_is_a_one_line_note():
+    blocker = ("import sys\n"
+               "class B:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] == 'torch':\n"
+               "            raise ImportError(name)\n"
+               "sys.meta_path.insert(0, B())\n"
+               "from quantc.cli import main\n"
+               "sys.exit(main(['bench', '--quick']))\n")
+    p = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.strip() == ("note: torch is not installed, its row is left out "
+                                "(pip install 'quantc[bench]')")
+
+
 # ---- item 2: nothing to quantize / already quantized -------------------------------------
 
 def test_cli_no_floating_tensors(tmp_path):
