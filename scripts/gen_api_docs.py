@@ -25,6 +25,7 @@ SECTIONS = {
     "quantc._conv": "Convolution, pooling and quantized operators (NCHW)",
     "quantc.calibration": "Calibration observers",
     "quantc.weights": "Weight dictionaries and files",
+    "quantc.examples": "Models",
     "quantc.io": "Tensor files (quantc.io)",
 }
 
