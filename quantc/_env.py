@@ -1,6 +1,7 @@
 """The environment variables quantc reads, checked before the C extension (which reads them)
 is loaded: a bad value is one line naming the variable and what it accepts."""
 import os
+import re
 import sys
 
 ISA_NAMES = ("scalar", "avx2", "avxvnni", "avx512", "avx512vnni", "amx")
@@ -15,7 +16,9 @@ def environment_error(environ=None):
     if isa and isa not in ISA_NAMES:
         return f"QUANTC_ISA: expected one of {', '.join(ISA_NAMES)} (or unset), got {isa!r}"
     n = env.get("QUANTC_NUM_THREADS")
-    if n and not (n.isascii() and n.isdigit() and 1 <= int(n) <= MAX_THREADS):
+    # what the C side's strtol accepts: leading white space, an optional sign, digits
+    if n and not (re.fullmatch(r"[ \t\n\v\f\r]*[+-]?[0-9]+", n)
+                  and 1 <= int(n) <= MAX_THREADS):
         return (f"QUANTC_NUM_THREADS: expected an integer in [1, {MAX_THREADS}] (or unset), "
                 f"got {n!r}")
     return None

@@ -222,6 +222,10 @@ def test_good_environment_variables():
     assert environment_error({}) is None
     assert environment_error({"QUANTC_ISA": "scalar", "QUANTC_NUM_THREADS": "3"}) is None
     assert environment_error({"QUANTC_ISA": "", "QUANTC_NUM_THREADS": ""}) is None
+    for n in (" 2", "+2", "02", "256"):  # what the extension's strtol accepts
+        assert environment_error({"QUANTC_NUM_THREADS": n}) is None, n
+    for n in ("2 ", "1_0", "2.0", "-1", "257", "\u0663"):
+        assert "QUANTC_NUM_THREADS" in environment_error({"QUANTC_NUM_THREADS": n}), n
     rc, out, err = run("bench", "--help", env={"QUANTC_ISA": "scalar"})
     assert rc == 0, err
 
