@@ -30,6 +30,13 @@ except ImportError:  # pragma: no cover - optional
     threadpool_limits = None
 
 
+def peer_missing(module):
+    """One line on stderr: a peer library is not installed, so its rows are left out."""
+    from quantc._optional import install_hint
+    print(f"note: {module} is not installed, its rows are left out "
+          f"({install_hint(module, 'bench')})", file=sys.stderr)
+
+
 def blas_info():
     """One line naming NumPy's BLAS library, its kernel (core type) and threads."""
     if threadpool_info is None:
@@ -53,6 +60,10 @@ class threads:
         self._prev = qc.get_num_threads()
         qc.set_num_threads(self.n)
         self._limits = threadpool_limits(self.n) if threadpool_limits else None
+        if self._limits is None and os.environ.get("OPENBLAS_NUM_THREADS") != str(self.n):
+            print(f"note: threadpoolctl is not installed, NumPy's BLAS is not on {self.n} "
+                  f"thread(s) but on OPENBLAS_NUM_THREADS="
+                  f"{os.environ.get('OPENBLAS_NUM_THREADS', 'all cores')}", file=sys.stderr)
         if "torch" in sys.modules:
             torch = sys.modules["torch"]
             self._torch_prev = torch.get_num_threads()

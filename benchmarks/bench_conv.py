@@ -30,11 +30,13 @@ try:
     import torch
 except ImportError:  # pragma: no cover
     torch = None
+    _util.peer_missing("torch")
 try:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 except ImportError:  # pragma: no cover
     ort = None
+    _util.peer_missing("onnxruntime")
 
 # name, C, M, H(=W), k, stride, group
 LAYERS = [

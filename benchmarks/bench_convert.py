@@ -57,6 +57,7 @@ def cases(n, rng):
         import torch
     except ImportError:
         torch = None
+        _util.peer_missing("torch")
     if torch is not None:
         tx = torch.from_numpy(x)
         tb = torch.empty(n, dtype=torch.bfloat16)

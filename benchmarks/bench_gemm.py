@@ -27,11 +27,13 @@ try:
     import torch
 except ImportError:  # pragma: no cover - optional peer
     torch = None
+    _util.peer_missing("torch")
 try:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 except ImportError:  # pragma: no cover - optional peer
     ort = None
+    _util.peer_missing("onnxruntime")
 
 
 def ort_matmul_integer(b, threads):

@@ -167,7 +167,8 @@ def main():
         return float((examples.digits_model(w)(images).argmax(1) == labels).mean())
 
     out = {"bundled": scheme_table("bundled digits CNN (weights >= 1024 elements quantized; "
-                                   "blocks run along the last axis)", params, accuracy)}
+                                   "blocks run along the flattened input dimension)", params,
+                                   accuracy)}
     td = transformer_dict(1 if a.quick else 4, 2000 if a.quick else 8000, rng)
     mb = sum(v.nbytes for v in td.values()) / 2 ** 20
     out["transformer"] = scheme_table(f"synthetic transformer dict ({len(td)} tensors, "

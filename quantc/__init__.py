@@ -5,8 +5,12 @@ Quantization maps float32 values to 8-bit integers with a scale ``S`` and a zero
 are hand-written C (scalar, AVX2, AVX-512, VNNI, chosen at run time) behind a NumPy API
 whose results match ONNX, PyTorch and TFLite bit for bit (``profile=``).
 
-The public API is documented in README.md and in each function's docstring.
+The public API is documented in docs/API.md (generated from each function's docstring).
 """
+from ._env import check_environment as _check_environment
+
+_check_environment()  # before the C extension reads QUANTC_ISA / QUANTC_NUM_THREADS
+
 from ._runtime import cpu_info, get_num_threads, set_num_threads
 from ._elementwise import *  # noqa: F401,F403
 from ._elementwise import __all__ as _elementwise_all

@@ -14,9 +14,14 @@ lands in bin ``floor(|v| * bins / R)`` computed in float64, capped at the last b
 histogram therefore resolves thresholds to ``R / bins``; ``R`` is at most twice the true
 max|x|.
 """
+import math
+
 import numpy as np
 
 from . import _C
+
+# Upper bound on histogram bins (entropy calibration is O(bins * 128) time, O(bins * 64) memory).
+MAX_BINS = 65536
 
 __all__ = ["MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
            "HistogramObserver"]
@@ -116,6 +121,7 @@ class MinMaxObserver(_RangeObserver):
     """Running minimum and maximum over every batch (per tensor, or per channel on `axis`)."""
 
     def update(self, x):
+        """Observe a batch: the running min/max (per channel along `axis` if given)."""
         r = self._batch_range(x)
         if r is not None:
             self._extend(r)
@@ -137,6 +143,7 @@ class MovingAverageMinMaxObserver(_RangeObserver):
         self.averaging_constant = c
 
     def update(self, x):
+        """Observe a batch: move min/max towards its range by `averaging_constant`."""
         r = self._batch_range(x)
         if r is None:
             return
@@ -156,8 +163,8 @@ class _AbsHistogram(_RangeObserver):
     def __init__(self, bins):
         if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)):
             raise TypeError(f"bins: expected an int, got {type(bins).__name__}")
-        if bins < 2 or bins % 2:
-            raise ValueError(f"bins: expected an even int >= 2, got {bins}")
+        if bins < 2 or bins % 2 or bins > MAX_BINS:
+            raise ValueError(f"bins: expected an even int in [2, {MAX_BINS}], got {bins}")
         super().__init__(None)
         self.bins = int(bins)
         self.counts = np.zeros(self.bins, np.int64)
@@ -168,6 +175,7 @@ class _AbsHistogram(_RangeObserver):
         return self.range_max / self.bins
 
     def update(self, x):
+        """Observe a batch: add |x| to the histogram (doubling its range as needed)."""
         a = _f32(x)
         r = self._batch_range(a)
         if r is None:
@@ -208,6 +216,7 @@ class PercentileObserver(_AbsHistogram):
         self.percentile = p
 
     def threshold(self):
+        """The clipping threshold: the upper edge of the percentile's bin (0.0 if all zero)."""
         self._check_ready()
         if self.range_max == 0.0:
             return 0.0
@@ -216,6 +225,7 @@ class PercentileObserver(_AbsHistogram):
         return (i + 1) * self.width
 
     def qparams(self, dtype="int8", symmetric=False, narrow_range=False, profile="onnx"):
+        """QParams for the observed [min, max] clipped to [-threshold, threshold]."""
         return self._clipped_qparams(self.threshold(), dtype, symmetric, narrow_range, profile)
 
 
@@ -240,6 +250,32 @@ def _kl(p, q):
     return float(np.sum(p[m] * np.log(p[m] / q[m])))
 
 
+def _entropy_kl_direct(hist, tail, i, levels):
+    """KL(P || Q) of candidate i computed bin by bin (None: skipped), the definition that
+    :func:`entropy_threshold_index` evaluates in closed form; used where the smoothing makes a
+    probability non-positive."""
+    sliced = hist[:i]
+    p = sliced.astype(np.float64)
+    p[i - 1] += tail[i]
+    nonzero = p != 0
+    merged = i // levels
+    gid = np.minimum(np.arange(i) // merged, levels - 1)
+    qbins = np.bincount(gid, weights=sliced, minlength=levels)
+    norm = np.bincount(gid, weights=nonzero, minlength=levels)
+    q = np.where(nonzero, qbins[gid] / np.maximum(norm[gid], 1), 0.0)
+    ps, qs = _smooth(p), _smooth(q)
+    if ps is None or qs is None:
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _kl(ps, qs)
+
+
+_EPS = 1e-4          # smoothing mass of _smooth
+_SMALL = 64          # counts 1.._SMALL summed exactly per value, larger ones by series
+_TERMS = 18          # series terms: (c/h)^k with c <= _EPS * MAX_BINS < 6.6 and h > 64
+_CHUNK = 2048        # candidates evaluated together
+
+
 def entropy_threshold_index(counts, num_quantized_bins=128):
     """TensorRT's KL-divergence calibration on an |x| histogram: the best bin count m.
 
@@ -247,8 +283,19 @@ def entropy_threshold_index(counts, num_quantized_bins=128):
     outliers (bins i..) added to bin i-1; Q = the first i bins (without outliers) merged into
     num_quantized_bins levels (i // levels bins each, the remainder going to the last level)
     and spread back evenly over the bins of each level that are non-zero in P; both smoothed
-    (eps = 1e-4, as MXNet / ONNX Runtime) and KL(P || Q) taken. Returns the i with the
-    smallest divergence (the first on ties); the threshold is ``(i + 0.5) * width``.
+    (eps = 1e-4, as MXNet / ONNX Runtime: zero bins get eps, the others lose
+    ``c = eps * zeros / nonzeros``) and KL(P || Q) taken. Returns the i with the smallest
+    divergence (the first of those within 1e-12 of it); the threshold is
+    ``(i + 0.5) * width``.
+
+    Computed in O(bins * num_quantized_bins) rather than O(bins^2): with N the total count,
+    KL = T / N - log N + log sum(Q), where T = sum over non-zero bins of
+    ``(p - c) log(p - c)`` minus, per level, ``(sum of p - c * nonzero) * log(q - c_q)``
+    (zero bins contribute eps log eps - eps log eps = 0). The level sums come from prefix
+    sums; the first sum from prefix counts of each count 1..64 and, for larger counts, the
+    series ``(h - c) log(h - c) = h log h - c (log h + 1) + sum_k c^k / (k (k-1) h^(k-1))``
+    over prefix power sums. Candidates where smoothing leaves a bin without mass (very sparse
+    histograms) are evaluated bin by bin. `counts` has at most MAX_BINS bins.
     """
     hist = np.asarray(counts, np.int64)
     bins = hist.size
@@ -256,25 +303,92 @@ def entropy_threshold_index(counts, num_quantized_bins=128):
     if bins < levels:
         raise ValueError(f"bins: expected at least {levels} bins for entropy calibration, "
                          f"got {bins}")
+    if bins > MAX_BINS:
+        raise ValueError(f"bins: expected at most {MAX_BINS} bins for entropy calibration, "
+                         f"got {bins}")
+    if np.any(hist < 0):
+        raise ValueError("counts: expected non-negative counts")
     tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0]])  # tail[i] = sum(hist[i:])
-    best_i, best_kl = bins, np.inf
-    for i in range(levels, bins + 1):
-        sliced = hist[:i]
-        p = sliced.astype(np.float64)
-        p[i - 1] += tail[i]
-        nonzero = p != 0
-        merged = i // levels
-        gid = np.minimum(np.arange(i) // merged, levels - 1)
-        qbins = np.bincount(gid, weights=sliced, minlength=levels)
-        norm = np.bincount(gid, weights=nonzero, minlength=levels)
-        q = np.where(nonzero, qbins[gid] / np.maximum(norm[gid], 1), 0.0)
-        ps, qs = _smooth(p), _smooth(q)
-        if ps is None or qs is None:
-            continue
-        kl = _kl(ps, qs)
-        if kl < best_kl:
-            best_i, best_kl = i, kl
-    return best_i
+    total = float(tail[0])
+    # prefix arrays over k = 0..bins (sums of the first k bins)
+    S = np.concatenate([[0], np.cumsum(hist)])
+    nzb = hist != 0
+    NZ = np.concatenate([[0], np.cumsum(nzb)])
+    small = np.arange(1, _SMALL + 1)
+    cnt = np.zeros((bins + 1, _SMALL), np.int64)
+    sel = nzb & (hist <= _SMALL)
+    onehot = np.zeros((bins, _SMALL), np.int64)
+    onehot[np.nonzero(sel)[0], hist[sel] - 1] = 1
+    np.cumsum(onehot, axis=0, out=cnt[1:])
+    del onehot
+    big = np.where(hist > _SMALL, hist, 0).astype(np.float64)
+    isbig = big > 0
+    hb = np.where(isbig, big, 1.0)
+    pw = np.zeros((_TERMS + 1, bins + 1))
+    pw[0, 1:] = np.cumsum(np.where(isbig, hb * np.log(hb), 0.0))
+    pw[1, 1:] = np.cumsum(np.where(isbig, np.log(hb) + 1.0, 0.0))
+    inv = np.where(isbig, 1.0 / hb, 0.0)
+    acc = np.ones(bins)
+    for k in range(2, _TERMS + 1):
+        acc = acc * inv
+        pw[k, 1:] = np.cumsum(acc)
+    coef = np.array([1.0 / (k * (k - 1)) for k in range(2, _TERMS + 1)])
+
+    kls = np.full(bins + 1, np.nan)
+    g = np.arange(levels)
+    for lo in range(levels, bins + 1, _CHUNK):
+        i = np.arange(lo, min(bins, lo + _CHUNK - 1) + 1)
+        t = tail[i - 1].astype(np.float64)          # p[i-1]: bin i-1 plus the outliers
+        tpos = t > 0
+        nzp = NZ[i - 1] + tpos
+        c = _EPS * (i - nzp) / np.maximum(nzp, 1)
+        # sum over non-zero bins j < i-1 of (h - c) log(h - c)
+        k = i - 1
+        v = small - c[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f_small = np.sum(cnt[k] * np.where(v > 0, v * np.log(np.where(v > 0, v, 1)), 0.0),
+                             axis=1)
+            series = pw[0, k] - c * pw[1, k]
+            cp = c.copy()
+            cpow = c * c
+            for kk in range(2, _TERMS + 1):
+                series = series + coef[kk - 2] * cpow * pw[kk, k]
+                cpow = cpow * cp
+            tv = np.where(tpos, t - c, 1.0)
+            f = f_small + series + np.where(tpos, tv * np.log(np.where(tv > 0, tv, 1)), 0.0)
+        bad = (tpos & (t <= c)) | np.any((cnt[k] > 0) & (small[None, :] <= c[:, None]), axis=1)
+        # levels: [g*m, (g+1)*m), the last one up to i
+        m = i // levels
+        start = g[None, :] * m[:, None]
+        stop = np.where(g[None, :] == levels - 1, (i - 1)[:, None], start + m[:, None])
+        qb = S[stop] - S[start]                     # hist sums without bin i-1 in the last
+        nrm = NZ[stop] - NZ[start]
+        psum = qb.astype(np.float64)
+        last_h = hist[i - 1]
+        qb[:, -1] += last_h
+        psum[:, -1] += t
+        nrm[:, -1] += tpos
+        qpos = qb > 0
+        nzq = np.sum(np.where(qpos, nrm, 0), axis=1)
+        cq = _EPS * (i - nzq) / np.maximum(nzq, 1)
+        qv = np.where(qpos, qb / np.maximum(nrm, 1) - cq[:, None], _EPS)
+        bad |= np.any(qpos & (qv <= 0), axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lq = np.log(np.where(qv > 0, qv, 1.0))
+            cross = np.sum(np.where(nrm > 0, (psum - c[:, None] * nrm) * lq, 0.0), axis=1)
+            sq = S[i].astype(np.float64)
+            kl = (f - cross) / total - math.log(total) + np.log(np.where(sq > 0, sq, 1.0))
+        skip = (nzp == 0) | (nzq == 0)
+        kl[skip] = np.nan
+        for j in np.nonzero(bad & ~skip)[0]:
+            d = _entropy_kl_direct(hist, tail, int(i[j]), levels)
+            kl[j] = np.nan if d is None else d
+        kls[i] = kl
+    valid = np.isfinite(kls)
+    if not valid.any():
+        return bins
+    best = np.min(kls[valid])
+    return int(np.nonzero(valid & (kls <= best + 1e-12 * max(1.0, abs(best))))[0][0])
 
 
 class HistogramObserver(_AbsHistogram):
@@ -298,6 +412,7 @@ class HistogramObserver(_AbsHistogram):
         self.method = method
 
     def threshold(self, dtype="int8", narrow_range=False):
+        """The clipping threshold that `method` picks (0.0 if everything observed was 0)."""
         self._check_ready()
         if self.range_max == 0.0:
             return 0.0
@@ -310,5 +425,6 @@ class HistogramObserver(_AbsHistogram):
         return (int(np.argmin(err)) + 1) * self.width
 
     def qparams(self, dtype="int8", symmetric=False, narrow_range=False, profile="onnx"):
+        """QParams for the observed [min, max] clipped to [-threshold, threshold]."""
         t = self.threshold(dtype, narrow_range)
         return self._clipped_qparams(t, dtype, symmetric, narrow_range, profile)

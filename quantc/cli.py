@@ -24,23 +24,30 @@ def _parser():
                "  quantc quantize model.safetensors -o model.int8.safetensors --per-channel\n"
                "  quantc inspect model.int8.safetensors\n  quantc demo\n  quantc bench --quick",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"quantc {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     q = sub.add_parser("quantize", help="quantize a .safetensors/.npz weight file",
                        description="Quantize every floating tensor with ndim >= 2 and at least "
-                                   "--min-elements elements; print the per-tensor report.")
+                                   "--min-elements elements; print the per-tensor report. "
+                                   "Exits with status 2 if nothing would be quantized or the "
+                                   "file is already quantized.")
     q.add_argument("input", nargs="?", metavar="IN",
                    help="a .safetensors or .npz file (default: the bundled digits CNN)")
     q.add_argument("-o", "--output", metavar="OUT",
                    help="write the quantized weights here (.safetensors or .npz)")
-    q.add_argument("--dtype", choices=("int8", "uint8", "float16"), default="int8")
+    q.add_argument("--dtype", choices=("int8", "uint8", "float16"), default="int8",
+                   help="int8 (default) or uint8 with scales and zero points, or float16 "
+                        "(a plain conversion, no scales)")
     g = q.add_mutually_exclusive_group()
     g.add_argument("--per-tensor", dest="granularity", action="store_const",
                    const="per_tensor", help="one scale per tensor")
     g.add_argument("--per-channel", dest="granularity", action="store_const",
                    const="per_channel", help="one scale per output channel (default)")
     g.add_argument("--block-size", type=int, metavar="N",
-                   help="one scale per block of N values along the last axis")
+                   help="one scale per block of N consecutive values along each weight's "
+                        "flattened input dimension (in*kh*kw of a conv weight)")
     q.add_argument("--axis", type=int, default=0, help="channel axis for --per-channel "
                                                        "(default 0)")
     q.add_argument("--asymmetric", action="store_true",
@@ -56,13 +63,19 @@ def _parser():
                    default=None, help="always show a progress bar")
     q.add_argument("--no-progress", dest="progress", action="store_const", const=False)
 
-    i = sub.add_parser("inspect", help="per-tensor table of a float or quantized file")
-    i.add_argument("file", metavar="FILE")
+    i = sub.add_parser("inspect", help="per-tensor table of a float or quantized file",
+                       description="Print one row per tensor of a .safetensors or .npz file: "
+                                   "dtype, shape, bytes and range of a float file, or the "
+                                   "scheme and scales of a file written by 'quantc quantize'.")
+    i.add_argument("file", metavar="FILE", help="a .safetensors or .npz file")
 
     from . import _cli_models
     _cli_models.add_parsers(sub)
 
-    b = sub.add_parser("bench", help="a small speed table against float NumPy (and peers)")
+    b = sub.add_parser("bench", help="a small speed table against float NumPy (and peers)",
+                       description="Time quantc's elementwise kernels against the NumPy "
+                                   "expression (and torch, if installed) on this machine; "
+                                   "benchmarks/run_all.py has the full set.")
     b.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     return p
 
@@ -100,6 +113,14 @@ def cmd_quantize(a):
                              method=a.method, min_elements=a.min_elements, skip=a.skip,
                              progress=a.progress)
     rep = qw.report()
+    if rep.summary()["quantized"] == 0:
+        floats = [r for r in rep if r["shape"] and _is_float(qw[r["name"]])]
+        if not floats:
+            raise CLIError(f"{src}: no floating-point tensors to quantize ({len(rep)} tensors, "
+                           f"none float){'; nothing written' if a.output else ''}")
+        raise CLIError(f"{src}: nothing quantized: none of the {len(floats)} floating tensors "
+                       f"has ndim >= 2, at least {a.min_elements} elements (--min-elements) "
+                       f"and a name outside --skip{'; nothing written' if a.output else ''}")
     print(rep)
     if a.output:
         qw.save(a.output)
@@ -109,6 +130,10 @@ def cmd_quantize(a):
             f.write(rep.to_json(indent=2))
         print(f"wrote the report to {a.json}")
     return 0
+
+
+def _is_float(v):
+    return isinstance(v, np.ndarray) and v.dtype.kind == "f"
 
 
 def _check_output_folder(path):
@@ -195,6 +220,9 @@ def cmd_bench(a):
             import torch
         except ImportError:
             torch = None
+            from ._optional import install_hint
+            print(f"note: torch is not installed, its row is left out "
+                  f"({install_hint('torch')})\n", file=sys.stderr)
         if torch is not None:
             xt = torch.from_numpy(x)
             with warnings.catch_warnings():  # torch deprecates its quantized tensors
@@ -229,11 +257,47 @@ def main(argv=None):
     cmd = {"quantize": cmd_quantize, "inspect": cmd_inspect, "demo": cmd_demo,
            "convert": cmd_convert, "bench": cmd_bench}[a.command]
     try:
-        return cmd(a)
-    except (CLIError, ValueError, TypeError, OSError, ImportError, KeyError) as e:
-        msg = str(e).strip("'\"") or type(e).__name__
-        print(f"quantc {a.command}: error: {msg}", file=sys.stderr)
-        return 2
+        rc = cmd(a)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except (CLIError, ValueError, TypeError, OSError, ImportError, KeyError, RecursionError,
+            OverflowError, MemoryError) as e:
+        return _error(a.command, _message(e))
     except KeyboardInterrupt:
         print("quantc: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a malformed input reached something unexpected: still one line
+        return _error(a.command, f"{type(e).__name__}: {_message(e)} (unexpected; "
+                                 f"please report it)")
+
+
+def _message(e):
+    """The text of an exception (a KeyError's without the quotes repr() adds)."""
+    if isinstance(e, KeyError) and len(e.args) == 1:
+        msg = str(e.args[0])
+    else:
+        msg = str(e)
+    return " ".join(msg.split()) or type(e).__name__
+
+
+def _error(command, msg):
+    try:
+        print(f"quantc {command}: error: {msg}", file=sys.stderr)
+    except BrokenPipeError:
+        pass
+    return 2
+
+
+def _quiet_broken_pipe():
+    """The reader went away (``quantc inspect F | head -1``): stop quietly, status 0, as other
+    command-line tools do. stdout is pointed at /dev/null so that Python's final flush at exit
+    does not report the broken pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 0

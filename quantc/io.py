@@ -5,22 +5,36 @@ header is checked before the library touches the file (header length within the 
 tensor's byte range inside the data section and equal to shape x itemsize), and any failure
 while reading becomes a ``ValueError`` that names the file (and the tensor).
 
-Writing goes to a temporary file in the destination folder, which is flushed, fsync'ed and
-then renamed over the real name with ``os.replace``: a crash leaves the old file (or none),
-never a half-written one.
+An ``.npz`` is a zip archive and may be a zip bomb: before anything is decompressed, every
+member must be an ``.npy`` whose header (shape x itemsize) matches the member's declared size,
+and the declared sizes together may not exceed ``NPZ_MAX_RATIO`` times the archive's size
+(archives declaring less than ``NPZ_SMALL_BYTES`` in all are always accepted). Raise the limit
+with ``quantc.io.NPZ_MAX_RATIO = ...`` or the environment variable ``QUANTC_NPZ_MAX_RATIO``.
+
+Writing goes to a temporary file ``.NAME.quantc-tmp-<pid>-<token>`` in the destination folder,
+created with the mode the umask gives any new file, flushed, fsync'ed and then renamed over the
+real name with ``os.replace``: a crash leaves the old file (or none), never a half-written one.
+SIGTERM during a write (main thread) removes the temporary file before the process ends, and
+temporary files left by a process that no longer exists (SIGKILL, power loss) are removed by
+the next write to the same name.
 """
+import errno
 import json
 import math
 import os
+import signal
 import struct
-import tempfile
+import threading
 import zipfile
 
 import numpy as np
 
+from ._optional import require
+
 __all__ = ["TensorReader", "open_tensors", "write_tensors", "FORMATS"]
 
 FORMATS = (".safetensors", ".npz")
+_PICKLE_FORMATS = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 # safetensors dtype tags -> NumPy dtypes (BF16 has no NumPy dtype and is rejected on read).
 _ST_DTYPES = {
@@ -31,10 +45,19 @@ _ST_DTYPES = {
 _ST_ITEMSIZE = dict({k: np.dtype(v).itemsize for k, v in _ST_DTYPES.items()}, BF16=2,
                     F8_E4M3=1, F8_E5M2=1)
 _MAX_HEADER = 100 * 1024 * 1024
+# Zip-bomb limits for .npz archives (see the module docstring).
+NPZ_MAX_RATIO = 200.0
+NPZ_SMALL_BYTES = 64 * 1024 * 1024
+_TMP_TAG = ".quantc-tmp-"
 
 
-def _fmt(path):
+def _fmt(path, reading=True):
     ext = os.path.splitext(str(path))[1].lower()
+    if reading and ext in _PICKLE_FORMATS:
+        raise ValueError(f"{path}: PyTorch pickle checkpoints ({ext}) are not supported (loading "
+                         f"one can run arbitrary code): save the weights with safetensors, "
+                         f"e.g. safetensors.torch.save_file(model.state_dict(), "
+                         f"'model.safetensors')")
     if ext not in FORMATS:
         raise ValueError(f"{path}: expected a .safetensors or .npz file, got extension "
                          f"{ext or '(none)'!r}")
@@ -59,6 +82,9 @@ def _safetensors_header(path):
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: corrupted safetensors file: header is not valid JSON "
                          f"({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: corrupted safetensors file: header JSON is nested too "
+                         f"deeply") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: corrupted safetensors file: header is not a JSON object")
     data_len = size - 8 - n
@@ -67,9 +93,9 @@ def _safetensors_header(path):
         if name == "__metadata__":
             continue
         ok = (isinstance(info, dict) and isinstance(info.get("shape"), list)
-              and all(isinstance(d, int) and d >= 0 for d in info["shape"])
+              and all(type(d) is int and d >= 0 for d in info["shape"])
               and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
-              and all(isinstance(o, int) for o in info["data_offsets"]))
+              and all(type(o) is int for o in info["data_offsets"]))
         if not ok:
             raise ValueError(f"{path}: corrupted safetensors file: bad entry for tensor "
                              f"{name!r}")
@@ -88,6 +114,69 @@ def _safetensors_header(path):
                              f"{want}")
         names.append(name)
     return names, header
+
+
+def npz_max_ratio():
+    """The zip-bomb ratio limit: ``QUANTC_NPZ_MAX_RATIO`` if set, else ``NPZ_MAX_RATIO``."""
+    env = os.environ.get("QUANTC_NPZ_MAX_RATIO")
+    if env is None:
+        return float(NPZ_MAX_RATIO)
+    try:
+        v = float(env)
+    except ValueError:
+        v = math.nan
+    if not v > 0:
+        raise ValueError(f"QUANTC_NPZ_MAX_RATIO: expected a positive number, got {env!r}")
+    return v
+
+
+def _check_npz(path):
+    """Check an .npz archive before decompressing it: a zip of .npy members whose headers
+    match their declared sizes, and declared sizes within the zip-bomb limit."""
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
+            raise ValueError(f"{path}: expected an .npz archive, got a single .npy array")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path}: not a valid .npz file (not a zip archive)")
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+            total = sum(m.file_size for m in members)
+            limit = npz_max_ratio()
+            if total > NPZ_SMALL_BYTES and total > limit * max(size, 1):
+                raise ValueError(
+                    f"{path}: refusing to decompress: the archive declares {total} bytes from "
+                    f"{size} (ratio {total / max(size, 1):.0f} > {limit:g}, a zip bomb?); to "
+                    f"read it anyway raise quantc.io.NPZ_MAX_RATIO or set QUANTC_NPZ_MAX_RATIO")
+            for m in members:
+                if not m.filename.endswith(".npy"):
+                    raise ValueError(f"{path}: not a valid .npz file (member {m.filename!r} is "
+                                     f"not an .npy array)")
+                with zf.open(m) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = {(1, 0): np.lib.format.read_array_header_1_0,
+                            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read is None:
+                        raise ValueError(f"unsupported .npy version {version}")
+                    shape, _, dtype = read(fh)
+                    head = fh.tell() if fh.seekable() else None
+                if dtype.hasobject:
+                    raise ValueError(f"{path}: tensor {m.filename[:-4]!r} holds pickled "
+                                     f"(object) data, which is never loaded")
+                want = math.prod(shape) * dtype.itemsize
+                if head is not None and want != m.file_size - head:
+                    raise ValueError(f"{path}: corrupted .npz file: member {m.filename!r} "
+                                     f"declares shape {shape} x {dtype} ({want} bytes) but "
+                                     f"holds {m.file_size - head}")
+    except ValueError as e:
+        if str(e).startswith(f"{path}:"):
+            raise
+        raise ValueError(f"{path}: not a valid .npz file ({e})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, RuntimeError,
+            NotImplementedError) as e:
+        raise ValueError(f"{path}: not a valid .npz file ({e or type(e).__name__})") from None
 
 
 class TensorReader:
@@ -116,26 +205,21 @@ class TensorReader:
                 raise ValueError(f"{self.path}: corrupted safetensors file: __metadata__ must "
                                  f"map strings to strings")
             self.metadata = dict(meta)
-            try:
-                from safetensors import safe_open  # noqa: F401
-            except ImportError:
-                raise ImportError("reading .safetensors needs the 'safetensors' package "
-                                  "(pip install safetensors)") from None
+            require("safetensors", what="reading .safetensors")
         else:
+            _check_npz(self.path)
             try:
                 self._npz = np.load(self.path, allow_pickle=False)
             except Exception as e:
-                raise ValueError(f"{self.path}: not a readable .npz file ({e})") from None
-            if not hasattr(self._npz, "files"):
-                raise ValueError(f"{self.path}: expected an .npz archive, got a single .npy "
-                                 f"array")
+                raise ValueError(f"{self.path}: not a valid .npz file ({e})") from None
             self.names = [n for n in self._npz.files if n != "__metadata__.json"]
             if "__metadata__.json" in self._npz.files:
                 raw = self._read_npz("__metadata__.json")
                 try:
                     meta = json.loads(raw.tobytes().decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    raise ValueError(f"{self.path}: corrupted metadata ({e})") from None
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+                    raise ValueError(f"{self.path}: corrupted metadata "
+                                     f"({e or type(e).__name__})") from None
                 if not isinstance(meta, dict):
                     raise ValueError(f"{self.path}: corrupted metadata (not a JSON object)")
                 self.metadata = {str(k): str(v) for k, v in meta.items()}
@@ -183,7 +267,7 @@ class TensorReader:
             if dt not in _ST_DTYPES:
                 raise ValueError(f"{self.path}: tensor {name!r}: dtype {dt} has no NumPy "
                                  f"equivalent")
-            from safetensors import safe_open
+            safe_open = require("safetensors", what="reading .safetensors").safe_open
             # Opened per tensor so the file mapping is released between tensors: the
             # mapped pages would otherwise stay resident and count against peak memory.
             try:
@@ -209,7 +293,7 @@ def open_tensors(path):
 
 def _atomic_target(path):
     path = os.fspath(path)
-    ext = _fmt(path)
+    ext = _fmt(path, reading=False)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{path}: the output folder {folder} does not exist")
@@ -218,46 +302,138 @@ def _atomic_target(path):
     return path, ext, folder
 
 
+def _umask():
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _remove_stale_temps(folder, base):
+    """Remove temporary files of earlier writes to `base` whose process no longer exists."""
+    if os.name != "posix":  # os.kill(pid, 0) is no liveness probe elsewhere (it terminates)
+        return
+    prefix = "." + base + _TMP_TAG
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.startswith(prefix):
+            continue
+        pid = entry[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                os.unlink(os.path.join(folder, entry))
+            except OSError:
+                pass
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived during a write (raised by the temporary handler)."""
+
+
+class _term_cleanup:
+    """While active (main thread only), SIGTERM raises _Terminated so that the caller's
+    cleanup runs; on exit the previous handler is restored and the signal delivered again."""
+
+    def __enter__(self):
+        self.prev = None
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self.prev = signal.signal(signal.SIGTERM, self._raise)
+            except (ValueError, OSError):
+                self.prev = None
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise _Terminated()
+
+    def __exit__(self, typ, exc, tb):
+        if self.prev is not None:
+            signal.signal(signal.SIGTERM, self.prev)
+        if typ is _Terminated:
+            os.kill(os.getpid(), signal.SIGTERM)  # now with the previous disposition
+            raise SystemExit(128 + signal.SIGTERM)
+        return False
+
+
 def write_tensors(path, tensors, metadata=None):
     """Write name -> array to `path` (.safetensors or .npz) atomically.
 
     `metadata` (str -> str) goes to the safetensors ``__metadata__`` header, or to a
-    ``__metadata__.json`` member (UTF-8 JSON as a uint8 array) of the .npz.
+    ``__metadata__.json`` member (UTF-8 JSON as a uint8 array) of the .npz. The new file gets
+    the mode the umask gives (``0o666 & ~umask``); on any error (a full disk, SIGTERM) the
+    temporary file is removed and an existing `path` is left as it was.
     """
     path, ext, folder = _atomic_target(path)
     metadata = dict(metadata or {})
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        if ext == ".safetensors":
-            os.close(fd)
-            fd = None
-            from safetensors.numpy import save_file
-            # np.ascontiguousarray would turn 0-d arrays into shape (1,)
-            save_file({k: np.array(v, copy=not np.asarray(v).flags.c_contiguous)
-                       for k, v in tensors.items()}, tmp,
-                      metadata=metadata or None)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        else:
-            with os.fdopen(fd, "wb") as raw:
-                fd = None
-                with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                    items = list(tensors.items())
-                    if metadata:
-                        blob = json.dumps(metadata, sort_keys=True).encode("utf-8")
-                        items.append(("__metadata__.json", np.frombuffer(blob, np.uint8)))
-                    for name, arr in items:
-                        with zf.open(name + ".npy", "w", force_zip64=True) as fh:
-                            np.lib.format.write_array(fh, np.asarray(arr), allow_pickle=False)
-                raw.flush()
-                os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
+    base = os.path.basename(path)
+    _remove_stale_temps(folder, base)
+    tmp = os.path.join(folder, f".{base}{_TMP_TAG}{os.getpid()}-{os.urandom(4).hex()}")
+    with _term_cleanup():
+        fd = None
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            mode = 0o666 & ~_umask()
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, mode)
+            if ext == ".safetensors":
+                os.close(fd)
+                fd = None
+                save_file = require("safetensors.numpy", what="writing .safetensors").save_file
+                # np.ascontiguousarray would turn 0-d arrays into shape (1,)
+                save_file({k: np.array(v, copy=not np.asarray(v).flags.c_contiguous)
+                           for k, v in tensors.items()}, tmp,
+                          metadata=metadata or None)
+                with open(tmp, "rb+") as f:
+                    if hasattr(os, "fchmod"):  # the writer may have created a new file
+                        os.fchmod(f.fileno(), mode)
+                    os.fsync(f.fileno())
+            else:
+                with os.fdopen(fd, "wb") as raw:
+                    fd = None
+                    with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                        items = list(tensors.items())
+                        if metadata:
+                            blob = json.dumps(metadata, sort_keys=True).encode("utf-8")
+                            items.append(("__metadata__.json", np.frombuffer(blob, np.uint8)))
+                        for name, arr in items:
+                            with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+                                np.lib.format.write_array(fh, np.asarray(arr),
+                                                          allow_pickle=False)
+                    raw.flush()
+                    os.fsync(raw.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            if fd is not None:
+                os.close(fd)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and \
+                    e.errno is not None:
+                raise OSError(e.errno, f"{path}: cannot write the file: "
+                                       f"{e.strerror or os.strerror(e.errno)}") from None
+            if isinstance(e, Exception) and "safetensors" in type(e).__module__:
+                raise OSError(errno.EIO, f"{path}: cannot write the file: {e}") from None
+            raise

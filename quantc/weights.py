@@ -4,16 +4,20 @@ File layout of a quantized file (``.safetensors`` or ``.npz``, see :meth:`Quanti
 
 - a quantized tensor ``name`` is stored as three tensors: ``name`` (the int8/uint8 values,
   original shape), ``name::scale`` (float32) and ``name::zero_point`` (int8/uint8), the
-  scale/zero-point shapes following API.md's granularity rules (0-d per tensor, 1-D per
-  channel, the blocked shape per block);
+  scale/zero-point shapes following the granularity rules of docs/API.md (0-d per tensor, 1-D
+  per channel; per block ``(shape[0], ceil(prod(shape[1:]) / block_size))``: blocks run along
+  the flattened input dimension, ``C*kh*kw`` for a ``(M, C, kh, kw)`` conv weight);
 - a tensor converted to float16 is stored as ``name`` (float16);
 - a tensor kept as it is is stored under its name unchanged;
 - the metadata entry ``quantc`` (safetensors ``__metadata__``; an ``.npz`` stores its metadata
   as the member ``__metadata__.json``) is JSON:
   ``{"format": "quantc.quantized", "version": 1, "tensors": {name: {"scheme": "int8" |
   "uint8" | "float16", "granularity": ..., "axis": int | null, "block_size": int | null,
-  "orig_dtype": "float32", "shape": [...], "method": ...}}, "order": [names in the original
-  order]}``; tensors absent from ``tensors`` were kept unchanged.
+  "orig_dtype": "float32", "shape": [...], "method": ..., "blocks": "flat"}}, "order": [names
+  in the original order]}``; tensors absent from ``tensors`` were kept unchanged. Per-block
+  entries carry ``"blocks": "flat"`` and ``"axis": 1`` (blocks along the flattened dimensions
+  1..ndim-1); files written before that key existed (blocks along the last axis, scale shape
+  ``shape[:-1] + (blocks,)``) still load.
 """
 import fnmatch
 import json
@@ -50,14 +54,16 @@ class QuantizedTensor:
     Attributes: ``q`` (int8/uint8, original shape), ``scale`` (float32), ``zero_point``
     (same dtype as ``q``), ``axis`` (None per tensor; the channel or blocked axis otherwise),
     ``block_size`` (None unless blocked), ``dtype`` (of ``q``), ``shape`` (original),
-    ``orig_dtype`` (the float dtype before quantization).
+    ``orig_dtype`` (the float dtype before quantization), ``flat_blocks`` (True when blocks run
+    along the flattened dimensions 1..ndim-1, i.e. over ``q.reshape(shape[0], -1)`` with
+    ``axis`` 1; scale shape ``(shape[0], blocks)``).
     """
 
     __slots__ = ("q", "scale", "zero_point", "axis", "block_size", "dtype", "shape",
-                 "orig_dtype", "granularity", "method")
+                 "orig_dtype", "granularity", "method", "flat_blocks")
 
     def __init__(self, q, scale, zero_point, axis=None, block_size=None, orig_dtype="float32",
-                 granularity=None, method="minmax"):
+                 granularity=None, method="minmax", flat_blocks=False):
         self.q = q
         self.scale = np.asarray(scale, np.float32)
         self.zero_point = np.asarray(zero_point, q.dtype)
@@ -69,6 +75,7 @@ class QuantizedTensor:
         self.granularity = granularity or ("per_tensor" if axis is None else
                                            "per_block" if block_size else "per_channel")
         self.method = method
+        self.flat_blocks = bool(flat_blocks)
 
     @property
     def nbytes(self):
@@ -86,12 +93,15 @@ class QuantizedTensor:
     def dequantize(self, rows=None):
         """float32 values ``(q - zero_point) * scale`` (rows r0:r1 of axis 0 if given)."""
         from . import dequantize
-        q, s, z = self.q, self.scale, self.zero_point
+        q, s, z, axis = self.q, self.scale, self.zero_point, self.axis
+        if self.flat_blocks:
+            q = q.reshape(q.shape[0], math.prod(q.shape[1:]))
         if rows is not None:
             q = q[rows[0]:rows[1]]
-            if s.ndim == q.ndim or (s.ndim == 1 and self.axis == 0):
+            if s.ndim == q.ndim or (s.ndim == 1 and axis == 0):
                 s, z = s[rows[0]:rows[1]], z[rows[0]:rows[1]]
-        return dequantize(q, s, z, axis=self.axis, block_size=self.block_size)
+        out = dequantize(q, s, z, axis=axis, block_size=self.block_size)
+        return out.reshape(out.shape[:1] + self.shape[1:]) if self.flat_blocks else out
 
     def __repr__(self):
         return (f"QuantizedTensor(shape={self.shape}, scheme='{self.scheme}', "
@@ -256,7 +266,8 @@ class QuantizedWeights(Mapping):
 
 
 class _Progress:
-    """A progress bar on stderr: tqdm when installed, else one line per tensor.
+    """A progress bar on stderr: tqdm when installed, else one line rewritten in place
+    (carriage return) on a terminal, or one line per tensor when forced on and not a terminal.
 
     With enabled=None it appears only on a terminal and only once the job has run 1 s.
     """
@@ -266,6 +277,8 @@ class _Progress:
         tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
         self.on = tty if enabled is None else bool(enabled)
         self.delay = 1.0 if enabled is None else 0.0
+        self.tty = tty
+        self.width = 0
         self.bar = None
         if self.on:
             try:
@@ -284,25 +297,45 @@ class _Progress:
             self.bar.set_postfix_str(name[-40:], refresh=False)
             self.bar.update(1)
         elif time.monotonic() - self.t0 >= self.delay:
-            print(f"{self.desc} {self.done}/{self.total} {name}", file=sys.stderr, flush=True)
+            line = f"{self.desc} {self.done}/{self.total} {name[-40:]}"
+            if self.tty:
+                pad = max(0, self.width - len(line))
+                sys.stderr.write("\r" + line + " " * pad)
+                sys.stderr.flush()
+                self.width = len(line)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
+        elif self.width:  # clear the line, as tqdm(leave=False) does
+            sys.stderr.write("\r" + " " * self.width + "\r")
+            sys.stderr.flush()
+            self.width = 0
 
 
 def _source(weights):
     """(names, get(name), close(), label) for a mapping or a path to a tensor file."""
     if isinstance(weights, (str, os.PathLike)):
         reader = TensorReader(weights)
+        try:
+            _refuse_quantized(reader.path, reader.names, "quantc" in reader.metadata)
+        except ValueError:
+            reader.close()
+            raise
         return list(reader.names), reader.read, reader.close, reader.path
+    if isinstance(weights, QuantizedWeights):
+        raise ValueError("weights: already quantized (a QuantizedWeights); use "
+                         "weights.dequantize() to get float tensors back")
     if isinstance(weights, Mapping):
         for k in weights:
             if not isinstance(k, str):
                 raise TypeError(f"weights: expected string keys, got {type(k).__name__} {k!r}")
+        _refuse_quantized("weights", list(weights), False)
 
         def get(name):
-            a = np.asarray(weights[name])
+            a = _as_numpy(weights[name], name)
             if a.dtype.kind not in "biuf":
                 raise ValueError(f"weights[{name!r}]: expected a numeric array, got dtype "
                                  f"{a.dtype}")
@@ -310,6 +343,30 @@ def _source(weights):
         return list(weights), get, (lambda: None), "weights"
     raise TypeError(f"weights: expected a mapping name -> array or a path to a .npz/.safetensors "
                     f"file, got {type(weights).__name__}")
+
+
+def _refuse_quantized(src, names, has_meta):
+    """Never quantize a quantized file again (its ::scale entries are not weights)."""
+    marked = [n for n in names if n.endswith(_SCALE) or n.endswith(_ZP)]
+    if has_meta or marked:
+        why = "its metadata says so" if has_meta else f"it has {marked[0]!r}"
+        raise ValueError(f"{src}: already quantized by quantc ({why}); load it with "
+                         f"load_quantized, or quantize the original float weights")
+
+
+def _as_numpy(v, name):
+    """An array from a mapping value; torch tensors are detached and moved to the CPU."""
+    if isinstance(v, QuantizedTensor):
+        raise ValueError(f"weights[{name!r}]: already quantized (a QuantizedTensor)")
+    mod = type(v).__module__ or ""
+    if mod.split(".")[0] == "torch" and hasattr(v, "detach"):
+        t = v.detach().cpu()
+        try:
+            return t.numpy()
+        except TypeError:
+            raise TypeError(f"weights[{name!r}]: torch dtype {t.dtype} has no NumPy "
+                            f"equivalent; convert it first (e.g. tensor.float())") from None
+    return np.asarray(v)
 
 
 def _layout(x, granularity, axis, block_size):
@@ -321,10 +378,10 @@ def _layout(x, granularity, axis, block_size):
         m = np.moveaxis(x, a, 0)
         x2 = np.ascontiguousarray(m.reshape(m.shape[0], -1))
         return x2, max(x2.shape[1], 1), a, None, (x.shape[a],)
-    last = x.ndim - 1
-    groups = -(-x.shape[last] // block_size)
-    return (x.reshape(-1, x.shape[last]), block_size, last, block_size,
-            x.shape[:last] + (groups,))
+    # blocks along the flattened input dimension: (M, C, kh, kw) -> (M, C*kh*kw)
+    x2 = x.reshape(x.shape[0], math.prod(x.shape[1:]))
+    groups = -(-x2.shape[1] // block_size)
+    return x2, block_size, 1, block_size, (x2.shape[0], groups)
 
 
 def _percentile_range(x2, block, p):
@@ -377,9 +434,11 @@ def _quantize_tensor(name, x, dtype, granularity, axis, block_size, symmetric, n
     maxs = maxs.reshape(pshape)
     qp = choose_qparams(min_val=mins, max_val=maxs, dtype=dtype, symmetric=symmetric,
                         axis=st_axis, block_size=st_block, narrow_range=narrow_range)
-    q = quantize(x, qp.scale, qp.zero_point, dtype, axis=st_axis, block_size=st_block)
+    flat = granularity == "per_block"
+    q = quantize(x2 if flat else x, qp.scale, qp.zero_point, dtype, axis=st_axis,
+                 block_size=st_block).reshape(x.shape)
     qt = QuantizedTensor(q, qp.scale, qp.zero_point, st_axis, st_block, x.dtype, granularity,
-                         method)
+                         method, flat_blocks=flat)
     return qt, x2, block
 
 
@@ -438,7 +497,11 @@ def _broadcast_scale(qt, rows, shape):
     s = qt.scale
     if s.ndim == 0:
         return s
-    if s.ndim == len(qt.shape):  # blocked along the last axis
+    if qt.flat_blocks:  # blocked along the flattened dimensions 1..ndim-1
+        s = s[rows[0]:rows[1]]
+        flat = math.prod(shape[1:])
+        return np.repeat(s, qt.block_size, axis=-1)[:, :flat].reshape(shape)
+    if s.ndim == len(qt.shape):  # blocked along the last axis (files before "blocks": "flat")
         s = s[rows[0]:rows[1]]
         return np.repeat(s, qt.block_size, axis=-1)[..., :shape[-1]]
     if qt.axis == 0:
@@ -472,9 +535,11 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
       "per_tensor": one scale per tensor;
       "per_channel": one scale per index of `axis` (default 0: output channels of a
       (out, in) Linear or (M, C, kH, kW) conv weight);
-      "per_block": blocks of `block_size` consecutive elements along the *last* axis (the
-      input-feature axis of a Linear weight, as in ONNX blocked quantization with
-      axis = ndim - 1, MatMulNBits, GPTQ); `axis` is not used.
+      "per_block": blocks of `block_size` consecutive elements along the flattened input
+      dimension of each weight: a (M, C, kh, kw) conv weight is blocked as the matrix
+      (M, C*kh*kw), a (out, in) Linear weight along `in` (as ONNX blocked quantization with
+      axis = 1, MatMulNBits, GPTQ, GGUF); scale shape (M, ceil(C*kh*kw / block_size)), and
+      every block but each row's last holds `block_size` values; `axis` is not used.
     method: how each tensor/channel/block's range is chosen before choose_qparams:
       "minmax": the exact min and max;
       "percentile": NumPy's (100 - percentile)-th and percentile-th percentiles;
@@ -482,8 +547,11 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
       squared error of quantizing that group (searched in C, parallel over rows; per tensor,
       the rows' errors are summed in row order).
     NaN in a tensor raises ValueError naming the tensor.
-    progress: None = a progress bar on stderr if it is a terminal and the job takes over 1 s;
-    True/False to force it on/off.
+    progress: None = a progress bar on stderr if it is a terminal and the job takes over 1 s
+    (tqdm when installed, else one line rewritten in place); True/False to force it on/off.
+    Torch tensors are accepted (detached and copied to the CPU); PyTorch pickle checkpoints
+    (.pt/.pth/.bin) are not read: save the state dict with safetensors. A file or mapping that
+    quantc already quantized raises ValueError.
     """
     dtype_s = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
     if dtype_s not in ("int8", "uint8", "float16"):
@@ -553,6 +621,8 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
                 info[name] = {"scheme": dtype_s, "granularity": granularity, "axis": qt.axis,
                               "block_size": qt.block_size, "orig_dtype": str(x.dtype),
                               "shape": list(x.shape), "method": method}
+                if qt.flat_blocks:
+                    info[name]["blocks"] = "flat"
                 rows.append(_row(name, x.shape, qt.scheme, x.nbytes, qt.nbytes, stats))
             del x
             bar.step(name)
@@ -582,6 +652,8 @@ def load_quantized(path):
             meta = json.loads(raw)
         except json.JSONDecodeError as e:
             raise _bad(r.path, f"metadata is not JSON ({e})") from None
+        except RecursionError:
+            raise _bad(r.path, "metadata JSON is nested too deeply") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
             raise _bad(r.path, "metadata 'format' is not quantc.quantized")
         if meta.get("version") != FORMAT_VERSION:
@@ -604,8 +676,12 @@ def load_quantized(path):
                 tensors[name] = arr
                 rows.append(_row(name, arr.shape, "kept", arr.nbytes, arr.nbytes))
                 continue
+            if not isinstance(m, dict) or not isinstance(m.get("shape"), list) or not all(
+                    type(d) is int and 0 <= d < 2 ** 63 for d in m["shape"]):
+                raise _bad(r.path, f"tensor {name!r}: bad metadata (expected an object with "
+                                   f"'shape' a list of non-negative ints)")
             try:
-                shape = tuple(int(d) for d in m["shape"])
+                shape = tuple(m["shape"])
                 orig = np.dtype(m["orig_dtype"])
                 scheme = m["scheme"]
             except (KeyError, TypeError, ValueError) as e:
@@ -646,6 +722,9 @@ def load_quantized(path):
 def _checked_tensor(path, name, q, scale, zp, m, orig):
     axis, block = m.get("axis"), m.get("block_size")
     gran = m.get("granularity")
+    flat = m.get("blocks") == "flat"
+    if m.get("blocks") not in (None, "flat"):
+        raise _bad(path, f"tensor {name!r}: unknown block layout {m.get('blocks')!r}")
     if scale.dtype != np.float32:
         raise _bad(path, f"tensor {name!r}: scale dtype {scale.dtype}, expected float32")
     if zp.dtype != q.dtype:
@@ -654,8 +733,11 @@ def _checked_tensor(path, name, q, scale, zp, m, orig):
         want = ()
     elif gran == "per_channel" and isinstance(axis, int) and 0 <= axis < q.ndim and block is None:
         want = (q.shape[axis],)
-    elif gran == "per_block" and isinstance(axis, int) and 0 <= axis < q.ndim and \
-            isinstance(block, int) and block >= 1:
+    elif gran == "per_block" and flat and axis == 1 and q.ndim >= 2 and \
+            type(block) is int and block >= 1:
+        want = (q.shape[0], -(-math.prod(q.shape[1:]) // block))
+    elif gran == "per_block" and not flat and type(axis) is int and 0 <= axis < q.ndim and \
+            type(block) is int and block >= 1:
         want = q.shape[:axis] + (-(-q.shape[axis] // block),) + q.shape[axis + 1:]
     else:
         raise _bad(path, f"tensor {name!r}: inconsistent granularity {gran!r}, axis {axis!r}, "
@@ -665,4 +747,5 @@ def _checked_tensor(path, name, q, scale, zp, m, orig):
                          f"expected {want}")
     if scale.size and not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise _bad(path, f"tensor {name!r}: scales must be positive and finite")
-    return QuantizedTensor(q, scale, zp, axis, block, orig, gran, m.get("method", "minmax"))
+    return QuantizedTensor(q, scale, zp, axis, block, orig, gran, m.get("method", "minmax"),
+                           flat_blocks=flat)

@@ -78,7 +78,7 @@ def test_round_trip_bit_identical(tmp_path, rng, cfg, ext):
             assert u.orig_dtype == w[name].dtype
     assert back.nbytes == qw.nbytes
     assert back.original_nbytes == qw.original_nbytes
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert not [p for p in os.listdir(tmp_path) if ".quantc-tmp-" in p or p.endswith(".tmp")]
 
 
 def test_kept_tensors_unchanged(rng):
@@ -301,7 +301,10 @@ def test_missing_file(tmp_path):
         with pytest.raises(FileNotFoundError):
             qc.load_quantized(tmp_path / ("nope" + ext))
     with pytest.raises(ValueError, match=r"expected a \.safetensors or \.npz"):
-        qc.quantize_weights(tmp_path / "w.bin")
+        qc.quantize_weights(tmp_path / "w.h5")
+    for ext in (".pt", ".pth", ".bin"):  # pickles are never loaded, present or not
+        with pytest.raises(ValueError, match="not supported.*save the weights with safetensors"):
+            qc.quantize_weights(tmp_path / ("w" + ext))
 
 
 @pytest.mark.parametrize("cut", [0, 4, 8, 20, 100, -1, -100])
