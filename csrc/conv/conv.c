@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv/dw.h"
 #include "conv/nchw.h"
 #include "conv/transpose.h"
 #include "gemm/gemm.h"
@@ -107,7 +108,6 @@ const char *qc_conv_path(const qc_conv_weights *w) { return w->wdw ? "direct" : 
 
 typedef struct {
     const qc_conv_args *a;
-    const qc_qops_impl *ops;
     const qc_gemm_kernels *gk;
     const uint8_t *x;   /* NCHW input */
     const uint8_t *xt;  /* NHWC input (GEMM path) */
@@ -124,6 +124,7 @@ typedef struct {
     int need_xsum;
     int small;          /* |C| < 2^24 for every output (K * 255 * 255 + max |bias|) */
     int lean;           /* small, and every multiplier in [0, 64) (qc_nchw_tile.lean) */
+    const struct dw_plan_s *dw; /* direct path */
     atomic_int failed;
 } run_ctx;
 
@@ -133,80 +134,247 @@ static void bounds(const qc_conv_args *a, double *lo, double *hi) {
     *hi = qmax;
 }
 
-/* ---- depthwise path: one task per (image, output channel) plane ---- */
+/* ---- direct path (dw.h): bounded tiles of the output planes ---- */
 
-/* One unit (image n, group g): the group's Cg input planes into their stride-phase sub-planes
- * (see qc_dw_geom; channel c's set at xs + c * cs), then the kernel for each of the group's
- * output channels. xs/acc are the task's scratch (dw_geom sizes). */
-static void dw_unit(const run_ctx *ctx, size_t n, size_t grp, const qc_dw_geom *d, size_t cs,
-                    int16_t *xs, int32_t *acc) {
-    const qc_conv_args *a = ctx->a;
-    const qc_conv_weights *w = a->w;
-    const size_t M = w->M, Cg = w->Cg, Ng = M / w->G;
-    const size_t H = a->H, W = a->W;
-    qc_win2d g = {H, W, a->OH, a->OW, (int)w->kh, (int)w->kw, a->sh, a->sw, a->dh, a->dw,
-                  a->pt, a->pl, a->pb, a->pr};
-    for (size_t c = 0; c < Cg; c++) {
-        ctx->ops->dw_pack(ctx->x + (n * a->C + grp * Cg + c) * H * W, a->x_signed, a->xzp, &g,
-                          d, xs + c * cs);
-    }
-    for (size_t j = 0; j < Ng; j++) {
-        const size_t m = grp * Ng + j;
-        qc_dw_params p = {a->bias ? a->bias[m] : 0, a->out_int32 ? 0.0 : (double)a->mult[m],
-                          (double)a->y_zp, ctx->lo, ctx->hi};
-        const size_t out = (n * M + m) * a->OH * a->OW;
-        ctx->ops->dwconv(xs, d, w->wdw + m * w->K, &g, &p, acc,
-                         a->out_int32 ? (int32_t *)ctx->y + out : NULL,
-                         (int8_t *)ctx->y + out, a->y_signed);
-    }
+/* One pair operation of dw.h: taps k0 and k1 (k1 = SIZE_MAX: none) of input channel ci of a
+ * group, reading sub-plane `phase` at row a, column b of the tile (tile-relative). */
+typedef struct {
+    size_t k0, k1, ci, phase, a, b;
+} dw_op;
+
+/* The direct path's plan, shared by every task: the tile grid, the pair operations, every
+ * output channel's weight pairs, scratch sizes. */
+typedef struct dw_plan_s {
+    const qc_dw_kernels *k;
+    size_t nops;
+    dw_op *ops;
+    int32_t *wp;               /* M x nops */
+    size_t TH, TW, nty, ntx;   /* output tile rows and columns, tiles per plane */
+    size_t B, ngb;             /* groups per unit, and group batches */
+    size_t per;                /* units per task */
+    size_t xs_elems, buf_elems;
+} dw_plan;
+
+
+/* Product a * b, or SIZE_MAX when it overflows (allocation sizes: SIZE_MAX fails). */
+static size_t mul_sat(size_t a, size_t b) {
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
 }
+static size_t add_sat(size_t a, size_t b) { return a + b < a ? SIZE_MAX : a + b; }
 
-/* Sub-plane geometry; *cs: elements per input channel's set; *nxs: all Cg sets plus slack;
- * *nacc_bytes: the accumulator. */
-static void dw_geom(const qc_conv_args *a, qc_dw_geom *d, size_t *cs, size_t *nxs,
-                    size_t *nacc_bytes) {
+/* Sub-plane geometry of a tile of th x tw outputs: rows and columns of each sub-plane. */
+static void dw_tile_geom(const qc_conv_args *a, size_t th, size_t tw, size_t *PHs, size_t *PWs) {
     const size_t sh = (size_t)a->sh, sw = (size_t)a->sw;
-    const size_t PH = a->pt + a->H + a->pb, PW = a->pl + a->W + a->pr;
-    d->PHs = (PH + sh - 1) / sh;
-    d->PWs = (PW + sw - 1) / sw;
-    d->plane_stride = d->PHs * d->PWs;
-    d->ntaps = a->w->K;
-    *cs = sh * sw * d->plane_stride;
-    *nxs = a->w->Cg * *cs + QC_DW_SLACK;
-    *nacc_bytes = (a->OH * d->PWs + QC_DW_SLACK) * sizeof(int32_t);
+    const size_t RH = add_sat(mul_sat(th - 1, sh), mul_sat(a->w->kh - 1, (size_t)a->dh)) + 1;
+    const size_t RW = add_sat(mul_sat(tw - 1, sw), mul_sat(a->w->kw - 1, (size_t)a->dw)) + 1;
+    *PHs = RH / sh + (RH % sh != 0);
+    *PWs = RW / sw + (RW % sw != 0);
 }
 
-/* A task handles units [task * per, ...) of the N * G (image, group) units. */
+/* Elements of one input channel's sub-plane set for a tile (saturating). */
+static size_t dw_set_elems(const qc_conv_args *a, size_t th, size_t tw) {
+    size_t PHs, PWs;
+    dw_tile_geom(a, th, tw, &PHs, &PWs);
+    return mul_sat(mul_sat((size_t)a->sh * (size_t)a->sw, PHs), PWs);
+}
+
+/* Fill the sub-plane sets of groups [g0, g0 + B) of image n for the tile at output (oy0, ox0)
+ * of th x tw (dw.h, step 1): zeros, then the region's real input rows, phase by phase. */
+static void dw_pack_tile(const run_ctx *ctx, const dw_plan *pl, size_t n, size_t g0, size_t B,
+                         size_t oy0, size_t ox0, size_t th, size_t tw, int16_t *xs, size_t cs,
+                         size_t ps, size_t PWs) {
+    const qc_conv_args *a = ctx->a;
+    const size_t Cg = a->w->Cg, sh = (size_t)a->sh, sw = (size_t)a->sw;
+    const size_t H = a->H, W = a->W, pt = (size_t)a->pt, plft = (size_t)a->pl;
+    const size_t R0 = oy0 * sh, C0 = ox0 * sw;
+    const size_t RH = (th - 1) * sh + (a->w->kh - 1) * (size_t)a->dh + 1;
+    const size_t RW = (tw - 1) * sw + (a->w->kw - 1) * (size_t)a->dw + 1;
+    memset(xs, 0, (B * Cg * cs + QC_DW_SLACK_T + 1) * sizeof(int16_t));
+    /* padded rows [r0, r1) and region columns [ca, cb) hold real input */
+    const size_t r0 = QC_MAX(R0, pt), r1 = QC_MIN(R0 + RH, pt + H);
+    const size_t ca = plft > C0 ? QC_MIN(plft - C0, RW) : 0;
+    const size_t cb = QC_MAX(ca, QC_MIN(RW, plft + W > C0 ? plft + W - C0 : 0));
+    if (r0 >= r1 || ca >= cb) return;
+    for (size_t py = 0; py < sh; py++) {
+        /* padded rows r = R0 + py + j * sh in [r0, r1): sub-plane rows ry0 + j */
+        const size_t first = R0 + py >= r0 ? 0 : (r0 - R0 - py + sh - 1) / sh;
+        if (R0 + py + first * sh >= r1) continue;
+        const size_t nrows = (r1 - 1 - (R0 + py + first * sh)) / sh + 1;
+        const size_t rfirst = R0 + py + first * sh;
+        for (size_t px = 0; px < sw; px++) {
+            /* region columns cc = cc0 + i * sw in [ca, cb): sub-plane columns cc0 / sw + i */
+            const size_t cc0 = ca + (px + sw - ca % sw) % sw;
+            if (cc0 >= cb) continue;
+            const size_t cnt = (cb - cc0 + sw - 1) / sw;
+            const size_t soff = (rfirst - pt) * W + (C0 + cc0 - plft);
+            const size_t doff = (py * sw + px) * ps + first * PWs + cc0 / sw;
+            for (size_t gi = 0; gi < B; gi++) {
+                for (size_t ci = 0; ci < Cg; ci++) {
+                    const uint8_t *plane = ctx->x + (n * a->C + (g0 + gi) * Cg + ci) * H * W;
+                    pl->k->rows(plane + soff, sh * W, a->x_signed, sw, cnt, nrows, a->xzp,
+                                xs + (gi * Cg + ci) * cs + doff, PWs);
+                }
+            }
+        }
+    }
+}
+
+/* A task handles units [task * per, ...) of N x ngb x nty x ntx (image, group batch, tile). */
 static void dw_task(void *vctx, size_t task) {
     run_ctx *ctx = vctx;
+    const dw_plan *pl = ctx->dw;
     const qc_conv_args *a = ctx->a;
-    const size_t G = a->w->G, total = a->N * G;
-    const size_t u0 = task * ctx->pb, u1 = QC_MIN(total, u0 + ctx->pb);
-    const size_t kh = a->w->kh, kw = a->w->kw, sh = (size_t)a->sh, sw = (size_t)a->sw;
-    qc_dw_geom d;
-    size_t cs, nxs, nacc;
-    dw_geom(a, &d, &cs, &nxs, &nacc);
-    const size_t xbytes = (nxs * sizeof(int16_t) + 63) & ~(size_t)63;
-    const size_t obytes = (d.ntaps * sizeof(size_t) + 63) & ~(size_t)63;
-    char *mem = malloc(xbytes + obytes + nacc);
+    const qc_conv_weights *w = a->w;
+    const size_t G = w->G, Cg = w->Cg, Ng = w->M / G, nops = pl->nops;
+    const size_t total = a->N * pl->ngb * pl->nty * pl->ntx;
+    const size_t u0 = task * pl->per, u1 = QC_MIN(total, u0 + pl->per);
+    const size_t xsb = (pl->xs_elems * sizeof(int16_t) + 63) & ~(size_t)63;
+    const size_t xpb = (pl->xs_elems * sizeof(int32_t) + 63) & ~(size_t)63;
+    const size_t offb = (nops * sizeof(size_t) + 63) & ~(size_t)63;
+    char *mem = malloc(xsb + xpb + offb + pl->buf_elems * sizeof(int32_t));
     if (!mem) {
         atomic_store(&ctx->failed, 1);
         return;
     }
-    size_t *off = (size_t *)(mem + xbytes);
-    for (size_t c = 0; c < a->w->Cg; c++) {
+    int16_t *xs = (int16_t *)mem;
+    int32_t *xp = (int32_t *)(mem + xsb);
+    size_t *off = (size_t *)(mem + xsb + xpb);
+    void *buf = mem + xsb + xpb + offb;
+    const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
+    for (size_t u = u0; u < u1; u++) {
+        const size_t tx = u % pl->ntx, ty = u / pl->ntx % pl->nty;
+        const size_t gb = u / (pl->ntx * pl->nty) % pl->ngb, n = u / (pl->ntx * pl->nty * pl->ngb);
+        const size_t g0 = gb * pl->B, B = QC_MIN(pl->B, G - g0);
+        const size_t oy0 = ty * pl->TH, ox0 = tx * pl->TW;
+        const size_t th = QC_MIN(pl->TH, a->OH - oy0), tw = QC_MIN(pl->TW, a->OW - ox0);
+        size_t PHs, PWs;
+        dw_tile_geom(a, th, tw, &PHs, &PWs);
+        const size_t ps = PHs * PWs, cs = (size_t)a->sh * (size_t)a->sw * ps;
+        dw_pack_tile(ctx, pl, n, g0, B, oy0, ox0, th, tw, xs, cs, ps, PWs);
+        pl->k->pairs(xs, B * Cg * cs + QC_DW_SLACK_T, xp);
+        for (size_t j = 0; j < nops; j++) {
+            const dw_op *o = &pl->ops[j];
+            off[j] = o->ci * cs + o->phase * ps + o->a * PWs + o->b;
+        }
+        const size_t m0 = g0 * Ng;
+        qc_dw_tile t;
+        t.nch = B * Ng;
+        t.per_xp = Ng;
+        t.xp = xp;
+        t.xp_stride = Cg * cs;
+        t.nops = nops;
+        t.off = off;
+        t.wp = pl->wp + m0 * nops;
+        t.L = (th - 1) * PWs + tw;
+        t.TH = th;
+        t.TW = tw;
+        t.PWs = PWs;
+        t.bias = a->bias && !a->out_int32 ? a->bias + m0 : NULL;
+        t.scale = a->out_int32 ? NULL : a->mult + m0;
+        t.y_zp = a->y_zp;
+        t.lo = (int32_t)ctx->lo;
+        t.hi = (int32_t)ctx->hi;
+        t.out32 = a->out_int32;
+        t.y = (char *)ctx->y + (((n * w->M + m0) * a->OH + oy0) * a->OW + ox0) * esize;
+        t.ldc = a->OH * a->OW;
+        t.ldy = a->OW;
+        t.buf = buf;
+        pl->k->tile(&t);
+    }
+    free(mem);
+}
+
+/* Plan and run the direct path: pair the taps, build the weight pairs, choose the tiles
+ * (at most QC_DW_TILE_OW columns, rows while a channel's sub-planes stay near
+ * QC_DW_TILE_ELEMS; small planes batch several groups per unit) and the tasks. */
+static int dw_run(run_ctx *ctx) {
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const size_t M = w->M, G = w->G, Cg = w->Cg, kh = w->kh, kw = w->kw, K = w->K;
+    const size_t sh = (size_t)a->sh, sw = (size_t)a->sw, dh = (size_t)a->dh, dwl = (size_t)a->dw;
+    dw_plan pl;
+    memset(&pl, 0, sizeof pl);
+    pl.k = qc_dw_select();
+    pl.ops = malloc(QC_MAX(K, (size_t)1) * sizeof(dw_op));
+    char *used = calloc(QC_MAX(K, (size_t)1), 1);
+    if (!pl.ops || !used) {
+        free(pl.ops);
+        free(used);
+        return -1;
+    }
+    /* Taps kx and kx + sw / dw of one kernel row read adjacent columns of one sub-plane row
+     * (rx = kx * dw grows by sw): one pair operation. Greedy left to right. */
+    const size_t step = sw % dwl == 0 ? sw / dwl : 0;
+    for (size_t ci = 0; ci < Cg; ci++) {
         for (size_t ky = 0; ky < kh; ky++) {
             for (size_t kx = 0; kx < kw; kx++) {
-                const size_t ry = ky * (size_t)a->dh, rx = kx * (size_t)a->dw;
-                off[(c * kh + ky) * kw + kx] = c * cs +
-                    (ry % sh * sw + rx % sw) * d.plane_stride + ry / sh * d.PWs + rx / sw;
+                const size_t k0 = (ci * kh + ky) * kw + kx;
+                if (used[k0]) continue;
+                used[k0] = 1;
+                size_t k1 = SIZE_MAX;
+                if (step && kx + step < kw && !used[k0 + step]) {
+                    k1 = k0 + step;
+                    used[k1] = 1;
+                }
+                const size_t ry = ky * dh, rx = kx * dwl;
+                dw_op o = {k0, k1, ci, ry % sh * sw + rx % sw, ry / sh, rx / sw};
+                pl.ops[pl.nops++] = o;
             }
         }
     }
-    d.tap_off = off;
-    for (size_t u = u0; u < u1; u++) dw_unit(ctx, u / G, u % G, &d, cs, (int16_t *)mem,
-                                             (int32_t *)(mem + xbytes + obytes));
-    free(mem);
+    free(used);
+    pl.wp = malloc(QC_MAX(mul_sat(M, pl.nops), (size_t)1) * sizeof(int32_t));
+    if (!pl.wp) {
+        free(pl.ops);
+        return -1;
+    }
+    for (size_t m = 0; m < M; m++) {
+        const int16_t *wk = w->wdw + m * K;
+        for (size_t j = 0; j < pl.nops; j++) {
+            const dw_op *o = &pl.ops[j];
+            const uint32_t w0 = (uint16_t)wk[o->k0];
+            const uint32_t w1 = o->k1 == SIZE_MAX ? 0 : (uint16_t)wk[o->k1];
+            pl.wp[m * pl.nops + j] = (int32_t)(w0 | w1 << 16);
+        }
+    }
+    /* tiles: columns first, then as many rows as the budget allows, both balanced */
+    const size_t OH = a->OH, OW = a->OW, nt = (size_t)qc_get_num_threads();
+    pl.ntx = (OW + QC_DW_TILE_OW - 1) / QC_DW_TILE_OW;
+    pl.TW = (OW + pl.ntx - 1) / pl.ntx;
+    size_t TH = OH;
+    while (TH > 1 && dw_set_elems(a, TH, pl.TW) > QC_DW_TILE_ELEMS) TH = (TH + 1) / 2;
+    pl.nty = (OH + TH - 1) / TH;
+    pl.TH = (OH + pl.nty - 1) / pl.nty;
+    const size_t cs = dw_set_elems(a, pl.TH, pl.TW);
+    /* small planes: several groups per unit while their sets stay within twice the budget,
+     * keeping at least 4 units per thread where there are enough */
+    pl.B = 1;
+    if (pl.nty == 1 && pl.ntx == 1) {
+        const size_t gcs = mul_sat(Cg, cs);
+        pl.B = QC_MAX((size_t)1, QC_MIN(G, 2 * QC_DW_TILE_ELEMS / QC_MAX(gcs, (size_t)1)));
+        while (pl.B > 1 && a->N * ((G + pl.B - 1) / pl.B) < 4 * nt) pl.B = (pl.B + 1) / 2;
+    }
+    pl.ngb = (G + pl.B - 1) / pl.B;
+    pl.xs_elems = add_sat(mul_sat(mul_sat(pl.B, Cg), cs), QC_DW_SLACK_T + 1);
+    size_t PHs, PWs;
+    dw_tile_geom(a, pl.TH, pl.TW, &PHs, &PWs);
+    pl.buf_elems = add_sat(mul_sat(pl.TH - 1, PWs), pl.TW + QC_DW_SLACK_T);
+    const size_t units = a->N * pl.ngb * pl.nty * pl.ntx;
+    const size_t ntasks = QC_MIN(units, 16 * nt);
+    pl.per = (units + ntasks - 1) / ntasks;
+    int rc = 0;
+    if (pl.xs_elems == SIZE_MAX || pl.buf_elems == SIZE_MAX ||
+        mul_sat(pl.xs_elems, 6) == SIZE_MAX) {
+        rc = -1;
+    } else {
+        ctx->dw = &pl;
+        qc_parallel_for((units + pl.per - 1) / pl.per, dw_task, ctx);
+        rc = atomic_load(&ctx->failed) ? -1 : 0;
+    }
+    free(pl.ops);
+    free(pl.wp);
+    return rc;
 }
 
 /* ---- GEMM path ---- */
@@ -519,17 +687,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     atomic_init(&ctx.failed, 0);
     const size_t P = a->OH * a->OW;
     if (a->N == 0 || w->M == 0 || P == 0) return 0;
-    if (w->wdw) {
-        ctx.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
-        /* (image, group) units per task: about 16K outputs, at least 4 tasks per thread when
-         * possible */
-        const size_t total = a->N * w->G, nt = (size_t)qc_get_num_threads();
-        size_t per = QC_MAX((size_t)1, (size_t)16384 / (P * (w->M / w->G)));
-        while (per > 1 && (total + per - 1) / per < 4 * nt) per /= 2;
-        ctx.pb = per;
-        qc_parallel_for((total + per - 1) / per, dw_task, &ctx);
-        return atomic_load(&ctx.failed) ? -1 : 0;
-    }
+    if (w->wdw) return dw_run(&ctx);
     const size_t HW = a->H * a->W;
     ctx.Ng = w->M / w->G;
     ctx.K = w->K;

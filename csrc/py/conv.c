@@ -7,6 +7,7 @@
 
 #include "conv/conv.h"
 #include "conv/nchw.h"
+#include "conv/dw.h"
 #include "conv/qops.h"
 
 static const int QC_ACT_TYPES[] = {NPY_INT8, NPY_UINT8, -1};
@@ -810,7 +811,8 @@ PyMethodDef qc_conv_methods[] = {
 
 int qc_conv_init(PyObject *m) {
     (void)m;
-    if (qc_register_family(&qc_qops_family) < 0 || qc_register_family(&qc_nchw_family) < 0)
+    if (qc_register_family(&qc_qops_family) < 0 || qc_register_family(&qc_nchw_family) < 0 ||
+        qc_register_family(&qc_dw_family) < 0)
         return -1;
     return 0;
 }

@@ -1,0 +1,80 @@
+/* Direct (depthwise and small-group) convolution on bounded tiles: layouts and kernel family.
+ *
+ * conv.c cuts each output plane into tiles of at most QC_DW_TILE_OW columns and a bounded
+ * number of rows, and for each tile packs the input region the tile reads:
+ *
+ * 1. Sub-planes. With the padded plane xpad (q - x_zp inside, 0 in the padding, as ONNX pads
+ *    the zero-point-subtracted input), the tile's region is rows [oy0 * sh, ...) and columns
+ *    [ox0 * sw, ...) of xpad; sub-plane (py, px) of the region holds region[r * sh + py]
+ *    [c * sw + px] at [r][c] (PHs x PWs, int16, zeros past the region), at xs + (py * sw + px)
+ *    * plane_stride. Tap (ky, kx) of output (oy, ox) (tile-relative) then reads sub-plane
+ *    ((ky*dh) % sh, (kx*dw) % sw) at [oy + (ky*dh) / sh][ox + (kx*dw) / sw]: with outputs
+ *    numbered flat, t = oy * PWs + ox, every tap reads xs at its own offset plus t, so one tap
+ *    is one contiguous pass over t in [0, L), L = (TH - 1) * PWs + TW (the columns ox >= TW of
+ *    each row are computed and dropped). A group with Cg input channels has Cg such sets.
+ * 2. Pairs. xp[i] = (uint16)xs[i] | xs[i + 1] << 16: the int16 at i and the one after it in
+ *    one 32-bit lane. Two taps whose offsets differ by one (kx and kx + sw/dw of one sub-plane
+ *    row: (0,1) of a 3x3 stride 1, (0,2) of a stride 2) are one read of xp and one int16 pair
+ *    multiply-add (vpmaddwd / vpdpwssd) with the weight pair (w0, w1); a tap with no partner
+ *    is a pair with weight (w, 0). For a 3x3 kernel that is 6 pair operations per output, 16
+ *    outputs per 512-bit vector.
+ *
+ * Numerics: x - x_zp and w - w_zp are in [-255, 255], so a pair's two products sum to at most
+ * 2 * 255^2 < 2^31 exactly; the sum over pairs (and the bias) wraps modulo 2^32 like the
+ * reference, so the order of additions does not matter. The requantized output is
+ * qc_gemm_requant1(acc + bias, scale, y_zp, lo, hi) (float64, ties to even), which SIMD
+ * kernels may shortcut in float32 where proven equal (see each kernel). */
+#ifndef QC_CONV_DW_H
+#define QC_CONV_DW_H
+
+#include "qc_common.h"
+#include "cpu/cpu.h"
+
+#define QC_DW_TILE_OW 256     /* output columns of a tile, at most */
+#define QC_DW_TILE_ELEMS 8192 /* target size of one input channel's sub-plane set, elements */
+/* Elements every kernel may read or write past [0, L) (rounding up to its vectors, 4 of 16
+ * lanes at most): the buffers conv.c allocates carry this slack. */
+#define QC_DW_SLACK_T 64
+
+/* One kernel call: nch output channels of one tile. Output channel c reads the pair planes at
+ * xp + (c / per_xp) * xp_stride, taps op j at offset off[j] of them with weight pair
+ * wp[c * nops + j]. */
+typedef struct {
+    size_t nch, per_xp;
+    const int32_t *xp;
+    size_t xp_stride;
+    size_t nops;
+    const size_t *off;
+    const int32_t *wp;
+    size_t L, TH, TW, PWs;  /* flat outputs and the tile's rows, columns and flat pitch */
+    const int32_t *bias;    /* per channel, or NULL */
+    const float *scale;     /* per channel (requantized output) */
+    int32_t y_zp, lo, hi;   /* requantization zero point and clamp bounds (relu in lo) */
+    int out32;              /* 1: int32 accumulators out (ConvInteger), else bytes */
+    void *y;                /* channel c's tile at y + c * ldc, row r at + r * ldy (elements) */
+    size_t ldc, ldy;
+    void *buf;              /* scratch: L + QC_DW_SLACK_T int32 */
+} qc_dw_tile;
+
+typedef struct {
+    const char *name;
+    /* nrows rows (src and dst row r at + r * lds, + r * ldd) of n bytes src[0], src[sw], ...
+     * (int8 when sx) minus xzp into dst[0 .. n) */
+    void (*rows)(const uint8_t *src, size_t lds, int sx, size_t sw, size_t n, size_t nrows,
+                 int32_t xzp, int16_t *dst, size_t ldd);
+    /* xp[i] = (uint16)xs[i] | xs[i + 1] << 16 for i < n (reads xs[0 .. n]) */
+    void (*pairs)(const int16_t *xs, size_t n, int32_t *xp);
+    void (*tile)(const qc_dw_tile *t);
+} qc_dw_kernels;
+
+extern const qc_dw_kernels qc_dw_kernels_scalar;
+extern const qc_dw_kernels qc_dw_kernels_avx2;
+extern const qc_dw_kernels qc_dw_kernels_avx512;
+extern const qc_dw_kernels qc_dw_kernels_avx512vnni;
+extern const qc_family qc_dw_family;
+
+static inline const qc_dw_kernels *qc_dw_select(void) {
+    return (const qc_dw_kernels *)qc_family_select(&qc_dw_family)->impl;
+}
+
+#endif

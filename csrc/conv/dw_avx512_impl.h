@@ -1,0 +1,195 @@
+/* The AVX-512 direct-convolution kernels of dw.h, written once: included by dw_avx512.c
+ * (vpmaddwd + vpaddd) and dw_avx512vnni.c (vpdpwssd), which define QC_DW_NAME and QC_DW_MADD. */
+#include <immintrin.h>
+
+#include "conv/dw.h"
+#include "gemm/epilogue_avx512.h"
+
+/* n bytes at stride sw (1 or 2 here; others scalar) minus xzp. Loads are masked to the bytes
+ * the row owns: the last byte read is src[(n - 1) * sw]. */
+QC_INLINE void QC_DW_NAME(row)(const uint8_t *src, int sx, size_t sw, size_t n, int32_t xzp,
+                               int16_t *dst) {
+    const __m512i zp = _mm512_set1_epi16((short)xzp);
+    size_t i = 0;
+    if (sw == 1) {
+        for (; i < n; i += 32) {
+            const size_t m = QC_MIN((size_t)32, n - i);
+            const __mmask32 k = m == 32 ? (__mmask32)~0u : (__mmask32)((1u << m) - 1);
+            const __m256i b = _mm256_maskz_loadu_epi8(k, src + i);
+            const __m512i v = sx ? _mm512_cvtepi8_epi16(b) : _mm512_cvtepu8_epi16(b);
+            _mm512_mask_storeu_epi16(dst + i, k, _mm512_sub_epi16(v, zp));
+        }
+        return;
+    }
+    if (sw == 2) {
+        /* 32 outputs from 64 bytes: the even bytes of each 16-bit lane */
+        for (; i < n; i += 32) {
+            const size_t m = QC_MIN((size_t)32, n - i), nb = 2 * m - 1;
+            const __mmask64 k = nb == 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
+            const __m512i b = _mm512_maskz_loadu_epi8(k, src + 2 * i);
+            const __m512i v = sx ? _mm512_srai_epi16(_mm512_slli_epi16(b, 8), 8)
+                                 : _mm512_and_si512(b, _mm512_set1_epi16(0xFF));
+            const __mmask32 ko = m == 32 ? (__mmask32)~0u : (__mmask32)((1u << m) - 1);
+            _mm512_mask_storeu_epi16(dst + i, ko, _mm512_sub_epi16(v, zp));
+        }
+        return;
+    }
+    for (; i < n; i++) {
+        const int32_t v = sx ? (int32_t)(int8_t)src[i * sw] : (int32_t)src[i * sw];
+        dst[i] = (int16_t)(v - xzp);
+    }
+}
+
+static void QC_DW_NAME(rows)(const uint8_t *src, size_t lds, int sx, size_t sw, size_t n,
+                             size_t nrows, int32_t xzp, int16_t *dst, size_t ldd) {
+    for (size_t r = 0; r < nrows; r++)
+        QC_DW_NAME(row)(src + r * lds, sx, sw, n, xzp, dst + r * ldd);
+}
+
+/* xp[i] = xs[i] | xs[i + 1] << 16: two loads one element apart, interleaved by vpermt2w. */
+static void QC_DW_NAME(pairs)(const int16_t *xs, size_t n, int32_t *xp) {
+    static const int16_t idx[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+    const __m512i lo = _mm512_loadu_si512(idx);
+    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512i a = _mm512_loadu_si512(xs + i), b = _mm512_loadu_si512(xs + i + 1);
+        _mm512_storeu_si512(xp + i, _mm512_permutex2var_epi16(a, lo, b));
+        _mm512_storeu_si512(xp + i + 16, _mm512_permutex2var_epi16(a, hi, b));
+    }
+    for (; i < n; i++)
+        xp[i] = (int32_t)((uint32_t)(uint16_t)xs[i] | (uint32_t)(uint16_t)xs[i + 1] << 16);
+}
+
+/* vrangeps imm8: the operand of larger magnitude, sign cleared */
+#define QC_DW_ABSMAX 0x0B
+
+/* The float32 shortcut of qc_gemm_requant1 for 16 lanes, the one the NCHW conv kernel proves
+ * (nchw_avx512vnni.c, round16): u = fl32(f * s + y_zp) in one rounding (FMA), clamped to
+ * [lo, hi], equals the float64 result rint'd when |f| < 2^24 and |u - rint(u)| < 1/2 - 2^-15;
+ * any vector with a lane outside that runs the float64 path (qc_requant16_avx512). */
+QC_INLINE __m512i QC_DW_NAME(rq16)(__m512i v, __m512 s, __m512 zp, __m512 lo, __m512 hi,
+                                   int small, int32_t y_zp, int32_t ilo, int32_t ihi) {
+    const __m512 f = _mm512_cvtepi32_ps(v);
+    const __m512 u = _mm512_min_ps(_mm512_max_ps(_mm512_fmadd_ps(f, s, zp), lo), hi);
+    const __m512 frac = _mm512_reduce_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __mmask16 bad = _mm512_cmp_ps_mask(_mm512_abs_ps(frac), _mm512_set1_ps(0.5f - 0x1p-15f),
+                                       _CMP_NLT_UQ);
+    if (!small) bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(f), _mm512_set1_ps(0x1p24f), _CMP_NLT_UQ);
+    if (QC_UNLIKELY(bad)) return qc_requant16_avx512(v, s, y_zp, ilo, ihi, 0xFFFF);
+    return _mm512_cvt_roundps_epi32(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+/* Copy the tile's TH rows of TW elements (esize bytes) from the flat buffer (pitch PWs). */
+QC_INLINE void QC_DW_NAME(unflatten)(const qc_dw_tile *t, const char *buf, char *y,
+                                     size_t esize) {
+    const size_t bytes = t->TW * esize;
+    for (size_t r = 0; r < t->TH; r++) {
+        const char *s = buf + r * t->PWs * esize;
+        char *d = y + r * t->ldy * esize;
+        size_t i = 0;
+        for (; i + 64 <= bytes; i += 64) _mm512_storeu_si512(d + i, _mm512_loadu_si512(s + i));
+        if (i < bytes) {
+            const __mmask64 k = ((__mmask64)1 << (bytes - i)) - 1;
+            _mm512_mask_storeu_epi8(d + i, k, _mm512_maskz_loadu_epi8(k, s + i));
+        }
+    }
+}
+
+#define QC_DW_U 4 /* vectors of 16 outputs per step: independent accumulator chains */
+
+/* The lean epilogue of 4 vectors, for a channel whose |acc| < 2^24 and scale in [0, 64): then
+ * |u| < 2^31, so u converts without overflow and the clamp can follow the rounding (rint is
+ * monotone, the bounds are integers): a saturating narrow to the output type, and relu's lo by
+ * a max. One vrangeps chain keeps the largest |u - rint(u)| of the 64 lanes; if any lane fails
+ * the test of rq16 the 4 vectors take the float64 path (already clamped, so the narrow keeps
+ * them). */
+QC_INLINE void QC_DW_NAME(lean4)(const qc_dw_tile *t, __m512 s, __m512 zp, __m512i a0,
+                                 __m512i a1, __m512i a2, __m512i a3, uint8_t *o) {
+    const int rd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m512 u0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), s, zp);
+    const __m512 u1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), s, zp);
+    const __m512 u2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a2), s, zp);
+    const __m512 u3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a3), s, zp);
+    const __m512 worst = _mm512_range_ps(
+        _mm512_range_ps(_mm512_reduce_ps(u0, rd), _mm512_reduce_ps(u1, rd), QC_DW_ABSMAX),
+        _mm512_range_ps(_mm512_reduce_ps(u2, rd), _mm512_reduce_ps(u3, rd), QC_DW_ABSMAX),
+        QC_DW_ABSMAX);
+    __m512i q0 = _mm512_cvt_roundps_epi32(u0, rd), q1 = _mm512_cvt_roundps_epi32(u1, rd);
+    __m512i q2 = _mm512_cvt_roundps_epi32(u2, rd), q3 = _mm512_cvt_roundps_epi32(u3, rd);
+    if (QC_UNLIKELY(_mm512_cmp_ps_mask(worst, _mm512_set1_ps(0.5f - 0x1p-15f), _CMP_NLT_UQ))) {
+        const float sc = _mm_cvtss_f32(_mm512_castps512_ps128(s));
+        const __m512 sv = _mm512_set1_ps(sc);
+        q0 = qc_requant16_avx512(a0, sv, t->y_zp, t->lo, t->hi, 0xFFFF);
+        q1 = qc_requant16_avx512(a1, sv, t->y_zp, t->lo, t->hi, 0xFFFF);
+        q2 = qc_requant16_avx512(a2, sv, t->y_zp, t->lo, t->hi, 0xFFFF);
+        q3 = qc_requant16_avx512(a3, sv, t->y_zp, t->lo, t->hi, 0xFFFF);
+    }
+    if (t->hi == 255) { /* uint8 (lo >= 0): raise to lo, saturate to 255 */
+        const __m512i lo = _mm512_set1_epi32(t->lo);
+        _mm_storeu_si128((__m128i *)o, _mm512_cvtusepi32_epi8(_mm512_max_epi32(q0, lo)));
+        _mm_storeu_si128((__m128i *)(o + 16), _mm512_cvtusepi32_epi8(_mm512_max_epi32(q1, lo)));
+        _mm_storeu_si128((__m128i *)(o + 32), _mm512_cvtusepi32_epi8(_mm512_max_epi32(q2, lo)));
+        _mm_storeu_si128((__m128i *)(o + 48), _mm512_cvtusepi32_epi8(_mm512_max_epi32(q3, lo)));
+    } else { /* int8: saturate to [-128, 127], then raise to lo */
+        const __m128i lo = _mm_set1_epi8((char)t->lo);
+        _mm_storeu_si128((__m128i *)o, _mm_max_epi8(_mm512_cvtsepi32_epi8(q0), lo));
+        _mm_storeu_si128((__m128i *)(o + 16), _mm_max_epi8(_mm512_cvtsepi32_epi8(q1), lo));
+        _mm_storeu_si128((__m128i *)(o + 32), _mm_max_epi8(_mm512_cvtsepi32_epi8(q2), lo));
+        _mm_storeu_si128((__m128i *)(o + 48), _mm_max_epi8(_mm512_cvtsepi32_epi8(q3), lo));
+    }
+}
+
+static void QC_DW_NAME(tile)(const qc_dw_tile *t) {
+    const size_t nops = t->nops, L = t->L;
+    const __m512 zp = _mm512_set1_ps((float)t->y_zp);
+    const __m512 lo = _mm512_set1_ps((float)t->lo), hi = _mm512_set1_ps((float)t->hi);
+    for (size_t c = 0; c < t->nch; c++) {
+        const int32_t *xp = t->xp + c / t->per_xp * t->xp_stride;
+        const int32_t *wp = t->wp + c * t->nops;
+        const int32_t b = t->bias ? t->bias[c] : 0;
+        const __m512i bias = _mm512_set1_epi32(b);
+        const int64_t babs = b < 0 ? -(int64_t)b : (int64_t)b;
+        /* |acc| < 2^24 for every lane: the float32 conversion is exact, no test needed */
+        const int small = (int64_t)nops * 2 * 255 * 255 + babs < ((int64_t)1 << 24);
+        const float sc = t->out32 ? 0.0f : t->scale[c];
+        const int lean = small && sc >= 0.0f && sc < 64.0f;
+        const __m512 s = _mm512_set1_ps(sc);
+        for (size_t i = 0; i < L; i += 16 * QC_DW_U) {
+            __m512i a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+            const int32_t *p = xp + i;
+            for (size_t j = 0; j < nops; j++) {
+                const int32_t *pj = p + t->off[j];
+                const __m512i w = _mm512_set1_epi32(wp[j]);
+                QC_DW_MADD(a0, _mm512_loadu_si512(pj), w);
+                QC_DW_MADD(a1, _mm512_loadu_si512(pj + 16), w);
+                QC_DW_MADD(a2, _mm512_loadu_si512(pj + 32), w);
+                QC_DW_MADD(a3, _mm512_loadu_si512(pj + 48), w);
+            }
+            if (t->out32) {
+                int32_t *o = (int32_t *)t->buf + i;
+                _mm512_storeu_si512(o, a0);
+                _mm512_storeu_si512(o + 16, a1);
+                _mm512_storeu_si512(o + 32, a2);
+                _mm512_storeu_si512(o + 48, a3);
+            } else if (lean) {
+                QC_DW_NAME(lean4)(t, s, zp, a0, a1, a2, a3, (uint8_t *)t->buf + i);
+            } else {
+                /* in [lo, hi] within [-128, 255]: the low byte is the int8 or uint8 result */
+                uint8_t *o = (uint8_t *)t->buf + i;
+                const int32_t yz = t->y_zp, il = t->lo, ih = t->hi;
+                _mm_storeu_si128((__m128i *)o, _mm512_cvtepi32_epi8(
+                    QC_DW_NAME(rq16)(a0, s, zp, lo, hi, small, yz, il, ih)));
+                _mm_storeu_si128((__m128i *)(o + 16), _mm512_cvtepi32_epi8(
+                    QC_DW_NAME(rq16)(a1, s, zp, lo, hi, small, yz, il, ih)));
+                _mm_storeu_si128((__m128i *)(o + 32), _mm512_cvtepi32_epi8(
+                    QC_DW_NAME(rq16)(a2, s, zp, lo, hi, small, yz, il, ih)));
+                _mm_storeu_si128((__m128i *)(o + 48), _mm512_cvtepi32_epi8(
+                    QC_DW_NAME(rq16)(a3, s, zp, lo, hi, small, yz, il, ih)));
+            }
+        }
+        const size_t es = t->out32 ? 4 : 1;
+        QC_DW_NAME(unflatten)(t, (const char *)t->buf, (char *)t->y + c * t->ldc * es, es);
+    }
+}
