@@ -5,6 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef QC_NO_X86
+#include <emmintrin.h> /* SSE2: part of the x86-64 baseline */
+#endif
+
 #include "conv/dw.h"
 #include "conv/nchw.h"
 #include "conv/transpose.h"
@@ -84,7 +88,7 @@ qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32
             if (!cw->gemm[g]) goto fail;
         }
     }
-    if (cw->gemm && qc_nchw_may_use(kh == 1 && kw == 1)) {
+    if (cw->gemm && qc_nchw_may_use((kh == 1 && kw == 1) || Cg <= QC_NCHW_SMALL_CG)) {
         /* the NCHW GEMM takes w in its own (c, ky, kx) order */
         const size_t Ng = M / G;
         cw->nchw_group = qc_nchw_pack_w_size(Ng, K);
@@ -232,7 +236,8 @@ static void dw_task(void *vctx, size_t task) {
     const size_t xsb = (pl->xs_elems * sizeof(int16_t) + 63) & ~(size_t)63;
     const size_t xpb = (pl->xs_elems * sizeof(int32_t) + 63) & ~(size_t)63;
     const size_t offb = (nops * sizeof(size_t) + 63) & ~(size_t)63;
-    char *mem = malloc(xsb + xpb + offb + pl->buf_elems * sizeof(int32_t));
+    const size_t bufb = (pl->buf_elems * sizeof(int32_t) + 63) & ~(size_t)63;
+    char *mem = malloc(xsb + xpb + offb + bufb + (pl->buf_elems / 16 + 1) * sizeof(uint16_t));
     if (!mem) {
         atomic_store(&ctx->failed, 1);
         return;
@@ -280,6 +285,7 @@ static void dw_task(void *vctx, size_t task) {
         t.ldc = a->OH * a->OW;
         t.ldy = a->OW;
         t.buf = buf;
+        t.masks = mem + xsb + xpb + offb + bufb;
         pl->k->tile(&t);
     }
     free(mem);
@@ -523,7 +529,22 @@ static void nchw_row(const run_ctx *ctx, size_t n, size_t g, size_t k, size_t p0
             if (sw == 1) {
                 memcpy(dst + (a0 - ox), src + (ptrdiff_t)a0 + dx, b0 - a0);
             } else {
-                for (size_t o = a0; o < b0; o++) dst[o - ox] = src[(ptrdiff_t)(o * sw) + dx];
+                size_t o = a0;
+#ifndef QC_NO_X86
+                if (sw == 2) {
+                    /* 16 outputs from the even bytes of 32 (SSE2 is baseline): only while all
+                     * 32 belong to the row, the last byte read being src[2 * (b0 - 1) + dx] */
+                    const __m128i m = _mm_set1_epi16(0xFF);
+                    for (; o + 16 < b0; o += 16) {
+                        const uint8_t *s2 = src + (ptrdiff_t)(2 * o) + dx;
+                        const __m128i lo = _mm_and_si128(_mm_loadu_si128((const __m128i *)s2), m);
+                        const __m128i hi =
+                            _mm_and_si128(_mm_loadu_si128((const __m128i *)(s2 + 16)), m);
+                        _mm_storeu_si128((__m128i *)(dst + (o - ox)), _mm_packus_epi16(lo, hi));
+                    }
+                }
+#endif
+                for (; o < b0; o++) dst[o - ox] = src[(ptrdiff_t)(o * sw) + dx];
             }
             memset(dst + (b0 - ox), fill, ox + run - b0);
         }
@@ -696,9 +717,15 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
                  a->pl == 0 && a->pb == 0 && a->pr == 0;
     /* The NCHW GEMM for pointwise convolutions, except a few pixels with a long K (a 7x7 plane
      * of 512+ channels): its 16-pixel vectors then run mostly empty, and each task's panel
-     * and pipeline cost more than the NHWC path's transposes. */
+     * and pipeline cost more than the NHWC path's transposes. And for kh x kw kernels over
+     * few input channels per group (a network's first layer, C = 3): the NHWC im2col copies
+     * runs of only Cg bytes per tap there, where the NCHW rows are whole runs of a plane's
+     * row (stride 1) or a byte gather (stride 2, worth it up to 8 channels). 1 thread, 224^2:
+     * ResNet-18's 7x7/2 3->64 2.8 -> 1.8 ms, MobileNetV2's 3x3/2 3->32 681 -> 294 us. */
     const int pointwise = w->kh == 1 && w->kw == 1 && (P >= 64 || w->K < 256);
-    if (w->nchw && qc_nchw_use(pointwise)) return nchw_run(&ctx);
+    const int small_cg = w->kh * w->kw > 1 &&
+                         (w->Cg <= QC_NCHW_SMALL_CG / 2 || (w->Cg <= QC_NCHW_SMALL_CG && a->sw == 1));
+    if (w->nchw && qc_nchw_use(pointwise || small_cg)) return nchw_run(&ctx);
     ctx.gk = qc_gemm_select();
     /* pixel blocks: A block about 128 KiB (stays in L2 with B), at least 16 rows; split
      * finer when there are too few tasks for the threads */

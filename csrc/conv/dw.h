@@ -54,6 +54,7 @@ typedef struct {
     void *y;                /* channel c's tile at y + c * ldc, row r at + r * ldy (elements) */
     size_t ldc, ldy;
     void *buf;              /* scratch: L + QC_DW_SLACK_T int32 */
+    void *masks;            /* scratch: (L + QC_DW_SLACK_T) / 16 uint16 */
 } qc_dw_tile;
 
 typedef struct {

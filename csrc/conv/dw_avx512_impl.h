@@ -81,68 +81,91 @@ QC_INLINE __m512i QC_DW_NAME(rq16)(__m512i v, __m512 s, __m512 zp, __m512 lo, __
     return _mm512_cvt_roundps_epi32(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-/* Copy the tile's TH rows of TW elements (esize bytes) from the flat buffer (pitch PWs). */
-QC_INLINE void QC_DW_NAME(unflatten)(const qc_dw_tile *t, const char *buf, char *y,
+/* Copy TH rows of TW elements (esize bytes) from src (pitch TW) to y (pitch ldy). */
+QC_INLINE void QC_DW_NAME(unflatten)(const qc_dw_tile *t, const char *src, char *y,
                                      size_t esize) {
     const size_t bytes = t->TW * esize;
-    for (size_t r = 0; r < t->TH; r++) {
-        const char *s = buf + r * t->PWs * esize;
-        char *d = y + r * t->ldy * esize;
-        size_t i = 0;
-        for (; i + 64 <= bytes; i += 64) _mm512_storeu_si512(d + i, _mm512_loadu_si512(s + i));
-        if (i < bytes) {
-            const __mmask64 k = ((__mmask64)1 << (bytes - i)) - 1;
-            _mm512_mask_storeu_epi8(d + i, k, _mm512_maskz_loadu_epi8(k, s + i));
-        }
+    for (size_t r = 0; r < t->TH; r++) memcpy(y + r * t->ldy * esize, src + r * bytes, bytes);
+}
+
+/* The lanes of each flat vector that are outputs: lane l of vector v is output t = 16v + l
+ * when t < L and its column t mod PWs is below TW. nvec masks. */
+QC_INLINE void QC_DW_NAME(masks)(const qc_dw_tile *t, size_t nvec, __mmask16 *m) {
+    int32_t c0[16];
+    for (int l = 0; l < 16; l++) c0[l] = (int32_t)((size_t)l % t->PWs);
+    __m512i col = _mm512_loadu_si512(c0);
+    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i d = _mm512_set1_epi32((int32_t)(16 % t->PWs));
+    const __m512i pw = _mm512_set1_epi32((int32_t)t->PWs), tw = _mm512_set1_epi32((int32_t)t->TW);
+    const __m512i L = _mm512_set1_epi32((int32_t)t->L), sixteen = _mm512_set1_epi32(16);
+    for (size_t v = 0; v < nvec; v++) {
+        m[v] = _mm512_cmplt_epi32_mask(col, tw) & _mm512_cmplt_epi32_mask(idx, L);
+        col = _mm512_add_epi32(col, d);
+        col = _mm512_mask_sub_epi32(col, _mm512_cmpge_epi32_mask(col, pw), col, pw);
+        idx = _mm512_add_epi32(idx, sixteen);
     }
+}
+
+/* Write the output lanes m of q (int32) densely at *dst, narrowed to the output type: uint8
+ * (hi 255) saturates unsigned after raising to lo, int8 saturates signed, then rises to lo;
+ * for values already in [lo, hi] both are the identity. */
+QC_INLINE void QC_DW_NAME(emit8)(const qc_dw_tile *t, __m512i q, __mmask16 m, uint8_t **dst) {
+    const int n = __builtin_popcount((unsigned)m);
+    const __m512i c = _mm512_maskz_compress_epi32(m, q);
+    __m128i b;
+    if (t->hi == 255) {
+        b = _mm512_cvtusepi32_epi8(_mm512_max_epi32(c, _mm512_set1_epi32(t->lo)));
+    } else {
+        b = _mm_max_epi8(_mm512_cvtsepi32_epi8(c), _mm_set1_epi8((char)t->lo));
+    }
+    _mm_mask_storeu_epi8(*dst, (__mmask16)((1u << n) - 1), b);
+    *dst += n;
+}
+
+QC_INLINE void QC_DW_NAME(emit32)(__m512i q, __mmask16 m, int32_t **dst) {
+    const int n = __builtin_popcount((unsigned)m);
+    _mm512_mask_storeu_epi32(*dst, (__mmask16)((1u << n) - 1), _mm512_maskz_compress_epi32(m, q));
+    *dst += n;
 }
 
 #define QC_DW_U 4 /* vectors of 16 outputs per step: independent accumulator chains */
 
 /* The lean epilogue of 4 vectors, for a channel whose |acc| < 2^24 and scale in [0, 64): then
  * |u| < 2^31, so u converts without overflow and the clamp can follow the rounding (rint is
- * monotone, the bounds are integers): a saturating narrow to the output type, and relu's lo by
- * a max. One vrangeps chain keeps the largest |u - rint(u)| of the 64 lanes; if any lane fails
- * the test of rq16 the 4 vectors take the float64 path (already clamped, so the narrow keeps
- * them). */
-QC_INLINE void QC_DW_NAME(lean4)(const qc_dw_tile *t, __m512 s, __m512 zp, __m512i a0,
-                                 __m512i a1, __m512i a2, __m512i a3, uint8_t *o) {
+ * monotone, the bounds are integers): emit8's saturating narrow and max. One vrangeps chain
+ * keeps the largest |u - rint(u)| of the 64 lanes; if any lane fails the test of rq16 the 4
+ * vectors take the float64 path (clamped already, which the narrow keeps). */
+QC_INLINE void QC_DW_NAME(lean4)(const qc_dw_tile *t, __m512 s, __m512 zp, __m512i *a0,
+                                 __m512i *a1, __m512i *a2, __m512i *a3) {
     const int rd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    const __m512 u0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), s, zp);
-    const __m512 u1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), s, zp);
-    const __m512 u2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a2), s, zp);
-    const __m512 u3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a3), s, zp);
+    const __m512 u0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*a0), s, zp);
+    const __m512 u1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*a1), s, zp);
+    const __m512 u2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*a2), s, zp);
+    const __m512 u3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*a3), s, zp);
     const __m512 worst = _mm512_range_ps(
         _mm512_range_ps(_mm512_reduce_ps(u0, rd), _mm512_reduce_ps(u1, rd), QC_DW_ABSMAX),
         _mm512_range_ps(_mm512_reduce_ps(u2, rd), _mm512_reduce_ps(u3, rd), QC_DW_ABSMAX),
         QC_DW_ABSMAX);
-    __m512i q0 = _mm512_cvt_roundps_epi32(u0, rd), q1 = _mm512_cvt_roundps_epi32(u1, rd);
-    __m512i q2 = _mm512_cvt_roundps_epi32(u2, rd), q3 = _mm512_cvt_roundps_epi32(u3, rd);
     if (QC_UNLIKELY(_mm512_cmp_ps_mask(worst, _mm512_set1_ps(0.5f - 0x1p-15f), _CMP_NLT_UQ))) {
-        const float sc = _mm_cvtss_f32(_mm512_castps512_ps128(s));
-        const __m512 sv = _mm512_set1_ps(sc);
-        q0 = qc_requant16_avx512(a0, sv, t->y_zp, t->lo, t->hi, 0xFFFF);
-        q1 = qc_requant16_avx512(a1, sv, t->y_zp, t->lo, t->hi, 0xFFFF);
-        q2 = qc_requant16_avx512(a2, sv, t->y_zp, t->lo, t->hi, 0xFFFF);
-        q3 = qc_requant16_avx512(a3, sv, t->y_zp, t->lo, t->hi, 0xFFFF);
+        *a0 = qc_requant16_avx512(*a0, s, t->y_zp, t->lo, t->hi, 0xFFFF);
+        *a1 = qc_requant16_avx512(*a1, s, t->y_zp, t->lo, t->hi, 0xFFFF);
+        *a2 = qc_requant16_avx512(*a2, s, t->y_zp, t->lo, t->hi, 0xFFFF);
+        *a3 = qc_requant16_avx512(*a3, s, t->y_zp, t->lo, t->hi, 0xFFFF);
+        return;
     }
-    if (t->hi == 255) { /* uint8 (lo >= 0): raise to lo, saturate to 255 */
-        const __m512i lo = _mm512_set1_epi32(t->lo);
-        _mm_storeu_si128((__m128i *)o, _mm512_cvtusepi32_epi8(_mm512_max_epi32(q0, lo)));
-        _mm_storeu_si128((__m128i *)(o + 16), _mm512_cvtusepi32_epi8(_mm512_max_epi32(q1, lo)));
-        _mm_storeu_si128((__m128i *)(o + 32), _mm512_cvtusepi32_epi8(_mm512_max_epi32(q2, lo)));
-        _mm_storeu_si128((__m128i *)(o + 48), _mm512_cvtusepi32_epi8(_mm512_max_epi32(q3, lo)));
-    } else { /* int8: saturate to [-128, 127], then raise to lo */
-        const __m128i lo = _mm_set1_epi8((char)t->lo);
-        _mm_storeu_si128((__m128i *)o, _mm_max_epi8(_mm512_cvtsepi32_epi8(q0), lo));
-        _mm_storeu_si128((__m128i *)(o + 16), _mm_max_epi8(_mm512_cvtsepi32_epi8(q1), lo));
-        _mm_storeu_si128((__m128i *)(o + 32), _mm_max_epi8(_mm512_cvtsepi32_epi8(q2), lo));
-        _mm_storeu_si128((__m128i *)(o + 48), _mm_max_epi8(_mm512_cvtsepi32_epi8(q3), lo));
-    }
+    *a0 = _mm512_cvt_roundps_epi32(u0, rd);
+    *a1 = _mm512_cvt_roundps_epi32(u1, rd);
+    *a2 = _mm512_cvt_roundps_epi32(u2, rd);
+    *a3 = _mm512_cvt_roundps_epi32(u3, rd);
 }
 
 static void QC_DW_NAME(tile)(const qc_dw_tile *t) {
     const size_t nops = t->nops, L = t->L;
+    const size_t nvec = (L + 16 * QC_DW_U - 1) / (16 * QC_DW_U) * QC_DW_U;
+    __mmask16 *m = (__mmask16 *)t->masks;
+    QC_DW_NAME(masks)(t, nvec, m);
+    /* rows of the tile contiguous in y: emit straight there, else densely into buf */
+    const int direct = t->ldy == t->TW;
     const __m512 zp = _mm512_set1_ps((float)t->y_zp);
     const __m512 lo = _mm512_set1_ps((float)t->lo), hi = _mm512_set1_ps((float)t->hi);
     for (size_t c = 0; c < t->nch; c++) {
@@ -156,7 +179,11 @@ static void QC_DW_NAME(tile)(const qc_dw_tile *t) {
         const float sc = t->out32 ? 0.0f : t->scale[c];
         const int lean = small && sc >= 0.0f && sc < 64.0f;
         const __m512 s = _mm512_set1_ps(sc);
-        for (size_t i = 0; i < L; i += 16 * QC_DW_U) {
+        const size_t es = t->out32 ? 4 : 1;
+        char *yc = (char *)t->y + c * t->ldc * es;
+        uint8_t *d8 = direct ? (uint8_t *)yc : (uint8_t *)t->buf;
+        int32_t *d32 = direct ? (int32_t *)yc : (int32_t *)t->buf;
+        for (size_t i = 0, v = 0; i < L; i += 16 * QC_DW_U, v += QC_DW_U) {
             __m512i a0 = bias, a1 = bias, a2 = bias, a3 = bias;
             const int32_t *p = xp + i;
             for (size_t j = 0; j < nops; j++) {
@@ -168,28 +195,26 @@ static void QC_DW_NAME(tile)(const qc_dw_tile *t) {
                 QC_DW_MADD(a3, _mm512_loadu_si512(pj + 48), w);
             }
             if (t->out32) {
-                int32_t *o = (int32_t *)t->buf + i;
-                _mm512_storeu_si512(o, a0);
-                _mm512_storeu_si512(o + 16, a1);
-                _mm512_storeu_si512(o + 32, a2);
-                _mm512_storeu_si512(o + 48, a3);
-            } else if (lean) {
-                QC_DW_NAME(lean4)(t, s, zp, a0, a1, a2, a3, (uint8_t *)t->buf + i);
-            } else {
-                /* in [lo, hi] within [-128, 255]: the low byte is the int8 or uint8 result */
-                uint8_t *o = (uint8_t *)t->buf + i;
-                const int32_t yz = t->y_zp, il = t->lo, ih = t->hi;
-                _mm_storeu_si128((__m128i *)o, _mm512_cvtepi32_epi8(
-                    QC_DW_NAME(rq16)(a0, s, zp, lo, hi, small, yz, il, ih)));
-                _mm_storeu_si128((__m128i *)(o + 16), _mm512_cvtepi32_epi8(
-                    QC_DW_NAME(rq16)(a1, s, zp, lo, hi, small, yz, il, ih)));
-                _mm_storeu_si128((__m128i *)(o + 32), _mm512_cvtepi32_epi8(
-                    QC_DW_NAME(rq16)(a2, s, zp, lo, hi, small, yz, il, ih)));
-                _mm_storeu_si128((__m128i *)(o + 48), _mm512_cvtepi32_epi8(
-                    QC_DW_NAME(rq16)(a3, s, zp, lo, hi, small, yz, il, ih)));
+                QC_DW_NAME(emit32)(a0, m[v], &d32);
+                QC_DW_NAME(emit32)(a1, m[v + 1], &d32);
+                QC_DW_NAME(emit32)(a2, m[v + 2], &d32);
+                QC_DW_NAME(emit32)(a3, m[v + 3], &d32);
+                continue;
             }
+            if (lean) {
+                QC_DW_NAME(lean4)(t, s, zp, &a0, &a1, &a2, &a3);
+            } else {
+                const int32_t yz = t->y_zp, il = t->lo, ih = t->hi;
+                a0 = QC_DW_NAME(rq16)(a0, s, zp, lo, hi, small, yz, il, ih);
+                a1 = QC_DW_NAME(rq16)(a1, s, zp, lo, hi, small, yz, il, ih);
+                a2 = QC_DW_NAME(rq16)(a2, s, zp, lo, hi, small, yz, il, ih);
+                a3 = QC_DW_NAME(rq16)(a3, s, zp, lo, hi, small, yz, il, ih);
+            }
+            QC_DW_NAME(emit8)(t, a0, m[v], &d8);
+            QC_DW_NAME(emit8)(t, a1, m[v + 1], &d8);
+            QC_DW_NAME(emit8)(t, a2, m[v + 2], &d8);
+            QC_DW_NAME(emit8)(t, a3, m[v + 3], &d8);
         }
-        const size_t es = t->out32 ? 4 : 1;
-        QC_DW_NAME(unflatten)(t, (const char *)t->buf, (char *)t->y + c * t->ldc * es, es);
+        if (!direct) QC_DW_NAME(unflatten)(t, (const char *)t->buf, yc, es);
     }
 }
