@@ -206,6 +206,22 @@ static void dw_pack_tile(const run_ctx *ctx, const dw_plan *pl, size_t n, size_t
         if (R0 + py + first * sh >= r1) continue;
         const size_t nrows = (r1 - 1 - (R0 + py + first * sh)) / sh + 1;
         const size_t rfirst = R0 + py + first * sh;
+        if (sw == 2) {
+            /* region columns ca + j: even j in phase ca % 2 from column ca / 2, odd j in the
+             * other phase from (ca + 1) / 2 */
+            const size_t soff = (rfirst - pt) * W + (C0 + ca - plft);
+            const size_t de = (py * 2 + ca % 2) * ps + first * PWs + ca / 2;
+            const size_t dod = (py * 2 + (ca + 1) % 2) * ps + first * PWs + (ca + 1) / 2;
+            for (size_t gi = 0; gi < B; gi++) {
+                for (size_t ci = 0; ci < Cg; ci++) {
+                    const uint8_t *plane = ctx->x + (n * a->C + (g0 + gi) * Cg + ci) * H * W;
+                    int16_t *set = xs + (gi * Cg + ci) * cs;
+                    pl->k->rows2(plane + soff, sh * W, a->x_signed, cb - ca, nrows, a->xzp,
+                                 set + de, set + dod, PWs);
+                }
+            }
+            continue;
+        }
         for (size_t px = 0; px < sw; px++) {
             /* region columns cc = cc0 + i * sw in [ca, cb): sub-plane columns cc0 / sw + i */
             const size_t cc0 = ca + (px + sw - ca % sw) % sw;
@@ -247,6 +263,8 @@ static void dw_task(void *vctx, size_t task) {
     size_t *off = (size_t *)(mem + xsb + xpb);
     void *buf = mem + xsb + xpb + offb;
     const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
+    uint16_t *masks = (uint16_t *)(mem + xsb + xpb + offb + bufb);
+    size_t mTH = 0, mPWs = 0, mTW = 0;
     for (size_t u = u0; u < u1; u++) {
         const size_t tx = u % pl->ntx, ty = u / pl->ntx % pl->nty;
         const size_t gb = u / (pl->ntx * pl->nty) % pl->ngb, n = u / (pl->ntx * pl->nty * pl->ngb);
@@ -285,7 +303,11 @@ static void dw_task(void *vctx, size_t task) {
         t.ldc = a->OH * a->OW;
         t.ldy = a->OW;
         t.buf = buf;
-        t.masks = mem + xsb + xpb + offb + bufb;
+        if (th != mTH || PWs != mPWs || tw != mTW) { /* a new tile shape */
+            qc_dw_masks(th, PWs, tw, masks);
+            mTH = th, mPWs = PWs, mTW = tw;
+        }
+        t.masks = masks;
         pl->k->tile(&t);
     }
     free(mem);

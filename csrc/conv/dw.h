@@ -54,8 +54,25 @@ typedef struct {
     void *y;                /* channel c's tile at y + c * ldc, row r at + r * ldy (elements) */
     size_t ldc, ldy;
     void *buf;              /* scratch: L + QC_DW_SLACK_T int32 */
-    void *masks;            /* scratch: (L + QC_DW_SLACK_T) / 16 uint16 */
+    const uint16_t *masks;  /* qc_dw_masks of this L, PWs and TW (kernels may ignore them) */
 } qc_dw_tile;
+
+/* The output lanes of the flat vectors of 16: bit l of masks[v] is set when t = 16v + l is an
+ * output (t = r * PWs + o, r < TH, o < TW; L = (TH - 1) * PWs + TW); nvec = round_up(L, 64)
+ * / 16 masks. Filled row by row, a word at a time. */
+static inline void qc_dw_masks(size_t TH, size_t PWs, size_t TW, uint16_t *masks) {
+    const size_t L = (TH - 1) * PWs + TW, nvec = (L + 63) / 64 * 4;
+    for (size_t v = 0; v < nvec; v++) masks[v] = 0;
+    for (size_t r = 0; r < TH; r++) {
+        size_t b = r * PWs;
+        const size_t e = b + TW;
+        while (b < e) {
+            const size_t v = b / 16, lo = b % 16, hi = QC_MIN((size_t)16, lo + (e - b));
+            masks[v] |= (uint16_t)((0xFFFFu >> (16 - (hi - lo))) << lo);
+            b += hi - lo;
+        }
+    }
+}
 
 typedef struct {
     const char *name;
@@ -63,6 +80,10 @@ typedef struct {
      * (int8 when sx) minus xzp into dst[0 .. n) */
     void (*rows)(const uint8_t *src, size_t lds, int sx, size_t sw, size_t n, size_t nrows,
                  int32_t xzp, int16_t *dst, size_t ldd);
+    /* stride 2: nrows rows of n bytes, byte j minus xzp to d0[j / 2] (j even) or d1[j / 2]
+     * (j odd): both column phases of a row in one pass */
+    void (*rows2)(const uint8_t *src, size_t lds, int sx, size_t n, size_t nrows, int32_t xzp,
+                  int16_t *d0, int16_t *d1, size_t ldd);
     /* xp[i] = (uint16)xs[i] | xs[i + 1] << 16 for i < n (reads xs[0 .. n]) */
     void (*pairs)(const int16_t *xs, size_t n, int32_t *xp);
     void (*tile)(const qc_dw_tile *t);

@@ -39,6 +39,27 @@ static void rows_avx2(const uint8_t *src, size_t lds, int sx, size_t sw, size_t 
     for (size_t r = 0; r < nrows; r++) row_avx2(src + r * lds, sx, sw, n, xzp, dst + r * ldd);
 }
 
+/* 32 bytes per step (16 even, 16 odd) while the row has them, the rest scalar. */
+static void rows2_avx2(const uint8_t *src, size_t lds, int sx, size_t n, size_t nrows,
+                       int32_t xzp, int16_t *d0, int16_t *d1, size_t ldd) {
+    const __m256i zp = _mm256_set1_epi16((short)xzp), m = _mm256_set1_epi16(0xFF);
+    for (size_t r = 0; r < nrows; r++, src += lds, d0 += ldd, d1 += ldd) {
+        size_t j = 0;
+        for (; j + 32 <= n; j += 32) {
+            const __m256i b = _mm256_loadu_si256((const __m256i *)(src + j));
+            const __m256i e = sx ? _mm256_srai_epi16(_mm256_slli_epi16(b, 8), 8)
+                                 : _mm256_and_si256(b, m);
+            const __m256i o = sx ? _mm256_srai_epi16(b, 8) : _mm256_srli_epi16(b, 8);
+            _mm256_storeu_si256((__m256i *)(d0 + j / 2), _mm256_sub_epi16(e, zp));
+            _mm256_storeu_si256((__m256i *)(d1 + j / 2), _mm256_sub_epi16(o, zp));
+        }
+        for (; j < n; j++) {
+            const int32_t v = sx ? (int32_t)(int8_t)src[j] : (int32_t)src[j];
+            (j % 2 ? d1 : d0)[j / 2] = (int16_t)(v - xzp);
+        }
+    }
+}
+
 /* xp[i] = xs[i] | xs[i + 1] << 16: 16-bit unpacks of two loads one element apart, their
  * 128-bit halves put back in order. */
 static void pairs_avx2(const int16_t *xs, size_t n, int32_t *xp) {
@@ -128,6 +149,6 @@ static void tile_avx2(const qc_dw_tile *t) {
     }
 }
 
-const qc_dw_kernels qc_dw_kernels_avx2 = {"conv_dw_pairs_4x8__avx2", rows_avx2, pairs_avx2,
+const qc_dw_kernels qc_dw_kernels_avx2 = {"conv_dw_pairs_4x8__avx2", rows_avx2, rows2_avx2, pairs_avx2,
                                           tile_avx2};
 #endif

@@ -46,6 +46,27 @@ static void QC_DW_NAME(rows)(const uint8_t *src, size_t lds, int sx, size_t sw, 
         QC_DW_NAME(row)(src + r * lds, sx, sw, n, xzp, dst + r * ldd);
 }
 
+/* 64 bytes per step, loads masked to the row: the even bytes of each 16-bit lane to d0, the
+ * odd ones to d1. */
+static void QC_DW_NAME(rows2)(const uint8_t *src, size_t lds, int sx, size_t n, size_t nrows,
+                              int32_t xzp, int16_t *d0, int16_t *d1, size_t ldd) {
+    const __m512i zp = _mm512_set1_epi16((short)xzp), m = _mm512_set1_epi16(0xFF);
+    for (size_t r = 0; r < nrows; r++, src += lds, d0 += ldd, d1 += ldd) {
+        for (size_t j = 0; j < n; j += 64) {
+            const size_t rem = QC_MIN((size_t)64, n - j), ne = (rem + 1) / 2, no = rem / 2;
+            const __mmask64 k = rem == 64 ? ~(__mmask64)0 : (((__mmask64)1 << rem) - 1);
+            const __m512i b = _mm512_maskz_loadu_epi8(k, src + j);
+            const __m512i e = sx ? _mm512_srai_epi16(_mm512_slli_epi16(b, 8), 8)
+                                 : _mm512_and_si512(b, m);
+            const __m512i o = sx ? _mm512_srai_epi16(b, 8) : _mm512_srli_epi16(b, 8);
+            const __mmask32 ke = ne == 32 ? (__mmask32)~0u : (__mmask32)((1u << ne) - 1);
+            const __mmask32 ko = no == 32 ? (__mmask32)~0u : (__mmask32)((1u << no) - 1);
+            _mm512_mask_storeu_epi16(d0 + j / 2, ke, _mm512_sub_epi16(e, zp));
+            _mm512_mask_storeu_epi16(d1 + j / 2, ko, _mm512_sub_epi16(o, zp));
+        }
+    }
+}
+
 /* xp[i] = xs[i] | xs[i + 1] << 16: two loads one element apart, interleaved by vpermt2w. */
 static void QC_DW_NAME(pairs)(const int16_t *xs, size_t n, int32_t *xp) {
     static const int16_t idx[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
@@ -88,32 +109,15 @@ QC_INLINE void QC_DW_NAME(unflatten)(const qc_dw_tile *t, const char *src, char 
     for (size_t r = 0; r < t->TH; r++) memcpy(y + r * t->ldy * esize, src + r * bytes, bytes);
 }
 
-/* The lanes of each flat vector that are outputs: lane l of vector v is output t = 16v + l
- * when t < L and its column t mod PWs is below TW. nvec masks. */
-QC_INLINE void QC_DW_NAME(masks)(const qc_dw_tile *t, size_t nvec, __mmask16 *m) {
-    int32_t c0[16];
-    for (int l = 0; l < 16; l++) c0[l] = (int32_t)((size_t)l % t->PWs);
-    __m512i col = _mm512_loadu_si512(c0);
-    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i d = _mm512_set1_epi32((int32_t)(16 % t->PWs));
-    const __m512i pw = _mm512_set1_epi32((int32_t)t->PWs), tw = _mm512_set1_epi32((int32_t)t->TW);
-    const __m512i L = _mm512_set1_epi32((int32_t)t->L), sixteen = _mm512_set1_epi32(16);
-    for (size_t v = 0; v < nvec; v++) {
-        m[v] = _mm512_cmplt_epi32_mask(col, tw) & _mm512_cmplt_epi32_mask(idx, L);
-        col = _mm512_add_epi32(col, d);
-        col = _mm512_mask_sub_epi32(col, _mm512_cmpge_epi32_mask(col, pw), col, pw);
-        idx = _mm512_add_epi32(idx, sixteen);
-    }
-}
-
 /* Write the output lanes m of q (int32) densely at *dst, narrowed to the output type: uint8
  * (hi 255) saturates unsigned after raising to lo, int8 saturates signed, then rises to lo;
  * for values already in [lo, hi] both are the identity. */
-QC_INLINE void QC_DW_NAME(emit8)(const qc_dw_tile *t, __m512i q, __mmask16 m, uint8_t **dst) {
+QC_INLINE void QC_DW_NAME(emit8)(const qc_dw_tile *t, const int U8, __m512i q, __mmask16 m,
+                                 uint8_t **dst) {
     const int n = __builtin_popcount((unsigned)m);
     const __m512i c = _mm512_maskz_compress_epi32(m, q);
     __m128i b;
-    if (t->hi == 255) {
+    if (U8) {
         b = _mm512_cvtusepi32_epi8(_mm512_max_epi32(c, _mm512_set1_epi32(t->lo)));
     } else {
         b = _mm_max_epi8(_mm512_cvtsepi32_epi8(c), _mm_set1_epi8((char)t->lo));
@@ -159,11 +163,10 @@ QC_INLINE void QC_DW_NAME(lean4)(const qc_dw_tile *t, __m512 s, __m512 zp, __m51
     *a3 = _mm512_cvt_roundps_epi32(u3, rd);
 }
 
-static void QC_DW_NAME(tile)(const qc_dw_tile *t) {
+/* Channels [c0, c1) of the tile; U8 (a constant at each call): uint8 output. */
+QC_INLINE void QC_DW_NAME(channels)(const qc_dw_tile *t, const int U8) {
     const size_t nops = t->nops, L = t->L;
-    const size_t nvec = (L + 16 * QC_DW_U - 1) / (16 * QC_DW_U) * QC_DW_U;
-    __mmask16 *m = (__mmask16 *)t->masks;
-    QC_DW_NAME(masks)(t, nvec, m);
+    const __mmask16 *m = (const __mmask16 *)t->masks;
     /* rows of the tile contiguous in y: emit straight there, else densely into buf */
     const int direct = t->ldy == t->TW;
     const __m512 zp = _mm512_set1_ps((float)t->y_zp);
@@ -210,11 +213,16 @@ static void QC_DW_NAME(tile)(const qc_dw_tile *t) {
                 a2 = QC_DW_NAME(rq16)(a2, s, zp, lo, hi, small, yz, il, ih);
                 a3 = QC_DW_NAME(rq16)(a3, s, zp, lo, hi, small, yz, il, ih);
             }
-            QC_DW_NAME(emit8)(t, a0, m[v], &d8);
-            QC_DW_NAME(emit8)(t, a1, m[v + 1], &d8);
-            QC_DW_NAME(emit8)(t, a2, m[v + 2], &d8);
-            QC_DW_NAME(emit8)(t, a3, m[v + 3], &d8);
+            QC_DW_NAME(emit8)(t, U8, a0, m[v], &d8);
+            QC_DW_NAME(emit8)(t, U8, a1, m[v + 1], &d8);
+            QC_DW_NAME(emit8)(t, U8, a2, m[v + 2], &d8);
+            QC_DW_NAME(emit8)(t, U8, a3, m[v + 3], &d8);
         }
         if (!direct) QC_DW_NAME(unflatten)(t, (const char *)t->buf, yc, es);
     }
+}
+
+static void QC_DW_NAME(tile)(const qc_dw_tile *t) {
+    if (t->hi == 255) QC_DW_NAME(channels)(t, 1); /* uint8 output (and int32: unused) */
+    else QC_DW_NAME(channels)(t, 0);
 }

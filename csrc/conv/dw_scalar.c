@@ -13,6 +13,16 @@ static void rows_scalar(const uint8_t *src, size_t lds, int sx, size_t sw, size_
     }
 }
 
+static void rows2_scalar(const uint8_t *src, size_t lds, int sx, size_t n, size_t nrows,
+                         int32_t xzp, int16_t *d0, int16_t *d1, size_t ldd) {
+    for (size_t r = 0; r < nrows; r++, src += lds, d0 += ldd, d1 += ldd) {
+        for (size_t j = 0; j < n; j++) {
+            const int32_t v = sx ? (int32_t)(int8_t)src[j] : (int32_t)src[j];
+            (j % 2 ? d1 : d0)[j / 2] = (int16_t)(v - xzp);
+        }
+    }
+}
+
 static void pairs_scalar(const int16_t *xs, size_t n, int32_t *xp) {
     for (size_t i = 0; i < n; i++)
         xp[i] = (int32_t)((uint32_t)(uint16_t)xs[i] | (uint32_t)(uint16_t)xs[i + 1] << 16);
@@ -45,5 +55,5 @@ static void tile_scalar(const qc_dw_tile *t) {
     }
 }
 
-const qc_dw_kernels qc_dw_kernels_scalar = {"conv_dw_pairs__scalar", rows_scalar, pairs_scalar,
+const qc_dw_kernels qc_dw_kernels_scalar = {"conv_dw_pairs__scalar", rows_scalar, rows2_scalar, pairs_scalar,
                                             tile_scalar};
