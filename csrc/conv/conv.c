@@ -17,6 +17,54 @@
 
 /* ---- weights ---- */
 
+/* One pair operation of dw.h: taps k0 and k1 (k1 = SIZE_MAX: none) of input channel ci of a
+ * group, reading sub-plane `phase` at row a, column b of the tile (tile-relative). */
+typedef struct {
+    size_t k0, k1, ci, phase, a, b;
+} dw_op;
+
+/* Pair the taps (Cg x kh x kw in (c, ky, kx) order) for a tap step: taps kx and kx + step of
+ * one kernel row read adjacent columns of one sub-plane row when step = sw / dw (rx = kx * dw
+ * grows by sw), so they make one pair operation; greedy left to right, the rest single (step 0:
+ * all single). Fills k0, k1 and ci of ops (K entries); used: K bytes of scratch. Returns the
+ * number of operations. */
+static size_t dw_pair_taps(size_t Cg, size_t kh, size_t kw, size_t step, dw_op *ops,
+                           char *used) {
+    size_t nops = 0;
+    memset(used, 0, Cg * kh * kw);
+    for (size_t ci = 0; ci < Cg; ci++) {
+        for (size_t ky = 0; ky < kh; ky++) {
+            for (size_t kx = 0; kx < kw; kx++) {
+                const size_t k0 = (ci * kh + ky) * kw + kx;
+                if (used[k0]) continue;
+                used[k0] = 1;
+                size_t k1 = SIZE_MAX;
+                if (step && kx + step < kw && !used[k0 + step]) {
+                    k1 = k0 + step;
+                    used[k1] = 1;
+                }
+                dw_op o = {k0, k1, ci, 0, 0, 0};
+                ops[nops++] = o;
+            }
+        }
+    }
+    return nops;
+}
+
+/* Each output channel's weight pairs (w[k0], w[k1] or 0) for ops: M x nops. */
+static void dw_weight_pairs(const int16_t *wdw, size_t M, size_t K, const dw_op *ops,
+                            size_t nops, int32_t *wp) {
+    for (size_t m = 0; m < M; m++) {
+        const int16_t *wk = wdw + m * K;
+        for (size_t j = 0; j < nops; j++) {
+            const uint32_t w0 = (uint16_t)wk[ops[j].k0];
+            const uint32_t w1 = ops[j].k1 == SIZE_MAX ? 0 : (uint16_t)wk[ops[j].k1];
+            wp[m * nops + j] = (int32_t)(w0 | w1 << 16);
+        }
+    }
+}
+
+
 /* Depthwise and small-group convolutions (fewer than QC_DIRECT_MAX_NG outputs per group, at most
  * QC_DIRECT_MAX_TAPS = Cg * kh * kw taps) run the direct per-plane kernel: a GEMM with a handful
  * of columns per group would waste most of its tile. */
@@ -32,6 +80,8 @@ void qc_conv_weights_free(qc_conv_weights *cw) {
     free(cw->wt);
     free(cw->wzp);
     free(cw->wdw);
+    free(cw->dwp[0]);
+    free(cw->dwp[1]);
     free(cw->nchw);
     free(cw->wsum);
     free(cw);
@@ -79,6 +129,20 @@ qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32
             int32_t v = w_signed ? (int32_t)((const int8_t *)w)[i] : (int32_t)src[i];
             cw->wdw[i] = (int16_t)(v - wzp[i / K]);
         }
+        /* weight pairs for tap steps 1 (stride 1) and 2 (stride 2), dilation 1 */
+        dw_op *ops = malloc(QC_MAX(K, (size_t)1) * sizeof(dw_op));
+        char *used = malloc(QC_MAX(K, (size_t)1));
+        int ok = ops && used;
+        for (size_t st = 1; st <= 2 && ok; st++) {
+            const size_t n = dw_pair_taps(Cg, kh, kw, st, ops, used);
+            cw->dwp[st - 1] = malloc(QC_MAX(M * n, (size_t)1) * sizeof(int32_t));
+            ok = cw->dwp[st - 1] != NULL;
+            if (ok) dw_weight_pairs(cw->wdw, M, K, ops, n, cw->dwp[st - 1]);
+            cw->dwp_n[st - 1] = n;
+        }
+        free(ops);
+        free(used);
+        if (!ok) goto fail;
     } else {
         const size_t Ng = M / G;
         cw->gemm = calloc(G, sizeof(void *));
@@ -140,19 +204,13 @@ static void bounds(const qc_conv_args *a, double *lo, double *hi) {
 
 /* ---- direct path (dw.h): bounded tiles of the output planes ---- */
 
-/* One pair operation of dw.h: taps k0 and k1 (k1 = SIZE_MAX: none) of input channel ci of a
- * group, reading sub-plane `phase` at row a, column b of the tile (tile-relative). */
-typedef struct {
-    size_t k0, k1, ci, phase, a, b;
-} dw_op;
-
 /* The direct path's plan, shared by every task: the tile grid, the pair operations, every
  * output channel's weight pairs, scratch sizes. */
 typedef struct dw_plan_s {
     const qc_dw_kernels *k;
     size_t nops;
     dw_op *ops;
-    int32_t *wp;               /* M x nops */
+    const int32_t *wp;         /* M x nops */
     size_t TH, TW, nty, ntx;   /* output tile rows and columns, tiles per plane */
     size_t B, ngb;             /* groups per unit, and group batches */
     size_t per;                /* units per task */
@@ -325,46 +383,33 @@ static int dw_run(run_ctx *ctx) {
     memset(&pl, 0, sizeof pl);
     pl.k = qc_dw_select();
     pl.ops = malloc(QC_MAX(K, (size_t)1) * sizeof(dw_op));
-    char *used = calloc(QC_MAX(K, (size_t)1), 1);
+    char *used = malloc(QC_MAX(K, (size_t)1));
     if (!pl.ops || !used) {
         free(pl.ops);
         free(used);
         return -1;
     }
-    /* Taps kx and kx + sw / dw of one kernel row read adjacent columns of one sub-plane row
-     * (rx = kx * dw grows by sw): one pair operation. Greedy left to right. */
     const size_t step = sw % dwl == 0 ? sw / dwl : 0;
-    for (size_t ci = 0; ci < Cg; ci++) {
-        for (size_t ky = 0; ky < kh; ky++) {
-            for (size_t kx = 0; kx < kw; kx++) {
-                const size_t k0 = (ci * kh + ky) * kw + kx;
-                if (used[k0]) continue;
-                used[k0] = 1;
-                size_t k1 = SIZE_MAX;
-                if (step && kx + step < kw && !used[k0 + step]) {
-                    k1 = k0 + step;
-                    used[k1] = 1;
-                }
-                const size_t ry = ky * dh, rx = kx * dwl;
-                dw_op o = {k0, k1, ci, ry % sh * sw + rx % sw, ry / sh, rx / sw};
-                pl.ops[pl.nops++] = o;
-            }
-        }
-    }
+    pl.nops = dw_pair_taps(Cg, kh, kw, step, pl.ops, used);
     free(used);
-    pl.wp = malloc(QC_MAX(mul_sat(M, pl.nops), (size_t)1) * sizeof(int32_t));
-    if (!pl.wp) {
-        free(pl.ops);
-        return -1;
+    for (size_t j = 0; j < pl.nops; j++) { /* where each operation's first tap reads */
+        dw_op *o = &pl.ops[j];
+        const size_t ky = o->k0 / kw % kh, kx = o->k0 % kw, ry = ky * dh, rx = kx * dwl;
+        o->phase = ry % sh * sw + rx % sw;
+        o->a = ry / sh;
+        o->b = rx / sw;
     }
-    for (size_t m = 0; m < M; m++) {
-        const int16_t *wk = w->wdw + m * K;
-        for (size_t j = 0; j < pl.nops; j++) {
-            const dw_op *o = &pl.ops[j];
-            const uint32_t w0 = (uint16_t)wk[o->k0];
-            const uint32_t w1 = o->k1 == SIZE_MAX ? 0 : (uint16_t)wk[o->k1];
-            pl.wp[m * pl.nops + j] = (int32_t)(w0 | w1 << 16);
+    int32_t *wp_own = NULL;
+    if (step == 1 || step == 2) {
+        pl.wp = w->dwp[step - 1];
+    } else {
+        wp_own = malloc(QC_MAX(mul_sat(M, pl.nops), (size_t)1) * sizeof(int32_t));
+        if (!wp_own) {
+            free(pl.ops);
+            return -1;
         }
+        dw_weight_pairs(w->wdw, M, K, pl.ops, pl.nops, wp_own);
+        pl.wp = wp_own;
     }
     /* tiles: columns first, then as many rows as the budget allows, both balanced */
     const size_t OH = a->OH, OW = a->OW, nt = (size_t)qc_get_num_threads();
@@ -401,7 +446,7 @@ static int dw_run(run_ctx *ctx) {
         rc = atomic_load(&ctx->failed) ? -1 : 0;
     }
     free(pl.ops);
-    free(pl.wp);
+    free(wp_own);
     return rc;
 }
 

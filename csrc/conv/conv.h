@@ -10,7 +10,10 @@
  *        output channel m's patch in the layout of an NHWC input patch; group g's GEMM B is
  *        rows [g * Ng, (g + 1) * Ng) transposed (K x Ng), packed into gemm[g].
  *   wzp: M int32 weight zero points (all equal when given per tensor).
- *   wdw: for depthwise (Cg == 1) M x kh*kw int16 taps w - w_zp; NULL otherwise.
+ *   wdw: for the direct path (depthwise, small groups) M x K int16 taps w - w_zp in w's own
+ *        (c, ky, kx) order; NULL otherwise.
+ *   dwp: the direct path's weight pairs (dw.h) for tap steps 1 and 2 (conv.c, dw_pair_taps):
+ *        M x dwp_n[s - 1] int32, made once here instead of at every run.
  *   gemm: B packed for the GEMM kernels, one per group (NULL when the GEMM is not used).
  *   nchw: the same weights packed for the NCHW conv GEMM (nchw.h), nchw_group bytes per
  *         group, with wsum: M row sums of w'; both NULL unless the weights are pointwise
@@ -22,6 +25,8 @@ typedef struct {
     int8_t *wt;
     int32_t *wzp;
     int16_t *wdw;
+    int32_t *dwp[2];
+    size_t dwp_n[2];
     void **gemm;         /* qc_gemm_b * per group */
     int8_t *nchw;
     size_t nchw_group;
