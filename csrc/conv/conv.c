@@ -193,6 +193,7 @@ typedef struct {
     int small;          /* |C| < 2^24 for every output (K * 255 * 255 + max |bias|) */
     int lean;           /* small, and every multiplier in [0, 64) (qc_nchw_tile.lean) */
     const struct dw_plan_s *dw; /* direct path */
+    const struct dw_nhwc_plan_s *dwn;
     atomic_int failed;
 } run_ctx;
 
@@ -371,6 +372,118 @@ static void dw_task(void *vctx, size_t task) {
     free(mem);
 }
 
+/* ---- direct path, channels across the lanes (qc_dw_nhwc): small depthwise planes ---- */
+
+typedef struct dw_nhwc_plan_s {
+    const dw_plan *pl;
+    size_t PH, PW, pd;
+    const size_t *poff;
+    size_t nblk;            /* blocks of 16 channels per image */
+} dw_nhwc_plan;
+
+/* A task: units [task * per, ...) of N x nblk (image, block of 16 channels). */
+static void dw_nhwc_task(void *vctx, size_t task) {
+    run_ctx *ctx = vctx;
+    const dw_nhwc_plan *np_ = ctx->dwn;
+    const dw_plan *pl = np_->pl;
+    const qc_conv_args *a = ctx->a;
+    const size_t C = a->C, H = a->H, W = a->W, HW = H * W, OHW = a->OH * a->OW;
+    const size_t PH = np_->PH, PW = np_->PW, npix = PH * PW, nops = pl->nops;
+    const size_t total = a->N * np_->nblk;
+    const size_t u0 = task * pl->per, u1 = QC_MIN(total, u0 + pl->per);
+    const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
+    const size_t xbb = ((npix + np_->pd) * 16 + 63) & ~(size_t)63;
+    const size_t tb = (HW * 16 + 63) & ~(size_t)63;
+    const size_t xpb = npix * 16 * sizeof(int32_t);
+    const size_t obb = (OHW * 16 * esize + 63) & ~(size_t)63;
+    const size_t wb = (nops * 16 * sizeof(int32_t) + 63) & ~(size_t)63;
+    char *mem = aligned_alloc(64, xbb + tb + xpb + obb + wb + 128);
+    if (!mem) {
+        atomic_store(&ctx->failed, 1);
+        return;
+    }
+    uint8_t *xb = (uint8_t *)mem, *T = (uint8_t *)(mem + xbb);
+    int32_t *xp = (int32_t *)(mem + xbb + tb);
+    void *ob = mem + xbb + tb + xpb;
+    int32_t *wp = (int32_t *)(mem + xbb + tb + xpb + obb);
+    int32_t *bias = (int32_t *)(mem + xbb + tb + xpb + obb + wb);
+    float *scale = (float *)(bias + 16);
+    for (size_t u = u0; u < u1; u++) {
+        const size_t n = u / np_->nblk, c0 = u % np_->nblk * 16, nch = QC_MIN((size_t)16, C - c0);
+        /* x's planes c0.. to NHWC, then into the padded block (x_zp around) */
+        qc_transpose_u8(ctx->x + (n * C + c0) * HW, nch, HW, HW, T, 16);
+        memset(xb, (uint8_t)a->xzp, (npix + np_->pd) * 16);
+        for (size_t iy = 0; iy < H; iy++) {
+            memcpy(xb + ((iy + (size_t)a->pt) * PW + (size_t)a->pl) * 16, T + iy * W * 16,
+                   W * 16);
+        }
+        int lean = !a->out_int32;
+        for (size_t c = 0; c < 16; c++) {
+            const int in = c < nch;
+            for (size_t j = 0; j < nops; j++) wp[j * 16 + c] = in ? pl->wp[(c0 + c) * nops + j] : 0;
+            bias[c] = in && a->bias && !a->out_int32 ? a->bias[c0 + c] : 0;
+            scale[c] = in && !a->out_int32 ? a->mult[c0 + c] : 0.0f;
+            const int64_t babs = bias[c] < 0 ? -(int64_t)bias[c] : (int64_t)bias[c];
+            lean = lean && (int64_t)nops * 2 * 255 * 255 + babs < ((int64_t)1 << 24) &&
+                   scale[c] >= 0.0f && scale[c] < 64.0f;
+        }
+        qc_dw_nhwc b;
+        b.xb = xb;
+        b.PH = PH, b.PW = PW, b.pd = np_->pd;
+        b.sx = a->x_signed;
+        b.xzp = a->xzp;
+        b.OH = a->OH, b.OW = a->OW, b.sh = (size_t)a->sh, b.sw = (size_t)a->sw;
+        b.nops = nops;
+        b.poff = np_->poff;
+        b.wp = wp;
+        b.bias = bias;
+        b.scale = scale;
+        b.y_zp = a->y_zp;
+        b.lo = (int32_t)ctx->lo;
+        b.hi = (int32_t)ctx->hi;
+        b.out32 = a->out_int32;
+        b.lean = lean;
+        b.ob = ob;
+        b.xp = xp;
+        pl->k->nhwc(&b);
+        if (a->out_int32) {
+            qc_transpose_u32((const uint32_t *)ob, OHW, nch, 16,
+                             (uint32_t *)ctx->y + (n * C + c0) * OHW, OHW);
+        } else {
+            qc_transpose_u8((const uint8_t *)ob, OHW, nch, 16,
+                            (uint8_t *)ctx->y + (n * C + c0) * OHW, OHW);
+        }
+    }
+    free(mem);
+}
+
+/* Depthwise (one input and one output channel per group) with a padded plane of at most
+ * QC_DW_NHWC_MAX_PIX pixels: blocks of 16 channels with the channels across the lanes, no
+ * per-plane sub-planes, garbage columns or stride phases. */
+static int dw_nhwc_run(run_ctx *ctx, dw_plan *pl, size_t step) {
+    const qc_conv_args *a = ctx->a;
+    const size_t kw = a->w->kw, kh = a->w->kh, nt = (size_t)qc_get_num_threads();
+    dw_nhwc_plan np_;
+    np_.pl = pl;
+    np_.PH = (size_t)a->pt + a->H + (size_t)a->pb;
+    np_.PW = (size_t)a->pl + a->W + (size_t)a->pr;
+    np_.pd = step ? step * (size_t)a->dw : 1;
+    np_.nblk = (a->C + 15) / 16;
+    size_t *poff = malloc(QC_MAX(pl->nops, (size_t)1) * sizeof(size_t));
+    if (!poff) return -1;
+    for (size_t j = 0; j < pl->nops; j++) {
+        const size_t k0 = pl->ops[j].k0, ky = k0 / kw % kh, kx = k0 % kw;
+        poff[j] = ky * (size_t)a->dh * np_.PW + kx * (size_t)a->dw;
+    }
+    np_.poff = poff;
+    const size_t units = a->N * np_.nblk, ntasks = QC_MIN(units, 4 * nt);
+    pl->per = (units + ntasks - 1) / ntasks;
+    ctx->dwn = &np_;
+    qc_parallel_for((units + pl->per - 1) / pl->per, dw_nhwc_task, ctx);
+    free(poff);
+    return atomic_load(&ctx->failed) ? -1 : 0;
+}
+
 /* Plan and run the direct path: pair the taps, build the weight pairs, choose the tiles
  * (at most QC_DW_TILE_OW columns, rows while a channel's sub-planes stay near
  * QC_DW_TILE_ELEMS; small planes batch several groups per unit) and the tasks. */
@@ -410,6 +523,14 @@ static int dw_run(run_ctx *ctx) {
         }
         dw_weight_pairs(w->wdw, M, K, pl.ops, pl.nops, wp_own);
         pl.wp = wp_own;
+    }
+    if (pl.k->nhwc && Cg == 1 && M == G && QC_DW_NHWC_MAX_PIX / QC_MAX(a->H + (size_t)a->pt +
+                                                         (size_t)a->pb, (size_t)1) >=
+                                        a->W + (size_t)a->pl + (size_t)a->pr) {
+        const int rc = dw_nhwc_run(ctx, &pl, step);
+        free(pl.ops);
+        free(wp_own);
+        return rc;
     }
     /* tiles: columns first, then as many rows as the budget allows, both balanced */
     const size_t OH = a->OH, OW = a->OW, nt = (size_t)qc_get_num_threads();

@@ -74,6 +74,33 @@ static inline void qc_dw_masks(size_t TH, size_t PWs, size_t TW, uint16_t *masks
     }
 }
 
+/* Small depthwise planes, channels across the lanes: 16 channels (one image, groups of one
+ * input and one output channel) at once. The driver builds xb, the block's padded input plane
+ * in NHWC: PH x PW pixels of 16 bytes (x as given, x_zp in the padding and in channels past
+ * nch), plus pd more pixels of x_zp. The kernel forms the pair plane xp[p][c] = (x[p][c] - x_zp,
+ * x[p + pd][c] - x_zp) (int16 pairs in 32-bit lanes) and then, for each output pixel
+ * (oy, ox), acc[c] = bias[c] + sum_j pair(xp[oy * sh * PW + ox * sw + poff[j]][c], wp[j][c]),
+ * requantized (qc_gemm_requant1 with scale[c]) into ob: OH * OW pixels of 16 bytes (or int32).
+ * Numerics are the per-plane kernel's: the same pairs, wrapping sums, the same epilogue. */
+typedef struct {
+    const uint8_t *xb;
+    size_t PH, PW, pd;
+    int sx;
+    int32_t xzp;
+    size_t OH, OW, sh, sw;
+    size_t nops;
+    const size_t *poff;     /* nops pixel offsets */
+    const int32_t *wp;      /* nops x 16 weight pairs, lane = channel (0 past nch) */
+    const int32_t *bias;    /* 16 (0 past nch) */
+    const float *scale;     /* 16 (requantized output) */
+    int32_t y_zp, lo, hi;
+    int out32, lean;        /* lean: every lane's |acc| < 2^24 and scale in [0, 64) */
+    void *ob;
+    int32_t *xp;            /* scratch: (PH * PW) x 16 int32 */
+} qc_dw_nhwc;
+
+#define QC_DW_NHWC_MAX_PIX 4096 /* padded pixels of a plane the NHWC kernel takes, at most */
+
 typedef struct {
     const char *name;
     /* nrows rows (src and dst row r at + r * lds, + r * ldd) of n bytes src[0], src[sw], ...
@@ -87,6 +114,7 @@ typedef struct {
     /* xp[i] = (uint16)xs[i] | xs[i + 1] << 16 for i < n (reads xs[0 .. n]) */
     void (*pairs)(const int16_t *xs, size_t n, int32_t *xp);
     void (*tile)(const qc_dw_tile *t);
+    void (*nhwc)(const qc_dw_nhwc *b);
 } qc_dw_kernels;
 
 extern const qc_dw_kernels qc_dw_kernels_scalar;

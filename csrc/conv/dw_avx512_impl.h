@@ -226,3 +226,93 @@ static void QC_DW_NAME(tile)(const qc_dw_tile *t) {
     if (t->hi == 255) QC_DW_NAME(channels)(t, 1); /* uint8 output (and int32: unused) */
     else QC_DW_NAME(channels)(t, 0);
 }
+
+/* The narrowing of emit8 without the compress: 16 results in [lo, hi] (or beyond, clamped
+ * here) to bytes. */
+QC_INLINE __m128i QC_DW_NAME(narrow8)(const qc_dw_nhwc *b, const int U8, __m512i q) {
+    if (U8) return _mm512_cvtusepi32_epi8(_mm512_max_epi32(q, _mm512_set1_epi32(b->lo)));
+    return _mm_max_epi8(_mm512_cvtsepi32_epi8(q), _mm_set1_epi8((char)b->lo));
+}
+
+/* Channels across the lanes (dw.h, qc_dw_nhwc): the pair plane, then 4 output pixels of a row
+ * per step (the last ones one at a time), the per-lane epilogue of the per-plane kernel. */
+QC_INLINE void QC_DW_NAME(nhwc_run)(const qc_dw_nhwc *b, const int U8) {
+    const size_t np = b->PH * b->PW, pd = b->pd;
+    const __m512i zp = _mm512_set1_epi16((short)b->xzp);
+    for (size_t p = 0; p < np; p++) {
+        const __m128i x0 = _mm_loadu_si128((const __m128i *)(b->xb + p * 16));
+        const __m128i x1 = _mm_loadu_si128((const __m128i *)(b->xb + (p + pd) * 16));
+        /* bytes (x0[c], x1[c]) in order, widened: lane c of 32 bits is the pair */
+        const __m256i il = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_unpacklo_epi8(x0, x1)), _mm_unpackhi_epi8(x0, x1), 1);
+        const __m512i v = b->sx ? _mm512_cvtepi8_epi16(il) : _mm512_cvtepu8_epi16(il);
+        _mm512_storeu_si512(b->xp + p * 16, _mm512_sub_epi16(v, zp));
+    }
+    const __m512i bias = _mm512_loadu_si512(b->bias);
+    const __m512 s = b->out32 ? _mm512_setzero_ps() : _mm512_loadu_ps(b->scale);
+    const __m512 zf = _mm512_set1_ps((float)b->y_zp);
+    const __m512 lo = _mm512_set1_ps((float)b->lo), hi = _mm512_set1_ps((float)b->hi);
+    const size_t nops = b->nops, st = b->sw * 16;
+    /* a qc_dw_tile view for lean4's float64 fallback (y_zp, lo, hi) */
+    qc_dw_tile tv;
+    memset(&tv, 0, sizeof tv);
+    tv.y_zp = b->y_zp, tv.lo = b->lo, tv.hi = b->hi;
+    for (size_t oy = 0; oy < b->OH; oy++) {
+        const int32_t *row = b->xp + oy * b->sh * b->PW * 16;
+        size_t ox = 0;
+        for (; ox + 4 <= b->OW; ox += 4) {
+            __m512i a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+            const int32_t *p0 = row + ox * st;
+            for (size_t j = 0; j < nops; j++) {
+                const int32_t *p = p0 + b->poff[j] * 16;
+                const __m512i w = _mm512_loadu_si512(b->wp + j * 16);
+                QC_DW_MADD(a0, _mm512_loadu_si512(p), w);
+                QC_DW_MADD(a1, _mm512_loadu_si512(p + st), w);
+                QC_DW_MADD(a2, _mm512_loadu_si512(p + 2 * st), w);
+                QC_DW_MADD(a3, _mm512_loadu_si512(p + 3 * st), w);
+            }
+            const size_t o = oy * b->OW + ox;
+            if (b->out32) {
+                int32_t *d = (int32_t *)b->ob + o * 16;
+                _mm512_storeu_si512(d, a0);
+                _mm512_storeu_si512(d + 16, a1);
+                _mm512_storeu_si512(d + 32, a2);
+                _mm512_storeu_si512(d + 48, a3);
+                continue;
+            }
+            if (b->lean) {
+                QC_DW_NAME(lean4)(&tv, s, zf, &a0, &a1, &a2, &a3);
+            } else {
+                a0 = QC_DW_NAME(rq16)(a0, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
+                a1 = QC_DW_NAME(rq16)(a1, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
+                a2 = QC_DW_NAME(rq16)(a2, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
+                a3 = QC_DW_NAME(rq16)(a3, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
+            }
+            uint8_t *d = (uint8_t *)b->ob + o * 16;
+            _mm_storeu_si128((__m128i *)d, QC_DW_NAME(narrow8)(b, U8, a0));
+            _mm_storeu_si128((__m128i *)(d + 16), QC_DW_NAME(narrow8)(b, U8, a1));
+            _mm_storeu_si128((__m128i *)(d + 32), QC_DW_NAME(narrow8)(b, U8, a2));
+            _mm_storeu_si128((__m128i *)(d + 48), QC_DW_NAME(narrow8)(b, U8, a3));
+        }
+        for (; ox < b->OW; ox++) {
+            __m512i a0 = bias;
+            const int32_t *p0 = row + ox * st;
+            for (size_t j = 0; j < nops; j++)
+                QC_DW_MADD(a0, _mm512_loadu_si512(p0 + b->poff[j] * 16),
+                           _mm512_loadu_si512(b->wp + j * 16));
+            const size_t o = oy * b->OW + ox;
+            if (b->out32) {
+                _mm512_storeu_si512((int32_t *)b->ob + o * 16, a0);
+                continue;
+            }
+            a0 = QC_DW_NAME(rq16)(a0, s, zf, lo, hi, !!b->lean, b->y_zp, b->lo, b->hi);
+            _mm_storeu_si128((__m128i *)((uint8_t *)b->ob + o * 16),
+                             QC_DW_NAME(narrow8)(b, U8, a0));
+        }
+    }
+}
+
+static void QC_DW_NAME(nhwc)(const qc_dw_nhwc *b) {
+    if (b->hi == 255) QC_DW_NAME(nhwc_run)(b, 1);
+    else QC_DW_NAME(nhwc_run)(b, 0);
+}

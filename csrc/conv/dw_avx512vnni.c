@@ -8,5 +8,5 @@
 
 const qc_dw_kernels qc_dw_kernels_avx512vnni = {"conv_dw_pairs_4x16__avx512vnni",
                                                 dw_rows__avx512vnni, dw_rows2__avx512vnni, dw_pairs__avx512vnni,
-                                                dw_tile__avx512vnni};
+                                                dw_tile__avx512vnni, dw_nhwc__avx512vnni};
 #endif

@@ -55,5 +55,37 @@ static void tile_scalar(const qc_dw_tile *t) {
     }
 }
 
+static void nhwc_scalar(const qc_dw_nhwc *b) {
+    const size_t np = b->PH * b->PW;
+    for (size_t p = 0; p < np; p++) {
+        for (size_t c = 0; c < 16; c++) {
+            const int32_t x0 = (b->sx ? (int32_t)(int8_t)b->xb[p * 16 + c] : b->xb[p * 16 + c]);
+            const size_t q = (p + b->pd) * 16 + c;
+            const int32_t x1 = (b->sx ? (int32_t)(int8_t)b->xb[q] : b->xb[q]);
+            b->xp[p * 16 + c] = (int32_t)((uint32_t)(uint16_t)(x0 - b->xzp) |
+                                          (uint32_t)(uint16_t)(x1 - b->xzp) << 16);
+        }
+    }
+    for (size_t oy = 0; oy < b->OH; oy++) {
+        for (size_t ox = 0; ox < b->OW; ox++) {
+            const size_t base = oy * b->sh * b->PW + ox * b->sw, o = oy * b->OW + ox;
+            for (size_t c = 0; c < 16; c++) {
+                uint32_t acc = (uint32_t)b->bias[c];
+                for (size_t j = 0; j < b->nops; j++) {
+                    const int32_t x = b->xp[(base + b->poff[j]) * 16 + c], w = b->wp[j * 16 + c];
+                    acc += (uint32_t)((int32_t)(int16_t)x * (int32_t)(int16_t)w);
+                    acc += (uint32_t)((int32_t)(int16_t)(x >> 16) * (int32_t)(int16_t)(w >> 16));
+                }
+                if (b->out32) {
+                    ((int32_t *)b->ob)[o * 16 + c] = (int32_t)acc;
+                } else {
+                    ((uint8_t *)b->ob)[o * 16 + c] = (uint8_t)qc_gemm_requant1(
+                        (int32_t)acc, b->scale[c], b->y_zp, b->lo, b->hi);
+                }
+            }
+        }
+    }
+}
+
 const qc_dw_kernels qc_dw_kernels_scalar = {"conv_dw_pairs__scalar", rows_scalar, rows2_scalar, pairs_scalar,
-                                            tile_scalar};
+                                            tile_scalar, nhwc_scalar};
