@@ -379,6 +379,11 @@ typedef struct dw_nhwc_plan_s {
     size_t PH, PW, pd;
     const size_t *poff;
     size_t nblk;            /* blocks of 16 channels per image */
+    /* per block: nops x 16 weight pairs, 16 biases, 16 scales (lane = channel, 0 past C), and
+     * whether the block is lean (qc_dw_nhwc.lean) */
+    int32_t *wp, *bias;
+    float *scale;
+    int *lean;
 } dw_nhwc_plan;
 
 /* A task: units [task * per, ...) of N x nblk (image, block of 16 channels). */
@@ -396,8 +401,7 @@ static void dw_nhwc_task(void *vctx, size_t task) {
     const size_t tb = (HW * 16 + 63) & ~(size_t)63;
     const size_t xpb = npix * 16 * sizeof(int32_t);
     const size_t obb = (OHW * 16 * esize + 63) & ~(size_t)63;
-    const size_t wb = (nops * 16 * sizeof(int32_t) + 63) & ~(size_t)63;
-    char *mem = aligned_alloc(64, xbb + tb + xpb + obb + wb + 128);
+    char *mem = aligned_alloc(64, xbb + tb + xpb + obb);
     if (!mem) {
         atomic_store(&ctx->failed, 1);
         return;
@@ -405,9 +409,6 @@ static void dw_nhwc_task(void *vctx, size_t task) {
     uint8_t *xb = (uint8_t *)mem, *T = (uint8_t *)(mem + xbb);
     int32_t *xp = (int32_t *)(mem + xbb + tb);
     void *ob = mem + xbb + tb + xpb;
-    int32_t *wp = (int32_t *)(mem + xbb + tb + xpb + obb);
-    int32_t *bias = (int32_t *)(mem + xbb + tb + xpb + obb + wb);
-    float *scale = (float *)(bias + 16);
     for (size_t u = u0; u < u1; u++) {
         const size_t n = u / np_->nblk, c0 = u % np_->nblk * 16, nch = QC_MIN((size_t)16, C - c0);
         /* x's planes c0.. to NHWC, then into the padded block (x_zp around) */
@@ -417,16 +418,6 @@ static void dw_nhwc_task(void *vctx, size_t task) {
             memcpy(xb + ((iy + (size_t)a->pt) * PW + (size_t)a->pl) * 16, T + iy * W * 16,
                    W * 16);
         }
-        int lean = !a->out_int32;
-        for (size_t c = 0; c < 16; c++) {
-            const int in = c < nch;
-            for (size_t j = 0; j < nops; j++) wp[j * 16 + c] = in ? pl->wp[(c0 + c) * nops + j] : 0;
-            bias[c] = in && a->bias && !a->out_int32 ? a->bias[c0 + c] : 0;
-            scale[c] = in && !a->out_int32 ? a->mult[c0 + c] : 0.0f;
-            const int64_t babs = bias[c] < 0 ? -(int64_t)bias[c] : (int64_t)bias[c];
-            lean = lean && (int64_t)nops * 2 * 255 * 255 + babs < ((int64_t)1 << 24) &&
-                   scale[c] >= 0.0f && scale[c] < 64.0f;
-        }
         qc_dw_nhwc b;
         b.xb = xb;
         b.PH = PH, b.PW = PW, b.pd = np_->pd;
@@ -435,14 +426,15 @@ static void dw_nhwc_task(void *vctx, size_t task) {
         b.OH = a->OH, b.OW = a->OW, b.sh = (size_t)a->sh, b.sw = (size_t)a->sw;
         b.nops = nops;
         b.poff = np_->poff;
-        b.wp = wp;
-        b.bias = bias;
-        b.scale = scale;
+        const size_t blk = c0 / 16;
+        b.wp = np_->wp + blk * nops * 16;
+        b.bias = np_->bias + blk * 16;
+        b.scale = np_->scale + blk * 16;
         b.y_zp = a->y_zp;
         b.lo = (int32_t)ctx->lo;
         b.hi = (int32_t)ctx->hi;
         b.out32 = a->out_int32;
-        b.lean = lean;
+        b.lean = np_->lean[blk];
         b.ob = ob;
         b.xp = xp;
         pl->k->nhwc(&b);
@@ -476,11 +468,41 @@ static int dw_nhwc_run(run_ctx *ctx, dw_plan *pl, size_t step) {
         poff[j] = ky * (size_t)a->dh * np_.PW + kx * (size_t)a->dw;
     }
     np_.poff = poff;
+    const size_t nb = np_.nblk, nops = pl->nops, C = a->C;
+    np_.wp = malloc(mul_sat(nb * 16, nops + 2) * sizeof(int32_t));
+    np_.lean = malloc(nb * sizeof(int));
+    if (!np_.wp || !np_.lean) {
+        free(poff);
+        free(np_.wp);
+        free(np_.lean);
+        return -1;
+    }
+    np_.bias = np_.wp + nb * 16 * nops;
+    np_.scale = (float *)(np_.bias + nb * 16);
+    for (size_t blk = 0; blk < nb; blk++) {
+        int lean = !a->out_int32;
+        for (size_t c = 0; c < 16; c++) {
+            const size_t m = blk * 16 + c;
+            const int in = m < C;
+            for (size_t j = 0; j < nops; j++)
+                np_.wp[(blk * nops + j) * 16 + c] = in ? pl->wp[m * nops + j] : 0;
+            const int32_t bc = in && a->bias && !a->out_int32 ? a->bias[m] : 0;
+            const float sc = in && !a->out_int32 ? a->mult[m] : 0.0f;
+            np_.bias[blk * 16 + c] = bc;
+            np_.scale[blk * 16 + c] = sc;
+            const int64_t babs = bc < 0 ? -(int64_t)bc : (int64_t)bc;
+            lean = lean && (int64_t)nops * 2 * 255 * 255 + babs < ((int64_t)1 << 24) &&
+                   sc >= 0.0f && sc < 64.0f;
+        }
+        np_.lean[blk] = lean;
+    }
     const size_t units = a->N * np_.nblk, ntasks = QC_MIN(units, 4 * nt);
     pl->per = (units + ntasks - 1) / ntasks;
     ctx->dwn = &np_;
     qc_parallel_for((units + pl->per - 1) / pl->per, dw_nhwc_task, ctx);
     free(poff);
+    free(np_.wp);
+    free(np_.lean);
     return atomic_load(&ctx->failed) ? -1 : 0;
 }
 

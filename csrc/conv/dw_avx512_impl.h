@@ -234,8 +234,8 @@ QC_INLINE __m128i QC_DW_NAME(narrow8)(const qc_dw_nhwc *b, const int U8, __m512i
     return _mm_max_epi8(_mm512_cvtsepi32_epi8(q), _mm_set1_epi8((char)b->lo));
 }
 
-/* Channels across the lanes (dw.h, qc_dw_nhwc): the pair plane, then 4 output pixels of a row
- * per step (the last ones one at a time), the per-lane epilogue of the per-plane kernel. */
+/* Channels across the lanes (dw.h, qc_dw_nhwc): the pair plane, then 4 output pixels per step,
+ * the per-lane epilogue of the per-plane kernel. */
 QC_INLINE void QC_DW_NAME(nhwc_run)(const qc_dw_nhwc *b, const int U8) {
     const size_t np = b->PH * b->PW, pd = b->pd;
     const __m512i zp = _mm512_set1_epi16((short)b->xzp);
@@ -257,58 +257,54 @@ QC_INLINE void QC_DW_NAME(nhwc_run)(const qc_dw_nhwc *b, const int U8) {
     qc_dw_tile tv;
     memset(&tv, 0, sizeof tv);
     tv.y_zp = b->y_zp, tv.lo = b->lo, tv.hi = b->hi;
-    for (size_t oy = 0; oy < b->OH; oy++) {
-        const int32_t *row = b->xp + oy * b->sh * b->PW * 16;
-        size_t ox = 0;
-        for (; ox + 4 <= b->OW; ox += 4) {
-            __m512i a0 = bias, a1 = bias, a2 = bias, a3 = bias;
-            const int32_t *p0 = row + ox * st;
-            for (size_t j = 0; j < nops; j++) {
-                const int32_t *p = p0 + b->poff[j] * 16;
-                const __m512i w = _mm512_loadu_si512(b->wp + j * 16);
-                QC_DW_MADD(a0, _mm512_loadu_si512(p), w);
-                QC_DW_MADD(a1, _mm512_loadu_si512(p + st), w);
-                QC_DW_MADD(a2, _mm512_loadu_si512(p + 2 * st), w);
-                QC_DW_MADD(a3, _mm512_loadu_si512(p + 3 * st), w);
-            }
-            const size_t o = oy * b->OW + ox;
-            if (b->out32) {
-                int32_t *d = (int32_t *)b->ob + o * 16;
-                _mm512_storeu_si512(d, a0);
-                _mm512_storeu_si512(d + 16, a1);
-                _mm512_storeu_si512(d + 32, a2);
-                _mm512_storeu_si512(d + 48, a3);
-                continue;
-            }
-            if (b->lean) {
-                QC_DW_NAME(lean4)(&tv, s, zf, &a0, &a1, &a2, &a3);
+    /* output pixels in order, 4 per step whatever the rows (the last step repeats the last
+     * pixel where fewer are left, storing it again with the same value) */
+    const size_t OHW = b->OH * b->OW, rowstep = b->sh * b->PW * 16;
+    size_t oy = 0, ox = 0;
+    const int32_t *rowp = b->xp;
+    for (size_t o = 0; o < OHW; o += 4) {
+        const int32_t *pp[4];
+        size_t oo[4];
+        for (int k = 0; k < 4; k++) {
+            if (o + (size_t)k < OHW) {
+                pp[k] = rowp + ox * st;
+                oo[k] = o + (size_t)k;
+                if (++ox == b->OW) ox = 0, oy++, rowp += rowstep;
             } else {
-                a0 = QC_DW_NAME(rq16)(a0, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
-                a1 = QC_DW_NAME(rq16)(a1, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
-                a2 = QC_DW_NAME(rq16)(a2, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
-                a3 = QC_DW_NAME(rq16)(a3, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
+                pp[k] = pp[k - 1];
+                oo[k] = oo[k - 1];
             }
-            uint8_t *d = (uint8_t *)b->ob + o * 16;
-            _mm_storeu_si128((__m128i *)d, QC_DW_NAME(narrow8)(b, U8, a0));
-            _mm_storeu_si128((__m128i *)(d + 16), QC_DW_NAME(narrow8)(b, U8, a1));
-            _mm_storeu_si128((__m128i *)(d + 32), QC_DW_NAME(narrow8)(b, U8, a2));
-            _mm_storeu_si128((__m128i *)(d + 48), QC_DW_NAME(narrow8)(b, U8, a3));
         }
-        for (; ox < b->OW; ox++) {
-            __m512i a0 = bias;
-            const int32_t *p0 = row + ox * st;
-            for (size_t j = 0; j < nops; j++)
-                QC_DW_MADD(a0, _mm512_loadu_si512(p0 + b->poff[j] * 16),
-                           _mm512_loadu_si512(b->wp + j * 16));
-            const size_t o = oy * b->OW + ox;
-            if (b->out32) {
-                _mm512_storeu_si512((int32_t *)b->ob + o * 16, a0);
-                continue;
-            }
-            a0 = QC_DW_NAME(rq16)(a0, s, zf, lo, hi, !!b->lean, b->y_zp, b->lo, b->hi);
-            _mm_storeu_si128((__m128i *)((uint8_t *)b->ob + o * 16),
-                             QC_DW_NAME(narrow8)(b, U8, a0));
+        __m512i a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+        for (size_t j = 0; j < nops; j++) {
+            const size_t off = b->poff[j] * 16;
+            const __m512i w = _mm512_loadu_si512(b->wp + j * 16);
+            QC_DW_MADD(a0, _mm512_loadu_si512(pp[0] + off), w);
+            QC_DW_MADD(a1, _mm512_loadu_si512(pp[1] + off), w);
+            QC_DW_MADD(a2, _mm512_loadu_si512(pp[2] + off), w);
+            QC_DW_MADD(a3, _mm512_loadu_si512(pp[3] + off), w);
         }
+        if (b->out32) {
+            int32_t *d = (int32_t *)b->ob;
+            _mm512_storeu_si512(d + oo[0] * 16, a0);
+            _mm512_storeu_si512(d + oo[1] * 16, a1);
+            _mm512_storeu_si512(d + oo[2] * 16, a2);
+            _mm512_storeu_si512(d + oo[3] * 16, a3);
+            continue;
+        }
+        if (b->lean) {
+            QC_DW_NAME(lean4)(&tv, s, zf, &a0, &a1, &a2, &a3);
+        } else {
+            a0 = QC_DW_NAME(rq16)(a0, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
+            a1 = QC_DW_NAME(rq16)(a1, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
+            a2 = QC_DW_NAME(rq16)(a2, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
+            a3 = QC_DW_NAME(rq16)(a3, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);
+        }
+        uint8_t *d = (uint8_t *)b->ob;
+        _mm_storeu_si128((__m128i *)(d + oo[0] * 16), QC_DW_NAME(narrow8)(b, U8, a0));
+        _mm_storeu_si128((__m128i *)(d + oo[1] * 16), QC_DW_NAME(narrow8)(b, U8, a1));
+        _mm_storeu_si128((__m128i *)(d + oo[2] * 16), QC_DW_NAME(narrow8)(b, U8, a2));
+        _mm_storeu_si128((__m128i *)(d + oo[3] * 16), QC_DW_NAME(narrow8)(b, U8, a3));
     }
 }
 
