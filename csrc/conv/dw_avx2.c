@@ -149,6 +149,98 @@ static void tile_avx2(const qc_dw_tile *t) {
     }
 }
 
+/* rq8 with a scale per lane (sc: the 8 scales). */
+QC_INLINE __m256i rq8v(__m256i v, const float *sc, int32_t y_zp, int32_t lo, int32_t hi,
+                       int lean) {
+    const __m256 f = _mm256_cvtepi32_ps(v), s = _mm256_loadu_ps(sc);
+    __m256 tf = _mm256_add_ps(_mm256_mul_ps(f, s), _mm256_set1_ps((float)y_zp));
+    tf = _mm256_min_ps(_mm256_max_ps(tf, _mm256_set1_ps((float)lo)), _mm256_set1_ps((float)hi));
+    const __m256 rf = _mm256_round_ps(tf, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 bad = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(tf, rf), absmask),
+                               _mm256_set1_ps(0.5f - 0x1p-10f), _CMP_NLT_UQ);
+    if (!lean) {
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(f, absmask),
+                                              _mm256_set1_ps(0x1p24f), _CMP_NLT_UQ));
+    }
+    if (QC_LIKELY(_mm256_testz_ps(bad, bad))) return _mm256_cvtps_epi32(rf);
+    int32_t a[8], q[8];
+    _mm256_storeu_si256((__m256i *)a, v);
+    for (int k = 0; k < 8; k++) q[k] = qc_gemm_requant1(a[k], sc[k], y_zp, lo, hi);
+    return _mm256_loadu_si256((const __m256i *)q);
+}
+
+/* Channels across the lanes (dw.h, qc_dw_nhwc): 16 channels as two vectors of 8, 2 output
+ * pixels per step. */
+static void nhwc_avx2(const qc_dw_nhwc *b) {
+    const size_t np = b->PH * b->PW, pd = b->pd;
+    const __m256i zp = _mm256_set1_epi16((short)b->xzp);
+    for (size_t p = 0; p < np; p++) {
+        const __m128i x0 = _mm_loadu_si128((const __m128i *)(b->xb + p * 16));
+        const __m128i x1 = _mm_loadu_si128((const __m128i *)(b->xb + (p + pd) * 16));
+        const __m128i l = _mm_unpacklo_epi8(x0, x1), h = _mm_unpackhi_epi8(x0, x1);
+        const __m256i vl = b->sx ? _mm256_cvtepi8_epi16(l) : _mm256_cvtepu8_epi16(l);
+        const __m256i vh = b->sx ? _mm256_cvtepi8_epi16(h) : _mm256_cvtepu8_epi16(h);
+        _mm256_storeu_si256((__m256i *)(b->xp + p * 16), _mm256_sub_epi16(vl, zp));
+        _mm256_storeu_si256((__m256i *)(b->xp + p * 16 + 8), _mm256_sub_epi16(vh, zp));
+    }
+    const __m256i b0 = _mm256_loadu_si256((const __m256i *)b->bias);
+    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b->bias + 8));
+    const size_t OHW = b->OH * b->OW, rowstep = b->sh * b->PW * 16, st = b->sw * 16;
+    size_t ox = 0;
+    const int32_t *rowp = b->xp;
+    const __m256i m = _mm256_set1_epi16(0xFF);
+    for (size_t o = 0; o < OHW; o += 2) {
+        const int32_t *pp[2];
+        size_t oo[2];
+        for (int k = 0; k < 2; k++) {
+            if (o + (size_t)k < OHW) {
+                pp[k] = rowp + ox * st;
+                oo[k] = o + (size_t)k;
+                if (++ox == b->OW) ox = 0, rowp += rowstep;
+            } else {
+                pp[k] = pp[k - 1];
+                oo[k] = oo[k - 1];
+            }
+        }
+        __m256i a00 = b0, a01 = b1, a10 = b0, a11 = b1;
+        for (size_t j = 0; j < b->nops; j++) {
+            const size_t off = b->poff[j] * 16;
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)(b->wp + j * 16));
+            const __m256i w1 = _mm256_loadu_si256((const __m256i *)(b->wp + j * 16 + 8));
+            a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(
+                _mm256_loadu_si256((const __m256i *)(pp[0] + off)), w0));
+            a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(
+                _mm256_loadu_si256((const __m256i *)(pp[0] + off + 8)), w1));
+            a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(
+                _mm256_loadu_si256((const __m256i *)(pp[1] + off)), w0));
+            a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(
+                _mm256_loadu_si256((const __m256i *)(pp[1] + off + 8)), w1));
+        }
+        if (b->out32) {
+            int32_t *d = (int32_t *)b->ob;
+            _mm256_storeu_si256((__m256i *)(d + oo[0] * 16), a00);
+            _mm256_storeu_si256((__m256i *)(d + oo[0] * 16 + 8), a01);
+            _mm256_storeu_si256((__m256i *)(d + oo[1] * 16), a10);
+            _mm256_storeu_si256((__m256i *)(d + oo[1] * 16 + 8), a11);
+            continue;
+        }
+        const __m256i q00 = rq8v(a00, b->scale, b->y_zp, b->lo, b->hi, b->lean);
+        const __m256i q01 = rq8v(a01, b->scale + 8, b->y_zp, b->lo, b->hi, b->lean);
+        const __m256i q10 = rq8v(a10, b->scale, b->y_zp, b->lo, b->hi, b->lean);
+        const __m256i q11 = rq8v(a11, b->scale + 8, b->y_zp, b->lo, b->hi, b->lean);
+        /* in [lo, hi]: int16 packs exact, the low byte of each is the int8 or uint8 result
+         * (tile_avx2's narrowing): bytes of pixel 0 then pixel 1 */
+        const __m256i w0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q00, q01), 0xD8);
+        const __m256i w1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q10, q11), 0xD8);
+        const __m256i by = _mm256_permute4x64_epi64(
+            _mm256_packus_epi16(_mm256_and_si256(w0, m), _mm256_and_si256(w1, m)), 0xD8);
+        uint8_t *d = (uint8_t *)b->ob;
+        _mm_storeu_si128((__m128i *)(d + oo[0] * 16), _mm256_castsi256_si128(by));
+        _mm_storeu_si128((__m128i *)(d + oo[1] * 16), _mm256_extracti128_si256(by, 1));
+    }
+}
+
 const qc_dw_kernels qc_dw_kernels_avx2 = {"conv_dw_pairs_4x8__avx2", rows_avx2, rows2_avx2, pairs_avx2,
-                                          tile_avx2, NULL};
+                                          tile_avx2, nhwc_avx2};
 #endif
