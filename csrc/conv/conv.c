@@ -496,7 +496,7 @@ static int dw_nhwc_run(run_ctx *ctx, dw_plan *pl, size_t step) {
         }
         np_.lean[blk] = lean;
     }
-    const size_t units = a->N * np_.nblk, ntasks = QC_MIN(units, 4 * nt);
+    const size_t units = a->N * np_.nblk, ntasks = QC_MIN(units, 16 * nt);
     pl->per = (units + ntasks - 1) / ntasks;
     ctx->dwn = &np_;
     qc_parallel_for((units + pl->per - 1) / pl->per, dw_nhwc_task, ctx);
