@@ -617,8 +617,16 @@ static void im2col(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t row
     for (size_t i = 0; i < rows; i++) {
         const size_t p = p0 + i, oy = p / a->OW, ox = p % a->OW;
         uint8_t *row = A + i * K;
+        /* the columns ix0 .. ix0 + (kw - 1) * dw this row reads; with dw 1 and all inside, a
+         * kernel row is one run of kw * Cg bytes of the NHWC image (a dense conv: Cg == C) */
+        const ptrdiff_t ix0 = (ptrdiff_t)(ox * a->sw) - a->pl;
+        const int run = a->dw == 1 && Cg == C && ix0 >= 0 && ix0 + (ptrdiff_t)kw <= (ptrdiff_t)a->W;
         for (size_t ky = 0; ky < kh; ky++) {
             ptrdiff_t iy = (ptrdiff_t)(oy * a->sh + ky * a->dh) - a->pt;
+            if (run && iy >= 0 && iy < (ptrdiff_t)a->H) {
+                memcpy(row + ky * kw * Cg, img + ((size_t)iy * a->W + (size_t)ix0) * C, kw * Cg);
+                continue;
+            }
             for (size_t kx = 0; kx < kw; kx++) {
                 ptrdiff_t ix = (ptrdiff_t)(ox * a->sw + kx * a->dw) - a->pl;
                 uint8_t *dst = row + (ky * kw + kx) * Cg;
