@@ -51,6 +51,16 @@ static size_t dw_pair_taps(size_t Cg, size_t kh, size_t kw, size_t step, dw_op *
     return nops;
 }
 
+/* wp (M x nops) in the NHWC block layout: per block of 16 channels, nops x 16 (0 past M). */
+static void dw_lane_pairs(const int32_t *wp, size_t M, size_t nops, int32_t *wl) {
+    for (size_t blk = 0; blk < (M + 15) / 16; blk++)
+        for (size_t j = 0; j < nops; j++)
+            for (size_t c = 0; c < 16; c++) {
+                const size_t m = blk * 16 + c;
+                wl[(blk * nops + j) * 16 + c] = m < M ? wp[m * nops + j] : 0;
+            }
+}
+
 /* Each output channel's weight pairs (w[k0], w[k1] or 0) for ops: M x nops. */
 static void dw_weight_pairs(const int16_t *wdw, size_t M, size_t K, const dw_op *ops,
                             size_t nops, int32_t *wp) {
@@ -82,6 +92,8 @@ void qc_conv_weights_free(qc_conv_weights *cw) {
     free(cw->wdw);
     free(cw->dwp[0]);
     free(cw->dwp[1]);
+    free(cw->dwl[0]);
+    free(cw->dwl[1]);
     free(cw->nchw);
     free(cw->wsum);
     free(cw);
@@ -139,6 +151,11 @@ qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32
             ok = cw->dwp[st - 1] != NULL;
             if (ok) dw_weight_pairs(cw->wdw, M, K, ops, n, cw->dwp[st - 1]);
             cw->dwp_n[st - 1] = n;
+            if (ok && Cg == 1 && M == G) {
+                cw->dwl[st - 1] = malloc(QC_MAX((M + 15) / 16 * 16 * n, (size_t)1) * 4);
+                ok = cw->dwl[st - 1] != NULL;
+                if (ok) dw_lane_pairs(cw->dwp[st - 1], M, n, cw->dwl[st - 1]);
+            }
         }
         free(ops);
         free(used);
@@ -381,7 +398,8 @@ typedef struct dw_nhwc_plan_s {
     size_t nblk;            /* blocks of 16 channels per image */
     /* per block: nops x 16 weight pairs, 16 biases, 16 scales (lane = channel, 0 past C), and
      * whether the block is lean (qc_dw_nhwc.lean) */
-    int32_t *wp, *bias;
+    const int32_t *wp;
+    int32_t *bias;
     float *scale;
     int *lean;
 } dw_nhwc_plan;
@@ -469,23 +487,28 @@ static int dw_nhwc_run(run_ctx *ctx, dw_plan *pl, size_t step) {
     }
     np_.poff = poff;
     const size_t nb = np_.nblk, nops = pl->nops, C = a->C;
-    np_.wp = malloc(mul_sat(nb * 16, nops + 2) * sizeof(int32_t));
+    const int cached = (step == 1 || step == 2) && a->w->dwl[step - 1];
+    int32_t *mem = malloc(mul_sat(nb * 16, (cached ? 0 : nops) + 2) * sizeof(int32_t));
     np_.lean = malloc(nb * sizeof(int));
-    if (!np_.wp || !np_.lean) {
+    if (!mem || !np_.lean) {
         free(poff);
-        free(np_.wp);
+        free(mem);
         free(np_.lean);
         return -1;
     }
-    np_.bias = np_.wp + nb * 16 * nops;
-    np_.scale = (float *)(np_.bias + nb * 16);
+    np_.bias = mem;
+    np_.scale = (float *)(mem + nb * 16);
+    if (cached) {
+        np_.wp = a->w->dwl[step - 1];
+    } else {
+        np_.wp = mem + nb * 32;
+        dw_lane_pairs(pl->wp, C, nops, mem + nb * 32);
+    }
     for (size_t blk = 0; blk < nb; blk++) {
         int lean = !a->out_int32;
         for (size_t c = 0; c < 16; c++) {
             const size_t m = blk * 16 + c;
             const int in = m < C;
-            for (size_t j = 0; j < nops; j++)
-                np_.wp[(blk * nops + j) * 16 + c] = in ? pl->wp[m * nops + j] : 0;
             const int32_t bc = in && a->bias && !a->out_int32 ? a->bias[m] : 0;
             const float sc = in && !a->out_int32 ? a->mult[m] : 0.0f;
             np_.bias[blk * 16 + c] = bc;
@@ -501,7 +524,7 @@ static int dw_nhwc_run(run_ctx *ctx, dw_plan *pl, size_t step) {
     ctx->dwn = &np_;
     qc_parallel_for((units + pl->per - 1) / pl->per, dw_nhwc_task, ctx);
     free(poff);
-    free(np_.wp);
+    free(mem);
     free(np_.lean);
     return atomic_load(&ctx->failed) ? -1 : 0;
 }

@@ -13,7 +13,9 @@
  *   wdw: for the direct path (depthwise, small groups) M x K int16 taps w - w_zp in w's own
  *        (c, ky, kx) order; NULL otherwise.
  *   dwp: the direct path's weight pairs (dw.h) for tap steps 1 and 2 (conv.c, dw_pair_taps):
- *        M x dwp_n[s - 1] int32, made once here instead of at every run.
+ *        M x dwp_n[s - 1] int32, made once here instead of at every run; dwl: the same in
+ *        the NHWC block layout (dw.h, qc_dw_nhwc.wp: per block of 16 channels, n x 16, lane =
+ *        channel, 0 past M) when the convolution is depthwise (Cg == 1, M == G), else NULL.
  *   gemm: B packed for the GEMM kernels, one per group (NULL when the GEMM is not used).
  *   nchw: the same weights packed for the NCHW conv GEMM (nchw.h), nchw_group bytes per
  *         group, with wsum: M row sums of w'; both NULL unless the weights are pointwise
@@ -25,7 +27,7 @@ typedef struct {
     int8_t *wt;
     int32_t *wzp;
     int16_t *wdw;
-    int32_t *dwp[2];
+    int32_t *dwp[2], *dwl[2];
     size_t dwp_n[2];
     void **gemm;         /* qc_gemm_b * per group */
     int8_t *nchw;
