@@ -169,7 +169,7 @@ qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32
             if (!cw->gemm[g]) goto fail;
         }
     }
-    if (cw->gemm && qc_nchw_may_use((kh == 1 && kw == 1) || Cg <= QC_NCHW_SMALL_CG)) {
+    if (cw->gemm && qc_nchw_may_use((kh == 1 && kw == 1) || (G == 1 && Cg <= QC_NCHW_SMALL_CG))) {
         /* the NCHW GEMM takes w in its own (c, ky, kx) order */
         const size_t Ng = M / G;
         cw->nchw_group = qc_nchw_pack_w_size(Ng, K);
@@ -958,13 +958,14 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
                  a->pl == 0 && a->pb == 0 && a->pr == 0;
     /* The NCHW GEMM for pointwise convolutions, except a few pixels with a long K (a 7x7 plane
      * of 512+ channels): its 16-pixel vectors then run mostly empty, and each task's panel
-     * and pipeline cost more than the NHWC path's transposes. And for kh x kw kernels over
-     * few input channels per group (a network's first layer, C = 3): the NHWC im2col copies
+     * and pipeline cost more than the NHWC path's transposes. And for ungrouped kh x kw
+     * kernels over few input channels (a network's first layer, C = 3): the NHWC im2col copies
      * runs of only Cg bytes per tap there, where the NCHW rows are whole runs of a plane's
      * row (stride 1) or a byte gather (stride 2, worth it up to 8 channels). 1 thread, 224^2:
-     * ResNet-18's 7x7/2 3->64 2.8 -> 1.8 ms, MobileNetV2's 3x3/2 3->32 681 -> 294 us. */
+     * ResNet-18's 7x7/2 3->64 2.8 -> 0.9 ms, MobileNetV2's 3x3/2 3->32 681 -> 138 us. Not for
+     * groups: ResNeXt's g32 512 @14 (16 channels per group) is 333 us NHWC, 573 us NCHW. */
     const int pointwise = w->kh == 1 && w->kw == 1 && (P >= 64 || w->K < 256);
-    const int small_cg = w->kh * w->kw > 1 &&
+    const int small_cg = w->kh * w->kw > 1 && w->G == 1 &&
                          (w->Cg <= QC_NCHW_SMALL_CG / 2 || (w->Cg <= QC_NCHW_SMALL_CG && a->sw == 1));
     if (w->nchw && qc_nchw_use(pointwise || small_cg)) return nchw_run(&ctx);
     ctx.gk = qc_gemm_select();
