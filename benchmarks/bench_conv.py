@@ -50,8 +50,21 @@ LAYERS = [
     ("mbv2 1x1 96->576 @14", 96, 576, 14, 1, 1, 1),
     ("resnext50 3x3 g32 128->128 @56", 128, 128, 56, 3, 1, 32),
     ("resnext50 3x3 g32 512->512 @14", 512, 512, 14, 3, 1, 32),
+    # the ResNet-18 / MobileNetV2 layers of the full-integer model benchmark (224^2 input)
+    ("resnet18 stem 7x7/2 3->64 @224", 3, 64, 224, 7, 2, 1),
+    ("resnet18 3x3 64->64 @56", 64, 64, 56, 3, 1, 1),
+    ("resnet18 3x3/2 128->128 @28", 128, 128, 28, 3, 2, 1),
+    ("resnet18 3x3 256->256 @14", 256, 256, 14, 3, 1, 1),
+    ("resnet18 3x3 512->512 @7", 512, 512, 7, 3, 1, 1),
+    ("mbv2 first 3x3/2 3->32 @224", 3, 32, 224, 3, 2, 1),
+    ("mbv2 dw3x3/2 96 @112", 96, 96, 112, 3, 2, 96),
+    ("mbv2 dw3x3 144 @56", 144, 144, 56, 3, 1, 144),
+    ("mbv2 dw3x3/2 144 @56", 144, 144, 56, 3, 2, 144),
+    ("mbv2 dw3x3 960 @7", 960, 960, 7, 3, 1, 960),
 ]
-QUICK = {"resnet50 3x3 64->64 @56", "resnet50 1x1 256->64 @56", "mbv2 dw3x3 32 @112"}
+QUICK = {"resnet50 3x3 64->64 @56", "resnet50 1x1 256->64 @56", "mbv2 dw3x3 32 @112",
+         "resnet18 stem 7x7/2 3->64 @224", "mbv2 first 3x3/2 3->32 @224", "mbv2 dw3x3 144 @56",
+         "mbv2 dw3x3 960 @7"}
 
 
 def numpy_conv(x, w, stride, pad, group):
@@ -181,7 +194,7 @@ def bench_bandwidth(shape, nthreads, repeats, results):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="three layers, batch 1, fewer repeats")
+    ap.add_argument("--quick", action="store_true", help="seven layers, batch 1, fewer repeats")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
     ap.add_argument("--threads", default=None, help="comma-separated thread counts (1,all)")
     args = ap.parse_args(argv)

@@ -377,6 +377,140 @@ def test_nchw_large_accumulators_and_multipliers(nchw):
         assert_equal_exact(qc.conv_integer(x, w, xzp, 0), ref_conv_acc(x, w, xzp, 0), nchw)
 
 
+# ---- the direct path (depthwise and small groups): tiles of the output planes ----
+
+# (C, H, W, k, stride, dilation, pads, multiplier): planes around the 16-lane vectors and the
+# 64-output steps, wider than one 256-column tile (several column tiles) and taller than one
+# row band (several row tiles), channel counts around the SIMD widths, strides 1-3, dilation 2
+DW_CASES = [
+    (1, 1, 1, 3, 1, 1, (1, 1, 1, 1), 1),
+    (15, 7, 7, 3, 1, 1, (1, 1, 1, 1), 1),
+    (16, 14, 14, 3, 2, 1, (1, 1, 1, 1), 1),
+    (17, 15, 17, 3, 1, 1, (1, 1, 1, 1), 1),
+    (33, 16, 16, 3, 2, 1, (0, 1, 1, 0), 1),
+    (3, 63, 65, 3, 1, 1, (1, 1, 1, 1), 1),
+    (2, 64, 64, 3, 2, 1, (1, 1, 1, 1), 2),
+    (2, 5, 300, 3, 1, 1, (1, 1, 1, 1), 1),     # two column tiles
+    (2, 6, 520, 3, 2, 1, (1, 0, 1, 1), 1),     # two column tiles at stride 2
+    (1, 9, 771, 3, 1, 1, (1, 1, 1, 1), 1),     # four column tiles
+    (2, 200, 100, 3, 1, 1, (1, 1, 1, 1), 1),   # several row tiles
+    (2, 190, 90, 3, 2, 1, (1, 1, 1, 1), 1),
+    (2, 120, 70, 5, 3, 1, (2, 2, 2, 2), 1),    # 5x5 stride 3: row tiles, single taps
+    (3, 40, 41, 3, 1, 2, (2, 2, 2, 2), 1),     # dilation 2: pairs two apart
+    (3, 41, 40, 3, 2, 2, (2, 1, 2, 1), 1),     # dilation 2, stride 2: every tap paired
+    (2, 23, 29, 5, 1, 1, (2, 2, 2, 2), 1),     # 5x5: pairs (0,1), (2,3) and a single
+    (4, 19, 22, 4, 2, 1, (1, 2, 2, 1), 1),     # even kernel
+    (2, 30, 31, 1, 2, 1, (0, 0, 0, 0), 3),     # 1x1 depthwise, multiplier 3
+    (2, 9, 11, 3, 1, 1, (3, 3, 3, 3), 1),      # pads wider than the kernel's reach
+]
+
+
+def _dw_id(c):
+    C, H, W, k, s, d, p, mul = c
+    return f"C{C}H{H}W{W}k{k}s{s}d{d}p{''.join(map(str, p))}x{mul}"
+
+
+@pytest.mark.parametrize("case", DW_CASES, ids=_dw_id)
+@pytest.mark.parametrize("xdt,wdt,ydt", [(np.uint8, np.int8, np.uint8),
+                                         (np.int8, np.uint8, np.int8)])
+def test_direct_path_tiles(isa, case, xdt, wdt, ydt):
+    C, H, W, k, s, d, p, mul = case
+    rng = _case_rng("dw", case, xdt, wdt)
+    x = rand_q(rng, (2, C, H, W), xdt)
+    w = rand_q(rng, (C * mul, 1, k, k), wdt)
+    xzp, wzp = rand_q(rng, (), xdt), rand_q(rng, (C * mul,), wdt)
+    kw = dict(strides=(s, s), pads=p, dilations=(d, d), group=C)
+    assert qc.pack_conv_weight(w, wzp, group=C).path == "direct"
+    want = ref_conv_acc(x, w, xzp, wzp, **kw)
+    for t in (1, 3):
+        with num_threads(t):
+            assert_equal_exact(qc.conv_integer(x, w, xzp, wzp, **kw), want,
+                               f"{isa} {case} threads={t}")
+    _check_qlinear_case(isa, (2, C, H, W, C * mul, k, s, d, p, C), xdt, wdt, ydt, rng,
+                        threads=(1, 2))
+
+
+@pytest.mark.parametrize("ydt", [np.uint8, np.int8])
+def test_direct_path_ties_and_epilogues(isa, ydt):
+    # multiplier 0.5 (every odd accumulator a tie), within 2^-20 of ties, multipliers past 64
+    # and biases near the int32 limits (the float64 path), relu with y_zp on both sides of 0
+    rng = np.random.default_rng(41)
+    C = 18
+    x = rand_q(rng, (1, C, 21, 19), np.uint8)
+    w = rng.integers(-3, 4, (C, 1, 3, 3)).astype(np.int8)
+    kw = dict(pads=(1, 1, 1, 1), group=C)
+    for mult in (0.5, 0.5 + 2.0 ** -20, 0.25 + 2.0 ** -21, 100.0, 1e-7):
+        for yzp in (ydt(3), ydt(np.iinfo(ydt).min), ydt(np.iinfo(ydt).max)):
+            for relu in (False, True):
+                want = ref_qlinear_conv(x, mult, 128, w, 1.0, 0, 1.0, yzp, relu=relu, **kw)
+                got = qc.qlinear_conv(x, mult, 128, w, 1.0, 0, 1.0, yzp, relu=relu, **kw)
+                assert_equal_exact(got, want, f"{isa} mult={mult} yzp={yzp} relu={relu}")
+    bias = rng.integers(-2**31, 2**31, C, dtype=np.int64).astype(np.int32)
+    bias[:4] = (2**31 - 1, -2**31, 2**24, -2**24)
+    ws = rng.uniform(1e-9, 1e-2, C).astype(np.float32)
+    for xzp in (0, 255):
+        want = ref_qlinear_conv(x, 1.0, xzp, w, ws, 0, 1.0, ydt(0), bias, **kw)
+        got = qc.qlinear_conv(x, 1.0, xzp, w, ws, 0, 1.0, ydt(0), bias, **kw)
+        assert_equal_exact(got, want, f"{isa} xzp={xzp} large bias")
+
+
+def test_direct_path_extreme_values(isa):
+    # x - x_zp and w - w_zp at +-255: the largest int16 pair products
+    for xdt, xv, xzp in ((np.uint8, 255, 0), (np.uint8, 0, 255), (np.int8, 127, -128),
+                         (np.int8, -128, 127)):
+        for wdt, wv, wzp in ((np.uint8, 255, 0), (np.uint8, 0, 255), (np.int8, -128, 127)):
+            x = np.full((1, 5, 9, 40), xv, xdt)
+            w = np.full((5, 1, 5, 5), wv, wdt)
+            kw = dict(pads=(2, 2, 2, 2), group=5)
+            assert_equal_exact(qc.conv_integer(x, w, xzp, wzp, **kw),
+                               ref_conv_acc(x, w, xzp, wzp, **kw), f"{isa} {xdt} {wdt}")
+
+
+_BIG_PLANE_SCRIPT = r"""
+import resource, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import quantc as qc
+H = W = 6144
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (1, 1, H, W), dtype=np.uint8)
+w = rng.integers(-127, 128, (1, 1, 3, 3), dtype=np.int8)
+y = np.empty((1, 1, H, W), np.uint8)
+y.fill(0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+qc.qlinear_conv(x, 0.02, 128, w, 0.01, 0, 0.5, np.uint8(128), pads=(1, 1, 1, 1), out=y)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+np.save(sys.argv[2], np.stack([x[0, 0, :8], x[0, 0, -8:]]))
+np.save(sys.argv[3], np.stack([y[0, 0, :7], y[0, 0, -7:]]))
+print((after - before) * 1024)
+"""
+
+
+def test_direct_path_big_plane_bounded_scratch(tmp_path):
+    # one 6144^2 plane (36 MiB in, 36 MiB out): the direct path's scratch is a tile, not the
+    # plane (an int32 accumulator plane alone would be 144 MiB); peak RSS measured in a fresh
+    # process, the first and last rows checked against the reference on a crop
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(qc.__file__)))
+    xs, ys = tmp_path / "x.npy", tmp_path / "y.npy"
+    out = subprocess.run([sys.executable, "-c", _BIG_PLANE_SCRIPT, root, str(xs), str(ys)],
+                         capture_output=True, text=True, check=True)
+    grew = int(out.stdout.strip().splitlines()[-1])
+    assert grew < 16 << 20, f"peak RSS grew by {grew} bytes during the call"
+    xe, ye = np.load(xs), np.load(ys)
+    rng = np.random.default_rng(0)  # the script's draws: x, then w
+    rng.integers(0, 256, (1, 1, 6144, 6144), dtype=np.uint8)
+    w = rng.integers(-127, 128, (1, 1, 3, 3), dtype=np.int8)
+    top = ref_qlinear_conv(xe[0][None, None], 0.02, 128, w, 0.01, 0, 0.5, np.uint8(128),
+                           pads=(1, 1, 1, 1))[0, 0]
+    bottom = ref_qlinear_conv(xe[1][None, None], 0.02, 128, w, 0.01, 0, 0.5, np.uint8(128),
+                              pads=(1, 1, 1, 1))[0, 0]
+    assert_equal_exact(ye[0], top[:7], "top rows")
+    assert_equal_exact(ye[1], bottom[1:], "bottom rows")
+
+
 # ---- onnx reference evaluator ----
 
 def _onnx_run(op, inputs, attrs):

@@ -5,12 +5,75 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef QC_NO_X86
+#include <emmintrin.h> /* SSE2: part of the x86-64 baseline */
+#endif
+
+#include "conv/dw.h"
 #include "conv/nchw.h"
 #include "conv/transpose.h"
 #include "gemm/gemm.h"
 #include "threads/pool.h"
 
 /* ---- weights ---- */
+
+/* One pair operation of dw.h: taps k0 and k1 (k1 = SIZE_MAX: none) of input channel ci of a
+ * group, reading sub-plane `phase` at row a, column b of the tile (tile-relative). */
+typedef struct {
+    size_t k0, k1, ci, phase, a, b;
+} dw_op;
+
+/* Pair the taps (Cg x kh x kw in (c, ky, kx) order) for a tap step: taps kx and kx + step of
+ * one kernel row read adjacent columns of one sub-plane row when step = sw / dw (rx = kx * dw
+ * grows by sw), so they make one pair operation; greedy left to right, the rest single (step 0:
+ * all single). Fills k0, k1 and ci of ops (K entries); used: K bytes of scratch. Returns the
+ * number of operations. */
+static size_t dw_pair_taps(size_t Cg, size_t kh, size_t kw, size_t step, dw_op *ops,
+                           char *used) {
+    size_t nops = 0;
+    memset(used, 0, Cg * kh * kw);
+    for (size_t ci = 0; ci < Cg; ci++) {
+        for (size_t ky = 0; ky < kh; ky++) {
+            for (size_t kx = 0; kx < kw; kx++) {
+                const size_t k0 = (ci * kh + ky) * kw + kx;
+                if (used[k0]) continue;
+                used[k0] = 1;
+                size_t k1 = SIZE_MAX;
+                if (step && kx + step < kw && !used[k0 + step]) {
+                    k1 = k0 + step;
+                    used[k1] = 1;
+                }
+                dw_op o = {k0, k1, ci, 0, 0, 0};
+                ops[nops++] = o;
+            }
+        }
+    }
+    return nops;
+}
+
+/* wp (M x nops) in the NHWC block layout: per block of 16 channels, nops x 16 (0 past M). */
+static void dw_lane_pairs(const int32_t *wp, size_t M, size_t nops, int32_t *wl) {
+    for (size_t blk = 0; blk < (M + 15) / 16; blk++)
+        for (size_t j = 0; j < nops; j++)
+            for (size_t c = 0; c < 16; c++) {
+                const size_t m = blk * 16 + c;
+                wl[(blk * nops + j) * 16 + c] = m < M ? wp[m * nops + j] : 0;
+            }
+}
+
+/* Each output channel's weight pairs (w[k0], w[k1] or 0) for ops: M x nops. */
+static void dw_weight_pairs(const int16_t *wdw, size_t M, size_t K, const dw_op *ops,
+                            size_t nops, int32_t *wp) {
+    for (size_t m = 0; m < M; m++) {
+        const int16_t *wk = wdw + m * K;
+        for (size_t j = 0; j < nops; j++) {
+            const uint32_t w0 = (uint16_t)wk[ops[j].k0];
+            const uint32_t w1 = ops[j].k1 == SIZE_MAX ? 0 : (uint16_t)wk[ops[j].k1];
+            wp[m * nops + j] = (int32_t)(w0 | w1 << 16);
+        }
+    }
+}
+
 
 /* Depthwise and small-group convolutions (fewer than QC_DIRECT_MAX_NG outputs per group, at most
  * QC_DIRECT_MAX_TAPS = Cg * kh * kw taps) run the direct per-plane kernel: a GEMM with a handful
@@ -27,6 +90,10 @@ void qc_conv_weights_free(qc_conv_weights *cw) {
     free(cw->wt);
     free(cw->wzp);
     free(cw->wdw);
+    free(cw->dwp[0]);
+    free(cw->dwp[1]);
+    free(cw->dwl[0]);
+    free(cw->dwl[1]);
     free(cw->nchw);
     free(cw->wsum);
     free(cw);
@@ -74,6 +141,25 @@ qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32
             int32_t v = w_signed ? (int32_t)((const int8_t *)w)[i] : (int32_t)src[i];
             cw->wdw[i] = (int16_t)(v - wzp[i / K]);
         }
+        /* weight pairs for tap steps 1 (stride 1) and 2 (stride 2), dilation 1 */
+        dw_op *ops = malloc(QC_MAX(K, (size_t)1) * sizeof(dw_op));
+        char *used = malloc(QC_MAX(K, (size_t)1));
+        int ok = ops && used;
+        for (size_t st = 1; st <= 2 && ok; st++) {
+            const size_t n = dw_pair_taps(Cg, kh, kw, st, ops, used);
+            cw->dwp[st - 1] = malloc(QC_MAX(M * n, (size_t)1) * sizeof(int32_t));
+            ok = cw->dwp[st - 1] != NULL;
+            if (ok) dw_weight_pairs(cw->wdw, M, K, ops, n, cw->dwp[st - 1]);
+            cw->dwp_n[st - 1] = n;
+            if (ok && Cg == 1 && M == G) {
+                cw->dwl[st - 1] = malloc(QC_MAX((M + 15) / 16 * 16 * n, (size_t)1) * 4);
+                ok = cw->dwl[st - 1] != NULL;
+                if (ok) dw_lane_pairs(cw->dwp[st - 1], M, n, cw->dwl[st - 1]);
+            }
+        }
+        free(ops);
+        free(used);
+        if (!ok) goto fail;
     } else {
         const size_t Ng = M / G;
         cw->gemm = calloc(G, sizeof(void *));
@@ -83,7 +169,7 @@ qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32
             if (!cw->gemm[g]) goto fail;
         }
     }
-    if (cw->gemm && qc_nchw_may_use(kh == 1 && kw == 1)) {
+    if (cw->gemm && qc_nchw_may_use((kh == 1 && kw == 1) || (G == 1 && Cg <= QC_NCHW_SMALL_CG))) {
         /* the NCHW GEMM takes w in its own (c, ky, kx) order */
         const size_t Ng = M / G;
         cw->nchw_group = qc_nchw_pack_w_size(Ng, K);
@@ -107,7 +193,6 @@ const char *qc_conv_path(const qc_conv_weights *w) { return w->wdw ? "direct" : 
 
 typedef struct {
     const qc_conv_args *a;
-    const qc_qops_impl *ops;
     const qc_gemm_kernels *gk;
     const uint8_t *x;   /* NCHW input */
     const uint8_t *xt;  /* NHWC input (GEMM path) */
@@ -126,6 +211,8 @@ typedef struct {
     int need_xsum;
     int small;          /* |C| < 2^24 for every output (K * 255 * 255 + max |bias|) */
     int lean;           /* small, and every multiplier in [0, 64) (qc_nchw_tile.lean) */
+    const struct dw_plan_s *dw; /* direct path */
+    const struct dw_nhwc_plan_s *dwn;
     atomic_int failed;
 } run_ctx;
 
@@ -135,115 +222,408 @@ static void bounds(const qc_conv_args *a, double *lo, double *hi) {
     *hi = qmax;
 }
 
-/* ---- depthwise path: one task per (image, output channel) plane ---- */
+/* ---- direct path (dw.h): bounded tiles of the output planes ---- */
 
-/* The scratch of a task (the stride-phase sub-planes and the accumulator) covers a band of
- * output rows, not the whole plane: a band of OHb rows reads the padded rows [oy0 * sh,
- * oy0 * sh + (OHb - 1) * sh + eh), a plane of its own whose phases line up with the whole
- * plane's (oy0 * sh is a multiple of sh), so every output is the same sum of the same taps
- * whatever the banding. Bands hold about QC_DW_BAND_BYTES of scratch; planes of usual sizes
- * (up to a few hundred rows) are one band. */
-#define QC_DW_BAND_BYTES ((size_t)1 << 20)
-#define QC_BAND_ROWS(budget, per_row) ((per_row) ? (budget) / (per_row) : (budget))
-static atomic_size_t g_dw_band_force; /* tests: rows per band (0: from the budget) */
+/* Tests: tiles of at most this many output rows and 3x as many columns, and never the NHWC
+ * variant (0: tiles from the scratch budget). Any tiling gives the same outputs. */
+static atomic_size_t g_dw_tile_force;
 
-size_t qc_dw_band_force(size_t rows) { return atomic_exchange(&g_dw_band_force, rows); }
+size_t qc_dw_tile_force(size_t rows) { return atomic_exchange(&g_dw_tile_force, rows); }
 
-/* Output rows per band for this call. */
-static size_t dw_band_rows(const qc_conv_args *a) {
-    const size_t forced = atomic_load(&g_dw_band_force);
-    if (forced) return QC_MIN(forced, QC_MAX(a->OH, (size_t)1));
+/* The direct path's plan, shared by every task: the tile grid, the pair operations, every
+ * output channel's weight pairs, scratch sizes. */
+typedef struct dw_plan_s {
+    const qc_dw_kernels *k;
+    size_t nops;
+    dw_op *ops;
+    const int32_t *wp;         /* M x nops */
+    size_t TH, TW, nty, ntx;   /* output tile rows and columns, tiles per plane */
+    size_t B, ngb;             /* groups per unit, and group batches */
+    size_t per;                /* units per task */
+    size_t xs_elems, buf_elems;
+} dw_plan;
+
+
+/* Product a * b, or SIZE_MAX when it overflows (allocation sizes: SIZE_MAX fails). */
+static size_t mul_sat(size_t a, size_t b) {
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+static size_t add_sat(size_t a, size_t b) { return a + b < a ? SIZE_MAX : a + b; }
+
+/* Sub-plane geometry of a tile of th x tw outputs: rows and columns of each sub-plane. */
+static void dw_tile_geom(const qc_conv_args *a, size_t th, size_t tw, size_t *PHs, size_t *PWs) {
     const size_t sh = (size_t)a->sh, sw = (size_t)a->sw;
-    const size_t PWs = (a->pl + a->W + a->pr + sw - 1) / sw;
-    /* per output row: sh padded rows of every sub-plane set (int16) and one accumulator row */
-    const size_t per_row = a->w->Cg * sh * sw * PWs * sizeof(int16_t) + PWs * sizeof(int32_t);
-    const size_t rows = QC_BAND_ROWS(QC_DW_BAND_BYTES, per_row);
-    return QC_MIN(QC_MAX(rows, (size_t)1), QC_MAX(a->OH, (size_t)1));
+    const size_t RH = add_sat(mul_sat(th - 1, sh), mul_sat(a->w->kh - 1, (size_t)a->dh)) + 1;
+    const size_t RW = add_sat(mul_sat(tw - 1, sw), mul_sat(a->w->kw - 1, (size_t)a->dw)) + 1;
+    *PHs = RH / sh + (RH % sh != 0);
+    *PWs = RW / sw + (RW % sw != 0);
 }
 
-/* Sub-plane geometry for bands of up to `band` output rows; *cs: elements per input channel's
- * set; *nxs: all Cg sets plus slack; *nacc_bytes: the accumulator. */
-static void dw_geom(const qc_conv_args *a, size_t band, qc_dw_geom *d, size_t *cs, size_t *nxs,
-                    size_t *nacc_bytes) {
-    const size_t sh = (size_t)a->sh, sw = (size_t)a->sw;
-    const size_t eh = (a->w->kh - 1) * (size_t)a->dh + 1;
-    const size_t PH = (band - 1) * sh + eh, PW = a->pl + a->W + a->pr;
-    d->PHs = (PH + sh - 1) / sh;
-    d->PWs = (PW + sw - 1) / sw;
-    d->plane_stride = d->PHs * d->PWs;
-    d->ntaps = a->w->K;
-    *cs = sh * sw * d->plane_stride;
-    *nxs = a->w->Cg * *cs + QC_DW_SLACK;
-    *nacc_bytes = (band * d->PWs + QC_DW_SLACK) * sizeof(int32_t);
+/* Elements of one input channel's sub-plane set for a tile (saturating). */
+static size_t dw_set_elems(const qc_conv_args *a, size_t th, size_t tw) {
+    size_t PHs, PWs;
+    dw_tile_geom(a, th, tw, &PHs, &PWs);
+    return mul_sat(mul_sat((size_t)a->sh * (size_t)a->sw, PHs), PWs);
 }
 
-/* One unit (image n, group g), band by band: the group's Cg input planes' rows for the band
- * into their stride-phase sub-planes (see qc_dw_geom; channel c's set at xs + c * cs), then
- * the kernel for each of the group's output channels. xs/acc are the task's scratch. */
-static void dw_unit(const run_ctx *ctx, size_t n, size_t grp, const qc_dw_geom *d, size_t cs,
-                    size_t band, int16_t *xs, int32_t *acc) {
+/* Fill the sub-plane sets of groups [g0, g0 + B) of image n for the tile at output (oy0, ox0)
+ * of th x tw (dw.h, step 1): zeros, then the region's real input rows, phase by phase. */
+static void dw_pack_tile(const run_ctx *ctx, const dw_plan *pl, size_t n, size_t g0, size_t B,
+                         size_t oy0, size_t ox0, size_t th, size_t tw, int16_t *xs, size_t cs,
+                         size_t ps, size_t PWs) {
     const qc_conv_args *a = ctx->a;
-    const qc_conv_weights *w = a->w;
-    const size_t M = w->M, Cg = w->Cg, Ng = M / w->G;
-    const size_t H = a->H, W = a->W, sh = (size_t)a->sh;
-    const size_t eh = (w->kh - 1) * (size_t)a->dh + 1;
-    for (size_t oy0 = 0; oy0 < a->OH; oy0 += band) {
-        const size_t ohb = QC_MIN(band, a->OH - oy0), phb = (ohb - 1) * sh + eh;
-        /* input rows of the band's padded rows [oy0 * sh, oy0 * sh + phb) */
-        const ptrdiff_t top = (ptrdiff_t)(oy0 * sh) - a->pt;
-        const ptrdiff_t iy0 = QC_MAX(top, (ptrdiff_t)0);
-        const ptrdiff_t iy1 = QC_MAX(QC_MIN(top + (ptrdiff_t)phb, (ptrdiff_t)H), iy0);
-        const size_t hb = (size_t)(iy1 - iy0), ptb = QC_MIN((size_t)(iy0 - top), phb);
-        qc_win2d g = {hb, W, ohb, a->OW, (int)w->kh, (int)w->kw, a->sh, a->sw, a->dh, a->dw,
-                      (int)ptb, a->pl, (int)(phb - ptb - QC_MIN(hb, phb - ptb)), a->pr};
-        for (size_t c = 0; c < Cg; c++) {
-            ctx->ops->dw_pack(ctx->x + ((n * a->C + grp * Cg + c) * H + (size_t)iy0) * W,
-                              a->x_signed, a->xzp, &g, d, xs + c * cs);
+    const size_t Cg = a->w->Cg, sh = (size_t)a->sh, sw = (size_t)a->sw;
+    const size_t H = a->H, W = a->W, pt = (size_t)a->pt, plft = (size_t)a->pl;
+    const size_t R0 = oy0 * sh, C0 = ox0 * sw;
+    const size_t RH = (th - 1) * sh + (a->w->kh - 1) * (size_t)a->dh + 1;
+    const size_t RW = (tw - 1) * sw + (a->w->kw - 1) * (size_t)a->dw + 1;
+    memset(xs, 0, (B * Cg * cs + QC_DW_SLACK_T + 1) * sizeof(int16_t));
+    /* padded rows [r0, r1) and region columns [ca, cb) hold real input */
+    const size_t r0 = QC_MAX(R0, pt), r1 = QC_MIN(R0 + RH, pt + H);
+    const size_t ca = plft > C0 ? QC_MIN(plft - C0, RW) : 0;
+    const size_t cb = QC_MAX(ca, QC_MIN(RW, plft + W > C0 ? plft + W - C0 : 0));
+    if (r0 >= r1 || ca >= cb) return;
+    for (size_t py = 0; py < sh; py++) {
+        /* padded rows r = R0 + py + j * sh in [r0, r1): sub-plane rows ry0 + j */
+        const size_t first = R0 + py >= r0 ? 0 : (r0 - R0 - py + sh - 1) / sh;
+        if (R0 + py + first * sh >= r1) continue;
+        const size_t nrows = (r1 - 1 - (R0 + py + first * sh)) / sh + 1;
+        const size_t rfirst = R0 + py + first * sh;
+        if (sw == 2) {
+            /* region columns ca + j: even j in phase ca % 2 from column ca / 2, odd j in the
+             * other phase from (ca + 1) / 2 */
+            const size_t soff = (rfirst - pt) * W + (C0 + ca - plft);
+            const size_t de = (py * 2 + ca % 2) * ps + first * PWs + ca / 2;
+            const size_t dod = (py * 2 + (ca + 1) % 2) * ps + first * PWs + (ca + 1) / 2;
+            for (size_t gi = 0; gi < B; gi++) {
+                for (size_t ci = 0; ci < Cg; ci++) {
+                    const uint8_t *plane = ctx->x + (n * a->C + (g0 + gi) * Cg + ci) * H * W;
+                    int16_t *set = xs + (gi * Cg + ci) * cs;
+                    pl->k->rows2(plane + soff, sh * W, a->x_signed, cb - ca, nrows, a->xzp,
+                                 set + de, set + dod, PWs);
+                }
+            }
+            continue;
         }
-        for (size_t j = 0; j < Ng; j++) {
-            const size_t m = grp * Ng + j;
-            qc_dw_params p = {a->bias ? a->bias[m] : 0, a->out_int32 ? 0.0 : (double)a->mult[m],
-                              (double)a->y_zp, ctx->lo, ctx->hi};
-            const size_t out = (n * M + m) * a->OH * a->OW + oy0 * a->OW;
-            ctx->ops->dwconv(xs, d, w->wdw + m * w->K, &g, &p, acc,
-                             a->out_int32 ? (int32_t *)ctx->y + out : NULL,
-                             (int8_t *)ctx->y + out, a->y_signed);
+        for (size_t px = 0; px < sw; px++) {
+            /* region columns cc = cc0 + i * sw in [ca, cb): sub-plane columns cc0 / sw + i */
+            const size_t cc0 = ca + (px + sw - ca % sw) % sw;
+            if (cc0 >= cb) continue;
+            const size_t cnt = (cb - cc0 + sw - 1) / sw;
+            const size_t soff = (rfirst - pt) * W + (C0 + cc0 - plft);
+            const size_t doff = (py * sw + px) * ps + first * PWs + cc0 / sw;
+            for (size_t gi = 0; gi < B; gi++) {
+                for (size_t ci = 0; ci < Cg; ci++) {
+                    const uint8_t *plane = ctx->x + (n * a->C + (g0 + gi) * Cg + ci) * H * W;
+                    pl->k->rows(plane + soff, sh * W, a->x_signed, sw, cnt, nrows, a->xzp,
+                                xs + (gi * Cg + ci) * cs + doff, PWs);
+                }
+            }
         }
     }
 }
 
-/* A task handles units [task * per, ...) of the N * G (image, group) units. */
+/* A task handles units [task * per, ...) of N x ngb x nty x ntx (image, group batch, tile). */
 static void dw_task(void *vctx, size_t task) {
     run_ctx *ctx = vctx;
+    const dw_plan *pl = ctx->dw;
     const qc_conv_args *a = ctx->a;
-    const size_t G = a->w->G, total = a->N * G;
-    const size_t u0 = task * ctx->pb, u1 = QC_MIN(total, u0 + ctx->pb);
-    const size_t kh = a->w->kh, kw = a->w->kw, sh = (size_t)a->sh, sw = (size_t)a->sw;
-    const size_t band = dw_band_rows(a);
-    qc_dw_geom d;
-    size_t cs, nxs, nacc;
-    dw_geom(a, band, &d, &cs, &nxs, &nacc);
-    const size_t xbytes = (nxs * sizeof(int16_t) + 63) & ~(size_t)63;
-    const size_t obytes = (d.ntaps * sizeof(size_t) + 63) & ~(size_t)63;
-    char *mem = malloc(xbytes + obytes + nacc);
+    const qc_conv_weights *w = a->w;
+    const size_t G = w->G, Cg = w->Cg, Ng = w->M / G, nops = pl->nops;
+    const size_t total = a->N * pl->ngb * pl->nty * pl->ntx;
+    const size_t u0 = task * pl->per, u1 = QC_MIN(total, u0 + pl->per);
+    const size_t xsb = (pl->xs_elems * sizeof(int16_t) + 63) & ~(size_t)63;
+    const size_t xpb = (pl->xs_elems * sizeof(int32_t) + 63) & ~(size_t)63;
+    const size_t offb = (nops * sizeof(size_t) + 63) & ~(size_t)63;
+    const size_t bufb = (pl->buf_elems * sizeof(int32_t) + 63) & ~(size_t)63;
+    char *mem = malloc(xsb + xpb + offb + bufb + (pl->buf_elems / 16 + 1) * sizeof(uint16_t));
     if (!mem) {
         atomic_store(&ctx->failed, 1);
         return;
     }
-    size_t *off = (size_t *)(mem + xbytes);
-    for (size_t c = 0; c < a->w->Cg; c++) {
-        for (size_t ky = 0; ky < kh; ky++) {
-            for (size_t kx = 0; kx < kw; kx++) {
-                const size_t ry = ky * (size_t)a->dh, rx = kx * (size_t)a->dw;
-                off[(c * kh + ky) * kw + kx] = c * cs +
-                    (ry % sh * sw + rx % sw) * d.plane_stride + ry / sh * d.PWs + rx / sw;
-            }
+    int16_t *xs = (int16_t *)mem;
+    int32_t *xp = (int32_t *)(mem + xsb);
+    size_t *off = (size_t *)(mem + xsb + xpb);
+    void *buf = mem + xsb + xpb + offb;
+    const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
+    uint16_t *masks = (uint16_t *)(mem + xsb + xpb + offb + bufb);
+    size_t mTH = 0, mPWs = 0, mTW = 0;
+    for (size_t u = u0; u < u1; u++) {
+        const size_t tx = u % pl->ntx, ty = u / pl->ntx % pl->nty;
+        const size_t gb = u / (pl->ntx * pl->nty) % pl->ngb, n = u / (pl->ntx * pl->nty * pl->ngb);
+        const size_t g0 = gb * pl->B, B = QC_MIN(pl->B, G - g0);
+        const size_t oy0 = ty * pl->TH, ox0 = tx * pl->TW;
+        const size_t th = QC_MIN(pl->TH, a->OH - oy0), tw = QC_MIN(pl->TW, a->OW - ox0);
+        size_t PHs, PWs;
+        dw_tile_geom(a, th, tw, &PHs, &PWs);
+        const size_t ps = PHs * PWs, cs = (size_t)a->sh * (size_t)a->sw * ps;
+        dw_pack_tile(ctx, pl, n, g0, B, oy0, ox0, th, tw, xs, cs, ps, PWs);
+        pl->k->pairs(xs, B * Cg * cs + QC_DW_SLACK_T, xp);
+        for (size_t j = 0; j < nops; j++) {
+            const dw_op *o = &pl->ops[j];
+            off[j] = o->ci * cs + o->phase * ps + o->a * PWs + o->b;
+        }
+        const size_t m0 = g0 * Ng;
+        qc_dw_tile t;
+        t.nch = B * Ng;
+        t.per_xp = Ng;
+        t.xp = xp;
+        t.xp_stride = Cg * cs;
+        t.nops = nops;
+        t.off = off;
+        t.wp = pl->wp + m0 * nops;
+        t.L = (th - 1) * PWs + tw;
+        t.TH = th;
+        t.TW = tw;
+        t.PWs = PWs;
+        t.bias = a->bias && !a->out_int32 ? a->bias + m0 : NULL;
+        t.scale = a->out_int32 ? NULL : a->mult + m0;
+        t.y_zp = a->y_zp;
+        t.lo = (int32_t)ctx->lo;
+        t.hi = (int32_t)ctx->hi;
+        t.out32 = a->out_int32;
+        t.y = (char *)ctx->y + (((n * w->M + m0) * a->OH + oy0) * a->OW + ox0) * esize;
+        t.ldc = a->OH * a->OW;
+        t.ldy = a->OW;
+        t.buf = buf;
+        if (th != mTH || PWs != mPWs || tw != mTW) { /* a new tile shape */
+            qc_dw_masks(th, PWs, tw, masks);
+            mTH = th, mPWs = PWs, mTW = tw;
+        }
+        t.masks = masks;
+        pl->k->tile(&t);
+    }
+    free(mem);
+}
+
+/* ---- direct path, channels across the lanes (qc_dw_nhwc): small depthwise planes ---- */
+
+typedef struct dw_nhwc_plan_s {
+    const dw_plan *pl;
+    size_t PH, PW, pd;
+    const size_t *poff;
+    size_t nblk;            /* blocks of 16 channels per image */
+    /* per block: nops x 16 weight pairs, 16 biases, 16 scales (lane = channel, 0 past C), and
+     * whether the block is lean (qc_dw_nhwc.lean) */
+    const int32_t *wp;
+    int32_t *bias;
+    float *scale;
+    int *lean;
+} dw_nhwc_plan;
+
+/* A task: units [task * per, ...) of N x nblk (image, block of 16 channels). */
+static void dw_nhwc_task(void *vctx, size_t task) {
+    run_ctx *ctx = vctx;
+    const dw_nhwc_plan *np_ = ctx->dwn;
+    const dw_plan *pl = np_->pl;
+    const qc_conv_args *a = ctx->a;
+    const size_t C = a->C, H = a->H, W = a->W, HW = H * W, OHW = a->OH * a->OW;
+    const size_t PH = np_->PH, PW = np_->PW, npix = PH * PW, nops = pl->nops;
+    const size_t total = a->N * np_->nblk;
+    const size_t u0 = task * pl->per, u1 = QC_MIN(total, u0 + pl->per);
+    const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
+    const size_t xbb = ((npix + np_->pd) * 16 + 63) & ~(size_t)63;
+    const size_t tb = (HW * 16 + 63) & ~(size_t)63;
+    const size_t xpb = npix * 16 * sizeof(int32_t);
+    const size_t obb = (OHW * 16 * esize + 63) & ~(size_t)63;
+    char *mem = aligned_alloc(64, xbb + tb + xpb + obb);
+    if (!mem) {
+        atomic_store(&ctx->failed, 1);
+        return;
+    }
+    uint8_t *xb = (uint8_t *)mem, *T = (uint8_t *)(mem + xbb);
+    int32_t *xp = (int32_t *)(mem + xbb + tb);
+    void *ob = mem + xbb + tb + xpb;
+    for (size_t u = u0; u < u1; u++) {
+        const size_t n = u / np_->nblk, c0 = u % np_->nblk * 16, nch = QC_MIN((size_t)16, C - c0);
+        /* x's planes c0.. to NHWC, then into the padded block (x_zp around) */
+        qc_transpose_u8(ctx->x + (n * C + c0) * HW, nch, HW, HW, T, 16);
+        memset(xb, (uint8_t)a->xzp, (npix + np_->pd) * 16);
+        for (size_t iy = 0; iy < H; iy++) {
+            memcpy(xb + ((iy + (size_t)a->pt) * PW + (size_t)a->pl) * 16, T + iy * W * 16,
+                   W * 16);
+        }
+        qc_dw_nhwc b;
+        b.xb = xb;
+        b.PH = PH, b.PW = PW, b.pd = np_->pd;
+        b.sx = a->x_signed;
+        b.xzp = a->xzp;
+        b.OH = a->OH, b.OW = a->OW, b.sh = (size_t)a->sh, b.sw = (size_t)a->sw;
+        b.nops = nops;
+        b.poff = np_->poff;
+        const size_t blk = c0 / 16;
+        b.wp = np_->wp + blk * nops * 16;
+        b.bias = np_->bias + blk * 16;
+        b.scale = np_->scale + blk * 16;
+        b.y_zp = a->y_zp;
+        b.lo = (int32_t)ctx->lo;
+        b.hi = (int32_t)ctx->hi;
+        b.out32 = a->out_int32;
+        b.lean = np_->lean[blk];
+        b.ob = ob;
+        b.xp = xp;
+        pl->k->nhwc(&b);
+        if (a->out_int32) {
+            qc_transpose_u32((const uint32_t *)ob, OHW, nch, 16,
+                             (uint32_t *)ctx->y + (n * C + c0) * OHW, OHW);
+        } else {
+            qc_transpose_u8((const uint8_t *)ob, OHW, nch, 16,
+                            (uint8_t *)ctx->y + (n * C + c0) * OHW, OHW);
         }
     }
-    d.tap_off = off;
-    for (size_t u = u0; u < u1; u++) dw_unit(ctx, u / G, u % G, &d, cs, band, (int16_t *)mem,
-                                             (int32_t *)(mem + xbytes + obytes));
     free(mem);
+}
+
+/* Depthwise (one input and one output channel per group) with a padded plane of at most
+ * QC_DW_NHWC_MAX_PIX pixels: blocks of 16 channels with the channels across the lanes, no
+ * per-plane sub-planes, garbage columns or stride phases. */
+static int dw_nhwc_run(run_ctx *ctx, dw_plan *pl, size_t step) {
+    const qc_conv_args *a = ctx->a;
+    const size_t kw = a->w->kw, kh = a->w->kh, nt = (size_t)qc_get_num_threads();
+    dw_nhwc_plan np_;
+    np_.pl = pl;
+    np_.PH = (size_t)a->pt + a->H + (size_t)a->pb;
+    np_.PW = (size_t)a->pl + a->W + (size_t)a->pr;
+    np_.pd = step ? step * (size_t)a->dw : 1;
+    np_.nblk = (a->C + 15) / 16;
+    size_t *poff = malloc(QC_MAX(pl->nops, (size_t)1) * sizeof(size_t));
+    if (!poff) return -1;
+    for (size_t j = 0; j < pl->nops; j++) {
+        const size_t k0 = pl->ops[j].k0, ky = k0 / kw % kh, kx = k0 % kw;
+        poff[j] = ky * (size_t)a->dh * np_.PW + kx * (size_t)a->dw;
+    }
+    np_.poff = poff;
+    const size_t nb = np_.nblk, nops = pl->nops, C = a->C;
+    const int cached = (step == 1 || step == 2) && a->w->dwl[step - 1];
+    int32_t *mem = malloc(mul_sat(nb * 16, (cached ? 0 : nops) + 2) * sizeof(int32_t));
+    np_.lean = malloc(nb * sizeof(int));
+    if (!mem || !np_.lean) {
+        free(poff);
+        free(mem);
+        free(np_.lean);
+        return -1;
+    }
+    np_.bias = mem;
+    np_.scale = (float *)(mem + nb * 16);
+    if (cached) {
+        np_.wp = a->w->dwl[step - 1];
+    } else {
+        np_.wp = mem + nb * 32;
+        dw_lane_pairs(pl->wp, C, nops, mem + nb * 32);
+    }
+    for (size_t blk = 0; blk < nb; blk++) {
+        int lean = !a->out_int32;
+        for (size_t c = 0; c < 16; c++) {
+            const size_t m = blk * 16 + c;
+            const int in = m < C;
+            const int32_t bc = in && a->bias && !a->out_int32 ? a->bias[m] : 0;
+            const float sc = in && !a->out_int32 ? a->mult[m] : 0.0f;
+            np_.bias[blk * 16 + c] = bc;
+            np_.scale[blk * 16 + c] = sc;
+            const int64_t babs = bc < 0 ? -(int64_t)bc : (int64_t)bc;
+            lean = lean && (int64_t)nops * 2 * 255 * 255 + babs < ((int64_t)1 << 24) &&
+                   sc >= 0.0f && sc < 64.0f;
+        }
+        np_.lean[blk] = lean;
+    }
+    const size_t units = a->N * np_.nblk, ntasks = QC_MIN(units, 16 * nt);
+    pl->per = (units + ntasks - 1) / ntasks;
+    ctx->dwn = &np_;
+    qc_parallel_for((units + pl->per - 1) / pl->per, dw_nhwc_task, ctx);
+    free(poff);
+    free(mem);
+    free(np_.lean);
+    return atomic_load(&ctx->failed) ? -1 : 0;
+}
+
+/* Plan and run the direct path: pair the taps, build the weight pairs, choose the tiles
+ * (at most QC_DW_TILE_OW columns, rows while a channel's sub-planes stay near
+ * QC_DW_TILE_ELEMS; small planes batch several groups per unit) and the tasks. */
+static int dw_run(run_ctx *ctx) {
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const size_t M = w->M, G = w->G, Cg = w->Cg, kh = w->kh, kw = w->kw, K = w->K;
+    const size_t sh = (size_t)a->sh, sw = (size_t)a->sw, dh = (size_t)a->dh, dwl = (size_t)a->dw;
+    dw_plan pl;
+    memset(&pl, 0, sizeof pl);
+    pl.k = qc_dw_select();
+    pl.ops = malloc(QC_MAX(K, (size_t)1) * sizeof(dw_op));
+    char *used = malloc(QC_MAX(K, (size_t)1));
+    if (!pl.ops || !used) {
+        free(pl.ops);
+        free(used);
+        return -1;
+    }
+    const size_t step = sw % dwl == 0 ? sw / dwl : 0;
+    pl.nops = dw_pair_taps(Cg, kh, kw, step, pl.ops, used);
+    free(used);
+    for (size_t j = 0; j < pl.nops; j++) { /* where each operation's first tap reads */
+        dw_op *o = &pl.ops[j];
+        const size_t ky = o->k0 / kw % kh, kx = o->k0 % kw, ry = ky * dh, rx = kx * dwl;
+        o->phase = ry % sh * sw + rx % sw;
+        o->a = ry / sh;
+        o->b = rx / sw;
+    }
+    int32_t *wp_own = NULL;
+    if (step == 1 || step == 2) {
+        pl.wp = w->dwp[step - 1];
+    } else {
+        wp_own = malloc(QC_MAX(mul_sat(M, pl.nops), (size_t)1) * sizeof(int32_t));
+        if (!wp_own) {
+            free(pl.ops);
+            return -1;
+        }
+        dw_weight_pairs(w->wdw, M, K, pl.ops, pl.nops, wp_own);
+        pl.wp = wp_own;
+    }
+    const size_t forced = atomic_load(&g_dw_tile_force);
+    if (!forced && pl.k->nhwc && Cg == 1 && M == G && QC_DW_NHWC_MAX_PIX / QC_MAX(a->H + (size_t)a->pt +
+                                                         (size_t)a->pb, (size_t)1) >=
+                                        a->W + (size_t)a->pl + (size_t)a->pr) {
+        const int rc = dw_nhwc_run(ctx, &pl, step);
+        free(pl.ops);
+        free(wp_own);
+        return rc;
+    }
+    /* tiles: columns first, then as many rows as the budget allows, both balanced */
+    const size_t OH = a->OH, OW = a->OW, nt = (size_t)qc_get_num_threads();
+    const size_t tile_ow = forced ? 3 * forced : QC_DW_TILE_OW;
+    pl.ntx = (OW + tile_ow - 1) / tile_ow;
+    pl.TW = (OW + pl.ntx - 1) / pl.ntx;
+    size_t TH = forced ? QC_MAX(QC_MIN(forced, OH), (size_t)1) : OH;
+    while (TH > 1 && dw_set_elems(a, TH, pl.TW) > QC_DW_TILE_ELEMS) TH = (TH + 1) / 2;
+    pl.nty = (OH + TH - 1) / TH;
+    pl.TH = (OH + pl.nty - 1) / pl.nty;
+    const size_t cs = dw_set_elems(a, pl.TH, pl.TW);
+    /* small planes: several groups per unit while their sets stay within twice the budget,
+     * keeping at least 4 units per thread where there are enough */
+    pl.B = 1;
+    if (pl.nty == 1 && pl.ntx == 1) {
+        const size_t gcs = mul_sat(Cg, cs);
+        pl.B = QC_MAX((size_t)1, QC_MIN(G, 2 * QC_DW_TILE_ELEMS / QC_MAX(gcs, (size_t)1)));
+        while (pl.B > 1 && a->N * ((G + pl.B - 1) / pl.B) < 4 * nt) pl.B = (pl.B + 1) / 2;
+    }
+    pl.ngb = (G + pl.B - 1) / pl.B;
+    pl.xs_elems = add_sat(mul_sat(mul_sat(pl.B, Cg), cs), QC_DW_SLACK_T + 1);
+    size_t PHs, PWs;
+    dw_tile_geom(a, pl.TH, pl.TW, &PHs, &PWs);
+    pl.buf_elems = add_sat(mul_sat(pl.TH - 1, PWs), pl.TW + QC_DW_SLACK_T);
+    const size_t units = a->N * pl.ngb * pl.nty * pl.ntx;
+    const size_t ntasks = QC_MIN(units, 16 * nt);
+    pl.per = (units + ntasks - 1) / ntasks;
+    int rc = 0;
+    if (pl.xs_elems == SIZE_MAX || pl.buf_elems == SIZE_MAX ||
+        mul_sat(pl.xs_elems, 6) == SIZE_MAX) {
+        rc = -1;
+    } else {
+        ctx->dw = &pl;
+        qc_parallel_for((units + pl.per - 1) / pl.per, dw_task, ctx);
+        rc = atomic_load(&ctx->failed) ? -1 : 0;
+    }
+    free(pl.ops);
+    free(wp_own);
+    return rc;
 }
 
 /* ---- GEMM path ---- */
@@ -270,8 +650,16 @@ static void im2col(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t row
     for (size_t i = 0; i < rows; i++) {
         const size_t p = p0 + i, oy = p / a->OW, ox = p % a->OW;
         uint8_t *row = A + i * K;
+        /* the columns ix0 .. ix0 + (kw - 1) * dw this row reads; with dw 1 and all inside, a
+         * kernel row is one run of kw * Cg bytes of the NHWC image (a dense conv: Cg == C) */
+        const ptrdiff_t ix0 = (ptrdiff_t)(ox * a->sw) - a->pl;
+        const int run = a->dw == 1 && Cg == C && ix0 >= 0 && ix0 + (ptrdiff_t)kw <= (ptrdiff_t)a->W;
         for (size_t ky = 0; ky < kh; ky++) {
             ptrdiff_t iy = (ptrdiff_t)(oy * a->sh + ky * a->dh) - a->pt;
+            if (run && iy >= 0 && iy < (ptrdiff_t)a->H) {
+                memcpy(row + ky * kw * Cg, img + ((size_t)iy * a->W + (size_t)ix0) * C, kw * Cg);
+                continue;
+            }
             for (size_t kx = 0; kx < kw; kx++) {
                 ptrdiff_t ix = (ptrdiff_t)(ox * a->sw + kx * a->dw) - a->pl;
                 uint8_t *dst = row + (ky * kw + kx) * Cg;
@@ -403,7 +791,22 @@ static void nchw_row(const run_ctx *ctx, size_t n, size_t g, size_t k, size_t p0
             if (sw == 1) {
                 memcpy(dst + (a0 - ox), src + (ptrdiff_t)a0 + dx, b0 - a0);
             } else {
-                for (size_t o = a0; o < b0; o++) dst[o - ox] = src[(ptrdiff_t)(o * sw) + dx];
+                size_t o = a0;
+#ifndef QC_NO_X86
+                if (sw == 2) {
+                    /* 16 outputs from the even bytes of 32 (SSE2 is baseline): only while all
+                     * 32 belong to the row, the last byte read being src[2 * (b0 - 1) + dx] */
+                    const __m128i m = _mm_set1_epi16(0xFF);
+                    for (; o + 16 < b0; o += 16) {
+                        const uint8_t *s2 = src + (ptrdiff_t)(2 * o) + dx;
+                        const __m128i lo = _mm_and_si128(_mm_loadu_si128((const __m128i *)s2), m);
+                        const __m128i hi =
+                            _mm_and_si128(_mm_loadu_si128((const __m128i *)(s2 + 16)), m);
+                        _mm_storeu_si128((__m128i *)(dst + (o - ox)), _mm_packus_epi16(lo, hi));
+                    }
+                }
+#endif
+                for (; o < b0; o++) dst[o - ox] = src[(ptrdiff_t)(o * sw) + dx];
             }
             memset(dst + (b0 - ox), fill, ox + run - b0);
         }
@@ -567,17 +970,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     atomic_init(&ctx.failed, 0);
     const size_t P = a->OH * a->OW;
     if (a->N == 0 || w->M == 0 || P == 0) return 0;
-    if (w->wdw) {
-        ctx.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
-        /* (image, group) units per task: about 16K outputs, at least 4 tasks per thread when
-         * possible */
-        const size_t total = a->N * w->G, nt = (size_t)qc_get_num_threads();
-        size_t per = QC_MAX((size_t)1, (size_t)16384 / (P * (w->M / w->G)));
-        while (per > 1 && (total + per - 1) / per < 4 * nt) per /= 2;
-        ctx.pb = per;
-        qc_parallel_for((total + per - 1) / per, dw_task, &ctx);
-        return atomic_load(&ctx.failed) ? -1 : 0;
-    }
+    if (w->wdw) return dw_run(&ctx);
     const size_t HW = a->H * a->W;
     ctx.Ng = w->M / w->G;
     ctx.K = w->K;
@@ -586,9 +979,16 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
                  a->pl == 0 && a->pb == 0 && a->pr == 0;
     /* The NCHW GEMM for pointwise convolutions, except a few pixels with a long K (a 7x7 plane
      * of 512+ channels): its 16-pixel vectors then run mostly empty, and each task's panel
-     * and pipeline cost more than the NHWC path's transposes. */
+     * and pipeline cost more than the NHWC path's transposes. And for ungrouped kh x kw
+     * kernels over few input channels (a network's first layer, C = 3): the NHWC im2col copies
+     * runs of only Cg bytes per tap there, where the NCHW rows are whole runs of a plane's
+     * row (stride 1) or a byte gather (stride 2, worth it up to 8 channels). 1 thread, 224^2:
+     * ResNet-18's 7x7/2 3->64 2.8 -> 0.9 ms, MobileNetV2's 3x3/2 3->32 681 -> 138 us. Not for
+     * groups: ResNeXt's g32 512 @14 (16 channels per group) is 333 us NHWC, 573 us NCHW. */
     const int pointwise = w->kh == 1 && w->kw == 1 && (P >= 64 || w->K < 256);
-    if (w->nchw && qc_nchw_use(pointwise)) return nchw_run(&ctx);
+    const int small_cg = w->kh * w->kw > 1 && w->G == 1 &&
+                         (w->Cg <= QC_NCHW_SMALL_CG / 2 || (w->Cg <= QC_NCHW_SMALL_CG && a->sw == 1));
+    if (w->nchw && qc_nchw_use(pointwise || small_cg)) return nchw_run(&ctx);
     ctx.gk = qc_gemm_select();
     /* pixel blocks: A block about 128 KiB (stays in L2 with B), at least 16 rows; split
      * finer when there are too few tasks for the threads */

@@ -10,7 +10,12 @@
  *        output channel m's patch in the layout of an NHWC input patch; group g's GEMM B is
  *        rows [g * Ng, (g + 1) * Ng) transposed (K x Ng), packed into gemm[g].
  *   wzp: M int32 weight zero points (all equal when given per tensor).
- *   wdw: for depthwise (Cg == 1) M x kh*kw int16 taps w - w_zp; NULL otherwise.
+ *   wdw: for the direct path (depthwise, small groups) M x K int16 taps w - w_zp in w's own
+ *        (c, ky, kx) order; NULL otherwise.
+ *   dwp: the direct path's weight pairs (dw.h) for tap steps 1 and 2 (conv.c, dw_pair_taps):
+ *        M x dwp_n[s - 1] int32, made once here instead of at every run; dwl: the same in
+ *        the NHWC block layout (dw.h, qc_dw_nhwc.wp: per block of 16 channels, n x 16, lane =
+ *        channel, 0 past M) when the convolution is depthwise (Cg == 1, M == G), else NULL.
  *   gemm: B packed for the GEMM kernels, one per group (NULL when the GEMM is not used).
  *   nchw: the same weights packed for the NCHW conv GEMM (nchw.h), nchw_group bytes per
  *         group, with wsum: M row sums of w'; both NULL unless the weights are pointwise
@@ -22,6 +27,8 @@ typedef struct {
     int8_t *wt;
     int32_t *wzp;
     int16_t *wdw;
+    int32_t *dwp[2], *dwl[2];
+    size_t dwp_n[2];
     void **gemm;         /* qc_gemm_b * per group */
     int8_t *nchw;
     size_t nchw_group;
@@ -53,9 +60,9 @@ typedef struct {
 /* y is (N, M, OH, OW) int32 or int8/uint8. Returns 0, or -1 when out of memory. */
 int qc_conv_run(const qc_conv_args *a, const void *x, void *y);
 
-/* Tests: run the depthwise path in bands of `rows` output rows (0: bands sized from the
- * scratch budget, the default). Returns the previous setting. */
-size_t qc_dw_band_force(size_t rows);
+/* Tests: the direct path in tiles of at most `rows` output rows and 3 * rows columns, never
+ * the NHWC variant (0: tiles from the scratch budget). Returns the previous setting. */
+size_t qc_dw_tile_force(size_t rows);
 
 /* Which path qc_conv_run takes for these weights: "depthwise" or "gemm". */
 const char *qc_conv_path(const qc_conv_weights *w);

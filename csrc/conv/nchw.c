@@ -25,11 +25,11 @@ int qc_nchw_force(int force) {
     return prev;
 }
 
-int qc_nchw_may_use(int pointwise) { return pointwise || nchw_forced > 0; }
+int qc_nchw_may_use(int suited) { return suited || nchw_forced > 0; }
 
-int qc_nchw_use(int pointwise) {
+int qc_nchw_use(int suited) {
     if (nchw_forced) return nchw_forced > 0;
-    return pointwise && qc_family_select(&qc_nchw_family)->isa == QC_ISA_AVX512VNNI;
+    return suited && qc_family_select(&qc_nchw_family)->isa == QC_ISA_AVX512VNNI;
 }
 
 size_t qc_nchw_pack_w_size(size_t Ng, size_t K) {

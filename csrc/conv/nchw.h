@@ -71,16 +71,18 @@ extern const qc_nchw_kernels qc_nchw_kernels_avx512vnni;
  * (see qc_nchw_use). */
 extern const qc_family qc_nchw_family;
 
-/* Whether a GEMM-path convolution runs this path: a pointwise (1x1) one (conv.c leaves out a
- * few with a long K) when the AVX-512 VNNI kernel is usable. Elsewhere the NHWC path is
- * faster: its im2col copies whole channel runs, where the NCHW rows of a kh x kw kernel gather
- * single bytes (stride 2), and without VNNI the gemm family's kernels are the better ones.
- * `force` (tests) > 0 takes this path for every GEMM-path convolution with whatever kernel is
- * selected, < 0 never. */
-int qc_nchw_use(int pointwise);
-/* Whether weights of this shape may ever run this path (so are worth packing for it): pointwise
- * ones, or any while tests force the path. */
-int qc_nchw_may_use(int pointwise);
+/* Whether a GEMM-path convolution runs this path: one conv.c finds suited (pointwise, or an
+ * ungrouped kh x kw kernel over few input channels) when the AVX-512 VNNI kernel is usable.
+ * Elsewhere the NHWC path is faster: its im2col copies whole channel runs, where the NCHW rows
+ * of a kh x kw kernel gather single bytes (stride 2), and without VNNI the gemm family's
+ * kernels are the better ones. `force` (tests) > 0 takes this path for every GEMM-path
+ * convolution with whatever kernel is selected, < 0 never. */
+int qc_nchw_use(int suited);
+/* Whether weights of this shape may ever run this path (so are worth packing for it): suited
+ * ones (pointwise, or ungrouped with at most QC_NCHW_SMALL_CG input channels), or any while
+ * tests force the path. */
+int qc_nchw_may_use(int suited);
+#define QC_NCHW_SMALL_CG 16
 int qc_nchw_force(int force); /* returns the previous setting */
 static inline const qc_nchw_kernels *qc_nchw_select(void) {
     return (const qc_nchw_kernels *)qc_family_select(&qc_nchw_family)->impl;

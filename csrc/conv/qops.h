@@ -1,4 +1,5 @@
-/* Quantized operator kernels (pooling, add, concat, depthwise conv): params and kernel tables. */
+/* Quantized operator kernels (pooling, add, concat): params and kernel tables (depthwise
+ * convolution: conv/dw.h). */
 #ifndef QC_CONV_QOPS_H
 #define QC_CONV_QOPS_H
 
@@ -38,7 +39,7 @@ QC_INLINE int32_t qc_requant_f64(int32_t acc, double mult, double yzp, double lo
     return (int32_t)v;
 }
 
-/* Geometry of a 2-D window over one H x W plane (pooling and depthwise convolution). The padded
+/* Geometry of a 2-D window over one H x W plane (pooling). The padded
  * extent is (pt + H + pb) x (pl + W + pr); OH/OW are computed by the caller. */
 typedef struct {
     size_t H, W, OH, OW;
@@ -75,26 +76,6 @@ typedef struct {
  * kernel supports them (results are the same; only the cache traffic differs). */
 #define QC_STREAM_BYTES ((size_t)8 << 20)
 
-/* Depthwise convolution of one plane, from its stride-phase sub-planes: with the padded plane
- * xpad ((pt + H + pb) x (pl + W + pr), holding q - xzp and 0 in the padding, as ONNX pads the
- * zero-point-subtracted input with 0), sub-plane (py, px) for py < sh, px < sw holds
- * xpad[r * sh + py][c * sw + px] at [r][c], PHs x PWs (0 beyond xpad), at xs + (py * sw + px) *
- * plane_stride. Every tap then reads contiguous memory for any stride and dilation. A grouped
- * convolution with several input channels per group uses one such set per input channel, its
- * taps listed channel by channel (wk and tap_off hold ntaps = Cg * kh * kw entries). Scratch:
- * xs has QC_DW_SLACK elements after the last sub-plane, acc OH * PWs + QC_DW_SLACK int32. */
-#define QC_DW_SLACK 64
-typedef struct {
-    size_t PHs, PWs, plane_stride;
-    size_t ntaps;             /* taps summed per output: kh * kw times the input channels */
-    const size_t *tap_off;    /* ntaps offsets of each tap's first element in xs */
-} qc_dw_geom;
-
-typedef struct {
-    int32_t bias;             /* added to the accumulator (0 for ConvInteger) */
-    double mult, yzp, lo, hi; /* requant (see qc_requant_f64); unused for int32 output */
-} qc_dw_params;
-
 /* Element types: activations are int8 or uint8; `s` in a name means signed (int8), `u` uint8. */
 typedef struct {
     /* max pooling over a plane; ws: OH * (pl + W + pr) + 64 elements of scratch */
@@ -111,13 +92,6 @@ typedef struct {
                 const qc_add_params *p);
     /* requantizing copy of n elements (concat): x int8 (sx = 1) or uint8, y likewise */
     void (*requant)(const void *x, int sx, void *y, int sy, size_t n, const qc_rq_params *p);
-    /* fill the depthwise sub-planes xs from one H x W input plane (int8 when sx) */
-    void (*dw_pack)(const void *x, int sx, int32_t xzp, const qc_win2d *g, const qc_dw_geom *d,
-                    int16_t *xs);
-    /* depthwise convolution of one plane (sub-plane layout above); y is int32 (y32 != NULL)
-     * or int8/uint8 (sy) */
-    void (*dwconv)(const int16_t *xs, const qc_dw_geom *d, const int16_t *wk, const qc_win2d *g,
-                   const qc_dw_params *p, int32_t *acc, int32_t *y32, void *y, int sy);
 } qc_qops_impl;
 
 extern const qc_qops_impl qc_qops__scalar;

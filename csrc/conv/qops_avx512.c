@@ -1,16 +1,10 @@
-/* Quantized operator kernels built for AVX-512: qops_impl.h plus a hand-written depthwise conv. */
+/* Quantized operator kernels built for AVX-512: qops_impl.h plus hand-written pooling, add and
+ * requantizing copies. */
 #include <immintrin.h>
 
 #include "conv/qops.h"
 
 #define QC_QOPS_NAME(name) qc_qops_##name##__avx512
-static void dwconv_avx512(const int16_t *xs, const qc_dw_geom *d, const int16_t *wk,
-                          const qc_win2d *g, const qc_dw_params *p, int32_t *acc, int32_t *y32,
-                          void *y, int sy);
-static void requant_f64_avx512(const int32_t *acc, int32_t bias, void *y, int sy, size_t n,
-                               double mult, double yzp, double lo, double hi);
-#define QC_QOPS_DWCONV dwconv_avx512
-#define QC_QOPS_REQUANT_F64 requant_f64_avx512
 #include "conv/qops_impl.h"
 
 /* Keeps the compiler from fusing a vpmovdb into the masked store that follows: the memory form
@@ -18,109 +12,6 @@ static void requant_f64_avx512(const int32_t *acc, int32_t bias, void *y, int sy
 QC_INLINE __m128i opaque128(__m128i v) {
     __asm__("" : "+v"(v));
     return v;
-}
-
-/* qc_requant_f64 on 16 lanes: the same float64 multiply, add, clamp and round to nearest even
- * (vrndscalepd instead of the 1.5 * 2^52 trick: both are exact RNE in the clamped range); the
- * result is in range, so truncating to 8 bits gives int8 or uint8 alike. */
-typedef struct {
-    __m512d m, z, lo, hi;
-    __m512i bias;
-} rq64_consts;
-
-QC_INLINE rq64_consts rq64_setup(int32_t bias, double mult, double yzp, double lo, double hi) {
-    rq64_consts c = {_mm512_set1_pd(mult), _mm512_set1_pd(yzp), _mm512_set1_pd(lo),
-                     _mm512_set1_pd(hi), _mm512_set1_epi32(bias)};
-    return c;
-}
-
-QC_INLINE void rq64_step(const rq64_consts *c, const int32_t *acc, uint8_t *out, __mmask16 k) {
-    __m512i a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc), c->bias);
-    __m512d v0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(a));
-    __m512d v1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(a, 1));
-    v0 = _mm512_add_pd(_mm512_mul_pd(v0, c->m), c->z);
-    v1 = _mm512_add_pd(_mm512_mul_pd(v1, c->m), c->z);
-    v0 = _mm512_min_pd(_mm512_max_pd(v0, c->lo), c->hi);
-    v1 = _mm512_min_pd(_mm512_max_pd(v1, c->lo), c->hi);
-    v0 = _mm512_roundscale_pd(v0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    v1 = _mm512_roundscale_pd(v1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512i r = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(v0)),
-                                   _mm512_cvtpd_epi32(v1), 1);
-    _mm_mask_storeu_epi8(out, k, opaque128(_mm512_cvtepi32_epi8(r)));
-}
-
-static void requant_f64_avx512(const int32_t *acc, int32_t bias, void *y, int sy, size_t n,
-                               double mult, double yzp, double lo, double hi) {
-    (void)sy;
-    const rq64_consts c = rq64_setup(bias, mult, yzp, lo, hi);
-    for (size_t i = 0; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        rq64_step(&c, acc + i, (uint8_t *)y + i, k);
-    }
-}
-
-/* The depthwise epilogue for a whole plane: rows of the flat accumulator (pitch PWs) to the
- * output plane (pitch OW), constants set up once. */
-static void dw_store_avx512(const int32_t *acc, const qc_win2d *g, const qc_dw_geom *d,
-                            const qc_dw_params *p, int32_t *y32, void *y, int sy) {
-    if (y32) {
-        QC_QOPS_NAME(dw_store)(acc, g, d, p, y32, y, sy);
-        return;
-    }
-    const size_t OW = g->OW;
-    const rq64_consts c = rq64_setup(p->bias, p->mult, p->yzp, p->lo, p->hi);
-    for (size_t oy = 0; oy < g->OH; oy++) {
-        for (size_t i = 0; i < OW; i += 16) {
-            const __mmask16 k =
-                OW - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (OW - i)) - 1);
-            rq64_step(&c, acc + oy * d->PWs + i, (uint8_t *)y + oy * OW + i, k);
-        }
-    }
-}
-
-#define QC_DW_MAX_PAIRS 128
-
-/* Taps are taken in pairs (k, k+1): the two input vectors are interleaved by 16-bit unpacks and
- * vpmaddwd multiplies them by the weight pair, summing both products into int32 (at most
- * 2 * 255 * 255, exact). The unpacks permute output positions the same way for every pair, so
- * the accumulators are put back in order once, when stored: unpacklo holds, per 128-bit lane l,
- * t = 8l .. 8l+3 and unpackhi t = 8l+4 .. 8l+7. Integer sums wrap, so the order of additions
- * does not matter and the result equals the generic kernel's. */
-static void dwconv_avx512(const int16_t *xs, const qc_dw_geom *d, const int16_t *wk,
-                          const qc_win2d *g, const qc_dw_params *p, int32_t *acc, int32_t *y32,
-                          void *y, int sy) {
-    if (d->ntaps > 2 * QC_DW_MAX_PAIRS) {
-        QC_QOPS_NAME(dwconv_generic)(xs, d, wk, g, p, acc, y32, y, sy);
-        return;
-    }
-    const int taps = (int)d->ntaps;
-    const int pairs = (taps + 1) / 2;
-    const int16_t *src0[QC_DW_MAX_PAIRS], *src1[QC_DW_MAX_PAIRS];
-    int32_t wpair[QC_DW_MAX_PAIRS];
-    for (int k = 0; k < pairs; k++) {
-        int t0 = 2 * k, t1 = 2 * k + 1 < taps ? 2 * k + 1 : 2 * k;
-        src0[k] = xs + d->tap_off[t0];
-        src1[k] = xs + d->tap_off[t1];
-        uint16_t w0 = (uint16_t)wk[t0], w1 = 2 * k + 1 < taps ? (uint16_t)wk[t1] : 0;
-        wpair[k] = (int32_t)((uint32_t)w0 | ((uint32_t)w1 << 16));
-    }
-    const __m512i idx0 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-    const __m512i idx1 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
-    const size_t L = (g->OH - 1) * d->PWs + g->OW;
-    /* reads and writes up to 31 elements past L stay inside the QC_DW_SLACK scratch */
-    for (size_t t = 0; t < L; t += 32) {
-        __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
-        for (int k = 0; k < pairs; k++) {
-            const __m512i a = _mm512_loadu_si512((const void *)(src0[k] + t));
-            const __m512i b = _mm512_loadu_si512((const void *)(src1[k] + t));
-            const __m512i w = _mm512_set1_epi32(wpair[k]);
-            lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), w));
-            hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), w));
-        }
-        _mm512_storeu_si512((void *)(acc + t), _mm512_permutex2var_epi64(lo, idx0, hi));
-        _mm512_storeu_si512((void *)(acc + t + 16), _mm512_permutex2var_epi64(lo, idx1, hi));
-    }
-    dw_store_avx512(acc, g, d, p, y32, y, sy);
 }
 
 /* ---- element-wise: 16 lanes per step, masked tails (never past the buffers) ---- */
@@ -965,58 +856,6 @@ QC_DEF_AVGPOOL512(uint8_t, uint16_t, _mm512_cvtepu8_epi16, _mm512_cvtepu16_epi32
 QC_DEF_AVGPOOL512(int8_t, int16_t, _mm512_cvtepi8_epi16, _mm512_cvtepi16_epi32, QC_EVEN32_S,
                   QC_QOPS_NAME(avgpool_s8), avgpool_s8_avx512)
 
-/* ---- depthwise sub-plane fill (layout in qops.h): rows converted to int16 minus xzp with
- * masked 64-byte steps; stride 2 splits even/odd columns through 16-bit lanes ---- */
-
-#define QC_DEF_DWPACK512(T, CVT, EVEN16, ODD16, NAME)                                         \
-    static void NAME(const T *x, int32_t xzp, const qc_win2d *g, const qc_dw_geom *d,         \
-                     int16_t *xs) {                                                           \
-        const size_t H = g->H, W = g->W, sh = (size_t)g->sh, sw = (size_t)g->sw;              \
-        if (sw > 2) {                                                                         \
-            QC_QOPS_NAME(dw_pack)(x, (T)-1 < 0, xzp, g, d, xs);                               \
-            return;                                                                           \
-        }                                                                                     \
-        memset(xs, 0, (sh * sw * d->plane_stride + QC_DW_SLACK) * sizeof(int16_t));           \
-        const __m512i z = _mm512_set1_epi16((int16_t)xzp);                                    \
-        const size_t pl = (size_t)g->pl;                                                      \
-        size_t ry = (size_t)g->pt / sh, py = (size_t)g->pt % sh;                              \
-        for (size_t iy = 0; iy < H; iy++) {                                                   \
-            const T *src = x + iy * W;                                                        \
-            int16_t *drow = xs + py * sw * d->plane_stride + ry * d->PWs;                     \
-            if (sw == 1) {                                                                    \
-                int16_t *dst = drow + pl;                                                     \
-                for (size_t i = 0; i < W; i += 32) {                                          \
-                    const __mmask32 k = (__mmask32)tail64(QC_MIN((size_t)32, W - i));         \
-                    __m512i v = CVT(_mm256_maskz_loadu_epi8(k, src + i));                     \
-                    _mm512_mask_storeu_epi16(dst + i, k, _mm512_sub_epi16(v, z));             \
-                }                                                                             \
-            } else {                                                                          \
-                /* input column 2j goes to phase pl % 2 at j + pl / 2, column 2j + 1 to phase \
-                 * (pl + 1) % 2 at j + (pl + 1) / 2 */                                        \
-                int16_t *de = drow + (pl % 2) * d->plane_stride + pl / 2;                     \
-                int16_t *dodd = drow + ((pl + 1) % 2) * d->plane_stride + (pl + 1) / 2;       \
-                for (size_t i = 0; i < W; i += 64) {                                          \
-                    const size_t rem = QC_MIN((size_t)64, W - i);                             \
-                    __m512i v = _mm512_maskz_loadu_epi8(tail64(rem), src + i);                \
-                    __m512i e = _mm512_sub_epi16(EVEN16(v), z);                               \
-                    __m512i o = _mm512_sub_epi16(ODD16(v), z);                                \
-                    _mm512_mask_storeu_epi16(de + i / 2, (__mmask32)tail64((rem + 1) / 2), e); \
-                    _mm512_mask_storeu_epi16(dodd + i / 2, (__mmask32)tail64(rem / 2), o);    \
-                }                                                                             \
-            }                                                                                 \
-            if (++py == sh) py = 0, ry++;                                                     \
-        }                                                                                     \
-    }
-
-QC_DEF_DWPACK512(uint8_t, _mm512_cvtepu8_epi16, QC_EVEN_U16, QC_ODD_U16, dw_pack_u8_avx512)
-QC_DEF_DWPACK512(int8_t, _mm512_cvtepi8_epi16, QC_EVEN_S16, QC_ODD_S16, dw_pack_s8_avx512)
-
-static void dw_pack_avx512(const void *x, int sx, int32_t xzp, const qc_win2d *g,
-                           const qc_dw_geom *d, int16_t *xs) {
-    if (sx) dw_pack_s8_avx512(x, xzp, g, d, xs);
-    else dw_pack_u8_avx512(x, xzp, g, d, xs);
-}
-
 const qc_qops_impl qc_qops__avx512 = {
     maxpool_s8_avx512,
     maxpool_u8_avx512,
@@ -1024,6 +863,4 @@ const qc_qops_impl qc_qops__avx512 = {
     avgpool_u8_avx512,
     add_avx512,
     requant_avx512,
-    dw_pack_avx512,
-    dwconv_avx512,
 };

@@ -1,4 +1,4 @@
-/* Quantized operator kernels (pooling, add, concat, depthwise conv) built for scalar. */
+/* Quantized operator kernels (pooling, add, concat) built for scalar. */
 #define QC_QOPS_NAME(name) qc_qops_##name##__scalar
 #include "conv/qops_impl.h"
 

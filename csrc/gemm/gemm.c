@@ -187,16 +187,20 @@ static size_t call_workspace_size(const qc_gemm_kernels *kern, int64_t k, int64_
 }
 
 /* Copy rows [i0, i0 + mc) of A as a' (u8, or uint16 when a16), zero-padded to kp, with their
- * row sums and za'. */
+ * row sums (0 when no_sums: every zb' of the call is 0, so no kernel uses them) and za'. */
 static void pack_a(const qc_gemm_args *g, int64_t i0, int64_t mc, int64_t kp, int a16,
-                   void *dst, int32_t *rsum, int32_t *zap) {
+                   int no_sums, void *dst, int32_t *rsum, int32_t *zap) {
     const int64_t k = g->b->k;
     const uint8_t flip = g->a_signed ? 0x80 : 0;
     const int32_t zoff = g->a_signed ? 128 : 0;
     for (int64_t r = 0; r < mc; r++) {
         const uint8_t *src = (const uint8_t *)g->a + (i0 + r) * g->lda;
         uint32_t sum = 0;
-        if (a16) {
+        if (!a16 && !flip && no_sums) { /* a' = a, nothing to sum: a plain copy */
+            uint8_t *d = (uint8_t *)dst + r * kp;
+            memcpy(d, src, (size_t)k);
+            memset(d + k, 0, (size_t)(kp - k));
+        } else if (a16) {
             uint16_t *d = (uint16_t *)dst + r * kp;
             for (int64_t kk = 0; kk < k; kk++) {
                 uint8_t v = (uint8_t)(src[kk] ^ flip);
@@ -213,7 +217,7 @@ static void pack_a(const qc_gemm_args *g, int64_t i0, int64_t mc, int64_t kp, in
             }
             for (int64_t kk = k; kk < kp; kk++) d[kk] = 0;
         }
-        rsum[r] = (int32_t)sum;
+        rsum[r] = no_sums ? 0 : (int32_t)sum;
         int32_t za = g->a_zp ? g->a_zp[g->a_zp_per_row ? i0 + r : 0] : 0;
         /* a per-tensor za' is folded into cterm by qc_gemm_run */
         zap[r] = g->a_zp_per_row ? za + zoff : 0;
@@ -275,7 +279,7 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
 
     for (int64_t i0 = 0; i0 < g->m; i0 += mc_max) {
         const int64_t mc = QC_MIN(mc_max, g->m - i0);
-        pack_a(g, i0, mc, kp, kern->a16, abuf, rsum, zap);
+        pack_a(g, i0, mc, kp, kern->a16, t.zbp_zero, abuf, rsum, zap);
         for (int64_t jc = 0; jc < ncols; jc += nc_blk) {
             const int64_t jc_end = QC_MIN(ncols, jc + nc_blk);
             for (int64_t ir = 0; ir < mc; ir += kern->mr) {

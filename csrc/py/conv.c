@@ -7,6 +7,7 @@
 
 #include "conv/conv.h"
 #include "conv/nchw.h"
+#include "conv/dw.h"
 #include "conv/qops.h"
 
 static const int QC_ACT_TYPES[] = {NPY_INT8, NPY_UINT8, -1};
@@ -839,14 +840,15 @@ static PyObject *py_set_conv_nchw(PyObject *self, PyObject *arg) {
     return PyLong_FromLong(qc_nchw_force((int)mode));
 }
 
-/* _set_dw_band_rows(rows) -> previous: output rows per band of the depthwise path (0: from
- * the scratch budget). Tests only: any banding gives the same results. */
-static PyObject *py_set_dw_band_rows(PyObject *self, PyObject *arg) {
+/* _set_dw_tile_rows(rows) -> previous: the direct (depthwise) path's tiles get at most `rows`
+ * output rows and 3 * rows columns and the NHWC variant is off (0: automatic). Tests only: any
+ * tiling gives the same results. */
+static PyObject *py_set_dw_tile_rows(PyObject *self, PyObject *arg) {
     (void)self;
     Py_ssize_t rows;
     if (qc_parse_ssize(arg, "rows", &rows) < 0) return NULL;
     if (rows < 0) return (qc_value_error("rows: expected an int >= 0, got %zd", rows), NULL);
-    return PyLong_FromSize_t(qc_dw_band_force((size_t)rows));
+    return PyLong_FromSize_t(qc_dw_tile_force((size_t)rows));
 }
 
 PyMethodDef qc_conv_methods[] = {
@@ -854,8 +856,8 @@ PyMethodDef qc_conv_methods[] = {
     {"_pack_conv_weight", py_pack_conv_weight, METH_VARARGS, "Prepare conv weights once."},
     {"_conv_path", py_conv_path, METH_O, "The path a packed conv weight runs on."},
     {"_set_conv_nchw", py_set_conv_nchw, METH_O, "Force the NCHW conv GEMM on or off (tests)."},
-    {"_set_dw_band_rows", py_set_dw_band_rows, METH_O,
-     "Output rows per depthwise band (tests; 0: automatic)."},
+    {"_set_dw_tile_rows", py_set_dw_tile_rows, METH_O,
+     "Force small depthwise tiles (tests; 0: automatic)."},
     {"_pool2d", py_pool2d, METH_VARARGS, "Max / average / global average pooling."},
     {"_qlinear_add", py_qlinear_add, METH_VARARGS, "QLinearAdd on same-shape inputs."},
     {"_qlinear_concat", py_qlinear_concat, METH_VARARGS, "QLinearConcat."},
@@ -864,7 +866,8 @@ PyMethodDef qc_conv_methods[] = {
 
 int qc_conv_init(PyObject *m) {
     (void)m;
-    if (qc_register_family(&qc_qops_family) < 0 || qc_register_family(&qc_nchw_family) < 0)
+    if (qc_register_family(&qc_qops_family) < 0 || qc_register_family(&qc_nchw_family) < 0 ||
+        qc_register_family(&qc_dw_family) < 0)
         return -1;
     return 0;
 }

@@ -1,0 +1,130 @@
+/* Direct (depthwise and small-group) convolution on bounded tiles: layouts and kernel family.
+ *
+ * conv.c cuts each output plane into tiles of at most QC_DW_TILE_OW columns and a bounded
+ * number of rows, and for each tile packs the input region the tile reads:
+ *
+ * 1. Sub-planes. With the padded plane xpad (q - x_zp inside, 0 in the padding, as ONNX pads
+ *    the zero-point-subtracted input), the tile's region is rows [oy0 * sh, ...) and columns
+ *    [ox0 * sw, ...) of xpad; sub-plane (py, px) of the region holds region[r * sh + py]
+ *    [c * sw + px] at [r][c] (PHs x PWs, int16, zeros past the region), at xs + (py * sw + px)
+ *    * plane_stride. Tap (ky, kx) of output (oy, ox) (tile-relative) then reads sub-plane
+ *    ((ky*dh) % sh, (kx*dw) % sw) at [oy + (ky*dh) / sh][ox + (kx*dw) / sw]: with outputs
+ *    numbered flat, t = oy * PWs + ox, every tap reads xs at its own offset plus t, so one tap
+ *    is one contiguous pass over t in [0, L), L = (TH - 1) * PWs + TW (the columns ox >= TW of
+ *    each row are computed and dropped). A group with Cg input channels has Cg such sets.
+ * 2. Pairs. xp[i] = (uint16)xs[i] | xs[i + 1] << 16: the int16 at i and the one after it in
+ *    one 32-bit lane. Two taps whose offsets differ by one (kx and kx + sw/dw of one sub-plane
+ *    row: (0,1) of a 3x3 stride 1, (0,2) of a stride 2) are one read of xp and one int16 pair
+ *    multiply-add (vpmaddwd / vpdpwssd) with the weight pair (w0, w1); a tap with no partner
+ *    is a pair with weight (w, 0). For a 3x3 kernel that is 6 pair operations per output, 16
+ *    outputs per 512-bit vector.
+ *
+ * Numerics: x - x_zp and w - w_zp are in [-255, 255], so a pair's two products sum to at most
+ * 2 * 255^2 < 2^31 exactly; the sum over pairs (and the bias) wraps modulo 2^32 like the
+ * reference, so the order of additions does not matter. The requantized output is
+ * qc_gemm_requant1(acc + bias, scale, y_zp, lo, hi) (float64, ties to even), which SIMD
+ * kernels may shortcut in float32 where proven equal (see each kernel). */
+#ifndef QC_CONV_DW_H
+#define QC_CONV_DW_H
+
+#include "qc_common.h"
+#include "cpu/cpu.h"
+
+#define QC_DW_TILE_OW 256     /* output columns of a tile, at most */
+#define QC_DW_TILE_ELEMS 8192 /* target size of one input channel's sub-plane set, elements */
+/* Elements every kernel may read or write past [0, L) (rounding up to its vectors, 4 of 16
+ * lanes at most): the buffers conv.c allocates carry this slack. */
+#define QC_DW_SLACK_T 64
+
+/* One kernel call: nch output channels of one tile. Output channel c reads the pair planes at
+ * xp + (c / per_xp) * xp_stride, taps op j at offset off[j] of them with weight pair
+ * wp[c * nops + j]. */
+typedef struct {
+    size_t nch, per_xp;
+    const int32_t *xp;
+    size_t xp_stride;
+    size_t nops;
+    const size_t *off;
+    const int32_t *wp;
+    size_t L, TH, TW, PWs;  /* flat outputs and the tile's rows, columns and flat pitch */
+    const int32_t *bias;    /* per channel, or NULL */
+    const float *scale;     /* per channel (requantized output) */
+    int32_t y_zp, lo, hi;   /* requantization zero point and clamp bounds (relu in lo) */
+    int out32;              /* 1: int32 accumulators out (ConvInteger), else bytes */
+    void *y;                /* channel c's tile at y + c * ldc, row r at + r * ldy (elements) */
+    size_t ldc, ldy;
+    void *buf;              /* scratch: L + QC_DW_SLACK_T int32 */
+    const uint16_t *masks;  /* qc_dw_masks of this L, PWs and TW (kernels may ignore them) */
+} qc_dw_tile;
+
+/* The output lanes of the flat vectors of 16: bit l of masks[v] is set when t = 16v + l is an
+ * output (t = r * PWs + o, r < TH, o < TW; L = (TH - 1) * PWs + TW); nvec = round_up(L, 64)
+ * / 16 masks. Filled row by row, a word at a time. */
+static inline void qc_dw_masks(size_t TH, size_t PWs, size_t TW, uint16_t *masks) {
+    const size_t L = (TH - 1) * PWs + TW, nvec = (L + 63) / 64 * 4;
+    for (size_t v = 0; v < nvec; v++) masks[v] = 0;
+    for (size_t r = 0; r < TH; r++) {
+        size_t b = r * PWs;
+        const size_t e = b + TW;
+        while (b < e) {
+            const size_t v = b / 16, lo = b % 16, hi = QC_MIN((size_t)16, lo + (e - b));
+            masks[v] |= (uint16_t)((0xFFFFu >> (16 - (hi - lo))) << lo);
+            b += hi - lo;
+        }
+    }
+}
+
+/* Small depthwise planes, channels across the lanes: 16 channels (one image, groups of one
+ * input and one output channel) at once. The driver builds xb, the block's padded input plane
+ * in NHWC: PH x PW pixels of 16 bytes (x as given, x_zp in the padding and in channels past
+ * nch), plus pd more pixels of x_zp. The kernel forms the pair plane xp[p][c] = (x[p][c] - x_zp,
+ * x[p + pd][c] - x_zp) (int16 pairs in 32-bit lanes) and then, for each output pixel
+ * (oy, ox), acc[c] = bias[c] + sum_j pair(xp[oy * sh * PW + ox * sw + poff[j]][c], wp[j][c]),
+ * requantized (qc_gemm_requant1 with scale[c]) into ob: OH * OW pixels of 16 bytes (or int32).
+ * Numerics are the per-plane kernel's: the same pairs, wrapping sums, the same epilogue. */
+typedef struct {
+    const uint8_t *xb;
+    size_t PH, PW, pd;
+    int sx;
+    int32_t xzp;
+    size_t OH, OW, sh, sw;
+    size_t nops;
+    const size_t *poff;     /* nops pixel offsets */
+    const int32_t *wp;      /* nops x 16 weight pairs, lane = channel (0 past nch) */
+    const int32_t *bias;    /* 16 (0 past nch) */
+    const float *scale;     /* 16 (requantized output) */
+    int32_t y_zp, lo, hi;
+    int out32, lean;        /* lean: every lane's |acc| < 2^24 and scale in [0, 64) */
+    void *ob;
+    int32_t *xp;            /* scratch: (PH * PW) x 16 int32 */
+} qc_dw_nhwc;
+
+#define QC_DW_NHWC_MAX_PIX 4096 /* padded pixels of a plane the NHWC kernel takes, at most */
+
+typedef struct {
+    const char *name;
+    /* nrows rows (src and dst row r at + r * lds, + r * ldd) of n bytes src[0], src[sw], ...
+     * (int8 when sx) minus xzp into dst[0 .. n) */
+    void (*rows)(const uint8_t *src, size_t lds, int sx, size_t sw, size_t n, size_t nrows,
+                 int32_t xzp, int16_t *dst, size_t ldd);
+    /* stride 2: nrows rows of n bytes, byte j minus xzp to d0[j / 2] (j even) or d1[j / 2]
+     * (j odd): both column phases of a row in one pass */
+    void (*rows2)(const uint8_t *src, size_t lds, int sx, size_t n, size_t nrows, int32_t xzp,
+                  int16_t *d0, int16_t *d1, size_t ldd);
+    /* xp[i] = (uint16)xs[i] | xs[i + 1] << 16 for i < n (reads xs[0 .. n]) */
+    void (*pairs)(const int16_t *xs, size_t n, int32_t *xp);
+    void (*tile)(const qc_dw_tile *t);
+    void (*nhwc)(const qc_dw_nhwc *b);
+} qc_dw_kernels;
+
+extern const qc_dw_kernels qc_dw_kernels_scalar;
+extern const qc_dw_kernels qc_dw_kernels_avx2;
+extern const qc_dw_kernels qc_dw_kernels_avx512;
+extern const qc_dw_kernels qc_dw_kernels_avx512vnni;
+extern const qc_family qc_dw_family;
+
+static inline const qc_dw_kernels *qc_dw_select(void) {
+    return (const qc_dw_kernels *)qc_family_select(&qc_dw_family)->impl;
+}
+
+#endif
