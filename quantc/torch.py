@@ -603,9 +603,11 @@ def convert(qat_model, example_input, *, calibration_data=None, io="float", opse
                              f"(constant folding); quantc cannot give it its trained scale")
         weight_scales[key] = s
     qmodel = Model.from_onnx(proto)
+    per_tensor = all(np.ndim(s) == 0 for s in weight_fq.values()) and weight_fq
     qm = quantize_model(qmodel, calibration_data, ranges=ranges, weight_scales=weight_scales,
                         activation_dtype=adt or "uint8", io=io, bias_correction=False,
-                        progress=False)
+                        progress=False,
+                        weight_granularity="per_tensor" if per_tensor else "per_channel")
     qm.info["qat_tensors"] = dict(tensor_name)
     return (qm, proto) if return_onnx else qm
 
