@@ -193,6 +193,19 @@ def _impl():
             else:
                 self.register_buffer("scale", s)
 
+        def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+            # the qparams are None until data is seen: take their shapes from the checkpoint
+            for name in ("min_val", "max_val", "zero_point", "scale"):
+                t = state_dict.get(prefix + name)
+                if t is None:
+                    continue
+                if name == "scale" and self.learn_scale:
+                    self.scale.data = t.detach().clone()
+                    self.scale_initialized = True
+                else:
+                    setattr(self, name, t.detach().clone())
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
         def extra_repr(self):
             return (f"dtype={self.dtype}, qmin={self.qmin}, qmax={self.qmax}, axis={self.axis}, "
                     f"symmetric={self.symmetric}, profile={self.profile!r}, "

@@ -311,6 +311,21 @@ def test_convert_agrees_with_the_qat_forward():
 
 
 @needs_torch
+def test_state_dict_round_trip():
+    x, y = _calib()
+    q = _fit(qt.prepare_qat(qt.digits_module(), weight_bits=4), x[:64], y[:64], 1)
+    fresh = qt.prepare_qat(qt.digits_module(), weight_bits=4)
+    fresh.load_state_dict(q.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), q(x))
+    lsq = qt.FakeQuantize(axis=0, symmetric=True, learn_scale=True)
+    lsq.train()(torch.randn(4, 3))
+    back = qt.FakeQuantize(axis=0, symmetric=True, learn_scale=True)
+    back.load_state_dict(lsq.state_dict())
+    assert torch.equal(back.scale, lsq.scale) and back.scale.shape == (4,)
+
+
+@needs_torch
 def test_convert_errors():
     q = qt.prepare_qat(qt.digits_module())
     with pytest.raises(ValueError, match="no range yet"):
@@ -337,10 +352,21 @@ def test_qat_recovers_4bit_accuracy():
         q.train()(xtr[:256])  # PTQ: observers on 256 training images, no training
     ptq = qt.convert(q.eval(), xtr[:4])
     ptq_acc = (ptq(xt).argmax(1) == yt).mean()
+
+    def loss(model):
+        with torch.no_grad():
+            return torch.nn.functional.cross_entropy(
+                model(torch.from_numpy(xt)), torch.from_numpy(yt.astype(np.int64))).item()
+    float_loss, ptq_loss = loss(m), loss(q)
     q = _fit(q, xtr, ytr, 5, lr=3e-4)
     qat_acc = (qt.convert(q, xtr[:4])(xt).argmax(1) == yt).mean()
-    assert ptq_acc <= float_acc - 0.008, (float_acc, ptq_acc)
-    assert qat_acc >= float_acc - 0.01, (float_acc, ptq_acc, qat_acc)
+    qat_loss = loss(q)
+    # the numbers (torch 2.13 CPU, one thread): float 98.61% / 0.046, PTQ 97.78% / 0.082,
+    # QAT (5 epochs) 98.06% / 0.060
+    assert ptq_acc <= float_acc - 0.008 and ptq_loss > 1.5 * float_loss, \
+        (float_acc, ptq_acc, float_loss, ptq_loss)
+    assert qat_acc >= float_acc - 0.01 and qat_loss < 0.8 * ptq_loss, \
+        (float_acc, ptq_acc, qat_acc, float_loss, ptq_loss, qat_loss)
 
 
 # ---- quantize_model(ranges=, weight_scales=) --------------------------------------------
