@@ -956,7 +956,8 @@ def _layer_stats(qm, planned, observers, data):
         out = node.outputs[0]
         qp = qm.qparams.get(out)
         sig, err, clipped, count = acc.get(out, [0.0, 0.0, 0, 0])
-        sqnr = math.nan if count == 0 else math.inf if err == 0 else (10 * math.log10(sig / err) if sig > 0 else -math.inf)
+        sqnr = math.nan if count == 0 else math.inf if err == 0 else \
+            (10 * math.log10(sig / err) if sig > 0 else -math.inf)
         lo, hi = qp.range() if qp is not None else (None, None)
         act = node.attrs.get("activation")
         rows.append({"layer": node.name, "op": node.op + ("+" + (act if isinstance(act, str)

@@ -544,7 +544,8 @@ def convert(qat_model, example_input, *, calibration_data=None, io="float", opse
                                  f"weights with zero point 0")
             del layer.weight_fake_quant
             layer.__class__ = layer.__class__.__mro__[1]  # the plain nn.Conv2d / nn.Linear
-            weight_fq[name[:-len(".weight_fake_quant")] + ".weight"] = p[0]
+            weight_fq[name[:-len(".weight_fake_quant")] + ".weight"] = (
+                p[0], layer.weight.detach().numpy())
             continue
         if m.axis is not None or (m.qmin, m.qmax) != _dtype_range(m.dtype):
             raise ValueError(f"convert: {name}: quantc's activations are per-tensor with the "
@@ -609,20 +610,32 @@ def convert(qat_model, example_input, *, calibration_data=None, io="float", opse
         ranges[t] = qp
     inits = {i.name: i for i in proto.graph.initializer}
     weight_scales = {}
-    for pname, s in weight_fq.items():
-        key = pname
-        if key not in inits:
-            raise ValueError(f"convert: the weight {pname!r} was renamed by the ONNX export "
-                             f"(constant folding); quantc cannot give it its trained scale")
+    for pname, (s, w) in weight_fq.items():
+        key = pname if pname in inits else _find_initializer(proto, w)
+        if key is None:
+            raise ValueError(f"convert: the weight {pname!r} is not an initializer of the "
+                             f"exported graph; quantc cannot give it its trained scale")
         weight_scales[key] = s
     qmodel = Model.from_onnx(proto)
-    per_tensor = all(np.ndim(s) == 0 for s in weight_fq.values()) and weight_fq
+    per_tensor = all(np.ndim(s) == 0 for s, _ in weight_fq.values()) and weight_fq
     qm = quantize_model(qmodel, calibration_data, ranges=ranges, weight_scales=weight_scales,
                         activation_dtype=adt or "uint8", io=io, bias_correction=False,
                         progress=False,
                         weight_granularity="per_tensor" if per_tensor else "per_channel")
     qm.info["qat_tensors"] = dict(tensor_name)
     return (qm, proto) if return_onnx else qm
+
+
+def _find_initializer(proto, w):
+    """The name of the initializer holding ``w`` or ``w.T`` (a Linear on a 3-D input is
+    exported as MatMul with the transposed weight folded into a new constant), or None."""
+    from onnx import numpy_helper
+    for init in proto.graph.initializer:
+        if tuple(init.dims) in (w.shape, w.shape[::-1]):
+            a = numpy_helper.to_array(init)
+            if a.dtype == w.dtype and (np.array_equal(a, w) or np.array_equal(a, w.T)):
+                return init.name
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

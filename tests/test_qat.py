@@ -476,3 +476,45 @@ def test_batchnorm_is_folded_and_uncovered_tensors_need_calibration():
         qt.convert(q, x[:2])  # the average pool's output has no FakeQuantize
     qm = qt.convert(q, x[:2], calibration_data=[x.numpy()])
     assert (qm(x.numpy()).argmax(1) == ref.argmax(1)).mean() >= 0.9
+
+
+@needs_torch
+def test_nested_modules_relu6_and_transposed_weights():
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(),
+                                          nn.Conv2d(8, 4, 1), nn.ReLU6())
+            self.head = nn.ModuleDict({"fc": nn.Linear(64, 5)})
+
+        def forward(self, x):
+            return self.head["fc"](torch.flatten(self.features(x), 1))
+
+    x = torch.randn(256, 2, 4, 4)
+    q = qt.prepare_qat(Net().eval(), weight_bits=4)
+    with torch.no_grad():
+        q.train()(x)
+        ref = q.eval()(x).numpy()
+    qm = qt.convert(q, x[:2])
+    assert qm.info["qat_tensors"] == {"input_x_act_fq": "input", "features_0_act_fq": "qat_act0",
+                                      "features_2_act_fq": "qat_act1", "head_fc_act_fq": "output"}
+    assert [r["op"] for r in qm.report()][:2] == ["Conv+Relu", "Conv+Clip"]
+    assert all(np.abs(w["weight"]).max() <= 7 for w in qm.weights.values())
+    out = qm(x.numpy())  # (an untrained net's logits tie on the output grid: no argmax test)
+    assert np.abs(out - ref).max() <= 2 * qm.qparams["output"].scale
+    # a Linear on a 3-D input is exported as MatMul with a new, transposed constant
+    import io
+
+    import onnx
+    from quantc.torch import _find_initializer
+    lin = nn.Linear(8, 6).eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(lin, (torch.randn(2, 5, 8),), buf, dynamo=False)
+    proto = onnx.load_from_string(buf.getvalue())
+    name = _find_initializer(proto, lin.weight.detach().numpy())
+    assert name is not None and name != "weight"
+    assert _find_initializer(proto, np.ones((6, 8), np.float32)) is None
