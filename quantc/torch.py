@@ -515,7 +515,10 @@ def convert(qat_model, example_input, *, calibration_data=None, io="float", opse
     torch, FakeQuantize, Capture = impl["torch"], impl["FakeQuantize"], impl["Capture"]
     import io as _io
 
-    import onnx
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError("quantc.torch.convert needs onnx: pip install 'quantc[torch]'") from e
 
     from .model import Model
     from .qmodel import quantize_model
