@@ -13,7 +13,7 @@
 #define QC_UNUSED(x) ((void)(x))
 #define QC_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 
-/* Rounding profiles for float -> integer quantization (see API.md, Profiles). */
+/* Rounding profiles for float -> integer quantization (see docs/API.md and README.md, "Profiles"). */
 typedef enum {
     QC_PROFILE_ONNX = 0,   /* rne(x / s) + zp, true division, ties to even */
     QC_PROFILE_TORCH = 1,  /* zp + rne(x * (1.0f / s)), float32 reciprocal, ties to even (as

@@ -1,10 +1,11 @@
-"""The bundled example: a small CNN trained on scikit-learn's digits, with its test split.
+"""The bundled example: a small CNN trained on scikit-learn's digits, with its data splits.
 
 ``digits_model()`` builds it as a :class:`quantc.Model` from the weights in
 ``quantc/data/digits_cnn.npz`` (trained by ``scripts/train_digits.py``); ``digits_data()``
 returns the 360 held-out test images as float32 (N, 1, 8, 8) in [0, 1] with their labels,
-``digits_calibration()`` 256 training images (not in the test split) for calibration.
-Nothing is downloaded.
+``digits_train()`` the 1437 training images the weights were trained on (for fine-tuning,
+e.g. quantization-aware training), ``digits_calibration()`` the first 256 of them as
+calibration batches. Nothing is downloaded.
 """
 import os
 
@@ -15,10 +16,10 @@ from .model import ModelBuilder
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 DIGITS_WEIGHTS = os.path.join(DATA, "digits_cnn.npz")
 DIGITS_TEST = os.path.join(DATA, "digits_test.npz")
-DIGITS_CALIB = os.path.join(DATA, "digits_calib.npz")
+DIGITS_TRAIN = os.path.join(DATA, "digits_train.npz")
 
-__all__ = ["digits_weights", "digits_data", "digits_calibration", "digits_model",
-           "digits_logits"]
+__all__ = ["digits_weights", "digits_data", "digits_train", "digits_calibration",
+           "digits_model", "digits_logits"]
 
 
 def digits_weights():
@@ -37,10 +38,16 @@ def digits_data():
     return _images(DIGITS_TEST)
 
 
+def digits_train():
+    """The training split (disjoint from the test split): (images float32 (1437, 1, 8, 8) in
+    [0, 1], labels uint8)."""
+    return _images(DIGITS_TRAIN)
+
+
 def digits_calibration(batch_size=32):
-    """256 training images (not in the test split) as a list of float32 (batch, 1, 8, 8)
-    batches: calibration data for :func:`quantc.quantize_model`."""
-    x, _ = _images(DIGITS_CALIB)
+    """The first 256 training images (not in the test split) as a list of float32
+    (batch, 1, 8, 8) batches: calibration data for :func:`quantc.quantize_model`."""
+    x = digits_train()[0][:256]
     return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from . import _C, _conv, _elementwise, _gemm
 from .calibration import (HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
                           PercentileObserver)
+from ._elementwise import QParams, choose_qparams
 from .model import FUSABLE, Model, Node, _fmt_shape, activation_bounds
 
 __all__ = ["quantize_model", "QuantizedModel", "load_model"]
@@ -695,7 +696,8 @@ def _bias_shift(w, w_deq, mean, group=1):
 
 
 def quantize_model(model, calibration_data, *, method="minmax", weight_granularity="per_channel",
-                   activation_dtype="uint8", io="float", bias_correction=True, progress=None):
+                   activation_dtype="uint8", io="float", bias_correction=True, progress=None,
+                   ranges=None, weight_scales=None):
     """Calibrate ``model`` on ``calibration_data`` and convert it to a :class:`QuantizedModel`.
 
     ``calibration_data``: an iterable of input batches, each an array (one-input models) or a
@@ -710,6 +712,16 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     each Conv/Gemm bias the mean error its quantized weights cause on the calibration data
     (the inputs' channel means are gathered in the same pass; see :func:`_bias_shift`),
     which onnxruntime's tool does not do. See the module doc for the scheme.
+
+    Given parameters (e.g. from quantization-aware training, see ``quantc.torch.convert``):
+    ``ranges``: tensor name -> ``(min, max)``, used instead of the observer for that tensor
+    (qparams by the same onnx formula as the observers'), or -> a :class:`quantc.QParams`
+    (per-tensor, ``activation_dtype``) used as it is. ``calibration_data`` may be None
+    when ``ranges`` covers every tensor that needs qparams (then there is no bias correction
+    and the report has no statistics). ``weight_scales``: the name of a Conv/Gemm/MatMul
+    weight in ``model`` -> its scale (one float, or one per output channel); the weight is
+    quantized as ``rint(w / scale)`` saturated to int8 instead of with ``amax / 127``
+    (a weight folded with a BatchNormalization cannot be given one).
     """
     if not isinstance(model, Model):
         raise TypeError(f"model: expected a quantc.Model, got {type(model).__name__}")
@@ -722,7 +734,12 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     if progress not in (None, True, False):
         raise TypeError(f"progress: expected None, True or False, got {progress!r}")
 
+    ranges = _check_ranges(ranges)
+    if calibration_data is None and not ranges:
+        raise TypeError("calibration_data: expected an iterable of batches, got None (None is "
+                        "allowed only when ranges= covers every activation)")
     planned = plan(model)
+    weight_scales = _planned_weight_scales(weight_scales, model, planned)
     observers = {}
     names = list(planned.inputs) + [n.outputs[0] for n in planned.nodes]
 
@@ -745,9 +762,9 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
         if hasattr(calibration_data, "__iter__") else False
     kept, kept_n = [], 0
     total = len(calibration_data) if hasattr(calibration_data, "__len__") else None
-    bar = _progress(progress, total)
+    bar = _progress(progress, total) if calibration_data is not None else None
     try:
-        for i, batch in _batches(calibration_data):
+        for i, batch in _batches(calibration_data) if calibration_data is not None else ():
             try:
                 planned.run(batch, observe=observe)
             except (ValueError, TypeError) as e:
@@ -763,10 +780,20 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
             bar.close()
 
     qparams = {}
+    unknown = sorted(set(ranges) - set(names))
+    if unknown:
+        raise ValueError(f"ranges: no activation tensor named {unknown[0]!r} in the planned "
+                         f"model (tensors: {', '.join(names)})")
     for name in names:
-        obs = observers[name]
+        obs = observers.get(name)
         try:
-            p = obs.qparams(dtype=activation_dtype, symmetric=False)
+            r = ranges.get(name)
+            if isinstance(r, QParams) and np.dtype(r.dtype).name != activation_dtype:
+                raise ValueError(f"ranges[{name!r}]: qparams of dtype {np.dtype(r.dtype).name}, "
+                                 f"the activations are {activation_dtype}")
+            p = r if isinstance(r, QParams) else \
+                choose_qparams(min_val=r[0], max_val=r[1], dtype=activation_dtype) if r else \
+                obs.qparams(dtype=activation_dtype, symmetric=False) if obs is not None else None
         except ValueError:  # a tensor with no element observed (zero-size batches)
             p = None
         if p is not None:
@@ -775,10 +802,13 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
         if node.op in _PASSTHROUGH and _is_quantizable(node, planned) \
                 and node.inputs[0] in qparams:
             qparams[node.outputs[0]] = qparams[node.inputs[0]]
-    for name in names:
-        if name not in qparams:
-            raise ValueError(f"calibration_data: tensor {name!r} saw no values (empty "
-                             f"batches?)")
+    missing = [name for name in names if name not in qparams]
+    if missing and calibration_data is None:
+        raise ValueError(f"calibration_data: None, but ranges= does not cover the tensor(s) "
+                         f"{', '.join(map(repr, missing))}; give their ranges or calibration data")
+    for name in missing:
+        raise ValueError(f"calibration_data: tensor {name!r} saw no values (empty "
+                         f"batches?)")
 
     weights = {}
     per_channel = weight_granularity == "per_channel"
@@ -806,7 +836,11 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
             continue
         else:
             continue
-        q, ws = _quantize_weight(w, per_channel)
+        if node.name in weight_scales:
+            ws = np.broadcast_to(weight_scales[node.name], (w.shape[0],)).astype(np.float32)
+            q = _elementwise.quantize(w, ws, np.zeros(len(ws), np.int8), axis=0)
+        else:
+            q, ws = _quantize_weight(w, per_channel)
         if node.inputs[0] in sums:
             total, count = sums[node.inputs[0]]
             deq = q.astype(np.float32) * ws.reshape((-1,) + (1,) * (w.ndim - 1))
@@ -816,15 +850,73 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
         bq = None if b is None else quantize_bias(b, qparams[node.inputs[0]].scale, ws)
         weights[node.name] = {"weight": q, "weight_scale": ws, "bias": bq}
 
-    info = {"method": method, "weight_granularity": weight_granularity,
-            "bias_correction": bool(bias_correction)}
+    info = {"method": method if calibration_data is not None else "given ranges",
+            "weight_granularity": weight_granularity,
+            "bias_correction": bool(bias_correction) and calibration_data is not None}
+    if ranges and calibration_data is not None:
+        info["method"] += f" ({len(ranges)} given ranges)"
     qm = QuantizedModel(planned, qparams, weights, io=io, activation_dtype=activation_dtype,
                         info=info)
     stats_data = calibration_data if reiterable else kept
     qm.info["report"] = _layer_stats(qm, planned, observers, stats_data)
     qm.info["report_samples"] = "all calibration data" if reiterable else \
-        f"the first {kept_n} calibration inputs"
+        f"the first {kept_n} calibration inputs" if calibration_data is not None else \
+        "no data (given ranges)"
     return qm
+
+
+def _check_ranges(ranges):
+    """``ranges`` as name -> (float min, float max), with errors naming the bad entry."""
+    if ranges is None:
+        return {}
+    if not isinstance(ranges, dict):
+        raise TypeError(f"ranges: expected a dict tensor name -> (min, max), got "
+                        f"{type(ranges).__name__}")
+    out = {}
+    for k, v in ranges.items():
+        if isinstance(v, QParams):
+            if np.size(v.scale) != 1 or not (np.isfinite(v.scale) and v.scale > 0):
+                raise ValueError(f"ranges[{k!r}]: expected one positive scale, got {v.scale}")
+            out[k] = v
+            continue
+        try:
+            lo, hi = (float(t) for t in v)
+        except (TypeError, ValueError):
+            raise TypeError(f"ranges[{k!r}]: expected (min, max), got {v!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise ValueError(f"ranges[{k!r}]: expected finite min <= max, got ({lo}, {hi})")
+        out[k] = (lo, hi)
+    return out
+
+
+def _planned_weight_scales(weight_scales, model, planned):
+    """``weight_scales`` (weight name in ``model`` -> scale) as planned node name -> scale."""
+    if not weight_scales:
+        return {}
+    if not isinstance(weight_scales, dict):
+        raise TypeError(f"weight_scales: expected a dict weight name -> scale, got "
+                        f"{type(weight_scales).__name__}")
+    by_weight = {n.inputs[1]: n for n in model.nodes
+                 if n.op in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1}
+    planned_nodes = {n.name: n for n in planned.nodes}
+    out = {}
+    for k, v in weight_scales.items():
+        node = by_weight.get(k)
+        pn = planned_nodes.get(node.name) if node is not None else None
+        if pn is None or not _is_quantizable(pn, planned):
+            raise ValueError(f"weight_scales: {k!r} is not the weight of an int8 Conv, Gemm "
+                             f"or MatMul")
+        if pn.inputs[1].endswith(".weight_folded"):
+            raise ValueError(f"weight_scales: {k!r} (node {node.name!r}) is folded with a "
+                             f"BatchNormalization; its scale does not apply to the folded weight")
+        s = np.asarray(v, np.float32)
+        m = model.initializers[k].shape[0 if pn.op == "Conv" or (
+            pn.op == "Gemm" and int(node.attrs.get("transB", 0))) else 1]
+        if s.ndim > 1 or s.size not in (1, m) or not (np.isfinite(s).all() and (s > 0).all()):
+            raise ValueError(f"weight_scales[{k!r}]: expected one positive finite scale or "
+                             f"{m} (one per output channel), got shape {s.shape}")
+        out[pn.name] = s
+    return out
 
 
 def _layer_stats(qm, planned, observers, data):
@@ -835,7 +927,8 @@ def _layer_stats(qm, planned, observers, data):
     qm.io = "float"  # the statistics compare float outputs; io only changes the boundaries
     qm._compile()
     try:
-        for _, batch in _batches(data):
+        for _, batch in _batches(data) if data is not None and (
+                not isinstance(data, list) or data) else ():  # no data: no statistics
             ref = {}
             planned.run(batch, observe=lambda k, v: ref.__setitem__(k, v))
 
@@ -862,7 +955,8 @@ def _layer_stats(qm, planned, observers, data):
         out = node.outputs[0]
         qp = qm.qparams.get(out)
         sig, err, clipped, count = acc.get(out, [0.0, 0.0, 0, 0])
-        sqnr = math.inf if err == 0 else (10 * math.log10(sig / err) if sig > 0 else -math.inf)
+        sqnr = math.nan if count == 0 else math.inf if err == 0 else \
+            (10 * math.log10(sig / err) if sig > 0 else -math.inf)
         lo, hi = qp.range() if qp is not None else (None, None)
         act = node.attrs.get("activation")
         rows.append({"layer": node.name, "op": node.op + ("+" + (act if isinstance(act, str)

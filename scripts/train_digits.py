@@ -138,16 +138,9 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     np.savez(os.path.join(OUT, "digits_cnn.npz"), **p)
     np.savez_compressed(os.path.join(OUT, "digits_test.npz"), images=xte, labels=yte)
-    save_calibration(xtr, ytr)
-    print(f"wrote {OUT}/digits_cnn.npz, digits_test.npz and digits_calib.npz "
+    np.savez_compressed(os.path.join(OUT, "digits_train.npz"), images=xtr, labels=ytr)
+    print(f"wrote {OUT}/digits_cnn.npz, digits_test.npz and digits_train.npz "
           f"(test accuracy {acc:.4f})")
-
-
-def save_calibration(xtr, ytr):
-    """The first 256 training images (already shuffled by the split): calibration data for
-    full-integer quantization that is not part of the held-out test split."""
-    np.savez_compressed(os.path.join(OUT, "digits_calib.npz"), images=xtr[:256],
-                        labels=ytr[:256])
 
 
 if __name__ == "__main__":
