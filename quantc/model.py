@@ -261,7 +261,8 @@ def _f_reshape(node, ins, a):
 _FLOAT = {
     "Conv": _f_conv,
     "Gemm": _f_gemm,
-    "MatMul": lambda n, ins, a: np.matmul(ins[0], ins[1]),
+    "MatMul": lambda n, ins, a: (np.matmul(ins[0], ins[1]) if len(ins) < 3
+                                 else np.matmul(ins[0], ins[1]) + ins[2]),
     "Relu": lambda n, ins, a: np.maximum(ins[0], np.float32(0)),
     "Clip": _f_clip,
     "MaxPool": lambda n, ins, a: _f_pool(n, ins, a, True),
@@ -327,7 +328,9 @@ def _apply_activation(node, y):
     return y
 
 # (min, max) number of inputs per op; optional inputs may be ""
-_ARITY = {"Conv": (2, 3), "Gemm": (2, 3), "MatMul": (2, 2), "Relu": (1, 1), "Clip": (1, 3),
+# MatMul's optional third input, a 1-D bias added to the last axis, is the planned form of
+# MatMul + Add(constant) (quantc.qmodel.plan); ONNX files have two
+_ARITY = {"Conv": (2, 3), "Gemm": (2, 3), "MatMul": (2, 3), "Relu": (1, 1), "Clip": (1, 3),
           "MaxPool": (1, 1), "AveragePool": (1, 1), "GlobalAveragePool": (1, 1), "Add": (2, 2),
           "Concat": (1, 1 << 16), "Flatten": (1, 1), "Reshape": (2, 2),
           "BatchNormalization": (5, 5), "Softmax": (1, 1), "Identity": (1, 1),
@@ -395,9 +398,13 @@ def _s_gemm(node, model, shapes):
 
 
 def _s_matmul(node, model, shapes):
-    a, b = shapes
+    a, b = shapes[:2]
     if len(a) < 1 or len(b) < 1:
         raise _err(node, "expected inputs of at least 1 dimension")
+    if len(shapes) == 3 and (len(b) < 2 or len(shapes[2]) != 1
+                             or not _dim_eq(shapes[2][0], b[-1])):
+        raise _err(node, f"a bias must be 1-D with one value per output column, got "
+                         f"{_fmt_shape(shapes[2])} for {_fmt_shape(b)}")
     if len(a) >= 2 and len(b) >= 2 and not _dim_eq(a[-1], b[-2]):
         raise _err(node, f"inner dimensions differ: {_fmt_shape(a)} @ {_fmt_shape(b)}")
     if len(b) == 1:

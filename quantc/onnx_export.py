@@ -95,6 +95,7 @@ def quantized_to_onnx(qm, path=None):
         out = float_name(n.outputs[0])
         attrs = {k: v for k, v in n.attrs.items() if k != "activation"}
         wd = qm.weights.get(n.name)
+        n_op = n.op
         if is_int8 and n.op in ("Conv", "Gemm", "MatMul"):
             x = arg(n.inputs[0], True)
             w, ws = wd["weight"], wd["weight_scale"]
@@ -122,7 +123,9 @@ def quantized_to_onnx(qm, path=None):
             if n.op == "Gemm":
                 attrs = {"transB": 1}
             elif n.op == "MatMul" and wd["bias"] is not None:
-                ins = ins[:2]
+                # MatMul has no bias input: MatMul, then Add of the (dequantized) int32 bias
+                node("MatMul", ins[:2], [out + "_nobias"])
+                n_op, ins = "Add", [out + "_nobias", n.name + "_bias"]
         elif is_int8 and n.op == "Add" and wd:
             ins = []
             for i, t in enumerate(n.inputs):
@@ -143,9 +146,9 @@ def quantized_to_onnx(qm, path=None):
             ins = [arg(t, is_int8) for t in n.inputs]
         lo, hi = activation_bounds(n)
         if lo is None and hi is None:
-            node(n.op, ins, [out], **attrs)
+            node(n_op, ins, [out], **attrs)
         else:
-            node(n.op, ins, [out + "_preact"], **attrs)
+            node(n_op, ins, [out + "_preact"], **attrs)
             if hi is None:
                 node("Relu", [out + "_preact"], [out])
             else:

@@ -102,6 +102,8 @@ def _gemm_weight(node, model):
         w = w.T
     w = np.ascontiguousarray(w, np.float32)
     bias = None
+    if node.op == "MatMul" and len(node.inputs) > 2:  # planned MatMul + Add(bias)
+        bias = model.initializers[node.inputs[2]].astype(np.float32).reshape(-1)
     if node.op == "Gemm":
         alpha = np.float32(node.attrs.get("alpha", 1.0))
         if alpha != 1:
@@ -130,6 +132,27 @@ def plan(model):
     outputs = set(model.outputs)
     producer = {o: n for n in nodes for o in n.outputs}
     dropped = set()
+    for node in nodes:  # MatMul + Add(constant row vector): the MatMul's int32 bias
+        if node.op != "Add" or sum(i in init for i in node.inputs) != 1:
+            continue
+        k = 0 if node.inputs[1] in init else 1
+        src, cname = producer.get(node.inputs[k]), node.inputs[1 - k]
+        if src is None or src.op != "MatMul" or len(src.inputs) > 2 \
+                or "activation" in src.attrs or node.inputs[k] in outputs \
+                or len(consumers.get(node.inputs[k], ())) != 1 \
+                or not _is_quantizable(src, model, init):
+            continue
+        c, out_shape = init[cname], model.shapes[node.inputs[k]]
+        n_out = init[src.inputs[1]].shape[1]
+        if c.size != n_out or c.ndim > len(out_shape) or any(d != 1 for d in c.shape[:-1]):
+            continue  # not one value per output column: stays an int8 Add
+        init[src.name + ".bias_t"] = c.astype(np.float32).reshape(-1)
+        src.inputs = src.inputs + (src.name + ".bias_t",)
+        if "activation" in node.attrs:
+            src.attrs["activation"] = node.attrs["activation"]
+        src.outputs = node.outputs
+        producer.update({o: src for o in node.outputs})
+        dropped.add(node.name)
     for node in nodes:
         src = producer.get(node.inputs[0]) if node.inputs else None
         sole = (src is not None and len(consumers.get(node.inputs[0], ())) == 1

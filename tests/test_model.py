@@ -61,7 +61,7 @@ def int8_reference(qm, x):
                         info.max).astype(qp.dtype)
     for n in m.nodes:
         out = n.outputs[0]
-        if n.op in ("Conv", "Gemm"):
+        if n.op in ("Conv", "Gemm", "MatMul"):
             a = env[n.inputs[0]].astype(np.int64) - qm.qparams[n.inputs[0]].zero_point
             wd = qm.weights[n.name]
             w = wd["weight"].astype(np.int64)
@@ -71,11 +71,11 @@ def int8_reference(qm, x):
                 if wd["bias"] is not None:
                     acc += wd["bias"][None, :, None, None]
                 bshape = (1, -1, 1, 1)
-            else:
+            else:  # Gemm (N, in), MatMul (..., in); weights (out, in); bias on the last axis
                 acc = a @ w.T
                 if wd["bias"] is not None:
                     acc += wd["bias"]
-                bshape = (1, -1)
+                bshape = (-1,)
             xs, ys = qm.qparams[n.inputs[0]].scale, qm.qparams[out].scale
             if out in qm.float_outputs:  # read only as float: int32 sums scaled, no requantize
                 scale = (np.float32(xs) * wd["weight_scale"]).astype(np.float32)
@@ -316,6 +316,56 @@ def test_int8_run_residual_model_equals_reference(rng):
     data = [rng.normal(size=(8, 4, 6, 6)).astype(np.float32) for _ in range(4)]
     qm = qc.quantize_model(model, data, activation_dtype="int8")
     xt = rng.normal(size=(5, 4, 6, 6)).astype(np.float32)
+    assert_equal_exact(qm(xt), int8_reference(qm, xt).astype(np.float32))
+
+
+def test_matmul_bias_add_becomes_int32_bias(rng, tmp_path):
+    """torch.nn.Linear on a 3-D input exports as MatMul + Add(bias) (bias first or second):
+    the Add becomes the MatMul's int32 bias (with the Relu fused), exact against the NumPy
+    reference, saved and exported like a Gemm's; a constant that is not one value per output
+    column stays an int8 Add."""
+    b = qc.ModelBuilder()
+    x = b.input("x", (None, 5, 16))
+    h = b.relu(b.add(rng.normal(0, 0.3, 8).astype(np.float32),
+                     b.matmul(x, rng.normal(0, 0.3, (16, 8)))))
+    h = b.add(b.matmul(h, rng.normal(0, 0.3, (8, 4))), rng.normal(0, 0.3, (1, 4)))
+    b.output(b.add(h, rng.normal(0, 0.3, (5, 4)).astype(np.float32)))
+    model = b.build()
+    planned = plan(model)
+    assert [(n.op, len(n.inputs), n.attrs.get("activation")) for n in planned.nodes] == \
+        [("MatMul", 3, "Relu"), ("MatMul", 3, None), ("Add", 2, None)]
+    data = [rng.normal(size=(8, 5, 16)).astype(np.float32) for _ in range(3)]
+    for bc in (False, True):
+        qm = qc.quantize_model(model, data, bias_correction=bc)
+        assert set(qm.kinds.values()) == {"int8"}
+        xt = rng.normal(size=(6, 5, 16)).astype(np.float32)
+        first = qm.model.nodes[0]
+        assert qm.weights[first.name]["bias"] is not None
+        y, ref = qm(xt), model(xt)
+        s = qm.output_qparams[model.outputs[0]][0]
+        sqnr = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((y - ref) ** 2.0))
+        assert sqnr > 30, sqnr  # 4 rounding stages of 8 bits each on random weights
+        path = tmp_path / f"mm{bc}.safetensors"
+        qm.save(path)
+        assert_equal_exact(qc.load_model(path)(xt), y)
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    qm.to_onnx(tmp_path / "mm.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "mm.onnx"), providers=["CPUExecutionProvider"])
+    units = np.abs(sess.run(None, {"x": xt})[0] - y) / s
+    assert units.max() <= 1.0001 and (units <= 1.0001).mean() >= 0.99
+
+
+def test_matmul_bias_equals_numpy_reference(rng):
+    b = qc.ModelBuilder()
+    x = b.input("x", (None, 3, 12))
+    h = b.relu(b.add(b.matmul(x, rng.normal(0, 0.3, (12, 7))), rng.normal(0, 0.3, 7)))
+    b.output(b.add(rng.normal(0, 0.3, (1, 1, 5)), b.matmul(h, rng.normal(0, 0.3, (7, 5)))))
+    model = b.build()
+    data = [rng.normal(size=(8, 3, 12)).astype(np.float32) for _ in range(3)]
+    qm = qc.quantize_model(model, data)
+    assert [n.op for n in qm.model.nodes] == ["MatMul", "MatMul"]
+    xt = rng.normal(size=(4, 3, 12)).astype(np.float32)
     assert_equal_exact(qm(xt), int8_reference(qm, xt).astype(np.float32))
 
 

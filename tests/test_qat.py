@@ -325,6 +325,25 @@ def test_state_dict_round_trip():
 
 
 @needs_torch
+def test_convert_linear_on_3d_input():
+    """torch exports a Linear on a (batch, seq, features) input as MatMul + Add(bias): the
+    converted model runs both in int8, the Add as the MatMul's int32 bias, and matches the
+    fake-quantized forward pass to within an output step or two."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    x = torch.randn(32, 5, 16)
+    q = qt.prepare_qat(m)
+    with torch.no_grad():
+        q.train()(x)
+        ref = q.eval()(x).numpy()
+    qm = qt.convert(q, x[:2])
+    assert [(n.op, len(n.inputs)) for n in qm.model.nodes] == [("MatMul", 3), ("MatMul", 3)]
+    assert set(qm.kinds.values()) == {"int8"}
+    s = qm.output_qparams[qm.model.outputs[0]][0]
+    assert np.abs(qm(x.numpy()) - ref).max() <= 2.0001 * s
+
+
+@needs_torch
 def test_convert_errors():
     q = qt.prepare_qat(qt.digits_module())
     with pytest.raises(ValueError, match="no range yet"):
