@@ -150,6 +150,11 @@ def model_from_onnx(model):
         if n.op_type == "Constant":
             inits[n.output[0]] = _constant(n, onnx)
             continue
+        if n.op_type == "Identity" and len(n.input) == 1 and n.input[0] in inits \
+                and n.output[0] not in {o.name for o in g.output}:
+            # torch.onnx.export shares equal initializers through Identity nodes
+            inits[n.output[0]] = inits[n.input[0]]
+            continue
         attrs = {a.name: _attr(n, a, onnx) for a in n.attribute}
         if n.op_type == "Softmax" and opset < 13:
             attrs.setdefault("axis", 1)  # the old default, valid only as the last axis

@@ -199,6 +199,18 @@ def test_constant_nodes(tmp_path):
     assert model.initializers["s"].dtype == np.int64
 
 
+def test_identity_of_initializer_is_a_constant(tmp_path):
+    """torch.onnx.export (opset 18+) shares equal initializers through Identity nodes, so a
+    Conv's bias can be the output of Identity(initializer): it is a constant there."""
+    nodes = [helper.make_node("Identity", ["b"], ["b2"]),
+             helper.make_node("Conv", ["x", "w", "b"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["h", "w", "b2"], ["y"], pads=[1, 1, 1, 1])]
+    model = compare(build(nodes, {"w": rnd(3, 3, 3, 3), "b": rnd(3, seed=2)}), tmp_path,
+                    ("N", 3, 8, 8))
+    assert [n.op for n in model.nodes] == ["Conv", "Conv"]
+    np.testing.assert_array_equal(model.initializers["b2"], model.initializers["b"])
+
+
 def test_model_proto_and_unknown_dims(tmp_path):
     node = helper.make_node("Relu", ["x"], ["y"])
     proto = build([node], {}, (None, 3, "H", 4))
