@@ -985,7 +985,13 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
      * row (stride 1) or a byte gather (stride 2, worth it up to 8 channels). 1 thread, 224^2:
      * ResNet-18's 7x7/2 3->64 2.8 -> 0.9 ms, MobileNetV2's 3x3/2 3->32 681 -> 138 us. Not for
      * groups: ResNeXt's g32 512 @14 (16 channels per group) is 333 us NHWC, 573 us NCHW. */
-    const int pointwise = w->kh == 1 && w->kw == 1 && (P >= 64 || w->K < 256);
+    /* Pointwise: not for strided planes of a few hundred pixels (the NCHW gather of short
+     * rows costs more than the NHWC transposes: 128->256 @28/2 131 -> 59 us) nor for
+     * projections (K > N) onto under 256 pixels (576->96 @14 77 -> 67 us, 384->64 @14 48 ->
+     * 36 us); expansions onto such planes stay (96->576 @14 100 -> 75 us). */
+    const int strided = a->sh != 1 || a->sw != 1;
+    const int pointwise = w->kh == 1 && w->kw == 1 && (P >= 64 || w->K < 256) &&
+                          !(strided && P < 512) && !(P < 256 && w->K > ctx.Ng);
     const int small_cg = w->kh * w->kw > 1 && w->G == 1 &&
                          (w->Cg <= QC_NCHW_SMALL_CG / 2 || (w->Cg <= QC_NCHW_SMALL_CG && a->sw == 1));
     if (w->nchw && qc_nchw_use(pointwise || small_cg)) return nchw_run(&ctx);

@@ -187,16 +187,20 @@ static size_t call_workspace_size(const qc_gemm_kernels *kern, int64_t k, int64_
 }
 
 /* Copy rows [i0, i0 + mc) of A as a' (u8, or uint16 when a16), zero-padded to kp, with their
- * row sums (0 when no_sums: every zb' of the call is 0, so no kernel uses them) and za'. */
+ * row sums (0 when no_sums: every zb' of the call is 0, so no kernel uses them) and za'.
+ * dst NULL: the caller reads A in place (a plain copy with kp == k and lda == kp would copy
+ * it unchanged); only the row terms are filled. */
 static void pack_a(const qc_gemm_args *g, int64_t i0, int64_t mc, int64_t kp, int a16,
                    int no_sums, void *dst, int32_t *rsum, int32_t *zap) {
     const int64_t k = g->b->k;
     const uint8_t flip = g->a_signed ? 0x80 : 0;
     const int32_t zoff = g->a_signed ? 128 : 0;
     for (int64_t r = 0; r < mc; r++) {
-        const uint8_t *src = (const uint8_t *)g->a + (i0 + r) * g->lda;
+        const uint8_t *src = dst ? (const uint8_t *)g->a + (i0 + r) * g->lda : NULL;
         uint32_t sum = 0;
-        if (!a16 && !flip && no_sums) { /* a' = a, nothing to sum: a plain copy */
+        if (!dst) {
+            /* A used in place */
+        } else if (!a16 && !flip && no_sums) { /* a' = a, nothing to sum: a plain copy */
             uint8_t *d = (uint8_t *)dst + r * kp;
             memcpy(d, src, (size_t)k);
             memset(d + k, 0, (size_t)(kp - k));
@@ -277,9 +281,13 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     for (int64_t x = 0; x < ncols; x++) t.zbp_zero &= zbp[x] == 0;
     const size_t esize = g->out == QC_GEMM_OUT_S32 || g->out == QC_GEMM_OUT_F32 ? 4 : 1;
 
+    /* a' = a with nothing to sum, rows exactly kp bytes apart: the tiles read A itself */
+    const int a_inplace = !kern->a16 && !g->a_signed && t.zbp_zero && kp == B->k &&
+                          g->lda == (ptrdiff_t)kp;
     for (int64_t i0 = 0; i0 < g->m; i0 += mc_max) {
         const int64_t mc = QC_MIN(mc_max, g->m - i0);
-        pack_a(g, i0, mc, kp, kern->a16, t.zbp_zero, abuf, rsum, zap);
+        pack_a(g, i0, mc, kp, kern->a16, t.zbp_zero, a_inplace ? NULL : abuf, rsum, zap);
+        const uint8_t *ablk = a_inplace ? (const uint8_t *)g->a + i0 * kp : abuf;
         for (int64_t jc = 0; jc < ncols; jc += nc_blk) {
             const int64_t jc_end = QC_MIN(ncols, jc + nc_blk);
             for (int64_t ir = 0; ir < mc; ir += kern->mr) {
@@ -287,7 +295,7 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
                 for (int64_t jr = jc; jr < jc_end; jr += kern->nr) {
                     const int nc = (int)QC_MIN((int64_t)kern->nr, jc_end - jr);
                     const int64_t j = g->n0 + jr;
-                    t.a = abuf + ir * kp;
+                    t.a = ablk + ir * kp;
                     t.a16 = (const uint16_t *)abuf + ir * kp;
                     t.rsum = rsum + ir;
                     t.zap = zap + ir;
