@@ -992,8 +992,13 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     const int strided = a->sh != 1 || a->sw != 1;
     const int pointwise = w->kh == 1 && w->kw == 1 && (P >= 64 || w->K < 256) &&
                           !(strided && P < 512) && !(P < 256 && w->K > ctx.Ng);
+    /* Small-C kernels on NCHW: each plane costs a fixed set-up, so only where planes are big
+     * enough for the Cg (1 thread, 3x3 pad 1, gemm -> NCHW us: 16->32 @8 x64 209 -> 726,
+     * 8->16 @8 x64 135 -> 317, 8->32 @28/2 13 -> 56, 8->16 @56 91 -> 61, 4->16 @8 x64
+     * 120 -> 170, 4->16 @28 x8 162 -> 94, 3->32 @14 x8 59 -> 40, 2->16 @8 x64 127 -> 93) */
     const int small_cg = w->kh * w->kw > 1 && w->G == 1 &&
-                         (w->Cg <= QC_NCHW_SMALL_CG / 2 || (w->Cg <= QC_NCHW_SMALL_CG && a->sw == 1));
+                         (w->Cg <= 2 || (w->Cg <= 4 && P >= 128) ||
+                          (w->Cg <= QC_NCHW_SMALL_CG / 2 && P >= 1024 && a->sw == 1));
     if (w->nchw && qc_nchw_use(pointwise || small_cg)) return nchw_run(&ctx);
     ctx.gk = qc_gemm_select();
     /* pixel blocks: A block about 128 KiB (stays in L2 with B), at least 16 rows; split
