@@ -75,10 +75,12 @@ static void pairs_avx2(const int16_t *xs, size_t n, int32_t *xp) {
         xp[i] = (int32_t)((uint32_t)(uint16_t)xs[i] | (uint32_t)(uint16_t)xs[i + 1] << 16);
 }
 
-/* qc_gemm_requant1 of 8 lanes: the float32 shortcut proven in gemm/kernels.h (two roundings,
- * no FMA, |t - rint(t)| < 1/2 - 2^-10 and |f| < 2^24 in every lane), else float64. */
-QC_INLINE __m256i rq8(__m256i v, float scale, int32_t y_zp, int32_t lo, int32_t hi, int small) {
-    const __m256 f = _mm256_cvtepi32_ps(v), s = _mm256_set1_ps(scale);
+/* qc_gemm_requant1 of 8 lanes with scales s (lane k's is sc[k * sstep]): the float32
+ * shortcut proven in gemm/kernels.h (two roundings, no FMA, |t - rint(t)| < 1/2 - 2^-10 and,
+ * unless `small` says every |v| < 2^24, |f| < 2^24 in every lane), else float64. */
+QC_INLINE __m256i rq8s(__m256i v, __m256 s, const float *sc, size_t sstep, int32_t y_zp,
+                       int32_t lo, int32_t hi, int small) {
+    const __m256 f = _mm256_cvtepi32_ps(v);
     __m256 tf = _mm256_add_ps(_mm256_mul_ps(f, s), _mm256_set1_ps((float)y_zp));
     tf = _mm256_min_ps(_mm256_max_ps(tf, _mm256_set1_ps((float)lo)), _mm256_set1_ps((float)hi));
     const __m256 rf = _mm256_round_ps(tf, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -92,8 +94,13 @@ QC_INLINE __m256i rq8(__m256i v, float scale, int32_t y_zp, int32_t lo, int32_t 
     if (QC_LIKELY(_mm256_testz_ps(bad, bad))) return _mm256_cvtps_epi32(rf);
     int32_t a[8], q[8];
     _mm256_storeu_si256((__m256i *)a, v);
-    for (int k = 0; k < 8; k++) q[k] = qc_gemm_requant1(a[k], scale, y_zp, lo, hi);
+    for (int k = 0; k < 8; k++) q[k] = qc_gemm_requant1(a[k], sc[k * sstep], y_zp, lo, hi);
     return _mm256_loadu_si256((const __m256i *)q);
+}
+
+/* One scale for all 8 lanes. */
+QC_INLINE __m256i rq8(__m256i v, float scale, int32_t y_zp, int32_t lo, int32_t hi, int small) {
+    return rq8s(v, _mm256_set1_ps(scale), &scale, 0, y_zp, lo, hi, small);
 }
 
 #define QC_DW_U 4
@@ -152,22 +159,7 @@ static void tile_avx2(const qc_dw_tile *t) {
 /* rq8 with a scale per lane (sc: the 8 scales). */
 QC_INLINE __m256i rq8v(__m256i v, const float *sc, int32_t y_zp, int32_t lo, int32_t hi,
                        int lean) {
-    const __m256 f = _mm256_cvtepi32_ps(v), s = _mm256_loadu_ps(sc);
-    __m256 tf = _mm256_add_ps(_mm256_mul_ps(f, s), _mm256_set1_ps((float)y_zp));
-    tf = _mm256_min_ps(_mm256_max_ps(tf, _mm256_set1_ps((float)lo)), _mm256_set1_ps((float)hi));
-    const __m256 rf = _mm256_round_ps(tf, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    __m256 bad = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(tf, rf), absmask),
-                               _mm256_set1_ps(0.5f - 0x1p-10f), _CMP_NLT_UQ);
-    if (!lean) {
-        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(f, absmask),
-                                              _mm256_set1_ps(0x1p24f), _CMP_NLT_UQ));
-    }
-    if (QC_LIKELY(_mm256_testz_ps(bad, bad))) return _mm256_cvtps_epi32(rf);
-    int32_t a[8], q[8];
-    _mm256_storeu_si256((__m256i *)a, v);
-    for (int k = 0; k < 8; k++) q[k] = qc_gemm_requant1(a[k], sc[k], y_zp, lo, hi);
-    return _mm256_loadu_si256((const __m256i *)q);
+    return rq8s(v, _mm256_loadu_ps(sc), sc, 1, y_zp, lo, hi, lean);
 }
 
 /* Channels across the lanes (dw.h, qc_dw_nhwc): 16 channels as two vectors of 8, 2 output
