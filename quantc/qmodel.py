@@ -385,6 +385,17 @@ class QuantizedModel:
                 steps.append((_flip_sign, (self._outputs[m.outputs.index(o)],),
                               self._outputs[m.outputs.index(o)]))
         self._steps = steps
+        # what each step reads for the last time, dropped after it (peak memory is then the
+        # live activations, not every activation of the run)
+        last = {}
+        for k, (_, ins, _) in enumerate(steps):
+            for i in ins:
+                last[i] = k
+        keep = set(self._outputs)
+        self._dead = [[] for _ in steps]
+        for name, k in last.items():
+            if name not in keep and name != steps[k][2]:
+                self._dead[k].append(name)
         self._consts = dict(m.initializers)
         self._isa_cap = _C._get_isa_cap()  # weights are packed for this cap's kernels
 
@@ -575,11 +586,13 @@ class QuantizedModel:
             self._compile()
         env = dict(self._consts)
         env.update(self._feeds(x))
-        for fn, ins, out in self._steps:
+        for (fn, ins, out), dead in zip(self._steps, self._dead):
             env[out] = fn(*[env[i] for i in ins])
             if observe is not None and "#" not in out:
                 qp = self.qparams.get(out) if env[out].dtype.kind in "iu" else None
                 observe(out, env[out], qp)
+            for i in dead:
+                del env[i]
         return {o: env[k] for o, k in zip(self.model.outputs, self._outputs)}
 
     def __call__(self, x):
@@ -587,8 +600,10 @@ class QuantizedModel:
             self._compile()
         env = dict(self._consts)
         env.update(self._feeds(x))
-        for fn, ins, out in self._steps:
+        for (fn, ins, out), dead in zip(self._steps, self._dead):
             env[out] = fn(*[env[i] for i in ins])
+            for i in dead:
+                del env[i]
         vals = tuple(env[k] for k in self._outputs)
         return vals[0] if len(vals) == 1 else vals
 
