@@ -114,14 +114,22 @@ def test_memory_stays_flat(name):
     fn = CALLS[name]
     for _ in range(30):
         fn()
-    gc.collect()
-    blocks0, rss0 = sys.getallocatedblocks(), _rss()
     n = 400
-    for _ in range(n):
-        fn()
-    gc.collect()
-    blocks = sys.getallocatedblocks() - blocks0
-    rss = _rss() - rss0
-    # a leak of one object per call gives n blocks; a leaked 64 KiB buffer n * 64 KiB of RSS
-    assert blocks < n // 4, f"{name}: {blocks} Python blocks more after {n} calls"
-    assert rss < 12 << 20, f"{name}: RSS grew by {rss >> 20} MiB after {n} calls"
+
+    def growth():
+        gc.collect()
+        blocks0, rss0 = sys.getallocatedblocks(), _rss()
+        for _ in range(n):
+            fn()
+        gc.collect()
+        return sys.getallocatedblocks() - blocks0, _rss() - rss0
+
+    # a leak of one object per call gives n blocks; a leaked 64 KiB buffer n * 64 KiB of RSS.
+    # A leak grows in every round: a second round confirms growth seen in the first (the
+    # allocator may still be taking arenas or pages for the first calls of a thread)
+    for attempt in range(2):
+        blocks, rss = growth()
+        if blocks < n // 4 and rss < 12 << 20:
+            break
+    assert blocks < n // 4, f"{name}: {blocks} Python blocks more after {n} calls (twice)"
+    assert rss < 12 << 20, f"{name}: RSS grew by {rss >> 20} MiB after {n} calls (twice)"
