@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _C
+from . import _C, _dtypes
 
 __all__ = ["QParams", "qrange", "choose_qparams", "quantize", "dequantize", "fake_quantize",
            "quantize_dynamic"]
@@ -85,7 +85,7 @@ def _minmax_arrays(x, min_val, max_val, axis, block_size):
     mn = np.asarray(min_val)
     mx = np.asarray(max_val)
     for name, a in (("min_val", mn), ("max_val", mx)):
-        if a.dtype.kind not in "fiu":
+        if a.dtype.kind not in "fiu" and not _dtypes.is_ml_float(a.dtype):
             raise TypeError(f"{name}: expected real numbers, got {a.dtype}")
     mn = mn.astype(np.float32)
     mx = mx.astype(np.float32)

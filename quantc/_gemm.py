@@ -10,7 +10,7 @@ bit-identical for every kernel variant and thread count.
 """
 import numpy as np
 
-from . import _C
+from . import _C, _dtypes
 
 __all__ = ["quantize_multiplier", "requantize_fixed", "requantize", "matmul_integer",
            "qlinear_matmul", "pack_matrix", "PackedMatrix", "Linear"]
@@ -143,7 +143,7 @@ class Linear:
             raise ValueError(f"dtype: expected {packed.dtype.name} (the packed matrix's dtype), "
                              f"got {dtype!r}")
         ws = np.asarray(weight_scale)
-        if ws.dtype.kind not in "fiu":
+        if ws.dtype.kind not in "fiu" and not _dtypes.is_ml_float(ws.dtype):
             raise TypeError(f"weight_scale: expected real numbers, got {ws.dtype}")
         if ws.ndim == 0:
             ws = np.full(n, ws, dtype=np.float32)
@@ -158,7 +158,7 @@ class Linear:
                              f"{ws[i]} at index {i}")
         if bias is not None:
             b = np.asarray(bias)
-            if b.dtype.kind not in "fiu":
+            if b.dtype.kind not in "fiu" and not _dtypes.is_ml_float(b.dtype):
                 raise TypeError(f"bias: expected real numbers or None, got {b.dtype}")
             bias = np.array(b, dtype=np.float32, order="C")
             if bias.shape != (n,):
@@ -185,7 +185,7 @@ class Linear:
     def from_float(cls, weight, bias=None, *, per_channel=True, dtype="int8"):
         """Quantize ``weight`` (out_features, in_features) and pack it; see the class doc."""
         w = np.asarray(weight)
-        if w.dtype.kind != "f":
+        if not _dtypes.is_float(w.dtype):
             raise TypeError(f"weight: expected a float array, got {w.dtype}")
         if w.ndim != 2:
             raise ValueError(f"weight: expected shape (out_features, in_features), got {w.shape}")

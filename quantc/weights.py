@@ -7,13 +7,15 @@ File layout of a quantized file (``.safetensors`` or ``.npz``, see :meth:`Quanti
   scale/zero-point shapes following the granularity rules of docs/API.md (0-d per tensor, 1-D
   per channel; per block ``(shape[0], ceil(prod(shape[1:]) / block_size))``: blocks run along
   the flattened input dimension, ``C*kh*kw`` for a ``(M, C, kh, kw)`` conv weight);
-- a tensor converted to float16 is stored as ``name`` (float16);
+- a tensor converted to float16 or bfloat16 is stored as ``name`` (float16, or
+  ``ml_dtypes.bfloat16``: BF16 in safetensors; in an .npz its uint16 bits, typed by the
+  metadata entry ``quantc.npz_dtypes``);
 - a tensor kept as it is is stored under its name unchanged;
 - the metadata entry ``quantc`` (safetensors ``__metadata__``; an ``.npz`` stores its metadata
   as the member ``__metadata__.json``) is JSON:
   ``{"format": "quantc.quantized", "version": 1, "tensors": {name: {"scheme": "int8" |
-  "uint8" | "float16", "granularity": ..., "axis": int | null, "block_size": int | null,
-  "orig_dtype": "float32", "shape": [...], "method": ..., "blocks": "flat"}}, "order": [names
+  "uint8" | "float16" | "bfloat16", "granularity": ..., "axis": int | null, "block_size": int | null,
+  "orig_dtype": "float32" | "float16" | "bfloat16" | "float64", "shape": [...], "method": ..., "blocks": "flat"}}, "order": [names
   in the original order]}``; tensors absent from ``tensors`` were kept unchanged. Per-block
   entries carry ``"blocks": "flat"`` and ``"axis": 1`` (blocks along the flattened dimensions
   1..ndim-1); files written before that key existed (blocks along the last axis, scale shape
@@ -29,7 +31,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _C
+from . import _C, _dtypes
 from .calibration import _minmax
 from .io import TensorReader, write_tensors
 
@@ -218,15 +220,20 @@ class QuantizedWeights(Mapping):
         """original_nbytes / nbytes (4.0 would be a perfect float32 -> int8)."""
         return self.original_nbytes / self.nbytes if self.nbytes else 1.0
 
-    def dequantize(self):
-        """name -> ndarray: float32 for quantized and float16-converted tensors, kept ones as
-        they are."""
+    def dequantize(self, original_dtype=False):
+        """name -> ndarray: float32 for quantized and float16/bfloat16-converted tensors (or,
+        with ``original_dtype=True``, each in the dtype it had before quantization, e.g.
+        ``ml_dtypes.bfloat16``), kept ones as they are."""
         out = {}
         for name, v in self._tensors.items():
             if isinstance(v, QuantizedTensor):
-                out[name] = v.dequantize()
+                d = v.dequantize()
+                out[name] = d.astype(v.orig_dtype) if original_dtype else d
             elif name in self._info:
-                out[name] = v.astype(np.float32)
+                d = v.astype(np.float32)
+                if original_dtype:
+                    d = d.astype(np.dtype(self._info[name]["orig_dtype"]))
+                out[name] = d
             else:
                 out[name] = v
         return out
@@ -336,7 +343,7 @@ def _source(weights):
 
         def get(name):
             a = _as_numpy(weights[name], name)
-            if a.dtype.kind not in "biuf":
+            if a.dtype.kind not in "biuf" and not _dtypes.is_ml_float(a.dtype):
                 raise ValueError(f"weights[{name!r}]: expected a numeric array, got dtype "
                                  f"{a.dtype}")
             return a
@@ -361,6 +368,16 @@ def _as_numpy(v, name):
     mod = type(v).__module__ or ""
     if mod.split(".")[0] == "torch" and hasattr(v, "detach"):
         t = v.detach().cpu()
+        import torch
+        ml = {torch.bfloat16: (torch.int16, _dtypes.bfloat16)}
+        for tname, mname in (("float8_e4m3fn", "float8_e4m3fn"), ("float8_e5m2", "float8_e5m2"),
+                             ("float8_e4m3fnuz", "float8_e4m3fnuz"),
+                             ("float8_e5m2fnuz", "float8_e5m2fnuz")):
+            if hasattr(torch, tname):
+                ml[getattr(torch, tname)] = (torch.uint8, _dtypes.ML_FLOATS[mname])
+        if t.dtype in ml:  # no NumPy dtype in torch: the same bits as ml_dtypes' type
+            bits, dt = ml[t.dtype]
+            return t.contiguous().view(bits).numpy().view(dt)
         try:
             return t.numpy()
         except TypeError:
@@ -529,8 +546,12 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
 
     Quantized: floating tensors with ``ndim >= 2``, at least `min_elements` elements and a
     name matching no fnmatch pattern in `skip`; everything else is kept as it is.
-    dtype: "int8" or "uint8" (affine quantization), or "float16" (the floating tensors
-    selected as above are converted to float16 instead, round to nearest even).
+    Floating inputs may be float16/32/64 or bfloat16 (``ml_dtypes.bfloat16`` arrays, torch
+    bfloat16 tensors, BF16 tensors in a .safetensors file); each is converted to float32
+    (exactly) before quantization and its dtype is kept as ``orig_dtype``.
+    dtype: "int8" or "uint8" (affine quantization), or "float16" / "bfloat16" (the floating
+    tensors selected as above are converted instead, round to nearest even; bfloat16 values
+    are ``ml_dtypes.bfloat16`` arrays).
     granularity:
       "per_tensor": one scale per tensor;
       "per_channel": one scale per index of `axis` (default 0: output channels of a
@@ -554,8 +575,9 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
     quantc already quantized raises ValueError.
     """
     dtype_s = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
-    if dtype_s not in ("int8", "uint8", "float16"):
-        raise ValueError(f"dtype: expected 'int8', 'uint8' or 'float16', got {dtype!r}")
+    if dtype_s not in ("int8", "uint8", "float16", "bfloat16"):
+        raise ValueError(f"dtype: expected 'int8', 'uint8', 'float16' or 'bfloat16', got "
+                         f"{dtype!r}")
     if granularity not in _GRANULARITIES:
         raise ValueError(f"granularity: expected one of {', '.join(_GRANULARITIES)}, got "
                          f"{granularity!r}")
@@ -584,27 +606,31 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
     try:
         for name in names:
             x = get(name)
-            eligible = (x.dtype.kind == "f" and x.ndim >= 2 and x.size >= max(min_elements, 1)
-                        and not any(fnmatch.fnmatchcase(name, p) for p in skip))
+            eligible = (_dtypes.is_float(x.dtype) and x.ndim >= 2
+                        and x.size >= max(min_elements, 1) and not any(fnmatch.fnmatchcase(name, p) for p in skip))
             if not eligible:
                 tensors[name] = x
                 rows.append(_row(name, x.shape, "kept", x.nbytes, x.nbytes))
-            elif dtype_s == "float16":
-                if np.isnan(x).any():
+            elif dtype_s in ("float16", "bfloat16"):
+                xw = x if x.dtype.kind == "f" else x.astype(np.float32)
+                if np.isnan(xw).any():
                     raise ValueError(f"{name}: expected no NaN values, got "
-                                     f"{int(np.isnan(x).sum())} NaN")
-                from . import to_float16
-                h = to_float16(x)
+                                     f"{int(np.isnan(xw).sum())} NaN")
+                from . import to_bfloat16, to_float16
+                h = to_float16(x) if dtype_s == "float16" else \
+                    to_bfloat16(x).view(_dtypes.bfloat16)
                 tensors[name] = h
-                info[name] = {"scheme": "float16", "granularity": None, "axis": None,
+                info[name] = {"scheme": dtype_s, "granularity": None, "axis": None,
                               "block_size": None, "orig_dtype": str(x.dtype),
                               "shape": list(x.shape), "method": None}
+                nbytes0, x = x.nbytes, xw
                 e = x.astype(np.float64) - h.astype(np.float64)
                 sig, err = float(np.sum(np.square(x, dtype=np.float64))), float(np.sum(e * e))
                 sq = math.inf if err == 0 else 10 * math.log10(sig / err) if sig else -math.inf
                 stats = (sq, float(np.abs(e).max()) if e.size else 0.0,
-                         100.0 * float(np.count_nonzero(np.isinf(h) & np.isfinite(x))) / x.size)
-                rows.append(_row(name, x.shape, "float16", x.nbytes, h.nbytes, stats))
+                         100.0 * float(np.count_nonzero(np.isinf(h.astype(np.float32)) &
+                                                        np.isfinite(x))) / x.size)
+                rows.append(_row(name, x.shape, dtype_s, nbytes0, h.nbytes, stats))
             else:
                 if granularity == "per_channel" and not -x.ndim <= axis < x.ndim:
                     raise ValueError(f"axis: expected an int in [{-x.ndim}, {x.ndim}) for "
@@ -686,16 +712,16 @@ def load_quantized(path):
                 scheme = m["scheme"]
             except (KeyError, TypeError, ValueError) as e:
                 raise _bad(r.path, f"tensor {name!r}: bad metadata ({e})") from None
-            if orig.kind != "f":
+            if not _dtypes.is_float(orig):
                 raise _bad(r.path, f"tensor {name!r}: orig_dtype {orig} is not floating")
             if arr.shape != shape:
                 raise _bad(r.path, f"tensor {name!r}: shape {arr.shape} != metadata {shape}")
             nbefore = math.prod(shape) * orig.itemsize
-            if scheme == "float16":
-                if arr.dtype != np.float16:
-                    raise _bad(r.path, f"tensor {name!r}: expected float16, got {arr.dtype}")
+            if scheme in ("float16", "bfloat16"):
+                if arr.dtype != np.dtype(scheme):
+                    raise _bad(r.path, f"tensor {name!r}: expected {scheme}, got {arr.dtype}")
                 tensors[name] = arr
-                rows.append(_row(name, shape, "float16", nbefore, arr.nbytes))
+                rows.append(_row(name, shape, scheme, nbefore, arr.nbytes))
                 continue
             if scheme not in ("int8", "uint8") or arr.dtype != np.dtype(scheme):
                 raise _bad(r.path, f"tensor {name!r}: scheme {scheme!r} with values of dtype "

@@ -436,7 +436,9 @@ PyDoc_STRVAR(to_bfloat16_doc,
 "x is converted to float32 first, then rounded to nearest even on its bits:\n"
 "``(bits + 0x7FFF + ((bits >> 16) & 1)) >> 16``. Overflow rounds to +-inf, inf stays inf,\n"
 "float32 denormals are rounded like any value (never flushed), NaN stays NaN (quieted, sign\n"
-"kept). ``from_bfloat16`` reverses it exactly for representable values.");
+"kept). ``from_bfloat16`` reverses it exactly for representable values;\n"
+"``to_bfloat16(x).view(ml_dtypes.bfloat16)`` is an ``ml_dtypes.bfloat16`` array equal to\n"
+"``x.astype(ml_dtypes.bfloat16)``. ``x`` may itself be bfloat16 or another ml_dtypes float.");
 
 static PyObject *py_to_bfloat16(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
@@ -445,7 +447,9 @@ static PyObject *py_to_bfloat16(PyObject *self, PyObject *args, PyObject *kwargs
 
 PyDoc_STRVAR(from_bfloat16_doc,
 "from_bfloat16(bits, *, out=None)\n--\n\n"
-"Widen bfloat16 bit patterns (a uint16 array) to float32, exactly: ``bits << 16``.");
+"Widen bfloat16 values to float32, exactly: ``bits << 16``.\n\n"
+"``bits`` is a uint16 array of bfloat16 bit patterns (as ``to_bfloat16`` returns) or an\n"
+"``ml_dtypes.bfloat16`` array (read as its bit patterns, without a copy).");
 
 static PyObject *py_from_bfloat16(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
@@ -454,7 +458,18 @@ static PyObject *py_from_bfloat16(PyObject *self, PyObject *args, PyObject *kwar
     PyObject *xo, *out = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$O:from_bfloat16", kwlist, &xo, &out))
         return NULL;
-    PyArrayObject *x = qc_int_array(xo, "bits", allowed);
+    PyArrayObject *x;
+    if (PyArray_Check(xo) && PyArray_DESCR((PyArrayObject *)xo)->type_num >= NPY_USERDEF &&
+        PyArray_ITEMSIZE((PyArrayObject *)xo) == 2 &&
+        strcmp(PyArray_DESCR((PyArrayObject *)xo)->typeobj->tp_name, "ml_dtypes.bfloat16") == 0) {
+        /* an ml_dtypes.bfloat16 array: the same bits, read as uint16 (a view, no copy) */
+        PyObject *v = PyArray_View((PyArrayObject *)xo, PyArray_DescrFromType(NPY_UINT16), NULL);
+        if (!v) return NULL;
+        x = qc_int_array(v, "bits", allowed);
+        Py_DECREF(v);
+    } else {
+        x = qc_int_array(xo, "bits", allowed);
+    }
     if (!x) return NULL;
     PyArrayObject *y = make_output(out, &x, NPY_FLOAT32);
     if (!y) {

@@ -147,6 +147,14 @@ PyArrayObject *qc_any_array(PyObject *obj, const char *arg) {
     return a;
 }
 
+int qc_is_ml_float(PyArray_Descr *d) {
+    /* ml_dtypes' low-precision floats (bfloat16, float8_*, float4_e2m1fn, ...) are NumPy
+     * user-defined types; each registers an exact cast to float32. */
+    if (d->type_num < NPY_USERDEF || !d->typeobj || !d->typeobj->tp_name) return 0;
+    const char *n = d->typeobj->tp_name;
+    return strncmp(n, "ml_dtypes.bfloat16", 18) == 0 || strncmp(n, "ml_dtypes.float", 15) == 0;
+}
+
 PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
     if (PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) == NPY_FLOAT32 &&
         PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) && PyArray_ISALIGNED((PyArrayObject *)obj) &&
@@ -157,9 +165,10 @@ PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
     PyArrayObject *a = qc_any_array(obj, arg);
     if (!a) return NULL;
     int t = PyArray_TYPE(a);
-    if (!(PyTypeNum_ISFLOAT(t) || (PyTypeNum_ISINTEGER(t) && !PyTypeNum_ISBOOL(t))) ||
+    if (!(PyTypeNum_ISFLOAT(t) || (PyTypeNum_ISINTEGER(t) && !PyTypeNum_ISBOOL(t)) ||
+          qc_is_ml_float(PyArray_DESCR(a))) ||
         t == NPY_LONGDOUBLE) {
-        qc_type_error("%s: expected a real-valued array (float16/32/64 or integer), got %s", arg,
+        qc_type_error("%s: expected a real-valued array (float16/32/64, bfloat16 or integer), got %s", arg,
                       t == NPY_LONGDOUBLE ? "longdouble" : PyArray_DESCR(a)->typeobj->tp_name);
         Py_DECREF(a);
         return NULL;
