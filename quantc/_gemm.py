@@ -65,14 +65,71 @@ def pack_matrix(b, b_zero_point=None):
     return _C.pack_matrix(b, b_zero_point)
 
 
+def _batched_b(b):
+    """b as an ndarray when it is a batch of matrices (ndim >= 3), else None."""
+    if isinstance(b, PackedMatrix) or not hasattr(b, "__len__") and not hasattr(b, "ndim"):
+        return None
+    bb = b if isinstance(b, np.ndarray) else np.asarray(b)
+    return bb if bb.ndim >= 3 else None
+
+
+def _run_batched(kernel, a, b, out):
+    """Apply the 2-D ``kernel(a_i, b_i)`` over NumPy-broadcast leading dimensions of
+    ``a`` (..., M, K) and ``b`` (..., K, N), as ONNX MatMul does."""
+    aa = a if isinstance(a, np.ndarray) else np.asarray(a)
+    if aa.ndim == 0:
+        raise ValueError("a: expected at least 1 dimension, got a 0-d array")
+    vec = aa.ndim == 1
+    if vec:
+        aa = aa[None, :]
+    try:
+        batch = np.broadcast_shapes(aa.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"b: expected leading dimensions that broadcast with a's "
+                         f"{aa.shape[:-2]}, got {b.shape[:-2]}") from None
+    if aa.shape[-1] != b.shape[-2]:
+        raise ValueError(f"b: expected {aa.shape[-1]} rows (a's K), got shape {b.shape}")
+    a_b = np.broadcast_to(aa, batch + aa.shape[-2:])
+    b_b = np.broadcast_to(b, batch + b.shape[-2:])
+    shape = batch + (aa.shape[-2], b.shape[-1])
+    res = None
+    for idx in np.ndindex(*batch):
+        r = kernel(a_b[idx], b_b[idx])
+        if res is None:
+            res = np.empty(shape, r.dtype)
+        res[idx] = r
+    if res is None:  # an empty batch: one call on zero operands checks them, gives the dtype
+        r = kernel(np.zeros(aa.shape[-2:], aa.dtype), np.zeros(b.shape[-2:], b.dtype))
+        res = np.empty(shape, r.dtype)
+    if vec:
+        res = res[..., 0, :]
+    if out is not None:
+        if not isinstance(out, np.ndarray) or out.shape != res.shape or \
+                out.dtype != res.dtype or not out.flags.c_contiguous or \
+                not out.flags.writeable:
+            raise ValueError(f"out: expected a writable C-contiguous array of shape "
+                             f"{res.shape} and dtype {res.dtype}, got "
+                             f"{getattr(out, 'shape', type(out).__name__)} "
+                             f"{getattr(out, 'dtype', '')}")
+        out[...] = res
+        return out
+    return res
+
+
 def matmul_integer(a, b, a_zero_point=None, b_zero_point=None, *, out=None):
     """ONNX MatMulInteger: ``(a - a_zero_point) @ (b - b_zero_point)`` in int32.
 
-    ``a``: int8/uint8 ``(..., M, K)`` (or ``(K,)``); ``b``: int8/uint8 ``(K, N)`` or a
+    ``a``: int8/uint8 ``(..., M, K)`` (or ``(K,)``); ``b``: int8/uint8 ``(K, N)``, a batch
+    ``(..., K, N)`` whose leading dimensions broadcast with ``a``'s as in NumPy/ONNX MatMul
+    (each matrix of the batch runs through the 2-D kernel), or a
     :class:`PackedMatrix`. ``a_zero_point``: scalar or ``(M,)`` (per row) of ``a``'s dtype
     (or a Python int in range); ``b_zero_point``: scalar or ``(N,)`` (per column) of ``b``'s
     dtype. Exact whenever the result fits int32, else the true value modulo 2**32.
     """
+    bb = _batched_b(b)
+    if bb is not None:
+        return _run_batched(lambda x, y: _C.matmul_integer(x, y, a_zero_point, b_zero_point),
+                            a, bb, out)
     return _C.matmul_integer(a, b, a_zero_point, b_zero_point, out=out)
 
 
@@ -87,7 +144,15 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     per column ``(N,)``; ``bias``: int32 ``(N,)``; ``relu`` clamps below at ``y_zero_point``.
     The output dtype is ``y_zero_point``'s (an int8 or uint8 NumPy scalar or array). ``M[j]``
     must be positive and finite in float32 (as in :func:`qlinear_conv`), else ValueError.
+    ``a`` is ``(..., M, K)``; ``b`` is ``(K, N)``, a :class:`PackedMatrix`, or a batch
+    ``(..., K, N)`` broadcast against ``a``'s leading dimensions as ONNX QLinearMatMul does.
     """
+    bb = _batched_b(b)
+    if bb is not None:
+        return _run_batched(
+            lambda x, y: _C.qlinear_matmul(x, a_scale, a_zero_point, y, b_scale, b_zero_point,
+                                           y_scale, y_zero_point, bias=bias, relu=relu),
+            a, bb, out)
     return _C.qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale,
                              y_zero_point, bias=bias, relu=relu, out=out)
 
