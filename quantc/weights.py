@@ -7,6 +7,9 @@ File layout of a quantized file (``.safetensors`` or ``.npz``, see :meth:`Quanti
   scale/zero-point shapes following the granularity rules of docs/API.md (0-d per tensor, 1-D
   per channel; per block ``(shape[0], ceil(prod(shape[1:]) / block_size))``: blocks run along
   the flattened input dimension, ``C*kh*kw`` for a ``(M, C, kh, kw)`` conv weight);
+  int4/uint4 values are stored packed (``qc.pack_bits``: a 1-D uint8 tensor of
+  ``ceil(size / 2)`` bytes, the first value of each pair in the low nibble, in C order of the
+  original shape) and their zero points as int8/uint8;
 - a tensor converted to float16 or bfloat16 is stored as ``name`` (float16, or
   ``ml_dtypes.bfloat16``: BF16 in safetensors; in an .npz its uint16 bits, typed by the
   metadata entry ``quantc.npz_dtypes``);
@@ -14,7 +17,8 @@ File layout of a quantized file (``.safetensors`` or ``.npz``, see :meth:`Quanti
 - the metadata entry ``quantc`` (safetensors ``__metadata__``; an ``.npz`` stores its metadata
   as the member ``__metadata__.json``) is JSON:
   ``{"format": "quantc.quantized", "version": 1, "tensors": {name: {"scheme": "int8" |
-  "uint8" | "float16" | "bfloat16", "granularity": ..., "axis": int | null, "block_size": int | null,
+  "uint8" | "int4" | "uint4" | "float16" | "bfloat16", "granularity": ...,
+  "axis": int | null, "block_size": int | null,
   "orig_dtype": "float32" | "float16" | "bfloat16" | "float64", "shape": [...], "method": ..., "blocks": "flat"}}, "order": [names
   in the original order]}``; tensors absent from ``tensors`` were kept unchanged. Per-block
   entries carry ``"blocks": "flat"`` and ``"axis": 1`` (blocks along the flattened dimensions
@@ -43,6 +47,8 @@ FORMAT_VERSION = 1
 _SCALE = "::scale"
 _ZP = "::zero_point"
 _GRANULARITIES = ("per_tensor", "per_channel", "per_block")
+_QSCHEMES = ("int8", "uint8", "int4", "uint4")
+_PACKED = ("int4", "uint4")  # stored two values per byte (qc.pack_bits)
 _METHODS = ("minmax", "percentile", "mse")
 # Candidate clipping fractions of the MSE search: 1.0 (min/max) down to 0.2 in steps of 0.01.
 _MSE_FRACTIONS = (1.0 - np.arange(81) / 100.0).astype(np.float32)
@@ -53,7 +59,8 @@ _CHUNK_ELEMS = 1 << 22
 class QuantizedTensor:
     """One quantized tensor: ``real ~= (q - zero_point) * scale``.
 
-    Attributes: ``q`` (int8/uint8, original shape), ``scale`` (float32), ``zero_point``
+    Attributes: ``q`` (int8/uint8, or ``ml_dtypes`` int4/uint4 one value per byte in memory
+    and packed two per byte in files; original shape), ``scale`` (float32), ``zero_point``
     (same dtype as ``q``), ``axis`` (None per tensor; the channel or blocked axis otherwise),
     ``block_size`` (None unless blocked), ``dtype`` (of ``q``), ``shape`` (original),
     ``orig_dtype`` (the float dtype before quantization), ``flat_blocks`` (True when blocks run
@@ -81,7 +88,16 @@ class QuantizedTensor:
 
     @property
     def nbytes(self):
+        """Bytes as stored: 4-bit values packed two per byte, zero points one byte each."""
+        if self.dtype.name in _PACKED:
+            return -(-self.q.size // 2) + self.scale.nbytes + self.zero_point.size
         return self.q.nbytes + self.scale.nbytes + self.zero_point.nbytes
+
+    def q_bytes(self):
+        """``q`` as int8/uint8 values (a converted copy for int4/uint4, else ``q`` itself)."""
+        if self.dtype.name in _PACKED:
+            return self.q.astype(np.int8 if self.dtype.name == "int4" else np.uint8)
+        return self.q
 
     @property
     def scheme(self):
@@ -249,9 +265,15 @@ class QuantizedWeights(Mapping):
                 raise ValueError(f"{name}: tensor names ending in '{_SCALE}' or '{_ZP}' are "
                                  f"reserved for quantization parameters")
             if isinstance(v, QuantizedTensor):
-                tensors[name] = v.q
+                if v.dtype.name in _PACKED:
+                    from . import pack_bits
+                    tensors[name] = pack_bits(v.q)
+                    tensors[name + _ZP] = np.asarray(v.zero_point).astype(
+                        np.int8 if v.dtype.name == "int4" else np.uint8)
+                else:
+                    tensors[name] = v.q
+                    tensors[name + _ZP] = v.zero_point
                 tensors[name + _SCALE] = v.scale
-                tensors[name + _ZP] = v.zero_point
             else:
                 tensors[name] = v
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tensors": self._info,
@@ -466,13 +488,13 @@ def _error_stats_c(x, x2, block, qt):
     if qt.granularity == "per_tensor":
         x2 = x.reshape(x.shape[0], -1)  # rows only to spread the work over threads
         block = max(x2.shape[1], 1)
-        q2 = qt.q.reshape(x2.shape)
+        q2 = qt.q_bytes().reshape(x2.shape)
         s = np.full(x2.shape[0], s, np.float32)
         z = np.full(x2.shape[0], z, np.int32)
     elif qt.granularity == "per_channel":
-        q2 = np.ascontiguousarray(np.moveaxis(qt.q, qt.axis, 0).reshape(x2.shape))
+        q2 = np.ascontiguousarray(np.moveaxis(qt.q_bytes(), qt.axis, 0).reshape(x2.shape))
     else:
-        q2 = qt.q.reshape(x2.shape)
+        q2 = qt.q_bytes().reshape(x2.shape)
     sig, err, mx, clipped = _C._calib_error_stats(x2, q2, block, s.ravel(), z.ravel())
     return _sqnr(sig, err), mx, 100.0 * clipped / x.size if x.size else 0.0
 
@@ -485,6 +507,11 @@ def _sqnr(sig, err):
     return 10.0 * math.log10(sig / err)
 
 
+def _qrange_of(dt):
+    from . import qrange
+    return qrange(dt.name)
+
+
 def _error_stats(x, qt):
     """(sqnr_db, max_abs_error, clipped_pct) against a float64 original, in row chunks."""
     rows = x.shape[0] if x.ndim else 1
@@ -492,7 +519,7 @@ def _error_stats(x, qt):
     sig = err = 0.0
     mx = 0.0
     clipped = 0
-    qmin, qmax = np.iinfo(qt.dtype).min, np.iinfo(qt.dtype).max
+    qmin, qmax = _qrange_of(qt.dtype)
     for r0 in range(0, rows, per):
         r1 = min(rows, r0 + per)
         xs = x[r0:r1].astype(np.float64)
@@ -502,7 +529,7 @@ def _error_stats(x, qt):
         err += float(np.dot(e.ravel(), e.ravel()))
         if e.size:
             mx = max(mx, float(np.abs(e).max()))
-        sat = qt.q[r0:r1]
+        sat = qt.q_bytes()[r0:r1]
         sat = (sat == qmin) | (sat == qmax)
         if sat.any():
             step = _broadcast_scale(qt, (r0, r1), xs.shape)
@@ -549,7 +576,10 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
     Floating inputs may be float16/32/64 or bfloat16 (``ml_dtypes.bfloat16`` arrays, torch
     bfloat16 tensors, BF16 tensors in a .safetensors file); each is converted to float32
     (exactly) before quantization and its dtype is kept as ``orig_dtype``.
-    dtype: "int8" or "uint8" (affine quantization), or "float16" / "bfloat16" (the floating
+    dtype: "int8", "uint8", "int4" or "uint4" (affine quantization; 4-bit values are
+    ``ml_dtypes`` int4/uint4 arrays in memory and are stored packed two per byte, so a file
+    holds about 1/8 of the float32 bytes plus the scales: use them with
+    ``granularity="per_block"``, e.g. ``block_size=32``), or "float16" / "bfloat16" (the floating
     tensors selected as above are converted instead, round to nearest even; bfloat16 values
     are ``ml_dtypes.bfloat16`` arrays).
     granularity:
@@ -575,9 +605,9 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
     quantc already quantized raises ValueError.
     """
     dtype_s = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
-    if dtype_s not in ("int8", "uint8", "float16", "bfloat16"):
-        raise ValueError(f"dtype: expected 'int8', 'uint8', 'float16' or 'bfloat16', got "
-                         f"{dtype!r}")
+    if dtype_s not in _QSCHEMES + ("float16", "bfloat16"):
+        raise ValueError(f"dtype: expected 'int8', 'uint8', 'int4', 'uint4', 'float16' or "
+                         f"'bfloat16', got {dtype!r}")
     if granularity not in _GRANULARITIES:
         raise ValueError(f"granularity: expected one of {', '.join(_GRANULARITIES)}, got "
                          f"{granularity!r}")
@@ -693,7 +723,7 @@ def load_quantized(path):
         for name in r.names:
             if name.endswith(_SCALE) or name.endswith(_ZP):
                 base = name[:-len(_SCALE)] if name.endswith(_SCALE) else name[:-len(_ZP)]
-                if base not in info or info[base].get("scheme") not in ("int8", "uint8"):
+                if base not in info or info[base].get("scheme") not in _QSCHEMES:
                     raise _bad(r.path, f"{name!r} belongs to no quantized tensor")
                 continue
             arr = r.read(name)
@@ -714,6 +744,15 @@ def load_quantized(path):
                 raise _bad(r.path, f"tensor {name!r}: bad metadata ({e})") from None
             if not _dtypes.is_float(orig):
                 raise _bad(r.path, f"tensor {name!r}: orig_dtype {orig} is not floating")
+            if scheme in _PACKED:
+                if arr.dtype != np.uint8 or arr.ndim != 1:
+                    raise _bad(r.path, f"tensor {name!r}: scheme {scheme} expects packed uint8 "
+                                       f"bytes (1-D), got {arr.dtype} shape {arr.shape}")
+                from . import unpack_bits
+                try:
+                    arr = unpack_bits(arr, scheme, shape)
+                except ValueError as e:
+                    raise _bad(r.path, f"tensor {name!r}: {e}") from None
             if arr.shape != shape:
                 raise _bad(r.path, f"tensor {name!r}: shape {arr.shape} != metadata {shape}")
             nbefore = math.prod(shape) * orig.itemsize
@@ -723,7 +762,7 @@ def load_quantized(path):
                 tensors[name] = arr
                 rows.append(_row(name, shape, scheme, nbefore, arr.nbytes))
                 continue
-            if scheme not in ("int8", "uint8") or arr.dtype != np.dtype(scheme):
+            if scheme not in _QSCHEMES or arr.dtype != np.dtype(scheme):
                 raise _bad(r.path, f"tensor {name!r}: scheme {scheme!r} with values of dtype "
                                    f"{arr.dtype}")
             for suffix in (_SCALE, _ZP):
@@ -731,6 +770,13 @@ def load_quantized(path):
                     raise _bad(r.path, f"tensor {name!r}: missing {name + suffix!r}")
             scale = r.read(name + _SCALE)
             zp = r.read(name + _ZP)
+            if scheme in _PACKED:  # stored one per byte as int8/uint8
+                want = np.int8 if scheme == "int4" else np.uint8
+                lo, hi = (-8, 7) if scheme == "int4" else (0, 15)
+                if zp.dtype != want or (zp.size and (zp.min() < lo or zp.max() > hi)):
+                    raise _bad(r.path, f"tensor {name!r}: {scheme} zero points must be "
+                                       f"{np.dtype(want)} in [{lo}, {hi}]")
+                zp = zp.astype(arr.dtype)
             qt = _checked_tensor(r.path, name, arr, scale, zp, m, orig)
             tensors[name] = qt
             rows.append(_row(name, shape, qt.scheme, nbefore, qt.nbytes))
