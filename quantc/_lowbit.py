@@ -19,7 +19,7 @@ import math
 import ml_dtypes
 import numpy as np
 
-from . import _dtypes
+from . import _C, _dtypes
 
 # name -> (dtype, qmin, qmax, is_float)
 TYPES = {}
@@ -141,6 +141,41 @@ def _params(shape, scale, zero_point, name, axis, block_size, qmin=None, qmax=No
 
 
 def quantize(x, scale, zero_point, name, axis=None, block_size=None, profile="onnx"):
+    """Sub-byte integers run through the C int8/uint8 kernel and a clamp to the narrower
+    range (exact: clamping to [-128, 127] and then to [-8, 7] is clamping to [-8, 7]); the
+    other types through ``quantize_ref``."""
+    if profile == "torch":
+        raise ValueError(f"profile: 'torch' has no {name} quantization; use 'onnx' or "
+                         f"'tflite'")
+    a = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if name not in _BITS or type_name(a.dtype) in _BITS:
+        return quantize_ref(x, scale, zero_point, name, axis, block_size, profile)
+    dt, lo, hi, _ = TYPES[name]
+    wide = np.dtype(np.int8 if name.startswith("int") else np.uint8)
+    zp = None
+    if zero_point is not None:
+        zr = np.asarray(zero_point)
+        if zr.dtype == dt:
+            zp = zr.astype(wide)
+        elif zr.dtype.kind in "iu":
+            out = (zr < lo) | (zr > hi)
+            if out.any():
+                i = int(np.argmax(out.ravel()))
+                raise ValueError(f"zero_point: expected integers in [{lo}, {hi}] ({name}), "
+                                 f"got {int(zr.ravel()[i])} at index {i}")
+            zp = zr.astype(wide)
+        else:
+            raise TypeError(f"zero_point: expected {name} or integer values, got {zr.dtype}")
+    q = _C.quantize(a, scale, zp, wide, axis=axis, block_size=block_size, profile=profile)
+    np.clip(q, lo, hi, out=q)
+    # ml_dtypes keeps a sub-byte value in the low bits of its byte, the others zero: the
+    # same bytes as astype(dt), without the slower element-wise cast
+    np.bitwise_and(q, wide.type((1 << _BITS[name]) - 1), out=q)
+    return q.view(dt)
+
+
+def quantize_ref(x, scale, zero_point, name, axis=None, block_size=None, profile="onnx"):
+    """The NumPy formulas of this module's docstring, for every type."""
     dt, lo, hi, is_float = TYPES[name]
     if profile == "torch":
         raise ValueError(f"profile: 'torch' has no {name} quantization; use 'onnx' or "
@@ -222,15 +257,18 @@ def pack_bits(q):
                         f"{a.dtype}")
     bits = _BITS[name]
     per = 8 // bits
-    v = np.ascontiguousarray(a).reshape(-1).view(np.uint8) & np.uint8((1 << bits) - 1)
+    v = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
     n = v.size
     pad = -n % per
     if pad:
         v = np.concatenate([v, np.zeros(pad, np.uint8)])
-    v = v.reshape(-1, per)
-    out = v[:, 0].copy()
+    out = v[0::per] & np.uint8((1 << bits) - 1)
     for k in range(1, per):
-        out |= v[:, k] << np.uint8(k * bits)
+        # the shift drops each byte's bits above the value (the last one needs no mask)
+        sh = v[k::per] << np.uint8(k * bits)
+        if k < per - 1:
+            sh &= np.uint8(((1 << bits) - 1) << (k * bits))
+        out |= sh
     return out
 
 

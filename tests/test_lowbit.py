@@ -316,3 +316,22 @@ def test_batched_matmul_bad_shapes():
         qc.matmul_integer(a, np.zeros((2, 5, 5), np.int8))
     with pytest.raises(TypeError):
         qc.matmul_integer(a, np.zeros((2, 4, 5), np.float32))
+
+
+@pytest.mark.parametrize("name", ["int4", "uint4", "int2", "uint2"])
+@pytest.mark.parametrize("profile", ["onnx", "tflite"])
+def test_subbyte_fast_path_equals_numpy_reference(name, profile):
+    from quantc._lowbit import quantize_ref
+    rng = np.random.default_rng(7)
+    x = _data(rng, (9, 70), 6.0)[:, ::-1]  # negative strides
+    cases = [(np.float32(0.5), None, None, ()), (None, 1, None, (70,)),
+             (None, 1, 16, (9, 5)), (None, 0, 4, (3, 70))]
+    for s, axis, block, pshape in cases:
+        if s is None:
+            s = rng.uniform(0.25, 2, pshape).astype(np.float32)
+        zp = _zp(rng, name, pshape)
+        for z in (zp, zp.astype(np.int32), None):
+            got = qc.quantize(x, s, z, name, axis=axis, block_size=block, profile=profile)
+            ref = quantize_ref(x, s, z, name, axis, block, profile)
+            assert got.dtype == ref.dtype == np.dtype(name)
+            assert np.array_equal(_bits(got), _bits(ref)), (name, profile, axis, block)
