@@ -268,12 +268,13 @@ class QuantizedWeights(Mapping):
                 if v.dtype.name in _PACKED:
                     from . import pack_bits
                     tensors[name] = pack_bits(v.q)
+                    tensors[name + _SCALE] = v.scale
                     tensors[name + _ZP] = np.asarray(v.zero_point).astype(
                         np.int8 if v.dtype.name == "int4" else np.uint8)
                 else:
                     tensors[name] = v.q
+                    tensors[name + _SCALE] = v.scale
                     tensors[name + _ZP] = v.zero_point
-                tensors[name + _SCALE] = v.scale
             else:
                 tensors[name] = v
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tensors": self._info,
