@@ -335,3 +335,25 @@ def test_subbyte_fast_path_equals_numpy_reference(name, profile):
             ref = quantize_ref(x, s, z, name, axis, block, profile)
             assert got.dtype == ref.dtype == np.dtype(name)
             assert np.array_equal(_bits(got), _bits(ref)), (name, profile, axis, block)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_every_isa_and_thread_count_equal_the_reference(isa, threads):
+    from conftest import num_threads
+    from quantc._lowbit import quantize_ref
+    rng = np.random.default_rng(8)
+    x = _data(rng, (37, 129), 5.0)
+    xb = x.astype(ml_dtypes.bfloat16)
+    with num_threads(threads):
+        for name in ("int4", "uint4", "int2", "uint2", "int16", "float8_e4m3fn"):
+            s = rng.uniform(0.25, 2, (37, 5)).astype(np.float32)
+            zp = None if name.startswith("float") else _zp(rng, name, (37, 5))
+            got = qc.quantize(x, s, zp, name, axis=1, block_size=32)
+            ref = quantize_ref(x, s, zp, name, 1, 32)
+            assert np.array_equal(_bits(got), _bits(ref)), (isa, threads, name)
+            got = qc.quantize(xb, s, zp, name, axis=1, block_size=32)
+            ref = quantize_ref(xb.astype(np.float32), s, zp, name, 1, 32)
+            assert np.array_equal(_bits(got), _bits(ref)), (isa, threads, name, "bf16")
+        # bfloat16 widening (the SIMD kernel) equals ml_dtypes' cast
+        assert np.array_equal(qc.quantize(xb, 0.01, np.int8(3)),
+                              qc.quantize(xb.astype(np.float32), 0.01, np.int8(3)))
