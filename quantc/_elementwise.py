@@ -95,7 +95,8 @@ def fake_quantize(x, scale, zero_point=None, dtype="int8", *, axis=None, block_s
 
 quantize.__doc__ = _C.quantize.__doc__.replace("Quantize float values to int8/uint8",
                                                 "Quantize float values") + _LOWBIT_DOC
-dequantize.__doc__ = _C.dequantize.__doc__.replace("Map int8/uint8 values", "Map quantized values") + \
+dequantize.__doc__ = _C.dequantize.__doc__.replace("Map int8/uint8 values",
+                                                    "Map quantized values") + \
     """
 
 Also int16/uint16, int4/uint4, int2/uint2 (``ml_dtypes``), where ``q - zero_point`` is exact
@@ -242,7 +243,8 @@ def choose_qparams(x=None, *, min_val=None, max_val=None, dtype="int8", symmetri
         symmetric: ``scale = max(max(-rmin, rmax) / ((qmax - qmin) / 2), eps)`` with
         ``eps = float32 machine epsilon``; zp 0 for int8, for uint8 128 (or
         ``(qmin + qmax) // 2`` when ``narrow_range``/``reduce_range`` change the range, as
-        torch's customized range; torch itself refuses symmetric uint8 with reduce_range);
+        torch's customized range; torch itself refuses symmetric uint8 with reduce_range;
+        the other signed types get 0, unsigned ``(qmin + qmax + 1) // 2``);
         asymmetric: ``scale = max((rmax - rmin) / (qmax - qmin), eps)``,
         ``zp = clamp(qmin - round_half_even(rmin / scale), qmin, qmax)``;
         no data at all (empty ``x``): scale 1.0, zp 0.
@@ -253,6 +255,11 @@ def choose_qparams(x=None, *, min_val=None, max_val=None, dtype="int8", symmetri
         (qmax - qmin)``, ``zp_f = qmin - rmin / scale``, ``zp = qmin`` if ``zp_f < qmin``,
         ``qmax`` if ``zp_f > qmax``, else ``round_half_away(zp_f)``.
         A zero range gives scale 1.0 (zp from the same formula: the midpoint or ``qmin``).
+
+    float8/float4 ``dtype``: symmetric whatever the profile, ``scale = float32(amax / max)``
+    (float64 division; ``max`` the type's largest finite value, 448 for float8_e4m3fn) so the
+    largest magnitude maps to ``max``, zero point 0 (ONNX Runtime's float8 quantizer).
+    int16/uint16/int4/uint4/int2/uint2 use the integer formulas above with their range.
 
     A zero range never gives scale 0 or inf; a range that overflows float32 (inf in ``x``)
     raises ValueError. Returns ``QParams(scale, zero_point, dtype, axis, block_size)``.
@@ -337,8 +344,8 @@ def _torch_qparams(rmin, rmax, qmin, qmax, symmetric, name, customized):
     if symmetric:
         amax = np.maximum(-rmin, rmax)
         scale = np.maximum(amax / np.float32((qmax - qmin) / 2), eps).astype(np.float32)
-        if name == "uint8":
-            mid = (qmin + qmax) // 2 if customized else 128
+        if name.startswith("uint"):
+            mid = (qmin + qmax) // 2 if customized else (qmin + qmax + 1) // 2  # uint8: 128
             zp = np.full(scale.shape, mid, dtype=np.int64)
         else:
             zp = np.zeros(scale.shape, dtype=np.int64)
@@ -380,6 +387,9 @@ def quantize_dynamic(x, dtype="uint8"):
     ``scale`` a 0-d float32 array and ``zero_point`` a 0-d array of ``dtype``.
     """
     name = _dtype_name(dtype)
+    if name not in ("int8", "uint8"):
+        raise ValueError(f"dtype: expected 'uint8' or 'int8' (DynamicQuantizeLinear), got "
+                         f"{dtype!r}")
     npdt, qmin, qmax = _DTYPES[name]
     xf = np.asarray(x)
     mn, mx = _C._minmax(xf)

@@ -37,7 +37,8 @@ def _parser():
                    help="a .safetensors or .npz file (default: the bundled digits CNN)")
     q.add_argument("-o", "--output", metavar="OUT",
                    help="write the quantized weights here (.safetensors or .npz)")
-    q.add_argument("--dtype", choices=("int8", "uint8", "int4", "uint4", "float16", "bfloat16"), default="int8",
+    q.add_argument("--dtype", choices=("int8", "uint8", "int4", "uint4", "float16", "bfloat16"),
+                   default="int8",
                    help="int8 (default), uint8, int4 or uint4 (packed two per byte; use "
                         "with --block-size) with scales and zero points, or float16 / "
                         "bfloat16 (a plain conversion, no scales)")

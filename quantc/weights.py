@@ -19,8 +19,8 @@ File layout of a quantized file (``.safetensors`` or ``.npz``, see :meth:`Quanti
   ``{"format": "quantc.quantized", "version": 1, "tensors": {name: {"scheme": "int8" |
   "uint8" | "int4" | "uint4" | "float16" | "bfloat16", "granularity": ...,
   "axis": int | null, "block_size": int | null,
-  "orig_dtype": "float32" | "float16" | "bfloat16" | "float64", "shape": [...], "method": ..., "blocks": "flat"}}, "order": [names
-  in the original order]}``; tensors absent from ``tensors`` were kept unchanged. Per-block
+  "orig_dtype": "float32" | "float16" | "bfloat16" | "float64", "shape": [...],
+  "method": ..., "blocks": "flat"}}, "order": [names in the original order]}``; tensors absent from ``tensors`` were kept unchanged. Per-block
   entries carry ``"blocks": "flat"`` and ``"axis": 1`` (blocks along the flattened dimensions
   1..ndim-1); files written before that key existed (blocks along the last axis, scale shape
   ``shape[:-1] + (blocks,)``) still load.
@@ -638,7 +638,8 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
         for name in names:
             x = get(name)
             eligible = (_dtypes.is_float(x.dtype) and x.ndim >= 2
-                        and x.size >= max(min_elements, 1) and not any(fnmatch.fnmatchcase(name, p) for p in skip))
+                        and x.size >= max(min_elements, 1)
+                        and not any(fnmatch.fnmatchcase(name, p) for p in skip))
             if not eligible:
                 tensors[name] = x
                 rows.append(_row(name, x.shape, "kept", x.nbytes, x.nbytes))

@@ -357,3 +357,13 @@ def test_every_isa_and_thread_count_equal_the_reference(isa, threads):
         # bfloat16 widening (the SIMD kernel) equals ml_dtypes' cast
         assert np.array_equal(qc.quantize(xb, 0.01, np.int8(3)),
                               qc.quantize(xb.astype(np.float32), 0.01, np.int8(3)))
+
+
+def test_dynamic_is_8_bit_only_and_torch_unsigned_midpoint():
+    x = np.linspace(-1, 2, 50, dtype=np.float32)
+    with pytest.raises(ValueError, match="dtype: expected 'uint8' or 'int8'"):
+        qc.quantize_dynamic(x, "int4")
+    p = qc.choose_qparams(x, dtype="uint4", symmetric=True, profile="torch")
+    assert int(p.zero_point) == 8 and p.zero_point.dtype == np.dtype("uint4")
+    assert int(qc.choose_qparams(x, dtype="uint8", symmetric=True, profile="torch")
+               .zero_point) == 128

@@ -196,7 +196,8 @@ PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
     if (!(PyTypeNum_ISFLOAT(t) || (PyTypeNum_ISINTEGER(t) && !PyTypeNum_ISBOOL(t)) ||
           qc_is_ml_float(PyArray_DESCR(a))) ||
         t == NPY_LONGDOUBLE) {
-        qc_type_error("%s: expected a real-valued array (float16/32/64, bfloat16 or integer), got %s", arg,
+        qc_type_error("%s: expected a real-valued array (float16/32/64, bfloat16 or integer), "
+                      "got %s", arg,
                       t == NPY_LONGDOUBLE ? "longdouble" : PyArray_DESCR(a)->typeobj->tp_name);
         Py_DECREF(a);
         return NULL;
