@@ -15,6 +15,7 @@ Packed layout (ONNX): int4/uint4 two values per byte, the first in the low nibbl
 four per byte, the first in the lowest two bits; a short last byte is padded with zeros.
 """
 import math
+import sys
 
 import ml_dtypes
 import numpy as np
@@ -248,20 +249,39 @@ def fake_quantize(x, scale, zero_point, name, axis=None, block_size=None, qmin=N
     return (y, mask) if return_mask else y
 
 
-def pack_bits(q):
-    """Pack int4/uint4 (2 per byte) or int2/uint2 (4 per byte) values into uint8 (ONNX)."""
+def _subbyte(q):
     a = np.asarray(q)
     name = type_name(a.dtype)
     if name not in _BITS:
         raise TypeError(f"q: expected an array of int4, uint4, int2 or uint2 (ml_dtypes), got "
                         f"{a.dtype}")
-    bits = _BITS[name]
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8), _BITS[name]
+
+
+def pack_bits(q):
+    """Pack int4/uint4 (2 per byte) or int2/uint2 (4 per byte) values into uint8 (ONNX):
+    the C kernel (csrc/convert/pack.c)."""
+    v, bits = _subbyte(q)
+    return _C._pack_bits(v, bits)
+
+
+def pack_bits_ref(q):
+    """pack_bits in NumPy (the reference the C kernel is tested against)."""
+    v, bits = _subbyte(q)
     per = 8 // bits
-    v = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
     n = v.size
     pad = -n % per
     if pad:
         v = np.concatenate([v, np.zeros(pad, np.uint8)])
+    if sys.byteorder == "little":
+        # `per` bytes as one little-endian word: byte k holds value k in its low bits; move
+        # each to bit k * bits with contiguous (vectorized) word operations
+        w = v.view(np.uint16 if per == 2 else np.uint32)
+        mask = (1 << bits) - 1
+        out = w & w.dtype.type(mask)
+        for k in range(1, per):
+            out |= (w >> w.dtype.type(8 * k - bits * k)) & w.dtype.type(mask << (bits * k))
+        return out.astype(np.uint8)
     out = v[0::per] & np.uint8((1 << bits) - 1)
     for k in range(1, per):
         # the shift drops each byte's bits above the value (the last one needs no mask)

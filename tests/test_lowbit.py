@@ -367,3 +367,14 @@ def test_dynamic_is_8_bit_only_and_torch_unsigned_midpoint():
     assert int(p.zero_point) == 8 and p.zero_point.dtype == np.dtype("uint4")
     assert int(qc.choose_qparams(x, dtype="uint8", symmetric=True, profile="torch")
                .zero_point) == 128
+
+
+@pytest.mark.parametrize("name", ["int4", "uint4", "int2", "uint2"])
+def test_pack_kernel_equals_numpy_reference(name):
+    from quantc._lowbit import pack_bits_ref
+    rng = np.random.default_rng(9)
+    for n in (0, 1, 2, 3, 5, 7, 8, 63, 64, 65, 1001):
+        q = _zp(rng, name, (n,))
+        assert np.array_equal(qc.pack_bits(q), pack_bits_ref(q)), (name, n)
+    q = _zp(rng, name, (6, 7))[:, ::2]
+    assert np.array_equal(qc.pack_bits(q), pack_bits_ref(q))

@@ -484,6 +484,34 @@ static PyObject *py_from_bfloat16(PyObject *self, PyObject *args, PyObject *kwar
     return (PyObject *)y;
 }
 
+/* _pack_bits(q, bits): q a C-contiguous array of 1-byte elements (checked by the caller in
+ * quantc/_lowbit.py), bits 4 or 2 -> a new 1-D uint8 array of the packed bytes. */
+static PyObject *py_pack_bits(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *qo;
+    int bits;
+    if (!PyArg_ParseTuple(args, "Oi:_pack_bits", &qo, &bits)) return NULL;
+    if (bits != 4 && bits != 2) {
+        return (qc_value_error("bits: expected 4 or 2, got %d", bits), NULL);
+    }
+    if (!PyArray_Check(qo) || PyArray_ITEMSIZE((PyArrayObject *)qo) != 1 ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)qo)) {
+        return (qc_type_error("q: expected a C-contiguous array of 1-byte values"), NULL);
+    }
+    PyArrayObject *q = (PyArrayObject *)qo;
+    size_t n = (size_t)PyArray_SIZE(q);
+    size_t per = (size_t)(8 / bits);
+    npy_intp m = (npy_intp)((n + per - 1) / per);
+    PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(1, &m, NPY_UINT8);
+    if (!y) return NULL;
+    const uint8_t *src = (const uint8_t *)PyArray_DATA(q);
+    uint8_t *dst = (uint8_t *)PyArray_DATA(y);
+    Py_BEGIN_ALLOW_THREADS
+    qc_pack_bits_u8(src, dst, n, bits);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)y;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 
 #define QC_KW (METH_VARARGS | METH_KEYWORDS)
@@ -494,6 +522,7 @@ PyMethodDef qc_convert_methods[] = {
     {"to_float16", (PyCFunction)(void (*)(void))py_to_float16, QC_KW, to_float16_doc},
     {"to_bfloat16", (PyCFunction)(void (*)(void))py_to_bfloat16, QC_KW, to_bfloat16_doc},
     {"from_bfloat16", (PyCFunction)(void (*)(void))py_from_bfloat16, QC_KW, from_bfloat16_doc},
+    {"_pack_bits", py_pack_bits, METH_VARARGS, "Sub-byte packing kernel behind qc.pack_bits."},
     {NULL, NULL, 0, NULL},
 };
 
