@@ -10,17 +10,122 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _C
+from . import _C, _dtypes, _lowbit
 
 __all__ = ["QParams", "qrange", "choose_qparams", "quantize", "dequantize", "fake_quantize",
-           "quantize_dynamic"]
-
-quantize = _C.quantize
-dequantize = _C.dequantize
-fake_quantize = _C.fake_quantize
+           "quantize_dynamic", "pack_bits", "unpack_bits"]
 
 _PROFILES = ("onnx", "torch", "tflite")
 _DTYPES = {"int8": (np.dtype(np.int8), -128, 127), "uint8": (np.dtype(np.uint8), 0, 255)}
+_DTYPES.update({k: (v[0], v[1], v[2]) for k, v in _lowbit.TYPES.items()})
+_NAMES = "int8, uint8, " + ", ".join(_lowbit.TYPES)
+
+_LOWBIT_DOC = """
+
+Beyond int8/uint8 (``dtype`` a string or ``ml_dtypes`` dtype, or ``zero_point`` an array of
+it): int16, uint16, int4, uint4, int2, uint2 (ONNX/NumPy semantics above, profiles
+``'onnx'`` and ``'tflite'``), and float8_e4m3fn, float8_e4m3fnuz, float8_e5m2,
+float8_e5m2fnuz, float4_e2m1fn as ONNX QuantizeLinear with ``saturate=1``:
+``cast(clamp(x / s, -max, max))`` rounding to nearest even (+-inf and overflow give +-max;
+float8 zero points must be 0; float4_e2m1fn adds its zero point before the cast). These
+types run as exact NumPy code (float32 arithmetic, the ONNX reference formulas); sub-byte
+results are ``ml_dtypes`` arrays, one value per byte (``pack_bits`` packs them)."""
+
+
+def _lowbit_name(dtype, zero_point):
+    if dtype is not None:
+        return _lowbit.type_name(dtype)
+    if isinstance(zero_point, (np.ndarray, np.generic)):
+        return _lowbit.type_name(zero_point.dtype)
+    return None
+
+
+def _to_out(res, out):
+    if out is None:
+        return res
+    if not isinstance(out, np.ndarray) or out.shape != res.shape or out.dtype != res.dtype or \
+            not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"out: expected a writable C-contiguous array of shape {res.shape} and "
+                         f"dtype {res.dtype}, got "
+                         f"{getattr(out, 'shape', type(out).__name__)} "
+                         f"{getattr(out, 'dtype', '')}")
+    out[...] = res
+    return out
+
+
+def quantize(x, scale, zero_point=None, dtype=None, *, axis=None, block_size=None,
+             profile="onnx", out=None):
+    name = _lowbit_name(dtype, zero_point)
+    if name is None:
+        if isinstance(dtype, str) and dtype not in _DTYPES:
+            raise ValueError(f"dtype: expected one of {_NAMES}, got {dtype!r}")
+        return _C.quantize(x, scale, zero_point, dtype, axis=axis, block_size=block_size,
+                           profile=profile, out=out)
+    _check_profile(profile)
+    return _to_out(_lowbit.quantize(x, scale, zero_point, name, axis, block_size, profile),
+                   out)
+
+
+def dequantize(q, scale, zero_point=None, *, axis=None, block_size=None, out=None):
+    qa = q if isinstance(q, np.ndarray) else None
+    name = _lowbit.type_name(qa.dtype) if qa is not None else None
+    if name is None:
+        if qa is not None and qa.dtype not in (np.int8, np.uint8):
+            raise TypeError(f"q: expected an array of {_NAMES}, got {qa.dtype}")
+        return _C.dequantize(q, scale, zero_point, axis=axis, block_size=block_size, out=out)
+    return _to_out(_lowbit.dequantize(qa, scale, zero_point, name, axis, block_size), out)
+
+
+def fake_quantize(x, scale, zero_point=None, dtype="int8", *, axis=None, block_size=None,
+                  qmin=None, qmax=None, profile="onnx", return_mask=False, out=None):
+    name = _lowbit_name(dtype, None)
+    if name is None:
+        if isinstance(dtype, str) and dtype not in _DTYPES:
+            raise ValueError(f"dtype: expected one of {_NAMES}, got {dtype!r}")
+        return _C.fake_quantize(x, scale, zero_point, dtype, axis=axis, block_size=block_size,
+                                qmin=qmin, qmax=qmax, profile=profile, return_mask=return_mask,
+                                out=out)
+    _check_profile(profile)
+    r = _lowbit.fake_quantize(x, scale, zero_point, name, axis, block_size, qmin, qmax,
+                              profile, return_mask)
+    if return_mask:
+        return _to_out(r[0], out), r[1]
+    return _to_out(r, out)
+
+
+quantize.__doc__ = _C.quantize.__doc__.replace("Quantize float values to int8/uint8",
+                                                "Quantize float values") + _LOWBIT_DOC
+dequantize.__doc__ = _C.dequantize.__doc__.replace("Map int8/uint8 values",
+                                                    "Map quantized values") + \
+    """
+
+Also int16/uint16, int4/uint4, int2/uint2 (``ml_dtypes``), where ``q - zero_point`` is exact
+in int32 before the float32 product, and float8/float4 arrays: ``(float32(q) - zp) * s``
+(ONNX DequantizeLinear)."""
+fake_quantize.__doc__ = _C.fake_quantize.__doc__ + """
+
+``dtype`` may also be int16, uint16, int4, uint4, int2, uint2 (``qmin``/``qmax`` then narrow
+that range) or a float8/float4 type: ``y = dequantize(quantize(x))`` with the same formulas
+as ``quantize``, the mask True where ``x / s`` lies within ``[-max, max]``."""
+
+
+def pack_bits(q):
+    """Pack sub-byte values into bytes with ONNX's layout: a uint8 array.
+
+    ``q``: an ``ml_dtypes`` int4/uint4 array (two values per byte, the first value in the low
+    nibble) or int2/uint2 array (four per byte, the first value in the lowest two bits),
+    taken in C order; a short last byte is padded with zero bits. Length
+    ``ceil(q.size / 2)`` (4-bit) or ``ceil(q.size / 4)`` (2-bit).
+    """
+    return _lowbit.pack_bits(q)
+
+
+def unpack_bits(packed, dtype, shape):
+    """Unpack ``pack_bits``' uint8 buffer into an array of ``dtype`` (``"int4"``, ``"uint4"``,
+    ``"int2"``, ``"uint2"`` or the ``ml_dtypes`` dtype) and ``shape``; signed types are
+    sign-extended. ``packed`` must hold exactly ``ceil(prod(shape) * bits / 8)`` bytes, else
+    ValueError naming ``packed``."""
+    return _lowbit.unpack_bits(packed, dtype, shape)
 
 
 class QParams(NamedTuple):
@@ -43,26 +148,36 @@ def _dtype_name(dtype, arg="dtype"):
     if isinstance(dtype, str):
         if dtype in _DTYPES:
             return dtype
-        raise ValueError(f"{arg}: expected 'int8' or 'uint8', got {dtype!r}")
+        raise ValueError(f"{arg}: expected one of {_NAMES}, got {dtype!r}")
     try:
         dt = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"{arg}: expected 'int8' or 'uint8' (a string or NumPy dtype), "
+        raise TypeError(f"{arg}: expected one of {_NAMES} (a string or NumPy dtype), "
                         f"got {dtype!r}") from None
-    if dt.name not in _DTYPES:
-        raise ValueError(f"{arg}: expected int8 or uint8, got {dt.name}")
-    return dt.name
+    name = _lowbit.type_name(dt) or dt.name
+    if name not in _DTYPES:
+        raise ValueError(f"{arg}: expected one of {_NAMES}, got {dt.name}")
+    return name
 
 
 def qrange(dtype, *, narrow_range=False, reduce_range=False):
-    """The quantized range ``(qmin, qmax)`` of ``dtype`` (``"int8"`` or ``"uint8"``).
+    """The quantized range ``(qmin, qmax)`` of ``dtype`` (``"int8"``, ``"uint8"``, int16,
+    uint16, int4, uint4, int2, uint2; for float8/float4 types ``(-max, max)`` as floats).
 
     ``reduce_range`` uses 7 bits, as PyTorch's ``reduce_range`` (int8: -64..63, uint8:
     0..127). ``narrow_range`` drops the lowest value so the range is symmetric around its
     midpoint (int8: -127..127, uint8: 1..255; TFLite/TensorFlow's convention); with both:
     int8 -63..63, uint8 1..127.
     """
-    _, qmin, qmax = _DTYPES[_dtype_name(dtype)]
+    name = _dtype_name(dtype)
+    _, qmin, qmax = _DTYPES[name]
+    if name in _lowbit.TYPES and _lowbit.TYPES[name][3]:
+        if narrow_range or reduce_range:
+            raise ValueError(f"narrow_range/reduce_range: expected False for {name}, got "
+                             f"{narrow_range}/{reduce_range}")
+        return qmin, qmax
+    if reduce_range and name not in ("int8", "uint8"):
+        raise ValueError(f"reduce_range: only defined for int8/uint8 (7 bits), got {name}")
     if reduce_range:
         qmin, qmax = (-64, 63) if qmin < 0 else (0, 127)
     if narrow_range:
@@ -85,7 +200,7 @@ def _minmax_arrays(x, min_val, max_val, axis, block_size):
     mn = np.asarray(min_val)
     mx = np.asarray(max_val)
     for name, a in (("min_val", mn), ("max_val", mx)):
-        if a.dtype.kind not in "fiu":
+        if a.dtype.kind not in "fiu" and not _dtypes.is_ml_float(a.dtype):
             raise TypeError(f"{name}: expected real numbers, got {a.dtype}")
     mn = mn.astype(np.float32)
     mx = mx.astype(np.float32)
@@ -128,7 +243,8 @@ def choose_qparams(x=None, *, min_val=None, max_val=None, dtype="int8", symmetri
         symmetric: ``scale = max(max(-rmin, rmax) / ((qmax - qmin) / 2), eps)`` with
         ``eps = float32 machine epsilon``; zp 0 for int8, for uint8 128 (or
         ``(qmin + qmax) // 2`` when ``narrow_range``/``reduce_range`` change the range, as
-        torch's customized range; torch itself refuses symmetric uint8 with reduce_range);
+        torch's customized range; torch itself refuses symmetric uint8 with reduce_range;
+        the other signed types get 0, unsigned ``(qmin + qmax + 1) // 2``);
         asymmetric: ``scale = max((rmax - rmin) / (qmax - qmin), eps)``,
         ``zp = clamp(qmin - round_half_even(rmin / scale), qmin, qmax)``;
         no data at all (empty ``x``): scale 1.0, zp 0.
@@ -140,12 +256,20 @@ def choose_qparams(x=None, *, min_val=None, max_val=None, dtype="int8", symmetri
         ``qmax`` if ``zp_f > qmax``, else ``round_half_away(zp_f)``.
         A zero range gives scale 1.0 (zp from the same formula: the midpoint or ``qmin``).
 
+    float8/float4 ``dtype``: symmetric whatever the profile, ``scale = float32(amax / max)``
+    (float64 division; ``max`` the type's largest finite value, 448 for float8_e4m3fn) so the
+    largest magnitude maps to ``max``, zero point 0 (ONNX Runtime's float8 quantizer).
+    int16/uint16/int4/uint4/int2/uint2 use the integer formulas above with their range.
+
     A zero range never gives scale 0 or inf; a range that overflows float32 (inf in ``x``)
     raises ValueError. Returns ``QParams(scale, zero_point, dtype, axis, block_size)``.
     """
     _check_profile(profile)
     name = _dtype_name(dtype)
     npdt = _DTYPES[name][0]
+    if name in _lowbit.TYPES and _lowbit.TYPES[name][3]:
+        return _float_qparams(x, min_val, max_val, name, npdt, axis, block_size, narrow_range,
+                              reduce_range)
     if profile == "tflite" and symmetric:
         narrow_range = True
     qmin, qmax = qrange(name, narrow_range=narrow_range, reduce_range=reduce_range)
@@ -182,6 +306,24 @@ def choose_qparams(x=None, *, min_val=None, max_val=None, dtype="int8", symmetri
                    axis, block_size)
 
 
+def _float_qparams(x, min_val, max_val, name, npdt, axis, block_size, narrow_range,
+                   reduce_range):
+    """float8/float4: symmetric, ``scale = float32(amax / max)`` (ONNX Runtime's float8
+    quantizer: the largest magnitude maps to the type's largest finite value), zp 0."""
+    _, fmax = qrange(name, narrow_range=narrow_range, reduce_range=reduce_range)
+    mn, mx = _minmax_arrays(x, min_val, max_val, axis, block_size)
+    empty = np.isposinf(mn) & np.isneginf(mx)
+    amax = np.where(empty, 0, np.maximum(np.abs(mn), np.abs(mx))).astype(np.float64)
+    if not np.isfinite(amax).all():
+        raise ValueError(f"{'x' if x is not None else 'min_val/max_val'}: expected finite "
+                         "values to choose quantization parameters from, got +-inf")
+    scale64 = amax / fmax
+    scale = np.where(scale64 < np.finfo(np.float32).tiny, 1.0, scale64).astype(np.float32)
+    if axis is None:
+        scale = scale.reshape(())
+    return QParams(scale, np.zeros(scale.shape, npdt), npdt, axis, block_size)
+
+
 def _onnx_qparams(rmin, rmax, qmin, qmax, symmetric):
     if symmetric:
         absmax = np.maximum(np.abs(rmin), np.abs(rmax))
@@ -202,8 +344,8 @@ def _torch_qparams(rmin, rmax, qmin, qmax, symmetric, name, customized):
     if symmetric:
         amax = np.maximum(-rmin, rmax)
         scale = np.maximum(amax / np.float32((qmax - qmin) / 2), eps).astype(np.float32)
-        if name == "uint8":
-            mid = (qmin + qmax) // 2 if customized else 128
+        if name.startswith("uint"):
+            mid = (qmin + qmax) // 2 if customized else (qmin + qmax + 1) // 2  # uint8: 128
             zp = np.full(scale.shape, mid, dtype=np.int64)
         else:
             zp = np.zeros(scale.shape, dtype=np.int64)
@@ -245,6 +387,9 @@ def quantize_dynamic(x, dtype="uint8"):
     ``scale`` a 0-d float32 array and ``zero_point`` a 0-d array of ``dtype``.
     """
     name = _dtype_name(dtype)
+    if name not in ("int8", "uint8"):
+        raise ValueError(f"dtype: expected 'uint8' or 'int8' (DynamicQuantizeLinear), got "
+                         f"{dtype!r}")
     npdt, qmin, qmax = _DTYPES[name]
     xf = np.asarray(x)
     mn, mx = _C._minmax(xf)

@@ -10,7 +10,7 @@ bit-identical for every kernel variant and thread count.
 """
 import numpy as np
 
-from . import _C
+from . import _C, _dtypes
 
 __all__ = ["quantize_multiplier", "requantize_fixed", "requantize", "matmul_integer",
            "qlinear_matmul", "pack_matrix", "PackedMatrix", "Linear"]
@@ -65,14 +65,71 @@ def pack_matrix(b, b_zero_point=None):
     return _C.pack_matrix(b, b_zero_point)
 
 
+def _batched_b(b):
+    """b as an ndarray when it is a batch of matrices (ndim >= 3), else None."""
+    if isinstance(b, PackedMatrix) or not hasattr(b, "__len__") and not hasattr(b, "ndim"):
+        return None
+    bb = b if isinstance(b, np.ndarray) else np.asarray(b)
+    return bb if bb.ndim >= 3 else None
+
+
+def _run_batched(kernel, a, b, out):
+    """Apply the 2-D ``kernel(a_i, b_i)`` over NumPy-broadcast leading dimensions of
+    ``a`` (..., M, K) and ``b`` (..., K, N), as ONNX MatMul does."""
+    aa = a if isinstance(a, np.ndarray) else np.asarray(a)
+    if aa.ndim == 0:
+        raise ValueError("a: expected at least 1 dimension, got a 0-d array")
+    vec = aa.ndim == 1
+    if vec:
+        aa = aa[None, :]
+    try:
+        batch = np.broadcast_shapes(aa.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"b: expected leading dimensions that broadcast with a's "
+                         f"{aa.shape[:-2]}, got {b.shape[:-2]}") from None
+    if aa.shape[-1] != b.shape[-2]:
+        raise ValueError(f"b: expected {aa.shape[-1]} rows (a's K), got shape {b.shape}")
+    a_b = np.broadcast_to(aa, batch + aa.shape[-2:])
+    b_b = np.broadcast_to(b, batch + b.shape[-2:])
+    shape = batch + (aa.shape[-2], b.shape[-1])
+    res = None
+    for idx in np.ndindex(*batch):
+        r = kernel(a_b[idx], b_b[idx])
+        if res is None:
+            res = np.empty(shape, r.dtype)
+        res[idx] = r
+    if res is None:  # an empty batch: one call on zero operands checks them, gives the dtype
+        r = kernel(np.zeros(aa.shape[-2:], aa.dtype), np.zeros(b.shape[-2:], b.dtype))
+        res = np.empty(shape, r.dtype)
+    if vec:
+        res = res[..., 0, :]
+    if out is not None:
+        if not isinstance(out, np.ndarray) or out.shape != res.shape or \
+                out.dtype != res.dtype or not out.flags.c_contiguous or \
+                not out.flags.writeable:
+            raise ValueError(f"out: expected a writable C-contiguous array of shape "
+                             f"{res.shape} and dtype {res.dtype}, got "
+                             f"{getattr(out, 'shape', type(out).__name__)} "
+                             f"{getattr(out, 'dtype', '')}")
+        out[...] = res
+        return out
+    return res
+
+
 def matmul_integer(a, b, a_zero_point=None, b_zero_point=None, *, out=None):
     """ONNX MatMulInteger: ``(a - a_zero_point) @ (b - b_zero_point)`` in int32.
 
-    ``a``: int8/uint8 ``(..., M, K)`` (or ``(K,)``); ``b``: int8/uint8 ``(K, N)`` or a
+    ``a``: int8/uint8 ``(..., M, K)`` (or ``(K,)``); ``b``: int8/uint8 ``(K, N)``, a batch
+    ``(..., K, N)`` whose leading dimensions broadcast with ``a``'s as in NumPy/ONNX MatMul
+    (each matrix of the batch runs through the 2-D kernel), or a
     :class:`PackedMatrix`. ``a_zero_point``: scalar or ``(M,)`` (per row) of ``a``'s dtype
     (or a Python int in range); ``b_zero_point``: scalar or ``(N,)`` (per column) of ``b``'s
     dtype. Exact whenever the result fits int32, else the true value modulo 2**32.
     """
+    bb = _batched_b(b)
+    if bb is not None:
+        return _run_batched(lambda x, y: _C.matmul_integer(x, y, a_zero_point, b_zero_point),
+                            a, bb, out)
     return _C.matmul_integer(a, b, a_zero_point, b_zero_point, out=out)
 
 
@@ -87,7 +144,15 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     per column ``(N,)``; ``bias``: int32 ``(N,)``; ``relu`` clamps below at ``y_zero_point``.
     The output dtype is ``y_zero_point``'s (an int8 or uint8 NumPy scalar or array). ``M[j]``
     must be positive and finite in float32 (as in :func:`qlinear_conv`), else ValueError.
+    ``a`` is ``(..., M, K)``; ``b`` is ``(K, N)``, a :class:`PackedMatrix`, or a batch
+    ``(..., K, N)`` broadcast against ``a``'s leading dimensions as ONNX QLinearMatMul does.
     """
+    bb = _batched_b(b)
+    if bb is not None:
+        return _run_batched(
+            lambda x, y: _C.qlinear_matmul(x, a_scale, a_zero_point, y, b_scale, b_zero_point,
+                                           y_scale, y_zero_point, bias=bias, relu=relu),
+            a, bb, out)
     return _C.qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale,
                              y_zero_point, bias=bias, relu=relu, out=out)
 
@@ -143,7 +208,7 @@ class Linear:
             raise ValueError(f"dtype: expected {packed.dtype.name} (the packed matrix's dtype), "
                              f"got {dtype!r}")
         ws = np.asarray(weight_scale)
-        if ws.dtype.kind not in "fiu":
+        if ws.dtype.kind not in "fiu" and not _dtypes.is_ml_float(ws.dtype):
             raise TypeError(f"weight_scale: expected real numbers, got {ws.dtype}")
         if ws.ndim == 0:
             ws = np.full(n, ws, dtype=np.float32)
@@ -158,7 +223,7 @@ class Linear:
                              f"{ws[i]} at index {i}")
         if bias is not None:
             b = np.asarray(bias)
-            if b.dtype.kind not in "fiu":
+            if b.dtype.kind not in "fiu" and not _dtypes.is_ml_float(b.dtype):
                 raise TypeError(f"bias: expected real numbers or None, got {b.dtype}")
             bias = np.array(b, dtype=np.float32, order="C")
             if bias.shape != (n,):
@@ -185,7 +250,7 @@ class Linear:
     def from_float(cls, weight, bias=None, *, per_channel=True, dtype="int8"):
         """Quantize ``weight`` (out_features, in_features) and pack it; see the class doc."""
         w = np.asarray(weight)
-        if w.dtype.kind != "f":
+        if not _dtypes.is_float(w.dtype):
             raise TypeError(f"weight: expected a float array, got {w.dtype}")
         if w.ndim != 2:
             raise ValueError(f"weight: expected shape (out_features, in_features), got {w.shape}")

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from . import _C
+from . import _C, _dtypes
 
 # Upper bound on histogram bins (entropy calibration is O(bins * 128) time, O(bins * 64) memory).
 MAX_BINS = 65536
@@ -30,7 +30,7 @@ __all__ = ["MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver"
 def _f32(x, name="x"):
     """x as float32 (a copy only when needed); rejects non-real inputs."""
     a = np.asarray(x)
-    if a.dtype.kind not in "biuf" or a.dtype.kind == "b":
+    if (a.dtype.kind not in "iuf") and not _dtypes.is_ml_float(a.dtype):
         raise TypeError(f"{name}: expected a real-valued array, got dtype {a.dtype}")
     return np.ascontiguousarray(a, dtype=np.float32)
 

@@ -37,9 +37,11 @@ def _parser():
                    help="a .safetensors or .npz file (default: the bundled digits CNN)")
     q.add_argument("-o", "--output", metavar="OUT",
                    help="write the quantized weights here (.safetensors or .npz)")
-    q.add_argument("--dtype", choices=("int8", "uint8", "float16"), default="int8",
-                   help="int8 (default) or uint8 with scales and zero points, or float16 "
-                        "(a plain conversion, no scales)")
+    q.add_argument("--dtype", choices=("int8", "uint8", "int4", "uint4", "float16", "bfloat16"),
+                   default="int8",
+                   help="int8 (default), uint8, int4 or uint4 (packed two per byte; use "
+                        "with --block-size) with scales and zero points, or float16 / "
+                        "bfloat16 (a plain conversion, no scales)")
     g = q.add_mutually_exclusive_group()
     g.add_argument("--per-tensor", dest="granularity", action="store_const",
                    const="per_tensor", help="one scale per tensor")
@@ -133,7 +135,8 @@ def cmd_quantize(a):
 
 
 def _is_float(v):
-    return isinstance(v, np.ndarray) and v.dtype.kind == "f"
+    from . import _dtypes
+    return isinstance(v, np.ndarray) and _dtypes.is_float(v.dtype)
 
 
 def _check_output_folder(path):
@@ -158,7 +161,7 @@ def cmd_inspect(a):
                 rng = f"{s.min():.3g}..{s.max():.3g}" if s.size else "-"
                 rows.append((name, shape, v.scheme, str(v.nbytes), rng))
             else:
-                scheme = "float16" if name in qw._info else f"kept {v.dtype}"
+                scheme = qw._info[name]["scheme"] if name in qw._info else f"kept {v.dtype}"
                 rows.append((name, shape, scheme, str(v.nbytes), "-"))
         title = (f"{a.file}: quantc quantized file, {len(qw)} tensors, {qw.nbytes} bytes "
                  f"({qw.compression_ratio:.2f}x smaller than the original)")
@@ -169,10 +172,12 @@ def cmd_inspect(a):
             for name in r.names:
                 x = r.read(name)
                 total += x.nbytes
+                dt, nb = str(x.dtype), x.nbytes
+                if x.size and not (x.dtype.kind in "biuf"):  # ml_dtypes floats
+                    x = x.astype(np.float32)
                 lo = f"{x.min():.4g}" if x.size and x.dtype.kind in "iuf" else "-"
                 hi = f"{x.max():.4g}" if x.size and x.dtype.kind in "iuf" else "-"
-                rows.append((name, str(x.dtype), "x".join(map(str, x.shape)) or "()",
-                             str(x.nbytes), lo, hi))
+                rows.append((name, dt, "x".join(map(str, x.shape)) or "()", str(nb), lo, hi))
         title = f"{a.file}: {len(rows) - 1} tensors, {total} bytes"
     print(title)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

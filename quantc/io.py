@@ -29,6 +29,7 @@ import zipfile
 
 import numpy as np
 
+from . import _dtypes
 from ._optional import require
 
 __all__ = ["TensorReader", "open_tensors", "write_tensors", "FORMATS"]
@@ -36,14 +37,19 @@ __all__ = ["TensorReader", "open_tensors", "write_tensors", "FORMATS"]
 FORMATS = (".safetensors", ".npz")
 _PICKLE_FORMATS = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
-# safetensors dtype tags -> NumPy dtypes (BF16 has no NumPy dtype and is rejected on read).
+# safetensors dtype tags -> NumPy dtypes; BF16/F8_E4M3/F8_E5M2 are ml_dtypes' bfloat16,
+# float8_e4m3fn and float8_e5m2 (read straight from the checked byte range of the file).
 _ST_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
     "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
 }
-_ST_ITEMSIZE = dict({k: np.dtype(v).itemsize for k, v in _ST_DTYPES.items()}, BF16=2,
-                    F8_E4M3=1, F8_E5M2=1)
+_ST_ITEMSIZE = dict({k: np.dtype(v).itemsize for k, v in _ST_DTYPES.items()},
+                    **{k: v.itemsize for k, v in _dtypes.ST_ML_TAGS.items()})
+# .npz members cannot name ml_dtypes' types (np.save writes them as raw void bytes): they are
+# stored as unsigned integers of the same size and this metadata key (JSON name -> dtype
+# name) gives them back their type on read.
+_NPZ_DTYPES = "quantc.npz_dtypes"
 _MAX_HEADER = 100 * 1024 * 1024
 # Zip-bomb limits for .npz archives (see the module docstring).
 NPZ_MAX_RATIO = 200.0
@@ -90,7 +96,10 @@ def _safetensors_header(path):
     data_len = size - 8 - n
     names = []
     for name, info in header.items():
-        if name == "__metadata__":
+        if name in ("__metadata__", "__data_start__"):
+            if name == "__data_start__":
+                raise ValueError(f"{path}: corrupted safetensors file: reserved tensor name "
+                                 f"{name!r}")
             continue
         ok = (isinstance(info, dict) and isinstance(info.get("shape"), list)
               and all(type(d) is int and d >= 0 for d in info["shape"])
@@ -113,6 +122,7 @@ def _safetensors_header(path):
                              f"{end - begin} bytes, shape {tuple(info['shape'])} x {dt} needs "
                              f"{want}")
         names.append(name)
+    header["__data_start__"] = 8 + n
     return names, header
 
 
@@ -223,6 +233,18 @@ class TensorReader:
                 if not isinstance(meta, dict):
                     raise ValueError(f"{self.path}: corrupted metadata (not a JSON object)")
                 self.metadata = {str(k): str(v) for k, v in meta.items()}
+        self._npz_types = {}
+        if _NPZ_DTYPES in self.metadata:
+            raw = self.metadata.pop(_NPZ_DTYPES)
+            try:
+                types = json.loads(raw)
+                self._npz_types = {str(k): _dtypes.by_name(v) for k, v in types.items()}
+                if None in self._npz_types.values():
+                    raise KeyError("unknown dtype name")
+            except (json.JSONDecodeError, RecursionError, AttributeError, KeyError,
+                    TypeError) as e:
+                raise ValueError(f"{self.path}: corrupted metadata {_NPZ_DTYPES!r} "
+                                 f"({e or type(e).__name__})") from None
 
     def __enter__(self):
         return self
@@ -262,6 +284,14 @@ class TensorReader:
             raise KeyError(f"{self.path}: no tensor named {name!r}")
         if self.format == ".npz":
             arr = self._read_npz(name)
+            want = self._npz_types.get(name)
+            if want is not None:
+                if arr.dtype.kind != "u" or arr.dtype.itemsize != want.itemsize:
+                    raise ValueError(f"{self.path}: tensor {name!r}: stored as {arr.dtype}, "
+                                     f"cannot hold {want}")
+                arr = arr.view(want)
+        elif self._header[name]["dtype"] in _dtypes.ST_ML_TAGS:
+            arr = self._read_raw(name)
         else:
             dt = self._header[name]["dtype"]
             if dt not in _ST_DTYPES:
@@ -278,11 +308,29 @@ class TensorReader:
             shape = tuple(self._header[name]["shape"])
             if arr.shape != shape:  # safe_open returns 0-d tensors as shape (1,)
                 arr = arr.reshape(shape)
-        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf" or \
-                arr.dtype.byteorder == ">":
+        if not isinstance(arr, np.ndarray) or arr.dtype.byteorder == ">" or \
+                (arr.dtype.kind not in "biuf" and not _dtypes.is_ml_float(arr.dtype)):
             kind = getattr(arr, "dtype", type(arr))
             raise ValueError(f"{self.path}: tensor {name!r}: expected a numeric array, got "
                              f"{kind}")
+        return arr
+
+
+    def _read_raw(self, name):
+        """A safetensors tensor of an ml_dtypes type, read from its (checked) byte range."""
+        info = self._header[name]
+        dt = _dtypes.ST_ML_TAGS[info["dtype"]]
+        begin, end = info["data_offsets"]
+        arr = np.empty(tuple(info["shape"]), dt)
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._header["__data_start__"] + begin)
+                got = f.readinto(memoryview(arr.reshape(-1).view(np.uint8)))
+        except OSError as e:
+            raise ValueError(f"{self.path}: tensor {name!r}: cannot be read ({e})") from None
+        if got != end - begin:
+            raise ValueError(f"{self.path}: tensor {name!r}: truncated ({got} of "
+                             f"{end - begin} bytes)")
         return arr
 
 
@@ -412,7 +460,16 @@ def write_tensors(path, tensors, metadata=None):
                 with os.fdopen(fd, "wb") as raw:
                     fd = None
                     with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                        items = list(tensors.items())
+                        items = []
+                        types = {}
+                        for name, arr in tensors.items():
+                            arr = np.asarray(arr)
+                            if _dtypes.is_ml(arr.dtype):
+                                types[name] = arr.dtype.name
+                                arr = arr.view(f"u{arr.dtype.itemsize}")
+                            items.append((name, arr))
+                        if types:
+                            metadata[_NPZ_DTYPES] = json.dumps(types, sort_keys=True)
                         if metadata:
                             blob = json.dumps(metadata, sort_keys=True).encode("utf-8")
                             items.append(("__metadata__.json", np.frombuffer(blob, np.uint8)))

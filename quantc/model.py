@@ -19,6 +19,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import _dtypes
+
 __all__ = ["Model", "ModelBuilder", "Node"]
 
 
@@ -609,7 +611,7 @@ class Model:
         self.initializers = {}
         for k, v in dict(initializers or {}).items():
             a = np.asarray(v)
-            if a.dtype.kind == "f":
+            if _dtypes.is_float(a.dtype):
                 a = a.astype(np.float32)
             elif a.dtype.kind not in "iub":
                 raise TypeError(f"initializers[{k!r}]: expected a numeric array, got "
@@ -722,7 +724,8 @@ class Model:
         feeds = {}
         for name, v in items:
             a = np.asarray(v)
-            if a.dtype.kind not in "fiu" or a.dtype.kind == "b":
+            if (a.dtype.kind not in "fiu" or a.dtype.kind == "b") and \
+                    not _dtypes.is_ml_float(a.dtype):
                 raise TypeError(f"x[{name!r}]: expected a float array, got dtype {a.dtype}")
             a = np.ascontiguousarray(a, dtype=np.float32)
             want = self.inputs[name]

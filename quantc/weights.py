@@ -7,14 +7,20 @@ File layout of a quantized file (``.safetensors`` or ``.npz``, see :meth:`Quanti
   scale/zero-point shapes following the granularity rules of docs/API.md (0-d per tensor, 1-D
   per channel; per block ``(shape[0], ceil(prod(shape[1:]) / block_size))``: blocks run along
   the flattened input dimension, ``C*kh*kw`` for a ``(M, C, kh, kw)`` conv weight);
-- a tensor converted to float16 is stored as ``name`` (float16);
+  int4/uint4 values are stored packed (``qc.pack_bits``: a 1-D uint8 tensor of
+  ``ceil(size / 2)`` bytes, the first value of each pair in the low nibble, in C order of the
+  original shape) and their zero points as int8/uint8;
+- a tensor converted to float16 or bfloat16 is stored as ``name`` (float16, or
+  ``ml_dtypes.bfloat16``: BF16 in safetensors; in an .npz its uint16 bits, typed by the
+  metadata entry ``quantc.npz_dtypes``);
 - a tensor kept as it is is stored under its name unchanged;
 - the metadata entry ``quantc`` (safetensors ``__metadata__``; an ``.npz`` stores its metadata
   as the member ``__metadata__.json``) is JSON:
   ``{"format": "quantc.quantized", "version": 1, "tensors": {name: {"scheme": "int8" |
-  "uint8" | "float16", "granularity": ..., "axis": int | null, "block_size": int | null,
-  "orig_dtype": "float32", "shape": [...], "method": ..., "blocks": "flat"}}, "order": [names
-  in the original order]}``; tensors absent from ``tensors`` were kept unchanged. Per-block
+  "uint8" | "int4" | "uint4" | "float16" | "bfloat16", "granularity": ...,
+  "axis": int | null, "block_size": int | null,
+  "orig_dtype": "float32" | "float16" | "bfloat16" | "float64", "shape": [...],
+  "method": ..., "blocks": "flat"}}, "order": [names in the original order]}``; tensors absent from ``tensors`` were kept unchanged. Per-block
   entries carry ``"blocks": "flat"`` and ``"axis": 1`` (blocks along the flattened dimensions
   1..ndim-1); files written before that key existed (blocks along the last axis, scale shape
   ``shape[:-1] + (blocks,)``) still load.
@@ -29,7 +35,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _C
+from . import _C, _dtypes
 from .calibration import _minmax
 from .io import TensorReader, write_tensors
 
@@ -41,6 +47,8 @@ FORMAT_VERSION = 1
 _SCALE = "::scale"
 _ZP = "::zero_point"
 _GRANULARITIES = ("per_tensor", "per_channel", "per_block")
+_QSCHEMES = ("int8", "uint8", "int4", "uint4")
+_PACKED = ("int4", "uint4")  # stored two values per byte (qc.pack_bits)
 _METHODS = ("minmax", "percentile", "mse")
 # Candidate clipping fractions of the MSE search: 1.0 (min/max) down to 0.2 in steps of 0.01.
 _MSE_FRACTIONS = (1.0 - np.arange(81) / 100.0).astype(np.float32)
@@ -51,7 +59,8 @@ _CHUNK_ELEMS = 1 << 22
 class QuantizedTensor:
     """One quantized tensor: ``real ~= (q - zero_point) * scale``.
 
-    Attributes: ``q`` (int8/uint8, original shape), ``scale`` (float32), ``zero_point``
+    Attributes: ``q`` (int8/uint8, or ``ml_dtypes`` int4/uint4 one value per byte in memory
+    and packed two per byte in files; original shape), ``scale`` (float32), ``zero_point``
     (same dtype as ``q``), ``axis`` (None per tensor; the channel or blocked axis otherwise),
     ``block_size`` (None unless blocked), ``dtype`` (of ``q``), ``shape`` (original),
     ``orig_dtype`` (the float dtype before quantization), ``flat_blocks`` (True when blocks run
@@ -79,7 +88,16 @@ class QuantizedTensor:
 
     @property
     def nbytes(self):
+        """Bytes as stored: 4-bit values packed two per byte, zero points one byte each."""
+        if self.dtype.name in _PACKED:
+            return -(-self.q.size // 2) + self.scale.nbytes + self.zero_point.size
         return self.q.nbytes + self.scale.nbytes + self.zero_point.nbytes
+
+    def q_bytes(self):
+        """``q`` as int8/uint8 values (a converted copy for int4/uint4, else ``q`` itself)."""
+        if self.dtype.name in _PACKED:
+            return self.q.astype(np.int8 if self.dtype.name == "int4" else np.uint8)
+        return self.q
 
     @property
     def scheme(self):
@@ -218,15 +236,20 @@ class QuantizedWeights(Mapping):
         """original_nbytes / nbytes (4.0 would be a perfect float32 -> int8)."""
         return self.original_nbytes / self.nbytes if self.nbytes else 1.0
 
-    def dequantize(self):
-        """name -> ndarray: float32 for quantized and float16-converted tensors, kept ones as
-        they are."""
+    def dequantize(self, original_dtype=False):
+        """name -> ndarray: float32 for quantized and float16/bfloat16-converted tensors (or,
+        with ``original_dtype=True``, each in the dtype it had before quantization, e.g.
+        ``ml_dtypes.bfloat16``), kept ones as they are."""
         out = {}
         for name, v in self._tensors.items():
             if isinstance(v, QuantizedTensor):
-                out[name] = v.dequantize()
+                d = v.dequantize()
+                out[name] = d.astype(v.orig_dtype) if original_dtype else d
             elif name in self._info:
-                out[name] = v.astype(np.float32)
+                d = v.astype(np.float32)
+                if original_dtype:
+                    d = d.astype(np.dtype(self._info[name]["orig_dtype"]))
+                out[name] = d
             else:
                 out[name] = v
         return out
@@ -242,9 +265,16 @@ class QuantizedWeights(Mapping):
                 raise ValueError(f"{name}: tensor names ending in '{_SCALE}' or '{_ZP}' are "
                                  f"reserved for quantization parameters")
             if isinstance(v, QuantizedTensor):
-                tensors[name] = v.q
-                tensors[name + _SCALE] = v.scale
-                tensors[name + _ZP] = v.zero_point
+                if v.dtype.name in _PACKED:
+                    from . import pack_bits
+                    tensors[name] = pack_bits(v.q)
+                    tensors[name + _SCALE] = v.scale
+                    tensors[name + _ZP] = np.asarray(v.zero_point).astype(
+                        np.int8 if v.dtype.name == "int4" else np.uint8)
+                else:
+                    tensors[name] = v.q
+                    tensors[name + _SCALE] = v.scale
+                    tensors[name + _ZP] = v.zero_point
             else:
                 tensors[name] = v
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tensors": self._info,
@@ -336,7 +366,7 @@ def _source(weights):
 
         def get(name):
             a = _as_numpy(weights[name], name)
-            if a.dtype.kind not in "biuf":
+            if a.dtype.kind not in "biuf" and not _dtypes.is_ml_float(a.dtype):
                 raise ValueError(f"weights[{name!r}]: expected a numeric array, got dtype "
                                  f"{a.dtype}")
             return a
@@ -361,6 +391,16 @@ def _as_numpy(v, name):
     mod = type(v).__module__ or ""
     if mod.split(".")[0] == "torch" and hasattr(v, "detach"):
         t = v.detach().cpu()
+        import torch
+        ml = {torch.bfloat16: (torch.int16, _dtypes.bfloat16)}
+        for tname, mname in (("float8_e4m3fn", "float8_e4m3fn"), ("float8_e5m2", "float8_e5m2"),
+                             ("float8_e4m3fnuz", "float8_e4m3fnuz"),
+                             ("float8_e5m2fnuz", "float8_e5m2fnuz")):
+            if hasattr(torch, tname):
+                ml[getattr(torch, tname)] = (torch.uint8, _dtypes.ML_FLOATS[mname])
+        if t.dtype in ml:  # no NumPy dtype in torch: the same bits as ml_dtypes' type
+            bits, dt = ml[t.dtype]
+            return t.contiguous().view(bits).numpy().view(dt)
         try:
             return t.numpy()
         except TypeError:
@@ -449,13 +489,13 @@ def _error_stats_c(x, x2, block, qt):
     if qt.granularity == "per_tensor":
         x2 = x.reshape(x.shape[0], -1)  # rows only to spread the work over threads
         block = max(x2.shape[1], 1)
-        q2 = qt.q.reshape(x2.shape)
+        q2 = qt.q_bytes().reshape(x2.shape)
         s = np.full(x2.shape[0], s, np.float32)
         z = np.full(x2.shape[0], z, np.int32)
     elif qt.granularity == "per_channel":
-        q2 = np.ascontiguousarray(np.moveaxis(qt.q, qt.axis, 0).reshape(x2.shape))
+        q2 = np.ascontiguousarray(np.moveaxis(qt.q_bytes(), qt.axis, 0).reshape(x2.shape))
     else:
-        q2 = qt.q.reshape(x2.shape)
+        q2 = qt.q_bytes().reshape(x2.shape)
     sig, err, mx, clipped = _C._calib_error_stats(x2, q2, block, s.ravel(), z.ravel())
     return _sqnr(sig, err), mx, 100.0 * clipped / x.size if x.size else 0.0
 
@@ -468,6 +508,11 @@ def _sqnr(sig, err):
     return 10.0 * math.log10(sig / err)
 
 
+def _qrange_of(dt):
+    from . import qrange
+    return qrange(dt.name)
+
+
 def _error_stats(x, qt):
     """(sqnr_db, max_abs_error, clipped_pct) against a float64 original, in row chunks."""
     rows = x.shape[0] if x.ndim else 1
@@ -475,7 +520,7 @@ def _error_stats(x, qt):
     sig = err = 0.0
     mx = 0.0
     clipped = 0
-    qmin, qmax = np.iinfo(qt.dtype).min, np.iinfo(qt.dtype).max
+    qmin, qmax = _qrange_of(qt.dtype)
     for r0 in range(0, rows, per):
         r1 = min(rows, r0 + per)
         xs = x[r0:r1].astype(np.float64)
@@ -485,7 +530,7 @@ def _error_stats(x, qt):
         err += float(np.dot(e.ravel(), e.ravel()))
         if e.size:
             mx = max(mx, float(np.abs(e).max()))
-        sat = qt.q[r0:r1]
+        sat = qt.q_bytes()[r0:r1]
         sat = (sat == qmin) | (sat == qmax)
         if sat.any():
             step = _broadcast_scale(qt, (r0, r1), xs.shape)
@@ -529,8 +574,15 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
 
     Quantized: floating tensors with ``ndim >= 2``, at least `min_elements` elements and a
     name matching no fnmatch pattern in `skip`; everything else is kept as it is.
-    dtype: "int8" or "uint8" (affine quantization), or "float16" (the floating tensors
-    selected as above are converted to float16 instead, round to nearest even).
+    Floating inputs may be float16/32/64 or bfloat16 (``ml_dtypes.bfloat16`` arrays, torch
+    bfloat16 tensors, BF16 tensors in a .safetensors file); each is converted to float32
+    (exactly) before quantization and its dtype is kept as ``orig_dtype``.
+    dtype: "int8", "uint8", "int4" or "uint4" (affine quantization; 4-bit values are
+    ``ml_dtypes`` int4/uint4 arrays in memory and are stored packed two per byte, so a file
+    holds about 1/8 of the float32 bytes plus the scales: use them with
+    ``granularity="per_block"``, e.g. ``block_size=32``), or "float16" / "bfloat16" (the floating
+    tensors selected as above are converted instead, round to nearest even; bfloat16 values
+    are ``ml_dtypes.bfloat16`` arrays).
     granularity:
       "per_tensor": one scale per tensor;
       "per_channel": one scale per index of `axis` (default 0: output channels of a
@@ -554,8 +606,9 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
     quantc already quantized raises ValueError.
     """
     dtype_s = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
-    if dtype_s not in ("int8", "uint8", "float16"):
-        raise ValueError(f"dtype: expected 'int8', 'uint8' or 'float16', got {dtype!r}")
+    if dtype_s not in _QSCHEMES + ("float16", "bfloat16"):
+        raise ValueError(f"dtype: expected 'int8', 'uint8', 'int4', 'uint4', 'float16' or "
+                         f"'bfloat16', got {dtype!r}")
     if granularity not in _GRANULARITIES:
         raise ValueError(f"granularity: expected one of {', '.join(_GRANULARITIES)}, got "
                          f"{granularity!r}")
@@ -584,27 +637,32 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
     try:
         for name in names:
             x = get(name)
-            eligible = (x.dtype.kind == "f" and x.ndim >= 2 and x.size >= max(min_elements, 1)
+            eligible = (_dtypes.is_float(x.dtype) and x.ndim >= 2
+                        and x.size >= max(min_elements, 1)
                         and not any(fnmatch.fnmatchcase(name, p) for p in skip))
             if not eligible:
                 tensors[name] = x
                 rows.append(_row(name, x.shape, "kept", x.nbytes, x.nbytes))
-            elif dtype_s == "float16":
-                if np.isnan(x).any():
+            elif dtype_s in ("float16", "bfloat16"):
+                xw = x if x.dtype.kind == "f" else x.astype(np.float32)
+                if np.isnan(xw).any():
                     raise ValueError(f"{name}: expected no NaN values, got "
-                                     f"{int(np.isnan(x).sum())} NaN")
-                from . import to_float16
-                h = to_float16(x)
+                                     f"{int(np.isnan(xw).sum())} NaN")
+                from . import to_bfloat16, to_float16
+                h = to_float16(x) if dtype_s == "float16" else \
+                    to_bfloat16(x).view(_dtypes.bfloat16)
                 tensors[name] = h
-                info[name] = {"scheme": "float16", "granularity": None, "axis": None,
+                info[name] = {"scheme": dtype_s, "granularity": None, "axis": None,
                               "block_size": None, "orig_dtype": str(x.dtype),
                               "shape": list(x.shape), "method": None}
+                nbytes0, x = x.nbytes, xw
                 e = x.astype(np.float64) - h.astype(np.float64)
                 sig, err = float(np.sum(np.square(x, dtype=np.float64))), float(np.sum(e * e))
                 sq = math.inf if err == 0 else 10 * math.log10(sig / err) if sig else -math.inf
                 stats = (sq, float(np.abs(e).max()) if e.size else 0.0,
-                         100.0 * float(np.count_nonzero(np.isinf(h) & np.isfinite(x))) / x.size)
-                rows.append(_row(name, x.shape, "float16", x.nbytes, h.nbytes, stats))
+                         100.0 * float(np.count_nonzero(np.isinf(h.astype(np.float32)) &
+                                                        np.isfinite(x))) / x.size)
+                rows.append(_row(name, x.shape, dtype_s, nbytes0, h.nbytes, stats))
             else:
                 if granularity == "per_channel" and not -x.ndim <= axis < x.ndim:
                     raise ValueError(f"axis: expected an int in [{-x.ndim}, {x.ndim}) for "
@@ -667,7 +725,7 @@ def load_quantized(path):
         for name in r.names:
             if name.endswith(_SCALE) or name.endswith(_ZP):
                 base = name[:-len(_SCALE)] if name.endswith(_SCALE) else name[:-len(_ZP)]
-                if base not in info or info[base].get("scheme") not in ("int8", "uint8"):
+                if base not in info or info[base].get("scheme") not in _QSCHEMES:
                     raise _bad(r.path, f"{name!r} belongs to no quantized tensor")
                 continue
             arr = r.read(name)
@@ -686,18 +744,27 @@ def load_quantized(path):
                 scheme = m["scheme"]
             except (KeyError, TypeError, ValueError) as e:
                 raise _bad(r.path, f"tensor {name!r}: bad metadata ({e})") from None
-            if orig.kind != "f":
+            if not _dtypes.is_float(orig):
                 raise _bad(r.path, f"tensor {name!r}: orig_dtype {orig} is not floating")
+            if scheme in _PACKED:
+                if arr.dtype != np.uint8 or arr.ndim != 1:
+                    raise _bad(r.path, f"tensor {name!r}: scheme {scheme} expects packed uint8 "
+                                       f"bytes (1-D), got {arr.dtype} shape {arr.shape}")
+                from . import unpack_bits
+                try:
+                    arr = unpack_bits(arr, scheme, shape)
+                except ValueError as e:
+                    raise _bad(r.path, f"tensor {name!r}: {e}") from None
             if arr.shape != shape:
                 raise _bad(r.path, f"tensor {name!r}: shape {arr.shape} != metadata {shape}")
             nbefore = math.prod(shape) * orig.itemsize
-            if scheme == "float16":
-                if arr.dtype != np.float16:
-                    raise _bad(r.path, f"tensor {name!r}: expected float16, got {arr.dtype}")
+            if scheme in ("float16", "bfloat16"):
+                if arr.dtype != np.dtype(scheme):
+                    raise _bad(r.path, f"tensor {name!r}: expected {scheme}, got {arr.dtype}")
                 tensors[name] = arr
-                rows.append(_row(name, shape, "float16", nbefore, arr.nbytes))
+                rows.append(_row(name, shape, scheme, nbefore, arr.nbytes))
                 continue
-            if scheme not in ("int8", "uint8") or arr.dtype != np.dtype(scheme):
+            if scheme not in _QSCHEMES or arr.dtype != np.dtype(scheme):
                 raise _bad(r.path, f"tensor {name!r}: scheme {scheme!r} with values of dtype "
                                    f"{arr.dtype}")
             for suffix in (_SCALE, _ZP):
@@ -705,6 +772,13 @@ def load_quantized(path):
                     raise _bad(r.path, f"tensor {name!r}: missing {name + suffix!r}")
             scale = r.read(name + _SCALE)
             zp = r.read(name + _ZP)
+            if scheme in _PACKED:  # stored one per byte as int8/uint8
+                want = np.int8 if scheme == "int4" else np.uint8
+                lo, hi = (-8, 7) if scheme == "int4" else (0, 15)
+                if zp.dtype != want or (zp.size and (zp.min() < lo or zp.max() > hi)):
+                    raise _bad(r.path, f"tensor {name!r}: {scheme} zero points must be "
+                                       f"{np.dtype(want)} in [{lo}, {hi}]")
+                zp = zp.astype(arr.dtype)
             qt = _checked_tensor(r.path, name, arr, scale, zp, m, orig)
             tensors[name] = qt
             rows.append(_row(name, shape, qt.scheme, nbefore, qt.nbytes))

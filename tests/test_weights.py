@@ -260,7 +260,7 @@ def test_bad_arguments(rng):
     with pytest.raises(ValueError, match="method"):
         qc.quantize_weights(w, method="kl")
     with pytest.raises(ValueError, match="dtype"):
-        qc.quantize_weights(w, dtype="int4")
+        qc.quantize_weights(w, dtype="int3")
     with pytest.raises(ValueError, match="axis"):
         qc.quantize_weights(w, axis=2)
     with pytest.raises(TypeError, match="weights"):

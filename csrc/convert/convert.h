@@ -84,6 +84,10 @@ typedef struct {
     qc_u16_to_f32_fn from_bf16;
 } qc_bfloat16_kernels;
 
+/* Pack n values (one per byte, the value in the low `bits` bits; bits 4 or 2) into
+ * ceil(n * bits / 8) bytes, the first value in the lowest bits (ONNX's int4/int2 layout). */
+void qc_pack_bits_u8(const uint8_t *x, uint8_t *y, size_t n, int bits);
+
 /* The families, registered by the binding layer (names as cpu_info() shows them). */
 extern const qc_family qc_round_family;        /* "round" */
 extern const qc_family qc_clamp_family;        /* "clamp" */

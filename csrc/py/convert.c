@@ -436,7 +436,9 @@ PyDoc_STRVAR(to_bfloat16_doc,
 "x is converted to float32 first, then rounded to nearest even on its bits:\n"
 "``(bits + 0x7FFF + ((bits >> 16) & 1)) >> 16``. Overflow rounds to +-inf, inf stays inf,\n"
 "float32 denormals are rounded like any value (never flushed), NaN stays NaN (quieted, sign\n"
-"kept). ``from_bfloat16`` reverses it exactly for representable values.");
+"kept). ``from_bfloat16`` reverses it exactly for representable values;\n"
+"``to_bfloat16(x).view(ml_dtypes.bfloat16)`` is an ``ml_dtypes.bfloat16`` array equal to\n"
+"``x.astype(ml_dtypes.bfloat16)``. ``x`` may itself be bfloat16 or another ml_dtypes float.");
 
 static PyObject *py_to_bfloat16(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
@@ -445,7 +447,9 @@ static PyObject *py_to_bfloat16(PyObject *self, PyObject *args, PyObject *kwargs
 
 PyDoc_STRVAR(from_bfloat16_doc,
 "from_bfloat16(bits, *, out=None)\n--\n\n"
-"Widen bfloat16 bit patterns (a uint16 array) to float32, exactly: ``bits << 16``.");
+"Widen bfloat16 values to float32, exactly: ``bits << 16``.\n\n"
+"``bits`` is a uint16 array of bfloat16 bit patterns (as ``to_bfloat16`` returns) or an\n"
+"``ml_dtypes.bfloat16`` array (read as its bit patterns, without a copy).");
 
 static PyObject *py_from_bfloat16(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
@@ -454,7 +458,18 @@ static PyObject *py_from_bfloat16(PyObject *self, PyObject *args, PyObject *kwar
     PyObject *xo, *out = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$O:from_bfloat16", kwlist, &xo, &out))
         return NULL;
-    PyArrayObject *x = qc_int_array(xo, "bits", allowed);
+    PyArrayObject *x;
+    if (PyArray_Check(xo) && PyArray_DESCR((PyArrayObject *)xo)->type_num >= NPY_USERDEF &&
+        PyArray_ITEMSIZE((PyArrayObject *)xo) == 2 &&
+        strcmp(PyArray_DESCR((PyArrayObject *)xo)->typeobj->tp_name, "ml_dtypes.bfloat16") == 0) {
+        /* an ml_dtypes.bfloat16 array: the same bits, read as uint16 (a view, no copy) */
+        PyObject *v = PyArray_View((PyArrayObject *)xo, PyArray_DescrFromType(NPY_UINT16), NULL);
+        if (!v) return NULL;
+        x = qc_int_array(v, "bits", allowed);
+        Py_DECREF(v);
+    } else {
+        x = qc_int_array(xo, "bits", allowed);
+    }
     if (!x) return NULL;
     PyArrayObject *y = make_output(out, &x, NPY_FLOAT32);
     if (!y) {
@@ -469,6 +484,34 @@ static PyObject *py_from_bfloat16(PyObject *self, PyObject *args, PyObject *kwar
     return (PyObject *)y;
 }
 
+/* _pack_bits(q, bits): q a C-contiguous array of 1-byte elements (checked by the caller in
+ * quantc/_lowbit.py), bits 4 or 2 -> a new 1-D uint8 array of the packed bytes. */
+static PyObject *py_pack_bits(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *qo;
+    int bits;
+    if (!PyArg_ParseTuple(args, "Oi:_pack_bits", &qo, &bits)) return NULL;
+    if (bits != 4 && bits != 2) {
+        return (qc_value_error("bits: expected 4 or 2, got %d", bits), NULL);
+    }
+    if (!PyArray_Check(qo) || PyArray_ITEMSIZE((PyArrayObject *)qo) != 1 ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)qo)) {
+        return (qc_type_error("q: expected a C-contiguous array of 1-byte values"), NULL);
+    }
+    PyArrayObject *q = (PyArrayObject *)qo;
+    size_t n = (size_t)PyArray_SIZE(q);
+    size_t per = (size_t)(8 / bits);
+    npy_intp m = (npy_intp)((n + per - 1) / per);
+    PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(1, &m, NPY_UINT8);
+    if (!y) return NULL;
+    const uint8_t *src = (const uint8_t *)PyArray_DATA(q);
+    uint8_t *dst = (uint8_t *)PyArray_DATA(y);
+    Py_BEGIN_ALLOW_THREADS
+    qc_pack_bits_u8(src, dst, n, bits);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)y;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 
 #define QC_KW (METH_VARARGS | METH_KEYWORDS)
@@ -479,6 +522,7 @@ PyMethodDef qc_convert_methods[] = {
     {"to_float16", (PyCFunction)(void (*)(void))py_to_float16, QC_KW, to_float16_doc},
     {"to_bfloat16", (PyCFunction)(void (*)(void))py_to_bfloat16, QC_KW, to_bfloat16_doc},
     {"from_bfloat16", (PyCFunction)(void (*)(void))py_from_bfloat16, QC_KW, from_bfloat16_doc},
+    {"_pack_bits", py_pack_bits, METH_VARARGS, "Sub-byte packing kernel behind qc.pack_bits."},
     {NULL, NULL, 0, NULL},
 };
 

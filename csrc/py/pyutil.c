@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "convert/convert.h"
+
 int qc_value_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -147,6 +149,40 @@ PyArrayObject *qc_any_array(PyObject *obj, const char *arg) {
     return a;
 }
 
+/* An ml_dtypes.bfloat16 array widened to a new C-contiguous float32 array with the SIMD
+ * bfloat16 kernel (exact: bits << 16, as ml_dtypes' own cast), not NumPy's generic cast. */
+static PyArrayObject *bfloat16_to_float32(PyArrayObject *a) {
+    PyArray_Descr *d = PyArray_DESCR(a);
+    Py_INCREF(d);
+    PyArrayObject *c = (PyArrayObject *)PyArray_FromAny(
+        (PyObject *)a, d, 0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
+    if (!c) return NULL;
+    PyArrayObject *r = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(c), PyArray_DIMS(c),
+                                                          NPY_FLOAT32);
+    if (!r) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    const qc_bfloat16_kernels *k = qc_family_select(&qc_bfloat16_family)->impl;
+    qc_u16_to_f32_fn fn = k->from_bf16 ? k->from_bf16 : qc_bfloat16_kernels__scalar.from_bf16;
+    const uint16_t *src = (const uint16_t *)PyArray_DATA(c);
+    float *dst = (float *)PyArray_DATA(r);
+    size_t n = (size_t)PyArray_SIZE(c);
+    Py_BEGIN_ALLOW_THREADS
+    fn(src, dst, n);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(c);
+    return r;
+}
+
+int qc_is_ml_float(PyArray_Descr *d) {
+    /* ml_dtypes' low-precision floats (bfloat16, float8_*, float4_e2m1fn, ...) are NumPy
+     * user-defined types; each registers an exact cast to float32. */
+    if (d->type_num < NPY_USERDEF || !d->typeobj || !d->typeobj->tp_name) return 0;
+    const char *n = d->typeobj->tp_name;
+    return strncmp(n, "ml_dtypes.bfloat16", 18) == 0 || strncmp(n, "ml_dtypes.float", 15) == 0;
+}
+
 PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
     if (PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) == NPY_FLOAT32 &&
         PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) && PyArray_ISALIGNED((PyArrayObject *)obj) &&
@@ -157,12 +193,24 @@ PyArrayObject *qc_float32_array(PyObject *obj, const char *arg) {
     PyArrayObject *a = qc_any_array(obj, arg);
     if (!a) return NULL;
     int t = PyArray_TYPE(a);
-    if (!(PyTypeNum_ISFLOAT(t) || (PyTypeNum_ISINTEGER(t) && !PyTypeNum_ISBOOL(t))) ||
+    if (!(PyTypeNum_ISFLOAT(t) || (PyTypeNum_ISINTEGER(t) && !PyTypeNum_ISBOOL(t)) ||
+          qc_is_ml_float(PyArray_DESCR(a))) ||
         t == NPY_LONGDOUBLE) {
-        qc_type_error("%s: expected a real-valued array (float16/32/64 or integer), got %s", arg,
+        qc_type_error("%s: expected a real-valued array (float16/32/64, bfloat16 or integer), "
+                      "got %s", arg,
                       t == NPY_LONGDOUBLE ? "longdouble" : PyArray_DESCR(a)->typeobj->tp_name);
         Py_DECREF(a);
         return NULL;
+    }
+    if (t >= NPY_USERDEF && PyArray_ITEMSIZE(a) == 2 &&
+        strcmp(PyArray_DESCR(a)->typeobj->tp_name, "ml_dtypes.bfloat16") == 0) {
+        PyArrayObject *r = bfloat16_to_float32(a);
+        if (!r) {
+            qc_name_memory_error(arg, "a contiguous float32 copy", PyArray_NDIM(a),
+                                 PyArray_DIMS(a), 4);
+        }
+        Py_DECREF(a);
+        return r;
     }
     PyArrayObject *r = (PyArrayObject *)PyArray_FromAny(
         (PyObject *)a, PyArray_DescrFromType(NPY_FLOAT32), 0, 0,

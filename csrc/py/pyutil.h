@@ -51,9 +51,12 @@ PyArrayObject *qc_any_array(PyObject *obj, const char *arg);
 PyArrayObject *qc_native_array(PyArrayObject *a);
 
 /* An input array of real numbers converted to C-contiguous float32 (new reference).
- * Accepts float16/32/64 and integer arrays; rejects bool, complex, object, strings.
+ * Accepts float16/32/64, integer and ml_dtypes float (bfloat16, float8, float4) arrays;
+ * rejects bool, complex, object, strings.
  * The input is never modified: a copy is made whenever conversion is needed. */
 PyArrayObject *qc_float32_array(PyObject *obj, const char *arg);
+/* 1 when d is one of ml_dtypes' floating types (bfloat16, float8_*, float4_e2m1fn). */
+int qc_is_ml_float(PyArray_Descr *d);
 
 /* An integer array of exactly one of `allowed` typenums, C-contiguous (new reference). */
 PyArrayObject *qc_int_array(PyObject *obj, const char *arg, const int *allowed);
