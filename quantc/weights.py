@@ -198,6 +198,25 @@ class QuantizedWeights(Mapping):
     def __getitem__(self, name):
         return self._tensors[name]
 
+    def linear(self, name, bias=None, *, act_granularity="per_tensor"):
+        """``qc.Linear.from_quantized(self[name], bias)``: run a quantized (out, in) weight.
+
+        ``bias`` may be an array or the name of a (float) tensor of this mapping."""
+        from ._gemm import Linear
+        if not isinstance(name, str) or name not in self._tensors:
+            raise KeyError(f"name: no tensor {name!r} in these weights")
+        qt = self._tensors[name]
+        if not isinstance(qt, QuantizedTensor):
+            raise ValueError(f"name: {name!r} is not quantized (it is a {qt.dtype} array); "
+                             "use qc.Linear.from_float")
+        if isinstance(bias, str):
+            if bias not in self._tensors:
+                raise KeyError(f"bias: no tensor {bias!r} in these weights")
+            bias = self._tensors[bias]
+            if isinstance(bias, QuantizedTensor):
+                bias = bias.dequantize()
+        return Linear.from_quantized(qt, bias, act_granularity=act_granularity)
+
     def __iter__(self):
         return iter(self._tensors)
 
