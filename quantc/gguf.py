@@ -177,3 +177,31 @@ def load_gguf(path):
             raise ValueError(f"path: tensor {t.name!r} has type {t.tensor_type.name}, which "
                              "quantc does not read (Q8_0, Q4_0, F32, F16)")
     return out
+
+
+# ---- quantize_weights(dtype="q8_0" | "q4_0") and its .safetensors/.npz files ----------------
+
+def _weights_entry(name, x, dtype):
+    """(GGUFTensor, file metadata, (sqnr dB, max abs error, % clipped)) for quantize_weights:
+    blocks along the last axis, which must be a multiple of 32."""
+    if x.shape[-1] % _BLOCK:
+        raise ValueError(f"{name}: dtype={dtype!r} needs a last dimension that is a multiple "
+                         f"of 32, got shape {x.shape} (leave it out with skip=)")
+    xf = x if x.dtype == np.float32 else x.astype(np.float32)
+    t = GGUFTensor.from_float(xf, dtype)
+    e = x.astype(np.float64) - t.dequantize().astype(np.float64)
+    sig, err = float(np.sum(np.square(x, dtype=np.float64))), float(np.sum(e * e))
+    sq = float("inf") if err == 0 else 10 * np.log10(sig / err) if sig else float("-inf")
+    info = {"scheme": dtype, "granularity": "per_block", "axis": -1, "block_size": _BLOCK,
+            "orig_dtype": str(x.dtype), "shape": list(x.shape), "method": None}
+    return t, info, (sq, float(np.abs(e).max()) if e.size else 0.0, 0.0)
+
+
+def _from_file(path, name, arr, shape, scheme):
+    """A GGUFTensor from a quantized-weights file entry, checked against its metadata."""
+    rows = int(np.prod(shape[:-1])) if shape else 0
+    if not shape or shape[-1] % _BLOCK or arr.dtype != np.uint8 or \
+            arr.shape != (rows, shape[-1] // _BLOCK * _BYTES[scheme]):
+        raise ValueError(f"{path}: not a valid quantc quantized file: tensor {name!r}: {scheme} "
+                         f"blocks of shape {arr.shape} ({arr.dtype}) do not fit shape {shape}")
+    return GGUFTensor(arr, scheme, shape)

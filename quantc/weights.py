@@ -31,6 +31,7 @@ import numpy as np
 
 from . import _C
 from .calibration import _minmax
+from .gguf import GGUFTensor
 from .io import TensorReader, write_tensors
 
 __all__ = ["quantize_weights", "QuantizedWeights", "QuantizedTensor", "load_quantized",
@@ -206,6 +207,9 @@ class QuantizedWeights(Mapping):
         if not isinstance(name, str) or name not in self._tensors:
             raise KeyError(f"name: no tensor {name!r} in these weights")
         qt = self._tensors[name]
+        if isinstance(qt, GGUFTensor):
+            raise ValueError(f"name: {name!r} holds {qt.dtype} blocks, which Linear does not "
+                             "run (use int8 weights, or Linear.from_float(t.dequantize()))")
         if not isinstance(qt, QuantizedTensor):
             raise ValueError(f"name: {name!r} is not quantized (it is a {qt.dtype} array); "
                              "use qc.Linear.from_float")
@@ -242,7 +246,7 @@ class QuantizedWeights(Mapping):
         they are."""
         out = {}
         for name, v in self._tensors.items():
-            if isinstance(v, QuantizedTensor):
+            if isinstance(v, (QuantizedTensor, GGUFTensor)):
                 out[name] = v.dequantize()
             elif name in self._info:
                 out[name] = v.astype(np.float32)
@@ -260,7 +264,9 @@ class QuantizedWeights(Mapping):
             if name.endswith(_SCALE) or name.endswith(_ZP):
                 raise ValueError(f"{name}: tensor names ending in '{_SCALE}' or '{_ZP}' are "
                                  f"reserved for quantization parameters")
-            if isinstance(v, QuantizedTensor):
+            if isinstance(v, GGUFTensor):
+                tensors[name] = v.data
+            elif isinstance(v, QuantizedTensor):
                 tensors[name] = v.q
                 tensors[name + _SCALE] = v.scale
                 tensors[name + _ZP] = v.zero_point
@@ -548,8 +554,11 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
 
     Quantized: floating tensors with ``ndim >= 2``, at least `min_elements` elements and a
     name matching no fnmatch pattern in `skip`; everything else is kept as it is.
-    dtype: "int8" or "uint8" (affine quantization), or "float16" (the floating tensors
-    selected as above are converted to float16 instead, round to nearest even).
+    dtype: "int8" or "uint8" (affine quantization), "q8_0" or "q4_0" (llama.cpp's blocks of
+    32 along the last axis, which must be a multiple of 32; stored as :class:`GGUFTensor`,
+    see ``quantc.gguf``; granularity and the options below do not apply), or "float16" (the
+    floating tensors selected as above are converted to float16 instead, round to nearest
+    even).
     granularity:
       "per_tensor": one scale per tensor;
       "per_channel": one scale per index of `axis` (default 0: output channels of a
@@ -573,8 +582,9 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
     quantc already quantized raises ValueError.
     """
     dtype_s = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
-    if dtype_s not in ("int8", "uint8", "float16"):
-        raise ValueError(f"dtype: expected 'int8', 'uint8' or 'float16', got {dtype!r}")
+    if dtype_s not in ("int8", "uint8", "float16", "q8_0", "q4_0"):
+        raise ValueError(f"dtype: expected 'int8', 'uint8', 'q8_0', 'q4_0' or 'float16', got "
+                         f"{dtype!r}")
     if granularity not in _GRANULARITIES:
         raise ValueError(f"granularity: expected one of {', '.join(_GRANULARITIES)}, got "
                          f"{granularity!r}")
@@ -624,6 +634,10 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
                 stats = (sq, float(np.abs(e).max()) if e.size else 0.0,
                          100.0 * float(np.count_nonzero(np.isinf(h) & np.isfinite(x))) / x.size)
                 rows.append(_row(name, x.shape, "float16", x.nbytes, h.nbytes, stats))
+            elif dtype_s in ("q8_0", "q4_0"):  # llama.cpp blocks (quantc.gguf)
+                from .gguf import _weights_entry
+                tensors[name], info[name], stats = _weights_entry(name, x, dtype_s)
+                rows.append(_row(name, x.shape, dtype_s, x.nbytes, tensors[name].nbytes, stats))
             else:
                 if granularity == "per_channel" and not -x.ndim <= axis < x.ndim:
                     raise ValueError(f"axis: expected an int in [{-x.ndim}, {x.ndim}) for "
@@ -707,6 +721,12 @@ def load_quantized(path):
                 raise _bad(r.path, f"tensor {name!r}: bad metadata ({e})") from None
             if orig.kind != "f":
                 raise _bad(r.path, f"tensor {name!r}: orig_dtype {orig} is not floating")
+            if scheme in ("q8_0", "q4_0"):
+                from .gguf import _from_file
+                tensors[name] = _from_file(r.path, name, arr, shape, scheme)
+                rows.append(_row(name, shape, scheme, math.prod(shape) * orig.itemsize,
+                                 arr.nbytes))
+                continue
             if arr.shape != shape:
                 raise _bad(r.path, f"tensor {name!r}: shape {arr.shape} != metadata {shape}")
             nbefore = math.prod(shape) * orig.itemsize

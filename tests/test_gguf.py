@@ -124,3 +124,39 @@ def test_missing_gguf_names_the_extra(monkeypatch, tmp_path):
         qc.save_gguf({}, tmp_path / "x.gguf")
     with pytest.raises(ImportError, match=r"quantc\[gguf\]"):
         qc.load_gguf(tmp_path / "x.gguf")
+
+
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("ext", ["safetensors", "npz"])
+def test_quantize_weights_gguf_round_trip(tmp_path, rng, dtype, ext):
+    w = {"a": rng.standard_normal((64, 96)).astype(np.float32),
+         "b": rng.standard_normal((2, 8, 64)).astype(np.float16),
+         "bias": rng.standard_normal(64).astype(np.float32)}
+    qw = qc.quantize_weights(w, dtype=dtype, min_elements=1)
+    assert isinstance(qw["a"], qc.GGUFTensor) and qw["a"].dtype == dtype
+    assert_equal_exact(qw["a"].data.reshape(-1), gguf.quants.quantize(w["a"], TYPES[dtype])
+                       .reshape(-1), "same bytes as gguf")
+    assert_equal_exact(qw["b"].data.reshape(-1),
+                       gguf.quants.quantize(w["b"].astype(np.float32), TYPES[dtype]).reshape(-1),
+                       "float16 input")
+    assert_equal_exact(qw["bias"], w["bias"], "1-D kept")
+    rows = {r["name"]: r for r in qw.report().to_list()}
+    assert rows["a"]["scheme"] == dtype and rows["a"]["sqnr_db"] > (35 if dtype == "q8_0" else 15)
+    # float32 -> 34 bytes per 32 values (3.76x) or 18 bytes (7.1x)
+    assert rows["a"]["bytes_after"] * (128 / 34 if dtype == "q8_0" else 128 / 18) == \
+        rows["a"]["bytes_before"]
+    path = tmp_path / f"w.{ext}"
+    qw.save(path)
+    back = qc.load_quantized(path)
+    for name in ("a", "b"):
+        assert back[name].shape == qw[name].shape and back[name].dtype == dtype
+        assert_equal_exact(back[name].data, qw[name].data, name)
+        assert_equal_exact(back.dequantize()[name], qw[name].dequantize(), name)
+    with pytest.raises(ValueError, match="holds .* blocks, which Linear does not run"):
+        back.linear("a")
+
+
+def test_quantize_weights_gguf_bad_shape(rng):
+    with pytest.raises(ValueError, match=r"w: dtype='q4_0' needs a last dimension that is a "
+                                         r"multiple of 32, got shape \(4, 33\)"):
+        qc.quantize_weights({"w": rng.standard_normal((4, 33))}, dtype="q4_0", min_elements=1)
