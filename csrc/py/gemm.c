@@ -664,8 +664,8 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
         out = NULL;
         goto done;
     }
-    /* rows * sizeof(float) cannot overflow: rows <= n elements of 4 bytes already allocated
-     * (or k == 0 and the rows are counted from dimensions NumPy accepted) */
+    /* rows * sizeof(float) cannot overflow: out, rows x N float32 with N >= 1 (an empty out
+     * returned above), is already allocated */
     scale = PyMem_Malloc((size_t)p->b.n * sizeof(float));
     q = malloc(n ? n : 1);
     if (per_row) {
