@@ -376,7 +376,7 @@ def _tflite_qparams(rmin, rmax, qmin, qmax, symmetric):
     return scale, zp
 
 
-def quantize_dynamic(x, dtype="uint8"):
+def quantize_dynamic(x, dtype="uint8", *, granularity="per_tensor"):
     """ONNX DynamicQuantizeLinear: quantize ``x`` with parameters chosen from its own range.
 
     As the ONNX reference (float32 throughout): ``rmax = max(0, max(x))``,
@@ -385,12 +385,19 @@ def quantize_dynamic(x, dtype="uint8"):
     ``q = clamp(rint(x / scale) + zp, qmin, qmax)``. ONNX defines uint8; ``dtype="int8"``
     applies the same formulas with -128..127. Returns ``(q, scale, zero_point)`` with
     ``scale`` a 0-d float32 array and ``zero_point`` a 0-d array of ``dtype``.
+
+    ``granularity="per_row"`` (per token) applies the same formulas to every row of ``x``
+    (the last axis) on its own: ``scale`` and ``zero_point`` then have shape ``x.shape[:-1]``.
     """
     name = _dtype_name(dtype)
     if name not in ("int8", "uint8"):
         raise ValueError(f"dtype: expected 'uint8' or 'int8' (DynamicQuantizeLinear), got "
                          f"{dtype!r}")
     npdt, qmin, qmax = _DTYPES[name]
+    if granularity == "per_row":
+        return _quantize_dynamic_rows(x, npdt, qmin, qmax)
+    if granularity != "per_tensor":
+        raise ValueError(f"granularity: expected 'per_tensor' or 'per_row', got {granularity!r}")
     xf = np.asarray(x)
     mn, mx = _C._minmax(xf)
     maxx = np.float32(max(np.float32(0), mx))  # empty x: (+inf, -inf) -> (0, 0)
@@ -405,3 +412,30 @@ def quantize_dynamic(x, dtype="uint8"):
     zp = int(np.rint(np.float32(max(qmin, min(qmax, zp_f)))))
     q = _C.quantize(xf, scale, zp, npdt)
     return q, np.array(scale, dtype=np.float32), np.array(zp, dtype=npdt)
+
+
+def _quantize_dynamic_rows(x, npdt, qmin, qmax):
+    """quantize_dynamic per row: the per-tensor formulas, vectorized over rows (float32)."""
+    xf = np.asarray(x)
+    if xf.dtype.kind not in "fiu":
+        raise TypeError(f"x: expected a real (float or integer) array, got {xf.dtype}")
+    if xf.ndim == 0:
+        raise ValueError("x: expected at least 1 dimension for granularity='per_row', got 0-d")
+    x2 = xf.reshape(int(np.prod(xf.shape[:-1])), xf.shape[-1])
+    # min/max in x's own precision, then float32: rounding is monotone, so this equals the
+    # min/max of x converted to float32 (NaN propagates and is refused below)
+    maxx = np.maximum(np.float32(0), np.max(x2, axis=1, initial=0).astype(np.float32))
+    minx = np.minimum(np.float32(0), np.min(x2, axis=1, initial=0).astype(np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):
+        rng = np.where(maxx == minx, np.float32(1), maxx - minx).astype(np.float32)
+        scale = (rng / np.float32(qmax - qmin)).astype(np.float32)
+        bad = ~(np.isfinite(scale) & (scale > 0))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError("x: expected finite values for dynamic quantization, got a range "
+                             f"[{minx[i]}, {maxx[i]}] in row {i}")
+        zp_f = (np.float32(qmin) - minx / scale).astype(np.float32)
+    zp = np.rint(np.clip(zp_f, qmin, qmax)).astype(npdt)
+    q = _C.quantize(x2, scale, zp, npdt, axis=0) if x2.shape[0] else x2.astype(npdt)
+    lead = xf.shape[:-1]
+    return q.reshape(xf.shape), scale.reshape(lead), zp.reshape(lead)

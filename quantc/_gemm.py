@@ -165,12 +165,15 @@ class Linear:
     point 128). The scale is ``amax / 127`` per output row (``per_channel=True``) or over the
     whole matrix; an all-zero row gets scale 1.
 
-    Activations: quantized on every call, per tensor, asymmetric uint8 from the batch's
-    min/max, exactly as ONNX ``DynamicQuantizeLinear`` (ONNX Runtime ``quantize_dynamic``):
+    Activations: quantized on every call, asymmetric uint8 from the min/max of the whole
+    batch (``act_granularity="per_tensor"``) or of each row of ``x`` on its own
+    (``"per_row"``, per token: an outlier token no longer coarsens every other token's scale),
+    exactly as ONNX ``DynamicQuantizeLinear`` (ONNX Runtime ``quantize_dynamic``):
     ``scale = (max(x_max, 0) - min(x_min, 0)) / 255``, ``zp = clamp(rne(-min/scale), 0, 255)``,
     ``q = clamp(rne(x / scale) + zp, 0, 255)`` (+-inf saturate and are left out of min/max;
-    NaN raises ``ValueError``). Then ``y = float32(acc) * (x_scale * w_scale[j]) + bias[j]``
-    in float32.
+    NaN raises ``ValueError``; a zero range gives scale 1, zero point 0). Then, in float32
+    with each product rounded (no FMA), ``s = x_scale[i] * w_scale[j]`` and
+    ``y = float32(acc) * s + bias[j]`` (``x_scale[i]`` is the same for every row per tensor).
 
     Error: with ``|x - x_hat| <= x_scale / 2`` and ``|w - w_hat| <= w_scale / 2`` per element,
     ``|y - y_float| <= sum_k (|x_k| w_scale/2 + |w_k| x_scale/2 + x_scale w_scale / 4)`` plus
@@ -180,17 +183,21 @@ class Linear:
     :func:`pack_matrix`): after the ISA cap changes, build the layer again.
     """
 
-    __slots__ = ("_packed", "_weight_scale", "_bias", "_in_features", "_out_features", "_dtype")
+    __slots__ = ("_packed", "_weight_scale", "_bias", "_in_features", "_out_features", "_dtype",
+                 "_per_row")
 
-    def __init__(self, packed, weight_scale, bias, in_features, out_features, dtype):
+    def __init__(self, packed, weight_scale, bias, in_features, out_features, dtype, *,
+                 act_granularity="per_tensor"):
         """Wrap a packed weight; every argument is checked against ``packed`` here, and the
         attributes are read-only, so a layer can never run with parameters of another shape.
 
         ``packed``: a :class:`PackedMatrix` of shape (in_features, out_features);
         ``weight_scale``: positive finite values, one per output feature (a scalar means the
         same scale for every one); ``bias``: None or (out_features,) floats; ``dtype``: the
-        packed matrix's dtype (int8 or uint8).
+        packed matrix's dtype (int8 or uint8); ``act_granularity``: ``"per_tensor"`` or
+        ``"per_row"`` (see the class doc).
         """
+        per_row = _act_granularity(act_granularity)
         if not isinstance(packed, PackedMatrix):
             raise TypeError(f"packed: expected a PackedMatrix, got {type(packed).__name__}")
         k, n = packed.shape
@@ -237,6 +244,7 @@ class Linear:
         self._in_features = int(k)
         self._out_features = int(n)
         self._dtype = dt
+        self._per_row = per_row
 
     packed = property(lambda self: self._packed, doc="The packed weight (a PackedMatrix).")
     weight_scale = property(lambda self: self._weight_scale,
@@ -245,10 +253,15 @@ class Linear:
     in_features = property(lambda self: self._in_features)
     out_features = property(lambda self: self._out_features)
     dtype = property(lambda self: self._dtype, doc="The weight dtype (int8 or uint8).")
+    act_granularity = property(
+        lambda self: "per_row" if self._per_row else "per_tensor",
+        doc='How activations are quantized: "per_tensor" or "per_row" (one scale per row).')
 
     @classmethod
-    def from_float(cls, weight, bias=None, *, per_channel=True, dtype="int8"):
+    def from_float(cls, weight, bias=None, *, per_channel=True, dtype="int8",
+                   act_granularity="per_tensor"):
         """Quantize ``weight`` (out_features, in_features) and pack it; see the class doc."""
+        _act_granularity(act_granularity)
         w = np.asarray(weight)
         if not _dtypes.is_float(w.dtype):
             raise TypeError(f"weight: expected a float array, got {w.dtype}")
@@ -282,12 +295,82 @@ class Linear:
             b = np.ascontiguousarray(bias, dtype=np.float32)
             if b.shape != (n,):
                 raise ValueError(f"bias: expected shape ({n},), got {b.shape}")
-        return cls(packed, scale, b, k, n, dt)
+        return cls(packed, scale, b, k, n, dt, act_granularity=act_granularity)
+
+    @classmethod
+    def from_quantized(cls, qt, bias=None, *, act_granularity="per_tensor"):
+        """Run a :class:`QuantizedTensor` of shape (out_features, in_features) directly.
+
+        The integer weights are packed as they are (no float copy, no re-quantization): the
+        layer computes with ``w_hat = (q - zero_point) * scale`` exactly as
+        ``qt.dequantize()`` would give it. Supported: int8/uint8 with one scale for the whole
+        tensor, one per output row (per-channel along axis 0), or blocks as long as a row
+        (``block_size >= in_features``, one block per row); any zero points. Other schemes
+        (per-channel along axis 1, several blocks per row, 4-bit) raise ``ValueError``.
+        """
+        from .weights import QuantizedTensor
+        if not isinstance(qt, QuantizedTensor):
+            raise TypeError(f"qt: expected a QuantizedTensor, got {type(qt).__name__}")
+        _act_granularity(act_granularity)
+        if qt.dtype not in (np.int8, np.uint8):
+            raise ValueError(f"qt: Linear runs int8/uint8 weights, got a {qt.dtype} "
+                             f"QuantizedTensor ({qt.scheme})")
+        if len(qt.shape) != 2:
+            raise ValueError(f"qt: expected shape (out_features, in_features), got {qt.shape}")
+        n, k = qt.shape
+        q = np.asarray(qt.q).reshape(n, k)
+        s = np.asarray(qt.scale, np.float32)
+        z = np.asarray(qt.zero_point)
+        if qt.axis is None:
+            if s.size != 1 or z.size != 1:
+                raise ValueError(f"qt: a per-tensor scale and zero point must be single values, "
+                                 f"got shapes {s.shape} and {z.shape}")
+            s, z = np.full(n, s.reshape(()), np.float32), z.reshape(())
+        elif qt.block_size is None and qt.axis == 0:
+            if s.size != n or z.size != n:
+                raise ValueError(f"qt: per-channel scale/zero_point must have {n} values "
+                                 f"(out_features), got shapes {s.shape} and {z.shape}")
+            s, z = s.reshape(n), z.reshape(n)
+        elif qt.block_size is not None and qt.block_size >= k and qt.axis in (1, -1):
+            if s.size != n or z.size != n:
+                raise ValueError(f"qt: one block per row needs {n} scales/zero points, got "
+                                 f"shapes {s.shape} and {z.shape}")
+            s, z = s.reshape(n), z.reshape(n)
+        else:
+            raise ValueError(f"qt: scheme {qt.scheme} of shape {qt.shape} is not supported by "
+                             "Linear (supported: int8/uint8 per tensor, per channel along "
+                             "axis 0, or one block per row)")
+        z = z.astype(qt.dtype)
+        if not np.any(z):
+            z = None
+        elif np.all(z == z.flat[0]):
+            z = z.flat[0]
+        packed = pack_matrix(q.T, z)
+        if bias is not None:
+            b = np.asarray(bias)
+            if b.dtype.kind not in "fiu":
+                raise TypeError(f"bias: expected real numbers or None, got {b.dtype}")
+            if b.shape != (n,):
+                raise ValueError(f"bias: expected shape ({n},) (out_features) or None, got "
+                                 f"shape {b.shape}")
+        return cls(packed, s, bias, k, n, qt.dtype, act_granularity=act_granularity)
 
     def __call__(self, x, *, out=None):
         """``x`` float (..., in_features) -> float32 (..., out_features) (or into ``out``)."""
-        return _C._linear_forward(x, self.packed, self.weight_scale, self.bias, out)
+        return _C._linear_forward(x, self.packed, self.weight_scale, self.bias, out,
+                                  self._per_row)
 
     def __repr__(self):
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
-                f"dtype={self.dtype.name}, variant='{self.packed.variant}')")
+                f"dtype={self.dtype.name}, act_granularity='{self.act_granularity}', "
+                f"variant='{self.packed.variant}')")
+
+
+def _act_granularity(v):
+    """True for "per_row", False for "per_tensor"; anything else raises."""
+    if not isinstance(v, str):
+        raise TypeError(f"act_granularity: expected 'per_tensor' or 'per_row', got "
+                        f"{type(v).__name__}")
+    if v not in ("per_tensor", "per_row"):
+        raise ValueError(f"act_granularity: expected 'per_tensor' or 'per_row', got {v!r}")
+    return v == "per_row"

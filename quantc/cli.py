@@ -37,11 +37,13 @@ def _parser():
                    help="a .safetensors or .npz file (default: the bundled digits CNN)")
     q.add_argument("-o", "--output", metavar="OUT",
                    help="write the quantized weights here (.safetensors or .npz)")
-    q.add_argument("--dtype", choices=("int8", "uint8", "int4", "uint4", "float16", "bfloat16"),
+    q.add_argument("--dtype", choices=("int8", "uint8", "int4", "uint4", "q8_0", "q4_0",
+                                       "float16", "bfloat16"),
                    default="int8",
                    help="int8 (default), uint8, int4 or uint4 (packed two per byte; use "
-                        "with --block-size) with scales and zero points, or float16 / "
-                        "bfloat16 (a plain conversion, no scales)")
+                        "with --block-size) with scales and zero points, q8_0/q4_0 "
+                        "(llama.cpp blocks of 32), or float16 / bfloat16 (a plain "
+                        "conversion, no scales)")
     g = q.add_mutually_exclusive_group()
     g.add_argument("--per-tensor", dest="granularity", action="store_const",
                    const="per_tensor", help="one scale per tensor")
@@ -160,6 +162,8 @@ def cmd_inspect(a):
                 s = v.scale
                 rng = f"{s.min():.3g}..{s.max():.3g}" if s.size else "-"
                 rows.append((name, shape, v.scheme, str(v.nbytes), rng))
+            elif isinstance(v, qc.GGUFTensor):
+                rows.append((name, shape, f"{v.dtype} (blocks of 32)", str(v.nbytes), "-"))
             else:
                 scheme = qw._info[name]["scheme"] if name in qw._info else f"kept {v.dtype}"
                 rows.append((name, shape, scheme, str(v.nbytes), "-"))

@@ -37,6 +37,7 @@ import numpy as np
 
 from . import _C, _dtypes
 from .calibration import _minmax
+from .gguf import GGUFTensor
 from .io import TensorReader, write_tensors
 
 __all__ = ["quantize_weights", "QuantizedWeights", "QuantizedTensor", "load_quantized",
@@ -216,6 +217,28 @@ class QuantizedWeights(Mapping):
     def __getitem__(self, name):
         return self._tensors[name]
 
+    def linear(self, name, bias=None, *, act_granularity="per_tensor"):
+        """``qc.Linear.from_quantized(self[name], bias)``: run a quantized (out, in) weight.
+
+        ``bias`` may be an array or the name of a (float) tensor of this mapping."""
+        from ._gemm import Linear
+        if not isinstance(name, str) or name not in self._tensors:
+            raise KeyError(f"name: no tensor {name!r} in these weights")
+        qt = self._tensors[name]
+        if isinstance(qt, GGUFTensor):
+            raise ValueError(f"name: {name!r} holds {qt.dtype} blocks, which Linear does not "
+                             "run (use int8 weights, or Linear.from_float(t.dequantize()))")
+        if not isinstance(qt, QuantizedTensor):
+            raise ValueError(f"name: {name!r} is not quantized (it is a {qt.dtype} array); "
+                             "use qc.Linear.from_float")
+        if isinstance(bias, str):
+            if bias not in self._tensors:
+                raise KeyError(f"bias: no tensor {bias!r} in these weights")
+            bias = self._tensors[bias]
+            if isinstance(bias, QuantizedTensor):
+                bias = bias.dequantize()
+        return Linear.from_quantized(qt, bias, act_granularity=act_granularity)
+
     def __iter__(self):
         return iter(self._tensors)
 
@@ -242,9 +265,14 @@ class QuantizedWeights(Mapping):
         ``ml_dtypes.bfloat16``), kept ones as they are."""
         out = {}
         for name, v in self._tensors.items():
-            if isinstance(v, QuantizedTensor):
+            if isinstance(v, (QuantizedTensor, GGUFTensor)):
                 d = v.dequantize()
-                out[name] = d.astype(v.orig_dtype) if original_dtype else d
+                if original_dtype:
+                    orig = getattr(v, "orig_dtype", None)
+                    if orig is None:
+                        orig = np.dtype(self._info[name]["orig_dtype"])
+                    d = d.astype(orig)
+                out[name] = d
             elif name in self._info:
                 d = v.astype(np.float32)
                 if original_dtype:
@@ -264,7 +292,9 @@ class QuantizedWeights(Mapping):
             if name.endswith(_SCALE) or name.endswith(_ZP):
                 raise ValueError(f"{name}: tensor names ending in '{_SCALE}' or '{_ZP}' are "
                                  f"reserved for quantization parameters")
-            if isinstance(v, QuantizedTensor):
+            if isinstance(v, GGUFTensor):
+                tensors[name] = v.data
+            elif isinstance(v, QuantizedTensor):
                 if v.dtype.name in _PACKED:
                     from . import pack_bits
                     tensors[name] = pack_bits(v.q)
@@ -580,9 +610,11 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
     dtype: "int8", "uint8", "int4" or "uint4" (affine quantization; 4-bit values are
     ``ml_dtypes`` int4/uint4 arrays in memory and are stored packed two per byte, so a file
     holds about 1/8 of the float32 bytes plus the scales: use them with
-    ``granularity="per_block"``, e.g. ``block_size=32``), or "float16" / "bfloat16" (the floating
-    tensors selected as above are converted instead, round to nearest even; bfloat16 values
-    are ``ml_dtypes.bfloat16`` arrays).
+    ``granularity="per_block"``, e.g. ``block_size=32``), "q8_0" or "q4_0" (llama.cpp's
+    blocks of 32 along the last axis, which must be a multiple of 32; stored as
+    :class:`GGUFTensor`, see ``quantc.gguf``; granularity and the options below do not
+    apply), or "float16" / "bfloat16" (the floating tensors selected as above are converted
+    instead, round to nearest even; bfloat16 values are ``ml_dtypes.bfloat16`` arrays).
     granularity:
       "per_tensor": one scale per tensor;
       "per_channel": one scale per index of `axis` (default 0: output channels of a
@@ -606,9 +638,9 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
     quantc already quantized raises ValueError.
     """
     dtype_s = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
-    if dtype_s not in _QSCHEMES + ("float16", "bfloat16"):
-        raise ValueError(f"dtype: expected 'int8', 'uint8', 'int4', 'uint4', 'float16' or "
-                         f"'bfloat16', got {dtype!r}")
+    if dtype_s not in _QSCHEMES + ("float16", "bfloat16", "q8_0", "q4_0"):
+        raise ValueError(f"dtype: expected 'int8', 'uint8', 'int4', 'uint4', 'q8_0', 'q4_0', "
+                         f"'float16' or 'bfloat16', got {dtype!r}")
     if granularity not in _GRANULARITIES:
         raise ValueError(f"granularity: expected one of {', '.join(_GRANULARITIES)}, got "
                          f"{granularity!r}")
@@ -663,6 +695,10 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
                          100.0 * float(np.count_nonzero(np.isinf(h.astype(np.float32)) &
                                                         np.isfinite(x))) / x.size)
                 rows.append(_row(name, x.shape, dtype_s, nbytes0, h.nbytes, stats))
+            elif dtype_s in ("q8_0", "q4_0"):  # llama.cpp blocks (quantc.gguf)
+                from .gguf import _weights_entry
+                tensors[name], info[name], stats = _weights_entry(name, x, dtype_s)
+                rows.append(_row(name, x.shape, dtype_s, x.nbytes, tensors[name].nbytes, stats))
             else:
                 if granularity == "per_channel" and not -x.ndim <= axis < x.ndim:
                     raise ValueError(f"axis: expected an int in [{-x.ndim}, {x.ndim}) for "
@@ -746,6 +782,12 @@ def load_quantized(path):
                 raise _bad(r.path, f"tensor {name!r}: bad metadata ({e})") from None
             if not _dtypes.is_float(orig):
                 raise _bad(r.path, f"tensor {name!r}: orig_dtype {orig} is not floating")
+            if scheme in ("q8_0", "q4_0"):
+                from .gguf import _from_file
+                tensors[name] = _from_file(r.path, name, arr, shape, scheme)
+                rows.append(_row(name, shape, scheme, math.prod(shape) * orig.itemsize,
+                                 arr.nbytes))
+                continue
             if scheme in _PACKED:
                 if arr.dtype != np.uint8 or arr.ndim != 1:
                     raise _bad(r.path, f"tensor {name!r}: scheme {scheme} expects packed uint8 "

@@ -22,7 +22,8 @@ QC_INLINE void store_row(const qc_gemm_tile *t, int r, int p, __m512i acc, __mma
     }
     const __m512 s = _mm512_loadu_ps(t->scale + 16 * p);
     if (t->out == QC_GEMM_OUT_F32) {
-        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), s),
+        const __m512 sr = t->rscale ? _mm512_mul_ps(_mm512_set1_ps(t->rscale[r]), s) : s;
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), sr),
                                        _mm512_loadu_ps(t->fbias + 16 * p));
         _mm512_mask_storeu_ps((float *)t->c + r * t->ldc + 16 * p, mask, y);
         return;

@@ -47,7 +47,8 @@ QC_INLINE void qc_gemm_store8_avx2(const qc_gemm_tile *t, int r, int x0, __m256i
     }
     const __m256 s = _mm256_loadu_ps(t->scale + x0);
     if (t->out == QC_GEMM_OUT_F32) {
-        const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), s),
+        const __m256 sr = t->rscale ? _mm256_mul_ps(_mm256_set1_ps(t->rscale[r]), s) : s;
+        const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), sr),
                                        _mm256_loadu_ps(t->fbias + x0));
         float *dst = (float *)t->c + r * t->ldc + x0;
         if (nvalid == 8) {

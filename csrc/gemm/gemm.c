@@ -308,6 +308,7 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
                     t.cterm = cterm + jr;
                     t.scale = scale + jr;
                     t.fbias = fbias + jr;
+                    t.rscale = g->row_scale ? g->row_scale + i0 + ir : NULL;
                     t.c = (char *)g->c + ((i0 + ir) * g->ldc + j) * (ptrdiff_t)esize;
                     kern->tile(&t, mr, nc);
                 }
@@ -336,6 +337,7 @@ static void par_task(void *vctx, size_t task) {
     const size_t esize = p->g->out == QC_GEMM_OUT_S32 || p->g->out == QC_GEMM_OUT_F32 ? 4 : 1;
     sub.a = (const char *)p->g->a + i0 * p->g->lda;
     if (p->g->a_zp && p->g->a_zp_per_row) sub.a_zp = p->g->a_zp + i0;
+    if (p->g->row_scale) sub.row_scale = p->g->row_scale + i0;
     sub.c = (char *)p->g->c + i0 * p->g->ldc * (ptrdiff_t)esize;
     size_t ws = call_workspace_size(sub.kernels, sub.b->k, sub.m, sub.n1 - sub.n0);
     void *buf = aligned_alloc(64, (ws + 63) / 64 * 64);

@@ -26,6 +26,8 @@
  *   y = clamp(rint(v), lo, hi)     rint: ties to even; lo = qmin, or max(qmin, y_zp) with relu
  * Float epilogue (QC_GEMM_OUT_F32), in float32 with two roundings (no FMA):
  *   y = (float)(int32)(C + bias[j]) * scale[j] + fbias[j]
+ * or, with per-row scales, three roundings: s = row_scale[i] * scale[j] (float32), then
+ *   y = (float)(int32)(C + bias[j]) * s + fbias[j]
  *
  * Packed B layout
  * ---------------
@@ -104,6 +106,8 @@ typedef struct {
     const qc_gemm_kernels *kernels; /* NULL: the best usable variant (qc_gemm_select) */
 
     const float *fbias;   /* float output only: NULL or fbias[j] added after the scaling */
+    const float *row_scale; /* float output only: NULL, or row i's scale is
+                             * (float)(row_scale[i] * scale[j]) (per-token activations) */
 } qc_gemm_args;
 
 /* The gemm family (variants best first, scalar last) and the chosen variant's kernels. */

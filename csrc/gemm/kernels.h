@@ -28,6 +28,8 @@ typedef struct {
                              * may skip those products (the values are still valid) */
     const float *scale;    /* per column: requant/float scale (unused for int32 output) */
     const float *fbias;    /* per column: float bias (0 without; float output only) */
+    const float *rscale;   /* float output only: NULL, or per row: the scale of row r is
+                            * rscale[r] * scale[x] (rounded to float32, then used as above) */
     void *c;               /* element (r, j0 + x) at c + r * ldc + x (in output elements) */
     ptrdiff_t ldc;
     qc_gemm_out out;

@@ -30,7 +30,9 @@ static void tile_scalar(const qc_gemm_tile *t, int mr, int nc) {
                     (uint8_t)qc_gemm_requant1(v, t->scale[x], t->y_zp, t->lo, t->hi);
                 break;
             case QC_GEMM_OUT_F32:
-                ((float *)t->c)[r * t->ldc + x] = (float)v * t->scale[x] + t->fbias[x];
+                ((float *)t->c)[r * t->ldc + x] =
+                    (float)v * (t->rscale ? t->rscale[r] * t->scale[x] : t->scale[x]) +
+                    t->fbias[x];
                 break;
             }
         }

@@ -583,18 +583,21 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------------
- * Linear forward: x float32 (rows, K) quantized per call, then the float epilogue
+ * Linear forward: x float32 (rows, K) quantized per call (one scale and zero point for the
+ * whole tensor, or one per row with per_row), then the float epilogue
  * ------------------------------------------------------------------------------------------ */
 
 static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *xobj, *pobj, *wso, *biaso, *outo = Py_None;
-    if (!PyArg_ParseTuple(args, "OO!OO|O:_linear_forward", &xobj, &PackedMatrixType, &pobj, &wso,
-                          &biaso, &outo))
+    int per_row = 0;
+    if (!PyArg_ParseTuple(args, "OO!OO|Op:_linear_forward", &xobj, &PackedMatrixType, &pobj, &wso,
+                          &biaso, &outo, &per_row))
         return NULL;
     PyObject *result = NULL;
     PyArrayObject *x = NULL, *ws = NULL, *fb = NULL, *out = NULL, *final = NULL;
-    float *scale = NULL;
+    float *scale = NULL, *rscale = NULL;
+    int32_t *rzp = NULL;
     uint8_t *q = NULL;
     PackedMatrixObject *p = get_packed(pobj);
     if (!p) return NULL;
@@ -661,34 +664,58 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
         out = NULL;
         goto done;
     }
+    /* rows * sizeof(float) cannot overflow: out, rows x N float32 with N >= 1 (an empty out
+     * returned above), is already allocated */
     scale = PyMem_Malloc((size_t)p->b.n * sizeof(float));
     q = malloc(n ? n : 1);
-    if (!scale || !q) {
+    if (per_row) {
+        rscale = PyMem_Malloc((size_t)rows * sizeof(float));
+        rzp = PyMem_Malloc((size_t)rows * sizeof(int32_t));
+    }
+    if (!scale || !q || (per_row && (!rscale || !rzp))) {
         PyErr_NoMemory();
         goto done;
     }
-    float mn, mx, xs;
-    int32_t xzp;
-    size_t nans, first;
+    float mn = 0.0f, mx = 0.0f, xs = 1.0f;
+    int32_t xzp = 0;
+    size_t nans = 0, first = 0;
     const float *xd = (const float *)PyArray_DATA(x);
     Py_BEGIN_ALLOW_THREADS
-    qc_dynq_minmax_f32(xd, n, &mn, &mx, &nans, &first);
+    if (!per_row) {
+        qc_dynq_minmax_f32(xd, n, &mn, &mx, &nans, &first);
+    } else {
+        /* per row: the same DynamicQuantizeLinear parameters from each row's own range */
+        for (int64_t i = 0; i < rows; i++) {
+            size_t rn, rf;
+            qc_dynq_minmax_f32(xd + i * k, (size_t)k, &mn, &mx, &rn, &rf);
+            if (rn && !nans) first = (size_t)(i * k) + rf;
+            nans += rn;
+            qc_dynq_params_u8(mn, mx, &rscale[i], &rzp[i]);
+        }
+    }
     Py_END_ALLOW_THREADS
     if (nans) {
         qc_value_error("x: expected no NaN, got %zu NaN values (first at flat index %zu)", nans,
                        first);
         goto done;
     }
-    qc_dynq_params_u8(mn, mx, &xs, &xzp);
     const float *wsd = (const float *)PyArray_DATA(ws);
-    for (int64_t j = 0; j < p->b.n; j++) scale[j] = xs * wsd[j];
+    if (!per_row) {
+        qc_dynq_params_u8(mn, mx, &xs, &xzp);
+        for (int64_t j = 0; j < p->b.n; j++) scale[j] = xs * wsd[j];
+    } else {
+        /* the epilogue multiplies rscale[i] * wsd[j] (float32) per element */
+        for (int64_t j = 0; j < p->b.n; j++) scale[j] = wsd[j];
+    }
     qc_gemm_args g;
     memset(&g, 0, sizeof g);
     g.a = q;
     g.lda = (ptrdiff_t)k;
     g.a_signed = 0;
     g.m = rows;
-    g.a_zp = &xzp;
+    g.a_zp = per_row ? rzp : &xzp;
+    g.a_zp_per_row = per_row;
+    g.row_scale = per_row ? rscale : NULL;
     g.b = &p->b;
     g.b_zp = p->zp.count ? p->zp.v : NULL;
     g.b_zp_per_col = p->zp.count > 1;
@@ -703,7 +730,12 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
     g.kernels = qc_gemm_kernels_of(p->variant);
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    qc_dynq_quantize_u8(xd, n, xs, xzp, q);
+    if (!per_row) {
+        qc_dynq_quantize_u8(xd, n, xs, xzp, q);
+    } else {
+        for (int64_t i = 0; i < rows; i++)
+            qc_dynq_quantize_u8(xd + i * k, (size_t)k, rscale[i], rzp[i], q + i * k);
+    }
     rc = qc_gemm_parallel(&g);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
@@ -728,6 +760,8 @@ done:
     Py_XDECREF(out);
     Py_DECREF(p);
     PyMem_Free(scale);
+    PyMem_Free(rscale);
+    PyMem_Free(rzp);
     free(q);
     return result;
 }

@@ -22,6 +22,7 @@ extern PyMethodDef qc_convert_methods[];
 extern PyMethodDef qc_gemm_methods[];
 extern PyMethodDef qc_conv_methods[];
 extern PyMethodDef qc_calib_methods[];
+extern PyMethodDef qc_gguf_methods[];
 int qc_elementwise_init(PyObject *m);
 int qc_convert_init(PyObject *m);
 int qc_gemm_init(PyObject *m);

@@ -1,0 +1,207 @@
+"""llama.cpp interoperability: Q8_0 / Q4_0 weight blocks and ``.gguf`` files.
+
+Both formats cut each row (the last axis) into blocks of 32 values with one float16 scale
+``d`` per block; ``real ~= d * q``:
+
+- **Q8_0** (34 bytes a block): ``d = max|x| / 127``, ``q = round_half_away(x / d)`` in
+  ``[-127, 127]`` (int8); bytes: ``d`` (float16, little-endian), then the 32 ``q``.
+- **Q4_0** (18 bytes a block): ``d = m / -8`` with ``m`` the value of largest magnitude (the
+  first on ties), ``q = min(15, trunc(x / d + 8.5))`` in ``[0, 15]``, ``real ~= d * (q - 8)``;
+  bytes: ``d``, then 16 bytes holding value ``i`` in the low nibble of byte ``i`` and value
+  ``i + 16`` in its high nibble.
+
+As ggml's reference quantizers (``quantize_row_q8_0_ref`` / ``quantize_row_q4_0_ref``), in
+float32 with ``x * (1 / d)`` for ``x / d``: the bytes equal those of the ``gguf`` package's
+``gguf.quants.quantize`` for the same float32 input. The scale used to quantize is the float32
+``d``; the stored one is its float16 rounding (ties to even). An all-zero block gets ``d = 0``
+and ``q = 0`` (Q8_0) or ``8`` (Q4_0).
+
+Files: :func:`save_gguf` and :func:`load_gguf` write and read ``.gguf`` through the ``gguf``
+package (``pip install 'quantc[gguf]'``), so llama.cpp's tools read what quantc writes.
+"""
+import numpy as np
+
+from . import _C
+from ._optional import require
+
+__all__ = ["GGUFTensor", "quantize_gguf", "dequantize_gguf", "save_gguf", "load_gguf"]
+
+_BLOCK = 32
+_BYTES = {"q8_0": 34, "q4_0": 18}
+
+
+def _kind(dtype):
+    if not isinstance(dtype, str) or dtype not in _BYTES:
+        raise ValueError(f"dtype: expected 'q8_0' or 'q4_0', got {dtype!r}")
+    return dtype
+
+
+def quantize_gguf(x, dtype="q8_0"):
+    """float ``x`` (..., K), K a multiple of 32, finite -> uint8 blocks (..., K / 32 * B).
+
+    ``B`` is 34 for ``"q8_0"`` and 18 for ``"q4_0"``; see the module doc for the formulas.
+    """
+    kind = _kind(dtype)
+    xa = np.asarray(x)
+    if xa.dtype.kind != "f":
+        raise TypeError(f"x: expected a float array, got {xa.dtype}")
+    if xa.ndim == 0:
+        raise ValueError("x: expected at least 1 dimension, got a 0-d array")
+    return _C._gguf_quantize(xa, kind)
+
+
+def dequantize_gguf(blocks, dtype, shape=None):
+    """uint8 blocks (..., nb * B) of ``dtype`` -> float32 ``d * q`` (..., nb * 32).
+
+    ``shape``, if given, reshapes the result (it must hold the same number of values)."""
+    kind = _kind(dtype)
+    b = np.asarray(blocks)
+    if b.dtype != np.uint8:
+        raise TypeError(f"blocks: expected uint8, got {b.dtype}")
+    nbytes = _BYTES[kind]
+    if b.ndim == 0 or b.shape[-1] % nbytes:
+        raise ValueError(f"blocks: expected a last dimension that is a multiple of {nbytes} "
+                         f"({kind} block bytes), got shape {b.shape}")
+    lead = b.shape[:-1]
+    nb = b.shape[-1] // nbytes
+    blk = np.ascontiguousarray(b).reshape(-1, nbytes)
+    d = blk[:, :2].copy().view("<f2").astype(np.float32)
+    if kind == "q8_0":
+        q = blk[:, 2:].view(np.int8).astype(np.float32)
+    else:
+        qs = blk[:, 2:]
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32) - 8
+    with np.errstate(invalid="ignore"):  # an infinite d times q = 0 is NaN, as in gguf
+        out = (d * q).reshape(lead + (nb * _BLOCK,))
+    if shape is not None:
+        shape = tuple(int(s) for s in shape)
+        if int(np.prod(shape)) != out.size:
+            raise ValueError(f"shape: expected {out.size} values, got shape {shape}")
+        out = out.reshape(shape)
+    return out
+
+
+class GGUFTensor:
+    """A tensor in llama.cpp blocks: ``data`` (uint8, ``(rows, K / 32 * B)``), ``dtype``
+    (``"q8_0"`` | ``"q4_0"``), ``shape`` (the original shape; the last axis is blocked)."""
+
+    __slots__ = ("data", "dtype", "shape")
+
+    def __init__(self, data, dtype, shape):
+        kind = _kind(dtype)
+        data = np.asarray(data)
+        if data.dtype != np.uint8:
+            raise TypeError(f"data: expected uint8 blocks, got {data.dtype}")
+        shape = tuple(int(s) for s in shape)
+        if not shape or shape[-1] % _BLOCK:
+            raise ValueError(f"shape: expected a last dimension that is a multiple of 32, got "
+                             f"{shape}")
+        rows = int(np.prod(shape[:-1]))
+        want = (rows, shape[-1] // _BLOCK * _BYTES[kind])
+        if data.size != want[0] * want[1]:
+            raise ValueError(f"data: expected {want[0] * want[1]} bytes for {kind} of shape "
+                             f"{shape}, got {data.size}")
+        self.data = data.reshape(want)
+        self.dtype = kind
+        self.shape = shape
+
+    @classmethod
+    def from_float(cls, x, dtype="q8_0"):
+        """Quantize float ``x`` (last axis a multiple of 32) with :func:`quantize_gguf`."""
+        xa = np.asarray(x)
+        q = quantize_gguf(xa, dtype)
+        return cls(q, dtype, xa.shape)
+
+    @property
+    def nbytes(self):
+        return self.data.nbytes
+
+    def dequantize(self):
+        """float32 values of ``shape``."""
+        return dequantize_gguf(self.data, self.dtype, self.shape)
+
+    def __repr__(self):
+        return f"GGUFTensor(dtype={self.dtype!r}, shape={self.shape})"
+
+
+def save_gguf(tensors, path, *, arch="quantc"):
+    """Write ``tensors`` (name -> :class:`GGUFTensor`, or a float32/float16 ndarray written
+    unquantized) to a ``.gguf`` file with the ``gguf`` package; ``arch`` is the
+    ``general.architecture`` value. Returns the path."""
+    gguf = require("gguf", what="save_gguf")
+    if not hasattr(tensors, "items"):
+        raise TypeError(f"tensors: expected a mapping name -> tensor, got "
+                        f"{type(tensors).__name__}")
+    types = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
+    items = []
+    for name, t in tensors.items():
+        if not isinstance(name, str):
+            raise TypeError(f"tensors: expected str names, got {type(name).__name__}")
+        if isinstance(t, GGUFTensor):
+            # the byte shape keeps the leading dimensions: gguf derives the tensor's shape from it
+            items.append((name, t.data.reshape(t.shape[:-1] + (-1,)), types[t.dtype]))
+            continue
+        a = np.asarray(t)
+        if a.dtype not in (np.float32, np.float16):
+            raise TypeError(f"tensors[{name!r}]: expected a GGUFTensor or a float32/float16 "
+                            f"array, got {a.dtype}")
+        items.append((name, np.ascontiguousarray(a), None))
+    w = gguf.GGUFWriter(str(path), arch)
+    for name, data, raw in items:
+        if raw is None:
+            w.add_tensor(name, data)
+        else:
+            w.add_tensor(name, data, raw_dtype=raw)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def load_gguf(path):
+    """Read a ``.gguf`` file with ``gguf.GGUFReader`` -> dict name -> :class:`GGUFTensor`
+    (Q8_0 / Q4_0 tensors) or ndarray (F32 / F16, copied out of the file). Other tensor types
+    raise ``ValueError`` naming the tensor."""
+    gguf = require("gguf", what="load_gguf")
+    kinds = {gguf.GGMLQuantizationType.Q8_0: "q8_0", gguf.GGMLQuantizationType.Q4_0: "q4_0"}
+    r = gguf.GGUFReader(str(path))
+    out = {}
+    for t in r.tensors:
+        shape = tuple(int(s) for s in reversed(t.shape.tolist()))  # ggml lists dims inner first
+        if t.tensor_type in kinds:
+            out[t.name] = GGUFTensor(np.array(t.data, np.uint8), kinds[t.tensor_type], shape)
+        elif t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            out[t.name] = np.array(t.data).reshape(shape)
+        else:
+            raise ValueError(f"path: tensor {t.name!r} has type {t.tensor_type.name}, which "
+                             "quantc does not read (Q8_0, Q4_0, F32, F16)")
+    return out
+
+
+# ---- quantize_weights(dtype="q8_0" | "q4_0") and its .safetensors/.npz files ----------------
+
+def _weights_entry(name, x, dtype):
+    """(GGUFTensor, file metadata, (sqnr dB, max abs error, % clipped)) for quantize_weights:
+    blocks along the last axis, which must be a multiple of 32."""
+    if x.shape[-1] % _BLOCK:
+        raise ValueError(f"{name}: dtype={dtype!r} needs a last dimension that is a multiple "
+                         f"of 32, got shape {x.shape} (leave it out with skip=)")
+    xf = x if x.dtype == np.float32 else x.astype(np.float32)
+    t = GGUFTensor.from_float(xf, dtype)
+    e = x.astype(np.float64) - t.dequantize().astype(np.float64)
+    sig, err = float(np.sum(np.square(x, dtype=np.float64))), float(np.sum(e * e))
+    sq = float("inf") if err == 0 else 10 * np.log10(sig / err) if sig else float("-inf")
+    info = {"scheme": dtype, "granularity": "per_block", "axis": -1, "block_size": _BLOCK,
+            "orig_dtype": str(x.dtype), "shape": list(x.shape), "method": None}
+    return t, info, (sq, float(np.abs(e).max()) if e.size else 0.0, 0.0)
+
+
+def _from_file(path, name, arr, shape, scheme):
+    """A GGUFTensor from a quantized-weights file entry, checked against its metadata."""
+    rows = int(np.prod(shape[:-1])) if shape else 0
+    if not shape or shape[-1] % _BLOCK or arr.dtype != np.uint8 or \
+            arr.shape != (rows, shape[-1] // _BLOCK * _BYTES[scheme]):
+        raise ValueError(f"{path}: not a valid quantc quantized file: tensor {name!r}: {scheme} "
+                         f"blocks of shape {arr.shape} ({arr.dtype}) do not fit shape {shape}")
+    return GGUFTensor(arr, scheme, shape)

@@ -1,0 +1,162 @@
+"""GGUF Q8_0 / Q4_0 blocks: bytes equal to the gguf package's reference quantizers; .gguf files
+written by quantc read back by gguf.GGUFReader."""
+import numpy as np
+import pytest
+
+import quantc as qc
+from conftest import assert_equal_exact
+
+gguf = pytest.importorskip("gguf")
+TYPES = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
+
+
+def cases(rng):
+    """float32 (rows, K) inputs that walk the edges of both quantizers."""
+    out = {"random": rng.standard_normal((9, 256)).astype(np.float32),
+           "wide": (rng.standard_normal((4, 96)) * 10.0 ** rng.integers(-6, 6, (4, 1)))
+           .astype(np.float32),
+           "zeros": np.zeros((3, 64), np.float32)}
+    # ties: values that land exactly on k + 1/2 of the grid (Q8_0: amax 127 makes d = 1)
+    t = np.tile(np.float32([127, -127, 0.5, -0.5, 1.5, -2.5, 3.5, 126.5]), (2, 4))
+    out["ties_q8"] = t
+    # Q4_0: m = -8 makes d = 1, id = 1, and x + 8.5 hits integers exactly
+    t4 = np.tile(np.float32([-8, 7.5, -7.5, 0.5, -0.5, 1, 8, -3.5]), (2, 4))
+    out["ties_q4"] = t4
+    huge = rng.standard_normal((4, 64)).astype(np.float32)
+    huge[0, 3], huge[1, 40], huge[2, 0], huge[3, 63] = 1e6, -3e4, 65504 * 127, -1e30
+    out["one_huge"] = huge
+    eq = rng.standard_normal((2, 32)).astype(np.float32)
+    eq[0, 5], eq[0, 9] = 4.0, -4.0    # equal magnitudes: the first one sets Q4_0's sign
+    eq[1, 5], eq[1, 9] = -4.0, 4.0
+    out["equal_magnitudes"] = eq
+    tiny = rng.standard_normal((2, 32)).astype(np.float32) * np.float32(1e-38)
+    out["subnormal_scale"] = tiny
+    mix = rng.standard_normal((3, 96)).astype(np.float32)
+    mix[1, 32:64] = 0  # an all-zero block between others
+    out["zero_block"] = mix
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
+def test_bytes_equal_gguf_reference(rng, dtype):
+    for name, x in cases(rng).items():
+        with np.errstate(all="ignore"):  # the reference divides by zero on all-zero blocks
+            want = gguf.quants.quantize(x, TYPES[dtype])
+        got = qc.quantize_gguf(x, dtype)
+        assert_equal_exact(got, want, f"{dtype} {name}")
+        back = qc.dequantize_gguf(got, dtype)
+        with np.errstate(all="ignore"):
+            ref = gguf.quants.dequantize(want, TYPES[dtype]).astype(np.float32)
+        assert_equal_exact(back, ref, f"{dtype} dequantize {name}")
+
+
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
+def test_shapes_and_error(rng, dtype):
+    x = rng.standard_normal((2, 3, 64)).astype(np.float32)
+    q = qc.quantize_gguf(x, dtype)
+    assert q.shape == (2, 3, 2 * (34 if dtype == "q8_0" else 18)) and q.dtype == np.uint8
+    assert_equal_exact(q.reshape(6, -1), qc.quantize_gguf(x.reshape(6, 64), dtype), "batched")
+    assert_equal_exact(qc.quantize_gguf(x.astype(np.float64), dtype), q, "float64 in")
+    t = qc.GGUFTensor.from_float(x, dtype)
+    err = np.abs(t.dequantize() - x)
+    # Q8_0: half a step of d = amax/127 (plus float16 rounding of d); Q4_0: one step of
+    # |m|/8 (the +8 side clamps at 7 steps)
+    amax = np.abs(x.reshape(-1, 32)).max(1).repeat(32).reshape(x.shape)
+    assert np.all(err <= (amax / 127 * 0.51 if dtype == "q8_0" else amax / 8 * 1.01))
+    assert qc.quantize_gguf(np.zeros((0, 32), np.float32), dtype).shape[0] == 0
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="x: expected a last dimension that is a multiple of 32"):
+        qc.quantize_gguf(np.zeros((2, 33), np.float32))
+    with pytest.raises(ValueError, match="dtype: expected 'q8_0' or 'q4_0'"):
+        qc.quantize_gguf(np.zeros((2, 32), np.float32), "q5_0")
+    with pytest.raises(TypeError, match="x: expected a float array"):
+        qc.quantize_gguf(np.zeros((2, 32), np.int32))
+    with pytest.raises(ValueError, match="x: expected finite values, got nan at flat index 33"):
+        x = np.zeros((2, 32), np.float32)
+        x[1, 1] = np.nan
+        qc.quantize_gguf(x)
+    with pytest.raises(ValueError, match="blocks: expected a last dimension"):
+        qc.dequantize_gguf(np.zeros((2, 35), np.uint8), "q8_0")
+    with pytest.raises(TypeError, match="blocks: expected uint8"):
+        qc.dequantize_gguf(np.zeros((2, 34), np.int8), "q8_0")
+    with pytest.raises(ValueError, match="data: expected 68 bytes"):
+        qc.GGUFTensor(np.zeros(34, np.uint8), "q8_0", (2, 32))
+    with pytest.raises(TypeError, match=r"tensors\['a'\]: expected a GGUFTensor"):
+        qc.save_gguf({"a": np.zeros((2, 32), np.int8)}, "unused.gguf")
+
+
+def test_file_read_by_gguf_reader(tmp_path, rng):
+    x = rng.standard_normal((8, 128)).astype(np.float32)
+    t = {"blk.0.q8": qc.GGUFTensor.from_float(x, "q8_0"),
+         "blk.0.q4": qc.GGUFTensor.from_float(x.reshape(2, 4, 128), "q4_0"),
+         "norm": rng.standard_normal(128).astype(np.float32),
+         "half": rng.standard_normal((3, 5)).astype(np.float16)}
+    path = tmp_path / "w.gguf"
+    qc.save_gguf(t, path)
+    r = gguf.GGUFReader(str(path))
+    seen = {rt.name: rt for rt in r.tensors}
+    assert set(seen) == set(t)
+    for name, v in t.items():
+        rt = seen[name]
+        if isinstance(v, qc.GGUFTensor):
+            assert rt.tensor_type == TYPES[v.dtype]
+            assert tuple(reversed(rt.shape.tolist())) == v.shape
+            assert_equal_exact(np.array(rt.data).reshape(v.data.shape), v.data, name)
+            assert_equal_exact(gguf.quants.dequantize(np.array(rt.data), rt.tensor_type)
+                               .reshape(v.shape).astype(np.float32), v.dequantize(), name)
+        else:
+            assert_equal_exact(np.array(rt.data).reshape(v.shape), v, name)
+    back = qc.load_gguf(path)
+    for name, v in t.items():
+        if isinstance(v, qc.GGUFTensor):
+            assert back[name].dtype == v.dtype and back[name].shape == v.shape
+            assert_equal_exact(back[name].data, v.data, name)
+        else:
+            assert_equal_exact(back[name], v, name)
+
+
+def test_missing_gguf_names_the_extra(monkeypatch, tmp_path):
+    import sys
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    with pytest.raises(ImportError, match=r"quantc\[gguf\]"):
+        qc.save_gguf({}, tmp_path / "x.gguf")
+    with pytest.raises(ImportError, match=r"quantc\[gguf\]"):
+        qc.load_gguf(tmp_path / "x.gguf")
+
+
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("ext", ["safetensors", "npz"])
+def test_quantize_weights_gguf_round_trip(tmp_path, rng, dtype, ext):
+    w = {"a": rng.standard_normal((64, 96)).astype(np.float32),
+         "b": rng.standard_normal((2, 8, 64)).astype(np.float16),
+         "bias": rng.standard_normal(64).astype(np.float32)}
+    qw = qc.quantize_weights(w, dtype=dtype, min_elements=1)
+    assert isinstance(qw["a"], qc.GGUFTensor) and qw["a"].dtype == dtype
+    assert_equal_exact(qw["a"].data.reshape(-1), gguf.quants.quantize(w["a"], TYPES[dtype])
+                       .reshape(-1), "same bytes as gguf")
+    assert_equal_exact(qw["b"].data.reshape(-1),
+                       gguf.quants.quantize(w["b"].astype(np.float32), TYPES[dtype]).reshape(-1),
+                       "float16 input")
+    assert_equal_exact(qw["bias"], w["bias"], "1-D kept")
+    rows = {r["name"]: r for r in qw.report().to_list()}
+    assert rows["a"]["scheme"] == dtype and rows["a"]["sqnr_db"] > (35 if dtype == "q8_0" else 15)
+    # float32 -> 34 bytes per 32 values (3.76x) or 18 bytes (7.1x)
+    assert rows["a"]["bytes_after"] * (128 / 34 if dtype == "q8_0" else 128 / 18) == \
+        rows["a"]["bytes_before"]
+    path = tmp_path / f"w.{ext}"
+    qw.save(path)
+    back = qc.load_quantized(path)
+    for name in ("a", "b"):
+        assert back[name].shape == qw[name].shape and back[name].dtype == dtype
+        assert_equal_exact(back[name].data, qw[name].data, name)
+        assert_equal_exact(back.dequantize()[name], qw[name].dequantize(), name)
+    with pytest.raises(ValueError, match="holds .* blocks, which Linear does not run"):
+        back.linear("a")
+
+
+def test_quantize_weights_gguf_bad_shape(rng):
+    with pytest.raises(ValueError, match=r"w: dtype='q4_0' needs a last dimension that is a "
+                                         r"multiple of 32, got shape \(4, 33\)"):
+        qc.quantize_weights({"w": rng.standard_normal((4, 33))}, dtype="q4_0", min_elements=1)
