@@ -15,7 +15,7 @@ static qc_cpu_features g_cpu;
 static int g_supported[QC_ISA_COUNT];
 /* read by every dispatch, possibly while a test thread moves it: atomic, relaxed order (a
  * call uses the cap it reads; each variant is correct on its own) */
-static atomic_int g_cap = QC_ISA_COUNT - 1;
+static atomic_int g_cap = QC_ISA_AMX; /* the top real level; amxemu only when forced */
 static int g_initialized;
 
 static const char *const g_isa_names[QC_ISA_COUNT] = {
@@ -119,6 +119,9 @@ void qc_cpu_init(void) {
         g_cpu.amx_permitted = request_amx_permission();
         g_supported[QC_ISA_AMX] = g_cpu.amx_permitted;
     }
+#ifdef QC_AMX_EMULATE
+    g_supported[QC_ISA_AMXEMU] = g_supported[QC_ISA_AVX512VNNI];
+#endif
 #endif
 }
 

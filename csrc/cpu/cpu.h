@@ -5,14 +5,18 @@
 #include "qc_common.h"
 
 /* ISA levels, ordered: QUANTC_ISA=<name> caps the variants to levels <= it. A level is
- * usable when the CPU and OS support it and it is not above the cap. */
+ * usable when the CPU and OS support it and it is not above the cap. AMXEMU is the AMX
+ * kernel on a scalar model of the tiles (gemm/amx_tiles.h): supported only in a build with
+ * QUANTC_AMX_EMULATE=1 on an AVX-512 VNNI CPU, and above the default cap (amx), so it runs
+ * only where QUANTC_ISA=amxemu or a test forces it. */
 #define QC_ISA_LIST(X) \
     X(SCALAR, scalar)  \
     X(AVX2, avx2)      \
     X(AVXVNNI, avxvnni) \
     X(AVX512, avx512)  \
     X(AVX512VNNI, avx512vnni) \
-    X(AMX, amx)
+    X(AMX, amx)        \
+    X(AMXEMU, amxemu)
 
 typedef enum {
 #define QC_ISA_ENUM(up, low) QC_ISA_##up,

@@ -13,6 +13,11 @@
 
 static const qc_variant gemm_variants[] = {
 #ifndef QC_NO_X86
+#ifdef QC_AMX_EMULATE
+    /* the AMX kernel on the tile model: only where the tests force QUANTC_ISA=amxemu */
+    {"gemm_32x32c4__amx_emulated", QC_ISA_AMXEMU, &qc_gemm_kernels_amxemu},
+#endif
+    {"gemm_32x32c4__amx", QC_ISA_AMX, &qc_gemm_kernels_amx},
     {"gemm_8x32c4__avx512vnni", QC_ISA_AVX512VNNI, &qc_gemm_kernels_avx512vnni},
     {"gemm_4x16c4__avxvnni", QC_ISA_AVXVNNI, &qc_gemm_kernels_avxvnni}, /* untested: no AVX-VNNI here */
     {"gemm_4x16c4__avx2", QC_ISA_AVX2, &qc_gemm_kernels_avx2},
@@ -169,7 +174,7 @@ size_t qc_gemm_workspace_size(int64_t k, int64_t ncols) {
     const int64_t ncp = round_up(ncols, QC_GEMM_NR) + 64; /* slack: full-vector loads */
     int64_t mc = ((int64_t)1 << 20) / QC_MAX(kp, QC_GEMM_KR);
     if (mc > QC_GEMM_MC_MAX) mc = QC_GEMM_MC_MAX;
-    if (mc < 16) mc = 16; /* >= any kernel's mr */
+    if (mc < 32) mc = 32; /* >= any kernel's mr */
     return (size_t)round_up(2 * mc * kp, 64) + (size_t)(2 * mc + 5 * ncp) * 4 + 64;
 }
 

@@ -90,7 +90,7 @@ static PyObject *py_set_isa_cap(PyObject *self, PyObject *arg) {
     const char *name = qc_utf8_or_null(arg); /* NULL for NUL or surrogates: no such level */
     if (!name || qc_isa_from_name(name, &isa) < 0) {
         return (qc_value_error("isa: expected one of scalar, avx2, avxvnni, avx512, avx512vnni, "
-                               "amx, got %R", arg), NULL);
+                               "amx, amxemu, got %R", arg), NULL);
     }
     PyObject *prev = PyUnicode_FromString(qc_isa_name(qc_isa_cap()));
     qc_isa_set_cap(isa);
@@ -123,12 +123,40 @@ static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
     return PyLong_FromLong(qc_get_num_threads());
 }
 
+#ifdef QC_AMX_EMULATE
+void qc_amx_model_dpbusd(const uint8_t *a, const int8_t *b, int32_t *c, int rows, int k, int n);
+
+/* Test hook of emulation builds: one TDPBUSD on the tile model. a: rows x 4k bytes (u8),
+ * b: k x 4n bytes (s8, dword-grouped), c: rows x n int32 (native order); returns the new c. */
+static PyObject *py_amx_model_dpbusd(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer a, b, c;
+    int rows, k, n;
+    if (!PyArg_ParseTuple(args, "y*y*y*iii", &a, &b, &c, &rows, &k, &n)) return NULL;
+    PyObject *res = NULL;
+    if (rows < 1 || rows > 16 || k < 1 || k > 16 || n < 1 || n > 16 ||
+        a.len != (Py_ssize_t)rows * 4 * k || b.len != (Py_ssize_t)k * 4 * n ||
+        c.len != (Py_ssize_t)rows * 4 * n) {
+        PyErr_SetString(PyExc_ValueError, "_amx_model_dpbusd: bad shapes");
+    } else if ((res = PyBytes_FromStringAndSize(c.buf, c.len)) != NULL) {
+        qc_amx_model_dpbusd(a.buf, b.buf, (int32_t *)PyBytes_AS_STRING(res), rows, k, n);
+    }
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&c);
+    return res;
+}
+#endif
+
 static PyMethodDef runtime_methods[] = {
     {"cpu_info", py_cpu_info, METH_NOARGS, "Detected CPU features and the kernel chosen per family."},
     {"_set_isa_cap", py_set_isa_cap, METH_O, "Cap the ISA level (tests); returns the previous cap."},
     {"_get_isa_cap", py_get_isa_cap, METH_NOARGS, "The current ISA cap."},
     {"set_num_threads", py_set_num_threads, METH_O, "Set the number of threads kernels use."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "The number of threads kernels use."},
+#ifdef QC_AMX_EMULATE
+    {"_amx_model_dpbusd", py_amx_model_dpbusd, METH_VARARGS, "One TDPBUSD on the tile model (tests)."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
@@ -155,7 +183,7 @@ PyMODINIT_FUNC PyInit__C(void) {
         if (qc_isa_from_name(env, &cap) < 0) {
             PyErr_Format(PyExc_ValueError,
                          "QUANTC_ISA: expected one of scalar, avx2, avxvnni, avx512, avx512vnni, "
-                         "amx, got '%s'", env);
+                         "amx, amxemu, got '%s'", env);
             return NULL;
         }
         qc_isa_set_cap(cap);
