@@ -28,6 +28,11 @@ typedef enum {
 const char *qc_isa_name(qc_isa isa);
 int qc_isa_from_name(const char *name, qc_isa *out); /* 0 on success, -1 unknown */
 int qc_isa_supported(qc_isa isa);                    /* hardware + OS (+ AMX permission) */
+/* Turn a level off for the process (a kernel failed its self-check) with the reason that
+ * cpu_info() reports; qc_isa_reenable undoes it (tests). Reason NULL: level not disabled. */
+void qc_isa_disable(qc_isa isa, const char *reason);
+void qc_isa_reenable(qc_isa isa);
+const char *qc_isa_disabled_reason(qc_isa isa);
 qc_isa qc_isa_cap(void);
 void qc_isa_set_cap(qc_isa cap);
 static inline int qc_isa_usable(qc_isa isa) { return isa <= qc_isa_cap() && qc_isa_supported(isa); }
