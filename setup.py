@@ -44,6 +44,12 @@ if SANITIZE:
     BASE_FLAGS = [f for f in BASE_FLAGS if f != "-O3"] + ["-O1"] + _san
     LINK_FLAGS = _san
 
+# QUANTC_AMX_EMULATE=1: a test build that also compiles the AMX gemm kernel against the scalar
+# tile model (csrc/gemm/amx_tiles.h) as the extra ISA level "amxemu" (forced like any level:
+# QUANTC_ISA=amxemu, or the tests' `isa` fixture). .ci/run builds it in a copy of the tree; the
+# installed extension never contains it.
+AMX_EMULATE = os.environ.get("QUANTC_AMX_EMULATE", "").strip() not in ("", "0")
+
 IS_X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
 
@@ -79,6 +85,8 @@ class BuildExt(build_ext):
             macros = list(ext.define_macros)
             if not IS_X86:
                 macros.append(("QC_NO_X86", "1"))
+            if AMX_EMULATE:
+                macros.append(("QC_AMX_EMULATE", "1"))
             objects += self.compiler.compile(
                 srcs, output_dir=self.build_temp, macros=macros,
                 include_dirs=include_dirs, extra_postargs=extra, depends=ext.depends,

@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-ISA_NAMES = ("scalar", "avx2", "avxvnni", "avx512", "avx512vnni", "amx")
+ISA_NAMES = ("scalar", "avx2", "avxvnni", "avx512", "avx512vnni", "amx", "amxemu")
 MAX_THREADS = 256  # QC_POOL_MAX in csrc/threads/pool.c
 
 

@@ -9,7 +9,9 @@ def cpu_info():
 
     Keys: ``vendor``, ``features`` (flag -> bool), ``isa_supported`` (ISA levels this CPU and
     OS can run), ``isa_cap`` (the ``QUANTC_ISA`` cap), ``kernels`` (family -> chosen variant),
-    ``variants`` (family -> list of ``(name, isa, usable)``), ``num_threads``.
+    ``variants`` (family -> list of ``(name, isa, usable)``), ``num_threads``,
+    ``isa_disabled`` (level -> reason, for a level turned off for the process because its
+    kernel failed the self-check run before the first use of AMX; usually empty).
     """
     return _C.cpu_info()
 

@@ -2,6 +2,7 @@
 #include "cpu/cpu.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #if !defined(QC_NO_X86) && (defined(__x86_64__) || defined(__i386__))
@@ -12,10 +13,15 @@
 #endif
 
 static qc_cpu_features g_cpu;
-static int g_supported[QC_ISA_COUNT];
+/* written by qc_cpu_init and by qc_isa_disable/reenable (under the GIL or the gemm
+ * self-check lock), read by dispatch: atomic, relaxed */
+static atomic_int g_supported[QC_ISA_COUNT];
+static atomic_int g_hw_supported[QC_ISA_COUNT]; /* before any qc_isa_disable */
+static char g_disabled_reason[QC_ISA_COUNT][160];
+static atomic_int g_disabled[QC_ISA_COUNT];
 /* read by every dispatch, possibly while a test thread moves it: atomic, relaxed order (a
  * call uses the cap it reads; each variant is correct on its own) */
-static atomic_int g_cap = QC_ISA_COUNT - 1;
+static atomic_int g_cap = QC_ISA_AMX; /* the top real level; amxemu only when forced */
 static int g_initialized;
 
 static const char *const g_isa_names[QC_ISA_COUNT] = {
@@ -39,7 +45,31 @@ int qc_isa_from_name(const char *name, qc_isa *out) {
     return -1;
 }
 
-int qc_isa_supported(qc_isa isa) { return (isa >= 0 && isa < QC_ISA_COUNT) ? g_supported[isa] : 0; }
+int qc_isa_supported(qc_isa isa) {
+    return (isa >= 0 && isa < QC_ISA_COUNT)
+               ? atomic_load_explicit(&g_supported[isa], memory_order_relaxed)
+               : 0;
+}
+
+void qc_isa_disable(qc_isa isa, const char *reason) {
+    if (isa <= QC_ISA_SCALAR || isa >= QC_ISA_COUNT) return; /* scalar is the ground truth */
+    if (!atomic_load(&g_disabled[isa])) {
+        snprintf(g_disabled_reason[isa], sizeof g_disabled_reason[isa], "%s", reason);
+        atomic_store(&g_disabled[isa], 1);
+    }
+    atomic_store(&g_supported[isa], 0);
+}
+
+void qc_isa_reenable(qc_isa isa) {
+    if (isa <= QC_ISA_SCALAR || isa >= QC_ISA_COUNT) return;
+    atomic_store(&g_supported[isa], atomic_load(&g_hw_supported[isa]));
+    atomic_store(&g_disabled[isa], 0);
+}
+
+const char *qc_isa_disabled_reason(qc_isa isa) {
+    if (isa < 0 || isa >= QC_ISA_COUNT || !atomic_load(&g_disabled[isa])) return NULL;
+    return g_disabled_reason[isa];
+}
 qc_isa qc_isa_cap(void) { return (qc_isa)atomic_load_explicit(&g_cap, memory_order_relaxed); }
 void qc_isa_set_cap(qc_isa cap) { atomic_store_explicit(&g_cap, (int)cap, memory_order_relaxed); }
 const qc_cpu_features *qc_cpu(void) { return &g_cpu; }
@@ -62,12 +92,24 @@ static int request_amx_permission(void) {
 }
 #endif
 
+static void qc_cpu_detect(int *g_supported);
+
 void qc_cpu_init(void) {
     if (g_initialized) return;
     g_initialized = 1;
     memset(&g_cpu, 0, sizeof g_cpu);
-    memset(g_supported, 0, sizeof g_supported);
-    g_supported[QC_ISA_SCALAR] = 1;
+    int sup[QC_ISA_COUNT] = {0};
+    sup[QC_ISA_SCALAR] = 1;
+    qc_cpu_detect(sup);
+    for (int i = 0; i < QC_ISA_COUNT; i++) {
+        atomic_store(&g_supported[i], sup[i]);
+        atomic_store(&g_hw_supported[i], sup[i]);
+    }
+}
+
+/* Fills g_supported (a local array, shadowing the atomic one) from cpuid/xgetbv. */
+static void qc_cpu_detect(int *g_supported) {
+    (void)g_supported;
 #ifdef QC_X86
     unsigned a, b, c, d;
     if (!__get_cpuid(0, &a, &b, &c, &d)) return;
@@ -119,6 +161,9 @@ void qc_cpu_init(void) {
         g_cpu.amx_permitted = request_amx_permission();
         g_supported[QC_ISA_AMX] = g_cpu.amx_permitted;
     }
+#ifdef QC_AMX_EMULATE
+    g_supported[QC_ISA_AMXEMU] = g_supported[QC_ISA_AVX512VNNI];
+#endif
 #endif
 }
 

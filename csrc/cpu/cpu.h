@@ -5,14 +5,18 @@
 #include "qc_common.h"
 
 /* ISA levels, ordered: QUANTC_ISA=<name> caps the variants to levels <= it. A level is
- * usable when the CPU and OS support it and it is not above the cap. */
+ * usable when the CPU and OS support it and it is not above the cap. AMXEMU is the AMX
+ * kernel on a scalar model of the tiles (gemm/amx_tiles.h): supported only in a build with
+ * QUANTC_AMX_EMULATE=1 on an AVX-512 VNNI CPU, and above the default cap (amx), so it runs
+ * only where QUANTC_ISA=amxemu or a test forces it. */
 #define QC_ISA_LIST(X) \
     X(SCALAR, scalar)  \
     X(AVX2, avx2)      \
     X(AVXVNNI, avxvnni) \
     X(AVX512, avx512)  \
     X(AVX512VNNI, avx512vnni) \
-    X(AMX, amx)
+    X(AMX, amx)        \
+    X(AMXEMU, amxemu)
 
 typedef enum {
 #define QC_ISA_ENUM(up, low) QC_ISA_##up,
@@ -24,6 +28,11 @@ typedef enum {
 const char *qc_isa_name(qc_isa isa);
 int qc_isa_from_name(const char *name, qc_isa *out); /* 0 on success, -1 unknown */
 int qc_isa_supported(qc_isa isa);                    /* hardware + OS (+ AMX permission) */
+/* Turn a level off for the process (a kernel failed its self-check) with the reason that
+ * cpu_info() reports; qc_isa_reenable undoes it (tests). Reason NULL: level not disabled. */
+void qc_isa_disable(qc_isa isa, const char *reason);
+void qc_isa_reenable(qc_isa isa);
+const char *qc_isa_disabled_reason(qc_isa isa);
 qc_isa qc_isa_cap(void);
 void qc_isa_set_cap(qc_isa cap);
 static inline int qc_isa_usable(qc_isa isa) { return isa <= qc_isa_cap() && qc_isa_supported(isa); }

@@ -4,34 +4,6 @@
 #ifndef QC_NO_X86
 #include "gemm/epilogue_avx512.h"
 
-/* Epilogue for one row of one panel: exact int32 C (wrapping), then int32 store, the float
- * output or the requantization of kernels.h, masked to the valid columns. Bit-identical to
- * qc_gemm_fix1 / qc_gemm_requant1. */
-QC_INLINE void store_row(const qc_gemm_tile *t, int r, int p, __m512i acc, __mmask16 mask) {
-    const __m512i zbp = _mm512_loadu_si512(t->zbp + 16 * p);
-    const __m512i bcorr = _mm512_loadu_si512(t->bcorr + 16 * p);
-    const __m512i cterm = _mm512_loadu_si512(t->cterm + 16 * p);
-    __m512i v = _mm512_add_epi32(acc, cterm);
-    if (!t->zbp_zero)
-        v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zbp, _mm512_set1_epi32(t->rsum[r])));
-    if (!t->zap_zero)
-        v = _mm512_sub_epi32(v, _mm512_mullo_epi32(bcorr, _mm512_set1_epi32(t->zap[r])));
-    if (t->out == QC_GEMM_OUT_S32) {
-        _mm512_mask_storeu_epi32((int32_t *)t->c + r * t->ldc + 16 * p, mask, v);
-        return;
-    }
-    const __m512 s = _mm512_loadu_ps(t->scale + 16 * p);
-    if (t->out == QC_GEMM_OUT_F32) {
-        const __m512 sr = t->rscale ? _mm512_mul_ps(_mm512_set1_ps(t->rscale[r]), s) : s;
-        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), sr),
-                                       _mm512_loadu_ps(t->fbias + 16 * p));
-        _mm512_mask_storeu_ps((float *)t->c + r * t->ldc + 16 * p, mask, y);
-        return;
-    }
-    const __m512i q = qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, mask);
-    _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask, _mm512_cvtepi32_epi8(q));
-}
-
 /* MR rows x NP panels; MR and NP are compile-time constants at each call site below, so the
  * `if (MR > r)` guards vanish. Accumulators are named variables (an array of __m512i makes GCC
  * shuffle and spill them). For MR <= 2 the k loop alternates two accumulator sets (even/odd
@@ -46,8 +18,8 @@ QC_INLINE void store_row(const qc_gemm_tile *t, int r, int p, __m512i acc, __mma
     }
 #define QC_ACC_STORE(r)                                                       \
     if (MR > r) {                                                             \
-        store_row(t, r, 0, c##r##0, m0);                                      \
-        if (NP == 2) store_row(t, r, 1, c##r##1, m1);                         \
+        qc_gemm_store_row16(t, r, 0, c##r##0, m0);                            \
+        if (NP == 2) qc_gemm_store_row16(t, r, 1, c##r##1, m1);               \
     }
 
 QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int nc) {

@@ -1,7 +1,9 @@
 /* GEMM driver: B packing, A block packing with row sums, cache blocking, threads, registry. */
 #include "gemm/kernels.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +15,11 @@
 
 static const qc_variant gemm_variants[] = {
 #ifndef QC_NO_X86
+#ifdef QC_AMX_EMULATE
+    /* the AMX kernel on the tile model: only where the tests force QUANTC_ISA=amxemu */
+    {"gemm_32x32c4__amx_emulated", QC_ISA_AMXEMU, &qc_gemm_kernels_amxemu},
+#endif
+    {"gemm_32x32c4__amx", QC_ISA_AMX, &qc_gemm_kernels_amx},
     {"gemm_8x32c4__avx512vnni", QC_ISA_AVX512VNNI, &qc_gemm_kernels_avx512vnni},
     {"gemm_4x16c4__avxvnni", QC_ISA_AVXVNNI, &qc_gemm_kernels_avxvnni}, /* untested: no AVX-VNNI here */
     {"gemm_4x16c4__avx2", QC_ISA_AVX2, &qc_gemm_kernels_avx2},
@@ -28,6 +35,131 @@ const qc_gemm_kernels *qc_gemm_kernels_of(const qc_variant *v) {
 }
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* ---- self-check of the AMX levels (first selection) ---- */
+
+/* xorshift32: a fixed sequence, so every process checks the same inputs */
+static uint32_t sc_next(uint32_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+
+/* One GEMM of the check under kernels `kern`: C into c (m * n int32 or bytes). 0 or -1 (OOM). */
+static int sc_run(const qc_gemm_kernels *kern, const qc_gemm_args *tmpl, void *c) {
+    qc_gemm_args g = *tmpl;
+    g.kernels = kern;
+    g.c = c;
+    const size_t ws = qc_gemm_workspace_size(g.b->k, g.b->n);
+    void *buf = aligned_alloc(64, (ws + 63) / 64 * 64);
+    if (!buf) return -1;
+    qc_gemm_run(&g, buf);
+    free(buf);
+    return 0;
+}
+
+int qc_gemm_selfcheck(const qc_variant *v, int corrupt) {
+    static const int shapes[][3] = {{1, 1, 1}, {17, 65, 33}, {33, 129, 47}, {32, 64, 32},
+                                    {5, 300, 16}, {48, 7, 17}};
+    enum { MAXM = 48, MAXK = 300, MAXN = 47 };
+    const qc_gemm_kernels *kern = qc_gemm_kernels_of(v);
+    struct bufs {
+        int8_t a[MAXM * MAXK], b[MAXK * MAXN], bpack[MAXK * MAXN + 64];
+        int32_t za[MAXM], zb[MAXN], bias[MAXN], colsum[64], want[MAXM * MAXN], got[MAXM * MAXN];
+        float scale[MAXN];
+    } *w = malloc(sizeof *w);
+    if (!w) {
+        qc_isa_disable(v->isa, "self-check could not allocate its buffers");
+        return -1;
+    }
+    int8_t *a = w->a, *b = w->b, *bpack = w->bpack;
+    int32_t *za = w->za, *zb = w->zb, *bias = w->bias, *colsum = w->colsum;
+    int32_t *want = w->want, *got = w->got;
+    float *scale = w->scale;
+    uint32_t st = 0x9E3779B9u;
+    char why[160] = "";
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0] && !why[0]; s++) {
+        const int m = shapes[s][0], k = shapes[s][1], n = shapes[s][2];
+        for (int combo = 0; combo < 8 && !why[0]; combo++) {
+            const int as = combo & 1, bs = (combo >> 1) & 1, requant = combo >> 2;
+            /* values: random, with every 5th the type's minimum or maximum */
+            for (int i = 0; i < m * k; i++) {
+                uint32_t r = sc_next(&st);
+                a[i] = (int8_t)(i % 5 == 0 ? ((r & 1) ? 0x7f : 0x80) ^ (as ? 0 : 0x80) : r >> 24);
+            }
+            for (int i = 0; i < k * n; i++) {
+                uint32_t r = sc_next(&st);
+                b[i] = (int8_t)(i % 5 == 0 ? ((r & 1) ? 0x7f : 0x80) ^ (bs ? 0 : 0x80) : r >> 24);
+            }
+            for (int i = 0; i < m; i++)
+                za[i] = i % 3 == 0 ? (as ? -128 : 255) : (as ? (int8_t)sc_next(&st)
+                                                              : (uint8_t)sc_next(&st));
+            for (int j = 0; j < n; j++) {
+                zb[j] = j % 3 == 0 ? (bs ? 127 : 0) : (bs ? (int8_t)sc_next(&st)
+                                                          : (uint8_t)sc_next(&st));
+                bias[j] = (int32_t)sc_next(&st) >> 12;
+                scale[j] = (float)(sc_next(&st) % 1000 + 1) * 1e-5f;
+            }
+            qc_gemm_b B;
+            qc_gemm_pack_b(b, bs, n, 1, k, n, bpack, colsum, &B);
+            qc_gemm_args g;
+            memset(&g, 0, sizeof g);
+            g.a = a;
+            g.lda = k;
+            g.a_signed = as;
+            g.m = m;
+            g.a_zp = za;
+            g.a_zp_per_row = (combo ^ (int)s) & 1;
+            g.b = &B;
+            g.b_zp = zb;
+            g.b_zp_per_col = 1;
+            g.n0 = 0;
+            g.n1 = n;
+            g.ldc = n;
+            g.out = requant ? (bs ? QC_GEMM_OUT_S8 : QC_GEMM_OUT_U8) : QC_GEMM_OUT_S32;
+            g.bias = requant ? bias : NULL;
+            g.scale = scale;
+            g.scale_per_col = 1;
+            g.y_zp = requant ? (bs ? -3 : 7) : 0;
+            g.relu = combo == 5;
+            memset(want, 0, sizeof w->want);
+            memset(got, 0, sizeof w->got);
+            if (sc_run(&qc_gemm_kernels_scalar, &g, want) < 0 || sc_run(kern, &g, got) < 0) {
+                snprintf(why, sizeof why, "self-check could not allocate its workspace");
+                break;
+            }
+            if (corrupt) ((uint8_t *)got)[0] ^= 1;
+            const size_t bytes = (size_t)m * (size_t)n * (requant ? 1 : 4);
+            if (memcmp(got, want, bytes) != 0)
+                snprintf(why, sizeof why,
+                         "self-check failed: %s differs from the scalar kernel (m=%d k=%d n=%d, "
+                         "A %s, B %s, %s output)%s", v->name, m, k, n, as ? "int8" : "uint8",
+                         bs ? "int8" : "uint8", requant ? "requantized" : "int32",
+                         corrupt ? " [forced by the test hook]" : "");
+        }
+    }
+    free(w);
+    if (!why[0]) return 0;
+    qc_isa_disable(v->isa, why);
+    return -1;
+}
+
+static pthread_mutex_t g_select_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int g_checked[QC_ISA_COUNT]; /* 1: that level passed its self-check */
+
+const qc_gemm_kernels *qc_gemm_select(void) {
+    for (;;) {
+        const qc_variant *v = qc_family_select(&qc_gemm_family);
+        if (v->isa < QC_ISA_AMX || atomic_load(&g_checked[v->isa])) return qc_gemm_kernels_of(v);
+        pthread_mutex_lock(&g_select_lock);
+        int ok = atomic_load(&g_checked[v->isa]) || qc_gemm_selfcheck(v, 0) == 0;
+        if (ok) atomic_store(&g_checked[v->isa], 1);
+        pthread_mutex_unlock(&g_select_lock);
+        if (ok) return qc_gemm_kernels_of(v);
+        /* disabled: choose again */
+    }
+}
 
 #ifndef QC_NO_X86
 /* Full panel (16 columns), rows of B contiguous: four rows of 16 bytes are interleaved into one
@@ -169,7 +301,7 @@ size_t qc_gemm_workspace_size(int64_t k, int64_t ncols) {
     const int64_t ncp = round_up(ncols, QC_GEMM_NR) + 64; /* slack: full-vector loads */
     int64_t mc = ((int64_t)1 << 20) / QC_MAX(kp, QC_GEMM_KR);
     if (mc > QC_GEMM_MC_MAX) mc = QC_GEMM_MC_MAX;
-    if (mc < 16) mc = 16; /* >= any kernel's mr */
+    if (mc < 32) mc = 32; /* >= any kernel's mr */
     return (size_t)round_up(2 * mc * kp, 64) + (size_t)(2 * mc + 5 * ncp) * 4 + 64;
 }
 

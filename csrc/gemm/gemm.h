@@ -113,9 +113,16 @@ typedef struct {
 /* The gemm family (variants best first, scalar last) and the chosen variant's kernels. */
 extern const qc_family qc_gemm_family;
 const qc_gemm_kernels *qc_gemm_kernels_of(const qc_variant *v);
-static inline const qc_gemm_kernels *qc_gemm_select(void) {
-    return qc_gemm_kernels_of(qc_family_select(&qc_gemm_family));
-}
+/* The best usable variant's kernels. The first time an AMX level (amx, amxemu) would be
+ * chosen, it must pass qc_gemm_selfcheck first; on failure the level is disabled for the
+ * process (cpu_info() gives the reason) and the next variant is chosen. */
+const qc_gemm_kernels *qc_gemm_select(void);
+
+/* Run the self-check (small GEMMs: tile remainders, every signedness, extreme values and zero
+ * points, int32 and requantized output) of variant v against the scalar kernel. corrupt: a
+ * test hook that changes one result of v before the comparison (a forced mismatch). On a
+ * mismatch disables v's level and returns -1; 0 when equal. */
+int qc_gemm_selfcheck(const qc_variant *v, int corrupt);
 
 /* Scratch bytes qc_gemm_run needs for a B of k rows and a column range of ncols. */
 size_t qc_gemm_workspace_size(int64_t k, int64_t ncols);

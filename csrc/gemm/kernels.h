@@ -48,6 +48,8 @@ extern const qc_gemm_kernels qc_gemm_kernels_scalar;
 extern const qc_gemm_kernels qc_gemm_kernels_avx2;
 extern const qc_gemm_kernels qc_gemm_kernels_avxvnni;
 extern const qc_gemm_kernels qc_gemm_kernels_avx512vnni;
+extern const qc_gemm_kernels qc_gemm_kernels_amx;
+extern const qc_gemm_kernels qc_gemm_kernels_amxemu; /* QC_AMX_EMULATE builds only */
 
 /* The exact value of C: wrapping 32-bit arithmetic (see gemm.h). */
 QC_INLINE int32_t qc_gemm_fix1(int32_t dot, int32_t cterm, int32_t zbp, int32_t rsum,

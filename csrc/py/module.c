@@ -1,6 +1,7 @@
 /* The quantc._C module: runtime functions (ISA cap, threads, cpu_info) and every family's table. */
 #define QC_MODULE_MAIN
 #include "py/pyutil.h"
+#include "gemm/gemm.h"
 
 static PyObject *py_cpu_info(PyObject *self, PyObject *noargs) {
     (void)self;
@@ -32,6 +33,28 @@ static PyObject *py_cpu_info(PyObject *self, PyObject *noargs) {
             Py_DECREF(s);
         }
     }
+    /* the gemm choice runs the AMX self-check first, so a level it disables is not reported */
+    Py_BEGIN_ALLOW_THREADS
+    (void)qc_gemm_select();
+    Py_END_ALLOW_THREADS
+    PyObject *disabled = PyDict_New();
+    if (!disabled) goto fail;
+    for (int i = 0; i < QC_ISA_COUNT; i++) {
+        const char *why = qc_isa_disabled_reason((qc_isa)i);
+        if (!why) continue;
+        PyObject *s = PyUnicode_FromString(why);
+        if (!s || PyDict_SetItemString(disabled, qc_isa_name((qc_isa)i), s) < 0) {
+            Py_XDECREF(s);
+            Py_DECREF(disabled);
+            goto fail;
+        }
+        Py_DECREF(s);
+    }
+    if (PyDict_SetItemString(d, "isa_disabled", disabled) < 0) {
+        Py_DECREF(disabled);
+        goto fail;
+    }
+    Py_DECREF(disabled);
     for (size_t i = 0; i < qc_family_count(); i++) {
         const qc_family *fam = qc_family_at(i);
         PyObject *chosen = PyUnicode_FromString(qc_family_select(fam)->name);
@@ -90,11 +113,46 @@ static PyObject *py_set_isa_cap(PyObject *self, PyObject *arg) {
     const char *name = qc_utf8_or_null(arg); /* NULL for NUL or surrogates: no such level */
     if (!name || qc_isa_from_name(name, &isa) < 0) {
         return (qc_value_error("isa: expected one of scalar, avx2, avxvnni, avx512, avx512vnni, "
-                               "amx, got %R", arg), NULL);
+                               "amx, amxemu, got %R", arg), NULL);
     }
     PyObject *prev = PyUnicode_FromString(qc_isa_name(qc_isa_cap()));
     qc_isa_set_cap(isa);
     return prev;
+}
+
+/* Test hooks of the AMX self-check: run it on the gemm variant of a level (corrupt: force a
+ * mismatch); returns None when it passed, else the reason (the level is then disabled). */
+static PyObject *py_gemm_selfcheck(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *name;
+    int corrupt;
+    qc_isa isa;
+    if (!PyArg_ParseTuple(args, "sp", &name, &corrupt)) return NULL;
+    const qc_variant *v = qc_isa_from_name(name, &isa) == 0 ? qc_family_find(&qc_gemm_family, isa)
+                                                            : NULL;
+    if (!v || !qc_isa_supported(isa)) {
+        PyErr_Format(PyExc_ValueError, "_gemm_selfcheck: no usable gemm variant at level '%s'",
+                     name);
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = qc_gemm_selfcheck(v, corrupt);
+    Py_END_ALLOW_THREADS
+    if (rc == 0) Py_RETURN_NONE;
+    return PyUnicode_FromString(qc_isa_disabled_reason(isa));
+}
+
+static PyObject *py_isa_reenable(PyObject *self, PyObject *arg) {
+    (void)self;
+    qc_isa isa;
+    const char *name = PyUnicode_Check(arg) ? qc_utf8_or_null(arg) : NULL;
+    if (!name || qc_isa_from_name(name, &isa) < 0) {
+        PyErr_SetString(PyExc_ValueError, "_isa_reenable: expected an ISA level name");
+        return NULL;
+    }
+    qc_isa_reenable(isa);
+    Py_RETURN_NONE;
 }
 
 static PyObject *py_get_isa_cap(PyObject *self, PyObject *noargs) {
@@ -123,12 +181,43 @@ static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
     return PyLong_FromLong(qc_get_num_threads());
 }
 
+#ifdef QC_AMX_EMULATE
+void qc_amx_model_dpbusd(const uint8_t *a, const int8_t *b, int32_t *c, int rows, int k, int n);
+
+/* Test hook of emulation builds: one TDPBUSD on the tile model. a: rows x 4k bytes (u8),
+ * b: k x 4n bytes (s8, dword-grouped), c: rows x n int32 (native order); returns the new c. */
+static PyObject *py_amx_model_dpbusd(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer a, b, c;
+    int rows, k, n;
+    if (!PyArg_ParseTuple(args, "y*y*y*iii", &a, &b, &c, &rows, &k, &n)) return NULL;
+    PyObject *res = NULL;
+    if (rows < 1 || rows > 16 || k < 1 || k > 16 || n < 1 || n > 16 ||
+        a.len != (Py_ssize_t)rows * 4 * k || b.len != (Py_ssize_t)k * 4 * n ||
+        c.len != (Py_ssize_t)rows * 4 * n) {
+        PyErr_SetString(PyExc_ValueError, "_amx_model_dpbusd: bad shapes");
+    } else if ((res = PyBytes_FromStringAndSize(c.buf, c.len)) != NULL) {
+        qc_amx_model_dpbusd(a.buf, b.buf, (int32_t *)PyBytes_AS_STRING(res), rows, k, n);
+    }
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&c);
+    return res;
+}
+#endif
+
 static PyMethodDef runtime_methods[] = {
     {"cpu_info", py_cpu_info, METH_NOARGS, "Detected CPU features and the kernel chosen per family."},
     {"_set_isa_cap", py_set_isa_cap, METH_O, "Cap the ISA level (tests); returns the previous cap."},
     {"_get_isa_cap", py_get_isa_cap, METH_NOARGS, "The current ISA cap."},
+    {"_gemm_selfcheck", py_gemm_selfcheck, METH_VARARGS,
+     "Run the gemm self-check on a level (tests); None, or the reason it was disabled."},
+    {"_isa_reenable", py_isa_reenable, METH_O, "Undo a self-check's disabling (tests)."},
     {"set_num_threads", py_set_num_threads, METH_O, "Set the number of threads kernels use."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "The number of threads kernels use."},
+#ifdef QC_AMX_EMULATE
+    {"_amx_model_dpbusd", py_amx_model_dpbusd, METH_VARARGS, "One TDPBUSD on the tile model (tests)."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
@@ -155,7 +244,7 @@ PyMODINIT_FUNC PyInit__C(void) {
         if (qc_isa_from_name(env, &cap) < 0) {
             PyErr_Format(PyExc_ValueError,
                          "QUANTC_ISA: expected one of scalar, avx2, avxvnni, avx512, avx512vnni, "
-                         "amx, got '%s'", env);
+                         "amx, amxemu, got '%s'", env);
             return NULL;
         }
         qc_isa_set_cap(cap);
