@@ -79,7 +79,7 @@ converter); the formulas are in each docstring.
 
 ## Environment
 
-- `QUANTC_ISA=scalar|avx2|avxvnni|avx512|avx512vnni|amx` caps the kernel variants;
+- `QUANTC_ISA=scalar|avx2|avxvnni|avx512|avx512vnni|amx` caps the kernel variants (`amxemu`, the AMX kernel on a scalar tile model, exists only in a build made with `QUANTC_AMX_EMULATE=1`: tests and CI);
 - `QUANTC_NUM_THREADS=n` (1..256) sets the initial thread count;
 - `QUANTC_NPZ_MAX_RATIO=r` raises the zip-bomb limit for `.npz` files (see `quantc.io`).
 
