@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from .cli import CLIError
+from .cli import CLIError, _check_output
 
 
 def add_parsers(sub):
@@ -68,12 +68,8 @@ def _calibration(path, model, batch_size):
 def cmd_convert(a):
     import quantc as qc
     out = a.output
+    _check_output(out, (".safetensors", ".onnx"))
     ext = os.path.splitext(out)[1].lower()
-    if ext not in (".safetensors", ".onnx"):
-        raise CLIError(f"{out}: output must end in .safetensors or .onnx")
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
-        raise CLIError(f"{out}: the output folder {folder} does not exist")
     if not os.path.isfile(a.model):
         raise CLIError(f"{a.model}: no such file")
     model = qc.Model.from_onnx(a.model)

@@ -91,13 +91,12 @@ def _check_input(path):
         raise CLIError(f"{path}: is a directory, expected a .safetensors or .npz file")
 
 
-def _check_output(path):
+def _check_output(path, exts=(".safetensors", ".npz")):
+    """The output path ends in one of `exts` and its folder exists (else CLIError)."""
     ext = os.path.splitext(path)[1].lower()
-    if ext not in (".safetensors", ".npz"):
-        raise CLIError(f"{path}: output must end in .safetensors or .npz")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise CLIError(f"{path}: the output folder {folder} does not exist")
+    if ext not in exts:
+        raise CLIError(f"{path}: output must end in {' or '.join(exts)}")
+    _check_output_folder(path)
 
 
 def cmd_quantize(a):

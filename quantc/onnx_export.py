@@ -178,14 +178,8 @@ def quantized_to_onnx(qm, path=None):
         if any(k in n.inputs for n in m.nodes if not (
                 qm.kinds[n.name] == "int8" and n.op in ("Conv", "Gemm", "MatMul", "Add"))):
             const(k, v)
-    graph = helper.make_graph(nodes, qm.model.name, graph_inputs, graph_outputs, inits)
-    proto = helper.make_model(graph, producer_name="quantc",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
-    proto.ir_version = 8
-    onnx.checker.check_model(proto)
-    if path is not None:
-        _write_atomic(os.fspath(path), proto.SerializeToString())
-    return proto
+    return _finish(onnx, helper.make_graph(nodes, qm.model.name, graph_inputs, graph_outputs,
+                                           inits), path)
 
 
 def model_to_onnx(model, path=None):
@@ -217,9 +211,14 @@ def model_to_onnx(model, path=None):
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT,
                                           ["N" if d is None else d for d in model.shapes[o]])
             for o in model.outputs]
-    proto = helper.make_model(helper.make_graph(nodes, model.name, ins, outs, inits),
-                              producer_name="quantc",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
+    return _finish(onnx, helper.make_graph(nodes, model.name, ins, outs, inits), path)
+
+
+def _finish(onnx, graph, path):
+    """The checked ModelProto of `graph` (opset OPSET, IR 8), written atomically to `path`
+    if given."""
+    proto = onnx.helper.make_model(graph, producer_name="quantc",
+                                   opset_imports=[onnx.helper.make_opsetid("", OPSET)])
     proto.ir_version = 8
     onnx.checker.check_model(proto)
     if path is not None:
