@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from . import _C, _conv, _elementwise, _gemm
+from . import _C, _conv, _elementwise, _gemm, _table
 from .calibration import (HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
                           PercentileObserver)
 from ._elementwise import QParams, choose_qparams
@@ -1010,35 +1010,21 @@ def _layer_stats(qm, planned, observers, data):
     return rows
 
 
-class ModelReport:
+class ModelReport(_table.Rows):
     """The per-layer report of a :class:`QuantizedModel`: iterate for dicts, print for a table."""
 
     def __init__(self, rows, info):
-        self.rows = [dict(r) for r in rows]
+        super().__init__(rows)
         self.info = info
-
-    def __iter__(self):
-        return iter(self.rows)
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return self.rows[i]
-
-    def to_list(self):
-        return [dict(r) for r in self.rows]
 
     def __str__(self):
         head = ("layer", "op", "kind", "output shape", "range", "clipped", "SQNR dB")
-        lines = [head]
+        body = []
         for r in self.rows:
             rng = "-" if r["range_min"] is None else f"[{r['range_min']:.4g}, {r['range_max']:.4g}]"
-            lines.append((r["layer"], r["op"], r["kind"], r["shape"], rng,
-                          f"{r['clipped_pct']:.3f}%", f"{r['sqnr_db']:.1f}"))
-        widths = [max(len(str(x[i])) for x in lines) for i in range(len(head))]
-        out = ["  ".join(str(c).ljust(w) for c, w in zip(x, widths)).rstrip() for x in lines]
-        out.insert(1, "  ".join("-" * w for w in widths))
+            body.append((r["layer"], r["op"], r["kind"], r["shape"], rng,
+                         f"{r['clipped_pct']:.3f}%", f"{r['sqnr_db']:.1f}"))
+        out = _table.table(head, body)
         n_float = sum(r["kind"] == "float" for r in self.rows)
         tail = [f"activation ranges: {self.info.get('method', '?')}; weights int8 "
                 f"{self.info.get('weight_granularity', '?').replace('_', '-')}"
@@ -1048,9 +1034,6 @@ class ModelReport:
             tail.append(f"{n_float} layer(s) run in float between dequantize and quantize: "
                         + ", ".join(r["layer"] for r in self.rows if r["kind"] == "float"))
         return "\n".join(out + [""] + tail)
-
-    def __repr__(self):
-        return str(self)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _C, _dtypes
+from . import _C, _dtypes, _table
 from .calibration import _minmax
 from .gguf import GGUFTensor
 from .io import TensorReader, write_tensors
@@ -127,7 +127,7 @@ class QuantizedTensor:
                 f"scale shape={self.scale.shape})")
 
 
-class WeightsReport:
+class WeightsReport(_table.Rows):
     """Per-tensor cost of a quantization: iterate for dicts, ``str()`` for a table.
 
     Each row: ``name``, ``shape``, ``scheme`` ("int8 per_channel(axis=0)", "float16", "kept"),
@@ -136,22 +136,6 @@ class WeightsReport:
     than half a step away from their dequantized value, i.e. clamped). Error fields are None
     for kept tensors and for files loaded from disk (the original values are gone).
     """
-
-    def __init__(self, rows):
-        self.rows = list(rows)
-
-    def __iter__(self):
-        return iter(self.rows)
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return self.rows[i]
-
-    def to_list(self):
-        """The rows as a list of JSON-able dicts."""
-        return [dict(r) for r in self.rows]
 
     def to_json(self, **kw):
         return json.dumps({"tensors": self.to_list(), "summary": self.summary()}, **kw)
@@ -178,15 +162,7 @@ class WeightsReport:
                          ("exact" if math.isinf(r["sqnr_db"]) else f"{r['sqnr_db']:.1f}"),
                          "-" if r["max_abs_error"] is None else f"{r['max_abs_error']:.3g}",
                          "-" if r["clipped_pct"] is None else f"{r['clipped_pct']:.3f}"))
-        widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-                  for i, h in enumerate(head)]
-        right = {3, 4, 5, 6, 7}
-
-        def line(cells):
-            return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-        out = [line(head), line(["-" * w for w in widths])] + [line(b) for b in body]
+        out = _table.table(head, body, right={3, 4, 5, 6, 7})
         s = self.summary()
         med = "-" if s["median_sqnr_db"] is None else f"{s['median_sqnr_db']:.1f} dB"
         out.append("")
@@ -194,8 +170,6 @@ class WeightsReport:
                    f"{_human(s['bytes_before'])} -> {_human(s['bytes_after'])} "
                    f"({s['size_pct']:.1f}% of the original); median SQNR {med}")
         return "\n".join(out)
-
-    __repr__ = __str__
 
 
 def _human(n):
