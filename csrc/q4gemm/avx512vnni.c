@@ -30,15 +30,25 @@ QC_INLINE void store16(const qc_q4_args *g, int64_t i, int64_t p, __m512 y, __mm
     _mm512_mask_storeu_ps(g->y + i * g->ldy + p * QC_Q4_NR, m, y);
 }
 
-/* GEMV: each 64-byte run gives the low-nibble and high-nibble operands; four accumulators
- * (runs 0/2 and 1/3 apart) keep the vpdpbusd chains short, summed per block (exact). */
+#ifndef QC_Q4_PF
+#define QC_Q4_PF 4096
+#endif
+
+/* GEMV: each 64-byte run gives the low-nibble operand (v & 0x0F: k group 8r..8r+3) and the
+ * high-nibble one left in place (v & 0xF0 = 16 u: k group 8r+4..8r+7), so no shift per run;
+ * the high sums are exactly 16 times the wanted ones (|16 u q| sums stay far inside int32)
+ * and one arithmetic shift per block divides them back exactly. Four accumulators keep the
+ * vpdpbusd chains short; all are added per block (exact int32 arithmetic). */
 static void gemv_avx512vnni(const qc_q4_args *g, int64_t i, int64_t p, int nc) {
     const qc_q4_b *b = g->b;
     const int8_t *q = g->q + i * b->kp;
     const uint8_t *panel = b->data + p * b->kp * 8;
     const int32_t *qs = g->qsum + i * b->nb;
     const float xs = g->xs[i];
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), hi4 = _mm512_set1_epi8((char)0xF0);
+    /* software prefetch QC_Q4_PF bytes ahead in the weight stream (never past its end: the
+     * packed data of all panels is one buffer, the next panel follows this one) */
+    const uint8_t *end = b->data + b->np * b->kp * 8;
     __m512 y = _mm512_setzero_ps();
     for (int64_t blk = 0; blk < b->nb; blk++) {
         int64_t k0, k1;
@@ -46,22 +56,25 @@ static void gemv_avx512vnni(const qc_q4_args *g, int64_t i, int64_t p, int nc) {
         __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t kc = k0; kc < k1; kc += QC_Q4_KC) {
             const uint8_t *ch = panel + kc * 8;
+            if (QC_Q4_PF && ch + QC_Q4_PF + 256 <= end) {
+                _mm_prefetch((const char *)(ch + QC_Q4_PF), _MM_HINT_T0);
+                _mm_prefetch((const char *)(ch + QC_Q4_PF + 64), _MM_HINT_T0);
+                _mm_prefetch((const char *)(ch + QC_Q4_PF + 128), _MM_HINT_T0);
+                _mm_prefetch((const char *)(ch + QC_Q4_PF + 192), _MM_HINT_T0);
+            }
             const __m512i v0 = _mm512_loadu_si512(ch), v1 = _mm512_loadu_si512(ch + 64);
             const __m512i v2 = _mm512_loadu_si512(ch + 128), v3 = _mm512_loadu_si512(ch + 192);
-            a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(v0, m4), bcast4(q + kc));
-            a1 = _mm512_dpbusd_epi32(a1, _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4),
-                                     bcast4(q + kc + 4));
-            a2 = _mm512_dpbusd_epi32(a2, _mm512_and_si512(v1, m4), bcast4(q + kc + 8));
-            a3 = _mm512_dpbusd_epi32(a3, _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4),
-                                     bcast4(q + kc + 12));
-            a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(v2, m4), bcast4(q + kc + 16));
-            a1 = _mm512_dpbusd_epi32(a1, _mm512_and_si512(_mm512_srli_epi16(v2, 4), m4),
-                                     bcast4(q + kc + 20));
-            a2 = _mm512_dpbusd_epi32(a2, _mm512_and_si512(v3, m4), bcast4(q + kc + 24));
-            a3 = _mm512_dpbusd_epi32(a3, _mm512_and_si512(_mm512_srli_epi16(v3, 4), m4),
-                                     bcast4(q + kc + 28));
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(v0, lo4), bcast4(q + kc));
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_and_si512(v0, hi4), bcast4(q + kc + 4));
+            a2 = _mm512_dpbusd_epi32(a2, _mm512_and_si512(v1, lo4), bcast4(q + kc + 8));
+            a3 = _mm512_dpbusd_epi32(a3, _mm512_and_si512(v1, hi4), bcast4(q + kc + 12));
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(v2, lo4), bcast4(q + kc + 16));
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_and_si512(v2, hi4), bcast4(q + kc + 20));
+            a2 = _mm512_dpbusd_epi32(a2, _mm512_and_si512(v3, lo4), bcast4(q + kc + 24));
+            a3 = _mm512_dpbusd_epi32(a3, _mm512_and_si512(v3, hi4), bcast4(q + kc + 28));
         }
-        __m512i acc = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+        __m512i acc = _mm512_add_epi32(
+            _mm512_add_epi32(a0, a2), _mm512_srai_epi32(_mm512_add_epi32(a1, a3), 4));
         acc = _mm512_sub_epi32(acc, zcorr(b, p, blk, qs[blk]));
         y = step16(y, acc, xs, _mm512_loadu_ps(b->scale + (p * b->nb + blk) * QC_Q4_NR));
     }
