@@ -185,7 +185,8 @@ class Linear:
     4-bit weights (``weight_dtype="int4"``/``"uint4"``, or :meth:`from_quantized` of a 4-bit
     blocked tensor) stay 4-bit in memory, packed once into 16-column panels
     (``csrc/q4gemm/q4gemm.h``); int4 has zero points ``zw = 0`` unless the tensor says
-    otherwise, uint4 one per block. Each row ``j`` of ``w`` is cut into ``nb = ceil(K / bs)``
+    otherwise, uint4 one per block. int8/uint8 tensors with several blocks per row
+    (:meth:`from_quantized`) run the same formula with 8-bit ``w``. Each row ``j`` of ``w`` is cut into ``nb = ceil(K / bs)``
     blocks of ``bs = block_size`` values along in_features (the last one short when ``bs``
     does not divide K), each with a scale ``ws[j, b]`` and zero point ``zw[j, b]``.
     Activations are quantized on every call to int8, symmetric: ``xs = amax / 127`` (1 when
@@ -368,17 +369,19 @@ class Linear:
         tensor, one per output row (per-channel along axis 0), or blocks as long as a row
         (``block_size >= in_features``, one block per row); any zero points. int4/uint4
         weights blocked along in_features (``quantize_weights(..., dtype="int4",
-        granularity="per_block", block_size=...)``, ``block_size`` a multiple of 32, a short
-        last block allowed) run on the 4-bit kernels (see the class doc), kept 4-bit in
-        memory. Other schemes (per-channel along axis 1, int8 with several blocks per row,
-        4-bit per tensor or per channel) raise ``ValueError``.
+        granularity="per_block", block_size=...)``), and int8/uint8 weights with several
+        blocks per row, ``block_size`` a multiple of 32 (a short last block allowed), run on
+        the blocked kernels with the 4-bit formula of the class doc (int8 per-row symmetric
+        activations, exact int32 per block), the weights kept 4-bit (or 8-bit) in memory.
+        Other schemes (per-channel along axis 1, 4-bit per tensor or per channel, block sizes
+        that are not multiples of 32) raise ``ValueError``.
         """
         from .weights import QuantizedTensor
         if not isinstance(qt, QuantizedTensor):
             raise TypeError(f"qt: expected a QuantizedTensor, got {type(qt).__name__}")
         _act_granularity(act_granularity)
         if qt.dtype.name in ("int4", "uint4"):
-            return cls._from_4bit(qt, bias, act_granularity)
+            return cls._from_blocked(qt, bias, act_granularity)
         if qt.dtype not in (np.int8, np.uint8):
             raise ValueError(f"qt: Linear runs int8/uint8 weights, got a {qt.dtype} "
                              f"QuantizedTensor ({qt.scheme})")
@@ -403,6 +406,8 @@ class Linear:
                 raise ValueError(f"qt: one block per row needs {n} scales/zero points, got "
                                  f"shapes {s.shape} and {z.shape}")
             s, z = s.reshape(n), z.reshape(n)
+        elif qt.block_size is not None and qt.axis in (1, -1):
+            return cls._from_blocked(qt, bias, act_granularity)
         else:
             raise ValueError(f"qt: scheme {qt.scheme} of shape {qt.shape} is not supported by "
                              "Linear (supported: int8/uint8 per tensor, per channel along "
@@ -423,9 +428,11 @@ class Linear:
         return cls(packed, s, bias, k, n, qt.dtype, act_granularity=act_granularity)
 
     @classmethod
-    def _from_4bit(cls, qt, bias, act_granularity):
-        """A 4-bit blocked QuantizedTensor packed for the q4gemm kernels."""
+    def _from_blocked(cls, qt, bias, act_granularity):
+        """A blocked QuantizedTensor (int4/uint4, or int8/uint8 with several blocks per row)
+        packed for the q4gemm kernels."""
         per_row = _act_granularity(act_granularity)
+        bits = 4 if qt.dtype.name in ("int4", "uint4") else 8
         if len(qt.shape) != 2:
             raise ValueError(f"qt: expected shape (out_features, in_features), got {qt.shape}")
         n, k = qt.shape
@@ -434,8 +441,9 @@ class Linear:
                              "must be blocked along in_features (quantize_weights(..., "
                              "granularity='per_block', block_size=32))")
         if qt.block_size % 32 or qt.block_size > 65536:
-            raise ValueError(f"qt: block_size {qt.block_size} is not supported by the 4-bit "
-                             "kernels (expected a multiple of 32 up to 65536)")
+            raise ValueError(f"qt: scheme {qt.scheme} is not supported by Linear (block_size "
+                             f"{qt.block_size}: the blocked {bits}-bit kernels take multiples of "
+                             "32 up to 65536)")
         if n == 0 or k == 0:
             raise ValueError(f"qt: expected a non-empty matrix, got shape {qt.shape}")
         nb = -(-k // qt.block_size)
@@ -444,13 +452,14 @@ class Linear:
         if s.size != n * nb or z.size != n * nb:
             raise ValueError(f"qt: blocks of {qt.block_size} need {n}x{nb} scales and zero "
                              f"points, got shapes {s.shape} and {z.shape}")
+        signed = qt.dtype.name in ("int4", "int8")
+        it = np.uint8 if qt.dtype == np.uint8 else np.int8
         s = np.ascontiguousarray(s.reshape(n, nb))
-        z = np.ascontiguousarray(z.reshape(n, nb).astype(np.int8))
-        signed = qt.dtype.name == "int4"
+        z = np.ascontiguousarray(z.reshape(n, nb).astype(it))
         if signed and not np.any(z):
             z = None
-        q = np.ascontiguousarray(np.asarray(qt.q).reshape(n, k).astype(np.int8))
-        packed = _C._q4_pack(q, s, z, qt.block_size, signed)
+        q = np.ascontiguousarray(np.asarray(qt.q).reshape(n, k).astype(it))
+        packed = _C._q4_pack(q, s, z, qt.block_size, signed, bits)
         if bias is not None:
             b = np.asarray(bias)
             if b.dtype.kind not in "fiu" and not _dtypes.is_ml_float(b.dtype):

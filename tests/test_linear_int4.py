@@ -194,8 +194,8 @@ def test_from_quantized_file_roundtrip(tmp_path):
 def test_stays_4bit():
     w = np.random.default_rng(0).standard_normal((256, 1024)).astype(np.float32)
     layer = qc.Linear.from_float(w, weight_dtype="int4", block_size=32)
-    n, k, bs, nbytes = _C._q4_info(layer.packed)
-    assert (n, k, bs) == (256, 1024, 32)
+    n, k, bs, nbytes, bits = _C._q4_info(layer.packed)
+    assert (n, k, bs, bits) == (256, 1024, 32, 4)
     assert nbytes == 256 * 1024 // 2 + 256 * 32 * 4  # nibbles + float32 scales, no zero points
     assert layer.weight_dtype == "int4" and layer.block_size == 32
     assert "block_size=32" in repr(layer)
@@ -246,7 +246,7 @@ def test_bad_input():
         qc.Linear.from_quantized(qw["w"])
     qw = qc.quantize_weights({"w": w}, dtype="int4", granularity="per_block", block_size=16,
                              min_elements=1)
-    with pytest.raises(ValueError, match="qt: block_size 16"):
+    with pytest.raises(ValueError, match="qt: scheme .*block_size 16"):
         qc.Linear.from_quantized(qw["w"])
     qw = qc.quantize_weights({"w": w}, dtype="int4", granularity="per_tensor", min_elements=1)
     with pytest.raises(ValueError, match="qt: scheme"):
@@ -276,9 +276,58 @@ def test_bad_input():
         _C._q4_linear_forward(np.zeros((1, 64), np.float32), object(), None)
 
 
-def test_int8_several_blocks_still_rejected():
-    w = np.random.default_rng(4).standard_normal((8, 128)).astype(np.float32)
-    qw = qc.quantize_weights({"w": w}, dtype="int8", granularity="per_block", block_size=32,
+def make8(rng, n, k, bs, signed, with_zp):
+    nb = -(-k // bs)
+    dt = np.int8 if signed else np.uint8
+    info = np.iinfo(dt)
+    w = rng.integers(info.min, info.max + 1, (n, k)).astype(dt)
+    w[0, :] = info.min  # extremes: |acc| up to bs * 127 * 255
+    w[-1, :] = info.max
+    ws = rng.uniform(1e-3, 0.2, (n, nb)).astype(np.float32)
+    zw = rng.integers(info.min, info.max + 1, (n, nb)).astype(dt) if with_zp else None
+    if with_zp:
+        zw[0] = info.max
+    return w, ws, zw
+
+
+@pytest.mark.parametrize("m,k,n,bs", SHAPES)
+@pytest.mark.parametrize("signed,with_zp", [(True, False), (True, True), (False, True),
+                                            (False, False)])
+def test_8bit_blocks_exact(m, k, n, bs, signed, with_zp):
+    """int8/uint8 weights with several blocks per row on the same kernels and formula."""
+    rng = np.random.default_rng(31 * m + k + n + bs)
+    w, ws, zw = make8(rng, n, k, bs, signed, with_zp)
+    cap = _C._q4_pack(w, ws, zw, bs, signed, 8)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    x[:, ::3] = 100.0  # many activations at +127
+    bias = rng.standard_normal(n).astype(np.float32)
+    want = ref_q4(x, w, ws, zw, bs, bias)
+    assert_equal_exact(run(x, cap, bias, True, "scalar", 1), want, "scalar vs reference")
+    for isa in Q4_ISAS:
+        for path in (0, 1, 2):
+            for t in (1, 2):
+                with num_threads(t):
+                    got = run(x, cap, bias, True, isa, path)
+                assert_equal_exact(got, want, f"isa={isa} path={path} threads={t} m={m} k={k} "
+                                   f"n={n} bs={bs} signed={signed} zp={with_zp}")
+
+
+@pytest.mark.parametrize("dtype,symmetric", [("int8", True), ("uint8", False), ("int8", False)])
+def test_int8_several_blocks_from_quantized(dtype, symmetric):
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((40, 200)).astype(np.float32)
+    qw = qc.quantize_weights({"w": w}, dtype=dtype, granularity="per_block", block_size=64,
+                             symmetric=symmetric, min_elements=1)
+    qt = qw["w"]
+    layer = qc.Linear.from_quantized(qt, act_granularity="per_row")
+    assert _C._q4_info(layer.packed)[4] == 8 and layer.block_size == 64
+    x = rng.standard_normal((3, 200)).astype(np.float32)
+    zw = np.asarray(qt.zero_point).reshape(40, 4)
+    want = ref_q4(x, np.asarray(qt.q), qt.scale.reshape(40, 4), zw if zw.any() else None, 64)
+    assert_equal_exact(layer(x), want, f"{dtype} symmetric={symmetric}")
+    rel = np.linalg.norm(layer(x) - x @ w.T) / np.linalg.norm(x @ w.T)
+    assert rel < 0.02, rel
+    qw = qc.quantize_weights({"w": w}, dtype=dtype, granularity="per_block", block_size=48,
                              min_elements=1)
-    with pytest.raises(ValueError, match="qt: scheme"):
+    with pytest.raises(ValueError, match="qt: scheme .*block_size 48"):
         qc.Linear.from_quantized(qw["w"])

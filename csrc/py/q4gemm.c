@@ -36,16 +36,24 @@ static q4_packed *get_q4(PyObject *obj) {
 }
 
 static const int S8[] = {NPY_INT8, -1};
+static const int U8[] = {NPY_UINT8, -1};
 
-/* _q4_pack(w, scale, zero_point, block_size, signed) -> capsule.
- * w: int8 (N, K) values (int4 in [-8, 7] when signed, else uint4 in [0, 15]); scale: float32
- * (N, ceil(K / block_size)) positive finite; zero_point: None or int8 of scale's shape in w's
- * range; block_size: a multiple of 32 in [32, 65536]. */
+/* _q4_pack(w, scale, zero_point, block_size, signed, bits=4) -> capsule.
+ * bits 4: w int8 (N, K) values (int4 in [-8, 7] when signed, else uint4 in [0, 15]);
+ * bits 8: w int8 (signed) or uint8 values. scale: float32 (N, ceil(K / block_size)) positive
+ * finite; zero_point: None or of w's dtype and scale's shape, in w's range; block_size: a
+ * multiple of 32 in [32, 65536]. */
 static PyObject *py_q4_pack(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *wo, *so, *zo, *bso;
-    int is_signed;
-    if (!PyArg_ParseTuple(args, "OOOOp:_q4_pack", &wo, &so, &zo, &bso, &is_signed)) return NULL;
+    int is_signed, bits = 4;
+    if (!PyArg_ParseTuple(args, "OOOOp|i:_q4_pack", &wo, &so, &zo, &bso, &is_signed, &bits))
+        return NULL;
+    if (bits != 4 && bits != 8) {
+        qc_value_error("bits: expected 4 or 8, got %d", bits);
+        return NULL;
+    }
+    const int *wtypes = bits == 4 || is_signed ? S8 : U8;
     Py_ssize_t bs;
     if (qc_parse_ssize(bso, "block_size", &bs) < 0) return NULL;
     if (bs < QC_Q4_KC || bs > 65536 || bs % QC_Q4_KC) {
@@ -55,7 +63,7 @@ static PyObject *py_q4_pack(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     PyArrayObject *w = NULL, *s = NULL, *z = NULL;
     q4_packed *p = NULL;
-    w = qc_int_array(wo, "w", S8);
+    w = qc_int_array(wo, "w", wtypes);
     if (!w) goto done;
     if (PyArray_NDIM(w) != 2 || PyArray_DIM(w, 0) < 1 || PyArray_DIM(w, 1) < 1) {
         qc_value_error("w: expected a non-empty 2-d (out_features, in_features) array, got %d "
@@ -65,7 +73,7 @@ static PyObject *py_q4_pack(PyObject *self, PyObject *args) {
     const int64_t n = PyArray_DIM(w, 0), k = PyArray_DIM(w, 1), nb = (k + bs - 1) / bs;
     const int lo = is_signed ? -8 : 0, hi = is_signed ? 7 : 15;
     const int8_t *wd = (const int8_t *)PyArray_DATA(w);
-    for (int64_t i = 0; i < n * k; i++) {
+    for (int64_t i = 0; bits == 4 && i < n * k; i++) {
         if (wd[i] < lo || wd[i] > hi) {
             qc_value_error("w: expected %s values in [%d, %d], got %d at flat index %lld",
                            is_signed ? "int4" : "uint4", lo, hi, wd[i], (long long)i);
@@ -82,7 +90,7 @@ static PyObject *py_q4_pack(PyObject *self, PyObject *args) {
     }
     if (qc_check_scales((const float *)PyArray_DATA(s), (size_t)(n * nb), "scale") < 0) goto done;
     if (zo != Py_None) {
-        z = qc_int_array(zo, "zero_point", S8);
+        z = qc_int_array(zo, "zero_point", wtypes);
         if (!z) goto done;
         if (PyArray_NDIM(z) != 2 || PyArray_DIM(z, 0) != n || PyArray_DIM(z, 1) != nb) {
             qc_value_error("zero_point: expected shape (%lld, %lld) like scale, got %d "
@@ -91,7 +99,7 @@ static PyObject *py_q4_pack(PyObject *self, PyObject *args) {
             goto done;
         }
         const int8_t *zd = (const int8_t *)PyArray_DATA(z);
-        for (int64_t i = 0; i < n * nb; i++) {
+        for (int64_t i = 0; bits == 4 && i < n * nb; i++) {
             if (zd[i] < lo || zd[i] > hi) {
                 qc_value_error("zero_point: expected values in [%d, %d], got %d at flat index "
                                "%lld", lo, hi, zd[i], (long long)i);
@@ -99,7 +107,7 @@ static PyObject *py_q4_pack(PyObject *self, PyObject *args) {
             }
         }
     }
-    const size_t dsize = qc_q4_data_size(n, k), pcount = qc_q4_param_count(n, k, bs);
+    const size_t dsize = qc_q4_data_size(n, k, bits), pcount = qc_q4_param_count(n, k, bs);
     if (!dsize || !pcount || pcount > PY_SSIZE_T_MAX / sizeof(float)) {
         qc_value_error("w: shape (%lld, %lld) is too large to pack", (long long)n, (long long)k);
         goto done;
@@ -121,7 +129,10 @@ static PyObject *py_q4_pack(PyObject *self, PyObject *args) {
     const float *sd = (const float *)PyArray_DATA(s);
     const int8_t *zd = z ? (const int8_t *)PyArray_DATA(z) : NULL;
     Py_BEGIN_ALLOW_THREADS
-    qc_q4_pack(wd, sd, zd, is_signed, n, k, bs, p->data, p->scale, p->zp, &p->b);
+    if (bits == 4)
+        qc_q4_pack(wd, sd, zd, is_signed, n, k, bs, p->data, p->scale, p->zp, &p->b);
+    else
+        qc_q8b_pack(wd, sd, zd, is_signed, n, k, bs, p->data, p->scale, p->zp, &p->b);
     Py_END_ALLOW_THREADS
     result = PyCapsule_New(p, Q4_CAPSULE, q4_capsule_free);
     if (result) p = NULL;
@@ -138,13 +149,13 @@ done:
     return result;
 }
 
-/* _q4_info(packed) -> (out_features, in_features, block_size, nbytes) */
+/* _q4_info(packed) -> (out_features, in_features, block_size, nbytes, bits) */
 static PyObject *py_q4_info(PyObject *self, PyObject *obj) {
     (void)self;
     q4_packed *p = get_q4(obj);
     if (!p) return NULL;
-    return Py_BuildValue("LLLn", (long long)p->b.n, (long long)p->b.k, (long long)p->b.bs,
-                         (Py_ssize_t)p->nbytes);
+    return Py_BuildValue("LLLni", (long long)p->b.n, (long long)p->b.k, (long long)p->b.bs,
+                         (Py_ssize_t)p->nbytes, p->b.bits);
 }
 
 /* _q4_linear_forward(x, packed, bias, out, per_row, isa=None, path=0): x float (..., K) ->
@@ -297,7 +308,7 @@ done:
 
 PyMethodDef qc_q4gemm_methods[] = {
     {"_q4_pack", py_q4_pack, METH_VARARGS, "Pack 4-bit blocked weights for the q4gemm kernels."},
-    {"_q4_info", py_q4_info, METH_O, "(out_features, in_features, block_size, nbytes)."},
+    {"_q4_info", py_q4_info, METH_O, "(out_features, in_features, block_size, nbytes, bits)."},
     {"_q4_linear_forward", py_q4_linear_forward, METH_VARARGS,
      "4-bit Linear forward: per-row int8 activations times packed 4-bit weights, float32 out."},
     {NULL, NULL, 0, NULL},

@@ -17,7 +17,7 @@ QC_INLINE __m256i bcast4(const int8_t *p) {
 
 /* zu * qsum for columns [16p + 8h, 16p + 8h + 8) of block blk */
 QC_INLINE __m256i zcorr(const qc_q4_b *b, int64_t p, int64_t blk, int h, int32_t qsum) {
-    if (!b->zp) return _mm256_set1_epi32(qsum * 8);
+    if (!b->zp) return _mm256_set1_epi32(qsum * (1 << qc_q4_zu_shift(b)));
     const __m256i zu = _mm256_cvtepu8_epi32(
         _mm_loadl_epi64((const __m128i *)(b->zp + (p * b->nb + blk) * QC_Q4_NR + 8 * h)));
     return _mm256_mullo_epi32(zu, _mm256_set1_epi32(qsum));
@@ -99,7 +99,7 @@ static void tile_avx2(const qc_q4_args *g, const uint8_t *u, int64_t i0, int mr,
                       int nc) {
     const qc_q4_b *b = g->b;
     const int64_t kp = b->kp;
-    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0F);
     __m256 y[4][2];
     for (int r = 0; r < 4; r++) y[r][0] = y[r][1] = _mm256_setzero_ps();
     for (int64_t blk = 0; blk < b->nb; blk++) {
@@ -110,6 +110,34 @@ static void tile_avx2(const qc_q4_args *g, const uint8_t *u, int64_t i0, int mr,
         for (int64_t kc = k0; kc < k1; kc += QC_Q4_KC) {
             __m256i s[4][2];
             for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm256_setzero_si256();
+            if (b->bits == 8) {
+                /* u in [0, 255] would saturate vpmaddubsw: u = 16 uh + ul with both nibbles in
+                 * [0, 15], dot(q, u) = 16 dot(q, uh) + dot(q, ul), each half as above */
+                __m256i h[4][2];
+                for (int r = 0; r < 4; r++) h[r][0] = h[r][1] = _mm256_setzero_si256();
+                for (int64_t gi = kc / 4; gi < kc / 4 + 8; gi++) {
+                    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(u + 64 * gi));
+                    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(u + 64 * gi + 32));
+                    const __m256i l0 = _mm256_and_si256(b0, m4), l1 = _mm256_and_si256(b1, m4);
+                    const __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(b0, 4), m4);
+                    const __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(b1, 4), m4);
+                    for (int r = 0; r < mr; r++) {
+                        const __m256i qv = bcast4(g->q + (i0 + r) * kp + 4 * gi);
+                        s[r][0] = _mm256_add_epi16(s[r][0], _mm256_maddubs_epi16(l0, qv));
+                        s[r][1] = _mm256_add_epi16(s[r][1], _mm256_maddubs_epi16(l1, qv));
+                        h[r][0] = _mm256_add_epi16(h[r][0], _mm256_maddubs_epi16(h0, qv));
+                        h[r][1] = _mm256_add_epi16(h[r][1], _mm256_maddubs_epi16(h1, qv));
+                    }
+                }
+                for (int r = 0; r < mr; r++) {
+                    for (int x = 0; x < 2; x++) {
+                        const __m256i lo = _mm256_madd_epi16(s[r][x], ones);
+                        const __m256i hi = _mm256_slli_epi32(_mm256_madd_epi16(h[r][x], ones), 4);
+                        a[r][x] = _mm256_add_epi32(a[r][x], _mm256_add_epi32(lo, hi));
+                    }
+                }
+                continue;
+            }
             for (int64_t gi = kc / 4; gi < kc / 4 + 8; gi++) {
                 const __m256i b0 = _mm256_loadu_si256((const __m256i *)(u + 64 * gi));
                 const __m256i b1 = _mm256_loadu_si256((const __m256i *)(u + 64 * gi + 32));

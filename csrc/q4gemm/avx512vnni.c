@@ -13,7 +13,7 @@ QC_INLINE __m512i bcast4(const int8_t *p) {
 
 /* zu * qsum for the 16 columns of panel p, block blk */
 QC_INLINE __m512i zcorr(const qc_q4_b *b, int64_t p, int64_t blk, int32_t qsum) {
-    if (!b->zp) return _mm512_set1_epi32(qsum * 8);
+    if (!b->zp) return _mm512_set1_epi32(qsum * (1 << qc_q4_zu_shift(b)));
     const __m512i zu = _mm512_cvtepu8_epi32(
         _mm_loadu_si128((const __m128i *)(b->zp + (p * b->nb + blk) * QC_Q4_NR)));
     return _mm512_mullo_epi32(zu, _mm512_set1_epi32(qsum));

@@ -38,9 +38,9 @@ static size_t mul_size(size_t a, size_t b) {
     return __builtin_mul_overflow(a, b, &r) ? 0 : r;
 }
 
-size_t qc_q4_data_size(int64_t n, int64_t k) {
+size_t qc_q4_data_size(int64_t n, int64_t k, int bits) {
     const int64_t np = (n + QC_Q4_NR - 1) / QC_Q4_NR, kp = round_up(QC_MAX(k, 1), QC_Q4_KC);
-    return mul_size(mul_size((size_t)np, (size_t)kp), 8);
+    return mul_size(mul_size((size_t)np, (size_t)kp), (size_t)bits * 2);
 }
 
 size_t qc_q4_param_count(int64_t n, int64_t k, int64_t bs) {
@@ -53,7 +53,7 @@ void qc_q4_pack(const int8_t *w, const float *ws, const int8_t *zw, int is_signe
     const int64_t kp = round_up(QC_MAX(k, 1), QC_Q4_KC), np = (n + QC_Q4_NR - 1) / QC_Q4_NR;
     const int64_t nb = QC_MAX((k + bs - 1) / bs, 1);
     const int32_t off = is_signed ? 8 : 0;
-    memset(data, 0, qc_q4_data_size(n, k));
+    memset(data, 0, qc_q4_data_size(n, k, 4));
     memset(sbuf, 0, qc_q4_param_count(n, k, bs) * sizeof(float));
     const int has_zp = zbuf != NULL;
     if (has_zp) memset(zbuf, 0, qc_q4_param_count(n, k, bs));
@@ -79,6 +79,41 @@ void qc_q4_pack(const int8_t *w, const float *ws, const int8_t *zw, int is_signe
     out->bs = bs;
     out->nb = nb;
     out->np = np;
+    out->bits = 4;
+    out->data = data;
+    out->scale = sbuf;
+    out->zp = has_zp ? zbuf : NULL;
+}
+
+void qc_q8b_pack(const int8_t *w, const float *ws, const int8_t *zw, int is_signed, int64_t n,
+                 int64_t k, int64_t bs, uint8_t *data, float *sbuf, uint8_t *zbuf, qc_q4_b *out) {
+    const int64_t kp = round_up(QC_MAX(k, 1), QC_Q4_KC), np = (n + QC_Q4_NR - 1) / QC_Q4_NR;
+    const int64_t nb = QC_MAX((k + bs - 1) / bs, 1);
+    const uint8_t flip = is_signed ? 0x80 : 0; /* int8 w -> w + 128 */
+    memset(data, 0, qc_q4_data_size(n, k, 8));
+    memset(sbuf, 0, qc_q4_param_count(n, k, bs) * sizeof(float));
+    const int has_zp = zbuf != NULL;
+    if (has_zp) memset(zbuf, 0, qc_q4_param_count(n, k, bs));
+    for (int64_t j = 0; j < n; j++) {
+        const int64_t p = j / QC_Q4_NR, c = j % QC_Q4_NR;
+        uint8_t *panel = data + p * kp * 16;
+        const uint8_t *row = (const uint8_t *)w + j * k;
+        for (int64_t kk = 0; kk < k; kk++)
+            panel[(kk / 4) * 64 + 4 * c + kk % 4] = (uint8_t)(row[kk] ^ flip);
+        for (int64_t b = 0; b < nb; b++) {
+            sbuf[(p * nb + b) * QC_Q4_NR + c] = ws[j * nb + b];
+            if (has_zp)
+                zbuf[(p * nb + b) * QC_Q4_NR + c] =
+                    (uint8_t)((zw ? (uint8_t)zw[j * nb + b] : 0) ^ flip);
+        }
+    }
+    out->k = k;
+    out->n = n;
+    out->kp = kp;
+    out->bs = bs;
+    out->nb = nb;
+    out->np = np;
+    out->bits = 8;
     out->data = data;
     out->scale = sbuf;
     out->zp = has_zp ? zbuf : NULL;
@@ -156,6 +191,16 @@ static void q4_task(void *vctx, size_t task) {
     const int64_t p0 = tp * t->panels_per_task, p1 = QC_MIN(b->np, p0 + t->panels_per_task);
     if (i0 >= i1 || p0 >= p1) return;
     uint8_t *u = NULL;
+    if (b->bits == 8) { /* the panels are in the unpacked layout already: tiles in place */
+        for (int64_t p = p0; p < p1; p++) {
+            const int nc = (int)QC_MIN((int64_t)QC_Q4_NR, b->n - p * QC_Q4_NR);
+            const int mr = t->gemm ? t->kern->mr : 1;
+            for (int64_t i = i0; i < i1; i += mr)
+                t->kern->tile(g, b->data + p * b->kp * 16, i, (int)QC_MIN((int64_t)mr, i1 - i),
+                              p, nc);
+        }
+        return;
+    }
     if (t->gemm) {
         u = aligned_alloc(64, (size_t)b->kp * QC_Q4_NR);
         if (!u) {

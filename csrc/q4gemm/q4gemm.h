@@ -40,6 +40,12 @@
  * col at scale[(p * nb + b) * 16 + col]; zero points (uint4, or int4 with nonzero ones) the
  * same way as bytes zu, else NULL (every zu is 8). The unpacked form of a panel (GEMM path):
  * kp / 4 groups of 64 bytes, byte 4 * col + q of group g = u[16p + col][4g + q].
+ *
+ * 8-bit blocks (bits = 8: int8/uint8 weights with several blocks per row) use the same
+ * formula with u = w + 128 for int8 (zu = zw + 128, 128 when none is stored) and u = w for
+ * uint8, u and zu in [0, 255] (|acc| <= bs * 127 * 255 < 2^31 for bs <= 2^16). Their packed
+ * panel is already in the unpacked layout (kp * 16 bytes, panel p at data + p * kp * 16), so
+ * both paths run the GEMM tile on it in place.
  */
 
 #define QC_Q4_NR 16 /* columns per panel */
@@ -50,13 +56,14 @@ typedef struct {
     int64_t kp;         /* round_up(k, 32) */
     int64_t bs, nb;     /* block size (multiple of 32), blocks per row ceil(k / bs) */
     int64_t np;         /* panels: ceil(n / 16) */
-    const uint8_t *data;  /* np * kp * 8 bytes */
+    int bits;           /* 4, or 8 (bytes in the unpacked layout) */
+    const uint8_t *data;  /* np * kp * bits * 2 bytes */
     const float *scale;   /* np * nb * 16 */
-    const uint8_t *zp;    /* NULL (every zu = 8) or np * nb * 16 */
+    const uint8_t *zp;    /* NULL (every zu = 8, or 128 for bits 8) or np * nb * 16 */
 } qc_q4_b;
 
 /* Sizes of the packed buffers for (n, k, bs); 0 when a size does not fit size_t. */
-size_t qc_q4_data_size(int64_t n, int64_t k);
+size_t qc_q4_data_size(int64_t n, int64_t k, int bits);
 size_t qc_q4_param_count(int64_t n, int64_t k, int64_t bs);
 
 /* Pack w (N x K values, one per int8 byte, row j at w + j * k: int4 values in [-8, 7] when
@@ -65,6 +72,12 @@ size_t qc_q4_param_count(int64_t n, int64_t k, int64_t bs);
  * NULL when zw is NULL and is_signed). Fills `out`. */
 void qc_q4_pack(const int8_t *w, const float *ws, const int8_t *zw, int is_signed, int64_t n,
                 int64_t k, int64_t bs, uint8_t *data, float *sbuf, uint8_t *zbuf, qc_q4_b *out);
+
+/* The same for 8-bit weights (bits = 8): w and zw hold int8 values when is_signed, else
+ * uint8 values (read through the same pointers); zbuf may be NULL when zw is NULL and
+ * is_signed. */
+void qc_q8b_pack(const int8_t *w, const float *ws, const int8_t *zw, int is_signed, int64_t n,
+                 int64_t k, int64_t bs, uint8_t *data, float *sbuf, uint8_t *zbuf, qc_q4_b *out);
 
 /* Quantize m rows of x (row i at x + i * ldx, k float32 each, no NaN) to int8 with the
  * formula above into q (row i at q + i * kp, zero-padded to kp), xs (m scales) and qsum
