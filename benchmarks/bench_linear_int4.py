@@ -44,6 +44,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--settle", type=float, default=0.25,
+                    help="seconds of pause before each sample: longer than OpenBLAS's idle "
+                         "spin (2^28 cycles by default), whose spinning thread would otherwise "
+                         "take a core from the next library timed on 2 threads")
+    ap.add_argument("--shapes", type=int, nargs="*", help="indices into SHAPES (default: all)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     try:
@@ -59,7 +64,8 @@ def main():
     print(f"NumPy BLAS: {blas_info()}")
     rng = np.random.default_rng(0)
     rows, results = [], []
-    for m, k, n in SHAPES:
+    shapes = [SHAPES[i] for i in args.shapes] if args.shapes else SHAPES
+    for m, k, n in shapes:
         w = (rng.standard_normal((n, k)) * 0.05).astype(np.float32)
         x = rng.standard_normal((m, k)).astype(np.float32)
         qt = _quantize_tensor("w", w, "int4", "per_block", 1, BLOCK, True, True, "minmax",
@@ -78,7 +84,7 @@ def main():
                 if have_ort:
                     s = ort_session(matmulnbits_model(qt, n, k), t)
                     fns["ort"] = lambda s=s: s.run(None, {"A": x})
-                tm = time_alternating(fns, repeats=args.repeats)
+                tm = time_alternating(fns, repeats=args.repeats, settle=args.settle)
             r = {"threads": t, "m": m, "k": k, "n": n, **{f"{a}_ms": v * 1e3 for a, v in tm.items()}}
             results.append(r)
             rows.append([t, f"{m}x{k}x{n}", tm["numpy"] * 1e3, tm.get("ort", float("nan")) * 1e3,
@@ -99,7 +105,7 @@ def main():
         for t in args.threads:
             with threads(t):
                 tm = time_alternating({"per_tensor": lambda: lt(x), "per_row": lambda: lr(x)},
-                                      repeats=args.repeats)
+                                      repeats=args.repeats, settle=args.settle)
             rows8.append([t, f"{m}x{k}x{n}", tm["per_tensor"] * 1e3, tm["per_row"] * 1e3,
                           tm["per_row"] / tm["per_tensor"]])
             results.append({"threads": t, "m": m, "k": k, "n": n, "int8_per_tensor_ms":
