@@ -42,6 +42,8 @@ static void store16(const qc_q4_args *g, int64_t i, int64_t p, __m256 y0, __m256
     }
 }
 
+#define QC_Q4_PF 4096 /* software prefetch distance in the weight stream, bytes */
+
 static void gemv_avx2(const qc_q4_args *g, int64_t i, int64_t p, int nc) {
     const qc_q4_b *b = g->b;
     const int8_t *q = g->q + i * b->kp;
@@ -49,6 +51,7 @@ static void gemv_avx2(const qc_q4_args *g, int64_t i, int64_t p, int nc) {
     const int32_t *qs = g->qsum + i * b->nb;
     const float xs = g->xs[i];
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const uint8_t *end = b->data + b->np * b->kp * 8;
     __m256 y0 = _mm256_setzero_ps(), y1 = y0;
     for (int64_t blk = 0; blk < b->nb; blk++) {
         int64_t k0, k1;
@@ -56,6 +59,12 @@ static void gemv_avx2(const qc_q4_args *g, int64_t i, int64_t p, int nc) {
         __m256i a0 = _mm256_setzero_si256(), a1 = a0;
         for (int64_t kc = k0; kc < k1; kc += QC_Q4_KC) {
             const uint8_t *ch = panel + kc * 8;
+            if (ch + QC_Q4_PF + 256 <= end) { /* as in the AVX-512 GEMV */
+                _mm_prefetch((const char *)(ch + QC_Q4_PF), _MM_HINT_T0);
+                _mm_prefetch((const char *)(ch + QC_Q4_PF + 64), _MM_HINT_T0);
+                _mm_prefetch((const char *)(ch + QC_Q4_PF + 128), _MM_HINT_T0);
+                _mm_prefetch((const char *)(ch + QC_Q4_PF + 192), _MM_HINT_T0);
+            }
             __m256i s0 = _mm256_setzero_si256(), s1 = s0;
             for (int r = 0; r < 4; r++) {
                 const __m256i v0 = _mm256_loadu_si256((const __m256i *)(ch + 64 * r));
