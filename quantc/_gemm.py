@@ -181,10 +181,31 @@ class Linear:
 
     The packed weight belongs to the kernel variant chosen when the layer was built (see
     :func:`pack_matrix`): after the ISA cap changes, build the layer again.
+
+    4-bit weights (``weight_dtype="int4"``/``"uint4"``, or :meth:`from_quantized` of a 4-bit
+    blocked tensor) stay 4-bit in memory, packed once into 16-column panels
+    (``csrc/q4gemm/q4gemm.h``); int4 has zero points ``zw = 0`` unless the tensor says
+    otherwise, uint4 one per block. int8/uint8 tensors with several blocks per row
+    (:meth:`from_quantized`) run the same formula with 8-bit ``w``. Each row ``j`` of ``w`` is cut into ``nb = ceil(K / bs)``
+    blocks of ``bs = block_size`` values along in_features (the last one short when ``bs``
+    does not divide K), each with a scale ``ws[j, b]`` and zero point ``zw[j, b]``.
+    Activations are quantized on every call to int8, symmetric: ``xs = amax / 127`` (1 when
+    ``amax`` is 0) with ``amax`` the largest finite ``|x|`` of each row (``"per_row"``) or of
+    the whole input (``"per_tensor"``), ``q = clamp(rne(x / xs), -127, 127)`` (float32,
+    +-inf saturate, NaN raises ``ValueError``). Then, exactly in int32 per block and in
+    float32 across blocks (every operation rounded, no FMA, blocks in order)::
+
+        acc[i, j, b] = sum_{k in block b} q[i, k] * (w[j, k] - zw[j, b])
+        y[i, j] = 0;  for b in 0 .. nb-1:  y = y + float32(acc[i, j, b]) * (xs[i] * ws[j, b])
+        y[i, j] = y + bias[j]                                (only when there is a bias)
+
+    Every kernel variant (scalar, AVX2, AVX-512 VNNI), path (M = 1 decoding, M >= 16 from an
+    unpacked panel) and thread count gives the same bits. Error: per block, as above with
+    ``x_scale = xs`` and ``w_scale = ws[j, b]``.
     """
 
     __slots__ = ("_packed", "_weight_scale", "_bias", "_in_features", "_out_features", "_dtype",
-                 "_per_row")
+                 "_per_row", "_q4", "_block_size", "_weight_zero_point")
 
     def __init__(self, packed, weight_scale, bias, in_features, out_features, dtype, *,
                  act_granularity="per_tensor"):
@@ -245,23 +266,56 @@ class Linear:
         self._out_features = int(n)
         self._dtype = dt
         self._per_row = per_row
+        self._q4 = None
+        self._block_size = None
+        self._weight_zero_point = None
 
-    packed = property(lambda self: self._packed, doc="The packed weight (a PackedMatrix).")
+    packed = property(lambda self: self._packed,
+                      doc="The packed weight (a PackedMatrix; for 4-bit weights the packed "
+                          "4-bit panels, an opaque capsule).")
     weight_scale = property(lambda self: self._weight_scale,
-                            doc="float32 (out_features,) weight scales (read-only).")
+                            doc="float32 weight scales (read-only): (out_features,), or "
+                                "(out_features, blocks) for 4-bit weights.")
+    weight_zero_point = property(
+        lambda self: self._weight_zero_point,
+        doc="4-bit weights: int8 (out_features, blocks) zero points, or None (all zero); "
+            "None for int8 weights (the PackedMatrix holds them).")
+    block_size = property(lambda self: self._block_size,
+                          doc="Weights per block along in_features (4-bit weights), else None.")
     bias = property(lambda self: self._bias, doc="float32 (out_features,) bias or None.")
     in_features = property(lambda self: self._in_features)
     out_features = property(lambda self: self._out_features)
-    dtype = property(lambda self: self._dtype, doc="The weight dtype (int8 or uint8).")
+    dtype = property(lambda self: self._dtype,
+                     doc="The weight dtype (int8 or uint8; ml_dtypes int4 or uint4).")
+    weight_dtype = property(lambda self: self._dtype.name,
+                            doc='The weight dtype\'s name: "int8", "uint8", "int4" or "uint4".')
     act_granularity = property(
         lambda self: "per_row" if self._per_row else "per_tensor",
         doc='How activations are quantized: "per_tensor" or "per_row" (one scale per row).')
 
     @classmethod
     def from_float(cls, weight, bias=None, *, per_channel=True, dtype="int8",
-                   act_granularity="per_tensor"):
-        """Quantize ``weight`` (out_features, in_features) and pack it; see the class doc."""
+                   weight_dtype="int8", block_size=None, act_granularity="per_tensor"):
+        """Quantize ``weight`` (out_features, in_features) and pack it; see the class doc.
+
+        ``weight_dtype="int8"`` (default): int8 weights of ``dtype`` ("int8"/"uint8"), one
+        scale per output row (``per_channel``) or per tensor. ``weight_dtype="int4"`` or
+        ``"uint4"``: 4-bit weights in blocks of ``block_size`` (a multiple of 32: 32, 64,
+        128, ...) consecutive values along in_features, quantized with min/max per block as
+        ``qc.quantize_weights(..., granularity="per_block")`` does (int4 symmetric with
+        narrow range, values in [-7, 7]; uint4 asymmetric with a zero point per block); a
+        short last block when ``block_size`` does not divide in_features. See the class doc
+        for the 4-bit formula.
+        """
         _act_granularity(act_granularity)
+        if weight_dtype not in ("int8", "int4", "uint4"):
+            raise ValueError(f"weight_dtype: expected 'int8', 'int4' or 'uint4', got "
+                             f"{weight_dtype!r}")
+        if weight_dtype != "int8":
+            _check_block_size(block_size)
+        elif block_size is not None:
+            raise ValueError(f"block_size: only used with weight_dtype 'int4' or 'uint4', got "
+                             f"{block_size!r} with weight_dtype='int8'")
         w = np.asarray(weight)
         if not _dtypes.is_float(w.dtype):
             raise TypeError(f"weight: expected a float array, got {w.dtype}")
@@ -278,6 +332,14 @@ class Linear:
             raise TypeError(f"dtype: expected 'int8' or 'uint8', got {dtype!r}") from None
         if dt not in (np.int8, np.uint8):
             raise ValueError(f"dtype: expected 'int8' or 'uint8', got {dtype!r}")
+        if weight_dtype != "int8":
+            if 0 in w.shape:
+                raise ValueError(f"weight: expected a non-empty matrix, got shape {w.shape}")
+            from .weights import _quantize_tensor
+            qt, _, _ = _quantize_tensor("weight", w, weight_dtype, "per_block", 1,
+                                        int(block_size), weight_dtype == "int4", True,
+                                        "minmax", 99.99)
+            return cls.from_quantized(qt, bias, act_granularity=act_granularity)
         n, k = w.shape
         if per_channel:
             amax = np.max(np.abs(w), axis=1) if k else np.zeros(n, np.float32)
@@ -305,13 +367,21 @@ class Linear:
         layer computes with ``w_hat = (q - zero_point) * scale`` exactly as
         ``qt.dequantize()`` would give it. Supported: int8/uint8 with one scale for the whole
         tensor, one per output row (per-channel along axis 0), or blocks as long as a row
-        (``block_size >= in_features``, one block per row); any zero points. Other schemes
-        (per-channel along axis 1, several blocks per row, 4-bit) raise ``ValueError``.
+        (``block_size >= in_features``, one block per row); any zero points. int4/uint4
+        weights blocked along in_features (``quantize_weights(..., dtype="int4",
+        granularity="per_block", block_size=...)``), and int8/uint8 weights with several
+        blocks per row, ``block_size`` a multiple of 32 (a short last block allowed), run on
+        the blocked kernels with the 4-bit formula of the class doc (int8 per-row symmetric
+        activations, exact int32 per block), the weights kept 4-bit (or 8-bit) in memory.
+        Other schemes (per-channel along axis 1, 4-bit per tensor or per channel, block sizes
+        that are not multiples of 32) raise ``ValueError``.
         """
         from .weights import QuantizedTensor
         if not isinstance(qt, QuantizedTensor):
             raise TypeError(f"qt: expected a QuantizedTensor, got {type(qt).__name__}")
         _act_granularity(act_granularity)
+        if qt.dtype.name in ("int4", "uint4"):
+            return cls._from_blocked(qt, bias, act_granularity)
         if qt.dtype not in (np.int8, np.uint8):
             raise ValueError(f"qt: Linear runs int8/uint8 weights, got a {qt.dtype} "
                              f"QuantizedTensor ({qt.scheme})")
@@ -336,6 +406,8 @@ class Linear:
                 raise ValueError(f"qt: one block per row needs {n} scales/zero points, got "
                                  f"shapes {s.shape} and {z.shape}")
             s, z = s.reshape(n), z.reshape(n)
+        elif qt.block_size is not None and qt.axis in (1, -1):
+            return cls._from_blocked(qt, bias, act_granularity)
         else:
             raise ValueError(f"qt: scheme {qt.scheme} of shape {qt.shape} is not supported by "
                              "Linear (supported: int8/uint8 per tensor, per channel along "
@@ -355,15 +427,86 @@ class Linear:
                                  f"shape {b.shape}")
         return cls(packed, s, bias, k, n, qt.dtype, act_granularity=act_granularity)
 
+    @classmethod
+    def _from_blocked(cls, qt, bias, act_granularity):
+        """A blocked QuantizedTensor (int4/uint4, or int8/uint8 with several blocks per row)
+        packed for the q4gemm kernels."""
+        per_row = _act_granularity(act_granularity)
+        bits = 4 if qt.dtype.name in ("int4", "uint4") else 8
+        if len(qt.shape) != 2:
+            raise ValueError(f"qt: expected shape (out_features, in_features), got {qt.shape}")
+        n, k = qt.shape
+        if qt.block_size is None or qt.axis not in (1, -1):
+            raise ValueError(f"qt: scheme {qt.scheme} is not supported by Linear: 4-bit weights "
+                             "must be blocked along in_features (quantize_weights(..., "
+                             "granularity='per_block', block_size=32))")
+        if qt.block_size % 32 or qt.block_size > 65536:
+            raise ValueError(f"qt: scheme {qt.scheme} is not supported by Linear (block_size "
+                             f"{qt.block_size}: the blocked {bits}-bit kernels take multiples of "
+                             "32 up to 65536)")
+        if n == 0 or k == 0:
+            raise ValueError(f"qt: expected a non-empty matrix, got shape {qt.shape}")
+        nb = -(-k // qt.block_size)
+        s = np.asarray(qt.scale, np.float32)
+        z = np.asarray(qt.zero_point)
+        if s.size != n * nb or z.size != n * nb:
+            raise ValueError(f"qt: blocks of {qt.block_size} need {n}x{nb} scales and zero "
+                             f"points, got shapes {s.shape} and {z.shape}")
+        signed = qt.dtype.name in ("int4", "int8")
+        it = np.uint8 if qt.dtype == np.uint8 else np.int8
+        s = np.ascontiguousarray(s.reshape(n, nb))
+        z = np.ascontiguousarray(z.reshape(n, nb).astype(it))
+        if signed and not np.any(z):
+            z = None
+        q = np.ascontiguousarray(np.asarray(qt.q).reshape(n, k).astype(it))
+        packed = _C._q4_pack(q, s, z, qt.block_size, signed, bits)
+        if bias is not None:
+            b = np.asarray(bias)
+            if b.dtype.kind not in "fiu" and not _dtypes.is_ml_float(b.dtype):
+                raise TypeError(f"bias: expected real numbers or None, got {b.dtype}")
+            bias = np.array(b, dtype=np.float32, order="C")
+            if bias.shape != (n,):
+                raise ValueError(f"bias: expected shape ({n},) (out_features) or None, got "
+                                 f"shape {bias.shape}")
+            bias.flags.writeable = False
+        self = object.__new__(cls)
+        s.flags.writeable = False
+        if z is not None:
+            z.flags.writeable = False
+        self._packed = packed
+        self._q4 = packed
+        self._weight_scale = s
+        self._weight_zero_point = z
+        self._bias = bias
+        self._in_features = int(k)
+        self._out_features = int(n)
+        self._dtype = qt.dtype
+        self._per_row = per_row
+        self._block_size = int(qt.block_size)
+        return self
+
     def __call__(self, x, *, out=None):
         """``x`` float (..., in_features) -> float32 (..., out_features) (or into ``out``)."""
+        if self._q4 is not None:
+            return _C._q4_linear_forward(x, self._q4, self._bias, out, self._per_row)
         return _C._linear_forward(x, self.packed, self.weight_scale, self.bias, out,
                                   self._per_row)
 
     def __repr__(self):
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
                 f"dtype={self.dtype.name}, act_granularity='{self.act_granularity}', "
-                f"variant='{self.packed.variant}')")
+                + (f"block_size={self._block_size})" if self._q4 is not None else
+                   f"variant='{self.packed.variant}')"))
+
+
+def _check_block_size(v):
+    """block_size of a 4-bit Linear: a positive multiple of 32 (at most 65536)."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"block_size: expected an int (32, 64, 128, ...) for 4-bit weights, "
+                        f"got {type(v).__name__}")
+    if v < 32 or v % 32 or v > 65536:
+        raise ValueError(f"block_size: expected a multiple of 32 in [32, 65536] (32, 64, 128, "
+                         f"...), got {v}")
 
 
 def _act_granularity(v):

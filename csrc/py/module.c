@@ -254,9 +254,9 @@ PyMODINIT_FUNC PyInit__C(void) {
     if (add_methods(m, runtime_methods) < 0 || add_methods(m, qc_elementwise_methods) < 0 ||
         add_methods(m, qc_convert_methods) < 0 || add_methods(m, qc_gemm_methods) < 0 ||
         add_methods(m, qc_conv_methods) < 0 || add_methods(m, qc_calib_methods) < 0 ||
-        add_methods(m, qc_gguf_methods) < 0 ||
+        add_methods(m, qc_gguf_methods) < 0 || add_methods(m, qc_q4gemm_methods) < 0 ||
         qc_elementwise_init(m) < 0 || qc_convert_init(m) < 0 || qc_gemm_init(m) < 0 ||
-        qc_conv_init(m) < 0 || qc_calib_init(m) < 0) {
+        qc_conv_init(m) < 0 || qc_calib_init(m) < 0 || qc_q4gemm_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

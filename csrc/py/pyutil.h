@@ -23,11 +23,13 @@ extern PyMethodDef qc_gemm_methods[];
 extern PyMethodDef qc_conv_methods[];
 extern PyMethodDef qc_calib_methods[];
 extern PyMethodDef qc_gguf_methods[];
+extern PyMethodDef qc_q4gemm_methods[];
 int qc_elementwise_init(PyObject *m);
 int qc_convert_init(PyObject *m);
 int qc_gemm_init(PyObject *m);
 int qc_conv_init(PyObject *m);
 int qc_calib_init(PyObject *m);
+int qc_q4gemm_init(PyObject *m);
 
 /* ---- argument helpers: all return 0 on success, -1 with a Python error set ---- */
 
