@@ -208,9 +208,9 @@ def quantize(x, scale, zero_point, name, axis=None, block_size=None, profile="on
         if zr.dtype == dt:
             zp = zr.astype(wide)
         elif zr.dtype.kind in "iu":
-            out = (zr < lo) | (zr > hi)
-            if out.any():
-                i = int(np.argmax(out.ravel()))
+            bad = (zr < lo) | (zr > hi)
+            if bad.any():
+                i = int(np.argmax(bad.ravel()))
                 raise ValueError(f"zero_point: expected integers in [{lo}, {hi}] ({name}), "
                                  f"got {int(zr.ravel()[i])} at index {i}")
             zp = zr.astype(wide)
