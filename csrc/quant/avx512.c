@@ -313,6 +313,36 @@ QC_INLINE __m128i pack_nibbles(__m512i q0, __m512i q1) {
     return _mm256_cvtepi16_epi8(_mm256_or_si256(b, _mm256_srli_epi16(b, 4)));
 }
 
+/* bfloat16 -> int8/uint8 bytes with uniform parameters, 64 elements a step (the widening and
+ * the narrowing dominate this loop). Widening by interleaving a zero low half (vpunpck*wd,
+ * in-lane) instead of vpmovzxwd leaves the elements in the lane order [0-3, 8-11, ...] and
+ * [4-7, 12-15, ...]; vpackssdw of the two puts each 128-bit lane back in order, and after
+ * vpacksswb (int8) / vpackuswb (uint8: values 0..255, exact) one vpermq orders the 8-byte
+ * groups. Returns how many elements it did (a multiple of 64). */
+QC_INLINE size_t bf16_bytes_64(const uint16_t *x, uint8_t *q, size_t n, const ext_consts *k,
+                               qc_profile p, int is_signed, __mmask16 *nan) {
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i v0 = _mm512_loadu_si512(x + i), v1 = _mm512_loadu_si512(x + i + 32);
+        __m512 f[4] = {_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, v0)),
+                       _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, v0)),
+                       _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, v1)),
+                       _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, v1))};
+        __m512i c[4];
+        for (int j = 0; j < 4; j++) {
+            *nan |= _mm512_cmp_ps_mask(f[j], f[j], _CMP_UNORD_Q);
+            c[j] = _mm512_cvtps_epi32(clamp_v(rounded_p(f[j], k->s1, k->i1, k->z1, p), k->lo,
+                                              k->hi));
+        }
+        __m512i w0 = _mm512_packs_epi32(c[0], c[1]), w1 = _mm512_packs_epi32(c[2], c[3]);
+        __m512i b = is_signed ? _mm512_packs_epi16(w0, w1) : _mm512_packus_epi16(w0, w1);
+        _mm512_storeu_si512(q + i, _mm512_permutexvar_epi64(order, b));
+    }
+    return i;
+}
+
 QC_INLINE int quantize_ext_p(const void *x, uint8_t *q, size_t n, const float *s,
                              const float *inv, const float *zp, const qc_qcfg *cfg, int vec,
                              qc_profile p, int bf16, qc_qout out) {
@@ -320,6 +350,9 @@ QC_INLINE int quantize_ext_p(const void *x, uint8_t *q, size_t n, const float *s
                           _mm512_set1_ps(s[0]), _mm512_set1_ps(zp[0]), _mm512_set1_ps(inv[0])};
     __mmask16 nan = 0;
     size_t i = 0;
+    if (bf16 && out == QC_OUT_BYTES && !vec) {
+        i = bf16_bytes_64((const uint16_t *)x, q, n, &k, p, cfg->qmin < 0.0f, &nan);
+    }
     if (out == QC_OUT_PACKED4) { /* n is even */
         for (; i + 32 <= n; i += 32) {
             __m512i q0 = ext_block(x, i, 0xFFFF, 1, s, inv, zp, &k, vec, p, bf16, out, &nan);
