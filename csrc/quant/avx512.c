@@ -273,13 +273,18 @@ QC_INLINE __m512i f8_bits(__m512 v, qc_f8fmt f) {
         _mm512_add_epi32(a, _mm512_set1_epi32((int32_t)(((1u << (sh - 1)) - 1u) -
                                                         ((uint32_t)(127 - f.bias) << 23)))),
         lsb);
-    const __m512 c = _mm512_set1_ps(qc_float_of((uint32_t)(151 - f.bias - f.M) << 23));
-    __m512i sub = _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(a), c)),
-                                   _mm512_castps_si512(c));
     __mmask16 norm =
         _mm512_cmpge_epu32_mask(a, _mm512_set1_epi32((int32_t)((uint32_t)(128 - f.bias) << 23)));
-    __m512i m = _mm512_mask_blend_epi32(norm, sub, _mm512_srli_epi32(r, sh));
-    if (f.fnuz) sign = _mm512_maskz_mov_epi32(_mm512_test_epi32_mask(m, m), sign);
+    __m512i m = _mm512_srli_epi32(r, sh);
+    /* the subnormal path only when a lane needs it (values scaled to the format's range
+     * rarely do); normal codes are never 0, so fnuz's zero fix-up goes with it */
+    if (norm != 0xFFFF) {
+        const __m512 c = _mm512_set1_ps(qc_float_of((uint32_t)(151 - f.bias - f.M) << 23));
+        __m512i sub = _mm512_sub_epi32(
+            _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(a), c)), _mm512_castps_si512(c));
+        m = _mm512_mask_blend_epi32(norm, sub, m);
+        if (f.fnuz) sign = _mm512_maskz_mov_epi32(_mm512_test_epi32_mask(m, m), sign);
+    }
     return _mm512_or_si512(m, sign);
 }
 
