@@ -5,7 +5,14 @@ repeats), with 1 and 2 threads. Bytes moved = bytes read + bytes written per ele
 "% copy" compares quantc's GB/s with np.copyto of a float32 array of the same length
 (8 bytes per element). Both sides write into preallocated outputs.
 
-    python benchmarks/bench_convert.py [--quick] [--n N] [--json PATH]
+A second table (issue 10's speed target) times the low-bit quantizers at 1 thread on 64M
+elements (``--lowbit-n``), each against np.copyto in the same alternating run: float32 ->
+packed int4 (4 + 0.5 bytes per element), float32 -> each float8 format (4 + 1), bfloat16 ->
+int8 (2 + 1), with the two-pass way (quantize, then pack_bits; widen to float32, then
+quantize; ml_dtypes' cast of the clamped quotient) as the baseline.
+
+    python benchmarks/bench_convert.py [--quick] [--n N] [--lowbit-n N] [--lowbit-only]
+                                       [--json PATH]
 """
 import _util  # noqa: I001 - must come first: fixes the BLAS environment before NumPy loads
 
@@ -66,12 +73,76 @@ def cases(n, rng):
     return x, rows
 
 
+F8 = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
+
+
+def lowbit_rows(n, rng):
+    """(name, quantc fn, baseline fn, baseline label, bytes per element) for the acceptance
+    conversions; outputs preallocated on both sides, like np.copyto's."""
+    import ml_dtypes
+    x = (rng.standard_normal(n) * 3).astype(np.float32)
+    xb = x.astype(ml_dtypes.bfloat16)
+    s = np.float32(0.02)
+    q4 = np.empty((n + 1) // 2, np.uint8)
+    q8 = np.empty(n, np.int8)
+    rows = [("f32 -> packed int4", lambda: qc.quantize(x, s, dtype="int4", packed=True, out=q4),
+             lambda: qc.pack_bits(qc.quantize(x, s, dtype="int4")), "quantize+pack_bits",
+             4.5)]
+    for i, name in enumerate(F8):
+        out = np.empty(n, name)
+        fmax = np.float32(ml_dtypes.finfo(np.dtype(name)).max)
+        # ml_dtypes' cast is slow (seconds at 64M): one baseline is enough to show it
+        base = (lambda o=out, m=fmax: np.copyto(o, np.clip(x / s, -m, m), casting="unsafe")) \
+            if i == 0 else None
+        rows.append((f"f32 -> {name}", lambda o=out, nm=name: qc.quantize(x, s, dtype=nm, out=o),
+                     base, "ml_dtypes cast" if base else "", 5))
+    rows.append(("bf16 -> int8", lambda: qc.quantize(xb, s, np.int8(0), out=q8),
+                 lambda: qc.quantize(xb.astype(np.float32), s, np.int8(0), out=q8),
+                 "astype(f32)+quantize", 3))
+    return x, rows
+
+
+def run_lowbit(n, repeats, quick, results):
+    rng = np.random.default_rng(1)
+    x, rows = lowbit_rows(n, rng)
+    copy_dst = np.empty_like(x)
+    table = []
+    with _util.threads(1):
+        for name, qfn, bfn, blabel, nbytes in rows:
+            fns = {"copy": lambda: np.copyto(copy_dst, x), "qc": qfn}
+            if bfn is not None:
+                fns["base"] = bfn
+            t = _util.time_alternating(fns, repeats=repeats, min_time=0.02 if quick else 0.1)
+            qgbs = nbytes * n / t["qc"] / 1e9
+            cgbs = 8 * n / t["copy"] / 1e9
+            r = {"op": name, "threads": 1, "qc_ms": t["qc"] * 1e3, "copy_ms": t["copy"] * 1e3,
+                 "qc_gbs": qgbs, "copy_gbs": cgbs, "pct_copy": 100 * qgbs / cgbs,
+                 "baseline": blabel, "base_ms": t["base"] * 1e3 if "base" in t else None}
+            results.append(r)
+            table.append([name, nbytes, r["qc_ms"], qgbs, cgbs, r["pct_copy"], blabel,
+                          r["base_ms"] if r["base_ms"] is not None else "",
+                          t["base"] / t["qc"] if "base" in t else ""])
+    _util.print_table(f"low-bit quantize, 1 thread, n = {n:,} (GB/s = bytes read + written; "
+                      f"% copy: of np.copyto's GB/s in the same run; target >= 80%)",
+                      ["op", "B/elem", "qc ms", "qc GB/s", "copy GB/s", "% copy", "baseline",
+                       "base ms", "speedup"], table)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small arrays, few repeats")
     p.add_argument("--n", type=int, default=None, help="elements per array (default 16M, quick 1M)")
+    p.add_argument("--lowbit-n", type=int, default=None,
+                   help="elements for the low-bit table (default 64M, quick 1M)")
+    p.add_argument("--lowbit-only", action="store_true", help="only the low-bit table")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     args = p.parse_args(argv)
+    if args.lowbit_only:
+        results = []
+        run_lowbit(args.lowbit_n or ((1 << 20) if args.quick else (1 << 26)),
+                   3 if args.quick else 7, args.quick, results)
+        _util.write_json(args.json, {"results": results, "cpu_info": qc.cpu_info()})
+        return
     n = args.n or ((1 << 20) if args.quick else (1 << 24))
     repeats = 3 if args.quick else 7
     rng = np.random.default_rng(0)
@@ -109,6 +180,8 @@ def main(argv=None):
     _util.print_table(f"conversions, n = {n:,} (ms; GB/s = bytes read + written)",
                       ["op", "thr", "numpy baseline", "qc", "numpy", "speedup", "qc GB/s", "copy GB/s",
                        "% copy"], table)
+    run_lowbit(args.lowbit_n or ((1 << 20) if args.quick else (1 << 26)), repeats, args.quick,
+               results)
     _util.write_json(args.json, {"n": n, "results": results, "cpu_info": qc.cpu_info()})
 
 

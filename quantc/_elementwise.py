@@ -27,9 +27,12 @@ it): int16, uint16, int4, uint4, int2, uint2 (ONNX/NumPy semantics above, profil
 ``'onnx'`` and ``'tflite'``), and float8_e4m3fn, float8_e4m3fnuz, float8_e5m2,
 float8_e5m2fnuz, float4_e2m1fn as ONNX QuantizeLinear with ``saturate=1``:
 ``cast(clamp(x / s, -max, max))`` rounding to nearest even (+-inf and overflow give +-max;
-float8 zero points must be 0; float4_e2m1fn adds its zero point before the cast). These
-types run as exact NumPy code (float32 arithmetic, the ONNX reference formulas); sub-byte
-results are ``ml_dtypes`` arrays, one value per byte (``pack_bits`` packs them)."""
+float8 zero points must be 0; float4_e2m1fn adds its zero point before the cast). int4,
+uint4 and the float8 types run as one C pass (float32 or bfloat16 read directly), the others
+as exact NumPy code, all with the ONNX reference formulas in float32; sub-byte results are
+``ml_dtypes`` arrays, one value per byte. ``packed=True`` (int4, uint4, int2, uint2) returns
+the ONNX packed form instead, ``pack_bits`` of that result (a 1-D uint8 array of
+``ceil(size * bits / 8)`` bytes), written directly by the int4/uint4 kernel."""
 
 
 def _lowbit_name(dtype, zero_point):
@@ -54,16 +57,19 @@ def _to_out(res, out):
 
 
 def quantize(x, scale, zero_point=None, dtype=None, *, axis=None, block_size=None,
-             profile="onnx", out=None):
+             profile="onnx", packed=False, out=None):
     name = _lowbit_name(dtype, zero_point)
     if name is None:
         if isinstance(dtype, str) and dtype not in _DTYPES:
             raise ValueError(f"dtype: expected one of {_NAMES}, got {dtype!r}")
+        if packed:
+            raise ValueError(f"packed: expected False for int8/uint8 (only int4, uint4, int2 "
+                             f"and uint2 pack), got {packed!r}")
         return _C.quantize(x, scale, zero_point, dtype, axis=axis, block_size=block_size,
                            profile=profile, out=out)
     _check_profile(profile)
-    return _to_out(_lowbit.quantize(x, scale, zero_point, name, axis, block_size, profile),
-                   out)
+    r = _lowbit.quantize(x, scale, zero_point, name, axis, block_size, profile, packed, out)
+    return r if out is not None and r is out else _to_out(r, out)
 
 
 def dequantize(q, scale, zero_point=None, *, axis=None, block_size=None, out=None):

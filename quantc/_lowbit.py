@@ -141,17 +141,66 @@ def _params(shape, scale, zero_point, name, axis, block_size, qmin=None, qmax=No
     return bcast(s), bcast(z), s, z
 
 
-def quantize(x, scale, zero_point, name, axis=None, block_size=None, profile="onnx"):
-    """Sub-byte integers run through the C int8/uint8 kernel and a clamp to the narrower
-    range (exact: clamping to [-128, 127] and then to [-8, 7] is clamping to [-8, 7]); the
-    other types through ``quantize_ref``."""
+# the types with a one-pass C kernel (csrc/quant: float32 or bfloat16 in, ml_dtypes bytes or
+# packed 4-bit out)
+_C_KINDS = ("int4", "uint4", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
+            "float8_e5m2fnuz")
+
+
+def _check_float8_zero_point(zero_point, shape, name, axis, block_size):
+    """ONNX float8 zero points are 0: check shape and values (the kernel never reads them)."""
+    dt = TYPES[name][0]
+    pshape, _ = _param_shape(tuple(shape), axis, block_size)
+    zr = np.asarray(zero_point)
+    if zr.shape != pshape and not (axis is None and zr.size == 1 and zr.ndim <= 1):
+        raise ValueError(f"zero_point: expected shape {pshape}, got {zr.shape}")
+    if zr.dtype != dt and zr.dtype.kind not in "fiu":
+        raise TypeError(f"zero_point: expected {name} or integer values, got {zr.dtype}")
+    z = zr.astype(np.float32).ravel()
+    if np.any(z != 0):
+        raise ValueError(f"zero_point: expected 0 for {name} (ONNX float8 zero points are "
+                         f"0), got {z[np.argmax(z != 0)]}")
+
+
+def _c_out(out, dt):
+    """out= for the C kernel: an ndarray of dtype `dt` viewed as uint8 (the kernel checks the
+    shape, contiguity and writability); None passes through."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray) or out.dtype != dt:
+        raise ValueError(f"out: expected a writable C-contiguous array of dtype {dt}, got "
+                         f"{getattr(out, 'dtype', type(out).__name__)}")
+    return out.view(np.uint8)
+
+
+def quantize(x, scale, zero_point, name, axis=None, block_size=None, profile="onnx",
+             packed=False, out=None):
+    """int4/uint4 and the float8 types run in one C pass (``_C._quantize_lowbit``: float32
+    or bfloat16 read directly, the ml_dtypes bytes or, ``packed=True``, ONNX's packed bytes
+    written directly); int2/uint2 through the C int8/uint8 kernel and a clamp to the narrower
+    range (exact: clamping to [-128, 127] and then to [-2, 1] is clamping to [-2, 1]); the
+    other types through ``quantize_ref``. ``packed=True`` (sub-byte types only) returns
+    ``pack_bits`` of the result, a 1-D uint8 array. ``out``: the C kernels write into it and
+    return it; the other paths return a new array (the caller copies it into ``out``)."""
     if profile == "torch":
         raise ValueError(f"profile: 'torch' has no {name} quantization; use 'onnx' or "
                          f"'tflite'")
+    if packed and name not in _BITS:
+        raise ValueError(f"packed: expected False for {name} (only int4, uint4, int2 and uint2 "
+                         f"pack), got {packed!r}")
     a = np.asarray(x) if not isinstance(x, np.ndarray) else x
-    if name not in _BITS or type_name(a.dtype) in _BITS:
+    if type_name(a.dtype) in _BITS:
+        q = quantize_ref(x, scale, zero_point, name, axis, block_size, profile)
+        return pack_bits(q) if packed else q
+    dt, lo, hi, is_float = TYPES[name]
+    if name in _C_KINDS and is_float:
+        if zero_point is not None:
+            _check_float8_zero_point(zero_point, a.shape, name, axis, block_size)
+        q = _C._quantize_lowbit(a, scale, None, name, axis=axis, block_size=block_size,
+                                profile=profile, out=_c_out(out, dt))
+        return out if out is not None else q.view(dt)
+    if name not in _BITS:
         return quantize_ref(x, scale, zero_point, name, axis, block_size, profile)
-    dt, lo, hi, _ = TYPES[name]
     wide = np.dtype(np.int8 if name.startswith("int") else np.uint8)
     zp = None
     if zero_point is not None:
@@ -159,20 +208,26 @@ def quantize(x, scale, zero_point, name, axis=None, block_size=None, profile="on
         if zr.dtype == dt:
             zp = zr.astype(wide)
         elif zr.dtype.kind in "iu":
-            out = (zr < lo) | (zr > hi)
-            if out.any():
-                i = int(np.argmax(out.ravel()))
+            bad = (zr < lo) | (zr > hi)
+            if bad.any():
+                i = int(np.argmax(bad.ravel()))
                 raise ValueError(f"zero_point: expected integers in [{lo}, {hi}] ({name}), "
                                  f"got {int(zr.ravel()[i])} at index {i}")
             zp = zr.astype(wide)
         else:
             raise TypeError(f"zero_point: expected {name} or integer values, got {zr.dtype}")
+    if name in _C_KINDS:
+        q = _C._quantize_lowbit(a, scale, zp, name, axis=axis, block_size=block_size,
+                                profile=profile, packed=bool(packed),
+                                out=_c_out(out, np.dtype(np.uint8) if packed else dt))
+        return out if out is not None else q if packed else q.view(dt)
     q = _C.quantize(a, scale, zp, wide, axis=axis, block_size=block_size, profile=profile)
     np.clip(q, lo, hi, out=q)
     # ml_dtypes keeps a sub-byte value in the low bits of its byte, the others zero: the
     # same bytes as astype(dt), without the slower element-wise cast
     np.bitwise_and(q, wide.type((1 << _BITS[name]) - 1), out=q)
-    return q.view(dt)
+    q = q.view(dt)
+    return pack_bits(q) if packed else q
 
 
 def quantize_ref(x, scale, zero_point, name, axis=None, block_size=None, profile="onnx"):

@@ -378,3 +378,148 @@ def test_pack_kernel_equals_numpy_reference(name):
         assert np.array_equal(qc.pack_bits(q), pack_bits_ref(q)), (name, n)
     q = _zp(rng, name, (6, 7))[:, ::2]
     assert np.array_equal(qc.pack_bits(q), pack_bits_ref(q))
+
+
+# ---- the one-pass C kernels (csrc/quant quantize_ext): int4/uint4 (packed or not), float8,
+# float32 or bfloat16 in; every ISA level and thread count equal to the NumPy reference ----
+
+C_KINDS = ["int4", "uint4", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz"]
+
+
+def _float8_edges(name, s):
+    """x / s at every float8 midpoint (ties), just beside them, at the subnormals, the largest
+    value and beyond, and zeros/inf."""
+    dt = np.dtype(name)
+    vals = np.arange(256, dtype=np.uint8).view(dt).astype(np.float32)
+    vals = np.unique(vals[np.isfinite(vals)])
+    mids = (vals[:-1].astype(np.float64) + vals[1:]) / 2  # exact in float32 (4 more bits)
+    mids = mids.astype(np.float32)
+    fmax = np.float32(ml_dtypes.finfo(dt).max)
+    tiny = np.float32(ml_dtypes.finfo(dt).smallest_subnormal)
+    v = np.concatenate([vals, mids, np.nextafter(mids, np.float32(np.inf)),
+                        np.nextafter(mids, np.float32(-np.inf)),
+                        np.array([fmax * 1.01, -fmax * 1.01, 3e38, -3e38, tiny / 2, -tiny / 2,
+                                  tiny / 2.0001, 1e-40, -1e-40, 0.0, -0.0], np.float32)])
+    x = (v * s).astype(np.float32)
+    x = np.concatenate([x, np.array([np.inf, -np.inf], np.float32)])
+    return x
+
+
+def _ref(x, s, zp, name, axis=None, block=None, profile="onnx", packed=False):
+    from quantc._lowbit import pack_bits_ref, quantize_ref
+    q = quantize_ref(x, s, zp, name, axis, block, profile)
+    return pack_bits_ref(q) if packed else _bits(q)
+
+
+@pytest.mark.parametrize("name", C_KINDS[2:])
+def test_float8_kernel_ties_subnormals_saturation(isa, name):
+    for s in (np.float32(1.0), np.float32(0.37), np.float32(3e-5)):
+        x = _float8_edges(name, s)
+        got = qc.quantize(x, s, dtype=name)
+        want = _ref(x, s, None, name)
+        bad = np.flatnonzero(_bits(got) != want)
+        assert bad.size == 0, (isa, name, s, bad[:1], x[bad[:1]], _bits(got)[bad[:1]],
+                               want[bad[:1]])
+        # ml_dtypes' own cast of the clamped quotient (ONNX saturate=1)
+        fmax = np.float32(ml_dtypes.finfo(np.dtype(name)).max)
+        with np.errstate(over="ignore"):
+            v = np.clip(x / s, -fmax, fmax)
+        assert np.array_equal(_bits(got), _bits(v.astype(name))), (isa, name, s)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_c_kernels_every_length_granularity_and_input(isa, threads):
+    from conftest import num_threads
+    rng = np.random.default_rng(21)
+    with num_threads(threads):
+        for name in C_KINDS:
+            is_f8 = name.startswith("float")
+            profiles = ["onnx"] if is_f8 else ["onnx", "tflite"]
+            for n in range(71):
+                x = _data(rng, (n,), 40.0 if is_f8 else 5.0)
+                for prof in profiles:
+                    zp = None if is_f8 else _zp(rng, name, ())
+                    s = np.float32(0.75)
+                    for xin in (x, x.astype(ml_dtypes.bfloat16)):
+                        xf = xin.astype(np.float32)
+                        got = qc.quantize(xin, s, zp, name, profile=prof)
+                        assert np.array_equal(_bits(got), _ref(xf, s, zp, name, profile=prof)), \
+                            (isa, threads, name, n, prof, xin.dtype)
+                        if not is_f8:
+                            got = qc.quantize(xin, s, zp, name, profile=prof, packed=True)
+                            want = _ref(xf, s, zp, name, profile=prof, packed=True)
+                            assert got.dtype == np.uint8 and np.array_equal(got, want), \
+                                (isa, threads, name, n, prof, xin.dtype, "packed")
+            # per-axis / blocked: runs starting at odd elements (odd inner extents), short
+            # runs through the periodic buffers, blocks of 1 and odd blocks, large enough to
+            # split across threads
+            for shape, axis, block in [((5, 7), 0, None), ((7, 5), 1, None), ((3, 5, 7), 1, 2),
+                                       ((9, 13), 1, 3), ((9, 13), 1, 1), ((2001, 3), 1, None),
+                                       ((3, 70001), 1, 33), ((70001, 3), 0, None),
+                                       ((129, 1031), 0, 64)]:
+                x = _data(rng, shape, 40.0 if is_f8 else 5.0)
+                pshape = list(shape)
+                pshape = (shape[axis],) if block is None else tuple(
+                    -(-d // block) if i == axis else d for i, d in enumerate(shape))
+                s = rng.uniform(0.25, 2, pshape).astype(np.float32)
+                zp = None if is_f8 else _zp(rng, name, pshape)
+                for xin in (x, x.astype(ml_dtypes.bfloat16)):
+                    xf = xin.astype(np.float32)
+                    got = qc.quantize(xin, s, zp, name, axis=axis, block_size=block)
+                    assert np.array_equal(_bits(got), _ref(xf, s, zp, name, axis, block)), \
+                        (isa, threads, name, shape, axis, block, xin.dtype)
+                    if not is_f8:
+                        got = qc.quantize(xin, s, zp, name, axis=axis, block_size=block,
+                                          packed=True)
+                        assert np.array_equal(got, _ref(xf, s, zp, name, axis, block,
+                                                        packed=True)), \
+                            (isa, threads, name, shape, axis, block, xin.dtype, "packed")
+
+
+def test_bfloat16_int8_reads_bf16_directly(isa):
+    rng = np.random.default_rng(22)
+    for n in list(range(71)) + [70001]:
+        x = _data(rng, (n,), 300.0)
+        xb = x.astype(ml_dtypes.bfloat16)
+        for dt, zp in (("int8", np.int8(-3)), ("uint8", np.uint8(130))):
+            for prof in ("onnx", "tflite", "torch"):
+                got = qc.quantize(xb, np.float32(0.7), zp, profile=prof)
+                want = qc.quantize(xb.astype(np.float32), np.float32(0.7), zp, profile=prof)
+                assert got.dtype == np.dtype(dt) and np.array_equal(got, want), (isa, n, prof)
+    xb = rng.standard_normal((6, 35)).astype(ml_dtypes.bfloat16)[:, ::2]  # strided
+    s = rng.uniform(0.01, 0.1, 18).astype(np.float32)
+    assert np.array_equal(qc.quantize(xb, s, None, axis=1),
+                          qc.quantize(xb.astype(np.float32), s, None, axis=1))
+
+
+def test_c_kernels_nan_out_and_bad_input():
+    x = np.linspace(-3, 3, 41, dtype=np.float32)
+    x[17] = np.nan
+    for name in C_KINDS:
+        for xin in (x, x.astype(ml_dtypes.bfloat16)):
+            with pytest.raises(ValueError, match="x: expected no NaN.*17"):
+                qc.quantize(xin, 0.5, dtype=name)
+    with pytest.raises(ValueError, match="x: expected no NaN.*17"):
+        qc.quantize(x.astype(ml_dtypes.bfloat16), 0.5, np.int8(0))
+    x[17] = 0
+    out = np.empty(21, np.uint8)
+    r = qc.quantize(x, 0.5, dtype="int4", packed=True, out=out)
+    assert r is out and np.array_equal(out, _ref(x, np.float32(0.5), None, "int4", packed=True))
+    out8 = np.empty(41, "float8_e5m2")
+    assert qc.quantize(x, 0.5, dtype="float8_e5m2", out=out8) is out8
+    assert np.array_equal(_bits(out8), _ref(x, np.float32(0.5), None, "float8_e5m2"))
+    with pytest.raises(ValueError, match="out"):
+        qc.quantize(x, 0.5, dtype="int4", packed=True, out=np.empty(20, np.uint8))
+    with pytest.raises(ValueError, match="out"):
+        qc.quantize(x, 0.5, dtype="float8_e5m2", out=np.empty(41, np.uint8))
+    with pytest.raises(ValueError, match="packed"):
+        qc.quantize(x, 0.5, dtype="float8_e5m2", packed=True)
+    with pytest.raises(ValueError, match="packed"):
+        qc.quantize(x, 0.5, dtype="int8", packed=True)
+    with pytest.raises(ValueError, match="zero_point"):
+        qc.quantize(x, 0.5, np.ones((), "float8_e4m3fnuz"))
+    with pytest.raises(ValueError, match="zero_point"):
+        qc.quantize(x, 0.5, 8, "int4")
+    # int2/uint2 pack through pack_bits
+    assert np.array_equal(qc.quantize(x, 0.5, dtype="int2", packed=True),
+                          _ref(x, np.float32(0.5), None, "int2", packed=True))

@@ -358,6 +358,31 @@ static int to_float32(PyArrayObject **x) {
     return f ? 0 : -1;
 }
 
+/* x kept as bfloat16 when it is an ml_dtypes.bfloat16 array (made C-contiguous: the kernels
+ * widen it themselves, no float32 copy), else converted to float32. Sets *bf16. */
+static int to_kernel_input(PyArrayObject **x, int *bf16) {
+    PyArray_Descr *d = PyArray_DESCR(*x);
+    *bf16 = PyArray_TYPE(*x) >= NPY_USERDEF && PyArray_ITEMSIZE(*x) == 2 && d->typeobj &&
+            strcmp(d->typeobj->tp_name, "ml_dtypes.bfloat16") == 0;
+    if (!*bf16) return to_float32(x);
+    Py_INCREF(d);
+    PyArrayObject *c = (PyArrayObject *)PyArray_FromAny(
+        (PyObject *)*x, d, 0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED, NULL);
+    Py_DECREF(*x);
+    *x = c;
+    return c ? 0 : -1;
+}
+
+/* nan_error for a float32 or bfloat16 x (widened for the message). */
+static PyObject *nan_error_any(PyArrayObject *x, int bf16, const char *arg) {
+    if (!bf16) return nan_error(x, arg);
+    PyArrayObject *f = qc_float32_array((PyObject *)x, arg);
+    if (!f) return NULL;
+    nan_error(f, arg);
+    Py_DECREF(f);
+    return NULL;
+}
+
 /* ---- quantize ---- */
 
 PyDoc_STRVAR(quantize_doc,
@@ -419,12 +444,12 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     qparams p;
     memset(&p, 0, sizeof p);
     granularity g;
-    int typenum;
+    int typenum, bf16 = 0;
     int32_t qmin, qmax;
     if (parse_granularity(x, axis_obj, block_obj, &g) < 0 ||
         parse_scale(scale_obj, &g, &p) < 0 ||
         parse_zero_point(zp_obj, &g, &p) < 0 || resolve_out_dtype(dtype_obj, &p, &typenum) < 0 ||
-        to_float32(&x) < 0)
+        to_kernel_input(&x, &bf16) < 0)
         goto fail;
     qrange_of(typenum, &qmin, &qmax);
     if (finish_params(&g, &p, qmin, qmax, qc_typename(typenum), profile == QC_PROFILE_TORCH) < 0)
@@ -435,20 +460,131 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     if (profile == QC_PROFILE_TORCH) {
         profile = g.L.per_tensor ? QC_PROFILE_TORCH_FMA : QC_PROFILE_TORCH_ADD;
     }
-    qc_qcfg cfg = {profile, (float)qmin, (float)qmax};
+    qc_qcfg cfg = {profile, (float)qmin, (float)qmax, bf16 ? QC_IN_BF16 : QC_IN_F32,
+                   QC_OUT_BYTES};
     const qc_quant_kernels *k = kernels(&qc_family_quantize);
     PyArrayObject *const ins[] = {x, p.s_arr};
     PyArrayObject *dst = qc_out_target(out, ins, 2);
     if (!dst) goto fail;
     int nan;
     Py_BEGIN_ALLOW_THREADS
-    nan = qc_quantize_run(k, &g.L, (const float *)PyArray_DATA(x), (uint8_t *)PyArray_DATA(dst),
-                          p.s, p.inv, p.zpf, &cfg);
+    if (bf16) {
+        nan = qc_quantize_ext_run(k, &g.L, PyArray_DATA(x), (uint8_t *)PyArray_DATA(dst), p.s,
+                                  p.inv, p.zpf, &cfg);
+    } else {
+        nan = qc_quantize_run(k, &g.L, (const float *)PyArray_DATA(x),
+                              (uint8_t *)PyArray_DATA(dst), p.s, p.inv, p.zpf, &cfg);
+    }
     Py_END_ALLOW_THREADS
     if (nan && dst != out) Py_DECREF(dst); /* out= stays as it was */
     else qc_out_commit(dst, out);
     if (nan) {
-        nan_error(x, "x");
+        nan_error_any(x, bf16, "x");
+        goto fail;
+    }
+    Py_DECREF(x);
+    qparams_free(&p);
+    return (PyObject *)out;
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(x);
+    qparams_free(&p);
+    return NULL;
+}
+
+
+/* ---- 4-bit and float8 quantize (behind quantc._lowbit.quantize) ---- */
+
+static const struct {
+    const char *name;
+    qc_qout out; /* QC_OUT_NIBBLE for the 4-bit types (QC_OUT_PACKED4 with packed=True) */
+    float qmin, qmax;
+} k_lowbit[] = {
+    {"int4", QC_OUT_NIBBLE, -8.0f, 7.0f},
+    {"uint4", QC_OUT_NIBBLE, 0.0f, 15.0f},
+    {"float8_e4m3fn", QC_OUT_F8_E4M3FN, -448.0f, 448.0f},
+    {"float8_e4m3fnuz", QC_OUT_F8_E4M3FNUZ, -240.0f, 240.0f},
+    {"float8_e5m2", QC_OUT_F8_E5M2, -57344.0f, 57344.0f},
+    {"float8_e5m2fnuz", QC_OUT_F8_E5M2FNUZ, -57344.0f, 57344.0f},
+};
+
+PyDoc_STRVAR(quantize_lowbit_doc,
+"_quantize_lowbit(x, scale, zero_point, kind, *, axis=None, block_size=None, profile='onnx',\n"
+"                 packed=False, out=None)\n--\n\n"
+"quantize() for kind int4/uint4 (profiles 'onnx'/'tflite') and the float8 types (ONNX\n"
+"saturate=1, zero_point None), one C pass: a uint8 array of x's shape holding the ml_dtypes\n"
+"bytes, or with packed=True (4-bit kinds) the ONNX packed bytes, 1-D of ceil(size / 2).\n"
+"x may be float32 or bfloat16 (read directly) or anything quantize() converts. out: a\n"
+"C-contiguous uint8 array of the result's shape to write into (the caller views an\n"
+"ml_dtypes array as uint8).");
+
+static PyObject *py_quantize_lowbit(PyObject *self, PyObject *args, PyObject *kwds) {
+    (void)self;
+    static char *kwlist[] = {"x", "scale", "zero_point", "kind", "axis", "block_size",
+                             "profile", "packed", "out", NULL};
+    PyObject *x_obj, *scale_obj, *zp_obj, *axis_obj = NULL, *block_obj = NULL;
+    PyObject *profile_obj = NULL, *out_obj = NULL;
+    const char *kind;
+    int packed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOs|$OOOpO:_quantize_lowbit", kwlist, &x_obj,
+                                     &scale_obj, &zp_obj, &kind, &axis_obj, &block_obj,
+                                     &profile_obj, &packed, &out_obj))
+        return NULL;
+    int t = -1;
+    for (size_t i = 0; i < sizeof k_lowbit / sizeof k_lowbit[0]; i++) {
+        if (strcmp(kind, k_lowbit[i].name) == 0) t = (int)i;
+    }
+    if (t < 0) return (qc_value_error("kind: expected int4, uint4 or a float8 type, got %s", kind), NULL);
+    qc_qout outk = k_lowbit[t].out;
+    int is_f8 = outk >= QC_OUT_F8_E4M3FN;
+    if (packed && is_f8) return (qc_value_error("packed: only 4-bit kinds pack, got %s", kind), NULL);
+    if (packed) outk = QC_OUT_PACKED4;
+    qc_profile profile;
+    if (qc_parse_profile(profile_obj, &profile) < 0) return NULL;
+    if (profile == QC_PROFILE_TORCH) {
+        return (qc_value_error("profile: 'torch' has no %s quantization; use 'onnx' or 'tflite'",
+                               kind), NULL);
+    }
+    if (is_f8 && zp_obj != Py_None) {
+        return (qc_value_error("zero_point: expected None for %s (checked to be 0 by the caller)",
+                               kind), NULL);
+    }
+    PyArrayObject *x = qc_any_array(x_obj, "x");
+    if (!x) return NULL;
+    PyArrayObject *out = NULL;
+    qparams p;
+    memset(&p, 0, sizeof p);
+    granularity g;
+    int bf16 = 0;
+    if (parse_granularity(x, axis_obj, block_obj, &g) < 0 ||
+        parse_scale(scale_obj, &g, &p) < 0 || parse_zero_point(zp_obj, &g, &p) < 0 ||
+        to_kernel_input(&x, &bf16) < 0)
+        goto fail;
+    if (finish_params(&g, &p, (int32_t)k_lowbit[t].qmin, is_f8 ? 0 : (int32_t)k_lowbit[t].qmax,
+                      kind, 0) < 0)
+        goto fail;
+    if (packed) {
+        npy_intp m = (npy_intp)(((size_t)PyArray_SIZE(x) + 1) / 2);
+        out = qc_output(out_obj, "out", 1, &m, NPY_UINT8);
+    } else {
+        out = qc_output(out_obj, "out", PyArray_NDIM(x), PyArray_DIMS(x), NPY_UINT8);
+    }
+    if (!out) goto fail;
+    PyArrayObject *const ins[] = {x, p.s_arr};
+    PyArrayObject *dst = qc_out_target(out, ins, 2);
+    if (!dst) goto fail;
+    qc_qcfg cfg = {profile, k_lowbit[t].qmin, k_lowbit[t].qmax, bf16 ? QC_IN_BF16 : QC_IN_F32,
+                   outk};
+    const qc_quant_kernels *k = kernels(&qc_family_quantize);
+    int nan;
+    Py_BEGIN_ALLOW_THREADS
+    nan = qc_quantize_ext_run(k, &g.L, PyArray_DATA(x), (uint8_t *)PyArray_DATA(dst), p.s, p.inv,
+                              p.zpf, &cfg);
+    Py_END_ALLOW_THREADS
+    if (nan && dst != out) Py_DECREF(dst); /* out= stays as it was */
+    else qc_out_commit(dst, out);
+    if (nan) {
+        nan_error_any(x, bf16, "x");
         goto fail;
     }
     Py_DECREF(x);
@@ -543,7 +679,7 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
         mask = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(x), PyArray_DIMS(x), NPY_BOOL);
         if (!mask) goto fail;
     }
-    qc_qcfg cfg = {profile, (float)qmin, (float)qmax};
+    qc_qcfg cfg = {profile, (float)qmin, (float)qmax, QC_IN_F32, QC_OUT_BYTES};
     const qc_quant_kernels *k = kernels(&qc_family_fake_quantize);
     PyArrayObject *const ins[] = {x, p.s_arr};
     PyArrayObject *dst = qc_out_target(out, ins, 2);
@@ -696,6 +832,8 @@ PyMethodDef qc_elementwise_methods[] = {
      dequantize_doc},
     {"fake_quantize", (PyCFunction)(void (*)(void))py_fake_quantize,
      METH_VARARGS | METH_KEYWORDS, fake_quantize_doc},
+    {"_quantize_lowbit", (PyCFunction)(void (*)(void))py_quantize_lowbit,
+     METH_VARARGS | METH_KEYWORDS, quantize_lowbit_doc},
     {"_minmax", (PyCFunction)(void (*)(void))py_minmax, METH_VARARGS | METH_KEYWORDS,
      minmax_doc},
     {NULL, NULL, 0, NULL},

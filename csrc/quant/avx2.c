@@ -286,7 +286,165 @@ static int minmax_vector(const float *x, size_t n, float *mn, float *mx) {
     return _mm256_movemask_ps(nan) != 0;
 }
 
+/* ---- extended quantize: bfloat16 input, nibble / packed 4-bit / float8 output ---- */
+
+/* 8 inputs as float32 (r < 8: only the first r are read); bfloat16 bits are widened by << 16
+ * (exact, as ml_dtypes' cast). */
+QC_INLINE __m256 load8(const void *x, size_t i, size_t r, int full, int bf16) {
+    if (!bf16) {
+        const float *p = (const float *)x + i;
+        return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, tail_mask(r));
+    }
+    const uint16_t *p = (const uint16_t *)x + i;
+    __m128i h;
+    if (full) {
+        h = _mm_loadu_si128((const __m128i *)p);
+    } else {
+        uint16_t tmp[8] = {0};
+        memcpy(tmp, p, r * sizeof(uint16_t));
+        h = _mm_loadu_si128((const __m128i *)tmp);
+    }
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* qc_f8_bits on 8 lanes (|v| <= max, not NaN), as f8_bits in avx512.c. */
+QC_INLINE __m256i f8_bits(__m256 v, qc_f8fmt f) {
+    const int sh = 23 - f.M;
+    const __m256i a = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fffffff));
+    __m256i sign = _mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(v), 24),
+                                    _mm256_set1_epi32(0x80));
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(a, sh), _mm256_set1_epi32(1));
+    __m256i r = _mm256_add_epi32(
+        _mm256_add_epi32(a, _mm256_set1_epi32((int32_t)(((1u << (sh - 1)) - 1u) -
+                                                        ((uint32_t)(127 - f.bias) << 23)))),
+        lsb);
+    const __m256 c = _mm256_set1_ps(qc_float_of((uint32_t)(151 - f.bias - f.M) << 23));
+    __m256i sub = _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(a), c)),
+                                   _mm256_castps_si256(c));
+    /* a <= 0x7fffffff: the signed compare is the unsigned one */
+    __m256i norm = _mm256_cmpgt_epi32(
+        a, _mm256_set1_epi32((int32_t)((uint32_t)(128 - f.bias) << 23) - 1));
+    __m256i m = _mm256_blendv_epi8(sub, _mm256_srli_epi32(r, sh), norm);
+    if (f.fnuz) sign = _mm256_andnot_si256(_mm256_cmpeq_epi32(m, _mm256_setzero_si256()), sign);
+    return _mm256_or_si256(m, sign);
+}
+
+typedef struct {
+    __m256 lo, hi, s1, z1, i1;
+} ext_consts;
+
+/* 8 elements from i (r < 8 and !full: only the first r are read): the byte values, as int32. */
+QC_INLINE __m256i ext_block(const void *x, size_t i, size_t r, int full, const float *s,
+                            const float *inv, const float *zp, const ext_consts *k, int vec,
+                            qc_profile p, int bf16, qc_qout out, __m256 *nan) {
+    const int vinv = vec && p != QC_PROFILE_ONNX && p != QC_PROFILE_TFLITE;
+    __m256i m = tail_mask(full ? 8 : r);
+    __m256 vx = load8(x, i, r, full, bf16);
+    __m256 vs = full ? load_or(s + i, vec, k->s1) : mload_or(s + i, m, vec, k->s1);
+    *nan = _mm256_or_ps(*nan, _mm256_cmp_ps(vx, vx, _CMP_UNORD_Q));
+    if (out >= QC_OUT_F8_E4M3FN) {
+        return f8_bits(clamp_v(_mm256_div_ps(vx, vs), k->lo, k->hi), qc_f8_format(out));
+    }
+    __m256 vz = full ? load_or(zp + i, vec, k->z1) : mload_or(zp + i, m, vec, k->z1);
+    __m256 vi = full ? load_or(inv + i, vinv, k->i1) : mload_or(inv + i, m, vinv, k->i1);
+    __m256i q = _mm256_cvtps_epi32(clamp_v(rounded_p(vx, vs, vi, vz, p), k->lo, k->hi));
+    return out == QC_OUT_BYTES ? q : _mm256_and_si256(q, _mm256_set1_epi32(0x0F));
+}
+
+/* 16 nibbles (int32 lanes, values 0..15) -> 8 bytes in the low half, element 2k low. */
+QC_INLINE __m128i pack_nibbles(__m256i q0, __m256i q1) {
+    __m128i b = _mm_unpacklo_epi64(low_bytes(q0), low_bytes(q1));
+    /* 16-bit lanes lo | hi << 8 -> low byte lo | hi << 4 */
+    __m128i w = _mm_and_si128(_mm_or_si128(b, _mm_srli_epi16(b, 4)), _mm_set1_epi16(0xFF));
+    return _mm_packus_epi16(w, w);
+}
+
+QC_INLINE int quantize_ext_p(const void *x, uint8_t *q, size_t n, const float *s,
+                             const float *inv, const float *zp, const qc_qcfg *cfg, int vec,
+                             qc_profile p, int bf16, qc_qout out) {
+    const ext_consts k = {_mm256_set1_ps(cfg->qmin), _mm256_set1_ps(cfg->qmax),
+                          _mm256_set1_ps(s[0]), _mm256_set1_ps(zp[0]), _mm256_set1_ps(inv[0])};
+    __m256 nan = _mm256_setzero_ps();
+    size_t i = 0;
+    uint8_t tmp[16];
+    if (out == QC_OUT_PACKED4) { /* n is even */
+        for (; i + 16 <= n; i += 16) {
+            __m256i q0 = ext_block(x, i, 8, 1, s, inv, zp, &k, vec, p, bf16, out, &nan);
+            __m256i q1 = ext_block(x, i + 8, 8, 1, s, inv, zp, &k, vec, p, bf16, out, &nan);
+            _mm_storel_epi64((__m128i *)(q + i / 2), pack_nibbles(q0, q1));
+        }
+        if (i < n) {
+            size_t r = n - i;
+            __m256i q0 = ext_block(x, i, r < 8 ? r : 8, 0, s, inv, zp, &k, vec, p, bf16, out,
+                                   &nan);
+            __m256i q1 = ext_block(x, i + 8, r > 8 ? r - 8 : 0, 0, s, inv, zp, &k, vec, p, bf16,
+                                   out, &nan);
+            _mm_storeu_si128((__m128i *)tmp, pack_nibbles(q0, q1));
+            memcpy(q + i / 2, tmp, r / 2);
+        }
+        return _mm256_movemask_ps(nan) != 0;
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256i v = ext_block(x, i, 8, 1, s, inv, zp, &k, vec, p, bf16, out, &nan);
+        _mm_storel_epi64((__m128i *)(q + i), low_bytes(v));
+    }
+    if (i < n) {
+        __m256i v = ext_block(x, i, n - i, 0, s, inv, zp, &k, vec, p, bf16, out, &nan);
+        _mm_storeu_si128((__m128i *)tmp, low_bytes(v));
+        memcpy(q + i, tmp, n - i);
+    }
+    return _mm256_movemask_ps(nan) != 0;
+}
+
+/* Every (input, output, profile) this kernel serves, each its own specialized loop: bytes
+ * from bfloat16 in every profile; nibbles and packed 4-bit in onnx/tflite (torch has no 4-bit
+ * quantize); float8 by division whatever the profile. */
+#define QC_EXT(p, bf16, out) quantize_ext_p(x, q, n, s, inv, zp, cfg, vec, p, bf16, out)
+#define QC_EXT_PROFILES(bf16, out)                                                         \
+    switch ((int)cfg->profile) {                                                           \
+    case QC_PROFILE_TORCH_FMA: return QC_EXT(QC_PROFILE_TORCH_FMA, bf16, out);             \
+    case QC_PROFILE_TORCH_ADD: return QC_EXT(QC_PROFILE_TORCH_ADD, bf16, out);             \
+    case QC_PROFILE_TORCH: return QC_EXT(QC_PROFILE_TORCH, bf16, out);                     \
+    case QC_PROFILE_TFLITE: return QC_EXT(QC_PROFILE_TFLITE, bf16, out);                   \
+    default: return QC_EXT(QC_PROFILE_ONNX, bf16, out);                                    \
+    }
+#define QC_EXT_INT4(bf16, out)                                                             \
+    return cfg->profile == QC_PROFILE_TFLITE ? QC_EXT(QC_PROFILE_TFLITE, bf16, out)        \
+                                             : QC_EXT(QC_PROFILE_ONNX, bf16, out)
+#define QC_EXT_OUTS(bf16)                                                                  \
+    switch ((int)cfg->out) {                                                               \
+    case QC_OUT_NIBBLE: QC_EXT_INT4(bf16, QC_OUT_NIBBLE);                                  \
+    case QC_OUT_PACKED4: QC_EXT_INT4(bf16, QC_OUT_PACKED4);                                \
+    case QC_OUT_F8_E4M3FN: return QC_EXT(QC_PROFILE_ONNX, bf16, QC_OUT_F8_E4M3FN);         \
+    case QC_OUT_F8_E4M3FNUZ: return QC_EXT(QC_PROFILE_ONNX, bf16, QC_OUT_F8_E4M3FNUZ);     \
+    case QC_OUT_F8_E5M2: return QC_EXT(QC_PROFILE_ONNX, bf16, QC_OUT_F8_E5M2);             \
+    case QC_OUT_F8_E5M2FNUZ: return QC_EXT(QC_PROFILE_ONNX, bf16, QC_OUT_F8_E5M2FNUZ);     \
+    default: QC_EXT_PROFILES(bf16, QC_OUT_BYTES)                                           \
+    }
+
+QC_INLINE int quantize_ext_dispatch(const void *x, uint8_t *q, size_t n, const float *s,
+                                    const float *inv, const float *zp, const qc_qcfg *cfg,
+                                    int vec) {
+    if (cfg->in == QC_IN_BF16) QC_EXT_OUTS(1)
+    QC_EXT_OUTS(0)
+}
+#undef QC_EXT_OUTS
+#undef QC_EXT_INT4
+#undef QC_EXT_PROFILES
+#undef QC_EXT
+
+static int quantize_ext_uniform(const void *x, uint8_t *q, size_t n, float s, float inv,
+                                float zp, const qc_qcfg *cfg) {
+    return quantize_ext_dispatch(x, q, n, &s, &inv, &zp, cfg, 0);
+}
+
+static int quantize_ext_vector(const void *x, uint8_t *q, size_t n, const float *s,
+                               const float *inv, const float *zp, const qc_qcfg *cfg) {
+    return quantize_ext_dispatch(x, q, n, s, inv, zp, cfg, 1);
+}
+
 const qc_quant_kernels qc_quant_kernels__avx2 = {
     quantize_uniform,   quantize_vector,   fake_uniform,   fake_vector,
     dequantize_uniform, dequantize_vector, minmax_uniform, minmax_vector,
+    quantize_ext_uniform, quantize_ext_vector,
 };

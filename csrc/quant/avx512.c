@@ -247,7 +247,193 @@ static int minmax_vector(const float *x, size_t n, float *mn, float *mx) {
     return nan != 0;
 }
 
+/* ---- extended quantize: bfloat16 input, nibble / packed 4-bit / float8 output ---- */
+
+/* 16 inputs as float32; bfloat16 bits are widened by << 16 (exact, as ml_dtypes' cast). */
+QC_INLINE __m512 load16(const void *x, size_t i, __mmask16 m, int full, int bf16) {
+    if (!bf16) {
+        const float *p = (const float *)x + i;
+        return full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+    }
+    const uint16_t *p = (const uint16_t *)x + i;
+    __m256i h = full ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* qc_f8_bits on 16 lanes (|v| <= max, not NaN): the normal rounding on the integer bits, the
+ * subnormal one by the float add of C, picked per lane; fnuz drops the sign of a zero. */
+QC_INLINE __m512i f8_bits(__m512 v, qc_f8fmt f) {
+    const unsigned sh = 23u - (unsigned)f.M;
+    const __m512i a = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
+    __m512i sign = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(v), 24),
+                                    _mm512_set1_epi32(0x80));
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(a, sh), _mm512_set1_epi32(1));
+    /* a + (half - 1) + lsb - rebias, modulo 2^32 (positive for the lanes that keep it) */
+    __m512i r = _mm512_add_epi32(
+        _mm512_add_epi32(a, _mm512_set1_epi32((int32_t)(((1u << (sh - 1)) - 1u) -
+                                                        ((uint32_t)(127 - f.bias) << 23)))),
+        lsb);
+    __mmask16 norm =
+        _mm512_cmpge_epu32_mask(a, _mm512_set1_epi32((int32_t)((uint32_t)(128 - f.bias) << 23)));
+    __m512i m = _mm512_srli_epi32(r, sh);
+    /* the subnormal path only when a lane needs it (values scaled to the format's range
+     * rarely do); normal codes are never 0, so fnuz's zero fix-up goes with it */
+    if (norm != 0xFFFF) {
+        const __m512 c = _mm512_set1_ps(qc_float_of((uint32_t)(151 - f.bias - f.M) << 23));
+        __m512i sub = _mm512_sub_epi32(
+            _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(a), c)), _mm512_castps_si512(c));
+        m = _mm512_mask_blend_epi32(norm, sub, m);
+        if (f.fnuz) sign = _mm512_maskz_mov_epi32(_mm512_test_epi32_mask(m, m), sign);
+    }
+    return _mm512_or_si512(m, sign);
+}
+
+typedef struct {
+    __m512 lo, hi, s1, z1, i1;
+} ext_consts;
+
+/* 16 elements from i (lanes outside m are not read): the byte values to store, as int32. */
+QC_INLINE __m512i ext_block(const void *x, size_t i, __mmask16 m, int full, const float *s,
+                            const float *inv, const float *zp, const ext_consts *k, int vec,
+                            qc_profile p, int bf16, qc_qout out, __mmask16 *nan) {
+    const int vinv = vec && p != QC_PROFILE_ONNX && p != QC_PROFILE_TFLITE;
+    __m512 vx = load16(x, i, m, full, bf16);
+    __m512 vs = !vec ? k->s1 : full ? _mm512_loadu_ps(s + i) : _mm512_mask_loadu_ps(k->s1, m, s + i);
+    *nan |= _mm512_cmp_ps_mask(vx, vx, _CMP_UNORD_Q);
+    if (out >= QC_OUT_F8_E4M3FN) {
+        return f8_bits(clamp_v(_mm512_div_ps(vx, vs), k->lo, k->hi), qc_f8_format(out));
+    }
+    __m512 vz = !vec ? k->z1 : full ? _mm512_loadu_ps(zp + i) : _mm512_maskz_loadu_ps(m, zp + i);
+    __m512 vi = !vinv ? k->i1 : full ? _mm512_loadu_ps(inv + i)
+                                     : _mm512_mask_loadu_ps(k->i1, m, inv + i);
+    __m512i q = _mm512_cvtps_epi32(clamp_v(rounded_p(vx, vs, vi, vz, p), k->lo, k->hi));
+    return out == QC_OUT_BYTES ? q : _mm512_and_si512(q, _mm512_set1_epi32(0x0F));
+}
+
+/* 32 nibbles (int32 lanes, values 0..15) -> 16 bytes, element 2k low, 2k + 1 high. */
+QC_INLINE __m128i pack_nibbles(__m512i q0, __m512i q1) {
+    __m256i b = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)),
+                                        _mm512_cvtepi32_epi8(q1), 1);
+    /* 16-bit lanes lo | hi << 8 -> low byte lo | hi << 4 */
+    return _mm256_cvtepi16_epi8(_mm256_or_si256(b, _mm256_srli_epi16(b, 4)));
+}
+
+/* bfloat16 -> int8/uint8 bytes with uniform parameters, 64 elements a step (the widening and
+ * the narrowing dominate this loop). Widening by interleaving a zero low half (vpunpck*wd,
+ * in-lane) instead of vpmovzxwd leaves the elements in the lane order [0-3, 8-11, ...] and
+ * [4-7, 12-15, ...]; vpackssdw of the two puts each 128-bit lane back in order, and after
+ * vpacksswb (int8) / vpackuswb (uint8: values 0..255, exact) one vpermq orders the 8-byte
+ * groups. Returns how many elements it did (a multiple of 64). */
+QC_INLINE size_t bf16_bytes_64(const uint16_t *x, uint8_t *q, size_t n, const ext_consts *k,
+                               qc_profile p, int is_signed, __mmask16 *nan) {
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i v0 = _mm512_loadu_si512(x + i), v1 = _mm512_loadu_si512(x + i + 32);
+        __m512 f[4] = {_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, v0)),
+                       _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, v0)),
+                       _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, v1)),
+                       _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, v1))};
+        __m512i c[4];
+        for (int j = 0; j < 4; j++) {
+            *nan |= _mm512_cmp_ps_mask(f[j], f[j], _CMP_UNORD_Q);
+            c[j] = _mm512_cvtps_epi32(clamp_v(rounded_p(f[j], k->s1, k->i1, k->z1, p), k->lo,
+                                              k->hi));
+        }
+        __m512i w0 = _mm512_packs_epi32(c[0], c[1]), w1 = _mm512_packs_epi32(c[2], c[3]);
+        __m512i b = is_signed ? _mm512_packs_epi16(w0, w1) : _mm512_packus_epi16(w0, w1);
+        _mm512_storeu_si512(q + i, _mm512_permutexvar_epi64(order, b));
+    }
+    return i;
+}
+
+QC_INLINE int quantize_ext_p(const void *x, uint8_t *q, size_t n, const float *s,
+                             const float *inv, const float *zp, const qc_qcfg *cfg, int vec,
+                             qc_profile p, int bf16, qc_qout out) {
+    const ext_consts k = {_mm512_set1_ps(cfg->qmin), _mm512_set1_ps(cfg->qmax),
+                          _mm512_set1_ps(s[0]), _mm512_set1_ps(zp[0]), _mm512_set1_ps(inv[0])};
+    __mmask16 nan = 0;
+    size_t i = 0;
+    if (bf16 && out == QC_OUT_BYTES && !vec) {
+        i = bf16_bytes_64((const uint16_t *)x, q, n, &k, p, cfg->qmin < 0.0f, &nan);
+    }
+    if (out == QC_OUT_PACKED4) { /* n is even */
+        for (; i + 32 <= n; i += 32) {
+            __m512i q0 = ext_block(x, i, 0xFFFF, 1, s, inv, zp, &k, vec, p, bf16, out, &nan);
+            __m512i q1 = ext_block(x, i + 16, 0xFFFF, 1, s, inv, zp, &k, vec, p, bf16, out, &nan);
+            _mm_storeu_si128((__m128i *)(q + i / 2), pack_nibbles(q0, q1));
+        }
+        if (i < n) {
+            size_t r = n - i;
+            __mmask16 m0 = tail_mask(r < 16 ? r : 16), m1 = r > 16 ? tail_mask(r - 16) : 0;
+            __m512i q0 = ext_block(x, i, m0, 0, s, inv, zp, &k, vec, p, bf16, out, &nan);
+            __m512i q1 = ext_block(x, i + 16, m1, 0, s, inv, zp, &k, vec, p, bf16, out, &nan);
+            _mm_mask_storeu_epi8(q + i / 2, tail_mask(r / 2), pack_nibbles(q0, q1));
+        }
+        return nan != 0;
+    }
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = ext_block(x, i, 0xFFFF, 1, s, inv, zp, &k, vec, p, bf16, out, &nan);
+        _mm_storeu_si128((__m128i *)(q + i), _mm512_cvtepi32_epi8(v));
+    }
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        __m512i v = ext_block(x, i, m, 0, s, inv, zp, &k, vec, p, bf16, out, &nan);
+        _mm512_mask_cvtepi32_storeu_epi8(q + i, m, v);
+    }
+    return nan != 0;
+}
+
+/* Every (input, output, profile) this kernel serves, each its own specialized loop: bytes
+ * from bfloat16 in every profile; nibbles and packed 4-bit in onnx/tflite (torch has no 4-bit
+ * quantize); float8 by division whatever the profile. */
+#define QC_EXT(p, bf16, out) quantize_ext_p(x, q, n, s, inv, zp, cfg, vec, p, bf16, out)
+#define QC_EXT_PROFILES(bf16, out)                                                         \
+    switch ((int)cfg->profile) {                                                           \
+    case QC_PROFILE_TORCH_FMA: return QC_EXT(QC_PROFILE_TORCH_FMA, bf16, out);             \
+    case QC_PROFILE_TORCH_ADD: return QC_EXT(QC_PROFILE_TORCH_ADD, bf16, out);             \
+    case QC_PROFILE_TORCH: return QC_EXT(QC_PROFILE_TORCH, bf16, out);                     \
+    case QC_PROFILE_TFLITE: return QC_EXT(QC_PROFILE_TFLITE, bf16, out);                   \
+    default: return QC_EXT(QC_PROFILE_ONNX, bf16, out);                                    \
+    }
+#define QC_EXT_INT4(bf16, out)                                                             \
+    return cfg->profile == QC_PROFILE_TFLITE ? QC_EXT(QC_PROFILE_TFLITE, bf16, out)        \
+                                             : QC_EXT(QC_PROFILE_ONNX, bf16, out)
+#define QC_EXT_OUTS(bf16)                                                                  \
+    switch ((int)cfg->out) {                                                               \
+    case QC_OUT_NIBBLE: QC_EXT_INT4(bf16, QC_OUT_NIBBLE);                                  \
+    case QC_OUT_PACKED4: QC_EXT_INT4(bf16, QC_OUT_PACKED4);                                \
+    case QC_OUT_F8_E4M3FN: return QC_EXT(QC_PROFILE_ONNX, bf16, QC_OUT_F8_E4M3FN);         \
+    case QC_OUT_F8_E4M3FNUZ: return QC_EXT(QC_PROFILE_ONNX, bf16, QC_OUT_F8_E4M3FNUZ);     \
+    case QC_OUT_F8_E5M2: return QC_EXT(QC_PROFILE_ONNX, bf16, QC_OUT_F8_E5M2);             \
+    case QC_OUT_F8_E5M2FNUZ: return QC_EXT(QC_PROFILE_ONNX, bf16, QC_OUT_F8_E5M2FNUZ);     \
+    default: QC_EXT_PROFILES(bf16, QC_OUT_BYTES)                                           \
+    }
+
+QC_INLINE int quantize_ext_dispatch(const void *x, uint8_t *q, size_t n, const float *s,
+                                    const float *inv, const float *zp, const qc_qcfg *cfg,
+                                    int vec) {
+    if (cfg->in == QC_IN_BF16) QC_EXT_OUTS(1)
+    QC_EXT_OUTS(0)
+}
+#undef QC_EXT_OUTS
+#undef QC_EXT_INT4
+#undef QC_EXT_PROFILES
+#undef QC_EXT
+
+static int quantize_ext_uniform(const void *x, uint8_t *q, size_t n, float s, float inv,
+                                float zp, const qc_qcfg *cfg) {
+    return quantize_ext_dispatch(x, q, n, &s, &inv, &zp, cfg, 0);
+}
+
+static int quantize_ext_vector(const void *x, uint8_t *q, size_t n, const float *s,
+                               const float *inv, const float *zp, const qc_qcfg *cfg) {
+    return quantize_ext_dispatch(x, q, n, s, inv, zp, cfg, 1);
+}
+
 const qc_quant_kernels qc_quant_kernels__avx512 = {
     quantize_uniform,   quantize_vector,   fake_uniform,   fake_vector,
     dequantize_uniform, dequantize_vector, minmax_uniform, minmax_vector,
+    quantize_ext_uniform, quantize_ext_vector,
 };

@@ -97,7 +97,7 @@ static size_t chunk_start(size_t n, size_t ntasks, size_t t) {
 
 /* ---- quantize, fake-quantize, dequantize ---- */
 
-typedef enum { OP_QUANTIZE, OP_FAKE, OP_DEQUANTIZE } op_kind;
+typedef enum { OP_QUANTIZE, OP_FAKE, OP_DEQUANTIZE, OP_QUANTIZE_EXT } op_kind;
 
 typedef struct {
     const qc_quant_kernels *k;
@@ -111,9 +111,63 @@ typedef struct {
     const int32_t *zpi;         /* dequantize */
     const qc_qcfg *cfg;
     int nan;
+    const void *xv; /* quantize_ext: float32 or bfloat16 */
 } op_ctx;
 
 static void set_nan(op_ctx *c) { __atomic_store_n(&c->nan, 1, __ATOMIC_RELAXED); }
+
+/* Element i of the extended quantize input as float32 (bfloat16: its bits << 16, exact). */
+static float ext_load(const op_ctx *c, size_t i) {
+    if (c->cfg->in == QC_IN_BF16) return qc_float_of((uint32_t)((const uint16_t *)c->xv)[i] << 16);
+    return ((const float *)c->xv)[i];
+}
+
+/* The extended quantize of elements [e, e + len) with parameters s[j], ... (vec) or s[0].
+ * Packed 4-bit output: the kernels take whole bytes (an even count from an even element), so
+ * an odd first element fills the high nibble of a byte whose low nibble this thread wrote
+ * just before (chunks start at multiples of 64 elements), and an odd last element writes its
+ * byte with a zero high nibble (the next run, or nothing: the padding of a short last byte). */
+static int quantize_ext(op_ctx *c, size_t e, size_t len, const float *s, const float *inv,
+                        const float *zp, int vec) {
+    const qc_qcfg *cfg = c->cfg;
+    const size_t isz = cfg->in == QC_IN_BF16 ? 2 : 4;
+    uint8_t *q = c->out;
+    if (cfg->out != QC_OUT_PACKED4) {
+        const char *x = (const char *)c->xv + e * isz;
+        return vec ? c->k->quantize_ext_vector(x, q + e, len, s, inv, zp, cfg)
+                   : c->k->quantize_ext_uniform(x, q + e, len, s[0], inv[0], zp[0], cfg);
+    }
+    int nan = 0;
+    if ((e & 1) && len) {
+        float v = ext_load(c, e);
+        uint8_t b = 0;
+        if (v != v) nan = 1;
+        else b = qc_quantize_ext_one(v, s[0], inv[0], zp[0], cfg);
+        q[e / 2] = (uint8_t)((q[e / 2] & 0x0Fu) | (b << 4));
+        e++;
+        len--;
+        if (vec) {
+            s++;
+            inv++;
+            zp++;
+        }
+    }
+    size_t m = len & ~(size_t)1;
+    if (m) {
+        const char *x = (const char *)c->xv + e * isz;
+        nan |= vec ? c->k->quantize_ext_vector(x, q + e / 2, m, s, inv, zp, cfg)
+                   : c->k->quantize_ext_uniform(x, q + e / 2, m, s[0], inv[0], zp[0], cfg);
+    }
+    if (len & 1) {
+        size_t j = vec ? m : 0;
+        float v = ext_load(c, e + m);
+        uint8_t b = 0;
+        if (v != v) nan = 1;
+        else b = qc_quantize_ext_one(v, s[j], inv[j], zp[j], cfg);
+        q[(e + m) / 2] = b;
+    }
+    return nan;
+}
 
 static void op_vector(op_ctx *c, size_t e, size_t len, const float *s, const float *inv,
                       const float *zpf, const int32_t *zpi) {
@@ -129,6 +183,7 @@ static void op_vector(op_ctx *c, size_t e, size_t len, const float *s, const flo
     case OP_DEQUANTIZE:
         c->k->dequantize_vector(c->qin + e, (float *)c->out + e, len, c->is_signed, s, zpi);
         break;
+    case OP_QUANTIZE_EXT: nan = quantize_ext(c, e, len, s, inv, zpf, 1); break;
     }
     if (nan) set_nan(c);
 }
@@ -154,6 +209,7 @@ static void op_run(void *vctx, size_t e, size_t len, size_t p, int vector) {
         c->k->dequantize_uniform(c->qin + e, (float *)c->out + e, len, c->is_signed, c->s[p],
                                  c->zpi[p]);
         break;
+    case OP_QUANTIZE_EXT: nan = quantize_ext(c, e, len, c->s + p, c->inv + p, c->zpf + p, 0); break;
     }
     if (nan) set_nan(c);
 }
@@ -235,20 +291,26 @@ static int run_op(const qc_layout *L, op_ctx *op) {
 
 int qc_quantize_run(const qc_quant_kernels *k, const qc_layout *L, const float *x, uint8_t *q,
                     const float *s, const float *inv, const float *zpf, const qc_qcfg *cfg) {
-    op_ctx c = {k, OP_QUANTIZE, x, NULL, 0, q, NULL, s, inv, zpf, NULL, cfg, 0};
+    op_ctx c = {k, OP_QUANTIZE, x, NULL, 0, q, NULL, s, inv, zpf, NULL, cfg, 0, NULL};
+    return run_op(L, &c);
+}
+
+int qc_quantize_ext_run(const qc_quant_kernels *k, const qc_layout *L, const void *x, uint8_t *q,
+                        const float *s, const float *inv, const float *zpf, const qc_qcfg *cfg) {
+    op_ctx c = {k, OP_QUANTIZE_EXT, NULL, NULL, 0, q, NULL, s, inv, zpf, NULL, cfg, 0, x};
     return run_op(L, &c);
 }
 
 int qc_fake_quantize_run(const qc_quant_kernels *k, const qc_layout *L, const float *x, float *y,
                          uint8_t *mask, const float *s, const float *inv, const float *zpf,
                          const qc_qcfg *cfg) {
-    op_ctx c = {k, OP_FAKE, x, NULL, 0, y, mask, s, inv, zpf, NULL, cfg, 0};
+    op_ctx c = {k, OP_FAKE, x, NULL, 0, y, mask, s, inv, zpf, NULL, cfg, 0, NULL};
     return run_op(L, &c);
 }
 
 void qc_dequantize_run(const qc_quant_kernels *k, const qc_layout *L, const uint8_t *q,
                        int is_signed, float *y, const float *s, const int32_t *zp) {
-    op_ctx c = {k, OP_DEQUANTIZE, NULL, q, is_signed, y, NULL, s, NULL, NULL, zp, NULL, 0};
+    op_ctx c = {k, OP_DEQUANTIZE, NULL, q, is_signed, y, NULL, s, NULL, NULL, zp, NULL, 0, NULL};
     run_op(L, &c);
 }
 

@@ -3,6 +3,7 @@
 #define QC_QUANT_H
 
 #include <math.h>
+#include <string.h>
 
 #include "qc_common.h"
 #include "cpu/cpu.h"
@@ -24,9 +25,29 @@
  * for a NaN element is unspecified (the binding raises). Integer outputs are written as bytes:
  * the clamped value's low byte is the int8 or uint8 pattern. */
 
+/* Input element type and output form of the extended quantize kernels (quantize_ext_*).
+ * QC_OUT_BYTES      one byte per element: the clamped integer's low byte (int8/uint8)
+ * QC_OUT_NIBBLE     one byte per element holding the 4-bit pattern (ml_dtypes int4/uint4)
+ * QC_OUT_PACKED4    two elements per byte, the first in the low nibble (ONNX int4/uint4)
+ * QC_OUT_F8_*       one float8 byte per element: ONNX QuantizeLinear with saturate=1,
+ *                   cast(clamp(x / s, -max, max)) rounding to nearest even (qmin/qmax are
+ *                   -max/max, the zero point 0, the profile ignored) */
+typedef enum { QC_IN_F32 = 0, QC_IN_BF16 } qc_qin;
+typedef enum {
+    QC_OUT_BYTES = 0,
+    QC_OUT_NIBBLE,
+    QC_OUT_PACKED4,
+    QC_OUT_F8_E4M3FN,
+    QC_OUT_F8_E4M3FNUZ,
+    QC_OUT_F8_E5M2,
+    QC_OUT_F8_E5M2FNUZ
+} qc_qout;
+
 typedef struct {
     qc_profile profile;
-    float qmin, qmax; /* integer-valued */
+    float qmin, qmax; /* integer-valued (float8: -max, max) */
+    qc_qin in;
+    qc_qout out;
 } qc_qcfg;
 
 /* PyTorch itself (2.13, x86 with FBGEMM) rounds three ways; fake_quantize_per_tensor_affine
@@ -63,6 +84,63 @@ QC_INLINE float qc_quantize_one(float x, float s, float inv, float zp, const qc_
     return qc_clamp_one(qc_rounded_one(x, s, inv, zp, cfg->profile), cfg->qmin, cfg->qmax);
 }
 
+/* ---- float8 (ONNX saturate=1) ----
+ * A float8 format: M mantissa bits, exponent bias, fnuz (no negative zero: 0x80 is NaN).
+ * e4m3fn (3, 7), e4m3fnuz (3, 8), e5m2 (2, 15), e5m2fnuz (2, 16). */
+typedef struct {
+    int M, bias, fnuz;
+} qc_f8fmt;
+
+QC_INLINE qc_f8fmt qc_f8_format(qc_qout out) {
+    switch ((int)out) {
+    case QC_OUT_F8_E4M3FNUZ: return (qc_f8fmt){3, 8, 1};
+    case QC_OUT_F8_E5M2: return (qc_f8fmt){2, 15, 0};
+    case QC_OUT_F8_E5M2FNUZ: return (qc_f8fmt){2, 16, 1};
+    default: return (qc_f8fmt){3, 7, 0};
+    }
+}
+
+QC_INLINE uint32_t qc_bits_of(float x) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+QC_INLINE float qc_float_of(uint32_t b) {
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+/* The float8 bits of a finite v with |v| <= the format's max (so no overflow), rounded to
+ * nearest even. Normal results (|v| >= 2^(1 - bias)): round the float32 bits at bit 23 - M
+ * (+ half - 1 + the kept lsb, a carry may step the exponent), then rebias 127 -> bias.
+ * Subnormal results: |v| + C with C = 2^(24 - bias - M), whose ulp is the float8 subnormal
+ * step 2^(1 - bias - M); the float add rounds to nearest even and bits(sum) - bits(C) is the
+ * float8 code (2^M, rounding up to the smallest normal, is that normal's code). fnuz formats
+ * have no -0: a zero result is +0. */
+QC_INLINE uint8_t qc_f8_bits(float v, qc_f8fmt f) {
+    uint32_t b = qc_bits_of(v), a = b & 0x7fffffffu, sign = (b >> 24) & 0x80u, m;
+    const uint32_t sh = 23u - (uint32_t)f.M;
+    if (a >= (uint32_t)(128 - f.bias) << 23) {
+        uint32_t r = a + ((1u << (sh - 1)) - 1u) + ((a >> sh) & 1u);
+        m = (r - ((uint32_t)(127 - f.bias) << 23)) >> sh;
+    } else {
+        const float c = qc_float_of((uint32_t)(151 - f.bias - f.M) << 23);
+        m = qc_bits_of(qc_float_of(a) + c) - qc_bits_of(c);
+    }
+    if (f.fnuz && m == 0) sign = 0;
+    return (uint8_t)(sign | m);
+}
+
+/* One element of the extended quantize (x not NaN): the byte (or nibble) it stores. */
+QC_INLINE uint8_t qc_quantize_ext_one(float x, float s, float inv, float zp, const qc_qcfg *cfg) {
+    if (cfg->out >= QC_OUT_F8_E4M3FN) {
+        return qc_f8_bits(qc_clamp_one(x / s, cfg->qmin, cfg->qmax), qc_f8_format(cfg->out));
+    }
+    uint8_t q = (uint8_t)(int32_t)qc_quantize_one(x, s, inv, zp, cfg);
+    return cfg->out == QC_OUT_BYTES ? q : (uint8_t)(q & 0x0Fu);
+}
+
 /* quantize: n contiguous float32 -> n bytes. uniform: one (s, inv, zp); vector: per element. */
 typedef int (*qc_quantize_uniform_fn)(const float *x, uint8_t *q, size_t n, float s, float inv,
                                       float zp, const qc_qcfg *cfg);
@@ -75,6 +153,12 @@ typedef int (*qc_fake_uniform_fn)(const float *x, float *y, uint8_t *mask, size_
 typedef int (*qc_fake_vector_fn)(const float *x, float *y, uint8_t *mask, size_t n,
                                  const float *s, const float *inv, const float *zp,
                                  const qc_qcfg *cfg);
+/* extended quantize: x is float32 or bfloat16 bits (cfg->in), the output as cfg->out says;
+ * QC_OUT_PACKED4 needs an even n and writes n / 2 bytes. */
+typedef int (*qc_quantize_ext_uniform_fn)(const void *x, uint8_t *q, size_t n, float s, float inv,
+                                          float zp, const qc_qcfg *cfg);
+typedef int (*qc_quantize_ext_vector_fn)(const void *x, uint8_t *q, size_t n, const float *s,
+                                         const float *inv, const float *zp, const qc_qcfg *cfg);
 /* dequantize: n int8 (is_signed) or uint8 -> float32. */
 typedef void (*qc_dequantize_uniform_fn)(const uint8_t *q, float *y, size_t n, int is_signed,
                                          float s, int32_t zp);
@@ -95,6 +179,8 @@ typedef struct {
     qc_dequantize_vector_fn dequantize_vector;
     qc_minmax_uniform_fn minmax_uniform;
     qc_minmax_vector_fn minmax_vector;
+    qc_quantize_ext_uniform_fn quantize_ext_uniform;
+    qc_quantize_ext_vector_fn quantize_ext_vector;
 } qc_quant_kernels;
 
 extern const qc_quant_kernels qc_quant_kernels__scalar;
@@ -139,6 +225,11 @@ size_t qc_quant_ntasks(size_t n);
  * inv = 1.0f / s is always passed (only the torch profile reads it). */
 int qc_quantize_run(const qc_quant_kernels *k, const qc_layout *L, const float *x, uint8_t *q,
                     const float *s, const float *inv, const float *zpf, const qc_qcfg *cfg);
+/* As qc_quantize_run for any cfg->in / cfg->out: x holds float32 or bfloat16 bits; q holds
+ * one byte per element, or ceil(n / 2) bytes for QC_OUT_PACKED4 (a short last byte has a zero
+ * high nibble). */
+int qc_quantize_ext_run(const qc_quant_kernels *k, const qc_layout *L, const void *x, uint8_t *q,
+                        const float *s, const float *inv, const float *zpf, const qc_qcfg *cfg);
 int qc_fake_quantize_run(const qc_quant_kernels *k, const qc_layout *L, const float *x, float *y,
                          uint8_t *mask, const float *s, const float *inv, const float *zpf,
                          const qc_qcfg *cfg);

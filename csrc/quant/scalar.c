@@ -107,7 +107,39 @@ static int minmax_vector(const float *x, size_t n, float *mn, float *mx) {
     return nan;
 }
 
+/* ---- extended quantize: bfloat16 input (bits << 16, exact), nibble/packed/float8 output ---- */
+
+QC_INLINE int quantize_ext_p(const void *xv, uint8_t *q, size_t n, const float *s,
+                             const float *inv, const float *zp, const qc_qcfg *cfg, int vec) {
+    const float *xf = (const float *)xv;
+    const uint16_t *xb = (const uint16_t *)xv;
+    const int bf16 = cfg->in == QC_IN_BF16, packed = cfg->out == QC_OUT_PACKED4;
+    int nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = vec ? i : 0;
+        float x = bf16 ? qc_float_of((uint32_t)xb[i] << 16) : xf[i];
+        uint8_t b = 0;
+        if (x != x) nan = 1;
+        else b = qc_quantize_ext_one(x, s[j], inv[j], zp[j], cfg);
+        if (!packed) q[i] = b;
+        else if (i & 1) q[i / 2] = (uint8_t)(q[i / 2] | (b << 4));
+        else q[i / 2] = b;
+    }
+    return nan;
+}
+
+static int quantize_ext_uniform(const void *x, uint8_t *q, size_t n, float s, float inv,
+                                float zp, const qc_qcfg *cfg) {
+    return quantize_ext_p(x, q, n, &s, &inv, &zp, cfg, 0);
+}
+
+static int quantize_ext_vector(const void *x, uint8_t *q, size_t n, const float *s,
+                               const float *inv, const float *zp, const qc_qcfg *cfg) {
+    return quantize_ext_p(x, q, n, s, inv, zp, cfg, 1);
+}
+
 const qc_quant_kernels qc_quant_kernels__scalar = {
     quantize_uniform,   quantize_vector,   fake_uniform,   fake_vector,
     dequantize_uniform, dequantize_vector, minmax_uniform, minmax_vector,
+    quantize_ext_uniform, quantize_ext_vector,
 };
