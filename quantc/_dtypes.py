@@ -13,6 +13,8 @@ ML_FLOATS = {name: np.dtype(getattr(ml_dtypes, name)) for name in (
 # safetensors dtype tags of ml_dtypes' types (read from the file's bytes directly).
 ST_ML_TAGS = {"BF16": ML_FLOATS["bfloat16"], "F8_E4M3": ML_FLOATS["float8_e4m3fn"],
               "F8_E5M2": ML_FLOATS["float8_e5m2"]}
+ST_ML_TAGS.update({tag: ML_FLOATS[name] for tag, name in (
+    ("F8_E4M3FNUZ", "float8_e4m3fnuz"), ("F8_E5M2FNUZ", "float8_e5m2fnuz")) if name in ML_FLOATS})
 
 
 def is_ml_float(dt):

@@ -37,8 +37,8 @@ __all__ = ["TensorReader", "open_tensors", "write_tensors", "FORMATS"]
 FORMATS = (".safetensors", ".npz")
 _PICKLE_FORMATS = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
-# safetensors dtype tags -> NumPy dtypes; BF16/F8_E4M3/F8_E5M2 are ml_dtypes' bfloat16,
-# float8_e4m3fn and float8_e5m2 (read straight from the checked byte range of the file).
+# safetensors dtype tags -> NumPy dtypes; ml_dtypes' bfloat16 and float8 types are in
+# _dtypes.ST_ML_TAGS (read straight from the checked byte range of the file).
 _ST_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
@@ -434,6 +434,16 @@ def write_tensors(path, tensors, metadata=None):
     """
     path, ext, folder = _atomic_target(path)
     metadata = dict(metadata or {})
+    # what the readers take back (numbers, bfloat16/float8; safetensors knows fewer): checked
+    # before anything is written
+    st_types = [np.dtype(d) for d in _ST_DTYPES.values()] + list(_dtypes.ST_ML_TAGS.values())
+    for name, v in tensors.items():
+        dt = np.asarray(v).dtype
+        ok = any(dt == d for d in st_types) if ext == ".safetensors" else \
+            (dt.kind in "biuf" or _dtypes.is_ml_float(dt))
+        if not ok:
+            raise TypeError(f"tensors[{name!r}]: {ext} files hold no {dt} arrays (sub-byte "
+                            f"integers: store qc.pack_bits(...), uint8)")
     base = os.path.basename(path)
     _remove_stale_temps(folder, base)
     tmp = os.path.join(folder, f".{base}{_TMP_TAG}{os.getpid()}-{os.urandom(4).hex()}")

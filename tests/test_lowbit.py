@@ -523,3 +523,25 @@ def test_c_kernels_nan_out_and_bad_input():
     # int2/uint2 pack through pack_bits
     assert np.array_equal(qc.quantize(x, 0.5, dtype="int2", packed=True),
                           _ref(x, np.float32(0.5), None, "int2", packed=True))
+
+
+@pytest.mark.parametrize("ext", [".safetensors", ".npz"])
+def test_float8_tensor_files_round_trip(tmp_path, ext):
+    """Every float8 format is written and read back bit-identically (safetensors' FNUZ tags
+    included), and sub-byte integer arrays, which neither reader takes back, are refused
+    before anything is written."""
+    from quantc import io
+    x = np.random.default_rng(3).normal(size=(17, 33)).astype(np.float32)
+    t = {n: qc.quantize(x, 0.01, None, n) for n in
+         ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")}
+    path = tmp_path / ("f8" + ext)
+    io.write_tensors(path, t)
+    r = io.open_tensors(path)
+    for name, v in t.items():
+        back = r.read(name)
+        assert back.dtype == v.dtype and back.tobytes() == v.tobytes(), name
+    r.close()
+    bad = tmp_path / ("i4" + ext)
+    with pytest.raises(TypeError, match=r"tensors\['w'\].*int4"):
+        io.write_tensors(bad, {"w": qc.quantize(x, 0.1, None, "int4")})
+    assert not bad.exists()
