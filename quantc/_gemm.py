@@ -249,15 +249,7 @@ class Linear:
             i = int(np.argmax(bad))
             raise ValueError(f"weight_scale: expected positive finite float32 values, got "
                              f"{ws[i]} at index {i}")
-        if bias is not None:
-            b = np.asarray(bias)
-            if b.dtype.kind not in "fiu" and not _dtypes.is_ml_float(b.dtype):
-                raise TypeError(f"bias: expected real numbers or None, got {b.dtype}")
-            bias = np.array(b, dtype=np.float32, order="C")
-            if bias.shape != (n,):
-                raise ValueError(f"bias: expected shape ({n},) (out_features) or None, got "
-                                 f"shape {bias.shape}")
-            bias.flags.writeable = False
+        bias = _linear_bias(bias, n)
         ws.flags.writeable = False
         self._packed = packed
         self._weight_scale = ws
@@ -460,15 +452,7 @@ class Linear:
             z = None
         q = np.ascontiguousarray(np.asarray(qt.q).reshape(n, k).astype(it))
         packed = _C._q4_pack(q, s, z, qt.block_size, signed, bits)
-        if bias is not None:
-            b = np.asarray(bias)
-            if b.dtype.kind not in "fiu" and not _dtypes.is_ml_float(b.dtype):
-                raise TypeError(f"bias: expected real numbers or None, got {b.dtype}")
-            bias = np.array(b, dtype=np.float32, order="C")
-            if bias.shape != (n,):
-                raise ValueError(f"bias: expected shape ({n},) (out_features) or None, got "
-                                 f"shape {bias.shape}")
-            bias.flags.writeable = False
+        bias = _linear_bias(bias, n)
         self = object.__new__(cls)
         s.flags.writeable = False
         if z is not None:
@@ -507,6 +491,21 @@ def _check_block_size(v):
     if v < 32 or v % 32 or v > 65536:
         raise ValueError(f"block_size: expected a multiple of 32 in [32, 65536] (32, 64, 128, "
                          f"...), got {v}")
+
+
+def _linear_bias(bias, n):
+    """A Linear's bias: None, or a read-only float32 (n,) copy of real numbers."""
+    if bias is None:
+        return None
+    b = np.asarray(bias)
+    if b.dtype.kind not in "fiu" and not _dtypes.is_ml_float(b.dtype):
+        raise TypeError(f"bias: expected real numbers or None, got {b.dtype}")
+    bias = np.array(b, dtype=np.float32, order="C")
+    if bias.shape != (n,):
+        raise ValueError(f"bias: expected shape ({n},) (out_features) or None, got "
+                         f"shape {bias.shape}")
+    bias.flags.writeable = False
+    return bias
 
 
 def _act_granularity(v):
