@@ -48,29 +48,35 @@ size_t qc_q4_param_count(int64_t n, int64_t k, int64_t bs) {
     return mul_size(mul_size((size_t)np, (size_t)nb), QC_Q4_NR);
 }
 
-void qc_q4_pack(const int8_t *w, const float *ws, const int8_t *zw, int is_signed, int64_t n,
-                int64_t k, int64_t bs, uint8_t *data, float *sbuf, uint8_t *zbuf, qc_q4_b *out) {
+/* Both packings: w and zw as stored values u = w + off (off 8 for int4, 128 for int8, 0 for
+ * the unsigned types; modulo 2^bits), the scales and zero points by panel, block and column. */
+static void pack_bits(const int8_t *w, const float *ws, const int8_t *zw, int is_signed,
+                      int64_t n, int64_t k, int64_t bs, int bits, uint8_t *data, float *sbuf,
+                      uint8_t *zbuf, qc_q4_b *out) {
     const int64_t kp = round_up(QC_MAX(k, 1), QC_Q4_KC), np = (n + QC_Q4_NR - 1) / QC_Q4_NR;
     const int64_t nb = QC_MAX((k + bs - 1) / bs, 1);
-    const int32_t off = is_signed ? 8 : 0;
-    memset(data, 0, qc_q4_data_size(n, k, 4));
+    const int32_t off = is_signed ? (bits == 4 ? 8 : 128) : 0;
+    memset(data, 0, qc_q4_data_size(n, k, bits));
     memset(sbuf, 0, qc_q4_param_count(n, k, bs) * sizeof(float));
     const int has_zp = zbuf != NULL;
     if (has_zp) memset(zbuf, 0, qc_q4_param_count(n, k, bs));
     for (int64_t j = 0; j < n; j++) {
         const int64_t p = j / QC_Q4_NR, c = j % QC_Q4_NR;
-        uint8_t *panel = data + p * kp * 8;
+        uint8_t *panel = data + p * kp * bits * 2;
         const int8_t *row = w + j * k;
         for (int64_t kk = 0; kk < k; kk++) {
-            const uint8_t u = (uint8_t)((row[kk] + off) & 15);
-            uint8_t *dst = panel + (kk / 32) * 256 + ((kk % 32) / 8) * 64 + 4 * c + kk % 4;
-            *dst |= (uint8_t)((kk % 8) >= 4 ? u << 4 : u);
+            const uint8_t u = (uint8_t)(row[kk] + off);
+            if (bits == 8) {
+                panel[(kk / 4) * 64 + 4 * c + kk % 4] = u;
+            } else {
+                uint8_t *dst = panel + (kk / 32) * 256 + ((kk % 32) / 8) * 64 + 4 * c + kk % 4;
+                *dst |= (uint8_t)((kk % 8) >= 4 ? (u & 15) << 4 : u & 15);
+            }
         }
         for (int64_t b = 0; b < nb; b++) {
             sbuf[(p * nb + b) * QC_Q4_NR + c] = ws[j * nb + b];
             if (has_zp)
-                zbuf[(p * nb + b) * QC_Q4_NR + c] =
-                    (uint8_t)((zw ? zw[j * nb + b] : 0) + off);
+                zbuf[(p * nb + b) * QC_Q4_NR + c] = (uint8_t)((zw ? zw[j * nb + b] : 0) + off);
         }
     }
     out->k = k;
@@ -79,44 +85,20 @@ void qc_q4_pack(const int8_t *w, const float *ws, const int8_t *zw, int is_signe
     out->bs = bs;
     out->nb = nb;
     out->np = np;
-    out->bits = 4;
+    out->bits = bits;
     out->data = data;
     out->scale = sbuf;
     out->zp = has_zp ? zbuf : NULL;
 }
 
+void qc_q4_pack(const int8_t *w, const float *ws, const int8_t *zw, int is_signed, int64_t n,
+                int64_t k, int64_t bs, uint8_t *data, float *sbuf, uint8_t *zbuf, qc_q4_b *out) {
+    pack_bits(w, ws, zw, is_signed, n, k, bs, 4, data, sbuf, zbuf, out);
+}
+
 void qc_q8b_pack(const int8_t *w, const float *ws, const int8_t *zw, int is_signed, int64_t n,
                  int64_t k, int64_t bs, uint8_t *data, float *sbuf, uint8_t *zbuf, qc_q4_b *out) {
-    const int64_t kp = round_up(QC_MAX(k, 1), QC_Q4_KC), np = (n + QC_Q4_NR - 1) / QC_Q4_NR;
-    const int64_t nb = QC_MAX((k + bs - 1) / bs, 1);
-    const uint8_t flip = is_signed ? 0x80 : 0; /* int8 w -> w + 128 */
-    memset(data, 0, qc_q4_data_size(n, k, 8));
-    memset(sbuf, 0, qc_q4_param_count(n, k, bs) * sizeof(float));
-    const int has_zp = zbuf != NULL;
-    if (has_zp) memset(zbuf, 0, qc_q4_param_count(n, k, bs));
-    for (int64_t j = 0; j < n; j++) {
-        const int64_t p = j / QC_Q4_NR, c = j % QC_Q4_NR;
-        uint8_t *panel = data + p * kp * 16;
-        const uint8_t *row = (const uint8_t *)w + j * k;
-        for (int64_t kk = 0; kk < k; kk++)
-            panel[(kk / 4) * 64 + 4 * c + kk % 4] = (uint8_t)(row[kk] ^ flip);
-        for (int64_t b = 0; b < nb; b++) {
-            sbuf[(p * nb + b) * QC_Q4_NR + c] = ws[j * nb + b];
-            if (has_zp)
-                zbuf[(p * nb + b) * QC_Q4_NR + c] =
-                    (uint8_t)((zw ? (uint8_t)zw[j * nb + b] : 0) ^ flip);
-        }
-    }
-    out->k = k;
-    out->n = n;
-    out->kp = kp;
-    out->bs = bs;
-    out->nb = nb;
-    out->np = np;
-    out->bits = 8;
-    out->data = data;
-    out->scale = sbuf;
-    out->zp = has_zp ? zbuf : NULL;
+    pack_bits(w, ws, zw, is_signed, n, k, bs, 8, data, sbuf, zbuf, out);
 }
 
 /* rne(x / xs) clamped to [-127, 127]: the 1.5 * 2^23 trick is exact for |v| < 2^22 in
