@@ -425,6 +425,24 @@ static int resolve_out_dtype(PyObject *dtype_obj, const qparams *p, int *typenum
     return 0;
 }
 
+
+/* The end of a quantize call: dst (the output or out='s stand-in) into out, unless the input
+ * held NaN (then out= stays as it was and the error names the first NaN); releases x and the
+ * params. */
+static PyObject *quantize_finish(PyArrayObject *x, int bf16, PyArrayObject *dst,
+                                 PyArrayObject *out, int nan, qparams *p) {
+    if (nan && dst != out) Py_DECREF(dst);
+    else qc_out_commit(dst, out);
+    if (nan) {
+        nan_error_any(x, bf16, "x");
+        Py_DECREF(out);
+        out = NULL;
+    }
+    Py_DECREF(x);
+    qparams_free(p);
+    return (PyObject *)out;
+}
+
 static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     (void)self;
     static char *kwlist[] = {"x", "scale", "zero_point", "dtype", "axis", "block_size",
@@ -476,15 +494,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
                               (uint8_t *)PyArray_DATA(dst), p.s, p.inv, p.zpf, &cfg);
     }
     Py_END_ALLOW_THREADS
-    if (nan && dst != out) Py_DECREF(dst); /* out= stays as it was */
-    else qc_out_commit(dst, out);
-    if (nan) {
-        nan_error_any(x, bf16, "x");
-        goto fail;
-    }
-    Py_DECREF(x);
-    qparams_free(&p);
-    return (PyObject *)out;
+    return quantize_finish(x, bf16, dst, out, nan, &p);
 fail:
     Py_XDECREF(out);
     Py_XDECREF(x);
@@ -581,15 +591,7 @@ static PyObject *py_quantize_lowbit(PyObject *self, PyObject *args, PyObject *kw
     nan = qc_quantize_ext_run(k, &g.L, PyArray_DATA(x), (uint8_t *)PyArray_DATA(dst), p.s, p.inv,
                               p.zpf, &cfg);
     Py_END_ALLOW_THREADS
-    if (nan && dst != out) Py_DECREF(dst); /* out= stays as it was */
-    else qc_out_commit(dst, out);
-    if (nan) {
-        nan_error_any(x, bf16, "x");
-        goto fail;
-    }
-    Py_DECREF(x);
-    qparams_free(&p);
-    return (PyObject *)out;
+    return quantize_finish(x, bf16, dst, out, nan, &p);
 fail:
     Py_XDECREF(out);
     Py_XDECREF(x);
