@@ -66,12 +66,11 @@ static void pack_bits(const int8_t *w, const float *ws, const int8_t *zw, int is
         const int8_t *row = w + j * k;
         for (int64_t kk = 0; kk < k; kk++) {
             const uint8_t u = (uint8_t)(row[kk] + off);
-            if (bits == 8) {
-                panel[(kk / 4) * 64 + 4 * c + kk % 4] = u;
-            } else {
-                uint8_t *dst = panel + (kk / 32) * 256 + ((kk % 32) / 8) * 64 + 4 * c + kk % 4;
-                *dst |= (uint8_t)((kk % 8) >= 4 ? (u & 15) << 4 : u & 15);
-            }
+            if (bits == 8)
+                panel[qc_q4_unpacked_byte(kk, (int)c)] = u;
+            else
+                panel[qc_q4_nibble_byte(kk, (int)c)] |=
+                    (uint8_t)(qc_q4_nibble_high(kk) ? (u & 15) << 4 : u & 15);
         }
         for (int64_t b = 0; b < nb; b++) {
             sbuf[(p * nb + b) * QC_Q4_NR + c] = ws[j * nb + b];

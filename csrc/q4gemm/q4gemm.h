@@ -51,6 +51,16 @@
 #define QC_Q4_NR 16 /* columns per panel */
 #define QC_Q4_KC 32 /* k per 256-byte chunk; block sizes are multiples of it */
 
+/* Where u[16p + c][kk] lives in panel p (the packed layout above): the byte, and whether it is
+ * the high nibble; and its byte in the unpacked (and 8-bit) layout. */
+QC_INLINE size_t qc_q4_nibble_byte(int64_t kk, int c) {
+    return (size_t)((kk / 32) * 256 + ((kk % 32) / 8) * 64 + 4 * c + kk % 4);
+}
+QC_INLINE int qc_q4_nibble_high(int64_t kk) { return kk % 8 >= 4; }
+QC_INLINE size_t qc_q4_unpacked_byte(int64_t kk, int c) {
+    return (size_t)((kk / 4) * 64 + 4 * c + kk % 4);
+}
+
 typedef struct {
     int64_t k, n;       /* logical W shape (N, K) */
     int64_t kp;         /* round_up(k, 32) */

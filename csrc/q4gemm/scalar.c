@@ -3,8 +3,8 @@
 
 /* u[16p + c][kk] from the packed panel (layout in q4gemm.h) */
 QC_INLINE int32_t nibble(const uint8_t *panel, int64_t kk, int c) {
-    const uint8_t v = panel[(kk / 32) * 256 + ((kk % 32) / 8) * 64 + 4 * c + kk % 4];
-    return (kk % 8) >= 4 ? v >> 4 : v & 15;
+    const uint8_t v = panel[qc_q4_nibble_byte(kk, c)];
+    return qc_q4_nibble_high(kk) ? v >> 4 : v & 15;
 }
 
 static void gemv_scalar(const qc_q4_args *g, int64_t i, int64_t p, int nc) {
@@ -30,7 +30,7 @@ static void unpack_scalar(const qc_q4_b *b, int64_t p, uint8_t *dst) {
     const uint8_t *panel = b->data + p * b->kp * 8;
     for (int64_t kk = 0; kk < b->kp; kk++)
         for (int c = 0; c < QC_Q4_NR; c++)
-            dst[(kk / 4) * 64 + 4 * c + kk % 4] = (uint8_t)nibble(panel, kk, c);
+            dst[qc_q4_unpacked_byte(kk, c)] = (uint8_t)nibble(panel, kk, c);
 }
 
 static void tile_scalar(const qc_q4_args *g, const uint8_t *u, int64_t i0, int mr, int64_t p,
@@ -46,7 +46,7 @@ static void tile_scalar(const qc_q4_args *g, const uint8_t *u, int64_t i0, int m
                 qc_q4_block_range(b, blk, &k0, &k1);
                 int32_t dot = 0;
                 for (int64_t kk = k0; kk < k1; kk++)
-                    dot += (int32_t)q[kk] * (int32_t)u[(kk / 4) * 64 + 4 * c + kk % 4];
+                    dot += (int32_t)q[kk] * (int32_t)u[qc_q4_unpacked_byte(kk, c)];
                 const int32_t acc = dot - qc_q4_zu(b, p, blk, c) * g->qsum[i * b->nb + blk];
                 y = qc_q4_step(y, acc, g->xs[i], b->scale[(p * b->nb + blk) * QC_Q4_NR + c]);
             }
