@@ -13,7 +13,7 @@ import numpy as np
 from . import _C, _dtypes
 
 __all__ = ["quantize_multiplier", "requantize_fixed", "requantize", "matmul_integer",
-           "qlinear_matmul", "pack_matrix", "PackedMatrix", "Linear"]
+           "qlinear_matmul", "pack_matrix", "PackedMatrix", "Linear", "smooth_factors"]
 
 PackedMatrix = _C.PackedMatrix
 
@@ -179,6 +179,12 @@ class Linear:
     ``|y - y_float| <= sum_k (|x_k| w_scale/2 + |w_k| x_scale/2 + x_scale w_scale / 4)`` plus
     float32 rounding; the tests check this bound.
 
+    SmoothQuant (``smooth=s``, from :func:`smooth_factors`): the weight is quantized as
+    ``weight * s`` (input column ``k`` times ``s[k]``), and on every call ``x`` is first
+    multiplied column by column by ``r = float32(1 / s)`` (each product rounded to float32);
+    everything above then applies to ``x * r``. With per-token activations this is the
+    SmoothQuant recipe for transformer layers whose activations have outlier channels.
+
     The packed weight belongs to the kernel variant chosen when the layer was built (see
     :func:`pack_matrix`): after the ISA cap changes, build the layer again.
 
@@ -205,7 +211,8 @@ class Linear:
     """
 
     __slots__ = ("_packed", "_weight_scale", "_bias", "_in_features", "_out_features", "_dtype",
-                 "_per_row", "_q4", "_block_size", "_weight_zero_point")
+                 "_per_row", "_q4", "_block_size", "_weight_zero_point", "_smooth",
+                 "_inv_smooth")
 
     def __init__(self, packed, weight_scale, bias, in_features, out_features, dtype, *,
                  act_granularity="per_tensor"):
@@ -261,6 +268,7 @@ class Linear:
         self._q4 = None
         self._block_size = None
         self._weight_zero_point = None
+        self._smooth = self._inv_smooth = None
 
     packed = property(lambda self: self._packed,
                       doc="The packed weight (a PackedMatrix; for 4-bit weights the packed "
@@ -287,7 +295,8 @@ class Linear:
 
     @classmethod
     def from_float(cls, weight, bias=None, *, per_channel=True, dtype="int8",
-                   weight_dtype="int8", block_size=None, act_granularity="per_tensor"):
+                   weight_dtype="int8", block_size=None, act_granularity="per_tensor",
+                   smooth=None):
         """Quantize ``weight`` (out_features, in_features) and pack it; see the class doc.
 
         ``weight_dtype="int8"`` (default): int8 weights of ``dtype`` ("int8"/"uint8"), one
@@ -298,6 +307,12 @@ class Linear:
         narrow range, values in [-7, 7]; uint4 asymmetric with a zero point per block); a
         short last block when ``block_size`` does not divide in_features. See the class doc
         for the 4-bit formula.
+
+        ``smooth``: None, or SmoothQuant factors ``s`` (in_features,) (positive, finite; see
+        :func:`smooth_factors`): the layer quantizes ``weight * s`` (column ``k`` times
+        ``s[k]``, in float32) and divides the activations by ``s`` on every call (see the
+        class doc), moving the range of outlier input channels from the activations into the
+        weights; ``y`` is unchanged up to rounding.
         """
         _act_granularity(act_granularity)
         if weight_dtype not in ("int8", "int4", "uint4"):
@@ -318,6 +333,12 @@ class Linear:
             bad = np.argwhere(~np.isfinite(w))
             raise ValueError(f"weight: expected finite values, got {w[tuple(bad[0])]} "
                              f"at index {tuple(int(i) for i in bad[0])}")
+        s = _smooth_arg(smooth, w.shape[1])
+        if s is not None:
+            with np.errstate(over="ignore"):
+                w = w * s
+            if not np.all(np.isfinite(w)):
+                raise ValueError("smooth: weight * smooth overflows float32")
         try:
             dt = np.dtype(dtype)
         except TypeError:
@@ -331,7 +352,7 @@ class Linear:
             qt, _, _ = _quantize_tensor("weight", w, weight_dtype, "per_block", 1,
                                         int(block_size), weight_dtype == "int4", True,
                                         "minmax", 99.99)
-            return cls.from_quantized(qt, bias, act_granularity=act_granularity)
+            return cls.from_quantized(qt, bias, act_granularity=act_granularity, smooth=s)
         n, k = w.shape
         if per_channel:
             amax = np.max(np.abs(w), axis=1) if k else np.zeros(n, np.float32)
@@ -349,10 +370,10 @@ class Linear:
             b = np.ascontiguousarray(bias, dtype=np.float32)
             if b.shape != (n,):
                 raise ValueError(f"bias: expected shape ({n},), got {b.shape}")
-        return cls(packed, scale, b, k, n, dt, act_granularity=act_granularity)
+        return cls(packed, scale, b, k, n, dt, act_granularity=act_granularity)._smoothed(s)
 
     @classmethod
-    def from_quantized(cls, qt, bias=None, *, act_granularity="per_tensor"):
+    def from_quantized(cls, qt, bias=None, *, act_granularity="per_tensor", smooth=None):
         """Run a :class:`QuantizedTensor` of shape (out_features, in_features) directly.
 
         The integer weights are packed as they are (no float copy, no re-quantization): the
@@ -367,13 +388,22 @@ class Linear:
         activations, exact int32 per block), the weights kept 4-bit (or 8-bit) in memory.
         Other schemes (per-channel along axis 1, 4-bit per tensor or per channel, block sizes
         that are not multiples of 32) raise ``ValueError``.
+
+        ``smooth``: None, or the SmoothQuant factors ``s`` (in_features,) that ``qt`` was
+        quantized with (``qt`` holds ``weight * s``): the layer divides its activations by
+        ``s`` (see the class doc).
         """
         from .weights import QuantizedTensor
         if not isinstance(qt, QuantizedTensor):
             raise TypeError(f"qt: expected a QuantizedTensor, got {type(qt).__name__}")
         _act_granularity(act_granularity)
+        smooth_s = None
+        if len(qt.shape) == 2:
+            smooth_s = _smooth_arg(smooth, qt.shape[1])
+        elif smooth is not None:
+            raise ValueError(f"qt: expected shape (out_features, in_features), got {qt.shape}")
         if qt.dtype.name in ("int4", "uint4"):
-            return cls._from_blocked(qt, bias, act_granularity)
+            return cls._from_blocked(qt, bias, act_granularity)._smoothed(smooth_s)
         if qt.dtype not in (np.int8, np.uint8):
             raise ValueError(f"qt: Linear runs int8/uint8 weights, got a {qt.dtype} "
                              f"QuantizedTensor ({qt.scheme})")
@@ -399,7 +429,7 @@ class Linear:
                                  f"shapes {s.shape} and {z.shape}")
             s, z = s.reshape(n), z.reshape(n)
         elif qt.block_size is not None and qt.axis in (1, -1):
-            return cls._from_blocked(qt, bias, act_granularity)
+            return cls._from_blocked(qt, bias, act_granularity)._smoothed(smooth_s)
         else:
             raise ValueError(f"qt: scheme {qt.scheme} of shape {qt.shape} is not supported by "
                              "Linear (supported: int8/uint8 per tensor, per channel along "
@@ -417,7 +447,8 @@ class Linear:
             if b.shape != (n,):
                 raise ValueError(f"bias: expected shape ({n},) (out_features) or None, got "
                                  f"shape {b.shape}")
-        return cls(packed, s, bias, k, n, qt.dtype, act_granularity=act_granularity)
+        return cls(packed, s, bias, k, n, qt.dtype,
+                   act_granularity=act_granularity)._smoothed(smooth_s)
 
     @classmethod
     def _from_blocked(cls, qt, bias, act_granularity):
@@ -467,10 +498,28 @@ class Linear:
         self._dtype = qt.dtype
         self._per_row = per_row
         self._block_size = int(qt.block_size)
+        self._smooth = self._inv_smooth = None
+        return self
+
+    smooth = property(lambda self: self._smooth,
+                      doc="float32 (in_features,) SmoothQuant factors (read-only), or None.")
+
+    def _smoothed(self, s):
+        """Attach the SmoothQuant factors ``s`` (checked by :func:`_smooth_arg`) or None."""
+        if s is not None:
+            inv = (np.float32(1) / s).astype(np.float32)
+            inv.flags.writeable = False
+            self._smooth, self._inv_smooth = s, inv
         return self
 
     def __call__(self, x, *, out=None):
         """``x`` float (..., in_features) -> float32 (..., out_features) (or into ``out``)."""
+        if self._inv_smooth is not None:
+            xa = np.asarray(x)
+            # anything else is left to the kernel binding, which names what is wrong
+            if ((xa.dtype.kind in "iuf" or _dtypes.is_ml_float(xa.dtype)) and xa.ndim
+                    and xa.shape[-1] == self._in_features):
+                x = np.multiply(xa.astype(np.float32, copy=False), self._inv_smooth)
         if self._q4 is not None:
             return _C._q4_linear_forward(x, self._q4, self._bias, out, self._per_row)
         return _C._linear_forward(x, self.packed, self.weight_scale, self.bias, out,
@@ -479,6 +528,7 @@ class Linear:
     def __repr__(self):
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
                 f"dtype={self.dtype.name}, act_granularity='{self.act_granularity}', "
+                + ("smooth=True, " if self._smooth is not None else "")
                 + (f"block_size={self._block_size})" if self._q4 is not None else
                    f"variant='{self.packed.variant}')"))
 
@@ -506,6 +556,76 @@ def _linear_bias(bias, n):
                          f"shape {bias.shape}")
     bias.flags.writeable = False
     return bias
+
+
+def _smooth_arg(smooth, k):
+    """A Linear's ``smooth``: None, or a read-only float32 (k,) copy of positive finite
+    numbers."""
+    if smooth is None:
+        return None
+    a = np.asarray(smooth)
+    if a.dtype.kind not in "fiu" and not _dtypes.is_ml_float(a.dtype):
+        raise TypeError(f"smooth: expected real numbers or None, got {a.dtype}")
+    s = np.array(a, dtype=np.float32, order="C")
+    if s.shape != (k,):
+        raise ValueError(f"smooth: expected shape ({k},) (in_features) or None, got shape "
+                         f"{s.shape}")
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        bad = ~(np.isfinite(s) & (s > 0) & np.isfinite(np.float32(1) / s))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"smooth: expected positive finite float32 values whose reciprocal "
+                         f"is finite, got {s[i]} at index {i}")
+    s.flags.writeable = False
+    return s
+
+
+def smooth_factors(act_absmax, weight, *, alpha=0.5):
+    """SmoothQuant factors for a Linear's ``smooth=``: float32 (in_features,).
+
+    ``act_absmax``: the largest ``|x|`` of each input channel over calibration data
+    (in_features,); ``weight``: the float (out_features, in_features) weight. Per input
+    channel ``k`` (Xiao et al., 2023): ``s[k] = a[k]**alpha / w[k]**(1 - alpha)`` with
+    ``a[k] = act_absmax[k]`` and ``w[k] = max_j |weight[j, k]|``, computed in float64 and
+    clamped to ``[1e-4, 1e4]``; a channel where ``a`` or ``w`` is 0 gets 1. Dividing ``x`` by
+    ``s`` and multiplying the weight columns by ``s`` leaves ``x @ weight.T`` unchanged and
+    gives the activations and the weights the range ``(a * w) ** 0.5`` per channel at
+    ``alpha = 0.5``: outlier channels of the activations (typical of transformer layers)
+    stop coarsening the per-token activation scale. ``alpha`` in ``[0, 1]``: 0 leaves the
+    activations alone (``s = 1 / w``), 1 moves all of their range into the weights.
+
+    Example::
+
+        amax = np.max([np.abs(x).max(axis=0) for x in calibration_inputs], axis=0)
+        s = qc.smooth_factors(amax, w)
+        layer = qc.Linear.from_float(w, b, act_granularity="per_row", smooth=s)
+    """
+    w = np.asarray(weight)
+    if not _dtypes.is_float(w.dtype):
+        raise TypeError(f"weight: expected a float array, got {w.dtype}")
+    if w.ndim != 2:
+        raise ValueError(f"weight: expected shape (out_features, in_features), got {w.shape}")
+    a = np.asarray(act_absmax)
+    if a.dtype.kind not in "fiu" and not _dtypes.is_ml_float(a.dtype):
+        raise TypeError(f"act_absmax: expected real numbers, got {a.dtype}")
+    if a.shape != (w.shape[1],):
+        raise ValueError(f"act_absmax: expected shape ({w.shape[1]},) (in_features), got "
+                         f"shape {a.shape}")
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a) & (a >= 0)):
+        i = int(np.argmax(~(np.isfinite(a) & (a >= 0))))
+        raise ValueError(f"act_absmax: expected finite values >= 0, got {a[i]} at index {i}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise TypeError(f"alpha: expected a number in [0, 1], got {type(alpha).__name__}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha: expected a number in [0, 1], got {alpha}")
+    wmax = np.abs(w.astype(np.float64)).max(axis=0) if w.shape[0] else np.zeros(w.shape[1])
+    if not np.all(np.isfinite(wmax)):
+        raise ValueError("weight: expected finite values")
+    ok = (a > 0) & (wmax > 0)
+    s = np.ones(w.shape[1])
+    s[ok] = a[ok] ** alpha / wmax[ok] ** (1 - alpha)
+    return np.clip(s, 1e-4, 1e4).astype(np.float32)
 
 
 def _act_granularity(v):
