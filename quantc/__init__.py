@@ -26,6 +26,7 @@ from .weights import *  # noqa: F401,F403
 from .weights import __all__ as _weights_all
 from .gguf import *  # noqa: F401,F403
 from .gguf import __all__ as _gguf_all
+from ._gptq import gptq
 from .model import Model, ModelBuilder, Node
 from .qmodel import QuantizedModel, load_model, quantize_model
 from . import examples  # noqa: F401
@@ -34,4 +35,4 @@ __version__ = "0.1.0"
 
 __all__ = (["cpu_info", "get_num_threads", "set_num_threads"] + list(_elementwise_all) + list(_convert_all)
            + list(_gemm_all) + list(_conv_all) + list(_calibration_all) + list(_weights_all) + list(_gguf_all)
-           + ["Model", "ModelBuilder", "Node", "QuantizedModel", "quantize_model", "load_model"])
+           + ["gptq", "Model", "ModelBuilder", "Node", "QuantizedModel", "quantize_model", "load_model"])

@@ -50,7 +50,7 @@ _ZP = "::zero_point"
 _GRANULARITIES = ("per_tensor", "per_channel", "per_block")
 _QSCHEMES = ("int8", "uint8", "int4", "uint4")
 _PACKED = ("int4", "uint4")  # stored two values per byte (qc.pack_bits)
-_METHODS = ("minmax", "percentile", "mse")
+_METHODS = ("minmax", "percentile", "mse", "gptq")
 # Candidate clipping fractions of the MSE search: 1.0 (min/max) down to 0.2 in steps of 0.01.
 _MSE_FRACTIONS = (1.0 - np.arange(81) / 100.0).astype(np.float32)
 # Rows per chunk when measuring the error (bounds the temporaries on big tensors).
@@ -191,10 +191,11 @@ class QuantizedWeights(Mapping):
     def __getitem__(self, name):
         return self._tensors[name]
 
-    def linear(self, name, bias=None, *, act_granularity="per_tensor"):
+    def linear(self, name, bias=None, *, act_granularity="per_tensor", smooth=None):
         """``qc.Linear.from_quantized(self[name], bias)``: run a quantized (out, in) weight.
 
-        ``bias`` may be an array or the name of a (float) tensor of this mapping."""
+        ``bias`` and ``smooth`` (SmoothQuant factors the weight was quantized with) may be
+        arrays or names of (float) tensors of this mapping."""
         from ._gemm import Linear
         if not isinstance(name, str) or name not in self._tensors:
             raise KeyError(f"name: no tensor {name!r} in these weights")
@@ -211,7 +212,11 @@ class QuantizedWeights(Mapping):
             bias = self._tensors[bias]
             if isinstance(bias, QuantizedTensor):
                 bias = bias.dequantize()
-        return Linear.from_quantized(qt, bias, act_granularity=act_granularity)
+        if isinstance(smooth, str):
+            if smooth not in self._tensors or isinstance(self._tensors[smooth], QuantizedTensor):
+                raise KeyError(f"smooth: no float tensor {smooth!r} in these weights")
+            smooth = self._tensors[smooth]
+        return Linear.from_quantized(qt, bias, act_granularity=act_granularity, smooth=smooth)
 
     def __iter__(self):
         return iter(self._tensors)
@@ -486,6 +491,32 @@ def _quantize_tensor(name, x, dtype, granularity, axis, block_size, symmetric, n
     return qt, x2, block
 
 
+def _gptq_tensor(name, x, hessians, dtype, granularity, axis, block_size, symmetric,
+                 narrow_range, damp):
+    """quantize_weights(method="gptq") for one float32 tensor: (qt, x2, block) as
+    _quantize_tensor returns them."""
+    from ._gptq import gptq
+    if x.ndim != 2:
+        raise ValueError(f"{name}: method='gptq' quantizes (out, in) matrices, got shape "
+                         f"{x.shape} (leave it out with skip=)")
+    if granularity == "per_channel" and axis not in (0, -2):
+        raise ValueError(f"axis: method='gptq' quantizes per output channel (axis=0), got "
+                         f"{axis} for tensor {name!r}")
+    if name not in hessians:
+        raise ValueError(f"hessians: no entry for tensor {name!r} (method='gptq' needs one for "
+                         "every tensor it quantizes; leave the others out with skip=)")
+    if np.isnan(x).any():
+        raise ValueError(f"{name}: expected no NaN values, got {int(np.isnan(x).sum())} NaN")
+    try:
+        qt = gptq(x, hessians[name], dtype=dtype, granularity=granularity,
+                  block_size=block_size, symmetric=symmetric, narrow_range=narrow_range,
+                  damp=damp)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{name}: {e}") from None
+    x2, block, _, _, _ = _layout(x, granularity, 0, block_size)
+    return qt, x2, block
+
+
 def _error_stats_c(x, x2, block, qt):
     """(sqnr_db, max_abs_error, clipped_pct) of a float32 tensor, one C pass over x and q."""
     s = np.asarray(qt.scale, np.float32)
@@ -570,7 +601,8 @@ def _row(name, shape, scheme, before, after, stats=None):
 
 def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0,
                      block_size=None, symmetric=True, narrow_range=True, method="minmax",
-                     min_elements=1024, skip=(), progress=None, percentile=99.99):
+                     min_elements=1024, skip=(), progress=None, percentile=99.99,
+                     hessians=None, damp=0.01):
     """Quantize a dictionary of weights, tensor by tensor.
 
     weights: a mapping name -> array, or a path to a ``.npz`` / ``.safetensors`` file (read
@@ -603,7 +635,11 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
       "percentile": NumPy's (100 - percentile)-th and percentile-th percentiles;
       "mse": the range scaled by the fraction f in {1.00, 0.99, ..., 0.20} that minimizes the
       squared error of quantizing that group (searched in C, parallel over rows; per tensor,
-      the rows' errors are summed in row order).
+      the rows' errors are summed in row order);
+      "gptq": GPTQ (see :func:`quantc.gptq`) with ``hessians[name]``, the (in, in) sum of
+      ``x.T @ x`` over the calibration inputs of each (out, in) weight selected (2-D only;
+      ``granularity="per_channel"`` needs ``axis=0``), and ``damp``; a selected tensor with
+      no entry in ``hessians`` raises ValueError (leave it out with ``skip``).
     NaN in a tensor raises ValueError naming the tensor.
     progress: None = a progress bar on stderr if it is a terminal and the job takes over 1 s
     (tqdm when installed, else one line rewritten in place); True/False to force it on/off.
@@ -630,6 +666,12 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
         raise TypeError(f"axis: expected an int, got {type(axis).__name__}")
     if method not in _METHODS:
         raise ValueError(f"method: expected one of {', '.join(_METHODS)}, got {method!r}")
+    if method == "gptq":
+        if not isinstance(hessians, Mapping):
+            raise TypeError(f"hessians: expected a mapping name -> (in, in) array with "
+                            f"method='gptq', got {type(hessians).__name__}")
+    elif hessians is not None:
+        raise ValueError(f"hessians: only used with method='gptq', got method={method!r}")
     if not 50.0 < float(percentile) <= 100.0:
         raise ValueError(f"percentile: expected a value in (50, 100], got {percentile}")
     if isinstance(min_elements, bool) or not isinstance(min_elements, (int, np.integer)) \
@@ -678,9 +720,14 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
                     raise ValueError(f"axis: expected an int in [{-x.ndim}, {x.ndim}) for "
                                      f"tensor {name!r} of shape {x.shape}, got {axis}")
                 xf = x if x.dtype == np.float32 else x.astype(np.float32)
-                qt, x2, block = _quantize_tensor(name, xf, dtype_s, granularity, axis,
-                                                 block_size, symmetric, narrow_range, method,
-                                                 float(percentile))
+                if method == "gptq":
+                    qt, x2, block = _gptq_tensor(name, xf, hessians, dtype_s, granularity,
+                                                 axis, block_size, symmetric, narrow_range,
+                                                 damp)
+                else:
+                    qt, x2, block = _quantize_tensor(name, xf, dtype_s, granularity, axis,
+                                                     block_size, symmetric, narrow_range,
+                                                     method, float(percentile))
                 qt.orig_dtype = x.dtype
                 stats = _error_stats(x, qt) if x.dtype == np.float64 else \
                     _error_stats_c(xf, x2, block, qt)
