@@ -34,6 +34,21 @@ def _hessian(hessian, k):
     return (h + h.T) * 0.5
 
 
+def _upper_inverse(r):
+    """Inverse of an upper triangular matrix with a nonzero diagonal, by halves:
+    [[A, B], [0, C]]^-1 = [[A^-1, -A^-1 B C^-1], [0, C^-1]] (a third of np.linalg.inv's
+    work, in matrix products)."""
+    k = r.shape[0]
+    if k <= 128:
+        return np.triu(np.linalg.inv(r))
+    m = k // 2
+    ai, ci = _upper_inverse(r[:m, :m]), _upper_inverse(r[m:, m:])
+    out = np.empty_like(r)
+    out[:m, :m], out[m:, m:], out[m:, :m] = ai, ci, 0
+    out[:m, m:] = -(ai @ r[:m, m:]) @ ci
+    return out
+
+
 def _inverse_cholesky(h, damp):
     """Upper U with U^T U = (H + damp * mean(diag H) * I)^-1, columns that were never
     active (diag 0) kept from rounding into others."""
@@ -46,8 +61,11 @@ def _inverse_cholesky(h, damp):
     h[np.diag_indices(k)] += damp * mean if mean > 0 else 1.0
     h[dead, dead] = max(mean, 1.0)
     try:
-        inv = np.linalg.inv(np.linalg.cholesky(h))   # L^-1, with H = L L^T
-        return np.linalg.cholesky(inv.T @ inv).T     # H^-1 = L^-T L^-1
+        # H = R R^T with R upper (the Cholesky factor of H with rows and columns reversed);
+        # then U = R^-1 is upper with a positive diagonal and U^T U = H^-1: the factor
+        # wanted, for one factorization and one inverse
+        r = np.linalg.cholesky(np.ascontiguousarray(h[::-1, ::-1]))[::-1, ::-1]
+        return _upper_inverse(np.ascontiguousarray(r))
     except np.linalg.LinAlgError:
         raise ValueError(f"hessian: not positive definite after damping by {damp} of its mean "
                          "diagonal; pass a sum of x.T @ x, or a larger damp") from None
@@ -111,9 +129,10 @@ def gptq(weight, hessian, *, dtype="int4", granularity="per_block", block_size=3
                          f"{tuple(int(i) for i in bad)}")
     u = _inverse_cholesky(_hessian(hessian, k), float(damp))
 
-    def params(block):
-        """(scale, zero_point) per row for the float32 columns ``block``."""
-        lo, hi = block.min(axis=1), block.max(axis=1)
+    def params(cols):
+        """(scale, zero_point) per output row for the float32 columns ``cols`` (one per
+        row of ``cols``)."""
+        lo, hi = cols.min(axis=0), cols.max(axis=0)
         if granularity == "per_tensor":
             lo, hi = np.full(n, lo.min(), np.float32), np.full(n, hi.max(), np.float32)
         qp = choose_qparams(min_val=lo, max_val=hi, dtype=dtype_s, symmetric=symmetric,
@@ -121,35 +140,39 @@ def gptq(weight, hessian, *, dtype="int4", granularity="per_block", block_size=3
         return (np.asarray(qp.scale, np.float32).reshape(n),
                 np.asarray(qp.zero_point).reshape(n))
 
-    w = w32.astype(np.float64)
+    # the weight transposed: column j of the weight is the contiguous row wt[j]
+    wt = np.ascontiguousarray(w32.T, dtype=np.float64)
     groups = -(-k // bs)
     scales = np.empty((n, groups), np.float32)
     zps = None
-    q = None
+    qt_rows = None
     if granularity != "per_block":
-        s, z = params(w32)
+        s, z = params(w32.T)
     lazy = bs * max(1, _LAZY // bs) if granularity == "per_block" else _LAZY
     for b0 in range(0, k, lazy):
         b1 = min(b0 + lazy, k)
-        err = np.empty((n, b1 - b0))
+        err = np.empty((b1 - b0, n))
         for j in range(b0, b1):
             if granularity == "per_block" and j % bs == 0:
-                s, z = params(w[:, j:min(j + bs, k)].astype(np.float32))
+                s, z = params(wt[j:min(j + bs, k)].astype(np.float32))
+                s64, z64 = s.astype(np.float64), z.astype(np.float64)
                 scales[:, j // bs] = s
                 if zps is None:
                     zps = np.empty((n, groups), z.dtype)
                 zps[:, j // bs] = z
-            col = quantize(w[:, j].astype(np.float32), s, z, dtype_s, axis=0)
-            if q is None:
-                q = np.empty((n, k), col.dtype)
-            q[:, j] = col
-            w_hat = (col.astype(np.float64) - z.astype(np.float64)) * s.astype(np.float64)
-            e = (w[:, j] - w_hat) / u[j, j]
-            err[:, j - b0] = e
+            elif j == 0:
+                s64, z64 = s.astype(np.float64), z.astype(np.float64)
+            row = quantize(wt[j].astype(np.float32), s, z, dtype_s, axis=0)
+            if qt_rows is None:
+                qt_rows = np.empty((k, n), row.dtype)
+            qt_rows[j] = row
+            e = (wt[j] - (row.astype(np.float64) - z64) * s64) / u[j, j]
+            err[j - b0] = e
             if j + 1 < b1:
-                w[:, j + 1:b1] -= np.outer(e, u[j, j + 1:b1])
+                wt[j + 1:b1] -= np.outer(u[j, j + 1:b1], e)
         if b1 < k:
-            w[:, b1:] -= err @ u[b0:b1, b1:]
+            wt[b1:] -= u[b0:b1, b1:].T @ err
+    q = np.ascontiguousarray(qt_rows.T)
     if granularity == "per_block":
         return QuantizedTensor(q, scales, zps, 1, bs, w0.dtype, "per_block", "gptq",
                                flat_blocks=True)
