@@ -163,3 +163,19 @@ def test_smooth_bad_input():
     xn[2, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         layer(xn)
+
+
+def test_quantized_weights_linear_smooth_by_name(tmp_path):
+    x, w, b = outlier_problem(k=64)
+    s = qc.smooth_factors(np.abs(x).max(0), w)
+    qw = quantize_weights({"fc.weight": w * s, "fc.bias": b, "fc.smooth": s}, min_elements=64,
+                          dtype="int4", granularity="per_block", block_size=32)
+    path = tmp_path / "fc.safetensors"
+    qw.save(path)
+    back = qc.load_quantized(path)
+    layer = back.linear("fc.weight", "fc.bias", act_granularity="per_row", smooth="fc.smooth")
+    direct = qc.Linear.from_quantized(qw["fc.weight"], b, act_granularity="per_row", smooth=s)
+    np.testing.assert_array_equal(layer(x), direct(x))
+    for bad in ("nope", "fc.weight"):
+        with pytest.raises(KeyError, match="smooth"):
+            back.linear("fc.weight", smooth=bad)
