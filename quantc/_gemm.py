@@ -543,17 +543,24 @@ def _check_block_size(v):
                          f"...), got {v}")
 
 
+def _float_vector(v, name, n, dim):
+    """A float32 (n,) C-order copy of the real numbers ``v`` (argument ``name``; ``dim`` names
+    n, e.g. "out_features"), or TypeError/ValueError naming the argument."""
+    a = np.asarray(v)
+    if a.dtype.kind not in "fiu" and not _dtypes.is_ml_float(a.dtype):
+        raise TypeError(f"{name}: expected real numbers or None, got {a.dtype}")
+    out = np.array(a, dtype=np.float32, order="C")
+    if out.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},) ({dim}) or None, got shape "
+                         f"{out.shape}")
+    return out
+
+
 def _linear_bias(bias, n):
     """A Linear's bias: None, or a read-only float32 (n,) copy of real numbers."""
     if bias is None:
         return None
-    b = np.asarray(bias)
-    if b.dtype.kind not in "fiu" and not _dtypes.is_ml_float(b.dtype):
-        raise TypeError(f"bias: expected real numbers or None, got {b.dtype}")
-    bias = np.array(b, dtype=np.float32, order="C")
-    if bias.shape != (n,):
-        raise ValueError(f"bias: expected shape ({n},) (out_features) or None, got "
-                         f"shape {bias.shape}")
+    bias = _float_vector(bias, "bias", n, "out_features")
     bias.flags.writeable = False
     return bias
 
@@ -563,13 +570,7 @@ def _smooth_arg(smooth, k):
     numbers."""
     if smooth is None:
         return None
-    a = np.asarray(smooth)
-    if a.dtype.kind not in "fiu" and not _dtypes.is_ml_float(a.dtype):
-        raise TypeError(f"smooth: expected real numbers or None, got {a.dtype}")
-    s = np.array(a, dtype=np.float32, order="C")
-    if s.shape != (k,):
-        raise ValueError(f"smooth: expected shape ({k},) (in_features) or None, got shape "
-                         f"{s.shape}")
+    s = _float_vector(smooth, "smooth", k, "in_features")
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         bad = ~(np.isfinite(s) & (s > 0) & np.isfinite(np.float32(1) / s))
     if bad.any():
