@@ -134,3 +134,37 @@ def test_batch_and_many_channels(isa):
         bias = rng.integers(-1000, 1000, C).astype(np.int32)
         _run_both(x, np.uint8(128), w, np.zeros(C, np.int8), ws, np.uint8(128), bias, True, s,
                   (1, 1, 1, 1), f"{isa} C={C} H={H} s{s}")
+
+
+@pytest.mark.parametrize("ydt", [np.uint8, np.int8])
+def test_exact_epilogue_ties(isa, ydt):
+    # accumulators equal to the bias (x = x_zp everywhere) at and next to (k + 1/2) / s, for
+    # multipliers at and around the exact epilogue's limits (2^-22, 64, the accumulator
+    # bound): ties to even, near ties either side
+    mults, biases = [], []
+    for s in (2.0 ** -22, np.nextafter(np.float32(2.0 ** -22), np.float32(0)), 1.5 * 2.0 ** -22,
+              2.0 ** -21, 1 / 3, 0.5, 0.25 + 2.0 ** -21, 7.0, 63.0, 64.0):
+        s = np.float32(s)
+        for k in (-130, -1, 0, 1, 2, 126, 127, 254, 255):
+            for d in (-1, 0, 1):
+                b = int(round((k + 0.5) / s)) + d
+                if abs(b) < 2 ** 31:
+                    mults.append(s)
+                    biases.append(b)
+    C = len(biases)
+    mult = np.array(mults, np.float32)
+    bias = np.array(biases, np.int64).astype(np.int32)
+    rng = np.random.default_rng(6)
+    w = rng.integers(-128, 128, (C, 1, 3, 3)).astype(np.int8)
+    info = np.iinfo(ydt)
+    for s in (1, 2):
+        for xzp in (0, 77, 255):
+            x = np.full((1, C, 6, 9), xzp, np.uint8)
+            for yzp in (0, 3, info.min, info.max):
+                _run_both(x, np.uint8(xzp), w, np.zeros(C, np.int8), None, ydt(yzp), bias,
+                          yzp == 3, s, (0, 0, 0, 0), f"{isa} ties s{s} xzp={xzp} yzp={yzp}",
+                          threads=(1,), mult=mult)
+        # and real sums on top of biases near the bound of the exact epilogue
+        x = rng.integers(0, 256, (1, C, 6, 9), dtype=np.uint8)
+        _run_both(x, np.uint8(128), w, np.zeros(C, np.int8), None, ydt(3), bias, False, s,
+                  (1, 1, 1, 1), f"{isa} near ties s{s}", threads=(1, 3), mult=mult)

@@ -111,17 +111,35 @@ QC_INLINE void dw3_step2(const uint8_t *e, const uint8_t *o, size_t P, __m512i w
 }
 
 /* 4 vectors of results (in [lo, hi] or beyond: clamped here) to 64 bytes in output order. The
- * packs saturate (int32 -> int16 -> uint8 or int8) within 128-bit lanes, so lane l of the
- * bytes holds elements 4l..4l+3 of a0, a1, a2, a3 in turn, rearranged by vpshufb (stride 2:
- * and vpermq; see dw3_step1 / dw3_step2 for which outputs each vector holds). */
-QC_INLINE __m512i dw3_bytes(const int U8, const int S, __m512i a0, __m512i a1, __m512i a2,
-                            __m512i a3, __m512i lo8, __m512i shuf) {
+ * packs saturate (int32 -> int16 -> uint8 or int8: hi is the type's maximum) within 128-bit
+ * lanes, so lane l of the bytes holds elements 4l..4l+3 of a0, a1, a2, a3 in turn, rearranged
+ * by vpshufb (stride 2: and vpermq; see dw3_step1 / dw3_step2 for which outputs each vector
+ * holds). RELU: lo is above the type's minimum, one more max. */
+QC_INLINE __m512i dw3_bytes(const int U8, const int S, const int RELU, __m512i a0, __m512i a1,
+                            __m512i a2, __m512i a3, __m512i lo8, __m512i shuf) {
     const __m512i p01 = _mm512_packs_epi32(a0, a1), p23 = _mm512_packs_epi32(a2, a3);
-    __m512i b = U8 ? _mm512_max_epu8(_mm512_packus_epi16(p01, p23), lo8)
-                   : _mm512_max_epi8(_mm512_packs_epi16(p01, p23), lo8);
+    __m512i b = U8 ? _mm512_packus_epi16(p01, p23) : _mm512_packs_epi16(p01, p23);
+    if (RELU) b = U8 ? _mm512_max_epu8(b, lo8) : _mm512_max_epi8(b, lo8);
     b = _mm512_shuffle_epi8(b, shuf);
     if (S == 2) b = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), b);
     return b;
+}
+
+/* The exact epilogue of a channel whose |acc| < 2^24, multiplier s = 0 or in [2^-22, 64) and
+ * |acc * s| + 256 < 2^22 (dw3_channel checks; the other channels take lean4 / rq16). Then
+ * qc_gemm_requant1's float64 d = acc * s + y_zp is exact wherever it matters: acc * s is exact
+ * (24 x 24 bits), and v = acc * s + y_zp is a multiple of s's last bit 2^e, e >= -45, so for
+ * |v| < 2^8 it has at most 53 bits; where |v| >= 256 (fl64 is monotone, 256 representable)
+ * both results clamp to the same bound, and a tie k + 1/2 that the clamp keeps apart lies in
+ * [-127.5, 254.5]. So the result is rint(v) (ties to even) of the exact v, clamped. And
+ * fma(float(acc), s, y_zp + 1.5 * 2^23) rounds the exact acc * s + y_zp + 1.5 * 2^23, which lies
+ * in [2^23, 2^24) where float32 steps by 1, once, to nearest even: 1.5 * 2^23 + rint(v), whose
+ * bits minus those of 1.5 * 2^23 (0x4B400000) are rint(v) as int32. Three operations per 16
+ * lanes, no test; the packs clamp. */
+QC_INLINE __m512i dw3_rint(__m512i a, __m512 s, __m512 c) {
+    const __m512 u = _mm512_fmadd_round_ps(_mm512_cvtepi32_ps(a), s, c,
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_sub_epi32(_mm512_castps_si512(u), _mm512_set1_epi32(0x4B400000));
 }
 
 /* One channel's flat outputs into out (64-byte aligned). */
@@ -140,9 +158,13 @@ QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8
     const int small = 9 * 255 * 128 + babs < ((int64_t)1 << 24);
     const float sc = d->scale[c];
     const int lean = small && sc >= 0.0f && sc < 64.0f;
+    const int exact = lean && (sc == 0.0f || sc >= 0x1p-22f) &&
+                      (double)(9 * 255 * 128 + babs) * sc + 256.0 < 0x1p22;
+    const __m512 magic = _mm512_set1_ps((float)(d->y_zp + 12582912)); /* y_zp + 1.5 * 2^23 */
     const __m512 s = _mm512_set1_ps(sc), zp = _mm512_set1_ps((float)d->y_zp);
     const __m512 lo = _mm512_set1_ps((float)d->lo), hi = _mm512_set1_ps((float)d->hi);
     const __m512i lo8 = _mm512_set1_epi8((char)d->lo);
+    const int relu = d->lo > (U8 ? 0 : -128); /* a clamp above the packs' saturation */
     for (size_t u0 = 0; u0 < g->L; u0 += 64) {
         __m512i a0 = bias, a1 = bias, a2 = bias, a3 = bias;
         if (S == 1) {
@@ -151,7 +173,12 @@ QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8
             dw3_step2(in + 2 * u0, in + g->o_plane + 2 * u0, g->P, w0, w1, w2, &a0, &a1, &a2,
                       &a3);
         }
-        if (lean) {
+        if (exact) {
+            a0 = dw3_rint(a0, s, magic);
+            a1 = dw3_rint(a1, s, magic);
+            a2 = dw3_rint(a2, s, magic);
+            a3 = dw3_rint(a3, s, magic);
+        } else if (lean) {
             dw_lean4__avx512vnni(tv, s, zp, &a0, &a1, &a2, &a3);
         } else {
             const int32_t yz = d->y_zp, il = d->lo, ih = d->hi;
@@ -160,7 +187,8 @@ QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8
             a2 = dw_rq16__avx512vnni(a2, s, zp, lo, hi, small, yz, il, ih);
             a3 = dw_rq16__avx512vnni(a3, s, zp, lo, hi, small, yz, il, ih);
         }
-        _mm512_store_si512(out + u0, dw3_bytes(U8, S, a0, a1, a2, a3, lo8, shuf));
+        _mm512_store_si512(out + u0, relu ? dw3_bytes(U8, S, 1, a0, a1, a2, a3, lo8, shuf)
+                                          : dw3_bytes(U8, S, 0, a0, a1, a2, a3, lo8, shuf));
     }
 }
 
