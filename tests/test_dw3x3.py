@@ -168,3 +168,16 @@ def test_exact_epilogue_ties(isa, ydt):
         x = rng.integers(0, 256, (1, C, 6, 9), dtype=np.uint8)
         _run_both(x, np.uint8(128), w, np.zeros(C, np.int8), None, ydt(3), bias, False, s,
                   (1, 1, 1, 1), f"{isa} near ties s{s}", threads=(1, 3), mult=mult)
+
+
+@pytest.mark.parametrize("W", [4096, 4097, 9001])
+def test_wide_rows(isa, W):
+    # up to 4096 output columns the byte quads, wider the pair kernels' column tiles
+    rng = np.random.default_rng(W)
+    C = 2
+    x = rng.integers(0, 256, (1, C, 4, W), dtype=np.uint8)
+    w = rng.integers(-128, 128, (C, 1, 3, 3), dtype=np.int8)
+    ws = rng.uniform(0.002, 0.02, C).astype(np.float32)
+    for s in (1, 2):
+        _run_both(x, np.uint8(9), w, np.zeros(C, np.int8), ws, np.uint8(100), None, False, s,
+                  (1, 1, 1, 1), f"{isa} W={W} s{s}")

@@ -571,6 +571,9 @@ static int dw_nhwc_run(run_ctx *ctx, dw_plan *pl, size_t step) {
 /* Budget of a band's input planes, bytes: the two sets and two flat outputs of qc_dw3 stay
  * near an L1 */
 #define QC_DW3_BAND_BYTES (8 * 1024)
+/* Output columns the byte-quad kernel takes at most (its bands span whole rows; wider planes
+ * take the tiles of the pair kernels, which keep the scratch bounded) */
+#define QC_DW3_MAX_OW 4096
 
 typedef struct dw3_plan_s {
     const qc_dw_kernels *k;
@@ -658,7 +661,7 @@ static int dw_run(run_ctx *ctx) {
     const size_t forced = atomic_load(&g_dw_tile_force);
     /* a 3x3 depthwise with bytes out: the byte quads where the ISA has them */
     if (k->dw3 && w->dw3q && !a->out_int32 && dh == 1 && dwl == 1 && sh == sw &&
-        (sh == 1 || sh == 2))
+        (sh == 1 || sh == 2) && a->OW <= QC_DW3_MAX_OW)
         return dw3_run(ctx, k, forced);
     dw_plan pl;
     memset(&pl, 0, sizeof pl);

@@ -245,7 +245,7 @@ static void dw3__avx512vnni(const qc_dw3 *d) {
     }
 }
 
-const qc_dw_kernels qc_dw_kernels_avx512vnni = {"conv_dw_pairs_4x16__avx512vnni",
+const qc_dw_kernels qc_dw_kernels_avx512vnni = {"conv_dw_pairs_4x16_quads3x3__avx512vnni",
                                                 dw_rows__avx512vnni, dw_rows2__avx512vnni, dw_pairs__avx512vnni,
                                                 dw_tile__avx512vnni, dw_nhwc__avx512vnni,
                                                 dw3__avx512vnni};
