@@ -181,3 +181,22 @@ def test_wide_rows(isa, W):
     for s in (1, 2):
         _run_both(x, np.uint8(9), w, np.zeros(C, np.int8), ws, np.uint8(100), None, False, s,
                   (1, 1, 1, 1), f"{isa} W={W} s{s}")
+
+
+def test_exact_epilogue_limit(isa):
+    # Below the exact epilogue's multiplier limit 2^-22 float64's sum can round: s = m * 2^-46
+    # and acc with acc * m = 2^45 - 1 give v = acc * s + y_zp = y_zp + 1/2 - 2^-46, which
+    # float64 (step 2^-45 in [128, 256)) rounds to y_zp + 1/2, a tie: odd y_zp goes up where
+    # the exact v goes down. The kernels must follow float64 there.
+    m, acc = 9995671, 3519961
+    assert m * acc == 2 ** 45 - 1
+    C = 3
+    mult = np.full(C, np.float32(m * 2.0 ** -46), np.float32)
+    assert float(mult[0]) == m * 2.0 ** -46
+    bias = np.full(C, acc, np.int32)
+    w = np.random.default_rng(1).integers(-128, 128, (C, 1, 3, 3)).astype(np.int8)
+    x = np.full((1, C, 5, 70), 128, np.uint8)
+    for s in (1, 2):
+        want = _run_both(x, np.uint8(128), w, np.zeros(C, np.int8), None, np.uint8(201), bias,
+                         False, s, (1, 1, 1, 1), f"{isa} limit s{s}", threads=(1,), mult=mult)
+        assert (want == 202).all()
