@@ -5,7 +5,7 @@ convolution, torch float32 conv2d and onnxruntime QLinearConv (when installed), 
 process, alternating, same thread count; ratios are baseline time / quantc time.
 Bandwidth table: GB/s of bytes read + written against np.copyto on the same bytes.
 
-    python benchmarks/bench_conv.py [--quick] [--json PATH] [--threads 1,2]
+    python benchmarks/bench_conv.py [--quick] [--json PATH] [--threads 1,2] [--match TEXT]
 """
 import argparse
 import os
@@ -60,6 +60,10 @@ LAYERS = [
     ("mbv2 dw3x3/2 96 @112", 96, 96, 112, 3, 2, 96),
     ("mbv2 dw3x3 144 @56", 144, 144, 56, 3, 1, 144),
     ("mbv2 dw3x3/2 144 @56", 144, 144, 56, 3, 2, 144),
+    ("mbv2 dw3x3 192 @28", 192, 192, 28, 3, 1, 192),
+    ("mbv2 dw3x3/2 192 @28", 192, 192, 28, 3, 2, 192),
+    ("mbv2 dw3x3 384 @14", 384, 384, 14, 3, 1, 384),
+    ("mbv2 dw3x3/2 576 @14", 576, 576, 14, 3, 2, 576),
     ("mbv2 dw3x3 960 @7", 960, 960, 7, 3, 1, 960),
 ]
 QUICK = {"resnet50 3x3 64->64 @56", "resnet50 1x1 256->64 @56", "mbv2 dw3x3 32 @112",
@@ -197,11 +201,15 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="seven layers, batch 1, fewer repeats")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
     ap.add_argument("--threads", default=None, help="comma-separated thread counts (1,all)")
+    ap.add_argument("--match", metavar="TEXT", help="only the conv layers whose name contains "
+                    "TEXT (e.g. 'mbv2 dw'), and no bandwidth table")
     args = ap.parse_args(argv)
     ncpu = os.cpu_count() or 1
     counts = ([int(t) for t in args.threads.split(",")] if args.threads
               else sorted({1, ncpu}))
     layers = [l for l in LAYERS if l[0] in QUICK] if args.quick else LAYERS
+    if args.match:
+        layers = [l for l in layers if args.match in l[0]]
     batches = [1] if args.quick else [1, 8]
     repeats = 3 if args.quick else 7
     shape = (16, 64, 256, 256) if not args.quick else (4, 64, 112, 112)
@@ -212,7 +220,7 @@ def main(argv=None):
     results = {"conv": [], "bandwidth": []}
     for n in counts:
         bench_conv(layers, batches, n, repeats, results["conv"])
-    for n in counts:
+    for n in counts if not args.match else []:
         bench_bandwidth(shape, n, repeats, results["bandwidth"])
     write_json(args.json, results)
 

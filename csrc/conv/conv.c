@@ -94,9 +94,36 @@ void qc_conv_weights_free(qc_conv_weights *cw) {
     free(cw->dwp[1]);
     free(cw->dwl[0]);
     free(cw->dwl[1]);
+    free(cw->dw3q);
+    free(cw->dw3sum);
     free(cw->nchw);
     free(cw->wsum);
     free(cw);
+}
+
+/* The byte quads of a depthwise 3x3 (qc_conv_weights.dw3q, dw3sum) when every w' fits int8.
+ * Returns -1 when out of memory. */
+static int dw3_weights(qc_conv_weights *cw) {
+    const size_t M = cw->M;
+    for (size_t i = 0; i < M * 9; i++)
+        if (cw->wdw[i] < -128 || cw->wdw[i] > 127) return 0;
+    cw->dw3q = malloc(QC_MAX(M * 3, (size_t)1) * sizeof(int32_t));
+    cw->dw3sum = malloc(QC_MAX(M, (size_t)1) * sizeof(int32_t));
+    if (!cw->dw3q || !cw->dw3sum) return -1;
+    for (size_t m = 0; m < M; m++) {
+        const int16_t *wk = cw->wdw + m * 9;
+        int32_t sum = 0;
+        for (size_t ky = 0; ky < 3; ky++) {
+            uint32_t q = 0;
+            for (size_t kx = 0; kx < 3; kx++) {
+                q |= (uint32_t)(uint8_t)(int8_t)wk[ky * 3 + kx] << (8 * kx);
+                sum += wk[ky * 3 + kx];
+            }
+            cw->dw3q[m * 3 + ky] = (int32_t)q;
+        }
+        cw->dw3sum[m] = sum;
+    }
+    return 0;
 }
 
 /* One group's packed B (= W_g^T, K x Ng) with its column sums, in one allocation:
@@ -160,6 +187,7 @@ qc_conv_weights *qc_conv_weights_create(const void *w, int w_signed, const int32
         free(ops);
         free(used);
         if (!ok) goto fail;
+        if (Cg == 1 && M == G && kh == 3 && kw == 3 && dw3_weights(cw) < 0) goto fail;
     } else {
         const size_t Ng = M / G;
         cw->gemm = calloc(G, sizeof(void *));
@@ -213,6 +241,7 @@ typedef struct {
     int lean;           /* small, and every multiplier in [0, 64) (qc_nchw_tile.lean) */
     const struct dw_plan_s *dw; /* direct path */
     const struct dw_nhwc_plan_s *dwn;
+    const struct dw3_plan_s *dw3;
     atomic_int failed;
 } run_ctx;
 
@@ -537,6 +566,89 @@ static int dw_nhwc_run(run_ctx *ctx, dw_plan *pl, size_t step) {
     return atomic_load(&ctx->failed) ? -1 : 0;
 }
 
+/* ---- direct path, depthwise 3x3 on byte quads (qc_dw3) ---- */
+
+/* Budget of a band's input planes, bytes: the two sets and two flat outputs of qc_dw3 stay
+ * near an L1 */
+#define QC_DW3_BAND_BYTES (8 * 1024)
+/* Output columns the byte-quad kernel takes at most (its bands span whole rows; wider planes
+ * take the tiles of the pair kernels, which keep the scratch bounded) */
+#define QC_DW3_MAX_OW 4096
+
+typedef struct dw3_plan_s {
+    const qc_dw_kernels *k;
+    size_t TH, nty;         /* output rows of a band, bands per plane */
+    size_t chunk, nchunks;  /* channels per task, tasks per band */
+    size_t bytes;           /* scratch per task */
+} dw3_plan;
+
+/* A task: channels [c0, c0 + chunk) of one band of one image. */
+static void dw3_task(void *vctx, size_t task) {
+    run_ctx *ctx = vctx;
+    const dw3_plan *pl = ctx->dw3;
+    const qc_conv_args *a = ctx->a;
+    const size_t C = a->C, H = a->H, W = a->W, OH = a->OH, OW = a->OW, s = (size_t)a->sh;
+    const size_t c0 = task % pl->nchunks * pl->chunk, ty = task / pl->nchunks % pl->nty;
+    const size_t n = task / (pl->nchunks * pl->nty);
+    const size_t oy0 = ty * pl->TH;
+    uint8_t *buf = aligned_alloc(64, pl->bytes);
+    if (!buf) {
+        atomic_store(&ctx->failed, 1);
+        return;
+    }
+    qc_dw3 d;
+    d.x = ctx->x + (n * C + c0) * H * W;
+    d.H = H, d.W = W, d.xcs = H * W;
+    d.sx = a->x_signed;
+    d.xzp = a->xzp;
+    d.iy0 = (ptrdiff_t)(oy0 * s) - a->pt;
+    d.ix0 = -(ptrdiff_t)a->pl;
+    d.OH = QC_MIN(pl->TH, OH - oy0), d.OW = OW, d.s = s;
+    d.nch = QC_MIN(pl->chunk, C - c0);
+    d.wq = a->w->dw3q + c0 * 3;
+    d.wsum = a->w->dw3sum + c0;
+    d.bias = a->bias ? a->bias + c0 : NULL;
+    d.scale = a->mult + c0;
+    d.y_zp = a->y_zp;
+    d.lo = (int32_t)ctx->lo;
+    d.hi = (int32_t)ctx->hi;
+    d.y = (uint8_t *)ctx->y + ((n * C + c0) * OH + oy0) * OW;
+    d.ycs = OH * OW;
+    d.ldy = OW;
+    d.buf = buf;
+    pl->k->dw3(&d);
+    free(buf);
+}
+
+/* Bands of output rows whose input planes stay within QC_DW3_BAND_BYTES (tests: `forced`
+ * rows), and runs of channels per task, at least 4 tasks per thread where there are enough
+ * channels. */
+static int dw3_run(run_ctx *ctx, const qc_dw_kernels *k, size_t forced) {
+    const qc_conv_args *a = ctx->a;
+    const size_t OH = a->OH, OW = a->OW, s = (size_t)a->sh, C = a->C;
+    const size_t nt = (size_t)qc_get_num_threads();
+    dw3_plan pl;
+    pl.k = k;
+    qc_dw3_layout g;
+    size_t TH = forced ? QC_MIN(forced, OH) : OH;
+    for (;;) {
+        qc_dw3_geom(TH, OW, s, &g);
+        if (TH == 1 || g.in_bytes <= QC_DW3_BAND_BYTES) break;
+        TH = (TH + 1) / 2;
+    }
+    pl.nty = (OH + TH - 1) / TH;
+    pl.TH = (OH + pl.nty - 1) / pl.nty;
+    qc_dw3_geom(pl.TH, OW, s, &g);
+    pl.bytes = g.bytes;
+    const size_t bands = a->N * pl.nty, want = 4 * nt;
+    const size_t split = QC_MIN(C, (want + bands - 1) / bands);
+    pl.chunk = (C + split - 1) / split;
+    pl.nchunks = (C + pl.chunk - 1) / pl.chunk;
+    ctx->dw3 = &pl;
+    qc_parallel_for(bands * pl.nchunks, dw3_task, ctx);
+    return atomic_load(&ctx->failed) ? -1 : 0;
+}
+
 /* Plan and run the direct path: pair the taps, build the weight pairs, choose the tiles
  * (at most QC_DW_TILE_OW columns, rows while a channel's sub-planes stay near
  * QC_DW_TILE_ELEMS; small planes batch several groups per unit) and the tasks. */
@@ -545,9 +657,15 @@ static int dw_run(run_ctx *ctx) {
     const qc_conv_weights *w = a->w;
     const size_t M = w->M, G = w->G, Cg = w->Cg, kh = w->kh, kw = w->kw, K = w->K;
     const size_t sh = (size_t)a->sh, sw = (size_t)a->sw, dh = (size_t)a->dh, dwl = (size_t)a->dw;
+    const qc_dw_kernels *k = qc_dw_select();
+    const size_t forced = atomic_load(&g_dw_tile_force);
+    /* a 3x3 depthwise with bytes out: the byte quads where the ISA has them */
+    if (k->dw3 && w->dw3q && !a->out_int32 && dh == 1 && dwl == 1 && sh == sw &&
+        (sh == 1 || sh == 2) && a->OW <= QC_DW3_MAX_OW)
+        return dw3_run(ctx, k, forced);
     dw_plan pl;
     memset(&pl, 0, sizeof pl);
-    pl.k = qc_dw_select();
+    pl.k = k;
     pl.ops = malloc(QC_MAX(K, (size_t)1) * sizeof(dw_op));
     char *used = malloc(QC_MAX(K, (size_t)1));
     if (!pl.ops || !used) {
@@ -577,7 +695,6 @@ static int dw_run(run_ctx *ctx) {
         dw_weight_pairs(w->wdw, M, K, pl.ops, pl.nops, wp_own);
         pl.wp = wp_own;
     }
-    const size_t forced = atomic_load(&g_dw_tile_force);
     if (!forced && pl.k->nhwc && Cg == 1 && M == G && QC_DW_NHWC_MAX_PIX / QC_MAX(a->H + (size_t)a->pt +
                                                          (size_t)a->pb, (size_t)1) >=
                                         a->W + (size_t)a->pl + (size_t)a->pr) {

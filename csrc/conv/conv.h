@@ -16,6 +16,9 @@
  *        M x dwp_n[s - 1] int32, made once here instead of at every run; dwl: the same in
  *        the NHWC block layout (dw.h, qc_dw_nhwc.wp: per block of 16 channels, n x 16, lane =
  *        channel, 0 past M) when the convolution is depthwise (Cg == 1, M == G), else NULL.
+ *   dw3q, dw3sum: for a depthwise 3x3 (Cg == 1, M == G) whose w - w_zp all fit int8: per
+ *        channel the 3 kernel rows as byte quads (w'[ky][0], w'[ky][1], w'[ky][2], 0) and the
+ *        sum of the 9 w' (dw.h, qc_dw3); NULL otherwise.
  *   gemm: B packed for the GEMM kernels, one per group (NULL when the GEMM is not used).
  *   nchw: the same weights packed for the NCHW conv GEMM (nchw.h), nchw_group bytes per
  *         group, with wsum: M row sums of w'; both NULL unless the weights are pointwise
@@ -29,6 +32,7 @@ typedef struct {
     int16_t *wdw;
     int32_t *dwp[2], *dwl[2];
     size_t dwp_n[2];
+    int32_t *dw3q, *dw3sum;
     void **gemm;         /* qc_gemm_b * per group */
     int8_t *nchw;
     size_t nchw_group;

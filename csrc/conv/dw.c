@@ -3,7 +3,7 @@
 
 static const qc_variant dw_variants[] = {
 #ifndef QC_NO_X86
-    {"conv_dw_pairs_4x16__avx512vnni", QC_ISA_AVX512VNNI, &qc_dw_kernels_avx512vnni},
+    {"conv_dw_pairs_4x16_quads3x3__avx512vnni", QC_ISA_AVX512VNNI, &qc_dw_kernels_avx512vnni},
     {"conv_dw_pairs_4x16__avx512", QC_ISA_AVX512, &qc_dw_kernels_avx512},
     {"conv_dw_pairs_4x8__avx2", QC_ISA_AVX2, &qc_dw_kernels_avx2},
 #endif

@@ -101,6 +101,75 @@ typedef struct {
 
 #define QC_DW_NHWC_MAX_PIX 4096 /* padded pixels of a plane the NHWC kernel takes, at most */
 
+/* Depthwise 3x3, stride 1 or 2, dilation 1, byte output, by vpdpbusd (u8 x s8, 4 products
+ * per 32-bit lane): one padded input plane of bytes per channel and the taps of one kernel row
+ * in one quad, (w[ky][0], w[ky][1], w[ky][2], 0), so an output is 3 dot products of 4 bytes.
+ *
+ * Layout (qc_dw3_geom). The padded region of a band of OH x OW outputs (input row iy0 + r,
+ * column ix0 + c at [r][c]; x_zp where that is outside the plane) is copied as bytes in the u8
+ * domain (int8 x as x + 128, x_zp + 128 with it). Outputs are numbered flat, u = oy * Q + ox
+ * (the columns ox >= OW of each row are computed and dropped), and output u's quad of kernel
+ * row ky is 4 bytes at one address:
+ *   stride 1: rows at pitch P = OW + 2; the quad at in + ky * P + u (Q = P).
+ *   stride 2: P = 2 * OW + 2, the even region rows (E, OH + 1 of them) and the odd ones
+ *             (O, OH) in two planes at pitch P; row ky's quad at E + 2u, O + 2u, E + P + 2u
+ *             (Q = P / 2).
+ * A 64-byte load at in + u0 + k (k = 0..3, stride 1) or E + 2 * u0 + 2k (k = 0, 1; +64 for the
+ * next 32 outputs, stride 2) holds the quads of 16 outputs 4 (2) apart in its 32-bit lanes:
+ * 64 outputs are 12 loads and 12 vpdpbusd, no shuffles, and the 4 result vectors go back into
+ * output order with the int32 -> byte packs and one vpshufb (stride 2: and one vpermq).
+ *
+ * Numerics: bias + sum w' * (x - x_zp) = (bias - x_zp * sum w') + sum w' * x modulo 2^32, so
+ * the kernel adds x as it is (padding reads x_zp) onto bias - x_zp * sum w', wrapping like the
+ * reference. Needs every w' = w - w_zp in [-128, 127] (the weights carry dw3q only then).
+ * Requantization as the per-plane kernel (qc_gemm_requant1, float32 shortcut where proven). */
+typedef struct {
+    const uint8_t *x;       /* channel 0's input plane, H x W bytes; channels xcs apart */
+    size_t H, W, xcs;
+    int sx;                 /* x is int8 */
+    int32_t xzp;            /* x's zero point as given */
+    ptrdiff_t iy0, ix0;     /* input row and column of the padded region's [0][0] */
+    size_t OH, OW, s;       /* the band's output rows and columns, the stride (1 or 2) */
+    size_t nch;
+    const int32_t *wq;      /* 3 weight quads per channel (qc_conv_weights.dw3q) */
+    const int32_t *wsum;    /* sum of w' per channel */
+    const int32_t *bias;    /* per channel, or NULL */
+    const float *scale;     /* per channel */
+    int32_t y_zp, lo, hi;
+    uint8_t *y;             /* channel c's band at y + c * ycs, output row r at + r * ldy */
+    size_t ycs, ldy;
+    uint8_t *buf;           /* scratch: qc_dw3_geom's bytes, 64-byte aligned */
+} qc_dw3;
+
+typedef struct {
+    size_t P, Q, L;         /* input pitch, flat output pitch, flat outputs */
+    size_t o_plane;         /* stride 2: offset of the odd-row plane */
+    size_t in_bytes;        /* the input planes with their read slack */
+    size_t in_stride;       /* in_bytes rounded up to 64 */
+    size_t out_bytes;       /* the flat outputs, L rounded up to 64 */
+    size_t bytes;           /* total scratch: two input and two output buffers */
+} qc_dw3_layout;
+
+/* The scratch of one band: two sets of input planes, then two flat outputs (a channel's
+ * planes are filled, and its outputs copied out, while another channel computes: no load
+ * waits on the stores just before it). Reads reach a few bytes past the planes' last row;
+ * the 128 bytes after each plane cover them (the bounds in dw_avx512vnni.c). */
+static inline void qc_dw3_geom(size_t OH, size_t OW, size_t s, qc_dw3_layout *g) {
+    if (s == 1) {
+        g->P = OW + 2, g->Q = g->P;
+        g->o_plane = 0;
+        g->in_bytes = (OH + 2) * g->P + 128;
+    } else {
+        g->P = 2 * OW + 2, g->Q = OW + 1;
+        g->o_plane = ((OH + 1) * g->P + 128 + 63) & ~(size_t)63;
+        g->in_bytes = g->o_plane + OH * g->P + 128;
+    }
+    g->L = (OH - 1) * g->Q + OW;
+    g->in_stride = (g->in_bytes + 63) & ~(size_t)63;
+    g->out_bytes = (g->L + 63) & ~(size_t)63;
+    g->bytes = 2 * g->in_stride + 2 * g->out_bytes;
+}
+
 typedef struct {
     const char *name;
     /* nrows rows (src and dst row r at + r * lds, + r * ldd) of n bytes src[0], src[sw], ...
@@ -115,6 +184,7 @@ typedef struct {
     void (*pairs)(const int16_t *xs, size_t n, int32_t *xp);
     void (*tile)(const qc_dw_tile *t);
     void (*nhwc)(const qc_dw_nhwc *b);
+    void (*dw3)(const qc_dw3 *d); /* NULL where the ISA has no vpdpbusd */
 } qc_dw_kernels;
 
 extern const qc_dw_kernels qc_dw_kernels_scalar;
