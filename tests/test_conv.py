@@ -289,6 +289,30 @@ def test_bigger_layer_threads(isa):
             assert_equal_exact(qc.conv_integer(x, w, 128, 0, **kw), want, f"{isa} t={t}")
 
 
+# Few output pixels for many output channels (ResNet's 7x7 planes at batch 1): the GEMM path
+# builds the patches once and splits the output channels over tasks (blocks of 32; not a
+# multiple for 200), across images with N = 2; threads 1-3 give 1-6 column blocks.
+FEW_PIXELS = [(1, 128, 7, 7, 96, 3, 1, 1, (1, 1, 1, 1), 1),
+              (1, 64, 9, 5, 200, 3, 1, 1, (1, 1, 1, 1), 1),
+              (2, 96, 6, 7, 128, 3, 2, 1, (1, 0, 1, 0), 1),
+              (1, 256, 7, 7, 512, 3, 1, 1, (1, 1, 1, 1), 1)]
+
+
+@pytest.mark.parametrize("case", FEW_PIXELS, ids=_case_id)
+def test_few_pixels_output_channel_split(isa, case):
+    N, C, H, W, M, k, s, d, p, g = case
+    rng = _case_rng(case, "split")
+    x = rand_q(rng, (N, C, H, W), np.uint8)
+    w = rand_q(rng, (M, C, k, k), np.int8)
+    kw = dict(strides=(s, s), pads=p)
+    want = ref_conv_acc(x, w, 77, 0, **kw)
+    for t in (1, 2, 3):
+        with num_threads(t):
+            assert_equal_exact(qc.conv_integer(x, w, 77, 0, **kw), want, f"{isa} {case} t={t}")
+    _check_qlinear_case(isa, case, np.uint8, np.int8, np.uint8, rng, threads=(1, 2, 3))
+    _check_qlinear_case(isa, case, np.int8, np.int8, np.int8, rng, threads=(2,))
+
+
 # ---- the NCHW GEMM path (weights on rows, pixels on columns) ----
 
 NCHW_KERNELS = ["scalar"] + (["avx512vnni"] if "avx512vnni" in SUPPORTED_ISAS else [])

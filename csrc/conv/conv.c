@@ -231,6 +231,10 @@ typedef struct {
     int direct;         /* 1x1, stride 1, no padding: A is a transposed block of x, no im2col */
     int span;           /* GEMM path: blocks run over all images' pixels (n * P + p), so planes
                          * smaller than a block share one GEMM call */
+    size_t ncb, cb;     /* GEMM path: output channels split in ncb blocks of cb (a multiple of
+                         * 32) per task, over patches built once for all pixels in a_all
+                         * (ungrouped convolutions with few pixels), else 1 and Ng */
+    uint8_t *a_all;     /* that shared patch matrix: row n * P + p, K bytes each; or NULL */
     /* NCHW path: its kernels, per-channel rterm and zw' (nchw.h), rows per task (mchunk, a
      * multiple of QC_NCHW_MR), and whether the pixel sums are needed (some zw' != 0) */
     const qc_nchw_kernels *nk;
@@ -790,6 +794,17 @@ static void im2col(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t row
     }
 }
 
+/* Rows [64 * task, + 64) of the shared patch matrix (ctx->a_all: G == 1, rows n * P + p). */
+static void im2col_task(void *vctx, size_t task) {
+    run_ctx *ctx = vctx;
+    const size_t P = ctx->P, total = ctx->a->N * P;
+    for (size_t q = task * 64, end = QC_MIN(total, q + 64); q < end;) {
+        const size_t n = q / P, p = q % P, seg = QC_MIN(P - p, end - q);
+        im2col(ctx, n, 0, p, seg, ctx->a_all + q * ctx->K);
+        q += seg;
+    }
+}
+
 /* One task: group g and a block of output pixels (of image n, or with ctx->span of the
  * images' pixels n * P + p in a row): im2col into A (unless direct), the GEMM into a
  * rows x Ng block of C (int32 or requantized bytes), then C transposed into the NCHW output,
@@ -799,6 +814,8 @@ static void gemm_task(void *vctx, size_t task) {
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
     const size_t G = w->G, Ng = ctx->Ng, K = ctx->K, P = ctx->P;
+    const size_t n0 = task % ctx->ncb * ctx->cb, n1 = QC_MIN(Ng, n0 + ctx->cb);
+    task /= ctx->ncb;
     const size_t blk = task % ctx->nblocks, ng = task / ctx->nblocks;
     const size_t g = ctx->span ? ng : ng % G;
     /* q0: the block's first pixel in the (image, pixel) order of the whole batch */
@@ -808,7 +825,7 @@ static void gemm_task(void *vctx, size_t task) {
     const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
     const size_t wsz = (qc_gemm_workspace_size((int64_t)K, (int64_t)Ng) + 63) & ~(size_t)63;
     const size_t cbytes = (rows * Ng * esize + 63) & ~(size_t)63;
-    const size_t abytes = (rows * K + 63) & ~(size_t)63;
+    const size_t abytes = ctx->a_all ? 0 : (rows * K + 63) & ~(size_t)63;
     char *mem = aligned_alloc(64, wsz + cbytes + abytes + 64);
     if (!mem) {
         atomic_store(&ctx->failed, 1);
@@ -818,8 +835,8 @@ static void gemm_task(void *vctx, size_t task) {
     void *cbuf = mem + wsz;
     const uint8_t *A;
     ptrdiff_t lda;
-    uint8_t *Ab = (uint8_t *)(mem + wsz + cbytes);
-    for (size_t q = q0; q < q0 + rows;) { /* each image's run of pixels in the block */
+    uint8_t *Ab = ctx->a_all ? ctx->a_all + q0 * K : (uint8_t *)(mem + wsz + cbytes);
+    for (size_t q = q0; q < q0 + rows && !ctx->a_all;) { /* each image's run of pixels */
         const size_t n = q / P, p = q % P, seg = QC_MIN(P - p, q0 + rows - q);
         if (ctx->direct) {
             /* 1x1, stride 1, no padding: A is this block of pixels' channels, transposed
@@ -843,8 +860,8 @@ static void gemm_task(void *vctx, size_t task) {
     ga.b = (const qc_gemm_b *)w->gemm[g];
     ga.b_zp = w->wzp_per_channel ? w->wzp + g * Ng : w->wzp;
     ga.b_zp_per_col = w->wzp_per_channel;
-    ga.n0 = 0;
-    ga.n1 = (int64_t)Ng;
+    ga.n0 = (int64_t)n0;
+    ga.n1 = (int64_t)n1;
     ga.c = cbuf;
     ga.ldc = (ptrdiff_t)Ng;
     ga.kernels = ctx->gk;
@@ -863,11 +880,11 @@ static void gemm_task(void *vctx, size_t task) {
     for (size_t q = q0; q < q0 + rows;) {
         const size_t n = q / P, p = q % P, seg = QC_MIN(P - p, q0 + rows - q);
         if (a->out_int32) {
-            qc_transpose_u32((const uint32_t *)cbuf + (q - q0) * Ng, seg, Ng, Ng,
-                             (uint32_t *)ctx->y + (n * M + g * Ng) * P + p, P);
+            qc_transpose_u32((const uint32_t *)cbuf + (q - q0) * Ng + n0, seg, n1 - n0, Ng,
+                             (uint32_t *)ctx->y + (n * M + g * Ng + n0) * P + p, P);
         } else {
-            qc_transpose_u8((const uint8_t *)cbuf + (q - q0) * Ng, seg, Ng, Ng,
-                            (uint8_t *)ctx->y + (n * M + g * Ng) * P + p, P);
+            qc_transpose_u8((const uint8_t *)cbuf + (q - q0) * Ng + n0, seg, n1 - n0, Ng,
+                            (uint8_t *)ctx->y + (n * M + g * Ng + n0) * P + p, P);
         }
         q += seg;
     }
@@ -1134,17 +1151,46 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     while (pb > 16 && units * ((pixels + pb - 1) / pb) < want) pb = (pb / 2 + 15) & ~(size_t)15;
     ctx.pb = pb;
     ctx.nblocks = (pixels + pb - 1) / pb;
+    ctx.ncb = 1;
+    ctx.cb = ctx.Ng;
+    /* Few pixels for many weights (ResNet's 7x7 planes at batch 1: 49 pixels, K 4608, 512
+     * outputs): too few pixel blocks to share out evenly (16 + 16 + 16 + 1 rows on 2 threads)
+     * and each would stream all of B. Split the output channels instead, over patches built
+     * once: each task runs every pixel against its slice of B, and B is read once. */
+    const size_t all_px = a->N * P; /* rows of the shared patch matrix */
+    if (!ctx.direct && w->G == 1 && units * ctx.nblocks < want && ctx.Ng >= 64 &&
+        mul_sat(all_px, ctx.K) <= ((size_t)512 << 10)) {
+        size_t cb = (ctx.Ng * units + want - 1) / want;
+        cb = QC_MAX((size_t)32, (cb + 31) & ~(size_t)31);
+        if (cb < ctx.Ng) {
+            ctx.a_all = malloc(QC_MAX(all_px * ctx.K, (size_t)1));
+            if (!ctx.a_all) return -1;
+            ctx.cb = cb;
+            ctx.ncb = (ctx.Ng + cb - 1) / cb;
+            ctx.pb = all_px; /* one block of every image's pixels (span) */
+            ctx.span = 1;
+            ctx.nblocks = 1;
+        }
+    }
     /* im2col reads an NHWC copy of x (each pixel serves up to kh * kw patches); the direct
      * path transposes each block of pixels itself, in gemm_task */
     if (!ctx.direct && a->C == 1) {
         ctx.xt = x; /* NCHW and NHWC coincide */
     } else if (!ctx.direct) {
         ctx.xt_w = malloc(QC_MAX(a->N * HW * a->C, (size_t)1));
-        if (!ctx.xt_w) return -1;
+        if (!ctx.xt_w) {
+            free(ctx.a_all);
+            return -1;
+        }
         ctx.xt = ctx.xt_w;
         qc_parallel_for(a->N * ((HW + 255) / 256), nhwc_task, &ctx);
     }
-    qc_parallel_for(units * ctx.nblocks, gemm_task, &ctx);
+    if (ctx.a_all) {
+        const size_t chunks = (all_px + 63) / 64;
+        qc_parallel_for(chunks, im2col_task, &ctx);
+    }
+    qc_parallel_for((ctx.span ? w->G : units) * ctx.nblocks * ctx.ncb, gemm_task, &ctx);
     free(ctx.xt_w);
+    free(ctx.a_all);
     return atomic_load(&ctx.failed) ? -1 : 0;
 }
