@@ -78,7 +78,8 @@ def gptq(weight, hessian, *, dtype="int4", granularity="per_block", block_size=3
     ``weight``: float (out_features, in_features), as ``torch.nn.Linear``. ``hessian``:
     (in_features, in_features), the sum of ``x.T @ x`` over the calibration inputs ``x``
     (rows = tokens or samples) of this layer, e.g. ``sum(x.T.astype(np.float64) @ x for x in
-    batches)``; only its direction matters (a scaled H gives the same result).
+    batches)``; only its direction matters (a scaled H gives the same result, up to float64
+    rounding).
 
     The scheme is the one ``quantize_weights(..., dtype, granularity, block_size, symmetric,
     narrow_range)`` writes (``"per_channel"`` along axis 0, ``"per_block"`` along
@@ -91,6 +92,9 @@ def gptq(weight, hessian, *, dtype="int4", granularity="per_block", block_size=3
     (float64). Input channels that were never active (``H[j, j] == 0``) are rounded to
     nearest and pass no error on. With a diagonal ``H`` nothing is passed on and the result
     equals ``quantize_weights``' round to nearest bit for bit.
+
+    Memory: about five float64 (in_features, in_features) arrays at once (1 GB each for
+    in_features 11008), plus the weight in float64.
 
     Pair it with SmoothQuant by quantizing ``weight * s`` with ``H / outer(s, s)`` (the
     Hessian of the smoothed inputs ``x / s``) and running it with
