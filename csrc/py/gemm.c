@@ -650,14 +650,7 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
     {
         /* out overlapping x, weight_scale or bias: compute into a temporary */
         PyArrayObject *const ins[] = {x, ws, fb};
-        PyArrayObject *dst = qc_out_target(out, ins, 3);
-        if (!dst) goto done;
-        if (dst != out) {
-            final = out;
-            out = dst;
-        } else {
-            Py_DECREF(dst);
-        }
+        if (qc_out_swap(&out, &final, ins, 3) < 0) goto done;
     }
     if (PyArray_SIZE(out) == 0) {
         result = (PyObject *)out;
@@ -745,15 +738,7 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
     result = (PyObject *)out;
     out = NULL;
 done:
-    if (final) {
-        /* out was a temporary standing in for the caller's out= */
-        if (result) {
-            qc_out_commit((PyArrayObject *)result, final);
-            result = (PyObject *)final;
-        } else {
-            Py_DECREF(final);
-        }
-    }
+    result = qc_out_finish(result, final);
     Py_XDECREF(x);
     Py_XDECREF(ws);
     Py_XDECREF(fb);

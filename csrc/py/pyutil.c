@@ -427,6 +427,29 @@ void qc_out_commit(PyArrayObject *target, PyArrayObject *out) {
     Py_DECREF(target);
 }
 
+int qc_out_swap(PyArrayObject **out, PyArrayObject **final, PyArrayObject *const *inputs,
+                int n) {
+    PyArrayObject *dst = qc_out_target(*out, inputs, n);
+    if (!dst) return -1;
+    if (dst != *out) {
+        *final = *out;
+        *out = dst;
+    } else {
+        Py_DECREF(dst);
+    }
+    return 0;
+}
+
+PyObject *qc_out_finish(PyObject *result, PyArrayObject *final) {
+    if (!final) return result;
+    if (!result) {
+        Py_DECREF(final);
+        return NULL;
+    }
+    qc_out_commit((PyArrayObject *)result, final);
+    return (PyObject *)final;
+}
+
 void qc_name_memory_error(const char *arg, const char *what, int ndim, const npy_intp *shape,
                           size_t itemsize) {
     if (!PyErr_ExceptionMatches(PyExc_MemoryError)) return;

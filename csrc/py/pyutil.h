@@ -114,6 +114,13 @@ PyArrayObject *qc_int64_values(PyArrayObject *a, const char *arg);
 int qc_may_overlap(PyArrayObject *a, PyArrayObject *b);
 PyArrayObject *qc_out_target(PyArrayObject *out, PyArrayObject *const *inputs, int n);
 void qc_out_commit(PyArrayObject *target, PyArrayObject *out);
+/* The same for a binding that fills *out and returns it through one `done:` exit: when *out
+ * overlaps one of the n inputs, *out becomes the temporary and *final holds the caller's out
+ * (else *final stays NULL); 0, or -1 with an error set (*out unchanged). At the exit,
+ * qc_out_finish(result, final) copies result (the filled array, or NULL on error) into
+ * final, releases it and returns final; without a final it returns result as it is. */
+int qc_out_swap(PyArrayObject **out, PyArrayObject **final, PyArrayObject *const *inputs, int n);
+PyObject *qc_out_finish(PyObject *result, PyArrayObject *final);
 
 /* Replace a pending MemoryError with one naming `arg` and the bytes asked for. */
 void qc_name_memory_error(const char *arg, const char *what, int ndim, const npy_intp *shape,

@@ -227,14 +227,7 @@ static PyObject *py_q4_linear_forward(PyObject *self, PyObject *args) {
     if (!out) goto done;
     {
         PyArrayObject *const ins[] = {x, fb};
-        PyArrayObject *dst = qc_out_target(out, ins, 2);
-        if (!dst) goto done;
-        if (dst != out) {
-            final = out;
-            out = dst;
-        } else {
-            Py_DECREF(dst);
-        }
+        if (qc_out_swap(&out, &final, ins, 2) < 0) goto done;
     }
     if (PyArray_SIZE(out) == 0) {
         result = (PyObject *)out;
@@ -289,14 +282,7 @@ static PyObject *py_q4_linear_forward(PyObject *self, PyObject *args) {
     result = (PyObject *)out;
     out = NULL;
 done:
-    if (final) {
-        if (result) {
-            qc_out_commit((PyArrayObject *)result, final);
-            result = (PyObject *)final;
-        } else {
-            Py_DECREF(final);
-        }
-    }
+    result = qc_out_finish(result, final);
     Py_XDECREF(x);
     Py_XDECREF(fb);
     Py_XDECREF(out);
