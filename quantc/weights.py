@@ -505,8 +505,6 @@ def _gptq_tensor(name, x, hessians, dtype, granularity, axis, block_size, symmet
     if name not in hessians:
         raise ValueError(f"hessians: no entry for tensor {name!r} (method='gptq' needs one for "
                          "every tensor it quantizes; leave the others out with skip=)")
-    if np.isnan(x).any():
-        raise ValueError(f"{name}: expected no NaN values, got {int(np.isnan(x).sum())} NaN")
     try:
         qt = gptq(x, hessians[name], dtype=dtype, granularity=granularity,
                   block_size=block_size, symmetric=symmetric, narrow_range=narrow_range,
