@@ -1142,7 +1142,8 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     /* planes smaller than a block: blocks run across images (a GEMM call per tiny plane
      * would be mostly overhead) */
     ctx.span = P < pb && a->N > 1;
-    const size_t units = ctx.span ? w->G : a->N * w->G, pixels = ctx.span ? a->N * P : P;
+    size_t units = ctx.span ? w->G : a->N * w->G;
+    const size_t pixels = ctx.span ? a->N * P : P;
     /* at least 4 tasks per thread while each keeps about 1 M multiply-adds (waking a thread
      * for less costs more than it saves) */
     const double work = (double)a->N * (double)P * (double)w->M * (double)w->K;
@@ -1169,6 +1170,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
             ctx.ncb = (ctx.Ng + cb - 1) / cb;
             ctx.pb = all_px; /* one block of every image's pixels (span) */
             ctx.span = 1;
+            units = w->G;
             ctx.nblocks = 1;
         }
     }
@@ -1189,7 +1191,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
         const size_t chunks = (all_px + 63) / 64;
         qc_parallel_for(chunks, im2col_task, &ctx);
     }
-    qc_parallel_for((ctx.span ? w->G : units) * ctx.nblocks * ctx.ncb, gemm_task, &ctx);
+    qc_parallel_for(units * ctx.nblocks * ctx.ncb, gemm_task, &ctx);
     free(ctx.xt_w);
     free(ctx.a_all);
     return atomic_load(&ctx.failed) ? -1 : 0;
