@@ -110,3 +110,57 @@ def test_random_accumulators_every_isa(isa, rng):
         for y_zp in YZPS[dtype]:
             got, want = run(a, bias, m, y_zp, dtype, relu=bool(rng.integers(2)))
             assert_equal_exact(got, want, f"{isa} random y_zp={y_zp}")
+
+
+def fma_columns(rng, n):
+    """(bias, scale) columns whose every scale is 0 or at least 2^-20, so the whole call may
+    take the AVX-512 one-rounding FMA epilogue (epilogue_avx512.h): exact ties at the 2^-20
+    boundary, near ties, accumulators around +-2^24 (where that path must step aside), huge
+    and overflowing products."""
+    bias, m = [], []
+    for k in range(16):  # (2k + 1) * 2^19 * 2^-20 = k + 1/2: exact ties, |acc| < 2^24
+        bias.append((2 * k + 1) << 19)
+        m.append(2.0 ** -20)
+    for c in (-3, -1, 1, 3):  # a few ulps of acc off ties, at scales 2^-20 and 2^-19
+        for k in (0, 5, 15):
+            e = 20 if c > 0 else 19
+            bias.append(-((2 * k + 1) << (e - 1)))
+            m.append(2.0 ** -e * (1 + c * 2.0 ** -23))
+    for acc in (2 ** 24 - 1, 2 ** 24, 2 ** 24 + 1, 2 ** 24 + 3, 2 ** 24 + 5, 2 ** 25 - 1):
+        k0 = -(-acc // 2 ** 20)  # the float32 nearest to (k + 1/2) / acc, k >= k0: >= 2^-20
+        for k in (k0, k0 + 1, k0 + 24, k0 + 184):
+            for sign in (1, -1):
+                bias.append(sign * acc)
+                m.append(np.float32((k + 0.5) / acc))
+    bt, mt = near_tie_columns(rng, 4 * n)
+    keep = mt >= 2.0 ** -20
+    bias += list(bt[keep][:n])
+    m += list(mt[keep][:n])
+    bias += [2 ** 31 - 1, -(2 ** 31), 12345, -7, 99, 2 ** 23]
+    m += [3e38, 3e38, 1e3, 1.0, 2.0 ** -20, np.float32(np.nextafter(np.float32(2.0 ** -20), 1))]
+    return np.array(bias, np.int64).astype(np.int32), np.array(m, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_fma_epilogue_every_isa(isa, rng, dtype):
+    a = np.array([0, 1, -1, 2, -2, 127, -128, 64], np.int8)
+    bias, m = fma_columns(rng, 60)
+    assert (m >= 2.0 ** -20).sum() > 100 and (m[m > 0] >= 2.0 ** -20).all()
+    for y_zp in YZPS[dtype]:
+        for relu in (False, True):
+            perm = rng.permutation(len(bias))
+            got, want = run(a, bias[perm], m[perm], y_zp, dtype, relu)
+            assert_equal_exact(got, want, f"{isa} y_zp={y_zp} relu={relu}")
+    # Below 2^-20 the FMA's single rounding can differ from onnx's float64 double rounding:
+    # 8384513 * 8392705 = 2^46 + 1, so with s = 8392705 * 2^-47 (about 2^-24) the product is
+    # 0.5 + 2^-47, and 100 + 0.5 + 2^-47 rounds to the float64 tie 100.5 (then rint: 100)
+    # where one rounding of the exact value gives 101. Such a scale must take the whole call
+    # off the FMA path (here with columns that would take it: |acc| < 2^24 in every lane).
+    v, sv = 8384513, np.float32(8392705 * 2.0 ** -47)
+    assert sv < 2.0 ** -20 and float(sv) == 8392705 * 2.0 ** -47
+    b2 = np.array([v, -v] + [(2 * k + 1) << 19 for k in range(14)], np.int32)
+    m2 = np.array([sv, sv] + [2.0 ** -20] * 14, np.float32)
+    a2 = np.array([0, 1, -1], np.int8)
+    got, want = run(a2, b2, m2, 100, dtype, False)
+    assert want[0, 0] == 100 and want[0, 1] == 100  # a = 0: the double-rounded ties
+    assert_equal_exact(got, want, f"{isa} below 2^-20")

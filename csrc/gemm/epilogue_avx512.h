@@ -40,6 +40,40 @@ QC_INLINE __m512i qc_requant16_avx512(__m512i v, __m512 s, int32_t y_zp, int32_t
                               _mm512_cvtpd_epi32(d1), 1);
 }
 
+/* The requantization of 16 lanes in one rounding, for a call whose tile has rq_fma (every
+ * multiplier s is 0 or finite with |s| >= 2^-20), valid when every lane has |v| < 2^24 (the
+ * caller tests that and otherwise takes qc_requant16_avx512). With M = 1.5 * 2^23:
+ *   r = clamp(fma(f, s, y_zp + M), lo + M, hi + M),   y = bits(r) - bits(M)
+ * Proof that y equals qc_gemm_requant1, Y = clamp(rint(d), lo, hi) with d = fl64(fl64(v * s)
+ * + y_zp), writing x = v * s + y_zp (exact):
+ *   - f = v (|v| < 2^24), and fl64(v * s) = v * s (24 x 24 significant bits). y_zp + M, lo + M
+ *     and hi + M are integers below 2^24: exact floats. The FMA rounds f * s + y_zp + M =
+ *     x + M exactly once.
+ *   - |x| < 2^10: x is a multiple of s's last bit 2^(e - 23), e >= -20 (s = 0: x = y_zp), so
+ *     it has at most 53 significant bits and d = x. x + M lies in [2^23, 2^24), where float32
+ *     steps by 1: the FMA gives M + rint(x), ties to even since M is even. lo + M and hi + M
+ *     are floats of that range, so the float clamp is the integer one, and there bits(r) -
+ *     bits(M) = r - M. So y = clamp(rint(x)) = Y.
+ *   - x >= 2^10: d >= 2^10 (fl64 is monotone, 2^10 a double), Y = hi; r before the clamp is
+ *     at least fl32(M + 2^10) = M + 2^10 > hi + M (an infinite product included), so y = hi.
+ *     x <= -2^10 gives lo on both sides likewise. No NaN: f and s are finite.
+ * Seven operations per 16 lanes where the general shortcut takes about fifteen. */
+QC_INLINE __m512i qc_requant16_fma_avx512(__m512i v, __m512 s, int32_t y_zp, int32_t lo,
+                                          int32_t hi) {
+    const __m512 r = _mm512_fmadd_round_ps(_mm512_cvtepi32_ps(v), s,
+                                           _mm512_set1_ps((float)(y_zp + 12582912)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 c = _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps((float)(lo + 12582912))),
+                                   _mm512_set1_ps((float)(hi + 12582912)));
+    return _mm512_sub_epi32(_mm512_castps_si512(c), _mm512_set1_epi32(0x4B400000));
+}
+
+/* Lanes of `valid` with |v| >= 2^24 (v + 2^24 outside [0, 2^25) as unsigned). */
+QC_INLINE __mmask16 qc_beyond24_avx512(__m512i v, __mmask16 valid) {
+    return _mm512_mask_cmpge_epu32_mask(valid, _mm512_add_epi32(v, _mm512_set1_epi32(1 << 24)),
+                                        _mm512_set1_epi32(1 << 25));
+}
+
 /* acc += dot4(u8 a, s8 b) per int32 lane. Inline asm rather than _mm512_dpbusd_epi32: GCC 12
  * copies every accumulator through a spare register (and spills) around the intrinsic,
  * halving the kernel's speed; "+v" keeps each accumulator in place. */
@@ -76,7 +110,9 @@ QC_INLINE void qc_gemm_store_row16(const qc_gemm_tile *t, int r, int p, __m512i 
         _mm512_mask_storeu_ps((float *)t->c + r * t->ldc + 16 * p, mask, y);
         return;
     }
-    const __m512i q = qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, mask);
+    const __m512i q = t->rq_fma && !qc_beyond24_avx512(v, mask)
+                          ? qc_requant16_fma_avx512(v, s, t->y_zp, t->lo, t->hi)
+                          : qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, mask);
     _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask, _mm512_cvtepi32_epi8(q));
 }
 

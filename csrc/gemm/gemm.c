@@ -411,6 +411,9 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     t.zap_zero = !g->a_zp_per_row;
     t.zbp_zero = 1;
     for (int64_t x = 0; x < ncols; x++) t.zbp_zero &= zbp[x] == 0;
+    t.rq_fma = g->out == QC_GEMM_OUT_S8 || g->out == QC_GEMM_OUT_U8;
+    for (int64_t x = 0; x < ncols && t.rq_fma; x++)
+        t.rq_fma = scale[x] == 0.0f || (isfinite(scale[x]) && fabsf(scale[x]) >= 0x1p-20f);
     const size_t esize = g->out == QC_GEMM_OUT_S32 || g->out == QC_GEMM_OUT_F32 ? 4 : 1;
 
     /* a' = a with nothing to sum, rows exactly kp bytes apart: the tiles read A itself */

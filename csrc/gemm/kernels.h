@@ -34,6 +34,9 @@ typedef struct {
     ptrdiff_t ldc;
     qc_gemm_out out;
     int32_t y_zp, lo, hi;  /* requant: zero point and clamp bounds (relu already in lo) */
+    int rq_fma;            /* requant: 1 when every scale of the call is 0 or a finite float
+                            * of magnitude >= 2^-20, so SIMD kernels may use the one-rounding
+                            * FMA epilogue (epilogue_avx512.h) for |C| < 2^24 */
 } qc_gemm_tile;
 
 struct qc_gemm_kernels {
