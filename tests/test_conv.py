@@ -91,6 +91,9 @@ CASES = [
     (2, 32, 11, 12, 32, 3, 1, 1, (1, 1, 1, 1), 8),  # ResNeXt-like: 4 in, 4 out per group
     (1, 24, 9, 37, 12, 3, 2, 1, (1, 1, 1, 1), 4),   # 6 in, 3 out per group, stride 2
     (1, 30, 6, 7, 10, 5, 1, 1, (2, 2, 2, 2), 2),    # 15 * 25 = 375 taps: GEMM path
+    (1, 32, 9, 10, 8, 3, 1, 2, (2, 1, 1, 2), 2),    # 16 per group: 16-byte taps, dilation 2
+    (2, 16, 7, 9, 8, 3, 1, 1, (1, 1, 1, 1), 1),     # 16 channels: 48-byte kernel rows
+    (1, 64, 8, 7, 8, 3, 2, 1, (1, 1, 1, 1), 2),     # 32 per group, stride 2
 ]
 
 

@@ -759,6 +759,21 @@ static void nhwc_task(void *vctx, size_t task) {
                     ctx->xt_w + (n * HW + p0) * a->C, a->C);
 }
 
+/* memcpy of one tap's n bytes (Cg, or kw * Cg) into a patch row: short runs of whole 16-byte
+ * chunks (a grouped convolution's Cg = 16: ResNeXt's g32 at 512 channels) inline, where a
+ * library call per tap cost more than the copy. */
+static inline void copy_run(uint8_t *dst, const uint8_t *src, size_t n) {
+#ifndef QC_NO_X86
+    if (n % 16 == 0 && n <= 64) {
+        for (size_t i = 0; i < n; i += 16)
+            _mm_storeu_si128((__m128i *)(void *)(dst + i),
+                             _mm_loadu_si128((const __m128i *)(const void *)(src + i)));
+        return;
+    }
+#endif
+    memcpy(dst, src, n);
+}
+
 /* Rows [p0, p0 + rows) of image n's patch matrix for group g: row i is output pixel p0 + i,
  * K = kh * kw * Cg bytes in (ky, kx, c) order; taps in the padding hold x_zp (ONNX pads the
  * zero-point-subtracted input with 0). */
@@ -771,14 +786,23 @@ static void im2col(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t row
     for (size_t i = 0; i < rows; i++) {
         const size_t p = p0 + i, oy = p / a->OW, ox = p % a->OW;
         uint8_t *row = A + i * K;
-        /* the columns ix0 .. ix0 + (kw - 1) * dw this row reads; with dw 1 and all inside, a
-         * kernel row is one run of kw * Cg bytes of the NHWC image (a dense conv: Cg == C) */
+        /* the columns ix0 .. ix0 + (kw - 1) * dw this row reads: all inside, each kernel row
+         * copies its taps without tests, and with dw 1 in a dense conv (Cg == C) they are one
+         * run of kw * Cg bytes of the NHWC image */
         const ptrdiff_t ix0 = (ptrdiff_t)(ox * a->sw) - a->pl;
-        const int run = a->dw == 1 && Cg == C && ix0 >= 0 && ix0 + (ptrdiff_t)kw <= (ptrdiff_t)a->W;
+        const int inside = ix0 >= 0 && ix0 + (ptrdiff_t)((kw - 1) * a->dw) < (ptrdiff_t)a->W;
+        const int run = inside && a->dw == 1 && Cg == C;
         for (size_t ky = 0; ky < kh; ky++) {
             ptrdiff_t iy = (ptrdiff_t)(oy * a->sh + ky * a->dh) - a->pt;
-            if (run && iy >= 0 && iy < (ptrdiff_t)a->H) {
-                memcpy(row + ky * kw * Cg, img + ((size_t)iy * a->W + (size_t)ix0) * C, kw * Cg);
+            if (inside && iy >= 0 && iy < (ptrdiff_t)a->H) {
+                const uint8_t *src = img + ((size_t)iy * a->W + (size_t)ix0) * C;
+                uint8_t *dst = row + ky * kw * Cg;
+                if (run) {
+                    copy_run(dst, src, kw * Cg);
+                } else {
+                    for (size_t kx = 0; kx < kw; kx++)
+                        copy_run(dst + kx * Cg, src + kx * a->dw * C, Cg);
+                }
                 continue;
             }
             for (size_t kx = 0; kx < kw; kx++) {
@@ -787,7 +811,7 @@ static void im2col(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t row
                 if (iy < 0 || iy >= (ptrdiff_t)a->H || ix < 0 || ix >= (ptrdiff_t)a->W) {
                     memset(dst, fill, Cg);
                 } else {
-                    memcpy(dst, img + ((size_t)iy * a->W + (size_t)ix) * C, Cg);
+                    copy_run(dst, img + ((size_t)iy * a->W + (size_t)ix) * C, Cg);
                 }
             }
         }
