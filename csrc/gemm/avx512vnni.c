@@ -9,7 +9,7 @@
  * shuffle and spill them). For MR <= 2 the k loop alternates two accumulator sets (even/odd
  * groups) so the vpdpbusd dependency chains overlap (GEMV is otherwise latency bound); the
  * sets are added at the end (exact: wrapping int32 addition is associative). */
-#define QC_ACC_DECL(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = _mm512_setzero_si512();
+#define QC_ACC_DECL(r) __m512i c##r##0 = ct0, c##r##1 = ct1;
 #define QC_ACC_STEP(r)                                                        \
     if (MR > r) {                                                             \
         const __m512i av = _mm512_set1_epi32(qc_load4(a + r * kp + 4 * g));      \
@@ -18,8 +18,8 @@
     }
 #define QC_ACC_STORE(r)                                                       \
     if (MR > r) {                                                             \
-        qc_gemm_store_row16(t, r, 0, c##r##0, m0);                            \
-        if (NP == 2) qc_gemm_store_row16(t, r, 1, c##r##1, m1);               \
+        qc_gemm_store_row16_from(t, r, 0, c##r##0, m0, 1);                    \
+        if (NP == 2) qc_gemm_store_row16_from(t, r, 1, c##r##1, m1, 1);       \
     }
 
 QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int nc) {
@@ -30,6 +30,10 @@ QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int n
     const __mmask64 k0 = t->pw0 == 16 ? ~(__mmask64)0 : (((__mmask64)1 << s0) - 1);
     const __mmask64 k1 = t->pw1 == 16 ? ~(__mmask64)0 : (((__mmask64)1 << s1) - 1);
     const uint8_t *a = t->a;
+    /* the accumulators start at the column terms (bias - za' * bcorr), which the epilogue
+     * would otherwise add: the same wrapping sum */
+    const __m512i ct0 = _mm512_loadu_si512(t->cterm);
+    const __m512i ct1 = NP == 2 ? _mm512_loadu_si512(t->cterm + 16) : _mm512_setzero_si512();
     QC_ACC_DECL(0) QC_ACC_DECL(1) QC_ACC_DECL(2) QC_ACC_DECL(3)
     QC_ACC_DECL(4) QC_ACC_DECL(5) QC_ACC_DECL(6) QC_ACC_DECL(7)
     int64_t g = 0;

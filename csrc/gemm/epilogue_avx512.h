@@ -87,13 +87,14 @@ QC_INLINE int32_t qc_load4(const void *p) {
 
 /* Epilogue for one row of one panel: exact int32 C (wrapping), then int32 store, the float
  * output or the requantization of kernels.h, masked to the valid columns. Bit-identical to
- * qc_gemm_fix1 / qc_gemm_requant1. Shared by the AVX-512 VNNI and AMX gemm kernels. */
-QC_INLINE void qc_gemm_store_row16(const qc_gemm_tile *t, int r, int p, __m512i acc,
-                                   __mmask16 mask) {
+ * qc_gemm_fix1 / qc_gemm_requant1. acc_has_cterm: the accumulator started at the panel's
+ * cterm (the VNNI kernel) instead of 0 (AMX, qc_gemm_store_row16), so it is not added again. */
+QC_INLINE void qc_gemm_store_row16_from(const qc_gemm_tile *t, int r, int p, __m512i acc,
+                                        __mmask16 mask, const int acc_has_cterm) {
     const __m512i zbp = _mm512_loadu_si512(t->zbp + 16 * p);
     const __m512i bcorr = _mm512_loadu_si512(t->bcorr + 16 * p);
     const __m512i cterm = _mm512_loadu_si512(t->cterm + 16 * p);
-    __m512i v = _mm512_add_epi32(acc, cterm);
+    __m512i v = acc_has_cterm ? acc : _mm512_add_epi32(acc, cterm);
     if (!t->zbp_zero)
         v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zbp, _mm512_set1_epi32(t->rsum[r])));
     if (!t->zap_zero)
@@ -114,6 +115,12 @@ QC_INLINE void qc_gemm_store_row16(const qc_gemm_tile *t, int r, int p, __m512i 
                           ? qc_requant16_fma_avx512(v, s, t->y_zp, t->lo, t->hi)
                           : qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, mask);
     _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask, _mm512_cvtepi32_epi8(q));
+}
+
+/* The same for an accumulator that started at zero. */
+QC_INLINE void qc_gemm_store_row16(const qc_gemm_tile *t, int r, int p, __m512i acc,
+                                   __mmask16 mask) {
+    qc_gemm_store_row16_from(t, r, p, acc, mask, 0);
 }
 
 #endif
