@@ -111,7 +111,7 @@ QC_INLINE void qc_gemm_store_row16_from(const qc_gemm_tile *t, int r, int p, __m
         _mm512_mask_storeu_ps((float *)t->c + r * t->ldc + 16 * p, mask, y);
         return;
     }
-    const __m512i q = t->rq_fma && !qc_beyond24_avx512(v, mask)
+    const __m512i q = t->rq_fma && (t->small || !qc_beyond24_avx512(v, mask))
                           ? qc_requant16_fma_avx512(v, s, t->y_zp, t->lo, t->hi)
                           : qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, mask);
     _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask, _mm512_cvtepi32_epi8(q));

@@ -414,6 +414,11 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     t.rq_fma = g->out == QC_GEMM_OUT_S8 || g->out == QC_GEMM_OUT_U8;
     for (int64_t x = 0; x < ncols && t.rq_fma; x++)
         t.rq_fma = scale[x] == 0.0f || (isfinite(scale[x]) && fabsf(scale[x]) >= 0x1p-20f);
+    /* C = dot + cterm when no zero-point products remain, |dot| <= kp * 255 * 128 */
+    int64_t cmax = 0;
+    for (int64_t x = 0; x < ncols; x++)
+        cmax = QC_MAX(cmax, cterm[x] < 0 ? -(int64_t)cterm[x] : (int64_t)cterm[x]);
+    t.small = t.zbp_zero && t.zap_zero && kp * 255 * 128 + cmax < ((int64_t)1 << 24);
     const size_t esize = g->out == QC_GEMM_OUT_S32 || g->out == QC_GEMM_OUT_F32 ? 4 : 1;
 
     /* a' = a with nothing to sum, rows exactly kp bytes apart: the tiles read A itself */

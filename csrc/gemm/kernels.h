@@ -37,6 +37,8 @@ typedef struct {
     int rq_fma;            /* requant: 1 when every scale of the call is 0 or a finite float
                             * of magnitude >= 2^-20, so SIMD kernels may use the one-rounding
                             * FMA epilogue (epilogue_avx512.h) for |C| < 2^24 */
+    int small;             /* 1 when |C| < 2^24 for every element of the call (no zero-point
+                            * products, kp * 255 * 128 + max |cterm| < 2^24): no need to test */
 } qc_gemm_tile;
 
 struct qc_gemm_kernels {
