@@ -387,6 +387,37 @@ def test_nchw_ties_and_near_ties(nchw, ydt):
             assert_equal_exact(got, want, f"{nchw} mult={mult} relu={relu}")
 
 
+@pytest.mark.parametrize("ydt", [np.uint8, np.int8])
+def test_nchw_exact_epilogue_bounds(nchw, ydt):
+    # Zero weights make every accumulator its channel's bias. Multiplier 2^-22 (the smallest the
+    # one-rounding epilogue takes) with ties (2k + 1) 2^21 and accumulators one off them; then a
+    # multiplier below it where one rounding would differ from onnx's float64 arithmetic:
+    # 8384513 * 8392705 * 2^-47 = 0.5 + 2^-47, and 100.5 + 2^-47 rounds to the float64 tie 100.5
+    # (rint: 100) where a single rounding gives 101.
+    x = np.random.default_rng(33).integers(0, 256, (1, 4, 6, 6)).astype(np.uint8)
+    w = np.zeros((16, 4, 1, 1), np.int8)
+    ks = np.arange(8)
+    ties = ((2 * ks + 1) << 21).astype(np.int64)
+    bias = np.concatenate([ties, ties[:4] + 1, -ties[4:] - 1]).astype(np.int32)
+    for yzp in (ydt(3), ydt(100)):
+        for relu in (False, True):
+            want = ref_qlinear_conv(x, 2.0 ** -22, 9, w, 1.0, 0, 1.0, yzp, bias, relu=relu)
+            got = qc.qlinear_conv(x, 2.0 ** -22, 9, w, 1.0, 0, 1.0, yzp, bias, relu=relu)
+            assert_equal_exact(got, want, f"{nchw} 2^-22 yzp={yzp} relu={relu}")
+    # large products (|C * mult| past 2^22, the one-rounding epilogue's range): the clamps
+    big = np.array([-2 ** 23, 2 ** 23, -2 ** 23 + 1, 2 ** 22] * 4, np.int32)
+    for mult in (2.0, 1.5, 0.75, 63.0):
+        want = ref_qlinear_conv(x, mult, 9, w, 1.0, 0, 1.0, ydt(3), big)
+        assert_equal_exact(qc.qlinear_conv(x, mult, 9, w, 1.0, 0, 1.0, ydt(3), big), want,
+                           f"{nchw} mult={mult}")
+    s = np.float32(8392705 * 2.0 ** -47)
+    bias = np.full(16, 8384513, np.int32)
+    want = ref_qlinear_conv(x, s, 9, w, 1.0, 0, 1.0, ydt(100), bias)
+    assert (want == 100).all()
+    assert_equal_exact(qc.qlinear_conv(x, s, 9, w, 1.0, 0, 1.0, ydt(100), bias), want,
+                       f"{nchw} double rounding")
+
+
 def test_nchw_large_accumulators_and_multipliers(nchw):
     # K = 300 (accumulators may pass 2^24), biases near the int32 limits (wrapping) and
     # multipliers from tiny to 100 (beyond what the float32 conversion takes unclamped)

@@ -243,6 +243,7 @@ typedef struct {
     int need_xsum;
     int small;          /* |C| < 2^24 for every output (K * 255 * 255 + max |bias|) */
     int lean;           /* small, and every multiplier in [0, 64) (qc_nchw_tile.lean) */
+    int exact;          /* qc_nchw_tile.exact */
     const struct dw_plan_s *dw; /* direct path */
     const struct dw_nhwc_plan_s *dwn;
     const struct dw3_plan_s *dw3;
@@ -1046,6 +1047,7 @@ static void nchw_task(void *vctx, size_t task) {
     t.fhi = (float)t.hi;
     t.small = ctx->small;
     t.lean = ctx->lean;
+    t.exact = ctx->exact;
     t.x = panel;
     t.xsum = xsum;
     for (size_t m = m0; m < m1; m += QC_NCHW_MR) {
@@ -1087,6 +1089,11 @@ static int nchw_run(run_ctx *ctx) {
     ctx->lean = ctx->small && !a->out_int32;
     for (size_t m = 0; m < M && ctx->lean; m++)
         ctx->lean = a->mult[m] >= 0.0f && a->mult[m] < 64.0f;
+    const double cmax = (double)K * 255 * 255 + (double)bmax;
+    ctx->exact = ctx->lean;
+    for (size_t m = 0; m < M && ctx->exact; m++)
+        ctx->exact = a->mult[m] == 0.0f ||
+                     (a->mult[m] >= 0x1p-22f && cmax * a->mult[m] + 256.0 < 0x1p22);
     /* Pixel blocks of a panel of about 96 KiB. Until there are 4 tasks per thread, split the
      * pixels further while blocks keep 256 pixels (their panels are disjoint), then the output
      * channels into chunks (each chunk builds its block's panel again, a small cost), and only

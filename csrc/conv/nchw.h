@@ -57,6 +57,9 @@ typedef struct {
     int small;             /* 1: every C of the call is known to satisfy |C| < 2^24 */
     int lean;              /* 1: small, and every scale of the call is in [0, 64), so
                             * |C * scale + y_zp| < 2^31 and float32 -> int32 never overflows */
+    int exact;             /* 1: lean, and every scale is 0 or in [2^-22, 64) with
+                            * max |C| * scale + 256 < 2^22: the one-rounding epilogue needs no
+                            * test (qc_rint16_magic_avx512) */
 } qc_nchw_tile;
 
 typedef struct {

@@ -204,6 +204,17 @@ QC_INLINE void store_row_fast(const qc_nchw_tile *t, int r, __m512i v0, __m512i 
                         _mm512_castsi512_si256(narrow16to8(t, w, w)));
 }
 
+/* store_row_fast for a call the driver calls exact: one rounding per vector and no test
+ * (qc_rint16_magic_avx512; the packs and narrow16to8 clamp). */
+QC_INLINE void store_row_exact(const qc_nchw_tile *t, int r, __m512i v0, __m512i v1) {
+    const __m512 s = _mm512_set1_ps(t->scale[r]);
+    const __m512 c = _mm512_set1_ps((float)(t->y_zp + 12582912)); /* y_zp + 1.5 * 2^23 */
+    const __m512i w = _mm512_packs_epi32(qc_rint16_magic_avx512(v0, s, c),
+                                         qc_rint16_magic_avx512(v1, s, c));
+    _mm256_storeu_si256((__m256i *)((char *)t->y + r * t->ldy),
+                        _mm512_castsi512_si256(narrow16to8(t, w, w)));
+}
+
 /* Sub-tiles of PIPE_NP * 16 pixels of a full weight tile, software-pipelined: the k loop of
  * sub-tile j also runs the epilogue of sub-tile j - 1 (parked in memory), its rows spread over
  * the quads, so the requantization overlaps the vpdpbusd chains instead of following them (for
@@ -227,7 +238,10 @@ QC_INLINE void run_8xpipe(const qc_nchw_tile *t, int nsub, const int FAST) {
         }
 #define QC_PIPE_ROW()                                                                       \
     do {                                                                                    \
-        if (FAST) {                                                                         \
+        if (FAST == 2) {                                                                    \
+            store_row_exact(&tp, row, _mm512_load_si512(park + 3 * row),                    \
+                            _mm512_load_si512(park + 3 * row + 1));                         \
+        } else if (FAST) {                                                                  \
             store_row_fast(&tp, row, _mm512_load_si512(park + 3 * row),                     \
                            _mm512_load_si512(park + 3 * row + 1));                          \
         } else {                                                                            \
@@ -266,6 +280,9 @@ QC_INLINE void run_8xpipe(const qc_nchw_tile *t, int nsub, const int FAST) {
 static __attribute__((noinline)) void run_8xpipe_fast(const qc_nchw_tile *t, int nsub) {
     run_8xpipe(t, nsub, 1);
 }
+static __attribute__((noinline)) void run_8xpipe_exact(const qc_nchw_tile *t, int nsub) {
+    run_8xpipe(t, nsub, 2);
+}
 static __attribute__((noinline)) void run_8xpipe_any(const qc_nchw_tile *t, int nsub) {
     run_8xpipe(t, nsub, 0);
 }
@@ -277,7 +294,9 @@ static void tile_avx512vnni(const qc_nchw_tile *t, int mr, int npix) {
     int j0 = 0;
     if (mr == QC_NCHW_MR && npix >= 16 * PIPE_NP) {
         j0 = npix / (16 * PIPE_NP) * (16 * PIPE_NP);
-        if (t->lean && !t->xsum && t->out != QC_GEMM_OUT_S32)
+        if (t->exact && !t->xsum && t->out != QC_GEMM_OUT_S32)
+            run_8xpipe_exact(t, npix / (16 * PIPE_NP));
+        else if (t->lean && !t->xsum && t->out != QC_GEMM_OUT_S32)
             run_8xpipe_fast(t, npix / (16 * PIPE_NP));
         else
             run_8xpipe_any(t, npix / (16 * PIPE_NP));

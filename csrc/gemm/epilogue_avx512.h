@@ -68,6 +68,19 @@ QC_INLINE __m512i qc_requant16_fma_avx512(__m512i v, __m512 s, int32_t y_zp, int
     return _mm512_sub_epi32(_mm512_castps_si512(c), _mm512_set1_epi32(0x4B400000));
 }
 
+/* rint(v * s + y_zp) in one rounding, as int32, for lanes whose |v| < 2^24 with s = 0 or
+ * s >= 2^-22 and |v * s| + 256 < 2^22 (c = y_zp + 1.5 * 2^23): the exact sum lies in
+ * [2^23, 2^24), where float32 steps by 1, and rounds once to nearest even (1.5 * 2^23 is
+ * even); its bits minus those of 1.5 * 2^23 are the integer. It equals qc_gemm_requant1
+ * before the clamp wherever the clamp keeps it: the float64 x = v * s + y_zp is exact for
+ * |x| < 2^8 (a multiple of 2^-45 below 2^8), and beyond that both clamp to the same bound. The
+ * caller clamps (the saturating packs do, for bounds at the type's ends). */
+QC_INLINE __m512i qc_rint16_magic_avx512(__m512i v, __m512 s, __m512 c) {
+    const __m512 u = _mm512_fmadd_round_ps(_mm512_cvtepi32_ps(v), s, c,
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_sub_epi32(_mm512_castps_si512(u), _mm512_set1_epi32(0x4B400000));
+}
+
 /* Lanes of `valid` with |v| >= 2^24 (v + 2^24 outside [0, 2^25) as unsigned). */
 QC_INLINE __mmask16 qc_beyond24_avx512(__m512i v, __mmask16 valid) {
     return _mm512_mask_cmpge_epu32_mask(valid, _mm512_add_epi32(v, _mm512_set1_epi32(1 << 24)),
