@@ -135,12 +135,8 @@ QC_INLINE __m512i dw3_bytes(const int U8, const int S, const int RELU, __m512i a
  * fma(float(acc), s, y_zp + 1.5 * 2^23) rounds the exact acc * s + y_zp + 1.5 * 2^23, which lies
  * in [2^23, 2^24) where float32 steps by 1, once, to nearest even: 1.5 * 2^23 + rint(v), whose
  * bits minus those of 1.5 * 2^23 (0x4B400000) are rint(v) as int32. Three operations per 16
- * lanes, no test; the packs clamp. */
-QC_INLINE __m512i dw3_rint(__m512i a, __m512 s, __m512 c) {
-    const __m512 u = _mm512_fmadd_round_ps(_mm512_cvtepi32_ps(a), s, c,
-                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm512_sub_epi32(_mm512_castps_si512(u), _mm512_set1_epi32(0x4B400000));
-}
+ * lanes, no test; the packs clamp. That step is qc_rint16_magic_avx512 (epilogue_avx512.h),
+ * shared with the NCHW conv kernel. */
 
 /* One channel's flat outputs into out (64-byte aligned). */
 QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8, const int S,
@@ -174,10 +170,10 @@ QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8
                       &a3);
         }
         if (exact) {
-            a0 = dw3_rint(a0, s, magic);
-            a1 = dw3_rint(a1, s, magic);
-            a2 = dw3_rint(a2, s, magic);
-            a3 = dw3_rint(a3, s, magic);
+            a0 = qc_rint16_magic_avx512(a0, s, magic);
+            a1 = qc_rint16_magic_avx512(a1, s, magic);
+            a2 = qc_rint16_magic_avx512(a2, s, magic);
+            a3 = qc_rint16_magic_avx512(a3, s, magic);
         } else if (lean) {
             dw_lean4__avx512vnni(tv, s, zp, &a0, &a1, &a2, &a3);
         } else {
