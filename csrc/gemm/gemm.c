@@ -384,6 +384,11 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     const int32_t boff = B->b_signed ? 0 : -128;
     const uint32_t za_fold = g->a_zp_per_row ? 0u
                              : (uint32_t)((g->a_zp ? g->a_zp[0] : 0) + (g->a_signed ? 128 : 0));
+    /* with them, over the call's columns: whether every zb' is 0, whether every scale suits
+     * the FMA epilogue (kernels.h, rq_fma), and the largest |cterm| */
+    const int requant = g->out == QC_GEMM_OUT_S8 || g->out == QC_GEMM_OUT_U8;
+    int zbp_zero = 1, rq_fma = requant;
+    int64_t cmax = 0;
     for (int64_t x = 0; x < ncp; x++) {
         const int64_t j = g->n0 + x;
         if (x < ncols) {
@@ -394,6 +399,9 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
                                  za_fold * (uint32_t)bcorr[x]);
             scale[x] = g->out != QC_GEMM_OUT_S32 ? g->scale[g->scale_per_col ? j : 0] : 0.0f;
             fbias[x] = g->fbias ? g->fbias[j] : 0.0f;
+            zbp_zero &= zbp[x] == 0;
+            rq_fma &= scale[x] == 0.0f || (isfinite(scale[x]) && fabsf(scale[x]) >= 0x1p-20f);
+            cmax = QC_MAX(cmax, cterm[x] < 0 ? -(int64_t)cterm[x] : (int64_t)cterm[x]);
         } else {
             zbp[x] = bcorr[x] = cterm[x] = 0;
             scale[x] = fbias[x] = 0.0f;
@@ -409,15 +417,9 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     if (g->relu && g->y_zp > t.lo) t.lo = g->y_zp;
     t.ldc = g->ldc;
     t.zap_zero = !g->a_zp_per_row;
-    t.zbp_zero = 1;
-    for (int64_t x = 0; x < ncols; x++) t.zbp_zero &= zbp[x] == 0;
-    t.rq_fma = g->out == QC_GEMM_OUT_S8 || g->out == QC_GEMM_OUT_U8;
-    for (int64_t x = 0; x < ncols && t.rq_fma; x++)
-        t.rq_fma = scale[x] == 0.0f || (isfinite(scale[x]) && fabsf(scale[x]) >= 0x1p-20f);
+    t.zbp_zero = zbp_zero;
+    t.rq_fma = rq_fma;
     /* C = dot + cterm when no zero-point products remain, |dot| <= kp * 255 * 128 */
-    int64_t cmax = 0;
-    for (int64_t x = 0; x < ncols; x++)
-        cmax = QC_MAX(cmax, cterm[x] < 0 ? -(int64_t)cterm[x] : (int64_t)cterm[x]);
     t.small = t.zbp_zero && t.zap_zero && kp * 255 * 128 + cmax < ((int64_t)1 << 24);
     const size_t esize = g->out == QC_GEMM_OUT_S32 || g->out == QC_GEMM_OUT_F32 ? 4 : 1;
 
