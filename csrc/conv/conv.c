@@ -1084,16 +1084,16 @@ static int nchw_run(run_ctx *ctx) {
         const int64_t bm = a->bias && !a->out_int32 ? a->bias[m] : 0;
         bmax = QC_MAX(bmax, (uint64_t)(bm < 0 ? -bm : bm));
     }
-    /* each of the K terms (x' - zx')(w' - zw') is at most 255 * 255 in magnitude */
-    ctx->small = (uint64_t)K * 255 * 255 + bmax < ((uint64_t)1 << 24);
+    /* each of the K terms (x' - zx')(w' - zw') is at most 255 * 255 in magnitude: |C| <= cmax */
+    const uint64_t cmax = (uint64_t)K * 255 * 255 + bmax;
+    ctx->small = cmax < ((uint64_t)1 << 24);
     ctx->lean = ctx->small && !a->out_int32;
     for (size_t m = 0; m < M && ctx->lean; m++)
         ctx->lean = a->mult[m] >= 0.0f && a->mult[m] < 64.0f;
-    const double cmax = (double)K * 255 * 255 + (double)bmax;
     ctx->exact = ctx->lean;
     for (size_t m = 0; m < M && ctx->exact; m++)
         ctx->exact = a->mult[m] == 0.0f ||
-                     (a->mult[m] >= 0x1p-22f && cmax * a->mult[m] + 256.0 < 0x1p22);
+                     (a->mult[m] >= 0x1p-22f && (double)cmax * a->mult[m] + 256.0 < 0x1p22);
     /* Pixel blocks of a panel of about 96 KiB. Until there are 4 tasks per thread, split the
      * pixels further while blocks keep 256 pixels (their panels are disjoint), then the output
      * channels into chunks (each chunk builds its block's panel again, a small cost), and only
