@@ -101,7 +101,7 @@ def gptq(weight, hessian, *, dtype="int4", granularity="per_block", block_size=3
     ``Linear.from_quantized(qt, bias, smooth=s)``.
     """
     from . import choose_qparams, quantize
-    from .weights import _GRANULARITIES, _QSCHEMES, QuantizedTensor
+    from .weights import _QSCHEMES, QuantizedTensor, _check_granularity
     w0 = np.asarray(weight)
     if not _dtypes.is_float(w0.dtype):
         raise TypeError(f"weight: expected a float array, got {w0.dtype}")
@@ -111,18 +111,9 @@ def gptq(weight, hessian, *, dtype="int4", granularity="per_block", block_size=3
     dtype_s = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
     if dtype_s not in _QSCHEMES:
         raise ValueError(f"dtype: expected one of {', '.join(_QSCHEMES)}, got {dtype!r}")
-    if granularity not in _GRANULARITIES:
-        raise ValueError(f"granularity: expected one of {', '.join(_GRANULARITIES)}, got "
-                         f"{granularity!r}")
+    _check_granularity(granularity, block_size)
     n, k = w0.shape
-    if granularity == "per_block":
-        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
-                or block_size < 1:
-            raise ValueError(f"block_size: expected a positive int with "
-                             f"granularity='per_block', got {block_size!r}")
-        bs = int(block_size)
-    else:
-        bs = k
+    bs = int(block_size) if granularity == "per_block" else k
     if isinstance(damp, bool) or not isinstance(damp, (int, float, np.integer, np.floating)) \
             or not 0 < damp <= 1:
         raise ValueError(f"damp: expected a number in (0, 1], got {damp!r}")

@@ -491,6 +491,19 @@ def _quantize_tensor(name, x, dtype, granularity, axis, block_size, symmetric, n
     return qt, x2, block
 
 
+def _check_granularity(granularity, block_size):
+    """ValueError unless ``granularity`` is one of _GRANULARITIES and, for "per_block",
+    ``block_size`` a positive int (quantize_weights and gptq)."""
+    if granularity not in _GRANULARITIES:
+        raise ValueError(f"granularity: expected one of {', '.join(_GRANULARITIES)}, got "
+                         f"{granularity!r}")
+    if granularity == "per_block" and (isinstance(block_size, bool) or
+                                       not isinstance(block_size, (int, np.integer)) or
+                                       block_size < 1):
+        raise ValueError(f"block_size: expected a positive int with granularity='per_block', "
+                         f"got {block_size!r}")
+
+
 def _gptq_tensor(name, x, hessians, dtype, granularity, axis, block_size, symmetric,
                  narrow_range, damp):
     """quantize_weights(method="gptq") for one float32 tensor: (qt, x2, block) as
@@ -649,15 +662,8 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
     if dtype_s not in _QSCHEMES + ("float16", "bfloat16", "q8_0", "q4_0"):
         raise ValueError(f"dtype: expected 'int8', 'uint8', 'int4', 'uint4', 'q8_0', 'q4_0', "
                          f"'float16' or 'bfloat16', got {dtype!r}")
-    if granularity not in _GRANULARITIES:
-        raise ValueError(f"granularity: expected one of {', '.join(_GRANULARITIES)}, got "
-                         f"{granularity!r}")
-    if granularity == "per_block":
-        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
-                or block_size < 1:
-            raise ValueError(f"block_size: expected a positive int with "
-                             f"granularity='per_block', got {block_size!r}")
-    elif block_size is not None:
+    _check_granularity(granularity, block_size)
+    if granularity != "per_block" and block_size is not None:
         raise ValueError(f"block_size: only used with granularity='per_block', got "
                          f"{block_size!r} with granularity={granularity!r}")
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
