@@ -316,6 +316,66 @@ def test_few_pixels_output_channel_split(isa, case):
     _check_qlinear_case(isa, case, np.int8, np.int8, np.int8, rng, threads=(2,))
 
 
+# ---- row patches: each input row copied once per output column, read as kh segments ----
+
+# (N, C, H, W, M, kh, kw, sh, sw, dh, dw, pads): dense, kh > 1, kw * C a multiple of 4
+RX_CASES = [
+    (1, 4, 9, 9, 24, 3, 3, 1, 1, 2, 2, (2, 2, 2, 2)),
+    (2, 16, 7, 9, 8, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),
+    (1, 8, 11, 10, 40, 3, 3, 2, 2, 1, 1, (1, 0, 1, 2)),
+    (1, 12, 13, 9, 17, 5, 3, 2, 1, 2, 1, (2, 1, 2, 1)),    # sh 2 with dh 2: one phase
+    (1, 12, 14, 9, 17, 4, 3, 3, 1, 2, 1, (0, 1, 3, 1)),    # sh 3, dh 2: taps in every phase
+    (1, 4, 10, 12, 33, 2, 1, 1, 2, 1, 1, (0, 0, 1, 0)),    # kw 1
+    (1, 4, 9, 13, 16, 3, 5, 3, 2, 1, 2, (1, 2, 1, 2)),
+    (2, 64, 6, 5, 32, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),
+    (1, 8, 3, 300, 256, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),   # short blocks of wide rows: im2col
+]
+
+
+def _rx_id(c):
+    N, C, H, W, M, kh, kw, sh, sw, dh, dw, p = c
+    return f"N{N}C{C}H{H}W{W}M{M}k{kh}x{kw}s{sh}{sw}d{dh}{dw}p{''.join(map(str, p))}"
+
+
+@pytest.mark.parametrize("case", RX_CASES, ids=_rx_id)
+@pytest.mark.parametrize("xdt,wdt,wzp0", [(np.uint8, np.int8, True), (np.uint8, np.int8, False),
+                                          (np.int8, np.uint8, False)])
+def test_row_patches_exact(isa, case, xdt, wdt, wzp0):
+    """The row-patch GEMM (patch rows as kh segments: with uint8 x and symmetric int8 weights
+    the AVX-512 VNNI kernel reads them where they lie, otherwise they are gathered with their
+    row sums) forced on and off, against the reference: int32 and requantized, on 1 to 3
+    threads (3 threads split the wide rows into blocks too short for row patches, which then
+    take im2col)."""
+    N, C, H, W, M, kh, kw_, sh, sw, dh, dw, p = case
+    rng = _case_rng(case, xdt, wdt, wzp0, "rx")
+    x = rand_q(rng, (N, C, H, W), xdt)
+    w = rand_q(rng, (M, C, kh, kw_), wdt)
+    xzp = rand_q(rng, (), xdt)
+    wzp = np.zeros(M, wdt) if wzp0 else rand_q(rng, (M,), wdt)
+    kw = dict(strides=(sh, sw), pads=p, dilations=(dh, dw))
+    want = ref_conv_acc(x, w, xzp, wzp, **kw)
+    xs, ys = np.float32(0.02), np.float32(0.7)
+    ws = rng.uniform(0.001, 0.02, M).astype(np.float32)
+    bias = rng.integers(-5000, 5000, M).astype(np.int32)
+    wantq = ref_qlinear_conv(x, xs, xzp, w, ws, wzp, ys, np.uint8(100), bias, relu=False, **kw)
+    prev_nchw = _C._set_conv_nchw(-1)
+    try:
+        for mode in (1, -1):
+            prev = _C._set_conv_rx(mode)
+            try:
+                for t in (1, 2, 3):
+                    with num_threads(t):
+                        got = qc.conv_integer(x, w, xzp, wzp, **kw)
+                        gotq = qc.qlinear_conv(x, xs, xzp, w, ws, wzp, ys, np.uint8(100), bias,
+                                               **kw)
+                    assert_equal_exact(got, want, f"{isa} rx={mode} t={t}")
+                    assert_equal_exact(gotq, wantq, f"{isa} rx={mode} t={t} qlinear")
+            finally:
+                _C._set_conv_rx(prev)
+    finally:
+        _C._set_conv_nchw(prev_nchw)
+
+
 # ---- the NCHW GEMM path (weights on rows, pixels on columns) ----
 
 NCHW_KERNELS = ["scalar"] + (["avx512vnni"] if "avx512vnni" in SUPPORTED_ISAS else [])

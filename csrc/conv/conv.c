@@ -235,6 +235,13 @@ typedef struct {
                          * 32) per task, over patches built once for all pixels in a_all
                          * (ungrouped convolutions with few pixels), else 1 and Ng */
     uint8_t *a_all;     /* that shared patch matrix: row n * P + p, K bytes each; or NULL */
+    /* Row patches (rx, dense kh x kw with kh > 1): instead of the K = kh * kw * C bytes of
+     * every patch, each task copies the input rows its outputs read once, as OW runs of
+     * rxk = kw * C bytes (output column ox's kw taps), and the GEMM reads a patch as kh
+     * segments of those rows (qc_gemm_args.a_seg): up to kh times less copying than im2col
+     * (gemm_task has the layout). */
+    int rx;
+    size_t rxk;
     /* NCHW path: its kernels, per-channel rterm and zw' (nchw.h), rows per task (mchunk, a
      * multiple of QC_NCHW_MR), and whether the pixel sums are needed (some zw' != 0) */
     const qc_nchw_kernels *nk;
@@ -819,6 +826,57 @@ static void im2col(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t row
     }
 }
 
+/* ---- row patches (run_ctx.rx) ---- */
+
+static atomic_int g_rx_force; /* tests: > 0 always where possible, < 0 never, 0 automatic */
+
+int qc_conv_rx_force(int force) { return atomic_exchange(&g_rx_force, force); }
+
+/* Padded row iyp of image n as row patches into row (OW runs of rxk bytes): output column
+ * ox's run holds the taps kx of input row iyp - pt at columns ox * sw + kx * dw - pl (x_zp
+ * in the padding). */
+static void rx_row(const run_ctx *ctx, size_t n, size_t iyp, uint8_t *row) {
+    const qc_conv_args *a = ctx->a;
+    const size_t C = a->C, kw = a->w->kw;
+    const uint8_t fill = (uint8_t)a->xzp;
+    const ptrdiff_t iy = (ptrdiff_t)iyp - a->pt;
+    if (iy < 0 || iy >= (ptrdiff_t)a->H) {
+        memset(row, fill, a->OW * ctx->rxk);
+        return;
+    }
+    const uint8_t *src = ctx->xt + (n * a->H + (size_t)iy) * a->W * C;
+    for (size_t ox = 0; ox < a->OW; ox++) {
+        uint8_t *dst = row + ox * ctx->rxk;
+        const ptrdiff_t ix0 = (ptrdiff_t)(ox * a->sw) - a->pl;
+        if (ix0 >= 0 && ix0 + (ptrdiff_t)((kw - 1) * a->dw) < (ptrdiff_t)a->W) {
+            if (a->dw == 1) {
+                copy_run(dst, src + (size_t)ix0 * C, kw * C);
+            } else {
+                for (size_t kx = 0; kx < kw; kx++)
+                    copy_run(dst + kx * C, src + ((size_t)ix0 + kx * a->dw) * C, C);
+            }
+            continue;
+        }
+        for (size_t kx = 0; kx < kw; kx++) {
+            const ptrdiff_t ix = ix0 + (ptrdiff_t)(kx * a->dw);
+            if (ix < 0 || ix >= (ptrdiff_t)a->W) memset(dst + kx * C, fill, C);
+            else copy_run(dst + kx * C, src + (size_t)ix * C, C);
+        }
+    }
+}
+
+/* Whether the row patches suit this convolution: dense (one group), kh > 1, runs of whole
+ * 4-byte groups. */
+static int rx_plan(run_ctx *ctx) {
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const int force = atomic_load(&g_rx_force);
+    if (force < 0 || ctx->direct || w->G != 1 || w->kh < 2 || (w->kw * w->Cg) % 4 != 0)
+        return 0;
+    ctx->rxk = w->kw * a->C;
+    return 1;
+}
+
 /* Rows [64 * task, + 64) of the shared patch matrix (ctx->a_all: G == 1, rows n * P + p). */
 static void im2col_task(void *vctx, size_t task) {
     run_ctx *ctx = vctx;
@@ -850,7 +908,19 @@ static void gemm_task(void *vctx, size_t task) {
     const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
     const size_t wsz = (qc_gemm_workspace_size((int64_t)K, (int64_t)Ng) + 63) & ~(size_t)63;
     const size_t cbytes = (rows * Ng * esize + 63) & ~(size_t)63;
-    const size_t abytes = ctx->a_all ? 0 : (rows * K + 63) & ~(size_t)63;
+    /* row patches: the output rows oy0..oy1 of the block read, per phase py = iyp % sh of
+     * the padded rows iyp, rows i = iyp / sh from oy0 to oy1 + (kh - 1) * dh / sh: rxh rows
+     * of OW * rxk bytes each, phase after phase, and kh segment offsets after them */
+    const size_t sh = (size_t)a->sh, oy0 = q0 % P / a->OW, oy1 = (q0 % P + rows - 1) / a->OW;
+    const size_t rxh = oy1 - oy0 + 1 + (w->kh - 1) * (size_t)a->dh / sh;
+    const size_t rxrow = a->OW * ctx->rxk, rxbytes = mul_sat(mul_sat(sh, rxh), rxrow);
+    /* and only where they copy less than im2col would (not for a block of a few pixels of
+     * a wide row) */
+    const int rx = ctx->rx && rxbytes < rows * K;
+    const size_t rxseg_at = (rxbytes + 7) & ~(size_t)7;
+    const size_t abytes = ctx->a_all ? 0
+                          : rx       ? (rxseg_at + w->kh * sizeof(ptrdiff_t) + 63) & ~(size_t)63
+                                     : (rows * K + 63) & ~(size_t)63;
     char *mem = aligned_alloc(64, wsz + cbytes + abytes + 64);
     if (!mem) {
         atomic_store(&ctx->failed, 1);
@@ -861,7 +931,7 @@ static void gemm_task(void *vctx, size_t task) {
     const uint8_t *A;
     ptrdiff_t lda;
     uint8_t *Ab = ctx->a_all ? ctx->a_all + q0 * K : (uint8_t *)(mem + wsz + cbytes);
-    for (size_t q = q0; q < q0 + rows && !ctx->a_all;) { /* each image's run of pixels */
+    for (size_t q = q0; q < q0 + rows && !ctx->a_all && !rx;) { /* each image's run */
         const size_t n = q / P, p = q % P, seg = QC_MIN(P - p, q0 + rows - q);
         if (ctx->direct) {
             /* 1x1, stride 1, no padding: A is this block of pixels' channels, transposed
@@ -877,6 +947,20 @@ static void gemm_task(void *vctx, size_t task) {
     lda = (ptrdiff_t)(ctx->direct ? w->Cg : K);
     qc_gemm_args ga;
     memset(&ga, 0, sizeof ga);
+    if (rx) { /* never span: the block is pixels q0 % P.. of image q0 / P */
+        ptrdiff_t *seg = (ptrdiff_t *)(void *)(Ab + rxseg_at);
+        for (size_t py = 0; py < sh; py++)
+            for (size_t i = 0; i < rxh; i++)
+                rx_row(ctx, q0 / P, (oy0 + i) * sh + py, Ab + (py * rxh + i) * rxrow);
+        for (size_t ky = 0; ky < w->kh; ky++) {
+            const size_t yy = ky * (size_t)a->dh;
+            seg[ky] = (ptrdiff_t)((yy % sh * rxh + yy / sh) * rxrow);
+        }
+        A = Ab + (q0 % P - oy0 * a->OW) * ctx->rxk;
+        lda = (ptrdiff_t)ctx->rxk;
+        ga.a_seg = seg;
+        ga.a_nseg = (int)w->kh;
+    }
     ga.a = A;
     ga.lda = lda;
     ga.a_signed = a->x_signed;
@@ -1166,13 +1250,16 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
                           (w->Cg <= QC_NCHW_SMALL_CG / 2 && P >= 1024 && a->sw == 1));
     if (w->nchw && qc_nchw_use(pointwise || small_cg)) return nchw_run(&ctx);
     ctx.gk = qc_gemm_select();
+    const int rx = rx_plan(&ctx);
+    if (rx < 0) return -1;
+    ctx.rx = rx;
     /* pixel blocks: A block about 128 KiB (stays in L2 with B), at least 16 rows; split
      * finer when there are too few tasks for the threads */
     size_t pb = (128 * 1024) / (w->K ? w->K : 1);
     pb = QC_MAX(16, QC_MIN(512, pb)) & ~(size_t)15;
     /* planes smaller than a block: blocks run across images (a GEMM call per tiny plane
      * would be mostly overhead) */
-    ctx.span = P < pb && a->N > 1;
+    ctx.span = !ctx.rx && P < pb && a->N > 1;
     size_t units = ctx.span ? w->G : a->N * w->G;
     const size_t pixels = ctx.span ? a->N * P : P;
     /* at least 4 tasks per thread while each keeps about 1 M multiply-adds (waking a thread
@@ -1190,7 +1277,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
      * and each would stream all of B. Split the output channels instead, over patches built
      * once: each task runs every pixel against its slice of B, and B is read once. */
     const size_t all_px = a->N * P; /* rows of the shared patch matrix */
-    if (!ctx.direct && w->G == 1 && units * ctx.nblocks < want && ctx.Ng >= 64 &&
+    if (!ctx.direct && !ctx.rx && w->G == 1 && units * ctx.nblocks < want && ctx.Ng >= 64 &&
         mul_sat(all_px, ctx.K) <= ((size_t)512 << 10)) {
         size_t cb = (ctx.Ng * units + want - 1) / want;
         cb = QC_MAX((size_t)32, (cb + 31) & ~(size_t)31);

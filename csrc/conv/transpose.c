@@ -1,13 +1,14 @@
 /* Blocked transposes: 16x16 byte and 4x4 int32 tiles with SSE2 unpacks (baseline x86-64). */
 #include "conv/transpose.h"
 
+#include <string.h>
+
 #ifndef QC_NO_X86
 #include <emmintrin.h>
 
-/* 16x16 bytes: four rounds of unpack lo/hi at widths 8, 16, 32, 64 bits. */
-static void tile16_u8(const uint8_t *src, size_t lds, uint8_t *dst, size_t ldd) {
-    __m128i r[16], t[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm_loadu_si128((const __m128i *)(src + i * lds));
+/* 16x16 bytes in registers: four rounds of unpack lo/hi at widths 8, 16, 32, 64 bits. */
+static inline void t16_u8(__m128i r[16]) {
+    __m128i t[16];
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
@@ -28,27 +29,75 @@ static void tile16_u8(const uint8_t *src, size_t lds, uint8_t *dst, size_t ldd) 
         r[2 * j] = _mm_unpacklo_epi64(t[j], t[j + 8]);
         r[2 * j + 1] = _mm_unpackhi_epi64(t[j], t[j + 8]);
     }
+}
+
+static void tile16_u8(const uint8_t *src, size_t lds, uint8_t *dst, size_t ldd) {
+    __m128i r[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm_loadu_si128((const __m128i *)(src + i * lds));
+    t16_u8(r);
     for (int i = 0; i < 16; i++) _mm_storeu_si128((__m128i *)(dst + i * ldd), r[i]);
+}
+
+/* The first n (< 16) bytes at p into a register (zeros above), and back: fixed-size pieces
+ * of 8, 4, 2 and 1 bytes, never touching a byte past p + n. */
+static inline __m128i load_part(const uint8_t *p, size_t n) {
+    _Alignas(16) uint8_t b[16] = {0};
+    size_t o = 0;
+    if (n & 8) memcpy(b + o, p + o, 8), o += 8;
+    if (n & 4) memcpy(b + o, p + o, 4), o += 4;
+    if (n & 2) memcpy(b + o, p + o, 2), o += 2;
+    if (n & 1) b[o] = p[o];
+    return _mm_load_si128((const __m128i *)(void *)b);
+}
+
+static inline void store_part(uint8_t *p, __m128i v, size_t n) {
+    _Alignas(16) uint8_t b[16];
+    _mm_store_si128((__m128i *)(void *)b, v);
+    size_t o = 0;
+    if (n & 8) memcpy(p + o, b + o, 8), o += 8;
+    if (n & 4) memcpy(p + o, b + o, 4), o += 4;
+    if (n & 2) memcpy(p + o, b + o, 2), o += 2;
+    if (n & 1) p[o] = b[o];
+}
+
+/* An edge tile of nr x nc bytes (nr, nc <= 16, not both 16): short planes (a 14-pixel row)
+ * still take the unpacks instead of a byte loop. */
+static void tile16_u8_part(const uint8_t *src, size_t lds, size_t nr, size_t nc, uint8_t *dst,
+                           size_t ldd) {
+    __m128i r[16];
+    for (size_t i = 0; i < 16; i++) {
+        r[i] = i >= nr    ? _mm_setzero_si128()
+               : nc == 16 ? _mm_loadu_si128((const __m128i *)(const void *)(src + i * lds))
+                          : load_part(src + i * lds, nc);
+    }
+    t16_u8(r);
+    for (size_t j = 0; j < nc; j++) {
+        if (nr == 16) _mm_storeu_si128((__m128i *)(void *)(dst + j * ldd), r[j]);
+        else store_part(dst + j * ldd, r[j], nr);
+    }
 }
 #endif
 
 void qc_transpose_u8(const uint8_t *src, size_t rows, size_t cols, size_t lds, uint8_t *dst,
                      size_t ldd) {
-    size_t r0 = 0;
 #ifndef QC_NO_X86
-    for (; r0 + 16 <= rows; r0 += 16) {
-        size_t c0 = 0;
-        for (; c0 + 16 <= cols; c0 += 16)
-            tile16_u8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
-        for (size_t c = c0; c < cols; c++)
-            for (size_t r = r0; r < r0 + 16; r++) dst[c * ldd + r] = src[r * lds + c];
+    for (size_t r0 = 0; r0 < rows; r0 += 16) {
+        const size_t nr = QC_MIN((size_t)16, rows - r0);
+        for (size_t c0 = 0; c0 < cols; c0 += 16) {
+            const size_t nc = QC_MIN((size_t)16, cols - c0);
+            if (nr == 16 && nc == 16)
+                tile16_u8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+            else
+                tile16_u8_part(src + r0 * lds + c0, lds, nr, nc, dst + c0 * ldd + r0, ldd);
+        }
     }
-#endif
+#else
     for (size_t c0 = 0; c0 < cols; c0 += 16) {
         size_t c1 = QC_MIN(cols, c0 + 16);
-        for (size_t r = r0; r < rows; r++)
+        for (size_t r = 0; r < rows; r++)
             for (size_t c = c0; c < c1; c++) dst[c * ldd + r] = src[r * lds + c];
     }
+#endif
 }
 
 #ifndef QC_NO_X86

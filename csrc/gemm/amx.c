@@ -6,5 +6,5 @@
 #include "gemm/amx_kernel.h"
 
 const qc_gemm_kernels qc_gemm_kernels_amx = {"gemm_32x32c4__amx", QC_AMX_MR, QC_AMX_NR, 0,
-                                             tile_amx};
+                                             0, tile_amx};
 #endif

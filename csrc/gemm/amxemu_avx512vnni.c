@@ -7,7 +7,7 @@
 #include "gemm/amx_kernel.h"
 
 const qc_gemm_kernels qc_gemm_kernels_amxemu = {"gemm_32x32c4__amx_emulated", QC_AMX_MR,
-                                                QC_AMX_NR, 0, tile_amxemu};
+                                                QC_AMX_NR, 0, 0, tile_amxemu};
 
 /* One TDPBUSD on the model, for the tests: c (rows x n int32) += a (rows x 4k u8) times b
  * (k x 4n s8, dword-grouped), through configure, load, dot product and store. */

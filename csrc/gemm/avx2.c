@@ -76,5 +76,5 @@ static void tile_avx2(const qc_gemm_tile *t, int mr, int nc) {
     }
 }
 
-const qc_gemm_kernels qc_gemm_kernels_avx2 = {"gemm_4x16c4__avx2", 4, 16, 1, tile_avx2};
+const qc_gemm_kernels qc_gemm_kernels_avx2 = {"gemm_4x16c4__avx2", 4, 16, 1, 0, tile_avx2};
 #endif

@@ -74,5 +74,5 @@ static void tile_avxvnni(const qc_gemm_tile *t, int mr, int nc) {
     }
 }
 
-const qc_gemm_kernels qc_gemm_kernels_avxvnni = {"gemm_4x16c4__avxvnni", 4, 16, 0, tile_avxvnni};
+const qc_gemm_kernels qc_gemm_kernels_avxvnni = {"gemm_4x16c4__avxvnni", 4, 16, 0, 0, tile_avxvnni};
 #endif

@@ -318,6 +318,11 @@ static size_t call_workspace_size(const qc_gemm_kernels *kern, int64_t k, int64_
     return (size_t)round_up(2 * mc * kp, 64) + (size_t)(2 * mc + 5 * ncp) * 4 + 64;
 }
 
+/* The bytes of row i of A in K order, segment by segment (one segment without a_seg). */
+static inline const uint8_t *a_seg_src(const qc_gemm_args *g, int64_t i, int s) {
+    return (const uint8_t *)g->a + i * g->lda + (g->a_nseg > 0 ? g->a_seg[s] : 0);
+}
+
 /* Copy rows [i0, i0 + mc) of A as a' (u8, or uint16 when a16), zero-padded to kp, with their
  * row sums (0 when no_sums: every zb' of the call is 0, so no kernel uses them) and za'.
  * dst NULL: the caller reads A in place (a plain copy with kp == k and lda == kp would copy
@@ -325,33 +330,36 @@ static size_t call_workspace_size(const qc_gemm_kernels *kern, int64_t k, int64_
 static void pack_a(const qc_gemm_args *g, int64_t i0, int64_t mc, int64_t kp, int a16,
                    int no_sums, void *dst, int32_t *rsum, int32_t *zap) {
     const int64_t k = g->b->k;
+    const int nseg = g->a_nseg > 0 ? g->a_nseg : 1;
+    const int64_t sl = k / nseg; /* elements per segment */
     const uint8_t flip = g->a_signed ? 0x80 : 0;
     const int32_t zoff = g->a_signed ? 128 : 0;
     for (int64_t r = 0; r < mc; r++) {
-        const uint8_t *src = dst ? (const uint8_t *)g->a + (i0 + r) * g->lda : NULL;
         uint32_t sum = 0;
-        if (!dst) {
-            /* A used in place */
-        } else if (!a16 && !flip && no_sums) { /* a' = a, nothing to sum: a plain copy */
-            uint8_t *d = (uint8_t *)dst + r * kp;
-            memcpy(d, src, (size_t)k);
-            memset(d + k, 0, (size_t)(kp - k));
-        } else if (a16) {
-            uint16_t *d = (uint16_t *)dst + r * kp;
-            for (int64_t kk = 0; kk < k; kk++) {
-                uint8_t v = (uint8_t)(src[kk] ^ flip);
-                d[kk] = v;
-                sum += v;
+        for (int s = 0; s < nseg && dst; s++) {
+            const uint8_t *src = a_seg_src(g, i0 + r, s);
+            if (!a16 && !flip && no_sums) { /* a' = a, nothing to sum: a plain copy */
+                memcpy((uint8_t *)dst + r * kp + s * sl, src, (size_t)sl);
+            } else if (a16) {
+                uint16_t *d = (uint16_t *)dst + r * kp + s * sl;
+                for (int64_t kk = 0; kk < sl; kk++) {
+                    uint8_t v = (uint8_t)(src[kk] ^ flip);
+                    d[kk] = v;
+                    sum += v;
+                }
+            } else {
+                uint8_t *d = (uint8_t *)dst + r * kp + s * sl;
+                for (int64_t kk = 0; kk < sl; kk++) {
+                    uint8_t v = (uint8_t)(src[kk] ^ flip);
+                    d[kk] = v;
+                    sum += v;
+                }
             }
-            for (int64_t kk = k; kk < kp; kk++) d[kk] = 0;
-        } else {
-            uint8_t *d = (uint8_t *)dst + r * kp;
-            for (int64_t kk = 0; kk < k; kk++) {
-                uint8_t v = (uint8_t)(src[kk] ^ flip);
-                d[kk] = v;
-                sum += v;
-            }
-            for (int64_t kk = k; kk < kp; kk++) d[kk] = 0;
+        }
+        if (dst && a16) {
+            for (int64_t kk = k; kk < kp; kk++) ((uint16_t *)dst)[r * kp + kk] = 0;
+        } else if (dst) {
+            memset((uint8_t *)dst + r * kp + k, 0, (size_t)(kp - k));
         }
         rsum[r] = no_sums ? 0 : (int32_t)sum;
         int32_t za = g->a_zp ? g->a_zp[g->a_zp_per_row ? i0 + r : 0] : 0;
@@ -423,13 +431,20 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     t.small = t.zbp_zero && t.zap_zero && kp * 255 * 128 + cmax < ((int64_t)1 << 24);
     const size_t esize = g->out == QC_GEMM_OUT_S32 || g->out == QC_GEMM_OUT_F32 ? 4 : 1;
 
-    /* a' = a with nothing to sum, rows exactly kp bytes apart: the tiles read A itself */
+    /* a' = a with nothing to sum: the tiles read A itself when its rows are exactly kp bytes
+     * apart, or, for a kernel that takes a row stride and segments, whenever kp == k */
+    static const ptrdiff_t seg0 = 0;
     const int a_inplace = !kern->a16 && !g->a_signed && t.zbp_zero && kp == B->k &&
-                          g->lda == (ptrdiff_t)kp;
+                          (kern->a_seg || (g->lda == (ptrdiff_t)kp && g->a_nseg <= 0));
+    const int nseg = a_inplace && g->a_nseg > 0 ? g->a_nseg : 1;
+    t.lda = a_inplace ? g->lda : (ptrdiff_t)kp;
+    t.seg = a_inplace && g->a_nseg > 0 ? g->a_seg : &seg0;
+    t.nseg = nseg;
+    t.seg_groups = kp / 4 / nseg;
     for (int64_t i0 = 0; i0 < g->m; i0 += mc_max) {
         const int64_t mc = QC_MIN(mc_max, g->m - i0);
         pack_a(g, i0, mc, kp, kern->a16, t.zbp_zero, a_inplace ? NULL : abuf, rsum, zap);
-        const uint8_t *ablk = a_inplace ? (const uint8_t *)g->a + i0 * kp : abuf;
+        const uint8_t *ablk = a_inplace ? (const uint8_t *)g->a + i0 * g->lda : abuf;
         for (int64_t jc = 0; jc < ncols; jc += nc_blk) {
             const int64_t jc_end = QC_MIN(ncols, jc + nc_blk);
             for (int64_t ir = 0; ir < mc; ir += kern->mr) {
@@ -437,7 +452,7 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
                 for (int64_t jr = jc; jr < jc_end; jr += kern->nr) {
                     const int nc = (int)QC_MIN((int64_t)kern->nr, jc_end - jr);
                     const int64_t j = g->n0 + jr;
-                    t.a = ablk + ir * kp;
+                    t.a = ablk + ir * t.lda;
                     t.a16 = (const uint16_t *)abuf + ir * kp;
                     t.rsum = rsum + ir;
                     t.zap = zap + ir;

@@ -78,9 +78,14 @@ typedef enum {
 typedef struct qc_gemm_kernels qc_gemm_kernels; /* a variant's micro-kernels (internal) */
 
 typedef struct {
-    /* A: m rows of b->k elements; row i at (char *)a + i * lda (elements = bytes). */
+    /* A: m rows of b->k elements; row i at (char *)a + i * lda (elements = bytes). With
+     * a_nseg > 0 a row is a_nseg segments of b->k / a_nseg elements each (b->k a multiple of
+     * 4 * a_nseg): segment s of row i starts at (char *)a + i * lda + a_seg[s]. A convolution
+     * reads its patches this way straight from a padded NHWC image (rows may overlap). */
     const void *a;
     ptrdiff_t lda;
+    const ptrdiff_t *a_seg;
+    int a_nseg;
     int a_signed; /* 1: int8, 0: uint8 */
     int64_t m;
     const int32_t *a_zp; /* NULL: 0; else a_zp[0] (per tensor) or a_zp[i] (a_zp_per_row) */

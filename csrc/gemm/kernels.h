@@ -12,7 +12,13 @@
 typedef struct {
     int64_t kp;
     const uint8_t *a;      /* row r: a + r * kp, values a' (u8), zero-padded to kp; with
-                            * a16 the same values as uint16 (row r at a16 + r * kp) */
+                            * a16 the same values as uint16 (row r at a16 + r * kp). For a
+                            * kernel with a_seg: row r at a + r * lda, as nseg segments of
+                            * seg_groups groups, segment s at a + r * lda + seg[s] */
+    ptrdiff_t lda;
+    const ptrdiff_t *seg;
+    int64_t seg_groups;
+    int nseg;
     const uint16_t *a16;
     const int32_t *rsum;   /* per row: rowsum(a') */
     const int32_t *zap;    /* per row: za' (0 when the driver folded a per-tensor za' into
@@ -46,6 +52,8 @@ struct qc_gemm_kernels {
     int mr;  /* most rows per tile call */
     int nr;  /* most columns per tile call (multiple of QC_GEMM_NR) */
     int a16; /* 1: the kernel reads A widened to uint16 (tile.a16), else u8 (tile.a) */
+    int a_seg; /* 1: the kernel reads A through tile.lda and tile.seg (then A is read in
+                * place whenever a' = a and no row sums are needed) */
     void (*tile)(const qc_gemm_tile *t, int mr, int nc);
 };
 

@@ -39,4 +39,4 @@ static void tile_scalar(const qc_gemm_tile *t, int mr, int nc) {
     }
 }
 
-const qc_gemm_kernels qc_gemm_kernels_scalar = {"gemm_4x16c4__scalar", 4, QC_GEMM_NR, 0, tile_scalar};
+const qc_gemm_kernels qc_gemm_kernels_scalar = {"gemm_4x16c4__scalar", 4, QC_GEMM_NR, 0, 0, tile_scalar};

@@ -840,6 +840,19 @@ static PyObject *py_set_conv_nchw(PyObject *self, PyObject *arg) {
     return PyLong_FromLong(qc_nchw_force((int)mode));
 }
 
+/* _set_conv_rx(mode) -> previous mode: 1 runs every dense kh x kw (kh > 1) GEMM-path
+ * convolution on row patches instead of im2col, -1 never, 0 where they pay. Tests only. */
+static PyObject *py_set_conv_rx(PyObject *self, PyObject *arg) {
+    (void)self;
+    const long mode = PyLong_AsLong(arg);
+    if (mode == -1 && PyErr_Occurred()) return NULL;
+    if (mode < -1 || mode > 1) {
+        PyErr_SetString(PyExc_ValueError, "mode must be -1, 0 or 1");
+        return NULL;
+    }
+    return PyLong_FromLong(qc_conv_rx_force((int)mode));
+}
+
 /* _set_dw_tile_rows(rows) -> previous: the direct (depthwise) path's tiles get at most `rows`
  * output rows and 3 * rows columns and the NHWC variant is off (0: automatic). Tests only: any
  * tiling gives the same results. */
@@ -856,6 +869,7 @@ PyMethodDef qc_conv_methods[] = {
     {"_pack_conv_weight", py_pack_conv_weight, METH_VARARGS, "Prepare conv weights once."},
     {"_conv_path", py_conv_path, METH_O, "The path a packed conv weight runs on."},
     {"_set_conv_nchw", py_set_conv_nchw, METH_O, "Force the NCHW conv GEMM on or off (tests)."},
+    {"_set_conv_rx", py_set_conv_rx, METH_O, "Force the conv row patches on or off (tests)."},
     {"_set_dw_tile_rows", py_set_dw_tile_rows, METH_O,
      "Force small depthwise tiles (tests; 0: automatic)."},
     {"_pool2d", py_pool2d, METH_VARARGS, "Max / average / global average pooling."},
