@@ -866,12 +866,16 @@ static void rx_row(const run_ctx *ctx, size_t n, size_t iyp, uint8_t *row) {
 }
 
 /* Whether the row patches suit this convolution: dense (one group), kh > 1, runs of whole
- * 4-byte groups. */
+ * 4-byte groups, and by default stride 1 along y (1 thread, this EPYC: 3x3 64 @56 634 ->
+ * 609 us, 128 @28 573 -> 562 us; the stride-2 layers, whose rows are read by fewer
+ * outputs, gained 0-2% on 1 thread and lost up to 2% on 2). Blocks spanning images and the
+ * output-channel split keep im2col (qc_conv_run). */
 static int rx_plan(run_ctx *ctx) {
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
     const int force = atomic_load(&g_rx_force);
-    if (force < 0 || ctx->direct || w->G != 1 || w->kh < 2 || (w->kw * w->Cg) % 4 != 0)
+    if (force < 0 || (force == 0 && a->sh != 1) || ctx->direct || w->G != 1 || w->kh < 2 ||
+        (w->kw * w->Cg) % 4 != 0)
         return 0;
     ctx->rxk = w->kw * a->C;
     return 1;
@@ -1250,16 +1254,15 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
                           (w->Cg <= QC_NCHW_SMALL_CG / 2 && P >= 1024 && a->sw == 1));
     if (w->nchw && qc_nchw_use(pointwise || small_cg)) return nchw_run(&ctx);
     ctx.gk = qc_gemm_select();
-    const int rx = rx_plan(&ctx);
-    if (rx < 0) return -1;
-    ctx.rx = rx;
+    ctx.rx = rx_plan(&ctx);
     /* pixel blocks: A block about 128 KiB (stays in L2 with B), at least 16 rows; split
      * finer when there are too few tasks for the threads */
     size_t pb = (128 * 1024) / (w->K ? w->K : 1);
     pb = QC_MAX(16, QC_MIN(512, pb)) & ~(size_t)15;
     /* planes smaller than a block: blocks run across images (a GEMM call per tiny plane
      * would be mostly overhead) */
-    ctx.span = !ctx.rx && P < pb && a->N > 1;
+    ctx.span = P < pb && a->N > 1;
+    if (ctx.span) ctx.rx = 0;
     size_t units = ctx.span ? w->G : a->N * w->G;
     const size_t pixels = ctx.span ? a->N * P : P;
     /* at least 4 tasks per thread while each keeps about 1 M multiply-adds (waking a thread
@@ -1277,7 +1280,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
      * and each would stream all of B. Split the output channels instead, over patches built
      * once: each task runs every pixel against its slice of B, and B is read once. */
     const size_t all_px = a->N * P; /* rows of the shared patch matrix */
-    if (!ctx.direct && !ctx.rx && w->G == 1 && units * ctx.nblocks < want && ctx.Ng >= 64 &&
+    if (!ctx.direct && w->G == 1 && units * ctx.nblocks < want && ctx.Ng >= 64 &&
         mul_sat(all_px, ctx.K) <= ((size_t)512 << 10)) {
         size_t cb = (ctx.Ng * units + want - 1) / want;
         cb = QC_MAX((size_t)32, (cb + 31) & ~(size_t)31);
@@ -1288,6 +1291,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
             ctx.ncb = (ctx.Ng + cb - 1) / cb;
             ctx.pb = all_px; /* one block of every image's pixels (span) */
             ctx.span = 1;
+            ctx.rx = 0;
             units = w->G;
             ctx.nblocks = 1;
         }
