@@ -22,7 +22,8 @@ class PackedConvWeight:
     Attributes: ``shape`` (M, C/group, kH, kW), ``dtype``, ``group``, ``w_zero_point``
     (what was given), ``path``: ``"direct"`` (a per-plane kernel, for depthwise convolutions
     and groups of fewer than 16 output channels with at most 256 taps C/group * kH * kW) or
-    ``"gemm"`` (im2col, or the input itself for 1x1, times the packed weights).
+    ``"gemm"`` (im2col, row patches read as kernel-row segments for dense kH > 1, or the
+    input itself for 1x1, times the packed weights).
     """
 
     __slots__ = ("_capsule", "shape", "dtype", "group", "w_zero_point")
