@@ -17,6 +17,7 @@
 #endif
 
 #define QC_POOL_MAX 256
+#define QC_JOB_CLOSED 0x80000000u
 
 /* How long a worker that finished a job, and a caller waiting for its workers, poll before
  * sleeping. Waking a sleeping thread takes tens of microseconds (more in a VM), as long as a
@@ -28,10 +29,15 @@ typedef struct {
     pthread_mutex_t lock;      /* held by the caller that owns the pool for one job */
     pthread_mutex_t state;     /* guards the fields below */
     pthread_cond_t wake;       /* workers wait here for a new generation */
-    pthread_cond_t done;       /* the caller waits here for active == 0 */
+    pthread_cond_t done;       /* the caller waits here for the job's workers */
     atomic_ulong generation;   /* written under `state`; polled without it */
     int nworkers;              /* threads started (excluding callers) */
-    atomic_int active;         /* workers still inside the current job */
+    /* The current job's workers: QC_JOB_CLOSED once the caller has run out of tasks, plus
+     * how many workers joined and have not finished. A worker joins only while the job is
+     * open, so the caller never waits for a worker that wakes late (a sleeping thread can
+     * take hundreds of microseconds to wake in a VM, longer than a small job): once closed,
+     * it waits only for the workers running tasks. */
+    atomic_uint job;
     qc_task_fn fn;
     void *ctx;
     size_t ntasks;
@@ -79,8 +85,8 @@ static long now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Poll until the pool's generation differs from `seen` (next != 0) or its active count is 0
- * (next == 0), for at most QC_SPIN_NS; returns whether that happened. After the first
+/* Poll until the pool's generation differs from `seen` (next != 0) or no worker is inside
+ * the job (next == 0), for at most QC_SPIN_NS; returns whether that happened. After the first
  * QC_SPIN_YIELD_NS each poll yields the core: when the machine is busy, a thread that polls
  * must not keep the thread it waits for (or the caller's next call) off the CPU. */
 #define QC_SPIN_YIELD_NS 20000L
@@ -88,7 +94,8 @@ static int spin_until(int next, unsigned long seen) {
     const long t0 = now_ns();
     int yielding = 0;
     for (int i = 1;; i++) {
-        if (next ? atomic_load(&g_pool.generation) != seen : atomic_load(&g_pool.active) == 0)
+        if (next ? atomic_load(&g_pool.generation) != seen
+                 : (atomic_load(&g_pool.job) & ~QC_JOB_CLOSED) == 0)
             return 1;
         if (yielding) {
             sched_yield();
@@ -112,7 +119,14 @@ static void *worker_main(void *arg) {
         while (atomic_load(&g_pool.generation) == seen)
             pthread_cond_wait(&g_pool.wake, &g_pool.state);
         seen = atomic_load(&g_pool.generation);
-        if (id >= g_pool.job_workers) { /* not needed for this job */
+        /* join, unless not needed or the caller already closed the job; under `state`, so
+         * the job cannot be replaced by the next one between reading it and joining */
+        unsigned j = atomic_load(&g_pool.job);
+        int joined = 0;
+        while (id < g_pool.job_workers && !(j & QC_JOB_CLOSED) &&
+               !(joined = atomic_compare_exchange_weak(&g_pool.job, &j, j + 1))) {
+        }
+        if (!joined) {
             pthread_mutex_unlock(&g_pool.state);
             continue;
         }
@@ -121,8 +135,9 @@ static void *worker_main(void *arg) {
         size_t ntasks = g_pool.ntasks;
         pthread_mutex_unlock(&g_pool.state);
         run_tasks(fn, ctx, ntasks);
-        if (atomic_fetch_sub(&g_pool.active, 1) == 1) {
-            /* under the lock: the caller checks `active` and waits holding it */
+        if (atomic_fetch_sub(&g_pool.job, 1) == (QC_JOB_CLOSED | 1u)) {
+            /* the last one out of a closed job: under the lock, as the caller checks the
+             * count and waits holding it */
             pthread_mutex_lock(&g_pool.state);
             pthread_cond_signal(&g_pool.done);
             pthread_mutex_unlock(&g_pool.state);
@@ -160,7 +175,7 @@ void qc_parallel_for(size_t ntasks, qc_task_fn fn, void *ctx) {
     g_pool.ctx = ctx;
     g_pool.ntasks = ntasks;
     g_pool.job_workers = helpers;
-    atomic_store(&g_pool.active, helpers);
+    atomic_store(&g_pool.job, 0u); /* open, nobody in: the last job's workers all left */
     atomic_store(&g_pool.next, 0);
     atomic_fetch_add(&g_pool.generation, 1);
     pthread_cond_broadcast(&g_pool.wake);
@@ -168,9 +183,12 @@ void qc_parallel_for(size_t ntasks, qc_task_fn fn, void *ctx) {
 
     run_tasks(fn, ctx, ntasks);
 
-    if (!spin_until(0, 0)) {
+    /* every task is taken: close the job, then wait for the workers that joined it */
+    if ((atomic_fetch_or(&g_pool.job, QC_JOB_CLOSED) & ~QC_JOB_CLOSED) != 0 &&
+        !spin_until(0, 0)) {
         pthread_mutex_lock(&g_pool.state);
-        while (atomic_load(&g_pool.active) > 0) pthread_cond_wait(&g_pool.done, &g_pool.state);
+        while ((atomic_load(&g_pool.job) & ~QC_JOB_CLOSED) > 0)
+            pthread_cond_wait(&g_pool.done, &g_pool.state);
         pthread_mutex_unlock(&g_pool.state);
     }
     pthread_mutex_unlock(&g_pool.lock);
@@ -183,7 +201,7 @@ static void after_fork_child(void) {
     pthread_cond_init(&g_pool.wake, NULL);
     pthread_cond_init(&g_pool.done, NULL);
     g_pool.nworkers = 0;
-    atomic_store(&g_pool.active, 0);
+    atomic_store(&g_pool.job, 0u);
     atomic_store(&g_pool.generation, 0);
 }
 
