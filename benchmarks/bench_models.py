@@ -121,7 +121,7 @@ def bench_model(name, args, tmp, rng):
                 t = time_alternating({"quantc int8": lambda: qm(x),
                                       "ORT int8": lambda: sq.run(None, {"input": x}),
                                       "ORT float": lambda: sf.run(None, {"input": x})},
-                                     repeats=args.repeats)
+                                     repeats=args.repeats, settle=0.25)
                 ms = {k: v * 1e3 for k, v in t.items()}
                 rows.append([batch, nt, ms["quantc int8"], ms["ORT int8"], ms["ORT float"],
                              f"{ms['ORT int8'] / ms['quantc int8']:.2f}x",
