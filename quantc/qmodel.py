@@ -23,6 +23,7 @@ float round trip happens between int8 ops. Any other op (Softmax, a BatchNormali
 nothing to fold into, a Gemm with a non-constant B) runs in float between a dequantize and a
 quantize; :meth:`QuantizedModel.report` marks those layers ``float``.
 """
+import functools
 import json
 import math
 import os
@@ -446,13 +447,10 @@ class QuantizedModel:
             dil = tuple(a.get("dilations", (1, 1)))
             pads = self._pads(node)
             group = int(a.get("group", 1))
-            xs, xzp, ys, yzp = qx.scale, qx.zp, qy.scale, qy.zp
-            conv = _conv.qlinear_conv
-
-            def f(q):
-                return conv(q, xs, xzp, packed, ws, None, ys, yzp, bias, strides=strides,
-                            pads=pads, dilations=dil, group=group, relu=relu)
-            return f, set(node.inputs[1:])
+            # every argument but x checked and converted once (qlinear_conv's arithmetic)
+            plan = _C._conv_plan(packed._capsule, qx.zp, qx.scale, ws, qy.scale, qy.zp, bias,
+                                 strides, pads, dil, group, relu)
+            return functools.partial(_C._conv_exec, plan), set(node.inputs[1:])
         if op in ("Gemm", "MatMul"):
             wd = self.weights[node.name]
             packed = _gemm.pack_matrix(np.ascontiguousarray(wd["weight"].T))

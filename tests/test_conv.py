@@ -376,6 +376,67 @@ def test_row_patches_exact(isa, case, xdt, wdt, wzp0):
         _C._set_conv_nchw(prev_nchw)
 
 
+# ---- prepared QLinearConv (what a QuantizedModel's conv steps run) ----
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] == 1][:12] + CASES[-4:], ids=_case_id)
+@pytest.mark.parametrize("xdt,ydt,use_bias,relu", [(np.uint8, np.uint8, True, True),
+                                                   (np.int8, np.int8, False, False)])
+def test_conv_plan_matches_qlinear_conv(isa, case, xdt, ydt, use_bias, relu):
+    """_conv_exec(_conv_plan(...), x) equals qlinear_conv with the same arguments, bit for bit,
+    and the plan can run again on other inputs of other sizes."""
+    N, C, H, W, M, k, s, d, p, g = _widen(case, True)
+    rng = _case_rng(case, xdt, ydt, "plan")
+    w = rand_q(rng, (M, C // g, k, k), np.int8)
+    packed = qc.pack_conv_weight(w, group=g)
+    xzp, yzp = rand_q(rng, (), xdt), ydt(rng.integers(-20, 20) + (128 if ydt == np.uint8 else 0))
+    xs, ys = np.float32(0.02), np.float32(0.5)
+    ws = rng.uniform(0.001, 0.02, M).astype(np.float32)
+    bias = rng.integers(-3000, 3000, M).astype(np.int32) if use_bias else None
+    kw = dict(strides=(s, s), pads=p, dilations=(d, d), group=g)
+    plan = _C._conv_plan(packed._capsule, xzp, xs, ws, ys, yzp, bias, (s, s), p, (d, d), g, relu)
+    for shape in ((N, C, H, W), (2, C, H + 3, W + 1)):
+        x = rand_q(rng, shape, xdt)
+        want = qc.qlinear_conv(x, xs, xzp, packed, ws, None, ys, yzp, bias, relu=relu, **kw)
+        assert_equal_exact(_C._conv_exec(plan, x), want, f"{isa} {case} {shape}")
+
+
+def test_conv_plan_errors():
+    w = np.ones((8, 4, 3, 3), np.int8)
+    packed = qc.pack_conv_weight(w)
+    ws = np.full(8, 0.01, np.float32)
+    plan = _C._conv_plan(packed._capsule, np.uint8(3), np.float32(0.1), ws, np.float32(0.2),
+                         np.uint8(9), None, (1, 1), (1, 1, 1, 1), (1, 1), 1, False)
+    x = np.zeros((1, 4, 5, 5), np.uint8)
+    before = x.copy()
+    assert _C._conv_exec(plan, x).shape == (1, 8, 5, 5)
+    assert np.array_equal(x, before)
+    with pytest.raises(TypeError, match="x: expected uint8"):
+        _C._conv_exec(plan, x.astype(np.int8))
+    with pytest.raises(ValueError, match="x: expected C = 4"):
+        _C._conv_exec(plan, np.zeros((1, 5, 5, 5), np.uint8))
+    with pytest.raises(ValueError, match="x: expected a 4-D"):
+        _C._conv_exec(plan, np.zeros((4, 5, 5), np.uint8))
+    plan0 = _C._conv_plan(packed._capsule, np.uint8(3), np.float32(0.1), ws, np.float32(0.2),
+                          np.uint8(9), None, (1, 1), (0, 0, 0, 0), (1, 1), 1, False)
+    with pytest.raises(ValueError, match="kernel that fits"):
+        _C._conv_exec(plan0, np.zeros((1, 4, 2, 2), np.uint8))
+    args = [packed._capsule, np.uint8(3), np.float32(0.1), ws, np.float32(0.2), np.uint8(9),
+            None, (1, 1), (1, 1, 1, 1), (1, 1), 1, False]
+    for i, bad, exc, msg in [(1, 3, TypeError, "x_zero_point: expected an int8 or uint8"),
+                             (3, np.full(5, 0.01, np.float32), ValueError, "w_scale"),
+                             (4, np.float32(0.0), ValueError, "y_scale"),
+                             (6, np.zeros(7, np.int32), ValueError, "bias: expected shape"),
+                             (7, (0, 1), ValueError, "strides"),
+                             (10, 2, ValueError, "group: expected 1"),
+                             (0, "nope", TypeError, "w: expected a packed conv weight")]:
+        a = list(args)
+        a[i] = bad
+        with pytest.raises(exc, match=msg):
+            _C._conv_plan(*a)
+    with pytest.raises(TypeError, match="plan: expected a _conv_plan"):
+        _C._conv_exec(packed._capsule, x)
+
+
 # ---- the NCHW GEMM path (weights on rows, pixels on columns) ----
 
 NCHW_KERNELS = ["scalar"] + (["avx512vnni"] if "avx512vnni" in SUPPORTED_ISAS else [])

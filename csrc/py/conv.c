@@ -243,6 +243,106 @@ static PyObject *py_pack_conv_weight(PyObject *self, PyObject *args) {
     return cap;
 }
 
+/* The shape part of a conv call: x's channels against the weights, the dilated kernel
+ * against the padded input, and a's N..OW, strides, pads and dilations. */
+static int conv_shape(qc_conv_args *a, const qc_conv_weights *cw, PyArrayObject *x, size_t G,
+                      const int *strides, const int *pads, const int *dil) {
+    const npy_intp *xs = PyArray_DIMS(x);
+    const size_t N = (size_t)xs[0], C = (size_t)xs[1], H = (size_t)xs[2], W = (size_t)xs[3];
+    if (C != cw->Cg * G)
+        return qc_value_error("x: expected C = %zu channels (w.shape[1] = %zu times group = "
+                              "%zu), got %zu", cw->Cg * G, cw->Cg, G, C);
+    const size_t eh = (cw->kh - 1) * (size_t)dil[0] + 1, ew = (cw->kw - 1) * (size_t)dil[1] + 1;
+    const size_t PH = H + (size_t)pads[0] + (size_t)pads[2];
+    const size_t PW = W + (size_t)pads[1] + (size_t)pads[3];
+    if (eh > PH || ew > PW)
+        return qc_value_error("w: expected a kernel that fits the padded input (%zu, %zu), got "
+                              "a dilated kernel of (%zu, %zu)", PH, PW, eh, ew);
+    a->N = N, a->C = C, a->H = H, a->W = W;
+    a->OH = (PH - eh) / (size_t)strides[0] + 1, a->OW = (PW - ew) / (size_t)strides[1] + 1;
+    a->sh = strides[0], a->sw = strides[1], a->dh = dil[0], a->dw = dil[1];
+    a->pt = pads[0], a->pl = pads[1], a->pb = pads[2], a->pr = pads[3];
+    return 0;
+}
+
+/* The requantization part of a QLinearConv call (x of type xt, M output channels): the
+ * multipliers (*mult, malloc'd, M floats), the bias (*bias, an int32 array or NULL), the
+ * output type, zero point and relu in a. */
+static int conv_requant(qc_conv_args *a, size_t M, int xt, PyObject *xso, PyObject *wso,
+                        PyObject *yso, PyObject *yzpo, PyObject *biaso, int relu, float **mult,
+                        PyArrayObject **bias, int *yt) {
+    float xsc, ysc;
+    npy_intp cnt, nws;
+    if (parse_scales(xso, "x_scale", 1, &xsc, &cnt) < 0) return -1;
+    float *wsc = malloc((M ? M : 1) * sizeof(float));
+    *mult = malloc((M ? M : 1) * sizeof(float));
+    if (!wsc || !*mult) {
+        free(wsc);
+        PyErr_NoMemory();
+        return -1;
+    }
+    int32_t yzp;
+    int rc = -1;
+    if (parse_scales(wso, "w_scale", (npy_intp)M, wsc, &nws) < 0) goto done;
+    if (parse_scales(yso, "y_scale", 1, &ysc, &cnt) < 0) goto done;
+    if (yzpo == Py_None) {
+        qc_type_error("y_zero_point: expected an int8 or uint8 zero point, got None");
+        goto done;
+    }
+    if (out_typenum(yzpo, xt, yt) < 0) goto done;
+    if (parse_zps(yzpo, "y_zero_point", *yt, "the output", 1, &yzp, &cnt) < 0) goto done;
+    for (size_t m = 0; m < M; m++) {
+        /* the multiplier exactly as onnx's reference: float32 (x_scale * w_scale) / y_scale */
+        float xw = xsc * wsc[nws > 1 ? m : 0];
+        (*mult)[m] = xw / ysc;
+        if (qc_check_ratio((*mult)[m], "x_scale * w_scale / y_scale") < 0) goto done;
+    }
+    a->mult = *mult;
+    a->y_signed = *yt == NPY_INT8;
+    a->y_zp = yzp;
+    a->relu = relu;
+    if (biaso != Py_None) {
+        static const int i32[] = {NPY_INT32, -1};
+        *bias = qc_int_array(biaso, "bias", i32);
+        if (!*bias) goto done;
+        if (PyArray_NDIM(*bias) != 1 || (size_t)PyArray_DIM(*bias, 0) != M) {
+            qc_value_error("bias: expected shape (%zu,), got %d-D with %zd elements", M,
+                           PyArray_NDIM(*bias), (Py_ssize_t)PyArray_SIZE(*bias));
+            goto done;
+        }
+        a->bias = PyArray_DATA(*bias);
+    }
+    rc = 0;
+done:
+    free(wsc);
+    return rc;
+}
+
+/* Run a (x given) into a new output, or into out (NULL: a new array). */
+static PyObject *conv_call(qc_conv_args *a, PyArrayObject *x, PyArrayObject *bias, int yt,
+                           PyObject *out) {
+    npy_intp oshape[4] = {(npy_intp)a->N, (npy_intp)a->w->M, (npy_intp)a->OH, (npy_intp)a->OW};
+    PyArrayObject *y = qc_output(out ? out : Py_None, "out", 4, oshape, yt);
+    if (!y) return NULL;
+    PyArrayObject *const ins[] = {x, bias};
+    PyArrayObject *dst = qc_out_target(y, ins, 2);
+    if (!dst) {
+        Py_DECREF(y);
+        return NULL;
+    }
+    a->x_signed = PyArray_TYPE(x) == NPY_INT8;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = qc_conv_run(a, PyArray_DATA(x), PyArray_DATA(dst));
+    Py_END_ALLOW_THREADS
+    qc_out_commit(dst, y);
+    if (rc < 0) {
+        Py_DECREF(y);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)y;
+}
+
 /* _conv(x, w, x_zero_point, w_zero_point, x_scale, w_scale, y_scale, y_zero_point, bias,
  *       strides, pads, dilations, group, relu, integer, out)
  * w is an array or a capsule from _pack_conv_weight (then w_zero_point must be None and
@@ -259,11 +359,10 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
     if (parse_ints(so, "strides", 2, 1, strides) < 0 || parse_ints(po, "pads", 4, 0, pads) < 0 ||
         parse_ints(dlo, "dilations", 2, 1, dil) < 0 || parse_group(go, &G) < 0)
         return NULL;
-    PyArrayObject *x = NULL, *w = NULL, *bias = NULL, *y = NULL;
+    PyArrayObject *x = NULL, *w = NULL, *bias = NULL;
     qc_conv_weights *cw = NULL;
     int own_cw = 0;
     float *mult = NULL;
-    float *wsc = NULL;
     PyObject *result = NULL;
 
     x = act_array(xo, "x", 4, "(N, C, H, W)");
@@ -289,104 +388,127 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
         if (!cw) goto done;
         own_cw = 1;
     }
-    const npy_intp *xs = PyArray_DIMS(x);
-    const size_t N = (size_t)xs[0], C = (size_t)xs[1], H = (size_t)xs[2], W = (size_t)xs[3];
-    const size_t M = cw->M;
-    if (C != cw->Cg * G) {
-        qc_value_error("x: expected C = %zu channels (w.shape[1] = %zu times group = %zu), got %zu",
-                       cw->Cg * G, cw->Cg, G, C);
-        goto done;
-    }
+    qc_conv_args a;
+    memset(&a, 0, sizeof a);
+    a.w = cw;
+    if (conv_shape(&a, cw, x, G, strides, pads, dil) < 0) goto done;
     int32_t xzp;
     npy_intp cnt;
     if (parse_zps(xzpo, "x_zero_point", xt, "x", 1, &xzp, &cnt) < 0) goto done;
-    const size_t eh = (cw->kh - 1) * (size_t)dil[0] + 1, ew = (cw->kw - 1) * (size_t)dil[1] + 1;
-    const size_t PH = H + (size_t)pads[0] + (size_t)pads[2];
-    const size_t PW = W + (size_t)pads[1] + (size_t)pads[3];
-    if (eh > PH || ew > PW) {
-        qc_value_error("w: expected a kernel that fits the padded input (%zu, %zu), got a dilated "
-                       "kernel of (%zu, %zu)", PH, PW, eh, ew);
-        goto done;
-    }
-    const size_t OH = (PH - eh) / (size_t)strides[0] + 1, OW = (PW - ew) / (size_t)strides[1] + 1;
-
-    qc_conv_args a;
-    memset(&a, 0, sizeof a);
-    a.N = N, a.C = C, a.H = H, a.W = W, a.OH = OH, a.OW = OW;
-    a.sh = strides[0], a.sw = strides[1], a.dh = dil[0], a.dw = dil[1];
-    a.pt = pads[0], a.pl = pads[1], a.pb = pads[2], a.pr = pads[3];
-    a.x_signed = xt == NPY_INT8;
     a.xzp = xzp;
-    a.w = cw;
     int yt = NPY_INT32;
     if (integer) {
         a.out_int32 = 1;
-    } else {
-        float xsc, ysc;
-        if (parse_scales(xso, "x_scale", 1, &xsc, &cnt) < 0) goto done;
-        wsc = malloc((M ? M : 1) * sizeof(float));
-        mult = malloc((M ? M : 1) * sizeof(float));
-        if (!wsc || !mult) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        npy_intp nws;
-        if (parse_scales(wso, "w_scale", (npy_intp)M, wsc, &nws) < 0) goto done;
-        if (parse_scales(yso, "y_scale", 1, &ysc, &cnt) < 0) goto done;
-        if (yzpo == Py_None) {
-            qc_type_error("y_zero_point: expected an int8 or uint8 zero point, got None");
-            goto done;
-        }
-        if (out_typenum(yzpo, xt, &yt) < 0) goto done;
-        int32_t yzp;
-        if (parse_zps(yzpo, "y_zero_point", yt, "the output", 1, &yzp, &cnt) < 0) goto done;
-        for (size_t m = 0; m < M; m++) {
-            /* the multiplier exactly as onnx's reference: float32 (x_scale * w_scale) / y_scale */
-            float xw = xsc * wsc[nws > 1 ? m : 0];
-            mult[m] = xw / ysc;
-            if (qc_check_ratio(mult[m], "x_scale * w_scale / y_scale") < 0) goto done;
-        }
-        a.mult = mult;
-        a.y_signed = yt == NPY_INT8;
-        a.y_zp = yzp;
-        a.relu = relu;
-        if (biaso != Py_None) {
-            static const int i32[] = {NPY_INT32, -1};
-            bias = qc_int_array(biaso, "bias", i32);
-            if (!bias) goto done;
-            if (PyArray_NDIM(bias) != 1 || (size_t)PyArray_DIM(bias, 0) != M) {
-                qc_value_error("bias: expected shape (%zu,), got %d-D with %zd elements", M,
-                               PyArray_NDIM(bias), (Py_ssize_t)PyArray_SIZE(bias));
-                goto done;
-            }
-            a.bias = PyArray_DATA(bias);
-        }
-    }
-    npy_intp oshape[4] = {(npy_intp)N, (npy_intp)M, (npy_intp)OH, (npy_intp)OW};
-    y = qc_output(out, "out", 4, oshape, yt);
-    if (!y) goto done;
-    PyArrayObject *const ins[] = {x, bias};
-    PyArrayObject *dst = qc_out_target(y, ins, 2);
-    if (!dst) goto done;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = qc_conv_run(&a, PyArray_DATA(x), PyArray_DATA(dst));
-    Py_END_ALLOW_THREADS
-    qc_out_commit(dst, y);
-    if (rc < 0) {
-        PyErr_NoMemory();
+    } else if (conv_requant(&a, cw->M, xt, xso, wso, yso, yzpo, biaso, relu, &mult, &bias,
+                            &yt) < 0) {
         goto done;
     }
-    result = (PyObject *)y;
-    y = NULL;
+    result = conv_call(&a, x, bias, yt, out);
 done:
     Py_XDECREF(x);
     Py_XDECREF(w);
     Py_XDECREF(bias);
-    Py_XDECREF(y);
     if (own_cw) qc_conv_weights_free(cw);
     free(mult);
-    free(wsc);
+    return result;
+}
+
+/* ---- prepared QLinearConv (a model's layer): everything but x parsed once ---- */
+
+#define PLAN_NAME "quantc.conv_plan"
+
+typedef struct {
+    PyObject *wcap;      /* the packed weight's capsule (a reference) */
+    PyArrayObject *bias; /* int32 (M,) or NULL (a reference) */
+    float *mult;
+    qc_conv_args a;      /* all but the shape fields, which each call fills */
+    size_t G;
+    int strides[2], pads[4], dil[2];
+    int xt, yt;
+} conv_plan;
+
+static void plan_free(PyObject *cap) {
+    conv_plan *p = PyCapsule_GetPointer(cap, PLAN_NAME);
+    if (!p) return;
+    Py_XDECREF(p->wcap);
+    Py_XDECREF(p->bias);
+    free(p->mult);
+    free(p);
+}
+
+/* _conv_plan(w_capsule, x_zero_point, x_scale, w_scale, y_scale, y_zero_point, bias, strides,
+ *            pads, dilations, group, relu) -> plan: a QLinearConv with every argument but x
+ * checked and converted once; x_zero_point must be an int8 or uint8 NumPy scalar (it gives
+ * x's dtype). _conv_exec(plan, x) runs it. */
+static PyObject *py_conv_plan(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *wo, *xzpo, *xso, *wso, *yso, *yzpo, *biaso, *so, *po, *dlo, *go;
+    int relu;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOp", &wo, &xzpo, &xso, &wso, &yso, &yzpo, &biaso,
+                          &so, &po, &dlo, &go, &relu))
+        return NULL;
+    conv_plan *p = calloc(1, sizeof *p);
+    if (!p) return PyErr_NoMemory();
+    PyObject *cap = NULL;
+    if (parse_ints(so, "strides", 2, 1, p->strides) < 0 ||
+        parse_ints(po, "pads", 4, 0, p->pads) < 0 ||
+        parse_ints(dlo, "dilations", 2, 1, p->dil) < 0 || parse_group(go, &p->G) < 0)
+        goto fail;
+    if (!PyCapsule_IsValid(wo, CAPSULE_NAME)) {
+        qc_type_error("w: expected a packed conv weight (PackedConvWeight._capsule), got %s",
+                      Py_TYPE(wo)->tp_name);
+        goto fail;
+    }
+    qc_conv_weights *cw = PyCapsule_GetPointer(wo, CAPSULE_NAME);
+    if (cw->G != p->G) {
+        qc_value_error("group: expected %zu (the group the weight was packed for), got %zu",
+                       cw->G, p->G);
+        goto fail;
+    }
+    p->xt = zp_typenum(xzpo);
+    if (p->xt != NPY_INT8 && p->xt != NPY_UINT8) {
+        qc_type_error("x_zero_point: expected an int8 or uint8 NumPy scalar, got %s",
+                      Py_TYPE(xzpo)->tp_name);
+        goto fail;
+    }
+    npy_intp cnt;
+    if (parse_zps(xzpo, "x_zero_point", p->xt, "x", 1, &p->a.xzp, &cnt) < 0) goto fail;
+    if (conv_requant(&p->a, cw->M, p->xt, xso, wso, yso, yzpo, biaso, relu, &p->mult, &p->bias,
+                     &p->yt) < 0)
+        goto fail;
+    p->a.w = cw;
+    Py_INCREF(wo);
+    p->wcap = wo;
+    cap = PyCapsule_New(p, PLAN_NAME, plan_free);
+    if (cap) return cap;
+fail:
+    Py_XDECREF(p->wcap);
+    Py_XDECREF(p->bias);
+    free(p->mult);
+    free(p);
+    return NULL;
+}
+
+/* _conv_exec(plan, x) -> y */
+static PyObject *py_conv_exec(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *po, *xo;
+    if (!PyArg_ParseTuple(args, "OO", &po, &xo)) return NULL;
+    if (!PyCapsule_IsValid(po, PLAN_NAME))
+        return qc_type_error("plan: expected a _conv_plan, got %s", Py_TYPE(po)->tp_name), NULL;
+    conv_plan *p = PyCapsule_GetPointer(po, PLAN_NAME);
+    PyArrayObject *x = act_array(xo, "x", 4, "(N, C, H, W)");
+    if (!x) return NULL;
+    PyObject *result = NULL;
+    qc_conv_args a = p->a;
+    if (PyArray_TYPE(x) != p->xt) {
+        qc_type_error("x: expected %s (the dtype of the plan's x_zero_point), got %s",
+                      p->xt == NPY_INT8 ? "int8" : "uint8",
+                      PyArray_TYPE(x) == NPY_INT8 ? "int8" : "uint8");
+    } else if (conv_shape(&a, a.w, x, p->G, p->strides, p->pads, p->dil) == 0) {
+        result = conv_call(&a, x, p->bias, p->yt, NULL);
+    }
+    Py_DECREF(x);
     return result;
 }
 
@@ -582,7 +704,7 @@ static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
     float as, bs, ys;
     int32_t az, bz, yz, lo, hi;
     npy_intp cnt;
-    int yt;
+    int yt = NPY_UINT8;
     if (parse_scales(aso, "a_scale", 1, &as, &cnt) < 0 ||
         parse_zps(azo, "a_zero_point", PyArray_TYPE(a), "a", 1, &az, &cnt) < 0 ||
         parse_scales(bso, "b_scale", 1, &bs, &cnt) < 0 ||
@@ -868,6 +990,8 @@ PyMethodDef qc_conv_methods[] = {
     {"_conv", py_conv, METH_VARARGS, "ConvInteger / QLinearConv (see quantc.qlinear_conv)."},
     {"_pack_conv_weight", py_pack_conv_weight, METH_VARARGS, "Prepare conv weights once."},
     {"_conv_path", py_conv_path, METH_O, "The path a packed conv weight runs on."},
+    {"_conv_plan", py_conv_plan, METH_VARARGS, "A QLinearConv with all but x prepared."},
+    {"_conv_exec", py_conv_exec, METH_VARARGS, "Run a _conv_plan on x."},
     {"_set_conv_nchw", py_set_conv_nchw, METH_O, "Force the NCHW conv GEMM on or off (tests)."},
     {"_set_conv_rx", py_set_conv_rx, METH_O, "Force the conv row patches on or off (tests)."},
     {"_set_dw_tile_rows", py_set_dw_tile_rows, METH_O,
