@@ -318,8 +318,13 @@ def test_few_pixels_output_channel_split(isa, case):
 
 # ---- row patches: each input row copied once per output column, read as kh segments ----
 
-# (N, C, H, W, M, kh, kw, sh, sw, dh, dw, pads): dense, kh > 1, kw * C a multiple of 4
+# (N, C, H, W, M, kh, kw, sh, sw, dh, dw, pads[, group]): kh > 1, kw * C a multiple of 4 (dense)
+# or C / group a multiple of 4 (grouped, with 16+ outputs per group: the GEMM path)
 RX_CASES = [
+    (1, 64, 9, 10, 64, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1), 4),     # Cg 16, ResNeXt-like
+    (1, 32, 11, 7, 256, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1), 8),    # Cg 4, 32 outputs per group
+    (1, 24, 12, 9, 48, 3, 2, 2, 1, 2, 2, (1, 0, 2, 1), 3),     # Cg 8, phases and dilation
+    (2, 32, 10, 13, 32, 3, 3, 1, 2, 1, 1, (0, 1, 1, 1), 2),
     (1, 4, 9, 9, 24, 3, 3, 1, 1, 2, 2, (2, 2, 2, 2)),
     (2, 16, 17, 19, 8, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),
     (1, 8, 11, 10, 40, 3, 3, 2, 2, 1, 1, (1, 0, 1, 2)),
@@ -333,26 +338,29 @@ RX_CASES = [
 
 
 def _rx_id(c):
-    N, C, H, W, M, kh, kw, sh, sw, dh, dw, p = c
-    return f"N{N}C{C}H{H}W{W}M{M}k{kh}x{kw}s{sh}{sw}d{dh}{dw}p{''.join(map(str, p))}"
+    N, C, H, W, M, kh, kw, sh, sw, dh, dw, p = c[:12]
+    g = c[12] if len(c) > 12 else 1
+    return f"N{N}C{C}H{H}W{W}M{M}k{kh}x{kw}s{sh}{sw}d{dh}{dw}p{''.join(map(str, p))}g{g}"
 
 
 @pytest.mark.parametrize("case", RX_CASES, ids=_rx_id)
 @pytest.mark.parametrize("xdt,wdt,wzp0", [(np.uint8, np.int8, True), (np.uint8, np.int8, False),
                                           (np.int8, np.uint8, False)])
 def test_row_patches_exact(isa, case, xdt, wdt, wzp0):
-    """The row-patch GEMM (patch rows as kh segments: with uint8 x and symmetric int8 weights
-    the AVX-512 VNNI kernel reads them where they lie, otherwise they are gathered with their
-    row sums) forced on and off, against the reference: int32 and requantized, on 1 to 3
-    threads (3 threads split the wide rows into blocks too short for row patches, which then
-    take im2col)."""
-    N, C, H, W, M, kh, kw_, sh, sw, dh, dw, p = case
+    """The row-patch GEMM (patch rows as kh segments, or kh * kw segments of one group's
+    channels from rows shared by the groups: with uint8 x and symmetric int8 weights the
+    AVX-512 VNNI kernel reads them where they lie, otherwise they are gathered with their row
+    sums) forced on and off, against the reference: int32 and requantized, on 1 to 3 threads
+    (3 threads split the wide rows into blocks too short for row patches, which then take
+    im2col)."""
+    N, C, H, W, M, kh, kw_, sh, sw, dh, dw, p = case[:12]
+    g = case[12] if len(case) > 12 else 1
     rng = _case_rng(case, xdt, wdt, wzp0, "rx")
     x = rand_q(rng, (N, C, H, W), xdt)
-    w = rand_q(rng, (M, C, kh, kw_), wdt)
+    w = rand_q(rng, (M, C // g, kh, kw_), wdt)
     xzp = rand_q(rng, (), xdt)
     wzp = np.zeros(M, wdt) if wzp0 else rand_q(rng, (M,), wdt)
-    kw = dict(strides=(sh, sw), pads=p, dilations=(dh, dw))
+    kw = dict(strides=(sh, sw), pads=p, dilations=(dh, dw), group=g)
     want = ref_conv_acc(x, w, xzp, wzp, **kw)
     xs, ys = np.float32(0.02), np.float32(0.7)
     ws = rng.uniform(0.001, 0.02, M).astype(np.float32)

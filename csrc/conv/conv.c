@@ -240,8 +240,13 @@ typedef struct {
      * rxk = kw * C bytes (output column ox's kw taps), and the GEMM reads a patch as kh
      * segments of those rows (qc_gemm_args.a_seg): up to kh times less copying than im2col
      * (gemm_task has the layout). */
-    int rx;
+    int rx;             /* 1: rows per task; 2 (grouped): rows of every image built once in
+                         * rxg, which every group's tasks read (rxgh rows per phase, rxgimg
+                         * bytes per image, kh * kw segments of Cg bytes at rxgseg) */
     size_t rxk;
+    uint8_t *rxg;
+    size_t rxgh, rxgimg;
+    ptrdiff_t *rxgseg;
     /* NCHW path: its kernels, per-channel rterm and zw' (nchw.h), rows per task (mchunk, a
      * multiple of QC_NCHW_MR), and whether the pixel sums are needed (some zw' != 0) */
     const qc_nchw_kernels *nk;
@@ -865,19 +870,53 @@ static void rx_row(const run_ctx *ctx, size_t n, size_t iyp, uint8_t *row) {
     }
 }
 
-/* Whether the row patches suit this convolution: dense (one group), kh > 1, runs of whole
- * 4-byte groups, and by default stride 1 along y (1 thread, this EPYC: 3x3 64 @56 634 ->
- * 609 us, 128 @28 573 -> 562 us; the stride-2 layers, whose rows are read by fewer
- * outputs, gained 0-2% on 1 thread and lost up to 2% on 2). Blocks spanning images and the
+/* Whether the row patches suit this convolution: kh > 1, runs of whole 4-byte groups (each
+ * tap's Cg bytes with groups), and by default stride 1 along y (1 thread, this EPYC: 3x3 64
+ * @56 634 -> 609 us, 128 @28 573 -> 562 us; the stride-2 layers, whose rows are read by fewer
+ * outputs, gained 0-2% on 1 thread and lost up to 2% on 2). Returns 1 (rows per task), 2
+ * (grouped: rows shared by the groups, see run_ctx.rx) or 0. Blocks spanning images and the
  * output-channel split keep im2col (qc_conv_run). */
 static int rx_plan(run_ctx *ctx) {
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
     const int force = atomic_load(&g_rx_force);
-    if (force < 0 || (force == 0 && a->sh != 1) || ctx->direct || w->G != 1 || w->kh < 2 ||
-        (w->kw * w->Cg) % 4 != 0)
+    if (force < 0 || (force == 0 && a->sh != 1) || ctx->direct || w->kh < 2 ||
+        (w->G == 1 ? (w->kw * w->Cg) % 4 : w->Cg % 4) != 0)
         return 0;
     ctx->rxk = w->kw * a->C;
+    return w->G == 1 ? 1 : 2;
+}
+
+/* A task of the shared rows (run_ctx.rx == 2): 8 padded rows of one image. */
+static void rxg_task(void *vctx, size_t task) {
+    run_ctx *ctx = vctx;
+    const qc_conv_args *a = ctx->a;
+    const size_t sh = (size_t)a->sh, rows = sh * ctx->rxgh, per = (rows + 7) / 8;
+    const size_t n = task / per, r0 = task % per * 8, rowb = a->OW * ctx->rxk;
+    for (size_t iyp = r0; iyp < QC_MIN(rows, r0 + 8); iyp++)
+        rx_row(ctx, n, iyp, ctx->rxg + n * ctx->rxgimg + (iyp % sh * ctx->rxgh + iyp / sh) * rowb);
+}
+
+/* Plan and build the shared rows (run_ctx.rx == 2); 0 when they would not fit a size_t
+ * (then im2col), -1 when out of memory. */
+static int rxg_build(run_ctx *ctx) {
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const size_t sh = (size_t)a->sh, rowb = mul_sat(a->OW, ctx->rxk);
+    const size_t used = (a->OH - 1) * sh + (w->kh - 1) * (size_t)a->dh + 1;
+    ctx->rxgh = (used + sh - 1) / sh;
+    ctx->rxgimg = mul_sat(mul_sat(sh, ctx->rxgh), rowb);
+    if (mul_sat(ctx->rxgimg, a->N) == SIZE_MAX) return 0;
+    ctx->rxgseg = malloc(w->kh * w->kw * sizeof(ptrdiff_t));
+    ctx->rxg = malloc(QC_MAX(ctx->rxgimg * a->N, (size_t)1));
+    if (!ctx->rxgseg || !ctx->rxg) return -1;
+    for (size_t ky = 0; ky < w->kh; ky++) {
+        const size_t yy = ky * (size_t)a->dh;
+        for (size_t kx = 0; kx < w->kw; kx++)
+            ctx->rxgseg[ky * w->kw + kx] =
+                (ptrdiff_t)((yy % sh * ctx->rxgh + yy / sh) * rowb + kx * a->C);
+    }
+    qc_parallel_for(a->N * ((sh * ctx->rxgh + 7) / 8), rxg_task, ctx);
     return 1;
 }
 
@@ -920,7 +959,7 @@ static void gemm_task(void *vctx, size_t task) {
     const size_t rxrow = a->OW * ctx->rxk, rxbytes = mul_sat(mul_sat(sh, rxh), rxrow);
     /* and only where they copy less than im2col would (not for a block of a few pixels of
      * a wide row) */
-    const int rx = ctx->rx && rxbytes < rows * K;
+    const int rx = ctx->rx == 1 && rxbytes < rows * K;
     const size_t rxseg_at = (rxbytes + 7) & ~(size_t)7;
     const size_t abytes = ctx->a_all ? 0
                           : rx       ? (rxseg_at + w->kh * sizeof(ptrdiff_t) + 63) & ~(size_t)63
@@ -935,7 +974,7 @@ static void gemm_task(void *vctx, size_t task) {
     const uint8_t *A;
     ptrdiff_t lda;
     uint8_t *Ab = ctx->a_all ? ctx->a_all + q0 * K : (uint8_t *)(mem + wsz + cbytes);
-    for (size_t q = q0; q < q0 + rows && !ctx->a_all && !rx;) { /* each image's run */
+    for (size_t q = q0; q < q0 + rows && !ctx->a_all && !rx && ctx->rx != 2;) {
         const size_t n = q / P, p = q % P, seg = QC_MIN(P - p, q0 + rows - q);
         if (ctx->direct) {
             /* 1x1, stride 1, no padding: A is this block of pixels' channels, transposed
@@ -951,6 +990,12 @@ static void gemm_task(void *vctx, size_t task) {
     lda = (ptrdiff_t)(ctx->direct ? w->Cg : K);
     qc_gemm_args ga;
     memset(&ga, 0, sizeof ga);
+    if (ctx->rx == 2) { /* never span: pixels q0 % P.. of image q0 / P, group g's bytes */
+        A = ctx->rxg + q0 / P * ctx->rxgimg + q0 % P * ctx->rxk + g * w->Cg;
+        lda = (ptrdiff_t)ctx->rxk;
+        ga.a_seg = ctx->rxgseg;
+        ga.a_nseg = (int)(w->kh * w->kw);
+    }
     if (rx) { /* never span: the block is pixels q0 % P.. of image q0 / P */
         ptrdiff_t *seg = (ptrdiff_t *)(void *)(Ab + rxseg_at);
         for (size_t py = 0; py < sh; py++)
@@ -1309,6 +1354,16 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
         ctx.xt = ctx.xt_w;
         qc_parallel_for(a->N * ((HW + 255) / 256), nhwc_task, &ctx);
     }
+    if (ctx.rx == 2) {
+        const int built = rxg_build(&ctx);
+        if (built < 0) {
+            free(ctx.xt_w);
+            free(ctx.rxg);
+            free(ctx.rxgseg);
+            return -1;
+        }
+        if (!built) ctx.rx = 0;
+    }
     if (ctx.a_all) {
         const size_t chunks = (all_px + 63) / 64;
         qc_parallel_for(chunks, im2col_task, &ctx);
@@ -1316,5 +1371,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     qc_parallel_for(units * ctx.nblocks * ctx.ncb, gemm_task, &ctx);
     free(ctx.xt_w);
     free(ctx.a_all);
+    free(ctx.rxg);
+    free(ctx.rxgseg);
     return atomic_load(&ctx.failed) ? -1 : 0;
 }
