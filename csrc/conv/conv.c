@@ -228,6 +228,7 @@ typedef struct {
     void *y;
     double lo, hi;
     size_t M, Ng, K, P, pb, nblocks;
+    size_t tpb;         /* pixels per task of the NCHW -> NHWC transpose */
     int direct;         /* 1x1, stride 1, no padding: A is a transposed block of x, no im2col */
     int span;           /* GEMM path: blocks run over all images' pixels (n * P + p), so planes
                          * smaller than a block share one GEMM call */
@@ -762,12 +763,12 @@ static int dw_run(run_ctx *ctx) {
 
 /* ---- GEMM path ---- */
 
-/* NCHW -> NHWC, one task per (image, block of 256 pixels). */
+/* NCHW -> NHWC, one task per (image, block of ctx->tpb pixels). */
 static void nhwc_task(void *vctx, size_t task) {
     run_ctx *ctx = vctx;
     const qc_conv_args *a = ctx->a;
-    const size_t HW = a->H * a->W, nb = (HW + 255) / 256;
-    const size_t n = task / nb, p0 = task % nb * 256, np = QC_MIN(256, HW - p0);
+    const size_t HW = a->H * a->W, nb = (HW + ctx->tpb - 1) / ctx->tpb;
+    const size_t n = task / nb, p0 = task % nb * ctx->tpb, np = QC_MIN(ctx->tpb, HW - p0);
     qc_transpose_u8(ctx->x + n * a->C * HW + p0, a->C, np, HW,
                     ctx->xt_w + (n * HW + p0) * a->C, a->C);
 }
@@ -1306,7 +1307,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     pb = QC_MAX(16, QC_MIN(512, pb)) & ~(size_t)15;
     /* planes smaller than a block: blocks run across images (a GEMM call per tiny plane
      * would be mostly overhead) */
-    ctx.span = P < pb && a->N > 1;
+    ctx.span = P < pb && a->N > 1 && ctx.rx != 2;
     if (ctx.span) ctx.rx = 0;
     size_t units = ctx.span ? w->G : a->N * w->G;
     const size_t pixels = ctx.span ? a->N * P : P;
@@ -1352,7 +1353,11 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
             return -1;
         }
         ctx.xt = ctx.xt_w;
-        qc_parallel_for(a->N * ((HW + 255) / 256), nhwc_task, &ctx);
+        /* blocks of 256 pixels, or down to 32 until every thread gets two */
+        const size_t two = 2 * (size_t)qc_get_num_threads();
+        for (ctx.tpb = 256; ctx.tpb > 32 && a->N * ((HW + ctx.tpb - 1) / ctx.tpb) < two;)
+            ctx.tpb /= 2;
+        qc_parallel_for(a->N * ((HW + ctx.tpb - 1) / ctx.tpb), nhwc_task, &ctx);
     }
     if (ctx.rx == 2) {
         const int built = rxg_build(&ctx);
