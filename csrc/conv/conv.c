@@ -898,8 +898,8 @@ static void rxg_task(void *vctx, size_t task) {
         rx_row(ctx, n, iyp, ctx->rxg + n * ctx->rxgimg + (iyp % sh * ctx->rxgh + iyp / sh) * rowb);
 }
 
-/* Plan and build the shared rows (run_ctx.rx == 2); 0 when they would not fit a size_t
- * (then im2col), -1 when out of memory. */
+/* Plan and build the shared rows (run_ctx.rx == 2): about kw times the input, so 0 (then
+ * im2col, whose patches are per block) past 64 MiB; -1 when out of memory. */
 static int rxg_build(run_ctx *ctx) {
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
@@ -907,7 +907,7 @@ static int rxg_build(run_ctx *ctx) {
     const size_t used = (a->OH - 1) * sh + (w->kh - 1) * (size_t)a->dh + 1;
     ctx->rxgh = (used + sh - 1) / sh;
     ctx->rxgimg = mul_sat(mul_sat(sh, ctx->rxgh), rowb);
-    if (mul_sat(ctx->rxgimg, a->N) == SIZE_MAX) return 0;
+    if (mul_sat(ctx->rxgimg, a->N) > ((size_t)64 << 20)) return 0;
     ctx->rxgseg = malloc(w->kh * w->kw * sizeof(ptrdiff_t));
     ctx->rxg = malloc(QC_MAX(ctx->rxgimg * a->N, (size_t)1));
     if (!ctx->rxgseg || !ctx->rxg) return -1;
