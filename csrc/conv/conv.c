@@ -236,11 +236,11 @@ typedef struct {
                          * 32) per task, over patches built once for all pixels in a_all
                          * (ungrouped convolutions with few pixels), else 1 and Ng */
     uint8_t *a_all;     /* that shared patch matrix: row n * P + p, K bytes each; or NULL */
-    /* Row patches (rx, dense kh x kw with kh > 1): instead of the K = kh * kw * C bytes of
-     * every patch, each task copies the input rows its outputs read once, as OW runs of
-     * rxk = kw * C bytes (output column ox's kw taps), and the GEMM reads a patch as kh
-     * segments of those rows (qc_gemm_args.a_seg): up to kh times less copying than im2col
-     * (gemm_task has the layout). */
+    /* Row patches (rx, kh x kw with kh > 1): instead of the K = kh * kw * Cg bytes of every
+     * patch, the input rows the outputs read are copied once, as OW runs of rxk = kw * C
+     * bytes (output column ox's kw taps), and the GEMM reads a patch as kh segments of those
+     * rows (dense; qc_gemm_args.a_seg), or kh * kw segments of its group's Cg channels: up
+     * to kh times less copying than im2col (gemm_task has the layout). */
     int rx;             /* 1: rows per task; 2 (grouped): rows of every image built once in
                          * rxg, which every group's tasks read (rxgh rows per phase, rxgimg
                          * bytes per image, kh * kw segments of Cg bytes at rxgseg) */

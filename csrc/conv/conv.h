@@ -69,8 +69,8 @@ int qc_conv_run(const qc_conv_args *a, const void *x, void *y);
 size_t qc_dw_tile_force(size_t rows);
 
 /* Tests: the GEMM path's row patches (run_ctx.rx in conv.c: each input row copied once per
- * output column instead of im2col's whole patches) for every convolution they suit (> 0),
- * never (< 0), or where they pay (0). Returns the previous setting. */
+ * output column instead of im2col's whole patches, dense or grouped) for every convolution
+ * they suit (> 0), never (< 0), or where they pay (0). Returns the previous setting. */
 int qc_conv_rx_force(int force);
 
 /* Which path qc_conv_run takes for these weights: "depthwise" or "gemm". */

@@ -948,31 +948,31 @@ done:
     return result;
 }
 
+/* A test switch's mode: -1, 0 or 1. */
+static int parse_mode(PyObject *arg, int *mode) {
+    const long m = PyLong_AsLong(arg);
+    if (m == -1 && PyErr_Occurred()) return -1;
+    if (m < -1 || m > 1) return qc_value_error("mode: expected -1, 0 or 1, got %ld", m);
+    *mode = (int)m;
+    return 0;
+}
+
 /* _set_conv_nchw(mode) -> previous mode: 1 runs every GEMM-path convolution on the NCHW
  * GEMM with the selected conv_nchw kernel (the scalar one too), -1 never, 0 the default (only
  * with the AVX-512 VNNI kernel). Tests only. */
 static PyObject *py_set_conv_nchw(PyObject *self, PyObject *arg) {
     (void)self;
-    const long mode = PyLong_AsLong(arg);
-    if (mode == -1 && PyErr_Occurred()) return NULL;
-    if (mode < -1 || mode > 1) {
-        PyErr_SetString(PyExc_ValueError, "mode must be -1, 0 or 1");
-        return NULL;
-    }
-    return PyLong_FromLong(qc_nchw_force((int)mode));
+    int mode;
+    return parse_mode(arg, &mode) < 0 ? NULL : PyLong_FromLong(qc_nchw_force(mode));
 }
 
-/* _set_conv_rx(mode) -> previous mode: 1 runs every dense kh x kw (kh > 1) GEMM-path
- * convolution on row patches instead of im2col, -1 never, 0 where they pay. Tests only. */
+/* _set_conv_rx(mode) -> previous mode: 1 runs every GEMM-path convolution with kh > 1 whose
+ * taps are whole 4-byte groups on row patches instead of im2col, -1 never, 0 where they pay.
+ * Tests only. */
 static PyObject *py_set_conv_rx(PyObject *self, PyObject *arg) {
     (void)self;
-    const long mode = PyLong_AsLong(arg);
-    if (mode == -1 && PyErr_Occurred()) return NULL;
-    if (mode < -1 || mode > 1) {
-        PyErr_SetString(PyExc_ValueError, "mode must be -1, 0 or 1");
-        return NULL;
-    }
-    return PyLong_FromLong(qc_conv_rx_force((int)mode));
+    int mode;
+    return parse_mode(arg, &mode) < 0 ? NULL : PyLong_FromLong(qc_conv_rx_force(mode));
 }
 
 /* _set_dw_tile_rows(rows) -> previous: the direct (depthwise) path's tiles get at most `rows`
