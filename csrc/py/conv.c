@@ -962,7 +962,7 @@ static int parse_mode(PyObject *arg, int *mode) {
  * with the AVX-512 VNNI kernel). Tests only. */
 static PyObject *py_set_conv_nchw(PyObject *self, PyObject *arg) {
     (void)self;
-    int mode;
+    int mode = 0;
     return parse_mode(arg, &mode) < 0 ? NULL : PyLong_FromLong(qc_nchw_force(mode));
 }
 
@@ -971,7 +971,7 @@ static PyObject *py_set_conv_nchw(PyObject *self, PyObject *arg) {
  * Tests only. */
 static PyObject *py_set_conv_rx(PyObject *self, PyObject *arg) {
     (void)self;
-    int mode;
+    int mode = 0;
     return parse_mode(arg, &mode) < 0 ? NULL : PyLong_FromLong(qc_conv_rx_force(mode));
 }
 
