@@ -79,16 +79,18 @@ class threads:
             sys.modules["torch"].set_num_threads(self._torch_prev)
 
 
-def time_alternating(fns, repeats=7, min_time=0.05, settle=0.1):
+def time_alternating(fns, repeats=7, min_time=0.05, settle=0.05):
     """Time each callable in `fns` (a dict name -> fn), alternating between them.
 
     Each sample runs a callable enough times to last about `min_time` seconds, after a pause
     of `settle` seconds: thread pools that spin while idle (ONNX Runtime's, OpenMP's, OpenBLAS's,
     quantc's for 0.2 ms) go to sleep before the next library is timed, so every library keeps
     its own default waiting policy. ONNX Runtime's intra-op workers stay busy about 40 ms
-    after a run (measured from their /proc schedstat on a 2-core EPYC), so a shorter pause
-    lets them take a core from whatever is timed next. Returns name -> median seconds per
-    call.
+    after a run (measured from their /proc schedstat on a 2-core EPYC), so where a whole
+    ONNX Runtime session runs between samples (bench_models) a longer pause is passed. A
+    longer pause is not the default: on this VM memory-bound 2-thread kernels then measured
+    up to 2x slower for every library (caches and idle cores going cold). Returns name ->
+    median seconds per call.
     """
     loops = {}
     for name, fn in fns.items():
