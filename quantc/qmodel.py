@@ -19,7 +19,10 @@ At run time Conv, Gemm/MatMul (constant weights), AveragePool, GlobalAveragePool
 Concat run on quantc's int8 kernels (``qlinear_conv``, ``qlinear_matmul``, ``avg_pool2d``,
 ``global_avg_pool``, ``qlinear_add``, ``qlinear_concat``) with the fused activation applied
 by the requantization's clamp, MaxPool and the reshapes on the int8 values themselves; no
-float round trip happens between int8 ops. Any other op (Softmax, a BatchNormalization with
+float round trip happens between int8 ops. Activations that run from one convolution to the
+next (through Relu, Clip or an Add of equal shapes) are kept NHWC, the layout the GEMM
+convolution works in, so it skips its transposes; every output, ``run(observe=...)`` and the
+report still see NCHW. Any other op (Softmax, a BatchNormalization with
 nothing to fold into, a Gemm with a non-constant B) runs in float between a dequantize and a
 quantize; :meth:`QuantizedModel.report` marks those layers ``float``.
 """
@@ -296,6 +299,8 @@ class QuantizedModel:
     ``output_qparams``.
     """
 
+    _nhwc_enabled = True  # tests: False keeps every tensor NCHW (_layouts)
+
     def __init__(self, model, qparams, weights, *, io="float", activation_dtype="uint8",
                  info=None):
         self.model = model
@@ -328,26 +333,6 @@ class QuantizedModel:
         for name in m.inputs:
             domain[name] = "f" if self.io == "float" else "q"
         converted = {}
-
-        def need(name, want):
-            """The environment name holding `name` in domain `want` (adding a step)."""
-            have = domain[name]
-            if have == want or have == "c":
-                return name
-            key = (name, want)
-            if key not in converted:
-                qp = self._q(name)
-                new = name + ("#q" if want == "q" else "#f")
-                if want == "q":
-                    steps.append((_quantizer(qp), (name,), new))
-                else:
-                    steps.append((_dequantizer(qp), (name,), new))
-                converted[key] = new
-            return converted[key]
-
-        for name in m.inputs:
-            if self._io_dtype is not None and self._io_dtype != self.activation_dtype:
-                steps.append((_flip_sign, (name,), name))
         readers = m.consumers()
         # int8 Conv/Gemm/MatMul whose every reader wants float (float ops, float graph
         # outputs) turn their int32 sums into float directly instead of requantizing
@@ -358,6 +343,40 @@ class QuantizedModel:
                     and (out not in m.outputs or self.io == "float") \
                     and all(self.kinds[r.name] == "float" for r in readers.get(out, ())):
                 self.float_outputs.add(out)
+        self._packed = {}
+        self._nhwc = self._layouts(readers)
+
+        def nchw(name):
+            """The environment name holding `name` in NCHW (adding a transpose step)."""
+            if name not in self._nhwc:
+                return name
+            key = (name, "nchw")
+            if key not in converted:
+                converted[key] = name + "#nchw"
+                domain[converted[key]] = domain[name]
+                steps.append((_to_nchw, (name,), converted[key]))
+            return converted[key]
+
+        def need(name, want):
+            """The environment name holding `name` in domain `want` (adding a step), NCHW."""
+            src = nchw(name)
+            have = domain[src]
+            if have == want or have == "c":
+                return src
+            key = (name, want)
+            if key not in converted:
+                qp = self._q(name)
+                new = name + ("#q" if want == "q" else "#f")
+                if want == "q":
+                    steps.append((_quantizer(qp), (src,), new))
+                else:
+                    steps.append((_dequantizer(qp), (src,), new))
+                converted[key] = new
+            return converted[key]
+
+        for name in m.inputs:
+            if self._io_dtype is not None and self._io_dtype != self.activation_dtype:
+                steps.append((_flip_sign, (name,), name))
         for node in m.nodes:
             kind = self.kinds[node.name]
             out = node.outputs[0]
@@ -368,7 +387,12 @@ class QuantizedModel:
                 domain[out] = "f"
             elif kind == "int8":
                 fn, const = self._int8_step(node)
-                ins = tuple(need(i, "q") if i and domain.get(i) != "c" else i
+                # NHWC tensors stay NHWC for the ops that take them (_layouts), for the rest
+                # need() adds a transpose
+                keep = (node.inputs[0],) if node.op == "Conv" else \
+                    tuple(node.inputs) if out in self._nhwc else ()
+                ins = tuple(i if i in keep and i in self._nhwc else
+                            need(i, "q") if i and domain.get(i) != "c" else i
                             for i in node.inputs if i)
                 ins = tuple(i for i in ins if i not in const)
                 steps.append((fn, ins, out))
@@ -399,6 +423,99 @@ class QuantizedModel:
                 self._dead[k].append(name)
         self._consts = dict(m.initializers)
         self._isa_cap = _C._get_isa_cap()  # weights are packed for this cap's kernels
+
+    def _conv_packed(self, node):
+        if node.name not in self._packed:
+            self._packed[node.name] = _conv.pack_conv_weight(
+                self.weights[node.name]["weight"], None, group=int(node.attrs.get("group", 1)))
+        return self._packed[node.name]
+
+    def _conv_plan(self, node, layout):
+        """The prepared QLinearConv of an int8 Conv node; layout: bit 0 x NHWC, bit 1 y."""
+        a = node.attrs
+        qx, qy = self._q(node.inputs[0]), self._q(node.outputs[0])
+        lo, _ = activation_bounds(node)
+        wd = self.weights[node.name]
+        # every argument but x checked and converted once (qlinear_conv's arithmetic)
+        return _C._conv_plan(self._conv_packed(node)._capsule, qx.zp, qx.scale,
+                             wd["weight_scale"], qy.scale, qy.zp, wd["bias"],
+                             tuple(a.get("strides", (1, 1))), self._pads(node),
+                             tuple(a.get("dilations", (1, 1))), int(a.get("group", 1)),
+                             lo is not None and lo >= 0, layout)
+
+    def _layouts(self, readers):
+        """The tensors kept NHWC between int8 convolutions.
+
+        A convolution on the NHWC GEMM path transposes its NCHW input to NHWC and its NHWC
+        result back (1 thread, this EPYC: 3x3 64 @56 663 -> 585 us without both). Tensors
+        joined by element-wise int8 ops (Relu, Clip, Identity, an Add of equal shapes) share
+        a layout; such a group goes NHWC when every tensor in it comes from an int8 Conv or
+        one of those ops, and the transposes it saves (a GEMM-path conv reading or writing
+        it) outnumber the ones it costs (a direct-path conv, or one transpose back per
+        tensor that anything else reads or that is a graph output)."""
+        m = self.model
+        shapes = m.shapes
+        route = {}
+        if not self._nhwc_enabled:
+            return set()
+        for node in m.nodes:
+            if node.op != "Conv" or self.kinds[node.name] != "int8" \
+                    or node.outputs[0] in self.float_outputs:
+                continue
+            shp = shapes.get(node.inputs[0])
+            if shp is None or len(shp) != 4 or any(d is None for d in shp[1:]):
+                continue
+            route[node.name] = _C._conv_route(self._conv_plan(node, 0), (1,) + tuple(shp[1:]))
+        gain = {"gemm": 1, "nchw": -1, "direct": -1}
+
+        def flex(node):
+            if self.kinds[node.name] != "int8" or node.outputs[0] in self.float_outputs:
+                return False
+            if node.op in ("Relu", "Clip", "Identity", "Dropout"):
+                return True
+            return node.op == "Add" and len(node.inputs) == 2 and \
+                not any(i in m.initializers for i in node.inputs) and \
+                shapes.get(node.inputs[0]) == shapes.get(node.inputs[1]) == \
+                shapes.get(node.outputs[0])
+
+        parent = {}
+
+        def find(t):
+            while parent.get(t, t) != t:
+                t = parent[t]
+            return t
+
+        producer = {}
+        for node in m.nodes:
+            for o in node.outputs:
+                producer[o] = node
+            if flex(node):
+                for i in node.inputs[:2 if node.op == "Add" else 1]:
+                    parent[find(i)] = find(node.outputs[0])
+        groups = {}
+        for t in producer:
+            groups.setdefault(find(t), []).append(t)
+        for t in list(m.inputs) + list(m.initializers):
+            groups.setdefault(find(t), []).append(t)
+        nhwc = set()
+        for members in groups.values():
+            score, ok = 0, True
+            for t in members:
+                p = producer.get(t)
+                if p is None or not (p.name in route or flex(p)):
+                    ok = False
+                    break
+                score += gain[route[p.name]] if p.name in route else 0
+                back = t in m.outputs
+                for r in readers.get(t, ()):
+                    if r.name in route and r.inputs[0] == t:
+                        score += gain[route[r.name]]
+                    elif not flex(r):
+                        back = True
+                score -= back
+            if ok and score > 0:
+                nhwc.update(members)
+        return nhwc
 
     def _int8_step(self, node, float_out=False):
         """(function of the quantized inputs, names of constant inputs it has bound).
@@ -440,17 +557,9 @@ class QuantizedModel:
         if float_out:
             return self._float_out_step(node, qx, lo, hi), set(node.inputs[1:])
         if op == "Conv":
-            wd = self.weights[node.name]
-            packed = _conv.pack_conv_weight(wd["weight"], None, group=int(a.get("group", 1)))
-            ws, bias = wd["weight_scale"], wd["bias"]
-            strides = tuple(a.get("strides", (1, 1)))
-            dil = tuple(a.get("dilations", (1, 1)))
-            pads = self._pads(node)
-            group = int(a.get("group", 1))
-            # every argument but x checked and converted once (qlinear_conv's arithmetic)
-            plan = _C._conv_plan(packed._capsule, qx.zp, qx.scale, ws, qy.scale, qy.zp, bias,
-                                 strides, pads, dil, group, relu)
-            return functools.partial(_C._conv_exec, plan), set(node.inputs[1:])
+            layout = (x in self._nhwc) | (node.outputs[0] in self._nhwc) << 1
+            return functools.partial(_C._conv_exec, self._conv_plan(node, layout)), \
+                set(node.inputs[1:])
         if op in ("Gemm", "MatMul"):
             wd = self.weights[node.name]
             packed = _gemm.pack_matrix(np.ascontiguousarray(wd["weight"].T))
@@ -588,7 +697,7 @@ class QuantizedModel:
             env[out] = fn(*[env[i] for i in ins])
             if observe is not None and "#" not in out:
                 qp = self.qparams.get(out) if env[out].dtype.kind in "iu" else None
-                observe(out, env[out], qp)
+                observe(out, _to_nchw(env[out]) if out in self._nhwc else env[out], qp)
             for i in dead:
                 del env[i]
         return {o: env[k] for o, k in zip(self.model.outputs, self._outputs)}
@@ -677,6 +786,10 @@ def _quantizer(qp):
 def _dequantizer(qp):
     s, zp = qp.scale, qp.zp
     return lambda q: _elementwise.dequantize(q, s, zp)
+
+
+def _to_nchw(q):
+    return np.ascontiguousarray(q.transpose(0, 3, 1, 2))
 
 
 def _flip_sign(q):

@@ -386,12 +386,14 @@ def test_row_patches_exact(isa, case, xdt, wdt, wzp0):
 
 # ---- prepared QLinearConv (what a QuantizedModel's conv steps run) ----
 
-@pytest.mark.parametrize("case", [c for c in CASES if c[0] == 1][:12] + CASES[-4:], ids=_case_id)
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] == 1][:12] + CASES[-4:] + [
+    (2, 32, 6, 7, 24, 1, 1, 1, (0, 0, 0, 0), 4)], ids=_case_id)  # grouped 1x1: A in place
 @pytest.mark.parametrize("xdt,ydt,use_bias,relu", [(np.uint8, np.uint8, True, True),
                                                    (np.int8, np.int8, False, False)])
 def test_conv_plan_matches_qlinear_conv(isa, case, xdt, ydt, use_bias, relu):
     """_conv_exec(_conv_plan(...), x) equals qlinear_conv with the same arguments, bit for bit,
-    and the plan can run again on other inputs of other sizes."""
+    in every layout (x and y NCHW or NHWC: a model's tensors between convolutions), on 1 and
+    3 threads, and the plan can run again on other inputs of other sizes."""
     N, C, H, W, M, k, s, d, p, g = _widen(case, True)
     rng = _case_rng(case, xdt, ydt, "plan")
     w = rand_q(rng, (M, C // g, k, k), np.int8)
@@ -401,11 +403,21 @@ def test_conv_plan_matches_qlinear_conv(isa, case, xdt, ydt, use_bias, relu):
     ws = rng.uniform(0.001, 0.02, M).astype(np.float32)
     bias = rng.integers(-3000, 3000, M).astype(np.int32) if use_bias else None
     kw = dict(strides=(s, s), pads=p, dilations=(d, d), group=g)
-    plan = _C._conv_plan(packed._capsule, xzp, xs, ws, ys, yzp, bias, (s, s), p, (d, d), g, relu)
+    plans = [_C._conv_plan(packed._capsule, xzp, xs, ws, ys, yzp, bias, (s, s), p, (d, d), g, relu,
+                           layout) for layout in range(4)]
+    assert _C._conv_route(plans[0], (N, C, H, W)) in ("direct", "nchw", "gemm")
     for shape in ((N, C, H, W), (2, C, H + 3, W + 1)):
         x = rand_q(rng, shape, xdt)
         want = qc.qlinear_conv(x, xs, xzp, packed, ws, None, ys, yzp, bias, relu=relu, **kw)
-        assert_equal_exact(_C._conv_exec(plan, x), want, f"{isa} {case} {shape}")
+        x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        for layout, plan in enumerate(plans):
+            for t in (1, 3):
+                with num_threads(t):
+                    y = _C._conv_exec(plan, x_nhwc if layout & 1 else x)
+                if layout & 2:
+                    assert y.shape == (want.shape[0],) + want.shape[2:] + want.shape[1:2]
+                    y = y.transpose(0, 3, 1, 2)
+                assert_equal_exact(y, want, f"{isa} {case} {shape} layout={layout} t={t}")
 
 
 def test_conv_plan_errors():
@@ -443,6 +455,17 @@ def test_conv_plan_errors():
             _C._conv_plan(*a)
     with pytest.raises(TypeError, match="plan: expected a _conv_plan"):
         _C._conv_exec(packed._capsule, x)
+    with pytest.raises(ValueError, match="layout: expected 0..3"):
+        _C._conv_plan(*args, 4)
+    nhwc = _C._conv_plan(*args, 3)
+    assert _C._conv_exec(nhwc, np.zeros((1, 5, 5, 4), np.uint8)).shape == (1, 5, 5, 8)
+    with pytest.raises(ValueError, match="x: expected C = 4"):
+        _C._conv_exec(nhwc, x)  # NCHW (1, 4, 5, 5) read as NHWC: C = 5
+    assert _C._conv_route(plan, (1, 4, 5, 5)) == "direct"  # 8 outputs: the per-plane kernels
+    with pytest.raises(ValueError, match="x: expected C = 4"):
+        _C._conv_route(plan, (1, 5, 5, 5))
+    with pytest.raises(TypeError, match="x_shape"):
+        _C._conv_route(plan, (1, 4, 5))
 
 
 # ---- the NCHW GEMM path (weights on rows, pixels on columns) ----

@@ -9,7 +9,8 @@ import pytest
 import quantc as qc
 from quantc import examples
 from quantc.model import Node, conv2d_float
-from quantc.qmodel import METHODS, _bias_shift, fold_batch_norm, plan, quantize_bias
+from quantc.qmodel import (METHODS, QuantizedModel, _bias_shift, fold_batch_norm, plan,
+                           quantize_bias)
 
 from conftest import assert_equal_exact, num_threads
 
@@ -51,7 +52,8 @@ def requant_ref(acc, mult, zp, dtype, relu):
 
 def int8_reference(qm, x):
     """Run a QuantizedModel's graph with NumPy integer arithmetic and the documented
-    formulas (io='float'; Conv, Gemm, MaxPool, Flatten, Add, GlobalAveragePool, Softmax)."""
+    formulas (io='float'; Conv, Gemm, MaxPool, Relu, Flatten, Add, GlobalAveragePool,
+    Softmax)."""
     m = qm.model
     env = {}
     name = next(iter(m.inputs))
@@ -91,6 +93,8 @@ def int8_reference(qm, x):
             k = n.attrs["kernel_shape"]
             nn, c, h, w = q.shape
             env[out] = q.reshape(nn, c, h // k[0], k[0], w // k[1], k[1]).max(axis=(3, 5))
+        elif n.op == "Relu":  # a Relu not fused into its producer: clamp at the zero point
+            env[out] = np.maximum(env[n.inputs[0]], qm.qparams[n.inputs[0]].zero_point)
         elif n.op == "Flatten":
             env[out] = env[n.inputs[0]].reshape(len(env[n.inputs[0]]), -1)
         elif n.op == "Add":
@@ -317,6 +321,57 @@ def test_int8_run_residual_model_equals_reference(rng):
     qm = qc.quantize_model(model, data, activation_dtype="int8")
     xt = rng.normal(size=(5, 4, 6, 6)).astype(np.float32)
     assert_equal_exact(qm(xt), int8_reference(qm, xt).astype(np.float32))
+
+
+def nhwc_model(rng):
+    """Residual blocks whose tensors a QuantizedModel keeps NHWC between its convolutions: a
+    stem on the graph input, 3x3 and strided 1x1/3x3 convolutions joined by Add and Relu, a
+    conv output that is also a graph output, and NCHW-only readers (MaxPool, a depthwise
+    conv, GlobalAveragePool) that need a transpose back."""
+    b = qc.ModelBuilder("nhwc")
+    x = b.input("x", (None, 3, 10, 10))
+    h1 = b.relu(b.conv(x, rng.normal(0, 0.3, (16, 3, 3, 3)), rng.normal(0, 0.1, 16), pads=1))
+    h2 = b.conv(h1, rng.normal(0, 0.15, (16, 16, 3, 3)), None, pads=1)
+    h3 = b.conv(b.relu(h2), rng.normal(0, 0.15, (16, 16, 3, 3)), rng.normal(0, 0.1, 16), pads=1)
+    h4 = b.relu(b.add(h1, h3))
+    d = b.conv(h4, rng.normal(0, 0.3, (32, 16, 1, 1)), None, strides=2)
+    h5 = b.relu(b.conv(h4, rng.normal(0, 0.15, (32, 16, 3, 3)), None, strides=2, pads=1))
+    h6 = b.conv(h5, rng.normal(0, 0.1, (32, 32, 3, 3)), rng.normal(0, 0.1, 32), pads=1)
+    h7 = b.relu(b.add(d, h6))
+    h8 = b.relu(b.conv(h7, rng.normal(0, 0.2, (64, 32, 1, 1)), None))
+    g = b.flatten(b.global_avg_pool(b.add(h8, b.conv(h8, rng.normal(0, 0.1, (64, 64, 1, 1)),
+                                                       None))))
+    b.output(b.linear(g, rng.normal(0, 0.3, (5, 64)), rng.normal(0, 0.1, 5)))
+    p = b.conv(b.max_pool(h4, 2), rng.normal(0, 0.5, (16, 1, 3, 3)), None, pads=1, group=16)
+    b.output(h2, b.flatten(b.global_avg_pool(p)))
+    return b.build()
+
+
+@pytest.mark.parametrize("io", ["float", "uint8"])
+def test_nhwc_tensors_equal_nchw(rng, isa, io):
+    """The tensors kept NHWC between convolutions change no output bit, nor the report's
+    per-layer statistics, against the same model run all NCHW; and the NumPy reference
+    agrees."""
+    model = nhwc_model(rng)
+    data = [rng.normal(size=(4, 3, 10, 10)).astype(np.float32) for _ in range(2)]
+    qm = qc.quantize_model(model, data, io=io)
+    assert len(qm._nhwc) >= 8 and not qm._nhwc & set(model.inputs)
+    try:
+        QuantizedModel._nhwc_enabled = False
+        qm0 = qc.quantize_model(model, data, io=io)
+    finally:
+        QuantizedModel._nhwc_enabled = True
+    assert not qm0._nhwc
+    x = data[0] if io == "float" else qc.quantize(data[0], *qm.input_qparams["x"][:2],
+                                                   dtype=io)
+    for t in (1, 2):
+        with num_threads(t):
+            got, want = qm(x), qm0(x)
+        for g, w in zip(got, want):
+            assert_equal_exact(g, w, f"{isa} threads={t}")
+    if io == "float":
+        assert_equal_exact(got[0], int8_reference(qm, x).astype(np.float32))
+        assert str(qm.report()) == str(qm0.report())
 
 
 def test_matmul_bias_add_becomes_int32_bias(rng, tmp_path):

@@ -935,7 +935,7 @@ static void im2col_task(void *vctx, size_t task) {
 /* One task: group g and a block of output pixels (of image n, or with ctx->span of the
  * images' pixels n * P + p in a row): im2col into A (unless direct), the GEMM into a
  * rows x Ng block of C (int32 or requantized bytes), then C transposed into the NCHW output,
- * one image's run of pixels at a time. */
+ * one image's run of pixels at a time; an NHWC output takes the GEMM's rows in place. */
 static void gemm_task(void *vctx, size_t task) {
     run_ctx *ctx = vctx;
     const qc_conv_args *a = ctx->a;
@@ -951,7 +951,8 @@ static void gemm_task(void *vctx, size_t task) {
     const size_t rows = QC_MIN(ctx->pb, qend - q0);
     const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
     const size_t wsz = (qc_gemm_workspace_size((int64_t)K, (int64_t)Ng) + 63) & ~(size_t)63;
-    const size_t cbytes = (rows * Ng * esize + 63) & ~(size_t)63;
+    /* an NHWC y takes the GEMM's rows in place */
+    const size_t cbytes = a->y_nhwc ? 0 : (rows * Ng * esize + 63) & ~(size_t)63;
     /* row patches: the output rows oy0..oy1 of the block read, per phase py = iyp % sh of
      * the padded rows iyp, rows i = iyp / sh from oy0 to oy1 + (kh - 1) * dh / sh: rxh rows
      * of OW * rxk bytes each, phase after phase, and kh segment offsets after them */
@@ -962,7 +963,9 @@ static void gemm_task(void *vctx, size_t task) {
      * a wide row) */
     const int rx = ctx->rx == 1 && rxbytes < rows * K;
     const size_t rxseg_at = (rxbytes + 7) & ~(size_t)7;
-    const size_t abytes = ctx->a_all ? 0
+    /* an NHWC x of a 1x1 convolution is A itself: pixel q's Cg bytes at q * C + g * Cg */
+    const int a_x = ctx->direct && a->x_nhwc;
+    const size_t abytes = ctx->a_all || a_x ? 0
                           : rx       ? (rxseg_at + w->kh * sizeof(ptrdiff_t) + 63) & ~(size_t)63
                                      : (rows * K + 63) & ~(size_t)63;
     char *mem = aligned_alloc(64, wsz + cbytes + abytes + 64);
@@ -975,7 +978,7 @@ static void gemm_task(void *vctx, size_t task) {
     const uint8_t *A;
     ptrdiff_t lda;
     uint8_t *Ab = ctx->a_all ? ctx->a_all + q0 * K : (uint8_t *)(mem + wsz + cbytes);
-    for (size_t q = q0; q < q0 + rows && !ctx->a_all && !rx && ctx->rx != 2;) {
+    for (size_t q = q0; q < q0 + rows && !ctx->a_all && !rx && ctx->rx != 2 && !a_x;) {
         const size_t n = q / P, p = q % P, seg = QC_MIN(P - p, q0 + rows - q);
         if (ctx->direct) {
             /* 1x1, stride 1, no padding: A is this block of pixels' channels, transposed
@@ -987,8 +990,8 @@ static void gemm_task(void *vctx, size_t task) {
         }
         q += seg;
     }
-    A = Ab;
-    lda = (ptrdiff_t)(ctx->direct ? w->Cg : K);
+    A = a_x ? ctx->x + q0 * a->C + g * w->Cg : Ab;
+    lda = (ptrdiff_t)(a_x ? a->C : ctx->direct ? w->Cg : K);
     qc_gemm_args ga;
     memset(&ga, 0, sizeof ga);
     if (ctx->rx == 2) { /* never span: pixels q0 % P.. of image q0 / P, group g's bytes */
@@ -1021,8 +1024,14 @@ static void gemm_task(void *vctx, size_t task) {
     ga.b_zp_per_col = w->wzp_per_channel;
     ga.n0 = (int64_t)n0;
     ga.n1 = (int64_t)n1;
-    ga.c = cbuf;
-    ga.ldc = (ptrdiff_t)Ng;
+    const size_t M = w->M;
+    if (a->y_nhwc) { /* rows q0.. of the (N * P, M) output, group g's columns */
+        ga.c = (char *)ctx->y + (q0 * M + g * Ng) * esize;
+        ga.ldc = (ptrdiff_t)M;
+    } else {
+        ga.c = cbuf;
+        ga.ldc = (ptrdiff_t)Ng;
+    }
     ga.kernels = ctx->gk;
     if (a->out_int32) {
         ga.out = QC_GEMM_OUT_S32;
@@ -1035,8 +1044,7 @@ static void gemm_task(void *vctx, size_t task) {
         ga.relu = a->relu;
     }
     qc_gemm_run(&ga, ws);
-    const size_t M = w->M;
-    for (size_t q = q0; q < q0 + rows;) {
+    for (size_t q = q0; q < q0 + rows && !a->y_nhwc;) {
         const size_t n = q / P, p = q % P, seg = QC_MIN(P - p, q0 + rows - q);
         if (a->out_int32) {
             qc_transpose_u32((const uint32_t *)cbuf + (q - q0) * Ng + n0, seg, n1 - n0, Ng,
@@ -1251,31 +1259,28 @@ static int nchw_run(run_ctx *ctx) {
     return atomic_load(&ctx->failed) ? -1 : 0;
 }
 
-int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
-    /* a stride along an axis with a single output never matters: make it 1 (the depthwise
-     * sub-plane layout grows with sh * sw) */
+/* The convolution with a stride along an axis with a single output made 1 there (it never
+ * matters; the depthwise sub-plane layout grows with sh * sw). */
+static qc_conv_args normalized(const qc_conv_args *args) {
     qc_conv_args local = *args;
     if (local.OH == 1) local.sh = 1;
     if (local.OW == 1) local.sw = 1;
-    const qc_conv_args *a = &local;
+    return local;
+}
+
+/* 1x1, stride 1, no padding: a GEMM over the pixels as they are, without im2col */
+static int is_direct(const qc_conv_args *a) {
     const qc_conv_weights *w = a->w;
-    run_ctx ctx;
-    memset(&ctx, 0, sizeof ctx);
-    ctx.a = a;
-    ctx.x = x;
-    ctx.y = y;
-    ctx.M = w->M;
-    bounds(a, &ctx.lo, &ctx.hi);
-    atomic_init(&ctx.failed, 0);
+    return w->kh == 1 && w->kw == 1 && a->sh == 1 && a->sw == 1 && a->pt == 0 && a->pl == 0 &&
+           a->pb == 0 && a->pr == 0;
+}
+
+/* qc_conv_route of a normalized convolution */
+static int route(const qc_conv_args *a) {
+    const qc_conv_weights *w = a->w;
+    if (w->wdw) return QC_CONV_ROUTE_DIRECT;
     const size_t P = a->OH * a->OW;
-    if (a->N == 0 || w->M == 0 || P == 0) return 0;
-    if (w->wdw) return dw_run(&ctx);
-    const size_t HW = a->H * a->W;
-    ctx.Ng = w->M / w->G;
-    ctx.K = w->K;
-    ctx.P = P;
-    ctx.direct = w->kh == 1 && w->kw == 1 && a->sh == 1 && a->sw == 1 && a->pt == 0 &&
-                 a->pl == 0 && a->pb == 0 && a->pr == 0;
+    const size_t Ng = w->M / w->G;
     /* The NCHW GEMM for pointwise convolutions, except a few pixels with a long K (a 7x7 plane
      * of 512+ channels): its 16-pixel vectors then run mostly empty, and each task's panel
      * and pipeline cost more than the NHWC path's transposes. And for ungrouped kh x kw
@@ -1290,7 +1295,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
      * 36 us); expansions onto such planes stay (96->576 @14 100 -> 75 us). */
     const int strided = a->sh != 1 || a->sw != 1;
     const int pointwise = w->kh == 1 && w->kw == 1 && (P >= 64 || w->K < 256) &&
-                          !(strided && P < 512) && !(P < 256 && w->K > ctx.Ng);
+                          !(strided && P < 512) && !(P < 256 && w->K > Ng);
     /* Small-C kernels on NCHW: each plane costs a fixed set-up, so only where planes are big
      * enough for the Cg (1 thread, 3x3 pad 1, gemm -> NCHW us: 16->32 @8 x64 209 -> 726,
      * 8->16 @8 x64 135 -> 317, 8->32 @28/2 13 -> 56, 8->16 @56 91 -> 61, 4->16 @8 x64
@@ -1298,7 +1303,88 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     const int small_cg = w->kh * w->kw > 1 && w->G == 1 &&
                          (w->Cg <= 2 || (w->Cg <= 4 && P >= 128) ||
                           (w->Cg <= QC_NCHW_SMALL_CG / 2 && P >= 1024 && a->sw == 1));
-    if (w->nchw && qc_nchw_use(pointwise || small_cg)) return nchw_run(&ctx);
+    return w->nchw && qc_nchw_use(pointwise || small_cg) ? QC_CONV_ROUTE_NCHW : QC_CONV_ROUTE_GEMM;
+}
+
+int qc_conv_route(const qc_conv_args *args) {
+    const qc_conv_args a = normalized(args);
+    return route(&a);
+}
+
+/* One image's (rows, cols) bytes or int32 values at src transposed into dst: a task of
+ * layout_task. */
+typedef struct {
+    const void *src;
+    void *dst;
+    size_t rows, cols, esize;
+} layout_ctx;
+
+static void layout_task(void *vctx, size_t n) {
+    const layout_ctx *l = vctx;
+    const size_t off = n * l->rows * l->cols * l->esize;
+    if (l->esize == 4)
+        qc_transpose_u32((const uint32_t *)(const void *)((const char *)l->src + off), l->rows,
+                         l->cols, l->cols, (uint32_t *)(void *)((char *)l->dst + off), l->rows);
+    else
+        qc_transpose_u8((const uint8_t *)l->src + off, l->rows, l->cols, l->cols,
+                        (uint8_t *)l->dst + off, l->rows);
+}
+
+/* The direct path with an NHWC x or y: through NCHW copies (that path's kernels read and
+ * write planes). */
+static int run_via_nchw(const qc_conv_args *a, const void *x, void *y) {
+    const size_t HW = a->H * a->W, P = a->OH * a->OW, M = a->w->M;
+    const size_t esize = a->out_int32 ? sizeof(int32_t) : 1;
+    qc_conv_args local = *a;
+    local.x_nhwc = local.y_nhwc = 0;
+    void *xc = NULL, *yc = NULL;
+    int rc = -1;
+    if (a->x_nhwc) {
+        xc = malloc(QC_MAX(mul_sat(mul_sat(a->N, HW), a->C), (size_t)1));
+        if (!xc) goto done;
+        layout_ctx l = {x, xc, HW, a->C, 1};
+        qc_parallel_for(a->N, layout_task, &l);
+    }
+    if (a->y_nhwc) {
+        yc = malloc(QC_MAX(mul_sat(mul_sat(mul_sat(a->N, P), M), esize), (size_t)1));
+        if (!yc) goto done;
+    }
+    rc = qc_conv_run(&local, xc ? xc : x, yc ? yc : y);
+    if (rc == 0 && yc) {
+        layout_ctx l = {yc, y, M, P, esize};
+        qc_parallel_for(a->N, layout_task, &l);
+    }
+done:
+    free(xc);
+    free(yc);
+    return rc;
+}
+
+int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
+    const qc_conv_args local = normalized(args);
+    const qc_conv_args *a = &local;
+    const qc_conv_weights *w = a->w;
+    run_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.a = a;
+    ctx.x = x;
+    ctx.y = y;
+    ctx.M = w->M;
+    bounds(a, &ctx.lo, &ctx.hi);
+    atomic_init(&ctx.failed, 0);
+    const size_t P = a->OH * a->OW;
+    if (a->N == 0 || w->M == 0 || P == 0) return 0;
+    const int r = route(a);
+    if (r == QC_CONV_ROUTE_DIRECT)
+        return a->x_nhwc || a->y_nhwc ? run_via_nchw(a, x, y) : dw_run(&ctx);
+    const size_t HW = a->H * a->W;
+    ctx.Ng = w->M / w->G;
+    ctx.K = w->K;
+    ctx.P = P;
+    ctx.direct = is_direct(a);
+    /* the NCHW GEMM reads and writes planes: with either side NHWC, the NHWC GEMM (which
+     * then skips its transposes) */
+    if (r == QC_CONV_ROUTE_NCHW && !a->x_nhwc && !a->y_nhwc) return nchw_run(&ctx);
     ctx.gk = qc_gemm_select();
     ctx.rx = rx_plan(&ctx);
     /* pixel blocks: A block about 128 KiB (stays in L2 with B), at least 16 rows; split
@@ -1344,8 +1430,8 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     }
     /* im2col reads an NHWC copy of x (each pixel serves up to kh * kw patches); the direct
      * path transposes each block of pixels itself, in gemm_task */
-    if (!ctx.direct && a->C == 1) {
-        ctx.xt = x; /* NCHW and NHWC coincide */
+    if (!ctx.direct && (a->C == 1 || a->x_nhwc)) {
+        ctx.xt = x; /* NHWC already (with C == 1, NCHW and NHWC coincide) */
     } else if (!ctx.direct) {
         ctx.xt_w = malloc(QC_MAX(a->N * HW * a->C, (size_t)1));
         if (!ctx.xt_w) {

@@ -59,10 +59,21 @@ typedef struct {
     const int32_t *bias;   /* M int32 or NULL */
     int32_t y_zp;
     int relu;              /* clamp below at y_zp */
+    /* layouts: x is (N, H, W, C) and y (N, OH, OW, M) instead of NCHW (a model's tensors
+     * between convolutions: the GEMM path then reads and writes them in place, without its
+     * transposes; the other paths transpose to and from NCHW copies) */
+    int x_nhwc, y_nhwc;
 } qc_conv_args;
 
-/* y is (N, M, OH, OW) int32 or int8/uint8. Returns 0, or -1 when out of memory. */
+/* y is (N, M, OH, OW) int32 or int8/uint8 (or NHWC: qc_conv_args). Returns 0, or -1 when
+ * out of memory. */
 int qc_conv_run(const qc_conv_args *a, const void *x, void *y);
+
+/* The path qc_conv_run takes for a (shape fields set; the layouts ignored): the direct
+ * per-plane kernels, the NCHW GEMM (weights on rows) or the NHWC GEMM (im2col, row patches
+ * or in-place pixels). A model keeps the activations between NHWC-GEMM convolutions NHWC. */
+enum { QC_CONV_ROUTE_DIRECT, QC_CONV_ROUTE_NCHW, QC_CONV_ROUTE_GEMM };
+int qc_conv_route(const qc_conv_args *a);
 
 /* Tests: the direct path in tiles of at most `rows` output rows and 3 * rows columns, never
  * the NHWC variant (0: tiles from the scratch budget). Returns the previous setting. */

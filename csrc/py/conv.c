@@ -245,10 +245,11 @@ static PyObject *py_pack_conv_weight(PyObject *self, PyObject *args) {
 
 /* The shape part of a conv call: x's channels against the weights, the dilated kernel
  * against the padded input, and a's N..OW, strides, pads and dilations. */
-static int conv_shape(qc_conv_args *a, const qc_conv_weights *cw, PyArrayObject *x, size_t G,
+static int conv_shape(qc_conv_args *a, const qc_conv_weights *cw, const npy_intp *xs, size_t G,
                       const int *strides, const int *pads, const int *dil) {
-    const npy_intp *xs = PyArray_DIMS(x);
-    const size_t N = (size_t)xs[0], C = (size_t)xs[1], H = (size_t)xs[2], W = (size_t)xs[3];
+    const int nhwc = a->x_nhwc;
+    const size_t N = (size_t)xs[0], C = (size_t)xs[nhwc ? 3 : 1], H = (size_t)xs[nhwc ? 1 : 2],
+                 W = (size_t)xs[nhwc ? 2 : 3];
     if (C != cw->Cg * G)
         return qc_value_error("x: expected C = %zu channels (w.shape[1] = %zu times group = "
                               "%zu), got %zu", cw->Cg * G, cw->Cg, G, C);
@@ -322,6 +323,9 @@ done:
 static PyObject *conv_call(qc_conv_args *a, PyArrayObject *x, PyArrayObject *bias, int yt,
                            PyObject *out) {
     npy_intp oshape[4] = {(npy_intp)a->N, (npy_intp)a->w->M, (npy_intp)a->OH, (npy_intp)a->OW};
+    if (a->y_nhwc) {
+        oshape[1] = (npy_intp)a->OH, oshape[2] = (npy_intp)a->OW, oshape[3] = (npy_intp)a->w->M;
+    }
     PyArrayObject *y = qc_output(out ? out : Py_None, "out", 4, oshape, yt);
     if (!y) return NULL;
     PyArrayObject *const ins[] = {x, bias};
@@ -391,7 +395,7 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
     qc_conv_args a;
     memset(&a, 0, sizeof a);
     a.w = cw;
-    if (conv_shape(&a, cw, x, G, strides, pads, dil) < 0) goto done;
+    if (conv_shape(&a, cw, PyArray_DIMS(x), G, strides, pads, dil) < 0) goto done;
     int32_t xzp;
     npy_intp cnt;
     if (parse_zps(xzpo, "x_zero_point", xt, "x", 1, &xzp, &cnt) < 0) goto done;
@@ -437,16 +441,20 @@ static void plan_free(PyObject *cap) {
 }
 
 /* _conv_plan(w_capsule, x_zero_point, x_scale, w_scale, y_scale, y_zero_point, bias, strides,
- *            pads, dilations, group, relu) -> plan: a QLinearConv with every argument but x
- * checked and converted once; x_zero_point must be an int8 or uint8 NumPy scalar (it gives
- * x's dtype). _conv_exec(plan, x) runs it. */
+ *            pads, dilations, group, relu[, layout]) -> plan: a QLinearConv with every
+ * argument but x checked and converted once; x_zero_point must be an int8 or uint8 NumPy
+ * scalar (it gives x's dtype). layout: bit 0, x is NHWC; bit 1, y is NHWC (else NCHW).
+ * _conv_exec(plan, x) runs it. */
 static PyObject *py_conv_plan(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *wo, *xzpo, *xso, *wso, *yso, *yzpo, *biaso, *so, *po, *dlo, *go;
-    int relu;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOp", &wo, &xzpo, &xso, &wso, &yso, &yzpo, &biaso,
-                          &so, &po, &dlo, &go, &relu))
+    int relu, layout = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOp|i", &wo, &xzpo, &xso, &wso, &yso, &yzpo, &biaso,
+                          &so, &po, &dlo, &go, &relu, &layout))
         return NULL;
+    if (layout < 0 || layout > 3)
+        return qc_value_error("layout: expected 0..3 (bit 0: x NHWC, bit 1: y NHWC), got %d",
+                              layout), NULL;
     conv_plan *p = calloc(1, sizeof *p);
     if (!p) return PyErr_NoMemory();
     PyObject *cap = NULL;
@@ -477,6 +485,8 @@ static PyObject *py_conv_plan(PyObject *self, PyObject *args) {
                      &p->yt) < 0)
         goto fail;
     p->a.w = cw;
+    p->a.x_nhwc = layout & 1;
+    p->a.y_nhwc = layout >> 1 & 1;
     Py_INCREF(wo);
     p->wcap = wo;
     cap = PyCapsule_New(p, PLAN_NAME, plan_free);
@@ -497,7 +507,7 @@ static PyObject *py_conv_exec(PyObject *self, PyObject *args) {
     if (!PyCapsule_IsValid(po, PLAN_NAME))
         return qc_type_error("plan: expected a _conv_plan, got %s", Py_TYPE(po)->tp_name), NULL;
     conv_plan *p = PyCapsule_GetPointer(po, PLAN_NAME);
-    PyArrayObject *x = act_array(xo, "x", 4, "(N, C, H, W)");
+    PyArrayObject *x = act_array(xo, "x", 4, p->a.x_nhwc ? "(N, H, W, C)" : "(N, C, H, W)");
     if (!x) return NULL;
     PyObject *result = NULL;
     qc_conv_args a = p->a;
@@ -505,11 +515,30 @@ static PyObject *py_conv_exec(PyObject *self, PyObject *args) {
         qc_type_error("x: expected %s (the dtype of the plan's x_zero_point), got %s",
                       p->xt == NPY_INT8 ? "int8" : "uint8",
                       PyArray_TYPE(x) == NPY_INT8 ? "int8" : "uint8");
-    } else if (conv_shape(&a, a.w, x, p->G, p->strides, p->pads, p->dil) == 0) {
+    } else if (conv_shape(&a, a.w, PyArray_DIMS(x), p->G, p->strides, p->pads, p->dil) == 0) {
         result = conv_call(&a, x, p->bias, p->yt, NULL);
     }
     Py_DECREF(x);
     return result;
+}
+
+/* _conv_route(plan, x_shape) -> "direct" | "nchw" | "gemm": the path the plan takes for an
+ * NCHW x of that shape (qc_conv_route) */
+static PyObject *py_conv_route(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *po, *so;
+    if (!PyArg_ParseTuple(args, "OO", &po, &so)) return NULL;
+    if (!PyCapsule_IsValid(po, PLAN_NAME))
+        return qc_type_error("plan: expected a _conv_plan, got %s", Py_TYPE(po)->tp_name), NULL;
+    conv_plan *p = PyCapsule_GetPointer(po, PLAN_NAME);
+    int dims[4];
+    if (parse_ints(so, "x_shape", 4, 1, dims) < 0) return NULL;
+    const npy_intp xs[4] = {dims[0], dims[1], dims[2], dims[3]};
+    qc_conv_args a = p->a;
+    a.x_nhwc = 0;
+    if (conv_shape(&a, a.w, xs, p->G, p->strides, p->pads, p->dil) < 0) return NULL;
+    static const char *const names[] = {"direct", "nchw", "gemm"};
+    return PyUnicode_FromString(names[qc_conv_route(&a)]);
 }
 
 /* _conv_path(capsule) -> "depthwise" | "gemm" */
@@ -992,6 +1021,7 @@ PyMethodDef qc_conv_methods[] = {
     {"_conv_path", py_conv_path, METH_O, "The path a packed conv weight runs on."},
     {"_conv_plan", py_conv_plan, METH_VARARGS, "A QLinearConv with all but x prepared."},
     {"_conv_exec", py_conv_exec, METH_VARARGS, "Run a _conv_plan on x."},
+    {"_conv_route", py_conv_route, METH_VARARGS, "The path a _conv_plan takes for a shape."},
     {"_set_conv_nchw", py_set_conv_nchw, METH_O, "Force the NCHW conv GEMM on or off (tests)."},
     {"_set_conv_rx", py_set_conv_rx, METH_O, "Force the conv row patches on or off (tests)."},
     {"_set_dw_tile_rows", py_set_dw_tile_rows, METH_O,
