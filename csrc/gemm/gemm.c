@@ -513,9 +513,14 @@ int qc_gemm_parallel(const qc_gemm_args *g) {
     if (!a.kernels) a.kernels = qc_gemm_select();
     const int64_t kp = a.b->kp;
     const int64_t threads = qc_get_num_threads();
-    /* Work per task at least ~2 M multiply-adds, so small problems stay on one thread. */
+    /* Work per task at least ~2 M multiply-adds, so small problems stay on one thread; but
+     * a task per 512 KiB of B at least: a few rows against a large B (a classifier's GEMV
+     * at batch 1, its B evicted by the layers before) wait on memory, which two cores fetch
+     * faster than one (MobileNetV2's 1280 -> 1000 at batch 1 in the model: 44 us on 1
+     * thread, 31 us on 2, where the second thread had gained nothing). */
     const double work = (double)a.m * (double)ncols * (double)kp;
-    int64_t want = (int64_t)(work / (2.0 * 1024 * 1024));
+    int64_t want = (int64_t)QC_MAX(work / (2.0 * 1024 * 1024),
+                                   (double)ncols * (double)kp / (512.0 * 1024));
     if (want > 4 * threads) want = 4 * threads;
     if (want < 1) want = 1;
     if (threads == 1) want = 1;
