@@ -390,13 +390,15 @@ class QuantizedModel:
                 # NHWC tensors stay NHWC for the ops that take them (_layouts), for the rest
                 # need() adds a transpose
                 keep = (node.inputs[0],) if node.op == "Conv" else \
-                    tuple(node.inputs) if out in self._nhwc else ()
+                    tuple(node.inputs) if out in self._nhwc and out not in self._late else ()
                 ins = tuple(i if i in keep and i in self._nhwc else
                             need(i, "q") if i and domain.get(i) != "c" else i
                             for i in node.inputs if i)
                 ins = tuple(i for i in ins if i not in const)
                 steps.append((fn, ins, out))
                 domain[out] = "q"
+                if out in self._late:  # an NCHW result that the convolutions read NHWC
+                    steps.append((_to_nhwc, (out,), out))
             else:
                 ins = tuple(need(i, "f") if i else i for i in node.inputs)
                 steps.append((_float_op(node), ins, out))
@@ -449,13 +451,15 @@ class QuantizedModel:
         A convolution on the NHWC GEMM path transposes its NCHW input to NHWC and its NHWC
         result back (1 thread, this EPYC: 3x3 64 @56 663 -> 585 us without both). Tensors
         joined by element-wise int8 ops (Relu, Clip, Identity, an Add of equal shapes) share
-        a layout; such a group goes NHWC when every tensor in it comes from an int8 Conv or
-        one of those ops, and the transposes it saves (a GEMM-path conv reading or writing
-        it) outnumber the ones it costs (a direct-path conv, or one transpose back per
+        a layout; such a group goes NHWC when every tensor in it comes from an int8 Conv, one
+        of those ops or an int8 pooling, Add or Concat (whose NCHW result is then transposed),
+        and the transposes it saves (a GEMM-path conv reading or writing it) outnumber the
+        ones it costs (a direct-path conv, one transpose in after a pooling, and one back per
         tensor that anything else reads or that is a graph output)."""
         m = self.model
         shapes = m.shapes
         route = {}
+        self._late = set()
         if not self._nhwc_enabled:
             return set()
         for node in m.nodes:
@@ -477,6 +481,13 @@ class QuantizedModel:
                 not any(i in m.initializers for i in node.inputs) and \
                 shapes.get(node.inputs[0]) == shapes.get(node.inputs[1]) == \
                 shapes.get(node.outputs[0])
+
+        def late(node):
+            """An int8 op writing a 4-D NCHW tensor (MaxPool after a network's stem)."""
+            shp = shapes.get(node.outputs[0])
+            return node.op in ("MaxPool", "AveragePool", "Concat", "Add") and \
+                self.kinds[node.name] == "int8" and not flex(node) and \
+                shp is not None and len(shp) == 4
 
         parent = {}
 
@@ -502,10 +513,13 @@ class QuantizedModel:
             score, ok = 0, True
             for t in members:
                 p = producer.get(t)
-                if p is None or not (p.name in route or flex(p)):
+                if p is not None and p.name in route:
+                    score += gain[route[p.name]]
+                elif p is not None and late(p):
+                    score -= 1  # transposed to NHWC after it (self._late)
+                elif p is None or not flex(p):
                     ok = False
                     break
-                score += gain[route[p.name]] if p.name in route else 0
                 back = t in m.outputs
                 for r in readers.get(t, ()):
                     if r.name in route and r.inputs[0] == t:
@@ -515,6 +529,7 @@ class QuantizedModel:
                 score -= back
             if ok and score > 0:
                 nhwc.update(members)
+        self._late = {t for t in nhwc if t in producer and late(producer[t])}
         return nhwc
 
     def _int8_step(self, node, float_out=False):
@@ -695,9 +710,10 @@ class QuantizedModel:
         env.update(self._feeds(x))
         for (fn, ins, out), dead in zip(self._steps, self._dead):
             env[out] = fn(*[env[i] for i in ins])
-            if observe is not None and "#" not in out:
+            if observe is not None and "#" not in out and fn is not _to_nhwc:
                 qp = self.qparams.get(out) if env[out].dtype.kind in "iu" else None
-                observe(out, _to_nchw(env[out]) if out in self._nhwc else env[out], qp)
+                nhwc = out in self._nhwc and out not in self._late  # NCHW until _to_nhwc
+                observe(out, _to_nchw(env[out]) if nhwc else env[out], qp)
             for i in dead:
                 del env[i]
         return {o: env[k] for o, k in zip(self.model.outputs, self._outputs)}
@@ -790,6 +806,10 @@ def _dequantizer(qp):
 
 def _to_nchw(q):
     return np.ascontiguousarray(q.transpose(0, 3, 1, 2))
+
+
+def _to_nhwc(q):
+    return np.ascontiguousarray(q.transpose(0, 2, 3, 1))
 
 
 def _flip_sign(q):
