@@ -387,7 +387,8 @@ def test_row_patches_exact(isa, case, xdt, wdt, wzp0):
 # ---- prepared QLinearConv (what a QuantizedModel's conv steps run) ----
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[0] == 1][:12] + CASES[-4:] + [
-    (2, 32, 6, 7, 24, 1, 1, 1, (0, 0, 0, 0), 4)], ids=_case_id)  # grouped 1x1: A in place
+    (2, 32, 6, 7, 24, 1, 1, 1, (0, 0, 0, 0), 4),   # grouped 1x1: A in place
+    (1, 128, 4, 4, 240, 3, 1, 1, (1, 1, 1, 1), 1)], ids=_case_id)  # output channels split
 @pytest.mark.parametrize("xdt,ydt,use_bias,relu", [(np.uint8, np.uint8, True, True),
                                                    (np.int8, np.int8, False, False)])
 def test_conv_plan_matches_qlinear_conv(isa, case, xdt, ydt, use_bias, relu):
