@@ -449,13 +449,15 @@ class QuantizedModel:
         """The tensors kept NHWC between int8 convolutions.
 
         A convolution on the NHWC GEMM path transposes its NCHW input to NHWC and its NHWC
-        result back (1 thread, this EPYC: 3x3 64 @56 663 -> 585 us without both). Tensors
-        joined by element-wise int8 ops (Relu, Clip, Identity, an Add of equal shapes) share
-        a layout; such a group goes NHWC when every tensor in it comes from an int8 Conv, one
-        of those ops or an int8 pooling, Add or Concat (whose NCHW result is then transposed),
-        and the transposes it saves (a GEMM-path conv reading or writing it) outnumber the
-        ones it costs (a direct-path conv, one transpose in after a pooling, and one back per
-        tensor that anything else reads or that is a graph output)."""
+        result back (1 thread, this EPYC: 3x3 64 @56 614 -> 592 us without both, 663 -> 585
+        in a busier run). Tensors joined by element-wise int8 ops (Relu, Clip, Identity, an
+        Add of equal shapes) share a layout; such a group goes NHWC when every tensor in it
+        comes from an int8 Conv, one of those ops or an int8 pooling, Add or Concat (whose
+        NCHW result is then transposed), and the transposes it saves (an NHWC-GEMM conv
+        reading or writing it) outnumber what it costs: a conv on the direct path (run
+        through NCHW copies) or on the NCHW GEMM (which then takes the NHWC one: MobileNetV2
+        at batch 1 lost 6% when its pointwise layers did), one transpose in after a pooling,
+        and one back per tensor that anything else reads or that is a graph output."""
         m = self.model
         shapes = m.shapes
         route = {}
