@@ -807,11 +807,11 @@ def _dequantizer(qp):
 
 
 def _to_nchw(q):
-    return np.ascontiguousarray(q.transpose(0, 3, 1, 2))
+    return _C._layout4(q, False)
 
 
 def _to_nhwc(q):
-    return np.ascontiguousarray(q.transpose(0, 2, 3, 1))
+    return _C._layout4(q, True)
 
 
 def _flip_sign(q):

@@ -469,6 +469,30 @@ def test_conv_plan_errors():
         _C._conv_route(plan, (1, 4, 5))
 
 
+@pytest.mark.parametrize("shape", [(1, 64, 56, 56), (3, 5, 7, 9), (2, 512, 7, 7), (1, 1, 1, 1),
+                                   (4, 17, 33, 2), (0, 3, 4, 5), (2, 3, 0, 4)])
+def test_layout4_matches_numpy(shape, rng):
+    """_C._layout4 (a QuantizedModel's NCHW <-> NHWC steps) equals NumPy's transposes,
+    byte for byte, for both dtypes, contiguous or not, and leaves its input alone."""
+    for dt in (np.uint8, np.int8):
+        x = rand_q(rng, shape, dt)
+        before = x.copy()
+        y = _C._layout4(x, True)
+        assert y.dtype == dt and y.flags.c_contiguous
+        assert_equal_exact(y, x.transpose(0, 2, 3, 1), f"{shape} {dt}")
+        assert_equal_exact(_C._layout4(y, False), x, f"{shape} {dt} back")
+        assert np.array_equal(x, before)
+        v = x.transpose(0, 1, 3, 2)  # not contiguous
+        assert_equal_exact(_C._layout4(v, True), v.transpose(0, 2, 3, 1), f"{shape} view")
+
+
+def test_layout4_errors():
+    with pytest.raises(ValueError, match="x: expected a 4-D array"):
+        _C._layout4(np.zeros((2, 3, 4), np.uint8), True)
+    with pytest.raises(TypeError, match="x"):
+        _C._layout4(np.zeros((1, 2, 3, 4), np.float32), False)
+
+
 # ---- the NCHW GEMM path (weights on rows, pixels on columns) ----
 
 NCHW_KERNELS = ["scalar"] + (["avx512vnni"] if "avx512vnni" in SUPPORTED_ISAS else [])
