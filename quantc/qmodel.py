@@ -632,7 +632,7 @@ class QuantizedModel:
         lo = None if lo is None else np.float32(lo)
         hi = None if hi is None or hi == math.inf else np.float32(hi)
         if node.op == "Conv":
-            packed = _conv.pack_conv_weight(wd["weight"], None, group=int(a.get("group", 1)))
+            packed = self._conv_packed(node)
             kw = dict(strides=tuple(a.get("strides", (1, 1))), pads=self._pads(node),
                       dilations=tuple(a.get("dilations", (1, 1))), group=int(a.get("group", 1)))
             scale, bias = scale[:, None, None], None if bias is None else bias[:, None, None]

@@ -1312,7 +1312,7 @@ int qc_conv_route(const qc_conv_args *args) {
 }
 
 /* One image's (rows, cols) bytes or int32 values at src transposed into dst: a task of
- * layout_task. */
+ * qc_conv_layout. */
 typedef struct {
     const void *src;
     void *dst;
@@ -1330,6 +1330,12 @@ static void layout_task(void *vctx, size_t n) {
                         (uint8_t *)l->dst + off, l->rows);
 }
 
+void qc_conv_layout(const void *src, void *dst, size_t n, size_t rows, size_t cols,
+                    size_t esize) {
+    layout_ctx l = {src, dst, rows, cols, esize};
+    qc_parallel_for(n, layout_task, &l);
+}
+
 /* The direct path with an NHWC x or y: through NCHW copies (that path's kernels read and
  * write planes). */
 static int run_via_nchw(const qc_conv_args *a, const void *x, void *y) {
@@ -1342,8 +1348,7 @@ static int run_via_nchw(const qc_conv_args *a, const void *x, void *y) {
     if (a->x_nhwc) {
         xc = malloc(QC_MAX(mul_sat(mul_sat(a->N, HW), a->C), (size_t)1));
         if (!xc) goto done;
-        layout_ctx l = {x, xc, HW, a->C, 1};
-        qc_parallel_for(a->N, layout_task, &l);
+        qc_conv_layout(x, xc, a->N, HW, a->C, 1);
     }
     if (a->y_nhwc) {
         yc = malloc(QC_MAX(mul_sat(mul_sat(mul_sat(a->N, P), M), esize), (size_t)1));
@@ -1351,8 +1356,7 @@ static int run_via_nchw(const qc_conv_args *a, const void *x, void *y) {
     }
     rc = qc_conv_run(&local, xc ? xc : x, yc ? yc : y);
     if (rc == 0 && yc) {
-        layout_ctx l = {yc, y, M, P, esize};
-        qc_parallel_for(a->N, layout_task, &l);
+        qc_conv_layout(yc, y, a->N, M, P, esize);
     }
 done:
     free(xc);

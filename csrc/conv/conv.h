@@ -75,6 +75,12 @@ int qc_conv_run(const qc_conv_args *a, const void *x, void *y);
 enum { QC_CONV_ROUTE_DIRECT, QC_CONV_ROUTE_NCHW, QC_CONV_ROUTE_GEMM };
 int qc_conv_route(const qc_conv_args *a);
 
+/* n images of rows x cols elements of esize bytes (1 or 4) at src, each transposed into
+ * cols x rows at dst (NCHW <-> NHWC: rows C and cols H * W, or the reverse); threads over
+ * the images. */
+void qc_conv_layout(const void *src, void *dst, size_t n, size_t rows, size_t cols,
+                    size_t esize);
+
 /* Tests: the direct path in tiles of at most `rows` output rows and 3 * rows columns, never
  * the NHWC variant (0: tiles from the scratch budget). Returns the previous setting. */
 size_t qc_dw_tile_force(size_t rows);

@@ -9,7 +9,6 @@
 #include "conv/nchw.h"
 #include "conv/dw.h"
 #include "conv/qops.h"
-#include "conv/transpose.h"
 
 static const int QC_ACT_TYPES[] = {NPY_INT8, NPY_UINT8, -1};
 #define CAPSULE_NAME "quantc.conv_weight"
@@ -500,14 +499,20 @@ fail:
     return NULL;
 }
 
+/* The plan in a _conv_plan capsule, or NULL with a TypeError. */
+static conv_plan *plan_of(PyObject *po) {
+    if (!PyCapsule_IsValid(po, PLAN_NAME))
+        return qc_type_error("plan: expected a _conv_plan, got %s", Py_TYPE(po)->tp_name), NULL;
+    return PyCapsule_GetPointer(po, PLAN_NAME);
+}
+
 /* _conv_exec(plan, x) -> y */
 static PyObject *py_conv_exec(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *po, *xo;
     if (!PyArg_ParseTuple(args, "OO", &po, &xo)) return NULL;
-    if (!PyCapsule_IsValid(po, PLAN_NAME))
-        return qc_type_error("plan: expected a _conv_plan, got %s", Py_TYPE(po)->tp_name), NULL;
-    conv_plan *p = PyCapsule_GetPointer(po, PLAN_NAME);
+    conv_plan *p = plan_of(po);
+    if (!p) return NULL;
     PyArrayObject *x = act_array(xo, "x", 4, p->a.x_nhwc ? "(N, H, W, C)" : "(N, C, H, W)");
     if (!x) return NULL;
     PyObject *result = NULL;
@@ -529,9 +534,8 @@ static PyObject *py_conv_route(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *po, *so;
     if (!PyArg_ParseTuple(args, "OO", &po, &so)) return NULL;
-    if (!PyCapsule_IsValid(po, PLAN_NAME))
-        return qc_type_error("plan: expected a _conv_plan, got %s", Py_TYPE(po)->tp_name), NULL;
-    conv_plan *p = PyCapsule_GetPointer(po, PLAN_NAME);
+    conv_plan *p = plan_of(po);
+    if (!p) return NULL;
     int dims[4];
     if (parse_ints(so, "x_shape", 4, 1, dims) < 0) return NULL;
     const npy_intp xs[4] = {dims[0], dims[1], dims[2], dims[3]};
@@ -543,18 +547,6 @@ static PyObject *py_conv_route(PyObject *self, PyObject *args) {
 }
 
 /* ---- NCHW <-> NHWC (a QuantizedModel's tensors between convolutions) ---- */
-
-typedef struct {
-    const uint8_t *x;
-    uint8_t *y;
-    size_t rows, cols; /* per image: x is rows x cols, y cols x rows */
-} layout_ctx;
-
-static void layout_task(void *vctx, size_t n) {
-    const layout_ctx *c = vctx;
-    const size_t off = n * c->rows * c->cols;
-    qc_transpose_u8(c->x + off, c->rows, c->cols, c->cols, c->y + off, c->rows);
-}
 
 /* _layout4(x, to_nhwc) -> x (N, C, H, W) as a new (N, H, W, C) array, or (to_nhwc False)
  * x (N, H, W, C) as (N, C, H, W); int8 or uint8. NumPy's copy of the transposed view moves
@@ -574,12 +566,11 @@ static PyObject *py_layout4(PyObject *self, PyObject *args) {
         Py_DECREF(x);
         return NULL;
     }
-    layout_ctx c = {PyArray_DATA(x), PyArray_DATA(y),
-                    to_nhwc ? (size_t)d[1] : (size_t)d[1] * (size_t)d[2],
-                    to_nhwc ? (size_t)d[2] * (size_t)d[3] : (size_t)d[3]};
+    const size_t rows = to_nhwc ? (size_t)d[1] : (size_t)d[1] * (size_t)d[2];
+    const size_t cols = to_nhwc ? (size_t)d[2] * (size_t)d[3] : (size_t)d[3];
     if (PyArray_SIZE(x) > 0) {
         Py_BEGIN_ALLOW_THREADS
-        qc_parallel_for((size_t)d[0], layout_task, &c);
+        qc_conv_layout(PyArray_DATA(x), PyArray_DATA(y), (size_t)d[0], rows, cols, 1);
         Py_END_ALLOW_THREADS
     }
     Py_DECREF(x);
