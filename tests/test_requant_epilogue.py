@@ -164,3 +164,33 @@ def test_fma_epilogue_every_isa(isa, rng, dtype):
     got, want = run(a2, b2, m2, 100, dtype, False)
     assert want[0, 0] == 100 and want[0, 1] == 100  # a = 0: the double-rounded ties
     assert_equal_exact(got, want, f"{isa} below 2^-20")
+
+
+@pytest.mark.parametrize("k", [514, 515])
+def test_dot_bound_every_isa(isa, rng, k):
+    """Columns of -128 and 127 put 255 * max_j sum_k |b_kj| (the bound under which the AVX-512
+    epilogue skips its per-vector |C| < 2^24 test) just below 2^24 at K = 514 (255 * 128 * 514
+    = 2^24 - 256, with a bias below 256) and past it at K = 515, where C itself crosses 2^24.
+    A rows of 255 with a few bytes lowered give odd and even C next to the bound; the scales
+    sit ulps from a tie, so a C that float32 rounds (|C| > 2^24) would show in the bytes."""
+    n = 48
+    b = np.where(rng.random((k, n)) < 0.5, -128, 127).astype(np.int8)
+    b[:, : n // 2] = -128  # half the columns at the largest |sum|
+    b[: rng.integers(0, 4), n // 2:] = 5
+    a = np.full((12, k), 255, np.uint8)
+    for i in range(1, 12):
+        a[i, rng.choice(k, size=i, replace=False)] = rng.integers(0, 255, i)
+    bias = rng.integers(0, 256, n).astype(np.int32)
+    acc = a.astype(np.int64) @ b.astype(np.int64) + bias
+    assert np.abs(acc).max() < 2 ** 24 if k == 514 else np.abs(acc).max() > 2 ** 24
+    kk = rng.integers(20, 200, n)
+    m = np.abs(((kk + 0.5) / acc[0]).astype(np.float32))
+    m = np.array([np.nextafter(v, np.float32(np.inf if j % 2 else 0)) for j, v in enumerate(m)],
+                 np.float32)
+    assert (m >= 2.0 ** -20).all()  # the whole call may take the one-rounding FMA path
+    for dtype in (np.uint8, np.int8):
+        for y_zp in YZPS[dtype]:
+            got = qc.qlinear_matmul(a, np.float32(1), np.uint8(0), b, m, np.int8(0),
+                                    np.float32(1), dtype(y_zp), bias=bias)
+            want = ref_requant(acc.astype(np.int32), m, y_zp, dtype, False)
+            assert_equal_exact(got, want, f"{isa} k={k} y_zp={y_zp}")

@@ -40,32 +40,38 @@ QC_INLINE __m512i qc_requant16_avx512(__m512i v, __m512 s, int32_t y_zp, int32_t
                               _mm512_cvtpd_epi32(d1), 1);
 }
 
-/* The requantization of 16 lanes in one rounding, for a call whose tile has rq_fma (every
- * multiplier s is 0 or finite with |s| >= 2^-20), valid when every lane has |v| < 2^24 (the
- * caller tests that and otherwise takes qc_requant16_avx512). With M = 1.5 * 2^23:
- *   r = clamp(fma(f, s, y_zp + M), lo + M, hi + M),   y = bits(r) - bits(M)
- * Proof that y equals qc_gemm_requant1, Y = clamp(rint(d), lo, hi) with d = fl64(fl64(v * s)
- * + y_zp), writing x = v * s + y_zp (exact):
- *   - f = v (|v| < 2^24), and fl64(v * s) = v * s (24 x 24 significant bits). y_zp + M, lo + M
- *     and hi + M are integers below 2^24: exact floats. The FMA rounds f * s + y_zp + M =
- *     x + M exactly once.
+/* The requantization of 16 lanes in one rounding, narrowed to the output's bytes, for a call
+ * whose tile has rq_fma (every multiplier s is 0 or finite with |s| >= 2^-20) and whose hi is
+ * the type's largest value (127 for int8, 255 for uint8; ReLU raises only lo); valid when
+ * every lane has |v| < 2^24 (the caller tests that and otherwise takes qc_requant16_avx512).
+ * With M = 1.5 * 2^23:
+ *   r = max(fma(f, s, y_zp + M), lo + M),   y = sat(bits(r) - bits(M))
+ * where sat is the int8 or uint8 saturating narrowing. Proof that y equals qc_gemm_requant1,
+ * Y = clamp(rint(d), lo, hi) with d = fl64(fl64(v * s) + y_zp), writing x = v * s + y_zp
+ * (exact):
+ *   - f = v (|v| < 2^24), and fl64(v * s) = v * s (24 x 24 significant bits). y_zp + M and
+ *     lo + M are integers in [2^23, 2^24): exact floats. The FMA rounds f * s + y_zp + M =
+ *     x + M exactly once. r >= lo + M > 2^23 is positive, and positive floats order like
+ *     their bits, so bits(r) - bits(M) grows with r; below 2^24 (float32 steps by 1 there) it
+ *     is r - M exactly.
  *   - |x| < 2^10: x is a multiple of s's last bit 2^(e - 23), e >= -20 (s = 0: x = y_zp), so
- *     it has at most 53 significant bits and d = x. x + M lies in [2^23, 2^24), where float32
- *     steps by 1: the FMA gives M + rint(x), ties to even since M is even. lo + M and hi + M
- *     are floats of that range, so the float clamp is the integer one, and there bits(r) -
- *     bits(M) = r - M. So y = clamp(rint(x)) = Y.
- *   - x >= 2^10: d >= 2^10 (fl64 is monotone, 2^10 a double), Y = hi; r before the clamp is
- *     at least fl32(M + 2^10) = M + 2^10 > hi + M (an infinite product included), so y = hi.
- *     x <= -2^10 gives lo on both sides likewise. No NaN: f and s are finite.
- * Seven operations per 16 lanes where the general shortcut takes about fifteen. */
-QC_INLINE __m512i qc_requant16_fma_avx512(__m512i v, __m512 s, int32_t y_zp, int32_t lo,
-                                          int32_t hi) {
+ *     it has at most 53 significant bits and d = x. x + M lies in [2^23, 2^24): the FMA gives
+ *     M + rint(x), ties to even since M is even, the max makes it M + max(rint(x), lo) < 2^24,
+ *     and the narrowing then takes min(., hi). So y = clamp(rint(x), lo, hi) = Y.
+ *   - x >= 2^10: d >= 2^10 (fl64 is monotone, 2^10 a double), Y = hi; r is at least
+ *     fl32(M + 2^10) = M + 2^10 (an infinite product included), so bits(r) - bits(M) >= 2^10
+ *     > hi and y = hi.
+ *   - x <= -2^10: d <= -2^10, Y = lo; the FMA gives at most M - 2^10 < lo + M, so r = lo + M
+ *     and y = lo. No NaN: f and s are finite.
+ * Six operations per 16 lanes where the general shortcut takes about sixteen. */
+QC_INLINE __m128i qc_requant16_fma_avx512(__m512i v, __m512 s, int32_t y_zp, int32_t lo,
+                                          int out_signed) {
     const __m512 r = _mm512_fmadd_round_ps(_mm512_cvtepi32_ps(v), s,
                                            _mm512_set1_ps((float)(y_zp + 12582912)),
                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 c = _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps((float)(lo + 12582912))),
-                                   _mm512_set1_ps((float)(hi + 12582912)));
-    return _mm512_sub_epi32(_mm512_castps_si512(c), _mm512_set1_epi32(0x4B400000));
+    const __m512 c = _mm512_max_ps(r, _mm512_set1_ps((float)(lo + 12582912)));
+    const __m512i q = _mm512_sub_epi32(_mm512_castps_si512(c), _mm512_set1_epi32(0x4B400000));
+    return out_signed ? _mm512_cvtsepi32_epi8(q) : _mm512_cvtusepi32_epi8(q);
 }
 
 /* rint(v * s + y_zp) in one rounding, as int32, for lanes whose |v| < 2^24 with s = 0 or
@@ -124,10 +130,13 @@ QC_INLINE void qc_gemm_store_row16_from(const qc_gemm_tile *t, int r, int p, __m
         _mm512_mask_storeu_ps((float *)t->c + r * t->ldc + 16 * p, mask, y);
         return;
     }
-    const __m512i q = t->rq_fma && (t->small || !qc_beyond24_avx512(v, mask))
-                          ? qc_requant16_fma_avx512(v, s, t->y_zp, t->lo, t->hi)
-                          : qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, mask);
-    _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask, _mm512_cvtepi32_epi8(q));
+    /* t->hi is the type's largest value (ReLU raises only lo) */
+    const __m128i q = t->rq_fma && (t->small || !qc_beyond24_avx512(v, mask))
+                          ? qc_requant16_fma_avx512(v, s, t->y_zp, t->lo,
+                                                    t->out == QC_GEMM_OUT_S8)
+                          : _mm512_cvtepi32_epi8(
+                                qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, mask));
+    _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask, q);
 }
 
 /* The same for an accumulator that started at zero. */

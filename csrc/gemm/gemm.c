@@ -1,6 +1,7 @@
 /* GEMM driver: B packing, A block packing with row sums, cache blocking, threads, registry. */
 #include "gemm/kernels.h"
 
+#include <float.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -211,6 +212,7 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
     const int64_t kp = round_up(k, QC_GEMM_KR), np = round_up(n, QC_GEMM_NR);
     const char *base = (const char *)b;
     const uint8_t flip = b_signed ? 0 : 0x80; /* uint8 b -> b - 128 as int8 */
+    int64_t abs_max = 0;
     memset(data, 0, qc_gemm_pack_b_size(k, n));
     for (int64_t p = 0; p < np / QC_GEMM_NR; p++) {
         int8_t *panel = data + p * kp * QC_GEMM_NR;
@@ -266,6 +268,15 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
             }
         }
         for (int c = 0; c < QC_GEMM_NR; c++) colsum[j0 + c] = (int32_t)sum[c];
+        /* column sums of |b'| from the packed panel (column c's bytes at 4c .. 4c + 3 of
+         * each group; zero padding adds nothing) */
+        int64_t asum[QC_GEMM_NR] = {0};
+        for (int64_t g = 0; g < kp / 4; g++)
+            for (int64_t i = 0; i < gs; i++) {
+                const int v = panel[g * gs + i];
+                asum[i / 4] += v < 0 ? -v : v;
+            }
+        for (int c = 0; c < ncols; c++) abs_max = QC_MAX(abs_max, asum[c]);
     }
     out->k = k;
     out->n = n;
@@ -274,6 +285,7 @@ void qc_gemm_pack_b(const void *b, int b_signed, ptrdiff_t row_stride, ptrdiff_t
     out->b_signed = b_signed;
     out->data = data;
     out->colsum = colsum;
+    out->abs_max = abs_max;
 }
 
 /* Rows of A packed per block: enough to reuse each B block from L2 several times while the
@@ -395,26 +407,50 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     /* with them, over the call's columns: whether every zb' is 0, whether every scale suits
      * the FMA epilogue (kernels.h, rq_fma), and the largest |cterm| */
     const int requant = g->out == QC_GEMM_OUT_S8 || g->out == QC_GEMM_OUT_U8;
-    int zbp_zero = 1, rq_fma = requant;
-    int64_t cmax = 0;
-    for (int64_t x = 0; x < ncp; x++) {
-        const int64_t j = g->n0 + x;
-        if (x < ncols) {
-            int32_t zb = g->b_zp ? g->b_zp[g->b_zp_per_col ? j : 0] : 0;
-            zbp[x] = zb + boff;
-            bcorr[x] = (int32_t)((uint32_t)B->colsum[j] - (uint32_t)B->k * (uint32_t)zbp[x]);
-            cterm[x] = (int32_t)((uint32_t)(g->bias ? g->bias[j] : 0) -
-                                 za_fold * (uint32_t)bcorr[x]);
-            scale[x] = g->out != QC_GEMM_OUT_S32 ? g->scale[g->scale_per_col ? j : 0] : 0.0f;
-            fbias[x] = g->fbias ? g->fbias[j] : 0.0f;
-            zbp_zero &= zbp[x] == 0;
-            rq_fma &= scale[x] == 0.0f || (isfinite(scale[x]) && fabsf(scale[x]) >= 0x1p-20f);
-            cmax = QC_MAX(cmax, cterm[x] < 0 ? -(int64_t)cterm[x] : (int64_t)cterm[x]);
-        } else {
-            zbp[x] = bcorr[x] = cterm[x] = 0;
-            scale[x] = fbias[x] = 0.0f;
-        }
+    /* one simple loop per array (they vectorize; this runs once per call, and a convolution
+     * makes a call per block of pixels) */
+    const int64_t n0 = g->n0;
+    if (g->b_zp && g->b_zp_per_col) {
+        for (int64_t x = 0; x < ncols; x++) zbp[x] = g->b_zp[n0 + x] + boff;
+    } else {
+        const int32_t zb = (g->b_zp ? g->b_zp[0] : 0) + boff;
+        for (int64_t x = 0; x < ncols; x++) zbp[x] = zb;
     }
+    const uint32_t kk = (uint32_t)B->k;
+    for (int64_t x = 0; x < ncols; x++)
+        bcorr[x] = (int32_t)((uint32_t)B->colsum[n0 + x] - kk * (uint32_t)zbp[x]);
+    if (g->bias) {
+        for (int64_t x = 0; x < ncols; x++)
+            cterm[x] = (int32_t)((uint32_t)g->bias[n0 + x] - za_fold * (uint32_t)bcorr[x]);
+    } else {
+        for (int64_t x = 0; x < ncols; x++) cterm[x] = (int32_t)(0u - za_fold * (uint32_t)bcorr[x]);
+    }
+    if (g->out == QC_GEMM_OUT_S32) {
+        for (int64_t x = 0; x < ncols; x++) scale[x] = 0.0f;
+    } else if (g->scale_per_col) {
+        memcpy(scale, g->scale + n0, (size_t)ncols * sizeof(float));
+    } else {
+        for (int64_t x = 0; x < ncols; x++) scale[x] = g->scale[0];
+    }
+    if (g->fbias) memcpy(fbias, g->fbias + n0, (size_t)ncols * sizeof(float));
+    else memset(fbias, 0, (size_t)ncols * sizeof(float));
+    const size_t slack = (size_t)(ncp - ncols);
+    memset(zbp + ncols, 0, slack * sizeof(int32_t));
+    memset(bcorr + ncols, 0, slack * sizeof(int32_t));
+    memset(cterm + ncols, 0, slack * sizeof(int32_t));
+    memset(scale + ncols, 0, slack * sizeof(float));
+    memset(fbias + ncols, 0, slack * sizeof(float));
+    uint32_t zor = 0, cmaxu = 0;
+    int not_fma = 0;
+    for (int64_t x = 0; x < ncols; x++) {
+        zor |= (uint32_t)zbp[x];
+        const uint32_t c = (uint32_t)cterm[x], m = cterm[x] < 0 ? 0u - c : c; /* |cterm| */
+        cmaxu = m > cmaxu ? m : cmaxu;
+        const float s = fabsf(scale[x]); /* false comparisons for NaN: not FMA-safe */
+        not_fma |= !(s == 0.0f || (s >= 0x1p-20f && s <= FLT_MAX));
+    }
+    const int zbp_zero = zor == 0, rq_fma = requant && !not_fma;
+    const int64_t cmax = cmaxu;
 
     qc_gemm_tile t;
     t.kp = kp;
@@ -427,8 +463,9 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     t.zap_zero = !g->a_zp_per_row;
     t.zbp_zero = zbp_zero;
     t.rq_fma = rq_fma;
-    /* C = dot + cterm when no zero-point products remain, |dot| <= kp * 255 * 128 */
-    t.small = t.zbp_zero && t.zap_zero && kp * 255 * 128 + cmax < ((int64_t)1 << 24);
+    /* C = dot + cterm when no zero-point products remain, |dot| <= 255 * max_j sum |b'_j|
+     * (at most kp * 255 * 128; int8 weights of a trained layer are usually far below it) */
+    t.small = t.zbp_zero && t.zap_zero && 255 * B->abs_max + cmax < ((int64_t)1 << 24);
     const size_t esize = g->out == QC_GEMM_OUT_S32 || g->out == QC_GEMM_OUT_F32 ? 4 : 1;
 
     /* a' = a with nothing to sum: the tiles read A itself when its rows are exactly kp bytes

@@ -50,6 +50,7 @@ typedef struct {
     int b_signed;     /* 1: B was int8; 0: B was uint8 (data holds b - 128) */
     const int8_t *data;    /* qc_gemm_pack_b_size(k, n) bytes, layout above */
     const int32_t *colsum; /* np entries: sum over k of b' (0 in the padding) */
+    int64_t abs_max;  /* the largest column sum of |b'|: |dot(a', b'_j)| <= 255 * abs_max */
 } qc_gemm_b;
 
 /* Width of panel p (16, or n % 16 for a narrow last panel). */
