@@ -40,10 +40,24 @@ typedef struct {
     atomic_uint job;
     qc_task_fn fn;
     void *ctx;
-    size_t ntasks;
     int job_workers;           /* how many workers take part in the current job */
-    atomic_size_t next;
+    int nparts;                /* job_workers + 1: the caller is part 0, worker w part w + 1 */
 } qc_pool;
+
+/* The tasks of a job are split in nparts contiguous ranges, one per taker, each with its own
+ * counter (a cache line apiece): a taker runs its own range first, then takes what is left
+ * of the others'. Consecutive calls (a network's layers) then give a thread the same share
+ * of the pixels (or channels) as in the call before, whose results are still in its cache,
+ * where a shared counter hands each thread tasks at random (on this 2-vCPU EPYC, 2 threads:
+ * ResNeXt's g32 512 @14 720-770 -> 580-600 us at batch 8 and 108-124 -> 94-104 us at batch
+ * 1, ResNet-18's 3x3 64 @56 320 -> 313 us; whole networks within this VM's noise). A taker that starts late (a worker woken from sleep) or runs slow
+ * leaves its range to the others, as with one counter. */
+typedef struct {
+    _Alignas(64) atomic_size_t next;
+    size_t end;
+} qc_range;
+
+static qc_range g_ranges[QC_POOL_MAX];
 
 static qc_pool g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER,
                          .state = PTHREAD_MUTEX_INITIALIZER,
@@ -71,11 +85,16 @@ size_t qc_split_count(size_t n, size_t grain) {
     return by_size < t ? by_size : t;
 }
 
-static void run_tasks(qc_task_fn fn, void *ctx, size_t ntasks) {
-    for (;;) {
-        size_t i = atomic_fetch_add(&g_pool.next, 1);
-        if (i >= ntasks) break;
-        fn(ctx, i);
+/* Run part `part`'s range, then the rest of every other part's, in turn after it. */
+static void run_tasks(qc_task_fn fn, void *ctx, int part) {
+    const int nparts = g_pool.nparts;
+    for (int k = 0; k < nparts; k++) {
+        qc_range *r = &g_ranges[(part + k) % nparts];
+        for (;;) {
+            const size_t i = atomic_fetch_add(&r->next, 1);
+            if (i >= r->end) break;
+            fn(ctx, i);
+        }
     }
 }
 
@@ -132,9 +151,8 @@ static void *worker_main(void *arg) {
         }
         qc_task_fn fn = g_pool.fn;
         void *ctx = g_pool.ctx;
-        size_t ntasks = g_pool.ntasks;
         pthread_mutex_unlock(&g_pool.state);
-        run_tasks(fn, ctx, ntasks);
+        run_tasks(fn, ctx, id + 1);
         if (atomic_fetch_sub(&g_pool.job, 1) == (QC_JOB_CLOSED | 1u)) {
             /* the last one out of a closed job: under the lock, as the caller checks the
              * count and waits holding it */
@@ -173,15 +191,18 @@ void qc_parallel_for(size_t ntasks, qc_task_fn fn, void *ctx) {
     helpers = QC_MIN(helpers, ensure_workers(helpers));
     g_pool.fn = fn;
     g_pool.ctx = ctx;
-    g_pool.ntasks = ntasks;
     g_pool.job_workers = helpers;
     atomic_store(&g_pool.job, 0u); /* open, nobody in: the last job's workers all left */
-    atomic_store(&g_pool.next, 0);
+    g_pool.nparts = helpers + 1;
+    for (int p = 0; p < g_pool.nparts; p++) {
+        atomic_store(&g_ranges[p].next, ntasks * (size_t)p / (size_t)g_pool.nparts);
+        g_ranges[p].end = ntasks * (size_t)(p + 1) / (size_t)g_pool.nparts;
+    }
     atomic_fetch_add(&g_pool.generation, 1);
     pthread_cond_broadcast(&g_pool.wake);
     pthread_mutex_unlock(&g_pool.state);
 
-    run_tasks(fn, ctx, ntasks);
+    run_tasks(fn, ctx, 0);
 
     /* every task is taken: close the job, then wait for the workers that joined it */
     if ((atomic_fetch_or(&g_pool.job, QC_JOB_CLOSED) & ~QC_JOB_CLOSED) != 0 &&
