@@ -21,7 +21,9 @@ class PackedConvWeight:
 
     Attributes: ``shape`` (M, C/group, kH, kW), ``dtype``, ``group``, ``w_zero_point``
     (what was given), ``path``: ``"direct"`` (a per-plane kernel, for depthwise convolutions
-    and groups of fewer than 16 output channels with at most 256 taps C/group * kH * kW) or
+    and groups of fewer than 16 output channels with at most 256 taps C/group * kH * kW; with
+    AVX-512 VNNI, such groups of whole quads of input channels at stride 1 with int8 weights of
+    zero point 0, ResNeXt's, run a kernel over 4-channel quads of the padded input instead) or
     ``"gemm"`` (im2col, row patches read as kernel-row segments for dense kH > 1, or the
     input itself for 1x1, times the packed weights).
     """

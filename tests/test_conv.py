@@ -880,3 +880,140 @@ def test_concurrent_calls_from_python_threads():
         for got, got_dw in ex.map(run, range(16)):
             assert_equal_exact(got, want, "gemm path")
             assert_equal_exact(got_dw, want_dw, "depthwise path")
+
+
+# ---- the small-group path on channel quads (grouped, Cg a multiple of 4, stride 1) ----
+
+GCONV_KERNELS = ["scalar"] + (["avx512vnni"] if "avx512vnni" in SUPPORTED_ISAS else [])
+
+# (N, C, H, W, M, (kh, kw), dilation, pads, group): suited shapes (4 to 12 channels and 1 to
+# 15 outputs per group, rows narrower and wider than the 16-lane vectors and the 64-output
+# steps, dilation, asymmetric and no padding, 1x1 and non-square kernels)
+GCONV_CASES = [
+    (1, 128, 14, 14, 128, (3, 3), 1, (1, 1, 1, 1), 32),  # ResNeXt's g32 (4 in, 4 out)
+    (2, 16, 9, 7, 8, (3, 3), 1, (1, 1, 1, 1), 4),
+    (1, 32, 10, 13, 12, (3, 3), 2, (2, 1, 0, 3), 4),      # 8 in, 3 out, dilation 2
+    (3, 8, 5, 5, 6, (1, 1), 1, (0, 0, 0, 0), 2),
+    (1, 64, 20, 30, 32, (3, 5), 1, (1, 2, 1, 2), 8),
+    (1, 24, 17, 3, 9, (3, 3), 1, (0, 0, 0, 0), 3),        # 3-wide rows, no padding
+    (1, 24, 6, 67, 30, (2, 3), 1, (0, 1, 1, 0), 2),       # 12 in, 15 out per group
+    (2, 8, 1, 1, 4, (3, 3), 1, (1, 1, 1, 1), 2),          # one pixel, fully padded taps
+    (1, 12, 4, 80, 3, (1, 4), 1, (0, 3, 0, 0), 3),
+]
+
+
+@pytest.fixture(params=GCONV_KERNELS)
+def gconv(request):
+    """Every suited convolution forced onto the quad path with its scalar kernel and (where
+    the CPU has it) its AVX-512 VNNI kernel; by default only the latter takes that path."""
+    prev = _C._set_conv_gconv(1)
+    try:
+        with isa_cap(request.param):
+            yield request.param
+    finally:
+        _C._set_conv_gconv(prev)
+
+
+@pytest.mark.parametrize("case", GCONV_CASES, ids=str)
+@pytest.mark.parametrize("xdt,ydt", [(np.uint8, np.uint8), (np.int8, np.int8),
+                                     (np.uint8, np.int8)])
+def test_gconv_exact(gconv, case, xdt, ydt):
+    N, C, H, W, M, (kh, kw), d, p, g = case
+    rng = _case_rng(case, xdt, ydt, 5)
+    x = rand_q(rng, (N, C, H, W), xdt)
+    w = rand_q(rng, (M, C // g, kh, kw), np.int8)
+    xzp = rand_q(rng, (), xdt)
+    kwargs = dict(pads=p, dilations=(d, d), group=g)
+    want = ref_conv_acc(x, w, xzp, 0, **kwargs)
+    for t in (1, 3):
+        with num_threads(t):
+            assert_equal_exact(qc.conv_integer(x, w, xzp, np.int8(0), **kwargs), want,
+                               f"{gconv} {case} threads={t}")
+    info = np.iinfo(ydt)
+    yzp = ydt((info.min + info.max + 1) // 2 + rng.integers(-30, 31))
+    ws = rng.uniform(0.001, 0.02, M).astype(np.float32)
+    ys = np.float32(0.02 * ws.mean() * (np.abs(want).mean() + 1) / 40)
+    bias = rng.integers(-5000, 5000, M).astype(np.int32)
+    pw = qc.pack_conv_weight(w, np.int8(0), group=g)
+    for relu in (False, True):
+        ref = ref_qlinear_conv(x, 0.02, xzp, w, ws, np.int8(0), ys, yzp, bias, relu=relu, **kwargs)
+        assert relu or len(np.unique(ref)) > min(ref.size // 4, 8)
+        for t in (1, 3):
+            with num_threads(t):
+                got = qc.qlinear_conv(x, 0.02, xzp, pw, ws, None, ys, yzp, bias, relu=relu,
+                                      **kwargs)
+            assert_equal_exact(got, ref, f"{gconv} {case} relu={relu} threads={t}")
+
+
+@pytest.mark.parametrize("ydt", [np.uint8, np.int8])
+def test_gconv_epilogue_paths(gconv, ydt):
+    # multipliers below 2^-20 (the general epilogue) to large ones that saturate,
+    # and biases that put |C| past 2^24 (no one-rounding epilogue for the call), around ties
+    rng = np.random.default_rng(11)
+    N, C, H, W, M, g = 1, 32, 6, 21, 16, 4
+    x = rand_q(rng, (N, C, H, W), np.uint8)
+    w = rand_q(rng, (M, C // g, 3, 3), np.int8)
+    kwargs = dict(pads=(1, 1, 1, 1), group=g)
+    acc = ref_conv_acc(x, w, 9, 0, **kwargs).astype(np.int64)
+    for big in (0, 1 << 25):
+        bias = rng.integers(-3000, 3000, M).astype(np.int64)
+        bias[::3] += big
+        bias = bias.astype(np.int32)
+        ws = np.float32(2.0) ** rng.integers(-24, 4, M).astype(np.float32)
+        ws[0], ws[1] = np.float32(1e-30), np.float32(3e-7)
+        c2 = float(acc[0, 2, 2, 2] + bias[2])  # a tie k + 1/2 at one output, where exact
+        ws[2] = np.float32(abs(0.5 / c2)) if c2 else np.float32(1)
+        yzp = ydt(3)
+        ref = ref_qlinear_conv(x, 1.0, np.uint8(9), w, ws, np.int8(0), 1.0, yzp, bias, **kwargs)
+        got = qc.qlinear_conv(x, 1.0, np.uint8(9), w, ws, np.int8(0), 1.0, yzp, bias, **kwargs)
+        assert_equal_exact(got, ref, f"{gconv} big={big}")
+
+
+def test_gconv_unsuited_shapes_still_exact(gconv):
+    # forced on, the path still leaves what it cannot run to the others: stride 2, weights
+    # with a zero point, uint8 weights, depthwise, Cg not a multiple of 4
+    rng = np.random.default_rng(12)
+    for (C, M, g, s, wdt, wzp) in [(16, 8, 4, 2, np.int8, 0), (16, 8, 4, 1, np.int8, 3),
+                                   (16, 8, 4, 1, np.uint8, 128), (8, 8, 8, 1, np.int8, 0),
+                                   (12, 6, 2, 1, np.int8, 0), (24, 8, 4, 1, np.int8, 0)]:
+        x = rand_q(rng, (2, C, 7, 9), np.uint8)
+        w = rand_q(rng, (M, C // g, 3, 3), wdt)
+        kwargs = dict(strides=(s, s), pads=(1, 1, 1, 1), group=g)
+        assert_equal_exact(qc.conv_integer(x, w, np.uint8(5), wdt(wzp), **kwargs),
+                           ref_conv_acc(x, w, 5, wzp, **kwargs), f"{gconv} {C} {g} {s} {wdt}")
+
+
+def test_gconv_default_is_the_simd_kernel():
+    info = qc.cpu_info()
+    names = [v[0] for v in info["variants"]["conv_gconv"]]
+    assert names[-1] == "conv_gconv_quads__scalar"
+    if "avx512vnni" in SUPPORTED_ISAS:
+        assert info["kernels"]["conv_gconv"] == "conv_gconv_4x64c4__avx512vnni"
+
+
+@pytest.mark.parametrize("ydt", [np.uint8, np.int8])
+def test_gconv_accumulators_past_2_24(gconv, ydt):
+    # x at its zero point everywhere: every output's C is its channel's bias, set around
+    # +-2^24 with multipliers within ulps of ties (k + 1/2) / C, where a float32 C (the
+    # one-rounding epilogue, valid only below 2^24) would round the other way
+    rng = np.random.default_rng(13)
+    M, g = 48, 4
+    x = np.full((1, 16, 5, 6), 77, np.uint8)
+    w = rand_q(rng, (M, 16 // g, 3, 3), np.int8)
+    bias, ws = [], []
+    for j in range(M):
+        c = (2 ** 24 + int(rng.integers(-6, 7)) * 2 + 1) * (1 if j % 2 else -1)
+        k = int(rng.integers(17, 100))  # multipliers >= 2^-20: the call may take that path
+        s = np.float32((k + 0.5) / abs(c))
+        for _ in range(int(rng.integers(-2, 3))):
+            s = np.nextafter(s, np.float32(1))
+        bias.append(c)
+        ws.append(s)
+    bias, ws = np.array(bias, np.int32), np.array(ws, np.float32)
+    assert ws.min() >= 2.0 ** -20
+    kwargs = dict(pads=(1, 1, 1, 1), group=g)
+    for yzp in (ydt(0), ydt(-100 if ydt == np.int8 else 100)):
+        ref = ref_qlinear_conv(x, 1.0, np.uint8(77), w, ws, np.int8(0), 1.0, yzp, bias, **kwargs)
+        assert len(np.unique(ref)) > 20
+        got = qc.qlinear_conv(x, 1.0, np.uint8(77), w, ws, np.int8(0), 1.0, yzp, bias, **kwargs)
+        assert_equal_exact(got, ref, f"{gconv} yzp={yzp}")

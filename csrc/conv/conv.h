@@ -89,6 +89,10 @@ size_t qc_dw_tile_force(size_t rows);
  * output column instead of im2col's whole patches, dense or grouped) for every convolution
  * they suit (> 0), never (< 0), or where they pay (0). Returns the previous setting. */
 int qc_conv_rx_force(int force);
+/* Tests: > 0 runs every suited direct-route convolution (grouped, Cg a multiple of 4,
+ * stride 1, int8 weights with zero point 0) on the quad path (gconv.h) with the selected
+ * kernel, < 0 never, 0 with the AVX-512 VNNI kernel only. Returns the previous setting. */
+int qc_conv_gconv_force(int force);
 
 /* Which path qc_conv_run takes for these weights: "depthwise" or "gemm". */
 const char *qc_conv_path(const qc_conv_weights *w);

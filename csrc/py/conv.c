@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "conv/conv.h"
+#include "conv/gconv.h"
 #include "conv/nchw.h"
 #include "conv/dw.h"
 #include "conv/qops.h"
@@ -1031,6 +1032,15 @@ static PyObject *py_set_conv_nchw(PyObject *self, PyObject *arg) {
     return parse_mode(arg, &mode) < 0 ? NULL : PyLong_FromLong(qc_nchw_force(mode));
 }
 
+/* _set_conv_gconv(mode) -> previous mode: 1 runs every suited small-group convolution on the
+ * channel-quad kernels (the scalar one too), -1 never, 0 the default (only with the AVX-512
+ * VNNI kernel). Tests only. */
+static PyObject *py_set_conv_gconv(PyObject *self, PyObject *arg) {
+    (void)self;
+    int mode = 0;
+    return parse_mode(arg, &mode) < 0 ? NULL : PyLong_FromLong(qc_conv_gconv_force(mode));
+}
+
 /* _set_conv_rx(mode) -> previous mode: 1 runs every GEMM-path convolution with kh > 1 whose
  * taps are whole 4-byte groups on row patches instead of im2col, -1 never, 0 where they pay.
  * Tests only. */
@@ -1061,6 +1071,8 @@ PyMethodDef qc_conv_methods[] = {
     {"_layout4", py_layout4, METH_VARARGS, "NCHW <-> NHWC copy of a 4-D int8/uint8 array."},
     {"_set_conv_nchw", py_set_conv_nchw, METH_O, "Force the NCHW conv GEMM on or off (tests)."},
     {"_set_conv_rx", py_set_conv_rx, METH_O, "Force the conv row patches on or off (tests)."},
+    {"_set_conv_gconv", py_set_conv_gconv, METH_O,
+     "Force the small-group conv quad path on or off (tests)."},
     {"_set_dw_tile_rows", py_set_dw_tile_rows, METH_O,
      "Force small depthwise tiles (tests; 0: automatic)."},
     {"_pool2d", py_pool2d, METH_VARARGS, "Max / average / global average pooling."},
@@ -1072,6 +1084,7 @@ PyMethodDef qc_conv_methods[] = {
 int qc_conv_init(PyObject *m) {
     (void)m;
     if (qc_register_family(&qc_qops_family) < 0 || qc_register_family(&qc_nchw_family) < 0 ||
+        qc_register_family(&qc_gconv_family) < 0 ||
         qc_register_family(&qc_dw_family) < 0)
         return -1;
     return 0;
