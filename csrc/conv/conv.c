@@ -260,6 +260,9 @@ typedef struct {
     int small;          /* |C| < 2^24 for every output (K * 255 * 255 + max |bias|) */
     int lean;           /* small, and every multiplier in [0, 64) (qc_nchw_tile.lean) */
     int exact;          /* qc_nchw_tile.exact */
+    qc_gemm_cols *cols; /* GEMM path: the column terms of group g's chunk c at g * ncb + c,
+                         * made once for all its pixel blocks */
+    void *cols_mem;
     const struct dw_plan_s *dw; /* direct path */
     const struct dw_nhwc_plan_s *dwn;
     const struct dw3_plan_s *dw3;
@@ -935,6 +938,33 @@ static void im2col_task(void *vctx, size_t task) {
     }
 }
 
+/* The fields of group g's GEMM call for output channels [n0, n1) of the group that every
+ * pixel block shares (the column terms depend on these alone). */
+static void gemm_call_args(const run_ctx *ctx, size_t g, size_t n0, size_t n1, qc_gemm_args *ga) {
+    const qc_conv_args *a = ctx->a;
+    const qc_conv_weights *w = a->w;
+    const size_t Ng = ctx->Ng;
+    memset(ga, 0, sizeof *ga);
+    ga->a_signed = a->x_signed;
+    ga->a_zp = &a->xzp;
+    ga->b = (const qc_gemm_b *)w->gemm[g];
+    ga->b_zp = w->wzp_per_channel ? w->wzp + g * Ng : w->wzp;
+    ga->b_zp_per_col = w->wzp_per_channel;
+    ga->n0 = (int64_t)n0;
+    ga->n1 = (int64_t)n1;
+    ga->kernels = ctx->gk;
+    if (a->out_int32) {
+        ga->out = QC_GEMM_OUT_S32;
+    } else {
+        ga->out = a->y_signed ? QC_GEMM_OUT_S8 : QC_GEMM_OUT_U8;
+        ga->bias = a->bias ? a->bias + g * Ng : NULL;
+        ga->scale = a->mult + g * Ng;
+        ga->scale_per_col = 1;
+        ga->y_zp = a->y_zp;
+        ga->relu = a->relu;
+    }
+}
+
 /* One task: group g and a block of output pixels (of image n, or with ctx->span of the
  * images' pixels n * P + p in a row): im2col into A (unless direct), the GEMM into a
  * rows x Ng block of C (int32 or requantized bytes), then C transposed into the NCHW output,
@@ -996,7 +1026,8 @@ static void gemm_task(void *vctx, size_t task) {
     A = a_x ? ctx->x + q0 * a->C + g * w->Cg : Ab;
     lda = (ptrdiff_t)(a_x ? a->C : ctx->direct ? w->Cg : K);
     qc_gemm_args ga;
-    memset(&ga, 0, sizeof ga);
+    gemm_call_args(ctx, g, n0, n1, &ga);
+    ga.cols = ctx->cols ? &ctx->cols[g * ctx->ncb + n0 / ctx->cb] : NULL;
     if (ctx->rx == 2) { /* never span: pixels q0 % P.. of image q0 / P, group g's bytes */
         A = ctx->rxg + q0 / P * ctx->rxgimg + q0 % P * ctx->rxk + g * w->Cg;
         lda = (ptrdiff_t)ctx->rxk;
@@ -1019,14 +1050,7 @@ static void gemm_task(void *vctx, size_t task) {
     }
     ga.a = A;
     ga.lda = lda;
-    ga.a_signed = a->x_signed;
     ga.m = (int64_t)rows;
-    ga.a_zp = &a->xzp;
-    ga.b = (const qc_gemm_b *)w->gemm[g];
-    ga.b_zp = w->wzp_per_channel ? w->wzp + g * Ng : w->wzp;
-    ga.b_zp_per_col = w->wzp_per_channel;
-    ga.n0 = (int64_t)n0;
-    ga.n1 = (int64_t)n1;
     const size_t M = w->M;
     if (a->y_nhwc) { /* rows q0.. of the (N * P, M) output, group g's columns */
         ga.c = (char *)ctx->y + (q0 * M + g * Ng) * esize;
@@ -1034,17 +1058,6 @@ static void gemm_task(void *vctx, size_t task) {
     } else {
         ga.c = cbuf;
         ga.ldc = (ptrdiff_t)Ng;
-    }
-    ga.kernels = ctx->gk;
-    if (a->out_int32) {
-        ga.out = QC_GEMM_OUT_S32;
-    } else {
-        ga.out = a->y_signed ? QC_GEMM_OUT_S8 : QC_GEMM_OUT_U8;
-        ga.bias = a->bias ? a->bias + g * Ng : NULL;
-        ga.scale = a->mult + g * Ng;
-        ga.scale_per_col = 1;
-        ga.y_zp = a->y_zp;
-        ga.relu = a->relu;
     }
     qc_gemm_run(&ga, ws);
     for (size_t q = q0; q < q0 + rows && !a->y_nhwc;) {
@@ -1628,7 +1641,24 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
         const size_t chunks = (all_px + 63) / 64;
         qc_parallel_for(chunks, im2col_task, &ctx);
     }
+    /* the column terms, once per group and chunk instead of once per pixel block */
+    const size_t ncalls = w->G * ctx.ncb, colsb = qc_gemm_cols_size((int64_t)ctx.cb);
+    ctx.cols = malloc(ncalls * sizeof(qc_gemm_cols));
+    ctx.cols_mem = malloc(QC_MAX(mul_sat(ncalls, colsb), (size_t)1));
+    if (ctx.cols && ctx.cols_mem) {
+        for (size_t i = 0; i < ncalls; i++) {
+            qc_gemm_args ga;
+            const size_t n0 = i % ctx.ncb * ctx.cb;
+            gemm_call_args(&ctx, i / ctx.ncb, n0, QC_MIN(ctx.Ng, n0 + ctx.cb), &ga);
+            qc_gemm_cols_prepare(&ga, (char *)ctx.cols_mem + i * colsb, &ctx.cols[i]);
+        }
+    } else {
+        free(ctx.cols); /* each call makes its own */
+        ctx.cols = NULL;
+    }
     qc_parallel_for(units * ctx.nblocks * ctx.ncb, gemm_task, &ctx);
+    free(ctx.cols);
+    free(ctx.cols_mem);
     free(ctx.xt_w);
     free(ctx.a_all);
     free(ctx.rxg);

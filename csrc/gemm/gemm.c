@@ -380,24 +380,18 @@ static void pack_a(const qc_gemm_args *g, int64_t i0, int64_t mc, int64_t kp, in
     }
 }
 
-void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
-    const qc_gemm_kernels *kern = g->kernels ? g->kernels : qc_gemm_select();
+size_t qc_gemm_cols_size(int64_t ncols) {
+    return (size_t)(round_up(ncols, QC_GEMM_NR) + 64) * 5 * 4;
+}
+
+void qc_gemm_cols_prepare(const qc_gemm_args *g, void *mem, qc_gemm_cols *cols) {
     const qc_gemm_b *B = g->b;
-    const int64_t kp = B->kp, ncols = g->n1 - g->n0;
-    if (g->m <= 0 || ncols <= 0) return;
-    const int64_t ncp = round_up(ncols, QC_GEMM_NR) + 64;
-    const int64_t mc_max = call_rows(kern, kp, g->m);
-    const int64_t nc_blk = block_cols(kern, kp);
-
-    uint8_t *abuf = (uint8_t *)workspace;
-    int32_t *rsum = (int32_t *)(abuf + round_up(2 * mc_max * kp, 64));
-    int32_t *zap = rsum + mc_max;
-    int32_t *zbp = zap + mc_max;
-    int32_t *bcorr = zbp + ncp;
-    int32_t *cterm = bcorr + ncp;
-    float *scale = (float *)(cterm + ncp);
-    float *fbias = scale + ncp;
-
+    const int64_t ncols = g->n1 - g->n0, ncp = round_up(ncols, QC_GEMM_NR) + 64;
+    cols->zbp = (int32_t *)mem;
+    cols->bcorr = cols->zbp + ncp;
+    cols->cterm = cols->bcorr + ncp;
+    cols->scale = (float *)(cols->cterm + ncp);
+    cols->fbias = cols->scale + ncp;
     /* Per-column terms for this column range (index 0 = column n0), zero in the slack. A
      * per-tensor za' multiplies bcorr the same way in every row: cterm takes -za' * bcorr
      * once here (wrapping, so C is unchanged mod 2^32) and zap[r] is 0. */
@@ -407,6 +401,8 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     /* with them, over the call's columns: whether every zb' is 0, whether every scale suits
      * the FMA epilogue (kernels.h, rq_fma), and the largest |cterm| */
     const int requant = g->out == QC_GEMM_OUT_S8 || g->out == QC_GEMM_OUT_U8;
+    int32_t *zbp = cols->zbp, *bcorr = cols->bcorr, *cterm = cols->cterm;
+    float *scale = cols->scale, *fbias = cols->fbias;
     /* one simple loop per array (they vectorize; this runs once per call, and a convolution
      * makes a call per block of pixels) */
     const int64_t n0 = g->n0;
@@ -449,8 +445,35 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
         const float s = fabsf(scale[x]); /* false comparisons for NaN: not FMA-safe */
         not_fma |= !(s == 0.0f || (s >= 0x1p-20f && s <= FLT_MAX));
     }
-    const int zbp_zero = zor == 0, rq_fma = requant && !not_fma;
-    const int64_t cmax = cmaxu;
+    cols->zbp_zero = zor == 0;
+    cols->rq_fma = requant && !not_fma;
+    cols->cmax = cmaxu;
+
+}
+
+void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
+    const qc_gemm_kernels *kern = g->kernels ? g->kernels : qc_gemm_select();
+    const qc_gemm_b *B = g->b;
+    const int64_t kp = B->kp, ncols = g->n1 - g->n0;
+    if (g->m <= 0 || ncols <= 0) return;
+    const int64_t mc_max = call_rows(kern, kp, g->m);
+    const int64_t nc_blk = block_cols(kern, kp);
+
+    uint8_t *abuf = (uint8_t *)workspace;
+    int32_t *rsum = (int32_t *)(abuf + round_up(2 * mc_max * kp, 64));
+    int32_t *zap = rsum + mc_max;
+
+    /* the column terms: given (a convolution's tasks share them), or made here */
+    qc_gemm_cols own;
+    const qc_gemm_cols *cols = g->cols;
+    if (!cols) {
+        qc_gemm_cols_prepare(g, zap + mc_max, &own);
+        cols = &own;
+    }
+    const int32_t *zbp = cols->zbp, *bcorr = cols->bcorr, *cterm = cols->cterm;
+    const float *scale = cols->scale, *fbias = cols->fbias;
+    const int zbp_zero = cols->zbp_zero, rq_fma = cols->rq_fma;
+    const int64_t cmax = cols->cmax;
 
     qc_gemm_tile t;
     t.kp = kp;
@@ -527,6 +550,7 @@ static void par_task(void *vctx, size_t task) {
     sub.m = QC_MIN(p->rows_per_task, p->g->m - i0);
     sub.n0 = p->g->n0 + tj * p->cols_per_task;
     sub.n1 = QC_MIN(p->g->n1, sub.n0 + p->cols_per_task);
+    sub.cols = NULL; /* given for the whole call's columns: each task makes its own */
     if (sub.m <= 0 || sub.n1 <= sub.n0) return;
     const size_t esize = p->g->out == QC_GEMM_OUT_S32 || p->g->out == QC_GEMM_OUT_F32 ? 4 : 1;
     sub.a = (const char *)p->g->a + i0 * p->g->lda;

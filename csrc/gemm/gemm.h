@@ -78,6 +78,18 @@ typedef enum {
 
 typedef struct qc_gemm_kernels qc_gemm_kernels; /* a variant's micro-kernels (internal) */
 
+/* A call's per-column terms (index 0 = column n0; round_up(n1 - n0, 16) + 64 entries each,
+ * zero past n1 - n0): zb', colsum(b') - K * zb', the bias minus a per-tensor za' times that
+ * (wrapping), the scales and float biases, and over the columns whether every zb' is 0,
+ * whether every scale suits the one-rounding epilogue (kernels.h, rq_fma) and the largest
+ * |cterm|. qc_gemm_run makes them in its workspace unless the call gives them (cols). */
+typedef struct {
+    int32_t *zbp, *bcorr, *cterm;
+    float *scale, *fbias;
+    int zbp_zero, rq_fma;
+    int64_t cmax;
+} qc_gemm_cols;
+
 typedef struct {
     /* A: m rows of b->k elements; row i at (char *)a + i * lda (elements = bytes). With
      * a_nseg > 0 a row is a_nseg segments of b->k / a_nseg elements each (b->k a multiple of
@@ -114,7 +126,15 @@ typedef struct {
     const float *fbias;   /* float output only: NULL or fbias[j] added after the scaling */
     const float *row_scale; /* float output only: NULL, or row i's scale is
                              * (float)(row_scale[i] * scale[j]) (per-token activations) */
+    const qc_gemm_cols *cols; /* NULL, or the column terms of exactly this call's B, columns,
+                               * zero points, bias, scales, a_signed and out
+                               * (qc_gemm_cols_prepare), shared by calls that differ only in
+                               * A, m and C */
 } qc_gemm_args;
+
+/* Bytes of qc_gemm_cols arrays for ncols columns, and the terms of call g made in mem. */
+size_t qc_gemm_cols_size(int64_t ncols);
+void qc_gemm_cols_prepare(const qc_gemm_args *g, void *mem, qc_gemm_cols *cols);
 
 /* The gemm family (variants best first, scalar last) and the chosen variant's kernels. */
 extern const qc_family qc_gemm_family;
