@@ -403,8 +403,7 @@ void qc_gemm_cols_prepare(const qc_gemm_args *g, void *mem, qc_gemm_cols *cols) 
     const int requant = g->out == QC_GEMM_OUT_S8 || g->out == QC_GEMM_OUT_U8;
     int32_t *zbp = cols->zbp, *bcorr = cols->bcorr, *cterm = cols->cterm;
     float *scale = cols->scale, *fbias = cols->fbias;
-    /* one simple loop per array (they vectorize; this runs once per call, and a convolution
-     * makes a call per block of pixels) */
+    /* one simple loop per array (they vectorize) */
     const int64_t n0 = g->n0;
     if (g->b_zp && g->b_zp_per_col) {
         for (int64_t x = 0; x < ncols; x++) zbp[x] = g->b_zp[n0 + x] + boff;
@@ -448,7 +447,6 @@ void qc_gemm_cols_prepare(const qc_gemm_args *g, void *mem, qc_gemm_cols *cols) 
     cols->zbp_zero = zor == 0;
     cols->rq_fma = requant && !not_fma;
     cols->cmax = cmaxu;
-
 }
 
 void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
