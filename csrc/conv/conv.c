@@ -1327,7 +1327,8 @@ static void gconv_quad_row(const gconv_ctx *c, size_t n, size_t c0, size_t iyp, 
     for (size_t i = 0; i < pre; i++) row[i] = fill4;
     if (!nw) return;
     const uint8_t *rows[4];
-    for (int i = 0; i < 4; i++) rows[i] = c->x + ((n * a->C + c0 + (size_t)i) * a->H + (size_t)iy) * a->W;
+    for (int i = 0; i < 4; i++)
+        rows[i] = c->x + ((n * a->C + c0 + (size_t)i) * a->H + (size_t)iy) * a->W;
     c->k->quads(rows, c->flip, nw, (uint8_t *)(row + lp));
     for (size_t i = lp + nw; i < c->Wp; i++) row[i] = fill4;
 }

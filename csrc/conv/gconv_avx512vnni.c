@@ -172,8 +172,10 @@ static void quads_avx512vnni(const uint8_t *const rows[4], uint8_t flip, size_t 
         const __m512i t2 = _mm512_unpacklo_epi8(r[2], r[3]), t3 = _mm512_unpackhi_epi8(r[2], r[3]);
         const __m512i u0 = _mm512_unpacklo_epi16(t0, t2), u1 = _mm512_unpackhi_epi16(t0, t2);
         const __m512i u2 = _mm512_unpacklo_epi16(t1, t3), u3 = _mm512_unpackhi_epi16(t1, t3);
-        const __m512i a = _mm512_shuffle_i32x4(u0, u1, 0x44), b = _mm512_shuffle_i32x4(u2, u3, 0x44);
-        const __m512i c = _mm512_shuffle_i32x4(u0, u1, 0xEE), d = _mm512_shuffle_i32x4(u2, u3, 0xEE);
+        const __m512i a = _mm512_shuffle_i32x4(u0, u1, 0x44);
+        const __m512i b = _mm512_shuffle_i32x4(u2, u3, 0x44);
+        const __m512i c = _mm512_shuffle_i32x4(u0, u1, 0xEE);
+        const __m512i d = _mm512_shuffle_i32x4(u2, u3, 0xEE);
         const __m512i o[4] = {_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xDD),
                               _mm512_shuffle_i32x4(c, d, 0x88), _mm512_shuffle_i32x4(c, d, 0xDD)};
         for (size_t k = 0; k < 4; k++) {

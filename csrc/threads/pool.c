@@ -50,8 +50,9 @@ typedef struct {
  * of the pixels (or channels) as in the call before, whose results are still in its cache,
  * where a shared counter hands each thread tasks at random (on this 2-vCPU EPYC, 2 threads:
  * ResNeXt's g32 512 @14 720-770 -> 580-600 us at batch 8 and 108-124 -> 94-104 us at batch
- * 1, ResNet-18's 3x3 64 @56 320 -> 313 us; whole networks within this VM's noise). A taker that starts late (a worker woken from sleep) or runs slow
- * leaves its range to the others, as with one counter. */
+ * 1, ResNet-18's 3x3 64 @56 320 -> 313 us; whole networks within this VM's noise). A taker
+ * that starts late (a worker woken from sleep) or runs slow leaves its range to the others,
+ * as with one counter. */
 typedef struct {
     _Alignas(64) atomic_size_t next;
     size_t end;
@@ -194,9 +195,11 @@ void qc_parallel_for(size_t ntasks, qc_task_fn fn, void *ctx) {
     g_pool.job_workers = helpers;
     atomic_store(&g_pool.job, 0u); /* open, nobody in: the last job's workers all left */
     g_pool.nparts = helpers + 1;
-    for (int p = 0; p < g_pool.nparts; p++) {
-        atomic_store(&g_ranges[p].next, ntasks * (size_t)p / (size_t)g_pool.nparts);
-        g_ranges[p].end = ntasks * (size_t)(p + 1) / (size_t)g_pool.nparts;
+    const size_t per = ntasks / (size_t)g_pool.nparts, extra = ntasks % (size_t)g_pool.nparts;
+    for (size_t p = 0, start = 0; p < (size_t)g_pool.nparts; p++) {
+        atomic_store(&g_ranges[p].next, start);
+        start += per + (p < extra);
+        g_ranges[p].end = start;
     }
     atomic_fetch_add(&g_pool.generation, 1);
     pthread_cond_broadcast(&g_pool.wake);
