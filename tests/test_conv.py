@@ -495,19 +495,26 @@ def test_layout4_errors():
 
 # ---- the NCHW GEMM path (weights on rows, pixels on columns) ----
 
-NCHW_KERNELS = ["scalar"] + (["avx512vnni"] if "avx512vnni" in SUPPORTED_ISAS else [])
+# the paths with a scalar kernel and an AVX-512 VNNI one, only the latter taken by default
+VNNI_PATH_KERNELS = ["scalar"] + (["avx512vnni"] if "avx512vnni" in SUPPORTED_ISAS else [])
 
 
-@pytest.fixture(params=NCHW_KERNELS)
+def _forced_path(force, isa):
+    """Force a path on (force: one of the _C._set_conv_* hooks) under ISA cap `isa`, so it
+    runs that level's kernel; the previous setting comes back after."""
+    prev = force(1)
+    try:
+        with isa_cap(isa):
+            yield isa
+    finally:
+        force(prev)
+
+
+@pytest.fixture(params=VNNI_PATH_KERNELS)
 def nchw(request):
     """Every GEMM-path convolution forced onto the NCHW GEMM, with its scalar kernel and (where
     the CPU has it) its AVX-512 VNNI kernel; by default only the latter takes that path."""
-    prev = _C._set_conv_nchw(1)
-    try:
-        with isa_cap(request.param):
-            yield request.param
-    finally:
-        _C._set_conv_nchw(prev)
+    yield from _forced_path(_C._set_conv_nchw, request.param)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
@@ -884,8 +891,6 @@ def test_concurrent_calls_from_python_threads():
 
 # ---- the small-group path on channel quads (grouped, Cg a multiple of 4, stride 1) ----
 
-GCONV_KERNELS = ["scalar"] + (["avx512vnni"] if "avx512vnni" in SUPPORTED_ISAS else [])
-
 # (N, C, H, W, M, (kh, kw), dilation, pads, group): suited shapes (4 to 12 channels and 1 to
 # 15 outputs per group, rows narrower and wider than the 16-lane vectors and the 64-output
 # steps, dilation, asymmetric and no padding, 1x1 and non-square kernels)
@@ -902,16 +907,11 @@ GCONV_CASES = [
 ]
 
 
-@pytest.fixture(params=GCONV_KERNELS)
+@pytest.fixture(params=VNNI_PATH_KERNELS)
 def gconv(request):
     """Every suited convolution forced onto the quad path with its scalar kernel and (where
     the CPU has it) its AVX-512 VNNI kernel; by default only the latter takes that path."""
-    prev = _C._set_conv_gconv(1)
-    try:
-        with isa_cap(request.param):
-            yield request.param
-    finally:
-        _C._set_conv_gconv(prev)
+    yield from _forced_path(_C._set_conv_gconv, request.param)
 
 
 @pytest.mark.parametrize("case", GCONV_CASES, ids=str)
