@@ -24,8 +24,9 @@ class PackedConvWeight:
     and groups of fewer than 16 output channels with at most 256 taps C/group * kH * kW; with
     AVX-512 VNNI, such groups of whole quads of input channels at stride 1 with int8 weights of
     zero point 0, ResNeXt's, run a kernel over 4-channel quads of the padded input instead) or
-    ``"gemm"`` (im2col, row patches read as kernel-row segments for dense kH > 1, or the
-    input itself for 1x1, times the packed weights).
+    ``"gemm"`` (each output pixel's patch read where it lies in a padded NHWC copy of the
+    input, as kernel-row segments or per-tap runs of a group's channels; im2col where the
+    taps are not whole 4-byte groups; the input itself for 1x1; times the packed weights).
     """
 
     __slots__ = ("_capsule", "shape", "dtype", "group", "w_zero_point")

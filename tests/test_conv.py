@@ -316,10 +316,11 @@ def test_few_pixels_output_channel_split(isa, case):
     _check_qlinear_case(isa, case, np.int8, np.int8, np.int8, rng, threads=(2,))
 
 
-# ---- row patches: each input row copied once per output column, read as kh segments ----
+# ---- indirect rows: patches read in place from a padded NHWC copy (per-pixel row offsets) ----
 
-# (N, C, H, W, M, kh, kw, sh, sw, dh, dw, pads[, group]): kh > 1, kw * C a multiple of 4 (dense)
-# or C / group a multiple of 4 (grouped, with 16+ outputs per group: the GEMM path)
+# (N, C, H, W, M, kh, kw, sh, sw, dh, dw, pads[, group]): kw * C a multiple of 4 (dense, one
+# column step: kh runs) or C / group a multiple of 4 (grouped or dilated along x: kh * kw runs),
+# with 16+ outputs per group (the GEMM path)
 RX_CASES = [
     (1, 64, 9, 10, 64, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1), 4),     # Cg 16, ResNeXt-like
     (1, 32, 11, 7, 256, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1), 8),    # Cg 4, 32 outputs per group
@@ -333,7 +334,13 @@ RX_CASES = [
     (1, 4, 10, 12, 33, 2, 1, 1, 2, 1, 1, (0, 0, 1, 0)),    # kw 1
     (1, 4, 9, 13, 16, 3, 5, 3, 2, 1, 2, (1, 2, 1, 2)),
     (2, 64, 12, 5, 32, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),
-    (1, 8, 3, 300, 256, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),   # short blocks of wide rows: im2col
+    (1, 8, 3, 300, 256, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),   # blocks of part of a wide row
+    (2, 16, 9, 11, 32, 1, 1, 2, 2, 1, 1, (0, 0, 1, 1)),    # 1x1, strided and padded
+    (3, 8, 4, 5, 64, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),      # small planes: blocks span images
+    (1, 256, 4, 4, 512, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),   # few pixels: output channels split
+    (2, 64, 3, 3, 256, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),    # the same over two images
+    (1, 4, 8, 9, 16, 3, 3, 2, 2, 1, 1, (0, 0, 0, 0)),      # no padding, the last row unread
+    (1, 4, 8, 9, 16, 3, 3, 1, 1, 3, 3, (0, 0, 0, 0)),      # dilation 3
 ]
 
 
@@ -346,16 +353,16 @@ def _rx_id(c):
 @pytest.mark.parametrize("case", RX_CASES, ids=_rx_id)
 @pytest.mark.parametrize("xdt,wdt,wzp0", [(np.uint8, np.int8, True), (np.uint8, np.int8, False),
                                           (np.int8, np.uint8, False)])
-def test_row_patches_exact(isa, case, xdt, wdt, wzp0):
-    """The row-patch GEMM (patch rows as kh segments, or kh * kw segments of one group's
-    channels from rows shared by the groups: with uint8 x and symmetric int8 weights the
-    AVX-512 VNNI kernel reads them where they lie, otherwise they are gathered with their row
-    sums) forced on and off, against the reference: int32 and requantized, on 1 to 3 threads
-    (3 threads split the wide rows into blocks too short for row patches, which then take
-    im2col)."""
+def test_indirect_rows_exact(isa, case, xdt, wdt, wzp0):
+    """The indirect rows (each output pixel's patch as kh runs of kw * C bytes, or kh * kw
+    runs of its group's Cg channels, at that pixel's offset in a padded NHWC copy of x: with
+    uint8 x and symmetric int8 weights the AVX-512 VNNI kernel reads them where they lie,
+    otherwise the GEMM gathers them with their row sums) and im2col, against the reference:
+    int32 and requantized, on 1 to 3 threads (blocks of pixels that start mid-row, span
+    images, or take every pixel for a slice of the output channels)."""
     N, C, H, W, M, kh, kw_, sh, sw, dh, dw, p = case[:12]
     g = case[12] if len(case) > 12 else 1
-    rng = _case_rng(case, xdt, wdt, wzp0, "rx")
+    rng = _case_rng(case, xdt, wdt, wzp0, "ix")
     x = rand_q(rng, (N, C, H, W), xdt)
     w = rand_q(rng, (M, C // g, kh, kw_), wdt)
     xzp = rand_q(rng, (), xdt)
@@ -369,17 +376,17 @@ def test_row_patches_exact(isa, case, xdt, wdt, wzp0):
     prev_nchw = _C._set_conv_nchw(-1)
     try:
         for mode in (1, -1):
-            prev = _C._set_conv_rx(mode)
+            prev = _C._set_conv_ix(mode)
             try:
                 for t in (1, 2, 3):
                     with num_threads(t):
                         got = qc.conv_integer(x, w, xzp, wzp, **kw)
                         gotq = qc.qlinear_conv(x, xs, xzp, w, ws, wzp, ys, np.uint8(100), bias,
                                                **kw)
-                    assert_equal_exact(got, want, f"{isa} rx={mode} t={t}")
-                    assert_equal_exact(gotq, wantq, f"{isa} rx={mode} t={t} qlinear")
+                    assert_equal_exact(got, want, f"{isa} ix={mode} t={t}")
+                    assert_equal_exact(gotq, wantq, f"{isa} ix={mode} t={t} qlinear")
             finally:
-                _C._set_conv_rx(prev)
+                _C._set_conv_ix(prev)
     finally:
         _C._set_conv_nchw(prev_nchw)
 

@@ -194,3 +194,30 @@ def test_dot_bound_every_isa(isa, rng, k):
                                     np.float32(1), dtype(y_zp), bias=bias)
             want = ref_requant(acc.astype(np.int32), m, y_zp, dtype, False)
             assert_equal_exact(got, want, f"{isa} k={k} y_zp={y_zp}")
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_full_tile_rows_every_isa(isa, rng, dtype):
+    """Whole 32-column tiles on the one-rounding path (|C| < 2^24 proven from the weights,
+    every scale >= 2^-20), which the AVX-512 VNNI kernel narrows two rows at a time: every row
+    count of a tile (1 to 8, and 8 + 1 .. 8 + 7), 32 to 72 columns, outputs spread over the
+    whole type and past both ends (saturation), with and without ReLU, every zero point."""
+    k = 40
+    info, ends = np.iinfo(dtype), set()
+    for n in (32, 64, 72):
+        b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+        bias = rng.integers(-3000, 3000, n).astype(np.int32)
+        m = rng.uniform(2.0 ** -9, 2.0 ** -6, n).astype(np.float32)
+        assert (m >= 2.0 ** -20).all()
+        for rows in list(range(1, 9)) + [9, 12, 15, 16, 17]:
+            a = rng.integers(0, 256, (rows, k)).astype(np.uint8)
+            acc = (a.astype(np.int64) @ b.astype(np.int64) + bias).astype(np.int32)
+            assert np.abs(acc).max() < 2 ** 24
+            for y_zp in YZPS[dtype]:
+                relu = bool(rng.integers(2))
+                got = qc.qlinear_matmul(a, np.float32(1), np.uint8(0), b, m, np.int8(0),
+                                        np.float32(1), dtype(y_zp), bias=bias, relu=relu)
+                want = ref_requant(acc, m, y_zp, dtype, relu)
+                assert_equal_exact(got, want, f"{isa} n={n} rows={rows} y_zp={y_zp} relu={relu}")
+                ends |= {int(v) for v in np.unique(want) if v in (info.min, info.max)}
+    assert ends == {info.min, info.max}  # outputs reach (and saturate at) both ends

@@ -239,18 +239,16 @@ typedef struct {
                          * 32) per task, over patches built once for all pixels in a_all
                          * (ungrouped convolutions with few pixels), else 1 and Ng */
     uint8_t *a_all;     /* that shared patch matrix: row n * P + p, K bytes each; or NULL */
-    /* Row patches (rx, kh x kw with kh > 1): instead of the K = kh * kw * Cg bytes of every
-     * patch, the input rows the outputs read are copied once, as OW runs of rxk = kw * C
-     * bytes (output column ox's kw taps), and the GEMM reads a patch as kh segments of those
-     * rows (dense; qc_gemm_args.a_seg), or kh * kw segments of its group's Cg channels: up
-     * to kh times less copying than im2col (gemm_task has the layout). */
-    int rx;             /* 1: rows per task; 2 (grouped): rows of every image built once in
-                         * rxg, which every group's tasks read (rxgh rows per phase, rxgimg
-                         * bytes per image, kh * kw segments of Cg bytes at rxgseg) */
-    size_t rxk;
-    uint8_t *rxg;
-    size_t rxgh, rxgimg;
-    ptrdiff_t *rxgseg;
+    /* Indirect rows (ix): the GEMM reads every patch where it lies in a padded NHWC copy of
+     * x (xp: N images of Hp x Wp pixels, ximg bytes each, x_zp in the padding): output pixel
+     * q's row at xrow[q] (image n's offset included with span, else added per task), as
+     * xnseg segments at the offsets xseg: kh runs of kw * C bytes (ungrouped, one column
+     * step) or kh * kw runs of the group's Cg channels. No im2col copies at all. */
+    int ix;
+    uint8_t *xp;
+    size_t Hp, Wp, ximg;
+    ptrdiff_t *xrow, *xseg;
+    int xnseg;
     /* NCHW path: its kernels, per-channel rterm and zw' (nchw.h), rows per task (mchunk, a
      * multiple of QC_NCHW_MR), and whether the pixel sums are needed (some zw' != 0) */
     const qc_nchw_kernels *nk;
@@ -838,93 +836,84 @@ static void im2col(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t row
     }
 }
 
-/* ---- row patches (run_ctx.rx) ---- */
+/* ---- indirect rows (run_ctx.ix) ---- */
 
-static atomic_int g_rx_force; /* tests: > 0 always where possible, < 0 never, 0 automatic */
+static atomic_int g_ix_force; /* tests: < 0 never (im2col); otherwise wherever they suit */
 
-int qc_conv_rx_force(int force) { return atomic_exchange(&g_rx_force, force); }
+int qc_conv_ix_force(int force) { return atomic_exchange(&g_ix_force, force); }
 
-/* Padded row iyp of image n as row patches into row (OW runs of rxk bytes): output column
- * ox's run holds the taps kx of input row iyp - pt at columns ox * sw + kx * dw - pl (x_zp
- * in the padding). */
-static void rx_row(const run_ctx *ctx, size_t n, size_t iyp, uint8_t *row) {
-    const qc_conv_args *a = ctx->a;
-    const size_t C = a->C, kw = a->w->kw;
-    const uint8_t fill = (uint8_t)a->xzp;
-    const ptrdiff_t iy = (ptrdiff_t)iyp - a->pt;
-    if (iy < 0 || iy >= (ptrdiff_t)a->H) {
-        memset(row, fill, a->OW * ctx->rxk);
-        return;
-    }
-    const uint8_t *src = ctx->xt + (n * a->H + (size_t)iy) * a->W * C;
-    for (size_t ox = 0; ox < a->OW; ox++) {
-        uint8_t *dst = row + ox * ctx->rxk;
-        const ptrdiff_t ix0 = (ptrdiff_t)(ox * a->sw) - a->pl;
-        if (ix0 >= 0 && ix0 + (ptrdiff_t)((kw - 1) * a->dw) < (ptrdiff_t)a->W) {
-            if (a->dw == 1) {
-                copy_run(dst, src + (size_t)ix0 * C, kw * C);
-            } else {
-                for (size_t kx = 0; kx < kw; kx++)
-                    copy_run(dst + kx * C, src + ((size_t)ix0 + kx * a->dw) * C, C);
-            }
-            continue;
-        }
-        for (size_t kx = 0; kx < kw; kx++) {
-            const ptrdiff_t ix = ix0 + (ptrdiff_t)(kx * a->dw);
-            if (ix < 0 || ix >= (ptrdiff_t)a->W) memset(dst + kx * C, fill, C);
-            else copy_run(dst + kx * C, src + (size_t)ix * C, C);
-        }
-    }
-}
-
-/* Whether the row patches suit this convolution: kh > 1, runs of whole 4-byte groups (each
- * tap's Cg bytes with groups), and by default stride 1 along y (1 thread, this EPYC: 3x3 64
- * @56 634 -> 609 us, 128 @28 573 -> 562 us; the stride-2 layers, whose rows are read by fewer
- * outputs, gained 0-2% on 1 thread and lost up to 2% on 2). Returns 1 (rows per task), 2
- * (grouped: rows shared by the groups, see run_ctx.rx) or 0. Blocks spanning images and the
- * output-channel split keep im2col (qc_conv_run). */
-static int rx_plan(run_ctx *ctx) {
+/* Whether the patches suit indirect rows, and their layout: not the direct 1x1 (A is x as it
+ * lies there), and every segment whole 4-byte groups (a K group of the GEMM never straddles
+ * two). The padded extent covers every row and column a tap reads. 1 thread, this EPYC,
+ * against the row copies (3x3 64 @56: 600 -> 589 us) and im2col (3x3/2 128 @56: 575 -> 577
+ * us) they replace; they also need no patch matrix for the output-channel split. */
+static int ix_plan(run_ctx *ctx) {
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
-    const int force = atomic_load(&g_rx_force);
-    if (force < 0 || (force == 0 && a->sh != 1) || ctx->direct || w->kh < 2 ||
-        (w->G == 1 ? (w->kw * w->Cg) % 4 : w->Cg % 4) != 0)
-        return 0;
-    ctx->rxk = w->kw * a->C;
-    return w->G == 1 ? 1 : 2;
+    if (atomic_load(&g_ix_force) < 0 || ctx->direct) return 0;
+    const int runs = w->G == 1 && (a->dw == 1 || w->kw == 1);
+    if ((runs ? w->kw * a->C : w->Cg) % 4 != 0) return 0;
+    ctx->xnseg = (int)(runs ? w->kh : w->kh * w->kw);
+    ctx->Hp = QC_MAX((size_t)a->pt + a->H, (a->OH - 1) * (size_t)a->sh +
+                                               (w->kh - 1) * (size_t)a->dh + 1);
+    ctx->Wp = QC_MAX((size_t)a->pl + a->W, (a->OW - 1) * (size_t)a->sw +
+                                               (w->kw - 1) * (size_t)a->dw + 1);
+    ctx->ximg = mul_sat(mul_sat(ctx->Hp, ctx->Wp), a->C);
+    return 1;
 }
 
-/* A task of the shared rows (run_ctx.rx == 2): 8 padded rows of one image. */
-static void rxg_task(void *vctx, size_t task) {
+/* A task of the padded copy: 8 padded rows of one image (x_zp around the image's pixels,
+ * which come transposed from NCHW or copied from NHWC). */
+static void xp_task(void *vctx, size_t task) {
     run_ctx *ctx = vctx;
     const qc_conv_args *a = ctx->a;
-    const size_t sh = (size_t)a->sh, rows = sh * ctx->rxgh, per = (rows + 7) / 8;
-    const size_t n = task / per, r0 = task % per * 8, rowb = a->OW * ctx->rxk;
-    for (size_t iyp = r0; iyp < QC_MIN(rows, r0 + 8); iyp++)
-        rx_row(ctx, n, iyp, ctx->rxg + n * ctx->rxgimg + (iyp % sh * ctx->rxgh + iyp / sh) * rowb);
+    const size_t C = a->C, Wp = ctx->Wp, per = (ctx->Hp + 7) / 8;
+    const size_t n = task / per, y0 = task % per * 8, y1 = QC_MIN(ctx->Hp, y0 + 8);
+    const uint8_t fill = (uint8_t)a->xzp;
+    uint8_t *img = ctx->xp + n * ctx->ximg;
+    /* the rows of the image among them: padded rows pt .. pt + H - 1 */
+    const size_t i0 = QC_MAX(y0, (size_t)a->pt), i1 = QC_MIN(y1, (size_t)a->pt + a->H);
+    const size_t right = (Wp - a->pl - a->W) * C;
+    for (size_t yp = y0; yp < y1; yp++) {
+        uint8_t *row = img + yp * Wp * C;
+        if (yp < i0 || yp >= i1) {
+            memset(row, fill, Wp * C);
+            continue;
+        }
+        memset(row, fill, (size_t)a->pl * C);
+        memset(row + (a->pl + a->W) * C, fill, right);
+        if (a->x_nhwc)
+            memcpy(row + a->pl * C, ctx->x + ((n * a->H + yp - a->pt) * a->W) * C, a->W * C);
+    }
+    if (!a->x_nhwc && i0 < i1) /* those rows' pixels, one transpose for all of them */
+        qc_transpose_u8_wrap(ctx->x + n * C * a->H * a->W + (i0 - a->pt) * a->W, C,
+                             (i1 - i0) * a->W, a->H * a->W, img + (i0 * Wp + a->pl) * C, C,
+                             a->W, Wp - a->W);
 }
 
-/* Plan and build the shared rows (run_ctx.rx == 2): about kw times the input, so 0 (then
- * im2col, whose patches are per block) past 64 MiB; -1 when out of memory. */
-static int rxg_build(run_ctx *ctx) {
+/* The padded copy and the row and segment offsets (ctx->ix). -1 when out of memory. */
+static int ix_build(run_ctx *ctx) {
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
-    const size_t sh = (size_t)a->sh, rowb = mul_sat(a->OW, ctx->rxk);
-    const size_t used = (a->OH - 1) * sh + (w->kh - 1) * (size_t)a->dh + 1;
-    ctx->rxgh = (used + sh - 1) / sh;
-    ctx->rxgimg = mul_sat(mul_sat(sh, ctx->rxgh), rowb);
-    if (mul_sat(ctx->rxgimg, a->N) > ((size_t)64 << 20)) return 0;
-    ctx->rxgseg = malloc(w->kh * w->kw * sizeof(ptrdiff_t));
-    ctx->rxg = malloc(QC_MAX(ctx->rxgimg * a->N, (size_t)1));
-    if (!ctx->rxgseg || !ctx->rxg) return -1;
-    for (size_t ky = 0; ky < w->kh; ky++) {
-        const size_t yy = ky * (size_t)a->dh;
-        for (size_t kx = 0; kx < w->kw; kx++)
-            ctx->rxgseg[ky * w->kw + kx] =
-                (ptrdiff_t)((yy % sh * ctx->rxgh + yy / sh) * rowb + kx * a->C);
+    const size_t C = a->C, Wp = ctx->Wp, P = ctx->P, rows = ctx->span ? a->N * P : P;
+    ctx->xp = malloc(QC_MAX(mul_sat(ctx->ximg, a->N), (size_t)1));
+    ctx->xrow = malloc(QC_MAX(mul_sat(rows, sizeof(ptrdiff_t)), (size_t)1));
+    ctx->xseg = malloc((size_t)ctx->xnseg * sizeof(ptrdiff_t));
+    if (!ctx->xp || !ctx->xrow || !ctx->xseg) return -1;
+    /* pixel (n, oy, ox) at image n's (oy * sh, ox * sw) */
+    for (size_t q = 0, n = 0; q < rows; n++) {
+        for (size_t oy = 0; oy < a->OH; oy++) {
+            const size_t r = n * ctx->ximg + oy * a->sh * Wp * C;
+            for (size_t ox = 0; ox < a->OW; ox++, q++)
+                ctx->xrow[q] = (ptrdiff_t)(r + ox * a->sw * C);
+        }
     }
-    qc_parallel_for(a->N * ((sh * ctx->rxgh + 7) / 8), rxg_task, ctx);
-    return 1;
+    const size_t kx_n = (size_t)ctx->xnseg / w->kh; /* 1 for runs of kw * C bytes */
+    for (size_t ky = 0; ky < w->kh; ky++)
+        for (size_t kx = 0; kx < kx_n; kx++)
+            ctx->xseg[ky * kx_n + kx] = (ptrdiff_t)((ky * a->dh * Wp + kx * a->dw) * C);
+    qc_parallel_for(a->N * ((ctx->Hp + 7) / 8), xp_task, ctx);
+    return 0;
 }
 
 /* Rows [64 * task, + 64) of the shared patch matrix (ctx->a_all: G == 1, rows n * P + p). */
@@ -966,7 +955,7 @@ static void gemm_call_args(const run_ctx *ctx, size_t g, size_t n0, size_t n1, q
 }
 
 /* One task: group g and a block of output pixels (of image n, or with ctx->span of the
- * images' pixels n * P + p in a row): im2col into A (unless direct), the GEMM into a
+ * images' pixels n * P + p in a row): im2col into A (unless direct or indirect rows), the GEMM into a
  * rows x Ng block of C (int32 or requantized bytes), then C transposed into the NCHW output,
  * one image's run of pixels at a time; an NHWC output takes the GEMM's rows in place. */
 static void gemm_task(void *vctx, size_t task) {
@@ -986,21 +975,9 @@ static void gemm_task(void *vctx, size_t task) {
     const size_t wsz = (qc_gemm_workspace_size((int64_t)K, (int64_t)Ng) + 63) & ~(size_t)63;
     /* an NHWC y takes the GEMM's rows in place */
     const size_t cbytes = a->y_nhwc ? 0 : (rows * Ng * esize + 63) & ~(size_t)63;
-    /* row patches: the output rows oy0..oy1 of the block read, per phase py = iyp % sh of
-     * the padded rows iyp, rows i = iyp / sh from oy0 to oy1 + (kh - 1) * dh / sh: rxh rows
-     * of OW * rxk bytes each, phase after phase, and kh segment offsets after them */
-    const size_t sh = (size_t)a->sh, oy0 = q0 % P / a->OW, oy1 = (q0 % P + rows - 1) / a->OW;
-    const size_t rxh = oy1 - oy0 + 1 + (w->kh - 1) * (size_t)a->dh / sh;
-    const size_t rxrow = a->OW * ctx->rxk, rxbytes = mul_sat(mul_sat(sh, rxh), rxrow);
-    /* and only where they copy less than im2col would (not for a block of a few pixels of
-     * a wide row) */
-    const int rx = ctx->rx == 1 && rxbytes < rows * K;
-    const size_t rxseg_at = (rxbytes + 7) & ~(size_t)7;
     /* an NHWC x of a 1x1 convolution is A itself: pixel q's Cg bytes at q * C + g * Cg */
     const int a_x = ctx->direct && a->x_nhwc;
-    const size_t abytes = ctx->a_all || a_x ? 0
-                          : rx       ? (rxseg_at + w->kh * sizeof(ptrdiff_t) + 63) & ~(size_t)63
-                                     : (rows * K + 63) & ~(size_t)63;
+    const size_t abytes = ctx->a_all || a_x || ctx->ix ? 0 : (rows * K + 63) & ~(size_t)63;
     char *mem = aligned_alloc(64, wsz + cbytes + abytes + 64);
     if (!mem) {
         atomic_store(&ctx->failed, 1);
@@ -1011,7 +988,7 @@ static void gemm_task(void *vctx, size_t task) {
     const uint8_t *A;
     ptrdiff_t lda;
     uint8_t *Ab = ctx->a_all ? ctx->a_all + q0 * K : (uint8_t *)(mem + wsz + cbytes);
-    for (size_t q = q0; q < q0 + rows && !ctx->a_all && !rx && ctx->rx != 2 && !a_x;) {
+    for (size_t q = q0; q < q0 + rows && !ctx->a_all && !ctx->ix && !a_x;) {
         const size_t n = q / P, p = q % P, seg = QC_MIN(P - p, q0 + rows - q);
         if (ctx->direct) {
             /* 1x1, stride 1, no padding: A is this block of pixels' channels, transposed
@@ -1028,25 +1005,11 @@ static void gemm_task(void *vctx, size_t task) {
     qc_gemm_args ga;
     gemm_call_args(ctx, g, n0, n1, &ga);
     ga.cols = ctx->cols ? &ctx->cols[g * ctx->ncb + n0 / ctx->cb] : NULL;
-    if (ctx->rx == 2) { /* never span: pixels q0 % P.. of image q0 / P, group g's bytes */
-        A = ctx->rxg + q0 / P * ctx->rxgimg + q0 % P * ctx->rxk + g * w->Cg;
-        lda = (ptrdiff_t)ctx->rxk;
-        ga.a_seg = ctx->rxgseg;
-        ga.a_nseg = (int)(w->kh * w->kw);
-    }
-    if (rx) { /* never span: the block is pixels q0 % P.. of image q0 / P */
-        ptrdiff_t *seg = (ptrdiff_t *)(void *)(Ab + rxseg_at);
-        for (size_t py = 0; py < sh; py++)
-            for (size_t i = 0; i < rxh; i++)
-                rx_row(ctx, q0 / P, (oy0 + i) * sh + py, Ab + (py * rxh + i) * rxrow);
-        for (size_t ky = 0; ky < w->kh; ky++) {
-            const size_t yy = ky * (size_t)a->dh;
-            seg[ky] = (ptrdiff_t)((yy % sh * rxh + yy / sh) * rxrow);
-        }
-        A = Ab + (q0 % P - oy0 * a->OW) * ctx->rxk;
-        lda = (ptrdiff_t)ctx->rxk;
-        ga.a_seg = seg;
-        ga.a_nseg = (int)w->kh;
+    if (ctx->ix) { /* rows in place in the padded copy: image q0 / P's unless span */
+        A = ctx->xp + (ctx->span ? 0 : q0 / P * ctx->ximg) + g * w->Cg;
+        ga.a_row = ctx->xrow + (ctx->span ? q0 : q0 % P);
+        ga.a_seg = ctx->xseg;
+        ga.a_nseg = ctx->xnseg;
     }
     ga.a = A;
     ga.lda = lda;
@@ -1569,15 +1532,14 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
      * then skips its transposes) */
     if (r == QC_CONV_ROUTE_NCHW && !a->x_nhwc && !a->y_nhwc) return nchw_run(&ctx);
     ctx.gk = qc_gemm_select();
-    ctx.rx = rx_plan(&ctx);
+    ctx.ix = ix_plan(&ctx);
     /* pixel blocks: A block about 128 KiB (stays in L2 with B), at least 16 rows; split
      * finer when there are too few tasks for the threads */
     size_t pb = (128 * 1024) / (w->K ? w->K : 1);
     pb = QC_MAX(16, QC_MIN(512, pb)) & ~(size_t)15;
     /* planes smaller than a block: blocks run across images (a GEMM call per tiny plane
      * would be mostly overhead) */
-    ctx.span = P < pb && a->N > 1 && ctx.rx != 2;
-    if (ctx.span) ctx.rx = 0;
+    ctx.span = P < pb && a->N > 1;
     size_t units = ctx.span ? w->G : a->N * w->G;
     const size_t pixels = ctx.span ? a->N * P : P;
     /* at least 4 tasks per thread while each keeps about 1 M multiply-adds (waking a thread
@@ -1600,20 +1562,28 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
         size_t cb = (ctx.Ng * units + want - 1) / want;
         cb = QC_MAX((size_t)32, (cb + 31) & ~(size_t)31);
         if (cb < ctx.Ng) {
-            ctx.a_all = malloc(QC_MAX(all_px * ctx.K, (size_t)1));
-            if (!ctx.a_all) return -1;
+            if (!ctx.ix) { /* indirect rows need no patches: every task reads them in place */
+                ctx.a_all = malloc(QC_MAX(all_px * ctx.K, (size_t)1));
+                if (!ctx.a_all) return -1;
+            }
             ctx.cb = cb;
             ctx.ncb = (ctx.Ng + cb - 1) / cb;
             ctx.pb = all_px; /* one block of every image's pixels (span) */
             ctx.span = 1;
-            ctx.rx = 0;
             units = w->G;
             ctx.nblocks = 1;
         }
     }
     /* im2col reads an NHWC copy of x (each pixel serves up to kh * kw patches); the direct
      * path transposes each block of pixels itself, in gemm_task */
-    if (!ctx.direct && (a->C == 1 || a->x_nhwc)) {
+    if (ctx.ix) {
+        if (ix_build(&ctx) < 0) {
+            free(ctx.xp);
+            free(ctx.xrow);
+            free(ctx.xseg);
+            return -1;
+        }
+    } else if (!ctx.direct && (a->C == 1 || a->x_nhwc)) {
         ctx.xt = x; /* NHWC already (with C == 1, NCHW and NHWC coincide) */
     } else if (!ctx.direct) {
         ctx.xt_w = malloc(QC_MAX(a->N * HW * a->C, (size_t)1));
@@ -1627,16 +1597,6 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
         for (ctx.tpb = 256; ctx.tpb > 32 && a->N * ((HW + ctx.tpb - 1) / ctx.tpb) < two;)
             ctx.tpb /= 2;
         qc_parallel_for(a->N * ((HW + ctx.tpb - 1) / ctx.tpb), nhwc_task, &ctx);
-    }
-    if (ctx.rx == 2) {
-        const int built = rxg_build(&ctx);
-        if (built < 0) {
-            free(ctx.xt_w);
-            free(ctx.rxg);
-            free(ctx.rxgseg);
-            return -1;
-        }
-        if (!built) ctx.rx = 0;
     }
     if (ctx.a_all) {
         const size_t chunks = (all_px + 63) / 64;
@@ -1662,7 +1622,8 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     free(ctx.cols_mem);
     free(ctx.xt_w);
     free(ctx.a_all);
-    free(ctx.rxg);
-    free(ctx.rxgseg);
+    free(ctx.xp);
+    free(ctx.xrow);
+    free(ctx.xseg);
     return atomic_load(&ctx.failed) ? -1 : 0;
 }

@@ -70,8 +70,8 @@ typedef struct {
 int qc_conv_run(const qc_conv_args *a, const void *x, void *y);
 
 /* The path qc_conv_run takes for a (shape fields set; the layouts ignored): the direct
- * per-plane kernels, the NCHW GEMM (weights on rows) or the NHWC GEMM (im2col, row patches
- * or in-place pixels). A model keeps the activations between NHWC-GEMM convolutions NHWC. */
+ * per-plane kernels, the NCHW GEMM (weights on rows) or the NHWC GEMM (patches read in place
+ * from a padded NHWC copy, im2col, or the pixels themselves for 1x1). A model keeps the activations between NHWC-GEMM convolutions NHWC. */
 enum { QC_CONV_ROUTE_DIRECT, QC_CONV_ROUTE_NCHW, QC_CONV_ROUTE_GEMM };
 int qc_conv_route(const qc_conv_args *a);
 
@@ -85,10 +85,11 @@ void qc_conv_layout(const void *src, void *dst, size_t n, size_t rows, size_t co
  * the NHWC variant (0: tiles from the scratch budget). Returns the previous setting. */
 size_t qc_dw_tile_force(size_t rows);
 
-/* Tests: the GEMM path's row patches (run_ctx.rx in conv.c: each input row copied once per
- * output column instead of im2col's whole patches, dense or grouped) for every convolution
- * they suit (> 0), never (< 0), or where they pay (0). Returns the previous setting. */
-int qc_conv_rx_force(int force);
+/* Tests: the GEMM path's indirect rows (run_ctx.ix in conv.c: patches read where they lie in
+ * a padded NHWC copy of x instead of im2col's copies, dense or grouped) for every convolution
+ * they suit (>= 0: always where they suit), or never (< 0, then im2col). Returns the previous
+ * setting. */
+int qc_conv_ix_force(int force);
 /* Tests: > 0 runs every suited direct-route convolution (grouped, Cg a multiple of 4,
  * stride 1, int8 weights with zero point 0) on the quad path (gconv.h) with the selected
  * kernel, < 0 never, 0 with the AVX-512 VNNI kernel only. Returns the previous setting. */

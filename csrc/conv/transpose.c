@@ -101,6 +101,52 @@ void qc_transpose_u8(const uint8_t *src, size_t rows, size_t cols, size_t lds, u
 }
 
 #ifndef QC_NO_X86
+/* An nr x nc tile (nr, nc <= 16) whose column j goes to d[j] + r0. */
+static void tile16_u8_to(const uint8_t *src, size_t lds, size_t nr, size_t nc,
+                         uint8_t *const *d, size_t r0) {
+    __m128i r[16];
+    for (size_t i = 0; i < 16; i++) {
+        r[i] = i >= nr    ? _mm_setzero_si128()
+               : nc == 16 ? _mm_loadu_si128((const __m128i *)(const void *)(src + i * lds))
+                          : load_part(src + i * lds, nc);
+    }
+    t16_u8(r);
+    for (size_t j = 0; j < nc; j++) {
+        if (nr == 16) _mm_storeu_si128((__m128i *)(void *)(d[j] + r0), r[j]);
+        else store_part(d[j] + r0, r[j], nr);
+    }
+}
+#endif
+
+void qc_transpose_u8_wrap(const uint8_t *src, size_t rows, size_t cols, size_t lds, uint8_t *dst,
+                          size_t ldd, size_t wrap, size_t skip) {
+    /* bands of 16 source rows, each swept along its columns (16 streams, as qc_transpose_u8);
+     * the columns' destinations stepped without a division per column */
+    for (size_t r0 = 0; r0 < rows; r0 += 16) {
+        const size_t nr = QC_MIN((size_t)16, rows - r0);
+        size_t x = 0, o = 0;
+        for (size_t c0 = 0; c0 < cols; c0 += 16) {
+            const size_t nc = QC_MIN((size_t)16, cols - c0);
+            uint8_t *d[16];
+            for (size_t j = 0; j < nc; j++) {
+                d[j] = dst + o * ldd;
+                o++;
+                if (++x == wrap) {
+                    x = 0;
+                    o += skip;
+                }
+            }
+#ifndef QC_NO_X86
+            tile16_u8_to(src + r0 * lds + c0, lds, nr, nc, d, r0);
+#else
+            for (size_t r = r0; r < r0 + nr; r++)
+                for (size_t j = 0; j < nc; j++) d[j][r] = src[r * lds + c0 + j];
+#endif
+        }
+    }
+}
+
+#ifndef QC_NO_X86
 /* 4x4 int32: unpack lo/hi at 32 then 64 bits. */
 static void tile4_u32(const uint32_t *src, size_t lds, uint32_t *dst, size_t ldd) {
     __m128i r0 = _mm_loadu_si128((const __m128i *)src);

@@ -7,6 +7,11 @@
 /* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (strides in elements). */
 void qc_transpose_u8(const uint8_t *src, size_t rows, size_t cols, size_t lds, uint8_t *dst,
                      size_t ldd);
+/* qc_transpose_u8 with column c's destination at dst + (c + c / wrap * skip) * ldd: an NCHW
+ * plane of rows `wrap` pixels wide into NHWC rows that lie `skip` pixels apart (a padded
+ * image). wrap > 0. */
+void qc_transpose_u8_wrap(const uint8_t *src, size_t rows, size_t cols, size_t lds, uint8_t *dst,
+                          size_t ldd, size_t wrap, size_t skip);
 void qc_transpose_u32(const uint32_t *src, size_t rows, size_t cols, size_t lds, uint32_t *dst,
                       size_t ldd);
 

@@ -12,7 +12,7 @@
 #define QC_ACC_DECL(r) __m512i c##r##0 = ct0, c##r##1 = ct1;
 #define QC_ACC_STEP(r)                                                        \
     if (MR > r) {                                                             \
-        const __m512i av = _mm512_set1_epi32(qc_load4(a + r * lda + 4 * g));     \
+        const __m512i av = _mm512_set1_epi32(qc_load4(a + o##r + 4 * g));       \
         QC_DPBUSD(c##r##0, av, bv0);                                          \
         if (NP == 2) QC_DPBUSD(c##r##1, av, bv1);                             \
     }
@@ -22,8 +22,8 @@
         if (NP == 2) qc_gemm_store_row16_from(t, r, 1, c##r##1, m1, 1);       \
     }
 
-/* The k loop over sg groups of A rows at a (stride lda) and the panels at b0, b1 (locals of
- * the block it is used in), into the accumulators of tile_mxn (below). */
+/* The k loop over sg groups of A rows at a + o0 .. a + o7 (row offsets) and the panels at b0,
+ * b1 (locals of the block it is used in), into the accumulators of tile_mxn (below). */
 #define QC_KLOOP                                                                         \
     int64_t g = 0;                                                                       \
     if (MR == 1) {                                                                       \
@@ -47,8 +47,8 @@
                                        : _mm512_setzero_si512();                         \
             const __m512i a00 = _mm512_set1_epi32(qc_load4(a + 4 * g));                  \
             const __m512i a01 = _mm512_set1_epi32(qc_load4(a + 4 * g + 4));              \
-            const __m512i a10 = _mm512_set1_epi32(qc_load4(a + lda + 4 * g));            \
-            const __m512i a11 = _mm512_set1_epi32(qc_load4(a + lda + 4 * g + 4));        \
+            const __m512i a10 = _mm512_set1_epi32(qc_load4(a + o1 + 4 * g));             \
+            const __m512i a11 = _mm512_set1_epi32(qc_load4(a + o1 + 4 * g + 4));         \
             QC_DPBUSD(c00, a00, x0);                                                     \
             QC_DPBUSD(e0, a01, y0);                                                      \
             QC_DPBUSD(c10, a10, x0);                                                     \
@@ -74,7 +74,13 @@
  * panels advanced to the segment's start, into the same accumulators. */
 QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int nc) {
     const int64_t kp = t->kp, sg = t->seg_groups;
-    const ptrdiff_t lda = t->lda;
+    /* row r at base + o<r>: r * lda, or the driver's row offsets (read for rows < MR only) */
+    const ptrdiff_t *ro = t->arow, lda = t->lda;
+    const uint8_t *base = ro ? t->a + ro[0] : t->a;
+#define QC_ROW_OFF(r) const ptrdiff_t o##r = MR > r ? (ro ? ro[r] - ro[0] : r * lda) : 0;
+    QC_ROW_OFF(0) QC_ROW_OFF(1) QC_ROW_OFF(2) QC_ROW_OFF(3)
+    QC_ROW_OFF(4) QC_ROW_OFF(5) QC_ROW_OFF(6) QC_ROW_OFF(7)
+#undef QC_ROW_OFF
     /* group strides and load masks: 64 bytes, or 4 * width for a narrow last panel */
     const int64_t s0 = 4 * t->pw0, s1 = 4 * t->pw1;
     const __mmask64 k0 = t->pw0 == 16 ? ~(__mmask64)0 : (((__mmask64)1 << s0) - 1);
@@ -88,12 +94,12 @@ QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int n
     /* MR <= 2: a second accumulator set for odd groups (added at the end) */
     __m512i e0 = _mm512_setzero_si512(), e1 = e0, f0 = e0, f1 = e0;
     if (t->nseg == 1) { /* a plain GEMM: the one k loop, nothing per segment */
-        const uint8_t *a = t->a;
+        const uint8_t *a = base;
         const int8_t *b0 = t->b, *b1 = t->b + kp * QC_GEMM_NR;
         QC_KLOOP
     } else {
         for (int s = 0; s < t->nseg; s++) {
-            const uint8_t *a = t->a + t->seg[s];
+            const uint8_t *a = base + t->seg[s];
             const int8_t *b0 = t->b + s0 * sg * s, *b1 = t->b + kp * QC_GEMM_NR + s1 * sg * s;
             QC_KLOOP
         }
@@ -103,6 +109,40 @@ QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int n
         c01 = _mm512_add_epi32(c01, e1);
         c10 = _mm512_add_epi32(c10, f0);
         c11 = _mm512_add_epi32(c11, f1);
+    }
+    /* The common case: a full 32-column tile requantized to bytes by the one-rounding FMA
+     * with |C| < 2^24 proven for the call (t->small), two rows narrowed at a time by the
+     * saturating packs and stored whole, the call's fields read once (the stores through a
+     * char pointer would make the compiler read them again row after row). */
+    if (NP == 2 && nc == 32 && t->small && t->rq_fma &&
+        (t->out == QC_GEMM_OUT_U8 || t->out == QC_GEMM_OUT_S8)) {
+        const __m512 s0 = _mm512_loadu_ps(t->scale), s1 = _mm512_loadu_ps(t->scale + 16);
+        const __m512 zpm = _mm512_set1_ps((float)(t->y_zp + 12582912));
+        const __m512 lom = _mm512_set1_ps((float)(t->lo + 12582912));
+        /* after packs_epi32 and a pack to bytes, lane l's dwords hold columns 4l..4l+3 of
+         * row a (cols 0-15, 16-31), then of row b: gather each row's 8 dwords */
+        const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7,
+                                               11, 15);
+        char *c = (char *)t->c;
+        const ptrdiff_t ldc = t->ldc;
+        const int sgn = t->out == QC_GEMM_OUT_S8;
+#define QC_ROW_PACK(r)                                                                 \
+    _mm512_packs_epi32(qc_requant16_fma32_avx512(c##r##0, s0, zpm, lom),               \
+                       qc_requant16_fma32_avx512(c##r##1, s1, zpm, lom))
+#define QC_PAIR_STORE(ra, rb)                                                          \
+    if (MR > ra) {                                                                     \
+        const __m512i wa = QC_ROW_PACK(ra), wb = MR > rb ? QC_ROW_PACK(rb) : wa;        \
+        const __m512i q = _mm512_permutexvar_epi32(                                    \
+            perm, sgn ? _mm512_packs_epi16(wa, wb) : _mm512_packus_epi16(wa, wb));     \
+        _mm256_storeu_si256((__m256i *)(void *)(c + ra * ldc), _mm512_castsi512_si256(q)); \
+        if (MR > rb)                                                                   \
+            _mm256_storeu_si256((__m256i *)(void *)(c + rb * ldc),                     \
+                                _mm512_extracti64x4_epi64(q, 1));                      \
+    }
+        QC_PAIR_STORE(0, 1) QC_PAIR_STORE(2, 3) QC_PAIR_STORE(4, 5) QC_PAIR_STORE(6, 7)
+#undef QC_PAIR_STORE
+#undef QC_ROW_PACK
+        return;
     }
     const __mmask16 m0 = nc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nc) - 1);
     const __mmask16 m1 = nc >= 32 ? (__mmask16)0xFFFF

@@ -40,6 +40,17 @@ QC_INLINE __m512i qc_requant16_avx512(__m512i v, __m512 s, int32_t y_zp, int32_t
                               _mm512_cvtpd_epi32(d1), 1);
 }
 
+/* bits(r) - bits(M) of qc_requant16_fma_avx512 (below) before its narrowing: an int32 >= lo
+ * that the output type's saturation turns into y. zpm = y_zp + M, lom = lo + M (floats). Also
+ * for narrowing two rows at a time with the saturating packs (packs_epi32, then packus_epi16 or
+ * packs_epi16: the same clamps, as the value is >= lo >= 0 for uint8). */
+QC_INLINE __m512i qc_requant16_fma32_avx512(__m512i v, __m512 s, __m512 zpm, __m512 lom) {
+    const __m512 r = _mm512_fmadd_round_ps(_mm512_cvtepi32_ps(v), s, zpm,
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_sub_epi32(_mm512_castps_si512(_mm512_max_ps(r, lom)),
+                            _mm512_set1_epi32(0x4B400000));
+}
+
 /* The requantization of 16 lanes in one rounding, narrowed to the output's bytes, for a call
  * whose tile has rq_fma (every multiplier s is 0 or finite with |s| >= 2^-20) and whose hi is
  * the type's largest value (127 for int8, 255 for uint8; ReLU raises only lo); valid when
@@ -66,11 +77,8 @@ QC_INLINE __m512i qc_requant16_avx512(__m512i v, __m512 s, int32_t y_zp, int32_t
  * Six operations per 16 lanes where the general shortcut takes about sixteen. */
 QC_INLINE __m128i qc_requant16_fma_avx512(__m512i v, __m512 s, int32_t y_zp, int32_t lo,
                                           int out_signed) {
-    const __m512 r = _mm512_fmadd_round_ps(_mm512_cvtepi32_ps(v), s,
-                                           _mm512_set1_ps((float)(y_zp + 12582912)),
-                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 c = _mm512_max_ps(r, _mm512_set1_ps((float)(lo + 12582912)));
-    const __m512i q = _mm512_sub_epi32(_mm512_castps_si512(c), _mm512_set1_epi32(0x4B400000));
+    const __m512i q = qc_requant16_fma32_avx512(v, s, _mm512_set1_ps((float)(y_zp + 12582912)),
+                                                _mm512_set1_ps((float)(lo + 12582912)));
     return out_signed ? _mm512_cvtsepi32_epi8(q) : _mm512_cvtusepi32_epi8(q);
 }
 
@@ -136,7 +144,9 @@ QC_INLINE void qc_gemm_store_row16_from(const qc_gemm_tile *t, int r, int p, __m
                                                     t->out == QC_GEMM_OUT_S8)
                           : _mm512_cvtepi32_epi8(
                                 qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, mask));
-    _mm_mask_storeu_epi8((char *)t->c + r * t->ldc + 16 * p, mask, q);
+    char *dst = (char *)t->c + r * t->ldc + 16 * p;
+    if (mask == (__mmask16)0xFFFF) _mm_storeu_si128((__m128i *)(void *)dst, q);
+    else _mm_mask_storeu_epi8(dst, mask, q);
 }
 
 /* The same for an accumulator that started at zero. */

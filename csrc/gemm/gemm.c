@@ -332,7 +332,8 @@ static size_t call_workspace_size(const qc_gemm_kernels *kern, int64_t k, int64_
 
 /* The bytes of row i of A in K order, segment by segment (one segment without a_seg). */
 static inline const uint8_t *a_seg_src(const qc_gemm_args *g, int64_t i, int s) {
-    return (const uint8_t *)g->a + i * g->lda + (g->a_nseg > 0 ? g->a_seg[s] : 0);
+    return (const uint8_t *)g->a + (g->a_row ? g->a_row[i] : i * g->lda) +
+           (g->a_nseg > 0 ? g->a_seg[s] : 0);
 }
 
 /* Copy rows [i0, i0 + mc) of A as a' (u8, or uint16 when a16), zero-padded to kp, with their
@@ -493,7 +494,8 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
      * apart, or, for a kernel that takes a row stride and segments, whenever kp == k */
     static const ptrdiff_t seg0 = 0;
     const int a_inplace = !kern->a16 && !g->a_signed && t.zbp_zero && kp == B->k &&
-                          (kern->a_seg || (g->lda == (ptrdiff_t)kp && g->a_nseg <= 0));
+                          (kern->a_seg ||
+                           (g->lda == (ptrdiff_t)kp && g->a_nseg <= 0 && !g->a_row));
     const int nseg = a_inplace && g->a_nseg > 0 ? g->a_nseg : 1;
     t.lda = a_inplace ? g->lda : (ptrdiff_t)kp;
     t.seg = a_inplace && g->a_nseg > 0 ? g->a_seg : &seg0;
@@ -502,7 +504,11 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     for (int64_t i0 = 0; i0 < g->m; i0 += mc_max) {
         const int64_t mc = QC_MIN(mc_max, g->m - i0);
         pack_a(g, i0, mc, kp, kern->a16, t.zbp_zero, a_inplace ? NULL : abuf, rsum, zap);
-        const uint8_t *ablk = a_inplace ? (const uint8_t *)g->a + i0 * g->lda : abuf;
+        /* rows in place at a_row: the tiles take a and the rows' offsets */
+        const int arow = a_inplace && g->a_row;
+        const uint8_t *ablk = !a_inplace ? abuf
+                              : arow     ? (const uint8_t *)g->a
+                                         : (const uint8_t *)g->a + i0 * g->lda;
         for (int64_t jc = 0; jc < ncols; jc += nc_blk) {
             const int64_t jc_end = QC_MIN(ncols, jc + nc_blk);
             for (int64_t ir = 0; ir < mc; ir += kern->mr) {
@@ -510,7 +516,8 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
                 for (int64_t jr = jc; jr < jc_end; jr += kern->nr) {
                     const int nc = (int)QC_MIN((int64_t)kern->nr, jc_end - jr);
                     const int64_t j = g->n0 + jr;
-                    t.a = ablk + ir * t.lda;
+                    t.a = arow ? ablk : ablk + ir * t.lda;
+                    t.arow = arow ? g->a_row + i0 + ir : NULL;
                     t.a16 = (const uint16_t *)abuf + ir * kp;
                     t.rsum = rsum + ir;
                     t.zap = zap + ir;
@@ -551,7 +558,8 @@ static void par_task(void *vctx, size_t task) {
     sub.cols = NULL; /* given for the whole call's columns: each task makes its own */
     if (sub.m <= 0 || sub.n1 <= sub.n0) return;
     const size_t esize = p->g->out == QC_GEMM_OUT_S32 || p->g->out == QC_GEMM_OUT_F32 ? 4 : 1;
-    sub.a = (const char *)p->g->a + i0 * p->g->lda;
+    if (p->g->a_row) sub.a_row = p->g->a_row + i0;
+    else sub.a = (const char *)p->g->a + i0 * p->g->lda;
     if (p->g->a_zp && p->g->a_zp_per_row) sub.a_zp = p->g->a_zp + i0;
     if (p->g->row_scale) sub.row_scale = p->g->row_scale + i0;
     sub.c = (char *)p->g->c + i0 * p->g->ldc * (ptrdiff_t)esize;

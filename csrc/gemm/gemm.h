@@ -94,9 +94,12 @@ typedef struct {
     /* A: m rows of b->k elements; row i at (char *)a + i * lda (elements = bytes). With
      * a_nseg > 0 a row is a_nseg segments of b->k / a_nseg elements each (b->k a multiple of
      * 4 * a_nseg): segment s of row i starts at (char *)a + i * lda + a_seg[s]. A convolution
-     * reads its patches this way straight from a padded NHWC image (rows may overlap). */
+     * reads its patches this way straight from a padded NHWC image (rows may overlap).
+     * With a_row, row i starts at (char *)a + a_row[i] instead (lda unused): a convolution's
+     * output pixels, whose rows do not lie a constant stride apart across image rows. */
     const void *a;
     ptrdiff_t lda;
+    const ptrdiff_t *a_row;
     const ptrdiff_t *a_seg;
     int a_nseg;
     int a_signed; /* 1: int8, 0: uint8 */

@@ -16,6 +16,7 @@ typedef struct {
                             * kernel with a_seg: row r at a + r * lda, as nseg segments of
                             * seg_groups groups, segment s at a + r * lda + seg[s] */
     ptrdiff_t lda;
+    const ptrdiff_t *arow; /* a_seg kernels: NULL, or row r at a + arow[r] (lda unused) */
     const ptrdiff_t *seg;
     int64_t seg_groups;
     int nseg;

@@ -1041,13 +1041,12 @@ static PyObject *py_set_conv_gconv(PyObject *self, PyObject *arg) {
     return parse_mode(arg, &mode) < 0 ? NULL : PyLong_FromLong(qc_conv_gconv_force(mode));
 }
 
-/* _set_conv_rx(mode) -> previous mode: 1 runs every GEMM-path convolution with kh > 1 whose
- * taps are whole 4-byte groups on row patches instead of im2col, -1 never, 0 where they pay.
- * Tests only. */
-static PyObject *py_set_conv_rx(PyObject *self, PyObject *arg) {
+/* _set_conv_ix(mode) -> previous mode: -1 runs every GEMM-path convolution on im2col, 0 or 1
+ * on indirect rows wherever they suit (the default). Tests only. */
+static PyObject *py_set_conv_ix(PyObject *self, PyObject *arg) {
     (void)self;
     int mode = 0;
-    return parse_mode(arg, &mode) < 0 ? NULL : PyLong_FromLong(qc_conv_rx_force(mode));
+    return parse_mode(arg, &mode) < 0 ? NULL : PyLong_FromLong(qc_conv_ix_force(mode));
 }
 
 /* _set_dw_tile_rows(rows) -> previous: the direct (depthwise) path's tiles get at most `rows`
@@ -1070,7 +1069,7 @@ PyMethodDef qc_conv_methods[] = {
     {"_conv_route", py_conv_route, METH_VARARGS, "The path a _conv_plan takes for a shape."},
     {"_layout4", py_layout4, METH_VARARGS, "NCHW <-> NHWC copy of a 4-D int8/uint8 array."},
     {"_set_conv_nchw", py_set_conv_nchw, METH_O, "Force the NCHW conv GEMM on or off (tests)."},
-    {"_set_conv_rx", py_set_conv_rx, METH_O, "Force the conv row patches on or off (tests)."},
+    {"_set_conv_ix", py_set_conv_ix, METH_O, "Turn the conv indirect rows off (tests)."},
     {"_set_conv_gconv", py_set_conv_gconv, METH_O,
      "Force the small-group conv quad path on or off (tests)."},
     {"_set_dw_tile_rows", py_set_dw_tile_rows, METH_O,
