@@ -69,6 +69,76 @@
         QC_ACC_STEP(4) QC_ACC_STEP(5) QC_ACC_STEP(6) QC_ACC_STEP(7)                      \
     }
 
+/* The byte stores of a tile on the one-rounding path (tile_mxn): rows r < MR of columns
+ * [0, nc) from the accumulators c<r>0 (columns 0-15) and c<r>1 (16-31, NP == 2). After
+ * packs_epi32 of two vectors and a pack of two such to bytes, 128-bit lane l holds dwords
+ * (a_l, b_l, c_l, d_l) of the four vectors' columns 4l..4l+3; the permutation gathers each
+ * vector's four dwords: rows (r, r + 1) as 32-byte halves with NP == 2, rows r..r + 3 as
+ * 16-byte quarters with NP == 1. Rows past MR repeat the last row and are not stored. */
+QC_INLINE void qc_tile_store_packed(const qc_gemm_tile *t, const int MR, const int NP, int nc,
+                                    __m512i c00, __m512i c01, __m512i c10, __m512i c11,
+                                    __m512i c20, __m512i c21, __m512i c30, __m512i c31,
+                                    __m512i c40, __m512i c41, __m512i c50, __m512i c51,
+                                    __m512i c60, __m512i c61, __m512i c70, __m512i c71) {
+    const __m512 s0 = _mm512_loadu_ps(t->scale);
+    const __m512 s1 = NP == 2 ? _mm512_loadu_ps(t->scale + 16) : s0;
+    const __m512 zpm = _mm512_set1_ps((float)(t->y_zp + 12582912));
+    const __m512 lom = _mm512_set1_ps((float)(t->lo + 12582912));
+    const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    char *c = (char *)t->c;
+    const ptrdiff_t ldc = t->ldc;
+    const int sgn = t->out == QC_GEMM_OUT_S8;
+    /* nc < 32 (NP == 2) or < 16 (NP == 1): the stores masked to the valid columns */
+    const __mmask32 k32 = nc >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << nc) - 1);
+    const __mmask16 k16 = nc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nc) - 1);
+#define QC_Y(r, p) qc_requant16_fma32_avx512(c##r##p, s##p, zpm, lom)
+#define QC_BYTES(wa, wb) \
+    _mm512_permutexvar_epi32(perm, sgn ? _mm512_packs_epi16(wa, wb) : _mm512_packus_epi16(wa, wb))
+#define QC_ST32(r, v)                                                          \
+    if (nc >= 32) _mm256_storeu_si256((__m256i *)(void *)(c + r * ldc), v);   \
+    else _mm256_mask_storeu_epi8(c + r * ldc, k32, v);
+#define QC_ST16(r, v)                                                          \
+    if (nc >= 16) _mm_storeu_si128((__m128i *)(void *)(c + r * ldc), v);      \
+    else _mm_mask_storeu_epi8(c + r * ldc, k16, v);
+#define QC_PAIR(ra, rb)                                                              \
+    if (MR > ra) {                                                                   \
+        const __m512i wa = _mm512_packs_epi32(QC_Y(ra, 0), QC_Y(ra, 1));             \
+        const __m512i wb = MR > rb ? _mm512_packs_epi32(QC_Y(rb, 0), QC_Y(rb, 1)) : wa; \
+        const __m512i q = QC_BYTES(wa, wb);                                          \
+        QC_ST32(ra, _mm512_castsi512_si256(q))                                       \
+        if (MR > rb) {                                                               \
+            QC_ST32(rb, _mm512_extracti64x4_epi64(q, 1))                             \
+        }                                                                            \
+    }
+#define QC_QUAD(r0, r1, r2, r3)                                                      \
+    if (MR > r0) {                                                                   \
+        const __m512i y0 = QC_Y(r0, 0), y1 = MR > r1 ? QC_Y(r1, 0) : y0;             \
+        const __m512i y2 = MR > r2 ? QC_Y(r2, 0) : y1, y3 = MR > r3 ? QC_Y(r3, 0) : y2; \
+        const __m512i q = QC_BYTES(_mm512_packs_epi32(y0, y1), _mm512_packs_epi32(y2, y3)); \
+        QC_ST16(r0, _mm512_castsi512_si128(q))                                       \
+        if (MR > r1) {                                                               \
+            QC_ST16(r1, _mm512_extracti32x4_epi32(q, 1))                             \
+        }                                                                            \
+        if (MR > r2) {                                                               \
+            QC_ST16(r2, _mm512_extracti32x4_epi32(q, 2))                             \
+        }                                                                            \
+        if (MR > r3) {                                                               \
+            QC_ST16(r3, _mm512_extracti32x4_epi32(q, 3))                             \
+        }                                                                            \
+    }
+    if (NP == 2) {
+        QC_PAIR(0, 1) QC_PAIR(2, 3) QC_PAIR(4, 5) QC_PAIR(6, 7)
+    } else {
+        QC_QUAD(0, 1, 2, 3) QC_QUAD(4, 5, 6, 7)
+    }
+#undef QC_QUAD
+#undef QC_PAIR
+#undef QC_ST16
+#undef QC_ST32
+#undef QC_BYTES
+#undef QC_Y
+}
+
 /* A row is t->nseg segments of t->seg_groups groups (one segment for a plain GEMM; three for
  * a 3x3 convolution read from its NHWC image): the k loops run per segment, with a and the B
  * panels advanced to the segment's start, into the same accumulators. */
@@ -110,44 +180,34 @@ QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int n
         c10 = _mm512_add_epi32(c10, f0);
         c11 = _mm512_add_epi32(c11, f1);
     }
-    /* The common case: a full 32-column tile requantized to bytes by the one-rounding FMA
-     * with |C| < 2^24 proven for the call (t->small), two rows narrowed at a time by the
-     * saturating packs and stored whole, the call's fields read once (the stores through a
-     * char pointer would make the compiler read them again row after row). */
-    if (NP == 2 && nc == 32 && t->small && t->rq_fma &&
-        (t->out == QC_GEMM_OUT_U8 || t->out == QC_GEMM_OUT_S8)) {
-        const __m512 s0 = _mm512_loadu_ps(t->scale), s1 = _mm512_loadu_ps(t->scale + 16);
-        const __m512 zpm = _mm512_set1_ps((float)(t->y_zp + 12582912));
-        const __m512 lom = _mm512_set1_ps((float)(t->lo + 12582912));
-        /* after packs_epi32 and a pack to bytes, lane l's dwords hold columns 4l..4l+3 of
-         * row a (cols 0-15, 16-31), then of row b: gather each row's 8 dwords */
-        const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7,
-                                               11, 15);
-        char *c = (char *)t->c;
-        const ptrdiff_t ldc = t->ldc;
-        const int sgn = t->out == QC_GEMM_OUT_S8;
-#define QC_ROW_PACK(r)                                                                 \
-    _mm512_packs_epi32(qc_requant16_fma32_avx512(c##r##0, s0, zpm, lom),               \
-                       qc_requant16_fma32_avx512(c##r##1, s1, zpm, lom))
-#define QC_PAIR_STORE(ra, rb)                                                          \
-    if (MR > ra) {                                                                     \
-        const __m512i wa = QC_ROW_PACK(ra), wb = MR > rb ? QC_ROW_PACK(rb) : wa;        \
-        const __m512i q = _mm512_permutexvar_epi32(                                    \
-            perm, sgn ? _mm512_packs_epi16(wa, wb) : _mm512_packus_epi16(wa, wb));     \
-        _mm256_storeu_si256((__m256i *)(void *)(c + ra * ldc), _mm512_castsi512_si256(q)); \
-        if (MR > rb)                                                                   \
-            _mm256_storeu_si256((__m256i *)(void *)(c + rb * ldc),                     \
-                                _mm512_extracti64x4_epi64(q, 1));                      \
-    }
-        QC_PAIR_STORE(0, 1) QC_PAIR_STORE(2, 3) QC_PAIR_STORE(4, 5) QC_PAIR_STORE(6, 7)
-#undef QC_PAIR_STORE
-#undef QC_ROW_PACK
-        return;
-    }
     const __mmask16 m0 = nc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nc) - 1);
     const __mmask16 m1 = nc >= 32 ? (__mmask16)0xFFFF
                          : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1)
                                    : (__mmask16)0;
+    /* The common case: bytes out by the one-rounding FMA, the accumulators C itself (no
+     * zero-point products left) with |C| < 2^24, proven for the call (t->small) or tested
+     * here across the tile. The call's fields are read once (a
+     * store through a char pointer makes the compiler read them again, row after row), and
+     * rows are narrowed together with the saturating packs and one dword permutation: two
+     * rows of 32 columns, or four of 16, per 64 bytes. */
+    if (t->rq_fma && t->zbp_zero && t->zap_zero &&
+        (t->out == QC_GEMM_OUT_U8 || t->out == QC_GEMM_OUT_S8)) {
+        __mmask16 big = 0;
+        if (!t->small) {
+#define QC_BIG(r)                                                   \
+    if (MR > r) {                                                   \
+        big |= qc_beyond24_avx512(c##r##0, m0);                     \
+        if (NP == 2) big |= qc_beyond24_avx512(c##r##1, m1);        \
+    }
+            QC_BIG(0) QC_BIG(1) QC_BIG(2) QC_BIG(3) QC_BIG(4) QC_BIG(5) QC_BIG(6) QC_BIG(7)
+#undef QC_BIG
+        }
+        if (!big) {
+            qc_tile_store_packed(t, MR, NP, nc, c00, c01, c10, c11, c20, c21, c30, c31, c40,
+                                 c41, c50, c51, c60, c61, c70, c71);
+            return;
+        }
+    }
     QC_ACC_STORE(0) QC_ACC_STORE(1) QC_ACC_STORE(2) QC_ACC_STORE(3)
     QC_ACC_STORE(4) QC_ACC_STORE(5) QC_ACC_STORE(6) QC_ACC_STORE(7)
 }
