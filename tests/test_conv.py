@@ -391,6 +391,32 @@ def test_indirect_rows_exact(isa, case, xdt, wdt, wzp0):
         _C._set_conv_nchw(prev_nchw)
 
 
+def test_indirect_rows_in_image_chunks(isa):
+    """Images whose padded copies pass 1 MiB in all (here 492 KB each, 3 images) are copied
+    and convolved in chunks (2 images, then 1): every image's output, from NCHW and from NHWC x
+    (a plan's layouts), requantized and int32, on 1 and 2 threads."""
+    rng = np.random.default_rng(17)
+    N, C, H, W, M = 3, 128, 60, 60, 32
+    x = rand_q(rng, (N, C, H, W), np.uint8)
+    w = rand_q(rng, (M, C, 3, 3), np.int8)
+    kw = dict(strides=(1, 1), pads=(1, 1, 1, 1))
+    want = ref_conv_acc(x, w, 131, 0, **kw)
+    xs, ys, ws = np.float32(0.02), np.float32(0.7), rng.uniform(0.001, 0.02, M).astype(np.float32)
+    bias = rng.integers(-5000, 5000, M).astype(np.int32)
+    wantq = ref_qlinear_conv(x, xs, np.uint8(131), w, ws, np.zeros(M, np.int8), ys,
+                             np.uint8(100), bias, relu=False, **kw)
+    packed = qc.pack_conv_weight(w)
+    plan = _C._conv_plan(packed._capsule, np.uint8(131), xs, ws, ys, np.uint8(100), bias, (1, 1),
+                         (1, 1, 1, 1), (1, 1), 1, False, 1)  # x NHWC, y NCHW
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    for t in (1, 2):
+        with num_threads(t):
+            assert_equal_exact(qc.conv_integer(x, w, np.uint8(131), 0, **kw), want, f"{isa} t={t}")
+            assert_equal_exact(qc.qlinear_conv(x, xs, np.uint8(131), packed, ws, None, ys,
+                                               np.uint8(100), bias, **kw), wantq, f"{isa} t={t}")
+            assert_equal_exact(_C._conv_exec(plan, x_nhwc), wantq, f"{isa} NHWC t={t}")
+
+
 # ---- prepared QLinearConv (what a QuantizedModel's conv steps run) ----
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[0] == 1][:12] + CASES[-4:] + [
