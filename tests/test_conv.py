@@ -293,12 +293,16 @@ def test_bigger_layer_threads(isa):
 
 
 # Few output pixels for many output channels (ResNet's 7x7 planes at batch 1): the GEMM path
-# builds the patches once and splits the output channels over tasks (blocks of 32; not a
-# multiple for 200), across images with N = 2; threads 1-3 give 1-6 column blocks.
+# reads the patches in place and splits the output channels over tasks (blocks of 32; not a
+# multiple for 200), across images with N = 2; threads 1-3 give 1-6 column blocks. And 1x1
+# projections of 256 / 512 channels onto few pixels (the GEMM path's pixels transposed per
+# block, into rows one cache line longer than the channels).
 FEW_PIXELS = [(1, 128, 7, 7, 96, 3, 1, 1, (1, 1, 1, 1), 1),
               (1, 64, 9, 5, 200, 3, 1, 1, (1, 1, 1, 1), 1),
               (2, 96, 6, 7, 128, 3, 2, 1, (1, 0, 1, 0), 1),
-              (1, 256, 7, 7, 512, 3, 1, 1, (1, 1, 1, 1), 1)]
+              (1, 256, 7, 7, 512, 3, 1, 1, (1, 1, 1, 1), 1),
+              (2, 256, 5, 5, 64, 1, 1, 1, (0, 0, 0, 0), 1),
+              (1, 512, 12, 12, 96, 1, 1, 1, (0, 0, 0, 0), 1)]
 
 
 @pytest.mark.parametrize("case", FEW_PIXELS, ids=_case_id)
