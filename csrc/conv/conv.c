@@ -987,9 +987,10 @@ static void gemm_call_args(const run_ctx *ctx, size_t g, size_t n0, size_t n1, q
 }
 
 /* One task: group g and a block of output pixels (of image n, or with ctx->span of the
- * images' pixels n * P + p in a row): im2col into A (unless direct or indirect rows), the GEMM into a
- * rows x Ng block of C (int32 or requantized bytes), then C transposed into the NCHW output,
- * one image's run of pixels at a time; an NHWC output takes the GEMM's rows in place. */
+ * images' pixels n * P + p in a row): im2col into A (unless direct or indirect rows), the
+ * GEMM into a rows x Ng block of C (int32 or requantized bytes), then C transposed into the
+ * NCHW output, one image's run of pixels at a time; an NHWC output takes the GEMM's rows in
+ * place. */
 static void gemm_task(void *vctx, size_t task) {
     run_ctx *ctx = vctx;
     task += ctx->task0;

@@ -71,7 +71,8 @@ int qc_conv_run(const qc_conv_args *a, const void *x, void *y);
 
 /* The path qc_conv_run takes for a (shape fields set; the layouts ignored): the direct
  * per-plane kernels, the NCHW GEMM (weights on rows) or the NHWC GEMM (patches read in place
- * from a padded NHWC copy, im2col, or the pixels themselves for 1x1). A model keeps the activations between NHWC-GEMM convolutions NHWC. */
+ * from a padded NHWC copy, im2col, or the pixels themselves for 1x1). A model keeps the
+ * activations between NHWC-GEMM convolutions NHWC. */
 enum { QC_CONV_ROUTE_DIRECT, QC_CONV_ROUTE_NCHW, QC_CONV_ROUTE_GEMM };
 int qc_conv_route(const qc_conv_args *a);
 

@@ -60,16 +60,21 @@ static inline void store_part(uint8_t *p, __m128i v, size_t n) {
     if (n & 1) p[o] = b[o];
 }
 
-/* An edge tile of nr x nc bytes (nr, nc <= 16, not both 16): short planes (a 14-pixel row)
- * still take the unpacks instead of a byte loop. */
-static void tile16_u8_part(const uint8_t *src, size_t lds, size_t nr, size_t nc, uint8_t *dst,
-                           size_t ldd) {
-    __m128i r[16];
+/* Rows i < nr of an nr x nc tile (nr, nc <= 16) into r[i], zeros elsewhere. */
+static inline void load_tile(const uint8_t *src, size_t lds, size_t nr, size_t nc, __m128i r[16]) {
     for (size_t i = 0; i < 16; i++) {
         r[i] = i >= nr    ? _mm_setzero_si128()
                : nc == 16 ? _mm_loadu_si128((const __m128i *)(const void *)(src + i * lds))
                           : load_part(src + i * lds, nc);
     }
+}
+
+/* An edge tile of nr x nc bytes (nr, nc <= 16, not both 16): short planes (a 14-pixel row)
+ * still take the unpacks instead of a byte loop. */
+static void tile16_u8_part(const uint8_t *src, size_t lds, size_t nr, size_t nc, uint8_t *dst,
+                           size_t ldd) {
+    __m128i r[16];
+    load_tile(src, lds, nr, nc, r);
     t16_u8(r);
     for (size_t j = 0; j < nc; j++) {
         if (nr == 16) _mm_storeu_si128((__m128i *)(void *)(dst + j * ldd), r[j]);
@@ -105,11 +110,7 @@ void qc_transpose_u8(const uint8_t *src, size_t rows, size_t cols, size_t lds, u
 static void tile16_u8_to(const uint8_t *src, size_t lds, size_t nr, size_t nc,
                          uint8_t *const *d, size_t r0) {
     __m128i r[16];
-    for (size_t i = 0; i < 16; i++) {
-        r[i] = i >= nr    ? _mm_setzero_si128()
-               : nc == 16 ? _mm_loadu_si128((const __m128i *)(const void *)(src + i * lds))
-                          : load_part(src + i * lds, nc);
-    }
+    load_tile(src, lds, nr, nc, r);
     t16_u8(r);
     for (size_t j = 0; j < nc; j++) {
         if (nr == 16) _mm_storeu_si128((__m128i *)(void *)(d[j] + r0), r[j]);

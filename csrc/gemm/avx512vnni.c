@@ -186,10 +186,10 @@ QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int n
                                    : (__mmask16)0;
     /* The common case: bytes out by the one-rounding FMA, the accumulators C itself (no
      * zero-point products left) with |C| < 2^24, proven for the call (t->small) or tested
-     * here across the tile. The call's fields are read once (a
-     * store through a char pointer makes the compiler read them again, row after row), and
-     * rows are narrowed together with the saturating packs and one dword permutation: two
-     * rows of 32 columns, or four of 16, per 64 bytes. */
+     * here across the tile. The call's fields are read once (a store through a char pointer
+     * makes the compiler read them again, row after row), and rows are narrowed together
+     * with the saturating packs and one dword permutation: two rows of 32 columns, or four
+     * of 16, per 64 bytes. */
     if (t->rq_fma && t->zbp_zero && t->zap_zero &&
         (t->out == QC_GEMM_OUT_U8 || t->out == QC_GEMM_OUT_S8)) {
         __mmask16 big = 0;
