@@ -325,7 +325,7 @@ def test_few_pixels_output_channel_split(isa, case):
 # (N, C, H, W, M, kh, kw, sh, sw, dh, dw, pads[, group]): kw * C a multiple of 4 (dense, one
 # column step: kh runs) or C / group a multiple of 4 (grouped or dilated along x: kh * kw runs),
 # with 16+ outputs per group (the GEMM path)
-RX_CASES = [
+IX_CASES = [
     (1, 64, 9, 10, 64, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1), 4),     # Cg 16, ResNeXt-like
     (1, 32, 11, 7, 256, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1), 8),    # Cg 4, 32 outputs per group
     (1, 24, 12, 9, 48, 3, 2, 2, 1, 2, 2, (1, 0, 2, 1), 3),     # Cg 8, phases and dilation
@@ -348,13 +348,13 @@ RX_CASES = [
 ]
 
 
-def _rx_id(c):
+def _ix_id(c):
     N, C, H, W, M, kh, kw, sh, sw, dh, dw, p = c[:12]
     g = c[12] if len(c) > 12 else 1
     return f"N{N}C{C}H{H}W{W}M{M}k{kh}x{kw}s{sh}{sw}d{dh}{dw}p{''.join(map(str, p))}g{g}"
 
 
-@pytest.mark.parametrize("case", RX_CASES, ids=_rx_id)
+@pytest.mark.parametrize("case", IX_CASES, ids=_ix_id)
 @pytest.mark.parametrize("xdt,wdt,wzp0", [(np.uint8, np.int8, True), (np.uint8, np.int8, False),
                                           (np.int8, np.uint8, False)])
 def test_indirect_rows_exact(isa, case, xdt, wdt, wzp0):
