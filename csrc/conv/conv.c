@@ -14,9 +14,9 @@
 #include "conv/dw.h"
 #include "conv/gconv.h"
 #include "conv/nchw.h"
-#include "gemm/kernels.h"
 #include "conv/transpose.h"
 #include "gemm/gemm.h"
+#include "gemm/kernels.h"
 #include "threads/pool.h"
 
 /* ---- weights ---- */
@@ -781,21 +781,6 @@ static void nhwc_task(void *vctx, size_t task) {
                     ctx->xt_w + (n * HW + p0) * a->C, a->C);
 }
 
-/* memcpy of one tap's n bytes (Cg, or kw * Cg) into a patch row: short runs of whole 16-byte
- * chunks (a grouped convolution's Cg = 16: ResNeXt's g32 at 512 channels) inline, where a
- * library call per tap cost more than the copy. */
-static inline void copy_run(uint8_t *dst, const uint8_t *src, size_t n) {
-#ifndef QC_NO_X86
-    if (n % 16 == 0 && n <= 64) {
-        for (size_t i = 0; i < n; i += 16)
-            _mm_storeu_si128((__m128i *)(void *)(dst + i),
-                             _mm_loadu_si128((const __m128i *)(const void *)(src + i)));
-        return;
-    }
-#endif
-    memcpy(dst, src, n);
-}
-
 /* Rows [p0, p0 + rows) of image n's patch matrix for group g: row i is output pixel p0 + i,
  * K = kh * kw * Cg bytes in (ky, kx, c) order; taps in the padding hold x_zp (ONNX pads the
  * zero-point-subtracted input with 0). */
@@ -820,10 +805,10 @@ static void im2col(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t row
                 const uint8_t *src = img + ((size_t)iy * a->W + (size_t)ix0) * C;
                 uint8_t *dst = row + ky * kw * Cg;
                 if (run) {
-                    copy_run(dst, src, kw * Cg);
+                    memcpy(dst, src, kw * Cg);
                 } else {
                     for (size_t kx = 0; kx < kw; kx++)
-                        copy_run(dst + kx * Cg, src + kx * a->dw * C, Cg);
+                        memcpy(dst + kx * Cg, src + kx * a->dw * C, Cg);
                 }
                 continue;
             }
@@ -833,7 +818,7 @@ static void im2col(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t row
                 if (iy < 0 || iy >= (ptrdiff_t)a->H || ix < 0 || ix >= (ptrdiff_t)a->W) {
                     memset(dst, fill, Cg);
                 } else {
-                    copy_run(dst, img + ((size_t)iy * a->W + (size_t)ix) * C, Cg);
+                    memcpy(dst, img + ((size_t)iy * a->W + (size_t)ix) * C, Cg);
                 }
             }
         }
@@ -1278,8 +1263,6 @@ static int nchw_run(run_ctx *ctx) {
     return atomic_load(&ctx->failed) ? -1 : 0;
 }
 
-/* The convolution with a stride along an axis with a single output made 1 there (it never
- * matters; the depthwise sub-plane layout grows with sh * sw). */
 /* ---- small-group path on channel quads (gconv.h) ---- */
 
 static atomic_int g_gconv_force; /* tests: > 0 with any kernel where suited, < 0 never */
@@ -1441,6 +1424,8 @@ static int gconv_run(const qc_conv_args *a, const void *x, void *y) {
     return atomic_load(&c.failed) ? -1 : 0;
 }
 
+/* The convolution with a stride along an axis with a single output made 1 there (it never
+ * matters; the depthwise sub-plane layout grows with sh * sw). */
 static qc_conv_args normalized(const qc_conv_args *args) {
     qc_conv_args local = *args;
     if (local.OH == 1) local.sh = 1;
@@ -1657,16 +1642,15 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
         free(ctx.cols); /* each call makes its own */
         ctx.cols = NULL;
     }
-    if (ctx.ix) { /* chunks of images: the padded copy, then their tasks (image-major) */
-        const size_t per = w->G * ctx.nblocks * ctx.ncb; /* tasks per image (no span) */
-        for (ctx.xn0 = 0; ctx.xn0 < a->N; ctx.xn0 += ctx.xcn) {
-            const size_t n = QC_MIN(ctx.xcn, a->N - ctx.xn0);
-            ix_fill(&ctx, n);
-            ctx.task0 = ctx.span ? 0 : ctx.xn0 * per;
-            qc_parallel_for(ctx.span ? units * ctx.nblocks * ctx.ncb : n * per, gemm_task, &ctx);
-        }
-    } else {
-        qc_parallel_for(units * ctx.nblocks * ctx.ncb, gemm_task, &ctx);
+    /* chunks of images (one chunk of all of them without indirect rows): the padded copy,
+     * then their tasks (image-major without span) */
+    if (!ctx.ix) ctx.xcn = a->N;
+    const size_t per = w->G * ctx.nblocks * ctx.ncb; /* tasks per image (no span) */
+    for (ctx.xn0 = 0; ctx.xn0 < a->N; ctx.xn0 += ctx.xcn) {
+        const size_t n = QC_MIN(ctx.xcn, a->N - ctx.xn0);
+        if (ctx.ix) ix_fill(&ctx, n);
+        ctx.task0 = ctx.span ? 0 : ctx.xn0 * per;
+        qc_parallel_for(ctx.span ? units * ctx.nblocks * ctx.ncb : n * per, gemm_task, &ctx);
     }
     free(ctx.cols);
     free(ctx.cols_mem);
