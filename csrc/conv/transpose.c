@@ -128,6 +128,27 @@ void qc_transpose_u8_wrap(const uint8_t *src, size_t rows, size_t cols, size_t l
         size_t x = 0, o = 0;
         for (size_t c0 = 0; c0 < cols; c0 += 16) {
             const size_t nc = QC_MIN((size_t)16, cols - c0);
+            const uint8_t *s = src + r0 * lds + c0;
+#ifndef QC_NO_X86
+            if (nr == 16 && nc == 16) { /* whole tiles: the pointer stepped store by store */
+                __m128i r[16];
+                for (int i = 0; i < 16; i++)
+                    r[i] = _mm_loadu_si128((const __m128i *)(const void *)(s + i * lds));
+                t16_u8(r);
+                uint8_t *p = dst + o * ldd + r0;
+                for (int j = 0; j < 16; j++) {
+                    _mm_storeu_si128((__m128i *)(void *)p, r[j]);
+                    p += ldd;
+                    o++;
+                    if (++x == wrap) {
+                        x = 0;
+                        o += skip;
+                        p += skip * ldd;
+                    }
+                }
+                continue;
+            }
+#endif
             uint8_t *d[16];
             for (size_t j = 0; j < nc; j++) {
                 d[j] = dst + o * ldd;
@@ -138,10 +159,10 @@ void qc_transpose_u8_wrap(const uint8_t *src, size_t rows, size_t cols, size_t l
                 }
             }
 #ifndef QC_NO_X86
-            tile16_u8_to(src + r0 * lds + c0, lds, nr, nc, d, r0);
+            tile16_u8_to(s, lds, nr, nc, d, r0);
 #else
-            for (size_t r = r0; r < r0 + nr; r++)
-                for (size_t j = 0; j < nc; j++) d[j][r] = src[r * lds + c0 + j];
+            for (size_t r = 0; r < nr; r++)
+                for (size_t j = 0; j < nc; j++) d[j][r0 + r] = s[r * lds + j];
 #endif
         }
     }
