@@ -396,11 +396,11 @@ def test_indirect_rows_exact(isa, case, xdt, wdt, wzp0):
 
 
 def test_indirect_rows_in_image_chunks(isa):
-    """Images whose padded copies pass 1 MiB in all (here 492 KB each, 3 images) are copied
-    and convolved in chunks (2 images, then 1): every image's output, from NCHW and from NHWC x
-    (a plan's layouts), requantized and int32, on 1 and 2 threads."""
+    """Images whose padded copies pass the L2 room in all (here 700 KB each, 3 images) are
+    copied and convolved in chunks (1 image each on 1 thread, 2 then 1 on 2 threads): every
+    image's output, from NCHW and from NHWC x (a plan's layouts), requantized and int32."""
     rng = np.random.default_rng(17)
-    N, C, H, W, M = 3, 128, 60, 60, 32
+    N, C, H, W, M = 3, 128, 72, 72, 32
     x = rand_q(rng, (N, C, H, W), np.uint8)
     w = rand_q(rng, (M, C, 3, 3), np.int8)
     kw = dict(strides=(1, 1), pads=(1, 1, 1, 1))

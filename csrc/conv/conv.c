@@ -904,7 +904,21 @@ static void ix_fill(run_ctx *ctx, size_t n) {
     else qc_parallel_for(n * ((a->C + 15) / 16), xp_band_task, ctx);
 }
 
-/* The padded copy's memory (all images with span, else chunks of about 1 MiB, each read
+/* Images per chunk of the padded copy: what the threads' L2 caches (taken as 1 MiB each) hold
+ * beside the weights every task streams (K x cb bytes), at least 256 KiB a thread; then at
+ * least 4 tasks a thread where the batch has them, and chunks of equal size. */
+static size_t chunk_images(const run_ctx *ctx) {
+    const qc_conv_args *a = ctx->a;
+    const size_t nt = (size_t)qc_get_num_threads(), l2 = (size_t)1 << 20;
+    const size_t wbytes = mul_sat(ctx->K, ctx->cb), per = a->w->G * ctx->nblocks * ctx->ncb;
+    const size_t room = wbytes + ((size_t)256 << 10) <= l2 ? l2 - wbytes : (size_t)256 << 10;
+    size_t n = QC_MAX((size_t)1, QC_MIN(a->N, mul_sat(nt, room) / ctx->ximg));
+    while (n < a->N && n * per < 4 * nt) n++;
+    const size_t chunks = (a->N + n - 1) / n;
+    return (a->N + chunks - 1) / chunks;
+}
+
+/* The padded copy's memory (all images with span, else chunks (chunk_images), each read
  * right after it is built: a copy of all images at once left the caches before the tasks
  * read it; 1 thread, batch 8, against the row copies and im2col of the whole batch: 3x3/2
  * 128 @56 5.4 -> 4.9 ms, 3x3 64 @56 6.7 -> 4.7 ms) and the row and segment offsets
@@ -913,7 +927,7 @@ static int ix_build(run_ctx *ctx) {
     const qc_conv_args *a = ctx->a;
     const qc_conv_weights *w = a->w;
     const size_t C = a->C, Wp = ctx->Wp, P = ctx->P, rows = ctx->span ? a->N * P : P;
-    ctx->xcn = ctx->span ? a->N : QC_MAX((size_t)1, QC_MIN(a->N, ((size_t)1 << 20) / ctx->ximg));
+    ctx->xcn = ctx->span ? a->N : chunk_images(ctx);
     ctx->xp = malloc(QC_MAX(mul_sat(ctx->ximg, ctx->xcn), (size_t)1));
     ctx->xrow = malloc(QC_MAX(mul_sat(rows, sizeof(ptrdiff_t)), (size_t)1));
     ctx->xseg = malloc((size_t)ctx->xnseg * sizeof(ptrdiff_t));
