@@ -7,7 +7,8 @@ quantize_model (minmax) and onnxruntime's quantize_static (QDQ, per channel, act
 QUInt8, weights QInt8, MinMax). Accuracy: cosine similarity of the logits and top-1 agreement
 with the float model (onnxruntime's float session on the same file) on 256 other inputs
 (random weights leave little margin between the top two logits, so top-1 agreement is noisy:
-its binomial standard error is printed beside it).
+its binomial standard error is printed beside it, and the difference between the two int8
+models on the same inputs with its paired standard error below).
 Speed: quantc int8 qm(x), the ORT int8 session and the ORT float session alternating in one
 process, median of several samples each after a 50 ms pause, the same thread count on all
 sides (intra-op threads, inter-op 1); ratios are ORT time / quantc time (> 1: quantc faster).
@@ -66,6 +67,16 @@ def cosine(a, b):
                                              np.linalg.norm(b, axis=1))))
 
 
+def paired_difference(hit_a, hit_b):
+    """Top-1 agreement of a minus that of b on the same inputs (boolean arrays), in points,
+    with its paired standard error (only the inputs where exactly one of the two agrees with
+    the float model carry the difference) and the counts of those inputs."""
+    d = hit_a.astype(np.float64) - hit_b.astype(np.float64)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"points": 100 * float(d.mean()), "stderr_points": 100 * se,
+            "only_quantc": int(np.sum(hit_a & ~hit_b)), "only_ort": int(np.sum(~hit_a & hit_b))}
+
+
 def run_batches(fn, x, batch=32):
     return np.concatenate([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
 
@@ -102,15 +113,18 @@ def bench_model(name, args, tmp, rng):
         got_qc = run_batches(qm, held)
         got_ort = run_batches(lambda b: sq.run(None, {"input": b})[0], held)
         float_gap = float(np.abs(model(held[:8]) - ref[:8]).max() / np.abs(ref[:8]).max())
-    acc = {"quantc int8": (cosine(got_qc, ref), float(np.mean(got_qc.argmax(1) ==
-                                                              ref.argmax(1)))),
-           "ORT int8": (cosine(got_ort, ref), float(np.mean(got_ort.argmax(1) ==
-                                                            ref.argmax(1))))}
+    hit_qc, hit_ort = got_qc.argmax(1) == ref.argmax(1), got_ort.argmax(1) == ref.argmax(1)
+    acc = {"quantc int8": (cosine(got_qc, ref), float(np.mean(hit_qc))),
+           "ORT int8": (cosine(got_ort, ref), float(np.mean(hit_ort)))}
+    paired = paired_difference(hit_qc, hit_ort)
     print_table(f"{name}: against the float model on {len(held)} held-out inputs (quantc's "
                 f"float run is within {float_gap:.1e} of ORT float)",
                 ["int8 model", "cosine", "top-1 agreement", "(standard error)"],
                 [[k, f"{c:.5f}", f"{100 * t:.1f}%", f"{100 * (t * (1 - t) / len(held)) ** .5:.1f}"]
                  for k, (c, t) in acc.items()])
+    print(f"top-1 agreement, quantc minus ORT on the same inputs: {paired['points']:+.1f} points "
+          f"(paired standard error {paired['stderr_points']:.1f}; only quantc agrees on "
+          f"{paired['only_quantc']} inputs, only ORT on {paired['only_ort']})")
 
     rows, timings = [], []
     for nt in n_threads:
@@ -132,6 +146,7 @@ def bench_model(name, args, tmp, rng):
                  "vs ORT int8", "vs ORT float"], rows)
     return {"size": size, "held_out": len(held), "accuracy": {k: {"cosine": c, "top1_agreement": t}
                                        for k, (c, t) in acc.items()},
+            "top1_paired": paired,
             "quantc_float_vs_ort_float": float_gap, "timings": timings,
             "seconds": {"quantc_calibration": t2 - t1, "ort_calibration": t3 - t2}}
 
