@@ -132,8 +132,7 @@ void qc_transpose_u8_wrap(const uint8_t *src, size_t rows, size_t cols, size_t l
 #ifndef QC_NO_X86
             if (nr == 16 && nc == 16) { /* whole tiles: the pointer stepped store by store */
                 __m128i r[16];
-                for (int i = 0; i < 16; i++)
-                    r[i] = _mm_loadu_si128((const __m128i *)(const void *)(s + i * lds));
+                load_tile(s, lds, 16, 16, r);
                 t16_u8(r);
                 uint8_t *p = dst + o * ldd + r0;
                 for (int j = 0; j < 16; j++) {
