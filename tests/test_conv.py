@@ -506,6 +506,25 @@ def test_conv_plan_errors():
         _C._conv_route(plan, (1, 4, 5))
 
 
+@pytest.mark.parametrize("C,M,H,route", [
+    (160, 960, 7, "gemm"),  # under 64 pixels, K >= 64: the NHWC GEMM (its vectors fill)
+    (96, 576, 6, "gemm"),
+    (320, 1280, 7, "gemm"),
+    (32, 192, 7, "nchw"),   # tiny K stays on the NCHW GEMM
+    (96, 576, 8, "nchw"),   # from 64 pixels on
+    (64, 384, 14, "nchw")])
+def test_pointwise_route(C, M, H, route):
+    """Which GEMM a 1x1 convolution (NCHW in and out) takes: the NCHW GEMM (only with the
+    AVX-512 VNNI kernel) for planes of 64+ pixels or a K under 64, else the NHWC GEMM."""
+    if not qc.cpu_info()["kernels"]["conv_nchw"].endswith("avx512vnni"):
+        pytest.skip("the NCHW GEMM runs by default only with the AVX-512 VNNI kernel")
+    packed = qc.pack_conv_weight(np.ones((M, C, 1, 1), np.int8))
+    plan = _C._conv_plan(packed._capsule, np.uint8(3), np.float32(0.1),
+                         np.full(M, 0.01, np.float32), np.float32(0.2), np.uint8(9), None,
+                         (1, 1), (0, 0, 0, 0), (1, 1), 1, False)
+    assert _C._conv_route(plan, (1, C, H, H)) == route
+
+
 @pytest.mark.parametrize("shape", [(1, 64, 56, 56), (3, 5, 7, 9), (2, 512, 7, 7), (1, 1, 1, 1),
                                    (4, 17, 33, 2), (0, 3, 4, 5), (2, 3, 0, 4)])
 def test_layout4_matches_numpy(shape, rng):

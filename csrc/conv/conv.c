@@ -1460,9 +1460,13 @@ static int route(const qc_conv_args *a) {
     if (w->wdw) return QC_CONV_ROUTE_DIRECT;
     const size_t P = a->OH * a->OW;
     const size_t Ng = w->M / w->G;
-    /* The NCHW GEMM for pointwise convolutions, except a few pixels with a long K (a 7x7 plane
-     * of 512+ channels): its 16-pixel vectors then run mostly empty, and each task's panel
-     * and pipeline cost more than the NHWC path's transposes. And for ungrouped kh x kw
+    /* The NCHW GEMM for pointwise convolutions, except planes of under 64 pixels with K >= 64
+     * (a 7x7 plane of 160+ channels): its 16-pixel vectors then run partly empty, and each
+     * task's panel and pipeline cost more than the NHWC path's transposes (1 thread, NCHW ->
+     * NHWC us: 160->960 @7 63 -> 51, @7 x8 407 -> 336, @3 29 -> 19, 96->576 @6 25 -> 19;
+     * 2 threads 160->960 @7 x8 262 -> 210); tiny K stays (16->96 @7 x8, 2 threads: 10 vs 14
+     * us). From 64 pixels on the NCHW GEMM is level or ahead (96->576 @8 28 us either way,
+     * @14 x8 491 vs 517, 64->384 @14 x8 on 2 threads 127 vs 172). And for ungrouped kh x kw
      * kernels over few input channels (a network's first layer, C = 3): the NHWC im2col copies
      * runs of only Cg bytes per tap there, where the NCHW rows are whole runs of a plane's
      * row (stride 1) or a byte gather (stride 2, worth it up to 8 channels). 1 thread, 224^2:
@@ -1473,7 +1477,7 @@ static int route(const qc_conv_args *a) {
      * projections (K > N) onto under 256 pixels (576->96 @14 77 -> 67 us, 384->64 @14 48 ->
      * 36 us); expansions onto such planes stay (96->576 @14 100 -> 75 us). */
     const int strided = a->sh != 1 || a->sw != 1;
-    const int pointwise = w->kh == 1 && w->kw == 1 && (P >= 64 || w->K < 256) &&
+    const int pointwise = w->kh == 1 && w->kw == 1 && (P >= 64 || w->K < 64) &&
                           !(strided && P < 512) && !(P < 256 && w->K > Ng);
     /* Small-C kernels on NCHW: each plane costs a fixed set-up, so only where planes are big
      * enough for the Cg (1 thread, 3x3 pad 1, gemm -> NCHW us: 16->32 @8 x64 209 -> 726,
