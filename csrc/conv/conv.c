@@ -1462,16 +1462,18 @@ static int route(const qc_conv_args *a) {
     const size_t Ng = w->M / w->G;
     /* The NCHW GEMM for pointwise convolutions, except planes of under 64 pixels with K >= 64
      * (a 7x7 plane of 160+ channels): its 16-pixel vectors then run partly empty, and each
-     * task's panel and pipeline cost more than the NHWC path's transposes (1 thread, NCHW ->
-     * NHWC us: 160->960 @7 63 -> 51, @7 x8 407 -> 336, @3 29 -> 19, 96->576 @6 25 -> 19;
-     * 2 threads 160->960 @7 x8 262 -> 210); tiny K stays (16->96 @7 x8, 2 threads: 10 vs 14
-     * us). From 64 pixels on the NCHW GEMM is level or ahead (96->576 @8 28 us either way,
-     * @14 x8 491 vs 517, 64->384 @14 x8 on 2 threads 127 vs 172). And for ungrouped kh x kw
-     * kernels over few input channels (a network's first layer, C = 3): the NHWC im2col copies
-     * runs of only Cg bytes per tap there, where the NCHW rows are whole runs of a plane's
-     * row (stride 1) or a byte gather (stride 2, worth it up to 8 channels). 1 thread, 224^2:
-     * ResNet-18's 7x7/2 3->64 2.8 -> 0.9 ms, MobileNetV2's 3x3/2 3->32 681 -> 138 us. Not for
-     * groups: ResNeXt's g32 512 @14 (16 channels per group) is 333 us NHWC, 573 us NCHW. */
+     * task's panel and pipeline cost more than the NHWC path's transposes (1 thread, us on
+     * the NCHW GEMM -> the NHWC one: 160->960 @7 63 -> 51, @7 x8 407 -> 336, @3 29 -> 19,
+     * 96->576 @6 25 -> 19; 2 threads 160->960 @7 x8 262 -> 210); tiny K stays (16->96 @7 x8,
+     * 2 threads: 10 vs 14 us). From 64 pixels on the two are within 8% at batch 1 (96->576
+     * @8 28 us either way, @10 44 vs 41) and the NCHW GEMM pulls ahead with the batch and the
+     * threads (@14 x8 491 vs 517, 64->384 @14 x8 on 2 threads 127 vs 172). And for
+     * ungrouped kh x kw kernels over few input channels (a network's first layer, C = 3):
+     * the NHWC im2col copies runs of only Cg bytes per tap there, where the NCHW rows are
+     * whole runs of a plane's row (stride 1) or a byte gather (stride 2, worth it up to 8
+     * channels). 1 thread, 224^2: ResNet-18's 7x7/2 3->64 2.8 -> 0.9 ms, MobileNetV2's
+     * 3x3/2 3->32 681 -> 138 us. Not for groups: ResNeXt's g32 512 @14 (16 channels per
+     * group) is 333 us NHWC, 573 us NCHW. */
     /* Pointwise: not for strided planes of a few hundred pixels (the NCHW gather of short
      * rows costs more than the NHWC transposes: 128->256 @28/2 131 -> 59 us) nor for
      * projections (K > N) onto under 256 pixels (576->96 @14 77 -> 67 us, 384->64 @14 48 ->
