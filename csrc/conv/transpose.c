@@ -105,63 +105,66 @@ void qc_transpose_u8(const uint8_t *src, size_t rows, size_t cols, size_t lds, u
 #endif
 }
 
+/* The destination after p in qc_transpose_u8_wrap: the next pixel, past `skip` of them at the
+ * end of a row of `wrap` (x: p's column within its row). */
+static inline uint8_t *wrap_next(uint8_t *p, size_t ldd, size_t *x, size_t wrap, size_t skip) {
+    p += ldd;
+    if (++*x == wrap) {
+        *x = 0;
+        p += skip * ldd;
+    }
+    return p;
+}
+
 #ifndef QC_NO_X86
-/* An nr x nc tile (nr, nc <= 16) whose column j goes to d[j] + r0. */
-static void tile16_u8_to(const uint8_t *src, size_t lds, size_t nr, size_t nc,
-                         uint8_t *const *d, size_t r0) {
+/* An edge tile (nr, nc <= 16, not both 16) of qc_transpose_u8_wrap, its columns from p on;
+ * returns the next column's destination. A function of its own: its r[j] at a variable j
+ * lives in memory, the whole tiles' unrolled loop keeps its 16 registers. */
+static uint8_t *wrap_part(const uint8_t *src, size_t lds, size_t nr, size_t nc, uint8_t *p,
+                          size_t ldd, size_t *x, size_t wrap, size_t skip) {
     __m128i r[16];
     load_tile(src, lds, nr, nc, r);
     t16_u8(r);
     for (size_t j = 0; j < nc; j++) {
-        if (nr == 16) _mm_storeu_si128((__m128i *)(void *)(d[j] + r0), r[j]);
-        else store_part(d[j] + r0, r[j], nr);
+        if (nr == 16) _mm_storeu_si128((__m128i *)(void *)p, r[j]);
+        else store_part(p, r[j], nr);
+        p = wrap_next(p, ldd, x, wrap, skip);
     }
+    return p;
 }
 #endif
 
 void qc_transpose_u8_wrap(const uint8_t *src, size_t rows, size_t cols, size_t lds, uint8_t *dst,
                           size_t ldd, size_t wrap, size_t skip) {
     /* bands of 16 source rows, each swept along its columns (16 streams, as qc_transpose_u8);
-     * the columns' destinations stepped without a division per column */
+     * each column's destination stepped store by store, without a division per column (an
+     * array of a tile's 16 destinations was spilled to the stack) */
     for (size_t r0 = 0; r0 < rows; r0 += 16) {
         const size_t nr = QC_MIN((size_t)16, rows - r0);
-        size_t x = 0, o = 0;
+        uint8_t *p = dst + r0; /* column c0's destination */
+        size_t x = 0;
         for (size_t c0 = 0; c0 < cols; c0 += 16) {
             const size_t nc = QC_MIN((size_t)16, cols - c0);
             const uint8_t *s = src + r0 * lds + c0;
 #ifndef QC_NO_X86
-            if (nr == 16 && nc == 16) { /* whole tiles: the pointer stepped store by store */
+            if (nr == 16 && nc == 16) { /* whole tiles: unrolled, r stays in registers */
                 __m128i r[16];
                 load_tile(s, lds, 16, 16, r);
                 t16_u8(r);
-                uint8_t *p = dst + o * ldd + r0;
                 for (int j = 0; j < 16; j++) {
                     _mm_storeu_si128((__m128i *)(void *)p, r[j]);
-                    p += ldd;
-                    o++;
-                    if (++x == wrap) {
-                        x = 0;
-                        o += skip;
-                        p += skip * ldd;
-                    }
+                    p = wrap_next(p, ldd, &x, wrap, skip);
                 }
-                continue;
+            } else {
+                size_t xe = x; /* x itself stays in a register for the whole tiles */
+                p = wrap_part(s, lds, nr, nc, p, ldd, &xe, wrap, skip);
+                x = xe;
             }
-#endif
-            uint8_t *d[16];
-            for (size_t j = 0; j < nc; j++) {
-                d[j] = dst + o * ldd;
-                o++;
-                if (++x == wrap) {
-                    x = 0;
-                    o += skip;
-                }
-            }
-#ifndef QC_NO_X86
-            tile16_u8_to(s, lds, nr, nc, d, r0);
 #else
-            for (size_t r = 0; r < nr; r++)
-                for (size_t j = 0; j < nc; j++) d[j][r0 + r] = s[r * lds + j];
+            for (size_t j = 0; j < nc; j++) {
+                for (size_t i = 0; i < nr; i++) p[i] = s[i * lds + j];
+                p = wrap_next(p, ldd, &x, wrap, skip);
+            }
 #endif
         }
     }
