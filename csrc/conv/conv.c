@@ -904,13 +904,18 @@ static void ix_fill(run_ctx *ctx, size_t n) {
     else qc_parallel_for(n * ((a->C + 15) / 16), xp_band_task, ctx);
 }
 
+/* GEMM tasks per image without span: a group, a pixel block and a column chunk each. */
+static inline size_t image_tasks(const run_ctx *ctx) {
+    return ctx->a->w->G * ctx->nblocks * ctx->ncb;
+}
+
 /* Images per chunk of the padded copy: what the threads' L2 caches (taken as 1 MiB each) hold
  * beside the weights every task streams (K x cb bytes), at least 256 KiB a thread; then at
  * least 4 tasks a thread where the batch has them, and chunks of equal size. */
 static size_t chunk_images(const run_ctx *ctx) {
     const qc_conv_args *a = ctx->a;
     const size_t nt = (size_t)qc_get_num_threads(), l2 = (size_t)1 << 20;
-    const size_t wbytes = mul_sat(ctx->K, ctx->cb), per = a->w->G * ctx->nblocks * ctx->ncb;
+    const size_t wbytes = mul_sat(ctx->K, ctx->cb), per = image_tasks(ctx);
     const size_t room = wbytes + ((size_t)256 << 10) <= l2 ? l2 - wbytes : (size_t)256 << 10;
     size_t n = QC_MAX((size_t)1, QC_MIN(a->N, mul_sat(nt, room) / ctx->ximg));
     while (n < a->N && n * per < 4 * nt) n++;
@@ -1665,7 +1670,7 @@ int qc_conv_run(const qc_conv_args *args, const void *x, void *y) {
     /* chunks of images (one chunk of all of them without indirect rows): the padded copy,
      * then their tasks (image-major without span) */
     if (!ctx.ix) ctx.xcn = a->N;
-    const size_t per = w->G * ctx.nblocks * ctx.ncb; /* tasks per image (no span) */
+    const size_t per = image_tasks(&ctx);
     for (ctx.xn0 = 0; ctx.xn0 < a->N; ctx.xn0 += ctx.xcn) {
         const size_t n = QC_MIN(ctx.xcn, a->N - ctx.xn0);
         if (ctx.ix) ix_fill(&ctx, n);
