@@ -60,21 +60,28 @@ static inline void store_part(uint8_t *p, __m128i v, size_t n) {
     if (n & 1) p[o] = b[o];
 }
 
-/* Rows i < nr of an nr x nc tile (nr, nc <= 16) into r[i], zeros elsewhere. */
-static inline void load_tile(const uint8_t *src, size_t lds, size_t nr, size_t nc, __m128i r[16]) {
+/* Rows i < nr of an nr x nc tile (nr, nc <= 16) into r[i], zeros elsewhere. A short row is
+ * loaded whole (16 bytes) where that ends by `end`, the end of the source's last row: the bytes
+ * past nc only reach the transposed rows j >= nc, which no caller stores. load_part takes the
+ * rest: its 16-byte load of bytes just stored one piece at a time waits for the stores to
+ * retire (no store forwarding), which made the 9-pixel planes of a 1x1 convolution spend a
+ * third of their time here. */
+static inline void load_tile(const uint8_t *src, size_t lds, size_t nr, size_t nc,
+                             const uint8_t *end, __m128i r[16]) {
     for (size_t i = 0; i < 16; i++) {
-        r[i] = i >= nr    ? _mm_setzero_si128()
-               : nc == 16 ? _mm_loadu_si128((const __m128i *)(const void *)(src + i * lds))
-                          : load_part(src + i * lds, nc);
+        const uint8_t *p = src + i * lds;
+        r[i] = i >= nr                      ? _mm_setzero_si128()
+               : nc == 16 || end - p >= 16 ? _mm_loadu_si128((const __m128i *)(const void *)p)
+                                           : load_part(p, nc);
     }
 }
 
 /* An edge tile of nr x nc bytes (nr, nc <= 16, not both 16): short planes (a 14-pixel row)
  * still take the unpacks instead of a byte loop. */
-static void tile16_u8_part(const uint8_t *src, size_t lds, size_t nr, size_t nc, uint8_t *dst,
-                           size_t ldd) {
+static void tile16_u8_part(const uint8_t *src, size_t lds, size_t nr, size_t nc,
+                           const uint8_t *end, uint8_t *dst, size_t ldd) {
     __m128i r[16];
-    load_tile(src, lds, nr, nc, r);
+    load_tile(src, lds, nr, nc, end, r);
     t16_u8(r);
     for (size_t j = 0; j < nc; j++) {
         if (nr == 16) _mm_storeu_si128((__m128i *)(void *)(dst + j * ldd), r[j]);
@@ -86,6 +93,8 @@ static void tile16_u8_part(const uint8_t *src, size_t lds, size_t nr, size_t nc,
 void qc_transpose_u8(const uint8_t *src, size_t rows, size_t cols, size_t lds, uint8_t *dst,
                      size_t ldd) {
 #ifndef QC_NO_X86
+    if (!rows || !cols) return;
+    const uint8_t *end = src + (rows - 1) * lds + cols;
     for (size_t r0 = 0; r0 < rows; r0 += 16) {
         const size_t nr = QC_MIN((size_t)16, rows - r0);
         for (size_t c0 = 0; c0 < cols; c0 += 16) {
@@ -93,7 +102,7 @@ void qc_transpose_u8(const uint8_t *src, size_t rows, size_t cols, size_t lds, u
             if (nr == 16 && nc == 16)
                 tile16_u8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
             else
-                tile16_u8_part(src + r0 * lds + c0, lds, nr, nc, dst + c0 * ldd + r0, ldd);
+                tile16_u8_part(src + r0 * lds + c0, lds, nr, nc, end, dst + c0 * ldd + r0, ldd);
         }
     }
 #else
@@ -120,10 +129,11 @@ static inline uint8_t *wrap_next(uint8_t *p, size_t ldd, size_t *x, size_t wrap,
 /* An edge tile (nr, nc <= 16, not both 16) of qc_transpose_u8_wrap, its columns from p on;
  * returns the next column's destination. A function of its own: its r[j] at a variable j
  * lives in memory, the whole tiles' unrolled loop keeps its 16 registers. */
-static uint8_t *wrap_part(const uint8_t *src, size_t lds, size_t nr, size_t nc, uint8_t *p,
-                          size_t ldd, size_t *x, size_t wrap, size_t skip) {
+static uint8_t *wrap_part(const uint8_t *src, size_t lds, size_t nr, size_t nc,
+                          const uint8_t *end, uint8_t *p, size_t ldd, size_t *x, size_t wrap,
+                          size_t skip) {
     __m128i r[16];
-    load_tile(src, lds, nr, nc, r);
+    load_tile(src, lds, nr, nc, end, r);
     t16_u8(r);
     for (size_t j = 0; j < nc; j++) {
         if (nr == 16) _mm_storeu_si128((__m128i *)(void *)p, r[j]);
@@ -139,6 +149,10 @@ void qc_transpose_u8_wrap(const uint8_t *src, size_t rows, size_t cols, size_t l
     /* bands of 16 source rows, each swept along its columns (16 streams, as qc_transpose_u8);
      * each column's destination stepped store by store, without a division per column (an
      * array of a tile's 16 destinations was spilled to the stack) */
+    if (!rows || !cols) return;
+#ifndef QC_NO_X86
+    const uint8_t *end = src + (rows - 1) * lds + cols;
+#endif
     for (size_t r0 = 0; r0 < rows; r0 += 16) {
         const size_t nr = QC_MIN((size_t)16, rows - r0);
         uint8_t *p = dst + r0; /* column c0's destination */
@@ -149,7 +163,7 @@ void qc_transpose_u8_wrap(const uint8_t *src, size_t rows, size_t cols, size_t l
 #ifndef QC_NO_X86
             if (nr == 16 && nc == 16) { /* whole tiles: unrolled, r stays in registers */
                 __m128i r[16];
-                load_tile(s, lds, 16, 16, r);
+                load_tile(s, lds, 16, 16, end, r);
                 t16_u8(r);
                 for (int j = 0; j < 16; j++) {
                     _mm_storeu_si128((__m128i *)(void *)p, r[j]);
@@ -157,7 +171,7 @@ void qc_transpose_u8_wrap(const uint8_t *src, size_t rows, size_t cols, size_t l
                 }
             } else {
                 size_t xe = x; /* x itself stays in a register for the whole tiles */
-                p = wrap_part(s, lds, nr, nc, p, ldd, &xe, wrap, skip);
+                p = wrap_part(s, lds, nr, nc, end, p, ldd, &xe, wrap, skip);
                 x = xe;
             }
 #else

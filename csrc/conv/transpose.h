@@ -4,7 +4,9 @@
 
 #include "qc_common.h"
 
-/* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (strides in elements). */
+/* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (strides in elements). The byte
+ * transposes read within [src, src + (rows - 1) * lds + cols) (bytes between the rows too)
+ * and write only the destination's elements. */
 void qc_transpose_u8(const uint8_t *src, size_t rows, size_t cols, size_t lds, uint8_t *dst,
                      size_t ldd);
 /* qc_transpose_u8 with column c's destination at dst + (c + c / wrap * skip) * ldd: an NCHW
