@@ -144,12 +144,14 @@ def test_global_avg_pool_exact(isa, shape, dt):
     assert_equal_exact(got, want, f"{isa} {shape}")
 
 
-@pytest.mark.parametrize("hw", [(1, 63), (1, 64), (1, 65), (5, 51), (16, 16), (1, 257),
-                                (11, 29), (3, 107), (40, 41)])
+@pytest.mark.parametrize("hw", [(3, 3), (1, 31), (1, 32), (1, 63), (1, 64), (1, 65), (5, 51),
+                                (16, 16), (1, 257), (11, 29), (3, 107), (40, 41)])
 @pytest.mark.parametrize("dt", [np.int8, np.uint8])
 def test_global_avg_pool_plane_sums(isa, hw, dt):
-    # whole-plane windows are summed flat (256 bytes per step, then 64-byte masked steps):
-    # plane sizes around both, random and extreme values, zero points at both ends
+    # global_avg_pool sums each plane flat (plane_sums: 64-byte steps and a masked tail, or
+    # 32-byte steps and a byte loop) and avg_pool2d's whole-plane windows in 256-byte steps,
+    # then 64-byte masked ones: plane sizes around all of them, random and extreme values,
+    # zero points at both ends
     rng = np.random.default_rng(hw[0] * 1000 + hw[1])
     info = np.iinfo(dt)
     q = rand_q(rng, (2, 3) + hw, dt)
@@ -456,12 +458,13 @@ def test_max_pool_matches_onnx_reference(dt):
 @pytest.mark.parametrize("H", [255, 256, 257, 300])
 @pytest.mark.parametrize("dt,val", [(np.uint8, 255), (np.int8, -128), (np.int8, 127)])
 def test_global_avg_pool_tall_extremes(isa, H, dt, val):
-    # column sums of up to 256 rows of extremes fit 16-bit lanes; taller planes use the
-    # generic kernel
+    # avg_pool2d: column sums of up to 256 rows of extremes fit 16-bit lanes, taller planes
+    # use the generic kernel; global_avg_pool: plane sums of extremes
     q = np.full((1, 2, H, 3), val, dt)
     q[0, 1, ::7] = np.iinfo(dt).min if val == np.iinfo(dt).max else np.iinfo(dt).max
     want = ref_avg_pool(q, 0.5, 0, 0.25, 0, (H, 3), (1, 1), (0, 0, 0, 0), False)
     assert_equal_exact(qc.global_avg_pool(q, 0.5, 0, 0.25, 0), want, f"{isa} H={H}")
+    assert_equal_exact(qc.avg_pool2d(q, 0.5, 0, 0.25, 0, (H, 3)), want, f"{isa} H={H} window")
 
 
 @pytest.mark.parametrize("k,s,p", [

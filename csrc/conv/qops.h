@@ -92,6 +92,9 @@ typedef struct {
                 const qc_add_params *p);
     /* requantizing copy of n elements (concat): x int8 (sx = 1) or uint8, y likewise */
     void (*requant)(const void *x, int sx, void *y, int sy, size_t n, const qc_rq_params *p);
+    /* global pooling: sums[i] = the sum of plane i's n elements (x: nplanes planes of n bytes,
+     * int8 when sx = 1, else uint8), exact for n <= 2^23 (|sum| <= 255 * 2^23 < 2^31) */
+    void (*plane_sums)(const void *x, int sx, size_t nplanes, size_t n, int32_t *sums);
 } qc_qops_impl;
 
 extern const qc_qops_impl qc_qops__scalar;

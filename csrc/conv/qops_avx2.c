@@ -465,6 +465,27 @@ QC_DEF_AVGPOOL256(uint8_t, uint16_t, _mm256_cvtepu8_epi16, _mm256_cvtepu16_epi32
 QC_DEF_AVGPOOL256(int8_t, int16_t, _mm256_cvtepi8_epi16, _mm256_cvtepi16_epi32, QC_EVEN32_S,
                   QC_QOPS_NAME(avgpool_s8), avgpool_s8_avx2)
 
+/* Each plane in 32-byte pieces summed by vpsadbw against zero (int8 as q + 128, then 128 per
+ * element taken off), the last n % 32 bytes one at a time. */
+static void plane_sums_avx2(const void *x, int sx, size_t nplanes, size_t n, int32_t *sums) {
+    const __m256i flip = _mm256_set1_epi8(sx ? (char)0x80 : 0), zero = _mm256_setzero_si256();
+    const size_t nfull = n / 32 * 32;
+    for (size_t i = 0; i < nplanes; i++) {
+        const uint8_t *p = (const uint8_t *)x + i * n;
+        __m256i acc = zero;
+        for (size_t j = 0; j < nfull; j += 32)
+            acc = _mm256_add_epi64(
+                acc, _mm256_sad_epu8(
+                         _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + j)), flip),
+                         zero));
+        const __m128i h = _mm_add_epi64(_mm256_castsi256_si128(acc),
+                                        _mm256_extracti128_si256(acc, 1));
+        int64_t s = _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1) - (sx ? 128 * (int64_t)nfull : 0);
+        for (size_t j = nfull; j < n; j++) s += sx ? (int64_t)(int8_t)p[j] : (int64_t)p[j];
+        sums[i] = (int32_t)s;
+    }
+}
+
 const qc_qops_impl qc_qops__avx2 = {
     maxpool_s8_avx2,
     maxpool_u8_avx2,
@@ -472,4 +493,5 @@ const qc_qops_impl qc_qops__avx2 = {
     avgpool_u8_avx2,
     add_avx2,
     requant_avx2,
+    plane_sums_avx2,
 };

@@ -856,6 +856,29 @@ QC_DEF_AVGPOOL512(uint8_t, uint16_t, _mm512_cvtepu8_epi16, _mm512_cvtepu16_epi32
 QC_DEF_AVGPOOL512(int8_t, int16_t, _mm512_cvtepi8_epi16, _mm512_cvtepi16_epi32, QC_EVEN32_S,
                   QC_QOPS_NAME(avgpool_s8), avgpool_s8_avx512)
 
+/* Each plane in 64-byte pieces (the last one a masked load) summed by vpsadbw against zero into
+ * 64-bit lanes; int8 is summed as q + 128 (xor 0x80, the masked-off bytes zeroed after it),
+ * then 128 * n taken off. */
+static void plane_sums_avx512(const void *x, int sx, size_t nplanes, size_t n, int32_t *sums) {
+    const __m512i flip = _mm512_set1_epi8(sx ? (char)0x80 : 0), zero = _mm512_setzero_si512();
+    const size_t nfull = n / 64 * 64;
+    const __mmask64 kt = n % 64 ? ((__mmask64)1 << (n % 64)) - 1 : 0;
+    const int64_t off = sx ? 128 * (int64_t)n : 0;
+    for (size_t i = 0; i < nplanes; i++) {
+        const uint8_t *p = (const uint8_t *)x + i * n;
+        __m512i acc = zero;
+        for (size_t j = 0; j < nfull; j += 64)
+            acc = _mm512_add_epi64(
+                acc, _mm512_sad_epu8(_mm512_xor_si512(_mm512_loadu_si512(p + j), flip), zero));
+        if (kt) {
+            const __m512i v = _mm512_maskz_mov_epi8(
+                kt, _mm512_xor_si512(_mm512_maskz_loadu_epi8(kt, p + nfull), flip));
+            acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, zero));
+        }
+        sums[i] = (int32_t)(_mm512_reduce_add_epi64(acc) - off);
+    }
+}
+
 const qc_qops_impl qc_qops__avx512 = {
     maxpool_s8_avx512,
     maxpool_u8_avx512,
@@ -863,4 +886,5 @@ const qc_qops_impl qc_qops__avx512 = {
     avgpool_u8_avx512,
     add_avx512,
     requant_avx512,
+    plane_sums_avx512,
 };

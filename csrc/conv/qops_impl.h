@@ -252,11 +252,28 @@ QC_KERNEL void QC_QOPS_NAME(requant)(const void *x, int sx, void *y, int sy, siz
     }
 }
 
+/* ---- global pooling: the sum of each plane ---- */
+
+QC_KERNEL void QC_QOPS_NAME(plane_sums)(const void *x, int sx, size_t nplanes, size_t n,
+                                        int32_t *sums) {
+    for (size_t i = 0; i < nplanes; i++) {
+        int32_t s = 0;
+        if (sx) {
+            const int8_t *p = (const int8_t *)x + i * n;
+            for (size_t j = 0; j < n; j++) s += p[j];
+        } else {
+            const uint8_t *p = (const uint8_t *)x + i * n;
+            for (size_t j = 0; j < n; j++) s += p[j];
+        }
+        sums[i] = s;
+    }
+}
+
 /* ---- float64 requantization of int32 accumulators (conv epilogue) ---- */
 
 #define QC_QOPS_TABLE(NAME_)                                                                       \
     const qc_qops_impl NAME_ = {                                                                   \
         QC_QOPS_NAME(maxpool_s8), QC_QOPS_NAME(maxpool_u8), QC_QOPS_NAME(avgpool_s8),              \
         QC_QOPS_NAME(avgpool_u8),                                                                  \
-        QC_QOPS_NAME(add),        QC_QOPS_NAME(requant),                                           \
+        QC_QOPS_NAME(add),        QC_QOPS_NAME(requant),        QC_QOPS_NAME(plane_sums),          \
     };

@@ -594,13 +594,36 @@ typedef struct {
     uint8_t *y;
     qc_win2d g;
     qc_avgpool_params p;
-    int is_avg, x_signed;
+    int is_avg, x_signed, global;
     size_t planes_per_task, nplanes;
     int failed;
 } pool_ctx;
 
+/* Global average pooling: the planes' sums (the ISA's plane_sums), then the formula of the
+ * average pooling kernels (qops.h) with one window of cnt = H * W cells. */
+static void gpool_planes(const pool_ctx *c, size_t p0, size_t p1) {
+    const size_t n = c->g.H * c->g.W;
+    const float mc = c->p.m / (float)n;
+    const int32_t off = (int32_t)n * c->p.xzp; /* |n * xzp| <= 2^23 * 255 */
+    int32_t sums[256];
+    for (size_t b0 = p0; b0 < p1; b0 += 256) {
+        const size_t nb = QC_MIN((size_t)256, p1 - b0);
+        c->ops->plane_sums(c->x + b0 * n, c->x_signed, nb, n, sums);
+        for (size_t i = 0; i < nb; i++) {
+            const int32_t v = qc_requant_f32((float)(sums[i] - off) * mc, c->p.lo, c->p.hi,
+                                             c->p.yzp);
+            c->y[b0 + i] = (uint8_t)v; /* int8 results keep their two's complement byte */
+        }
+    }
+}
+
 static void pool_task(void *vctx, size_t task) {
     pool_ctx *c = vctx;
+    if (c->global) {
+        const size_t p0 = task * c->planes_per_task;
+        gpool_planes(c, p0, QC_MIN(c->nplanes, p0 + c->planes_per_task));
+        return;
+    }
     const size_t pw = (size_t)c->g.pl + c->g.W + (size_t)c->g.pr;
     /* scratch of the pooling kernels (qops.h), int32 covers both */
     void *ws = malloc((c->g.OH * pw + pw + 3 * c->g.OW + 192) * sizeof(int32_t));
@@ -685,6 +708,7 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
     c.g.kh = k[0], c.g.kw = k[1], c.g.sh = st[0], c.g.sw = st[1], c.g.dh = c.g.dw = 1;
     c.g.pt = pd[0], c.g.pl = pd[1], c.g.pb = pd[2], c.g.pr = pd[3];
     c.is_avg = kind != 0;
+    c.global = kind == 2;
     c.x_signed = qt == NPY_INT8;
     if (c.is_avg) {
         float xsc, ysc;
