@@ -146,7 +146,7 @@ typedef struct {
     size_t o_plane;         /* stride 2: offset of the odd-row plane */
     size_t in_bytes;        /* the input planes with their read slack */
     size_t in_stride;       /* in_bytes rounded up to 64 */
-    size_t out_bytes;       /* the flat outputs, L rounded up to 64 */
+    size_t out_bytes;       /* the flat outputs, L rounded up to 64, and 64 bytes of read slack */
     size_t bytes;           /* total scratch: two input and two output buffers */
 } qc_dw3_layout;
 
@@ -166,7 +166,7 @@ static inline void qc_dw3_geom(size_t OH, size_t OW, size_t s, qc_dw3_layout *g)
     }
     g->L = (OH - 1) * g->Q + OW;
     g->in_stride = (g->in_bytes + 63) & ~(size_t)63;
-    g->out_bytes = (g->L + 63) & ~(size_t)63;
+    g->out_bytes = ((g->L + 63) & ~(size_t)63) + 64;
     g->bytes = 2 * g->in_stride + 2 * g->out_bytes;
 }
 

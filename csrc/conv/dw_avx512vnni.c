@@ -29,23 +29,35 @@ QC_INLINE void dw3_copy(const uint8_t *src, uint8_t *dst, size_t n, __m512i flip
 }
 
 /* nrows rows of n bytes (src and dst row r at + r * lds, + r * ldd), xor flip: rows of up to
- * 16, 32 or 64 bytes as one masked load and store each, with the mask made once. */
+ * 16, 32 or 64 bytes as one load and one masked store each, with the mask made once. The load
+ * is masked too unless `whole` (a constant): the flat outputs may be read 64 bytes past their
+ * last row (qc_dw3_geom's slack), and there a plain load takes its bytes from the vector store
+ * that wrote them, where a masked one waits for that store to reach the cache (on this EPYC,
+ * the copy of 7-byte rows out was a fifth of a 7x7 plane's time). */
 QC_INLINE void dw3_rows(const uint8_t *src, size_t lds, uint8_t *dst, size_t ldd, size_t nrows,
-                        size_t n, __m512i flip) {
+                        size_t n, __m512i flip, const int whole) {
     if (n <= 16) {
         const __mmask16 k = (__mmask16)((1u << n) - 1);
         const __m128i f = _mm512_castsi512_si128(flip);
-        for (size_t r = 0; r < nrows; r++, src += lds, dst += ldd)
-            _mm_mask_storeu_epi8(dst, k, _mm_xor_si128(_mm_maskz_loadu_epi8(k, src), f));
+        for (size_t r = 0; r < nrows; r++, src += lds, dst += ldd) {
+            const __m128i v = whole ? _mm_loadu_si128((const __m128i *)(const void *)src)
+                                    : _mm_maskz_loadu_epi8(k, src);
+            _mm_mask_storeu_epi8(dst, k, _mm_xor_si128(v, f));
+        }
     } else if (n <= 32) {
         const __mmask32 k = (__mmask32)(((uint64_t)1 << n) - 1);
         const __m256i f = _mm512_castsi512_si256(flip);
-        for (size_t r = 0; r < nrows; r++, src += lds, dst += ldd)
-            _mm256_mask_storeu_epi8(dst, k, _mm256_xor_si256(_mm256_maskz_loadu_epi8(k, src), f));
+        for (size_t r = 0; r < nrows; r++, src += lds, dst += ldd) {
+            const __m256i v = whole ? _mm256_loadu_si256((const __m256i *)(const void *)src)
+                                    : _mm256_maskz_loadu_epi8(k, src);
+            _mm256_mask_storeu_epi8(dst, k, _mm256_xor_si256(v, f));
+        }
     } else if (n < 64) {
         const __mmask64 k = ((__mmask64)1 << n) - 1;
-        for (size_t r = 0; r < nrows; r++, src += lds, dst += ldd)
-            _mm512_mask_storeu_epi8(dst, k, _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, src), flip));
+        for (size_t r = 0; r < nrows; r++, src += lds, dst += ldd) {
+            const __m512i v = whole ? _mm512_loadu_si512(src) : _mm512_maskz_loadu_epi8(k, src);
+            _mm512_mask_storeu_epi8(dst, k, _mm512_xor_si512(v, flip));
+        }
     } else {
         for (size_t r = 0; r < nrows; r++, src += lds, dst += ldd) dw3_copy(src, dst, n, flip);
     }
@@ -63,13 +75,13 @@ QC_INLINE void dw3_fill(const qc_dw3 *d, const qc_dw3_layout *g, const uint8_t *
     if (r0 >= r1) return;
     const uint8_t *src = x + (size_t)(d->iy0 + (ptrdiff_t)r0) * d->W + (size_t)(d->ix0 + (ptrdiff_t)ca);
     if (d->s == 1) {
-        dw3_rows(src, d->W, in + r0 * g->P + ca, g->P, r1 - r0, cb - ca, flip);
+        dw3_rows(src, d->W, in + r0 * g->P + ca, g->P, r1 - r0, cb - ca, flip, 0);
         return;
     }
     /* stride 2: region row r to plane r % 2 (E, O), row r / 2 there */
     for (size_t r = r0; r < r0 + 2 && r < r1; r++) {
         dw3_rows(src + (r - r0) * d->W, 2 * d->W, in + r % 2 * g->o_plane + r / 2 * g->P + ca,
-                 g->P, (r1 - r + 1) / 2, cb - ca, flip);
+                 g->P, (r1 - r + 1) / 2, cb - ca, flip, 0);
     }
 }
 
@@ -192,7 +204,7 @@ QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8
 QC_INLINE void dw3_unflatten(const qc_dw3 *d, const qc_dw3_layout *g, const uint8_t *out,
                              size_t c) {
     uint8_t *yc = d->y + c * d->ycs;
-    dw3_rows(out, g->Q, yc, d->ldy, d->OH, d->OW, _mm512_setzero_si512());
+    dw3_rows(out, g->Q, yc, d->ldy, d->OH, d->OW, _mm512_setzero_si512(), 1);
 }
 
 /* Channels in a pipeline of three: fill c + 1's planes, compute c, copy c - 1's outputs out,

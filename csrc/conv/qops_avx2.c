@@ -480,7 +480,8 @@ static void plane_sums_avx2(const void *x, int sx, size_t nplanes, size_t n, int
                          zero));
         const __m128i h = _mm_add_epi64(_mm256_castsi256_si128(acc),
                                         _mm256_extracti128_si256(acc, 1));
-        int64_t s = _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1) - (sx ? 128 * (int64_t)nfull : 0);
+        int64_t s = _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1);
+        if (sx) s -= 128 * (int64_t)nfull;
         for (size_t j = nfull; j < n; j++) s += sx ? (int64_t)(int8_t)p[j] : (int64_t)p[j];
         sums[i] = (int32_t)s;
     }
