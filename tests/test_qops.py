@@ -554,3 +554,58 @@ def test_avg_pool_large_ratios(isa, dt):
                                   count_include_pad=cip),
                     ref_avg_pool(q, xs, dt(3), ys, dt(7), k, s, p, cip),
                     f"{isa} {xs}/{ys} {k} {s} cip={cip}")
+
+
+# The scalar forms of scales and zero points: Python floats and ints and NumPy scalars take a
+# short path in the bindings (no arrays); arrays take the general one. Every form of the same
+# value gives the same bytes, and every bad value the same error.
+SCALE_FORMS = [float, np.float32, np.float64, lambda v: np.array(v), lambda v: np.array([v]),
+               lambda v: np.array(v, np.float32)]
+ZP_FORMS = [int, np.uint8, lambda v: np.array(v, np.uint8), lambda v: np.array([v], np.uint8)]
+
+
+@pytest.mark.parametrize("sf", SCALE_FORMS)
+@pytest.mark.parametrize("zf", ZP_FORMS)
+def test_scalar_forms_agree(sf, zf):
+    rng = np.random.default_rng(11)
+    a, b = rand_q(rng, (1, 3, 5, 7), np.uint8), rand_q(rng, (1, 3, 5, 7), np.uint8)
+    # 0.1 and 0.3 are not float32 values: the short path rounds them as NumPy's cast does
+    want = qc.qlinear_add(a, np.float32(0.1), np.uint8(3), b, np.float32(0.3), np.uint8(250),
+                          np.float32(0.7), np.uint8(9))
+    got = qc.qlinear_add(a, sf(0.1), zf(3), b, sf(0.3), zf(250), sf(0.7), np.uint8(9))
+    assert_equal_exact(got, want, "qlinear_add")
+    want = qc.global_avg_pool(a, np.float32(0.1), np.uint8(3), np.float32(0.3), np.uint8(7))
+    assert_equal_exact(qc.global_avg_pool(a, sf(0.1), zf(3), sf(0.3), np.uint8(7)), want, "gap")
+    w = rng.integers(-127, 128, (4, 3, 3, 3), dtype=np.int8)
+    want = qc.qlinear_conv(a, np.float32(0.1), np.uint8(3), w, np.float32(0.01), np.int8(0),
+                           np.float32(0.3), np.uint8(7), pads=(1, 1, 1, 1))
+    got = qc.qlinear_conv(a, sf(0.1), zf(3), w, sf(0.01), 0, sf(0.3), np.uint8(7),
+                          pads=(1, 1, 1, 1))
+    assert_equal_exact(got, want, "qlinear_conv")
+
+
+@pytest.mark.parametrize("bad,err,match", [
+    (-0.5, ValueError, "a_scale: expected a positive finite value"),
+    (0.0, ValueError, "a_scale: expected a positive finite value"),
+    (float("nan"), ValueError, "a_scale: expected a positive finite value"),
+    (1e-50, ValueError, r"a_scale: expected a positive finite value, got 0\.0"),  # in float32
+])
+@pytest.mark.parametrize("sf", SCALE_FORMS)
+def test_scalar_forms_bad_scale(bad, err, match, sf):
+    q = np.zeros((1, 2, 3, 3), np.uint8)
+    with pytest.raises(err, match=match):
+        qc.qlinear_add(q, sf(bad), 0, q, 1.0, 0, 1.0, np.uint8(0))
+
+
+@pytest.mark.parametrize("bad,err,match", [
+    (256, ValueError, r"a_zero_point: expected values in \[0, 255\] \(uint8\), got 256"),
+    (-1, ValueError, r"a_zero_point: expected values in \[0, 255\] \(uint8\), got -1"),
+    (2 ** 70, TypeError, "a_zero_point: expected an array of an integer dtype"),
+    (np.int8(3), TypeError, "a_zero_point: expected uint8"),
+    (np.int32(3), TypeError, "a_zero_point: expected uint8"),
+    (1.5, TypeError, "a_zero_point"),
+])
+def test_scalar_forms_bad_zero_point(bad, err, match):
+    q = np.zeros((1, 2, 3, 3), np.uint8)
+    with pytest.raises(err, match=match):
+        qc.qlinear_add(q, 1.0, bad, q, 1.0, 0, 1.0, np.uint8(0))

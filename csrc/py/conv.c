@@ -1,5 +1,6 @@
 /* Bindings for convolution and the quantized operator set: parsing, validation, GIL release. */
 #include "py/pyutil.h"
+#include <numpy/arrayscalars.h>
 
 #include <math.h>
 #include <stdlib.h>
@@ -72,6 +73,27 @@ static int parse_zps(PyObject *obj, const char *arg, int typenum, const char *ty
     *count = 1;
     out[0] = 0;
     if (obj == NULL || obj == Py_None) return 0;
+    int32_t lo, hi;
+    range_of(typenum, &lo, &hi);
+    /* the usual scalars without the arrays (a few tenths of a microsecond each, which small
+     * tensors feel); anything else, and every error, through the arrays below */
+    if (PyLong_CheckExact(obj)) {
+        int overflow;
+        const long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (!overflow && !PyErr_Occurred() && v >= lo && v <= hi) {
+            out[0] = (int32_t)v;
+            return 0;
+        }
+        PyErr_Clear();
+    }
+    if (typenum == NPY_UINT8 && PyArray_IsScalar(obj, UByte)) {
+        out[0] = PyArrayScalar_VAL(obj, UByte);
+        return 0;
+    }
+    if (typenum == NPY_INT8 && PyArray_IsScalar(obj, Byte)) {
+        out[0] = PyArrayScalar_VAL(obj, Byte);
+        return 0;
+    }
     int t = zp_typenum(obj);
     if (t >= 0 && t != typenum) {
         return qc_type_error("%s: expected %s (the dtype of %s), got %s", arg,
@@ -95,8 +117,6 @@ static int parse_zps(PyObject *obj, const char *arg, int typenum, const char *ty
     Py_DECREF(z);
     if (!z64) return -1;
     const int64_t *v = PyArray_DATA(z64);
-    int32_t lo, hi;
-    range_of(typenum, &lo, &hi);
     for (npy_intp i = 0; i < size; i++) {
         if (v[i] < lo || v[i] > hi) {
             long long bad = (long long)v[i];
@@ -116,6 +136,15 @@ static int parse_scales(PyObject *obj, const char *arg, npy_intp n_allowed, floa
                         npy_intp *count) {
     if (obj == NULL || obj == Py_None) {
         return qc_type_error("%s: expected a positive float, got None", arg);
+    }
+    /* a float scalar: NumPy's float32 cast of it (round to nearest), without the arrays */
+    if (PyFloat_CheckExact(obj) || PyArray_IsScalar(obj, Float) ||
+        PyArray_IsScalar(obj, Double)) {
+        out[0] = PyArray_IsScalar(obj, Float)    ? PyArrayScalar_VAL(obj, Float)
+                 : PyArray_IsScalar(obj, Double) ? (float)PyArrayScalar_VAL(obj, Double)
+                                                 : (float)PyFloat_AS_DOUBLE(obj);
+        *count = 1;
+        return qc_check_scales(out, 1, arg);
     }
     PyArrayObject *s = qc_float32_array(obj, arg);
     if (!s) return -1;
