@@ -424,3 +424,24 @@ def test_onnxruntime_matmul_integer(rng, da, db):
     except Exception as e:  # noqa: BLE001 - some ORT builds lack a signedness combination
         pytest.skip(f"onnxruntime has no MatMulInteger for this combination: {e}")
     assert_equal_exact(qc.matmul_integer(a, b, za, zb), want, "onnxruntime MatMulInteger")
+
+
+# Scalar scales and zero points (Python float/int, NumPy scalars) take a short path in the
+# bindings; arrays the general one: the same value in any form gives the same bytes, and a bad
+# value the same error.
+@pytest.mark.parametrize("sf", [float, np.float32, np.float64, lambda v: np.array(v),
+                                lambda v: np.array([v], np.float32)])
+@pytest.mark.parametrize("zf", [int, np.uint8, lambda v: np.array(v, np.uint8)])
+def test_qlinear_matmul_scalar_forms(sf, zf):
+    rng = np.random.default_rng(12)
+    a = rng.integers(0, 256, (5, 40), dtype=np.uint8)
+    b = rng.integers(0, 256, (40, 7), dtype=np.uint8)
+    want = qc.qlinear_matmul(a, np.float32(0.1), np.uint8(3), b, np.float32(0.03),
+                             np.uint8(200), np.float32(0.7), np.uint8(9))
+    got = qc.qlinear_matmul(a, sf(0.1), zf(3), b, sf(0.03), zf(200), sf(0.7), np.uint8(9))
+    assert_equal_exact(got, want, "qlinear_matmul")
+    for bad in (-1.0, 0.0, float("inf")):
+        with pytest.raises(ValueError, match="a_scale: expected a positive finite value"):
+            qc.qlinear_matmul(a, sf(bad), zf(3), b, 0.1, 0, 0.1, np.uint8(0))
+    with pytest.raises(TypeError, match="a_zero_point: expected dtype uint8"):
+        qc.qlinear_matmul(a, 0.1, np.int8(3), b, 0.1, 0, 0.1, np.uint8(0))

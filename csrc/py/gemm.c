@@ -1,5 +1,6 @@
 /* Bindings for the gemm family: PackedMatrix, matmul_integer, qlinear_matmul, requant, Linear. */
 #include "py/pyutil.h"
+#include <numpy/arrayscalars.h>
 
 #include <math.h>
 #include <stdlib.h>
@@ -66,6 +67,16 @@ static int parse_zp(PyObject *obj, const char *arg, int typenum, npy_intp len, c
         out->count = 1;
         return 0;
     }
+    /* a NumPy scalar of the data's dtype: its value without the arrays */
+    if ((typenum == NPY_UINT8 && PyArray_IsScalar(obj, UByte)) ||
+        (typenum == NPY_INT8 && PyArray_IsScalar(obj, Byte))) {
+        out->v = PyMem_Malloc(sizeof(int32_t));
+        if (!out->v) return (PyErr_NoMemory(), -1);
+        out->v[0] = typenum == NPY_INT8 ? PyArrayScalar_VAL(obj, Byte)
+                                        : PyArrayScalar_VAL(obj, UByte);
+        out->count = 1;
+        return 0;
+    }
     PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(obj);
     if (!a) {
         PyErr_Clear();
@@ -104,6 +115,19 @@ static int parse_zp(PyObject *obj, const char *arg, int typenum, npy_intp len, c
 static int parse_scale(PyObject *obj, const char *arg, npy_intp len, const char *what,
                        qc_param *out) {
     memset(out, 0, sizeof *out);
+    /* a float scalar: NumPy's float32 cast of it (round to nearest), without the arrays */
+    if (PyFloat_CheckExact(obj) || PyArray_IsScalar(obj, Float) ||
+        PyArray_IsScalar(obj, Double)) {
+        const float v = PyArray_IsScalar(obj, Float)    ? PyArrayScalar_VAL(obj, Float)
+                        : PyArray_IsScalar(obj, Double) ? (float)PyArrayScalar_VAL(obj, Double)
+                                                        : (float)PyFloat_AS_DOUBLE(obj);
+        if (qc_check_scales(&v, 1, arg) < 0) return -1;
+        out->f = PyMem_Malloc(sizeof(float));
+        if (!out->f) return (PyErr_NoMemory(), -1);
+        out->f[0] = v;
+        out->count = 1;
+        return 0;
+    }
     PyArrayObject *a = qc_float32_array(obj, arg);
     if (!a) return -1;
     const npy_intp size = PyArray_SIZE(a);
