@@ -137,12 +137,7 @@ static int parse_scales(PyObject *obj, const char *arg, npy_intp n_allowed, floa
     if (obj == NULL || obj == Py_None) {
         return qc_type_error("%s: expected a positive float, got None", arg);
     }
-    /* a float scalar: NumPy's float32 cast of it (round to nearest), without the arrays */
-    if (PyFloat_CheckExact(obj) || PyArray_IsScalar(obj, Float) ||
-        PyArray_IsScalar(obj, Double)) {
-        out[0] = PyArray_IsScalar(obj, Float)    ? PyArrayScalar_VAL(obj, Float)
-                 : PyArray_IsScalar(obj, Double) ? (float)PyArrayScalar_VAL(obj, Double)
-                                                 : (float)PyFloat_AS_DOUBLE(obj);
+    if (qc_float_scalar(obj, out)) {
         *count = 1;
         return qc_check_scales(out, 1, arg);
     }

@@ -115,12 +115,8 @@ static int parse_zp(PyObject *obj, const char *arg, int typenum, npy_intp len, c
 static int parse_scale(PyObject *obj, const char *arg, npy_intp len, const char *what,
                        qc_param *out) {
     memset(out, 0, sizeof *out);
-    /* a float scalar: NumPy's float32 cast of it (round to nearest), without the arrays */
-    if (PyFloat_CheckExact(obj) || PyArray_IsScalar(obj, Float) ||
-        PyArray_IsScalar(obj, Double)) {
-        const float v = PyArray_IsScalar(obj, Float)    ? PyArrayScalar_VAL(obj, Float)
-                        : PyArray_IsScalar(obj, Double) ? (float)PyArrayScalar_VAL(obj, Double)
-                                                        : (float)PyFloat_AS_DOUBLE(obj);
+    float v;
+    if (qc_float_scalar(obj, &v)) {
         if (qc_check_scales(&v, 1, arg) < 0) return -1;
         out->f = PyMem_Malloc(sizeof(float));
         if (!out->f) return (PyErr_NoMemory(), -1);

@@ -1,5 +1,6 @@
 /* Binding-layer helpers shared by every family: dtype/axis/profile parsing, array conversion. */
 #include "py/pyutil.h"
+#include <numpy/arrayscalars.h>
 
 #include <math.h>
 #include <stdarg.h>
@@ -307,6 +308,14 @@ PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_int
     }
     Py_INCREF(o);
     return o;
+}
+
+int qc_float_scalar(PyObject *obj, float *out) {
+    if (PyArray_IsScalar(obj, Float)) *out = PyArrayScalar_VAL(obj, Float);
+    else if (PyArray_IsScalar(obj, Double)) *out = (float)PyArrayScalar_VAL(obj, Double);
+    else if (PyFloat_CheckExact(obj)) *out = (float)PyFloat_AS_DOUBLE(obj);
+    else return 0;
+    return 1;
 }
 
 int qc_check_scales(const float *s, size_t n, const char *arg) {

@@ -77,6 +77,10 @@ PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_int
 /* Scale values: every one strictly positive and finite, else ValueError naming the index. */
 int qc_check_scales(const float *s, size_t n, const char *arg);
 
+/* A float scalar (a Python float, a NumPy float32 or float64 scalar): 1 with NumPy's float32
+ * cast of it (round to nearest) in *out, without building arrays; 0 for anything else. */
+int qc_float_scalar(PyObject *obj, float *out);
+
 /* A requantization multiplier computed in float32 from scales (x_scale / y_scale ...): it must
  * be positive and finite, else ValueError naming `what` with the value (an overflow to inf or
  * an underflow to 0 would leave the result to each kernel's handling of inf or 0). */
