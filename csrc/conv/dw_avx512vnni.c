@@ -32,8 +32,8 @@ QC_INLINE void dw3_copy(const uint8_t *src, uint8_t *dst, size_t n, __m512i flip
  * 16, 32 or 64 bytes as one load and one masked store each, with the mask made once. The load
  * is masked too unless `whole` (a constant): the flat outputs may be read 64 bytes past their
  * last row (qc_dw3_geom's slack), and there a plain load takes its bytes from the vector store
- * that wrote them, where a masked one waits for that store to reach the cache (on this EPYC,
- * the copy of 7-byte rows out was a fifth of a 7x7 plane's time). */
+ * that wrote them, where a masked one waited for that store to reach the cache (on this EPYC,
+ * 1 thread, 960 channels of 7x7 x8: 144.5 -> 138.9 us). */
 QC_INLINE void dw3_rows(const uint8_t *src, size_t lds, uint8_t *dst, size_t ldd, size_t nrows,
                         size_t n, __m512i flip, const int whole) {
     if (n <= 16) {
