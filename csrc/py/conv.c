@@ -1,6 +1,5 @@
 /* Bindings for convolution and the quantized operator set: parsing, validation, GIL release. */
 #include "py/pyutil.h"
-#include <numpy/arrayscalars.h>
 
 #include <math.h>
 #include <stdlib.h>
@@ -86,14 +85,7 @@ static int parse_zps(PyObject *obj, const char *arg, int typenum, const char *ty
         }
         PyErr_Clear();
     }
-    if (typenum == NPY_UINT8 && PyArray_IsScalar(obj, UByte)) {
-        out[0] = PyArrayScalar_VAL(obj, UByte);
-        return 0;
-    }
-    if (typenum == NPY_INT8 && PyArray_IsScalar(obj, Byte)) {
-        out[0] = PyArrayScalar_VAL(obj, Byte);
-        return 0;
-    }
+    if (qc_zp_scalar(obj, typenum, out)) return 0;
     int t = zp_typenum(obj);
     if (t >= 0 && t != typenum) {
         return qc_type_error("%s: expected %s (the dtype of %s), got %s", arg,

@@ -1,6 +1,5 @@
 /* Bindings for the gemm family: PackedMatrix, matmul_integer, qlinear_matmul, requant, Linear. */
 #include "py/pyutil.h"
-#include <numpy/arrayscalars.h>
 
 #include <math.h>
 #include <stdlib.h>
@@ -67,13 +66,11 @@ static int parse_zp(PyObject *obj, const char *arg, int typenum, npy_intp len, c
         out->count = 1;
         return 0;
     }
-    /* a NumPy scalar of the data's dtype: its value without the arrays */
-    if ((typenum == NPY_UINT8 && PyArray_IsScalar(obj, UByte)) ||
-        (typenum == NPY_INT8 && PyArray_IsScalar(obj, Byte))) {
+    int32_t z;
+    if (qc_zp_scalar(obj, typenum, &z)) { /* a NumPy scalar of the data's dtype */
         out->v = PyMem_Malloc(sizeof(int32_t));
         if (!out->v) return (PyErr_NoMemory(), -1);
-        out->v[0] = typenum == NPY_INT8 ? PyArrayScalar_VAL(obj, Byte)
-                                        : PyArrayScalar_VAL(obj, UByte);
+        out->v[0] = z;
         out->count = 1;
         return 0;
     }

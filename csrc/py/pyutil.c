@@ -318,6 +318,16 @@ int qc_float_scalar(PyObject *obj, float *out) {
     return 1;
 }
 
+int qc_zp_scalar(PyObject *obj, int typenum, int32_t *out) {
+    if (typenum == NPY_UINT8 && PyArray_IsScalar(obj, UByte))
+        *out = PyArrayScalar_VAL(obj, UByte);
+    else if (typenum == NPY_INT8 && PyArray_IsScalar(obj, Byte))
+        *out = PyArrayScalar_VAL(obj, Byte);
+    else
+        return 0;
+    return 1;
+}
+
 int qc_check_scales(const float *s, size_t n, const char *arg) {
     for (size_t i = 0; i < n; i++) {
         if (!(s[i] > 0.0f) || !isfinite(s[i])) {

@@ -81,6 +81,10 @@ int qc_check_scales(const float *s, size_t n, const char *arg);
  * cast of it (round to nearest) in *out, without building arrays; 0 for anything else. */
 int qc_float_scalar(PyObject *obj, float *out);
 
+/* A NumPy scalar of dtype typenum (int8 or uint8): 1 with its value in *out, without building
+ * arrays; 0 for anything else. */
+int qc_zp_scalar(PyObject *obj, int typenum, int32_t *out);
+
 /* A requantization multiplier computed in float32 from scales (x_scale / y_scale ...): it must
  * be positive and finite, else ValueError naming `what` with the value (an overflow to inf or
  * an underflow to 0 would leave the result to each kernel's handling of inf or 0). */
