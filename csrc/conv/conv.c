@@ -873,52 +873,52 @@ static void xp_rows_task(void *vctx, size_t task) {
     }
 }
 
-/* A task of the padded copy from NCHW x: up to 64 channels (a cache line of every pixel, xp
- * being 64-byte aligned: tasks of 16 channels on other threads wrote the same lines, and the
- * lines went back and forth between the cores, 1 thread -> 2 threads: 3x3/2 128 @56 547 ->
- * 406 us) of one image and a band of its padded rows (xrows of them; the whole image unless
- * there are too few tasks for the threads), transposed into their bytes of every pixel
- * (x_zp in the padding). Long runs of a plane to read, which the prefetchers follow (tasks
- * of a few rows of every channel ran at a quarter of the speed once x left the L2 cache:
- * 3x3/2 128 @56 at batch 8). */
+/* A task of the padded copy from NCHW x: one image, a band of its padded rows (xrows of them:
+ * the whole image unless there are too few tasks for the threads), every channel transposed
+ * into its bytes of every pixel (x_zp in the padding). Bands of rows, not of channels: tasks
+ * of 16 channels on other threads wrote into the same lines, or their neighbours, which the
+ * cores' prefetchers pull in pairs (1 thread -> 2 threads: 3x3/2 128 @56 at batch 1 547 ->
+ * 406 us, and with 64-channel tasks still 360 us). Long runs of each plane to read, which
+ * the prefetchers follow (tasks of a few rows of every channel ran at a quarter of the speed
+ * once x left the L2 cache: 3x3/2 128 @56 at batch 8). */
 static void xp_band_task(void *vctx, size_t task) {
     run_ctx *ctx = vctx;
     const qc_conv_args *a = ctx->a;
     const size_t C = a->C, Wp = ctx->Wp, HW = a->H * a->W, H = a->H, W = a->W;
-    const size_t lines = (C + 63) / 64, bands = (ctx->Hp + ctx->xrows - 1) / ctx->xrows;
-    const size_t band = task % bands, c0 = task / bands % lines * 64, i = task / bands / lines;
-    const size_t n = ctx->xn0 + i, nc = QC_MIN((size_t)64, C - c0);
+    const size_t bands = (ctx->Hp + ctx->xrows - 1) / ctx->xrows;
+    const size_t band = task % bands, i = task / bands, n = ctx->xn0 + i;
     const size_t pt = (size_t)a->pt, pl = (size_t)a->pl;
     const size_t y0 = band * ctx->xrows, y1 = QC_MIN(ctx->Hp, y0 + ctx->xrows);
     const uint8_t fill = (uint8_t)a->xzp;
-    uint8_t *img = ctx->xp + i * ctx->ximg + c0;
+    uint8_t *img = ctx->xp + i * ctx->ximg;
     for (size_t yp = y0; yp < y1; yp++) {
         uint8_t *row = img + yp * Wp * C;
-        const int inside = yp >= pt && yp < pt + H;
-        for (size_t xq = 0; xq < Wp; xq++) {
-            if (inside && xq == pl) xq += W; /* the image's pixels: the transpose's */
-            if (xq < Wp) memset(row + xq * C, fill, nc);
+        if (yp < pt || yp >= pt + H) {
+            memset(row, fill, Wp * C);
+            continue;
         }
+        memset(row, fill, pl * C);
+        memset(row + (pl + W) * C, fill, (Wp - pl - W) * C);
     }
     /* the image rows [ya, yb) inside this band */
     const size_t ya = QC_MIN(H, QC_MAX(y0, pt) - pt), yb = QC_MIN(H, y1 > pt ? y1 - pt : 0);
     if (ya < yb)
-        qc_transpose_u8_wrap(ctx->x + (n * C + c0) * HW + ya * W, nc, (yb - ya) * W, HW,
+        qc_transpose_u8_wrap(ctx->x + n * C * HW + ya * W, C, (yb - ya) * W, HW,
                              img + ((ya + pt) * Wp + pl) * C, C, W, Wp - W);
 }
 
 /* Images xn0 .. xn0 + n - 1 into the padded copy. From NCHW x: bands of padded rows until
- * every thread has two tasks (batch 1, under 128 channels), at least 8 rows a band. */
+ * every thread has two tasks (batch 1), at least 8 rows a band. */
 static void ix_fill(run_ctx *ctx, size_t n) {
     const qc_conv_args *a = ctx->a;
     if (a->x_nhwc) {
         qc_parallel_for(n * ((ctx->Hp + 7) / 8), xp_rows_task, ctx);
         return;
     }
-    const size_t per = n * ((a->C + 63) / 64), want = 2 * (size_t)qc_get_num_threads();
-    const size_t nb = QC_MIN((want + per - 1) / per, QC_MAX((size_t)1, ctx->Hp / 8));
+    const size_t want = 2 * (size_t)qc_get_num_threads();
+    const size_t nb = QC_MIN((want + n - 1) / n, QC_MAX((size_t)1, ctx->Hp / 8));
     ctx->xrows = (ctx->Hp + nb - 1) / nb;
-    qc_parallel_for(per * ((ctx->Hp + ctx->xrows - 1) / ctx->xrows), xp_band_task, ctx);
+    qc_parallel_for(n * ((ctx->Hp + ctx->xrows - 1) / ctx->xrows), xp_band_task, ctx);
 }
 
 /* GEMM tasks per image without span: a group, a pixel block and a column chunk each. */
@@ -950,7 +950,8 @@ static int ix_build(run_ctx *ctx) {
     const qc_conv_weights *w = a->w;
     const size_t C = a->C, Wp = ctx->Wp, P = ctx->P, rows = ctx->span ? a->N * P : P;
     ctx->xcn = ctx->span ? a->N : chunk_images(ctx);
-    /* 64-byte aligned: xp_band_task's lines */
+    /* 64-byte aligned: the row bands of the copy (ix_fill) share no line where Wp * C is
+     * a multiple of 64 */
     const size_t xpb = QC_MAX(mul_sat(ctx->ximg, ctx->xcn), (size_t)1);
     ctx->xp = aligned_alloc(64, add_sat(xpb, 63) & ~(size_t)63);
     ctx->xrow = malloc(QC_MAX(mul_sat(rows, sizeof(ptrdiff_t)), (size_t)1));
