@@ -200,3 +200,70 @@ def test_exact_epilogue_limit(isa):
         want = _run_both(x, np.uint8(128), w, np.zeros(C, np.int8), None, np.uint8(201), bias,
                          False, s, (1, 1, 1, 1), f"{isa} limit s{s}", threads=(1,), mult=mult)
         assert (want == 202).all()
+
+
+# ---- in place (stride 1, padding 1, planes of up to 576 pixels: dw.h, qc_dw3f) ----
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 63), (1, 64), (1, 65), (8, 8), (7, 9), (5, 13),
+                                (13, 5), (9, 1), (24, 24), (8, 72), (1, 576), (1, 577),
+                                (17, 34)], ids=lambda hw: f"{hw[0]}x{hw[1]}")
+@pytest.mark.parametrize("xdt,ydt,relu", [(np.uint8, np.uint8, False), (np.int8, np.int8, True),
+                                          (np.int8, np.uint8, False)])
+def test_in_place_planes(isa, hw, xdt, ydt, relu):
+    # whole planes read and written where they lie, the padding by masks: widths and heights of
+    # 1, steps of 64 outputs, the last partial step, up to the 576-pixel limit and past it
+    # (the padded copies then); neighbouring channels and images hold other values, which the
+    # masks keep out
+    H, W = hw
+    rng = np.random.default_rng(H * 7919 + W)
+    C = 6
+    info = np.iinfo(xdt)
+    x = rng.integers(info.min, info.max + 1, (2, C, H, W)).astype(xdt)
+    w = rng.integers(-128, 128, (C, 1, 3, 3), dtype=np.int8)
+    ws = rng.uniform(0.002, 0.02, C).astype(np.float32)
+    bias = rng.integers(-3000, 3000, C).astype(np.int32)
+    xzp = xdt(info.min + 3)
+    yzp = ydt(np.iinfo(ydt).min + 100)
+    _run_both(x, xzp, w, np.zeros(C, np.int8), ws, yzp, bias, relu, 1, (1, 1, 1, 1),
+              f"{isa} {H}x{W} {np.dtype(xdt).name}")
+
+
+def _guarded(nbytes, at_end):
+    """A uint8 buffer of nbytes right after an inaccessible page (at_end False) or right
+    before one (at_end True): a read or write past it faults."""
+    import ctypes
+    import mmap
+    page = mmap.PAGESIZE
+    span = (nbytes + page - 1) // page * page
+    mm = mmap.mmap(-1, span + 2 * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    for addr in (base, base + page + span):
+        assert libc.mprotect(addr, page, 0) == 0  # PROT_NONE
+    off = page + (span - nbytes if at_end else 0)
+    return np.frombuffer(mm, np.uint8, nbytes, off), mm
+
+
+@pytest.mark.parametrize("at_end", [False, True])
+def test_in_place_reads_no_further(isa, at_end):
+    # x and y against inaccessible pages: the loads that start before the first plane or end
+    # past the last are masked there (a byte read or written beyond would fault)
+    N, C, H, W = 1, 3, 5, 7
+    rng = np.random.default_rng(11)
+    xb, xm = _guarded(N * C * H * W, at_end)
+    x = xb.reshape(N, C, H, W)
+    x[...] = rng.integers(0, 256, x.shape)
+    w = rng.integers(-128, 128, (C, 1, 3, 3), dtype=np.int8)
+    ws = rng.uniform(0.002, 0.02, C).astype(np.float32)
+    kw = dict(strides=(1, 1), pads=(1, 1, 1, 1), group=C)
+    want = ref_qlinear_conv(x, np.float32(0.02), np.uint8(9), w, ws, np.zeros(C, np.int8),
+                            np.float32(0.5), np.uint8(7), None, relu=False, **kw)
+    yb, ym = _guarded(want.size, at_end)
+    y = yb.reshape(want.shape)
+    packed = qc.pack_conv_weight(w, np.zeros(C, np.int8), group=C)
+    got = qc.qlinear_conv(x, np.float32(0.02), np.uint8(9), packed, ws, None, np.float32(0.5),
+                          np.uint8(7), None, out=y, **kw)
+    assert got is y or np.shares_memory(got, y)
+    assert_equal_exact(y, want, f"{isa} at_end={at_end}")
+    del x, y, got, xb, yb

@@ -606,6 +606,8 @@ typedef struct dw3_plan_s {
     size_t TH, nty;         /* output rows of a band, bands per plane */
     size_t chunk, nchunks;  /* channels per task, tasks per band */
     size_t bytes;           /* scratch per task */
+    int flat;               /* in place (dw3f): whole planes, no scratch, these masks */
+    uint64_t masks[12 * ((QC_DW3F_MAX_HW + 63) / 64)];
 } dw3_plan;
 
 /* A task: channels [c0, c0 + chunk) of one band of one image. */
@@ -617,8 +619,8 @@ static void dw3_task(void *vctx, size_t task) {
     const size_t c0 = task % pl->nchunks * pl->chunk, ty = task / pl->nchunks % pl->nty;
     const size_t n = task / (pl->nchunks * pl->nty);
     const size_t oy0 = ty * pl->TH;
-    uint8_t *buf = aligned_alloc(64, pl->bytes);
-    if (!buf) {
+    uint8_t *buf = pl->flat ? NULL : aligned_alloc(64, pl->bytes);
+    if (!buf && !pl->flat) {
         atomic_store(&ctx->failed, 1);
         return;
     }
@@ -642,7 +644,9 @@ static void dw3_task(void *vctx, size_t task) {
     d.ycs = OH * OW;
     d.ldy = OW;
     d.buf = buf;
-    pl->k->dw3(&d);
+    d.masks = pl->masks;
+    if (pl->flat) pl->k->dw3f(&d);
+    else pl->k->dw3(&d);
     free(buf);
 }
 
@@ -655,6 +659,9 @@ static int dw3_run(run_ctx *ctx, const qc_dw_kernels *k, size_t forced) {
     const size_t nt = (size_t)qc_get_num_threads();
     dw3_plan pl;
     pl.k = k;
+    /* in place: stride 1, padding 1 all round, small planes (not when tests force bands) */
+    pl.flat = k->dw3f && !forced && s == 1 && a->pt == 1 && a->pl == 1 && OH == a->H &&
+              OW == a->W && OH * OW <= QC_DW3F_MAX_HW;
     qc_dw3_layout g;
     size_t TH = forced ? QC_MIN(forced, OH) : OH;
     for (;;) {
@@ -666,6 +673,10 @@ static int dw3_run(run_ctx *ctx, const qc_dw_kernels *k, size_t forced) {
     pl.TH = (OH + pl.nty - 1) / pl.nty;
     qc_dw3_geom(pl.TH, OW, s, &g);
     pl.bytes = g.bytes;
+    if (pl.flat) {
+        pl.nty = 1, pl.TH = OH;
+        qc_dw3f_masks(OH, OW, pl.masks);
+    }
     const size_t bands = a->N * pl.nty, want = 4 * nt;
     const size_t split = QC_MIN(C, (want + bands - 1) / bands);
     pl.chunk = (C + split - 1) / split;

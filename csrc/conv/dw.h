@@ -119,6 +119,15 @@ typedef struct {
  * 64 outputs are 12 loads and 12 vpdpbusd, no shuffles, and the 4 result vectors go back into
  * output order with the int32 -> byte packs and one vpshufb (stride 2: and one vpermq).
  *
+ * In place (dw3f): stride 1 with one pixel of padding all round (OH = H, OW = W) on whole
+ * planes of at most QC_DW3F_MAX_HW pixels reads x and writes y where they lie: outputs are
+ * numbered u = oy * W + ox (the NCHW plane itself), row ky's quad of output u is the 4 bytes
+ * at x + u + (ky - 1) * W - 1, and the bytes of it outside the plane (the rows above and below,
+ * the column left of ox = 0 and right of ox = W - 1, the unused fourth) are x_zp: a masked
+ * load with x_zp under the mask, the masks (`masks`, made once per call by qc_dw3f_masks)
+ * being the same for every channel. No copies in or out, where a 7x7 plane spent about 40% of
+ * its time.
+ *
  * Numerics: bias + sum w' * (x - x_zp) = (bias - x_zp * sum w') + sum w' * x modulo 2^32, so
  * the kernel adds x as it is (padding reads x_zp) onto bias - x_zp * sum w', wrapping like the
  * reference. Needs every w' = w - w_zp in [-128, 127] (the weights carry dw3q only then).
@@ -139,7 +148,29 @@ typedef struct {
     uint8_t *y;             /* channel c's band at y + c * ycs, output row r at + r * ldy */
     size_t ycs, ldy;
     uint8_t *buf;           /* scratch: qc_dw3_geom's bytes, 64-byte aligned */
+    const uint64_t *masks;  /* in place (dw3f): qc_dw3f_masks' */
 } qc_dw3;
+
+/* Pixels of a plane the in-place kernel takes, at most: past that the padded copies' aligned
+ * loads win (1 thread, this EPYC, batch 8, in place / copies: 960 @7 100 / 147 us, 384 @6 41 /
+ * 57, 192 @12 48 / 52, 576 @14 183 / 193, 144 @24 101 / 105, 192 @28 188 / 178) */
+#define QC_DW3F_MAX_HW 576
+
+/* The in-place kernel's byte masks: per step of 64 outputs (u0 = 64 * step) and per k = 0..3,
+ * ky = 0..2 (index 12 * step + 4 * ky + k), bit 4i + j set where byte j of lane i of the load
+ * at x + u0 + k + (ky - 1) * W - 1 lies in the plane: output u = u0 + 4i + k < H * W, input
+ * row oy + ky - 1 and column ox + j - 1 inside it, j < 3. m holds 12 * ceil(H * W / 64). */
+static inline void qc_dw3f_masks(size_t H, size_t W, uint64_t *m) {
+    const size_t HW = H * W;
+    for (size_t i = 0; i < 12 * ((HW + 63) / 64); i++) m[i] = 0;
+    for (size_t u = 0, oy = 0, ox = 0; u < HW; u++) {
+        const size_t r = u % 64, lane = r / 4, k = r % 4;
+        const uint64_t q = (uint64_t)2 | (ox > 0 ? 1u : 0u) | (ox + 1 < W ? 4u : 0u);
+        for (size_t ky = 0; ky < 3; ky++)
+            if (oy + ky >= 1 && oy + ky <= H) m[12 * (u / 64) + 4 * ky + k] |= q << (4 * lane);
+        if (++ox == W) ox = 0, oy++;
+    }
+}
 
 typedef struct {
     size_t P, Q, L;         /* input pitch, flat output pitch, flat outputs */
@@ -185,6 +216,7 @@ typedef struct {
     void (*tile)(const qc_dw_tile *t);
     void (*nhwc)(const qc_dw_nhwc *b);
     void (*dw3)(const qc_dw3 *d); /* NULL where the ISA has no vpdpbusd */
+    void (*dw3f)(const qc_dw3 *d); /* in place (see qc_dw3); NULL with dw3 */
 } qc_dw_kernels;
 
 extern const qc_dw_kernels qc_dw_kernels_scalar;

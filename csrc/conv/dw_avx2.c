@@ -234,5 +234,5 @@ static void nhwc_avx2(const qc_dw_nhwc *b) {
 }
 
 const qc_dw_kernels qc_dw_kernels_avx2 = {"conv_dw_pairs_4x8__avx2", rows_avx2, rows2_avx2, pairs_avx2,
-                                          tile_avx2, nhwc_avx2, NULL};
+                                          tile_avx2, nhwc_avx2, NULL, NULL};
 #endif

@@ -6,5 +6,5 @@
 
 const qc_dw_kernels qc_dw_kernels_avx512 = {"conv_dw_pairs_4x16__avx512", dw_rows__avx512, dw_rows2__avx512,
                                             dw_pairs__avx512, dw_tile__avx512, dw_nhwc__avx512,
-                                            NULL};
+                                            NULL, NULL};
 #endif

@@ -122,6 +122,34 @@ QC_INLINE void dw3_step2(const uint8_t *e, const uint8_t *o, size_t P, __m512i w
     QC_DPBUSD(*a3, _mm512_loadu_si512(e2 + 66), w2);
 }
 
+/* In place (qc_dw3f_masks): 64 outputs from u0 of the plane at x, vector k holding outputs
+ * u0 + 4i + k as in dw3_step1; the bytes outside the plane are zpv's (x_zp as given), then,
+ * with FLIP (int8 x), every byte xor flip (to the u8 domain). Masked-off bytes are never
+ * read, so the loads reach before and past the plane safely; the addresses are formed as
+ * integers. */
+QC_INLINE void dw3_step0(const uint8_t *x, size_t W, const uint64_t *m, __m512i zpv,
+                         const int FLIP, __m512i flip, __m512i w0, __m512i w1, __m512i w2,
+                         __m512i *a0, __m512i *a1, __m512i *a2, __m512i *a3) {
+    const uintptr_t b = (uintptr_t)x - W - 1;
+    /* the xor only for int8 x: 12 more vector operations per step cost uint8 x 10-15% */
+#define QC_LD0(ky, k) _mm512_mask_loadu_epi8(zpv, m[4 * ky + k], (const void *)(b + ky * W + k))
+#define QC_LD(ky, k) (FLIP ? _mm512_xor_si512(QC_LD0(ky, k), flip) : QC_LD0(ky, k))
+    QC_DPBUSD(*a0, QC_LD(0, 0), w0);
+    QC_DPBUSD(*a1, QC_LD(0, 1), w0);
+    QC_DPBUSD(*a2, QC_LD(0, 2), w0);
+    QC_DPBUSD(*a3, QC_LD(0, 3), w0);
+    QC_DPBUSD(*a0, QC_LD(1, 0), w1);
+    QC_DPBUSD(*a1, QC_LD(1, 1), w1);
+    QC_DPBUSD(*a2, QC_LD(1, 2), w1);
+    QC_DPBUSD(*a3, QC_LD(1, 3), w1);
+    QC_DPBUSD(*a0, QC_LD(2, 0), w2);
+    QC_DPBUSD(*a1, QC_LD(2, 1), w2);
+    QC_DPBUSD(*a2, QC_LD(2, 2), w2);
+    QC_DPBUSD(*a3, QC_LD(2, 3), w2);
+#undef QC_LD
+#undef QC_LD0
+}
+
 /* 4 vectors of results (in [lo, hi] or beyond: clamped here) to 64 bytes in output order. The
  * packs saturate (int32 -> int16 -> uint8 or int8: hi is the type's maximum) within 128-bit
  * lanes, so lane l of the bytes holds elements 4l..4l+3 of a0, a1, a2, a3 in turn, rearranged
@@ -150,10 +178,11 @@ QC_INLINE __m512i dw3_bytes(const int U8, const int S, const int RELU, __m512i a
  * lanes, no test; the packs clamp. That step is qc_rint16_magic_avx512 (epilogue_avx512.h),
  * shared with the NCHW conv kernel. */
 
-/* One channel's flat outputs into out (64-byte aligned). */
+/* One channel's flat outputs into out (64-byte aligned); S <= 0: in place (dw3f), in and out
+ * the channel's planes of x and y, zpv and flip for dw3_step0 (S == -1: x is int8). */
 QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8, const int S,
                            const uint8_t *in, uint8_t *out, size_t c, int32_t xzp,
-                           __m512i shuf, const qc_dw_tile *tv) {
+                           __m512i shuf, const qc_dw_tile *tv, __m512i zpv, __m512i flip) {
     const int32_t b0 = d->bias ? d->bias[c] : 0;
     const int32_t b = (int32_t)((uint32_t)b0 - (uint32_t)xzp * (uint32_t)d->wsum[c]);
     const __m512i bias = _mm512_set1_epi32(b);
@@ -173,9 +202,13 @@ QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8
     const __m512 lo = _mm512_set1_ps((float)d->lo), hi = _mm512_set1_ps((float)d->hi);
     const __m512i lo8 = _mm512_set1_epi8((char)d->lo);
     const int relu = d->lo > (U8 ? 0 : -128); /* a clamp above the packs' saturation */
-    for (size_t u0 = 0; u0 < g->L; u0 += 64) {
+    const size_t L = S > 0 ? g->L : d->H * d->W;
+    for (size_t u0 = 0; u0 < L; u0 += 64) {
         __m512i a0 = bias, a1 = bias, a2 = bias, a3 = bias;
-        if (S == 1) {
+        if (S <= 0) {
+            dw3_step0(in + u0, d->W, d->masks + 12 * (u0 / 64), zpv, S < 0, flip, w0, w1, w2,
+                      &a0, &a1, &a2, &a3);
+        } else if (S == 1) {
             dw3_step1(in + u0, g->P, w0, w1, w2, &a0, &a1, &a2, &a3);
         } else {
             dw3_step2(in + 2 * u0, in + g->o_plane + 2 * u0, g->P, w0, w1, w2, &a0, &a1, &a2,
@@ -195,8 +228,11 @@ QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8
             a2 = dw_rq16__avx512vnni(a2, s, zp, lo, hi, small, yz, il, ih);
             a3 = dw_rq16__avx512vnni(a3, s, zp, lo, hi, small, yz, il, ih);
         }
-        _mm512_store_si512(out + u0, relu ? dw3_bytes(U8, S, 1, a0, a1, a2, a3, lo8, shuf)
-                                          : dw3_bytes(U8, S, 0, a0, a1, a2, a3, lo8, shuf));
+        const __m512i yb = relu ? dw3_bytes(U8, S, 1, a0, a1, a2, a3, lo8, shuf)
+                                : dw3_bytes(U8, S, 0, a0, a1, a2, a3, lo8, shuf);
+        if (S > 0) _mm512_store_si512(out + u0, yb);
+        else _mm512_mask_storeu_epi8(out + u0, L - u0 >= 64 ? ~(__mmask64)0
+                                                            : ((__mmask64)1 << (L - u0)) - 1, yb);
     }
 }
 
@@ -237,10 +273,37 @@ QC_INLINE void dw3_run(const qc_dw3 *d, const int U8, const int S) {
     for (size_t c = 0; c < d->nch; c++) {
         if (ca < cb && c + 1 < d->nch)
             dw3_fill(d, &g, d->x + (c + 1) * d->xcs, in[(c + 1) % 2], ca, cb, flip);
-        dw3_channel(d, &g, U8, S, in[c % 2], out[c % 2], c, xzp, shuf, &tv);
+        dw3_channel(d, &g, U8, S, in[c % 2], out[c % 2], c, xzp, shuf, &tv, flip, flip);
         if (c) dw3_unflatten(d, &g, out[(c - 1) % 2], c - 1);
     }
     if (d->nch) dw3_unflatten(d, &g, out[(d->nch - 1) % 2], d->nch - 1);
+}
+
+/* In place (dw3f): every channel straight from its plane of x into its plane of y. */
+QC_INLINE void dw3f_run(const qc_dw3 *d, const int U8, const int FLIP) {
+    qc_dw3_layout g; /* unused in place */
+    memset(&g, 0, sizeof g);
+    const int32_t xzp = d->sx ? d->xzp + 128 : d->xzp; /* the u8 domain */
+    const __m512i flip = _mm512_set1_epi8((char)0x80); /* FLIP: int8 x */
+    const __m512i zpv = _mm512_set1_epi8((char)(uint8_t)d->xzp);
+    static const int8_t sh1[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+    const __m512i shuf = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)sh1));
+    qc_dw_tile tv;
+    memset(&tv, 0, sizeof tv);
+    tv.y_zp = d->y_zp, tv.lo = d->lo, tv.hi = d->hi;
+    for (size_t c = 0; c < d->nch; c++)
+        dw3_channel(d, &g, U8, FLIP ? -1 : 0, d->x + c * d->xcs, d->y + c * d->ycs, c, xzp, shuf,
+                    &tv, zpv, flip);
+}
+
+static void dw3f__avx512vnni(const qc_dw3 *d) {
+    if (d->hi == 255) {
+        if (d->sx) dw3f_run(d, 1, 1);
+        else dw3f_run(d, 1, 0);
+    } else {
+        if (d->sx) dw3f_run(d, 0, 1);
+        else dw3f_run(d, 0, 0);
+    }
 }
 
 static void dw3__avx512vnni(const qc_dw3 *d) {
@@ -256,5 +319,5 @@ static void dw3__avx512vnni(const qc_dw3 *d) {
 const qc_dw_kernels qc_dw_kernels_avx512vnni = {"conv_dw_pairs_4x16_quads3x3__avx512vnni",
                                                 dw_rows__avx512vnni, dw_rows2__avx512vnni, dw_pairs__avx512vnni,
                                                 dw_tile__avx512vnni, dw_nhwc__avx512vnni,
-                                                dw3__avx512vnni};
+                                                dw3__avx512vnni, dw3f__avx512vnni};
 #endif

@@ -88,4 +88,4 @@ static void nhwc_scalar(const qc_dw_nhwc *b) {
 }
 
 const qc_dw_kernels qc_dw_kernels_scalar = {"conv_dw_pairs__scalar", rows_scalar, rows2_scalar, pairs_scalar,
-                                            tile_scalar, nhwc_scalar, NULL};
+                                            tile_scalar, nhwc_scalar, NULL, NULL};
