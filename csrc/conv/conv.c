@@ -1186,9 +1186,12 @@ static void nchw_panel(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t
             const size_t k = 4 * q + i;
             if (k >= K) {
                 rows[i] = NULL;
-            } else if (ctx->direct && p0 + np <= ctx->P) {
+            } else if (ctx->direct && (n * a->C + g * a->w->Cg + k) * ctx->P + p0 + np <=
+                                          a->N * a->C * ctx->P) {
+                /* in place, the np - nb bytes past a plane's last block included: the next
+                 * plane's, in columns whose outputs are never stored */
                 rows[i] = ctx->x + (n * a->C + g * a->w->Cg + k) * ctx->P + p0;
-            } else if (ctx->direct) { /* the plane's last block: np would read past it */
+            } else if (ctx->direct) { /* the end of x: np would read past it */
                 memcpy(tmp + i * np, ctx->x + (n * a->C + g * a->w->Cg + k) * ctx->P + p0, nb);
                 rows[i] = tmp + i * np;
             } else {
@@ -1294,7 +1297,9 @@ static int nchw_run(run_ctx *ctx) {
      * pixels further while blocks keep 256 pixels (their panels are disjoint), then the output
      * channels into chunks (each chunk builds its block's panel again, a small cost), and only
      * then the pixels below 256 (more partial kernel sub-tiles). */
-    const size_t want = 4 * nt, tiles = (Ng + QC_NCHW_MR - 1) / QC_NCHW_MR;
+    /* (one thread: one task per block, each chunk would build the panel again: 1x1 96 ->
+     * 576 @14 70 -> 66 us) */
+    const size_t want = nt > 1 ? 4 * nt : 1, tiles = (Ng + QC_NCHW_MR - 1) / QC_NCHW_MR;
     const size_t target = QC_MAX((size_t)QC_NCHW_NR, (96 << 10) / kp);
     size_t nblocks = (P + target - 1) / target;
     if (units * nblocks < want)
