@@ -345,8 +345,8 @@ IX_CASES = [
     (2, 64, 3, 3, 256, 3, 3, 1, 1, 1, 1, (1, 1, 1, 1)),    # the same over two images
     (1, 4, 8, 9, 16, 3, 3, 2, 2, 1, 1, (0, 0, 0, 0)),      # no padding, the last row unread
     (1, 4, 8, 9, 16, 3, 3, 1, 1, 3, 3, (0, 0, 0, 0)),      # dilation 3
-    # the padded copy from NCHW x in bands of rows (batch 1 on 2 or 3 threads); padding
-    # above and below, none below
+    # the padded copy from NCHW x in bands of rows (batch 1 on 2 or 3 threads): padding
+    # above and below, then above only
     (1, 80, 30, 7, 32, 3, 3, 1, 1, 1, 1, (2, 1, 1, 1)),
     (1, 80, 20, 9, 32, 3, 3, 1, 1, 1, 1, (2, 1, 0, 1)),
 ]
