@@ -173,6 +173,22 @@ QC_INLINE __m512i dw3_bytes(const int U8, const int S, const int RELU, __m512i a
  * lanes, no test; the packs clamp. That step is qc_rint16_magic_avx512 (epilogue_avx512.h),
  * shared with the NCHW conv kernel. */
 
+/* The vpshufb of dw3_bytes, per 128-bit lane: byte k from a_(k % 4) element k / 4 (stride 1
+ * and in place, S <= 1; stride 2: see dw3_bytes). */
+QC_INLINE __m512i dw3_order(const int S) {
+    static const int8_t sh1[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+    static const int8_t sh2[16] = {0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15};
+    return _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(S <= 1 ? sh1 : sh2)));
+}
+
+/* The fields of a qc_dw_tile that lean4's float64 fallback reads (y_zp, lo, hi). */
+QC_INLINE qc_dw_tile dw3_bounds(const qc_dw3 *d) {
+    qc_dw_tile tv;
+    memset(&tv, 0, sizeof tv);
+    tv.y_zp = d->y_zp, tv.lo = d->lo, tv.hi = d->hi;
+    return tv;
+}
+
 /* One channel's flat outputs into out (64-byte aligned); S <= 0: in place (dw3f), in and out
  * the channel's planes of x and y, zpv and flip for dw3_step0 (S == -1: x is int8). */
 QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8, const int S,
@@ -255,20 +271,13 @@ QC_INLINE void dw3_run(const qc_dw3 *d, const int U8, const int S) {
     const size_t cb = (ptrdiff_t)ncols + d->ix0 <= W ? ncols
                       : W > d->ix0 + (ptrdiff_t)ca  ? (size_t)(W - d->ix0)
                                                     : ca;
-    /* byte k of each lane of 16 (stride 1: from a_(k % 4) element k / 4; stride 2: see
-     * dw3_bytes) */
-    static const int8_t sh1[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
-    static const int8_t sh2[16] = {0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15};
-    const __m512i shuf =
-        _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(S == 1 ? sh1 : sh2)));
-    qc_dw_tile tv; /* lean4's float64 fallback reads y_zp, lo, hi */
-    memset(&tv, 0, sizeof tv);
-    tv.y_zp = d->y_zp, tv.lo = d->lo, tv.hi = d->hi;
+    const __m512i shuf = dw3_order(S), none = _mm512_setzero_si512();
+    const qc_dw_tile tv = dw3_bounds(d);
     if (ca < cb && d->nch) dw3_fill(d, &g, d->x, in[0], ca, cb, flip);
     for (size_t c = 0; c < d->nch; c++) {
         if (ca < cb && c + 1 < d->nch)
             dw3_fill(d, &g, d->x + (c + 1) * d->xcs, in[(c + 1) % 2], ca, cb, flip);
-        dw3_channel(d, &g, U8, S, in[c % 2], out[c % 2], c, xzp, shuf, &tv, flip, flip);
+        dw3_channel(d, &g, U8, S, in[c % 2], out[c % 2], c, xzp, shuf, &tv, none, none);
         if (c) dw3_unflatten(d, &g, out[(c - 1) % 2], c - 1);
     }
     if (d->nch) dw3_unflatten(d, &g, out[(d->nch - 1) % 2], d->nch - 1);
@@ -280,12 +289,8 @@ QC_INLINE void dw3f_run(const qc_dw3 *d, const int U8, const int FLIP) {
     memset(&g, 0, sizeof g);
     const int32_t xzp = d->sx ? d->xzp + 128 : d->xzp; /* the u8 domain */
     const __m512i flip = _mm512_set1_epi8((char)0x80); /* FLIP: int8 x */
-    const __m512i zpv = _mm512_set1_epi8((char)(uint8_t)d->xzp);
-    static const int8_t sh1[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
-    const __m512i shuf = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)sh1));
-    qc_dw_tile tv;
-    memset(&tv, 0, sizeof tv);
-    tv.y_zp = d->y_zp, tv.lo = d->lo, tv.hi = d->hi;
+    const __m512i zpv = _mm512_set1_epi8((char)(uint8_t)d->xzp), shuf = dw3_order(0);
+    const qc_dw_tile tv = dw3_bounds(d);
     for (size_t c = 0; c < d->nch; c++)
         dw3_channel(d, &g, U8, FLIP ? -1 : 0, d->x + c * d->xcs, d->y + c * d->ycs, c, xzp, shuf,
                     &tv, zpv, flip);
