@@ -1184,15 +1184,16 @@ static void nchw_panel(const run_ctx *ctx, size_t n, size_t g, size_t p0, size_t
         const uint8_t *rows[4];
         for (size_t i = 0; i < 4; i++) {
             const size_t k = 4 * q + i;
+            /* direct: row k is the block in channel k's plane, at `at` in x */
+            const size_t at = (n * a->C + g * a->w->Cg + k) * ctx->P + p0;
             if (k >= K) {
                 rows[i] = NULL;
-            } else if (ctx->direct && (n * a->C + g * a->w->Cg + k) * ctx->P + p0 + np <=
-                                          a->N * a->C * ctx->P) {
+            } else if (ctx->direct && at + np <= a->N * a->C * ctx->P) {
                 /* in place, the np - nb bytes past a plane's last block included: the next
                  * plane's, in columns whose outputs are never stored */
-                rows[i] = ctx->x + (n * a->C + g * a->w->Cg + k) * ctx->P + p0;
+                rows[i] = ctx->x + at;
             } else if (ctx->direct) { /* the end of x: np would read past it */
-                memcpy(tmp + i * np, ctx->x + (n * a->C + g * a->w->Cg + k) * ctx->P + p0, nb);
+                memcpy(tmp + i * np, ctx->x + at, nb);
                 rows[i] = tmp + i * np;
             } else {
                 nchw_row(ctx, n, g, k, p0, nb, tmp + i * np);
