@@ -255,6 +255,36 @@ def test_huge_strides_single_output(isa):
         assert_equal_exact(got, ref_conv_acc(x, w, -1, 2, **kw), f"{isa} g={g}")
 
 
+# 1x1 kernels whose stride leaves one output row or column and crops the rest of the input:
+# the stride of such a dimension does not matter, but the output plane is not the input plane
+# (the unstrided pointwise GEMM read it as one: 1 + 2 instead of 1 + 3 in the first case).
+# (N, C, H, W), M, group, strides
+CROPPED = [((1, 2, 1, 2), 16, 1, (1, 2)), ((1, 64, 2, 2), 128, 1, (2, 2)),
+           ((2, 8, 2, 40), 16, 1, (2, 1)), ((1, 8, 2, 1024), 16, 1, (2, 1)),
+           ((1, 34, 3, 1), 34, 2, (2, 3)), ((2, 16, 5, 3), 32, 1, (1, 4))]
+
+
+@pytest.mark.parametrize("case", CROPPED, ids=lambda c: f"{c[0]}-M{c[1]}-g{c[2]}-s{c[3]}")
+@pytest.mark.parametrize("route", [0, 1, -1], ids=["default", "nchw", "nhwc"])
+def test_pointwise_cropped_by_stride(isa, case, route):
+    shape, M, g, strides = case
+    rng = np.random.default_rng(sum(shape) + M)
+    x = rand_q(rng, shape, np.uint8)
+    w = rand_q(rng, (M, shape[1] // g, 1, 1), np.int8)
+    wzp = rand_q(rng, (M,), np.int8)
+    kw = dict(strides=strides, group=g)
+    want = ref_conv_acc(x, w, 7, wzp, **kw)
+    prev = _C._set_conv_nchw(route)
+    try:
+        assert_equal_exact(qc.conv_integer(x, w, 7, wzp, **kw), want, f"{isa} {case}")
+        ws = rng.uniform(0.001, 0.01, M).astype(np.float32)
+        assert_equal_exact(qc.qlinear_conv(x, 0.05, 7, w, ws, wzp, 1.0, np.uint8(128), **kw),
+                           ref_qlinear_conv(x, 0.05, 7, w, ws, wzp, 1.0, np.uint8(128), **kw),
+                           f"{isa} {case} qlinear")
+    finally:
+        _C._set_conv_nchw(prev)
+
+
 def test_zero_size():
     x = np.zeros((0, 3, 5, 5), np.uint8)
     w = np.zeros((4, 3, 3, 3), np.int8)

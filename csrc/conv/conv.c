@@ -1489,11 +1489,13 @@ static qc_conv_args normalized(const qc_conv_args *args) {
     return local;
 }
 
-/* 1x1, stride 1, no padding: a GEMM over the pixels as they are, without im2col */
+/* 1x1, stride 1, no padding: a GEMM over the pixels as they are, without im2col. The output
+ * plane must be the input plane: normalized() drops the stride of a dimension with one output,
+ * but a 1x1 kernel at stride 2 over 2 columns reads column 0 of 2, not a plane of 1. */
 static int is_direct(const qc_conv_args *a) {
     const qc_conv_weights *w = a->w;
     return w->kh == 1 && w->kw == 1 && a->sh == 1 && a->sw == 1 && a->pt == 0 && a->pl == 0 &&
-           a->pb == 0 && a->pr == 0;
+           a->pb == 0 && a->pr == 0 && a->OH == a->H && a->OW == a->W;
 }
 
 /* qc_conv_route of a normalized convolution */
