@@ -918,11 +918,28 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
                  if bias_correction and n.op in ("Conv", "Gemm") and _is_quantizable(n, planned)}
     sums = {}  # tensor -> [per-channel sum (float64), values per channel]
 
+    producers = {n.outputs[0]: n for n in planned.nodes}
+
+    def tensor(name):
+        n = producers.get(name)
+        return f"input {name!r}" if n is None else \
+            f"tensor {name!r} (the output of node {n.name!r}, {n.op})"
+
     def observe(name, value):
         obs = observers.get(name)
         if obs is None:
             obs = observers[name] = _observer(method)
-        obs.update(value)
+        try:
+            obs.update(value)
+        except ValueError as e:  # NaN: made by the float model (inf - inf, inf * 0)
+            msg = str(e)
+            raise ValueError(f"{tensor(name)}: {msg[3:] if msg.startswith('x: ') else msg}") \
+                from None
+        # every observer keeps the exact min and max: an infinite one leaves no range
+        if obs.min_val is not None and not (np.all(np.isfinite(obs.min_val)) and
+                                            np.all(np.isfinite(obs.max_val))):
+            raise ValueError(f"{tensor(name)}: expected finite values to calibrate on, got "
+                             f"{'-inf' if np.any(np.isneginf(obs.min_val)) else '+inf'}")
         if name in corrected and value.size:
             axes = (0,) + tuple(range(2, value.ndim))
             acc = sums.setdefault(name, [0.0, 0])

@@ -576,6 +576,13 @@ def test_calibration_errors(digits):
     bad[2, 0, 3, 3] = np.nan
     with pytest.raises(ValueError, match=r"calibration_data\[0\].*NaN"):
         qc.quantize_model(model, [bad])
+    for v, sign in ((np.inf, r"\+inf"), (-np.inf, "-inf")):  # no range: named, not NaN later
+        bad[2, 0, 3, 3] = v
+        for method in ("minmax", "entropy"):
+            with pytest.raises(ValueError, match=r"calibration_data\[1\]: input 'image': "
+                                                 r"expected finite values to calibrate on, "
+                                                 f"got {sign}$"):
+                qc.quantize_model(model, [x[:4], bad], method=method)
     with pytest.raises(TypeError, match=r"calibration_data\[0\]: expected"):
         qc.quantize_model(model, [["a", None]])
     with pytest.raises(TypeError, match="calibration_data: expected an iterable"):
@@ -589,6 +596,17 @@ def test_calibration_errors(digits):
     with pytest.raises(TypeError, match="model: expected a quantc.Model"):
         qc.quantize_model("model.onnx", [x])
     assert not np.isnan(x).any()  # inputs unmodified
+
+
+def test_calibration_overflow_names_the_tensor():
+    model = qc.Model({"x": (None, 1, 2, 2)}, [qc.Node("Conv", ["x", "w"], ["y"], name="big")],
+                     ["y"], {"w": np.full((1, 1, 1, 1), 1e30, np.float32)})
+    with pytest.raises(ValueError, match=r"calibration_data\[1\]: tensor 'y' \(the output of "
+                                         r"node 'big', Conv\): expected finite values to "
+                                         r"calibrate on, got \+inf"):
+        with np.errstate(over="ignore"):
+            qc.quantize_model(model, [np.ones((1, 1, 2, 2), np.float32),
+                                      np.full((1, 1, 2, 2), 1e10, np.float32)])
 
 
 def test_calibration_is_streamed(digits):
