@@ -675,6 +675,17 @@ class Model:
         for o in self.outputs:
             if o not in ready or o == "":
                 raise ValueError(f"outputs: {o!r} is not produced by any node or input")
+        # quantc computes a node's first output only (MaxPool's Indices, Dropout's mask and
+        # BatchNormalization's training statistics are not): another one may be named, unused
+        extra = {o: (n, k) for n in order for k, o in enumerate(n.outputs) if k and o}
+        for user, name in [(n, i) for n in order for i in n.inputs] + \
+                [(None, o) for o in self.outputs]:
+            if name in extra:
+                n, k = extra[name]
+                raise _err(n, f"output {k} ({name!r}) is not supported: quantc computes only "
+                              f"the first output of {n.op}, and "
+                              + (f"node {user.name!r} reads it" if user is not None
+                                 else "it is a graph output"))
         return order
 
     def _infer(self):

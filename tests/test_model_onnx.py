@@ -312,6 +312,24 @@ def test_unsupported_attribute_value(tmp_path):
         Model.from_onnx(save(build([node]), tmp_path))
 
 
+def test_second_outputs(tmp_path):
+    # quantc computes a node's first output only: an unused second one is fine (onnxruntime
+    # agrees on the first), one that is a graph output or read by a node is an error at once
+    pool = helper.make_node("MaxPool", ["x"], ["y", "idx"], name="pool", kernel_shape=[2, 2])
+    compare(build([pool]), tmp_path, ("N", 3, 8, 8))
+    proto = build([pool])
+    proto.graph.output.append(helper.make_tensor_value_info("idx", TensorProto.INT64, None))
+    with pytest.raises(ValueError, match=r"node 'pool' \(MaxPool\): output 1 \('idx'\) is not "
+                                         r"supported: quantc computes only the first output of "
+                                         r"MaxPool, and it is a graph output"):
+        Model.from_onnx(save(proto, tmp_path))
+    drop = helper.make_node("Dropout", ["x"], ["d", "mask"], name="drop")
+    add = helper.make_node("Add", ["d", "mask"], ["y"], name="add")
+    with pytest.raises(ValueError, match=r"node 'drop' \(Dropout\): output 1 \('mask'\) is not "
+                                         r"supported: .* and node 'add' reads it"):
+        Model.from_onnx(save(build([drop, add]), tmp_path))
+
+
 def test_wrong_weight_shape(tmp_path):
     node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv1")
     with pytest.raises(ValueError, match=r"node 'conv1' \(Conv\): the input has 3 channels"):
