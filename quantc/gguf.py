@@ -21,7 +21,7 @@ package (``pip install 'quantc[gguf]'``), so llama.cpp's tools read what quantc 
 """
 import numpy as np
 
-from . import _C
+from . import _C, _dtypes
 from ._optional import require
 
 __all__ = ["GGUFTensor", "quantize_gguf", "dequantize_gguf", "save_gguf", "load_gguf"]
@@ -83,7 +83,11 @@ def dequantize_gguf(blocks, dtype, shape=None):
 
 class GGUFTensor:
     """A tensor in llama.cpp blocks: ``data`` (uint8, ``(rows, K / 32 * B)``), ``dtype``
-    (``"q8_0"`` | ``"q4_0"``), ``shape`` (the original shape; the last axis is blocked)."""
+    (``"q8_0"`` | ``"q4_0"``), ``shape`` (the original shape; the last axis is blocked).
+
+    Like a :class:`quantc.QuantizedTensor` it also has ``q``, ``scale``, ``zero_point`` (0),
+    ``axis`` (the last), ``block_size`` (32) and ``granularity`` ("per_block"), with
+    ``real = (q - zero_point) * scale`` per block (computed from ``data`` when read)."""
 
     __slots__ = ("data", "dtype", "shape")
 
@@ -115,6 +119,47 @@ class GGUFTensor:
     @property
     def nbytes(self):
         return self.data.nbytes
+
+    # The QuantizedTensor view (``real = (q - zero_point) * scale`` in blocks of 32 along the
+    # last axis), computed from the blocks on each access.
+
+    def _blocks(self):
+        return self.data.reshape(-1, _BYTES[self.dtype])
+
+    @property
+    def q(self):
+        """The values of ``shape``: int8 in [-127, 127] (Q8_0) or ml_dtypes int4 ``q - 8`` in
+        [-8, 7] (Q4_0)."""
+        b = self._blocks()
+        if self.dtype == "q8_0":
+            return b[:, 2:].view(np.int8).reshape(self.shape)
+        qs = b[:, 2:]
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).view(np.int8) - np.int8(8)
+        return q.astype(_dtypes.ml_dtypes.int4).reshape(self.shape)
+
+    @property
+    def scale(self):
+        """float32 ``d`` of each block: ``shape[:-1] + (shape[-1] // 32,)``."""
+        d = self._blocks()[:, :2].copy().view("<f2").astype(np.float32)
+        return d.reshape(self.shape[:-1] + (self.shape[-1] // _BLOCK,))
+
+    @property
+    def zero_point(self):
+        """Zeros of ``q``'s dtype, one per block (the formats have none)."""
+        dt = np.int8 if self.dtype == "q8_0" else _dtypes.ml_dtypes.int4
+        return np.zeros(self.shape[:-1] + (self.shape[-1] // _BLOCK,), dt)
+
+    @property
+    def axis(self):
+        return len(self.shape) - 1
+
+    @property
+    def block_size(self):
+        return _BLOCK
+
+    @property
+    def granularity(self):
+        return "per_block"
 
     def dequantize(self):
         """float32 values of ``shape``."""

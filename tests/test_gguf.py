@@ -1,5 +1,6 @@
 """GGUF Q8_0 / Q4_0 blocks: bytes equal to the gguf package's reference quantizers; .gguf files
 written by quantc read back by gguf.GGUFReader."""
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -154,6 +155,30 @@ def test_quantize_weights_gguf_round_trip(tmp_path, rng, dtype, ext):
         assert_equal_exact(back.dequantize()[name], qw[name].dequantize(), name)
     with pytest.raises(ValueError, match="holds .* blocks, which Linear does not run"):
         back.linear("a")
+
+
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
+def test_quantized_tensor_view(rng, dtype):
+    # the QuantizedTensor attributes of API.md, from the blocks themselves
+    x = rng.standard_normal((3, 2, 96)).astype(np.float32)
+    x[0, 0, :32] = 0  # an all-zero block: d = 0
+    t = qc.quantize_weights({"a": x}, dtype=dtype, min_elements=1)["a"]
+    assert (t.axis, t.block_size, t.granularity) == (2, 32, "per_block")
+    q, s, z = t.q, t.scale, t.zero_point
+    want_dt = np.int8 if dtype == "q8_0" else ml_dtypes.int4
+    assert q.shape == x.shape and q.dtype == want_dt and z.dtype == want_dt
+    assert s.shape == z.shape == (3, 2, 3) and s.dtype == np.float32 and not z.astype(int).any()
+    blocks = t.data.reshape(-1, 34 if dtype == "q8_0" else 18)
+    assert_equal_exact(s.reshape(-1), blocks[:, :2].copy().view("<f2").astype(np.float32).reshape(-1), "d")
+    lo, hi = (-127, 127) if dtype == "q8_0" else (-8, 7)
+    qi = q.astype(np.int32)
+    assert lo <= qi.min() and qi.max() <= hi
+    if dtype == "q4_0":  # value i in the low nibble of byte i, value i + 16 in its high one
+        assert_equal_exact(qi.reshape(-1, 32)[:, :16] + 8,
+                           (blocks[:, 2:] & 15).astype(np.int32), "low nibbles")
+    assert_equal_exact((qi - z.astype(np.int32).repeat(32, -1)).astype(np.float32) *
+                       s.repeat(32, -1),
+                       t.dequantize(), "real = (q - zero_point) * scale")
 
 
 def test_quantize_weights_gguf_bad_shape(rng):
