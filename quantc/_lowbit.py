@@ -133,6 +133,12 @@ def _params(shape, scale, zero_point, name, axis, block_size, qmin=None, qmax=No
             z = z.astype(np.float32)
         elif zr.dtype.kind in "fiu" and is_float:
             z = zr.astype(np.float32)
+            with np.errstate(invalid="ignore", over="ignore"):
+                bad = ~np.isfinite(z) | (z.astype(dt).astype(np.float32) != z)
+            if name == "float4_e2m1fn" and bad.any():
+                i = int(np.argmax(bad.ravel()))
+                raise ValueError(f"zero_point: expected {name} values (0, +-0.5, +-1, +-1.5, "
+                                 f"+-2, +-3, +-4, +-6), got {zr.ravel()[i]} at index {i}")
         else:
             raise TypeError(f"zero_point: expected {name} or integer values, got {zr.dtype}")
         if is_float and name != "float4_e2m1fn" and np.any(z != 0):
@@ -244,14 +250,14 @@ def quantize_ref(x, scale, zero_point, name, axis=None, block_size=None, profile
         if is_float:
             if name == "float4_e2m1fn" and zero_point is not None:  # as ONNX: -0.0 + 0 = 0
                 v = v + z
-            return np.clip(v, np.float32(lo), np.float32(hi)).astype(dt)
+            return np.asarray(np.clip(v, np.float32(lo), np.float32(hi)).astype(dt))
         if profile == "tflite":
             r = np.trunc(v)
             r = np.where(np.abs(v - r) >= 0.5, r + np.sign(v), r)
         else:
             r = np.rint(v)
         q = np.clip(r, lo - 2.0 ** 17, hi + 2.0 ** 17) + z  # inf -> far outside, then clamp
-    return np.clip(q, lo, hi).astype(np.int32).astype(dt)
+    return np.asarray(np.clip(q, lo, hi).astype(np.int32).astype(dt))
 
 
 def dequantize(q, scale, zero_point, name, axis=None, block_size=None):
@@ -262,9 +268,9 @@ def dequantize(q, scale, zero_point, name, axis=None, block_size=None):
     s, z, _, _ = _params(qa.shape, scale, zero_point, name, axis, block_size)
     with np.errstate(over="ignore"):
         if TYPES[name][3]:
-            return ((qa.astype(np.float32) - z) * s).astype(np.float32)
+            return np.asarray(((qa.astype(np.float32) - z) * s).astype(np.float32))
         d = qa.astype(np.int32) - z.astype(np.int32)  # exact (|d| < 2**17)
-        return (d.astype(np.float32) * s).astype(np.float32)
+        return np.asarray((d.astype(np.float32) * s).astype(np.float32))
 
 
 def fake_quantize(x, scale, zero_point, name, axis=None, block_size=None, qmin=None,
@@ -272,6 +278,9 @@ def fake_quantize(x, scale, zero_point, name, axis=None, block_size=None, qmin=N
     dt, lo, hi, is_float = TYPES[name]
     if is_float and (qmin is not None or qmax is not None):
         raise ValueError(f"qmin/qmax: expected None for {name}, got {qmin!r}/{qmax!r}")
+    for arg, v in (("qmin", qmin), ("qmax", qmax)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+            raise TypeError(f"{arg}: expected an int or None, got {v!r}")
     qmin = lo if qmin is None else int(qmin)
     qmax = hi if qmax is None else int(qmax)
     if not lo <= qmin <= qmax <= hi:
@@ -301,6 +310,7 @@ def fake_quantize(x, scale, zero_point, name, axis=None, block_size=None, qmin=N
             mask = (r >= qmin) & (r <= qmax)
             d = np.clip(r, qmin, qmax) - z
             y = (d.astype(np.float32) * s).astype(np.float32)
+    y, mask = np.asarray(y), np.asarray(mask)
     return (y, mask) if return_mask else y
 
 
@@ -355,9 +365,12 @@ def unpack_bits(packed, dtype, shape):
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (int(shape),)
     try:
-        shape = tuple(int(d) for d in shape)
+        dims = tuple(shape)
     except TypeError:
         raise TypeError(f"shape: expected a tuple of ints, got {shape!r}") from None
+    if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in dims):
+        raise TypeError(f"shape: expected a tuple of ints, got {shape!r}")
+    shape = tuple(int(d) for d in dims)
     if any(d < 0 for d in shape):
         raise ValueError(f"shape: expected non-negative sizes, got {shape}")
     p = np.asarray(packed)

@@ -280,6 +280,56 @@ def test_zero_size_and_0d_and_out():
                           _bits(qc.quantize(xb.astype(np.float32), 0.5, None, "int4")))
 
 
+def test_contract_edges():
+    # 0-d in, 0-d arrays out (not NumPy scalars), and the round trip takes them back
+    for name in ("int16", "uint16", "int4", "float8_e4m3fn", "float4_e2m1fn"):
+        q = qc.quantize(np.array(1.5, np.float32), 0.5, None, name)
+        assert isinstance(q, np.ndarray) and q.shape == () and q.dtype == np.dtype(name)
+        d = qc.dequantize(q, 0.5)
+        assert isinstance(d, np.ndarray) and d.shape == () and float(d) == 1.5
+        y, m = qc.fake_quantize(np.array(1.5, np.float32), 0.5, None, name, return_mask=True)
+        assert isinstance(y, np.ndarray) and isinstance(m, np.ndarray) and y.shape == ()
+        assert float(qc.dequantize(q[()], 0.5)) == 1.5  # a NumPy / ml_dtypes scalar
+    # saturate_cast to the sub-byte types (API.md: their strings wherever a dtype is)
+    x = np.array([100, -100, 3, -3, 0], np.int32)
+    for name, want in (("int4", [7, -8, 3, -3, 0]), ("uint4", [15, 0, 3, 0, 0]),
+                       ("int2", [1, -2, 1, -2, 0]), ("uint2", [3, 0, 3, 0, 0])):
+        for dt in (name, np.dtype(name)):
+            got = qc.saturate_cast(x, dt)
+            assert got.dtype == np.dtype(name) and got.astype(int).tolist() == want
+        out = np.empty(5, name)
+        assert qc.saturate_cast(x, name, out=out) is out and out.astype(int).tolist() == want
+        assert qc.saturate_cast(x.astype(ml_dtypes.int4 if name == "int4" else np.int8)
+                                [:0], name).shape == (0,)
+    assert qc.saturate_cast(np.array([7, -8], ml_dtypes.int4), "uint2").astype(int).tolist() \
+        == [3, 0]
+    with pytest.raises(TypeError, match="x: expected an integer array"):
+        qc.saturate_cast(np.array([1.5]), "int4")
+    with pytest.raises(ValueError, match="out: expected"):
+        qc.saturate_cast(x, "int4", out=np.empty(5, np.int8))
+    # float4_e2m1fn zero points: representable values only
+    for z in (np.nan, np.inf, 100.0, 0.7):
+        with pytest.raises(ValueError, match=r"zero_point: expected float4_e2m1fn values"):
+            qc.quantize(np.array([1.0, -2.0], np.float32), 1.0, z, "float4_e2m1fn")
+        with pytest.raises(ValueError, match=r"zero_point: expected float4_e2m1fn values"):
+            qc.dequantize(np.array([1, 2], ml_dtypes.float4_e2m1fn), 1.0, z)
+    assert qc.quantize(np.array([1.0, -1.5, -2.0], np.float32), 1.0, -1.5,  # -3.5: to even
+                       "float4_e2m1fn").astype(np.float32).tolist() == [-0.5, -3.0, -4.0]
+    # qmin / qmax and shapes are ints, not truncated floats; errors name the argument
+    with pytest.raises(TypeError, match="qmin: expected an int or None, got -2.7"):
+        qc.fake_quantize(np.ones(3, np.float32), 1.0, None, "int4", qmin=-2.7, qmax=2)
+    with pytest.raises(TypeError, match="qmax: expected an int or None"):
+        qc.fake_quantize(np.ones(3, np.float32), 1.0, None, "int4", qmin=-2, qmax=True)
+    for shape in ((2.9,), "ab", (2, None)):
+        with pytest.raises(TypeError, match="shape: expected a tuple of ints"):
+            qc.unpack_bits(np.array([0x21], np.uint8), "uint4", shape)
+    assert qc.unpack_bits(np.array([0x21], np.uint8), "uint4",
+                          (np.int64(2),)).astype(int).tolist() == [1, 2]
+    with pytest.raises(ValueError, match=r"x: expected no NaN values, got 1 NaN \(first at flat "
+                                         r"index 3\)"):
+        qc.quantize_dynamic(np.array([[1, 2], [3, np.nan]], np.float32), granularity="per_row")
+
+
 @pytest.mark.parametrize("shapes", [((2, 3, 4), (2, 4, 5)), ((3, 1, 2, 4), (2, 4, 5)),
                                     ((4,), (3, 4, 2)), ((2, 3, 4), (1, 4, 5)),
                                     ((0, 3, 4), (1, 4, 5))])
