@@ -73,7 +73,7 @@ def quantize(x, scale, zero_point=None, dtype=None, *, axis=None, block_size=Non
 
 
 def dequantize(q, scale, zero_point=None, *, axis=None, block_size=None, out=None):
-    qa = q if isinstance(q, np.ndarray) else None
+    qa = q if isinstance(q, np.ndarray) else np.asarray(q) if isinstance(q, np.generic) else None
     name = _lowbit.type_name(qa.dtype) if qa is not None else None
     if name is None:
         if qa is not None and qa.dtype not in (np.int8, np.uint8):
@@ -151,6 +151,8 @@ class QParams(NamedTuple):
 
 
 def _dtype_name(dtype, arg="dtype"):
+    if dtype is None:  # np.dtype(None) would be float64
+        raise TypeError(f"{arg}: expected one of {_NAMES} (a string or NumPy dtype), got None")
     if isinstance(dtype, str):
         if dtype in _DTYPES:
             return dtype
@@ -437,6 +439,10 @@ def _quantize_dynamic_rows(x, npdt, qmin, qmax):
         scale = (rng / np.float32(qmax - qmin)).astype(np.float32)
         bad = ~(np.isfinite(scale) & (scale > 0))
         if bad.any():
+            nan = np.isnan(x2) if x2.dtype.kind == "f" else np.zeros(0, bool)
+            if nan.any():
+                raise ValueError(f"x: expected no NaN values, got {int(nan.sum())} NaN (first at "
+                                 f"flat index {int(np.flatnonzero(nan)[0])})")
             i = int(np.argmax(bad))
             raise ValueError("x: expected finite values for dynamic quantization, got a range "
                              f"[{minx[i]}, {maxx[i]}] in row {i}")

@@ -367,7 +367,10 @@ class Linear:
             packed = pack_matrix(q.astype(np.int8).T)
         b = None
         if bias is not None:
-            b = np.ascontiguousarray(bias, dtype=np.float32)
+            b = np.asarray(bias)
+            if b.dtype.kind not in "fiu":
+                raise TypeError(f"bias: expected real numbers or None, got {b.dtype}")
+            b = np.ascontiguousarray(b, dtype=np.float32)
             if b.shape != (n,):
                 raise ValueError(f"bias: expected shape ({n},), got {b.shape}")
         return cls(packed, scale, b, k, n, dt, act_granularity=act_granularity)._smoothed(s)

@@ -72,6 +72,9 @@ X = np.linspace(-3, 3, 24, dtype=np.float32).reshape(4, 6)
     (lambda: qc.choose_qparams(X, profile="pytorch"), ValueError, "profile:"),
     (lambda: qc.choose_qparams(X, dtype="int3"), ValueError, "dtype:"),
     (lambda: qc.qrange("float8"), ValueError, "dtype:"),
+    (lambda: qc.qrange(None), TypeError, "dtype: .*got None"),  # not "float64"
+    (lambda: qc.Linear.from_float(np.ones((5, 7), np.float32), "abc"), TypeError,
+     "bias: expected real numbers or None"),
     (lambda: qc.quantize_dynamic(X, "int32"), ValueError, "dtype:"),
     # out=
     (lambda: qc.quantize(X, 1.0, out=np.empty((4, 5), np.int8)), ValueError, r"out: expected shape \(4, 6\)"),
