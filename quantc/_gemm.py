@@ -103,6 +103,27 @@ def _run_batched(kernel, a, b, out):
         res = np.empty(shape, r.dtype)
     if vec:
         res = res[..., 0, :]
+    return _into_out(res, out)
+
+
+def _vector_b(b):
+    """b as an ndarray when it is one vector (K,), else None."""
+    if isinstance(b, PackedMatrix) or not hasattr(b, "__len__") and not hasattr(b, "ndim"):
+        return None
+    bb = b if isinstance(b, np.ndarray) else np.asarray(b)
+    return bb if bb.ndim == 1 else None
+
+
+def _run_vector(kernel, a, b, out):
+    """``kernel(a, b[:, None])`` without its last axis: a 1-D ``b`` as NumPy/ONNX MatMul take
+    it ((..., M, K) @ (K,) -> (..., M); (K,) @ (K,) -> a 0-d array)."""
+    aa = a if isinstance(a, np.ndarray) else np.asarray(a)
+    if aa.ndim and aa.shape[-1] != b.shape[0]:
+        raise ValueError(f"b: expected {aa.shape[-1]} values (a's K), got shape {b.shape}")
+    return _into_out(kernel(aa, b[:, None])[..., 0], out)
+
+
+def _into_out(res, out):
     if out is not None:
         if not isinstance(out, np.ndarray) or out.shape != res.shape or \
                 out.dtype != res.dtype or not out.flags.c_contiguous or \
@@ -121,15 +142,16 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None, *, out=None):
 
     ``a``: int8/uint8 ``(..., M, K)`` (or ``(K,)``); ``b``: int8/uint8 ``(K, N)``, a batch
     ``(..., K, N)`` whose leading dimensions broadcast with ``a``'s as in NumPy/ONNX MatMul
-    (each matrix of the batch runs through the 2-D kernel), or a
-    :class:`PackedMatrix`. ``a_zero_point``: scalar or ``(M,)`` (per row) of ``a``'s dtype
+    (each matrix of the batch runs through the 2-D kernel), one vector ``(K,)`` (the result
+    then drops its last axis, as in NumPy), or a :class:`PackedMatrix`. ``a_zero_point``: scalar or ``(M,)`` (per row) of ``a``'s dtype
     (or a Python int in range); ``b_zero_point``: scalar or ``(N,)`` (per column) of ``b``'s
     dtype. Exact whenever the result fits int32, else the true value modulo 2**32.
     """
-    bb = _batched_b(b)
-    if bb is not None:
-        return _run_batched(lambda x, y: _C.matmul_integer(x, y, a_zero_point, b_zero_point),
-                            a, bb, out)
+    bb, bv = _batched_b(b), _vector_b(b)
+    if bb is not None or bv is not None:
+        return (_run_batched if bv is None else _run_vector)(
+            lambda x, y: _C.matmul_integer(x, y, a_zero_point, b_zero_point), a,
+            bb if bv is None else bv, out)
     return _C.matmul_integer(a, b, a_zero_point, b_zero_point, out=out)
 
 
@@ -144,15 +166,16 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     per column ``(N,)``; ``bias``: int32 ``(N,)``; ``relu`` clamps below at ``y_zero_point``.
     The output dtype is ``y_zero_point``'s (an int8 or uint8 NumPy scalar or array). ``M[j]``
     must be positive and finite in float32 (as in :func:`qlinear_conv`), else ValueError.
-    ``a`` is ``(..., M, K)``; ``b`` is ``(K, N)``, a :class:`PackedMatrix`, or a batch
-    ``(..., K, N)`` broadcast against ``a``'s leading dimensions as ONNX QLinearMatMul does.
+    ``a`` is ``(..., M, K)``; ``b`` is ``(K, N)``, a :class:`PackedMatrix`, a batch
+    ``(..., K, N)`` broadcast against ``a``'s leading dimensions as ONNX QLinearMatMul does,
+    or one vector ``(K,)`` (the result drops its last axis).
     """
-    bb = _batched_b(b)
-    if bb is not None:
-        return _run_batched(
+    bb, bv = _batched_b(b), _vector_b(b)
+    if bb is not None or bv is not None:
+        return (_run_batched if bv is None else _run_vector)(
             lambda x, y: _C.qlinear_matmul(x, a_scale, a_zero_point, y, b_scale, b_zero_point,
                                            y_scale, y_zero_point, bias=bias, relu=relu),
-            a, bb, out)
+            a, bb if bv is None else bv, out)
     return _C.qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale,
                              y_zero_point, bias=bias, relu=relu, out=out)
 

@@ -235,7 +235,9 @@ def test_bad_input(rng):
     with pytest.raises(TypeError, match="b: expected"):
         qc.matmul_integer(a, b.astype(np.float32))
     with pytest.raises(ValueError, match="b: expected a 2-D"):
-        qc.matmul_integer(a, b[:, 0])  # (a batch b[None] is accepted: tests/test_lowbit.py)
+        qc.matmul_integer(a, np.int8(3))  # (a batch b[None] and a vector b[:, 0] are
+    assert_equal_exact(qc.matmul_integer(a, b[:, 0]),  # accepted: tests/test_lowbit.py)
+                       qc.matmul_integer(a, b)[:, 0], "vector b")
     with pytest.raises(ValueError, match="a: expected at least 1 dimension"):
         qc.matmul_integer(np.uint8(3), b)
     with pytest.raises(TypeError, match="a_zero_point: expected dtype uint8"):

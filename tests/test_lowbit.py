@@ -332,7 +332,10 @@ def test_contract_edges():
 
 @pytest.mark.parametrize("shapes", [((2, 3, 4), (2, 4, 5)), ((3, 1, 2, 4), (2, 4, 5)),
                                     ((4,), (3, 4, 2)), ((2, 3, 4), (1, 4, 5)),
-                                    ((0, 3, 4), (1, 4, 5))])
+                                    ((0, 3, 4), (1, 4, 5)),
+                                    # one vector b (K,): the last axis dropped, as NumPy's
+                                    ((2, 3, 4), (4,)), ((3, 4), (4,)), ((4,), (4,)),
+                                    ((0, 4), (4,))])
 def test_batched_matmul_integer_and_qlinear(shapes):
     rng = np.random.default_rng(6)
     a = rng.integers(0, 256, shapes[0], dtype=np.uint8)
@@ -366,6 +369,10 @@ def test_batched_matmul_bad_shapes():
         qc.matmul_integer(a, np.zeros((2, 5, 5), np.int8))
     with pytest.raises(TypeError):
         qc.matmul_integer(a, np.zeros((2, 4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"b: expected 4 values \(a's K\), got shape \(5,\)"):
+        qc.matmul_integer(a, np.zeros(5, np.int8))
+    with pytest.raises(ValueError, match="out: expected"):
+        qc.matmul_integer(a, np.zeros(4, np.int8), out=np.empty((2, 3, 1), np.int32))
 
 
 @pytest.mark.parametrize("name", ["int4", "uint4", "int2", "uint2"])
