@@ -159,7 +159,7 @@ def test_quantize_weights_gguf_round_trip(tmp_path, rng, dtype, ext):
 
 @pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
 def test_quantized_tensor_view(rng, dtype):
-    # the QuantizedTensor attributes of API.md, from the blocks themselves
+    # the documented QuantizedTensor attributes, from the blocks themselves
     x = rng.standard_normal((3, 2, 96)).astype(np.float32)
     x[0, 0, :32] = 0  # an all-zero block: d = 0
     t = qc.quantize_weights({"a": x}, dtype=dtype, min_elements=1)["a"]

@@ -131,6 +131,9 @@ def test_quantize_dynamic_per_row(rng):
     with pytest.raises(ValueError, match="granularity"):
         qc.quantize_dynamic(x, granularity="per_col")
     with pytest.raises(ValueError, match="x: expected finite.*row 1"):
+        qc.quantize_dynamic(np.float32([[1, 2], [np.inf, 1]]), granularity="per_row")
+    with pytest.raises(ValueError, match=r"x: expected no NaN values, got 1 NaN \(first at "
+                                         r"flat index 2\)"):
         qc.quantize_dynamic(np.float32([[1, 2], [np.nan, 1]]), granularity="per_row")
     with pytest.raises(TypeError, match="x: expected a real"):
         qc.quantize_dynamic(np.array([["a"]]), granularity="per_row")

@@ -290,7 +290,7 @@ def test_contract_edges():
         y, m = qc.fake_quantize(np.array(1.5, np.float32), 0.5, None, name, return_mask=True)
         assert isinstance(y, np.ndarray) and isinstance(m, np.ndarray) and y.shape == ()
         assert float(qc.dequantize(q[()], 0.5)) == 1.5  # a NumPy / ml_dtypes scalar
-    # saturate_cast to the sub-byte types (API.md: their strings wherever a dtype is)
+    # saturate_cast to the sub-byte types (their names are accepted wherever a dtype is)
     x = np.array([100, -100, 3, -3, 0], np.int32)
     for name, want in (("int4", [7, -8, 3, -3, 0]), ("uint4", [15, 0, 3, 0, 0]),
                        ("int2", [1, -2, 1, -2, 0]), ("uint2", [3, 0, 3, 0, 0])):
