@@ -143,9 +143,9 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None, *, out=None):
     ``a``: int8/uint8 ``(..., M, K)`` (or ``(K,)``); ``b``: int8/uint8 ``(K, N)``, a batch
     ``(..., K, N)`` whose leading dimensions broadcast with ``a``'s as in NumPy/ONNX MatMul
     (each matrix of the batch runs through the 2-D kernel), one vector ``(K,)`` (the result
-    then drops its last axis, as in NumPy), or a :class:`PackedMatrix`. ``a_zero_point``: scalar or ``(M,)`` (per row) of ``a``'s dtype
-    (or a Python int in range); ``b_zero_point``: scalar or ``(N,)`` (per column) of ``b``'s
-    dtype. Exact whenever the result fits int32, else the true value modulo 2**32.
+    then drops its last axis, as in NumPy), or a :class:`PackedMatrix`. ``a_zero_point``:
+    scalar or ``(M,)`` (per row) of ``a``'s dtype (or a Python int in range);
+    ``b_zero_point``: scalar or ``(N,)`` (per column) of ``b``'s dtype. Exact whenever the result fits int32, else the true value modulo 2**32.
     """
     bb, bv = _batched_b(b), _vector_b(b)
     if bb is not None or bv is not None:

@@ -132,7 +132,7 @@ class GGUFTensor:
         [-8, 7] (Q4_0)."""
         b = self._blocks()
         if self.dtype == "q8_0":
-            return b[:, 2:].view(np.int8).reshape(self.shape)
+            return np.array(b[:, 2:]).view(np.int8).reshape(self.shape)  # a copy, not data
         qs = b[:, 2:]
         q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).view(np.int8) - np.int8(8)
         return q.astype(_dtypes.ml_dtypes.int4).reshape(self.shape)
