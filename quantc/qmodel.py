@@ -284,6 +284,23 @@ def quantize_bias(bias, x_scale, w_scale):
     return np.clip(q, -2.0 ** 31, 2.0 ** 31 - 1).astype(np.int32)
 
 
+def _bias_fit_scale(bias, x_scale, w_scale, k, uniform):
+    """Weight scales (M,) large enough that the int32 bias ``bias / (x_scale * w_scale)`` plus
+    any sum of ``k`` products (each at most 255 * 128) stays inside int32, or None when
+    ``w_scale`` already does. A tiny weight row (1e-7) with a bias of 0.5 otherwise needs a
+    bias of 3e10 steps, which saturates and then wraps in the accumulator. ``uniform`` keeps
+    one scale for all rows (per-tensor weights)."""
+    room = 2.0 ** 31 - 1 - k * 255.0 * 128
+    room = max(room, 2.0 ** 30)  # (k beyond 33k: half the range, the rest is the sums')
+    need = np.abs(bias.astype(np.float64)) / (float(np.float32(x_scale)) * room)
+    if not np.any(need > w_scale):
+        return None
+    need = np.nextafter(need.astype(np.float32), np.float32(np.inf))  # round up, not down
+    if uniform:
+        return np.full_like(w_scale, max(float(w_scale[0]), float(need.max())))
+    return np.maximum(w_scale, need).astype(np.float32)
+
+
 class QuantizedModel:
     """A model whose convolutions, matmuls, pooling, add and concat run in int8.
 
@@ -1035,6 +1052,12 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
             shift = _bias_shift(w, deq, total / count, int(node.attrs.get("group", 1)))
             b = ((np.zeros(len(ws)) if b is None else b.astype(np.float64)) - shift).astype(
                 np.float32)
+        if b is not None:
+            wide = _bias_fit_scale(b, qparams[node.inputs[0]].scale, ws, w[0].size,
+                                   uniform=bool(np.all(ws == ws[0])))
+            if wide is not None:  # as onnxruntime's tool: the weight scale grows, not the bias
+                ws = wide
+                q = _elementwise.quantize(w, ws, np.zeros(len(ws), np.int8), axis=0)
         bq = None if b is None else quantize_bias(b, qparams[node.inputs[0]].scale, ws)
         weights[node.name] = {"weight": q, "weight_scale": ws, "bias": bq}
 

@@ -598,6 +598,31 @@ def test_calibration_errors(digits):
     assert not np.isnan(x).any()  # inputs unmodified
 
 
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+def test_bias_too_large_for_int32_widens_the_weight_scale(rng, granularity):
+    # row 1's weights (1e-7) give a weight scale of 8e-10: its bias 0.5 would be 3e10 steps,
+    # saturated and then wrapped in the int32 accumulator (0.04 came out instead of 0.5)
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    w[1] = [1e-7, -1e-7, 0.5e-7, 0.0]
+    bias = np.array([0.1, 0.5, -0.2], np.float32)
+    model = qc.Model({"x": (None, 4)}, [qc.Node("Gemm", ["x", "w", "b"], ["y"], {"transB": 1},
+                                                name="fc")], ["y"], {"w": w, "b": bias})
+    x = rng.standard_normal((32, 4)).astype(np.float32)
+    qm = qc.quantize_model(model, [x], weight_granularity=granularity, bias_correction=False)
+    ref = model(x)
+    ws = qm.weights["fc"]["weight_scale"]
+    xs = float(qm.qparams["x"].scale)
+    # the row's weights are ~0: its output is the bias, within half its step
+    np.testing.assert_allclose(qm(x)[:, 1], ref[:, 1], atol=0.5 * xs * ws[1] + 1e-6)
+    assert np.all(np.abs(qm.weights["fc"]["bias"].astype(np.int64)) + 4 * 255 * 128 < 2 ** 31)
+    assert 0.5 / (xs * ws[1]) < 2 ** 31 - 4 * 255 * 128
+    if granularity == "per_channel":  # the other rows keep amax / 127
+        np.testing.assert_array_equal(ws[[0, 2]], np.abs(w[[0, 2]]).max(1) / np.float32(127))
+        assert np.abs(qm(x) - ref).max() < 0.1
+    else:
+        assert np.all(ws == ws[0])
+
+
 def test_calibration_overflow_names_the_tensor():
     model = qc.Model({"x": (None, 1, 2, 2)}, [qc.Node("Conv", ["x", "w"], ["y"], name="big")],
                      ["y"], {"w": np.full((1, 1, 1, 1), 1e30, np.float32)})
