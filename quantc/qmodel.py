@@ -585,7 +585,9 @@ class QuantizedModel:
                 return (lambda q: q.reshape([q.shape[i] if t == 0 else t
                                              for i, t in enumerate(target)])), const
             return (lambda q: q), const
-        qx, qy = self._q(x), self._q(node.outputs[0])
+        # (an Add's constant operand may come first: it has no activation qparams)
+        qx = None if op == "Add" else self._q(x)
+        qy = self._q(node.outputs[0])
         lo, hi = activation_bounds(node)
         relu = lo is not None and lo >= 0
         if float_out:

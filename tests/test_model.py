@@ -376,6 +376,26 @@ def test_nhwc_tensors_equal_nchw(rng, isa, io):
         assert str(qm.report()) == str(qm0.report())
 
 
+@pytest.mark.parametrize("const_first", [False, True])
+def test_add_of_a_constant_either_side(rng, tmp_path, const_first):
+    # torch exports `self.bias + conv(x)` as Add(constant, tensor): quantize_model asked for
+    # the constant's activation qparams and failed
+    b = qc.ModelBuilder("m")
+    x = b.input("x", (None, 2, 4, 4))
+    c = rng.standard_normal((2, 1, 1)).astype(np.float32)
+    b.output(b.add(c, x) if const_first else b.add(x, c))
+    model = b.build()
+    data = [rng.standard_normal((3, 2, 4, 4)).astype(np.float32)]
+    qm = qc.quantize_model(model, data)
+    assert qm.kinds == {"add_0": "int8"}
+    got = qm(data[0])
+    out = float(qm.qparams[model.outputs[0]].scale)
+    # three roundings (x, the constant, the sum), each within half a step of its own scale
+    assert np.abs(got - model(data[0])).max() < 2 * out
+    qm.save(tmp_path / "m.safetensors")
+    assert_equal_exact(qc.load_model(tmp_path / "m.safetensors")(data[0]), got, "load_model")
+
+
 def test_matmul_bias_add_becomes_int32_bias(rng, tmp_path):
     """torch.nn.Linear on a 3-D input exports as MatMul + Add(bias) (bias first or second):
     the Add becomes the MatMul's int32 bias (with the Relu fused), exact against the NumPy
