@@ -32,7 +32,8 @@ def _f32(x, name="x"):
     a = np.asarray(x)
     if (a.dtype.kind not in "iuf") and not _dtypes.is_ml_float(a.dtype):
         raise TypeError(f"{name}: expected a real-valued array, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=np.float32)
+    a = a.astype(np.float32, copy=False)  # (ascontiguousarray would make a 0-d input 1-D)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def _minmax(a, name="x", axis=None, block_size=None):
@@ -59,7 +60,7 @@ def _channels_first(x, axis, name="x"):
     if not -a.ndim <= axis < a.ndim:
         raise ValueError(f"axis: expected an int in [{-a.ndim}, {a.ndim}), got {axis}")
     a = np.moveaxis(a, axis, 0)
-    return np.ascontiguousarray(a.reshape(a.shape[0], -1))
+    return np.ascontiguousarray(a.reshape(a.shape[0], math.prod(a.shape[1:])))  # (C = 0 too)
 
 
 def _choose(min_val, max_val, dtype, symmetric, narrow_range, profile, axis=None):
@@ -87,7 +88,7 @@ class _RangeObserver:
             mn, mx = _minmax(a)
             return np.float32(mn), np.float32(mx)
         a = _channels_first(x, self.axis)
-        if a.shape[1] == 0:
+        if a.size == 0:  # no values (no channels, or none per channel): nothing to observe
             return None
         if self.min_val is not None and a.shape[0] != self.min_val.shape[0]:
             raise ValueError(f"x: expected {self.min_val.shape[0]} channels along axis "
@@ -197,6 +198,8 @@ class _AbsHistogram(_RangeObserver):
         t = np.float32(threshold)
         mn = np.maximum(self.min_val, -t)
         mx = np.minimum(self.max_val, t)
+        if mn > mx:  # every value beyond t on one side (constant data): clip that side to t
+            mn, mx = (mx, mx) if mx >= 0 else (mn, mn)
         return _choose(mn, mx, dtype, symmetric, narrow_range, profile)
 
 

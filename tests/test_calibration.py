@@ -501,3 +501,32 @@ def test_mse_clip_search_errors_match_numpy(rng):
     for r in range(3):
         want = ref_mse_errors(x[r], mins[r, 0], maxs[r, 0], -128, 127, False, fr)
         np.testing.assert_allclose(errs[r, 0], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["mse", "entropy"])
+@pytest.mark.parametrize("value", [2.5, -2.5, 1e-3])
+def test_histogram_constant_data(method, value):
+    # constant data: the clipping threshold can fall just inside the one value (mse chose
+    # 2.49878 for 2.5), which inverted the range; that side clips to the threshold instead
+    for n in (1, 10):
+        o = qc.HistogramObserver(method=method)
+        o.update(np.full(n, value, np.float32))
+        qp = o.qparams(dtype="uint8")
+        assert np.isfinite(qp.scale) and qp.scale > 0
+        q = qc.quantize(np.float32(value), qp.scale, qp.zero_point)
+        err = abs(float(qc.dequantize(q, qp.scale, qp.zero_point)) - value)
+        assert err <= 0.01 * abs(value)  # within a step of ~|value| / 255 (and the clip)
+
+
+def test_per_axis_zero_size_and_0d():
+    o = qc.MinMaxObserver(axis=0)
+    o.update(np.zeros((0, 4), np.float32))  # no channels: nothing observed (was a reshape error)
+    assert o.min_val is None
+    o.update(np.arange(6, dtype=np.float32).reshape(2, 3))
+    o.update(np.zeros((2, 0), np.float32))
+    np.testing.assert_array_equal(o.min_val, [0, 3])
+    with pytest.raises(ValueError, match="axis: expected None for a 0-d input"):
+        qc.MinMaxObserver(axis=0).update(np.float32(3.0))  # not a 1-channel tensor
+    o = qc.MinMaxObserver()
+    o.update(np.float32(-3.0))
+    assert (o.min_val, o.max_val) == (-3.0, -3.0)
