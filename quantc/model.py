@@ -528,16 +528,20 @@ def _s_reshape(node, model, shapes):
     if out.count(-1) > 1 or any(d is not None and d < -1 for d in out):
         raise _err(node, f"shape {target.tolist()}: expected at most one -1 and no other "
                          f"negative value")
+    # an unknown dimension copied by a 0 (the batch in (0, -1)) is on both sides: it cancels
+    copied = {i for i, t in enumerate(target.tolist()) if t == 0 and x[i] is None}
+    xk = [d for i, d in enumerate(x) if i not in copied]
+    ok = [d for i, d in enumerate(out) if i not in copied and d != -1]
     if -1 in out:
-        known = [d for d in out if d != -1]
-        if all(d is not None for d in x) and all(d is not None for d in known):
-            total, rest = math.prod(x), math.prod(known)
+        if all(d is not None for d in xk) and all(d is not None for d in ok):
+            total, rest = math.prod(xk), math.prod(ok)
             if rest == 0 or total % rest:
                 raise _err(node, f"cannot reshape {_fmt_shape(x)} to {target.tolist()}")
             out[out.index(-1)] = total // rest
         else:
             out[out.index(-1)] = None
-    elif all(d is not None for d in x) and math.prod(x) != math.prod(out):
+    elif all(d is not None for d in xk) and all(d is not None for d in ok) and \
+            math.prod(xk) != math.prod(ok):
         raise _err(node, f"cannot reshape {_fmt_shape(x)} to {target.tolist()}")
     return [tuple(out)]
 
@@ -842,10 +846,15 @@ class ModelBuilder:
         self.name = name
         self._inputs, self._nodes, self._outputs, self._init = {}, [], [], {}
         self._count = {}
+        self._used = set()  # node, tensor and constant names so far (given ones included)
 
     def _fresh(self, stem):
+        """The next unused ``stem<k>`` (skipping names given explicitly)."""
         k = self._count.get(stem, 0)
+        while f"{stem}{k}" in self._used or f"{stem}{k}.out" in self._used:
+            k += 1
         self._count[stem] = k + 1
+        self._used.add(f"{stem}{k}")
         return f"{stem}{k}"
 
     def _const(self, value, stem):
@@ -856,11 +865,13 @@ class ModelBuilder:
     def _op(self, op, inputs, attrs=None, name=None):
         name = name or self._fresh(op.lower() + "_")
         out = name + ".out"
+        self._used.update((name, out))
         self._nodes.append(Node(op, inputs, [out], attrs, name))
         return out
 
     def input(self, name, shape):
         self._inputs[name] = shape
+        self._used.add(name)
         return name
 
     def output(self, *names):

@@ -174,6 +174,41 @@ def digits():
 # float model
 
 
+def test_builder_names_skip_given_ones():
+    b = qc.ModelBuilder()
+    h = b.input("x", (None, 3, 4, 4))
+    w = np.ones((3, 3, 1, 1), np.float32)
+    h = b.conv(h, w, name="conv1")
+    h = b.conv(b.conv(h, w), w)  # the second unnamed conv skips "conv1"
+    h = b.relu(b.relu(b.relu(h, name="relu_1")))
+    b.output(h)
+    names = [n.name for n in b.build().nodes]
+    assert len(set(names)) == len(names) == 6 and {"conv1", "relu_1"} <= set(names)
+
+
+@pytest.mark.parametrize("target,want", [((0, -1), (None, 48)), ((0, 6, -1), (None, 6, 8)),
+                                         ((0, 6, 8), (None, 6, 8)), ((-1, 48), (None, 48)),
+                                         ((0, 3, 0, -1), (None, 3, 4, 4))])
+def test_reshape_keeps_the_batch(target, want):
+    # a batch copied by 0 cancels on both sides: (N, 3, 4, 4) -> (0, -1) is (N, 48), so a
+    # following Linear with the wrong in_features fails when the model is built
+    b = qc.ModelBuilder()
+    h = b.reshape(b.input("x", (None, 3, 4, 4)), target)
+    b.output(h)
+    assert b.build().shapes[h] == want
+    if target == (0, -1):
+        b = qc.ModelBuilder()
+        b.output(b.linear(b.reshape(b.input("x", (None, 3, 4, 4)), target),
+                          np.ones((5, 47), np.float32)))
+        with pytest.raises(ValueError, match=r"inner dimensions differ: A \(N, 48\)"):
+            b.build()
+    for bad in ((0, 5, -1), (0, 6, 9)):
+        b = qc.ModelBuilder()
+        b.output(b.reshape(b.input("x", (None, 3, 4, 4)), bad))
+        with pytest.raises(ValueError, match=r"cannot reshape \(N, 3, 4, 4\)"):
+            b.build()
+
+
 def test_builder_digits_matches_written_out_forward(digits):
     model, x, _, _ = digits
     p = examples.digits_weights()
