@@ -27,6 +27,14 @@ __all__ = ["MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver"
            "HistogramObserver"]
 
 
+def _real(value, name):
+    """A Python float from a real number (not a bool, string or None), the error naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                       np.floating)):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    return float(value)
+
+
 def _f32(x, name="x"):
     """x as float32 (a copy only when needed); rejects non-real inputs."""
     a = np.asarray(x)
@@ -137,7 +145,7 @@ class MovingAverageMinMaxObserver(_RangeObserver):
     """
 
     def __init__(self, averaging_constant=0.01, axis=None):
-        c = float(averaging_constant)
+        c = _real(averaging_constant, "averaging_constant")
         if not 0.0 < c <= 1.0:
             raise ValueError(f"averaging_constant: expected a value in (0, 1], got {c}")
         super().__init__(axis)
@@ -212,7 +220,7 @@ class PercentileObserver(_AbsHistogram):
     """
 
     def __init__(self, percentile=99.99, bins=2048):
-        p = float(percentile)
+        p = _real(percentile, "percentile")
         if not 0.0 < p <= 100.0:
             raise ValueError(f"percentile: expected a value in (0, 100], got {p}")
         super().__init__(bins)

@@ -38,7 +38,7 @@ import warnings
 import numpy as np
 
 from . import _elementwise
-from .calibration import MinMaxObserver, MovingAverageMinMaxObserver
+from .calibration import MinMaxObserver, MovingAverageMinMaxObserver, _real
 
 __all__ = ["FakeQuantize", "prepare_qat", "convert", "fake_quantize_modules", "freeze_observers",
            "digits_module"]
@@ -155,6 +155,9 @@ def _impl():
                                  f"{observer!r}")
             if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
                 raise TypeError(f"axis: expected an int or None, got {type(axis).__name__}")
+            for arg, v in (("qmin", qmin), ("qmax", qmax)):
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                    raise TypeError(f"{arg}: expected an int or None, got {v!r}")
             dmin, dmax = _dtype_range(dtype)
             self.user_range = qmin is not None or qmax is not None
             qmax = dmax if qmax is None else int(qmax)
@@ -166,9 +169,9 @@ def _impl():
                                  f"({dtype}), got {qmin}, {qmax}")
             self.dtype, self.axis, self.symmetric, self.profile = dtype, axis, symmetric, profile
             self.qmin, self.qmax, self.observer = qmin, qmax, observer
-            self.averaging_constant = float(averaging_constant)
+            self.averaging_constant = _real(averaging_constant, "averaging_constant")
             self.learn_scale = bool(learn_scale)
-            self.clip_warning = float(clip_warning)
+            self.clip_warning = _real(clip_warning, "clip_warning")
             self.user_scale = scale is not None
             self.observer_enabled = scale is None
             self._warned = False
@@ -176,7 +179,15 @@ def _impl():
             self.register_buffer("max_val", None)
             zp0 = 0 if symmetric and qmin < 0 else (qmin + qmax + 1) // 2 if symmetric else 0
             if scale is not None:
-                s = torch.as_tensor(np.asarray(scale, np.float32))
+                sr = np.asarray(scale.detach().cpu() if hasattr(scale, "detach") else scale)
+                if sr.dtype.kind not in "fiu":
+                    raise TypeError(f"scale: expected real numbers, got {sr.dtype}")
+                if zero_point is not None:
+                    zr = np.asarray(zero_point.detach().cpu() if hasattr(zero_point, "detach")
+                                    else zero_point)
+                    if zr.dtype.kind not in "iu":  # 1.5 was truncated to 1, True taken as 1
+                        raise TypeError(f"zero_point: expected integer values, got {zr.dtype}")
+                s = torch.as_tensor(sr.astype(np.float32))
                 z = torch.as_tensor(np.asarray(zp0 if zero_point is None else zero_point,
                                                np.int64)).expand(s.shape).clone()
                 if not (torch.isfinite(s).all() and (s > 0).all()):
@@ -233,6 +244,11 @@ def _impl():
             obs.update(a)
             if obs.min_val is None:
                 return
+            # an infinite value would leave an infinite range, and no qparams ever after:
+            # refused before the module's range changes
+            if not (np.all(np.isfinite(obs.min_val)) and np.all(np.isfinite(obs.max_val))):
+                raise ValueError(f"x: expected finite values to observe, got "
+                                 f"{'-inf' if np.any(np.isneginf(obs.min_val)) else '+inf'}")
             self.min_val = torch.as_tensor(np.asarray(obs.min_val, np.float32)).clone()
             self.max_val = torch.as_tensor(np.asarray(obs.max_val, np.float32)).clone()
             s, z = self.qparams_from_range()
@@ -262,6 +278,9 @@ def _impl():
             return s, self.zero_point.numpy()
 
         def forward(self, x):
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__} (use "
+                                f"quantc.fake_quantize for NumPy arrays)")
             if (self.training or self.observer == "current") and self.observer_enabled and not (
                     self.learn_scale and self.scale_initialized and self.zero_point is not None):
                 self._observe(x.detach())

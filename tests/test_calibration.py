@@ -518,6 +518,15 @@ def test_histogram_constant_data(method, value):
         assert err <= 0.01 * abs(value)  # within a step of ~|value| / 255 (and the clip)
 
 
+def test_observer_options_are_numbers():
+    for make, match in ((lambda: qc.MovingAverageMinMaxObserver("a"), "averaging_constant"),
+                        (lambda: qc.MovingAverageMinMaxObserver(None), "averaging_constant"),
+                        (lambda: qc.PercentileObserver("x"), "percentile"),
+                        (lambda: qc.PercentileObserver(True), "percentile")):
+        with pytest.raises(TypeError, match=f"{match}: expected a real number"):
+            make()
+
+
 def test_per_axis_zero_size_and_0d():
     o = qc.MinMaxObserver(axis=0)
     o.update(np.zeros((0, 4), np.float32))  # no channels: nothing observed (was a reshape error)

@@ -91,6 +91,34 @@ def test_forward_shares_memory_and_checks_input():
         qt.FakeQuantize(0.1, dtype="int8", qmin=5, qmax=3)
     with pytest.raises(ValueError, match="observer"):
         qt.FakeQuantize(observer="kl")
+    # nothing silently truncated or taken by truthiness; errors name the argument
+    for kw, match in (({"zero_point": 1.5}, "zero_point: expected integer values"),
+                      ({"zero_point": True}, "zero_point: expected integer values"),
+                      ({"scale": "a"}, "scale: expected real numbers"),
+                      ({"qmin": -2.5}, "qmin: expected an int or None"),
+                      ({"clip_warning": "a"}, "clip_warning: expected a real number"),
+                      ({"averaging_constant": None}, "averaging_constant: expected a real")):
+        with pytest.raises(TypeError, match=match):
+            qt.FakeQuantize(**({"scale": 0.1} if "zero_point" in kw else {}), **kw)
+    with pytest.raises(TypeError, match="x: expected a torch.Tensor, got ndarray"):
+        fq(x.numpy())
+    assert torch.equal(qt.FakeQuantize(torch.tensor(0.1), torch.tensor(3))(x),
+                       torch.from_numpy(qc.fake_quantize(x.numpy(), 0.1, 3)))
+
+
+@needs_torch
+def test_infinite_batch_is_refused_and_leaves_the_range():
+    # an inf in a training batch stored an infinite range: every later call failed with
+    # "scale: ... got inf", an argument the user never gave
+    fq = qt.FakeQuantize().train()
+    fq(torch.tensor([-1.0, 2.0]))
+    before = fq.qparams()
+    for v, sign in ((float("inf"), r"\+inf"), (float("-inf"), "-inf")):
+        with pytest.raises(ValueError, match=f"x: expected finite values to observe, got {sign}"):
+            fq(torch.tensor([1.0, v]))
+    after = fq.qparams()
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+    assert torch.isfinite(fq(torch.tensor([1.0, 2.0]))).all()
 
 
 # ---- backward: STE and LSQ --------------------------------------------------------------
