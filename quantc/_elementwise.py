@@ -177,6 +177,8 @@ def qrange(dtype, *, narrow_range=False, reduce_range=False):
     midpoint (int8: -127..127, uint8: 1..255; TFLite/TensorFlow's convention); with both:
     int8 -63..63, uint8 1..127.
     """
+    _check_flag(narrow_range, "narrow_range")
+    _check_flag(reduce_range, "reduce_range")
     name = _dtype_name(dtype)
     _, qmin, qmax = _DTYPES[name]
     if name in _lowbit.TYPES and _lowbit.TYPES[name][3]:
@@ -191,6 +193,13 @@ def qrange(dtype, *, narrow_range=False, reduce_range=False):
     if narrow_range:
         qmin += 1
     return qmin, qmax
+
+
+def _check_flag(value, name):
+    """A yes/no option: bool (or a NumPy bool, or the ints 0 and 1), not a truthy string."""
+    if not isinstance(value, (bool, np.bool_)) and not (
+            isinstance(value, (int, np.integer)) and value in (0, 1)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
 
 
 def _check_profile(profile):
@@ -272,6 +281,7 @@ def choose_qparams(x=None, *, min_val=None, max_val=None, dtype="int8", symmetri
     A zero range never gives scale 0 or inf; a range that overflows float32 (inf in ``x``)
     raises ValueError. Returns ``QParams(scale, zero_point, dtype, axis, block_size)``.
     """
+    _check_flag(symmetric, "symmetric")
     _check_profile(profile)
     name = _dtype_name(dtype)
     npdt = _DTYPES[name][0]

@@ -11,6 +11,22 @@ from quantc import _C
 from conftest import assert_equal_exact, num_threads
 
 
+def test_flags_are_bools():
+    # symmetric="False" was truthy: symmetric qparams for a string meaning the opposite
+    x = np.float32([-1, 3])
+    for kw in ({"symmetric": "False"}, {"narrow_range": "no"}, {"reduce_range": None},
+               {"symmetric": 2}):
+        name = next(iter(kw))
+        with pytest.raises(TypeError, match=f"{name}: expected True or False"):
+            qc.choose_qparams(x, **kw)
+    with pytest.raises(TypeError, match="symmetric: expected True or False"):
+        obs = qc.MinMaxObserver()
+        obs.update(x)
+        obs.qparams(symmetric="False")
+    assert qc.choose_qparams(x, symmetric=np.True_) == qc.choose_qparams(x, symmetric=1) == \
+        qc.choose_qparams(x, symmetric=True)
+
+
 def test_qrange():
     assert qc.qrange("int8") == (-128, 127)
     assert qc.qrange("uint8") == (0, 255)

@@ -44,6 +44,10 @@ def test_threads():
         qc.set_num_threads(0)
     with pytest.raises(TypeError, match="n:"):
         qc.set_num_threads(1.5)
+    with pytest.raises(ValueError, match=r"n: .*got one of 2\*\*63 or more"):  # not "below"
+        qc.set_num_threads(10 ** 20)
+    with pytest.raises(ValueError, match=r"n: .*got one below -2\*\*63"):
+        qc.set_num_threads(-10 ** 20)
 
 
 def test_env_quantc_isa():

@@ -364,7 +364,8 @@ int qc_parse_ssize(PyObject *obj, const char *arg, Py_ssize_t *out) {
     if (v == -1 && PyErr_Occurred()) return -1;
     if (overflow || v < PY_SSIZE_T_MIN || v > PY_SSIZE_T_MAX) {
         return qc_value_error("%s: expected an int that fits in 64 bits, got one %s", arg,
-                              overflow < 0 || v < 0 ? "below -2**63" : "of 2**63 or more");
+                              overflow < 0 || (!overflow && v < 0) ? "below -2**63"
+                                                                   : "of 2**63 or more");
     }
     *out = (Py_ssize_t)v;
     return 0;
