@@ -707,10 +707,10 @@ class QuantizedModel:
                 raise ValueError(f"x: the model has {len(self.model.inputs)} inputs: pass a "
                                  f"dict name -> array")
             x = {next(iter(self.model.inputs)): x}
+        if set(x) != set(self.model.inputs):  # as the float model: no name ignored
+            raise ValueError(f"x: expected the inputs {list(self.model.inputs)}, got {list(x)}")
         feeds = {}
         for name, want in self.model.inputs.items():
-            if name not in x:
-                raise ValueError(f"x: missing input {name!r}")
             a = np.asarray(x[name])
             if a.dtype != self._io_dtype:
                 raise TypeError(f"x[{name!r}]: expected {self._io_dtype.name} values (the "

@@ -568,6 +568,12 @@ def test_io_raw_types(digits):
     xu = qc.quantize(x, s, np.uint8(z))
     yu = qu(xu)
     assert yu.dtype == np.uint8
+    for q, v in ((qu, xu), (qf, x)):  # a dict with a name the model lacks: refused either way
+        with pytest.raises(ValueError, match=r"x: expected the inputs \['image'\], got "
+                                             r"\['image', 'z'\]"):
+            q({"image": v, "z": v})
+        with pytest.raises(ValueError, match=r"x: expected the inputs \['image'\], got \[\]"):
+            q({})
     xi = (xu ^ np.uint8(128)).view(np.int8)  # the same values with the zero point - 128
     assert_equal_exact(qi(xi).view(np.uint8) ^ np.uint8(128), yu)
     so, zo, _ = qu.output_qparams["fc2.out"]
