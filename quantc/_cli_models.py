@@ -29,8 +29,9 @@ def add_parsers(sub):
                    help="activation type (default uint8)")
     c.add_argument("--io", choices=("float", "uint8", "int8"), default="float",
                    help="input/output type of the converted model (default float)")
-    c.add_argument("--batch-size", type=int, default=32, metavar="N",
-                   help="calibration batch size (default 32)")
+    c.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="calibration batch size (default: the model's batch when its inputs "
+                        "fix one, else 32)")
     sub.add_parser("demo", help="the bundled example end to end: float, weight-only int8, "
                                 "full-integer int8",
                    description="Run the bundled digits CNN as float32, with weight-only int8 "
@@ -42,8 +43,16 @@ def _calibration(path, model, batch_size):
     from .io import TensorReader
     if not os.path.isfile(path):
         raise CLIError(f"{path}: no such file")
+    # a model exported without a dynamic batch axis takes batches of exactly that size
+    fixed = {s[0] for s in model.inputs.values() if s and s[0] is not None}
+    fixed = fixed.pop() if len(fixed) == 1 else None
+    if batch_size is None:
+        batch_size = fixed or 32
     if batch_size < 1:
         raise CLIError(f"--batch-size: expected a positive int, got {batch_size}")
+    if fixed is not None and batch_size != fixed:
+        raise CLIError(f"--batch-size: the model's inputs take batches of {fixed} (no dynamic "
+                       f"batch axis), got {batch_size}")
     with TensorReader(path) as r:
         names = list(r.names)
         if len(model.inputs) == 1 and len(names) == 1:
@@ -59,6 +68,11 @@ def _calibration(path, model, batch_size):
         raise CLIError(f"{path}: expected arrays with the same non-zero batch size (axis 0), "
                        f"got shapes {[a.shape for a in arrays.values()]}")
     total = n.pop()
+    if fixed is not None:  # whole batches only
+        if total < fixed:
+            raise CLIError(f"{path}: expected at least {fixed} inputs (the model's batch), got "
+                           f"{total}")
+        total -= total % fixed
     one = len(arrays) == 1
     return [next(iter(arrays.values()))[i:i + batch_size] if one else
             {k: v[i:i + batch_size] for k, v in arrays.items()}

@@ -67,6 +67,25 @@ def test_convert_errors(files, args, msg):
     assert set(os.listdir(files)) == before  # nothing written on failure
 
 
+def test_convert_fixed_batch_model(files):
+    # exported without a dynamic batch axis: calibrated in batches of that size by default
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(files / "digits.onnx"))
+    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    dim.ClearField("dim_param")
+    dim.dim_value = 4
+    onnx.save(proto, str(files / "fixed.onnx"))
+    r = run("convert", str(files / "fixed.onnx"), "--calibration", str(files / "calib.npz"),
+            "-o", str(files / "fixed.safetensors"))
+    assert r.returncode == 0, r.stderr
+    assert "calibrated on 256 inputs" in r.stdout
+    r = run("convert", str(files / "fixed.onnx"), "--calibration", str(files / "calib.npz"),
+            "--batch-size", "32", "-o", str(files / "fixed2.safetensors"))
+    assert r.returncode == 2 and "--batch-size: the model's inputs take batches of 4" in \
+        r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (files / "fixed2.safetensors").exists()
+
+
 def test_convert_unsupported_model(files):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
