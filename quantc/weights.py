@@ -486,6 +486,11 @@ def _quantize_tensor(name, x, dtype, granularity, axis, block_size, symmetric, n
     flat = granularity == "per_block"
     q = quantize(x2 if flat else x, qp.scale, qp.zero_point, dtype, axis=st_axis,
                  block_size=st_block).reshape(x.shape)
+    if narrow_range:  # values clipped by percentile / mse saturate to the narrow range too
+        lo = qrange(dtype, narrow_range=True)[0]
+        wide = q.astype(np.int16)
+        if wide.size and wide.min() < lo:
+            q = np.maximum(wide, lo).astype(q.dtype)
     qt = QuantizedTensor(q, qp.scale, qp.zero_point, st_axis, st_block, x.dtype, granularity,
                          method, flat_blocks=flat)
     return qt, x2, block

@@ -158,6 +158,24 @@ def test_percentile_clips(rng):
     assert_equal_exact(qw["w"].scale, np.asarray(qp.scale, np.float32), "scale")
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int4", "uint4"])
+@pytest.mark.parametrize("method", ["percentile", "mse"])
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel", "per_block"])
+def test_clipped_values_stay_in_the_narrow_range(rng, dtype, method, granularity):
+    # the qparams were chosen for the narrow range, but the values clipped by percentile or
+    # mse saturated to the full one (-128 for int8, a weight outside the chosen range)
+    x = rng.standard_normal((8, 256)).astype(np.float32)
+    x[0, 0], x[3, 7] = -40.0, 35.0
+    for symmetric in (True, False):
+        qt = qc.quantize_weights({"w": x}, dtype=dtype, method=method, symmetric=symmetric,
+                                 granularity=granularity, min_elements=0,
+                                 **({"block_size": 64} if granularity == "per_block" else {}),
+                                 progress=False)["w"]
+        q = np.asarray(qt.q).astype(np.int32)
+        lo, hi = qc.qrange(dtype, narrow_range=True)
+        assert lo <= q.min() and q.max() <= hi, (symmetric, q.min(), q.max())
+
+
 def test_report_contents(rng):
     w = model(rng)
     qw = qc.quantize_weights(w, skip=["skip*"], progress=False)
