@@ -12,13 +12,16 @@ Both formats cut each row (the last axis) into blocks of 32 values with one floa
 
 As ggml's reference quantizers (``quantize_row_q8_0_ref`` / ``quantize_row_q4_0_ref``), in
 float32 with ``x * (1 / d)`` for ``x / d``: the bytes equal those of the ``gguf`` package's
-``gguf.quants.quantize`` for the same float32 input. The scale used to quantize is the float32
+``gguf.quants.quantize`` for the same float32 input (but for an all-zero Q4_0 block whose first
+value is -0.0: ``d`` is -0.0 there, as ggml's C code writes, and +0.0 in the gguf package). The scale used to quantize is the float32
 ``d``; the stored one is its float16 rounding (ties to even). An all-zero block gets ``d = 0``
 and ``q = 0`` (Q8_0) or ``8`` (Q4_0).
 
 Files: :func:`save_gguf` and :func:`load_gguf` write and read ``.gguf`` through the ``gguf``
 package (``pip install 'quantc[gguf]'``), so llama.cpp's tools read what quantc writes.
 """
+import os
+
 import numpy as np
 
 from . import _C, _dtypes
@@ -183,24 +186,49 @@ def save_gguf(tensors, path, *, arch="quantc"):
         if not isinstance(name, str):
             raise TypeError(f"tensors: expected str names, got {type(name).__name__}")
         if isinstance(t, GGUFTensor):
-            # the byte shape keeps the leading dimensions: gguf derives the tensor's shape from it
-            items.append((name, t.data.reshape(t.shape[:-1] + (-1,)), types[t.dtype]))
+            # the byte shape keeps the leading dimensions: gguf derives the tensor's shape from
+            # it (the row's bytes spelled out: -1 cannot be inferred for zero rows)
+            row = t.shape[-1] // _BLOCK * _BYTES[t.dtype]
+            items.append((name, t.data.reshape(t.shape[:-1] + (row,)), types[t.dtype]))
             continue
         a = np.asarray(t)
-        if a.dtype not in (np.float32, np.float16):
+        if a.dtype.kind != "f" or a.dtype.itemsize not in (2, 4):
             raise TypeError(f"tensors[{name!r}]: expected a GGUFTensor or a float32/float16 "
                             f"array, got {a.dtype}")
-        items.append((name, np.ascontiguousarray(a), None))
-    w = gguf.GGUFWriter(str(path), arch)
-    for name, data, raw in items:
-        if raw is None:
-            w.add_tensor(name, data)
-        else:
-            w.add_tensor(name, data, raw_dtype=raw)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+        if a.ndim == 0:  # a GGUF tensor has at least one dimension: not silently (1,)
+            raise ValueError(f"tensors[{name!r}]: expected at least 1 dimension (GGUF has no "
+                             f"0-d tensors), got a 0-d array")
+        items.append((name, np.ascontiguousarray(a, a.dtype.newbyteorder("=")), None))
+    # written under a temporary name in the same folder, then renamed: a failure leaves the
+    # old file (or none), never a half-written one
+    import tempfile
+    from .io import _umask
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{path}: the output folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp")
+    os.close(fd)
+    try:
+        w = gguf.GGUFWriter(tmp, arch)
+        for name, data, raw in items:
+            if raw is None:
+                w.add_tensor(name, data)
+            else:
+                w.add_tensor(name, data, raw_dtype=raw)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
     return path
 
 

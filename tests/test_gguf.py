@@ -1,5 +1,7 @@
 """GGUF Q8_0 / Q4_0 blocks: bytes equal to the gguf package's reference quantizers; .gguf files
 written by quantc read back by gguf.GGUFReader."""
+import os
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -116,6 +118,31 @@ def test_file_read_by_gguf_reader(tmp_path, rng):
             assert_equal_exact(back[name].data, v.data, name)
         else:
             assert_equal_exact(back[name], v, name)
+
+
+def test_file_edges_and_atomic_write(tmp_path, rng, monkeypatch):
+    path = tmp_path / "m.gguf"
+    t = {"a": qc.GGUFTensor.from_float(rng.standard_normal((4, 64)).astype(np.float32), "q4_0"),
+         "empty": qc.GGUFTensor.from_float(np.zeros((0, 32), np.float32), "q8_0"),
+         "be": np.arange(6, dtype=">f4").reshape(2, 3)}  # big-endian: converted, not refused
+    qc.save_gguf(t, path)
+    back = qc.load_gguf(path)
+    assert back["empty"].shape == (0, 32) and back["empty"].dequantize().shape == (0, 32)
+    assert_equal_exact(back["a"].data, t["a"].data, "q4_0 bytes")
+    assert_equal_exact(back["be"], np.arange(6, dtype=np.float32).reshape(2, 3), "be")
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"tensors\['s'\]: expected at least 1 dimension"):
+        qc.save_gguf({"s": np.float32(3.0)}, path)  # was written as shape (1,)
+    with pytest.raises(TypeError, match=r"tensors\['i'\]: expected a GGUFTensor or a float32"):
+        qc.save_gguf({"i": np.arange(3)}, path)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.gguf"]
+
+    def fail(self, *a, **k):  # a failure half way through the tensors
+        raise OSError("disk full")
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", fail)
+    with pytest.raises(OSError, match="disk full"):
+        qc.save_gguf(t, path)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.gguf"]
 
 
 def test_missing_gguf_names_the_extra(monkeypatch, tmp_path):
