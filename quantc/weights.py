@@ -197,7 +197,9 @@ class QuantizedWeights(Mapping):
         ``bias`` and ``smooth`` (SmoothQuant factors the weight was quantized with) may be
         arrays or names of (float) tensors of this mapping."""
         from ._gemm import Linear
-        if not isinstance(name, str) or name not in self._tensors:
+        if not isinstance(name, str):
+            raise TypeError(f"name: expected a tensor name (str), got {type(name).__name__}")
+        if name not in self._tensors:
             raise KeyError(f"name: no tensor {name!r} in these weights")
         qt = self._tensors[name]
         if isinstance(qt, GGUFTensor):

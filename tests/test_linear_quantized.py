@@ -205,6 +205,8 @@ def test_from_quantized_bad_input(rng):
     qw = qc.quantize_weights({"w": w, "small": w[:2, :2]}, min_elements=100)
     with pytest.raises(KeyError, match="name: no tensor 'nope'"):
         qw.linear("nope")
+    with pytest.raises(TypeError, match=r"name: expected a tensor name \(str\), got int"):
+        qw.linear(3)
     with pytest.raises(ValueError, match="name: 'small' is not quantized"):
         qw.linear("small")
     with pytest.raises(KeyError, match="bias: no tensor 'b'"):
