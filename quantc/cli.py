@@ -264,6 +264,7 @@ def main(argv=None):
     from ._cli_models import cmd_convert, cmd_demo
     cmd = {"quantize": cmd_quantize, "inspect": cmd_inspect, "demo": cmd_demo,
            "convert": cmd_convert, "bench": cmd_bench}[a.command]
+    stdout, sys.stdout = sys.stdout, _PipeGuard(sys.stdout)
     try:
         rc = cmd(a)
         sys.stdout.flush()
@@ -279,6 +280,33 @@ def main(argv=None):
     except Exception as e:  # a malformed input reached something unexpected: still one line
         return _error(a.command, f"{type(e).__name__}: {_message(e)} (unexpected; "
                                  f"please report it)")
+    finally:
+        sys.stdout = stdout
+
+
+class _PipeGuard:
+    """stdout for a command: when the reader goes away (``quantc quantize ... | head -1``),
+    the rest of the output goes to /dev/null and the command runs on, so the files it writes
+    after printing (-o OUT, --json) are still written; the exit status stays the command's."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def write(self, text):
+        try:
+            return self._inner.write(text)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._inner.flush()
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+
+    def __getattr__(self, name):  # isatty, fileno, buffer, encoding ...
+        return getattr(self._inner, name)
 
 
 def _message(e):

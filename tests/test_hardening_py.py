@@ -202,6 +202,24 @@ def test_inspect_into_a_closed_pipe_is_quiet(tmp_path):
     assert rc == 0 and err == "", (rc, err)
 
 
+def test_quantize_into_a_closed_pipe_still_writes_its_files(tmp_path):
+    # the report went to a reader that had gone (`| true`): the command stopped at its first
+    # print, exit 0, and -o OUT and --json were never written
+    src = tmp_path / "m.npz"
+    qio.write_tensors(src, {f"layer{i}.weight": np.ones((64, 64), np.float32) * i
+                            for i in range(1, 40)})
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    p = subprocess.Popen([sys.executable, "-m", "quantc", "quantize", str(src), "-o",
+                          str(tmp_path / "q.safetensors"), "--json", str(tmp_path / "r.json")],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # as `| true` does: nobody reads
+    err = p.stderr.read().decode()
+    rc = p.wait(timeout=120)
+    assert rc == 0 and err == "", (rc, err)
+    assert len(qc.load_quantized(tmp_path / "q.safetensors")) == 39
+    assert (tmp_path / "r.json").stat().st_size > 0
+
+
 # ---- item 5: bad QUANTC_ISA / QUANTC_NUM_THREADS -------------------------------------------
 
 @pytest.mark.parametrize("var,value", [("QUANTC_ISA", "bogus"), ("QUANTC_ISA", "AVX2"),
