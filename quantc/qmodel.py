@@ -264,6 +264,19 @@ class _Q:
     def to_list(self):
         return [float(self.scale), self.zero_point, self.dtype.name]
 
+    # read as the documented (scale, zero_point, dtype) triple: s, z, dt = qm.qparams[name]
+    def __iter__(self):
+        return iter((self.scale, self.zero_point, self.dtype.name))
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return tuple(self)[i]
+
+    def __repr__(self):
+        return f"({float(self.scale)!r}, {self.zero_point}, {self.dtype.name!r})"
+
 
 def _quantize_weight(w, per_channel):
     """Symmetric int8, narrow range: (q int8, scale float32 (M,)) with M = w.shape[0]."""

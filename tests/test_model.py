@@ -565,6 +565,7 @@ def test_io_raw_types(digits):
     qi = qc.quantize_model(model, calib, io="int8")
     s, z, dt = qu.input_qparams["image"]
     assert dt == "uint8" and qi.input_qparams["image"] == (s, z - 128, "int8")
+    assert tuple(qu.qparams["image"]) == (s, z, "uint8")  # the documented triple
     xu = qc.quantize(x, s, np.uint8(z))
     yu = qu(xu)
     assert yu.dtype == np.uint8
