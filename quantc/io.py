@@ -192,10 +192,11 @@ def _check_npz(path):
 class TensorReader:
     """Read the tensors of a .npz or .safetensors file one at a time.
 
-    ``names`` lists the tensors in file order, ``shape(name)``/``dtype(name)`` describe one
-    without reading its data where the format allows it, ``read(name)`` returns it as a NumPy
-    array, ``metadata`` is the file's string -> string metadata (safetensors ``__metadata__``;
-    for .npz the ``__metadata__.json`` member). Use as a context manager.
+    ``names`` lists the tensors in file order, ``shape(name)`` gives one's shape without
+    reading its data (safetensors, from the header; None for .npz), ``nbytes(name)`` its
+    stored size, ``read(name)`` returns it as a NumPy array, ``metadata`` is the file's
+    string -> string metadata (safetensors ``__metadata__``; for .npz the
+    ``__metadata__.json`` member). Use as a context manager.
     """
 
     def __init__(self, path):

@@ -25,8 +25,9 @@ SECTIONS = {
     "quantc._conv": "Convolution, pooling and quantized operators (NCHW)",
     "quantc.calibration": "Calibration observers",
     "quantc.weights": "Weight dictionaries and files",
-    "quantc.examples": "Models",
     "quantc.io": "Tensor files (quantc.io)",
+    "quantc.examples": "The bundled example (quantc.examples)",
+    "quantc.torch": "Quantization-aware training (quantc.torch, needs torch)",
 }
 
 INTRO = """\
@@ -37,7 +38,8 @@ the script's introduction), not this file. `tests/test_hardening_py.py` checks t
 to date.
 
 Everything below is importable from the top level (`import quantc as qc; qc.quantize(...)`),
-except the `quantc.io` helpers, which are imported from `quantc.io`.
+except the `quantc.io`, `quantc.examples` and `quantc.torch` names, imported from those
+modules.
 
 ## Conventions
 
@@ -83,8 +85,9 @@ converter); the formulas are in each docstring.
 - `QUANTC_NUM_THREADS=n` (1..256) sets the initial thread count;
 - `QUANTC_NPZ_MAX_RATIO=r` raises the zip-bomb limit for `.npz` files (see `quantc.io`).
 
-A bad value is a `ValueError` at import naming the variable (the command line prints
-`quantc: error: ...` and exits with status 2).
+A bad `QUANTC_ISA` or `QUANTC_NUM_THREADS` is a `ValueError` at import naming the variable (the
+command line prints `quantc: error: ...` and exits with status 2); `QUANTC_NPZ_MAX_RATIO` is read
+each time an `.npz` file is, and a bad value is a `ValueError` there naming it.
 """
 
 
@@ -170,7 +173,9 @@ def render():
     sys.path.insert(0, ROOT)
     try:
         import quantc
+        import quantc.examples
         import quantc.io
+        import quantc.torch  # (imports without torch; FakeQuantize is made on first use)
     finally:
         sys.path.pop(0)
     modules = [m for n, m in sorted(sys.modules.items())
@@ -179,8 +184,11 @@ def render():
     for name in quantc.__all__:
         groups.setdefault(_exporter(name, modules), []).append(
             (name, getattr(quantc, name)))
-    groups["quantc.io"] = [(f"quantc.io.{n}", getattr(quantc.io, n))
-                           for n in quantc.io.__all__]
+    for sub in (quantc.io, quantc.examples, quantc.torch):
+        # quantc.torch's FakeQuantize exists only with torch installed: the module docstring
+        # (first in its section) describes it, so the file is the same either way
+        groups[sub.__name__] = [(f"{sub.__name__}.{n}", vars(sub)[n]) for n in sub.__all__
+                                if n in vars(sub)]
     out = [INTRO]
     order = [m for m in SECTIONS if m in groups] + [m for m in groups if m not in SECTIONS]
     for mod in order:
@@ -188,6 +196,8 @@ def render():
         if title is None:
             title = (inspect.getdoc(sys.modules.get(mod)) or mod).splitlines()[0].rstrip(".")
         out.append(f"## {title}\n")
+        if mod == "quantc.torch":
+            out.append(_block(_doc(sys.modules[mod])))
         for name, obj in groups[mod]:
             out.append(_entry(name, obj))
     return "\n".join(out).rstrip() + "\n"
