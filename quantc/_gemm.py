@@ -338,6 +338,16 @@ class Linear:
         weights; ``y`` is unchanged up to rounding.
         """
         _act_granularity(act_granularity)
+        from ._elementwise import _check_flag
+        _check_flag(per_channel, "per_channel")  # "no" was truthy
+        if not isinstance(weight_dtype, str):  # a dtype by its name (an array is refused)
+            try:
+                if weight_dtype is None:  # (np.dtype(None) is float64)
+                    raise TypeError
+                weight_dtype = np.dtype(weight_dtype).name
+            except TypeError:
+                raise TypeError(f"weight_dtype: expected 'int8', 'int4' or 'uint4', got "
+                                f"{type(weight_dtype).__name__}") from None
         if weight_dtype not in ("int8", "int4", "uint4"):
             raise ValueError(f"weight_dtype: expected 'int8', 'int4' or 'uint4', got "
                              f"{weight_dtype!r}")

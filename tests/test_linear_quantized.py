@@ -200,6 +200,12 @@ def test_from_quantized_bad_input(rng):
         qc.Linear.from_quantized(qt, act_granularity="per_token")
     with pytest.raises(TypeError, match="act_granularity"):
         qc.Linear.from_float(w, act_granularity=1)
+    for wd in (np.array(["int4", "int8"]), None):  # (NumPy's "truth value ... ambiguous")
+        with pytest.raises(TypeError, match="weight_dtype: expected 'int8', 'int4' or 'uint4'"):
+            qc.Linear.from_float(w, weight_dtype=wd)
+    with pytest.raises(TypeError, match="per_channel: expected True or False, got 'no'"):
+        qc.Linear.from_float(w, per_channel="no")
+    assert qc.Linear.from_float(w, weight_dtype=np.int8).weight_dtype == "int8"
     with pytest.raises(ValueError, match="act_granularity"):
         qc.Linear.from_float(w, act_granularity="row")
     qw = qc.quantize_weights({"w": w, "small": w[:2, :2]}, min_elements=100)
