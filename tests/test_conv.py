@@ -285,6 +285,19 @@ def test_pointwise_cropped_by_stride(isa, case, route):
         _C._set_conv_nchw(prev)
 
 
+def test_out_of_memory_names_the_padded_input():
+    # pads of 2**20 around a 4x4 image: 9 outputs, but the work buffers hold the padded image
+    # (4.4 TB): a MemoryError that says so, not an empty one
+    x = np.ones((1, 1, 4, 4), np.uint8)
+    w = np.ones((1, 1, 3, 3), np.int8)
+    with pytest.raises(MemoryError, match=r"x: out of memory for the convolution's work "
+                                          r"buffers \(a padded image of .* = 4398063288336 "
+                                          r"bytes; pads \(1048576, "):
+        qc.conv_integer(x, w, pads=(2 ** 20,) * 4, strides=(2 ** 20, 2 ** 20))
+    assert qc.conv_integer(x, w, pads=(8,) * 4, strides=(8, 8)).ravel().tolist() == \
+        [0, 0, 0, 0, 9, 0, 0, 0, 0]
+
+
 def test_zero_size():
     x = np.zeros((0, 3, 5, 5), np.uint8)
     w = np.zeros((4, 3, 3, 3), np.int8)

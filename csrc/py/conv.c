@@ -359,7 +359,20 @@ static PyObject *conv_call(qc_conv_args *a, PyArrayObject *x, PyArrayObject *bia
     qc_out_commit(dst, y);
     if (rc < 0) {
         Py_DECREF(y);
-        return PyErr_NoMemory();
+        /* the work buffers grow with the padded input, not the output: name that size */
+        unsigned long long padded;
+        if (__builtin_mul_overflow((unsigned long long)a->C,
+                                   (unsigned long long)a->H + (unsigned)a->pt + (unsigned)a->pb,
+                                   &padded) ||
+            __builtin_mul_overflow(padded,
+                                   (unsigned long long)a->W + (unsigned)a->pl + (unsigned)a->pr,
+                                   &padded))
+            padded = ULLONG_MAX;
+        PyErr_Format(PyExc_MemoryError,
+                     "x: out of memory for the convolution's work buffers (a padded image of "
+                     "C x (H + pads) x (W + pads) = %llu bytes; pads (%d, %d, %d, %d))",
+                     padded, a->pt, a->pl, a->pb, a->pr);
+        return NULL;
     }
     return (PyObject *)y;
 }
