@@ -6,6 +6,7 @@ docstrings live in ``csrc/py/elementwise.c``), so a call costs one argument pars
 min/max pass behind ``choose_qparams`` and ``quantize_dynamic`` is one C pass over ``x``;
 the parameter formulas (O(channels)) are NumPy, written out below per profile.
 """
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -439,7 +440,13 @@ def _quantize_dynamic_rows(x, npdt, qmin, qmax):
         raise TypeError(f"x: expected a real (float or integer) array, got {xf.dtype}")
     if xf.ndim == 0:
         raise ValueError("x: expected at least 1 dimension for granularity='per_row', got 0-d")
-    x2 = xf.reshape(int(np.prod(xf.shape[:-1])), xf.shape[-1])
+    x2 = xf.reshape(math.prod(xf.shape[:-1]), xf.shape[-1])
+    # the output first: one that cannot be allocated fails before the reductions over x
+    try:
+        q = np.empty(x2.shape, npdt)
+    except (MemoryError, ValueError):
+        raise MemoryError(f"x: cannot allocate {math.prod(xf.shape)} bytes for the quantized "
+                          f"output of shape {xf.shape}") from None
     # min/max in x's own precision, then float32: rounding is monotone, so this equals the
     # min/max of x converted to float32 (NaN propagates and is refused below)
     maxx = np.maximum(np.float32(0), np.max(x2, axis=1, initial=0).astype(np.float32))
@@ -458,6 +465,7 @@ def _quantize_dynamic_rows(x, npdt, qmin, qmax):
                              f"[{minx[i]}, {maxx[i]}] in row {i}")
         zp_f = (np.float32(qmin) - minx / scale).astype(np.float32)
     zp = np.rint(np.clip(zp_f, qmin, qmax)).astype(npdt)
-    q = _C.quantize(x2, scale, zp, npdt, axis=0) if x2.shape[0] else x2.astype(npdt)
+    if x2.shape[0]:
+        _C.quantize(x2, scale, zp, npdt, axis=0, out=q)
     lead = xf.shape[:-1]
     return q.reshape(xf.shape), scale.reshape(lead), zp.reshape(lead)

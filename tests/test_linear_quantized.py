@@ -132,6 +132,10 @@ def test_quantize_dynamic_per_row(rng):
         qc.quantize_dynamic(x, granularity="per_col")
     with pytest.raises(ValueError, match="x: expected finite.*row 1"):
         qc.quantize_dynamic(np.float32([[1, 2], [np.inf, 1]]), granularity="per_row")
+    # an output that cannot exist fails at once, not after reducing 2**58 values
+    with pytest.raises(MemoryError, match=r"x: cannot allocate 288230376151711744 bytes"):
+        qc.quantize_dynamic(np.broadcast_to(np.float32(1), (2 ** 28, 2 ** 30)),
+                            granularity="per_row")
     with pytest.raises(ValueError, match=r"x: expected no NaN values, got 1 NaN \(first at "
                                          r"flat index 2\)"):
         qc.quantize_dynamic(np.float32([[1, 2], [np.nan, 1]]), granularity="per_row")
