@@ -20,8 +20,6 @@ and ``q = 0`` (Q8_0) or ``8`` (Q4_0).
 Files: :func:`save_gguf` and :func:`load_gguf` write and read ``.gguf`` through the ``gguf``
 package (``pip install 'quantc[gguf]'``), so llama.cpp's tools read what quantc writes.
 """
-import os
-
 import numpy as np
 
 from . import _C, _dtypes
@@ -201,16 +199,8 @@ def save_gguf(tensors, path, *, arch="quantc"):
         items.append((name, np.ascontiguousarray(a, a.dtype.newbyteorder("=")), None))
     # written under a temporary name in the same folder, then renamed: a failure leaves the
     # old file (or none), never a half-written one
-    import tempfile
-    from .io import _umask
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{path}: the output folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    os.close(fd)
-    try:
+    from .io import _atomic_path
+    with _atomic_path(path) as tmp:
         w = gguf.GGUFWriter(tmp, arch)
         for name, data, raw in items:
             if raw is None:
@@ -221,14 +211,6 @@ def save_gguf(tensors, path, *, arch="quantc"):
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 

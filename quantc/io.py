@@ -18,12 +18,14 @@ SIGTERM during a write (main thread) removes the temporary file before the proce
 temporary files left by a process that no longer exists (SIGKILL, power loss) are removed by
 the next write to the same name.
 """
+import contextlib
 import errno
 import json
 import math
 import os
 import signal
 import struct
+import tempfile
 import threading
 import zipfile
 
@@ -363,6 +365,35 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def _atomic_path(path):
+    """A temporary file name in ``path``'s folder for a writer that wants a path (the ONNX
+    export, gguf's writer): on success it is synced, given the umask's mode and renamed to
+    ``path``; on any failure it is removed and ``path`` is untouched."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{path}: the output folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def _pid_alive(pid):
