@@ -8,6 +8,7 @@ numerics. Kernels: scalar, AVX2 (+F16C) and AVX-512, bit-identical, chosen at ru
 import numpy as np
 
 from . import _C, _lowbit
+from ._elementwise import _to_out
 
 round = _C.round  # noqa: A001 - the API name; shadows the builtin inside this module only
 clamp = _C.clamp
@@ -25,16 +26,7 @@ def saturate_cast(x, dtype, *, out=None):
     # saturating to the narrower range (both clamps are monotone and nest)
     q = _C.saturate_cast(a, np.int8 if lo < 0 else np.uint8)
     np.clip(q, lo, hi, out=q)
-    q = q.astype(dt)
-    if out is None:
-        return q
-    if not isinstance(out, np.ndarray) or out.shape != q.shape or out.dtype != dt or \
-            not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"out: expected a writable C-contiguous array of shape {q.shape} and "
-                         f"dtype {sub}, got {getattr(out, 'shape', type(out).__name__)} "
-                         f"{getattr(out, 'dtype', '')}")
-    out[...] = q
-    return out
+    return _to_out(q.astype(dt), out)
 
 
 saturate_cast.__doc__ = _C.saturate_cast.__doc__.split("\n--\n\n", 1)[-1] + """

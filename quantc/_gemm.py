@@ -11,6 +11,7 @@ bit-identical for every kernel variant and thread count.
 import numpy as np
 
 from . import _C, _dtypes
+from ._elementwise import _to_out
 
 __all__ = ["quantize_multiplier", "requantize_fixed", "requantize", "matmul_integer",
            "qlinear_matmul", "pack_matrix", "PackedMatrix", "Linear", "smooth_factors"]
@@ -103,7 +104,7 @@ def _run_batched(kernel, a, b, out):
         res = np.empty(shape, r.dtype)
     if vec:
         res = res[..., 0, :]
-    return _into_out(res, out)
+    return _to_out(res, out)
 
 
 def _vector_b(b):
@@ -120,21 +121,7 @@ def _run_vector(kernel, a, b, out):
     aa = a if isinstance(a, np.ndarray) else np.asarray(a)
     if aa.ndim and aa.shape[-1] != b.shape[0]:
         raise ValueError(f"b: expected {aa.shape[-1]} values (a's K), got shape {b.shape}")
-    return _into_out(kernel(aa, b[:, None])[..., 0], out)
-
-
-def _into_out(res, out):
-    if out is not None:
-        if not isinstance(out, np.ndarray) or out.shape != res.shape or \
-                out.dtype != res.dtype or not out.flags.c_contiguous or \
-                not out.flags.writeable:
-            raise ValueError(f"out: expected a writable C-contiguous array of shape "
-                             f"{res.shape} and dtype {res.dtype}, got "
-                             f"{getattr(out, 'shape', type(out).__name__)} "
-                             f"{getattr(out, 'dtype', '')}")
-        out[...] = res
-        return out
-    return res
+    return _to_out(kernel(aa, b[:, None])[..., 0], out)
 
 
 def matmul_integer(a, b, a_zero_point=None, b_zero_point=None, *, out=None):
@@ -145,7 +132,8 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None, *, out=None):
     (each matrix of the batch runs through the 2-D kernel), one vector ``(K,)`` (the result
     then drops its last axis, as in NumPy), or a :class:`PackedMatrix`. ``a_zero_point``:
     scalar or ``(M,)`` (per row) of ``a``'s dtype (or a Python int in range);
-    ``b_zero_point``: scalar or ``(N,)`` (per column) of ``b``'s dtype. Exact whenever the result fits int32, else the true value modulo 2**32.
+    ``b_zero_point``: scalar or ``(N,)`` (per column) of ``b``'s dtype. Exact whenever the
+    result fits int32, else the true value modulo 2**32.
     """
     bb, bv = _batched_b(b), _vector_b(b)
     if bb is not None or bv is not None:

@@ -53,6 +53,15 @@ def type_name(dtype):
     return None
 
 
+def _int_or_none(value, name):
+    """``value`` as an int, or None; a float (2.7), bool or string is a TypeError naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int or None, got {value!r}")
+    return int(value)
+
+
 def _float32(x, arg):
     a = np.asarray(x)
     if (a.dtype.kind not in "iuf" or a.dtype == np.longdouble) and \
@@ -280,11 +289,9 @@ def fake_quantize(x, scale, zero_point, name, axis=None, block_size=None, qmin=N
     dt, lo, hi, is_float = TYPES[name]
     if is_float and (qmin is not None or qmax is not None):
         raise ValueError(f"qmin/qmax: expected None for {name}, got {qmin!r}/{qmax!r}")
-    for arg, v in (("qmin", qmin), ("qmax", qmax)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
-            raise TypeError(f"{arg}: expected an int or None, got {v!r}")
-    qmin = lo if qmin is None else int(qmin)
-    qmax = hi if qmax is None else int(qmax)
+    qmin, qmax = _int_or_none(qmin, "qmin"), _int_or_none(qmax, "qmax")
+    qmin = lo if qmin is None else qmin
+    qmax = hi if qmax is None else qmax
     if not lo <= qmin <= qmax <= hi:
         raise ValueError(f"qmin/qmax: expected {lo} <= qmin <= qmax <= {hi} ({name}), got "
                          f"{qmin}/{qmax}")

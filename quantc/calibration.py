@@ -111,6 +111,14 @@ class _RangeObserver:
             self.min_val = np.minimum(self.min_val, r[0])
             self.max_val = np.maximum(self.max_val, r[1])
 
+    def _infinite(self):
+        """'+inf' or '-inf' when the observed range is infinite (no qparams can come of it),
+        else None."""
+        if self.min_val is None or (np.all(np.isfinite(self.min_val)) and
+                                    np.all(np.isfinite(self.max_val))):
+            return None
+        return "-inf" if np.any(np.isneginf(self.min_val)) else "+inf"
+
     def _check_ready(self):
         if self.min_val is None:
             raise ValueError("qparams: no data observed yet (call update(x) first)")

@@ -13,8 +13,9 @@ Both formats cut each row (the last axis) into blocks of 32 values with one floa
 As ggml's reference quantizers (``quantize_row_q8_0_ref`` / ``quantize_row_q4_0_ref``), in
 float32 with ``x * (1 / d)`` for ``x / d``: the bytes equal those of the ``gguf`` package's
 ``gguf.quants.quantize`` for the same float32 input (but for an all-zero Q4_0 block whose first
-value is -0.0: ``d`` is -0.0 there, as ggml's C code writes, and +0.0 in the gguf package). The scale used to quantize is the float32
-``d``; the stored one is its float16 rounding (ties to even). An all-zero block gets ``d = 0``
+value is -0.0: ``d`` is -0.0 there, as ggml's C code writes, and +0.0 in the gguf package).
+The scale used to quantize is the float32 ``d``; the stored one is its float16 rounding (ties
+to even). An all-zero block gets ``d = 0``
 and ``q = 0`` (Q8_0) or ``8`` (Q4_0).
 
 Files: :func:`save_gguf` and :func:`load_gguf` write and read ``.gguf`` through the ``gguf``

@@ -968,10 +968,9 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
             raise ValueError(f"{tensor(name)}: {msg[3:] if msg.startswith('x: ') else msg}") \
                 from None
         # every observer keeps the exact min and max: an infinite one leaves no range
-        if obs.min_val is not None and not (np.all(np.isfinite(obs.min_val)) and
-                                            np.all(np.isfinite(obs.max_val))):
+        if obs._infinite():
             raise ValueError(f"{tensor(name)}: expected finite values to calibrate on, got "
-                             f"{'-inf' if np.any(np.isneginf(obs.min_val)) else '+inf'}")
+                             f"{obs._infinite()}")
         if name in corrected and value.size:
             axes = (0,) + tuple(range(2, value.ndim))
             acc = sums.setdefault(name, [0.0, 0])

@@ -38,6 +38,7 @@ import warnings
 import numpy as np
 
 from . import _elementwise
+from ._lowbit import _int_or_none
 from .calibration import MinMaxObserver, MovingAverageMinMaxObserver, _real
 
 __all__ = ["FakeQuantize", "prepare_qat", "convert", "fake_quantize_modules", "freeze_observers",
@@ -155,9 +156,7 @@ def _impl():
                                  f"{observer!r}")
             if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
                 raise TypeError(f"axis: expected an int or None, got {type(axis).__name__}")
-            for arg, v in (("qmin", qmin), ("qmax", qmax)):
-                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
-                    raise TypeError(f"{arg}: expected an int or None, got {v!r}")
+            qmin, qmax = _int_or_none(qmin, "qmin"), _int_or_none(qmax, "qmax")
             dmin, dmax = _dtype_range(dtype)
             self.user_range = qmin is not None or qmax is not None
             qmax = dmax if qmax is None else int(qmax)
@@ -246,9 +245,8 @@ def _impl():
                 return
             # an infinite value would leave an infinite range, and no qparams ever after:
             # refused before the module's range changes
-            if not (np.all(np.isfinite(obs.min_val)) and np.all(np.isfinite(obs.max_val))):
-                raise ValueError(f"x: expected finite values to observe, got "
-                                 f"{'-inf' if np.any(np.isneginf(obs.min_val)) else '+inf'}")
+            if obs._infinite():
+                raise ValueError(f"x: expected finite values to observe, got {obs._infinite()}")
             self.min_val = torch.as_tensor(np.asarray(obs.min_val, np.float32)).clone()
             self.max_val = torch.as_tensor(np.asarray(obs.max_val, np.float32)).clone()
             s, z = self.qparams_from_range()

@@ -196,7 +196,8 @@ def test_quantized_tensor_view(rng, dtype):
     assert q.shape == x.shape and q.dtype == want_dt and z.dtype == want_dt
     assert s.shape == z.shape == (3, 2, 3) and s.dtype == np.float32 and not z.astype(int).any()
     blocks = t.data.reshape(-1, 34 if dtype == "q8_0" else 18)
-    assert_equal_exact(s.reshape(-1), blocks[:, :2].copy().view("<f2").astype(np.float32).reshape(-1), "d")
+    d = blocks[:, :2].copy().view("<f2").astype(np.float32).reshape(-1)
+    assert_equal_exact(s.reshape(-1), d, "d")
     lo, hi = (-127, 127) if dtype == "q8_0" else (-8, 7)
     qi = q.astype(np.int32)
     assert lo <= qi.min() and qi.max() <= hi
