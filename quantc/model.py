@@ -291,7 +291,7 @@ _ATTRS = {
     "Clip": {"min", "max"},
     "MaxPool": {"kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad",
                 "storage_order"},
-    "AveragePool": {"kernel_shape", "strides", "pads", "ceil_mode", "auto_pad",
+    "AveragePool": {"kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad",
                     "count_include_pad"},
     "GlobalAveragePool": set(),
     "Add": {"activation"},
@@ -304,6 +304,30 @@ _ATTRS = {
     "Dropout": {"seed", "ratio"},
 }
 SUPPORTED_OPS = tuple(_FLOAT)
+# the type of each attribute's value (ONNX's INT, INTS, FLOAT, STRING); "activation" is
+# checked by activation_bounds
+_ATTR_KIND = {"group": "int", "transA": "int", "transB": "int", "ceil_mode": "int",
+              "storage_order": "int", "count_include_pad": "int", "allowzero": "int",
+              "training_mode": "int", "axis": "int", "seed": "int", "spatial": "int",
+              "kernel_shape": "ints", "strides": "ints", "pads": "ints", "dilations": "ints",
+              "alpha": "float", "beta": "float", "epsilon": "float", "momentum": "float",
+              "ratio": "float", "min": "float", "max": "float", "auto_pad": "str"}
+
+
+def _check_attr(node, key, v):
+    """A clear error for an attribute value of the wrong type (a float axis is not truncated)."""
+    def is_int(i):
+        return isinstance(i, (int, np.integer))
+    kind = _ATTR_KIND.get(key)
+    ok = {"int": lambda: is_int(v),
+          "ints": lambda: isinstance(v, (list, tuple)) and all(is_int(i) for i in v),
+          "float": lambda: (isinstance(v, (int, float, np.integer, np.floating))
+                            and not isinstance(v, bool) and math.isfinite(v)),
+          "str": lambda: isinstance(v, str)}.get(kind, lambda: True)()
+    if not ok:
+        what = {"int": "an int", "ints": "a list of ints", "float": "a finite number",
+                "str": "a string"}[kind]
+        raise _err(node, f"attribute {key}: expected {what}, got {v!r}")
 # ops that may carry a fused activation: quantc's attribute ``activation``, not ONNX's, set by
 # the planning step of quantize_model: "Relu" or ["Clip", lo, hi] applied to the op's result
 FUSABLE = ("Conv", "Gemm", "MatMul", "Add")
@@ -550,11 +574,19 @@ def _s_bn(node, model, shapes):
     x = shapes[0]
     if int(node.attrs.get("training_mode", 0)):
         raise _err(node, "training_mode=1 is not supported (export the model in eval mode)")
+    if not int(node.attrs.get("spatial", 1)):
+        raise _err(node, "spatial=0 (statistics per element) is not supported")
     c = x[1] if len(x) > 1 else None
     for i, what in zip(range(1, 5), ("scale", "B", "mean", "var")):
         v = _need_const(node, model, i, what)
         if v.ndim != 1 or not _dim_eq(c, v.shape[0]):
             raise _err(node, f"{what}: expected shape ({c},), got {v.shape}")
+    var = model.initializers[node.inputs[4]].astype(np.float64)
+    eps = float(np.float32(node.attrs.get("epsilon", 1e-5)))
+    if var.size and not np.all(var + eps > 0):
+        i = int(np.argmin(var + eps > 0))
+        raise _err(node, f"var + epsilon: expected > 0 in every channel, got {var[i]} + {eps} "
+                         f"in channel {i}")
     return [x]
 
 
@@ -646,6 +678,8 @@ class Model:
             extra = set(node.attrs) - _ATTRS[node.op]
             if extra:
                 raise _err(node, f"unsupported attribute(s) {sorted(extra)}")
+            for key, v in node.attrs.items():
+                _check_attr(node, key, v)
             lo, hi = _ARITY[node.op]
             if not lo <= len(node.inputs) <= hi or any(not i for i in node.inputs[:lo]):
                 raise _err(node, f"expected {lo}..{hi} inputs, got {len(node.inputs)}")
@@ -742,7 +776,7 @@ class Model:
             if (a.dtype.kind not in "fiu" or a.dtype.kind == "b") and \
                     not _dtypes.is_ml_float(a.dtype):
                 raise TypeError(f"x[{name!r}]: expected a float array, got dtype {a.dtype}")
-            a = np.ascontiguousarray(a, dtype=np.float32)
+            a = np.asarray(a, dtype=np.float32, order="C")  # (ascontiguousarray makes 0-d 1-d)
             want = self.inputs[name]
             if a.ndim != len(want) or any(w is not None and w != d for w, d in
                                           zip(want, a.shape)):

@@ -68,11 +68,22 @@ def _array(t, what, onnx):
     """A TensorProto as float32 (float types) or int64 (integer types) NumPy array."""
     T = onnx.TensorProto
     if t.data_type in (T.FLOAT, T.DOUBLE):
-        return onnx.numpy_helper.to_array(t).astype(np.float32)
-    if t.data_type in (T.INT64, T.INT32, T.INT16, T.INT8, T.UINT8):
-        return onnx.numpy_helper.to_array(t).astype(np.int64)
-    raise ValueError(f"{what}: data type {T.DataType.Name(t.data_type)} is not supported "
-                     f"(expected FLOAT, DOUBLE or an integer type)")
+        dtype = np.float32
+    elif t.data_type in (T.INT64, T.INT32, T.INT16, T.INT8, T.UINT8):
+        dtype = np.int64
+    else:
+        kind = T.DataType.Name(t.data_type) if t.data_type in T.DataType.values() else \
+            f"{t.data_type} (unknown)"
+        raise ValueError(f"{what}: data type {kind} is not supported (expected FLOAT, DOUBLE "
+                         f"or an integer type)")
+    if any(d < 0 for d in t.dims):
+        raise ValueError(f"{what}: expected dimensions >= 0, got {list(t.dims)}")
+    try:
+        a = onnx.numpy_helper.to_array(t)
+    except (ValueError, TypeError) as e:  # raw_data or typed values that do not fill dims
+        raise ValueError(f"{what}: the stored values do not match the shape {list(t.dims)} "
+                         f"({e})") from None
+    return a.astype(dtype)
 
 
 def _attr(node, a, onnx):
@@ -82,10 +93,13 @@ def _attr(node, a, onnx):
         raise _node_err(node, f"attribute {a.name}: type {A.AttributeType.Name(a.type)} is "
                               f"not supported")
     v = onnx.helper.get_attribute_value(a)
-    if a.type == A.STRING:
-        return v.decode()
-    if a.type == A.STRINGS:
-        return [s.decode() for s in v]
+    try:
+        if a.type == A.STRING:
+            return v.decode()
+        if a.type == A.STRINGS:
+            return [s.decode() for s in v]
+    except UnicodeDecodeError:
+        raise _node_err(node, f"attribute {a.name}: expected UTF-8 text") from None
     return list(v) if a.type in (A.INTS, A.FLOATS) else v
 
 
@@ -128,12 +142,17 @@ def model_from_onnx(model):
             raise _node_err(n, f"unsupported op {n.op_type!r} (supported: "
                                f"{', '.join(SUPPORTED_OPS)})")
 
-    inits = {t.name: _array(t, f"{label}: initializer {t.name!r}{_used_by(g, t.name)}", onnx)
-             for t in g.initializer}
+    inits = {}
+    for t in g.initializer:
+        if t.name in inits:
+            raise ValueError(f"{label}: initializer {t.name!r} is defined twice")
+        inits[t.name] = _array(t, f"{label}: initializer {t.name!r}{_used_by(g, t.name)}", onnx)
     inputs = {}
     for vi in g.input:
         if vi.name in inits:
             continue  # IR < 4 lists initializers among the graph inputs
+        if vi.name in inputs:
+            raise ValueError(f"{label}: graph input {vi.name!r} is listed twice")
         tt = vi.type.tensor_type
         if not vi.type.HasField("tensor_type") or tt.elem_type != onnx.TensorProto.FLOAT:
             kind = (onnx.TensorProto.DataType.Name(tt.elem_type)
@@ -145,22 +164,41 @@ def model_from_onnx(model):
         inputs[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None
                                 for d in tt.shape.dim)
 
-    nodes, names, softmax_old = [], set(), []
+    nodes, softmax_old = [], []
+    # names: the given ones once each (ONNX allows repeats and none), then Op_output with a
+    # counter where that is taken
+    names = {n.name for n in g.node if n.name}
+    given, graph_outputs = set(), {o.name for o in g.output}
     for n in g.node:
+        if n.op_type in ("Constant", "Identity") and len(n.output) != 1:
+            raise _node_err(n, f"expected 1 output, got {len(n.output)}")
         if n.op_type == "Constant":
+            if n.output[0] in inits or n.output[0] in inputs:
+                raise _node_err(n, f"output {n.output[0]!r} is defined twice")
             inits[n.output[0]] = _constant(n, onnx)
             continue
         if n.op_type == "Identity" and len(n.input) == 1 and n.input[0] in inits \
-                and n.output[0] not in {o.name for o in g.output}:
+                and n.output[0] not in graph_outputs and n.output[0] not in inits \
+                and n.output[0] not in inputs:
             # torch.onnx.export shares equal initializers through Identity nodes
             inits[n.output[0]] = inits[n.input[0]]
             continue
         attrs = {a.name: _attr(n, a, onnx) for a in n.attribute}
         if n.op_type == "Softmax" and opset < 13:
             attrs.setdefault("axis", 1)  # the old default, valid only as the last axis
-            softmax_old.append((n, int(attrs["axis"])))
-        name = n.name if n.name and n.name not in names else None  # ONNX allows repeats
-        names.add(n.name)
+            if not isinstance(attrs["axis"], int):
+                raise _node_err(n, f"attribute axis: expected an int, got {attrs['axis']!r}")
+            softmax_old.append((n, attrs["axis"]))
+        if n.name and n.name not in given:
+            name = n.name
+        else:
+            name = stem = f"{n.op_type}_{n.output[0] if n.output else ''}"
+            k = 0
+            while name in names:
+                k += 1
+                name = f"{stem}_{k}"
+            names.add(name)
+        given.add(name)
         nodes.append(Node(n.op_type, n.input, n.output, attrs, name))
 
     m = Model(inputs, nodes, [o.name for o in g.output], inits, name=g.name or "model")
