@@ -2,7 +2,8 @@
 
 :func:`quantize_model` takes a float model to a :class:`QuantizedModel` in three steps:
 
-1. **Plan** (once, on the float graph): BatchNormalization following a Conv or Gemm is folded
+1. **Plan** (once, on the float graph): nodes that read only constants are computed (a
+   constant may be a graph output); BatchNormalization following a Conv or Gemm is folded
    into its weights and bias (in float64, rounded once to float32); a Relu, or a Clip whose
    range contains 0 (ReLU6), following a Conv, Gemm, MatMul or Add whose result nobody else
    reads is fused into it as its ``activation``. The planned graph is still a float model.
@@ -99,38 +100,79 @@ def _clip_bounds(node, init):
     return tuple(vals)
 
 
-def _gemm_weight(node, model):
-    """A quantizable Gemm/MatMul's weight as (out, in) float32 and its bias (or None)."""
-    w = model.initializers[node.inputs[1]]
+def _gemm_weight(node, model, init=None):
+    """A quantizable Gemm/MatMul's weight as (out, in) float32 and its bias (or None);
+    ``init``: the constants to look in (default: the model's)."""
+    init = model.initializers if init is None else init
+    w = init[node.inputs[1]]
     if node.op == "MatMul" or not int(node.attrs.get("transB", 0)):
         w = w.T
     w = np.ascontiguousarray(w, np.float32)
     bias = None
     if node.op == "MatMul" and len(node.inputs) > 2:  # planned MatMul + Add(bias)
-        bias = model.initializers[node.inputs[2]].astype(np.float32).reshape(-1)
+        bias = init[node.inputs[2]].astype(np.float32).reshape(-1)
     if node.op == "Gemm":
         alpha = np.float32(node.attrs.get("alpha", 1.0))
         if alpha != 1:
             w = (w * alpha).astype(np.float32)
         if len(node.inputs) > 2 and node.inputs[2]:
-            c = model.initializers[node.inputs[2]].astype(np.float32)
+            c = init[node.inputs[2]].astype(np.float32)
             bias = np.broadcast_to(c * np.float32(node.attrs.get("beta", 1.0)),
                                    (w.shape[0],)).astype(np.float32)
     return w, bias
 
 
+def _fold_constants(model, init):
+    """The nodes of ``model`` that read a graph input, directly or not; the others (every
+    input a constant) are computed here, their outputs added to ``init``. Integer constants
+    keep their type through the ops that only move values (a Reshape's shape made by a
+    Concat)."""
+    from .model import _FLOAT, _apply_activation
+    kept = []
+    for n in model.nodes:
+        if not all(not i or i in init for i in n.inputs):
+            kept.append(Node(n.op, n.inputs, n.outputs, dict(n.attrs), n.name))
+            continue
+        ins = [init[i] if i else None for i in n.inputs]
+        ints = all(a is None or a.dtype.kind in "iu" for a in ins[:1] + ins[1:] * (
+            n.op == "Concat")) and n.op in ("Concat", "Reshape", "Flatten", "Identity",
+                                            "Dropout")
+        if not ints:
+            ins = [a if a is None or (n.op == "Reshape" and k == 1) else a.astype(np.float32)
+                   for k, a in enumerate(ins)]
+        res = _FLOAT[n.op](n, ins, n.attrs)
+        res = res[0] if isinstance(res, (list, tuple)) else res
+        if "activation" in n.attrs:
+            res = _apply_activation(n, res)
+        init[n.outputs[0]] = np.asarray(res) if ints else np.asarray(res, np.float32)
+    return kept
+
+
 def plan(model):
-    """The planned float model: BatchNorm folded, Relu/ReLU6 fused (see the module doc)."""
+    """The planned float model: BatchNorm folded, Relu/ReLU6 fused, nodes of constants
+    computed (see the module doc)."""
     init = dict(model.initializers)
-    nodes = [Node(n.op, n.inputs, n.outputs, dict(n.attrs), n.name) for n in model.nodes]
+    nodes = _fold_constants(model, init)
+    taken = set(init) | set(model.inputs) | {t for n in model.nodes
+                                             for t in n.inputs + n.outputs}
+
+    def fresh(stem):
+        """A tensor name no one uses yet: ``stem``, else ``stem_1``, ``stem_2``, ..."""
+        name, k = stem, 0
+        while name in taken:
+            k += 1
+            name = f"{stem}_{k}"
+        taken.add(name)
+        return name
+
     for n in nodes:  # int8 Gemms as x @ w.T + bias: w (out, in) with alpha, bias with beta
-        if n.op == "Gemm" and _is_quantizable(n, model):
-            w, b = _gemm_weight(n, model)
-            init[n.name + ".weight_t"] = w
-            ins = [n.inputs[0], n.name + ".weight_t"]
+        if n.op == "Gemm" and _is_quantizable(n, model, init):
+            w, b = _gemm_weight(n, model, init)
+            ins = [n.inputs[0], fresh(n.name + ".weight_t")]
+            init[ins[1]] = w
             if b is not None:
-                init[n.name + ".bias_t"] = b
-                ins.append(n.name + ".bias_t")
+                ins.append(fresh(n.name + ".bias_t"))
+                init[ins[2]] = b
             n.inputs, n.attrs = tuple(ins), {"transB": 1}
     consumers = model.consumers()
     outputs = set(model.outputs)
@@ -150,8 +192,9 @@ def plan(model):
         n_out = init[src.inputs[1]].shape[1]
         if c.size != n_out or c.ndim > len(out_shape) or any(d != 1 for d in c.shape[:-1]):
             continue  # not one value per output column: stays an int8 Add
-        init[src.name + ".bias_t"] = c.astype(np.float32).reshape(-1)
-        src.inputs = src.inputs + (src.name + ".bias_t",)
+        bname = fresh(src.name + ".bias_t")
+        init[bname] = c.astype(np.float32).reshape(-1)
+        src.inputs = src.inputs + (bname,)
         if "activation" in node.attrs:
             src.attrs["activation"] = node.attrs["activation"]
         src.outputs = node.outputs
@@ -167,18 +210,13 @@ def plan(model):
                 and "activation" not in src.attrs and _is_quantizable(src, model, init):
             gamma, beta, mean, var = (init[i] for i in node.inputs[1:5])
             eps = node.attrs.get("epsilon", 1e-5)
-            if src.op == "Conv":
-                w = init[src.inputs[1]]
-                b = init[src.inputs[2]] if len(src.inputs) > 2 and src.inputs[2] else None
-                w2, b2 = fold_batch_norm(w, b, gamma, beta, mean, var, eps)
-                wname = src.name + ".weight_folded"
-            else:  # already (out, in) with transB=1 above
-                w = init[src.inputs[1]]
-                b = init[src.inputs[2]] if len(src.inputs) > 2 else None
-                w2, b2 = fold_batch_norm(w, b, gamma, beta, mean, var, eps)
-                wname = src.name + ".weight_folded"
-            init[wname], init[src.name + ".bias_folded"] = w2, b2
-            src.inputs = (src.inputs[0], wname, src.name + ".bias_folded")
+            # (a Gemm's weight is (out, in) with transB=1 since above, as a Conv's)
+            w = init[src.inputs[1]]
+            b = init[src.inputs[2]] if len(src.inputs) > 2 and src.inputs[2] else None
+            w2, b2 = fold_batch_norm(w, b, gamma, beta, mean, var, eps)
+            wname, bname = fresh(src.name + ".weight_folded"), fresh(src.name + ".bias_folded")
+            init[wname], init[bname] = w2, b2
+            src.inputs = (src.inputs[0], wname, bname)
         elif node.op in ("Relu", "Clip") and src.op in FUSABLE and "activation" not in src.attrs \
                 and _is_quantizable(src, model, init):
             if node.op == "Relu":
@@ -195,7 +233,7 @@ def plan(model):
         producer.update({o: src for o in node.outputs})
         dropped.add(node.name)
     kept = [n for n in nodes if n.name not in dropped]
-    used = {i for n in kept for i in n.inputs}
+    used = {i for n in kept for i in n.inputs} | set(model.outputs)
     init = {k: v for k, v in init.items() if k in used}
     return Model(model.inputs, kept, model.outputs, init, model.name)
 
@@ -287,6 +325,16 @@ def _quantize_weight(w, per_channel):
     scale[scale == 0] = np.float32(1.0)
     q = _elementwise.quantize(w, scale, np.zeros(m, np.int8), axis=0)
     return q, scale
+
+
+def _const_qparams(c, dtype):
+    """Per-tensor qparams of a constant activation (an Add's or Concat's operand, a constant
+    graph output): its min and max with 0, as the minmax observer."""
+    p = MinMaxObserver()
+    if c.size:
+        p.update(c)
+        return p.qparams(dtype=dtype)
+    return choose_qparams(min_val=0.0, max_val=0.0, dtype=dtype)
 
 
 def quantize_bias(bias, x_scale, w_scale):
@@ -434,13 +482,17 @@ class QuantizedModel:
                 steps.append((_float_op(node), ins, out))
                 domain[out] = "f"
         self._outputs = []
+        qconsts = {}
         for o in m.outputs:
             want = "f" if self.io == "float" else "q"
-            self._outputs.append(need(o, want))
-        for o in m.outputs:
-            if self._io_dtype is not None and self._io_dtype != self.activation_dtype:
-                steps.append((_flip_sign, (self._outputs[m.outputs.index(o)],),
-                              self._outputs[m.outputs.index(o)]))
+            if domain.get(o) == "c" and want == "q":  # a constant output, quantized once
+                qconsts[o + "#q"] = _quantizer(self._q(o))(m.initializers[o].astype(np.float32))
+                self._outputs.append(o + "#q")
+            else:
+                self._outputs.append(need(o, want))
+        if self._io_dtype is not None and self._io_dtype != self.activation_dtype:
+            for k in dict.fromkeys(self._outputs):  # (an output listed twice: flipped once)
+                steps.append((_flip_sign, (k,), k))
         self._steps = steps
         # what each step reads for the last time, dropped after it (peak memory is then the
         # live activations, not every activation of the run)
@@ -454,6 +506,9 @@ class QuantizedModel:
             if name not in keep and name != steps[k][2]:
                 self._dead[k].append(name)
         self._consts = dict(m.initializers)
+        self._consts.update(qconsts)
+        # outputs that are a constant or a graph input are copied: the caller owns the result
+        self._copy_out = {k for k in self._outputs if k in self._consts or k in m.inputs}
         self._isa_cap = _C._get_isa_cap()  # weights are packed for this cap's kernels
 
     def _conv_packed(self, node):
@@ -598,8 +653,8 @@ class QuantizedModel:
                 return (lambda q: q.reshape([q.shape[i] if t == 0 else t
                                              for i, t in enumerate(target)])), const
             return (lambda q: q), const
-        # (an Add's constant operand may come first: it has no activation qparams)
-        qx = None if op == "Add" else self._q(x)
+        # (an Add's or Concat's constant operand may come first: it has no activation qparams)
+        qx = None if op in ("Add", "Concat") else self._q(x)
         qy = self._q(node.outputs[0])
         lo, hi = activation_bounds(node)
         relu = lo is not None and lo >= 0
@@ -648,12 +703,18 @@ class QuantizedModel:
                 return f, {node.inputs[i]}
             return (lambda p, q: _conv.qlinear_add(p, qa.scale, qa.zp, q, qb.scale, qb.zp,
                                                    ya.scale, ya.zp, relu=relu)), set()
-        if op == "Concat":
+        if op == "Concat":  # a constant operand was quantized once, at conversion
             axis = int(a["axis"])
-            qs = [self._q(i) for i in node.inputs]
-            return (lambda *xs: _conv.qlinear_concat(
-                [(v, p.scale, p.zp) for v, p in zip(xs, qs)], qy.scale, qy.zp,
-                axis=axis)), set()
+            consts = self.weights.get(node.name, {})
+            parts = [consts.get("const%d" % i) for i in range(len(node.inputs))]
+            qs = [self._q(i) if p is None else None for i, p in zip(node.inputs, parts)]
+
+            def concat(*xs):
+                it = iter(xs)
+                return _conv.qlinear_concat([p if p is not None else (next(it), q.scale, q.zp)
+                                             for p, q in zip(parts, qs)], qy.scale, qy.zp,
+                                            axis=axis)
+            return concat, {i for i, p in zip(node.inputs, parts) if p is not None}
         raise AssertionError(op)
 
     def _float_out_step(self, node, qx, lo, hi):
@@ -750,7 +811,8 @@ class QuantizedModel:
                 observe(out, _to_nchw(env[out]) if nhwc else env[out], qp)
             for i in dead:
                 del env[i]
-        return {o: env[k] for o, k in zip(self.model.outputs, self._outputs)}
+        return {o: env[k].copy() if k in self._copy_out else env[k]
+                for o, k in zip(self.model.outputs, self._outputs)}
 
     def __call__(self, x):
         if _C._get_isa_cap() != self._isa_cap:  # QUANTC_ISA changed: pack again
@@ -761,7 +823,7 @@ class QuantizedModel:
             env[out] = fn(*[env[i] for i in ins])
             for i in dead:
                 del env[i]
-        vals = tuple(env[k] for k in self._outputs)
+        vals = tuple(env[k].copy() if k in self._copy_out else env[k] for k in self._outputs)
         return vals[0] if len(vals) == 1 else vals
 
     # -- report -----------------------------------------------------------------------------
@@ -1021,6 +1083,10 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
         if node.op in _PASSTHROUGH and _is_quantizable(node, planned) \
                 and node.inputs[0] in qparams:
             qparams[node.outputs[0]] = qparams[node.inputs[0]]
+    for o in planned.outputs:  # a graph output computed from constants only
+        if o in planned.initializers:
+            p = _const_qparams(planned.initializers[o].astype(np.float32), activation_dtype)
+            qparams[o] = _Q(p.scale, p.zero_point, activation_dtype)
     missing = [name for name in names if name not in qparams]
     if missing and calibration_data is None:
         raise ValueError(f"calibration_data: None, but ranges= does not cover the tensor(s) "
@@ -1040,14 +1106,12 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
                 node.inputs[2] else None
         elif node.op in ("Gemm", "MatMul"):
             w, b = _gemm_weight(node, planned)
-        elif node.op == "Add":
+        elif node.op in ("Add", "Concat"):
             consts = {}
             for i, name in enumerate(node.inputs):
                 if name in planned.initializers:
                     c = planned.initializers[name].astype(np.float32)
-                    p = MinMaxObserver()
-                    p.update(c)
-                    cp = p.qparams(dtype=activation_dtype)
+                    cp = _const_qparams(c, activation_dtype)
                     consts[f"const{i}"] = (_elementwise.quantize(c, cp.scale, cp.zero_point),
                                            np.float32(cp.scale), cp.zero_point)
             if consts:
