@@ -10,6 +10,7 @@ DequantizeLinear (axis 0: the output channel; axis 1 for a MatMul's (K, N) weigh
 int32 with scale ``x_scale * w_scale``; a fused activation is written back as Relu or Clip.
 Ops quantc runs in float stay float between a DequantizeLinear and a QuantizeLinear.
 """
+import math
 import os
 
 import numpy as np
@@ -28,6 +29,77 @@ def _onnx():
     return onnx
 
 
+def _namer(model):
+    """``fresh(stem)``: a tensor name that no tensor of ``model`` and no earlier call has:
+    ``stem``, else ``stem_1``, ``stem_2``, ..."""
+    taken = set(model.inputs) | set(model.initializers) | set(model.outputs) | {
+        t for n in model.nodes for t in n.inputs + n.outputs}
+
+    def fresh(stem):
+        name, k = stem, 0
+        while name in taken:
+            k += 1
+            name = f"{stem}_{k}"
+        taken.add(name)
+        return name
+    return fresh
+
+
+def _dims(shape):
+    """ONNX dims of a quantc shape: an unknown dimension is left unnamed (two of them need
+    not be equal)."""
+    return [None if d is None else d for d in shape]
+
+
+def _opset_attrs(model, n, const):
+    """(attributes, extra inputs) of node ``n`` in opset OPSET: fused activation dropped
+    (written as its own node), older opsets' attributes moved or dropped (Clip's min/max
+    become inputs made with ``const(stem, value)``; Dropout's ratio does not act at
+    inference; BatchNormalization's spatial is 1), auto_pad resolved to explicit pads
+    (onnxruntime refuses SAME with dilations)."""
+    attrs = {k: v for k, v in n.attrs.items() if k != "activation"}
+    extra = []
+    if n.op == "Clip" and ("min" in attrs or "max" in attrs):
+        lo, hi = attrs.pop("min", None), attrs.pop("max", None)
+        extra = [const(n.name + "_min", np.float32(lo)) if lo is not None else "",
+                 const(n.name + "_max", np.float32(hi)) if hi is not None else ""]
+        if hi is None:
+            extra.pop()
+    elif n.op == "Dropout":
+        attrs.pop("ratio", None)
+    elif n.op == "BatchNormalization":
+        attrs.pop("spatial", None)
+    elif n.op == "AveragePool":
+        attrs.pop("dilations", None)  # (1, 1): others are refused when the model is built
+    if n.op in ("Conv", "MaxPool", "AveragePool") and attrs.get("auto_pad", "NOTSET") != \
+            "NOTSET":
+        from .model import _pool_geometry
+        k = tuple(attrs["kernel_shape"]) if "kernel_shape" in attrs else \
+            model.initializers[n.inputs[1]].shape[2:]
+        attrs["pads"] = list(_pool_geometry(n, model.shapes[n.inputs[0]], k)[1])
+        del attrs["auto_pad"]
+    return attrs, extra
+
+
+def _activation(n, out, fresh, const, node):
+    """(name, finish) for node ``n`` writing tensor ``out``: the op writes ``name``, and
+    ``finish()`` (None without a fused activation) then writes the activation from it to
+    ``out`` as Relu or Clip (an infinite bound is an omitted input)."""
+    lo, hi = activation_bounds(n)
+    if lo is None and hi is None:
+        return out, None
+    pre = fresh(out + "_preact")
+
+    def finish():
+        if lo == 0 and (hi is None or hi == math.inf):
+            node("Relu", [pre], [out])
+            return
+        ins = [pre, const(n.name + "_clip_min", np.float32(lo)) if lo > -math.inf else "",
+               const(n.name + "_clip_max", np.float32(hi)) if hi < math.inf else ""]
+        node("Clip", ins if ins[2] else ins[:2], [out])
+    return pre, finish
+
+
 def quantized_to_onnx(qm, path=None):
     """Build the QDQ ``onnx.ModelProto`` of ``qm``; write it to ``path`` (atomically) if given."""
     onnx = _onnx()
@@ -35,10 +107,14 @@ def quantized_to_onnx(qm, path=None):
     m = qm.model
     nodes, inits = [], []
     count = [0]
+    fresh = _namer(m)
 
-    def const(name, value):
+    def keep(name, value):
         inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
+
+    def const(stem, value):
+        return keep(fresh(stem), value)
 
     def node(op, ins, outs, **attrs):
         count[0] += 1
@@ -46,46 +122,56 @@ def quantized_to_onnx(qm, path=None):
                                       **attrs))
 
     io_dtype = None if qm.io == "float" else np.dtype(qm.io)
-    outputs = set(m.outputs)
     qdq = {}  # tensor -> the name of its dequantized value
+    # the float value of a graph output made here (a node's result, a constant) is written
+    # under another name, and the output itself last (Identity, or QuantizeLinear for raw io)
+    fname = {o: fresh(o + "_float") for o in m.outputs if o not in m.inputs}
+    qp_names = {}
 
-    def qparams_consts(t, dtype=None):
-        s, z, dt = qm._io_qparams(t) if dtype == "io" else qm.qparams[t].to_list()
-        return (const(f"{t}_scale" + ("_io" if dtype == "io" else ""), np.float32(s)),
-                const(f"{t}_zero_point" + ("_io" if dtype == "io" else ""),
-                      np.dtype(dt).type(z)))
+    def qparams_consts(t, io=False):
+        if (t, io) not in qp_names:
+            s, z, dt = qm._io_qparams(t) if io else qm.qparams[t].to_list()
+            tail = "_io" if io else ""
+            qp_names[t, io] = (const(f"{t}_scale{tail}", np.float32(s)),
+                               const(f"{t}_zero_point{tail}", np.dtype(dt).type(z)))
+        return qp_names[t, io]
 
     def float_name(t):
-        return t + "_float" if t in outputs else t
+        return fname.get(t, t)
 
     def add_qdq(t):
         """Q and DQ after the float tensor t; consumers read the returned name."""
         if t not in qdq:
             s, z = qparams_consts(t)
-            node("QuantizeLinear", [float_name(t), s, z], [t + "_quantized"])
-            node("DequantizeLinear", [t + "_quantized", s, z], [t + "_dequantized"])
-            qdq[t] = t + "_dequantized"
+            q, qdq[t] = fresh(t + "_quantized"), fresh(t + "_dequantized")
+            node("QuantizeLinear", [float_name(t), s, z], [q])
+            node("DequantizeLinear", [q, s, z], [qdq[t]])
         return qdq[t]
+
+    def dequantized(stem, q, scale, zero_point, axis=None):
+        """A DequantizeLinear of the constant q (int8/int32): the name of its float value."""
+        ins = [const(stem + "_quantized", q), const(stem + "_scale", scale),
+               const(stem + "_zero_point", zero_point)]
+        out = fresh(stem)
+        node("DequantizeLinear", ins, [out], **({} if axis is None else {"axis": axis}))
+        return out
 
     graph_inputs = []
     for name, shape in m.inputs.items():
-        dims = ["N" if d is None else d for d in shape]
-        if io_dtype is None:
-            elem = TensorProto.FLOAT
-            graph_inputs.append(helper.make_tensor_value_info(name, elem, dims))
-        else:
-            elem = helper.np_dtype_to_tensor_dtype(io_dtype)
-            graph_inputs.append(helper.make_tensor_value_info(name, elem, dims))
-            s, z = qparams_consts(name, "io")
-            node("DequantizeLinear", [name, s, z], [name + "_dequantized"])
-            qdq[name] = name + "_dequantized"
+        elem = TensorProto.FLOAT if io_dtype is None else \
+            helper.np_dtype_to_tensor_dtype(io_dtype)
+        graph_inputs.append(helper.make_tensor_value_info(name, elem, _dims(shape)))
+        if io_dtype is not None:
+            s, z = qparams_consts(name, io=True)
+            qdq[name] = fresh(name + "_dequantized")
+            node("DequantizeLinear", [name, s, z], [qdq[name]])
 
     def arg(t, want_q):
         """What a consumer reads: the dequantized value for int8 ops, else the float one."""
         if not t:
             return ""
         if t in m.initializers:
-            return t
+            return float_name(t)
         if want_q or t in qdq:
             return add_qdq(t)
         return float_name(t)
@@ -93,91 +179,65 @@ def quantized_to_onnx(qm, path=None):
     for n in m.nodes:
         is_int8 = qm.kinds[n.name] == "int8"
         out = float_name(n.outputs[0])
-        attrs = {k: v for k, v in n.attrs.items() if k != "activation"}
+        attrs, extra = _opset_attrs(m, n, const)
         wd = qm.weights.get(n.name)
         n_op = n.op
         if is_int8 and n.op in ("Conv", "Gemm", "MatMul"):
             x = arg(n.inputs[0], True)
             w, ws = wd["weight"], wd["weight_scale"]
             m_out = w.shape[0]
-            if n.op == "MatMul":
-                wq, axis = np.ascontiguousarray(w.T), 1
-            else:
-                wq, axis = w, 0
-            const(n.name + "_weight_quantized", wq)
-            const(n.name + "_weight_scale", ws)
-            const(n.name + "_weight_zero_point", np.zeros(m_out, np.int8))
-            node("DequantizeLinear", [n.name + "_weight_quantized", n.name + "_weight_scale",
-                                      n.name + "_weight_zero_point"], [n.name + "_weight"],
-                 axis=axis)
-            ins = [x, n.name + "_weight"]
+            wq, axis = (np.ascontiguousarray(w.T), 1) if n.op == "MatMul" else (w, 0)
+            ins = [x, dequantized(n.name + "_weight", wq, ws, np.zeros(m_out, np.int8), axis)]
             if wd["bias"] is not None:
                 xs = np.float32(qm.qparams[n.inputs[0]].scale)
-                const(n.name + "_bias_quantized", wd["bias"])
-                const(n.name + "_bias_scale", (xs * ws).astype(np.float32))
-                const(n.name + "_bias_zero_point", np.zeros(m_out, np.int32))
-                node("DequantizeLinear", [n.name + "_bias_quantized", n.name + "_bias_scale",
-                                          n.name + "_bias_zero_point"], [n.name + "_bias"],
-                     axis=0)
-                ins.append(n.name + "_bias")
+                ins.append(dequantized(n.name + "_bias", wd["bias"],
+                                       (xs * ws).astype(np.float32),
+                                       np.zeros(m_out, np.int32), 0))
             if n.op == "Gemm":
                 attrs = {"transB": 1}
             elif n.op == "MatMul" and wd["bias"] is not None:
                 # MatMul has no bias input: MatMul, then Add of the (dequantized) int32 bias
-                node("MatMul", ins[:2], [out + "_nobias"])
-                n_op, ins = "Add", [out + "_nobias", n.name + "_bias"]
-        elif is_int8 and n.op == "Add" and wd:
+                nobias = fresh(out + "_nobias")
+                node("MatMul", ins[:2], [nobias])
+                n_op, ins = "Add", [nobias, ins[2]]
+        elif is_int8 and n.op in ("Add", "Concat") and wd:
             ins = []
             for i, t in enumerate(n.inputs):
                 c = wd.get(f"const{i}")
                 if c is None:
                     ins.append(arg(t, True))
-                    continue
-                q, s, z = c
-                const(f"{n.name}_const{i}_quantized", q)
-                const(f"{n.name}_const{i}_scale", np.float32(s))
-                const(f"{n.name}_const{i}_zero_point", np.asarray(z, q.dtype))
-                node("DequantizeLinear", [f"{n.name}_const{i}_quantized",
-                                          f"{n.name}_const{i}_scale",
-                                          f"{n.name}_const{i}_zero_point"],
-                     [f"{n.name}_const{i}"])
-                ins.append(f"{n.name}_const{i}")
+                else:  # a constant operand, quantized at conversion
+                    q, s, z = c
+                    ins.append(dequantized(f"{n.name}_const{i}", q, np.float32(s),
+                                           np.asarray(z, q.dtype)))
         else:
-            ins = [arg(t, is_int8) for t in n.inputs]
-        lo, hi = activation_bounds(n)
-        if lo is None and hi is None:
-            node(n_op, ins, [out], **attrs)
-        else:
-            node(n_op, ins, [out + "_preact"], **attrs)
-            if hi is None:
-                node("Relu", [out + "_preact"], [out])
-            else:
-                c_lo = const(n.name + "_clip_min", np.float32(lo))
-                c_hi = const(n.name + "_clip_max", np.float32(hi))
-                node("Clip", [out + "_preact", c_lo, c_hi], [out])
+            ins = [arg(t, is_int8) for t in n.inputs] + extra
+        target, finish = _activation(n, out, fresh, const, node)
+        node(n_op, ins, [target], **attrs)
+        if finish is not None:
+            finish()
         if is_int8 and n.outputs[0] not in qm.float_outputs:
             add_qdq(n.outputs[0])
 
-    graph_outputs = []
+    graph_outputs, written = [], set()
     for o in m.outputs:
-        shape = ["N" if d is None else d for d in m.shapes[o]]
-        held_q = o in qdq
+        elem = TensorProto.FLOAT if io_dtype is None else \
+            helper.np_dtype_to_tensor_dtype(io_dtype)
+        graph_outputs.append(helper.make_tensor_value_info(o, elem, _dims(m.shapes[o])))
+        if o in m.inputs or o in written:  # a graph input is its own output (raw: same io)
+            continue
+        written.add(o)
+        src = qdq[o] if o in qdq else float_name(o)
         if io_dtype is None:
-            if held_q:
-                node("Identity", [add_qdq(o)], [o])
-            else:
-                node("Identity", [float_name(o)], [o])
-            graph_outputs.append(helper.make_tensor_value_info(o, TensorProto.FLOAT, shape))
+            node("Identity", [src], [o])
         else:
-            src = add_qdq(o) if held_q else float_name(o)
-            s, z = qparams_consts(o, "io")
+            s, z = qparams_consts(o, io=True)
             node("QuantizeLinear", [src, s, z], [o])
-            graph_outputs.append(helper.make_tensor_value_info(
-                o, helper.np_dtype_to_tensor_dtype(io_dtype), shape))
-    for k, v in m.initializers.items():  # constants float ops still read (shapes, clip bounds)
-        if any(k in n.inputs for n in m.nodes if not (
-                qm.kinds[n.name] == "int8" and n.op in ("Conv", "Gemm", "MatMul", "Add"))):
-            const(k, v)
+    skip = ("Conv", "Gemm", "MatMul", "Add", "Concat")  # their constants are written above
+    for k, v in m.initializers.items():  # constants float ops still read, constant outputs
+        if k in fname or any(k in n.inputs for n in m.nodes
+                             if not (qm.kinds[n.name] == "int8" and n.op in skip)):
+            keep(float_name(k), v)
     return _finish(onnx, helper.make_graph(nodes, qm.model.name, graph_inputs, graph_outputs,
                                            inits), path)
 
@@ -189,27 +249,33 @@ def model_to_onnx(model, path=None):
     from onnx import TensorProto, helper, numpy_helper
     nodes = []
     inits = [numpy_helper.from_array(v, k) for k, v in model.initializers.items()]
+    fresh = _namer(model)
+    node_names = {n.name for n in model.nodes}
+
+    def const(stem, value):
+        name = fresh(stem)
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(op, ins, outs, name=None, **attrs):
+        if name is None:  # an activation node: its op's name, made unique
+            stem, k = nodes[-1].name + "_act", 0
+            name = stem
+            while name in node_names:
+                k += 1
+                name = f"{stem}_{k}"
+        node_names.add(name)
+        nodes.append(helper.make_node(op, list(ins), list(outs), name=name, **attrs))
+
     for n in model.nodes:
-        attrs = {k: v for k, v in n.attrs.items() if k != "activation"}
-        lo, hi = activation_bounds(n)
-        out = n.outputs[0]
-        if lo is None and hi is None:
-            nodes.append(helper.make_node(n.op, n.inputs, n.outputs, name=n.name, **attrs))
-            continue
-        nodes.append(helper.make_node(n.op, n.inputs, [out + "_preact"], name=n.name, **attrs))
-        if hi is None:
-            nodes.append(helper.make_node("Relu", [out + "_preact"], [out], name=n.name + "_act"))
-        else:
-            inits += [numpy_helper.from_array(np.float32(lo), n.name + "_clip_min"),
-                      numpy_helper.from_array(np.float32(hi), n.name + "_clip_max")]
-            nodes.append(helper.make_node("Clip", [out + "_preact", n.name + "_clip_min",
-                                                   n.name + "_clip_max"], [out],
-                                          name=n.name + "_act"))
-    ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT,
-                                         ["N" if d is None else d for d in v])
+        attrs, extra = _opset_attrs(model, n, const)
+        target, finish = _activation(n, n.outputs[0], fresh, const, node)
+        node(n.op, list(n.inputs) + extra, [target] + list(n.outputs[1:]), n.name, **attrs)
+        if finish is not None:
+            finish()
+    ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT, _dims(v))
            for k, v in model.inputs.items()]
-    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT,
-                                          ["N" if d is None else d for d in model.shapes[o]])
+    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, _dims(model.shapes[o]))
             for o in model.outputs]
     return _finish(onnx, helper.make_graph(nodes, model.name, ins, outs, inits), path)
 

@@ -403,3 +403,242 @@ def test_missing_onnx(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r"needs the 'onnx' package: pip install "
                                           r"'quantc\[onnx\]'"):
         Model.from_onnx(tmp_path / "m.onnx")
+
+
+# ------------------------------------------------- graphs beyond a plain chain of layers
+
+def _graph(nodes, ins, outs, inits=(), opset=17):
+    """A ModelProto with graph inputs ``ins`` (name -> shape) and outputs ``outs``."""
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(k, F, list(s)) for k, s in ins.items()],
+        [helper.make_tensor_value_info(o, F, None) for o in outs],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in dict(inits).items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                             ir_version=8)
+
+
+def quantized_round_trip(proto, tmp_path, x):
+    """quantize_model on proto's model (calibrated on x), then: every output of qm (io uint8)
+    equals onnxruntime's run of qm.to_onnx() within 1 unit, and the dequantized outputs are
+    within one output step (and a half, for the input's own step) of the float model's."""
+    import quantc as qc
+    model = Model.from_onnx(proto)
+    feeds = x if isinstance(x, dict) else {next(iter(model.inputs)): x}
+    ref = model(feeds)
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    first = None
+    for io in ("float", "uint8"):
+        qm = qc.quantize_model(model, [feeds], io=io, progress=False)
+        first = first or qm
+        path = tmp_path / f"q_{io}.onnx"
+        qm.to_onnx(path)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        qfeeds = feeds if io == "float" else {
+            k: qc.quantize(v, qm.input_qparams[k][0], np.uint8(qm.input_qparams[k][1]))
+            for k, v in feeds.items()}
+        got = qm(qfeeds)
+        got = got if isinstance(got, tuple) else (got,)
+        theirs = sess.run(None, qfeeds)
+        for o, g, t, r in zip(model.outputs, got, theirs, ref):
+            assert g.shape == t.shape == r.shape, o
+            s, z, _ = qm.output_qparams[o]
+            if io == "uint8":
+                np.testing.assert_array_less(np.abs(g.astype(int) - t.astype(int)), 2)
+                g = (g.astype(np.float32) - z) * s
+            else:
+                np.testing.assert_allclose(g, t, atol=1.0001 * s, rtol=0)
+            np.testing.assert_allclose(g, r, atol=2 * s + 1e-6, rtol=0, err_msg=o)
+    return first
+
+
+def test_generated_names_never_replace_a_tensor(tmp_path):
+    """quantize_model names the Gemm's transposed weight and bias '<node>.weight_t' and
+    '.bias_t': a model tensor of that name stays what it is (it was overwritten, and the Add
+    read the Gemm's bias: off by 100)."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["a", "W", "C"], ["g"], name="fc", transB=1),
+             helper.make_node("Add", ["g", "fc.bias_t"], ["y"])]
+    inits = {"W": rnd(4, 3), "C": rnd(4, seed=2), "fc.bias_t": 100 + rnd(2, 4, seed=3)}
+    quantized_round_trip(_graph(nodes, {"a": (2, 3)}, ["y"], inits), tmp_path,
+                         rng.standard_normal((2, 3)).astype(np.float32))
+    # the BatchNorm folding names as well
+    nodes = [helper.make_node("Conv", ["a", "W"], ["c"], name="cv"),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["bn"]),
+             helper.make_node("Add", ["bn", "cv.bias_folded"], ["y"])]
+    inits = {"W": rnd(2, 2, 1, 1), "s": rnd(2, lo=0.5), "b": rnd(2, seed=2),
+             "m": rnd(2, seed=3), "v": rnd(2, seed=4, lo=0.5),
+             "cv.bias_folded": 50 + rnd(1, 2, 1, 1, seed=5)}
+    quantized_round_trip(_graph(nodes, {"a": (1, 2, 3, 3)}, ["y"], inits), tmp_path,
+                         rng.standard_normal((1, 2, 3, 3)).astype(np.float32))
+
+
+def test_concat_with_a_constant(tmp_path):
+    rng = np.random.default_rng(0)
+    for c in (rnd(2, 2), np.zeros((2, 0), np.float32)):
+        nodes = [helper.make_node("Concat", ["c", "a"], ["y"], axis=1)]
+        quantized_round_trip(_graph(nodes, {"a": (2, 3)}, ["y"], {"c": c}), tmp_path,
+                             rng.standard_normal((2, 3)).astype(np.float32))
+
+
+@pytest.mark.parametrize("case", ["identity_out", "relu_add", "init_out", "const_add"])
+def test_nodes_of_constants_are_computed_once(tmp_path, case):
+    """Nodes that read only constants are computed at conversion; a constant can be a graph
+    output (float: as it is; raw io: quantized with its own range)."""
+    rng = np.random.default_rng(0)
+    c = rnd(2, 3)
+    relu = helper.make_node("Relu", ["a"], ["y"])
+    nodes, outs = {
+        "identity_out": ([helper.make_node("Identity", ["c"], ["z"]), relu], ["y", "z"]),
+        "relu_add": ([helper.make_node("Relu", ["c"], ["rc"]),
+                      helper.make_node("Add", ["a", "rc"], ["y"])], ["y"]),
+        "init_out": ([relu], ["y", "c"]),
+        "const_add": ([helper.make_node("Add", ["c", "c"], ["cc"]),
+                       helper.make_node("Add", ["a", "cc"], ["y"])], ["y"]),
+    }[case]
+    inits = {"c": c}
+    qm = quantized_round_trip(_graph(nodes, {"a": (2, 3)}, outs, inits), tmp_path,
+                              rng.standard_normal((2, 3)).astype(np.float32))
+    assert all(n.op not in ("Identity", "Concat") or n.inputs[0] == "a"
+               for n in qm.model.nodes)
+    if case == "init_out":  # the caller owns the result: the model's constant stays
+        qm(np.zeros((2, 3), np.float32))[1][:] = 7
+        np.testing.assert_array_equal(qm(np.zeros((2, 3), np.float32))[1], c)
+
+
+@pytest.mark.parametrize("outs", [["a", "y"], ["y", "y"], ["y", "a", "y"]])
+def test_inputs_as_outputs_and_repeated_outputs(tmp_path, outs):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["a", "W"], ["y"])]
+    qm = quantized_round_trip(_graph(nodes, {"a": (1, 2, 3, 3)}, outs,
+                                     {"W": rnd(2, 2, 1, 1)}), tmp_path,
+                              rng.standard_normal((1, 2, 3, 3)).astype(np.float32))
+    import quantc as qc
+    x = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    got = qm(x)
+    if "a" in outs:  # a copy, not the caller's array
+        assert got[outs.index("a")] is not x
+    qi = qc.quantize_model(qm.model, [x], io="int8", activation_dtype="uint8", progress=False)
+    xq = qc.quantize(x, qi.input_qparams["a"][0], np.int8(qi.input_qparams["a"][1]))
+    gi = qi(xq)  # each raw output flipped to int8 once, even when listed twice
+    ref = qm.model.run(x)
+    for o, g in zip(outs, gi):
+        s, z, _ = qi.output_qparams[o]
+        np.testing.assert_allclose((g.astype(np.float32) - z) * s, ref[o], atol=2 * s)
+
+
+def test_zero_d_input(tmp_path):
+    proto = _graph([helper.make_node("Relu", ["a"], ["y"])], {"a": ()}, ["y"])
+    m = Model.from_onnx(proto)
+    assert m(np.array(-2.0, np.float32)).shape == ()
+    assert float(m(np.float32(3.0))) == 3.0
+
+
+@pytest.mark.parametrize("node, opset, inits", [
+    (helper.make_node("Clip", ["a"], ["y"], min=-1.0, max=1.0), 6, {}),
+    (helper.make_node("Clip", ["a"], ["y"], min=-1.0), 6, {}),
+    (helper.make_node("Dropout", ["a"], ["y"], ratio=0.3), 10, {}),
+    (helper.make_node("BatchNormalization", ["a", "s", "b", "m", "v"], ["y"], spatial=1), 7,
+     {"s": np.ones(3, np.float32), "b": np.zeros(3, np.float32), "m": np.zeros(3, np.float32),
+      "v": np.ones(3, np.float32)}),
+    (helper.make_node("AveragePool", ["a4"], ["y"], kernel_shape=[2, 2], dilations=[1, 1]), 19,
+     {}),
+    (helper.make_node("Conv", ["a4", "W"], ["y"], auto_pad="SAME_UPPER", dilations=[2, 1]), 17,
+     {"W": rnd(2, 3, 3, 2)}),
+    (helper.make_node("MaxPool", ["a4"], ["y"], kernel_shape=[3, 2], auto_pad="SAME_LOWER",
+                      strides=[2, 1]), 17, {}),
+], ids=["clip6", "clip6_min", "dropout10", "bn7", "avgpool19", "conv_same_dil", "maxpool_same"])
+def test_older_opsets_export_at_the_current_one(tmp_path, node, opset, inits):
+    """Attributes of older opsets (Clip's min/max, Dropout's ratio, BatchNormalization's
+    spatial), AveragePool's dilations of opset 19 and auto_pad (onnxruntime refuses SAME with
+    dilations) are written as opset 17 has them, by both exporters."""
+    rng = np.random.default_rng(0)
+    shape = (1, 3, 5, 6) if "a4" in node.input else (1, 3)
+    if "a4" in node.input:
+        node.input[0] = "a"
+    proto = _graph([node], {"a": shape}, ["y"], inits, opset=opset)
+    x = rng.standard_normal(shape).astype(np.float32)
+    model = Model.from_onnx(proto)
+    path = tmp_path / "f.onnx"
+    model.to_onnx(path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert_close(sess.run(None, {"a": x})[0], model(x))
+    quantized_round_trip(proto, tmp_path, x)
+
+
+def test_unknown_dims_are_not_one_symbol(tmp_path):
+    """Two free dimensions need not be equal: they are exported unnamed, not both as "N"."""
+    proto = _graph([helper.make_node("Concat", ["a", "b"], ["y"], axis=0)],
+                   {"a": ("B", 4), "b": ("C", 4)}, ["y"])
+    out = Model.from_onnx(proto).to_onnx()
+    for vi in list(out.graph.input) + list(out.graph.output):
+        d0 = vi.type.tensor_type.shape.dim[0]
+        assert not d0.dim_param and not d0.HasField("dim_value")
+    sess = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"a": np.zeros((2, 4), np.float32), "b": np.ones((3, 4), np.float32)})
+    assert y[0].shape == (5, 4)
+
+
+def test_half_open_clip_round_trips(tmp_path):
+    """A fused Clip with one bound is written with the other input omitted (not +-inf, which
+    from_onnx refuses as a constant)."""
+    import quantc as qc
+    rng = np.random.default_rng(0)
+    for lo in (-0.5, None):
+        ins = ["c", "lo"] if lo is not None else ["c", "", "hi"]
+        nodes = [helper.make_node("Conv", ["a", "W"], ["c"]), helper.make_node("Clip", ins, ["y"])]
+        inits = {"W": rnd(2, 2, 1, 1), "lo": np.float32(-0.5), "hi": np.float32(0.5)}
+        x = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
+        qm = qc.quantize_model(Model.from_onnx(_graph(nodes, {"a": (1, 2, 3, 3)}, ["y"], inits)),
+                               [x], progress=False)
+        assert qm.kinds == {qm.model.nodes[0].name: "int8"}  # fused
+        back = Model.from_onnx(qm.model.to_onnx())
+        assert_close(back(x), qm.model(x))
+
+
+def test_generated_node_names_avoid_given_ones():
+    nodes = [helper.make_node("Relu", ["x"], ["z"], name="Relu_y"),
+             helper.make_node("Relu", ["z"], ["y"])]
+    assert [n.name for n in Model.from_onnx(build(nodes)).nodes] == ["Relu_y", "Relu_y_1"]
+
+
+def test_identity_cannot_redefine_a_constant():
+    nodes = [helper.make_node("Identity", ["c"], ["d"]), helper.make_node("Add", ["x", "d"], ["y"])]
+    proto = build(nodes, {"c": rnd(8), "d": rnd(8, seed=2)})
+    with pytest.raises(ValueError, match="output 'd' is defined twice"):
+        Model.from_onnx(proto)
+    proto = build([helper.make_node("Add", ["x", "c"], ["y"])], {"c": rnd(8)})
+    proto.graph.initializer.append(numpy_helper.from_array(rnd(8, seed=3), "c"))
+    with pytest.raises(ValueError, match="initializer 'c' is defined twice"):
+        Model.from_onnx(proto)
+
+
+def test_malformed_initializers_and_attributes():
+    proto = build([helper.make_node("Add", ["x", "c"], ["y"])], {"c": rnd(8)})
+    proto.graph.initializer[0].data_type = 99
+    with pytest.raises(ValueError, match=r"initializer 'c' .*data type 99 \(unknown\)"):
+        Model.from_onnx(proto)
+    proto = build([helper.make_node("Add", ["x", "c"], ["y"])], {"c": rnd(8)})
+    proto.graph.initializer[0].raw_data = proto.graph.initializer[0].raw_data[:-8]
+    with pytest.raises(ValueError, match="initializer 'c' .*do not match the shape"):
+        Model.from_onnx(proto)
+    for attrs, msg in [({"axis": [1]}, "attribute axis: expected an int"),
+                       ({"axis": 1.5}, "attribute axis: expected an int")]:
+        proto = build([helper.make_node("Concat", ["x", "x"], ["y"], **attrs)])
+        with pytest.raises(ValueError, match=msg):
+            Model.from_onnx(proto)
+    proto = build([helper.make_node("Identity", ["x"], [])])
+    with pytest.raises(ValueError, match="expected 1 output"):
+        Model.from_onnx(proto)
+    node = helper.make_node("Conv", ["x", "w"], ["y"])
+    node.attribute.append(helper.make_attribute("auto_pad", "x"))
+    node.attribute[0].s = b"\xff\xfe"
+    with pytest.raises(ValueError, match="auto_pad: expected UTF-8"):
+        Model.from_onnx(build([node], {"w": rnd(3, 3, 1, 1)}))
+
+
+def test_batchnorm_variance_plus_epsilon_must_be_positive():
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
+                            epsilon=-2.0)
+    ones = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match=r"var \+ epsilon: expected > 0"):
+        Model.from_onnx(build([node], {"s": ones, "b": ones, "m": ones, "v": ones}))
