@@ -307,6 +307,31 @@ def test_zero_size():
     assert qc.conv_integer(x, w).shape == (2, 0, 3, 3)
 
 
+@pytest.mark.parametrize("hw, pads, out_hw", [
+    ((0, 5), (1, 1, 1, 1), (0, 5)), ((4, 0), (0, 0, 0, 0), (2, 0)), ((0, 0), (0,) * 4, (0, 0)),
+    ((0, 5), (2, 0, 2, 0), (2, 3))])  # (the last: padding only, as ONNX's formula says)
+def test_empty_planes(isa, hw, pads, out_hw):
+    """An empty plane gives an empty output even where the kernel does not fit the padding
+    (ONNX's floor((H + pads - k) / s) + 1 is 0 or less); a non-empty one that does not fit
+    stays an error. Where the padding alone holds windows, they are computed."""
+    rng = np.random.default_rng(0)
+    x = np.zeros((2, 3) + hw, np.uint8)
+    w = rand_q(rng, (4, 3, 3, 3), np.int8)
+    bias = rng.integers(-5000, 5000, 4).astype(np.int32)
+    for yield_ in (lambda: qc.conv_integer(x, w, 7, pads=pads),
+                   lambda: qc.qlinear_conv(x, 0.5, 7, w, 0.25, 0, 2.0, np.uint8(9), bias,
+                                           pads=pads)):
+        assert yield_().shape == (2, 4) + out_hw
+    if 0 not in out_hw:
+        assert_equal_exact(qc.conv_integer(x, w, 7, pads=pads), ref_conv_acc(x, w, 7, pads=pads))
+        assert_equal_exact(qc.qlinear_conv(x, 0.5, 7, w, 0.25, 0, 2.0, np.uint8(9), bias,
+                                           pads=pads),
+                           ref_qlinear_conv(x, 0.5, 7, w, 0.25, 0, 2.0, np.uint8(9), bias,
+                                            pads=pads))
+    with pytest.raises(ValueError, match="kernel that fits the padded input"):
+        qc.conv_integer(np.zeros((1, 3, 2, 5), np.uint8), w)
+
+
 def test_pointwise_paths(isa):
     # 1x1 layers: many pixels (the NCHW GEMM with AVX-512 VNNI) and few pixels with a long K
     # (the NHWC path everywhere)

@@ -273,11 +273,14 @@ static int conv_shape(qc_conv_args *a, const qc_conv_weights *cw, const npy_intp
     const size_t eh = (cw->kh - 1) * (size_t)dil[0] + 1, ew = (cw->kw - 1) * (size_t)dil[1] + 1;
     const size_t PH = H + (size_t)pads[0] + (size_t)pads[2];
     const size_t PW = W + (size_t)pads[1] + (size_t)pads[3];
-    if (eh > PH || ew > PW)
+    /* an empty plane gives an empty output even when the kernel does not fit the padding
+     * (ONNX's floor((PH - eh) / s) + 1 is 0 or less there) */
+    if ((eh > PH && H > 0) || (ew > PW && W > 0))
         return qc_value_error("w: expected a kernel that fits the padded input (%zu, %zu), got "
                               "a dilated kernel of (%zu, %zu)", PH, PW, eh, ew);
     a->N = N, a->C = C, a->H = H, a->W = W;
-    a->OH = (PH - eh) / (size_t)strides[0] + 1, a->OW = (PW - ew) / (size_t)strides[1] + 1;
+    a->OH = eh > PH ? 0 : (PH - eh) / (size_t)strides[0] + 1;
+    a->OW = ew > PW ? 0 : (PW - ew) / (size_t)strides[1] + 1;
     a->sh = strides[0], a->sw = strides[1], a->dh = dil[0], a->dw = dil[1];
     a->pt = pads[0], a->pl = pads[1], a->pb = pads[2], a->pr = pads[3];
     return 0;
@@ -724,7 +727,7 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
     }
     const size_t PH = (size_t)s[2] + (size_t)pd[0] + (size_t)pd[2];
     const size_t PW = (size_t)s[3] + (size_t)pd[1] + (size_t)pd[3];
-    if ((size_t)k[0] > PH || (size_t)k[1] > PW) {
+    if (((size_t)k[0] > PH && s[2] > 0) || ((size_t)k[1] > PW && s[3] > 0)) {
         qc_value_error("kernel: expected a kernel that fits the padded input (%zu, %zu), got "
                        "(%d, %d)", PH, PW, k[0], k[1]);
         goto fail;
@@ -732,8 +735,8 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
     pool_ctx c;
     memset(&c, 0, sizeof c);
     c.g.H = (size_t)s[2], c.g.W = (size_t)s[3];
-    c.g.OH = (PH - (size_t)k[0]) / (size_t)st[0] + 1;
-    c.g.OW = (PW - (size_t)k[1]) / (size_t)st[1] + 1;
+    c.g.OH = (size_t)k[0] > PH ? 0 : (PH - (size_t)k[0]) / (size_t)st[0] + 1;
+    c.g.OW = (size_t)k[1] > PW ? 0 : (PW - (size_t)k[1]) / (size_t)st[1] + 1;
     c.g.kh = k[0], c.g.kw = k[1], c.g.sh = st[0], c.g.sw = st[1], c.g.dh = c.g.dw = 1;
     c.g.pt = pd[0], c.g.pl = pd[1], c.g.pb = pd[2], c.g.pr = pd[3];
     c.is_avg = kind != 0;
@@ -766,7 +769,7 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
     c.nplanes = (size_t)(s[0] * s[1]);
     const size_t work = (size_t)PH * PW + 1;
     c.planes_per_task = QC_MAX((size_t)1, (size_t)(1 << 16) / work);
-    if (c.nplanes) {
+    if (c.nplanes && c.g.OH && c.g.OW) {
         Py_BEGIN_ALLOW_THREADS
         qc_parallel_for((c.nplanes + c.planes_per_task - 1) / c.planes_per_task, pool_task, &c);
         Py_END_ALLOW_THREADS
