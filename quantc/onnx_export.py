@@ -46,9 +46,9 @@ def _namer(model):
 
 
 def _dims(shape):
-    """ONNX dims of a quantc shape: an unknown dimension is left unnamed (two of them need
-    not be equal)."""
-    return [None if d is None else d for d in shape]
+    """ONNX dims of a quantc shape: an unknown dimension (None) is left unnamed, since two of
+    them need not be equal (one symbol for all would tell onnxruntime they are)."""
+    return list(shape)
 
 
 def _opset_attrs(model, n, const):
