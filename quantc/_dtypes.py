@@ -17,6 +17,12 @@ ST_ML_TAGS.update({tag: ML_FLOATS[name] for tag, name in (
     ("F8_E4M3FNUZ", "float8_e4m3fnuz"), ("F8_E5M2FNUZ", "float8_e5m2fnuz")) if name in ML_FLOATS})
 
 
+def native(dt):
+    """`dt` in this machine's byte order (``>i2`` -> ``int16`` on little-endian): dtype
+    comparisons (``==``) tell byte orders apart, the values they mean do not."""
+    return dt if dt.isnative else dt.newbyteorder("=")
+
+
 def is_ml_float(dt):
     """True for one of ml_dtypes' floating dtypes (bfloat16, float8_*, float4_e2m1fn)."""
     return any(dt == d for d in ML_FLOATS.values())

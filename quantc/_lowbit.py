@@ -44,7 +44,7 @@ def type_name(dtype):
     if isinstance(dtype, str):
         return dtype if dtype in TYPES else None
     try:
-        dt = np.dtype(dtype)
+        dt = _dtypes.native(np.dtype(dtype))
     except TypeError:
         return None
     for name, (d, *_r) in TYPES.items():
@@ -64,7 +64,7 @@ def _int_or_none(value, name):
 
 def _float32(x, arg):
     a = np.asarray(x)
-    if (a.dtype.kind not in "iuf" or a.dtype == np.longdouble) and \
+    if (a.dtype.kind not in "iuf" or a.dtype.type is np.longdouble) and \
             not _dtypes.is_ml_float(a.dtype) and type_name(a.dtype) not in _BITS:
         raise TypeError(f"{arg}: expected a real-valued array (float16/32/64, bfloat16 or "
                         f"integer), got {a.dtype}")
@@ -274,6 +274,7 @@ def quantize_ref(x, scale, zero_point, name, axis=None, block_size=None, profile
 def dequantize(q, scale, zero_point, name, axis=None, block_size=None):
     dt = TYPES[name][0]
     qa = np.asarray(q)
+    qa = qa.astype(_dtypes.native(qa.dtype), copy=False)  # '>i2' reads as int16
     if qa.dtype != dt:
         raise TypeError(f"q: expected an array of {name}, got {qa.dtype}")
     s, z, _, _ = _params(qa.shape, scale, zero_point, name, axis, block_size)

@@ -330,6 +330,46 @@ def test_contract_edges():
         qc.quantize_dynamic(np.array([[1, 2], [3, np.nan]], np.float32), granularity="per_row")
 
 
+@pytest.mark.parametrize("name", ["int16", "uint16"])
+def test_byte_swapped_16_bit_arrays_and_dtypes(name):
+    """A big-endian ('>i2') array, zero point or dtype means the same values as a native one:
+    every path gives the native result (dtype comparisons tell byte orders apart)."""
+    swapped = np.dtype(name).newbyteorder("S")
+    x = np.array([[1.0, -2.5, 3.5, 7e4], [-7e4, 0.25, 12.0, -0.75]], np.float32)
+    s = np.float32(0.5)
+    zp = np.array(3, name)
+    q = qc.quantize(x, s, zp)
+    assert q.dtype == np.dtype(name)
+    assert np.array_equal(qc.quantize(x, s, zp.astype(swapped)), q)
+    assert np.array_equal(qc.quantize(x, s, zp, dtype=swapped), q)
+    q0 = qc.quantize(x, s, dtype=name)
+    for got in (qc.quantize(x, s, dtype=swapped), qc.quantize(x, s, 0, swapped)):
+        assert got.dtype == np.dtype(name) and np.array_equal(got, q0)
+    y, m = qc.fake_quantize(x, s, 3, name, return_mask=True)
+    y2, m2 = qc.fake_quantize(x, s, 3, swapped, return_mask=True)
+    assert np.array_equal(_bits(y2), _bits(y)) and np.array_equal(m2, m)
+    qs = q.astype(swapped)
+    assert qs.dtype.byteorder not in ("=", "|")
+    for zpa in (zp, zp.astype(swapped)):
+        assert np.array_equal(_bits(qc.dequantize(qs, s, zpa)), _bits(qc.dequantize(q, s, zp)))
+    sa = np.array([0.5, 2.0], np.float32)
+    za = np.array([1, 7], name)
+    assert np.array_equal(_bits(qc.dequantize(qs, sa, za.astype(swapped), axis=0)),
+                          _bits(qc.dequantize(q, sa, za, axis=0)))
+    out = np.empty(x.shape, np.float32)
+    assert qc.dequantize(qs, s, zp, out=out) is out
+    assert np.array_equal(_bits(out), _bits(qc.dequantize(q, s, zp)))
+    p, p2 = qc.choose_qparams(x, dtype=name), qc.choose_qparams(x, dtype=swapped)
+    assert p2.dtype == p.dtype and p2.zero_point.dtype == p.zero_point.dtype
+    assert np.array_equal(p2.scale, p.scale) and np.array_equal(p2.zero_point, p.zero_point)
+
+
+def test_byte_swapped_longdouble_is_refused_as_native():
+    for dt in (np.dtype(np.longdouble), np.dtype(np.longdouble).newbyteorder("S")):
+        with pytest.raises(TypeError, match="x: expected a real-valued array"):
+            qc.quantize(np.ones(3, dt), 0.5, None, "int16")
+
+
 @pytest.mark.parametrize("shapes", [((2, 3, 4), (2, 4, 5)), ((3, 1, 2, 4), (2, 4, 5)),
                                     ((4,), (3, 4, 2)), ((2, 3, 4), (1, 4, 5)),
                                     ((0, 3, 4), (1, 4, 5)),
