@@ -699,6 +699,8 @@ def quantize_weights(weights, *, dtype="int8", granularity="per_channel", axis=0
             eligible = (_dtypes.is_float(x.dtype) and x.ndim >= 2
                         and x.size >= max(min_elements, 1)
                         and not any(fnmatch.fnmatchcase(name, p) for p in skip))
+            if eligible and not x.dtype.isnative:  # '>f8' is float64: its stats, its name
+                x = x.astype(_dtypes.native(x.dtype))
             if not eligible:
                 tensors[name] = x
                 rows.append(_row(name, x.shape, "kept", x.nbytes, x.nbytes))

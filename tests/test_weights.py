@@ -499,6 +499,25 @@ def test_report_independent_of_threads(rng):
     assert reps[:3] == reps[3:]
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int4", "q8_0", "float16"])
+def test_big_endian_weights_as_native(tmp_path, rng, dtype):
+    """A '>f8' / '>f4' tensor is the same float64 / float32 values: the same report (float64
+    stats for float64), the same orig_dtype name in the file and the same tensors."""
+    w = {"f64": rng.standard_normal((32, 64)), "f32": rng.standard_normal((32, 64))
+         .astype(np.float32)}
+    kw = dict(granularity="per_block", block_size=32) if dtype == "int4" else {}
+    qws = [qc.quantize_weights({k: v.astype(v.dtype.newbyteorder(order)) for k, v in w.items()},
+                               dtype=dtype, progress=False, min_elements=1, **kw)
+           for order in ("=", "S")]
+    assert qws[1].report().to_list() == qws[0].report().to_list()
+    for qw in qws:
+        qw.save(tmp_path / "w.safetensors")
+        for name, d in qc.load_quantized(tmp_path / "w.safetensors").dequantize(
+                original_dtype=True).items():
+            assert d.dtype == w[name].dtype and np.array_equal(d, qws[0].dequantize(
+                original_dtype=True)[name]), name
+
+
 def test_progress_plain_lines_without_tqdm(monkeypatch, capsys):
     import sys
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm -> ImportError
