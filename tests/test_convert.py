@@ -3,6 +3,7 @@
 Every ISA variant this CPU runs is compared bit for bit with the scalar kernel, and the scalar
 kernel with the NumPy references below, over random data and chosen edges.
 """
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -451,6 +452,31 @@ def test_out_argument(rng):
     assert qc.to_bfloat16(x, out=b) is b
     assert qc.from_bfloat16(b, out=np.empty(100, np.float32)).dtype == np.float32
     assert qc.clamp(i, 0, 5, out=np.empty(64, np.int32)).dtype == np.int32
+
+
+def test_out_of_an_equivalent_dtype():
+    """out= of another spelling of the same type (np.longlong is int64 on LP64, np.intc is
+    int32, a different type number each) is accepted as np.clip accepts it, and every
+    message names a real dtype by its NumPy name."""
+    x = np.array([1, -5, 300, -2**40], np.int64)
+    want = np.array([1, 0, 100, 0], np.int64)
+    for xt, ot in ((np.int64, np.longlong), (np.longlong, np.int64), (np.int64, np.int_),
+                   (np.intc, np.int32), (np.int32, np.intc)):
+        out = np.empty(4, ot)
+        assert qc.clamp(x.astype(xt), 0, 100, out=out) is out
+        assert_equal_exact(out.astype(np.int64), want, f"clamp {np.dtype(xt)} -> {out.dtype}")
+    for name, ot in (("int64", np.longlong), ("uint64", np.ulonglong), ("int32", np.intc),
+                     ("uint32", np.uintc), ("int16", np.short), ("uint8", np.ubyte)):
+        out = np.empty(4, ot)
+        assert qc.saturate_cast(x, name, out=out) is out
+        assert_equal_exact(out, ref_saturate(x, np.dtype(name)), f"saturate_cast -> {ot}")
+    for bad, got in ((np.ulonglong, "uint64"), (np.complex128, "complex128"),
+                     (np.longdouble, "longdouble"), (np.bytes_, "bytes"), (object, "object"),
+                     (ml_dtypes.bfloat16, "bfloat16")):
+        with pytest.raises(ValueError, match=f"out: expected dtype int8, got {got}$"):
+            qc.saturate_cast(x, "int8", out=np.empty(4, bad))
+    with pytest.raises(ValueError, match="out: expected dtype uint64, got int64$"):
+        qc.saturate_cast(x, "uint64", out=np.empty(4, np.longlong))
 
 
 @pytest.mark.parametrize("bad,match", [

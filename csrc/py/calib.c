@@ -62,7 +62,7 @@ static PyObject *py_abs_histogram(PyObject *self, PyObject *args) {
     PyObject *xo, *co;
     double inv_width;
     if (!PyArg_ParseTuple(args, "OOd:_calib_abs_histogram", &xo, &co, &inv_width)) return NULL;
-    if (!PyArray_Check(co) || PyArray_TYPE((PyArrayObject *)co) != NPY_INT64 ||
+    if (!PyArray_Check(co) || !PyArray_EquivTypenums(PyArray_TYPE((PyArrayObject *)co), NPY_INT64) ||
         PyArray_NDIM((PyArrayObject *)co) != 1 ||
         !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)co) ||
         !PyArray_ISWRITEABLE((PyArrayObject *)co) || !PyArray_ISALIGNED((PyArrayObject *)co)) {

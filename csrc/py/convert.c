@@ -134,8 +134,7 @@ static const struct {
 
 /* Name of an array's dtype for messages ("float32", "bool", "complex128", "object"). */
 static const char *dtype_name(PyArrayObject *a) {
-    const char *n = qc_typename(PyArray_TYPE(a));
-    return strcmp(n, "unsupported") ? n : Py_TYPE(PyArray_DESCR(a))->tp_name;
+    return qc_typename(PyArray_TYPE(a));
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -24,28 +24,65 @@ int qc_type_error(const char *fmt, ...) {
     return -1;
 }
 
-const char *qc_typename(int typenum) {
-    switch (typenum) {
-    case NPY_INT8: return "int8";
-    case NPY_UINT8: return "uint8";
-    case NPY_INT16: return "int16";
-    case NPY_UINT16: return "uint16";
-    case NPY_INT32: return "int32";
-    case NPY_UINT32: return "uint32";
-    case NPY_INT64: return "int64";
-    case NPY_UINT64: return "uint64";
-    case NPY_FLOAT16: return "float16";
-    case NPY_FLOAT32: return "float32";
-    case NPY_FLOAT64: return "float64";
-    case NPY_BOOL: return "bool";
-    default: return "unsupported";
+/* The sized name of an integer C type ("int64" for both long and long long on LP64). */
+static const char *int_name(int is_signed, size_t size) {
+    switch (size) {
+    case 1: return is_signed ? "int8" : "uint8";
+    case 2: return is_signed ? "int16" : "uint16";
+    case 4: return is_signed ? "int32" : "uint32";
+    case 8: return is_signed ? "int64" : "uint64";
+    default: return is_signed ? "a signed integer dtype" : "an unsigned integer dtype";
     }
+}
+
+const char *qc_typename(int typenum) {
+    /* every spelling of a type (NPY_LONG, NPY_LONGLONG, NPY_INT, ...) gets NumPy's sized
+     * name, so a message never depends on which alias of int64 an array carries */
+    switch (typenum) {
+    case NPY_BOOL: return "bool";
+    case NPY_BYTE: return "int8";
+    case NPY_UBYTE: return "uint8";
+    case NPY_SHORT: return int_name(1, sizeof(short));
+    case NPY_USHORT: return int_name(0, sizeof(short));
+    case NPY_INT: return int_name(1, sizeof(int));
+    case NPY_UINT: return int_name(0, sizeof(int));
+    case NPY_LONG: return int_name(1, sizeof(long));
+    case NPY_ULONG: return int_name(0, sizeof(long));
+    case NPY_LONGLONG: return int_name(1, sizeof(long long));
+    case NPY_ULONGLONG: return int_name(0, sizeof(long long));
+    case NPY_HALF: return "float16";
+    case NPY_FLOAT: return "float32";
+    case NPY_DOUBLE: return "float64";
+    case NPY_LONGDOUBLE: return "longdouble";
+    case NPY_CFLOAT: return "complex64";
+    case NPY_CDOUBLE: return "complex128";
+    case NPY_CLONGDOUBLE: return "clongdouble";
+    case NPY_OBJECT: return "object";
+    case NPY_STRING: return "bytes";
+    case NPY_UNICODE: return "str";
+    case NPY_VOID: return "void";
+    case NPY_DATETIME: return "datetime64";
+    case NPY_TIMEDELTA: return "timedelta64";
+    default: break;
+    }
+    /* a registered user type (ml_dtypes' bfloat16, int4, ...): its scalar type's name, which
+     * lives as long as the type */
+    PyArray_Descr *d = typenum >= NPY_USERDEF ? PyArray_DescrFromType(typenum) : NULL;
+    const char *name = d && d->typeobj && d->typeobj->tp_name ? d->typeobj->tp_name : NULL;
+    Py_XDECREF(d);
+    if (!name) {
+        PyErr_Clear();
+        return "an unknown dtype";
+    }
+    const char *dot = strrchr(name, '.');
+    return dot ? dot + 1 : name;
 }
 
 static int typenum_allowed(int t, const int *allowed) {
     if (!allowed) return PyTypeNum_ISINTEGER(t) && !PyTypeNum_ISBOOL(t);
     for (; *allowed >= 0; allowed++) {
-        if (*allowed == t) return 1;
+        /* equivalent type numbers are the same type: NPY_LONGLONG is NPY_INT64 on LP64 */
+        if (*allowed == t || PyArray_EquivTypenums(*allowed, t)) return 1;
     }
     return 0;
 }
@@ -295,7 +332,7 @@ PyArrayObject *qc_output(PyObject *out, const char *arg, int ndim, const npy_int
         qc_value_error("%s: expected shape %s, got %s", arg, want, got);
         return NULL;
     }
-    if (PyArray_TYPE(o) != typenum) {
+    if (PyArray_TYPE(o) != typenum && !PyArray_EquivTypenums(PyArray_TYPE(o), typenum)) {
         qc_value_error("%s: expected dtype %s, got %s", arg, qc_typename(typenum),
                        qc_typename(PyArray_TYPE(o)));
         return NULL;

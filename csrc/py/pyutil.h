@@ -36,7 +36,7 @@ int qc_q4gemm_init(PyObject *m);
 /* "int8"/"uint8"/... or a NumPy dtype/type/scalar type -> NPY typenum. `allowed` is a
  * -1-terminated list of accepted typenums (NULL: any integer type). */
 int qc_parse_int_dtype(PyObject *obj, const char *arg, const int *allowed, int *typenum);
-/* Name of a typenum for messages ("int8"). */
+/* Name of a typenum for messages ("int8", "int64" for long and long long alike, "bfloat16"). */
 const char *qc_typename(int typenum);
 
 /* profile string -> qc_profile. NULL/None -> onnx. */
