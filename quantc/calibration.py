@@ -44,20 +44,25 @@ def _f32(x, name="x"):
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
-def _minmax(a, name="x", axis=None, block_size=None):
+def _minmax(a, name="x", axis=None, block_size=None, where=None):
     """``_C._minmax(a, axis, block_size)``: one pass of the quant family's min/max kernels.
 
-    A NaN raises ValueError naming `name` with the NaN count and the first NaN's flat (C-order)
-    index in `a`; both are counted here, on the error path only.
+    A NaN raises ValueError naming `name` with the NaN count and the first NaN's index in
+    `where` (the caller's array, when `a` is a rearranged copy of it; default `a`), in
+    C order and the format of ``choose_qparams``' message; both are found here, on the error
+    path only.
     """
     try:
         return _C._minmax(a, axis, block_size)
     except ValueError:
-        nan = np.isnan(a)
+        nan = np.isnan(a if where is None else where)
         if not nan.any():
             raise
-    raise ValueError(f"{name}: expected no NaN values, got {int(nan.sum())} NaN "
-                     f"(first at flat index {int(np.flatnonzero(nan)[0])})")
+    count = int(nan.sum())
+    first = tuple(int(i) for i in np.unravel_index(int(np.argmax(nan)), nan.shape))
+    at = str(first[0]) if len(first) == 1 else str(first)
+    raise ValueError(f"{name}: expected no NaN values, got {count} NaN value"
+                     f"{'' if count == 1 else 's'}, the first at index {at}")
 
 
 def _channels_first(x, axis, name="x"):
@@ -89,19 +94,19 @@ class _RangeObserver:
 
     def _batch_range(self, x):
         """(min, max) of one batch: floats, or float32 arrays (C,) with an axis; None if empty."""
+        f = _f32(x)
         if self.axis is None:
-            a = _f32(x)
-            if a.size == 0:
+            if f.size == 0:
                 return None
-            mn, mx = _minmax(a)
+            mn, mx = _minmax(f)
             return np.float32(mn), np.float32(mx)
-        a = _channels_first(x, self.axis)
+        a = _channels_first(f, self.axis)
         if a.size == 0:  # no values (no channels, or none per channel): nothing to observe
             return None
         if self.min_val is not None and a.shape[0] != self.min_val.shape[0]:
             raise ValueError(f"x: expected {self.min_val.shape[0]} channels along axis "
                              f"{self.axis} (as in earlier batches), got {a.shape[0]}")
-        return _minmax(a, axis=0)
+        return _minmax(a, axis=0, where=f)  # a NaN's index in x, not in the moved copy
 
     def _extend(self, r):
         """Widen the running range to cover one batch's (min, max)."""

@@ -454,7 +454,7 @@ def _quantize_tensor(name, x, dtype, granularity, axis, block_size, symmetric, n
                      method, percentile):
     from . import choose_qparams, qrange, quantize
     x2, block, st_axis, st_block, pshape = _layout(x, granularity, axis, block_size)
-    mins, maxs = _minmax(x2, name, 1, block)
+    mins, maxs = _minmax(x2, name, 1, block, where=x)
     if not (np.isfinite(mins).all() and np.isfinite(maxs).all()):
         raise ValueError(f"{name}: expected finite values, got +-inf (a range cannot be "
                          f"chosen)")

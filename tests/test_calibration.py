@@ -163,7 +163,7 @@ def test_minmax_nan_names_count_and_index(isa, rng, n, pos):
     x[-1] = np.nan
     count = 1 if pos == n - 1 else 2
     with pytest.raises(ValueError, match=rf"w: expected no NaN values, got {count} NaN "
-                                         rf"\(first at flat index {pos}\)"):
+                                         rf"values?, the first at index {pos}$"):
         calib_minmax(x, name="w")
 
 
@@ -189,7 +189,8 @@ def test_group_minmax_nan_and_threads(rng):
     assert_equal_exact(a[0], b[0], "mins")
     assert_equal_exact(a[1], b[1], "maxs")
     x[3, 7] = np.nan
-    with pytest.raises(ValueError, match=r"layer\.w: .*1 NaN \(first at flat index 15007\)"):
+    with pytest.raises(ValueError, match=r"layer\.w: .*1 NaN value, the first at index "
+                                         r"\(3, 7\)$"):
         calib_minmax(x, "layer.w", 1, 128)
 
 
@@ -376,6 +377,24 @@ def test_histogram_mse_observer(rng, signed):
     tf = np.float32(t)
     assert_qparams_equal(obs.qparams(), choose(np.float32(max(ref.mn, -tf)),
                                                np.float32(min(ref.mx, tf))))
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1, 2])
+def test_observer_nan_index_is_in_x(axis):
+    """Per-axis observers move `axis` to the front of a copy: the NaN's index is still the one
+    in x, with count and format as choose_qparams' message."""
+    x = np.zeros((2, 3, 4), np.float32)
+    x[1, 0, 2] = x[1, 2, 0] = np.nan
+    with pytest.raises(ValueError) as want:
+        qc.choose_qparams(x, axis=axis)
+    assert str(want.value) == "x: expected no NaN values, got 2 NaN values, the first at index " \
+                              "(1, 0, 2)"
+    for obs in (qc.MinMaxObserver(axis=axis), qc.MovingAverageMinMaxObserver(axis=axis)):
+        for xin in (x, x.tolist(), np.asfortranarray(x)):
+            with pytest.raises(ValueError) as got:
+                obs.update(xin)
+            assert str(got.value) == str(want.value), (type(obs).__name__, axis)
+        assert obs.min_val is None
 
 
 def test_observers_reject_bad_input():

@@ -238,6 +238,14 @@ def test_nan_names_the_tensor(rng):
         qc.quantize_weights(w, progress=False)
     with pytest.raises(ValueError, match=r"layer\.0\.w"):
         qc.quantize_weights(w, dtype="float16", progress=False)
+    # the index is the NaN's in the tensor, whatever layout the ranges are taken in
+    c = np.zeros((4, 3, 2, 2), np.float32)
+    c[2, 0, 1, 1] = c[3, 1, 0, 0] = np.nan
+    for kw in (dict(granularity="per_channel", axis=1), dict(granularity="per_channel", axis=-1),
+               dict(granularity="per_tensor"), dict(granularity="per_block", block_size=5)):
+        with pytest.raises(ValueError, match=r"^c: expected no NaN values, got 2 NaN values, the "
+                                             r"first at index \(2, 0, 1, 1\)$"):
+            qc.quantize_weights({"c": c}, min_elements=1, progress=False, **kw)
 
 
 def test_inf_names_the_tensor(rng):
