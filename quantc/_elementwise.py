@@ -436,7 +436,7 @@ def quantize_dynamic(x, dtype="uint8", *, granularity="per_tensor"):
 def _quantize_dynamic_rows(x, npdt, qmin, qmax):
     """quantize_dynamic per row: the per-tensor formulas, vectorized over rows (float32)."""
     xf = np.asarray(x)
-    if xf.dtype.kind not in "fiu":
+    if xf.dtype.kind not in "fiu" and not _dtypes.is_ml_float(xf.dtype):
         raise TypeError(f"x: expected a real (float or integer) array, got {xf.dtype}")
     if xf.ndim == 0:
         raise ValueError("x: expected at least 1 dimension for granularity='per_row', got 0-d")
@@ -447,6 +447,12 @@ def _quantize_dynamic_rows(x, npdt, qmin, qmax):
     except (MemoryError, ValueError):
         raise MemoryError(f"x: cannot allocate {math.prod(xf.shape)} bytes for the quantized "
                           f"output of shape {xf.shape}") from None
+    if _dtypes.is_ml_float(x2.dtype):  # bfloat16, float8: exact in float32, as per tensor
+        try:
+            x2 = x2.astype(np.float32)
+        except MemoryError:
+            raise MemoryError(f"x: cannot allocate {4 * math.prod(xf.shape)} bytes for a "
+                              f"float32 copy of shape {xf.shape}") from None
     # min/max in x's own precision, then float32: rounding is monotone, so this equals the
     # min/max of x converted to float32 (NaN propagates and is refused below)
     maxx = np.maximum(np.float32(0), np.max(x2, axis=1, initial=0).astype(np.float32))

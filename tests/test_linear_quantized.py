@@ -144,6 +144,31 @@ def test_quantize_dynamic_per_row(rng):
     assert qc.quantize_dynamic(np.zeros((0, 5), np.float32), granularity="per_row")[1].shape == (0,)
 
 
+@pytest.mark.parametrize("mltype", ["bfloat16", "float8_e4m3fn", "float8_e5m2"])
+def test_quantize_dynamic_per_row_ml_dtypes(rng, mltype):
+    """bfloat16 and float8 inputs, accepted per tensor, are accepted per row: each row as the
+    per-tensor result of that row (both read the values exactly as float32)."""
+    x = (rng.standard_normal((3, 5, 40)) * 4).astype(mltype)
+    x[1, 2] = 0
+    for dtype in ("uint8", "int8"):
+        q, s, z = qc.quantize_dynamic(x, dtype, granularity="per_row")
+        assert q.dtype == np.dtype(dtype) and s.shape == z.shape == (3, 5)
+        for i in np.ndindex(3, 5):
+            q1, s1, z1 = qc.quantize_dynamic(x[i], dtype)
+            assert_equal_exact(q[i], q1, f"{mltype} -> {dtype} row {i}")
+            assert s[i] == s1 and z[i] == z1, (mltype, dtype, i)
+        assert_equal_exact(q, qc.quantize_dynamic(x.astype(np.float32), dtype,
+                                                  granularity="per_row")[0], mltype)
+    if mltype != "float8_e4m3fn":  # (which has no inf) +-inf leaves no range: row named
+        x[2, 0, 7] = np.inf
+        with pytest.raises(ValueError, match="x: expected finite.*row 10"):
+            qc.quantize_dynamic(x, granularity="per_row")
+    x[0, 3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"x: expected no NaN values, got 1 NaN \(first at "
+                                         r"flat index 121\)"):
+        qc.quantize_dynamic(x, granularity="per_row")
+
+
 @pytest.mark.parametrize("act", ["per_tensor", "per_row"])
 @pytest.mark.parametrize("kw", [dict(dtype="int8"), dict(dtype="uint8", symmetric=False),
                                 dict(dtype="int8", granularity="per_tensor"),
