@@ -1,4 +1,5 @@
 """Exactness of quantize / dequantize / fake_quantize: every ISA == scalar == NumPy reference."""
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -257,6 +258,22 @@ def test_out_argument(rng):
     assert qc.fake_quantize(x, 0.5, out=y) is y
 
 
+
+def test_nan_with_out_raises_and_out_is_unspecified():
+    """NaN is found by the pass that writes out=, so the ValueError comes after out= was
+    written to: its contents are unspecified then (as NumPy's out=), as the docstrings say."""
+    x = np.linspace(-1, 1, 1000).astype(np.float32)
+    x[-1] = np.nan
+    for f, kw, dt in ((qc.quantize, {}, np.int8), (qc.quantize, {"dtype": "uint8"}, np.uint8),
+                      (qc.fake_quantize, {}, np.float32),
+                      (qc.quantize, {"dtype": "int4"}, ml_dtypes.int4),
+                      (qc.quantize, {"dtype": "float8_e4m3fn"}, ml_dtypes.float8_e4m3fn),
+                      (qc.quantize, {"dtype": "int16"}, np.int16)):
+        out = np.zeros(1000, dt)
+        with pytest.raises(ValueError, match="x: expected no NaN values, got 1 NaN.* 999"):
+            f(x, np.float32(0.1), out=out, **kw)
+    for f in (qc.quantize, qc.fake_quantize):
+        assert "unspecified" in " ".join(f.__doc__.split()), f.__name__
 # ---------------------------------------------------------------- dequantize
 
 def test_dequantize(isa, rng):

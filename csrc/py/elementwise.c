@@ -406,7 +406,8 @@ PyDoc_STRVAR(quantize_doc,
 "must hold integers in the output dtype's range.\n\n"
 "The output dtype is ``dtype`` if given, else ``zero_point``'s dtype if it is a NumPy\n"
 "array or scalar (int8 or uint8), else int8. ``out``: a C-contiguous array of that shape\n"
-"and dtype to write into.");
+"and dtype to write into. NaN is found during the pass that writes ``out``: after that\n"
+"ValueError ``out``'s contents are unspecified (as with NumPy's ``out=``).");
 
 static int resolve_out_dtype(PyObject *dtype_obj, const qparams *p, int *typenum) {
     if (dtype_obj && dtype_obj != Py_None) {
@@ -427,8 +428,10 @@ static int resolve_out_dtype(PyObject *dtype_obj, const qparams *p, int *typenum
 
 
 /* The end of a quantize call: dst (the output or out='s stand-in) into out, unless the input
- * held NaN (then out= stays as it was and the error names the first NaN); releases x and the
- * params. */
+ * held NaN: then the error names the first NaN, and out= keeps what the pass wrote into it
+ * (NaN is only known once the pass is done; checking first would be a second pass over x).
+ * Only a stand-in for an out= that overlaps x is dropped instead of copied. Releases x and
+ * the params. */
 static PyObject *quantize_finish(PyArrayObject *x, int bf16, PyArrayObject *dst,
                                  PyArrayObject *out, int nan, qparams *p) {
     if (nan && dst != out) Py_DECREF(dst);
@@ -634,7 +637,8 @@ PyDoc_STRVAR(fake_quantize_doc,
 "``[qmin, qmax]``. Granularity as in ``quantize``.\n\n"
 "With ``return_mask=True`` returns ``(y, mask)``: the straight-through-estimator mask, a\n"
 "bool array True where ``R(x OP scale) + zero_point`` (before the clamp) lies in\n"
-"``[qmin, qmax]``. NaN in ``x`` raises ValueError.");
+"``[qmin, qmax]``. NaN in ``x`` raises ValueError; ``out`` (a C-contiguous float32 array\n"
+"of ``x``'s shape) has unspecified contents after it, as in ``quantize``.");
 
 static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds) {
     (void)self;
@@ -692,7 +696,7 @@ static PyObject *py_fake_quantize(PyObject *self, PyObject *args, PyObject *kwds
                                mask ? (uint8_t *)PyArray_DATA(mask) : NULL, p.s, p.inv, p.zpf,
                                &cfg);
     Py_END_ALLOW_THREADS
-    if (nan && dst != out) Py_DECREF(dst);
+    if (nan && dst != out) Py_DECREF(dst); /* out= as in quantize_finish */
     else qc_out_commit(dst, out);
     if (nan) {
         nan_error(x, "x");
