@@ -469,13 +469,19 @@ def write_tensors(path, tensors, metadata=None):
     # what the readers take back (numbers, bfloat16/float8; safetensors knows fewer): checked
     # before anything is written
     st_types = [np.dtype(d) for d in _ST_DTYPES.values()] + list(_dtypes.ST_ML_TAGS.values())
+    arrays = {}
     for name, v in tensors.items():
-        dt = np.asarray(v).dtype
+        # C order: both formats are read back as C-order buffers of the shape (a transposed
+        # or Fortran-ordered array written as it lies in memory would come back scrambled);
+        # a 0-d array stays 0-d (np.ascontiguousarray would make it shape (1,))
+        arr = np.asarray(v, order="C")
+        dt = arr.dtype
         ok = any(dt == d for d in st_types) if ext == ".safetensors" else \
             (dt.kind in "biuf" or _dtypes.is_ml_float(dt))
         if not ok:
             raise TypeError(f"tensors[{name!r}]: {ext} files hold no {dt} arrays (sub-byte "
                             f"integers: store qc.pack_bits(...), uint8)")
+        arrays[name] = arr
     base = os.path.basename(path)
     _remove_stale_temps(folder, base)
     tmp = os.path.join(folder, f".{base}{_TMP_TAG}{os.getpid()}-{os.urandom(4).hex()}")
@@ -490,10 +496,7 @@ def write_tensors(path, tensors, metadata=None):
                 os.close(fd)
                 fd = None
                 save_file = require("safetensors.numpy", what="writing .safetensors").save_file
-                # np.ascontiguousarray would turn 0-d arrays into shape (1,)
-                save_file({k: np.array(v, copy=not np.asarray(v).flags.c_contiguous)
-                           for k, v in tensors.items()}, tmp,
-                          metadata=metadata or None)
+                save_file(arrays, tmp, metadata=metadata or None)
                 with open(tmp, "rb+") as f:
                     if hasattr(os, "fchmod"):  # the writer may have created a new file
                         os.fchmod(f.fileno(), mode)
@@ -504,8 +507,7 @@ def write_tensors(path, tensors, metadata=None):
                     with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
                         items = []
                         types = {}
-                        for name, arr in tensors.items():
-                            arr = np.asarray(arr)
+                        for name, arr in arrays.items():
                             if _dtypes.is_ml(arr.dtype):
                                 types[name] = arr.dtype.name
                                 arr = arr.view(f"u{arr.dtype.itemsize}")

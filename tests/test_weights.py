@@ -104,6 +104,25 @@ def test_inputs_not_modified(rng):
         assert_equal_exact(w[k], keep[k], k)
 
 
+@pytest.mark.parametrize("ext", FORMATS)
+def test_any_memory_layout_is_saved_in_c_order(tmp_path, rng, ext):
+    """Transposed, Fortran-ordered, strided and 0-d arrays (kept or quantized) come back with
+    the values they had, not their memory order read as C order."""
+    import ml_dtypes
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    big = rng.standard_normal((48, 64)).astype(np.float32)
+    kept = {"t": w.T, "f": np.asfortranarray(w), "neg": w[::-1, ::-2], "zero_d": np.float32(2.5),
+            "bf16": np.asfortranarray(w.astype(ml_dtypes.bfloat16)), "ints": [[1, 2], [3, 4]]}
+    qw = qc.quantize_weights(dict(kept, big=big.T), progress=False)
+    assert isinstance(qw["big"], qc.QuantizedTensor)
+    path = tmp_path / ("m" + ext)
+    qw.save(path)
+    back = qc.load_quantized(path)
+    for name, v in kept.items():
+        assert_equal_exact(back[name], np.asarray(v), name)
+    assert_equal_exact(back.dequantize()["big"], qw.dequantize()["big"], "big")
+
+
 @pytest.mark.parametrize("gran,kw", [("per_tensor", {}), ("per_channel", {}),
                                      ("per_channel", dict(axis=1)),
                                      ("per_block", dict(block_size=10))])
