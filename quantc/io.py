@@ -2,7 +2,8 @@
 
 Files are treated as untrusted: nothing is unpickled (``allow_pickle=False``), a safetensors
 header is checked before the library touches the file (header length within the file, every
-tensor's byte range inside the data section and equal to shape x itemsize), and any failure
+tensor's byte range inside the data section and equal to shape x itemsize, the ranges in offset
+order following each other without gaps or overlaps up to the end of the file), and any failure
 while reading becomes a ``ValueError`` that names the file (and the tensor).
 
 An ``.npz`` is a zip archive and may be a zip bomb: before anything is decompressed, every
@@ -124,6 +125,23 @@ def _safetensors_header(path):
                              f"{end - begin} bytes, shape {tuple(info['shape'])} x {dt} needs "
                              f"{want}")
         names.append(name)
+    # as the safetensors library requires (and checks for the types it reads itself): the
+    # tensors, by offset, follow each other without gaps or overlaps and fill the data section
+    end = 0
+    prev = None
+    for name in sorted(names, key=lambda k: tuple(header[k]["data_offsets"])):
+        begin, stop = header[name]["data_offsets"]
+        if begin < end:
+            raise ValueError(f"{path}: corrupted safetensors file: tensor {name!r} (bytes "
+                             f"[{begin}, {stop})) overlaps tensor {prev!r} (bytes up to {end})")
+        if begin > end:
+            raise ValueError(f"{path}: corrupted safetensors file: tensor {name!r} starts at "
+                             f"byte {begin} of the data section, the tensors before it end at "
+                             f"{end} (a gap)")
+        end, prev = stop, name
+    if end != data_len:
+        raise ValueError(f"{path}: corrupted safetensors file: the tensors cover {end} of the "
+                         f"data section's {data_len} bytes (trailing bytes)")
     header["__data_start__"] = 8 + n
     return names, header
 

@@ -512,6 +512,34 @@ def test_bad_shapes_in_safetensors_header(tmp_path, case):
     one_line_error(*run("inspect", path), "s.safetensors")
 
 
+@pytest.mark.parametrize("dtype", ["BF16", "F32", "F8_E4M3"])
+@pytest.mark.parametrize("case", ["overlap", "gap", "trailing", "zero_size_inside"])
+def test_safetensors_tensors_must_tile_the_data_section(tmp_path, dtype, case):
+    """Overlapping tensors, gaps and trailing bytes are refused for every dtype, including
+    the ones quantc reads itself (BF16, float8), as the safetensors library refuses them."""
+    size = {"BF16": 2, "F32": 4, "F8_E4M3": 1}[dtype]
+    n = 8 * size
+
+    def entry(b, e):
+        return {"dtype": dtype, "shape": [(e - b) // size], "data_offsets": [b, e]}
+
+    header, data, name = {
+        "overlap": ({"a": entry(0, n), "b": entry(0, n)}, bytes(n), "'b'.*overlaps tensor 'a'"),
+        "gap": ({"a": entry(0, n), "b": entry(2 * n, 3 * n)}, bytes(3 * n), "'b'.*a gap"),
+        "trailing": ({"a": entry(0, n)}, bytes(n) + b"JUNK", "trailing bytes"),
+        "zero_size_inside": ({"a": entry(0, 2 * n), "b": entry(n, n)}, bytes(2 * n),
+                             "'b'.*overlaps tensor 'a'"),
+    }[case]
+    path = raw_safetensors(tmp_path / "t.safetensors", header, data)
+    with pytest.raises(ValueError, match=f"t.safetensors: corrupted safetensors file: .*{name}"):
+        qio.TensorReader(path)
+    ok = raw_safetensors(tmp_path / "ok.safetensors",  # zero-size tensors anywhere between
+                         {"z": entry(n, n), "b": entry(n, 2 * n), "a": entry(0, n),
+                          "y": entry(0, 0)}, bytes(2 * n))
+    with qio.TensorReader(ok) as r:
+        assert r.names == ["z", "b", "a", "y"] and r.read("b").shape == (8,)
+
+
 def _corrupt_npz(tmp_path, how):
     good = tmp_path / "good.npz"
     np.savez(good, w=np.ones((64, 64), np.float32))
