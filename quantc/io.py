@@ -73,6 +73,21 @@ def _fmt(path, reading=True):
     return ext
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs):
+    """json.loads' object_pairs_hook: a dict, refusing a key given twice (json.loads would
+    keep the last one silently)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(f"the key {k!r} appears twice")
+        out[k] = v
+    return out
+
+
 def _safetensors_header(path):
     """Read and check a safetensors header; returns (names in file order, header dict)."""
     size = os.path.getsize(path)
@@ -87,13 +102,15 @@ def _safetensors_header(path):
                              f"fit in the file ({size} bytes)")
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: corrupted safetensors file: header is not valid JSON "
                          f"({e})") from None
     except RecursionError:
         raise ValueError(f"{path}: corrupted safetensors file: header JSON is nested too "
                          f"deeply") from None
+    except _DuplicateKey as e:
+        raise ValueError(f"{path}: corrupted safetensors file: header JSON: {e}") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: corrupted safetensors file: header is not a JSON object")
     data_len = size - 8 - n
@@ -173,6 +190,12 @@ def _check_npz(path):
             raise ValueError(f"{path}: not a valid .npz file (not a zip archive)")
         with zipfile.ZipFile(path) as zf:
             members = zf.infolist()
+            seen = set()
+            for m in members:  # np.load would keep the last member of a name, silently
+                if m.filename in seen:
+                    raise ValueError(f"{path}: not a valid .npz file (member {m.filename!r} "
+                                     f"appears twice)")
+                seen.add(m.filename)
             total = sum(m.file_size for m in members)
             limit = npz_max_ratio()
             if total > NPZ_SMALL_BYTES and total > limit * max(size, 1):
@@ -247,8 +270,10 @@ class TensorReader:
             if "__metadata__.json" in self._npz.files:
                 raw = self._read_npz("__metadata__.json")
                 try:
-                    meta = json.loads(raw.tobytes().decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+                    meta = json.loads(raw.tobytes().decode("utf-8"),
+                                      object_pairs_hook=_unique_keys)
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError,
+                        _DuplicateKey) as e:
                     raise ValueError(f"{self.path}: corrupted metadata "
                                      f"({e or type(e).__name__})") from None
                 if not isinstance(meta, dict):

@@ -540,6 +540,35 @@ def test_safetensors_tensors_must_tile_the_data_section(tmp_path, dtype, case):
         assert r.names == ["z", "b", "a", "y"] and r.read("b").shape == (8,)
 
 
+def test_duplicate_names_are_refused(tmp_path):
+    """A name given twice (npz members, safetensors header keys, npz metadata keys) is an
+    error naming the file and the name, never the last one silently."""
+    import io as _io
+
+    def npy(a):
+        buf = _io.BytesIO()
+        np.lib.format.write_array(buf, a)
+        return buf.getvalue()
+
+    path = tmp_path / "dup.npz"
+    with zipfile.ZipFile(path, "w") as zf, pytest.warns(UserWarning, match="Duplicate"):
+        zf.writestr("a.npy", npy(np.zeros(2, np.float32)))
+        zf.writestr("a.npy", npy(np.ones(2, np.float32)))
+    with pytest.raises(ValueError, match="dup.npz: .*'a.npy' appears twice"):
+        qio.TensorReader(path)
+    path = raw_safetensors(tmp_path / "dup.safetensors",
+                           b'{"a":{"dtype":"BF16","shape":[1],"data_offsets":[0,2]},'
+                           b'"a":{"dtype":"BF16","shape":[1],"data_offsets":[2,4]}}', bytes(4))
+    with pytest.raises(ValueError, match="dup.safetensors: .*'a' appears twice"):
+        qio.TensorReader(path)
+    path = tmp_path / "dupmeta.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("__metadata__.json.npy",
+                    npy(np.frombuffer(b'{"k": "1", "k": "2"}', np.uint8)))
+    with pytest.raises(ValueError, match="dupmeta.npz: .*'k' appears twice"):
+        qio.TensorReader(path)
+
+
 def _corrupt_npz(tmp_path, how):
     good = tmp_path / "good.npz"
     np.savez(good, w=np.ones((64, 64), np.float32))
