@@ -21,6 +21,8 @@ and ``q = 0`` (Q8_0) or ``8`` (Q4_0).
 Files: :func:`save_gguf` and :func:`load_gguf` write and read ``.gguf`` through the ``gguf``
 package (``pip install 'quantc[gguf]'``), so llama.cpp's tools read what quantc writes.
 """
+import math
+
 import numpy as np
 
 from . import _C, _dtypes
@@ -77,7 +79,7 @@ def dequantize_gguf(blocks, dtype, shape=None):
         out = (d * q).reshape(lead + (nb * _BLOCK,))
     if shape is not None:
         shape = tuple(int(s) for s in shape)
-        if int(np.prod(shape)) != out.size:
+        if math.prod(shape) != out.size:
             raise ValueError(f"shape: expected {out.size} values, got shape {shape}")
         out = out.reshape(shape)
     return out
@@ -102,7 +104,9 @@ class GGUFTensor:
         if not shape or shape[-1] % _BLOCK:
             raise ValueError(f"shape: expected a last dimension that is a multiple of 32, got "
                              f"{shape}")
-        rows = int(np.prod(shape[:-1]))
+        if min(shape) < 0 or max(shape) >= 2 ** 63:
+            raise ValueError(f"shape: expected dimensions in [0, 2**63), got {shape}")
+        rows = math.prod(shape[:-1])  # Python ints: np.prod wraps around at 2**63
         want = (rows, shape[-1] // _BLOCK * _BYTES[kind])
         if data.size != want[0] * want[1]:
             raise ValueError(f"data: expected {want[0] * want[1]} bytes for {kind} of shape "
@@ -255,7 +259,7 @@ def _weights_entry(name, x, dtype):
 
 def _from_file(path, name, arr, shape, scheme):
     """A GGUFTensor from a quantized-weights file entry, checked against its metadata."""
-    rows = int(np.prod(shape[:-1])) if shape else 0
+    rows = math.prod(shape[:-1]) if shape else 0  # Python ints: np.prod wraps at 2**63
     if not shape or shape[-1] % _BLOCK or arr.dtype != np.uint8 or \
             arr.shape != (rows, shape[-1] // _BLOCK * _BYTES[scheme]):
         raise ValueError(f"{path}: not a valid quantc quantized file: tensor {name!r}: {scheme} "

@@ -1,5 +1,6 @@
 """GGUF Q8_0 / Q4_0 blocks: bytes equal to the gguf package's reference quantizers; .gguf files
 written by quantc read back by gguf.GGUFReader."""
+import json
 import os
 
 import ml_dtypes
@@ -213,3 +214,26 @@ def test_quantize_weights_gguf_bad_shape(rng):
     with pytest.raises(ValueError, match=r"w: dtype='q4_0' needs a last dimension that is a "
                                          r"multiple of 32, got shape \(4, 33\)"):
         qc.quantize_weights({"w": rng.standard_normal((4, 33))}, dtype="q4_0", min_elements=1)
+
+
+def test_shape_products_do_not_wrap_around(tmp_path):
+    """Shapes whose product overflows int64 (np.prod wraps 2**64 to 0) are refused, not
+    matched against zero bytes of data."""
+    huge = (2 ** 32, 2 ** 32, 32)
+    with pytest.raises(ValueError, match="data: expected 627189298506124754944 bytes"):
+        qc.GGUFTensor(np.zeros((0, 34), np.uint8), "q8_0", huge)
+    for shape in [(-1, 32), (2 ** 64, 0, 32)]:
+        with pytest.raises(ValueError, match=r"shape: expected dimensions in \[0, 2\*\*63\)"):
+            qc.GGUFTensor(np.zeros((0, 34), np.uint8), "q8_0", shape)
+    with pytest.raises(ValueError, match="shape: expected 64 values"):
+        qc.dequantize_gguf(np.zeros((2, 34), np.uint8), "q8_0", (2 ** 32, 2 ** 32, 4))
+    # the same shape in a quantized-weights file
+    qw = qc.quantize_weights({"w": np.ones((4, 64), np.float32)}, dtype="q8_0", min_elements=1)
+    tensors, meta = qw._flat()
+    m = json.loads(meta["quantc"])
+    m["tensors"]["w"]["shape"] = list(huge)
+    path = tmp_path / "w.safetensors"
+    qc.io.write_tensors(path, {"w": np.zeros((0, 34), np.uint8)}, {"quantc": json.dumps(m)})
+    with pytest.raises(ValueError, match=r"w.safetensors: not a valid quantc quantized file: "
+                                         r"tensor 'w': q8_0 blocks of shape \(0, 34\)"):
+        qc.load_quantized(path)
