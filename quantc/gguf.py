@@ -22,6 +22,7 @@ Files: :func:`save_gguf` and :func:`load_gguf` write and read ``.gguf`` through 
 package (``pip install 'quantc[gguf]'``), so llama.cpp's tools read what quantc writes.
 """
 import math
+import os
 
 import numpy as np
 
@@ -221,21 +222,37 @@ def save_gguf(tensors, path, *, arch="quantc"):
 
 def load_gguf(path):
     """Read a ``.gguf`` file with ``gguf.GGUFReader`` -> dict name -> :class:`GGUFTensor`
-    (Q8_0 / Q4_0 tensors) or ndarray (F32 / F16, copied out of the file). Other tensor types
-    raise ``ValueError`` naming the tensor."""
+    (Q8_0 / Q4_0 tensors) or ndarray (F32 / F16, copied out of the file). A malformed file, or
+    a tensor of another type, raises ``ValueError`` naming the file (and the tensor)."""
     gguf = require("gguf", what="load_gguf")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: expected a file, got a directory")
     kinds = {gguf.GGMLQuantizationType.Q8_0: "q8_0", gguf.GGMLQuantizationType.Q4_0: "q4_0"}
-    r = gguf.GGUFReader(str(path))
+    floats = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+    try:
+        r = gguf.GGUFReader(path)
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError) as e:
+        # the reader's own errors for a malformed file: truncated (IndexError, reshape), bad
+        # magic or version, unknown value or tensor types, names that are not UTF-8
+        raise ValueError(f"{path}: not a valid .gguf file ({type(e).__name__}: "
+                         f"{e})") from None
     out = {}
     for t in r.tensors:
-        shape = tuple(int(s) for s in reversed(t.shape.tolist()))  # ggml lists dims inner first
-        if t.tensor_type in kinds:
-            out[t.name] = GGUFTensor(np.array(t.data, np.uint8), kinds[t.tensor_type], shape)
-        elif t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-            out[t.name] = np.array(t.data).reshape(shape)
-        else:
-            raise ValueError(f"path: tensor {t.name!r} has type {t.tensor_type.name}, which "
+        if t.tensor_type not in kinds and t.tensor_type not in floats:
+            raise ValueError(f"{path}: tensor {t.name!r} has type {t.tensor_type.name}, which "
                              "quantc does not read (Q8_0, Q4_0, F32, F16)")
+        shape = tuple(int(s) for s in reversed(t.shape.tolist()))  # ggml lists dims inner first
+        try:
+            if t.tensor_type in kinds:
+                out[t.name] = GGUFTensor(np.array(t.data, np.uint8), kinds[t.tensor_type], shape)
+            else:  # native byte order (a big-endian file gives '>f4' views)
+                data = np.array(t.data, t.data.dtype.newbyteorder("="))
+                out[t.name] = data.reshape(shape)
+        except ValueError as e:
+            raise ValueError(f"{path}: tensor {t.name!r}: {e}") from None
     return out
 
 

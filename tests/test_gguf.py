@@ -237,3 +237,56 @@ def test_shape_products_do_not_wrap_around(tmp_path):
     with pytest.raises(ValueError, match=r"w.safetensors: not a valid quantc quantized file: "
                                          r"tensor 'w': q8_0 blocks of shape \(0, 34\)"):
         qc.load_quantized(path)
+
+
+def _gguf_file(tmp_path, rng):
+    path = tmp_path / "m.gguf"
+    qc.save_gguf({"a": qc.GGUFTensor.from_float(rng.standard_normal((4, 64)).astype(np.float32)),
+                  "b": rng.standard_normal((3, 5)).astype(np.float32)}, path)
+    return path
+
+
+def test_malformed_files_are_value_errors_naming_the_file(tmp_path, rng):
+    good = _gguf_file(tmp_path, rng)
+    raw = good.read_bytes()
+    full = qc.load_gguf(good)
+    bad = tmp_path / "bad.gguf"
+    for n in range(len(raw)):  # truncated anywhere: an error, or (padding cut) the same tensors
+        bad.write_bytes(raw[:n])
+        try:
+            back = qc.load_gguf(bad)
+        except ValueError as e:
+            assert str(e).startswith(f"{bad}: "), (n, e)
+            continue
+        assert set(back) == set(full) and np.array_equal(back["b"], full["b"]), n
+    for edit, why in [(lambda b: b"GGUX" + b[4:], "magic"),
+                      (lambda b: b.replace(b"general.architecture", b"general.architectur\xff"),
+                       "UnicodeDecodeError")]:
+        bad.write_bytes(edit(raw))
+        with pytest.raises(ValueError, match=f"bad.gguf: not a valid .gguf file .*{why}"):
+            qc.load_gguf(bad)
+    with pytest.raises(FileNotFoundError, match="nope.gguf: no such file"):
+        qc.load_gguf(tmp_path / "nope.gguf")
+    with pytest.raises(ValueError, match="expected a file, got a directory"):
+        qc.load_gguf(tmp_path)
+    w = gguf.GGUFWriter(str(bad), "quantc")
+    w.add_tensor("i", np.arange(4, dtype=np.int32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match=r"bad.gguf: tensor 'i' has type I32, which quantc"):
+        qc.load_gguf(bad)
+
+
+def test_big_endian_file_reads_in_native_order(tmp_path):
+    path = tmp_path / "be.gguf"
+    w = gguf.GGUFWriter(str(path), "quantc", endianess=gguf.GGUFEndian.BIG)
+    w.add_tensor("f", np.arange(6, dtype=np.float32).reshape(2, 3))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    back = qc.load_gguf(path)["f"]
+    assert back.dtype == np.float32 and back.dtype.isnative
+    assert_equal_exact(back, np.arange(6, dtype=np.float32).reshape(2, 3), "f")
