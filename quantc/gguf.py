@@ -233,12 +233,27 @@ def load_gguf(path):
     kinds = {gguf.GGMLQuantizationType.Q8_0: "q8_0", gguf.GGMLQuantizationType.Q4_0: "q4_0"}
     floats = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
     try:
-        r = gguf.GGUFReader(path)
+        with np.errstate(over="ignore"):  # an offset near 2**64 wraps: checked below
+            r = gguf.GGUFReader(path)
     except (ValueError, KeyError, IndexError, TypeError, OverflowError) as e:
         # the reader's own errors for a malformed file: truncated (IndexError, reshape), bad
         # magic or version, unknown value or tensor types, names that are not UTF-8
         raise ValueError(f"{path}: not a valid .gguf file ({type(e).__name__}: "
                          f"{e})") from None
+    # each tensor's bytes inside the data section, no two tensors sharing bytes (the reader
+    # takes the offsets as they are: one pointing at another tensor's data reads that data)
+    end, prev = r.data_offset, None
+    for begin, stop, name in sorted((t.data_offset, t.data_offset + t.data.nbytes, t.name)
+                                    for t in r.tensors):
+        if begin < end:
+            where = f"overlaps tensor {prev!r}" if prev is not None else \
+                f"starts before the data section (byte {r.data_offset})"
+            raise ValueError(f"{path}: not a valid .gguf file: tensor {name!r} (bytes "
+                             f"[{begin}, {stop})) {where}")
+        if stop > r.data.size:
+            raise ValueError(f"{path}: not a valid .gguf file: tensor {name!r} (bytes "
+                             f"[{begin}, {stop})) ends after the file ({r.data.size} bytes)")
+        end, prev = stop, name
     out = {}
     for t in r.tensors:
         if t.tensor_type not in kinds and t.tensor_type not in floats:

@@ -2,6 +2,7 @@
 written by quantc read back by gguf.GGUFReader."""
 import json
 import os
+import warnings
 
 import ml_dtypes
 import numpy as np
@@ -290,3 +291,37 @@ def test_big_endian_file_reads_in_native_order(tmp_path):
     back = qc.load_gguf(path)["f"]
     assert back.dtype == np.float32 and back.dtype.isnative
     assert_equal_exact(back, np.arange(6, dtype=np.float32).reshape(2, 3), "f")
+
+
+def _with_offset(path, name, offset):
+    """The bytes of `path` with tensor `name`'s data offset (relative to the data section)
+    replaced."""
+    import struct
+    r = gguf.GGUFReader(str(path))
+    part = [t for t in r.tensors if t.name == name][0].field.parts[-1]
+    pos = part.ctypes.data - r.data.ctypes.data
+    raw = bytearray(path.read_bytes())
+    del r, part
+    raw[pos:pos + 8] = struct.pack("<Q", offset)
+    return bytes(raw)
+
+
+def test_tensor_byte_ranges_are_checked(tmp_path, rng):
+    path = tmp_path / "m.gguf"
+    qc.save_gguf({"a": np.ones((2, 32), np.float32), "b": np.full((2, 32), 2, np.float32),
+                  "empty": qc.GGUFTensor.from_float(np.zeros((0, 32), np.float32))}, path)
+    assert qc.load_gguf(path)["b"][0, 0] == 2  # zero-size tensors may share an offset
+    bad = tmp_path / "bad.gguf"
+    for offset, msg in [(0, r"tensor 'b' \(bytes \[\d+, \d+\)\) overlaps tensor 'a'"),
+                        (128, r"tensor 'b' \(bytes \[\d+, \d+\)\) overlaps tensor 'a'"),
+                        (2 ** 64 - 64, r"tensor 'b' .* starts before the data section"),
+                        (10 ** 6, "")]:  # past the end: the reader's own error
+        bad.write_bytes(_with_offset(path, "b", offset))
+        with pytest.raises(ValueError, match="bad.gguf: not a valid .gguf file.*" + msg), \
+                warnings.catch_warnings():
+            warnings.simplefilter("error")  # the wrapped offset: no overflow warning either
+            qc.load_gguf(bad)
+    # an empty tensor's offset past the end of the file
+    bad.write_bytes(_with_offset(path, "empty", 10 ** 6))
+    with pytest.raises(ValueError, match=r"tensor 'empty' .* ends after the file"):
+        qc.load_gguf(bad)
