@@ -502,6 +502,10 @@ class _term_cleanup:
 def write_tensors(path, tensors, metadata=None):
     """Write name -> array to `path` (.safetensors or .npz) atomically.
 
+    Any array-like is accepted; it is stored as its values in C order and little-endian
+    (a transposed or big-endian array reads back with the same values, in the reader's
+    native layout).
+
     `metadata` (str -> str) goes to the safetensors ``__metadata__`` header, or to a
     ``__metadata__.json`` member (UTF-8 JSON as a uint8 array) of the .npz. The new file gets
     the mode the umask gives (``0o666 & ~umask``); on any error (a full disk, SIGTERM) the
@@ -518,6 +522,8 @@ def write_tensors(path, tensors, metadata=None):
         # or Fortran-ordered array written as it lies in memory would come back scrambled);
         # a 0-d array stays 0-d (np.ascontiguousarray would make it shape (1,))
         arr = np.asarray(v, order="C")
+        if arr.dtype != arr.dtype.newbyteorder("<"):  # both formats are little-endian
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
         dt = arr.dtype
         ok = any(dt == d for d in st_types) if ext == ".safetensors" else \
             (dt.kind in "biuf" or _dtypes.is_ml_float(dt))

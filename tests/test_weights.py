@@ -123,6 +123,22 @@ def test_any_memory_layout_is_saved_in_c_order(tmp_path, rng, ext):
     assert_equal_exact(back.dequantize()["big"], qw.dequantize()["big"], "big")
 
 
+@pytest.mark.parametrize("ext", FORMATS)
+def test_big_endian_arrays_are_saved_as_their_values(tmp_path, rng, ext):
+    be = {"f4": np.arange(4, dtype=">f4"), "i8": np.arange(-3, 3, dtype=">i8").reshape(2, 3),
+          "f2": np.float16([1.5, -2]).astype(">f2"), "u2": np.arange(3, dtype=">u2")}
+    qw = qc.quantize_weights(dict(be, w=rng.standard_normal((48, 64)).astype(">f4")),
+                             progress=False)
+    assert isinstance(qw["w"], qc.QuantizedTensor)
+    path = tmp_path / ("m" + ext)
+    qw.save(path)
+    back = qc.load_quantized(path)
+    for name, v in be.items():
+        assert back[name].dtype.isnative and back[name].dtype == v.dtype.newbyteorder("=")
+        assert np.array_equal(back[name], v), name
+    assert_equal_exact(back.dequantize()["w"], qw.dequantize()["w"], "w")
+
+
 @pytest.mark.parametrize("gran,kw", [("per_tensor", {}), ("per_channel", {}),
                                      ("per_channel", dict(axis=1)),
                                      ("per_block", dict(block_size=10))])
