@@ -58,6 +58,8 @@ _MAX_HEADER = 100 * 1024 * 1024
 NPZ_MAX_RATIO = 200.0
 NPZ_SMALL_BYTES = 64 * 1024 * 1024
 _TMP_TAG = ".quantc-tmp-"
+# the name each format gives its metadata: no tensor may have it
+_RESERVED = {".safetensors": "__metadata__", ".npz": "__metadata__.json"}
 
 
 def _fmt(path, reading=True):
@@ -89,7 +91,8 @@ def _unique_keys(pairs):
 
 
 def _safetensors_header(path):
-    """Read and check a safetensors header; returns (names in file order, header dict)."""
+    """Read and check a safetensors header; returns (names in file order, header dict, offset
+    of the data section in the file)."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
@@ -116,10 +119,7 @@ def _safetensors_header(path):
     data_len = size - 8 - n
     names = []
     for name, info in header.items():
-        if name in ("__metadata__", "__data_start__"):
-            if name == "__data_start__":
-                raise ValueError(f"{path}: corrupted safetensors file: reserved tensor name "
-                                 f"{name!r}")
+        if name == "__metadata__":
             continue
         ok = (isinstance(info, dict) and isinstance(info.get("shape"), list)
               and all(type(d) is int and d >= 0 for d in info["shape"])
@@ -159,8 +159,7 @@ def _safetensors_header(path):
     if end != data_len:
         raise ValueError(f"{path}: corrupted safetensors file: the tensors cover {end} of the "
                          f"data section's {data_len} bytes (trailing bytes)")
-    header["__data_start__"] = 8 + n
-    return names, header
+    return names, header, 8 + n
 
 
 def npz_max_ratio():
@@ -252,7 +251,7 @@ class TensorReader:
         self._npz = None
         self.metadata = {}
         if self.format == ".safetensors":
-            self.names, self._header = _safetensors_header(self.path)
+            self.names, self._header, self._data_start = _safetensors_header(self.path)
             meta = self._header.get("__metadata__") or {}
             if not isinstance(meta, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
@@ -370,7 +369,7 @@ class TensorReader:
         arr = np.empty(tuple(info["shape"]), dt)
         try:
             with open(self.path, "rb") as f:
-                f.seek(self._header["__data_start__"] + begin)
+                f.seek(self._data_start + begin)
                 got = f.readinto(memoryview(arr.reshape(-1).view(np.uint8)))
         except OSError as e:
             raise ValueError(f"{self.path}: tensor {name!r}: cannot be read ({e})") from None
@@ -507,7 +506,8 @@ def write_tensors(path, tensors, metadata=None):
     native layout).
 
     `metadata` (str -> str) goes to the safetensors ``__metadata__`` header, or to a
-    ``__metadata__.json`` member (UTF-8 JSON as a uint8 array) of the .npz. The new file gets
+    ``__metadata__.json`` member (UTF-8 JSON as a uint8 array) of the .npz: no tensor may take
+    that name. The new file gets
     the mode the umask gives (``0o666 & ~umask``); on any error (a full disk, SIGTERM) the
     temporary file is removed and an existing `path` is left as it was.
     """
@@ -518,6 +518,12 @@ def write_tensors(path, tensors, metadata=None):
     st_types = [np.dtype(d) for d in _ST_DTYPES.values()] + list(_dtypes.ST_ML_TAGS.values())
     arrays = {}
     for name, v in tensors.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{path}: tensors: expected str names, got "
+                            f"{type(name).__name__} {name!r}")
+        if name == _RESERVED[ext]:
+            raise ValueError(f"{path}: tensors[{name!r}]: the name is reserved in {ext} files "
+                             f"(it holds the metadata)")
         # C order: both formats are read back as C-order buffers of the shape (a transposed
         # or Fortran-ordered array written as it lies in memory would come back scrambled);
         # a 0-d array stays 0-d (np.ascontiguousarray would make it shape (1,))
@@ -528,8 +534,8 @@ def write_tensors(path, tensors, metadata=None):
         ok = any(dt == d for d in st_types) if ext == ".safetensors" else \
             (dt.kind in "biuf" or _dtypes.is_ml_float(dt))
         if not ok:
-            raise TypeError(f"tensors[{name!r}]: {ext} files hold no {dt} arrays (sub-byte "
-                            f"integers: store qc.pack_bits(...), uint8)")
+            raise TypeError(f"{path}: tensors[{name!r}]: {ext} files hold no {dt} arrays "
+                            f"(sub-byte integers: store qc.pack_bits(...), uint8)")
         arrays[name] = arr
     base = os.path.basename(path)
     _remove_stale_temps(folder, base)

@@ -569,6 +569,37 @@ def test_duplicate_names_are_refused(tmp_path):
         qio.TensorReader(path)
 
 
+@pytest.mark.parametrize("ext", [".safetensors", ".npz"])
+def test_reserved_names_are_refused_before_writing(tmp_path, ext):
+    a = np.arange(3, dtype=np.float32)
+    path = tmp_path / ("r" + ext)
+    reserved = {".safetensors": "__metadata__", ".npz": "__metadata__.json"}[ext]
+    with pytest.raises(ValueError, match=rf"r{ext}: tensors\['{reserved}'\]: the name is "
+                                         rf"reserved"):
+        qio.write_tensors(path, {reserved: a, "b": a}, {"k": "v"})
+    with pytest.raises(TypeError, match="tensors: expected str names, got int 3"):
+        qio.write_tensors(path, {3: a})
+    assert os.listdir(tmp_path) == []
+    # the other format's reserved name, and '__data_start__' (a name quantc once used inside
+    # its parsed header), are ordinary names
+    other = {".safetensors": "__metadata__.json", ".npz": "__metadata__"}[ext]
+    import ml_dtypes
+    t = {other: a, "__data_start__": a.astype(ml_dtypes.bfloat16), "b": a}
+    qc.quantize_weights(t).save(path)
+    back = qc.load_quantized(path)
+    assert list(back) == list(t)
+    for k, v in t.items():
+        assert_equal_exact(back[k], v, k)
+
+
+def test_third_party_tensor_named_data_start_reads(tmp_path):
+    from safetensors.numpy import save_file
+    path = tmp_path / "t.safetensors"
+    save_file({"__data_start__": np.arange(4, dtype=np.float32), "x": np.ones(2, np.int8)}, path)
+    with qio.TensorReader(path) as r:
+        assert_equal_exact(r.read("__data_start__"), np.arange(4, dtype=np.float32))
+
+
 def _corrupt_npz(tmp_path, how):
     good = tmp_path / "good.npz"
     np.savez(good, w=np.ones((64, 64), np.float32))
