@@ -1296,7 +1296,9 @@ def _bad(path, msg):
 
 
 def load_model(path):
-    """Read a model written by :meth:`QuantizedModel.save` (no pickle; sizes checked)."""
+    """Read a model written by :meth:`QuantizedModel.save` (no pickle). Sizes, dtypes, scales
+    (positive, finite) and zero points (ints in the activation dtype's range) are checked; a
+    mismatch raises ValueError naming the file and the tensor."""
     from .io import TensorReader
     path = os.fspath(path)
     with TensorReader(path) as r:
@@ -1314,11 +1316,33 @@ def load_model(path):
         tensors = {n: r.read(n) for n in r.names}
     try:
         return _from_saved(g, tensors)
-    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
+    except ValueError as e:
+        raise _bad(path, str(e)) from None
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
         raise _bad(path, f"{type(e).__name__}: {e}") from None
 
 
 def _from_saved(g, tensors):
+    # the activations' (scale, zero_point, dtype): what QuantizedModel would otherwise take
+    # as it comes (a bool scale, a zero point of 1.7 truncated, an int8 tensor in a uint8 model)
+    adt = g["activation_dtype"]
+    if adt not in ("uint8", "int8"):
+        raise ValueError(f"activation_dtype: expected 'uint8' or 'int8', got {adt!r}")
+    if g["io"] not in ("float", "uint8", "int8"):
+        raise ValueError(f"io: expected 'float', 'uint8' or 'int8', got {g['io']!r}")
+    lo, hi = int(np.iinfo(adt).min), int(np.iinfo(adt).max)
+    f32_max = float(np.finfo(np.float32).max)
+
+    def scale_ok(s):  # a positive float32 (not a bool, not 0 once rounded to float32)
+        return type(s) in (int, float) and 0 < s <= f32_max and np.float32(s) > 0
+
+    qparams = {}
+    for k, v in g["qparams"].items():
+        if not (isinstance(v, list) and len(v) == 3 and scale_ok(v[0]) and type(v[1]) is int
+                and lo <= v[1] <= hi and v[2] == adt):
+            raise ValueError(f"tensor {k!r}: qparams {v!r}, expected [scale (a positive finite "
+                             f"float), zero point (an int in [{lo}, {hi}]), {adt!r}]")
+        qparams[k] = tuple(v)
     init = {k[len("init::"):]: v for k, v in tensors.items() if k.startswith("init::")}
     weights = {}
     for k, v in tensors.items():
@@ -1335,7 +1359,13 @@ def _from_saved(g, tensors):
         for k in list(wd):
             if k.startswith("const"):
                 c = wd[k]
-                wd[k] = (c["q"], np.float32(c["scale"]), int(c["zero_point"]))
+                cs, cz = c["scale"], c["zero_point"]
+                if c["q"].dtype != adt or cs.shape != () or cz.shape != () or \
+                        cz.dtype.kind not in "iu" or not lo <= int(cz) <= hi or \
+                        not scale_ok(float(cs)):
+                    raise ValueError(f"tensor '{name}::{k}': expected {adt} values, a "
+                                     f"positive finite scale and a zero point in [{lo}, {hi}]")
+                wd[k] = (c["q"], np.float32(cs), int(cz))
         wd.setdefault("bias", None)
     nodes = [Node(**n) for n in g["nodes"]]
     for node in nodes:  # float weights of int8 layers, rebuilt from the int8 values
@@ -1346,19 +1376,17 @@ def _from_saved(g, tensors):
         if w.dtype != np.int8 or s.dtype != np.float32 or s.shape != (w.shape[0],):
             raise ValueError(f"{node.name}: weight must be int8 with one float32 scale per "
                              f"output channel")
+        if not (np.all(np.isfinite(s)) and np.all(s > 0)):
+            raise ValueError(f"tensor '{node.name}::weight_scale': expected positive finite "
+                             f"scales")
         if wd["bias"] is not None and (wd["bias"].dtype != np.int32 or
                                        wd["bias"].shape != (w.shape[0],)):
             raise ValueError(f"{node.name}: bias must be int32 ({w.shape[0]},)")
         deq = (w.astype(np.float32) * s.reshape((-1,) + (1,) * (w.ndim - 1)))
         init[node.inputs[1]] = deq if node.op != "MatMul" else np.ascontiguousarray(deq.T)
         if wd["bias"] is not None and len(node.inputs) > 2:  # Conv, planned Gemm: input 2
-            xs = np.float32(g["qparams"][node.inputs[0]][0])
+            xs = np.float32(qparams[node.inputs[0]][0])
             init[node.inputs[2]] = (wd["bias"] * (xs * s).astype(np.float64)).astype(np.float32)
     model = Model(dict((k, v) for k, v in g["inputs"]), nodes, g["outputs"], init, g["name"])
-    qparams = {k: tuple(v) for k, v in g["qparams"].items()}
-    for k, (s, z, dt) in qparams.items():
-        if dt not in ("uint8", "int8") or not (np.isfinite(s) and s > 0) \
-                or not np.iinfo(dt).min <= int(z) <= np.iinfo(dt).max:
-            raise ValueError(f"qparams of {k!r}: {s}, {z}, {dt}")
-    return QuantizedModel(model, qparams, weights, io=g["io"],
-                          activation_dtype=g["activation_dtype"], info=g.get("info"))
+    return QuantizedModel(model, qparams, weights, io=g["io"], activation_dtype=adt,
+                          info=g.get("info"))

@@ -800,6 +800,76 @@ def test_load_rejects_corrupted_files(tmp_path, digits):
         qc.load_model(bad)
 
 
+def test_load_checks_the_saved_qparams(tmp_path, digits):
+    """Each saved value is checked for what it is: a scale is a positive finite float (not a
+    bool), a zero point an int of the activation dtype's range (not 1.7), every activation
+    has the model's activation_dtype (uint8/int8), weight and constant scales are positive."""
+    import json
+    from quantc.io import write_tensors, TensorReader
+    model, x, _, calib = digits
+    qm = qc.quantize_model(model, calib)
+    good = tmp_path / "m.safetensors"
+    qm.save(good)
+    with TensorReader(good) as r:
+        meta, tensors = dict(r.metadata), {n: r.read(n) for n in r.names}
+    name = next(k for k in json.loads(meta["graph"])["qparams"] if k != "image")
+    wscale = next(k for k in tensors if k.endswith("::weight_scale"))
+    bad = tmp_path / "bad.safetensors"
+
+    def check(msg, qp=None, graph=None, tensor=None):
+        g = json.loads(meta["graph"])
+        t = dict(tensors)
+        if qp is not None:
+            s, z, dt = g["qparams"][name]
+            g["qparams"][name] = qp(s, z, dt)
+        if graph is not None:
+            graph(g)
+        if tensor is not None:
+            t[wscale] = tensor(t[wscale].copy())
+        write_tensors(bad, t, dict(meta, graph=json.dumps(g)))
+        with pytest.raises(ValueError, match="bad.safetensors: not a valid quantc model file: "
+                                             + msg):
+            qc.load_model(bad)
+
+    qp_msg = f"tensor '{name}': qparams "
+    check(qp_msg, qp=lambda s, z, dt: [s, 1.7, dt])
+    check(qp_msg, qp=lambda s, z, dt: [s, True, dt])
+    check(qp_msg, qp=lambda s, z, dt: [True, z, dt])
+    check(qp_msg, qp=lambda s, z, dt: [1e-60, z, dt])  # 0 in float32
+    check(qp_msg, qp=lambda s, z, dt: [1e300, z, dt])  # inf in float32
+    check(qp_msg, qp=lambda s, z, dt: [s, 256, dt])
+    check(qp_msg, qp=lambda s, z, dt: [s, 0, "int8"])  # one int8 tensor in a uint8 model
+    check(qp_msg, qp=lambda s, z, dt: [s, z])
+    check("activation_dtype: expected 'uint8' or 'int8', got 'float32'",
+          graph=lambda g: g.__setitem__("activation_dtype", "float32"))
+    check("io: expected", graph=lambda g: g.__setitem__("io", "float32"))
+    for v in (-1.0, 0.0, np.inf, np.nan):
+        check(f"tensor '{wscale}': expected positive finite scales",
+              tensor=lambda s: (s.__setitem__(0, v), s)[1])
+    assert_equal_exact(qc.load_model(good)(x[:8]), qm(x[:8]))
+
+
+def test_load_checks_constant_operands(tmp_path, rng):
+    from quantc.io import write_tensors, TensorReader
+    b = qc.ModelBuilder("m")
+    b.output(b.add(b.input("x", (None, 2, 4, 4)), rng.standard_normal((2, 1, 1))
+                   .astype(np.float32)))
+    qm = qc.quantize_model(b.build(), [rng.standard_normal((3, 2, 4, 4)).astype(np.float32)])
+    good = tmp_path / "m.safetensors"
+    qm.save(good)
+    with TensorReader(good) as r:
+        meta, tensors = dict(r.metadata), {n: r.read(n) for n in r.names}
+    prefix = "add_0::const1::"
+    bad = tmp_path / "bad.safetensors"
+    for key, value in [("scale", np.float32(-1)), ("scale", np.float32(np.nan)),
+                       ("zero_point", np.int32(300)), ("q", tensors[prefix + "q"].view(np.int8)),
+                       ("scale", np.ones(1, np.float32))]:
+        write_tensors(bad, dict(tensors, **{prefix + key: value}), meta)
+        with pytest.raises(ValueError, match=f"bad.safetensors: not a valid quantc model file: "
+                                             f"tensor 'add_0::const1': expected uint8 values"):
+            qc.load_model(bad)
+
+
 def test_save_writes_nothing_on_failure(tmp_path, digits):
     model, _, _, calib = digits
     qm = qc.quantize_model(model, calib)
