@@ -790,6 +790,17 @@ def load_quantized(path):
         info = meta.get("tensors")
         if not isinstance(info, dict):
             raise _bad(r.path, "metadata 'tensors' is not an object")
+        for name, m in info.items():
+            if not isinstance(m, dict):
+                raise _bad(r.path, f"tensor {name!r}: bad metadata (expected an object, got "
+                                   f"{type(m).__name__})")
+            if not isinstance(m.get("method"), (str, type(None))):
+                raise _bad(r.path, f"tensor {name!r}: bad metadata ('method' is a "
+                                   f"{type(m['method']).__name__}, not a string)")
+        order = meta.get("order")
+        if order is not None and not (isinstance(order, list) and
+                                      all(isinstance(n, str) for n in order)):
+            raise _bad(r.path, "metadata 'order' is not a list of tensor names")
         names = set(r.names)
         tensors, rows = {}, []
         for name in r.names:
@@ -861,8 +872,7 @@ def load_quantized(path):
         for name in info:
             if name not in tensors:
                 raise _bad(r.path, f"metadata lists {name!r} but the file has no such tensor")
-    order = meta.get("order")
-    if isinstance(order, list) and sorted(order) == sorted(tensors):
+    if order is not None and sorted(order) == sorted(tensors):
         rank = {n: i for i, n in enumerate(order)}
         tensors = {n: tensors[n] for n in order}
         rows.sort(key=lambda row: rank[row["name"]])

@@ -518,6 +518,33 @@ def test_load_quantized_rejects_tampered_files(tmp_path, rng, ext):
     check(tensors, {"quantc": json.dumps(m)}, "inconsistent granularity")
 
 
+@pytest.mark.parametrize("ext", FORMATS)
+def test_load_quantized_metadata_of_the_wrong_type(tmp_path, rng, ext):
+    """Metadata values of the wrong JSON type are ValueErrors naming the file, never an
+    AttributeError or a TypeError from inside the reader."""
+    qw = qw_of(rng)
+    tensors, meta = qw._flat()
+    path = tmp_path / ("t" + ext)
+    edits = [(lambda m: m["tensors"].__setitem__("embed.weight", 5),
+              "tensor 'embed.weight': bad metadata \\(expected an object, got int\\)"),
+             (lambda m: m["tensors"].__setitem__("layer.0.w", ["x"]), "got list"),
+             (lambda m: m["tensors"]["embed.weight"].__setitem__("method", {"a": 1}),
+              "'method' is a dict, not a string"),
+             (lambda m: m.__setitem__("order", [["embed.weight"], "small"]),
+              "metadata 'order' is not a list of tensor names"),
+             (lambda m: m.__setitem__("order", "embed.weight"), "'order' is not a list")]
+    for edit, msg in edits:
+        m = json.loads(meta["quantc"])
+        edit(m)
+        qio.write_tensors(path, tensors, {"quantc": json.dumps(m)})
+        with pytest.raises(ValueError, match=f"t{ext}: not a valid quantc quantized file: .*{msg}"):
+            qc.load_quantized(path)
+    m = json.loads(meta["quantc"])  # an order naming other tensors is ignored (file order)
+    m["order"] = ["nope"]
+    qio.write_tensors(path, tensors, {"quantc": json.dumps(m)})
+    assert set(qc.load_quantized(path)) == set(qw)
+
+
 def test_quantized_tensor_api(rng):
     qt = qw_of(rng)["embed.weight"]
     assert qt.q.dtype == np.int8 and qt.dtype == np.int8
