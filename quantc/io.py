@@ -129,8 +129,13 @@ def _safetensors_header(path):
             raise ValueError(f"{path}: corrupted safetensors file: bad entry for tensor "
                              f"{name!r}")
         dt = info.get("dtype")
-        if dt not in _ST_ITEMSIZE:
+        if not isinstance(dt, str) or dt not in _ST_ITEMSIZE:
             raise ValueError(f"{path}: tensor {name!r}: unsupported dtype {dt!r}")
+        # what NumPy can allocate: every dimension, and the bytes of the non-zero ones, below
+        # 2**63 (a zero-size tensor may still declare dimensions no array can have)
+        if math.prod(d for d in info["shape"] if d) * _ST_ITEMSIZE[dt] >= 2 ** 63:
+            raise ValueError(f"{path}: tensor {name!r}: shape {tuple(info['shape'])} x {dt} is "
+                             f"too large for an array")
         begin, end = info["data_offsets"]
         if not 0 <= begin <= end <= data_len:
             raise ValueError(f"{path}: truncated or corrupted safetensors file: tensor {name!r} "

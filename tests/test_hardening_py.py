@@ -600,6 +600,28 @@ def test_third_party_tensor_named_data_start_reads(tmp_path):
         assert_equal_exact(r.read("__data_start__"), np.arange(4, dtype=np.float32))
 
 
+@pytest.mark.parametrize("dtype", ["BF16", "F32"])
+@pytest.mark.parametrize("shape", [[0, 2 ** 62, 2 ** 62], [0, 2 ** 80], [2 ** 63, 0]])
+def test_zero_size_tensor_with_impossible_dimensions(tmp_path, dtype, shape):
+    path = raw_safetensors(tmp_path / "z.safetensors", {"a": {
+        "dtype": dtype, "shape": shape, "data_offsets": [0, 0]}})
+    with pytest.raises(ValueError, match=r"z.safetensors: tensor 'a': shape .* too large"):
+        with qio.TensorReader(path) as r:
+            r.read("a")
+    ok = raw_safetensors(tmp_path / "ok.safetensors", {"a": {
+        "dtype": dtype, "shape": [0, 2 ** 40, 2 ** 20], "data_offsets": [0, 0]}})
+    with qio.TensorReader(ok) as r:
+        assert r.read("a").shape == (0, 2 ** 40, 2 ** 20)
+
+
+@pytest.mark.parametrize("dtype", [["F32"], {"F32": 1}, 4, None])
+def test_dtype_that_is_not_a_string(tmp_path, dtype):
+    path = raw_safetensors(tmp_path / "d.safetensors", {"a": {
+        "dtype": dtype, "shape": [1], "data_offsets": [0, 4]}}, bytes(4))
+    with pytest.raises(ValueError, match="d.safetensors: tensor 'a': unsupported dtype"):
+        qio.TensorReader(path)
+
+
 def _corrupt_npz(tmp_path, how):
     good = tmp_path / "good.npz"
     np.savez(good, w=np.ones((64, 64), np.float32))
