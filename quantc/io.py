@@ -518,6 +518,10 @@ def write_tensors(path, tensors, metadata=None):
     """
     path, ext, folder = _atomic_target(path)
     metadata = dict(metadata or {})
+    for k, v in metadata.items():  # both formats alike (an .npz would store str(v))
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"{path}: metadata[{k!r}]: expected str keys and values, got "
+                            f"{type(k).__name__} -> {type(v).__name__}")
     # what the readers take back (numbers, bfloat16/float8; safetensors knows fewer): checked
     # before anything is written
     st_types = [np.dtype(d) for d in _ST_DTYPES.values()] + list(_dtypes.ST_ML_TAGS.values())

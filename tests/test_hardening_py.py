@@ -622,6 +622,22 @@ def test_dtype_that_is_not_a_string(tmp_path, dtype):
         qio.TensorReader(path)
 
 
+@pytest.mark.parametrize("ext", [".safetensors", ".npz"])
+def test_write_takes_array_likes_and_string_metadata_only(tmp_path, ext):
+    path = tmp_path / ("w" + ext)
+    qio.write_tensors(path, {"a": np.float32(1.5), "b": [1.0, 2.0], "c": 7}, {"k": "v"})
+    with qio.TensorReader(path) as r:
+        assert_equal_exact(r.read("a"), np.array(1.5, np.float32))
+        assert_equal_exact(r.read("b"), np.array([1.0, 2.0]))
+        assert r.read("c") == 7 and r.metadata == {"k": "v"}
+    for meta, what in [({"k": 1}, "str -> int"), ({"k": None}, "str -> NoneType"),
+                       ({1: "v"}, "int -> str")]:
+        with pytest.raises(TypeError, match=f"w{ext}: metadata.*expected str keys and values, "
+                                            f"got {what}"):
+            qio.write_tensors(path, {"a": np.zeros(2, np.float32)}, meta)
+    assert os.listdir(tmp_path) == [path.name]
+
+
 def _corrupt_npz(tmp_path, how):
     good = tmp_path / "good.npz"
     np.savez(good, w=np.ones((64, 64), np.float32))
