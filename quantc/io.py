@@ -12,12 +12,14 @@ and the declared sizes together may not exceed ``NPZ_MAX_RATIO`` times the archi
 (archives declaring less than ``NPZ_SMALL_BYTES`` in all are always accepted). Raise the limit
 with ``quantc.io.NPZ_MAX_RATIO = ...`` or the environment variable ``QUANTC_NPZ_MAX_RATIO``.
 
-Writing goes to a temporary file ``.NAME.quantc-tmp-<pid>-<token>`` in the destination folder,
-created with the mode the umask gives any new file, flushed, fsync'ed and then renamed over the
-real name with ``os.replace``: a crash leaves the old file (or none), never a half-written one.
-SIGTERM during a write (main thread) removes the temporary file before the process ends, and
-temporary files left by a process that no longer exists (SIGKILL, power loss) are removed by
-the next write to the same name.
+Writing (``write_tensors``, and ``save_gguf`` and the ONNX export through the same helper)
+goes to a temporary file ``.NAME.quantc-tmp-<pid>-<token>`` in the destination folder, given
+the mode the umask gives any new file, fsync'ed and then renamed over the real name with
+``os.replace``: a crash leaves the old file (or none), never a half-written one. A missing
+folder or a directory as the target is an error before anything is written; an OSError while
+writing names the target. SIGTERM during a write (main thread) removes the temporary file
+before the process ends, and temporary files left by a process that no longer exists
+(SIGKILL, power loss) are removed by the next write to the same name.
 """
 import contextlib
 import errno
@@ -26,7 +28,6 @@ import math
 import os
 import signal
 import struct
-import tempfile
 import threading
 import zipfile
 
@@ -389,15 +390,15 @@ def open_tensors(path):
     return TensorReader(path)
 
 
-def _atomic_target(path):
-    path = os.fspath(path)
-    ext = _fmt(path, reading=False)
+def _check_target(path):
+    """``path``'s folder, checked before anything is written: it exists and ``path`` is not
+    a directory."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{path}: the output folder {folder} does not exist")
     if os.path.isdir(path):
         raise ValueError(f"{path}: expected a file name, got a directory")
-    return path, ext, folder
+    return folder
 
 
 def _umask():
@@ -412,35 +413,6 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-@contextlib.contextmanager
-def _atomic_path(path):
-    """A temporary file name in ``path``'s folder for a writer that wants a path (the ONNX
-    export, gguf's writer): on success it is synced, given the umask's mode and renamed to
-    ``path``; on any failure it is removed and ``path`` is untouched."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{path}: the output folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _pid_alive(pid):
@@ -503,6 +475,42 @@ class _term_cleanup:
         return False
 
 
+@contextlib.contextmanager
+def _atomic_path(path):
+    """A temporary file ``.NAME.quantc-tmp-<pid>-<token>`` in ``path``'s folder for a writer
+    (write_tensors, the ONNX export, save_gguf) to fill: on success it is synced, given the
+    mode the umask gives a new file and renamed to ``path``; on any failure, SIGTERM in the
+    main thread included, it is removed and ``path`` is left as it was. An OSError while
+    writing (a full disk) is raised again naming ``path``."""
+    path = os.fspath(path)
+    folder = _check_target(path)
+    base = os.path.basename(path)
+    _remove_stale_temps(folder, base)
+    tmp = os.path.join(folder, f".{base}{_TMP_TAG}{os.getpid()}-{os.urandom(4).hex()}")
+    with _term_cleanup():
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            yield tmp
+            fd = os.open(tmp, os.O_RDONLY)  # the writer may have replaced the file: by name
+            try:
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fd, 0o666 & ~_umask())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException as e:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and \
+                    e.errno is not None:
+                raise OSError(e.errno, f"{path}: cannot write the file: "
+                                       f"{e.strerror or os.strerror(e.errno)}") from None
+            raise
+
+
 def write_tensors(path, tensors, metadata=None):
     """Write name -> array to `path` (.safetensors or .npz) atomically.
 
@@ -516,7 +524,9 @@ def write_tensors(path, tensors, metadata=None):
     the mode the umask gives (``0o666 & ~umask``); on any error (a full disk, SIGTERM) the
     temporary file is removed and an existing `path` is left as it was.
     """
-    path, ext, folder = _atomic_target(path)
+    path = os.fspath(path)
+    ext = _fmt(path, reading=False)
+    _check_target(path)
     metadata = dict(metadata or {})
     for k, v in metadata.items():  # both formats alike (an .npz would store str(v))
         if not isinstance(k, str) or not isinstance(v, str):
@@ -546,59 +556,30 @@ def write_tensors(path, tensors, metadata=None):
             raise TypeError(f"{path}: tensors[{name!r}]: {ext} files hold no {dt} arrays "
                             f"(sub-byte integers: store qc.pack_bits(...), uint8)")
         arrays[name] = arr
-    base = os.path.basename(path)
-    _remove_stale_temps(folder, base)
-    tmp = os.path.join(folder, f".{base}{_TMP_TAG}{os.getpid()}-{os.urandom(4).hex()}")
-    with _term_cleanup():
-        fd = None
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            mode = 0o666 & ~_umask()
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, mode)
-            if ext == ".safetensors":
-                os.close(fd)
-                fd = None
-                save_file = require("safetensors.numpy", what="writing .safetensors").save_file
-                save_file(arrays, tmp, metadata=metadata or None)
-                with open(tmp, "rb+") as f:
-                    if hasattr(os, "fchmod"):  # the writer may have created a new file
-                        os.fchmod(f.fileno(), mode)
-                    os.fsync(f.fileno())
-            else:
-                with os.fdopen(fd, "wb") as raw:
-                    fd = None
-                    with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                        items = []
-                        types = {}
-                        for name, arr in arrays.items():
-                            if _dtypes.is_ml(arr.dtype):
-                                types[name] = arr.dtype.name
-                                arr = arr.view(f"u{arr.dtype.itemsize}")
-                            items.append((name, arr))
-                        if types:
-                            metadata[_NPZ_DTYPES] = json.dumps(types, sort_keys=True)
-                        if metadata:
-                            blob = json.dumps(metadata, sort_keys=True).encode("utf-8")
-                            items.append(("__metadata__.json", np.frombuffer(blob, np.uint8)))
-                        for name, arr in items:
-                            with zf.open(name + ".npy", "w", force_zip64=True) as fh:
-                                np.lib.format.write_array(fh, np.asarray(arr),
-                                                          allow_pickle=False)
-                    raw.flush()
-                    os.fsync(raw.fileno())
-            os.replace(tmp, path)
-        except BaseException as e:
-            if fd is not None:
-                os.close(fd)
+    with _atomic_path(path) as tmp:
+        if ext == ".safetensors":
+            save_file = require("safetensors.numpy", what="writing .safetensors").save_file
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and \
-                    e.errno is not None:
-                raise OSError(e.errno, f"{path}: cannot write the file: "
-                                       f"{e.strerror or os.strerror(e.errno)}") from None
-            if isinstance(e, Exception) and "safetensors" in type(e).__module__:
-                raise OSError(errno.EIO, f"{path}: cannot write the file: {e}") from None
-            raise
+                save_file(arrays, tmp, metadata=metadata or None)
+            except Exception as e:  # the library reports a full disk as its own error
+                if "safetensors" in type(e).__module__:
+                    raise OSError(errno.EIO, str(e)) from None
+                raise
+        else:
+            with open(tmp, "wb") as raw:
+                with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                    items = []
+                    types = {}
+                    for name, arr in arrays.items():
+                        if _dtypes.is_ml(arr.dtype):
+                            types[name] = arr.dtype.name
+                            arr = arr.view(f"u{arr.dtype.itemsize}")
+                        items.append((name, arr))
+                    if types:
+                        metadata[_NPZ_DTYPES] = json.dumps(types, sort_keys=True)
+                    if metadata:
+                        blob = json.dumps(metadata, sort_keys=True).encode("utf-8")
+                        items.append(("__metadata__.json", np.frombuffer(blob, np.uint8)))
+                    for name, arr in items:
+                        with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+                            np.lib.format.write_array(fh, np.asarray(arr), allow_pickle=False)

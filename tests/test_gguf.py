@@ -325,3 +325,71 @@ def test_tensor_byte_ranges_are_checked(tmp_path, rng):
     bad.write_bytes(_with_offset(path, "empty", 10 ** 6))
     with pytest.raises(ValueError, match=r"tensor 'empty' .* ends after the file"):
         qc.load_gguf(bad)
+
+
+SLOW_GGUF = """
+import sys, time
+import numpy as np
+import gguf
+import quantc as qc
+real = gguf.GGUFWriter.write_tensors_to_file
+def slow(self, *a, **k):
+    real(self, *a, **k)
+    print("writing", flush=True)
+    time.sleep(60)
+gguf.GGUFWriter.write_tensors_to_file = slow
+qc.save_gguf({"a": np.ones((4, 64), np.float32)}, sys.argv[1])
+"""
+
+
+def _temps(folder):
+    return [f for f in os.listdir(folder) if ".quantc-tmp-" in f or f.endswith(".tmp")]
+
+
+def test_save_gguf_sigterm_leaves_no_temporary_file(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    target = tmp_path / "m.gguf"
+    target.write_bytes(b"previous contents")
+    p = subprocess.Popen([sys.executable, "-c", SLOW_GGUF, str(target)], cwd=root,
+                         env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "writing", p.stderr.read()
+    assert len(_temps(tmp_path)) == 1
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == -signal.SIGTERM
+    assert "Traceback" not in p.stderr.read()
+    assert _temps(tmp_path) == [] and target.read_bytes() == b"previous contents"
+
+
+def test_save_gguf_target_and_write_errors_name_the_file(tmp_path, monkeypatch):
+    import errno
+    t = {"a": np.ones((4, 64), np.float32)}
+    (tmp_path / "d.gguf").mkdir()
+    with pytest.raises(ValueError, match=r"d.gguf: expected a file name, got a directory"):
+        qc.save_gguf(t, tmp_path / "d.gguf")
+    assert os.listdir(tmp_path) == ["d.gguf"]
+    with pytest.raises(FileNotFoundError, match="the output folder .* does not exist"):
+        qc.save_gguf(t, tmp_path / "no" / "m.gguf")
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", full)
+    target = tmp_path / "m.gguf"
+    with pytest.raises(OSError, match="m.gguf: cannot write the file: No space left") as e:
+        qc.save_gguf(t, target)
+    assert e.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == ["d.gguf"]
+
+
+def test_save_gguf_removes_a_dead_writer_s_temporary_file(tmp_path):
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".m.gguf.quantc-tmp-{dead.pid}-0badf00d"
+    stale.write_bytes(b"half a file")
+    qc.save_gguf({"a": np.ones((4, 64), np.float32)}, tmp_path / "m.gguf")
+    assert os.listdir(tmp_path) == ["m.gguf"]
