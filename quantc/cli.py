@@ -107,6 +107,8 @@ def cmd_quantize(a):
         _check_output(a.output)
     if a.json:
         _check_output_folder(a.json)
+        if a.output and os.path.abspath(a.json) == os.path.abspath(a.output):
+            raise CLIError(f"{a.json}: --json and -o name the same file")
     gran = "per_block" if a.block_size is not None else (a.granularity or "per_channel")
     if a.input is None:
         print(f"quantizing the bundled example {os.path.relpath(src)} "
@@ -129,8 +131,10 @@ def cmd_quantize(a):
         qw.save(a.output)
         print(f"\nwrote {a.output} ({os.path.getsize(a.output)} bytes)")
     if a.json:
-        with open(a.json, "w") as f:
-            f.write(rep.to_json(indent=2))
+        from .io import _atomic_path
+        with _atomic_path(a.json) as tmp:
+            with open(tmp, "w") as f:
+                f.write(rep.to_json(indent=2))
         print(f"wrote the report to {a.json}")
     return 0
 
@@ -141,9 +145,12 @@ def _is_float(v):
 
 
 def _check_output_folder(path):
+    """Before any work: the folder of an output file exists and the name is no directory."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise CLIError(f"{path}: the output folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise CLIError(f"{path}: is a directory, expected a file name")
 
 
 def cmd_inspect(a):

@@ -97,6 +97,27 @@ def test_bad_paths(tmp_path, model_file):
     assert not (tmp_path / "nodir").exists()
 
 
+def test_output_paths_checked_before_any_work(tmp_path, model_file):
+    """-o or --json naming a directory (or the same file) fails before anything is written;
+    the report is written atomically."""
+    (tmp_path / "report.json").mkdir()
+    (tmp_path / "out.npz").mkdir()
+    out = tmp_path / "o.npz"
+    assert_clean_error(*run("quantize", model_file, "-o", out, "--json",
+                            tmp_path / "report.json"), "report.json: is a directory")
+    assert_clean_error(*run("quantize", model_file, "-o", tmp_path / "out.npz"),
+                       "out.npz: is a directory")
+    assert_clean_error(*run("quantize", model_file, "-o", out, "--json", out), "same file")
+    assert_clean_error(*run("quantize", model_file, "-o", out, "--json",
+                            tmp_path / "nodir" / "r.json"), "does not exist")
+    assert not out.exists()
+    rc, _, err = run("quantize", model_file, "-o", out, "--json", tmp_path / "r.json")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors", "o.npz", "out.npz", "r.json",
+                                            "report.json"]
+
+
 def test_bad_option_exit_code(model_file):
     rc, out, err = run("quantize", model_file, "--method", "nope")
     assert rc == 2 and "Traceback" not in err and "invalid choice" in err
