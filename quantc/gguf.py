@@ -33,6 +33,10 @@ __all__ = ["GGUFTensor", "quantize_gguf", "dequantize_gguf", "save_gguf", "load_
 
 _BLOCK = 32
 _BYTES = {"q8_0": 34, "q4_0": 18}
+# ggml.h's limits, which llama.cpp's reader enforces: a tensor name is at most 63 bytes (64
+# with the terminating NUL), a tensor at most 4 dimensions
+_MAX_NAME = 64
+_MAX_DIMS = 4
 
 
 def _kind(dtype):
@@ -179,7 +183,8 @@ class GGUFTensor:
 def save_gguf(tensors, path, *, arch="quantc"):
     """Write ``tensors`` (name -> :class:`GGUFTensor`, or a float32/float16 ndarray written
     unquantized) to a ``.gguf`` file with the ``gguf`` package; ``arch`` is the
-    ``general.architecture`` value. Returns the path."""
+    ``general.architecture`` value. Returns the path. What llama.cpp would refuse to read (a
+    name of 64 UTF-8 bytes or more, more than 4 dimensions) is a ValueError, before writing."""
     gguf = require("gguf", what="save_gguf")
     if not hasattr(tensors, "items"):
         raise TypeError(f"tensors: expected a mapping name -> tensor, got "
@@ -189,6 +194,17 @@ def save_gguf(tensors, path, *, arch="quantc"):
     for name, t in tensors.items():
         if not isinstance(name, str):
             raise TypeError(f"tensors: expected str names, got {type(name).__name__}")
+        try:
+            nbytes = len(name.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError(f"tensors[{name!r}]: the name is not valid UTF-8 text") from None
+        if nbytes >= _MAX_NAME:
+            raise ValueError(f"tensors[{name!r}]: names of {_MAX_NAME} bytes or more are "
+                             f"refused by llama.cpp (GGML_MAX_NAME), got {nbytes} bytes")
+        ndim = len(t.shape) if isinstance(t, GGUFTensor) else np.ndim(t)
+        if ndim > _MAX_DIMS:
+            raise ValueError(f"tensors[{name!r}]: llama.cpp reads at most {_MAX_DIMS} "
+                             f"dimensions (GGML_MAX_DIMS), got {ndim}")
         if isinstance(t, GGUFTensor):
             # the byte shape keeps the leading dimensions: gguf derives the tensor's shape from
             # it (the row's bytes spelled out: -1 cannot be inferred for zero rows)

@@ -393,3 +393,21 @@ def test_save_gguf_removes_a_dead_writer_s_temporary_file(tmp_path):
     stale.write_bytes(b"half a file")
     qc.save_gguf({"a": np.ones((4, 64), np.float32)}, tmp_path / "m.gguf")
     assert os.listdir(tmp_path) == ["m.gguf"]
+
+
+def test_save_gguf_refuses_what_llama_cpp_refuses(tmp_path):
+    path = tmp_path / "m.gguf"
+    ok = {"n" * 63: np.ones((1, 1, 1, 32), np.float32),
+          "é" * 31 + "x": qc.GGUFTensor.from_float(np.ones((1, 1, 2, 32), np.float32))}
+    qc.save_gguf(ok, path)
+    assert set(qc.load_gguf(path)) == set(ok)
+    before = path.read_bytes()
+    for t, msg in [({"n" * 64: np.ones(32, np.float32)}, "64 bytes or more.*got 64 bytes"),
+                   ({"é" * 32: np.ones(32, np.float32)}, "got 64 bytes"),
+                   ({"a": np.ones((1, 1, 1, 1, 32), np.float32)}, "at most 4 dimensions.*got 5"),
+                   ({"a": qc.GGUFTensor.from_float(np.ones((1, 1, 1, 1, 32), np.float32))},
+                    "got 5"),
+                   ({"\ud800": np.ones(32, np.float32)}, "not valid UTF-8")]:
+        with pytest.raises(ValueError, match=r"tensors\[.*\]: .*" + msg):
+            qc.save_gguf(t, path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.gguf"]
