@@ -450,12 +450,16 @@ class _Terminated(BaseException):
 
 
 class _term_cleanup:
-    """While active (main thread only), SIGTERM raises _Terminated so that the caller's
-    cleanup runs; on exit the previous handler is restored and the signal delivered again."""
+    """While active (main thread only, and only while SIGTERM has its default action, which
+    would end the process without the caller's cleanup), SIGTERM raises _Terminated so that
+    the cleanup runs; on exit the default is restored and the signal delivered again. A
+    program's own handler or SIG_IGN is left alone: the program decides (a handler that
+    raises still gets the cleanup, which runs on any exception)."""
 
     def __enter__(self):
         self.prev = None
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             try:
                 self.prev = signal.signal(signal.SIGTERM, self._raise)
             except (ValueError, OSError):

@@ -804,6 +804,28 @@ def test_sigterm_during_save_leaves_no_temporary_file(tmp_path):
     assert target.read_bytes() == b"previous contents"
 
 
+@pytest.mark.parametrize("disposition", ["handler", "ignore"])
+def test_sigterm_with_the_programs_own_disposition(tmp_path, disposition):
+    """A program that handles (graceful shutdown) or ignores SIGTERM keeps doing so during a
+    save: the save completes and the program goes on (it was ended with 143)."""
+    target = tmp_path / "out.safetensors"
+    setup = ("import signal\nseen = []\n" + (
+        "signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))\n"
+        if disposition == "handler" else "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"))
+    code = setup + SLOW_SAVE.replace("time.sleep(60)", "time.sleep(2)") + \
+        "print('saved', seen, flush=True)\n"
+    p = subprocess.Popen([sys.executable, "-c", code, str(target)], cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "writing"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 0, p.stderr.read()
+    assert p.stdout.readline().strip() == ("saved [15]" if disposition == "handler"
+                                           else "saved []")
+    assert _temps(tmp_path) == []
+    assert set(qc.load_quantized(target)) == {"w"}
+
+
 def test_sigkill_leftovers_are_removed_by_the_next_save(tmp_path):
     target = tmp_path / "out.npz"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
