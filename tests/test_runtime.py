@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import quantc as qc
@@ -44,6 +45,13 @@ def test_threads():
         qc.set_num_threads(0)
     with pytest.raises(TypeError, match="n:"):
         qc.set_num_threads(1.5)
+    with pytest.raises(TypeError, match="n:"):
+        qc.set_num_threads(True)
+    try:
+        qc.set_num_threads(np.int64(3))  # any integer type
+        assert qc.get_num_threads() == 3
+    finally:
+        qc.set_num_threads(prev)
     with pytest.raises(ValueError, match=r"n: .*got one of 2\*\*63 or more"):  # not "below"
         qc.set_num_threads(10 ** 20)
     with pytest.raises(ValueError, match=r"n: .*got one below -2\*\*63"):
@@ -71,3 +79,71 @@ def test_env_num_threads():
         res = subprocess.run([sys.executable, "-c", "import quantc"], env=env,
                              capture_output=True, text=True)
         assert res.returncode != 0 and "QUANTC_NUM_THREADS" in res.stderr, bad
+
+
+def test_default_threads_follow_cpu_affinity():
+    """The default thread count is the CPUs the process may run on (taskset, a container's
+    cpuset), not every online CPU."""
+    env = {k: v for k, v in os.environ.items() if k != "QUANTC_NUM_THREADS"}
+    cpu = min(os.sched_getaffinity(0))
+    out = subprocess.run([sys.executable, "-c", "import quantc; print(quantc.get_num_threads())"],
+                         env=env, capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    assert out.stdout.strip() == "1"
+
+
+def _matmul_case():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (96, 512), dtype=np.uint8)
+    b = rng.integers(-128, 128, (512, 384), dtype=np.int8)
+    return a, b, (a.astype(np.int64) @ b.astype(np.int64)).astype(np.int32)
+
+
+def _exact_in_this_process(_=None):
+    a, b, want = _matmul_case()
+    return bool((qc.matmul_integer(a, b) == want).all())
+
+
+def test_fewer_threads_after_more():
+    """Workers started for a larger thread count stay asleep when a job does not need them
+    (they used to wake and poll on every call); every call still gives the exact result."""
+    a, b, want = _matmul_case()
+    prev = qc.get_num_threads()
+    try:
+        for n in (16, 2, 7, 1, 3, 16, 2):
+            qc.set_num_threads(n)
+            for _ in range(20):
+                np.testing.assert_array_equal(qc.matmul_integer(a, b), want)
+    finally:
+        qc.set_num_threads(prev)
+
+
+FORK = """
+import os, sys
+import numpy as np
+import quantc as qc
+sys.path.insert(0, sys.argv[1])
+from test_runtime import _matmul_case
+a, b, want = _matmul_case()
+qc.set_num_threads(2)
+assert (qc.matmul_integer(a, b) == want).all()  # the pool's workers are running
+pids = []
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:  # only this thread exists here: the pool starts its workers again
+        ok = all((qc.matmul_integer(a, b) == want).all() for _ in range(5))
+        os._exit(0 if ok else 1)
+    pids.append(pid)
+assert all(os.waitpid(p, 0)[1] == 0 for p in pids)
+import multiprocessing as mp
+from test_runtime import _exact_in_this_process
+with mp.get_context("fork").Pool(2) as pool:  # as torch's DataLoader workers
+    assert all(pool.map(_exact_in_this_process, range(4)))
+print("ok")
+"""
+
+
+def test_fork_after_the_pool_started():
+    out = subprocess.run([sys.executable, "-c", FORK, os.path.dirname(__file__)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

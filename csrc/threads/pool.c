@@ -28,7 +28,7 @@
 typedef struct {
     pthread_mutex_t lock;      /* held by the caller that owns the pool for one job */
     pthread_mutex_t state;     /* guards the fields below */
-    pthread_cond_t wake;       /* workers wait here for a new generation */
+    pthread_cond_t wake[QC_POOL_MAX]; /* worker w waits on wake[w] for a job that needs it */
     pthread_cond_t done;       /* the caller waits here for the job's workers */
     atomic_ulong generation;   /* written under `state`; polled without it */
     int nworkers;              /* threads started (excluding callers) */
@@ -62,8 +62,7 @@ static qc_range g_ranges[QC_POOL_MAX];
 
 static qc_pool g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER,
                          .state = PTHREAD_MUTEX_INITIALIZER,
-                         .wake = PTHREAD_COND_INITIALIZER,
-                         .done = PTHREAD_COND_INITIALIZER};
+                         .done = PTHREAD_COND_INITIALIZER}; /* wake[]: qc_pool_init */
 /* set by set_num_threads while other threads may be inside kernels: atomic, and each
  * qc_parallel_for reads it once (relaxed: any value it reads is a valid thread count) */
 static atomic_int g_num_threads = 1;
@@ -130,14 +129,21 @@ static int spin_until(int next, unsigned long seen) {
     }
 }
 
+/* A worker polls for the next job only after one it took part in: one that a job did not
+ * need (set_num_threads lowered, or a job of few tasks) sleeps until a job signals it, so
+ * workers beyond the thread count cost nothing (they polled for 200 us after every call). */
 static void *worker_main(void *arg) {
     int id = (int)(intptr_t)arg;
     unsigned long seen = 0;
+    int needed = 1;
     for (;;) {
-        spin_until(1, seen);
+        if (needed) spin_until(1, seen);
         pthread_mutex_lock(&g_pool.state);
-        while (atomic_load(&g_pool.generation) == seen)
-            pthread_cond_wait(&g_pool.wake, &g_pool.state);
+        while (atomic_load(&g_pool.generation) == seen ||
+               (!needed && id >= g_pool.job_workers)) {
+            seen = atomic_load(&g_pool.generation);
+            pthread_cond_wait(&g_pool.wake[id], &g_pool.state);
+        }
         seen = atomic_load(&g_pool.generation);
         /* join, unless not needed or the caller already closed the job; under `state`, so
          * the job cannot be replaced by the next one between reading it and joining */
@@ -146,6 +152,7 @@ static void *worker_main(void *arg) {
         while (id < g_pool.job_workers && !(j & QC_JOB_CLOSED) &&
                !(joined = atomic_compare_exchange_weak(&g_pool.job, &j, j + 1))) {
         }
+        needed = joined;
         if (!joined) {
             pthread_mutex_unlock(&g_pool.state);
             continue;
@@ -202,7 +209,7 @@ void qc_parallel_for(size_t ntasks, qc_task_fn fn, void *ctx) {
         g_ranges[p].end = start;
     }
     atomic_fetch_add(&g_pool.generation, 1);
-    pthread_cond_broadcast(&g_pool.wake);
+    for (int w = 0; w < helpers; w++) pthread_cond_signal(&g_pool.wake[w]);
     pthread_mutex_unlock(&g_pool.state);
 
     run_tasks(fn, ctx, 0);
@@ -222,7 +229,7 @@ void qc_parallel_for(size_t ntasks, qc_task_fn fn, void *ctx) {
 static void after_fork_child(void) {
     pthread_mutex_init(&g_pool.lock, NULL);
     pthread_mutex_init(&g_pool.state, NULL);
-    pthread_cond_init(&g_pool.wake, NULL);
+    for (int w = 0; w < QC_POOL_MAX; w++) pthread_cond_init(&g_pool.wake[w], NULL);
     pthread_cond_init(&g_pool.done, NULL);
     g_pool.nworkers = 0;
     atomic_store(&g_pool.job, 0u);
@@ -232,8 +239,13 @@ static void after_fork_child(void) {
 int qc_pool_init(void) {
     if (g_pool_initialized) return 0;
     g_pool_initialized = 1;
+    for (int w = 0; w < QC_POOL_MAX; w++) pthread_cond_init(&g_pool.wake[w], NULL);
     pthread_atfork(NULL, NULL, after_fork_child);
+    /* the CPUs this process may run on (taskset, a container's cpuset), not all online */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        ncpu = CPU_COUNT(&set);
     int n = ncpu > 0 ? (int)QC_MIN(ncpu, QC_POOL_MAX) : 1;
     int rc = 0;
     const char *env = getenv("QUANTC_NUM_THREADS");
