@@ -149,6 +149,16 @@ int qc_gemm_selfcheck(const qc_variant *v, int corrupt) {
 static pthread_mutex_t g_select_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int g_checked[QC_ISA_COUNT]; /* 1: that level passed its self-check */
 
+/* (a level whose self-check the fork interrupted is checked again in the child) */
+static void select_after_fork_child(void) { pthread_mutex_init(&g_select_lock, NULL); }
+
+static void select_init_once(void) { pthread_atfork(NULL, NULL, select_after_fork_child); }
+
+void qc_gemm_select_init(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, select_init_once);
+}
+
 const qc_gemm_kernels *qc_gemm_select(void) {
     for (;;) {
         const qc_variant *v = qc_family_select(&qc_gemm_family);

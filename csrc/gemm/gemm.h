@@ -146,6 +146,9 @@ const qc_gemm_kernels *qc_gemm_kernels_of(const qc_variant *v);
  * chosen, it must pass qc_gemm_selfcheck first; on failure the level is disabled for the
  * process (cpu_info() gives the reason) and the next variant is chosen. */
 const qc_gemm_kernels *qc_gemm_select(void);
+/* Once, at module load: a fork() while another thread holds qc_gemm_select's lock (an AMX
+ * self-check running) leaves the child a fresh lock instead of one that nobody will release. */
+void qc_gemm_select_init(void);
 
 /* Run the self-check (small GEMMs: tile remainders, every signedness, extreme values and zero
  * points, int32 and requantized output) of variant v against the scalar kernel. corrupt: a

@@ -238,6 +238,7 @@ PyMODINIT_FUNC PyInit__C(void) {
                      qc_max_threads(), getenv("QUANTC_NUM_THREADS"));
         return NULL;
     }
+    qc_gemm_select_init();
     const char *env = getenv("QUANTC_ISA");
     if (env && *env) {
         qc_isa cap;
