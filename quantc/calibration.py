@@ -15,6 +15,7 @@ histogram therefore resolves thresholds to ``R / bins``; ``R`` is at most twice 
 max|x|.
 """
 import math
+import threading
 
 import numpy as np
 
@@ -83,7 +84,11 @@ def _choose(min_val, max_val, dtype, symmetric, narrow_range, profile, axis=None
 
 
 class _RangeObserver:
-    """Shared min/max bookkeeping (per tensor, or per channel along `axis`)."""
+    """Shared min/max bookkeeping (per tensor, or per channel along `axis`).
+
+    ``update`` may be called from several threads at once: each batch is taken whole, one at
+    a time (a histogram's counts were read, rebinned and added to with the GIL released, and
+    concurrent batches lost counts)."""
 
     def __init__(self, axis=None):
         if axis is not None and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))):
@@ -91,6 +96,21 @@ class _RangeObserver:
         self.axis = None if axis is None else int(axis)
         self.min_val = None
         self.max_val = None
+        self._lock = threading.Lock()
+
+    def update(self, x):
+        """Observe a batch (see the subclass)."""
+        with self._lock:
+            self._update(x)
+
+    def __getstate__(self):  # copy and pickle without the lock
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def _batch_range(self, x):
         """(min, max) of one batch: floats, or float32 arrays (C,) with an axis; None if empty."""
@@ -144,6 +164,9 @@ class MinMaxObserver(_RangeObserver):
 
     def update(self, x):
         """Observe a batch: the running min/max (per channel along `axis` if given)."""
+        super().update(x)
+
+    def _update(self, x):
         r = self._batch_range(x)
         if r is not None:
             self._extend(r)
@@ -166,6 +189,9 @@ class MovingAverageMinMaxObserver(_RangeObserver):
 
     def update(self, x):
         """Observe a batch: move min/max towards its range by `averaging_constant`."""
+        super().update(x)
+
+    def _update(self, x):
         r = self._batch_range(x)
         if r is None:
             return
@@ -198,6 +224,9 @@ class _AbsHistogram(_RangeObserver):
 
     def update(self, x):
         """Observe a batch: add |x| to the histogram (doubling its range as needed)."""
+        super().update(x)
+
+    def _update(self, x):
         a = _f32(x)
         r = self._batch_range(a)
         if r is None:

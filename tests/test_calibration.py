@@ -558,3 +558,31 @@ def test_per_axis_zero_size_and_0d():
     o = qc.MinMaxObserver()
     o.update(np.float32(-3.0))
     assert (o.min_val, o.max_val) == (-3.0, -3.0)
+
+
+@pytest.mark.parametrize("make", [qc.HistogramObserver, qc.PercentileObserver,
+                                  qc.MinMaxObserver])
+def test_update_from_several_threads(make):
+    """One observer fed from several threads takes each batch whole: a histogram counts
+    every value once (its counts were read, rebinned and added to without the GIL, and
+    concurrent batches lost some), and the range is that of all batches."""
+    import copy
+    import pickle
+    import threading
+    rng = np.random.default_rng(0)
+    # growing ranges, so that batches arrive while another thread rebins
+    batches = [rng.standard_normal(1 << 18).astype(np.float32) * (1 + i) for i in range(16)]
+    obs = make()
+    threads = [threading.Thread(target=lambda k=k: [obs.update(b) for b in batches[k::4]])
+               for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    whole = np.concatenate(batches)
+    assert (obs.min_val, obs.max_val) == (whole.min(), whole.max())
+    if hasattr(obs, "counts"):
+        assert int(obs.counts.sum()) == whole.size
+    for twin in (copy.deepcopy(obs), pickle.loads(pickle.dumps(obs))):  # without the lock
+        assert twin.qparams().scale == obs.qparams().scale
+        twin.update(batches[0])  # (and a lock of its own)
