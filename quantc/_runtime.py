@@ -1,4 +1,6 @@
 """Runtime controls: detected CPU features, the kernel chosen per family, thread count."""
+import operator
+
 from . import _C
 
 __all__ = ["cpu_info", "get_num_threads", "set_num_threads"]
@@ -17,7 +19,10 @@ def cpu_info():
 
 
 def set_num_threads(n):
-    """Use ``n`` threads (>= 1) in the kernels; results are identical for every ``n``."""
+    """Use ``n`` threads (>= 1) in the kernels; results are identical for every ``n``. Any
+    integer type works (``np.int64(4)``); a bool does not."""
+    if not isinstance(n, bool) and hasattr(type(n), "__index__"):
+        n = operator.index(n)
     _C.set_num_threads(n)
 
 

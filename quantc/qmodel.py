@@ -269,8 +269,9 @@ def _batches(data):
 
 
 def _progress(enabled, total):
-    if enabled is False or (enabled is None and not sys.stderr.isatty()):
-        return None
+    tty = sys.stderr is not None and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    if enabled is False or (enabled is None and not tty) or sys.stderr is None:
+        return None  # (no stderr at all under pythonw and some services)
     try:
         from tqdm import tqdm
     except ImportError:

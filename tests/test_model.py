@@ -1,6 +1,7 @@
 """Full-integer models: builder, planning (BatchNorm folding, activation fusion), calibration,
 the int8 run against a NumPy reference of the same arithmetic, save/load, errors."""
 import os
+import sys
 import tracemalloc
 
 import numpy as np
@@ -919,3 +920,10 @@ def test_to_onnx_digits_exact(tmp_path, digits):
     s, z, _ = qm.input_qparams["image"]
     xq = qc.quantize(x, s, np.uint8(z))
     assert_equal_exact(sess.run(None, {"image": xq})[0], qm(xq))
+
+
+def test_no_stderr(monkeypatch, digits):
+    """pythonw and some services run without sys.stderr: no progress bar, no error."""
+    model, _, _, calib = digits
+    monkeypatch.setattr(sys, "stderr", None)
+    assert qc.quantize_model(model, calib[:1]).kinds
