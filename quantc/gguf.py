@@ -278,7 +278,13 @@ def load_gguf(path):
         shape = tuple(int(s) for s in reversed(t.shape.tolist()))  # ggml lists dims inner first
         try:
             if t.tensor_type in kinds:
-                out[t.name] = GGUFTensor(np.array(t.data, np.uint8), kinds[t.tensor_type], shape)
+                blocks = np.array(t.data, np.uint8)
+                if r.byte_order == "S":  # a file of the other byte order: each block's
+                    # float16 scale d (its first 2 bytes) is swapped, as llama.cpp's
+                    # gguf_convert_endian writes it
+                    b = blocks.reshape(-1, _BYTES[kinds[t.tensor_type]])
+                    b[:, :2] = b[:, 1::-1].copy()
+                out[t.name] = GGUFTensor(blocks, kinds[t.tensor_type], shape)
             else:  # native byte order (a big-endian file gives '>f4' views)
                 data = np.array(t.data, t.data.dtype.newbyteorder("="))
                 out[t.name] = data.reshape(shape)

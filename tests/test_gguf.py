@@ -293,6 +293,31 @@ def test_big_endian_file_reads_in_native_order(tmp_path):
     assert_equal_exact(back, np.arange(6, dtype=np.float32).reshape(2, 3), "f")
 
 
+@pytest.mark.parametrize("kind", ["q8_0", "q4_0"])
+def test_big_endian_blocks_read_their_scales(tmp_path, rng, kind):
+    """A big-endian file stores each block's float16 scale big-endian (llama.cpp's
+    gguf_convert_endian swaps it): read back, the blocks equal the little-endian file's."""
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    t = qc.GGUFTensor.from_float(x, kind)
+    le = tmp_path / "le.gguf"
+    qc.save_gguf({"w": t}, le)
+    blocks = t.data.reshape(-1, {"q8_0": 34, "q4_0": 18}[kind]).copy()
+    blocks[:, :2] = blocks[:, 1::-1].copy()  # the scales as a big-endian file holds them
+    path = tmp_path / "be.gguf"
+    w = gguf.GGUFWriter(str(path), "quantc", endianess=gguf.GGUFEndian.BIG)
+    qtype = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
+    w.add_tensor("w", blocks.reshape(3, -1), raw_shape=blocks.reshape(3, -1).shape,
+                 raw_dtype=qtype[kind])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    back = qc.load_gguf(path)["w"]
+    assert back.shape == (3, 64)
+    assert_equal_exact(back.data, qc.load_gguf(le)["w"].data, "blocks")
+    assert_equal_exact(back.dequantize(), t.dequantize(), "values")
+
+
 def _with_offset(path, name, offset):
     """The bytes of `path` with tensor `name`'s data offset (relative to the data section)
     replaced."""
