@@ -50,6 +50,27 @@ def _err(node, msg):
     return ValueError(f"node {node.name!r} ({node.op}): {msg}")
 
 
+def namer(taken):
+    """``fresh(stem)``: a name that is not in ``taken`` and was not given before: ``stem``,
+    else ``stem_1``, ``stem_2``, ... (for tensors and nodes that quantc adds to a graph)."""
+    taken = set(taken)
+
+    def fresh(stem):
+        name, k = stem, 0
+        while name in taken:
+            k += 1
+            name = f"{stem}_{k}"
+        taken.add(name)
+        return name
+    return fresh
+
+
+def tensor_names(model):
+    """Every tensor name a model uses: inputs, constants, node inputs and outputs."""
+    return set(model.inputs) | set(model.initializers) | set(model.outputs) | {
+        t for n in model.nodes for t in n.inputs + n.outputs}
+
+
 # ---------------------------------------------------------------------------------------------
 # attribute helpers
 

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from .model import activation_bounds
+from .model import activation_bounds, namer, tensor_names
 
 OPSET = 17
 
@@ -27,22 +27,6 @@ def _onnx():
         raise ImportError("QuantizedModel.to_onnx needs the 'onnx' package: "
                           "pip install 'quantc[onnx]'") from None
     return onnx
-
-
-def _namer(model):
-    """``fresh(stem)``: a tensor name that no tensor of ``model`` and no earlier call has:
-    ``stem``, else ``stem_1``, ``stem_2``, ..."""
-    taken = set(model.inputs) | set(model.initializers) | set(model.outputs) | {
-        t for n in model.nodes for t in n.inputs + n.outputs}
-
-    def fresh(stem):
-        name, k = stem, 0
-        while name in taken:
-            k += 1
-            name = f"{stem}_{k}"
-        taken.add(name)
-        return name
-    return fresh
 
 
 def _dims(shape):
@@ -107,7 +91,7 @@ def quantized_to_onnx(qm, path=None):
     m = qm.model
     nodes, inits = [], []
     count = [0]
-    fresh = _namer(m)
+    fresh = namer(tensor_names(m))
 
     def keep(name, value):
         inits.append(numpy_helper.from_array(np.asarray(value), name))
@@ -249,8 +233,8 @@ def model_to_onnx(model, path=None):
     from onnx import TensorProto, helper, numpy_helper
     nodes = []
     inits = [numpy_helper.from_array(v, k) for k, v in model.initializers.items()]
-    fresh = _namer(model)
-    node_names = {n.name for n in model.nodes}
+    fresh = namer(tensor_names(model))
+    fresh_node = namer(n.name for n in model.nodes)
 
     def const(stem, value):
         name = fresh(stem)
@@ -259,12 +243,7 @@ def model_to_onnx(model, path=None):
 
     def node(op, ins, outs, name=None, **attrs):
         if name is None:  # an activation node: its op's name, made unique
-            stem, k = nodes[-1].name + "_act", 0
-            name = stem
-            while name in node_names:
-                k += 1
-                name = f"{stem}_{k}"
-        node_names.add(name)
+            name = fresh_node(nodes[-1].name + "_act")
         nodes.append(helper.make_node(op, list(ins), list(outs), name=name, **attrs))
 
     for n in model.nodes:

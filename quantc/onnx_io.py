@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from .model import SUPPORTED_OPS, Model, Node
+from .model import SUPPORTED_OPS, Model, Node, namer
 
 __all__ = ["model_from_onnx"]
 
@@ -167,7 +167,7 @@ def model_from_onnx(model):
     nodes, softmax_old = [], []
     # names: the given ones once each (ONNX allows repeats and none), then Op_output with a
     # counter where that is taken
-    names = {n.name for n in g.node if n.name}
+    fresh = namer(n.name for n in g.node if n.name)
     given, graph_outputs = set(), {o.name for o in g.output}
     for n in g.node:
         if n.op_type in ("Constant", "Identity") and len(n.output) != 1:
@@ -189,15 +189,8 @@ def model_from_onnx(model):
             if not isinstance(attrs["axis"], int):
                 raise _node_err(n, f"attribute axis: expected an int, got {attrs['axis']!r}")
             softmax_old.append((n, attrs["axis"]))
-        if n.name and n.name not in given:
-            name = n.name
-        else:
-            name = stem = f"{n.op_type}_{n.output[0] if n.output else ''}"
-            k = 0
-            while name in names:
-                k += 1
-                name = f"{stem}_{k}"
-            names.add(name)
+        name = n.name if n.name and n.name not in given else \
+            fresh(f"{n.op_type}_{n.output[0] if n.output else ''}")
         given.add(name)
         nodes.append(Node(n.op_type, n.input, n.output, attrs, name))
 

@@ -39,7 +39,8 @@ from . import _C, _conv, _elementwise, _gemm, _table
 from .calibration import (HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
                           PercentileObserver)
 from ._elementwise import QParams, choose_qparams
-from .model import FUSABLE, Model, Node, _fmt_shape, activation_bounds
+from .model import (FUSABLE, Model, Node, _fmt_shape, activation_bounds, namer,
+                    tensor_names)
 
 __all__ = ["quantize_model", "QuantizedModel", "load_model"]
 
@@ -153,18 +154,7 @@ def plan(model):
     computed (see the module doc)."""
     init = dict(model.initializers)
     nodes = _fold_constants(model, init)
-    taken = set(init) | set(model.inputs) | {t for n in model.nodes
-                                             for t in n.inputs + n.outputs}
-
-    def fresh(stem):
-        """A tensor name no one uses yet: ``stem``, else ``stem_1``, ``stem_2``, ..."""
-        name, k = stem, 0
-        while name in taken:
-            k += 1
-            name = f"{stem}_{k}"
-        taken.add(name)
-        return name
-
+    fresh = namer(tensor_names(model))  # new tensors never take a name the model uses
     for n in nodes:  # int8 Gemms as x @ w.T + bias: w (out, in) with alpha, bias with beta
         if n.op == "Gemm" and _is_quantizable(n, model, init):
             w, b = _gemm_weight(n, model, init)
