@@ -332,23 +332,43 @@ _ATTR_KIND = {"group": "int", "transA": "int", "transB": "int", "ceil_mode": "in
               "training_mode": "int", "axis": "int", "seed": "int", "spatial": "int",
               "kernel_shape": "ints", "strides": "ints", "pads": "ints", "dilations": "ints",
               "alpha": "float", "beta": "float", "epsilon": "float", "momentum": "float",
-              "ratio": "float", "min": "float", "max": "float", "auto_pad": "str"}
+              "ratio": "float", "min": "bound", "max": "bound", "auto_pad": "str"}
 
 
-def _check_attr(node, key, v):
-    """A clear error for an attribute value of the wrong type (a float axis is not truncated)."""
-    def is_int(i):
-        return isinstance(i, (int, np.integer))
+def _attr_value(node, key, v):
+    """An attribute's value as the plain Python type of its kind (NumPy ints and arrays,
+    bytes for a string accepted), or a clear error naming it (a float axis is not truncated,
+    a Clip bound may be infinite but not NaN)."""
+    def as_int(i):
+        if isinstance(i, (bool, np.bool_, int, np.integer)):
+            return int(i)
+        raise TypeError
     kind = _ATTR_KIND.get(key)
-    ok = {"int": lambda: is_int(v),
-          "ints": lambda: isinstance(v, (list, tuple)) and all(is_int(i) for i in v),
-          "float": lambda: (isinstance(v, (int, float, np.integer, np.floating))
-                            and not isinstance(v, bool) and math.isfinite(v)),
-          "str": lambda: isinstance(v, str)}.get(kind, lambda: True)()
-    if not ok:
+    try:
+        if kind == "int":
+            return as_int(v)
+        if kind == "ints":
+            if not isinstance(v, (list, tuple, np.ndarray)) or np.ndim(v) != 1:
+                raise TypeError
+            return [as_int(i) for i in v]
+        if kind in ("float", "bound"):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(
+                    v, (int, float, np.integer, np.floating)):
+                raise TypeError
+            f = float(v)
+            if math.isnan(f) or (kind == "float" and math.isinf(f)):
+                raise TypeError
+            return f
+        if kind == "str":
+            return v.decode() if isinstance(v, bytes) else v if isinstance(v, str) else \
+                as_int(None)
+    except (TypeError, OverflowError, UnicodeDecodeError):
         what = {"int": "an int", "ints": "a list of ints", "float": "a finite number",
-                "str": "a string"}[kind]
-        raise _err(node, f"attribute {key}: expected {what}, got {v!r}")
+                "bound": "a number (not NaN)", "str": "a string"}[kind]
+        raise _err(node, f"attribute {key}: expected {what}, got {v!r}") from None
+    return v
+
+
 # ops that may carry a fused activation: quantc's attribute ``activation``, not ONNX's, set by
 # the planning step of quantize_model: "Relu" or ["Clip", lo, hi] applied to the op's result
 FUSABLE = ("Conv", "Gemm", "MatMul", "Add")
@@ -699,8 +719,8 @@ class Model:
             extra = set(node.attrs) - _ATTRS[node.op]
             if extra:
                 raise _err(node, f"unsupported attribute(s) {sorted(extra)}")
-            for key, v in node.attrs.items():
-                _check_attr(node, key, v)
+            for key, v in list(node.attrs.items()):
+                node.attrs[key] = _attr_value(node, key, v)
             lo, hi = _ARITY[node.op]
             if not lo <= len(node.inputs) <= hi or any(not i for i in node.inputs[:lo]):
                 raise _err(node, f"expected {lo}..{hi} inputs, got {len(node.inputs)}")

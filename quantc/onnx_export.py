@@ -43,11 +43,11 @@ def _opset_attrs(model, n, const):
     (onnxruntime refuses SAME with dilations)."""
     attrs = {k: v for k, v in n.attrs.items() if k != "activation"}
     extra = []
-    if n.op == "Clip" and ("min" in attrs or "max" in attrs):
-        lo, hi = attrs.pop("min", None), attrs.pop("max", None)
-        extra = [const(n.name + "_min", np.float32(lo)) if lo is not None else "",
-                 const(n.name + "_max", np.float32(hi)) if hi is not None else ""]
-        if hi is None:
+    if n.op == "Clip" and ("min" in attrs or "max" in attrs):  # (an infinite one: omitted)
+        lo, hi = attrs.pop("min", -math.inf), attrs.pop("max", math.inf)
+        extra = [const(n.name + "_min", np.float32(lo)) if lo > -math.inf else "",
+                 const(n.name + "_max", np.float32(hi)) if hi < math.inf else ""]
+        if not extra[1]:
             extra.pop()
     elif n.op == "Dropout":
         attrs.pop("ratio", None)

@@ -91,13 +91,15 @@ def _is_quantizable(node, model, init=None):
 
 
 def _clip_bounds(node, init):
-    """(lo, hi) of a Clip node (None where unbounded); ``init``: the model's constants."""
+    """(lo, hi) of a Clip node (None where unbounded, an infinite bound included);
+    ``init``: the model's constants."""
     vals = []
     for i, key in ((1, "min"), (2, "max")):
         if len(node.inputs) > i and node.inputs[i]:
-            vals.append(float(init[node.inputs[i]].reshape(())))
+            v = float(init[node.inputs[i]].reshape(()))
         else:
-            vals.append(None if node.attrs.get(key) is None else float(node.attrs[key]))
+            v = None if node.attrs.get(key) is None else float(node.attrs[key])
+        vals.append(None if v is None or math.isinf(v) else v)
     return tuple(vals)
 
 

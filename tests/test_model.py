@@ -927,3 +927,27 @@ def test_no_stderr(monkeypatch, digits):
     model, _, _, calib = digits
     monkeypatch.setattr(sys, "stderr", None)
     assert qc.quantize_model(model, calib[:1]).kinds
+
+
+def test_attribute_values_normalized_or_named():
+    """Attributes arrive as NumPy scalars and arrays (or bytes from ONNX): they become plain
+    Python values; a value of the wrong kind is an error naming the attribute."""
+    from quantc.model import Model, Node
+    w = np.ones((2, 2, 1, 1), np.float32)
+    m = Model({"x": (1, 2, 4, 4)}, [Node("Conv", ["x", "w"], ["y"], {
+        "strides": np.array([1, 1]), "group": np.int64(1), "auto_pad": b"VALID"})], ["y"],
+        {"w": w})
+    assert m.nodes[0].attrs == {"strides": [1, 1], "group": 1, "auto_pad": "VALID"}
+    assert type(m.nodes[0].attrs["group"]) is int
+    m = Model({"x": (1, 2)}, [Node("Clip", ["x"], ["y"], {"min": np.float32(0.5),
+                                                          "max": float("inf")})], ["y"])
+    assert m(np.float32([[0, 9]])).tolist() == [[0.5, 9.0]]  # an infinite bound is no bound
+    for attrs, msg in [({"transA": 1.0}, "transA: expected an int"),
+                       ({"alpha": 10 ** 400}, "alpha: expected a finite number"),
+                       ({"alpha": float("nan")}, "alpha: expected a finite number"),
+                       ({"beta": True}, "beta: expected a finite number")]:
+        with pytest.raises(ValueError, match=msg):
+            Model({"x": (1, 2)}, [Node("Gemm", ["x", "w"], ["y"], attrs)], ["y"],
+                  {"w": np.ones((2, 2), np.float32)})
+    with pytest.raises(ValueError, match="min: expected a number"):
+        Model({"x": (1, 2)}, [Node("Clip", ["x"], ["y"], {"min": float("nan")})], ["y"])

@@ -536,6 +536,8 @@ def test_zero_d_input(tmp_path):
 @pytest.mark.parametrize("node, opset, inits", [
     (helper.make_node("Clip", ["a"], ["y"], min=-1.0, max=1.0), 6, {}),
     (helper.make_node("Clip", ["a"], ["y"], min=-1.0), 6, {}),
+    (helper.make_node("Clip", ["a"], ["y"], min=0.5, max=float("inf")), 6, {}),
+    (helper.make_node("Clip", ["a"], ["y"], min=float("-inf"), max=1.0), 6, {}),
     (helper.make_node("Dropout", ["a"], ["y"], ratio=0.3), 10, {}),
     (helper.make_node("BatchNormalization", ["a", "s", "b", "m", "v"], ["y"], spatial=1), 7,
      {"s": np.ones(3, np.float32), "b": np.zeros(3, np.float32), "m": np.zeros(3, np.float32),
@@ -546,7 +548,7 @@ def test_zero_d_input(tmp_path):
      {"W": rnd(2, 3, 3, 2)}),
     (helper.make_node("MaxPool", ["a4"], ["y"], kernel_shape=[3, 2], auto_pad="SAME_LOWER",
                       strides=[2, 1]), 17, {}),
-], ids=["clip6", "clip6_min", "dropout10", "bn7", "avgpool19", "conv_same_dil", "maxpool_same"])
+], ids=["clip6", "clip6_min", "clip6_inf_max", "clip6_inf_min", "dropout10", "bn7", "avgpool19", "conv_same_dil", "maxpool_same"])
 def test_older_opsets_export_at_the_current_one(tmp_path, node, opset, inits):
     """Attributes of older opsets (Clip's min/max, Dropout's ratio, BatchNormalization's
     spatial), AveragePool's dilations of opset 19 and auto_pad (onnxruntime refuses SAME with
