@@ -515,6 +515,14 @@ def _atomic_path(path):
             raise
 
 
+def _native(arr, order="K"):
+    """``arr`` in native byte order (little-endian here, as both formats are), and C order
+    when asked; a 0-d array stays 0-d (np.ascontiguousarray would make it shape (1,)); no copy
+    when it already is."""
+    dt = arr.dtype if arr.dtype.isnative else arr.dtype.newbyteorder("=")
+    return np.asarray(arr, dtype=dt, order=order)
+
+
 def write_tensors(path, tensors, metadata=None):
     """Write name -> array to `path` (.safetensors or .npz) atomically.
 
@@ -547,22 +555,20 @@ def write_tensors(path, tensors, metadata=None):
         if name == _RESERVED[ext]:
             raise ValueError(f"{path}: tensors[{name!r}]: the name is reserved in {ext} files "
                              f"(it holds the metadata)")
-        # C order: both formats are read back as C-order buffers of the shape (a transposed
-        # or Fortran-ordered array written as it lies in memory would come back scrambled);
-        # a 0-d array stays 0-d (np.ascontiguousarray would make it shape (1,))
-        arr = np.asarray(v, order="C")
-        if arr.dtype != arr.dtype.newbyteorder("<"):  # both formats are little-endian
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
-        dt = arr.dtype
+        arr = np.asarray(v)
+        dt = arr.dtype if arr.dtype.isnative else arr.dtype.newbyteorder("=")
         ok = any(dt == d for d in st_types) if ext == ".safetensors" else \
             (dt.kind in "biuf" or _dtypes.is_ml_float(dt))
         if not ok:
-            raise TypeError(f"{path}: tensors[{name!r}]: {ext} files hold no {dt} arrays "
-                            f"(sub-byte integers: store qc.pack_bits(...), uint8)")
+            raise TypeError(f"{path}: tensors[{name!r}]: {ext} files hold no {arr.dtype} "
+                            f"arrays (sub-byte integers: store qc.pack_bits(...), uint8)")
         arrays[name] = arr
     with _atomic_path(path) as tmp:
         if ext == ".safetensors":
             save_file = require("safetensors.numpy", what="writing .safetensors").save_file
+            # the library writes each buffer as it lies in memory: C order (a transposed or
+            # Fortran-ordered array came back scrambled) and little-endian, like the file
+            arrays = {k: _native(a, order="C") for k, a in arrays.items()}
             try:
                 save_file(arrays, tmp, metadata=metadata or None)
             except Exception as e:  # the library reports a full disk as its own error
@@ -574,7 +580,8 @@ def write_tensors(path, tensors, metadata=None):
                 with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
                     items = []
                     types = {}
-                    for name, arr in arrays.items():
+                    for name, arr in arrays.items():  # (write_array streams any layout)
+                        arr = _native(arr)  # the file's byte order, one tensor at a time
                         if _dtypes.is_ml(arr.dtype):
                             types[name] = arr.dtype.name
                             arr = arr.view(f"u{arr.dtype.itemsize}")
