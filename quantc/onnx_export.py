@@ -91,7 +91,12 @@ def quantized_to_onnx(qm, path=None):
     m = qm.model
     nodes, inits = [], []
     count = [0]
-    fresh = namer(tensor_names(m))
+    skip = ("Conv", "Gemm", "MatMul", "Add", "Concat")  # their constants are written quantized
+    kept = {k for k in m.initializers if k in m.outputs or any(
+        k in n.inputs for n in m.nodes if not (qm.kinds[n.name] == "int8" and n.op in skip))}
+    # new names avoid what the exported graph holds (not the float weights it leaves out)
+    fresh = namer(set(m.inputs) | set(m.outputs) | kept | {o for n in m.nodes
+                                                           for o in n.outputs})
 
     def keep(name, value):
         inits.append(numpy_helper.from_array(np.asarray(value), name))
@@ -217,10 +222,8 @@ def quantized_to_onnx(qm, path=None):
         else:
             s, z = qparams_consts(o, io=True)
             node("QuantizeLinear", [src, s, z], [o])
-    skip = ("Conv", "Gemm", "MatMul", "Add", "Concat")  # their constants are written above
     for k, v in m.initializers.items():  # constants float ops still read, constant outputs
-        if k in fname or any(k in n.inputs for n in m.nodes
-                             if not (qm.kinds[n.name] == "int8" and n.op in skip)):
+        if k in kept:
             keep(float_name(k), v)
     return _finish(onnx, helper.make_graph(nodes, qm.model.name, graph_inputs, graph_outputs,
                                            inits), path)

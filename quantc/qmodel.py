@@ -151,6 +151,18 @@ def _fold_constants(model, init):
     return kept
 
 
+def _planned_gemm(n, init):
+    """Is Gemm node ``n`` already in the planned form x @ w.T + b (a planned model planned
+    again keeps its tensors and their names)?"""
+    a = n.attrs
+    if set(a) - {"transB", "activation"} or int(a.get("transB", 0)) != 1:
+        return False
+    if len(n.inputs) < 3 or not n.inputs[2]:
+        return True
+    b, w = init[n.inputs[2]], init[n.inputs[1]]
+    return b.ndim == 1 and b.shape[0] == w.shape[0]
+
+
 def plan(model):
     """The planned float model: BatchNorm folded, Relu/ReLU6 fused, nodes of constants
     computed (see the module doc)."""
@@ -158,14 +170,17 @@ def plan(model):
     nodes = _fold_constants(model, init)
     fresh = namer(tensor_names(model))  # new tensors never take a name the model uses
     for n in nodes:  # int8 Gemms as x @ w.T + bias: w (out, in) with alpha, bias with beta
-        if n.op == "Gemm" and _is_quantizable(n, model, init):
+        if n.op == "Gemm" and _is_quantizable(n, model, init) and not _planned_gemm(n, init):
             w, b = _gemm_weight(n, model, init)
             ins = [n.inputs[0], fresh(n.name + ".weight_t")]
             init[ins[1]] = w
             if b is not None:
                 ins.append(fresh(n.name + ".bias_t"))
                 init[ins[2]] = b
+            act = n.attrs.get("activation")
             n.inputs, n.attrs = tuple(ins), {"transB": 1}
+            if act is not None:
+                n.attrs["activation"] = act
     consumers = model.consumers()
     outputs = set(model.outputs)
     producer = {o: n for n in nodes for o in n.outputs}

@@ -951,3 +951,22 @@ def test_attribute_values_normalized_or_named():
                   {"w": np.ones((2, 2), np.float32)})
     with pytest.raises(ValueError, match="min: expected a number"):
         Model({"x": (1, 2)}, [Node("Clip", ["x"], ["y"], {"min": float("nan")})], ["y"])
+
+
+def test_planning_a_planned_model_again(rng):
+    """qm.model (planned) quantized again keeps its tensor names, its fused activations and
+    its results (the Gemm's weight was renamed '.weight_t_1' on every second planning)."""
+    from quantc.model import Model, Node
+    w = rng.standard_normal((6, 4)).astype(np.float32)  # (in, out): transB=0
+    model = Model({"x": (None, 6)}, [Node("Gemm", ["x", "w", "b"], ["g"], {"alpha": 0.5}),
+                                     Node("Relu", ["g"], ["y"])], ["y"],
+                  {"w": w, "b": rng.standard_normal(4).astype(np.float32)})
+    data = [rng.standard_normal((16, 6)).astype(np.float32)]
+    qm = qc.quantize_model(model, data, bias_correction=False)
+    again = qc.quantize_model(qm.model, data, bias_correction=False)
+    assert sorted(again.model.initializers) == sorted(qm.model.initializers)
+    assert again.model.nodes[0].attrs == qm.model.nodes[0].attrs == {
+        "transB": 1, "activation": "Relu"}
+    x = rng.standard_normal((32, 6)).astype(np.float32)
+    assert_equal_exact(again(x), qm(x))
+    assert again(x).min() >= 0
