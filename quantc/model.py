@@ -117,11 +117,15 @@ def _pool_geometry(node, in_shape, kernel):
     return strides, pads, dilations
 
 
-def _out_size(node, size, k, s, d, p0, p1):
+def _out_size(node, size, k, s, d, p0, p1, empty=False):
+    """ONNX's output size; ``empty``: the input plane has no pixels, so a kernel that does
+    not fit gives 0 (as the kernels do), not an error."""
     if size is None:
         return None
     eff = (k - 1) * d + 1
     if size + p0 + p1 < eff:
+        if empty:
+            return 0
         raise _err(node, f"the kernel ({k}, dilation {d}) is larger than the padded input "
                          f"({size} + {p0} + {p1})")
     return (size + p0 + p1 - eff) // s + 1
@@ -151,8 +155,8 @@ def _windows(x, kernel, strides, pads, dilations, value=0.0):
     x = _pad_nchw(x, pads, value)
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
-    oh = (h - ((kh - 1) * dh + 1)) // sh + 1
-    ow = (w - ((kw - 1) * dw + 1)) // sw + 1
+    oh = max(0, (h - ((kh - 1) * dh + 1)) // sh + 1)  # (0: an empty plane, see _out_size)
+    ow = max(0, (w - ((kw - 1) * dw + 1)) // sw + 1)
     s = x.strides
     return as_strided(x, (n, c, kh, kw, oh, ow),
                       (s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw), writeable=False)
@@ -436,8 +440,9 @@ def _s_conv(node, model, shapes):
         if b.shape != (m,):
             raise _err(node, f"bias: expected shape ({m},), got {b.shape}")
     strides, pads, dil = _pool_geometry(node, x, (kh, kw))
-    return [(x[0], m, _out_size(node, x[2], kh, strides[0], dil[0], pads[0], pads[2]),
-             _out_size(node, x[3], kw, strides[1], dil[1], pads[1], pads[3]))]
+    empty = 0 in x[2:]
+    return [(x[0], m, _out_size(node, x[2], kh, strides[0], dil[0], pads[0], pads[2], empty),
+             _out_size(node, x[3], kw, strides[1], dil[1], pads[1], pads[3], empty))]
 
 
 def _s_gemm(node, model, shapes):
@@ -520,8 +525,9 @@ def _s_pool(node, model, shapes):
     if any(p >= k for p, k in zip(pads, kernel + kernel)):
         raise _err(node, f"pads {list(pads)}: each must be smaller than the kernel "
                          f"{list(kernel)}")
-    return [(x[0], x[1], _out_size(node, x[2], kernel[0], strides[0], 1, pads[0], pads[2]),
-             _out_size(node, x[3], kernel[1], strides[1], 1, pads[1], pads[3]))]
+    empty = 0 in x[2:]
+    return [(x[0], x[1], _out_size(node, x[2], kernel[0], strides[0], 1, pads[0], pads[2], empty),
+             _out_size(node, x[3], kernel[1], strides[1], 1, pads[1], pads[3], empty))]
 
 
 def _s_gap(node, model, shapes):

@@ -309,6 +309,7 @@ def test_zero_size():
 
 @pytest.mark.parametrize("hw, pads, out_hw", [
     ((0, 5), (1, 1, 1, 1), (0, 5)), ((4, 0), (0, 0, 0, 0), (2, 0)), ((0, 0), (0,) * 4, (0, 0)),
+    ((2, 0), (0, 0, 0, 0), (0, 0)), ((0, 2), (0, 0, 0, 0), (0, 0)),
     ((0, 5), (2, 0, 2, 0), (2, 3))])  # (the last: padding only, as ONNX's formula says)
 def test_empty_planes(isa, hw, pads, out_hw):
     """An empty plane gives an empty output even where the kernel does not fit the padding

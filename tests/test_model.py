@@ -970,3 +970,16 @@ def test_planning_a_planned_model_again(rng):
     x = rng.standard_normal((32, 6)).astype(np.float32)
     assert_equal_exact(again(x), qm(x))
     assert again(x).min() >= 0
+
+
+def test_empty_planes_in_the_float_model():
+    """An empty plane gives an empty output, as the int8 kernels do (the float model raised
+    'kernel larger than the padded input')."""
+    from quantc.model import Model, Node
+    w = np.ones((4, 2, 3, 3), np.float32)
+    for hw, want in (((0, 5), (0, 3)), ((2, 0), (0, 0)), ((5, 0), (3, 0))):
+        m = Model({"x": (None, 2) + hw}, [Node("Conv", ["x", "w"], ["y"])], ["y"], {"w": w})
+        assert m.shapes["y"] == (None, 4) + want
+        assert m(np.zeros((1, 2) + hw, np.float32)).shape == (1, 4) + want
+        assert qc.conv_integer(np.zeros((1, 2) + hw, np.uint8),
+                               np.ones((4, 2, 3, 3), np.int8)).shape == (1, 4) + want

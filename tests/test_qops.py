@@ -257,7 +257,8 @@ def test_pool_zero_size():
     assert qc.max_pool2d(q, 2).shape == (0, 3, 2, 2)
     assert qc.avg_pool2d(q, 1.0, 0, 1.0, 0, 2).shape == (0, 3, 2, 2)
     # an empty plane: an empty output even where the kernel does not fit (ONNX's formula)
-    for hw, want in (((0, 4), (0, 2)), ((4, 0), (2, 0)), ((0, 0), (0, 0))):
+    for hw, want in (((0, 4), (0, 2)), ((4, 0), (2, 0)), ((0, 0), (0, 0)), ((1, 0), (0, 0)),
+                     ((0, 1), (0, 0))):
         q = np.zeros((2, 3) + hw, np.int8)
         assert qc.max_pool2d(q, 2).shape == (2, 3) + want
         assert qc.avg_pool2d(q, 1.0, 0, 1.0, 0, 2).shape == (2, 3) + want

@@ -275,7 +275,7 @@ static int conv_shape(qc_conv_args *a, const qc_conv_weights *cw, const npy_intp
     const size_t PW = W + (size_t)pads[1] + (size_t)pads[3];
     /* an empty plane gives an empty output even when the kernel does not fit the padding
      * (ONNX's floor((PH - eh) / s) + 1 is 0 or less there) */
-    if ((eh > PH && H > 0) || (ew > PW && W > 0))
+    if ((eh > PH || ew > PW) && H > 0 && W > 0)
         return qc_value_error("w: expected a kernel that fits the padded input (%zu, %zu), got "
                               "a dilated kernel of (%zu, %zu)", PH, PW, eh, ew);
     a->N = N, a->C = C, a->H = H, a->W = W;
@@ -727,7 +727,7 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
     }
     const size_t PH = (size_t)s[2] + (size_t)pd[0] + (size_t)pd[2];
     const size_t PW = (size_t)s[3] + (size_t)pd[1] + (size_t)pd[3];
-    if (((size_t)k[0] > PH && s[2] > 0) || ((size_t)k[1] > PW && s[3] > 0)) {
+    if (((size_t)k[0] > PH || (size_t)k[1] > PW) && s[2] > 0 && s[3] > 0) {
         qc_value_error("kernel: expected a kernel that fits the padded input (%zu, %zu), got "
                        "(%d, %d)", PH, PW, k[0], k[1]);
         goto fail;
