@@ -46,3 +46,13 @@ def by_name(name):
         return np.dtype(t) if t is not None and is_ml(t) else None
     except TypeError:
         return None
+
+
+def nan_error(name, nan):
+    """The ValueError for NaN in argument ``name``, from its boolean mask ``nan`` (some True):
+    the count and the first NaN's index in C order (one format for every function)."""
+    count = int(nan.sum())
+    first = tuple(int(i) for i in np.unravel_index(int(np.argmax(nan)), nan.shape))
+    at = str(first[0]) if len(first) == 1 else str(first)
+    return ValueError(f"{name}: expected no NaN values, got {count} NaN value"
+                      f"{'' if count == 1 else 's'}, the first at index {at}")

@@ -464,8 +464,7 @@ def _quantize_dynamic_rows(x, npdt, qmin, qmax):
         if bad.any():
             nan = np.isnan(x2) if x2.dtype.kind == "f" else np.zeros(0, bool)
             if nan.any():
-                raise ValueError(f"x: expected no NaN values, got {int(nan.sum())} NaN (first at "
-                                 f"flat index {int(np.flatnonzero(nan)[0])})")
+                raise _dtypes.nan_error("x", nan.reshape(xf.shape))
             i = int(np.argmax(bad))
             raise ValueError("x: expected finite values for dynamic quantization, got a range "
                              f"[{minx[i]}, {maxx[i]}] in row {i}")

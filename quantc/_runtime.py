@@ -27,5 +27,6 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads the kernels use (default: ``QUANTC_NUM_THREADS`` or all cores)."""
+    """The number of threads the kernels use (default: ``QUANTC_NUM_THREADS``, else the CPUs
+    this process may run on: its affinity, as ``taskset`` or a container's cpuset sets it)."""
     return _C.get_num_threads()

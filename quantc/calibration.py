@@ -59,11 +59,7 @@ def _minmax(a, name="x", axis=None, block_size=None, where=None):
         nan = np.isnan(a if where is None else where)
         if not nan.any():
             raise
-    count = int(nan.sum())
-    first = tuple(int(i) for i in np.unravel_index(int(np.argmax(nan)), nan.shape))
-    at = str(first[0]) if len(first) == 1 else str(first)
-    raise ValueError(f"{name}: expected no NaN values, got {count} NaN value"
-                     f"{'' if count == 1 else 's'}, the first at index {at}")
+    raise _dtypes.nan_error(name, nan)
 
 
 def _channels_first(x, axis, name="x"):
