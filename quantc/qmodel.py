@@ -46,7 +46,10 @@ __all__ = ["quantize_model", "QuantizedModel", "load_model"]
 
 METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
 FORMAT = "quantc.model"
-FORMAT_VERSION = 1
+# 2: a Concat may have constant operands and a graph output may be a constant; files of models
+# without either are written as version 1, which every quantc reads (an older one refuses a
+# version 2 file by its version instead of failing when it runs)
+FORMAT_VERSION = 2
 # ops whose output has the qparams of their (first) input: they only move or clamp values
 _PASSTHROUGH = ("MaxPool", "Flatten", "Reshape", "Relu", "Clip", "Identity", "Dropout")
 _REPORT_SAMPLES = 256  # inputs kept for the report when the calibration data is an iterator
@@ -881,7 +884,10 @@ class QuantizedModel:
             "activation_dtype": self.activation_dtype.name,
             "info": self.info,
         }
-        meta = {"format": FORMAT, "version": str(FORMAT_VERSION),
+        m = self.model
+        v2 = any(o in m.initializers for o in m.outputs) or any(
+            n.op == "Concat" and self.weights.get(n.name) for n in m.nodes)
+        meta = {"format": FORMAT, "version": "2" if v2 else "1",
                 "graph": json.dumps(graph, allow_nan=True)}
         write_tensors(path, tensors, meta)
 
@@ -1314,8 +1320,8 @@ def load_model(path):
         if meta.get("format") != FORMAT:
             raise _bad(path, "no quantc model metadata (was it written by "
                              "QuantizedModel.save?)")
-        if meta.get("version") != str(FORMAT_VERSION):
-            raise _bad(path, f"format version {meta.get('version')!r}, this quantc reads "
+        if meta.get("version") not in [str(v) for v in range(1, FORMAT_VERSION + 1)]:
+            raise _bad(path, f"format version {meta.get('version')!r}, this quantc reads 1 to "
                              f"{FORMAT_VERSION}")
         try:
             g = json.loads(meta["graph"])

@@ -983,3 +983,29 @@ def test_empty_planes_in_the_float_model():
         assert m(np.zeros((1, 2) + hw, np.float32)).shape == (1, 4) + want
         assert qc.conv_integer(np.zeros((1, 2) + hw, np.uint8),
                                np.ones((4, 2, 3, 3), np.int8)).shape == (1, 4) + want
+
+
+def test_file_version_follows_the_features(tmp_path, rng):
+    """A model file is version 1 (what every quantc reads) unless the model has a Concat with a
+    constant operand or a constant output (version 2, which an older quantc refuses by its
+    version); this quantc reads both and refuses a later one."""
+    from quantc.io import TensorReader, write_tensors
+    from quantc.model import Model, Node
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    c = rng.standard_normal((2, 2)).astype(np.float32)
+    plain = Model({"a": (2, 3)}, [Node("Relu", ["a"], ["y"])], ["y"])
+    concat = Model({"a": (2, 3)}, [Node("Concat", ["c", "a"], ["y"], {"axis": 1})], ["y"],
+                   {"c": c})
+    const_out = Model({"a": (2, 3)}, [Node("Relu", ["a"], ["y"])], ["y", "c"], {"c": c})
+    for model, version in ((plain, "1"), (concat, "2"), (const_out, "2")):
+        qm = qc.quantize_model(model, [x])
+        qm.save(tmp_path / "m.safetensors")
+        with TensorReader(tmp_path / "m.safetensors") as r:
+            meta, tensors = r.metadata, {k: r.read(k) for k in r.names}
+        assert meta["version"] == version
+        got, want = qc.load_model(tmp_path / "m.safetensors").run(x), qm.run(x)
+        for name in model.outputs:
+            assert_equal_exact(got[name], want[name], name)
+    write_tensors(tmp_path / "m3.safetensors", tensors, dict(meta, version="3"))
+    with pytest.raises(ValueError, match="format version '3', this quantc reads 1 to 2"):
+        qc.load_model(tmp_path / "m3.safetensors")
