@@ -29,10 +29,13 @@ def _onnx():
     return onnx
 
 
-def _dims(shape):
-    """ONNX dims of a quantc shape: an unknown dimension (None) is left unnamed, since two of
-    them need not be equal (one symbol for all would tell onnxruntime they are)."""
-    return list(shape)
+def _dims(shape, name=None):
+    """ONNX dims of a quantc shape. An unknown dimension (None) of graph input ``name`` gets a
+    symbol of its own, ``<name>_dim<axis>`` (one symbol for all would tell onnxruntime they
+    are equal; a name lets tools such as onnxruntime's free_dimension_overrides refer to it);
+    an output's is left unnamed."""
+    return [f"{name}_dim{i}" if d is None and name is not None else d
+            for i, d in enumerate(shape)]
 
 
 def _opset_attrs(model, n, const):
@@ -149,7 +152,7 @@ def quantized_to_onnx(qm, path=None):
     for name, shape in m.inputs.items():
         elem = TensorProto.FLOAT if io_dtype is None else \
             helper.np_dtype_to_tensor_dtype(io_dtype)
-        graph_inputs.append(helper.make_tensor_value_info(name, elem, _dims(shape)))
+        graph_inputs.append(helper.make_tensor_value_info(name, elem, _dims(shape, name)))
         if io_dtype is not None:
             s, z = qparams_consts(name, io=True)
             qdq[name] = fresh(name + "_dequantized")
@@ -255,7 +258,7 @@ def model_to_onnx(model, path=None):
         node(n.op, list(n.inputs) + extra, [target] + list(n.outputs[1:]), n.name, **attrs)
         if finish is not None:
             finish()
-    ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT, _dims(v))
+    ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT, _dims(v, k))
            for k, v in model.inputs.items()]
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, _dims(model.shapes[o]))
             for o in model.outputs]

@@ -131,8 +131,7 @@ def _gemm_weight(node, model, init=None):
 def _fold_constants(model, init):
     """The nodes of ``model`` that read a graph input, directly or not; the others (every
     input a constant) are computed here, their outputs added to ``init``. Integer constants
-    keep their type through the ops that only move values (a Reshape's shape made by a
-    Concat)."""
+    keep their type through the ops that only move values (Identity, Concat, ...)."""
     from .model import _FLOAT, _apply_activation
     kept = []
     for n in model.nodes:

@@ -568,13 +568,15 @@ def test_older_opsets_export_at_the_current_one(tmp_path, node, opset, inits):
 
 
 def test_unknown_dims_are_not_one_symbol(tmp_path):
-    """Two free dimensions need not be equal: they are exported unnamed, not both as "N"."""
+    """Two free dimensions need not be equal: each input's has a symbol of its own, an
+    output's none (all were "N")."""
     proto = _graph([helper.make_node("Concat", ["a", "b"], ["y"], axis=0)],
                    {"a": ("B", 4), "b": ("C", 4)}, ["y"])
     out = Model.from_onnx(proto).to_onnx()
-    for vi in list(out.graph.input) + list(out.graph.output):
-        d0 = vi.type.tensor_type.shape.dim[0]
-        assert not d0.dim_param and not d0.HasField("dim_value")
+    assert [vi.type.tensor_type.shape.dim[0].dim_param for vi in out.graph.input] == \
+        ["a_dim0", "b_dim0"]
+    d0 = out.graph.output[0].type.tensor_type.shape.dim[0]
+    assert not d0.dim_param and not d0.HasField("dim_value")
     sess = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
     y = sess.run(None, {"a": np.zeros((2, 4), np.float32), "b": np.ones((3, 4), np.float32)})
     assert y[0].shape == (5, 4)
