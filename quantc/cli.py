@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 
+from . import io as qio
 from .examples import DIGITS_WEIGHTS as BUNDLED_MODEL
 
 
@@ -145,12 +146,12 @@ def _is_float(v):
 
 
 def _check_output_folder(path):
-    """Before any work: the folder of an output file exists and the name is no directory."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise CLIError(f"{path}: the output folder {folder} does not exist")
-    if os.path.isdir(path):
-        raise CLIError(f"{path}: is a directory, expected a file name")
+    """Before any work: the folder of an output file exists and the name is no directory (the
+    writers' own check, as a command-line error)."""
+    try:
+        qio._check_target(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from None
 
 
 def cmd_inspect(a):

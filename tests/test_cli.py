@@ -104,9 +104,10 @@ def test_output_paths_checked_before_any_work(tmp_path, model_file):
     (tmp_path / "out.npz").mkdir()
     out = tmp_path / "o.npz"
     assert_clean_error(*run("quantize", model_file, "-o", out, "--json",
-                            tmp_path / "report.json"), "report.json: is a directory")
+                            tmp_path / "report.json"),
+                       "report.json: expected a file name, got a directory")
     assert_clean_error(*run("quantize", model_file, "-o", tmp_path / "out.npz"),
-                       "out.npz: is a directory")
+                       "out.npz: expected a file name, got a directory")
     assert_clean_error(*run("quantize", model_file, "-o", out, "--json", out), "same file")
     assert_clean_error(*run("quantize", model_file, "-o", out, "--json",
                             tmp_path / "nodir" / "r.json"), "does not exist")
