@@ -548,7 +548,8 @@ def test_zero_d_input(tmp_path):
      {"W": rnd(2, 3, 3, 2)}),
     (helper.make_node("MaxPool", ["a4"], ["y"], kernel_shape=[3, 2], auto_pad="SAME_LOWER",
                       strides=[2, 1]), 17, {}),
-], ids=["clip6", "clip6_min", "clip6_inf_max", "clip6_inf_min", "dropout10", "bn7", "avgpool19", "conv_same_dil", "maxpool_same"])
+], ids=["clip6", "clip6_min", "clip6_inf_max", "clip6_inf_min", "dropout10", "bn7",
+        "avgpool19", "conv_same_dil", "maxpool_same"])
 def test_older_opsets_export_at_the_current_one(tmp_path, node, opset, inits):
     """Attributes of older opsets (Clip's min/max, Dropout's ratio, BatchNormalization's
     spatial), AveragePool's dilations of opset 19 and auto_pad (onnxruntime refuses SAME with
