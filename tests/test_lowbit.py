@@ -325,8 +325,8 @@ def test_contract_edges():
             qc.unpack_bits(np.array([0x21], np.uint8), "uint4", shape)
     assert qc.unpack_bits(np.array([0x21], np.uint8), "uint4",
                           (np.int64(2),)).astype(int).tolist() == [1, 2]
-    with pytest.raises(ValueError, match=r"x: expected no NaN values, got 1 NaN \(first at flat "
-                                         r"index 3\)"):
+    with pytest.raises(ValueError, match=r"x: expected no NaN values, got 1 NaN value, the "
+                                         r"first at index \(1, 1\)$"):
         qc.quantize_dynamic(np.array([[1, 2], [3, np.nan]], np.float32), granularity="per_row")
 
 
