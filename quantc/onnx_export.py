@@ -115,6 +115,7 @@ def quantized_to_onnx(qm, path=None):
 
     io_dtype = None if qm.io == "float" else np.dtype(qm.io)
     qdq = {}  # tensor -> the name of its dequantized value
+    held_q = set()  # tensors quantc holds in int8 (an int8 op's result): outputs dequantized
     # the float value of a graph output made here (a node's result, a constant) is written
     # under another name, and the output itself last (Identity, or QuantizeLinear for raw io)
     fname = {o: fresh(o + "_float") for o in m.outputs if o not in m.inputs}
@@ -210,6 +211,7 @@ def quantized_to_onnx(qm, path=None):
             finish()
         if is_int8 and n.outputs[0] not in qm.float_outputs:
             add_qdq(n.outputs[0])
+            held_q.add(n.outputs[0])
 
     graph_outputs, written = [], set()
     for o in m.outputs:
@@ -219,7 +221,8 @@ def quantized_to_onnx(qm, path=None):
         if o in m.inputs or o in written:  # a graph input is its own output (raw: same io)
             continue
         written.add(o)
-        src = qdq[o] if o in qdq else float_name(o)
+        # (a float op's result that an int8 op also reads is quantized for that reader only)
+        src = qdq[o] if o in held_q else float_name(o)
         if io_dtype is None:
             node("Identity", [src], [o])
         else:
@@ -255,7 +258,12 @@ def model_to_onnx(model, path=None):
     for n in model.nodes:
         attrs, extra = _opset_attrs(model, n, const)
         target, finish = _activation(n, n.outputs[0], fresh, const, node)
-        node(n.op, list(n.inputs) + extra, [target] + list(n.outputs[1:]), n.name, **attrs)
+        if n.op == "MatMul" and len(n.inputs) > 2:  # planned MatMul + bias: ONNX's two nodes
+            product = fresh(n.outputs[0] + "_nobias")
+            node("MatMul", n.inputs[:2], [product], n.name)
+            node("Add", [product, n.inputs[2]], [target], fresh_node(n.name + "_bias"))
+        else:
+            node(n.op, list(n.inputs) + extra, [target] + list(n.outputs[1:]), n.name, **attrs)
         if finish is not None:
             finish()
     ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT, _dims(v, k))

@@ -647,3 +647,38 @@ def test_batchnorm_variance_plus_epsilon_must_be_positive():
     ones = np.ones(3, np.float32)
     with pytest.raises(ValueError, match=r"var \+ epsilon: expected > 0"):
         Model.from_onnx(build([node], {"s": ones, "b": ones, "m": ones, "v": ones}))
+
+
+def test_float_output_also_read_by_an_int8_op(tmp_path):
+    """A float op's result that is a graph output and also read by an int8 op: the export's
+    output is the float value, as qm's (it was the copy quantized for the int8 reader)."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Softmax", ["a"], ["s"], axis=1),
+             helper.make_node("Conv", ["s", "W"], ["y"])]
+    quantized_round_trip(_graph(nodes, {"a": (2, 4, 5, 5)}, ["s", "y"],
+                                {"W": rnd(4, 4, 1, 1)}), tmp_path,
+                         rng.standard_normal((2, 4, 5, 5)).astype(np.float32))
+    import quantc as qc
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    qm = qc.quantize_model(Model.from_onnx(_graph(nodes, {"a": (2, 4, 5, 5)}, ["s", "y"],
+                                                  {"W": rnd(4, 4, 1, 1)})), [x])
+    sess = ort.InferenceSession(qm.to_onnx(None).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    assert_close(sess.run(None, {"a": x})[0], qm(x)[0])  # (softmax: float rounding only)
+
+
+def test_planned_matmul_with_bias_exports(tmp_path):
+    """The planned model's MatMul with a bias input (MatMul + Add fused) is written back as
+    ONNX's MatMul and Add (a MatMul of 3 inputs failed the checker)."""
+    import quantc as qc
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["a", "W"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    qm = qc.quantize_model(Model.from_onnx(_graph(nodes, {"a": (3, 6)}, ["y"],
+                                                  {"W": rnd(6, 4), "b": rnd(4, seed=2)})), [x])
+    assert [len(n.inputs) for n in qm.model.nodes] == [3]  # planned: one MatMul with a bias
+    back = Model.from_onnx(qm.model.to_onnx(tmp_path / "p.onnx"))
+    assert_close(back(x), qm.model(x))
+    sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    assert_close(sess.run(None, {"a": x})[0], qm.model(x))
