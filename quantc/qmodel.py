@@ -1137,7 +1137,9 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
             q = _elementwise.quantize(w, ws, np.zeros(len(ws), np.int8), axis=0)
         else:
             q, ws = _quantize_weight(w, per_channel)
-        if node.inputs[0] in sums:
+        # (the sums are per channel, axis 1: a Conv's input or a Gemm's 2-D one; a MatMul
+        # reading the same tensor contracts its last axis, and is not corrected)
+        if node.op in ("Conv", "Gemm") and node.inputs[0] in sums:
             total, count = sums[node.inputs[0]]
             deq = q.astype(np.float32) * ws.reshape((-1,) + (1,) * (w.ndim - 1))
             shift = _bias_shift(w, deq, total / count, int(node.attrs.get("group", 1)))

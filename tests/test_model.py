@@ -1009,3 +1009,24 @@ def test_file_version_follows_the_features(tmp_path, rng):
     write_tensors(tmp_path / "m3.safetensors", tensors, dict(meta, version="3"))
     with pytest.raises(ValueError, match="format version '3', this quantc reads 1 to 2"):
         qc.load_model(tmp_path / "m3.safetensors")
+
+
+def test_bias_correction_only_where_the_means_fit(rng):
+    """A tensor read by a Conv (channel means along axis 1) and by a MatMul (which contracts
+    the last axis): the MatMul is not 'corrected' with the Conv's means (that failed when the
+    sizes differed and shifted the MatMul's output when they were equal)."""
+    from quantc.model import Model, Node
+    for c, last in ((3, 4), (4, 4)):
+        model = Model({"x": (None, c, 3, last)},
+                      [Node("Conv", ["x", "wc"], ["y_conv"]),
+                       Node("MatMul", ["x", "wm"], ["y_mm"])],
+                      ["y_conv", "y_mm"],
+                      {"wc": rng.standard_normal((4, c, 1, 1)).astype(np.float32),
+                       "wm": rng.standard_normal((last, 5)).astype(np.float32)})
+        shift = np.arange(c, dtype=np.float32).reshape(1, c, 1, 1) * 10  # means per channel
+        data = [(rng.standard_normal((2, c, 3, last)) + shift).astype(np.float32)
+                for _ in range(4)]
+        got = [qc.quantize_model(model, data, bias_correction=bc) for bc in (True, False)]
+        assert got[0].weights["MatMul_y_mm"]["bias"] is None  # no correction, no bias
+        for x in data:
+            assert_equal_exact(got[0](x)[1], got[1](x)[1], "MatMul output")
