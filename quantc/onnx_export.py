@@ -160,12 +160,14 @@ def quantized_to_onnx(qm, path=None):
             node("DequantizeLinear", [name, s, z], [qdq[name]])
 
     def arg(t, want_q):
-        """What a consumer reads: the dequantized value for int8 ops, else the float one."""
+        """What a consumer reads: the dequantized value for int8 ops and for tensors quantc
+        holds in int8 (an int8 op's result, a raw input), else the float one (a float input
+        that an int8 op also reads reaches a float op unquantized, as in qm)."""
         if not t:
             return ""
         if t in m.initializers:
             return float_name(t)
-        if want_q or t in qdq:
+        if want_q or t in held_q or (io_dtype is not None and t in m.inputs):
             return add_qdq(t)
         return float_name(t)
 

@@ -682,3 +682,22 @@ def test_planned_matmul_with_bias_exports(tmp_path):
     assert_close(back(x), qm.model(x))
     sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
     assert_close(sess.run(None, {"a": x})[0], qm.model(x))
+
+
+def test_float_op_reads_a_float_input_unquantized(tmp_path):
+    """A float op reading the float graph input that an int8 op also reads gets the input as
+    it is, in qm and in the export alike (the export gave it the quantized copy: values
+    outside the calibrated range came out clipped)."""
+    import quantc as qc
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["a", "W"], ["c"]),
+             helper.make_node("Clip", ["a", "lo", "hi"], ["y"])]  # no 0 in range: float
+    proto = _graph(nodes, {"a": (2, 4, 5, 5)}, ["y", "c"],
+                   {"W": rnd(4, 4, 1, 1), "lo": np.float32(0.5), "hi": np.float32(4.0)})
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    qm = qc.quantize_model(Model.from_onnx(proto), [x])
+    sess = ort.InferenceSession(qm.to_onnx(None).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    for batch in (x, 2 * x):
+        np.testing.assert_array_equal(sess.run(None, {"a": batch})[0], qm(batch)[0])
+        np.testing.assert_array_equal(qm(batch)[0], np.clip(batch, 0.5, 4.0))
