@@ -960,17 +960,39 @@ def _check_choice(name, value, choices):
                          f"{value!r}")
 
 
-def _bias_shift(w, w_deq, mean, group=1):
+def _tap_share(node, model):
+    """(kH, kW): the share of a Conv's output pixels at which each kernel tap reads the image
+    rather than the zero padding (all ones without padding; 1/9 for the outer taps of a 3x3
+    kernel over a 1x1 plane). Ones when the plane's size is unknown."""
+    from .model import _pool_geometry
+    kh, kw = model.initializers[node.inputs[1]].shape[2:]
+    x = model.shapes[node.inputs[0]]
+    if len(x) != 4 or x[2] is None or x[3] is None or 0 in x[2:]:
+        return np.ones((kh, kw))
+    strides, pads, dil = _pool_geometry(node, x, (kh, kw))
+
+    def share(size, k, s, d, p0, p1):
+        n = (size + p0 + p1 - (k - 1) * d - 1) // s + 1
+        at = np.arange(max(n, 1))[:, None] * s - p0 + np.arange(k)[None, :] * d
+        return ((at >= 0) & (at < size)).mean(axis=0)
+    return np.outer(share(x[2], kh, strides[0], dil[0], pads[0], pads[2]),
+                    share(x[3], kw, strides[1], dil[1], pads[1], pads[3]))
+
+
+def _bias_shift(w, w_deq, mean, group=1, taps=None):
     """The bias shift that cancels the weights' quantization error on average (Nagel et al.
     2019, "empirical bias correction"): ``sum((w_deq - w) * E[x])`` per output channel, with
-    ``E[x]`` the calibration mean of each input channel (border padding ignored). ``w`` and
-    ``w_deq`` are (M, C/group, kH, kW) or (out, in); returns float64 (M,)."""
+    ``E[x]`` the calibration mean of each input channel times, for a convolution, the share
+    of output pixels at which each tap reads the image (``taps``, see _tap_share: the zero
+    padding contributes nothing). ``w`` and ``w_deq`` are (M, C/group, kH, kW) or
+    (out, in); returns float64 (M,)."""
     err = w_deq.astype(np.float64) - w.astype(np.float64)
     if err.ndim == 2:
         return err @ mean
     m, cg = err.shape[:2]
     mu = mean.reshape(group, cg)[np.arange(m) // (m // group)]
-    return (err.sum(axis=(2, 3)) * mu).sum(axis=1)
+    per_tap = err if taps is None else err * taps
+    return (per_tap.sum(axis=(2, 3)) * mu).sum(axis=1)
 
 
 def quantize_model(model, calibration_data, *, method="minmax", weight_granularity="per_channel",
@@ -1142,7 +1164,8 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
         if node.op in ("Conv", "Gemm") and node.inputs[0] in sums:
             total, count = sums[node.inputs[0]]
             deq = q.astype(np.float32) * ws.reshape((-1,) + (1,) * (w.ndim - 1))
-            shift = _bias_shift(w, deq, total / count, int(node.attrs.get("group", 1)))
+            shift = _bias_shift(w, deq, total / count, int(node.attrs.get("group", 1)),
+                                _tap_share(node, planned) if node.op == "Conv" else None)
             b = ((np.zeros(len(ws)) if b is None else b.astype(np.float64)) - shift).astype(
                 np.float32)
         if b is not None:

@@ -543,7 +543,21 @@ def test_bias_correction(digits, rng):
     mean = np.concatenate(calib).mean(axis=(0, 2, 3), dtype=np.float64)
     wd = qm.weights["conv1"]
     deq = wd["weight"] * wd["weight_scale"][:, None, None, None]
-    shift = (deq.astype(np.float64) - p["conv1.weight"]).sum(axis=(2, 3)) @ mean
+    # each tap weighted by the share of output pixels where it reads the image, not padding
+    node = [n for n in qm.model.nodes if n.name == "conv1"][0]
+    kh, kw = p["conv1.weight"].shape[2:]
+    H, W = qm.model.shapes["image"][2:]
+    pads = node.attrs.get("pads", (0, 0, 0, 0))
+    inside = np.zeros((kh, kw))
+    for oy in range(H + pads[0] + pads[2] - kh + 1):  # (stride 1)
+        for ox in range(W + pads[1] + pads[3] - kw + 1):
+            for ky in range(kh):
+                for kx in range(kw):
+                    y, x_ = oy + ky - pads[0], ox + kx - pads[1]
+                    inside[ky, kx] += 0 <= y < H and 0 <= x_ < W
+    inside /= (H + pads[0] + pads[2] - kh + 1) * (W + pads[1] + pads[3] - kw + 1)
+    assert inside.min() < 1  # the test means something: conv1 pads
+    shift = ((deq.astype(np.float64) - p["conv1.weight"]) * inside).sum(axis=(2, 3)) @ mean
     xs = qm.qparams["image"].scale
     assert_equal_exact(wd["bias"], quantize_bias((p["conv1.bias"] - shift).astype(np.float32),
                                                  xs, wd["weight_scale"]))
@@ -553,6 +567,8 @@ def test_bias_correction(digits, rng):
     d = w + rng.normal(0, 0.01, w.shape)
     mu = rng.normal(size=6)
     assert np.allclose(_bias_shift(w, d, mu, group=6), (d - w).sum(axis=(1, 2, 3)) * mu)
+    assert np.allclose(_bias_shift(w, d, mu, group=6, taps=np.eye(3)),
+                       (d - w)[:, 0, [0, 1, 2], [0, 1, 2]].sum(axis=1) * mu)
     # the corrected model is at least as close to float on the test images
     ref = model(x)
     err = [np.mean((m(x) - ref) ** 2) for m in (qm, plain)]
@@ -1030,3 +1046,21 @@ def test_bias_correction_only_where_the_means_fit(rng):
         assert got[0].weights["MatMul_y_mm"]["bias"] is None  # no correction, no bias
         for x in data:
             assert_equal_exact(got[0](x)[1], got[1](x)[1], "MatMul output")
+
+
+def test_bias_correction_counts_the_padding(rng):
+    """A 3x3 depthwise conv over a 1x1 plane (pads 1): only the centre tap reads the image, so
+    only its error is corrected (all nine taps were, with the input's mean 25: the output was
+    off by 6.6 steps with the correction and 1.1 without)."""
+    from quantc.model import Model, Node
+    w = (rng.standard_normal((4, 1, 3, 3)) * 0.3).astype(np.float32)
+    model = Model({"x": (None, 4, 1, 1)}, [Node("Conv", ["x", "w"], ["y"],
+                                                {"pads": [1, 1, 1, 1], "group": 4})], ["y"],
+                  {"w": w})
+    calib = [rng.uniform(20, 30, (2, 4, 1, 1)).astype(np.float32) for _ in range(4)]
+    err = {}
+    for bc in (True, False):
+        qm = qc.quantize_model(model, calib, bias_correction=bc)
+        err[bc] = max(float(np.abs(qm(x) - model(x)).max()) for x in calib) / float(
+            qm.qparams["y"].scale)
+    assert err[True] <= 1.0 and err[True] <= err[False] + 0.5, err
