@@ -398,6 +398,16 @@ def _apply_activation(node, y):
         y = np.minimum(y, np.float32(hi))
     return y
 
+
+def evaluate(node, ins):
+    """The float results of ``node`` on the arrays ``ins`` (None for an omitted input), fused
+    activation applied: a list, one per output quantc computes."""
+    res = _FLOAT[node.op](node, ins, node.attrs)
+    if "activation" in node.attrs:
+        res = _apply_activation(node, res)
+    return list(res) if isinstance(res, (list, tuple)) else [res]
+
+
 # (min, max) number of inputs per op; optional inputs may be ""
 # MatMul's optional third input, a 1-D bias added to the last axis, is the planned form of
 # MatMul + Add(constant) (quantc.qmodel.plan); ONNX files have two
@@ -848,11 +858,7 @@ class Model:
             for k, v in feeds.items():
                 observe(k, v)
         for node in self.nodes:
-            ins = [env[i] if i else None for i in node.inputs]
-            res = _FLOAT[node.op](node, ins, node.attrs)
-            if "activation" in node.attrs:
-                res = _apply_activation(node, res)
-            res = res if isinstance(res, (list, tuple)) else [res]
+            res = evaluate(node, [env[i] if i else None for i in node.inputs])
             for name, v in zip(node.outputs, res):
                 if name:
                     v = np.asarray(v, dtype=np.float32)

@@ -132,23 +132,20 @@ def _fold_constants(model, init):
     """The nodes of ``model`` that read a graph input, directly or not; the others (every
     input a constant) are computed here, their outputs added to ``init``. Integer constants
     keep their type through the ops that only move values (Identity, Concat, ...)."""
-    from .model import _FLOAT, _apply_activation
+    from .model import evaluate
     kept = []
     for n in model.nodes:
         if not all(not i or i in init for i in n.inputs):
             kept.append(Node(n.op, n.inputs, n.outputs, dict(n.attrs), n.name))
             continue
         ins = [init[i] if i else None for i in n.inputs]
-        ints = all(a is None or a.dtype.kind in "iu" for a in ins[:1] + ins[1:] * (
-            n.op == "Concat")) and n.op in ("Concat", "Reshape", "Flatten", "Identity",
-                                            "Dropout")
+        data = ins if n.op == "Concat" else ins[:1]  # (a Reshape's shape stays an int)
+        ints = n.op in ("Concat", "Reshape", "Flatten", "Identity", "Dropout") and all(
+            a.dtype.kind in "iu" for a in data)
         if not ints:
             ins = [a if a is None or (n.op == "Reshape" and k == 1) else a.astype(np.float32)
                    for k, a in enumerate(ins)]
-        res = _FLOAT[n.op](n, ins, n.attrs)
-        res = res[0] if isinstance(res, (list, tuple)) else res
-        if "activation" in n.attrs:
-            res = _apply_activation(n, res)
+        res = evaluate(n, ins)[0]
         init[n.outputs[0]] = np.asarray(res) if ints else np.asarray(res, np.float32)
     return kept
 
@@ -966,17 +963,16 @@ def _tap_share(node, model):
     kernel over a 1x1 plane). Ones when the plane's size is unknown."""
     from .model import _pool_geometry
     kh, kw = model.initializers[node.inputs[1]].shape[2:]
-    x = model.shapes[node.inputs[0]]
-    if len(x) != 4 or x[2] is None or x[3] is None or 0 in x[2:]:
+    x, y = model.shapes[node.inputs[0]], model.shapes[node.outputs[0]]
+    if len(x) != 4 or None in x[2:] or 0 in x[2:] or None in y[2:] or 0 in y[2:]:
         return np.ones((kh, kw))
     strides, pads, dil = _pool_geometry(node, x, (kh, kw))
 
-    def share(size, k, s, d, p0, p1):
-        n = (size + p0 + p1 - (k - 1) * d - 1) // s + 1
-        at = np.arange(max(n, 1))[:, None] * s - p0 + np.arange(k)[None, :] * d
+    def share(size, out, k, s, d, p0):
+        at = np.arange(out)[:, None] * s - p0 + np.arange(k)[None, :] * d
         return ((at >= 0) & (at < size)).mean(axis=0)
-    return np.outer(share(x[2], kh, strides[0], dil[0], pads[0], pads[2]),
-                    share(x[3], kw, strides[1], dil[1], pads[1], pads[3]))
+    return np.outer(share(x[2], y[2], kh, strides[0], dil[0], pads[0]),
+                    share(x[3], y[3], kw, strides[1], dil[1], pads[1]))
 
 
 def _bias_shift(w, w_deq, mean, group=1, taps=None):
