@@ -46,12 +46,9 @@ def _opset_attrs(model, n, const):
     (onnxruntime refuses SAME with dilations)."""
     attrs = {k: v for k, v in n.attrs.items() if k != "activation"}
     extra = []
-    if n.op == "Clip" and ("min" in attrs or "max" in attrs):  # (an infinite one: omitted)
-        lo, hi = attrs.pop("min", -math.inf), attrs.pop("max", math.inf)
-        extra = [const(n.name + "_min", np.float32(lo)) if lo > -math.inf else "",
-                 const(n.name + "_max", np.float32(hi)) if hi < math.inf else ""]
-        if not extra[1]:
-            extra.pop()
+    if n.op == "Clip" and ("min" in attrs or "max" in attrs):
+        extra = _clip_bounds(n.name + "_min", attrs.pop("min", -math.inf),
+                             n.name + "_max", attrs.pop("max", math.inf), const)
     elif n.op == "Dropout":
         attrs.pop("ratio", None)
     elif n.op == "BatchNormalization":
@@ -81,10 +78,17 @@ def _activation(n, out, fresh, const, node):
         if lo == 0 and (hi is None or hi == math.inf):
             node("Relu", [pre], [out])
             return
-        ins = [pre, const(n.name + "_clip_min", np.float32(lo)) if lo > -math.inf else "",
-               const(n.name + "_clip_max", np.float32(hi)) if hi < math.inf else ""]
-        node("Clip", ins if ins[2] else ins[:2], [out])
+        node("Clip", [pre] + _clip_bounds(n.name + "_clip_min", lo, n.name + "_clip_max", hi,
+                                          const), [out])
     return pre, finish
+
+
+def _clip_bounds(lo_stem, lo, hi_stem, hi, const):
+    """A Clip's min and max inputs made with ``const(stem, value)``: an infinite bound is an
+    omitted input ("" for min, nothing for max)."""
+    ins = [const(lo_stem, np.float32(lo)) if lo > -math.inf else "",
+           const(hi_stem, np.float32(hi)) if hi < math.inf else ""]
+    return ins if ins[1] else ins[:1]
 
 
 def quantized_to_onnx(qm, path=None):
