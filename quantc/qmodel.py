@@ -24,8 +24,8 @@ float round trip happens between int8 ops. Activations that run from one convolu
 next (through Relu, Clip or an Add of equal shapes) are kept NHWC, the layout the GEMM
 convolution works in, so it skips its transposes; every output, ``run(observe=...)`` and the
 report still see NCHW. Any other op (Softmax, a BatchNormalization with
-nothing to fold into, a Gemm with a non-constant B) runs in float between a dequantize and a
-quantize; :meth:`QuantizedModel.report` marks those layers ``float``.
+nothing to fold into, a Gemm with a non-constant B, with transA or with a C that varies along
+the rows) runs in float between a dequantize and a quantize; :meth:`QuantizedModel.report` marks those layers ``float``.
 """
 import functools
 import json
@@ -83,7 +83,7 @@ def _is_quantizable(node, model, init=None):
         a = node.attrs
         return (not int(a.get("transA", 0)) and node.inputs[1] in init
                 and (len(node.inputs) < 3 or not node.inputs[2]
-                     or (node.inputs[2] in init and init[node.inputs[2]].ndim <= 1)))
+                     or (node.inputs[2] in init and _row_bias(init[node.inputs[2]]))))
     if node.op == "MatMul":
         b = init.get(node.inputs[1])
         return b is not None and b.ndim == 2 and len(model.shapes[node.inputs[0]]) >= 2
@@ -91,6 +91,13 @@ def _is_quantizable(node, model, init=None):
         lo, hi = _clip_bounds(node, init)
         return (lo is None or lo <= 0) and (hi is None or hi >= 0)
     return node.op in ("AveragePool", "GlobalAveragePool", "Concat", "Add") + _PASSTHROUGH
+
+
+def _row_bias(c):
+    """Is a Gemm's constant C one value per output column (shape (), (N,), (1,), (1, N) or
+    (1, 1)), so that it can be the int32 bias? (A C of shape (M, N) or (M, 1) varies along
+    the rows: that Gemm runs in float.)"""
+    return c.ndim <= 1 or (c.ndim == 2 and c.shape[0] == 1)
 
 
 def _clip_bounds(node, init):
@@ -123,6 +130,7 @@ def _gemm_weight(node, model, init=None):
             w = (w * alpha).astype(np.float32)
         if len(node.inputs) > 2 and node.inputs[2]:
             c = init[node.inputs[2]].astype(np.float32)
+            c = c.reshape(c.shape[-1:])  # (1, N) -> (N,): see _row_bias
             bias = np.broadcast_to(c * np.float32(node.attrs.get("beta", 1.0)),
                                    (w.shape[0],)).astype(np.float32)
     return w, bias

@@ -701,3 +701,28 @@ def test_float_op_reads_a_float_input_unquantized(tmp_path):
     for batch in (x, 2 * x):
         np.testing.assert_array_equal(sess.run(None, {"a": batch})[0], qm(batch)[0])
         np.testing.assert_array_equal(qm(batch)[0], np.clip(batch, 0.5, 4.0))
+
+
+@pytest.mark.parametrize("c_shape", [(1, 4), (1, 1), (1,), ()])
+def test_gemm_row_bias_shapes_run_in_int8(c_shape):
+    """A Gemm's C of one value per output column in any ONNX shape ((1, N) is what tf2onnx
+    and older exporters write) is the int32 bias: the same int8 model, bit for bit, as with
+    C of shape (N,); a C that varies along the rows ((3, 4), (3, 1)) runs in float."""
+    import quantc as qc
+    rng = np.random.default_rng(0)
+    c = rnd(*c_shape, seed=3) if c_shape else np.float32(0.7)
+    attrs = {"transB": 1, "beta": 0.5}
+    models = [Model.from_onnx(build([helper.make_node("Gemm", ["x", "w", "c"], ["y"], **attrs)],
+                                    {"w": rnd(4, 5), "c": cc}, ("N", 5)))
+              for cc in (c, np.broadcast_to(c.reshape(-1), (4,)).copy())]
+    data = [rng.standard_normal((8, 5)).astype(np.float32) for _ in range(3)]
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    got, want = (qc.quantize_model(m, data, progress=False) for m in models)
+    assert set(got.kinds.values()) == {"int8"}
+    np.testing.assert_array_equal(got(x), want(x))
+    for rows in ((3, 4), (3, 1)):
+        m = Model.from_onnx(build([helper.make_node("Gemm", ["x", "w", "c"], ["y"], **attrs)],
+                                  {"w": rnd(4, 5), "c": rnd(*rows, seed=3)}, (3, 5)))
+        qm = qc.quantize_model(m, [d[:3] for d in data], progress=False)
+        assert set(qm.kinds.values()) == {"float"}
+        np.testing.assert_allclose(qm(x[:3]), m(x[:3]), rtol=0.05, atol=0.05)
