@@ -48,8 +48,10 @@ METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
 FORMAT = "quantc.model"
 # 2: a Concat may have constant operands and a graph output may be a constant; files of models
 # without either are written as version 1, which every quantc reads (an older one refuses a
-# version 2 file by its version instead of failing when it runs)
-FORMAT_VERSION = 2
+# version 2 file by its version instead of failing when it runs). 3: a float output computed
+# by an int8 layer is clamped to its given (trained) range, info["given_ranges"]; written only
+# for such models (an older quantc would run them without the clamp)
+FORMAT_VERSION = 3
 # ops whose output has the qparams of their (first) input: they only move or clamp values
 _PASSTHROUGH = ("MaxPool", "Flatten", "Reshape", "Relu", "Clip", "Identity", "Dropout")
 _REPORT_SAMPLES = 256  # inputs kept for the report when the calibration data is an iterator
@@ -428,7 +430,9 @@ class QuantizedModel:
         converted = {}
         readers = m.consumers()
         # int8 Conv/Gemm/MatMul whose every reader wants float (float ops, float graph
-        # outputs) turn their int32 sums into float directly instead of requantizing
+        # outputs) turn their int32 sums into float directly instead of requantizing; not
+        # clamped to a calibrated range either (the largest logit is the one most likely to
+        # pass the calibration's maximum), but clamped to a given one (info["given_ranges"])
         self.float_outputs = set()
         for node in m.nodes:
             out = node.outputs[0]
@@ -674,6 +678,12 @@ class QuantizedModel:
         lo, hi = activation_bounds(node)
         relu = lo is not None and lo >= 0
         if float_out:
+            if node.outputs[0] in self.info.get("given_ranges", ()):
+                # a trained range (QAT) is part of the model: the float output keeps its clamp
+                # and drops only the rounding; a calibrated range is not clamped (see _compile)
+                qlo, qhi = qy.range()
+                lo = qlo if lo is None else max(lo, qlo)
+                hi = qhi if hi is None else min(hi, qhi)
             return self._float_out_step(node, qx, lo, hi), set(node.inputs[1:])
         if op == "Conv":
             layout = (x in self._nhwc) | (node.outputs[0] in self._nhwc) << 1
@@ -891,7 +901,8 @@ class QuantizedModel:
         m = self.model
         v2 = any(o in m.initializers for o in m.outputs) or any(
             n.op == "Concat" and self.weights.get(n.name) for n in m.nodes)
-        meta = {"format": FORMAT, "version": "2" if v2 else "1",
+        v3 = bool(self.float_outputs & set(self.info.get("given_ranges", ())))
+        meta = {"format": FORMAT, "version": "3" if v3 else "2" if v2 else "1",
                 "graph": json.dumps(graph, allow_nan=True)}
         write_tensors(path, tensors, meta)
 
@@ -1020,7 +1031,10 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     Given parameters (e.g. from quantization-aware training, see ``quantc.torch.convert``):
     ``ranges``: tensor name -> ``(min, max)``, used instead of the observer for that tensor
     (qparams by the same onnx formula as the observers'), or -> a :class:`quantc.QParams`
-    (per-tensor, ``activation_dtype``) used as it is. ``calibration_data`` may be None
+    (per-tensor, ``activation_dtype``) used as it is. A given range is part of the model:
+    an int8 layer whose output is read as float (a float graph output, a float op) clamps it
+    to that range as the int8 values would be, where a calibrated range is not applied to a
+    float output (it is only the calibration data's). ``calibration_data`` may be None
     when ``ranges`` covers every tensor that needs qparams (then there is no bias correction
     and the report has no statistics). ``weight_scales``: the name of a Conv/Gemm/MatMul
     weight in ``model`` -> its scale (one float, or one per output channel); the weight is
@@ -1184,6 +1198,8 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     info = {"method": method if calibration_data is not None else "given ranges",
             "weight_granularity": weight_granularity,
             "bias_correction": bool(bias_correction) and calibration_data is not None}
+    if ranges:
+        info["given_ranges"] = sorted(ranges)
     if ranges and calibration_data is not None:
         info["method"] += f" ({len(ranges)} given ranges)"
     qm = QuantizedModel(planned, qparams, weights, io=io, activation_dtype=activation_dtype,
@@ -1374,6 +1390,9 @@ def _from_saved(g, tensors):
         raise ValueError(f"io: expected 'float', 'uint8' or 'int8', got {g['io']!r}")
     lo, hi = int(np.iinfo(adt).min), int(np.iinfo(adt).max)
     f32_max = float(np.finfo(np.float32).max)
+    given = (g.get("info") or {}).get("given_ranges", [])
+    if not (isinstance(given, list) and all(isinstance(t, str) for t in given)):
+        raise ValueError(f"info: given_ranges: expected a list of tensor names, got {given!r}")
 
     def scale_ok(s):  # a positive float32 (not a bool, not 0 once rounded to float32)
         return type(s) in (int, float) and 0 < s <= f32_max and np.float32(s) > 0

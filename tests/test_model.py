@@ -1003,8 +1003,11 @@ def test_empty_planes_in_the_float_model():
 
 def test_file_version_follows_the_features(tmp_path, rng):
     """A model file is version 1 (what every quantc reads) unless the model has a Concat with a
-    constant operand or a constant output (version 2, which an older quantc refuses by its
-    version); this quantc reads both and refuses a later one."""
+    constant operand or a constant output (version 2) or a float output clamped to a given
+    range (version 3), each of which an older quantc refuses by its version; this quantc
+    reads all three and refuses a later one."""
+    import json
+
     from quantc.io import TensorReader, write_tensors
     from quantc.model import Model, Node
     x = rng.standard_normal((2, 3)).astype(np.float32)
@@ -1013,8 +1016,14 @@ def test_file_version_follows_the_features(tmp_path, rng):
     concat = Model({"a": (2, 3)}, [Node("Concat", ["c", "a"], ["y"], {"axis": 1})], ["y"],
                    {"c": c})
     const_out = Model({"a": (2, 3)}, [Node("Relu", ["a"], ["y"])], ["y", "c"], {"c": c})
-    for model, version in ((plain, "1"), (concat, "2"), (const_out, "2")):
-        qm = qc.quantize_model(model, [x])
+    gemm = Model({"a": (2, 3)}, [Node("Gemm", ["a", "w"], ["y"])], ["y"],
+                 {"w": rng.standard_normal((3, 4)).astype(np.float32)})
+    y = gemm(x)
+    narrow = {"y": (float(y.min()) / 2, float(y.max()) / 2)}  # clamps the float output
+    for model, ranges, version in ((plain, None, "1"), (concat, None, "2"),
+                                   (const_out, None, "2"), (gemm, None, "1"),
+                                   (gemm, {"a": (-3.0, 3.0)}, "1"), (gemm, narrow, "3")):
+        qm = qc.quantize_model(model, [x], ranges=ranges)
         qm.save(tmp_path / "m.safetensors")
         with TensorReader(tmp_path / "m.safetensors") as r:
             meta, tensors = r.metadata, {k: r.read(k) for k in r.names}
@@ -1022,9 +1031,16 @@ def test_file_version_follows_the_features(tmp_path, rng):
         got, want = qc.load_model(tmp_path / "m.safetensors").run(x), qm.run(x)
         for name in model.outputs:
             assert_equal_exact(got[name], want[name], name)
-    write_tensors(tmp_path / "m3.safetensors", tensors, dict(meta, version="3"))
-    with pytest.raises(ValueError, match="format version '3', this quantc reads 1 to 2"):
-        qc.load_model(tmp_path / "m3.safetensors")
+    assert want["y"].min() == pytest.approx(narrow["y"][0], abs=0.05) and \
+        want["y"].max() == pytest.approx(narrow["y"][1], abs=0.05)
+    graph = json.loads(meta["graph"])
+    graph["info"]["given_ranges"] = "y"
+    write_tensors(tmp_path / "bad.safetensors", tensors, dict(meta, graph=json.dumps(graph)))
+    with pytest.raises(ValueError, match="given_ranges: expected a list of tensor names"):
+        qc.load_model(tmp_path / "bad.safetensors")
+    write_tensors(tmp_path / "m4.safetensors", tensors, dict(meta, version="4"))
+    with pytest.raises(ValueError, match="format version '4', this quantc reads 1 to 3"):
+        qc.load_model(tmp_path / "m4.safetensors")
 
 
 def test_bias_correction_only_where_the_means_fit(rng):
