@@ -136,6 +136,32 @@ for _ in range(3):
         os._exit(0 if ok else 1)
     pids.append(pid)
 assert all(os.waitpid(p, 0)[1] == 0 for p in pids)
+import threading, time
+stop, wrong = threading.Event(), []
+def busy():  # the parent's pool is mid-job (its locks held) at some of the forks below
+    while not stop.is_set():
+        if not (qc.matmul_integer(a, b) == want).all():
+            wrong.append(1)
+t = threading.Thread(target=busy)
+t.start()
+try:
+    for _ in range(20):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if all((qc.matmul_integer(a, b) == want).all() for _ in range(3)) else 1)
+        deadline = time.monotonic() + 30  # a child stuck on a lock copied held: a failure
+        done, status = os.waitpid(pid, os.WNOHANG)
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.002)
+            done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:
+            os.kill(pid, 9)
+            sys.exit("a child forked while the pool was busy hung")
+        assert status == 0, status
+finally:
+    stop.set()
+    t.join()
+assert not wrong
 import multiprocessing as mp
 from test_runtime import _exact_in_this_process
 with mp.get_context("fork").Pool(2) as pool:  # as torch's DataLoader workers
