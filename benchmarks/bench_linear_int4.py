@@ -50,7 +50,12 @@ def main():
                          "take a core from the next library timed on 2 threads")
     ap.add_argument("--shapes", type=int, nargs="*", help="indices into SHAPES (default: all)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--quick", action="store_true",
+                    help="3 samples per side and the M = 1 shapes only (as run_all.py --quick)")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats = 3
+        args.shapes = args.shapes or [0, 1]
     try:
         import onnxruntime  # noqa: F401
         import onnx  # noqa: F401

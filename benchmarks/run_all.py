@@ -15,7 +15,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-THREADED = ("bench_conv", "bench_gemm")  # the benchmarks that take --threads
+# the benchmarks that take --threads (a list; "1" is the same in every form)
+THREADED = ("bench_conv", "bench_gemm", "bench_linear_int4", "bench_linear_per_row",
+            "bench_models")
 
 
 def have_threadpoolctl():

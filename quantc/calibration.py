@@ -443,8 +443,9 @@ def entropy_threshold_index(counts, num_quantized_bins=128):
 class HistogramObserver(_AbsHistogram):
     """Clip |x| where a histogram of everything observed says it is best.
 
-    method="entropy": TensorRT's KL-divergence calibration (see
-    :func:`entropy_threshold_index`), threshold ``(m + 0.5) * width``.
+    method="entropy": TensorRT's KL-divergence calibration (the bin ``m`` of least KL
+    divergence, ``quantc.calibration.entropy_threshold_index``), threshold
+    ``(m + 0.5) * width``.
     method="mse": the threshold ``t = k * width`` (k in 1..bins) minimizing the summed squared
     error of quantizing the bin centres symmetrically onto ``L`` levels per side
     (``L = qmax - qmin`` when nothing negative was seen, else ``(qmax - qmin) // 2``),

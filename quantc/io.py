@@ -186,6 +186,7 @@ def _check_npz(path):
     """Check an .npz archive before decompressing it: a zip of .npy members whose headers
     match their declared sizes, and declared sizes within the zip-bomb limit."""
     size = os.path.getsize(path)
+    limit = npz_max_ratio()  # (a bad QUANTC_NPZ_MAX_RATIO is its own error, not the file's)
     try:
         with open(path, "rb") as f:
             magic = f.read(6)
@@ -202,7 +203,6 @@ def _check_npz(path):
                                      f"appears twice)")
                 seen.add(m.filename)
             total = sum(m.file_size for m in members)
-            limit = npz_max_ratio()
             if total > NPZ_SMALL_BYTES and total > limit * max(size, 1):
                 raise ValueError(
                     f"{path}: refusing to decompress: the archive declares {total} bytes from "

@@ -42,6 +42,7 @@ class Node:
                 f"attrs={self.attrs}, name={self.name!r})")
 
     def to_dict(self):
+        """The node as a JSON-ready dict (op, inputs, outputs, attrs, name), as saved."""
         return {"op": self.op, "inputs": list(self.inputs), "outputs": list(self.outputs),
                 "attrs": self.attrs, "name": self.name}
 
@@ -957,15 +958,19 @@ class ModelBuilder:
         return out
 
     def input(self, name, shape):
+        """A graph input ``name`` of ``shape`` (a tuple; None for a free dimension, as
+        the batch); returns ``name``."""
         self._inputs[name] = shape
         self._used.add(name)
         return name
 
     def output(self, *names):
+        """Mark tensors as graph outputs, in order."""
         self._outputs.extend(names)
 
     def conv(self, x, weight, bias=None, *, strides=1, pads=0, dilations=1, group=1,
              name=None):
+        """ONNX Conv: ``weight`` (M, C/group, kH, kW), ``bias`` (M,) or None."""
         w = np.asarray(weight)
         name = name or self._fresh("conv")
         ins = [x, self._const(w, name + ".weight")]
@@ -991,23 +996,30 @@ class ModelBuilder:
         return self._op("MatMul", [x, self._const(b, name + ".b")], None, name)
 
     def batch_norm(self, x, scale, bias, mean, var, *, epsilon=1e-5, name=None):
+        """ONNX BatchNormalization (inference): ``(x - mean) / sqrt(var + epsilon) * scale
+        + bias`` per channel (axis 1); folded into the Conv/Gemm before it at conversion
+        (else it runs in float)."""
         name = name or self._fresh("bn")
         ins = [x] + [self._const(v, f"{name}.{k}") for k, v in
                      (("scale", scale), ("bias", bias), ("mean", mean), ("var", var))]
         return self._op("BatchNormalization", ins, {"epsilon": float(epsilon)}, name)
 
     def relu(self, x, *, name=None):
+        """``max(x, 0)``."""
         return self._op("Relu", [x], None, name)
 
     def clip(self, x, lo, hi, *, name=None):
+        """``min(max(x, lo), hi)`` (ONNX Clip with its bounds as constant inputs)."""
         name = name or self._fresh("clip")
         return self._op("Clip", [x, self._const(np.float32(lo), name + ".min"),
                                  self._const(np.float32(hi), name + ".max")], None, name)
 
     def relu6(self, x, *, name=None):
+        """``clip(x, 0, 6)``."""
         return self.clip(x, 0.0, 6.0, name=name)
 
     def max_pool(self, x, kernel, *, strides=None, pads=0, name=None):
+        """ONNX MaxPool; ``strides`` defaults to ``kernel``."""
         k = _pair(kernel)
         return self._op("MaxPool", [x], {"kernel_shape": list(k),
                                          "strides": list(k if strides is None else
@@ -1015,6 +1027,8 @@ class ModelBuilder:
                                          "pads": list(_pads(pads))}, name)
 
     def avg_pool(self, x, kernel, *, strides=None, pads=0, count_include_pad=False, name=None):
+        """ONNX AveragePool; ``strides`` defaults to ``kernel``; padded cells are left
+        out of the mean unless ``count_include_pad``."""
         k = _pair(kernel)
         return self._op("AveragePool", [x], {"kernel_shape": list(k),
                                              "strides": list(k if strides is None else
@@ -1023,6 +1037,7 @@ class ModelBuilder:
                                              "count_include_pad": int(count_include_pad)}, name)
 
     def global_avg_pool(self, x, *, name=None):
+        """The mean over each channel's plane: (N, C, H, W) -> (N, C, 1, 1)."""
         return self._op("GlobalAveragePool", [x], None, name)
 
     def add(self, a, b, *, name=None):
@@ -1034,18 +1049,24 @@ class ModelBuilder:
         return self._op("Add", ins, None, name)
 
     def concat(self, xs, *, axis=1, name=None):
+        """ONNX Concat of the tensors ``xs`` along ``axis``."""
         return self._op("Concat", list(xs), {"axis": int(axis)}, name)
 
     def flatten(self, x, *, axis=1, name=None):
+        """ONNX Flatten: (d0 ... d[axis-1], the product of the rest)."""
         return self._op("Flatten", [x], {"axis": int(axis)}, name)
 
     def reshape(self, x, shape, *, name=None):
+        """ONNX Reshape to the constant ``shape`` (0 copies that dimension of ``x``,
+        -1 is inferred)."""
         name = name or self._fresh("reshape")
         return self._op("Reshape", [x, self._const(np.asarray(shape, np.int64),
                                                    name + ".shape")], None, name)
 
     def softmax(self, x, *, axis=-1, name=None):
+        """ONNX Softmax along ``axis`` (runs in float in a converted model)."""
         return self._op("Softmax", [x], {"axis": int(axis)}, name)
 
     def build(self):
+        """The :class:`Model` (checked: shapes inferred, every node's inputs defined)."""
         return Model(self._inputs, self._nodes, self._outputs, self._init, self.name)

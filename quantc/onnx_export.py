@@ -20,13 +20,9 @@ from .model import activation_bounds, namer, tensor_names
 OPSET = 17
 
 
-def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise ImportError("QuantizedModel.to_onnx needs the 'onnx' package: "
-                          "pip install 'quantc[onnx]'") from None
-    return onnx
+def _onnx(what):
+    from ._optional import require
+    return require("onnx", what=what)
 
 
 def _dims(shape, name=None):
@@ -93,7 +89,7 @@ def _clip_bounds(lo_stem, lo, hi_stem, hi, const):
 
 def quantized_to_onnx(qm, path=None):
     """Build the QDQ ``onnx.ModelProto`` of ``qm``; write it to ``path`` (atomically) if given."""
-    onnx = _onnx()
+    onnx = _onnx("QuantizedModel.to_onnx")
     from onnx import TensorProto, helper, numpy_helper
     m = qm.model
     nodes, inits = [], []
@@ -244,7 +240,7 @@ def quantized_to_onnx(qm, path=None):
 def model_to_onnx(model, path=None):
     """The float ``onnx.ModelProto`` of a :class:`~quantc.Model` (fused activations written
     back as Relu/Clip nodes); written to ``path`` (atomically) if given."""
-    onnx = _onnx()
+    onnx = _onnx("Model.to_onnx")
     from onnx import TensorProto, helper, numpy_helper
     nodes = []
     inits = [numpy_helper.from_array(v, k) for k, v in model.initializers.items()]

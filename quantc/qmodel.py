@@ -856,7 +856,9 @@ class QuantizedModel:
     def report(self):
         """Per layer: op, kind (int8 / float), output range chosen, % of the calibration values
         clipped, and the SQNR (dB) of the layer's output against the float model on the
-        calibration data. Printable; ``.to_list()`` gives dicts."""
+        calibration data (``clipped_pct`` and ``sqnr_db`` None, printed ``-``, for a model
+        converted from given ranges without data; SQNR ``inf``, printed ``exact``, for a
+        layer without error). Printable; ``.to_list()`` gives dicts."""
         return ModelReport(self.info.get("report", []), self.info)
 
     def __repr__(self):
@@ -906,7 +908,7 @@ class QuantizedModel:
                 "graph": json.dumps(graph, allow_nan=True)}
         write_tensors(path, tensors, meta)
 
-    def to_onnx(self, path):
+    def to_onnx(self, path=None):
         """Write a QDQ ONNX model (QuantizeLinear/DequantizeLinear around float ops, the form
         onnxruntime's quantization tool writes) that onnxruntime runs; needs ``onnx``.
         Returns the ``onnx.ModelProto`` (``path`` None: nothing is written)."""
@@ -1025,8 +1027,9 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     outputs with :attr:`QuantizedModel.input_qparams` / ``output_qparams``). ``progress``:
     None = a tqdm bar on a terminal, True/False to force. ``bias_correction``: subtract from
     each Conv/Gemm bias the mean error its quantized weights cause on the calibration data
-    (the inputs' channel means are gathered in the same pass; see :func:`_bias_shift`),
-    which onnxruntime's tool does not do. See the module doc for the scheme.
+    (``sum((w_q - w) * E[x])`` per output channel, Nagel et al. 2019, with ``E[x]`` the
+    input's channel means gathered in the same pass and a convolution's zero padding left
+    out), which onnxruntime's tool does not do. See the module doc for the scheme.
 
     Given parameters (e.g. from quantization-aware training, see ``quantc.torch.convert``):
     ``ranges``: tensor name -> ``(min, max)``, used instead of the observer for that tensor
@@ -1302,7 +1305,7 @@ def _layer_stats(qm, planned, observers, data):
         out = node.outputs[0]
         qp = qm.qparams.get(out)
         sig, err, clipped, count = acc.get(out, [0.0, 0.0, 0, 0])
-        sqnr = math.nan if count == 0 else math.inf if err == 0 else \
+        sqnr = None if count == 0 else math.inf if err == 0 else \
             (10 * math.log10(sig / err) if sig > 0 else -math.inf)
         lo, hi = qp.range() if qp is not None else (None, None)
         act = node.attrs.get("activation")
@@ -1314,7 +1317,7 @@ def _layer_stats(qm, planned, observers, data):
                      "range_min": lo, "range_max": hi,
                      "scale": None if qp is None else float(qp.scale),
                      "zero_point": None if qp is None else qp.zero_point,
-                     "clipped_pct": 100.0 * clipped / count if count else 0.0,
+                     "clipped_pct": 100.0 * clipped / count if count else None,
                      "sqnr_db": sqnr})
     return rows
 
@@ -1331,8 +1334,11 @@ class ModelReport(_table.Rows):
         body = []
         for r in self.rows:
             rng = "-" if r["range_min"] is None else f"[{r['range_min']:.4g}, {r['range_max']:.4g}]"
+            sq = r["sqnr_db"]  # None (and nan in files of older versions): no statistics
+            none = sq is None or (isinstance(sq, float) and math.isnan(sq))
             body.append((r["layer"], r["op"], r["kind"], r["shape"], rng,
-                         f"{r['clipped_pct']:.3f}%", f"{r['sqnr_db']:.1f}"))
+                         "-" if none or r["clipped_pct"] is None else f"{r['clipped_pct']:.3f}%",
+                         "-" if none else "exact" if sq == math.inf else f"{sq:.1f}"))
         out = _table.table(head, body)
         n_float = sum(r["kind"] == "float" for r in self.rows)
         tail = [f"activation ranges: {self.info.get('method', '?')}; weights int8 "

@@ -138,6 +138,8 @@ class WeightsReport(_table.Rows):
     """
 
     def to_json(self, **kw):
+        """``{"tensors": to_list(), "summary": summary()}`` as a JSON string (``kw`` go to
+        ``json.dumps``, e.g. ``indent=1``)."""
         return json.dumps({"tensors": self.to_list(), "summary": self.summary()}, **kw)
 
     def summary(self):

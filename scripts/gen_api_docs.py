@@ -161,6 +161,32 @@ def _entry(name, obj):
     return "\n".join(lines)
 
 
+def _lazy_classes(module_path, names):
+    """Entries for classes defined inside a function of a module (quantc.torch's
+    FakeQuantize, made on first use so that torch is imported then), read from the source
+    with ``ast``: the same text with or without torch installed."""
+    import ast
+    tree = ast.parse(open(module_path).read())
+    out = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.ClassDef) and node.name in names):
+            continue
+        methods = [f for f in node.body if isinstance(f, ast.FunctionDef)]
+        init = next((f for f in methods if f.name == "__init__"), None)
+        sig = "(" + ast.unparse(init.args).removeprefix("self").lstrip(", ") + ")" \
+            if init else ""
+        lines = [f"### `quantc.torch.{node.name}{sig}` (class)\n",
+                 _block(ast.get_docstring(node) or "(no docstring)")]
+        for f in methods:
+            doc = ast.get_docstring(f)
+            if f.name.startswith("_") or not doc:
+                continue
+            msig = "(" + ast.unparse(f.args).removeprefix("self").lstrip(", ") + ")"
+            lines += [f"#### `{node.name}.{f.name}{msig}`\n", _block(doc)]
+        out.append("\n".join(lines))
+    return out
+
+
 def _exporter(name, modules):
     for mod in modules:
         if name in getattr(mod, "__all__", ()):
@@ -185,8 +211,8 @@ def render():
         groups.setdefault(_exporter(name, modules), []).append(
             (name, getattr(quantc, name)))
     for sub in (quantc.io, quantc.examples, quantc.torch):
-        # quantc.torch's FakeQuantize exists only with torch installed: the module docstring
-        # (first in its section) describes it, so the file is the same either way
+        # quantc.torch's FakeQuantize exists only with torch installed: its entry is read
+        # from the source (_lazy_classes), so the file is the same either way
         groups[sub.__name__] = [(f"{sub.__name__}.{n}", vars(sub)[n]) for n in sub.__all__
                                 if n in vars(sub)]
     out = [INTRO]
@@ -196,10 +222,13 @@ def render():
         if title is None:
             title = (inspect.getdoc(sys.modules.get(mod)) or mod).splitlines()[0].rstrip(".")
         out.append(f"## {title}\n")
-        if mod == "quantc.torch":
-            out.append(_block(_doc(sys.modules[mod])))
+        doc = inspect.getdoc(sys.modules.get(mod)) or ""
+        if "\n" in doc.strip():  # the module's own docstring, which entries refer to
+            out.append(_block(doc.strip()))
         for name, obj in groups[mod]:
             out.append(_entry(name, obj))
+        if mod == "quantc.torch":
+            out += _lazy_classes(sys.modules[mod].__file__, ("FakeQuantize",))
     return "\n".join(out).rstrip() + "\n"
 
 

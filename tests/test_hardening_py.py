@@ -699,9 +699,11 @@ def test_zip_bomb_is_refused_before_decompressing(tmp_path, monkeypatch):
     monkeypatch.setattr(qio, "NPZ_MAX_RATIO", 200.0)
     monkeypatch.setenv("QUANTC_NPZ_MAX_RATIO", str(10 * ratio))
     assert qc.quantize_weights(path, progress=False)["w"].q.shape == (16, 1 << 18)
-    monkeypatch.setenv("QUANTC_NPZ_MAX_RATIO", "-1")
-    with pytest.raises(ValueError, match="QUANTC_NPZ_MAX_RATIO"):
-        qc.quantize_weights(path)
+    for bad in ("-1", "abc"):  # the variable's error, not "not a valid .npz file"
+        monkeypatch.setenv("QUANTC_NPZ_MAX_RATIO", bad)
+        with pytest.raises(ValueError, match=r"^QUANTC_NPZ_MAX_RATIO: expected a positive "
+                                             r"number, got '(-1|abc)'$"):
+            qc.quantize_weights(path)
 
 
 def test_zip_bomb_cli(tmp_path):

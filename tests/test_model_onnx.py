@@ -403,6 +403,14 @@ def test_missing_onnx(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r"needs the 'onnx' package: pip install "
                                           r"'quantc\[onnx\]'"):
         Model.from_onnx(tmp_path / "m.onnx")
+    import quantc as qc
+    from quantc import examples
+    model = examples.digits_model()
+    with pytest.raises(ImportError, match=r"^Model.to_onnx needs the 'onnx' package"):
+        model.to_onnx()
+    qm = qc.quantize_model(model, [examples.digits_calibration()[0][:8]], progress=False)
+    with pytest.raises(ImportError, match=r"^QuantizedModel.to_onnx needs the 'onnx' package"):
+        qm.to_onnx()
 
 
 # ------------------------------------------------- graphs beyond a plain chain of layers

@@ -424,6 +424,11 @@ def test_quantize_model_given_ranges_and_weight_scales():
     assert {k: (p.scale, p.zero_point) for k, p in qm.qparams.items()} == \
         {k: (p.scale, p.zero_point) for k, p in full.qparams.items()}
     np.testing.assert_array_equal(qm(x[:32]), full(x[:32]))
+    # no data, no statistics: None in the rows, "-" in the table (not 0% clipped, SQNR nan)
+    rows = qm.report().to_list()
+    assert all(r["clipped_pct"] is None and r["sqnr_db"] is None for r in rows)
+    assert "nan" not in str(qm.report()) and "0.000%" not in str(qm.report())
+    assert all(r["sqnr_db"] > 10 for r in full.report().to_list())
     # a QParams is used as it is
     qp = qc.QParams(np.float32(0.05), np.uint8(3), np.dtype("uint8"), None, None)
     qm2 = qc.quantize_model(m, cal, ranges={"relu_0.out": qp})
