@@ -281,9 +281,20 @@ def _reshape_target(in_shape, target):
     return out
 
 
+def _run_reshape(node, x, target):
+    """``x`` reshaped as Reshape ``node`` with the constant ``target`` says; an input it
+    cannot take (a -1 beside a 0-size dimension, as onnxruntime refuses it too) is a
+    ValueError naming the node."""
+    shape = _reshape_target(x.shape, target)
+    try:
+        return x.reshape(shape)
+    except ValueError:
+        raise _err(node, f"cannot reshape an input of shape {x.shape} to {list(target)} "
+                         f"(-> {shape})") from None
+
+
 def _f_reshape(node, ins, a):
-    target = _reshape_target(ins[0].shape, [int(t) for t in ins[1]])
-    return ins[0].reshape(target)
+    return _run_reshape(node, ins[0], [int(t) for t in ins[1]])
 
 
 _FLOAT = {
@@ -739,8 +750,12 @@ class Model:
             for key, v in list(node.attrs.items()):
                 node.attrs[key] = _attr_value(node, key, v)
             lo, hi = _ARITY[node.op]
-            if not lo <= len(node.inputs) <= hi or any(not i for i in node.inputs[:lo]):
+            if not lo <= len(node.inputs) <= hi:
                 raise _err(node, f"expected {lo}..{hi} inputs, got {len(node.inputs)}")
+            required = len(node.inputs) if node.op == "Concat" else lo  # (all variadic ones)
+            for k, i in enumerate(node.inputs[:required]):
+                if not i:
+                    raise _err(node, f"input {k} is omitted (''), which {node.op} requires")
             if not node.outputs or not node.outputs[0]:
                 raise _err(node, "expected an output")
             if node.name in seen_names:

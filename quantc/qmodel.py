@@ -526,6 +526,7 @@ class QuantizedModel:
                 self._dead[k].append(name)
         self._consts = dict(m.initializers)
         self._consts.update(qconsts)
+        self._consts[""] = None  # an omitted optional input of a float op (model.evaluate)
         # outputs that are a constant or a graph input are copied: the caller owns the result
         self._copy_out = {k for k in self._outputs if k in self._consts or k in m.inputs}
         self._isa_cap = _C._get_isa_cap()  # weights are packed for this cap's kernels
@@ -650,14 +651,8 @@ class QuantizedModel:
                 zp = self._q(x).zp
                 return (lambda q: np.maximum(q, zp)), const
             if op == "Clip":
-                qp = self._q(x)
-                lo, hi = _clip_bounds(node, self.model.initializers)
-                info = np.iinfo(qp.dtype)
-                qlo = info.min if lo is None else int(max(info.min, min(
-                    info.max, round(lo / float(qp.scale)) + qp.zero_point)))
-                qhi = info.max if hi is None else int(max(info.min, min(
-                    info.max, round(hi / float(qp.scale)) + qp.zero_point)))
-                lo_, hi_ = qp.dtype.type(qlo), qp.dtype.type(qhi)
+                lo_, hi_ = _quantized_bounds(self._q(x), *_clip_bounds(
+                    node, self.model.initializers))
                 return (lambda q: np.clip(q, lo_, hi_)), const
             if op == "MaxPool":
                 k = tuple(a["kernel_shape"])
@@ -668,9 +663,9 @@ class QuantizedModel:
                 if op == "Flatten":
                     ax = int(a.get("axis", 1))
                     return (lambda q: q.reshape(_flat2(q.shape, ax))), const
+                from .model import _run_reshape
                 target = [int(t) for t in self.model.initializers[node.inputs[1]]]
-                return (lambda q: q.reshape([q.shape[i] if t == 0 else t
-                                             for i, t in enumerate(target)])), const
+                return (lambda q: _run_reshape(node, q, target)), const
             return (lambda q: q), const
         # (an Add's or Concat's constant operand may come first: it has no activation qparams)
         qx = None if op in ("Add", "Concat") else self._q(x)
@@ -685,6 +680,27 @@ class QuantizedModel:
                 lo = qlo if lo is None else max(lo, qlo)
                 hi = qhi if hi is None else min(hi, qhi)
             return self._float_out_step(node, qx, lo, hi), set(node.inputs[1:])
+        fn, const = self._kernel_step(node, qx, qy, relu)
+        if lo is not None or hi is not None:
+            # the kernels clamp at the zero point (relu) and at the type's range; a fused
+            # Clip's bounds inside the output's range (a range given wider than the Clip, a
+            # degenerate calibration) are applied here, on the int8 values: quantize is
+            # monotonic, so this equals quantize(clip(y, lo, hi)), the export's result
+            qlo, qhi = _quantized_bounds(qy, lo, hi)
+            info = np.iinfo(qy.dtype)
+            if (qlo > info.min and not relu) or qhi < info.max:
+                kernel = fn
+
+                def fn(*qs):
+                    y = kernel(*qs)
+                    np.clip(y, qlo, qhi, out=y)
+                    return y
+        return fn, const
+
+    def _kernel_step(self, node, qx, qy, relu):
+        """The int8 kernel call of a Conv/Gemm/MatMul/pool/Add/Concat node (see _int8_step)."""
+        op, a = node.op, node.attrs
+        x = node.inputs[0]
         if op == "Conv":
             layout = (x in self._nhwc) | (node.outputs[0] in self._nhwc) << 1
             return functools.partial(_C._conv_exec, self._conv_plan(node, layout)), \
@@ -919,6 +935,15 @@ class QuantizedModel:
 def _flat2(shape, axis):
     axis = axis + len(shape) if axis < 0 else axis
     return (math.prod(shape[:axis]), math.prod(shape[axis:]))
+
+
+def _quantized_bounds(qp, lo, hi):
+    """A clip's float bounds (None: unbounded) as values of ``qp``'s type, quantized as
+    QuantizeLinear would (float32 division, round half to even, saturated)."""
+    info = np.iinfo(qp.dtype)
+    q = _quantizer(qp)
+    return (qp.dtype.type(info.min if lo is None else q(np.float32(lo))),
+            qp.dtype.type(info.max if hi is None else q(np.float32(hi))))
 
 
 def _quantizer(qp):

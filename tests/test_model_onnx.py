@@ -734,3 +734,85 @@ def test_gemm_row_bias_shapes_run_in_int8(c_shape):
         qm = qc.quantize_model(m, [d[:3] for d in data], progress=False)
         assert set(qm.kinds.values()) == {"float"}
         np.testing.assert_allclose(qm(x[:3]), m(x[:3]), rtol=0.05, atol=0.05)
+
+
+def _producer(op, w):
+    """(nodes, initializers) of an op reading 'x' (N, 3, 6, 6) into 'c', then Clip -> 'y'."""
+    if op == "Conv":
+        return [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1])], {"W": w}
+    if op in ("Gemm", "MatMul"):
+        ins = ["f", "W"] + (["B"] if op == "Gemm" else [])
+        return [helper.make_node("Flatten", ["x"], ["f"]),
+                helper.make_node(op, ins, ["c"])], {"W": rnd(108, 8, seed=4),
+                                                    "B": rnd(8, seed=5)}
+    return [helper.make_node("Add", ["x", "x2"], ["c"])], {"x2": rnd(1, 3, 6, 6, seed=6) * 3}
+
+
+@pytest.mark.parametrize("op", ["Conv", "Gemm", "MatMul", "Add"])
+@pytest.mark.parametrize("bounds,given", [((0.0, 6.0), (0.0, 8.0)), ((-1.0, 1.0), (-8.0, 8.0)),
+                                          ((0.0, 6.0), "zeros")])
+def test_fused_clip_bounds_hold_in_any_output_range(op, bounds, given):
+    """A Clip fused into the op before it keeps its bounds when the output's range is wider
+    than they are (a range given wider, as QAT may; calibration on blank inputs, range [0, 0]
+    -> scale 1): the int8 values equal quantize(clip(y)), which the QDQ export computes, and
+    stay inside the bounds. (The kernels clamp only at the zero point and the type's range.)"""
+    import quantc as qc
+    rng = np.random.default_rng(0)
+    nodes, inits = _producer(op, rnd(4, 3, 3, 3, seed=3) * 2)
+    lo, hi = bounds
+    nodes += [helper.make_node("Clip", ["c", "lo", "hi"], ["y"]),
+              helper.make_node("MaxPool", ["y"], ["z"], kernel_shape=[1, 1]) if op != "Gemm"
+              and op != "MatMul" else helper.make_node("Flatten", ["y"], ["z"])]
+    inits.update(lo=np.float32(lo), hi=np.float32(hi))
+    model = Model.from_onnx(_graph(nodes, {"x": ("N", 3, 6, 6)}, ["z"], inits))
+    x = (rng.standard_normal((4, 3, 6, 6)) * 3).astype(np.float32)
+    if given == "zeros":
+        qm = qc.quantize_model(model, [np.zeros_like(x)], progress=False, io="uint8")
+    else:
+        qm = qc.quantize_model(model, [x], ranges={"y": given}, progress=False, io="uint8")
+    assert qm.kinds[qm.model.nodes[0].name if op in ("Conv", "Add") else
+                    qm.model.nodes[1].name] == "int8"
+    assert qm.model.nodes[-2 if op in ("Gemm", "MatMul") else 0].attrs.get("activation")
+    s, z, _ = qm.input_qparams["x"]
+    xq = qc.quantize(x, s, np.uint8(z))
+    got = qm(xq)
+    so, zo, _ = qm.output_qparams["z"]
+    qlo, qhi = (qc.quantize(np.float32(v), so, np.uint8(zo)) for v in (lo, hi))
+    assert got.min() >= qlo and got.max() <= qhi
+    assert got.max() == qhi  # the bound is reached: it is what clamps
+    sess = ort.InferenceSession(qm.to_onnx().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": xq})[0]
+    diff = np.abs(got.astype(np.int32) - want)
+    assert diff.max() <= 1 and (diff == 0).mean() >= 0.99
+
+
+def test_float_op_with_an_omitted_input():
+    """A node that runs in float with an omitted optional input ('': Clip's min, Gemm's C)
+    gets None for it, as the float model does (it was a KeyError: '')."""
+    import quantc as qc
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    cases = [([helper.make_node("Clip", ["x", "", "hi"], ["y"])], {"hi": np.float32(-0.2)}),
+             ([helper.make_node("Gemm", ["x", "B", ""], ["y"], transA=1)], {"B": rnd(3, 5)})]
+    for nodes, inits in cases:
+        model = Model.from_onnx(_graph(nodes, {"x": (3, 4)}, ["y"], inits))
+        for qm in (qc.quantize_model(model, [x], progress=False),
+                   qc.quantize_model(model, None, ranges={"x": (-3, 3), "y": (-3, 3)})):
+            assert set(qm.kinds.values()) == {"float"}
+            np.testing.assert_allclose(qm(x), model(x), atol=0.05)
+
+
+def test_required_inputs_and_empty_reshapes_are_named_errors():
+    import quantc as qc
+    with pytest.raises(ValueError, match=r"node 'Concat_y' \(Concat\): input 1 is omitted "
+                                         r"\(''\), which Concat requires"):
+        Model.from_onnx(_graph([helper.make_node("Concat", ["x", ""], ["y"], axis=1)],
+                               {"x": ("N", 2)}, ["y"]))
+    model = Model.from_onnx(_graph([helper.make_node("Reshape", ["x", "s"], ["y"], name="rs")],
+                                   {"x": ("N", 2, 3)}, ["y"],
+                                   {"s": np.array([0, -1], np.int64)}))
+    qm = qc.quantize_model(model, [np.ones((2, 2, 3), np.float32)], progress=False)
+    for f in (model, qm):  # size 0 beside -1: onnxruntime refuses it too
+        with pytest.raises(ValueError, match=r"node 'rs' \(Reshape\): cannot reshape an input "
+                                             r"of shape \(0, 2, 3\) to \[0, -1\]"):
+            f(np.zeros((0, 2, 3), np.float32))
