@@ -6,7 +6,8 @@
    constant may be a graph output); BatchNormalization following a Conv or Gemm is folded
    into its weights and bias (in float64, rounded once to float32); a Relu, or a Clip whose
    range contains 0 (ReLU6), following a Conv, Gemm, MatMul or Add whose result nobody else
-   reads is fused into it as its ``activation``. The planned graph is still a float model.
+   reads is fused into it as its ``activation`` (several in a row, as Relu then Clip(0, 6),
+   fuse into one clamp with the tightest bounds). The planned graph is still a float model.
 2. **Calibrate**: the planned model runs in float over the calibration batches; an observer
    per activation (``method``: minmax, moving_average, percentile, entropy, mse) records its
    range, one batch at a time (memory does not grow with the number of batches).
@@ -19,7 +20,9 @@
 At run time Conv, Gemm/MatMul (constant weights), AveragePool, GlobalAveragePool, Add and
 Concat run on quantc's int8 kernels (``qlinear_conv``, ``qlinear_matmul``, ``avg_pool2d``,
 ``global_avg_pool``, ``qlinear_add``, ``qlinear_concat``) with the fused activation applied
-by the requantization's clamp, MaxPool and the reshapes on the int8 values themselves; no
+by the requantization's clamp (and, where the output's range is wider than a fused Clip, a
+clamp of the int8 values at the quantized bounds), MaxPool and the reshapes on the int8
+values themselves; no
 float round trip happens between int8 ops. Activations that run from one convolution to the
 next (through Relu, Clip or an Add of equal shapes) are kept NHWC, the layout the GEMM
 convolution works in, so it skips its transposes; every output, ``run(observe=...)`` and the
@@ -233,16 +236,19 @@ def plan(model):
             wname, bname = fresh(src.name + ".weight_folded"), fresh(src.name + ".bias_folded")
             init[wname], init[bname] = w2, b2
             src.inputs = (src.inputs[0], wname, bname)
-        elif node.op in ("Relu", "Clip") and src.op in FUSABLE and "activation" not in src.attrs \
+        elif node.op in ("Relu", "Clip") and src.op in FUSABLE \
                 and _is_quantizable(src, model, init):
-            if node.op == "Relu":
-                src.attrs["activation"] = "Relu"
-            else:
-                lo, hi = _clip_bounds(node, init)
-                if (lo is not None and lo > 0) or (hi is not None and hi < 0):
-                    continue
-                src.attrs["activation"] = ["Clip", -math.inf if lo is None else lo,
-                                           math.inf if hi is None else hi]
+            lo, hi = (0.0, None) if node.op == "Relu" else _clip_bounds(node, init)
+            if (lo is not None and lo > 0) or (hi is not None and hi < 0):
+                continue
+            if "activation" in src.attrs:  # Relu then Clip(0, 6), ...: one clamp, both bounds
+                plo, phi = activation_bounds(src)  # (both intervals hold 0: they overlap)
+                lo = max(v for v in (lo, plo, -math.inf) if v is not None)
+                hi = min(v for v in (hi, phi, math.inf) if v is not None)
+                lo = None if lo == -math.inf else lo
+                hi = None if hi == math.inf else hi
+            src.attrs["activation"] = "Relu" if (lo == 0 and hi is None) else \
+                ["Clip", -math.inf if lo is None else lo, math.inf if hi is None else hi]
         else:
             continue
         src.outputs = node.outputs  # the fused node now produces what the folded one did

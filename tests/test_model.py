@@ -161,7 +161,7 @@ def odd_ops_model(rng):
     h = b.matmul(h, rng.normal(0, 0.5, (8, 5)).astype(np.float32))
     h = b.relu(b.reshape(h, [0, 30]))            # Relu after Reshape: not fused
     h = b.clip(b.linear(h, rng.normal(0, 0.3, (7, 30)), None), -0.5, 0.8)
-    b.output(b.clip(h, -0.25, 0.5))              # Clip after a fused Clip: a lone Clip
+    b.output(b.clip(b.flatten(h), -0.25, 0.5))   # Clip after a Flatten: a lone Clip
     return b.build()
 
 

@@ -816,3 +816,42 @@ def test_required_inputs_and_empty_reshapes_are_named_errors():
         with pytest.raises(ValueError, match=r"node 'rs' \(Reshape\): cannot reshape an input "
                                              r"of shape \(0, 2, 3\) to \[0, -1\]"):
             f(np.zeros((0, 2, 3), np.float32))
+
+
+@pytest.mark.parametrize("acts,want", [
+    ([("Relu",), ("Clip", 0.0, 6.0)], ["Clip", 0.0, 6.0]),
+    ([("Clip", -1.0, 1.0), ("Relu",)], ["Clip", 0.0, 1.0]),
+    ([("Clip", -2.0, 3.0), ("Clip", -1.0, 6.0)], ["Clip", -1.0, 3.0]),
+    ([("Relu",), ("Relu",)], "Relu"),
+])
+def test_activations_in_a_row_fuse_into_one(tmp_path, acts, want):
+    """Relu then Clip(0, 6) (and any activations in a row) fuse into the op before them as one
+    clamp with both bounds, so the output's range is calibrated on the final values (the
+    Clip ran at the Relu's range before); the int8 result matches the float model and the
+    export."""
+    import quantc as qc
+    nodes, inits, prev = [helper.make_node("Conv", ["x", "W"], ["a0"], pads=[1, 1, 1, 1])], \
+        {"W": rnd(4, 3, 3, 3, seed=3) * 2}, "a0"
+    for k, act in enumerate(acts):
+        if act[0] == "Relu":
+            nodes.append(helper.make_node("Relu", [prev], [f"a{k + 1}"]))
+        else:
+            inits[f"lo{k}"], inits[f"hi{k}"] = np.float32(act[1]), np.float32(act[2])
+            nodes.append(helper.make_node("Clip", [prev, f"lo{k}", f"hi{k}"], [f"a{k + 1}"]))
+        prev = f"a{k + 1}"
+    nodes.append(helper.make_node("MaxPool", [prev], ["y"], kernel_shape=[2, 2]))
+    model = Model.from_onnx(_graph(nodes, {"x": ("N", 3, 6, 6)}, ["y"], inits))
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((4, 3, 6, 6)) * 3).astype(np.float32)
+    qm = qc.quantize_model(model, [x], progress=False)
+    assert [(n.op, n.attrs.get("activation")) for n in qm.model.nodes] == \
+        [("Conv", want), ("MaxPool", None)]
+    (lo, hi), s = qm.qparams[prev].range(), qm.qparams[prev].scale
+    y, ref = qm(x), model(x)  # the range is the final values' (up to the zero point's nudge)
+    assert lo - s <= ref.min() and ref.max() <= hi + s
+    assert hi - lo <= ref.max() - min(ref.min(), 0) + 2 * s
+    err = np.sum((y - ref).astype(np.float64) ** 2)  # mostly the input's 8 bits (range 20)
+    assert 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / max(err, 1e-30)) > 25
+    sess = ort.InferenceSession(qm.to_onnx().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    assert np.abs(sess.run(None, {"x": x})[0] - y).max() <= 1.0001 * qm.qparams["y"].scale
