@@ -6,8 +6,9 @@ execution order, named constant tensors (``initializers``: weights, biases, shap
 graph output names. Ops and attributes are ONNX's (opset 13 and later), so a model read by
 :meth:`Model.from_onnx` and one written with :class:`ModelBuilder` are the same data:
 
-    Conv, Gemm, MatMul, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Add, Concat,
-    Flatten, Reshape, BatchNormalization, Softmax, Identity, Dropout (inference: identity)
+    Conv, Gemm, MatMul, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Add, Mul,
+    Concat, Flatten, Reshape, BatchNormalization, Softmax, Identity, Dropout (inference:
+    identity), Sigmoid, Tanh, HardSigmoid, HardSwish, LeakyRelu
 
 Every op, attribute and shape is checked when the model is built (shapes are inferred with
 ``None`` for unknown dimensions), so an unsupported op or a weight of the wrong shape is an
@@ -297,6 +298,25 @@ def _f_reshape(node, ins, a):
     return _run_reshape(node, ins[0], [int(t) for t in ins[1]])
 
 
+def _f_sigmoid(x):
+    return (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32)
+
+
+def _f_hard_sigmoid(x, alpha, beta):
+    return np.clip(x * np.float32(alpha) + np.float32(beta), np.float32(0), np.float32(1))
+
+
+# element-wise functions of one input (ONNX semantics, float32): an int8 model runs each as a
+# 256-entry table of its input's codes (quantc.qmodel)
+UNARY = {
+    "Sigmoid": lambda n, x: _f_sigmoid(x),
+    "Tanh": lambda n, x: np.tanh(x),
+    "HardSigmoid": lambda n, x: _f_hard_sigmoid(x, n.attrs.get("alpha", 0.2),
+                                                n.attrs.get("beta", 0.5)),
+    "HardSwish": lambda n, x: x * _f_hard_sigmoid(x, 1 / 6, 0.5),
+    "LeakyRelu": lambda n, x: np.where(x >= 0, x, x * np.float32(n.attrs.get("alpha", 0.01))),
+}
+
 _FLOAT = {
     "Conv": _f_conv,
     "Gemm": _f_gemm,
@@ -309,6 +329,7 @@ _FLOAT = {
     "GlobalAveragePool": lambda n, ins, a: ins[0].mean(axis=(2, 3), keepdims=True,
                                                         dtype=np.float32),
     "Add": lambda n, ins, a: ins[0] + ins[1],
+    "Mul": lambda n, ins, a: ins[0] * ins[1],
     "Concat": lambda n, ins, a: np.concatenate(ins, axis=int(a.get("axis"))),
     "Flatten": lambda n, ins, a: ins[0].reshape(_flatten_shape(ins[0].shape,
                                                                int(a.get("axis", 1)))),
@@ -339,7 +360,11 @@ _ATTRS = {
     "Softmax": {"axis"},
     "Identity": set(),
     "Dropout": {"seed", "ratio"},
+    "Mul": set(),
+    "Sigmoid": set(), "Tanh": set(), "HardSigmoid": {"alpha", "beta"}, "HardSwish": set(),
+    "LeakyRelu": {"alpha"},
 }
+_FLOAT.update({op: (lambda f: lambda n, ins, a: f(n, ins[0]))(f) for op, f in UNARY.items()})
 SUPPORTED_OPS = tuple(_FLOAT)
 # the type of each attribute's value (ONNX's INT, INTS, FLOAT, STRING); "activation" is
 # checked by activation_bounds
@@ -427,7 +452,8 @@ _ARITY = {"Conv": (2, 3), "Gemm": (2, 3), "MatMul": (2, 3), "Relu": (1, 1), "Cli
           "MaxPool": (1, 1), "AveragePool": (1, 1), "GlobalAveragePool": (1, 1), "Add": (2, 2),
           "Concat": (1, 1 << 16), "Flatten": (1, 1), "Reshape": (2, 2),
           "BatchNormalization": (5, 5), "Softmax": (1, 1), "Identity": (1, 1),
-          "Dropout": (1, 3)}
+          "Dropout": (1, 3), "Mul": (2, 2), "Sigmoid": (1, 1), "Tanh": (1, 1),
+          "HardSigmoid": (1, 1), "HardSwish": (1, 1), "LeakyRelu": (1, 1)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -671,7 +697,8 @@ _SHAPE = {"Conv": _s_conv, "Gemm": _s_gemm, "MatMul": _s_matmul, "Relu": _s_same
           "Clip": _s_clip, "MaxPool": _s_pool, "AveragePool": _s_pool,
           "GlobalAveragePool": _s_gap, "Add": _s_add, "Concat": _s_concat,
           "Flatten": _s_flatten, "Reshape": _s_reshape, "BatchNormalization": _s_bn,
-          "Softmax": _s_softmax, "Identity": _s_same, "Dropout": _s_same}
+          "Softmax": _s_softmax, "Identity": _s_same, "Dropout": _s_same, "Mul": _s_add,
+          **{op: _s_same for op in UNARY}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1062,6 +1089,36 @@ class ModelBuilder:
                                                         f"{name}.const{i}")
                for i, v in enumerate((a, b))]
         return self._op("Add", ins, None, name)
+
+    def mul(self, a, b, *, name=None):
+        """``a * b`` with NumPy broadcasting; either may be an array (a constant). Runs in
+        float in a converted model."""
+        name = name or self._fresh("mul_")
+        ins = [v if isinstance(v, str) else self._const(np.asarray(v, np.float32),
+                                                        f"{name}.const{i}")
+               for i, v in enumerate((a, b))]
+        return self._op("Mul", ins, None, name)
+
+    def sigmoid(self, x, *, name=None):
+        """``1 / (1 + exp(-x))``."""
+        return self._op("Sigmoid", [x], None, name)
+
+    def tanh(self, x, *, name=None):
+        """``tanh(x)``."""
+        return self._op("Tanh", [x], None, name)
+
+    def hard_sigmoid(self, x, *, alpha=0.2, beta=0.5, name=None):
+        """``clip(alpha * x + beta, 0, 1)`` (ONNX's defaults; torch's Hardsigmoid is
+        ``alpha=1/6``)."""
+        return self._op("HardSigmoid", [x], {"alpha": float(alpha), "beta": float(beta)}, name)
+
+    def hard_swish(self, x, *, name=None):
+        """``x * clip(x / 6 + 0.5, 0, 1)``."""
+        return self._op("HardSwish", [x], None, name)
+
+    def leaky_relu(self, x, *, alpha=0.01, name=None):
+        """``x`` where ``x >= 0``, else ``alpha * x``."""
+        return self._op("LeakyRelu", [x], {"alpha": float(alpha)}, name)
 
     def concat(self, xs, *, axis=1, name=None):
         """ONNX Concat of the tensors ``xs`` along ``axis``."""

@@ -22,11 +22,12 @@ Concat run on quantc's int8 kernels (``qlinear_conv``, ``qlinear_matmul``, ``avg
 ``global_avg_pool``, ``qlinear_add``, ``qlinear_concat``) with the fused activation applied
 by the requantization's clamp (and, where the output's range is wider than a fused Clip, a
 clamp of the int8 values at the quantized bounds), MaxPool and the reshapes on the int8
-values themselves; no
-float round trip happens between int8 ops. Activations that run from one convolution to the
+values themselves, and the element-wise Sigmoid, Tanh, HardSigmoid, HardSwish and LeakyRelu
+as a lookup in a table of the 256 input codes (dequantized, through the float op, quantized
+once at conversion); no float round trip happens between int8 ops. Activations that run from one convolution to the
 next (through Relu, Clip or an Add of equal shapes) are kept NHWC, the layout the GEMM
 convolution works in, so it skips its transposes; every output, ``run(observe=...)`` and the
-report still see NCHW. Any other op (Softmax, a BatchNormalization with
+report still see NCHW. Any other op (Softmax, Mul, a BatchNormalization with
 nothing to fold into, a Gemm with a non-constant B, with transA or with a C that varies along
 the rows) runs in float between a dequantize and a quantize; :meth:`QuantizedModel.report` marks those layers ``float``.
 """
@@ -42,7 +43,7 @@ from . import _C, _conv, _elementwise, _gemm, _table
 from .calibration import (HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
                           PercentileObserver)
 from ._elementwise import QParams, choose_qparams
-from .model import (FUSABLE, Model, Node, _fmt_shape, activation_bounds, namer,
+from .model import (FUSABLE, UNARY, Model, Node, _fmt_shape, activation_bounds, namer,
                     tensor_names)
 
 __all__ = ["quantize_model", "QuantizedModel", "load_model"]
@@ -95,7 +96,8 @@ def _is_quantizable(node, model, init=None):
     if node.op == "Clip":
         lo, hi = _clip_bounds(node, init)
         return (lo is None or lo <= 0) and (hi is None or hi >= 0)
-    return node.op in ("AveragePool", "GlobalAveragePool", "Concat", "Add") + _PASSTHROUGH
+    return node.op in ("AveragePool", "GlobalAveragePool", "Concat", "Add") + _PASSTHROUGH \
+        + tuple(UNARY)
 
 
 def _row_bias(c):
@@ -588,7 +590,7 @@ class QuantizedModel:
         def flex(node):
             if self.kinds[node.name] != "int8" or node.outputs[0] in self.float_outputs:
                 return False
-            if node.op in ("Relu", "Clip", "Identity", "Dropout"):
+            if node.op in ("Relu", "Clip", "Identity", "Dropout") + tuple(UNARY):
                 return True
             return node.op == "Add" and len(node.inputs) == 2 and \
                 not any(i in m.initializers for i in node.inputs) and \
@@ -673,6 +675,8 @@ class QuantizedModel:
                 target = [int(t) for t in self.model.initializers[node.inputs[1]]]
                 return (lambda q: _run_reshape(node, q, target)), const
             return (lambda q: q), const
+        if op in UNARY:
+            return _table_step(node, self._q(x), self._q(node.outputs[0])), set()
         # (an Add's or Concat's constant operand may come first: it has no activation qparams)
         qx = None if op in ("Add", "Concat") else self._q(x)
         qy = self._q(node.outputs[0])
@@ -941,6 +945,22 @@ class QuantizedModel:
 def _flat2(shape, axis):
     axis = axis + len(shape) if axis < 0 else axis
     return (math.prod(shape[:axis]), math.prod(shape[axis:]))
+
+
+def _table_step(node, qx, qy):
+    """An element-wise op (Sigmoid, HardSwish, ...) on int8 values: a table of its 256 input
+    codes, each dequantized, put through the float op (model.UNARY, the float model's own
+    float32 arithmetic) and quantized as QuantizeLinear does; run as one lookup per value
+    (any layout). Equal to DequantizeLinear -> op -> QuantizeLinear wherever the float op
+    rounds alike (onnxruntime's Sigmoid/Tanh approximations may differ in the last place,
+    which can move a value across a rounding boundary: one unit)."""
+    codes = np.arange(256, dtype=np.uint8).view(qx.dtype)  # every bit pattern, in that order
+    table = _quantizer(qy)(UNARY[node.op](node, _dequantizer(qx)(codes)))
+    bits = np.uint8 if qx.dtype != np.uint8 else None
+
+    def f(q):
+        return table[q.view(bits) if bits is not None else q]
+    return f
 
 
 def _quantized_bounds(qp, lo, hi):

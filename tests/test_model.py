@@ -1080,3 +1080,30 @@ def test_bias_correction_counts_the_padding(rng):
         err[bc] = max(float(np.abs(qm(x) - model(x)).max()) for x in calib) / float(
             qm.qparams["y"].scale)
     assert err[True] <= 1.0 and err[True] <= err[False] + 0.5, err
+
+
+def test_builder_element_wise_ops(rng):
+    """The builder's Mul and table ops: the float model follows the formulas; converted, the
+    table ops run in int8 and Mul in float."""
+    b = qc.ModelBuilder()
+    x = b.input("x", (None, 4, 5, 5))
+    h = b.conv(x, rng.normal(0, 0.5, (4, 4, 3, 3)).astype(np.float32), pads=1)
+    parts = [b.sigmoid(h), b.tanh(h), b.hard_sigmoid(h, alpha=1 / 6), b.hard_swish(h),
+             b.leaky_relu(h, alpha=0.1)]
+    y = parts[0]
+    for p in parts[1:]:
+        y = b.add(y, p)
+    b.output(b.mul(y, rng.normal(size=(1, 4, 1, 1)).astype(np.float32)), h)
+    model = b.build()
+    xs = rng.normal(size=(3, 4, 5, 5)).astype(np.float32)
+    out, hv = model(xs)
+    hs = np.clip(hv / 6 + 0.5, 0, 1)
+    want = 1 / (1 + np.exp(-hv)) + np.tanh(hv) + hs + hv * np.clip(hv / 6 + 0.5, 0, 1) + \
+        np.where(hv >= 0, hv, 0.1 * hv)
+    mul = next(n for n in model.nodes if n.op == "Mul")
+    np.testing.assert_allclose(out, want * model.initializers[mul.inputs[1]], rtol=1e-5,
+                               atol=1e-5)
+    qm = qc.quantize_model(model, [xs])
+    assert {n.op: qm.kinds[n.name] for n in qm.model.nodes if n.op != "Add"} == {
+        "Conv": "int8", "Sigmoid": "int8", "Tanh": "int8", "HardSigmoid": "int8",
+        "HardSwish": "int8", "LeakyRelu": "int8", "Mul": "float"}

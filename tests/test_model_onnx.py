@@ -274,6 +274,55 @@ def test_torch_export(exported):
                      tol=1e-4)
 
 
+def test_torch_mobilenetv3_block(tmp_path):
+    """A MobileNetV3-style block exported by torch (Hardswish, a squeeze-and-excitation gate
+    with Hardsigmoid and Mul, LeakyReLU, a Sigmoid/Tanh head): quantc's float model matches
+    torch, and the int8 model (tables for the element-wise ops, Mul in float) stays close."""
+    torch = pytest.importorskip("torch")
+    import quantc as qc
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    try:
+        import torch_models as tm
+    finally:
+        sys.path.pop(0)
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16),
+                                      nn.Hardswish())
+            self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.Hardswish())
+            self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 4, 1), nn.ReLU(),
+                                    nn.Conv2d(4, 16, 1), nn.Hardsigmoid())
+            self.proj = nn.Sequential(nn.Conv2d(16, 16, 1), nn.LeakyReLU(0.1))
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x):
+            h = self.dw(self.stem(x))
+            h = self.proj(h * self.se(h)) + h
+            z = self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1))
+            return torch.sigmoid(z) + torch.tanh(z)
+
+    torch.manual_seed(0)
+    net = tm.randomized(Block(), [torch.randn(16, 3, 16, 16) for _ in range(2)])
+    path = tm.export(net, tmp_path / "v3.onnx", (3, 16, 16))
+    model = Model.from_onnx(path)
+    assert {"HardSwish", "HardSigmoid", "Mul", "LeakyRelu", "Sigmoid", "Tanh"} <= \
+        {n.op for n in model.nodes}
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = net(x).numpy()
+    assert_close(model(x.numpy()), want, "torch", tol=1e-4)
+    calib = [torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(k)).numpy()
+             for k in range(2, 6)]
+    qm = qc.quantize_model(model, calib, progress=False)
+    assert [n.op for n in qm.model.nodes if qm.kinds[n.name] == "float"] == ["Mul"]
+    got = qm(x.numpy())
+    cos = np.sum(got * want) / (np.linalg.norm(got) * np.linalg.norm(want))
+    assert cos > 0.999, cos
+
+
 # --------------------------------------------------------------------- errors
 
 
@@ -855,3 +904,112 @@ def test_activations_in_a_row_fuse_into_one(tmp_path, acts, want):
     sess = ort.InferenceSession(qm.to_onnx().SerializeToString(),
                                 providers=["CPUExecutionProvider"])
     assert np.abs(sess.run(None, {"x": x})[0] - y).max() <= 1.0001 * qm.qparams["y"].scale
+
+
+UNARY_CASES = [("Sigmoid", {}), ("Tanh", {}), ("HardSigmoid", {}),
+               ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}), ("HardSwish", {}),
+               ("LeakyRelu", {}), ("LeakyRelu", {"alpha": 0.2})]
+
+
+def _unary_ref(op, attrs, x):
+    """NumPy float32 reference of the ONNX formulas."""
+    x = x.astype(np.float32)
+    if op == "Sigmoid":
+        return np.float32(1) / (np.float32(1) + np.exp(-x))
+    if op == "Tanh":
+        return np.tanh(x)
+    if op == "LeakyRelu":
+        return np.where(x >= 0, x, x * np.float32(attrs.get("alpha", 0.01)))
+    a, b = (attrs.get("alpha", 0.2), attrs.get("beta", 0.5)) if op == "HardSigmoid" else \
+        (1 / 6, 0.5)
+    hs = np.clip(x * np.float32(a) + np.float32(b), 0, 1).astype(np.float32)
+    return hs if op == "HardSigmoid" else x * hs
+
+
+@pytest.mark.parametrize("op,attrs", UNARY_CASES)
+@pytest.mark.parametrize("adt", ["uint8", "int8"])
+def test_unary_ops_float_and_int8_tables(tmp_path, op, attrs, adt):
+    """Sigmoid, Tanh, HardSigmoid, HardSwish, LeakyRelu: the float model matches onnxruntime;
+    in int8 each is a table of its 256 input codes, exact against the NumPy formula applied
+    to every dequantized code, and within one unit of the QDQ export run by onnxruntime
+    (whose Sigmoid/Tanh round differently in the last place); saved and loaded bit for bit."""
+    import quantc as qc
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node(op, ["c"], ["u"], **attrs),
+             helper.make_node("Conv", ["u", "W2"], ["y"])]
+    inits = {"W": rnd(4, 3, 3, 3, seed=3), "W2": rnd(2, 4, 1, 1, seed=4)}
+    proto = _graph(nodes, {"x": ("N", 3, 6, 6)}, ["y"], inits)
+    model = Model.from_onnx(proto)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 6, 6)).astype(np.float32)
+    assert_close(model(x), sess.run(None, {"x": x})[0], op)
+    qm = qc.quantize_model(model, [x, x[:2] * 2], activation_dtype=adt, progress=False)
+    assert qm.kinds[qm.model.nodes[1].name] == "int8"
+    seen = {}
+    qm.run(x, observe=lambda n, v, qp: seen.__setitem__(n, (v, qp)))
+    (c, qc_), (u, qu) = seen["c"], seen["u"]
+    want = qc.quantize(_unary_ref(op, attrs, qc.dequantize(c, qc_.scale, qc_.zp)), qu.scale,
+                       qu.zp)
+    np.testing.assert_array_equal(u, want)
+    qm.save(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(qc.load_model(tmp_path / "m.safetensors")(x), qm(x))
+    exp = ort.InferenceSession(qm.to_onnx().SerializeToString(),
+                               providers=["CPUExecutionProvider"])
+    units = np.abs(exp.run(None, {"x": x})[0] - qm(x)) / qm.qparams["y"].scale
+    assert units.max() <= 2.0001 and (units <= 1.0001).mean() >= 0.99
+
+
+def test_mul_runs_in_float_between_int8_layers(tmp_path):
+    """Mul (a squeeze-and-excitation gate: x * HardSigmoid(conv(pool(x)))) runs in float
+    between a dequantize and a quantize; the rest stays int8."""
+    import quantc as qc
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["c"], ["h"]),
+             helper.make_node("GlobalAveragePool", ["h"], ["p"]),
+             helper.make_node("Conv", ["p", "Ws", "Bs"], ["s"]),
+             helper.make_node("HardSigmoid", ["s"], ["g"], alpha=1 / 6),
+             helper.make_node("Mul", ["h", "g"], ["y"])]
+    inits = {"W": rnd(4, 3, 3, 3, seed=3), "Ws": rnd(4, 4, 1, 1, seed=4), "Bs": rnd(4, seed=5)}
+    proto = _graph(nodes, {"x": ("N", 3, 6, 6)}, ["y"], inits)
+    model = Model.from_onnx(proto)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 6, 6)).astype(np.float32)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert_close(model(x), sess.run(None, {"x": x})[0])
+    qm = qc.quantize_model(model, [x], progress=False)
+    kinds = {n.op: qm.kinds[n.name] for n in qm.model.nodes}
+    assert kinds == {"Conv": "int8", "HardSwish": "int8", "GlobalAveragePool": "int8",
+                     "HardSigmoid": "int8", "Mul": "float"}
+    ref = model(x)
+    sqnr = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((qm(x) - ref) ** 2.0))
+    assert sqnr > 25, sqnr
+    exp = ort.InferenceSession(qm.to_onnx().SerializeToString(),
+                               providers=["CPUExecutionProvider"])
+    assert np.abs(exp.run(None, {"x": x})[0] - qm(x)).max() <= 2.0001 * qm.qparams["y"].scale
+
+
+def test_unary_ops_keep_the_nhwc_layout(isa):
+    """A table op between two convolutions on the NHWC GEMM path stays NHWC (no transposes
+    around it), with every bit equal to the same model run all NCHW."""
+    import quantc as qc
+    from quantc.qmodel import QuantizedModel
+    nodes = [helper.make_node("Conv", ["x", "W0"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "W1"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["d"]),
+             helper.make_node("Conv", ["d", "W2"], ["e"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["e", "W3"], ["y"], pads=[1, 1, 1, 1])]
+    inits = {"W0": rnd(16, 16, 3, 3, seed=3) * 0.2, "W1": rnd(16, 16, 3, 3, seed=4) * 0.2,
+             "W2": rnd(16, 16, 3, 3, seed=5) * 0.2, "W3": rnd(8, 16, 3, 3, seed=6) * 0.2}
+    model = Model.from_onnx(_graph(nodes, {"x": ("N", 16, 12, 12)}, ["y"], inits))
+    x = np.random.default_rng(0).standard_normal((3, 16, 12, 12)).astype(np.float32)
+    qm = qc.quantize_model(model, [x], progress=False)
+    assert {"b", "d"} <= qm._nhwc
+    try:
+        QuantizedModel._nhwc_enabled = False
+        qm0 = qc.quantize_model(model, [x], progress=False)
+    finally:
+        QuantizedModel._nhwc_enabled = True
+    assert not qm0._nhwc
+    np.testing.assert_array_equal(qm(x), qm0(x))
