@@ -19,9 +19,9 @@ activations: the floor the weights alone set) are shown for contrast.
 A configuration below its bar is marked FAIL in the table and named on stderr; the exit status
 is 1 for it only with ``--strict`` (the 4-bit row is below its bar today, see the README), so
 that ``run_all.py`` reports only errors. The 4-bit rows run quantc's 4-bit Linear; a quantc
-without it fails the run (exit 1) with a clear message, never falls back. ``--int4-standin`` adds a row computed by a NumPy model of
-that Linear's documented formula (a check of the pipeline, labelled as such), not by quantc's
-kernels.
+without it fails the run (exit 1) with a clear message, never falls back. ``--int4-standin``
+adds a row computed by a NumPy model of that Linear's documented formula (a check of the
+pipeline, labelled as such), not by quantc's kernels.
 """
 import argparse
 import json

@@ -19,17 +19,18 @@
 
 At run time Conv, Gemm/MatMul (constant weights), AveragePool, GlobalAveragePool, Add and
 Concat run on quantc's int8 kernels (``qlinear_conv``, ``qlinear_matmul``, ``avg_pool2d``,
-``global_avg_pool``, ``qlinear_add``, ``qlinear_concat``) with the fused activation applied
-by the requantization's clamp (and, where the output's range is wider than a fused Clip, a
-clamp of the int8 values at the quantized bounds), MaxPool and the reshapes on the int8
-values themselves, and the element-wise Sigmoid, Tanh, HardSigmoid, HardSwish and LeakyRelu
-as a lookup in a table of the 256 input codes (dequantized, through the float op, quantized
-once at conversion); no float round trip happens between int8 ops. Activations that run from one convolution to the
-next (through Relu, Clip or an Add of equal shapes) are kept NHWC, the layout the GEMM
-convolution works in, so it skips its transposes; every output, ``run(observe=...)`` and the
-report still see NCHW. Any other op (Softmax, Mul, a BatchNormalization with
-nothing to fold into, a Gemm with a non-constant B, with transA or with a C that varies along
-the rows) runs in float between a dequantize and a quantize; :meth:`QuantizedModel.report` marks those layers ``float``.
+``global_avg_pool``, ``qlinear_add``, ``qlinear_concat``) with the fused activation applied by
+the requantization's clamp (and, where the output's range is wider than a fused Clip, a clamp
+of the int8 values at the quantized bounds), MaxPool and the reshapes on the int8 values
+themselves, and the element-wise Sigmoid, Tanh, HardSigmoid, HardSwish and LeakyRelu as a
+lookup in a table of the 256 input codes (dequantized, through the float op, quantized once at
+conversion); no float round trip happens between int8 ops. Activations that run from one
+convolution to the next (through Relu, Clip, a table op or an Add of equal shapes) are kept
+NHWC, the layout the GEMM convolution works in, so it skips its transposes; every output,
+``run(observe=...)`` and the report still see NCHW. Any other op (Softmax, Mul, a
+BatchNormalization with nothing to fold into, a Gemm with a non-constant B, with transA or with
+a C that varies along the rows) runs in float between a dequantize and a quantize;
+:meth:`QuantizedModel.report` marks those layers ``float``.
 """
 import functools
 import json
