@@ -299,7 +299,8 @@ def _f_reshape(node, ins, a):
 
 
 def _f_sigmoid(x):
-    return (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32)
+    with np.errstate(over="ignore"):  # exp(-x) = inf below x = -88: 1 / inf = 0, as wanted
+        return (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32)
 
 
 def _f_hard_sigmoid(x, alpha, beta):

@@ -171,6 +171,7 @@ def quantized_to_onnx(qm, path=None):
             return add_qdq(t)
         return float_name(t)
 
+    given = set(qm.info.get("given_ranges", ()))
     for n in m.nodes:
         is_int8 = qm.kinds[n.name] == "int8"
         out = float_name(n.outputs[0])
@@ -207,10 +208,17 @@ def quantized_to_onnx(qm, path=None):
                                            np.asarray(z, q.dtype)))
         else:
             ins = [arg(t, is_int8) for t in n.inputs] + extra
-        target, finish = _activation(n, out, fresh, const, node)
+        # a float output clamped to its given (trained) range, as qm runs it (_int8_step)
+        clamp = is_int8 and n.outputs[0] in qm.float_outputs and n.outputs[0] in given
+        dest = fresh(out + "_unclamped") if clamp else out
+        target, finish = _activation(n, dest, fresh, const, node)
         node(n_op, ins, [target], **attrs)
         if finish is not None:
             finish()
+        if clamp:
+            lo, hi = qm.qparams[n.outputs[0]].range()
+            node("Clip", [dest, const(f"{n.outputs[0]}_range_min", np.float32(lo)),
+                          const(f"{n.outputs[0]}_range_max", np.float32(hi))], [out])
         if is_int8 and n.outputs[0] not in qm.float_outputs:
             add_qdq(n.outputs[0])
             held_q.add(n.outputs[0])

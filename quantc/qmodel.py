@@ -53,9 +53,11 @@ METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
 FORMAT = "quantc.model"
 # 2: a Concat may have constant operands and a graph output may be a constant; files of models
 # without either are written as version 1, which every quantc reads (an older one refuses a
-# version 2 file by its version instead of failing when it runs). 3: a float output computed
-# by an int8 layer is clamped to its given (trained) range, info["given_ranges"]; written only
-# for such models (an older quantc would run them without the clamp)
+# version 2 file by its version instead of failing when it runs). 3: a clamp older quantc
+# does not apply: a float output computed by an int8 layer clamped to its given (trained)
+# range (info["given_ranges"]), or a fused Clip whose bounds fall inside its output's range
+# (a range given wider, a blank calibration); written only for such models (an older quantc
+# would run them without the clamp)
 FORMAT_VERSION = 3
 # ops whose output has the qparams of their (first) input: they only move or clamp values
 _PASSTHROUGH = ("MaxPool", "Flatten", "Reshape", "Relu", "Clip", "Identity", "Dropout")
@@ -178,9 +180,11 @@ def _planned_gemm(n, init):
     return b.ndim == 1 and b.shape[0] == w.shape[0]
 
 
-def plan(model):
+def plan(model, *, keep=()):
     """The planned float model: BatchNorm folded, Relu/ReLU6 fused, nodes of constants
-    computed (see the module doc)."""
+    computed (see the module doc). ``keep``: tensor names an activation in a row is not
+    fused across (those with a given range: QAT's FakeQuantize after a ReLU before a
+    ReLU6)."""
     init = dict(model.initializers)
     nodes = _fold_constants(model, init)
     fresh = namer(tensor_names(model))  # new tensors never take a name the model uses
@@ -243,6 +247,8 @@ def plan(model):
                 and _is_quantizable(src, model, init):
             lo, hi = (0.0, None) if node.op == "Relu" else _clip_bounds(node, init)
             if (lo is not None and lo > 0) or (hi is not None and hi < 0):
+                continue
+            if "activation" in src.attrs and node.inputs[0] in keep:
                 continue
             if "activation" in src.attrs:  # Relu then Clip(0, 6), ...: one clamp, both bounds
                 plo, phi = activation_bounds(src)  # (both intervals hold 0: they overlap)
@@ -413,8 +419,11 @@ class QuantizedModel:
         self.io = io
         self.activation_dtype = np.dtype(activation_dtype)
         self.info = dict(info or {})
-        self.kinds = {n.name: "int8" if _is_quantizable(n, model) else "float"
-                      for n in model.nodes}
+        # (a layer with weights runs in int8 only with its int8 weights: a file an older quantc
+        # saved with a Gemm it ran in float, e.g. one whose C is (1, N), still runs it in float)
+        self.kinds = {n.name: "int8" if _is_quantizable(n, model) and (
+            n.op not in ("Conv", "Gemm", "MatMul") or "weight" in weights.get(n.name, {}))
+            else "float" for n in model.nodes}
         self._compile()
 
     # -- program ----------------------------------------------------------------------------
@@ -430,6 +439,8 @@ class QuantizedModel:
         quantize/dequantize steps between int8 and float ops made explicit once, here."""
         m = self.model
         steps = []
+        # layers with a clamp quantc before file version 3 did not apply (see FORMAT_VERSION)
+        self._new_clamps = set()
         domain = {}  # tensor -> "q" | "f" (what is in the environment under its name)
         for k, v in m.initializers.items():
             domain[k] = "c"
@@ -690,6 +701,7 @@ class QuantizedModel:
                 qlo, qhi = qy.range()
                 lo = qlo if lo is None else max(lo, qlo)
                 hi = qhi if hi is None else min(hi, qhi)
+                self._new_clamps.add(node.name)
             return self._float_out_step(node, qx, lo, hi), set(node.inputs[1:])
         fn, const = self._kernel_step(node, qx, qy, relu)
         if lo is not None or hi is not None:
@@ -701,6 +713,7 @@ class QuantizedModel:
             info = np.iinfo(qy.dtype)
             if (qlo > info.min and not relu) or qhi < info.max:
                 kernel = fn
+                self._new_clamps.add(node.name)
 
                 def fn(*qs):
                     y = kernel(*qs)
@@ -930,7 +943,7 @@ class QuantizedModel:
         m = self.model
         v2 = any(o in m.initializers for o in m.outputs) or any(
             n.op == "Concat" and self.weights.get(n.name) for n in m.nodes)
-        v3 = bool(self.float_outputs & set(self.info.get("given_ranges", ())))
+        v3 = bool(self._new_clamps)
         meta = {"format": FORMAT, "version": "3" if v3 else "2" if v2 else "1",
                 "graph": json.dumps(graph, allow_nan=True)}
         write_tensors(path, tensors, meta)
@@ -960,7 +973,7 @@ def _table_step(node, qx, qy):
     bits = np.uint8 if qx.dtype != np.uint8 else None
 
     def f(q):
-        return table[q.view(bits) if bits is not None else q]
+        return np.take(table, q.view(bits) if bits is not None else q)
     return f
 
 
@@ -1111,7 +1124,7 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     if calibration_data is None and not ranges:
         raise TypeError("calibration_data: expected an iterable of batches, got None (None is "
                         "allowed only when ranges= covers every activation)")
-    planned = plan(model)
+    planned = plan(model, keep=set(ranges))
     weight_scales = _planned_weight_scales(weight_scales, model, planned)
     observers = {}
     names = list(planned.inputs) + [n.outputs[0] for n in planned.nodes]

@@ -1013,3 +1013,71 @@ def test_unary_ops_keep_the_nhwc_layout(isa):
         QuantizedModel._nhwc_enabled = True
     assert not qm0._nhwc
     np.testing.assert_array_equal(qm(x), qm0(x))
+
+
+def test_given_ranges_between_activations_and_in_the_export(tmp_path):
+    """A given range for the tensor between two activations (QAT's FakeQuantize after a ReLU
+    that a ReLU6 follows) keeps that tensor: the Relu fuses, the Clip stays on its own; a
+    float output clamped to its given range is clamped in the QDQ export too; a fused Clip
+    narrower than its output's range writes file version 3 (an older quantc refuses it
+    rather than run it without the clamp)."""
+    import quantc as qc
+    from quantc.io import TensorReader
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Clip", ["r", "lo", "hi"], ["y"])]
+    inits = {"W": rnd(4, 3, 3, 3, seed=3), "lo": np.float32(0), "hi": np.float32(6)}
+    model = Model.from_onnx(_graph(nodes, {"x": ("N", 3, 6, 6)}, ["y"], inits))
+    x = (np.random.default_rng(0).standard_normal((4, 3, 6, 6)) * 2).astype(np.float32)
+    qm = qc.quantize_model(model, [x], ranges={"r": (0.0, 10.0)}, progress=False)
+    assert [(n.op, n.attrs.get("activation")) for n in qm.model.nodes] == \
+        [("Conv", "Relu"), ("Clip", None)]
+    assert qm.qparams["r"].range() == pytest.approx((0.0, 10.0))
+    # a Gemm's float output, clamped to half its calibrated range
+    g = Model.from_onnx(_graph([helper.make_node("Gemm", ["x", "w"], ["y"])], {"x": ("N", 5)},
+                               ["y"], {"w": rnd(5, 4)}))
+    xs = np.random.default_rng(1).standard_normal((64, 5)).astype(np.float32)
+    y = g(xs)
+    qg = qc.quantize_model(g, [xs], ranges={"y": (float(y.min()) / 2, float(y.max()) / 2)},
+                           progress=False)
+    got = qg(xs)
+    assert got.max() < 0.6 * y.max()
+    sess = ort.InferenceSession(qg.to_onnx().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(sess.run(None, {"x": xs})[0], got)
+    # a fused ReLU6 inside a given range of (0, 8): the clamp makes it version 3 (calibrated,
+    # the range is the clipped values' own: no clamp, version 1)
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["y"]),
+             helper.make_node("MaxPool", ["y"], ["z"], kernel_shape=[1, 1])]
+    inits = {"W": rnd(4, 3, 3, 3, seed=3) * 3, "lo": np.float32(0), "hi": np.float32(6)}
+    m = Model.from_onnx(_graph(nodes, {"x": ("N", 3, 6, 6)}, ["z"], inits))
+    assert m(x).max() == 6
+    for ranges, version in ((None, "1"), ({"y": (0.0, 8.0)}, "3")):
+        q = qc.quantize_model(m, [x], ranges=ranges, progress=False)
+        q.save(tmp_path / "c.safetensors")
+        with TensorReader(tmp_path / "c.safetensors") as r:
+            assert r.metadata["version"] == version
+        np.testing.assert_array_equal(qc.load_model(tmp_path / "c.safetensors")(x), q(x))
+
+
+def test_a_weight_layer_without_int8_weights_runs_in_float(tmp_path):
+    """A file saved by an older quantc that ran a layer in float (a Gemm whose C is (1, N))
+    has no int8 weights for it: that layer keeps running in float, the rest in int8."""
+    import quantc as qc
+    from quantc.qmodel import QuantizedModel
+    nodes = [helper.make_node("Gemm", ["x", "w", "c"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["y"])]
+    m = Model.from_onnx(_graph(nodes, {"x": ("N", 5)}, ["y"],
+                               {"w": rnd(4, 5), "c": rnd(1, 4, seed=3)}))
+    xs = np.random.default_rng(1).standard_normal((16, 5)).astype(np.float32)
+    qm = qc.quantize_model(m, [xs], progress=False)
+    gemm = qm.model.nodes[0].name
+    weights = {k: v for k, v in qm.weights.items() if k != gemm}
+    old = QuantizedModel(qm.model, qm.qparams, weights, info=qm.info)
+    assert old.kinds[gemm] == "float"
+    old.save(tmp_path / "old.safetensors")
+    back = qc.load_model(tmp_path / "old.safetensors")
+    assert back.kinds[gemm] == "float"
+    np.testing.assert_array_equal(back(xs), old(xs))
+    np.testing.assert_allclose(old(xs), m(xs), atol=2 * qm.qparams["y"].scale)
