@@ -339,6 +339,7 @@ _FLOAT = {
     "Softmax": _f_softmax,
     "Identity": lambda n, ins, a: ins[0],
     "Dropout": lambda n, ins, a: ins[0],
+    **{op: (lambda f: lambda n, ins, a: f(n, ins[0]))(f) for op, f in UNARY.items()},
 }
 
 # attributes each op accepts (others are an error), with the values quantc can run
@@ -365,7 +366,6 @@ _ATTRS = {
     "Sigmoid": set(), "Tanh": set(), "HardSigmoid": {"alpha", "beta"}, "HardSwish": set(),
     "LeakyRelu": {"alpha"},
 }
-_FLOAT.update({op: (lambda f: lambda n, ins, a: f(n, ins[0]))(f) for op, f in UNARY.items()})
 SUPPORTED_OPS = tuple(_FLOAT)
 # the type of each attribute's value (ONNX's INT, INTS, FLOAT, STRING); "activation" is
 # checked by activation_bounds
@@ -1083,22 +1083,22 @@ class ModelBuilder:
         """The mean over each channel's plane: (N, C, H, W) -> (N, C, 1, 1)."""
         return self._op("GlobalAveragePool", [x], None, name)
 
-    def add(self, a, b, *, name=None):
-        """``a + b`` with NumPy broadcasting; either may be an array (a constant)."""
-        name = name or self._fresh("add_")
+    def _binary(self, op, a, b, name):
+        """An element-wise op of two operands, each a tensor name or an array (a constant)."""
+        name = name or self._fresh(op.lower() + "_")
         ins = [v if isinstance(v, str) else self._const(np.asarray(v, np.float32),
                                                         f"{name}.const{i}")
                for i, v in enumerate((a, b))]
-        return self._op("Add", ins, None, name)
+        return self._op(op, ins, None, name)
+
+    def add(self, a, b, *, name=None):
+        """``a + b`` with NumPy broadcasting; either may be an array (a constant)."""
+        return self._binary("Add", a, b, name)
 
     def mul(self, a, b, *, name=None):
         """``a * b`` with NumPy broadcasting; either may be an array (a constant). Runs in
         float in a converted model."""
-        name = name or self._fresh("mul_")
-        ins = [v if isinstance(v, str) else self._const(np.asarray(v, np.float32),
-                                                        f"{name}.const{i}")
-               for i, v in enumerate((a, b))]
-        return self._op("Mul", ins, None, name)
+        return self._binary("Mul", a, b, name)
 
     def sigmoid(self, x, *, name=None):
         """``1 / (1 + exp(-x))``."""

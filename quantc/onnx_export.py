@@ -171,7 +171,6 @@ def quantized_to_onnx(qm, path=None):
             return add_qdq(t)
         return float_name(t)
 
-    given = set(qm.info.get("given_ranges", ()))
     for n in m.nodes:
         is_int8 = qm.kinds[n.name] == "int8"
         out = float_name(n.outputs[0])
@@ -209,7 +208,7 @@ def quantized_to_onnx(qm, path=None):
         else:
             ins = [arg(t, is_int8) for t in n.inputs] + extra
         # a float output clamped to its given (trained) range, as qm runs it (_int8_step)
-        clamp = is_int8 and n.outputs[0] in qm.float_outputs and n.outputs[0] in given
+        clamp = n.outputs[0] in qm._range_clamped
         dest = fresh(out + "_unclamped") if clamp else out
         target, finish = _activation(n, dest, fresh, const, node)
         node(n_op, ins, [target], **attrs)

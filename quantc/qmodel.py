@@ -44,8 +44,8 @@ from . import _C, _conv, _elementwise, _gemm, _table
 from .calibration import (HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
                           PercentileObserver)
 from ._elementwise import QParams, choose_qparams
-from .model import (FUSABLE, UNARY, Model, Node, _fmt_shape, activation_bounds, namer,
-                    tensor_names)
+from .model import (FUSABLE, UNARY, Model, Node, _fmt_shape, _run_reshape, activation_bounds,
+                    namer, tensor_names)
 
 __all__ = ["quantize_model", "QuantizedModel", "load_model"]
 
@@ -246,18 +246,16 @@ def plan(model, *, keep=()):
         elif node.op in ("Relu", "Clip") and src.op in FUSABLE \
                 and _is_quantizable(src, model, init):
             lo, hi = (0.0, None) if node.op == "Relu" else _clip_bounds(node, init)
-            if (lo is not None and lo > 0) or (hi is not None and hi < 0):
-                continue
-            if "activation" in src.attrs and node.inputs[0] in keep:
+            lo, hi = -math.inf if lo is None else lo, math.inf if hi is None else hi
+            if lo > 0 or hi < 0:
                 continue
             if "activation" in src.attrs:  # Relu then Clip(0, 6), ...: one clamp, both bounds
+                if node.inputs[0] in keep:
+                    continue
                 plo, phi = activation_bounds(src)  # (both intervals hold 0: they overlap)
-                lo = max(v for v in (lo, plo, -math.inf) if v is not None)
-                hi = min(v for v in (hi, phi, math.inf) if v is not None)
-                lo = None if lo == -math.inf else lo
-                hi = None if hi == math.inf else hi
-            src.attrs["activation"] = "Relu" if (lo == 0 and hi is None) else \
-                ["Clip", -math.inf if lo is None else lo, math.inf if hi is None else hi]
+                lo = max(lo, -math.inf if plo is None else plo)
+                hi = min(hi, math.inf if phi is None else phi)
+            src.attrs["activation"] = "Relu" if lo == 0 and hi == math.inf else ["Clip", lo, hi]
         else:
             continue
         src.outputs = node.outputs  # the fused node now produces what the folded one did
@@ -460,6 +458,8 @@ class QuantizedModel:
                     and (out not in m.outputs or self.io == "float") \
                     and all(self.kinds[r.name] == "float" for r in readers.get(out, ())):
                 self.float_outputs.add(out)
+        # those clamped to a given range (the export writes the same Clip)
+        self._range_clamped = self.float_outputs & set(self.info.get("given_ranges", ()))
         self._packed = {}
         self._nhwc = self._layouts(readers)
 
@@ -683,7 +683,6 @@ class QuantizedModel:
                 if op == "Flatten":
                     ax = int(a.get("axis", 1))
                     return (lambda q: q.reshape(_flat2(q.shape, ax))), const
-                from .model import _run_reshape
                 target = [int(t) for t in self.model.initializers[node.inputs[1]]]
                 return (lambda q: _run_reshape(node, q, target)), const
             return (lambda q: q), const
@@ -695,7 +694,7 @@ class QuantizedModel:
         lo, hi = activation_bounds(node)
         relu = lo is not None and lo >= 0
         if float_out:
-            if node.outputs[0] in self.info.get("given_ranges", ()):
+            if node.outputs[0] in self._range_clamped:
                 # a trained range (QAT) is part of the model: the float output keeps its clamp
                 # and drops only the rounding; a calibrated range is not clamped (see _compile)
                 qlo, qhi = qy.range()
@@ -970,11 +969,7 @@ def _table_step(node, qx, qy):
     which can move a value across a rounding boundary: one unit)."""
     codes = np.arange(256, dtype=np.uint8).view(qx.dtype)  # every bit pattern, in that order
     table = _quantizer(qy)(UNARY[node.op](node, _dequantizer(qx)(codes)))
-    bits = np.uint8 if qx.dtype != np.uint8 else None
-
-    def f(q):
-        return np.take(table, q.view(bits) if bits is not None else q)
-    return f
+    return lambda q: np.take(table, q.view(np.uint8))
 
 
 def _quantized_bounds(qp, lo, hi):
