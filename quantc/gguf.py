@@ -257,10 +257,16 @@ def load_gguf(path):
         raise ValueError(f"{path}: not a valid .gguf file ({type(e).__name__}: "
                          f"{e})") from None
     # each tensor's bytes inside the data section, no two tensors sharing bytes (the reader
-    # takes the offsets as they are: one pointing at another tensor's data reads that data)
+    # takes the offsets as they are: one pointing at another tensor's data reads that data),
+    # each starting at a multiple of general.alignment as the format requires (llama.cpp
+    # refuses a file where one does not)
     end, prev = r.data_offset, None
     for begin, stop, name in sorted((t.data_offset, t.data_offset + t.data.nbytes, t.name)
                                     for t in r.tensors):
+        if begin >= r.data_offset and (begin - r.data_offset) % r.alignment:
+            raise ValueError(f"{path}: not a valid .gguf file: tensor {name!r} starts at byte "
+                             f"{begin - r.data_offset} of the data section, not a multiple of "
+                             f"the alignment ({r.alignment})")
         if begin < end:
             where = f"overlaps tensor {prev!r}" if prev is not None else \
                 f"starts before the data section (byte {r.data_offset})"

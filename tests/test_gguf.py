@@ -340,6 +340,8 @@ def test_tensor_byte_ranges_are_checked(tmp_path, rng):
     for offset, msg in [(0, r"tensor 'b' \(bytes \[\d+, \d+\)\) overlaps tensor 'a'"),
                         (128, r"tensor 'b' \(bytes \[\d+, \d+\)\) overlaps tensor 'a'"),
                         (2 ** 64 - 64, r"tensor 'b' .* starts before the data section"),
+                        (36, r"tensor 'b' starts at byte 36 of the data section, not "
+                             r"a multiple of the alignment \(32\)"),
                         (10 ** 6, "")]:  # past the end: the reader's own error
         bad.write_bytes(_with_offset(path, "b", offset))
         with pytest.raises(ValueError, match="bad.gguf: not a valid .gguf file.*" + msg), \
