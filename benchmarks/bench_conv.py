@@ -207,9 +207,9 @@ def main(argv=None):
     ncpu = os.cpu_count() or 1
     counts = ([int(t) for t in args.threads.split(",")] if args.threads
               else sorted({1, ncpu}))
-    layers = [l for l in LAYERS if l[0] in QUICK] if args.quick else LAYERS
+    layers = [row for row in LAYERS if row[0] in QUICK] if args.quick else LAYERS
     if args.match:
-        layers = [l for l in layers if args.match in l[0]]
+        layers = [row for row in layers if args.match in row[0]]
     batches = [1] if args.quick else [1, 8]
     repeats = 3 if args.quick else 7
     shape = (16, 64, 256, 256) if not args.quick else (4, 64, 112, 112)

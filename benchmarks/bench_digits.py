@@ -15,8 +15,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402  (pins BLAS threads before NumPy loads)
 
-import numpy as np  # noqa: E402
-
 import quantc as qc  # noqa: E402
 from quantc import examples  # noqa: E402
 

@@ -28,7 +28,7 @@ import time
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "19")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _util  # noqa: E402  (first: fixes the BLAS environment, finds the in-place build)
+import _util  # noqa: E402,F401  (first: fixes the BLAS environment, finds the in-place build)
 from _util import (blas_info, ort_session, print_table, threads,  # noqa: E402
                    time_alternating, write_json)
 

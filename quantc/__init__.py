@@ -11,7 +11,7 @@ from ._env import check_environment as _check_environment
 
 _check_environment()  # before the C extension reads QUANTC_ISA / QUANTC_NUM_THREADS
 
-from ._runtime import cpu_info, get_num_threads, set_num_threads
+from ._runtime import cpu_info, get_num_threads, set_num_threads  # noqa: F401
 from ._elementwise import *  # noqa: F401,F403
 from ._elementwise import __all__ as _elementwise_all
 from ._convert import *  # noqa: F401,F403

@@ -175,4 +175,3 @@ def gptq(weight, hessian, *, dtype="int4", granularity="per_block", block_size=3
         return QuantizedTensor(q, s, z, 0, None, w0.dtype, "per_channel", "gptq")
     return QuantizedTensor(q, s[:1].reshape(()), z[:1].reshape(()), None, None, w0.dtype,
                            "per_tensor", "gptq")
-

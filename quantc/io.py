@@ -366,7 +366,6 @@ class TensorReader:
                              f"{kind}")
         return arr
 
-
     def _read_raw(self, name):
         """A safetensors tensor of an ml_dtypes type, read from its (checked) byte range."""
         info = self._header[name]

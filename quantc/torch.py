@@ -41,8 +41,9 @@ from . import _elementwise
 from ._lowbit import _int_or_none
 from .calibration import MinMaxObserver, MovingAverageMinMaxObserver, _real
 
-__all__ = ["FakeQuantize", "prepare_qat", "convert", "fake_quantize_modules", "freeze_observers",
-           "digits_module"]
+# (FakeQuantize comes from the module's __getattr__: torch is imported on first use)
+__all__ = ["FakeQuantize", "prepare_qat", "convert",  # noqa: F822
+           "fake_quantize_modules", "freeze_observers", "digits_module"]
 
 NEEDS_TORCH = "quantc.torch needs PyTorch: pip install 'quantc[torch]'"
 OBSERVERS = ("minmax", "moving_average", "current")

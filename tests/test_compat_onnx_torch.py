@@ -120,7 +120,6 @@ def test_onnx_dynamic_quantize_linear(rng):
 # ---------------------------------------------------------------- PyTorch
 
 
-
 def reciprocal_ties(rng, s, n=4000):
     """Values next to ties where x * (1/s) and x / s round differently."""
     k = rng.integers(-120, 120, n).astype(np.float32)

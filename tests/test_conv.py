@@ -73,7 +73,7 @@ CASES = [
     (1, 5, 11, 10, 10, 3, 2, 1, (1, 0, 1, 2), 5),  # depthwise, channel multiplier 2
     (1, 3, 12, 12, 3, 5, 1, 1, (2, 2, 2, 2), 3),   # depthwise 5x5
     (1, 3, 13, 12, 3, 5, 2, 1, (2, 1, 0, 2), 3),   # depthwise 5x5 stride 2
-    (1, 17, 9, 20, 17, 3, 1, 2, (1, 3, 0, 1), 17), # depthwise, dilation 2, odd channels
+    (1, 17, 9, 20, 17, 3, 1, 2, (1, 3, 0, 1), 17),  # depthwise, dilation 2, odd channels
     (2, 3, 40, 45, 3, 3, 2, 1, (1, 1, 1, 1), 3),   # depthwise, planes past the SIMD width
     (1, 2, 33, 35, 4, 5, 1, 1, (2, 2, 2, 2), 2),   # depthwise 5x5, multiplier 2, long rows
     (1, 2, 20, 21, 2, 7, 3, 1, (3, 2, 1, 3), 2),   # depthwise 7x7 (25 tap pairs), stride 3
@@ -889,7 +889,7 @@ def test_direct_path_big_plane_bounded_scratch(tmp_path):
 # ---- onnx reference evaluator ----
 
 def _onnx_run(op, inputs, attrs):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
     from onnx.reference import ReferenceEvaluator
 

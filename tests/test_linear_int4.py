@@ -6,7 +6,7 @@ import pytest
 
 import quantc as qc
 from quantc import _C
-from conftest import assert_equal_exact, isa_cap, num_threads, SUPPORTED_ISAS
+from conftest import assert_equal_exact, num_threads, SUPPORTED_ISAS
 
 # the levels that have a q4gemm variant of their own (others run the next one down)
 Q4_ISAS = [i for i in ("scalar", "avx2", "avx512vnni") if i in SUPPORTED_ISAS]

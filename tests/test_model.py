@@ -882,8 +882,8 @@ def test_load_checks_constant_operands(tmp_path, rng):
                        ("zero_point", np.int32(300)), ("q", tensors[prefix + "q"].view(np.int8)),
                        ("scale", np.ones(1, np.float32))]:
         write_tensors(bad, dict(tensors, **{prefix + key: value}), meta)
-        with pytest.raises(ValueError, match=f"bad.safetensors: not a valid quantc model file: "
-                                             f"tensor 'add_0::const1': expected uint8 values"):
+        with pytest.raises(ValueError, match="bad.safetensors: not a valid quantc model file: "
+                                             "tensor 'add_0::const1': expected uint8 values"):
             qc.load_model(bad)
 
 

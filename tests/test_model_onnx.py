@@ -436,7 +436,7 @@ def test_corrupted_file(tmp_path, kind):
             "truncated": good[:len(good) // 2]}[kind]
     path = tmp_path / "bad.onnx"
     path.write_bytes(data)
-    with pytest.raises(ValueError, match=rf"bad.onnx: not a valid ONNX model \("):
+    with pytest.raises(ValueError, match=r"bad.onnx: not a valid ONNX model \("):
         Model.from_onnx(path)
 
 

@@ -446,7 +446,7 @@ def test_qlinear_concat_large_ratios_and_extreme_zero_points(isa, xdt, ydt):
 
 @pytest.mark.parametrize("dt", [np.int8, np.uint8])
 def test_max_pool_matches_onnx_reference(dt):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
     from onnx.reference import ReferenceEvaluator
 

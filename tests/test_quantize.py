@@ -258,7 +258,6 @@ def test_out_argument(rng):
     assert qc.fake_quantize(x, 0.5, out=y) is y
 
 
-
 def test_nan_with_out_raises_and_out_is_unspecified():
     """NaN is found by the pass that writes out=, so the ValueError comes after out= was
     written to: its contents are unspecified then (as NumPy's out=), as the docstrings say."""
@@ -274,6 +273,8 @@ def test_nan_with_out_raises_and_out_is_unspecified():
             f(x, np.float32(0.1), out=out, **kw)
     for f in (qc.quantize, qc.fake_quantize):
         assert "unspecified" in " ".join(f.__doc__.split()), f.__name__
+
+
 # ---------------------------------------------------------------- dequantize
 
 def test_dequantize(isa, rng):
