@@ -1,6 +1,10 @@
 """The gemm self-check that guards AMX (first selection of amx/amxemu): it passes on every
 variant here, and a forced mismatch (test hook) disables the level with the reason in
-cpu_info(), the next variant taking over, until the hook re-enables it."""
+cpu_info(), the next variant taking over, until the hook re-enables it; a fork while the
+selection's lock is held leaves the child a usable lock."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -44,3 +48,51 @@ def test_forced_mismatch_disables_the_level():
 def test_hook_rejects_unknown_levels():
     with pytest.raises(ValueError):
         _C._gemm_selfcheck("nope", False)
+
+
+FORK_WHILE_SELECTING = """
+import os, sys, threading, time
+from quantc import _C
+holder = threading.Thread(target=_C._gemm_select_hold, args=(3.0,))  # a self-check running
+holder.start()
+deadline = time.monotonic() + 30
+while not _C._gemm_select_busy():
+    assert time.monotonic() < deadline, "the holder never took the lock"
+    time.sleep(0.001)
+pid = os.fork()
+if pid == 0:  # only this thread exists here: the lock copied held must have been replaced
+    if _C._gemm_select_busy():
+        os._exit(3)
+    _C._gemm_select_hold(0)  # what a self-check in the child does first
+    os._exit(0)
+assert _C._gemm_select_busy()  # still held in the parent: the fork came while it was
+deadline = time.monotonic() + 20
+done, status = os.waitpid(pid, os.WNOHANG)
+while not done and time.monotonic() < deadline:
+    time.sleep(0.002)
+    done, status = os.waitpid(pid, os.WNOHANG)
+if not done:
+    os.kill(pid, 9)
+    sys.exit("the child hung on the gemm selection's lock")
+assert os.WEXITSTATUS(status) != 3, "the child's lock was copied held"
+assert status == 0, status
+holder.join()
+assert not _C._gemm_select_busy()
+print("ok")
+"""
+
+
+def test_fork_while_a_selfcheck_holds_the_lock():
+    """A fork() while another thread holds the selection's lock (an AMX self-check running):
+    the child gets a fresh lock from the fork handler instead of one nobody will release."""
+    out = subprocess.run([sys.executable, "-c", FORK_WHILE_SELECTING], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_hold_hook_checks_its_argument():
+    for bad in (-1.0, 61.0, float("nan")):
+        with pytest.raises(ValueError, match="seconds must be in"):
+            _C._gemm_select_hold(bad)
+    with pytest.raises(TypeError):
+        _C._gemm_select_hold("1")

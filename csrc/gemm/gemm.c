@@ -1,12 +1,14 @@
 /* GEMM driver: B packing, A block packing with row sums, cache blocking, threads, registry. */
 #include "gemm/kernels.h"
 
+#include <errno.h>
 #include <float.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "threads/pool.h"
 
@@ -157,6 +159,22 @@ static void select_init_once(void) { pthread_atfork(NULL, NULL, select_after_for
 void qc_gemm_select_init(void) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, select_init_once);
+}
+
+void qc_gemm_select_hold(double seconds) {
+    pthread_mutex_lock(&g_select_lock);
+    if (seconds > 0) {
+        struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+    pthread_mutex_unlock(&g_select_lock);
+}
+
+int qc_gemm_select_busy(void) {
+    if (pthread_mutex_trylock(&g_select_lock) != 0) return 1;
+    pthread_mutex_unlock(&g_select_lock);
+    return 0;
 }
 
 const qc_gemm_kernels *qc_gemm_select(void) {

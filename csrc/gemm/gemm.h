@@ -149,6 +149,11 @@ const qc_gemm_kernels *qc_gemm_select(void);
 /* Once, at module load: a fork() while another thread holds qc_gemm_select's lock (an AMX
  * self-check running) leaves the child a fresh lock instead of one that nobody will release. */
 void qc_gemm_select_init(void);
+/* Test hook: hold qc_gemm_select's lock for `seconds` (0: take and release it at once), as a
+ * self-check running in this thread would; the fork handler's test forks meanwhile. */
+void qc_gemm_select_hold(double seconds);
+/* Test hook: is that lock held now (by any thread)? */
+int qc_gemm_select_busy(void);
 
 /* Run the self-check (small GEMMs: tile remainders, every signedness, extreme values and zero
  * points, int32 and requantized output) of variant v against the scalar kernel. corrupt: a

@@ -143,6 +143,27 @@ static PyObject *py_gemm_selfcheck(PyObject *self, PyObject *args) {
     return PyUnicode_FromString(qc_isa_disabled_reason(isa));
 }
 
+/* Test hook of the fork handler: hold the gemm selection's lock for `seconds` (GIL released). */
+static PyObject *py_gemm_select_hold(PyObject *self, PyObject *arg) {
+    (void)self;
+    const double seconds = PyFloat_AsDouble(arg);
+    if (seconds == -1.0 && PyErr_Occurred()) return NULL;
+    if (!(seconds >= 0 && seconds <= 60)) {
+        PyErr_SetString(PyExc_ValueError, "_gemm_select_hold: seconds must be in [0, 60]");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    qc_gemm_select_hold(seconds);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_gemm_select_busy(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyBool_FromLong(qc_gemm_select_busy());
+}
+
 static PyObject *py_isa_reenable(PyObject *self, PyObject *arg) {
     (void)self;
     qc_isa isa;
@@ -212,6 +233,10 @@ static PyMethodDef runtime_methods[] = {
     {"_get_isa_cap", py_get_isa_cap, METH_NOARGS, "The current ISA cap."},
     {"_gemm_selfcheck", py_gemm_selfcheck, METH_VARARGS,
      "Run the gemm self-check on a level (tests); None, or the reason it was disabled."},
+    {"_gemm_select_hold", py_gemm_select_hold, METH_O,
+     "Hold the gemm selection's lock for some seconds (tests of the fork handler)."},
+    {"_gemm_select_busy", py_gemm_select_busy, METH_NOARGS,
+     "Is the gemm selection's lock held now (tests)?"},
     {"_isa_reenable", py_isa_reenable, METH_O, "Undo a self-check's disabling (tests)."},
     {"set_num_threads", py_set_num_threads, METH_O, "Set the number of threads kernels use."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "The number of threads kernels use."},
