@@ -8,7 +8,8 @@ graph output names. Ops and attributes are ONNX's (opset 13 and later), so a mod
 
     Conv, Gemm, MatMul, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Add, Mul,
     Concat, Flatten, Reshape, BatchNormalization, Softmax, Identity, Dropout (inference:
-    identity), Sigmoid, Tanh, HardSigmoid, HardSwish, LeakyRelu
+    identity), Sigmoid, Tanh, HardSigmoid, HardSwish, LeakyRelu, ReduceMean (axes as an
+    attribute or, from opset 18, a constant input)
 
 Every op, attribute and shape is checked when the model is built (shapes are inferred with
 ``None`` for unknown dimensions), so an unsupported op or a weight of the wrong shape is an
@@ -298,6 +299,30 @@ def _f_reshape(node, ins, a):
     return _run_reshape(node, ins[0], [int(t) for t in ins[1]])
 
 
+def reduce_axes(node, axes_input, rank):
+    """The axes a ReduceMean node averages over, as a sorted tuple of non-negative ints
+    (every axis when none are given; () for noop_with_empty_axes=1 without axes).
+    ``axes_input``: the value of its second input (opset 18+), or None."""
+    axes = node.attrs.get("axes") if axes_input is None else \
+        [int(v) for v in np.asarray(axes_input).reshape(-1)]
+    if not axes:
+        return () if int(node.attrs.get("noop_with_empty_axes", 0)) else tuple(range(rank))
+    if any(not -rank <= a < rank for a in axes):
+        raise _err(node, f"axes {list(axes)} out of range for rank {rank}")
+    norm = sorted(a % rank for a in axes)
+    if len(set(norm)) != len(norm):
+        raise _err(node, f"axes {list(axes)}: an axis is repeated")
+    return tuple(norm)
+
+
+def _f_reduce_mean(node, ins, a):
+    x = ins[0]
+    axes = reduce_axes(node, ins[1] if len(ins) > 1 else None, x.ndim)
+    if not axes:
+        return x
+    return x.mean(axis=axes, keepdims=bool(int(a.get("keepdims", 1))), dtype=np.float32)
+
+
 def _f_sigmoid(x):
     with np.errstate(over="ignore"):  # exp(-x) = inf below x = -88: 1 / inf = 0, as wanted
         return (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32)
@@ -339,6 +364,7 @@ _FLOAT = {
     "Softmax": _f_softmax,
     "Identity": lambda n, ins, a: ins[0],
     "Dropout": lambda n, ins, a: ins[0],
+    "ReduceMean": _f_reduce_mean,
     **{op: (lambda f: lambda n, ins, a: f(n, ins[0]))(f) for op, f in UNARY.items()},
 }
 
@@ -365,6 +391,7 @@ _ATTRS = {
     "Mul": set(),
     "Sigmoid": set(), "Tanh": set(), "HardSigmoid": {"alpha", "beta"}, "HardSwish": set(),
     "LeakyRelu": {"alpha"},
+    "ReduceMean": {"axes", "keepdims", "noop_with_empty_axes"},
 }
 SUPPORTED_OPS = tuple(_FLOAT)
 # the type of each attribute's value (ONNX's INT, INTS, FLOAT, STRING); "activation" is
@@ -374,7 +401,8 @@ _ATTR_KIND = {"group": "int", "transA": "int", "transB": "int", "ceil_mode": "in
               "training_mode": "int", "axis": "int", "seed": "int", "spatial": "int",
               "kernel_shape": "ints", "strides": "ints", "pads": "ints", "dilations": "ints",
               "alpha": "float", "beta": "float", "epsilon": "float", "momentum": "float",
-              "ratio": "float", "min": "bound", "max": "bound", "auto_pad": "str"}
+              "ratio": "float", "min": "bound", "max": "bound", "auto_pad": "str",
+              "axes": "ints", "keepdims": "int", "noop_with_empty_axes": "int"}
 
 
 def _attr_value(node, key, v):
@@ -454,7 +482,8 @@ _ARITY = {"Conv": (2, 3), "Gemm": (2, 3), "MatMul": (2, 3), "Relu": (1, 1), "Cli
           "Concat": (1, 1 << 16), "Flatten": (1, 1), "Reshape": (2, 2),
           "BatchNormalization": (5, 5), "Softmax": (1, 1), "Identity": (1, 1),
           "Dropout": (1, 3), "Mul": (2, 2), "Sigmoid": (1, 1), "Tanh": (1, 1),
-          "HardSigmoid": (1, 1), "HardSwish": (1, 1), "LeakyRelu": (1, 1)}
+          "HardSigmoid": (1, 1), "HardSwish": (1, 1), "LeakyRelu": (1, 1),
+          "ReduceMean": (1, 2)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,8 +663,11 @@ def _s_reshape(node, model, shapes):
     if target.ndim != 1 or target.dtype.kind not in "iu":
         raise _err(node, f"shape: expected a 1-D integer tensor, got {target.dtype} "
                          f"{target.shape}")
-    if int(node.attrs.get("allowzero", 0)):
-        raise _err(node, "allowzero=1 is not supported")
+    if int(node.attrs.get("allowzero", 0)) and 0 in target.tolist():
+        # (allowzero=1 without a 0 in the shape, as torch's dynamo exporter writes it, is the
+        # same Reshape)
+        raise _err(node, "allowzero=1 with a 0 in the shape (a dimension of size 0) is not "
+                         "supported")
     x = shapes[0]
     out = []
     for i, t in enumerate(int(v) for v in target):
@@ -694,11 +726,28 @@ def _s_softmax(node, model, shapes):
     return [x]
 
 
+def _s_reduce_mean(node, model, shapes):
+    x = shapes[0]
+    given = None
+    if len(node.inputs) > 1 and node.inputs[1]:
+        if "axes" in node.attrs:
+            raise _err(node, "axes given both as an attribute and as an input")
+        given = _need_const(node, model, 1, "axes")
+        if given.ndim != 1 or given.dtype.kind not in "iu":
+            raise _err(node, f"axes: expected a 1-D integer tensor, got {given.dtype} "
+                             f"{given.shape}")
+    axes = reduce_axes(node, given, len(x))
+    if int(node.attrs.get("keepdims", 1)):
+        return [tuple(1 if i in axes else d for i, d in enumerate(x))]
+    return [tuple(d for i, d in enumerate(x) if i not in axes)]
+
+
 _SHAPE = {"Conv": _s_conv, "Gemm": _s_gemm, "MatMul": _s_matmul, "Relu": _s_same,
           "Clip": _s_clip, "MaxPool": _s_pool, "AveragePool": _s_pool,
           "GlobalAveragePool": _s_gap, "Add": _s_add, "Concat": _s_concat,
           "Flatten": _s_flatten, "Reshape": _s_reshape, "BatchNormalization": _s_bn,
           "Softmax": _s_softmax, "Identity": _s_same, "Dropout": _s_same, "Mul": _s_add,
+          "ReduceMean": _s_reduce_mean,
           **{op: _s_same for op in UNARY}}
 
 
@@ -846,6 +895,9 @@ class Model:
 
         Every node must be one of the supported ops (see the module doc) with attributes
         quantc runs; ``Constant`` nodes become initializers. Errors name the node and op.
+        Tensors stored as external data (``MODEL.onnx.data`` beside the file, as
+        ``torch.onnx.export`` writes by default) are read from the model's folder, with their
+        location and byte ranges checked.
         """
         from .onnx_io import model_from_onnx
         return model_from_onnx(model)

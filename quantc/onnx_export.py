@@ -35,13 +35,15 @@ def _dims(shape, name=None):
 
 
 def _opset_attrs(model, n, const):
-    """(attributes, extra inputs) of node ``n`` in opset OPSET: fused activation dropped
-    (written as its own node), older opsets' attributes moved or dropped (Clip's min/max
-    become inputs made with ``const(stem, value)``; Dropout's ratio does not act at
-    inference; BatchNormalization's spatial is 1), auto_pad resolved to explicit pads
-    (onnxruntime refuses SAME with dilations)."""
+    """(op, attributes, extra inputs, number of the node's inputs written) of node ``n`` in
+    opset OPSET: fused activation dropped (written as its own node), older opsets' attributes
+    moved or dropped (Clip's min/max become inputs made with ``const(stem, value)``;
+    Dropout's ratio does not act at inference; BatchNormalization's spatial is 1), opset 18's
+    ReduceMean as opset 13's (axes an attribute; noop_with_empty_axes without axes is an
+    Identity), auto_pad resolved to explicit pads (onnxruntime refuses SAME with
+    dilations)."""
     attrs = {k: v for k, v in n.attrs.items() if k != "activation"}
-    extra = []
+    op, extra, n_in = n.op, [], len(n.inputs)
     if n.op == "Clip" and ("min" in attrs or "max" in attrs):
         extra = _clip_bounds(n.name + "_min", attrs.pop("min", -math.inf),
                              n.name + "_max", attrs.pop("max", math.inf), const)
@@ -51,6 +53,14 @@ def _opset_attrs(model, n, const):
         attrs.pop("spatial", None)
     elif n.op == "AveragePool":
         attrs.pop("dilations", None)  # (1, 1): others are refused when the model is built
+    elif n.op == "ReduceMean":
+        if n_in > 1 and n.inputs[1]:
+            attrs["axes"] = [int(a) for a in model.initializers[n.inputs[1]].reshape(-1)]
+        n_in = 1
+        if int(attrs.pop("noop_with_empty_axes", 0)) and not attrs.get("axes"):
+            op, attrs = "Identity", {}
+        elif not attrs.get("axes"):
+            attrs.pop("axes", None)  # none given: every axis
     if n.op in ("Conv", "MaxPool", "AveragePool") and attrs.get("auto_pad", "NOTSET") != \
             "NOTSET":
         from .model import _pool_geometry
@@ -58,7 +68,7 @@ def _opset_attrs(model, n, const):
             model.initializers[n.inputs[1]].shape[2:]
         attrs["pads"] = list(_pool_geometry(n, model.shapes[n.inputs[0]], k)[1])
         del attrs["auto_pad"]
-    return attrs, extra
+    return op, attrs, extra, n_in
 
 
 def _activation(n, out, fresh, const, node):
@@ -95,8 +105,10 @@ def quantized_to_onnx(qm, path=None):
     nodes, inits = [], []
     count = [0]
     skip = ("Conv", "Gemm", "MatMul", "Add", "Concat")  # their constants are written quantized
+    # (ReduceMean's axes are written as its attribute)
     kept = {k for k in m.initializers if k in m.outputs or any(
-        k in n.inputs for n in m.nodes if not (qm.kinds[n.name] == "int8" and n.op in skip))}
+        k in n.inputs[:1 if n.op == "ReduceMean" else None] for n in m.nodes
+        if not (qm.kinds[n.name] == "int8" and n.op in skip))}
     # new names avoid what the exported graph holds (not the float weights it leaves out)
     fresh = namer(set(m.inputs) | set(m.outputs) | kept | {o for n in m.nodes
                                                            for o in n.outputs})
@@ -174,9 +186,8 @@ def quantized_to_onnx(qm, path=None):
     for n in m.nodes:
         is_int8 = qm.kinds[n.name] == "int8"
         out = float_name(n.outputs[0])
-        attrs, extra = _opset_attrs(m, n, const)
+        n_op, attrs, extra, n_in = _opset_attrs(m, n, const)
         wd = qm.weights.get(n.name)
-        n_op = n.op
         if is_int8 and n.op in ("Conv", "Gemm", "MatMul"):
             x = arg(n.inputs[0], True)
             w, ws = wd["weight"], wd["weight_scale"]
@@ -206,7 +217,7 @@ def quantized_to_onnx(qm, path=None):
                     ins.append(dequantized(f"{n.name}_const{i}", q, np.float32(s),
                                            np.asarray(z, q.dtype)))
         else:
-            ins = [arg(t, is_int8) for t in n.inputs] + extra
+            ins = [arg(t, is_int8) for t in n.inputs[:n_in]] + extra
         # a float output clamped to its given (trained) range, as qm runs it (_int8_step)
         clamp = n.outputs[0] in qm._range_clamped
         dest = fresh(out + "_unclamped") if clamp else out
@@ -250,7 +261,11 @@ def model_to_onnx(model, path=None):
     onnx = _onnx("Model.to_onnx")
     from onnx import TensorProto, helper, numpy_helper
     nodes = []
-    inits = [numpy_helper.from_array(v, k) for k, v in model.initializers.items()]
+    # (a ReduceMean's axes are written as its attribute: not as a tensor nothing reads)
+    axes = {n.inputs[1] for n in model.nodes if n.op == "ReduceMean" and len(n.inputs) > 1}
+    axes -= {i for n in model.nodes for i in n.inputs[:1 if n.op == "ReduceMean" else None]}
+    inits = [numpy_helper.from_array(v, k) for k, v in model.initializers.items()
+             if k not in axes or k in model.outputs]
     fresh = namer(tensor_names(model))
     fresh_node = namer(n.name for n in model.nodes)
 
@@ -265,14 +280,15 @@ def model_to_onnx(model, path=None):
         nodes.append(helper.make_node(op, list(ins), list(outs), name=name, **attrs))
 
     for n in model.nodes:
-        attrs, extra = _opset_attrs(model, n, const)
+        op, attrs, extra, n_in = _opset_attrs(model, n, const)
         target, finish = _activation(n, n.outputs[0], fresh, const, node)
         if n.op == "MatMul" and len(n.inputs) > 2:  # planned MatMul + bias: ONNX's two nodes
             product = fresh(n.outputs[0] + "_nobias")
             node("MatMul", n.inputs[:2], [product], n.name)
             node("Add", [product, n.inputs[2]], [target], fresh_node(n.name + "_bias"))
         else:
-            node(n.op, list(n.inputs) + extra, [target] + list(n.outputs[1:]), n.name, **attrs)
+            node(op, list(n.inputs[:n_in]) + extra, [target] + list(n.outputs[1:]), n.name,
+                 **attrs)
         if finish is not None:
             finish()
     ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT, _dims(v, k))

@@ -7,6 +7,8 @@ attributes as Python values. Only the default domain is read. Two older opsets d
 the opset-13 semantics the Model runs: Clip before opset 11 takes ``min``/``max`` as
 attributes (the Model accepts them), and Softmax before opset 13 flattens its input to 2-D at
 ``axis`` (default 1), which equals opset 13's Softmax only when ``axis`` is the last axis.
+Tensors stored as external data (torch.onnx.export's default exporter writes its weights to
+``MODEL.onnx.data``) are read from files in the model's own folder, after the ops are checked.
 """
 import os
 
@@ -45,7 +47,7 @@ def _load(model, onnx):
         if not os.path.isfile(label):
             raise FileNotFoundError(f"{label}: no such file")
         try:
-            # external data is refused below, so never read it
+            # external data is read below, with its location and sizes checked
             proto = onnx.load(label, load_external_data=False)
         except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ...
             raise ValueError(f"{label}: not a valid ONNX model ({type(e).__name__}: {e})") \
@@ -57,11 +59,81 @@ def _load(model, onnx):
     # deeper is checked node by node (onnx.checker would also refuse models onnxruntime runs)
     if proto.ir_version < 1 or not proto.graph.output:
         raise ValueError(f"{label}: not a valid ONNX model (no IR version or no graph outputs)")
+    return proto, label
+
+
+def _load_external(proto, model, label, onnx):
+    """Read every tensor of ``proto`` stored as external data (see _read_external)."""
+    base = None if isinstance(model, onnx.ModelProto) else os.path.dirname(os.path.abspath(label))
     for t in proto.graph.initializer:
         if t.data_location == onnx.TensorProto.EXTERNAL:
-            raise ValueError(f"{label}: initializer {t.name!r}{_used_by(proto.graph, t.name)} "
-                             f"is stored as external data, which is not supported")
-    return proto, label
+            _read_external(t, f"{label}: initializer {t.name!r}{_used_by(proto.graph, t.name)}",
+                           base, onnx)
+    for n in proto.graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and \
+                    a.t.data_location == onnx.TensorProto.EXTERNAL:
+                _read_external(a.t, f"{label}: node {_name(n)!r} ({n.op_type}) attribute "
+                                    f"{a.name}", base, onnx)
+
+
+# bytes per element of the tensor types _array reads
+_ITEMSIZE = {"FLOAT": 4, "DOUBLE": 8, "INT64": 8, "INT32": 4, "INT16": 2, "INT8": 1, "UINT8": 1}
+
+
+def _read_external(t, what, base, onnx):
+    """Fill TensorProto ``t``'s raw_data from its external data file (what torch.onnx.export
+    writes beside the model: ``MODEL.onnx.data``), in place. The file must lie in the model's
+    folder (a location that is absolute, climbs out with ``..`` or leads out through a link is
+    refused) and the byte range [offset, offset + length) inside it, ``length`` the tensor's
+    size; read with plain file reads. ``base``: the model's folder (None: the model was given
+    as a ModelProto, whose external data has no folder to be read from)."""
+    T = onnx.TensorProto
+    name = T.DataType.Name(t.data_type) if t.data_type in T.DataType.values() else None
+    if name not in _ITEMSIZE:
+        return  # _array names the unsupported type, before any byte is read
+    if base is None:
+        raise ValueError(f"{what} is stored as external data: pass the file's path, or load "
+                         f"it with onnx.load(path), which reads that data")
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location", "")
+    parts = loc.replace("\\", "/").split("/")
+    if not loc or os.path.isabs(loc) or ".." in parts or "\0" in loc:
+        raise ValueError(f"{what}: external data location {loc!r} is not a file name in the "
+                         f"model's folder")
+    path = os.path.join(base, *parts)
+    real_base = os.path.realpath(base)
+    if os.path.commonpath([os.path.realpath(path), real_base]) != real_base:
+        raise ValueError(f"{what}: external data location {loc!r} leads out of the model's "
+                         f"folder")
+    if not os.path.isfile(path):
+        raise ValueError(f"{what}: external data file {path} not found")
+    try:
+        offset = int(info.get("offset", 0))
+        size = _ITEMSIZE[name]
+        for d in t.dims:
+            size *= int(d)  # Python ints: no wraparound
+        length = int(info.get("length", size))
+    except ValueError:
+        raise ValueError(f"{what}: external data offset/length {info.get('offset')!r}/"
+                         f"{info.get('length')!r} are not integers") from None
+    if any(d < 0 for d in t.dims):
+        raise ValueError(f"{what}: expected dimensions >= 0, got {list(t.dims)}")
+    if length != size or offset < 0:
+        raise ValueError(f"{what}: external data of {length} bytes at offset {offset}, the "
+                         f"shape {list(t.dims)} of {name} needs {size} bytes")
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        if offset + length > end:
+            raise ValueError(f"{what}: external data bytes [{offset}, {offset + length}) lie "
+                             f"past the end of {path} ({end} bytes)")
+        f.seek(offset)
+        raw = f.read(length)
+    if len(raw) != length:
+        raise ValueError(f"{what}: could read only {len(raw)} of {length} bytes of {path}")
+    t.raw_data = raw
+    del t.external_data[:]
+    t.data_location = T.DEFAULT
 
 
 def _array(t, what, onnx):
@@ -142,6 +214,7 @@ def model_from_onnx(model):
             raise _node_err(n, f"unsupported op {n.op_type!r} (supported: "
                                f"{', '.join(SUPPORTED_OPS)})")
 
+    _load_external(proto, model, label, onnx)
     inits = {}
     for t in g.initializer:
         if t.name in inits:

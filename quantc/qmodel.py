@@ -3,11 +3,13 @@
 :func:`quantize_model` takes a float model to a :class:`QuantizedModel` in three steps:
 
 1. **Plan** (once, on the float graph): nodes that read only constants are computed (a
-   constant may be a graph output); BatchNormalization following a Conv or Gemm is folded
-   into its weights and bias (in float64, rounded once to float32); a Relu, or a Clip whose
-   range contains 0 (ReLU6), following a Conv, Gemm, MatMul or Add whose result nobody else
-   reads is fused into it as its ``activation`` (several in a row, as Relu then Clip(0, 6),
-   fuse into one clamp with the tightest bounds). The planned graph is still a float model.
+   constant may be a graph output); a ReduceMean over the spatial axes of a 4-D tensor
+   becomes a GlobalAveragePool (and a Flatten for keepdims=0); BatchNormalization following
+   a Conv or Gemm is folded into its weights and bias (in float64, rounded once to float32);
+   a Relu, or a Clip whose range contains 0 (ReLU6), following a Conv, Gemm, MatMul or Add
+   whose result nobody else reads is fused into it as its ``activation`` (several in a row,
+   as Relu then Clip(0, 6), fuse into one clamp with the tightest bounds). The planned graph
+   is still a float model.
 2. **Calibrate**: the planned model runs in float over the calibration batches; an observer
    per activation (``method``: minmax, moving_average, percentile, entropy, mse) records its
    range, one batch at a time (memory does not grow with the number of batches).
@@ -161,11 +163,33 @@ def _fold_constants(model, init):
         ints = n.op in ("Concat", "Reshape", "Flatten", "Identity", "Dropout") and all(
             a.dtype.kind in "iu" for a in data)
         if not ints:
-            ins = [a if a is None or (n.op == "Reshape" and k == 1) else a.astype(np.float32)
-                   for k, a in enumerate(ins)]
+            ins = [a if a is None or (n.op in ("Reshape", "ReduceMean") and k == 1)
+                   else a.astype(np.float32) for k, a in enumerate(ins)]
         res = evaluate(n, ins)[0]
         init[n.outputs[0]] = np.asarray(res) if ints else np.asarray(res, np.float32)
     return kept
+
+
+def _spatial_means(nodes, model, init, fresh):
+    """``nodes`` with each ReduceMean over the two spatial axes of a 4-D tensor (what torch's
+    dynamo exporter writes for AdaptiveAvgPool2d(1)) as a GlobalAveragePool, followed by a
+    Flatten for keepdims=0: the same values, on the int8 pooling kernel."""
+    from .model import reduce_axes
+    out, node_name = [], namer(n.name for n in nodes)
+    for n in nodes:
+        shape = model.shapes.get(n.inputs[0]) if n.op == "ReduceMean" else None
+        axes_in = n.inputs[1] if len(n.inputs) > 1 and n.inputs[1] else None
+        if shape is None or len(shape) != 4 or \
+                reduce_axes(n, None if axes_in is None else init[axes_in], 4) != (2, 3):
+            out.append(n)
+        elif int(n.attrs.get("keepdims", 1)):
+            out.append(Node("GlobalAveragePool", n.inputs[:1], n.outputs, {}, n.name))
+        else:
+            pooled = fresh(n.outputs[0] + ".pooled")
+            out.append(Node("GlobalAveragePool", n.inputs[:1], (pooled,), {}, n.name))
+            out.append(Node("Flatten", (pooled,), n.outputs, {"axis": 1},
+                            node_name(n.name + ".flatten")))
+    return out
 
 
 def _planned_gemm(n, init):
@@ -188,6 +212,7 @@ def plan(model, *, keep=()):
     init = dict(model.initializers)
     nodes = _fold_constants(model, init)
     fresh = namer(tensor_names(model))  # new tensors never take a name the model uses
+    nodes = _spatial_means(nodes, model, init, fresh)
     for n in nodes:  # int8 Gemms as x @ w.T + bias: w (out, in) with alpha, bias with beta
         if n.op == "Gemm" and _is_quantizable(n, model, init) and not _planned_gemm(n, init):
             w, b = _gemm_weight(n, model, init)

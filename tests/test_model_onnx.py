@@ -402,16 +402,6 @@ def test_float16_weight(tmp_path):
         Model.from_onnx(save(proto, tmp_path))
 
 
-def test_external_data(tmp_path):
-    node = helper.make_node("Conv", ["x", "w"], ["y"])
-    proto = build([node], {"w": rnd(8, 3, 3, 3)})
-    path = tmp_path / "m.onnx"
-    onnx.save(proto, path, save_as_external_data=True, location="w.bin", size_threshold=0)
-    with pytest.raises(ValueError, match=r"initializer 'w' \(input of node 'Conv_y' \(Conv\)\) "
-                                         r"is stored as external data"):
-        Model.from_onnx(path)
-
-
 def test_unsupported_constant(tmp_path):
     node = helper.make_node("Constant", [], ["c"], name="c0", value_string="text")
     with pytest.raises(ValueError, match=r"node 'c0' \(Constant\): attribute value_string"):
@@ -1081,3 +1071,234 @@ def test_a_weight_layer_without_int8_weights_runs_in_float(tmp_path):
     assert back.kinds[gemm] == "float"
     np.testing.assert_array_equal(back(xs), old(xs))
     np.testing.assert_allclose(old(xs), m(xs), atol=2 * qm.qparams["y"].scale)
+
+
+# ------------------------------------------- what torch.onnx.export writes by default (dynamo)
+
+def _save_external(proto, path, location="m.onnx.data"):
+    """Write ``proto`` to ``path`` with every tensor (a Constant's too) in the external file
+    ``location`` (torch.onnx.export's dynamo exporter writes ``MODEL.onnx.data`` so)."""
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=location, size_threshold=0, convert_attribute=True)
+    return path
+
+
+def _conv_gemm(opset=17):
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Constant", [], ["g"], name="const_g",
+                              value=numpy_helper.from_array(rnd(5, 4 * 4 * 4, seed=4), "g")),
+             helper.make_node("Gemm", ["f", "G"], ["h"], transB=1),
+             helper.make_node("Gemm", ["f", "g"], ["k"], transB=1),
+             helper.make_node("Add", ["h", "k"], ["y"])]
+    inits = {"W": rnd(4, 3, 3, 3), "B": rnd(4, seed=2), "G": rnd(5, 4 * 4 * 4, seed=3)}
+    return _graph(nodes, {"x": ("N", 3, 4, 4)}, ["y"], inits, opset)
+
+
+def test_external_data_is_read(tmp_path):
+    """Initializers in an external data file beside the model read as onnx.load reads them."""
+    path = _save_external(_conv_gemm(), tmp_path / "m.onnx")
+    assert os.path.getsize(path) < 1000 < os.path.getsize(tmp_path / "m.onnx.data")
+    proto = onnx.load(str(path), load_external_data=False)
+    assert proto.graph.node[3].attribute[0].t.data_location == TensorProto.EXTERNAL
+    m = Model.from_onnx(path)
+    ref = Model.from_onnx(onnx.load(str(path)))  # onnx's own reader fills the data in
+    assert set(m.initializers) == set(ref.initializers) == {"W", "B", "G", "g"}
+    for k, v in ref.initializers.items():
+        np.testing.assert_array_equal(m.initializers[k], v, err_msg=k)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert_close(m(x), sess.run(None, {"x": x})[0])
+
+
+def _edit_external(path, name, **entries):
+    """The model at ``path`` with initializer ``name``'s external_data entries replaced."""
+    proto = onnx.load(str(path), load_external_data=False)
+    t = next(t for t in proto.graph.initializer if t.name == name)
+    info = {e.key: e.value for e in t.external_data}
+    info.update(entries)
+    del t.external_data[:]
+    for k, v in info.items():
+        if v is not None:
+            t.external_data.add(key=k, value=v)
+    out = path.parent / "edited.onnx"
+    out.write_bytes(proto.SerializeToString())
+    return out
+
+
+def test_external_data_errors(tmp_path):
+    """A location outside the model's folder, a missing file, a byte range that does not fit
+    the tensor or the file: a ValueError naming the file and the initializer; nothing is read
+    from outside the folder."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = _save_external(_conv_gemm(), folder / "m.onnx")
+    (tmp_path / "outside.data").write_bytes(bytes(4096))
+    (folder / "link.data").symlink_to(tmp_path / "outside.data")
+    (folder / "sub").mkdir()
+    size = 4 * 3 * 3 * 3 * 4
+    for entries, msg in [
+            ({"location": "../outside.data"}, r"location '\.\./outside\.data' is not a file name"),
+            ({"location": str(tmp_path / "outside.data")}, "is not a file name in the model"),
+            ({"location": "sub/../../outside.data"}, "is not a file name"),
+            ({"location": "link.data"}, "leads out of the model's folder"),
+            ({"location": "nope.data"}, "external data file .*nope.data not found"),
+            ({"location": "sub"}, "external data file .*sub not found"),
+            ({"location": None}, "location '' is not a file name"),
+            ({"length": str(size - 4)}, f"{size - 4} bytes at offset 0, the shape "
+                                        rf"\[4, 3, 3, 3\] of FLOAT needs {size} bytes"),
+            ({"offset": "-4"}, "at offset -4"),
+            ({"offset": "abc"}, "offset/length 'abc'/.* are not integers"),
+            ({"offset": str(10 ** 6)}, r"bytes \[1000000, 1000432\) lie past the end of")]:
+        bad = _edit_external(path, "W", **entries)
+        with pytest.raises(ValueError, match=r"edited.onnx: initializer 'W' \(input of node "
+                                             r"'Conv_c' \(Conv\)\).*" + msg):
+            Model.from_onnx(bad)
+    # a ModelProto whose data was left outside (onnx.load(..., load_external_data=False))
+    proto = onnx.load(str(path), load_external_data=False)
+    with pytest.raises(ValueError, match="model: initializer 'W'.*is stored as external data: "
+                                         r"pass the file's path, or load it with onnx.load"):
+        Model.from_onnx(proto)
+    assert (folder / "m.onnx.data").stat().st_size > 0  # nothing was written
+
+
+def test_external_data_of_an_unsupported_type_is_not_read(tmp_path):
+    proto = _conv_gemm()
+    proto.graph.initializer[0].CopyFrom(numpy_helper.from_array(
+        np.ones((4, 3, 3, 3), np.float16), "W"))
+    path = _save_external(proto, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="initializer 'W'.*data type FLOAT16 is not supported"):
+        Model.from_onnx(path)
+
+
+REDUCE_MEAN = [  # opset, axes, keepdims, noop_with_empty_axes
+    (13, None, 1, None), (13, None, 0, None), (13, [2, 3], 1, None), (13, [-1, -2], 0, None),
+    (13, [1], 1, None), (13, [0, 2], 0, None),
+    (18, [2, 3], 1, None), (18, [3, 2], 0, None), (18, [1], 0, None), (18, None, 1, None),
+    (18, [], 0, None), (18, [], 1, 1), (18, None, 0, 1), (18, [2, 3], 1, 1)]
+
+
+def _reduce_mean_graph(opset, axes, keepdims, noop):
+    attrs, ins, inits = {"keepdims": keepdims}, ["c"], {"W": rnd(3, 3, 3, 3)}
+    if noop is not None:
+        attrs["noop_with_empty_axes"] = noop
+    if axes is not None:
+        if opset >= 18:
+            inits["axes"] = np.array(axes, np.int64)
+            ins.append("axes")
+        else:
+            attrs["axes"] = axes
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMean", ins, ["y"], **attrs)]
+    return _graph(nodes, {"x": ("N", 3, 4, 5)}, ["y"], inits, opset)
+
+
+@pytest.mark.parametrize("opset, axes, keepdims, noop", REDUCE_MEAN)
+def test_reduce_mean(tmp_path, opset, axes, keepdims, noop):
+    """ReduceMean (axes an attribute, or from opset 18 an input) as onnxruntime runs it; over
+    the two spatial axes of a 4-D tensor it runs in int8 as a GlobalAveragePool (torch's
+    dynamo export of AdaptiveAvgPool2d(1)), elsewhere in float; both exports run."""
+    import quantc as qc
+    proto = _reduce_mean_graph(opset, axes, keepdims, noop)
+    m = Model.from_onnx(proto)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    want = ort.InferenceSession(proto.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = m(x)
+    assert got.shape == want.shape
+    assert_close(got, want)
+    again = ort.InferenceSession(m.to_onnx().SerializeToString(),
+                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert_close(again, want)
+    qm = qc.quantize_model(m, [x], progress=False)
+    spatial = axes is not None and sorted(a % 4 for a in axes) == [2, 3]
+    ops = [n.op for n in qm.model.nodes]
+    assert ("GlobalAveragePool" in ops) == spatial
+    assert set(qm.kinds.values()) == ({"int8"} if spatial else {"int8", "float"})
+    # each value of c is within one step of it (rounding, the weights' error) and so is their
+    # mean; y's own rounding adds at most one of its steps (a mean's range can be far
+    # narrower than its input's: a whole-tensor mean is one number)
+    y = qm(x)
+    s_c, s_y = qm.qparams["c"].scale, qm.output_qparams["y"][0]
+    np.testing.assert_allclose(y, want, atol=s_c + s_y, rtol=0)
+    sess = ort.InferenceSession(qm.to_onnx().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], y, atol=1.0001 * s_y, rtol=0)
+
+
+@pytest.mark.parametrize("attrs, axes, msg", [
+    ({"axes": [4]}, None, r"axes \[4\] out of range for rank 4"),
+    ({"axes": [1, -3]}, None, r"axes \[1, -3\]: an axis is repeated"),
+    ({"axes": [1]}, np.array([2], np.int64), "axes given both as an attribute and as an input"),
+    ({}, np.array([[2]], np.int64), "axes: expected a 1-D integer tensor"),
+    ({}, "x2", r"axes \(input 1, 'x2'\) must be a constant initializer")])
+def test_reduce_mean_errors(attrs, axes, msg):
+    ins, inits = ["x"], {}
+    if isinstance(axes, str):
+        ins.append(axes)
+    elif axes is not None:
+        ins.append("a")
+        inits["a"] = axes
+    graph_ins = {"x": ("N", 3, 4, 5)}
+    if isinstance(axes, str):
+        graph_ins[axes] = (1,)
+    proto = _graph([helper.make_node("ReduceMean", ins, ["y"], name="rm", **attrs)], graph_ins,
+                   ["y"], inits, 18)
+    with pytest.raises(ValueError, match=r"node 'rm' \(ReduceMean\): " + msg):
+        Model.from_onnx(proto)
+
+
+def test_reshape_allowzero_without_a_zero(tmp_path):
+    """allowzero=1 (as the dynamo exporter writes it) changes nothing without a 0 in the
+    shape; with one (a dimension of size 0) it is still refused."""
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["y"], allowzero=1, name="r")]
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    m = Model.from_onnx(_graph(nodes, {"x": (2, 3, 4)}, ["y"], {"s": np.array([2, -1])}, 18))
+    np.testing.assert_array_equal(m(x), x.reshape(2, 12))
+    with pytest.raises(ValueError, match=r"node 'r' \(Reshape\): allowzero=1 with a 0"):
+        Model.from_onnx(_graph(nodes, {"x": (2, 3, 4)}, ["y"], {"s": np.array([0, -1])}, 18))
+
+
+def test_torch_dynamo_export(tmp_path, exported):
+    """torch.onnx.export's default exporter (dynamo=True, needs onnxscript): external data,
+    opset 18+, ReduceMean for the global pooling, Reshape with allowzero=1; read, run and
+    converted with every layer in int8."""
+    pytest.importorskip("onnxscript")
+    import logging
+    import warnings
+    import torch
+    import quantc as qc
+    net, legacy = exported
+    path = tmp_path / "dyn.onnx"
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            torch.onnx.export(net, (x,), str(path), input_names=["input"], dynamo=True,
+                              dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                              verbose=False)
+        finally:
+            logging.disable(logging.NOTSET)
+    assert (tmp_path / "dyn.onnx.data").exists()
+    m = Model.from_onnx(path)
+    assert "ReduceMean" in {n.op for n in m.nodes}
+    with torch.no_grad():
+        want = net(x).numpy()
+    assert_close(m(x.numpy()), want, "torch", tol=1e-4)
+    calib = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(k)).numpy()
+             for k in range(2)]
+    qm = qc.quantize_model(m, calib, progress=False)
+    assert set(qm.kinds.values()) == {"int8"}
+    got = qm(x.numpy())
+    # as close to float as the same network exported by the TorchScript exporter (these small
+    # random networks are far from float in int8 either way, MobileNetV2's most)
+    ql = qc.quantize_model(Model.from_onnx(legacy), calib, progress=False)
+
+    def cos(a):
+        return np.sum(a * want) / (np.linalg.norm(a) * np.linalg.norm(want))
+    assert abs(cos(got) - cos(ql(x.numpy()))) < 0.01, (cos(got), cos(ql(x.numpy())))
+    sess = ort.InferenceSession(qm.to_onnx().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"input": x.numpy()})[0].shape == got.shape
