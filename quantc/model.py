@@ -9,7 +9,8 @@ graph output names. Ops and attributes are ONNX's (opset 13 and later), so a mod
     Conv, Gemm, MatMul, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Add, Mul,
     Concat, Flatten, Reshape, BatchNormalization, Softmax, Identity, Dropout (inference:
     identity), Sigmoid, Tanh, HardSigmoid, HardSwish, LeakyRelu, ReduceMean (axes as an
-    attribute or, from opset 18, a constant input)
+    attribute or, from opset 18, a constant input), Transpose, Squeeze, Unsqueeze (axes as
+    an attribute or, from opset 13, a constant input)
 
 Every op, attribute and shape is checked when the model is built (shapes are inferred with
 ``None`` for unknown dimensions), so an unsupported op or a weight of the wrong shape is an
@@ -299,6 +300,71 @@ def _f_reshape(node, ins, a):
     return _run_reshape(node, ins[0], [int(t) for t in ins[1]])
 
 
+def _axes_of(node, axes_input):
+    """A Squeeze/Unsqueeze node's axes: its second input (opset 13+) or attribute, or None."""
+    if axes_input is not None:
+        return [int(v) for v in np.asarray(axes_input).reshape(-1)]
+    axes = node.attrs.get("axes")
+    return None if axes is None else list(axes)
+
+
+def _normalized_axes(node, axes, rank):
+    if any(not -rank <= a < rank for a in axes):
+        raise _err(node, f"axes {axes} out of range for rank {rank}")
+    norm = sorted(a % rank for a in axes)
+    if len(set(norm)) != len(norm):
+        raise _err(node, f"axes {axes}: an axis is repeated")
+    return norm
+
+
+def squeezed_shape(node, axes_input, shape):
+    """The output shape of Squeeze ``node`` on ``shape`` (None: an unknown dimension); a
+    squeezed axis must have size 1 (unknown is taken on trust, checked at run time)."""
+    axes = _axes_of(node, axes_input)
+    if not axes:
+        if any(d is None for d in shape):
+            raise _err(node, f"Squeeze without axes needs every dimension known, got "
+                             f"{_fmt_shape(shape)}")
+        return tuple(d for d in shape if d != 1)
+    norm = _normalized_axes(node, axes, len(shape))
+    for a in norm:
+        if shape[a] not in (1, None):
+            raise _err(node, f"axis {a} has size {shape[a]}, not 1: it cannot be squeezed")
+    return tuple(d for i, d in enumerate(shape) if i not in norm)
+
+
+def unsqueezed_shape(node, axes_input, shape):
+    """The output shape of Unsqueeze ``node`` on ``shape``."""
+    axes = _axes_of(node, axes_input)
+    if not axes:
+        raise _err(node, "axes are required")
+    rank = len(shape) + len(axes)
+    norm = _normalized_axes(node, axes, rank)
+    it = iter(shape)
+    return tuple(1 if i in norm else next(it) for i in range(rank))
+
+
+def transpose_perm(node, rank):
+    """A Transpose node's permutation (default: the axes reversed)."""
+    perm = node.attrs.get("perm")
+    if perm is None:
+        return tuple(range(rank - 1, -1, -1))
+    if sorted(perm) != list(range(rank)):
+        raise _err(node, f"perm {list(perm)} is not a permutation of the {rank} axes")
+    return tuple(perm)
+
+
+def _f_squeeze(node, ins, a):
+    x = ins[0]
+    shape = squeezed_shape(node, ins[1] if len(ins) > 1 else None, x.shape)
+    return x.reshape(shape)
+
+
+def _f_unsqueeze(node, ins, a):
+    x = ins[0]
+    return x.reshape(unsqueezed_shape(node, ins[1] if len(ins) > 1 else None, x.shape))
+
+
 def reduce_axes(node, axes_input, rank):
     """The axes a ReduceMean node averages over, as a sorted tuple of non-negative ints
     (every axis when none are given; () for noop_with_empty_axes=1 without axes).
@@ -307,12 +373,7 @@ def reduce_axes(node, axes_input, rank):
         [int(v) for v in np.asarray(axes_input).reshape(-1)]
     if not axes:
         return () if int(node.attrs.get("noop_with_empty_axes", 0)) else tuple(range(rank))
-    if any(not -rank <= a < rank for a in axes):
-        raise _err(node, f"axes {list(axes)} out of range for rank {rank}")
-    norm = sorted(a % rank for a in axes)
-    if len(set(norm)) != len(norm):
-        raise _err(node, f"axes {list(axes)}: an axis is repeated")
-    return tuple(norm)
+    return tuple(_normalized_axes(node, list(axes), rank))
 
 
 def _f_reduce_mean(node, ins, a):
@@ -365,6 +426,9 @@ _FLOAT = {
     "Identity": lambda n, ins, a: ins[0],
     "Dropout": lambda n, ins, a: ins[0],
     "ReduceMean": _f_reduce_mean,
+    "Transpose": lambda n, ins, a: np.transpose(ins[0], transpose_perm(n, ins[0].ndim)),
+    "Squeeze": _f_squeeze,
+    "Unsqueeze": _f_unsqueeze,
     **{op: (lambda f: lambda n, ins, a: f(n, ins[0]))(f) for op, f in UNARY.items()},
 }
 
@@ -392,6 +456,7 @@ _ATTRS = {
     "Sigmoid": set(), "Tanh": set(), "HardSigmoid": {"alpha", "beta"}, "HardSwish": set(),
     "LeakyRelu": {"alpha"},
     "ReduceMean": {"axes", "keepdims", "noop_with_empty_axes"},
+    "Transpose": {"perm"}, "Squeeze": {"axes"}, "Unsqueeze": {"axes"},
 }
 SUPPORTED_OPS = tuple(_FLOAT)
 # the type of each attribute's value (ONNX's INT, INTS, FLOAT, STRING); "activation" is
@@ -402,7 +467,8 @@ _ATTR_KIND = {"group": "int", "transA": "int", "transB": "int", "ceil_mode": "in
               "kernel_shape": "ints", "strides": "ints", "pads": "ints", "dilations": "ints",
               "alpha": "float", "beta": "float", "epsilon": "float", "momentum": "float",
               "ratio": "float", "min": "bound", "max": "bound", "auto_pad": "str",
-              "axes": "ints", "keepdims": "int", "noop_with_empty_axes": "int"}
+              "axes": "ints", "keepdims": "int", "noop_with_empty_axes": "int",
+              "perm": "ints"}
 
 
 def _attr_value(node, key, v):
@@ -483,7 +549,7 @@ _ARITY = {"Conv": (2, 3), "Gemm": (2, 3), "MatMul": (2, 3), "Relu": (1, 1), "Cli
           "BatchNormalization": (5, 5), "Softmax": (1, 1), "Identity": (1, 1),
           "Dropout": (1, 3), "Mul": (2, 2), "Sigmoid": (1, 1), "Tanh": (1, 1),
           "HardSigmoid": (1, 1), "HardSwish": (1, 1), "LeakyRelu": (1, 1),
-          "ReduceMean": (1, 2)}
+          "ReduceMean": (1, 2), "Transpose": (1, 1), "Squeeze": (1, 2), "Unsqueeze": (1, 2)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -728,18 +794,36 @@ def _s_softmax(node, model, shapes):
 
 def _s_reduce_mean(node, model, shapes):
     x = shapes[0]
-    given = None
-    if len(node.inputs) > 1 and node.inputs[1]:
-        if "axes" in node.attrs:
-            raise _err(node, "axes given both as an attribute and as an input")
-        given = _need_const(node, model, 1, "axes")
-        if given.ndim != 1 or given.dtype.kind not in "iu":
-            raise _err(node, f"axes: expected a 1-D integer tensor, got {given.dtype} "
-                             f"{given.shape}")
-    axes = reduce_axes(node, given, len(x))
+    axes = reduce_axes(node, _axes_input(node, model), len(x))
     if int(node.attrs.get("keepdims", 1)):
         return [tuple(1 if i in axes else d for i, d in enumerate(x))]
     return [tuple(d for i, d in enumerate(x) if i not in axes)]
+
+
+def _axes_input(node, model):
+    """The constant axes input of a Squeeze/Unsqueeze/ReduceMean (None without one)."""
+    if len(node.inputs) < 2 or not node.inputs[1]:
+        return None
+    if "axes" in node.attrs:
+        raise _err(node, "axes given both as an attribute and as an input")
+    given = _need_const(node, model, 1, "axes")
+    if given.ndim != 1 or given.dtype.kind not in "iu":
+        raise _err(node, f"axes: expected a 1-D integer tensor, got {given.dtype} "
+                         f"{given.shape}")
+    return given
+
+
+def _s_squeeze(node, model, shapes):
+    return [squeezed_shape(node, _axes_input(node, model), shapes[0])]
+
+
+def _s_unsqueeze(node, model, shapes):
+    return [unsqueezed_shape(node, _axes_input(node, model), shapes[0])]
+
+
+def _s_transpose(node, model, shapes):
+    x = shapes[0]
+    return [tuple(x[i] for i in transpose_perm(node, len(x)))]
 
 
 _SHAPE = {"Conv": _s_conv, "Gemm": _s_gemm, "MatMul": _s_matmul, "Relu": _s_same,
@@ -747,7 +831,8 @@ _SHAPE = {"Conv": _s_conv, "Gemm": _s_gemm, "MatMul": _s_matmul, "Relu": _s_same
           "GlobalAveragePool": _s_gap, "Add": _s_add, "Concat": _s_concat,
           "Flatten": _s_flatten, "Reshape": _s_reshape, "BatchNormalization": _s_bn,
           "Softmax": _s_softmax, "Identity": _s_same, "Dropout": _s_same, "Mul": _s_add,
-          "ReduceMean": _s_reduce_mean,
+          "ReduceMean": _s_reduce_mean, "Transpose": _s_transpose, "Squeeze": _s_squeeze,
+          "Unsqueeze": _s_unsqueeze,
           **{op: _s_same for op in UNARY}}
 
 

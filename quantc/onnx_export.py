@@ -53,6 +53,8 @@ def _opset_attrs(model, n, const):
         attrs.pop("spatial", None)
     elif n.op == "AveragePool":
         attrs.pop("dilations", None)  # (1, 1): others are refused when the model is built
+    elif n.op in ("Squeeze", "Unsqueeze") and "axes" in attrs:  # an input from opset 13
+        extra = [const(n.name + "_axes", np.asarray(attrs.pop("axes"), np.int64))]
     elif n.op == "ReduceMean":
         if n_in > 1 and n.inputs[1]:
             attrs["axes"] = [int(a) for a in model.initializers[n.inputs[1]].reshape(-1)]

@@ -17,7 +17,8 @@
    symmetric int8 with narrow range (``[-127, 127]``, scale ``amax / 127``, per output
    channel or per tensor), biases int32 with scale ``x_scale * w_scale`` (float32 product;
    ``rne(bias / scale)`` computed in float64, saturated to int32). Ops that only move values
-   (MaxPool, Flatten, Reshape, Relu, Clip, Identity) keep their input's qparams.
+   (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Relu, Clip, Identity) keep
+   their input's qparams.
 
 At run time Conv, Gemm/MatMul (constant weights), AveragePool, GlobalAveragePool, Add and
 Concat run on quantc's int8 kernels (``qlinear_conv``, ``qlinear_matmul``, ``avg_pool2d``,
@@ -47,7 +48,7 @@ from .calibration import (HistogramObserver, MinMaxObserver, MovingAverageMinMax
                           PercentileObserver)
 from ._elementwise import QParams, choose_qparams
 from .model import (FUSABLE, UNARY, Model, Node, _fmt_shape, _run_reshape, activation_bounds,
-                    namer, tensor_names)
+                    namer, squeezed_shape, tensor_names, transpose_perm, unsqueezed_shape)
 
 __all__ = ["quantize_model", "QuantizedModel", "load_model"]
 
@@ -62,7 +63,8 @@ FORMAT = "quantc.model"
 # would run them without the clamp)
 FORMAT_VERSION = 3
 # ops whose output has the qparams of their (first) input: they only move or clamp values
-_PASSTHROUGH = ("MaxPool", "Flatten", "Reshape", "Relu", "Clip", "Identity", "Dropout")
+_PASSTHROUGH = ("MaxPool", "Flatten", "Reshape", "Relu", "Clip", "Identity", "Dropout",
+                "Transpose", "Squeeze", "Unsqueeze")
 _REPORT_SAMPLES = 256  # inputs kept for the report when the calibration data is an iterator
 
 
@@ -160,10 +162,12 @@ def _fold_constants(model, init):
             continue
         ins = [init[i] if i else None for i in n.inputs]
         data = ins if n.op == "Concat" else ins[:1]  # (a Reshape's shape stays an int)
-        ints = n.op in ("Concat", "Reshape", "Flatten", "Identity", "Dropout") and all(
+        ints = n.op in ("Concat", "Reshape", "Flatten", "Identity", "Dropout", "Transpose",
+                        "Squeeze", "Unsqueeze") and all(
             a.dtype.kind in "iu" for a in data)
         if not ints:
-            ins = [a if a is None or (n.op in ("Reshape", "ReduceMean") and k == 1)
+            ins = [a if a is None or (n.op in ("Reshape", "ReduceMean", "Squeeze", "Unsqueeze")
+                                      and k == 1)
                    else a.astype(np.float32) for k, a in enumerate(ins)]
         res = evaluate(n, ins)[0]
         init[n.outputs[0]] = np.asarray(res) if ints else np.asarray(res, np.float32)
@@ -704,6 +708,14 @@ class QuantizedModel:
                 strides = tuple(a.get("strides", (1, 1)))
                 pads = self._pads(node)
                 return (lambda q: _conv.max_pool2d(q, k, strides=strides, pads=pads)), const
+            if op == "Transpose":
+                perm = transpose_perm(node, len(self.model.shapes[x]))
+                return (lambda q: np.ascontiguousarray(np.transpose(q, perm))), const
+            if op in ("Squeeze", "Unsqueeze"):
+                axes = self.model.initializers[node.inputs[1]] if len(node.inputs) > 1 \
+                    and node.inputs[1] else None
+                shaped = squeezed_shape if op == "Squeeze" else unsqueezed_shape
+                return (lambda q: q.reshape(shaped(node, axes, q.shape))), const
             if op in ("Flatten", "Reshape"):
                 if op == "Flatten":
                     ax = int(a.get("axis", 1))

@@ -1302,3 +1302,88 @@ def test_torch_dynamo_export(tmp_path, exported):
     sess = ort.InferenceSession(qm.to_onnx().SerializeToString(),
                                 providers=["CPUExecutionProvider"])
     assert sess.run(None, {"input": x.numpy()})[0].shape == got.shape
+
+
+def _nhwc_graph(opset):
+    """What tf2onnx writes for a Keras CNN: an NHWC input transposed to NCHW, Squeeze after the
+    global pooling, a Dense layer as MatMul + Add; then Unsqueeze back to 4-D for a 1x1 Conv
+    (axes as attributes before opset 13, as inputs from it)."""
+    inits = {"W": rnd(8, 3, 3, 3), "B": rnd(8, seed=2), "M": rnd(8, 5, seed=3),
+             "C": rnd(5, seed=4), "W2": rnd(4, 5, 1, 1, seed=5)}
+
+    def axes(vals):
+        if opset < 13:
+            return [], {"axes": vals}
+        inits["ax"] = np.array(vals, np.int64)
+        return ["ax"], {}
+    (i1, a1), (i2, a2) = axes([2, 3]), axes([-1, 2])
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Squeeze", ["g"] + i1, ["s"], **a1),
+             helper.make_node("MatMul", ["s", "M"], ["mm"]),
+             helper.make_node("Add", ["mm", "C"], ["h"]),
+             helper.make_node("Unsqueeze", ["h"] + i1, ["u"], **a1),
+             helper.make_node("Conv", ["u", "W2"], ["c2"]),
+             helper.make_node("Squeeze", ["c2"] + i2, ["y"], **a2)]
+    return _graph(nodes, {"x": ("N", 8, 8, 3)}, ["y"], inits, opset)
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+def test_transpose_squeeze_unsqueeze(tmp_path, opset):
+    """Transpose, Squeeze and Unsqueeze only move values: in int8 they run on the codes with
+    their input's qparams, so the whole tf2onnx-style model is int8, and both exports run."""
+    import quantc as qc
+    proto = _nhwc_graph(opset)
+    m = Model.from_onnx(proto)
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 3)).astype(np.float32)
+    want = ort.InferenceSession(proto.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert_close(m(x), want)
+    assert_close(ort.InferenceSession(m.to_onnx().SerializeToString(),
+                                      providers=["CPUExecutionProvider"]).run(None, {"x": x})[0],
+                 want)
+    qm = qc.quantize_model(m, [x], progress=False)
+    assert set(qm.kinds.values()) == {"int8"}
+    got = qm(x)
+    # four int8 layers deep: close to float, and onnxruntime's run of the export within one
+    # output step of quantc's
+    assert np.sum(got * want) / (np.linalg.norm(got) * np.linalg.norm(want)) > 0.999
+    sess = ort.InferenceSession(qm.to_onnx().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], got,
+                               atol=1.0001 * qm.output_qparams["y"][0], rtol=0)
+    for op in ("Transpose", "Squeeze", "Unsqueeze"):
+        node = next(n for n in qm.model.nodes if n.op == op)
+        assert qm.qparams[node.outputs[0]] == qm.qparams[node.inputs[0]], op
+    qm.save(tmp_path / "t.safetensors")
+    np.testing.assert_array_equal(qc.load_model(tmp_path / "t.safetensors")(x), qm(x))
+
+
+@pytest.mark.parametrize("node, shape, inits, msg", [
+    (helper.make_node("Transpose", ["x"], ["y"], name="n", perm=[0, 2, 2, 1]), (2, 3, 4, 5), {},
+     r"perm \[0, 2, 2, 1\] is not a permutation of the 4 axes"),
+    (helper.make_node("Squeeze", ["x", "a"], ["y"], name="n"), (2, 3, 1), {"a": [1]},
+     "axis 1 has size 3, not 1"),
+    (helper.make_node("Squeeze", ["x"], ["y"], name="n"), ("N", 3, 1), {},
+     r"Squeeze without axes needs every dimension known, got \(N, 3, 1\)"),
+    (helper.make_node("Squeeze", ["x", "a"], ["y"], name="n"), (2, 1, 1), {"a": [1, -2]},
+     r"axes \[1, -2\]: an axis is repeated"),
+    (helper.make_node("Unsqueeze", ["x"], ["y"], name="n"), (2, 3), {}, "axes are required"),
+    (helper.make_node("Unsqueeze", ["x", "a"], ["y"], name="n"), (2, 3), {"a": [3]},
+     r"axes \[3\] out of range for rank 3")])
+def test_transpose_squeeze_unsqueeze_errors(node, shape, inits, msg):
+    inits = {k: np.array(v, np.int64) for k, v in inits.items()}
+    with pytest.raises(ValueError, match=rf"node 'n' \({node.op_type}\): " + msg):
+        Model.from_onnx(_graph([node], {"x": shape}, ["y"], inits, 13))
+
+
+def test_squeeze_of_a_dimension_that_is_not_1_at_run_time():
+    """An unknown dimension squeezed is taken on trust when the model is built; at run time a
+    size other than 1 is an error naming the node."""
+    node = helper.make_node("Squeeze", ["x", "a"], ["y"], name="n")
+    m = Model.from_onnx(_graph([node], {"x": (2, "K")}, ["y"], {"a": np.array([1])}, 13))
+    assert m(np.ones((2, 1), np.float32)).shape == (2,)
+    with pytest.raises(ValueError, match=r"node 'n' \(Squeeze\): axis 1 has size 3, not 1"):
+        m(np.ones((2, 3), np.float32))
