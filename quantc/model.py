@@ -381,7 +381,10 @@ def _f_reduce_mean(node, ins, a):
     axes = reduce_axes(node, ins[1] if len(ins) > 1 else None, x.ndim)
     if not axes:
         return x
-    return x.mean(axis=axes, keepdims=bool(int(a.get("keepdims", 1))), dtype=np.float32)
+    keep = bool(int(a.get("keepdims", 1)))
+    if any(x.shape[i] == 0 for i in axes):  # a mean of nothing: 0, as onnxruntime gives
+        return np.zeros(np.sum(x, axis=axes, keepdims=keep).shape, np.float32)
+    return x.mean(axis=axes, keepdims=keep, dtype=np.float32)
 
 
 def _f_sigmoid(x):
@@ -794,6 +797,9 @@ def _s_softmax(node, model, shapes):
 
 def _s_reduce_mean(node, model, shapes):
     x = shapes[0]
+    for key in ("keepdims", "noop_with_empty_axes"):
+        if node.attrs.get(key, 0) not in (0, 1):
+            raise _err(node, f"attribute {key}: expected 0 or 1, got {node.attrs[key]}")
     axes = reduce_axes(node, _axes_input(node, model), len(x))
     if int(node.attrs.get("keepdims", 1)):
         return [tuple(1 if i in axes else d for i, d in enumerate(x))]

@@ -237,8 +237,10 @@ def quantized_to_onnx(qm, path=None):
 
     graph_outputs, written = [], set()
     for o in m.outputs:
-        elem = TensorProto.FLOAT if io_dtype is None else \
-            helper.np_dtype_to_tensor_dtype(io_dtype)
+        # (a constant output of float io keeps its type: an int64 shape stays int64)
+        elem = helper.np_dtype_to_tensor_dtype(
+            m.initializers[o].dtype if o in m.initializers else np.dtype(np.float32)) \
+            if io_dtype is None else helper.np_dtype_to_tensor_dtype(io_dtype)
         graph_outputs.append(helper.make_tensor_value_info(o, elem, _dims(m.shapes[o])))
         if o in m.inputs or o in written:  # a graph input is its own output (raw: same io)
             continue
@@ -295,8 +297,9 @@ def model_to_onnx(model, path=None):
             finish()
     ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT, _dims(v, k))
            for k, v in model.inputs.items()]
-    outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, _dims(model.shapes[o]))
-            for o in model.outputs]
+    outs = [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(
+        model.initializers[o].dtype) if o in model.initializers else TensorProto.FLOAT,
+        _dims(model.shapes[o])) for o in model.outputs]
     return _finish(onnx, helper.make_graph(nodes, model.name, ins, outs, inits), path)
 
 

@@ -106,8 +106,10 @@ def _read_external(t, what, base, onnx):
     if os.path.commonpath([os.path.realpath(path), real_base]) != real_base:
         raise ValueError(f"{what}: external data location {loc!r} leads out of the model's "
                          f"folder")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ValueError(f"{what}: external data file {path} not found")
+    if not os.path.isfile(path):
+        raise ValueError(f"{what}: external data file {path} is not a regular file")
     try:
         offset = int(info.get("offset", 0))
         size = _ITEMSIZE[name]

@@ -1165,6 +1165,12 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
         raise TypeError("calibration_data: expected an iterable of batches, got None (None is "
                         "allowed only when ranges= covers every activation)")
     planned = plan(model, keep=set(ranges))
+    known = set(tensor_names(model))
+    for node in planned.nodes:  # a tensor the planning made before an op that only moves
+        # values (a ReduceMean's pooled result before its Flatten): the range given after it
+        if node.op in _PASSTHROUGH and node.outputs[0] in ranges and \
+                node.inputs[0] not in ranges and node.inputs[0] not in known:
+            ranges[node.inputs[0]] = ranges[node.outputs[0]]
     weight_scales = _planned_weight_scales(weight_scales, model, planned)
     observers = {}
     names = list(planned.inputs) + [n.outputs[0] for n in planned.nodes]

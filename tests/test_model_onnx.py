@@ -1144,7 +1144,7 @@ def test_external_data_errors(tmp_path):
             ({"location": "sub/../../outside.data"}, "is not a file name"),
             ({"location": "link.data"}, "leads out of the model's folder"),
             ({"location": "nope.data"}, "external data file .*nope.data not found"),
-            ({"location": "sub"}, "external data file .*sub not found"),
+            ({"location": "sub"}, "external data file .*sub is not a regular file"),
             ({"location": None}, "location '' is not a file name"),
             ({"length": str(size - 4)}, f"{size - 4} bytes at offset 0, the shape "
                                         rf"\[4, 3, 3, 3\] of FLOAT needs {size} bytes"),
@@ -1232,7 +1232,9 @@ def test_reduce_mean(tmp_path, opset, axes, keepdims, noop):
     ({"axes": [1, -3]}, None, r"axes \[1, -3\]: an axis is repeated"),
     ({"axes": [1]}, np.array([2], np.int64), "axes given both as an attribute and as an input"),
     ({}, np.array([[2]], np.int64), "axes: expected a 1-D integer tensor"),
-    ({}, "x2", r"axes \(input 1, 'x2'\) must be a constant initializer")])
+    ({}, "x2", r"axes \(input 1, 'x2'\) must be a constant initializer"),
+    ({"keepdims": 2}, None, "attribute keepdims: expected 0 or 1, got 2"),
+    ({"noop_with_empty_axes": -1}, None, "attribute noop_with_empty_axes: expected 0 or 1")])
 def test_reduce_mean_errors(attrs, axes, msg):
     ins, inits = ["x"], {}
     if isinstance(axes, str):
@@ -1387,3 +1389,57 @@ def test_squeeze_of_a_dimension_that_is_not_1_at_run_time():
     assert m(np.ones((2, 1), np.float32)).shape == (2,)
     with pytest.raises(ValueError, match=r"node 'n' \(Squeeze\): axis 1 has size 3, not 1"):
         m(np.ones((2, 3), np.float32))
+
+
+def test_reduce_mean_of_nothing_is_zero():
+    """A mean over an axis of size 0 is 0, as onnxruntime gives (no NaN, no warning)."""
+    node = helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], keepdims=0)
+    proto = _graph([node], {"x": (3, 0)}, ["y"], opset=13)
+    x = np.zeros((3, 0), np.float32)
+    want = ort.InferenceSession(proto.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = Model.from_onnx(proto)(x)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_reduce_mean_given_range(keepdims):
+    """A range given for a spatial ReduceMean's output is that output's, with keepdims=0 too
+    (planned as GlobalAveragePool and Flatten: the pooled tensor between them takes it): it
+    suffices without calibration data, and it clamps a float output as given ranges do."""
+    import quantc as qc
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"]),
+             helper.make_node("ReduceMean", ["c"], ["y"], axes=[2, 3], keepdims=keepdims)]
+    m = Model.from_onnx(_graph(nodes, {"x": ("N", 3, 4, 4)}, ["y"], {"W": rnd(4, 3, 1, 1)},
+                               13))
+    x = np.random.default_rng(0).standard_normal((8, 3, 4, 4)).astype(np.float32)
+    ranges = {"x": (-4.0, 4.0), "c": (-6.0, 6.0), "y": (-0.25, 0.25)}
+    qm = qc.quantize_model(m, None, ranges=ranges, progress=False)
+    want = qc.choose_qparams(min_val=-0.25, max_val=0.25, dtype="uint8")
+    assert (qm.qparams["y"].scale, qm.qparams["y"].zp) == (want.scale, want.zero_point)
+    assert set(qm.kinds.values()) == {"int8"}
+    y = qm(x)
+    assert np.abs(m(x)).max() > 0.3 and np.abs(y).max() <= 0.2510  # clamped to the range
+    qc_cal = qc.quantize_model(m, [x], ranges={"y": (-0.25, 0.25)}, progress=False)
+    assert np.abs(qc_cal(x)).max() <= 0.2510
+
+
+def test_integer_constant_output_keeps_its_type_in_the_exports():
+    """An int64 initializer that is a graph output and a Reshape's shape: both exports declare
+    it int64 (the int8 one declared float, which onnxruntime refused to load)."""
+    import quantc as qc
+    nodes = [helper.make_node("Reshape", ["x", "a"], ["y"])]
+    proto = _graph(nodes, {"x": (2, 3, 4)}, ["y", "a"], {"a": np.array([2, 12], np.int64)})
+    proto.graph.output[1].type.tensor_type.elem_type = TensorProto.INT64
+    m = Model.from_onnx(proto)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    qm = qc.quantize_model(m, [x], progress=False)
+    for got, exported in ((m(x), m.to_onnx()), (qm(x), qm.to_onnx())):
+        out = ort.InferenceSession(exported.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        assert out[1].dtype == got[1].dtype == np.int64
+        np.testing.assert_array_equal(out[1], [2, 12])
