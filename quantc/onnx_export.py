@@ -70,6 +70,8 @@ def _opset_attrs(model, n, const):
             model.initializers[n.inputs[1]].shape[2:]
         attrs["pads"] = list(_pool_geometry(n, model.shapes[n.inputs[0]], k)[1])
         del attrs["auto_pad"]
+    while n_in and not n.inputs[n_in - 1]:  # omitted trailing inputs are left out
+        n_in -= 1
     return op, attrs, extra, n_in
 
 
@@ -251,6 +253,11 @@ def quantized_to_onnx(qm, path=None):
             node("Identity", [src], [o])
         else:
             s, z = qparams_consts(o, io=True)
+            if o in m.initializers and m.initializers[o].dtype != np.float32:
+                # an integer constant output: quantized from float, as qm does
+                cast = fresh(o + "_as_float")
+                node("Cast", [src], [cast], to=TensorProto.FLOAT)
+                src = cast
             node("QuantizeLinear", [src, s, z], [o])
     for k, v in m.initializers.items():  # constants float ops still read, constant outputs
         if k in kept:

@@ -18,7 +18,8 @@
    channel or per tensor), biases int32 with scale ``x_scale * w_scale`` (float32 product;
    ``rne(bias / scale)`` computed in float64, saturated to int32). Ops that only move values
    (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Relu, Clip, Identity) keep
-   their input's qparams.
+   their input's qparams, unless a range is given for their output (see
+   :func:`quantize_model`'s ``ranges``).
 
 At run time Conv, Gemm/MatMul (constant weights), AveragePool, GlobalAveragePool, Add and
 Concat run on quantc's int8 kernels (``qlinear_conv``, ``qlinear_matmul``, ``avg_pool2d``,
@@ -60,8 +61,10 @@ FORMAT = "quantc.model"
 # does not apply: a float output computed by an int8 layer clamped to its given (trained)
 # range (info["given_ranges"]), or a fused Clip whose bounds fall inside its output's range
 # (a range given wider, a blank calibration); written only for such models (an older quantc
-# would run them without the clamp)
-FORMAT_VERSION = 3
+# would run them without the clamp). 4: an op that only moves or clamps values (Flatten,
+# Relu, ...) whose output has other qparams than its input (a range given for the output
+# where its input has its own): requantized after the op, which older quantc would not do
+FORMAT_VERSION = 4
 # ops whose output has the qparams of their (first) input: they only move or clamp values
 _PASSTHROUGH = ("MaxPool", "Flatten", "Reshape", "Relu", "Clip", "Identity", "Dropout",
                 "Transpose", "Squeeze", "Unsqueeze")
@@ -365,6 +368,12 @@ class _Q:
     def __iter__(self):
         return iter((self.scale, self.zero_point, self.dtype.name))
 
+    def __eq__(self, other):  # the same quantization (a file's copy equals the original)
+        return isinstance(other, _Q) and tuple(self) == tuple(other)
+
+    def __hash__(self):
+        return hash(tuple(self))
+
     def __len__(self):
         return 3
 
@@ -468,6 +477,8 @@ class QuantizedModel:
         steps = []
         # layers with a clamp quantc before file version 3 did not apply (see FORMAT_VERSION)
         self._new_clamps = set()
+        # ops that only move values requantizing their result (file version 4)
+        self._requantized_moves = set()
         domain = {}  # tensor -> "q" | "f" (what is in the environment under its name)
         for k, v in m.initializers.items():
             domain[k] = "c"
@@ -694,35 +705,24 @@ class QuantizedModel:
         w_scale)`` (then its activation) instead of requantized values."""
         op, a = node.op, node.attrs
         x = node.inputs[0]
+        if op in _PASSTHROUGH and self._q(x) != self._q(node.outputs[0]):
+            # a range given for the output (QAT) where the input has its own qparams: the
+            # move on the codes, then each code requantized through a table of the 256 codes
+            # (dequantized, Relu/Clip applied in float, quantized), as DequantizeLinear -> op
+            # -> QuantizeLinear computes it
+            from .model import evaluate
+            self._requantized_moves.add(node.name)
+            qx = self._q(x)
+            v = _dequantizer(qx)(np.arange(256, dtype=np.uint8).view(qx.dtype))
+            clamps = op in ("Relu", "Clip")
+            if clamps:
+                v = evaluate(node, [v] + [self.model.initializers[i] if i else None
+                                          for i in node.inputs[1:]])[0]
+            table = _quantizer(self._q(node.outputs[0]))(v)
+            move = (lambda q: q) if clamps else self._move_step(node)
+            return (lambda q: np.take(table, move(q).view(np.uint8))), set(node.inputs[1:])
         if op in _PASSTHROUGH:
-            const = set(node.inputs[1:])
-            if op == "Relu":
-                zp = self._q(x).zp
-                return (lambda q: np.maximum(q, zp)), const
-            if op == "Clip":
-                lo_, hi_ = _quantized_bounds(self._q(x), *_clip_bounds(
-                    node, self.model.initializers))
-                return (lambda q: np.clip(q, lo_, hi_)), const
-            if op == "MaxPool":
-                k = tuple(a["kernel_shape"])
-                strides = tuple(a.get("strides", (1, 1)))
-                pads = self._pads(node)
-                return (lambda q: _conv.max_pool2d(q, k, strides=strides, pads=pads)), const
-            if op == "Transpose":
-                perm = transpose_perm(node, len(self.model.shapes[x]))
-                return (lambda q: np.ascontiguousarray(np.transpose(q, perm))), const
-            if op in ("Squeeze", "Unsqueeze"):
-                axes = self.model.initializers[node.inputs[1]] if len(node.inputs) > 1 \
-                    and node.inputs[1] else None
-                shaped = squeezed_shape if op == "Squeeze" else unsqueezed_shape
-                return (lambda q: q.reshape(shaped(node, axes, q.shape))), const
-            if op in ("Flatten", "Reshape"):
-                if op == "Flatten":
-                    ax = int(a.get("axis", 1))
-                    return (lambda q: q.reshape(_flat2(q.shape, ax))), const
-                target = [int(t) for t in self.model.initializers[node.inputs[1]]]
-                return (lambda q: _run_reshape(node, q, target)), const
-            return (lambda q: q), const
+            return self._move_step(node), set(node.inputs[1:])
         if op in UNARY:
             return _table_step(node, self._q(x), self._q(node.outputs[0])), set()
         # (an Add's or Concat's constant operand may come first: it has no activation qparams)
@@ -756,6 +756,38 @@ class QuantizedModel:
                     np.clip(y, qlo, qhi, out=y)
                     return y
         return fn, const
+
+    def _move_step(self, node):
+        """The int8 step of an op that only moves or clamps values, on its input's codes."""
+        op, a = node.op, node.attrs
+        x = node.inputs[0]
+        if op == "Relu":
+            zp = self._q(x).zp
+            return lambda q: np.maximum(q, zp)
+        if op == "Clip":
+            lo_, hi_ = _quantized_bounds(self._q(x), *_clip_bounds(
+                node, self.model.initializers))
+            return lambda q: np.clip(q, lo_, hi_)
+        if op == "MaxPool":
+            k = tuple(a["kernel_shape"])
+            strides = tuple(a.get("strides", (1, 1)))
+            pads = self._pads(node)
+            return lambda q: _conv.max_pool2d(q, k, strides=strides, pads=pads)
+        if op == "Transpose":
+            perm = transpose_perm(node, len(self.model.shapes[x]))
+            return lambda q: np.transpose(q, perm).copy()
+        if op in ("Squeeze", "Unsqueeze"):
+            axes = self.model.initializers[node.inputs[1]] if len(node.inputs) > 1 \
+                and node.inputs[1] else None
+            shaped = squeezed_shape if op == "Squeeze" else unsqueezed_shape
+            return lambda q: q.reshape(shaped(node, axes, q.shape))
+        if op in ("Flatten", "Reshape"):
+            if op == "Flatten":
+                ax = int(a.get("axis", 1))
+                return lambda q: q.reshape(_flat2(q.shape, ax))
+            target = [int(t) for t in self.model.initializers[node.inputs[1]]]
+            return lambda q: _run_reshape(node, q, target)
+        return lambda q: q
 
     def _kernel_step(self, node, qx, qy, relu):
         """The int8 kernel call of a Conv/Gemm/MatMul/pool/Add/Concat node (see _int8_step)."""
@@ -980,7 +1012,8 @@ class QuantizedModel:
         v2 = any(o in m.initializers for o in m.outputs) or any(
             n.op == "Concat" and self.weights.get(n.name) for n in m.nodes)
         v3 = bool(self._new_clamps)
-        meta = {"format": FORMAT, "version": "3" if v3 else "2" if v2 else "1",
+        version = "4" if self._requantized_moves else "3" if v3 else "2" if v2 else "1"
+        meta = {"format": FORMAT, "version": version,
                 "graph": json.dumps(graph, allow_nan=True)}
         write_tensors(path, tensors, meta)
 
@@ -1140,7 +1173,11 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     Given parameters (e.g. from quantization-aware training, see ``quantc.torch.convert``):
     ``ranges``: tensor name -> ``(min, max)``, used instead of the observer for that tensor
     (qparams by the same onnx formula as the observers'), or -> a :class:`quantc.QParams`
-    (per-tensor, ``activation_dtype``) used as it is. A given range is part of the model:
+    (per-tensor, ``activation_dtype``) used as it is. A range given for the output of an op
+    that only moves or clamps values (Flatten, Reshape, Transpose, MaxPool, Relu, Clip, ...)
+    is also its input's when nothing else reads that input (the op keeps running on the
+    codes); where the input has other readers or its own range, the op's result is
+    requantized to it. A given range is part of the model:
     an int8 layer whose output is read as float (a float graph output, a float op) clamps it
     to that range as the int8 values would be, where a calibrated range is not applied to a
     float output (it is only the calibration data's). ``calibration_data`` may be None
@@ -1166,12 +1203,19 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
         raise TypeError("calibration_data: expected an iterable of batches, got None (None is "
                         "allowed only when ranges= covers every activation)")
     planned = plan(model, keep=set(ranges))
+    given = sorted(ranges)
     known = set(tensor_names(model))
-    for node in planned.nodes:  # a tensor the planning made before an op that only moves
-        # values (a ReduceMean's pooled result before its Flatten): the range given after it
-        if node.op in _PASSTHROUGH and node.outputs[0] in ranges and \
-                node.inputs[0] not in ranges and node.inputs[0] not in known:
-            ranges[node.inputs[0]] = ranges[node.outputs[0]]
+    readers = planned.consumers()
+    for node in reversed(planned.nodes):
+        # an op that only moves or clamps values runs on its input's codes with its input's
+        # qparams (a monotone function of them: quantizing its input with the range gives
+        # the same codes): a range given for its output is its input's too when nothing else
+        # reads that input (Conv -> Flatten -> a trained range; the pooled tensor the
+        # planning made between a spatial ReduceMean and its Flatten)
+        i = node.inputs[0] if node.inputs else ""
+        if node.op in _PASSTHROUGH and node.outputs[0] in ranges and i not in ranges and \
+                len(readers.get(i, ())) == 1 and i not in planned.outputs:
+            ranges[i] = ranges[node.outputs[0]]
     weight_scales = _planned_weight_scales(weight_scales, model, planned)
     observers = {}
     names = list(planned.inputs) + [n.outputs[0] for n in planned.nodes]
@@ -1249,13 +1293,16 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
             qparams[name] = _Q(p.scale, p.zero_point, activation_dtype)
     for node in planned.nodes:  # ops that only move values keep their input's qparams
         if node.op in _PASSTHROUGH and _is_quantizable(node, planned) \
-                and node.inputs[0] in qparams:
+                and node.inputs[0] in qparams and node.outputs[0] not in ranges:
             qparams[node.outputs[0]] = qparams[node.inputs[0]]
+        # (a given range where the input has other qparams: the op's result is requantized)
     for o in planned.outputs:  # a graph output computed from constants only
         if o in planned.initializers:
             p = _const_qparams(planned.initializers[o].astype(np.float32), activation_dtype)
             qparams[o] = _Q(p.scale, p.zero_point, activation_dtype)
     missing = [name for name in names if name not in qparams]
+    # (a tensor the planning made is named only when no tensor of the model is missing)
+    missing = [name for name in missing if name in known] or missing
     if missing and calibration_data is None:
         raise ValueError(f"calibration_data: None, but ranges= does not cover the tensor(s) "
                          f"{', '.join(map(repr, missing))}; give their ranges or calibration data")
@@ -1314,9 +1361,9 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
             "weight_granularity": weight_granularity,
             "bias_correction": bool(bias_correction) and calibration_data is not None}
     if ranges:
-        info["given_ranges"] = sorted(ranges)
+        info["given_ranges"] = given
     if ranges and calibration_data is not None:
-        info["method"] += f" ({len(ranges)} given ranges)"
+        info["method"] += f" ({len(given)} given ranges)"
     qm = QuantizedModel(planned, qparams, weights, io=io, activation_dtype=activation_dtype,
                         info=info)
     stats_data = calibration_data if reiterable else kept

@@ -1003,9 +1003,10 @@ def test_empty_planes_in_the_float_model():
 
 def test_file_version_follows_the_features(tmp_path, rng):
     """A model file is version 1 (what every quantc reads) unless the model has a Concat with a
-    constant operand or a constant output (version 2) or a float output clamped to a given
-    range (version 3), each of which an older quantc refuses by its version; this quantc
-    reads all three and refuses a later one."""
+    constant operand or a constant output (version 2), a float output clamped to a given
+    range (version 3) or an op that only moves values requantizing to a range given for its
+    output (version 4), each of which an older quantc refuses by its version; this quantc
+    reads all four and refuses a later one."""
     import json
 
     from quantc.io import TensorReader, write_tensors
@@ -1022,7 +1023,9 @@ def test_file_version_follows_the_features(tmp_path, rng):
     narrow = {"y": (float(y.min()) / 2, float(y.max()) / 2)}  # clamps the float output
     for model, ranges, version in ((plain, None, "1"), (concat, None, "2"),
                                    (const_out, None, "2"), (gemm, None, "1"),
-                                   (gemm, {"a": (-3.0, 3.0)}, "1"), (gemm, narrow, "3")):
+                                   (gemm, {"a": (-3.0, 3.0)}, "1"),
+                                   (plain, {"a": (-3.0, 3.0), "y": (0.0, 1.0)}, "4"),
+                                   (gemm, narrow, "3")):
         qm = qc.quantize_model(model, [x], ranges=ranges)
         qm.save(tmp_path / "m.safetensors")
         with TensorReader(tmp_path / "m.safetensors") as r:
@@ -1038,9 +1041,9 @@ def test_file_version_follows_the_features(tmp_path, rng):
     write_tensors(tmp_path / "bad.safetensors", tensors, dict(meta, graph=json.dumps(graph)))
     with pytest.raises(ValueError, match="given_ranges: expected a list of tensor names"):
         qc.load_model(tmp_path / "bad.safetensors")
-    write_tensors(tmp_path / "m4.safetensors", tensors, dict(meta, version="4"))
-    with pytest.raises(ValueError, match="format version '4', this quantc reads 1 to 3"):
-        qc.load_model(tmp_path / "m4.safetensors")
+    write_tensors(tmp_path / "m5.safetensors", tensors, dict(meta, version="5"))
+    with pytest.raises(ValueError, match="format version '5', this quantc reads 1 to 4"):
+        qc.load_model(tmp_path / "m5.safetensors")
 
 
 def test_bias_correction_only_where_the_means_fit(rng):

@@ -1443,3 +1443,62 @@ def test_integer_constant_output_keeps_its_type_in_the_exports():
                                    providers=["CPUExecutionProvider"]).run(None, {"x": x})
         assert out[1].dtype == got[1].dtype == np.int64
         np.testing.assert_array_equal(out[1], [2, 12])
+
+
+def _export_agrees(qm, x, out="y"):
+    sess = ort.InferenceSession(qm.to_onnx().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    got = qm(x)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], got,
+                               atol=1.0001 * qm.output_qparams[out][0], rtol=0)
+    return got
+
+
+def test_given_range_after_an_op_that_moves_values(tmp_path):
+    """A range given for the output of an op that only moves or clamps values (QAT's
+    FakeQuantize after a Flatten, a Relu, a MaxPool): it was silently replaced by the input's
+    calibrated qparams. Now it is the input's too when nothing else reads the input (the op
+    still runs on the codes), else the op's result is requantized to it (file version 4),
+    as the export's DequantizeLinear -> op -> QuantizeLinear computes it."""
+    import quantc as qc
+    from quantc.io import TensorReader
+    rng = np.random.default_rng(0)
+    x = np.clip(rng.standard_normal((4, 3, 6, 6)), -2.9, 2.9).astype(np.float32)  # in x's range
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"]),
+             helper.make_node("Flatten", ["c"], ["y"])]
+    m = Model.from_onnx(_graph(nodes, {"x": ("N", 3, 6, 6)}, ["y"], {"W": rnd(2, 3, 1, 1)}))
+    qm = qc.quantize_model(m, [x], ranges={"y": (-0.5, 0.5)}, progress=False)
+    assert qm.qparams["c"] == qm.qparams["y"] and qm.qparams["y"].range()[1] < 0.51
+    assert qm.info["given_ranges"] == ["y"]
+    assert np.abs(_export_agrees(qm, x)).max() <= 0.51 < np.abs(m(x)).max()
+
+    cases = {  # the input has its own range: requantized after the op
+        "relu": ([helper.make_node("Relu", ["x"], ["r"]),
+                  helper.make_node("Transpose", ["r"], ["y"], perm=[0, 3, 2, 1])],
+                 {"x": (-3.0, 3.0), "y": (0.0, 0.5)}),
+        "maxpool": ([helper.make_node("Conv", ["x", "W"], ["c"]),
+                     helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2])],
+                    {"x": (-3.0, 3.0), "c": (-4.0, 4.0), "y": (-1.0, 1.0)}),
+        "clip": ([helper.make_node("Conv", ["x", "W"], ["c"]),
+                  helper.make_node("Flatten", ["c"], ["f"]),
+                  helper.make_node("Clip", ["f", "lo", "hi"], ["y"])],
+                 {"x": (-3.0, 3.0), "f": (-4.0, 4.0), "y": (-0.3, 2.0)}),
+    }
+    for name, (nodes, ranges) in cases.items():
+        inits = {"W": rnd(2, 3, 1, 1), "lo": np.float32(-0.25), "hi": np.float32(1.5)}
+        inits = {k: v for k, v in inits.items() if any(k in n.input for n in nodes)}
+        m = Model.from_onnx(_graph(nodes, {"x": ("N", 3, 6, 6)}, ["y"], inits))
+        for data in ([x], None):
+            qm = qc.quantize_model(m, data, ranges=ranges, progress=False)
+            lo, hi = qm.qparams["y"].range()
+            assert (lo, hi) == pytest.approx(ranges["y"], abs=0.02), name
+            got = _export_agrees(qm, x)
+            assert got.min() >= lo - 1e-6 and got.max() <= hi + 1e-6, name
+            np.testing.assert_allclose(got, np.clip(m(x), lo, hi),
+                                       atol=2 * qm.qparams["y"].scale + 2.1 * max(
+                                           qm.qparams[n.inputs[0]].scale for n in m.nodes),
+                                       rtol=0, err_msg=name)
+            qm.save(tmp_path / "g.safetensors")
+            with TensorReader(tmp_path / "g.safetensors") as r:
+                assert r.metadata["version"] == "4", name
+            np.testing.assert_array_equal(qc.load_model(tmp_path / "g.safetensors")(x), got)
