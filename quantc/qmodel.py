@@ -703,7 +703,7 @@ class QuantizedModel:
         """(function of the quantized inputs, names of constant inputs it has bound).
         ``float_out``: a Conv/Gemm/MatMul returning ``float32(acc + bias) * (x_scale *
         w_scale)`` (then its activation) instead of requantized values."""
-        op, a = node.op, node.attrs
+        op = node.op
         x = node.inputs[0]
         if op in _PASSTHROUGH and self._q(x) != self._q(node.outputs[0]):
             # a range given for the output (QAT) where the input has its own qparams: the
