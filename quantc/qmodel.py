@@ -1029,7 +1029,11 @@ class QuantizedModel:
         tie can round the other way. A deep network can carry such a unit on and grow it: of
         the raw uint8 outputs of random ResNet-18- and MobileNetV2-shaped networks, 96-100%
         and 83-87% agree within one unit at width 0.5 and 64x64, 99.2% and 68% at full width
-        and 224x224."""
+        and 224x224. One more difference is onnxruntime's own: its optimizer removes an
+        Identity or Dropout (and moves a Transpose) and then merges the two Quantize/
+        Dequantize pairs it leaves in a row, so where such an op requantizes (ranges given
+        on both of its sides) its run differs by a few units; without graph optimizations it
+        computes what quantc does."""
         from .onnx_export import quantized_to_onnx
         return quantized_to_onnx(self, path)
 
@@ -1199,6 +1203,10 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
         raise TypeError(f"progress: expected None, True or False, got {progress!r}")
 
     ranges = _check_ranges(ranges)
+    for name, r in ranges.items():
+        if isinstance(r, QParams) and np.dtype(r.dtype).name != activation_dtype:
+            raise ValueError(f"ranges[{name!r}]: qparams of dtype {np.dtype(r.dtype).name}, "
+                             f"the activations are {activation_dtype}")
     if calibration_data is None and not ranges:
         raise TypeError("calibration_data: expected an iterable of batches, got None (None is "
                         "allowed only when ranges= covers every activation)")
@@ -1279,16 +1287,16 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
                          f"model (tensors: {', '.join(names)})")
     for name in names:
         obs = observers.get(name)
-        try:
-            r = ranges.get(name)
-            if isinstance(r, QParams) and np.dtype(r.dtype).name != activation_dtype:
-                raise ValueError(f"ranges[{name!r}]: qparams of dtype {np.dtype(r.dtype).name}, "
-                                 f"the activations are {activation_dtype}")
+        r = ranges.get(name)
+        if isinstance(r, QParams) or r:
             p = r if isinstance(r, QParams) else \
-                choose_qparams(min_val=r[0], max_val=r[1], dtype=activation_dtype) if r else \
-                obs.qparams(dtype=activation_dtype, symmetric=False) if obs is not None else None
-        except ValueError:  # a tensor with no element observed (zero-size batches)
-            p = None
+                choose_qparams(min_val=r[0], max_val=r[1], dtype=activation_dtype)
+        else:
+            try:
+                p = obs.qparams(dtype=activation_dtype, symmetric=False) \
+                    if obs is not None else None
+            except ValueError:  # a tensor with no element observed (zero-size batches)
+                p = None
         if p is not None:
             qparams[name] = _Q(p.scale, p.zero_point, activation_dtype)
     for node in planned.nodes:  # ops that only move values keep their input's qparams

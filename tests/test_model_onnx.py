@@ -1502,3 +1502,17 @@ def test_given_range_after_an_op_that_moves_values(tmp_path):
             with TensorReader(tmp_path / "g.safetensors") as r:
                 assert r.metadata["version"] == "4", name
             np.testing.assert_array_equal(qc.load_model(tmp_path / "g.safetensors")(x), got)
+
+
+def test_given_qparams_of_the_wrong_dtype_are_named():
+    """A QParams range of another dtype than the activations is that error, naming the tensor
+    it was given for (it was taken for an empty observer: 'saw no values')."""
+    import quantc as qc
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Flatten", ["r"], ["y"])]
+    m = Model.from_onnx(_graph(nodes, {"x": ("N", 3, 2)}, ["y"]))
+    x = np.random.default_rng(0).standard_normal((4, 3, 2)).astype(np.float32)
+    wrong = qc.choose_qparams(min_val=-1.0, max_val=1.0, dtype="int8")
+    for name in ("x", "r", "y"):
+        with pytest.raises(ValueError, match=rf"ranges\['{name}'\]: qparams of dtype int8, the "
+                                             r"activations are uint8"):
+            qc.quantize_model(m, [x], ranges={name: wrong}, progress=False)
