@@ -2,6 +2,7 @@
 variant here, and a forced mismatch (test hook) disables the level with the reason in
 cpu_info(), the next variant taking over, until the hook re-enables it; a fork while the
 selection's lock is held leaves the child a usable lock."""
+import os
 import subprocess
 import sys
 
@@ -53,6 +54,8 @@ def test_hook_rejects_unknown_levels():
 FORK_WHILE_SELECTING = """
 import os, sys, threading, time
 from quantc import _C
+sys.path.insert(0, sys.argv[1])
+from _forks import wait_or_fail
 holder = threading.Thread(target=_C._gemm_select_hold, args=(3.0,))  # a self-check running
 holder.start()
 deadline = time.monotonic() + 30
@@ -66,14 +69,7 @@ if pid == 0:  # only this thread exists here: the lock copied held must have bee
     _C._gemm_select_hold(0)  # what a self-check in the child does first
     os._exit(0)
 assert _C._gemm_select_busy()  # still held in the parent: the fork came while it was
-deadline = time.monotonic() + 20
-done, status = os.waitpid(pid, os.WNOHANG)
-while not done and time.monotonic() < deadline:
-    time.sleep(0.002)
-    done, status = os.waitpid(pid, os.WNOHANG)
-if not done:
-    os.kill(pid, 9)
-    sys.exit("the child hung on the gemm selection's lock")
+status = wait_or_fail(pid, 20, "the child hung on the gemm selection's lock")
 assert os.WEXITSTATUS(status) != 3, "the child's lock was copied held"
 assert status == 0, status
 holder.join()
@@ -85,7 +81,8 @@ print("ok")
 def test_fork_while_a_selfcheck_holds_the_lock():
     """A fork() while another thread holds the selection's lock (an AMX self-check running):
     the child gets a fresh lock from the fork handler instead of one nobody will release."""
-    out = subprocess.run([sys.executable, "-c", FORK_WHILE_SELECTING], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", FORK_WHILE_SELECTING,
+                          os.path.dirname(os.path.abspath(__file__))], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 

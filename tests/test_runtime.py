@@ -125,6 +125,7 @@ import numpy as np
 import quantc as qc
 sys.path.insert(0, sys.argv[1])
 from test_runtime import _matmul_case
+from _forks import wait_or_fail
 a, b, want = _matmul_case()
 qc.set_num_threads(2)
 assert (qc.matmul_integer(a, b) == want).all()  # the pool's workers are running
@@ -153,14 +154,7 @@ try:
         pid = os.fork()
         if pid == 0:
             os._exit(0 if all((qc.matmul_integer(a, b) == want).all() for _ in range(3)) else 1)
-        deadline = time.monotonic() + 30  # a child stuck on a lock copied held: a failure
-        done, status = os.waitpid(pid, os.WNOHANG)
-        while not done and time.monotonic() < deadline:
-            time.sleep(0.002)
-            done, status = os.waitpid(pid, os.WNOHANG)
-        if not done:
-            os.kill(pid, 9)
-            sys.exit("a child forked while the pool was busy hung")
+        status = wait_or_fail(pid, 30, "a child forked while the pool was busy hung")
         assert status == 0, status
 finally:
     stop.set()
