@@ -137,7 +137,7 @@ for _ in range(3):
         os._exit(0 if ok else 1)
     pids.append(pid)
 assert all(os.waitpid(p, 0)[1] == 0 for p in pids)
-import threading, time
+import threading
 # (not under AddressSanitizer: GCC 12's libasan does not hold its allocator's lock across
 # fork, so a child forked while another thread allocates waits on that lock forever, inside
 # aligned_alloc; glibc's malloc, which quantc uses, is fork-safe)
