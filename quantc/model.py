@@ -301,7 +301,8 @@ def _f_reshape(node, ins, a):
 
 
 def _axes_of(node, axes_input):
-    """A Squeeze/Unsqueeze node's axes: its second input (opset 13+) or attribute, or None."""
+    """A Squeeze/Unsqueeze/ReduceMean node's axes: its second input (the value of
+    ``axes_input``, opset 13+/18+) or its attribute, or None."""
     if axes_input is not None:
         return [int(v) for v in np.asarray(axes_input).reshape(-1)]
     axes = node.attrs.get("axes")
@@ -369,11 +370,10 @@ def reduce_axes(node, axes_input, rank):
     """The axes a ReduceMean node averages over, as a sorted tuple of non-negative ints
     (every axis when none are given; () for noop_with_empty_axes=1 without axes).
     ``axes_input``: the value of its second input (opset 18+), or None."""
-    axes = node.attrs.get("axes") if axes_input is None else \
-        [int(v) for v in np.asarray(axes_input).reshape(-1)]
+    axes = _axes_of(node, axes_input)
     if not axes:
         return () if int(node.attrs.get("noop_with_empty_axes", 0)) else tuple(range(rank))
-    return tuple(_normalized_axes(node, list(axes), rank))
+    return tuple(_normalized_axes(node, axes, rank))
 
 
 def _f_reduce_mean(node, ins, a):

@@ -34,6 +34,12 @@ def _dims(shape, name=None):
             for i, d in enumerate(shape)]
 
 
+def _input_names(n):
+    """The inputs of node ``n`` that the exports write as inputs (a ReduceMean's axes, an
+    input from opset 18, become its attribute at opset OPSET)."""
+    return n.inputs[:1] if n.op == "ReduceMean" else n.inputs
+
+
 def _opset_attrs(model, n, const):
     """(op, attributes, extra inputs, number of the node's inputs written) of node ``n`` in
     opset OPSET: fused activation dropped (written as its own node), older opsets' attributes
@@ -43,7 +49,7 @@ def _opset_attrs(model, n, const):
     Identity), auto_pad resolved to explicit pads (onnxruntime refuses SAME with
     dilations)."""
     attrs = {k: v for k, v in n.attrs.items() if k != "activation"}
-    op, extra, n_in = n.op, [], len(n.inputs)
+    op, extra, n_in = n.op, [], len(_input_names(n))
     if n.op == "Clip" and ("min" in attrs or "max" in attrs):
         extra = _clip_bounds(n.name + "_min", attrs.pop("min", -math.inf),
                              n.name + "_max", attrs.pop("max", math.inf), const)
@@ -56,9 +62,8 @@ def _opset_attrs(model, n, const):
     elif n.op in ("Squeeze", "Unsqueeze") and "axes" in attrs:  # an input from opset 13
         extra = [const(n.name + "_axes", np.asarray(attrs.pop("axes"), np.int64))]
     elif n.op == "ReduceMean":
-        if n_in > 1 and n.inputs[1]:
+        if len(n.inputs) > 1 and n.inputs[1]:
             attrs["axes"] = [int(a) for a in model.initializers[n.inputs[1]].reshape(-1)]
-        n_in = 1
         if int(attrs.pop("noop_with_empty_axes", 0)) and not attrs.get("axes"):
             op, attrs = "Identity", {}
         elif not attrs.get("axes"):
@@ -109,10 +114,8 @@ def quantized_to_onnx(qm, path=None):
     nodes, inits = [], []
     count = [0]
     skip = ("Conv", "Gemm", "MatMul", "Add", "Concat")  # their constants are written quantized
-    # (ReduceMean's axes are written as its attribute)
     kept = {k for k in m.initializers if k in m.outputs or any(
-        k in n.inputs[:1 if n.op == "ReduceMean" else None] for n in m.nodes
-        if not (qm.kinds[n.name] == "int8" and n.op in skip))}
+        k in _input_names(n) for n in m.nodes if not (qm.kinds[n.name] == "int8" and n.op in skip))}
     # new names avoid what the exported graph holds (not the float weights it leaves out)
     fresh = namer(set(m.inputs) | set(m.outputs) | kept | {o for n in m.nodes
                                                            for o in n.outputs})
@@ -272,9 +275,9 @@ def model_to_onnx(model, path=None):
     onnx = _onnx("Model.to_onnx")
     from onnx import TensorProto, helper, numpy_helper
     nodes = []
-    # (a ReduceMean's axes are written as its attribute: not as a tensor nothing reads)
+    # (not a ReduceMean's axes that nothing else reads: they are written as its attribute)
     axes = {n.inputs[1] for n in model.nodes if n.op == "ReduceMean" and len(n.inputs) > 1}
-    axes -= {i for n in model.nodes for i in n.inputs[:1 if n.op == "ReduceMean" else None]}
+    axes -= {i for n in model.nodes for i in _input_names(n)}
     inits = [numpy_helper.from_array(v, k) for k, v in model.initializers.items()
              if k not in axes or k in model.outputs]
     fresh = namer(tensor_names(model))

@@ -49,7 +49,8 @@ from .calibration import (HistogramObserver, MinMaxObserver, MovingAverageMinMax
                           PercentileObserver)
 from ._elementwise import QParams, choose_qparams
 from .model import (FUSABLE, UNARY, Model, Node, _fmt_shape, _run_reshape, activation_bounds,
-                    namer, squeezed_shape, tensor_names, transpose_perm, unsqueezed_shape)
+                    evaluate, namer, reduce_axes, squeezed_shape, tensor_names, transpose_perm,
+                    unsqueezed_shape)
 
 __all__ = ["quantize_model", "QuantizedModel", "load_model"]
 
@@ -157,7 +158,6 @@ def _fold_constants(model, init):
     """The nodes of ``model`` that read a graph input, directly or not; the others (every
     input a constant) are computed here, their outputs added to ``init``. Integer constants
     keep their type through the ops that only move values (Identity, Concat, ...)."""
-    from .model import evaluate
     kept = []
     for n in model.nodes:
         if not all(not i or i in init for i in n.inputs):
@@ -181,7 +181,6 @@ def _spatial_means(nodes, model, init, fresh):
     """``nodes`` with each ReduceMean over the two spatial axes of a 4-D tensor (what torch's
     dynamo exporter writes for AdaptiveAvgPool2d(1)) as a GlobalAveragePool, followed by a
     Flatten for keepdims=0: the same values, on the int8 pooling kernel."""
-    from .model import reduce_axes
     out, node_name = [], namer(n.name for n in nodes)
     for n in nodes:
         shape = model.shapes.get(n.inputs[0]) if n.op == "ReduceMean" else None
@@ -710,15 +709,11 @@ class QuantizedModel:
             # move on the codes, then each code requantized through a table of the 256 codes
             # (dequantized, Relu/Clip applied in float, quantized), as DequantizeLinear -> op
             # -> QuantizeLinear computes it
-            from .model import evaluate
             self._requantized_moves.add(node.name)
-            qx = self._q(x)
-            v = _dequantizer(qx)(np.arange(256, dtype=np.uint8).view(qx.dtype))
             clamps = op in ("Relu", "Clip")
-            if clamps:
-                v = evaluate(node, [v] + [self.model.initializers[i] if i else None
-                                          for i in node.inputs[1:]])[0]
-            table = _quantizer(self._q(node.outputs[0]))(v)
+            consts = [self.model.initializers[i] if i else None for i in node.inputs[1:]]
+            table = _code_table(self._q(x), self._q(node.outputs[0]),
+                                (lambda v: evaluate(node, [v] + consts)[0]) if clamps else None)
             move = (lambda q: q) if clamps else self._move_step(node)
             return (lambda q: np.take(table, move(q).view(np.uint8))), set(node.inputs[1:])
         if op in _PASSTHROUGH:
@@ -1050,9 +1045,16 @@ def _table_step(node, qx, qy):
     (any layout). Equal to DequantizeLinear -> op -> QuantizeLinear wherever the float op
     rounds alike (onnxruntime's Sigmoid/Tanh approximations may differ in the last place,
     which can move a value across a rounding boundary: one unit)."""
-    codes = np.arange(256, dtype=np.uint8).view(qx.dtype)  # every bit pattern, in that order
-    table = _quantizer(qy)(UNARY[node.op](node, _dequantizer(qx)(codes)))
+    table = _code_table(qx, qy, lambda v: UNARY[node.op](node, v))
     return lambda q: np.take(table, q.view(np.uint8))
+
+
+def _code_table(qx, qy, fn=None):
+    """The 256 codes of ``qx``'s type (every bit pattern, in the order of their uint8 view)
+    dequantized with ``qx``, put through the float function ``fn`` (None: unchanged) and
+    quantized with ``qy``: DequantizeLinear -> op -> QuantizeLinear as one lookup table."""
+    v = _dequantizer(qx)(np.arange(256, dtype=np.uint8).view(qx.dtype))
+    return _quantizer(qy)(v if fn is None else fn(v))
 
 
 def _quantized_bounds(qp, lo, hi):
