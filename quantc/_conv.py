@@ -7,6 +7,17 @@ __all__ = ["conv_integer", "qlinear_conv", "pack_conv_weight", "PackedConvWeight
            "max_pool2d", "avg_pool2d", "global_avg_pool", "qlinear_add", "qlinear_concat"]
 
 
+ARITHMETICS = ("reference", "onnxruntime")
+
+
+def ort_arithmetic(arithmetic):
+    """True for ``"onnxruntime"``, False for ``"reference"`` (the ``arithmetic=`` of the
+    requantizing ops); anything else is a ValueError naming the argument."""
+    if isinstance(arithmetic, str) and arithmetic in ARITHMETICS:
+        return arithmetic == "onnxruntime"
+    raise ValueError(f"arithmetic: expected 'reference' or 'onnxruntime', got {arithmetic!r}")
+
+
 def _pair(v):
     """An int means the same value for height and width."""
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
@@ -84,8 +95,9 @@ def conv_integer(x, w, x_zero_point=None, w_zero_point=None, *, strides=(1, 1),
 
 def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point,
                  bias=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1,
-                 relu=False, out=None):
-    """ONNX QLinearConv, bit for bit as onnx's reference evaluator.
+                 relu=False, arithmetic="reference", out=None):
+    """ONNX QLinearConv, bit for bit as onnx's reference evaluator (``arithmetic=
+    "reference"``) or as onnxruntime (``"onnxruntime"``).
 
     ``acc[n, m, oy, ox]`` is the int32 ConvInteger sum (see :func:`conv_integer`) plus
     ``bias[m]`` (int32, wrapping). With the per-channel multiplier computed in float32,
@@ -94,14 +106,21 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
         y = clamp(rne(float64(acc) * float64(mult[m]) + y_zero_point), lo, qmax)
 
     in float64 (what NumPy computes for int32 * float32), ties to even; ``lo`` is qmin, or
-    ``max(qmin, y_zero_point)`` with ``relu=True`` (a fused ReLU). ``w_scale`` and
-    ``w_zero_point`` are scalars or per output channel (M,). The output dtype is
-    ``y_zero_point``'s when it is a NumPy integer, else ``x``'s.
+    ``max(qmin, y_zero_point)`` with ``relu=True`` (a fused ReLU). With
+    ``arithmetic="onnxruntime"`` the product is float32, rounded before the zero point is
+    added, as onnxruntime's kernels (MLAS) compute it on x86-64:
+
+        y = clamp(rne(float32(float32(acc) * mult[m])) + y_zero_point, lo, qmax)
+
+    The two differ where the float32 product lands on a tie (about one output in 10^4 for
+    typical layers). ``w_scale`` and ``w_zero_point`` are scalars or per output channel (M,).
+    The output dtype is ``y_zero_point``'s when it is a NumPy integer, else ``x``'s.
     """
+    ort = ort_arithmetic(arithmetic)
     return _C._conv(x, _weight(w, w_zero_point, group), x_zero_point,
                     None if isinstance(w, PackedConvWeight) else w_zero_point,
                     x_scale, w_scale, y_scale, y_zero_point, bias, _pair(strides),
-                    pads, _pair(dilations), group, relu, False, out)
+                    pads, _pair(dilations), group, relu, False, out, ort)
 
 
 def max_pool2d(q, kernel, *, strides=None, pads=(0, 0, 0, 0), out=None):
@@ -116,8 +135,49 @@ def max_pool2d(q, kernel, *, strides=None, pads=(0, 0, 0, 0), out=None):
     return _C._pool2d(q, 0, kernel, strides, pads, None, None, None, None, False, out)
 
 
+def _unshared(x, out):
+    """x, copied when it shares memory with ``out`` (an op that writes ``out`` first and then
+    reads x again, as the onnxruntime arithmetic of the pooling and concat below does)."""
+    if out is not None and isinstance(x, np.ndarray) and isinstance(out, np.ndarray) and \
+            np.shares_memory(x, out):
+        return x.copy()
+    return x
+
+
+def _round_to(v, dtype):
+    """float32 values rounded to nearest even and saturated to ``dtype``'s range."""
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(v), info.min, info.max).astype(dtype)
+
+
+def _avg_pool_ort(q, xs, xz, ys, yz, kernel, strides, pads, count_include_pad):
+    """onnxruntime's QLinearAveragePool: each cell dequantized in float32, the window's cells
+    summed in float32 in row-major order (padding adds nothing), divided by the count, then
+    ``rne(float32(mean / y_scale) + y_zero_point)`` saturated."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, strides, pads
+    d = (q.astype(np.int32) - np.int32(xz)).astype(np.float32) * np.float32(xs)
+    n, c, h, w = q.shape
+    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    dp = np.zeros((n, c, h + pt + pb, w + pl + pr), np.float32)
+    dp[:, :, pt:pt + h, pl:pl + w] = d
+    real = np.zeros((h + pt + pb, w + pl + pr), np.int64)
+    real[pt:pt + h, pl:pl + w] = 1
+    s = np.zeros((n, c, oh, ow), np.float32)
+    cnt = np.zeros((oh, ow), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            rows = slice(ky, ky + sh * (oh - 1) + 1, sh)
+            cols = slice(kx, kx + sw * (ow - 1) + 1, sw)
+            s += dp[:, :, rows, cols]
+            cnt += real[rows, cols]
+    if count_include_pad:
+        cnt[...] = kh * kw
+    mean = s / cnt.astype(np.float32)
+    return _round_to((mean / np.float32(ys)) + np.float32(yz), q.dtype)
+
+
 def avg_pool2d(q, x_scale, x_zero_point, y_scale, y_zero_point, kernel, *, strides=None,
-               pads=(0, 0, 0, 0), count_include_pad=False, out=None):
+               pads=(0, 0, 0, 0), count_include_pad=False, arithmetic="reference", out=None):
     """Requantizing average pooling of ``q`` (N, C, H, W), output of the same dtype.
 
     Per window: ``acc`` = sum of ``q - x_zero_point`` over the real cells (int32), ``cnt`` =
@@ -129,22 +189,38 @@ def avg_pool2d(q, x_scale, x_zero_point, y_scale, y_zero_point, kernel, *, strid
 
     ties to even. ``strides`` default to the kernel; each pad must be smaller than the kernel.
     A window holds at most 2^23 cells (kH * kW): ``acc`` is then exact in int32.
+
+    ``arithmetic="onnxruntime"``: onnxruntime's QLinearAveragePool instead, in float32: each
+    cell dequantized (``float32(q - x_zero_point) * x_scale``), the window's real cells summed
+    in row-major order, ``mean = sum / cnt``, ``y = clamp(rne(mean / y_scale +
+    y_zero_point))`` (computed with NumPy, not a SIMD kernel).
     """
+    ort = ort_arithmetic(arithmetic)
     kernel = _pair(kernel)
     strides = kernel if strides is None else _pair(strides)
-    return _C._pool2d(q, 1, kernel, strides, pads, x_scale, x_zero_point, y_scale,
-                      y_zero_point, count_include_pad, out)
+    src = _unshared(q, out) if ort else q
+    y = _C._pool2d(src, 1, kernel, strides, pads, x_scale, x_zero_point, y_scale,
+                   y_zero_point, count_include_pad, out)
+    if ort:  # the arguments are checked (the call above); y has the result's shape and dtype
+        y[...] = _avg_pool_ort(np.asarray(src), float(np.float32(x_scale)), int(x_zero_point),
+                               float(np.float32(y_scale)), int(y_zero_point), kernel, strides,
+                               tuple(pads), count_include_pad)
+    return y
 
 
-def global_avg_pool(q, x_scale, x_zero_point, y_scale, y_zero_point, *, out=None):
+def global_avg_pool(q, x_scale, x_zero_point, y_scale, y_zero_point, *,
+                    arithmetic="reference", out=None):
     """Requantizing global average pooling: (N, C, H, W) -> (N, C, 1, 1), the formula of
-    :func:`avg_pool2d` with one H x W window (``cnt = H * W``, at most 2^23)."""
+    :func:`avg_pool2d` with one H x W window (``cnt = H * W``, at most 2^23), whose
+    multiplier is ``float32(float32(x_scale / y_scale) / cnt)``; with
+    ``arithmetic="onnxruntime"`` it is onnxruntime's ``float32(x_scale / float32(y_scale *
+    cnt))`` (QLinearGlobalAveragePool; the rest of the formula is the same)."""
     return _C._pool2d(q, 2, (1, 1), (1, 1), (0, 0, 0, 0), x_scale, x_zero_point, y_scale,
-                      y_zero_point, False, out)
+                      y_zero_point, False, out, ort_arithmetic(arithmetic))
 
 
 def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, *,
-                relu=False, out=None):
+                relu=False, arithmetic="reference", out=None):
     """QLinearAdd with NumPy broadcasting; per element, in float32 without fused multiply-add:
 
         ma = float32(a_scale / y_scale);  mb = float32(b_scale / y_scale)
@@ -153,6 +229,13 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_z
     ties to even; ``lo`` = qmin, or ``max(qmin, y_zero_point)`` with ``relu``. The output
     dtype is ``y_zero_point``'s when it is a NumPy integer, else ``a``'s. ``ma`` and ``mb``
     must be positive and finite with ``255 * ma + 255 * mb`` finite too (else ValueError).
+
+    ``arithmetic="onnxruntime"``: what onnxruntime's QLinearAdd computes on x86-64 CPUs with
+    AVX2 (MLAS), the zero points folded into one float32 and two fused multiply-adds on the
+    raw values:
+
+        fixed = float32(y_zp - fma(ma, a_zp, float32(mb * b_zp)))
+        y = clamp(rne(fma(a, ma, fma(b, mb, fixed))), lo, qmax)
     """
     a_arr, b_arr = np.asarray(a), np.asarray(b)
     if a_arr.shape != b_arr.shape:
@@ -162,10 +245,10 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_z
             raise ValueError(f"b: expected a shape broadcastable with a {a_arr.shape}, got "
                              f"{b_arr.shape}") from None
     return _C._qlinear_add(a_arr, a_scale, a_zero_point, b_arr, b_scale, b_zero_point, y_scale,
-                           y_zero_point, relu, out)
+                           y_zero_point, relu, out, ort_arithmetic(arithmetic))
 
 
-def qlinear_concat(inputs, y_scale, y_zero_point, *, axis=1, out=None):
+def qlinear_concat(inputs, y_scale, y_zero_point, *, axis=1, arithmetic="reference", out=None):
     """QLinearConcat: each ``(q, scale, zero_point)`` in ``inputs`` requantized to
     ``(y_scale, y_zero_point)`` and concatenated along ``axis``. Per element, in float32:
 
@@ -174,5 +257,27 @@ def qlinear_concat(inputs, y_scale, y_zero_point, *, axis=1, out=None):
     ties to even (an input already in the output's dtype, scale and zero point is copied,
     which is what the formula gives). The output dtype is ``y_zero_point``'s when it is a
     NumPy integer, else the first input's.
+
+    ``arithmetic="onnxruntime"``: onnxruntime's QLinearConcat, a QuantizeLinear of the
+    DequantizeLinear: ``y = clamp(rne(float32(float32(q - zero_point) * scale) / y_scale) +
+    y_zero_point)`` (one 256-entry table per input, looked up with NumPy).
     """
-    return _C._qlinear_concat(inputs, y_scale, y_zero_point, axis, out)
+    ort = ort_arithmetic(arithmetic)
+    if ort and out is not None:
+        try:  # (not a sequence of triples: the call below says what is wrong)
+            inputs = [(_unshared(p[0], out),) + tuple(p[1:]) for p in inputs]
+        except (TypeError, IndexError, KeyError):
+            pass
+    y = _C._qlinear_concat(inputs, y_scale, y_zero_point, axis, out)
+    if ort:  # the arguments are checked (the call above)
+        ys, yz = np.float32(y_scale), int(y_zero_point)
+        parts = []
+        for q, s, z in inputs:
+            q = np.asarray(q)
+            info = np.iinfo(q.dtype)
+            codes = np.arange(info.min, info.max + 1, dtype=np.int32)
+            dq = (codes - np.int32(int(z))).astype(np.float32) * np.float32(s)
+            table = _round_to(np.rint(dq / ys) + yz, y.dtype)
+            parts.append(table[q.astype(np.int32) - info.min])
+        y[...] = np.concatenate(parts, axis=axis)
+    return y

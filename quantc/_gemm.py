@@ -144,8 +144,9 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None, *, out=None):
 
 
 def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point,
-                   *, bias=None, relu=False, out=None):
-    """ONNX QLinearMatMul, bit-exact with onnx's reference evaluator.
+                   *, bias=None, relu=False, arithmetic="reference", out=None):
+    """ONNX QLinearMatMul, bit-exact with onnx's reference evaluator (``arithmetic=
+    "reference"``) or with onnxruntime (``"onnxruntime"``).
 
     ``acc = (a - a_zero_point) @ (b - b_zero_point) (+ bias)`` in int32, then
     ``y = clamp(rint(float64(acc) * float64(M[j]) + y_zero_point))`` with
@@ -157,15 +158,22 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     ``a`` is ``(..., M, K)``; ``b`` is ``(K, N)``, a :class:`PackedMatrix`, a batch
     ``(..., K, N)`` broadcast against ``a``'s leading dimensions as ONNX QLinearMatMul does,
     or one vector ``(K,)`` (the result drops its last axis).
+
+    ``arithmetic="onnxruntime"``: the product in float32, rounded before the zero point is
+    added, as onnxruntime's QLinearMatMul and QGemm (MLAS) compute it on x86-64:
+    ``y = clamp(rint(float32(float32(acc) * M[j])) + y_zero_point)``.
     """
+    from ._conv import ort_arithmetic
+    rq32 = ort_arithmetic(arithmetic)
     bb, bv = _batched_b(b), _vector_b(b)
     if bb is not None or bv is not None:
         return (_run_batched if bv is None else _run_vector)(
             lambda x, y: _C.qlinear_matmul(x, a_scale, a_zero_point, y, b_scale, b_zero_point,
-                                           y_scale, y_zero_point, bias=bias, relu=relu),
+                                           y_scale, y_zero_point, bias=bias, relu=relu,
+                                           rq32=rq32),
             a, bb if bv is None else bv, out)
     return _C.qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale,
-                             y_zero_point, bias=bias, relu=relu, out=out)
+                             y_zero_point, bias=bias, relu=relu, out=out, rq32=rq32)
 
 
 class Linear:

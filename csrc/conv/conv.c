@@ -438,6 +438,7 @@ static void dw_task(void *vctx, size_t task) {
         t.lo = (int32_t)ctx->lo;
         t.hi = (int32_t)ctx->hi;
         t.out32 = a->out_int32;
+        t.rq32 = a->rq32;
         t.y = (char *)ctx->y + (((n * w->M + m0) * a->OH + oy0) * a->OW + ox0) * esize;
         t.ldc = a->OH * a->OW;
         t.ldy = a->OW;
@@ -512,6 +513,7 @@ static void dw_nhwc_task(void *vctx, size_t task) {
         b.bias = np_->bias + blk * 16;
         b.scale = np_->scale + blk * 16;
         b.y_zp = a->y_zp;
+        b.rq32 = a->rq32;
         b.lo = (int32_t)ctx->lo;
         b.hi = (int32_t)ctx->hi;
         b.out32 = a->out_int32;
@@ -638,6 +640,7 @@ static void dw3_task(void *vctx, size_t task) {
     d.bias = a->bias ? a->bias + c0 : NULL;
     d.scale = a->mult + c0;
     d.y_zp = a->y_zp;
+    d.rq32 = a->rq32;
     d.lo = (int32_t)ctx->lo;
     d.hi = (int32_t)ctx->hi;
     d.y = (uint8_t *)ctx->y + ((n * C + c0) * OH + oy0) * OW;
@@ -1017,6 +1020,7 @@ static void gemm_call_args(const run_ctx *ctx, size_t g, size_t n0, size_t n1, q
         ga->scale = a->mult + g * Ng;
         ga->scale_per_col = 1;
         ga->y_zp = a->y_zp;
+        ga->rq32 = a->rq32;
         ga->relu = a->relu;
     }
 }
@@ -1239,6 +1243,7 @@ static void nchw_task(void *vctx, size_t task) {
     t.xq = (ptrdiff_t)(4 * np);
     t.out = a->out_int32 ? QC_GEMM_OUT_S32 : a->y_signed ? QC_GEMM_OUT_S8 : QC_GEMM_OUT_U8;
     t.y_zp = a->y_zp;
+    t.rq32 = a->rq32;
     t.lo = (int32_t)ctx->lo;
     t.hi = (int32_t)ctx->hi;
     t.ldy = (ptrdiff_t)P;
@@ -1424,6 +1429,7 @@ static int gconv_run(const qc_conv_args *a, const void *x, void *y) {
     t->cq = w->Cg / 4;
     t->ntaps = ntaps;
     t->nch = Ng;
+    t->rq32 = a->rq32;
     t->L = (a->OH - 1) * c.Wp + a->OW;
     t->Wp = c.Wp;
     t->OH = a->OH;

@@ -59,6 +59,8 @@ typedef struct {
     const int32_t *bias;   /* M int32 or NULL */
     int32_t y_zp;
     int relu;              /* clamp below at y_zp */
+    int rq32;              /* requantize as ONNX Runtime (float32: gemm/kernels.h,
+                            * qc_gemm_requant1_f32) instead of the float64 reference */
     /* layouts: x is (N, H, W, C) and y (N, OH, OW, M) instead of NCHW (a model's tensors
      * between convolutions: the GEMM path then reads and writes them in place, without its
      * transposes; the other paths transpose to and from NCHW copies) */

@@ -23,7 +23,8 @@
  * 2 * 255^2 < 2^31 exactly; the sum over pairs (and the bias) wraps modulo 2^32 like the
  * reference, so the order of additions does not matter. The requantized output is
  * qc_gemm_requant1(acc + bias, scale, y_zp, lo, hi) (float64, ties to even), which SIMD
- * kernels may shortcut in float32 where proven equal (see each kernel). */
+ * kernels may shortcut in float32 where proven equal (see each kernel), or with rq32
+ * qc_gemm_requant1_f32 (ONNX Runtime's float32 arithmetic). */
 #ifndef QC_CONV_DW_H
 #define QC_CONV_DW_H
 
@@ -51,6 +52,7 @@ typedef struct {
     const float *scale;     /* per channel (requantized output) */
     int32_t y_zp, lo, hi;   /* requantization zero point and clamp bounds (relu in lo) */
     int out32;              /* 1: int32 accumulators out (ConvInteger), else bytes */
+    int rq32;               /* requantize as ONNX Runtime (qc_gemm_requant1_f32) */
     void *y;                /* channel c's tile at y + c * ldc, row r at + r * ldy (elements) */
     size_t ldc, ldy;
     void *buf;              /* scratch: L + QC_DW_SLACK_T int32 */
@@ -95,6 +97,7 @@ typedef struct {
     const float *scale;     /* 16 (requantized output) */
     int32_t y_zp, lo, hi;
     int out32, lean;        /* lean: every lane's |acc| < 2^24 and scale in [0, 64) */
+    int rq32;               /* requantize as ONNX Runtime (qc_gemm_requant1_f32) */
     void *ob;
     int32_t *xp;            /* scratch: (PH * PW) x 16 int32 */
 } qc_dw_nhwc;
@@ -145,6 +148,7 @@ typedef struct {
     const int32_t *bias;    /* per channel, or NULL */
     const float *scale;     /* per channel */
     int32_t y_zp, lo, hi;
+    int rq32;               /* requantize as ONNX Runtime (qc_gemm_requant1_f32) */
     uint8_t *y;             /* channel c's band at y + c * ycs, output row r at + r * ldy */
     size_t ycs, ldy;
     uint8_t *buf;           /* scratch: qc_dw3_geom's bytes, 64-byte aligned */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "conv/dw.h"
+#include "gemm/epilogue_avx2.h"
 #include "gemm/kernels.h"
 
 /* n bytes at stride sw minus xzp; full 16-output chunks only where every byte they load
@@ -77,9 +78,11 @@ static void pairs_avx2(const int16_t *xs, size_t n, int32_t *xp) {
 
 /* qc_gemm_requant1 of 8 lanes with scales s (lane k's is sc[k * sstep]): the float32
  * shortcut proven in gemm/kernels.h (two roundings, no FMA, |t - rint(t)| < 1/2 - 2^-10 and,
- * unless `small` says every |v| < 2^24, |f| < 2^24 in every lane), else float64. */
+ * unless `small` says every |v| < 2^24, |f| < 2^24 in every lane), else float64; with rq32
+ * ONNX Runtime's float32 requantization (qc_gemm_requant1_f32). */
 QC_INLINE __m256i rq8s(__m256i v, __m256 s, const float *sc, size_t sstep, int32_t y_zp,
-                       int32_t lo, int32_t hi, int small) {
+                       int32_t lo, int32_t hi, int small, int rq32) {
+    if (rq32) return qc_requant8_f32_epi32_avx2(v, s, y_zp, lo, hi);
     const __m256 f = _mm256_cvtepi32_ps(v);
     __m256 tf = _mm256_add_ps(_mm256_mul_ps(f, s), _mm256_set1_ps((float)y_zp));
     tf = _mm256_min_ps(_mm256_max_ps(tf, _mm256_set1_ps((float)lo)), _mm256_set1_ps((float)hi));
@@ -99,8 +102,9 @@ QC_INLINE __m256i rq8s(__m256i v, __m256 s, const float *sc, size_t sstep, int32
 }
 
 /* One scale for all 8 lanes. */
-QC_INLINE __m256i rq8(__m256i v, float scale, int32_t y_zp, int32_t lo, int32_t hi, int small) {
-    return rq8s(v, _mm256_set1_ps(scale), &scale, 0, y_zp, lo, hi, small);
+QC_INLINE __m256i rq8(__m256i v, float scale, int32_t y_zp, int32_t lo, int32_t hi, int small,
+                      int rq32) {
+    return rq8s(v, _mm256_set1_ps(scale), &scale, 0, y_zp, lo, hi, small, rq32);
 }
 
 #define QC_DW_U 4
@@ -134,10 +138,10 @@ static void tile_avx2(const qc_dw_tile *t) {
             } else {
                 /* results in [lo, hi] within [-128, 255]: int16 packs are exact, and the low
                  * byte of each is the int8 or uint8 result */
-                const __m256i q0 = rq8(a0, sc, t->y_zp, t->lo, t->hi, small);
-                const __m256i q1 = rq8(a1, sc, t->y_zp, t->lo, t->hi, small);
-                const __m256i q2 = rq8(a2, sc, t->y_zp, t->lo, t->hi, small);
-                const __m256i q3 = rq8(a3, sc, t->y_zp, t->lo, t->hi, small);
+                const __m256i q0 = rq8(a0, sc, t->y_zp, t->lo, t->hi, small, t->rq32);
+                const __m256i q1 = rq8(a1, sc, t->y_zp, t->lo, t->hi, small, t->rq32);
+                const __m256i q2 = rq8(a2, sc, t->y_zp, t->lo, t->hi, small, t->rq32);
+                const __m256i q3 = rq8(a3, sc, t->y_zp, t->lo, t->hi, small, t->rq32);
                 /* packs work per 128-bit lane: w01 = q0l q1l q0h q1h (4 lanes each) */
                 const __m256i w01 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
                 const __m256i w23 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q2, q3), 0xD8);
@@ -158,8 +162,8 @@ static void tile_avx2(const qc_dw_tile *t) {
 
 /* rq8 with a scale per lane (sc: the 8 scales). */
 QC_INLINE __m256i rq8v(__m256i v, const float *sc, int32_t y_zp, int32_t lo, int32_t hi,
-                       int lean) {
-    return rq8s(v, _mm256_loadu_ps(sc), sc, 1, y_zp, lo, hi, lean);
+                       int lean, int rq32) {
+    return rq8s(v, _mm256_loadu_ps(sc), sc, 1, y_zp, lo, hi, lean, rq32);
 }
 
 /* Channels across the lanes (dw.h, qc_dw_nhwc): 16 channels as two vectors of 8, 2 output
@@ -217,10 +221,10 @@ static void nhwc_avx2(const qc_dw_nhwc *b) {
             _mm256_storeu_si256((__m256i *)(d + oo[1] * 16 + 8), a11);
             continue;
         }
-        const __m256i q00 = rq8v(a00, b->scale, b->y_zp, b->lo, b->hi, b->lean);
-        const __m256i q01 = rq8v(a01, b->scale + 8, b->y_zp, b->lo, b->hi, b->lean);
-        const __m256i q10 = rq8v(a10, b->scale, b->y_zp, b->lo, b->hi, b->lean);
-        const __m256i q11 = rq8v(a11, b->scale + 8, b->y_zp, b->lo, b->hi, b->lean);
+        const __m256i q00 = rq8v(a00, b->scale, b->y_zp, b->lo, b->hi, b->lean, b->rq32);
+        const __m256i q01 = rq8v(a01, b->scale + 8, b->y_zp, b->lo, b->hi, b->lean, b->rq32);
+        const __m256i q10 = rq8v(a10, b->scale, b->y_zp, b->lo, b->hi, b->lean, b->rq32);
+        const __m256i q11 = rq8v(a11, b->scale + 8, b->y_zp, b->lo, b->hi, b->lean, b->rq32);
         /* in [lo, hi]: int16 packs exact, the low byte of each is the int8 or uint8 result
          * (tile_avx2's narrowing): bytes of pixel 0 then pixel 1 */
         const __m256i w0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q00, q01), 0xD8);

@@ -204,7 +204,9 @@ QC_INLINE void QC_DW_NAME(channels)(const qc_dw_tile *t, const int U8) {
                 QC_DW_NAME(emit32)(a3, m[v + 3], &d32);
                 continue;
             }
-            if (lean) {
+            if (t->rq32) { /* emit8 saturates and raises to lo */
+                qc_requant64_f32_sat_avx512(s, t->y_zp, &a0, &a1, &a2, &a3);
+            } else if (lean) {
                 QC_DW_NAME(lean4)(t, s, zp, &a0, &a1, &a2, &a3);
             } else {
                 const int32_t yz = t->y_zp, il = t->lo, ih = t->hi;
@@ -292,7 +294,9 @@ QC_INLINE void QC_DW_NAME(nhwc_run)(const qc_dw_nhwc *b, const int U8) {
             _mm512_storeu_si512(d + oo[3] * 16, a3);
             continue;
         }
-        if (b->lean) {
+        if (b->rq32) { /* narrow8 saturates and raises to lo */
+            qc_requant64_f32_sat_avx512(s, b->y_zp, &a0, &a1, &a2, &a3);
+        } else if (b->lean) {
             QC_DW_NAME(lean4)(&tv, s, zf, &a0, &a1, &a2, &a3);
         } else {
             a0 = QC_DW_NAME(rq16)(a0, s, zf, lo, hi, 0, b->y_zp, b->lo, b->hi);

@@ -209,6 +209,7 @@ QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8
     const int exact = lean && (sc == 0.0f || sc >= 0x1p-22f) &&
                       (double)(9 * 255 * 128 + babs) * sc + 256.0 < 0x1p22;
     const __m512 magic = _mm512_set1_ps((float)(d->y_zp + 12582912)); /* y_zp + 1.5 * 2^23 */
+    const __m512i zbits = _mm512_set1_epi32(0x4B400000 - d->y_zp);
     const __m512 s = _mm512_set1_ps(sc), zp = _mm512_set1_ps((float)d->y_zp);
     const __m512 lo = _mm512_set1_ps((float)d->lo), hi = _mm512_set1_ps((float)d->hi);
     const __m512i lo8 = _mm512_set1_epi8((char)d->lo);
@@ -225,7 +226,14 @@ QC_INLINE void dw3_channel(const qc_dw3 *d, const qc_dw3_layout *g, const int U8
             dw3_step2(in + 2 * u0, in + g->o_plane + 2 * u0, g->P, w0, w1, w2, &a0, &a1, &a2,
                       &a3);
         }
-        if (exact) {
+        if (d->rq32 && exact) { /* dw3_bytes saturates and raises to lo */
+            a0 = qc_requant16_f32_magic_avx512(a0, s, zbits);
+            a1 = qc_requant16_f32_magic_avx512(a1, s, zbits);
+            a2 = qc_requant16_f32_magic_avx512(a2, s, zbits);
+            a3 = qc_requant16_f32_magic_avx512(a3, s, zbits);
+        } else if (d->rq32) {
+            qc_requant64_f32_sat_avx512(s, d->y_zp, &a0, &a1, &a2, &a3);
+        } else if (exact) {
             a0 = qc_rint16_magic_avx512(a0, s, magic);
             a1 = qc_rint16_magic_avx512(a1, s, magic);
             a2 = qc_rint16_magic_avx512(a2, s, magic);

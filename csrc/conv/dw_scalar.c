@@ -46,8 +46,8 @@ static void tile_scalar(const qc_dw_tile *t) {
                 if (t->out32) {
                     ((int32_t *)t->y)[at] = (int32_t)acc;
                 } else {
-                    const int32_t q =
-                        qc_gemm_requant1((int32_t)acc, t->scale[c], t->y_zp, t->lo, t->hi);
+                    const int32_t q = qc_gemm_requant1_by(t->rq32, (int32_t)acc, t->scale[c],
+                                                          t->y_zp, t->lo, t->hi);
                     ((uint8_t *)t->y)[at] = (uint8_t)q;
                 }
             }
@@ -79,8 +79,8 @@ static void nhwc_scalar(const qc_dw_nhwc *b) {
                 if (b->out32) {
                     ((int32_t *)b->ob)[o * 16 + c] = (int32_t)acc;
                 } else {
-                    ((uint8_t *)b->ob)[o * 16 + c] = (uint8_t)qc_gemm_requant1(
-                        (int32_t)acc, b->scale[c], b->y_zp, b->lo, b->hi);
+                    ((uint8_t *)b->ob)[o * 16 + c] = (uint8_t)qc_gemm_requant1_by(
+                        b->rq32, (int32_t)acc, b->scale[c], b->y_zp, b->lo, b->hi);
                 }
             }
         }

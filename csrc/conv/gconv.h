@@ -15,7 +15,7 @@
  *   C[m, t] = sum_k x'[k, t] w[m, k] - x_zp' * sum_k w[m, k] + bias[m]   (wrapping int32)
  * where the padding holds x_zp' (so x' - x_zp' = 0 there, as ONNX pads x - x_zp with 0); the
  * last two terms are cterm[m]. The requantized output is qc_gemm_requant1(C, scale[m], y_zp,
- * lo, hi). */
+ * lo, hi), or with rq32 qc_gemm_requant1_f32 (ONNX Runtime's float32 arithmetic). */
 #ifndef QC_CONV_GCONV_H
 #define QC_CONV_GCONV_H
 
@@ -44,6 +44,7 @@ typedef struct {
     int fma;              /* 1: every |C| < 2^24 (proven by the driver) and every scale 0
                            * or finite with |s| >= 2^-20: SIMD kernels may use the
                            * one-rounding epilogue without testing |C| */
+    int rq32;             /* requantize as ONNX Runtime (qc_gemm_requant1_f32) */
     size_t L;             /* flat outputs [0, L): t = oy * Wp + ox */
     size_t Wp, OH, OW;
     void *y;              /* output (oy, ox) of channel m at y + m * ldy + oy * OW + ox

@@ -56,11 +56,13 @@ QC_INLINE void store16_s32(const qc_gconv_tile *t, size_t m, size_t oy, size_t o
     }
 }
 
-/* The requantized C of 16 flat outputs as int32: in [lo, hi], or (the one-rounding epilogue,
+/* The requantized C of 16 flat outputs as int32: in [lo, hi] (t->rq32: ONNX Runtime's
+ * requantization; else the float64 reference), or (the one-rounding epilogue,
  * whose clamp at hi is left to store64_u8s8's saturating packs) at least lo, and above hi
  * only where the result is hi. With t->fma every |C| < 2^24 (the driver's bound), so that
  * epilogue needs no test. */
 QC_INLINE __m512i requant16(const qc_gconv_tile *t, __m512 s, __m512i v) {
+    if (t->rq32) return qc_requant16_f32_avx512(v, s, t->y_zp, t->lo, t->hi);
     if (!t->fma) return qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, 0xFFFF);
     /* qc_requant16_fma_avx512 before its narrowing */
     const __m512 r = _mm512_fmadd_round_ps(_mm512_cvtepi32_ps(v), s,

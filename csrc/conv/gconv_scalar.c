@@ -22,8 +22,8 @@ static void run_scalar(const qc_gconv_tile *t) {
             if (t->out == QC_GEMM_OUT_S32) {
                 ((int32_t *)t->y)[at] = (int32_t)acc;
             } else {
-                const int32_t y = qc_gemm_requant1((int32_t)acc, t->scale[m], t->y_zp, t->lo,
-                                                   t->hi);
+                const int32_t y = qc_gemm_requant1_by(t->rq32, (int32_t)acc, t->scale[m],
+                                                      t->y_zp, t->lo, t->hi);
                 if (t->out == QC_GEMM_OUT_S8) ((int8_t *)t->y)[at] = (int8_t)y;
                 else ((uint8_t *)t->y)[at] = (uint8_t)y;
             }

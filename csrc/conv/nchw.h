@@ -60,6 +60,9 @@ typedef struct {
     int exact;             /* 1: lean, and every scale is 0 or in [2^-22, 64) with
                             * max |C| * scale + 256 < 2^22: the one-rounding epilogue needs no
                             * test (qc_rint16_magic_avx512) */
+    int rq32;              /* requantize as ONNX Runtime (qc_gemm_requant1_f32); the flags
+                            * above then only bound C and C * scale (exact: the epilogue
+                            * qc_requant16_f32_magic_avx512, else qc_requant16_f32_sat) */
 } qc_nchw_tile;
 
 typedef struct {

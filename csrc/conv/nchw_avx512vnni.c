@@ -92,6 +92,14 @@ QC_INLINE void store_row(const qc_nchw_tile *t, int r, const int NP, __m512i a0,
         return;
     }
     const __m512 s = _mm512_set1_ps(t->scale[r]);
+    if (t->rq32) { /* store48's narrowing saturates and raises to lo */
+        const __m512i zb = _mm512_set1_epi32(0x4B400000 - t->y_zp);
+        const __m512i q0 = qc_requant16_f32_sat_avx512(v0, s, zb);
+        const __m512i q1 = NP > 1 ? qc_requant16_f32_sat_avx512(v1, s, zb) : q0;
+        const __m512i q2 = NP > 2 ? qc_requant16_f32_sat_avx512(v2, s, zb) : q1;
+        store48(t, dst, npix, q0, q1, q2);
+        return;
+    }
     /* the largest |u - rint(u)| and |f| of the row's valid lanes decide its path at once */
     __m512 worst = _mm512_setzero_ps(), fworst = _mm512_setzero_ps();
     __m512i q0 = round16(t, v0, s, m0, &worst, &fworst);
@@ -181,12 +189,25 @@ static void (*const tiles[QC_NCHW_MR][3])(const qc_nchw_tile *, int) = {
     QC_NROW(5), QC_NROW(6), QC_NROW(7), QC_NROW(8),
 };
 
+/* Row r's 32 results, packed to 16 bits in pairs (packs_epi32 of two vectors), narrowed and
+ * stored. */
+QC_INLINE void store_row32(const qc_nchw_tile *t, int r, __m512i w) {
+    _mm256_storeu_si256((__m256i *)((char *)t->y + r * t->ldy),
+                        _mm512_castsi512_si256(narrow16to8(t, w, w)));
+}
+
 /* store_row for the common case the driver calls lean (|C| < 2^24, multipliers below 64),
  * without pixel sums (every zw' 0) and with a requantized output, on two full vectors whose
  * accumulators started at rterm (so they hold C): round16's steps with nothing to clamp or
  * mask, one vrangeps for the row's exactness test, and narrow16to8 for its 32 results. */
 QC_INLINE void store_row_fast(const qc_nchw_tile *t, int r, __m512i v0, __m512i v1) {
     const __m512 s = _mm512_set1_ps(t->scale[r]), zp = _mm512_set1_ps(t->fzp);
+    if (t->rq32) { /* ONNX Runtime's requantization, no test; narrow16to8 clamps */
+        const __m512i zb = _mm512_set1_epi32(0x4B400000 - t->y_zp);
+        store_row32(t, r, _mm512_packs_epi32(qc_requant16_f32_sat_avx512(v0, s, zb),
+                                             qc_requant16_f32_sat_avx512(v1, s, zb)));
+        return;
+    }
     const __m512 u0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0), s, zp);
     const __m512 u1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1), s, zp);
     const __m512 worst =
@@ -199,20 +220,23 @@ QC_INLINE void store_row_fast(const qc_nchw_tile *t, int r, __m512i v0, __m512i 
         q0 = qc_requant16_avx512(v0, s, t->y_zp, t->lo, t->hi, 0xFFFF);
         q1 = qc_requant16_avx512(v1, s, t->y_zp, t->lo, t->hi, 0xFFFF);
     }
-    const __m512i w = _mm512_packs_epi32(q0, q1);
-    _mm256_storeu_si256((__m256i *)((char *)t->y + r * t->ldy),
-                        _mm512_castsi512_si256(narrow16to8(t, w, w)));
+    store_row32(t, r, _mm512_packs_epi32(q0, q1));
 }
 
 /* store_row_fast for a call the driver calls exact: one rounding per vector and no test
- * (qc_rint16_magic_avx512; the packs and narrow16to8 clamp). */
+ * (qc_rint16_magic_avx512; the packs and narrow16to8 clamp); with rq32 the float32 product and
+ * one add under the same bound (qc_requant16_f32_magic_avx512). */
 QC_INLINE void store_row_exact(const qc_nchw_tile *t, int r, __m512i v0, __m512i v1) {
     const __m512 s = _mm512_set1_ps(t->scale[r]);
+    if (t->rq32) {
+        const __m512i zb = _mm512_set1_epi32(0x4B400000 - t->y_zp);
+        store_row32(t, r, _mm512_packs_epi32(qc_requant16_f32_magic_avx512(v0, s, zb),
+                                             qc_requant16_f32_magic_avx512(v1, s, zb)));
+        return;
+    }
     const __m512 c = _mm512_set1_ps((float)(t->y_zp + 12582912)); /* y_zp + 1.5 * 2^23 */
-    const __m512i w = _mm512_packs_epi32(qc_rint16_magic_avx512(v0, s, c),
-                                         qc_rint16_magic_avx512(v1, s, c));
-    _mm256_storeu_si256((__m256i *)((char *)t->y + r * t->ldy),
-                        _mm512_castsi512_si256(narrow16to8(t, w, w)));
+    store_row32(t, r, _mm512_packs_epi32(qc_rint16_magic_avx512(v0, s, c),
+                                         qc_rint16_magic_avx512(v1, s, c)));
 }
 
 /* Sub-tiles of PIPE_NP * 16 pixels of a full weight tile, software-pipelined: the k loop of
@@ -296,7 +320,7 @@ static void tile_avx512vnni(const qc_nchw_tile *t, int mr, int npix) {
         j0 = npix / (16 * PIPE_NP) * (16 * PIPE_NP);
         if (t->exact && !t->xsum && t->out != QC_GEMM_OUT_S32)
             run_8xpipe_exact(t, npix / (16 * PIPE_NP));
-        else if (t->lean && !t->xsum && t->out != QC_GEMM_OUT_S32)
+        else if ((t->lean || t->rq32) && !t->xsum && t->out != QC_GEMM_OUT_S32)
             run_8xpipe_fast(t, npix / (16 * PIPE_NP));
         else
             run_8xpipe_any(t, npix / (16 * PIPE_NP));

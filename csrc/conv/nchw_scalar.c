@@ -19,7 +19,8 @@ static void tile_scalar(const qc_nchw_tile *t, int mr, int npix) {
             if (t->out == QC_GEMM_OUT_S32) {
                 ((int32_t *)t->y)[at] = v;
             } else {
-                const int32_t q = qc_gemm_requant1(v, t->scale[r], t->y_zp, t->lo, t->hi);
+                const int32_t q = qc_gemm_requant1_by(t->rq32, v, t->scale[r], t->y_zp, t->lo,
+                                                      t->hi);
                 if (t->out == QC_GEMM_OUT_S8) ((int8_t *)t->y)[at] = (int8_t)q;
                 else ((uint8_t *)t->y)[at] = (uint8_t)q;
             }

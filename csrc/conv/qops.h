@@ -58,12 +58,23 @@ typedef struct {
 } qc_avgpool_params;
 
 /* qlinear_add: y = requant_f32(float32(float(a - azp) * ma) + float32(float(b - bzp) * mb)),
- * ma = float32(a_scale / y_scale), mb = float32(b_scale / y_scale), no fused multiply-add. */
+ * ma = float32(a_scale / y_scale), mb = float32(b_scale / y_scale), no fused multiply-add.
+ * With ort, ONNX Runtime's arithmetic (MLAS's AVX2 QLinearAdd kernel, the one x86-64 CPUs with
+ * AVX2 run): the zero points folded into one float32 constant
+ *     fixed = float32(yzp - fma(ma, azp, float32(mb * bzp)))   (as MLAS's build contracts it)
+ * and two fused multiply-adds on the raw values,
+ *     y = clamp(rint(fma(float(a), ma, fma(float(b), mb, fixed))), lo + yzp, hi + yzp). */
 typedef struct {
     int32_t azp, bzp, yzp;
     float ma, mb, lo, hi;
     int stream;               /* hint: output too large to stay in cache, store past it */
+    int ort;
+    float fixed;              /* ort only */
 } qc_add_params;
+
+/* The 64-step add loops of the ort arithmetic round to int32 before clamping: multipliers up
+ * to 2^20 keep |fma(a, ma, fma(b, mb, fixed))| below 2^30 (|fixed| <= 255 + 2 * 255 * 2^20). */
+#define QC_ADD_ORT_MAX_MULT 1048576.0f
 
 /* concat requantization of one input: y = requant_f32(float(q - zp) * m), m = s / y_scale. */
 typedef struct {

@@ -147,10 +147,70 @@ QC_INLINE void add_span16(const int8_t *pa, int sa, const int8_t *pb, int sb, in
         store64(py + i, pack64(va, &o, SY), stream);                                           \
     }
 
+/* The ort arithmetic (qops.h): two FMAs on the raw values, rounded, clamped to the bounds with
+ * the zero point (which `fixed` holds); 16 lanes masked for heads and tails. */
+QC_INLINE void add_ort_span16(const int8_t *pa, int sa, const int8_t *pb, int sb, int8_t *py,
+                              size_t n, const qc_add_params *p) {
+    const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
+    const __m512 fx = _mm512_set1_ps(p->fixed);
+    const __m512 lo = _mm512_set1_ps(p->lo + (float)p->yzp);
+    const __m512 hi = _mm512_set1_ps(p->hi + (float)p->yzp);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail16(n - i);
+        const __m512 va = _mm512_cvtepi32_ps(load16_i32(pa + i, sa, k));
+        const __m512 vb = _mm512_cvtepi32_ps(load16_i32(pb + i, sb, k));
+        const __m512 v = _mm512_fmadd_ps(va, ma, _mm512_fmadd_ps(vb, mb, fx));
+        _mm_mask_storeu_epi8(py + i, k, finish16(v, lo, hi, _mm512_setzero_si512()));
+    }
+}
+
+/* per 64 outputs: the raw values widened (widen64_ps with zero point 0), 8 FMAs, the packs
+ * (pack64: rounding, then the clamps; |v| < 2^30 under QC_ADD_ORT_MAX_MULT) */
+#define QC_ADD64_ORT(SA, SB, SY)                                                               \
+    for (; i + 64 <= n; i += 64) {                                                             \
+        __m512 va[4], vb[4];                                                                   \
+        widen64_ps(pa + i, SA, aoff, 0xF, va);                                                 \
+        widen64_ps(pb + i, SB, boff, 0x0, vb);                                                 \
+        for (int q = 0; q < 4; q++)                                                            \
+            va[q] = _mm512_fmadd_ps(va[q], ma, _mm512_fmadd_ps(vb[q], mb, fx));                \
+        store64(py + i, pack64(va, &o, SY), stream);                                           \
+    }
+
+static void add_ort_avx512(const int8_t *pa, int sa, const int8_t *pb, int sb, int8_t *py,
+                           int sy, size_t n, const qc_add_params *p) {
+    if (!(p->ma <= QC_ADD_ORT_MAX_MULT && p->mb <= QC_ADD_ORT_MAX_MULT)) {
+        add_ort_span16(pa, sa, pb, sb, py, n, p);
+        return;
+    }
+    const int stream = p->stream;
+    size_t i = stream_head(py, n, stream);
+    add_ort_span16(pa, sa, pb, sb, py, i, p);
+    const __m512 aoff = widen_off(0, sa), boff = widen_off(0, sb);
+    const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
+    const __m512 fx = _mm512_set1_ps(p->fixed);
+    const pack_out o = pack_setup(p->lo + (float)p->yzp, p->hi + (float)p->yzp, 0, sy);
+    switch ((sa ? 4 : 0) + (sb ? 2 : 0) + (sy ? 1 : 0)) {
+    case 0: QC_ADD64_ORT(0, 0, 0) break;
+    case 1: QC_ADD64_ORT(0, 0, 1) break;
+    case 2: QC_ADD64_ORT(0, 1, 0) break;
+    case 3: QC_ADD64_ORT(0, 1, 1) break;
+    case 4: QC_ADD64_ORT(1, 0, 0) break;
+    case 5: QC_ADD64_ORT(1, 0, 1) break;
+    case 6: QC_ADD64_ORT(1, 1, 0) break;
+    default: QC_ADD64_ORT(1, 1, 1) break;
+    }
+    if (stream) _mm_sfence();
+    add_ort_span16(pa + i, sa, pb + i, sb, py + i, n - i, p);
+}
+
 static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
                        const qc_add_params *p) {
     const int8_t *pa = a, *pb = b;
     int8_t *py = y;
+    if (p->ort) {
+        add_ort_avx512(pa, sa, pb, sb, py, sy, n, p);
+        return;
+    }
     if (!(p->ma <= QC_PACK_MAX_MULT && p->mb <= QC_PACK_MAX_MULT)) {
         add_span16(pa, sa, pb, sb, py, n, p);
         return;

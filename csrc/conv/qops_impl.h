@@ -1,10 +1,12 @@
 /* Quantized operator kernels written once; included by qops_scalar.c, qops_avx2.c, qops_avx512.c.
  *
  * Every loop here is integer arithmetic or IEEE float arithmetic in a fixed order (no fused
- * multiply-add: the build passes -ffp-contract=off), so the per-ISA compilations (auto-
- * vectorized with that file's -m flags) are bit-identical to the scalar build by construction.
+ * multiply-add but the explicit fmaf of the ort add, one rounding on every ISA: the build
+ * passes -ffp-contract=off), so the per-ISA compilations (auto-vectorized with that file's -m
+ * flags) are bit-identical to the scalar build by construction.
  * The including file defines QC_QOPS_NAME(name) to suffix each function with its ISA; an ISA
  * file may replace some with hand-written kernels in its own table (hence "unused"). */
+#include <math.h>
 #include <string.h>
 
 #define QC_KERNEL static __attribute__((unused))
@@ -195,6 +197,13 @@ QC_INLINE s2_rows s2_rows_of(const uint8_t *x, const qc_win2d *g, size_t oy, int
                                    size_t n, const qc_add_params *p) {                             \
         const int32_t azp = p->azp, bzp = p->bzp, yzp = p->yzp;                                    \
         const float ma = p->ma, mb = p->mb, lo = p->lo, hi = p->hi;                                \
+        if (p->ort) { /* bounds with the zero point, which `fixed` holds */                        \
+            const float fx = p->fixed, alo = lo + (float)yzp, ahi = hi + (float)yzp;               \
+            for (size_t i = 0; i < n; i++)                                                         \
+                y[i] = (TY)qc_requant_f32(fmaf((float)a[i], ma, fmaf((float)b[i], mb, fx)), alo,   \
+                                          ahi, 0);                                                 \
+            return;                                                                                \
+        }                                                                                          \
         for (size_t i = 0; i < n; i++) {                                                           \
             float va = (float)((int32_t)a[i] - azp) * ma;                                          \
             float vb = (float)((int32_t)b[i] - bzp) * mb;                                          \

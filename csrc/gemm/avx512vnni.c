@@ -69,7 +69,15 @@
         QC_ACC_STEP(4) QC_ACC_STEP(5) QC_ACC_STEP(6) QC_ACC_STEP(7)                      \
     }
 
-/* The byte stores of a tile on the one-rounding path (tile_mxn): rows r < MR of columns
+/* Bytes raised to lo (relu) when `raise` (int8 when sgn, else uint8). */
+QC_INLINE __m512i qc_lo8(__m512i b, int raise, int sgn, __m512i lo8) {
+    if (!raise) return b;
+    return sgn ? _mm512_max_epi8(b, lo8) : _mm512_max_epu8(b, lo8);
+}
+
+/* The byte stores of a tile on the one-rounding path (tile_mxn), or with ONNX Runtime's
+ * float32 requantization (t->rq32: qc_requant16_f32_sat_avx512, then lo on the bytes): rows
+ * r < MR of columns
  * [0, nc) from the accumulators c<r>0 (columns 0-15) and c<r>1 (16-31, NP == 2). After
  * packs_epi32 of two vectors and a pack of two such to bytes, 128-bit lane l holds dwords
  * (a_l, b_l, c_l, d_l) of the four vectors' columns 4l..4l+3; the permutation gathers each
@@ -84,6 +92,11 @@ QC_INLINE void qc_tile_store_packed(const qc_gemm_tile *t, const int MR, const i
     const __m512 s1 = NP == 2 ? _mm512_loadu_ps(t->scale + 16) : s0;
     const __m512 zpm = _mm512_set1_ps((float)(t->y_zp + 12582912));
     const __m512 lom = _mm512_set1_ps((float)(t->lo + 12582912));
+    const int rq32 = t->rq32, bound = t->rq32_bound;
+    const __m512i zpbits = _mm512_set1_epi32(0x4B400000 - t->y_zp);
+    /* rq32: the saturating packs clamp to the type, then bytes rise to lo (relu) */
+    const int lo_above = t->lo > (t->out == QC_GEMM_OUT_S8 ? -128 : 0);
+    const __m512i lo8 = _mm512_set1_epi8((char)t->lo);
     const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     char *c = (char *)t->c;
     const ptrdiff_t ldc = t->ldc;
@@ -91,9 +104,13 @@ QC_INLINE void qc_tile_store_packed(const qc_gemm_tile *t, const int MR, const i
     /* nc < 32 (NP == 2) or < 16 (NP == 1): the stores masked to the valid columns */
     const __mmask32 k32 = nc >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << nc) - 1);
     const __mmask16 k16 = nc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nc) - 1);
-#define QC_Y(r, p) qc_requant16_fma32_avx512(c##r##p, s##p, zpm, lom)
-#define QC_BYTES(wa, wb) \
-    _mm512_permutexvar_epi32(perm, sgn ? _mm512_packs_epi16(wa, wb) : _mm512_packus_epi16(wa, wb))
+#define QC_Y(r, p)                                                                       \
+    (rq32 ? (bound ? qc_requant16_f32_magic_avx512(c##r##p, s##p, zpbits)                \
+                   : qc_requant16_f32_sat_avx512(c##r##p, s##p, zpbits))                 \
+          : qc_requant16_fma32_avx512(c##r##p, s##p, zpm, lom))
+#define QC_BYTES(wa, wb) qc_lo8(                                                              \
+    _mm512_permutexvar_epi32(perm, sgn ? _mm512_packs_epi16(wa, wb) : _mm512_packus_epi16(wa, wb)), \
+    rq32 && lo_above, sgn, lo8)
 #define QC_ST32(r, v)                                                          \
     if (nc >= 32) _mm256_storeu_si256((__m256i *)(void *)(c + r * ldc), v);   \
     else _mm256_mask_storeu_epi8(c + r * ldc, k32, v);
@@ -190,10 +207,10 @@ QC_INLINE void tile_mxn(const qc_gemm_tile *t, const int MR, const int NP, int n
      * makes the compiler read them again, row after row), and rows are narrowed together
      * with the saturating packs and one dword permutation: two rows of 32 columns, or four
      * of 16, per 64 bytes. */
-    if (t->rq_fma && t->zbp_zero && t->zap_zero &&
+    if ((t->rq_fma || t->rq32) && t->zbp_zero && t->zap_zero &&
         (t->out == QC_GEMM_OUT_U8 || t->out == QC_GEMM_OUT_S8)) {
         __mmask16 big = 0;
-        if (!t->small) {
+        if (!t->small && !t->rq32) {
 #define QC_BIG(r)                                                   \
     if (MR > r) {                                                   \
         big |= qc_beyond24_avx512(c##r##0, m0);                     \

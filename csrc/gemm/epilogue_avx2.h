@@ -23,6 +23,45 @@ QC_INLINE __m128i requant8_f64(const qc_gemm_tile *t, __m256i v, __m256 s) {
     return _mm_packs_epi32(_mm256_cvtpd_epi32(d0), _mm256_cvtpd_epi32(d1));
 }
 
+/* ONNX Runtime's requantization of 8 lanes (qc_gemm_requant1_f32), as int32 in [lo, hi]:
+ * the float32 product, clamped to the shifted bounds (maxps keeps its second operand for a
+ * NaN), rounded to nearest even, the zero point added. */
+QC_INLINE __m256i qc_requant8_f32_epi32_avx2(__m256i v, __m256 s, int32_t y_zp, int32_t lo,
+                                             int32_t hi) {
+    __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
+    p = _mm256_max_ps(p, _mm256_set1_ps((float)(lo - y_zp)));
+    p = _mm256_min_ps(p, _mm256_set1_ps((float)(hi - y_zp)));
+    p = _mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm256_add_epi32(_mm256_cvttps_epi32(p), _mm256_set1_epi32(y_zp));
+}
+
+/* The same as 8 int16. */
+QC_INLINE __m128i qc_requant8_f32_avx2(__m256i v, __m256 s, int32_t y_zp, int32_t lo,
+                                       int32_t hi) {
+    const __m256i q = qc_requant8_f32_epi32_avx2(v, s, y_zp, lo, hi);
+    return _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+}
+
+/* The float64 requantization of 8 lanes (qc_gemm_requant1) as 8 int16, through the float32
+ * shortcut where every valid lane passes the tests proven in kernels.h. */
+QC_INLINE __m128i requant8_ref(const qc_gemm_tile *t, __m256i v, __m256 s, int nvalid) {
+    const __m256 f = _mm256_cvtepi32_ps(v);
+    __m256 tf = _mm256_add_ps(_mm256_mul_ps(f, s), _mm256_set1_ps((float)t->y_zp));
+    tf = _mm256_min_ps(_mm256_max_ps(tf, _mm256_set1_ps((float)t->lo)),
+                       _mm256_set1_ps((float)t->hi));
+    const __m256 rf = _mm256_round_ps(tf, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256 far = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(tf, rf), absm),
+                                     _mm256_set1_ps(0.5f - 0x1p-10f), _CMP_LT_OQ);
+    const __m256 exact =
+        _mm256_cmp_ps(_mm256_and_ps(f, absm), _mm256_set1_ps(0x1p24f), _CMP_LT_OQ);
+    if (((_mm256_movemask_ps(_mm256_and_ps(far, exact)) | (0xFF << nvalid)) & 0xFF) == 0xFF) {
+        const __m256i q = _mm256_cvtps_epi32(rf);
+        return _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    }
+    return requant8_f64(t, v, s);
+}
+
 /* Epilogue for 8 columns of one row (bit-identical to qc_gemm_fix1 / qc_gemm_requant1). */
 QC_INLINE void qc_gemm_store8_avx2(const qc_gemm_tile *t, int r, int x0, __m256i acc,
                                      int nvalid) {
@@ -60,24 +99,8 @@ QC_INLINE void qc_gemm_store8_avx2(const qc_gemm_tile *t, int r, int x0, __m256i
         }
         return;
     }
-    /* float32 shortcut, exact when every valid lane passes the tests proven in kernels.h */
-    const __m256 f = _mm256_cvtepi32_ps(v);
-    __m256 tf = _mm256_add_ps(_mm256_mul_ps(f, s), _mm256_set1_ps((float)t->y_zp));
-    tf = _mm256_min_ps(_mm256_max_ps(tf, _mm256_set1_ps((float)t->lo)),
-                       _mm256_set1_ps((float)t->hi));
-    const __m256 rf = _mm256_round_ps(tf, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    const __m256 far = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(tf, rf), absm),
-                                     _mm256_set1_ps(0.5f - 0x1p-10f), _CMP_LT_OQ);
-    const __m256 exact =
-        _mm256_cmp_ps(_mm256_and_ps(f, absm), _mm256_set1_ps(0x1p24f), _CMP_LT_OQ);
-    __m128i w;
-    if (((_mm256_movemask_ps(_mm256_and_ps(far, exact)) | (0xFF << nvalid)) & 0xFF) == 0xFF) {
-        const __m256i q = _mm256_cvtps_epi32(rf);
-        w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-    } else {
-        w = requant8_f64(t, v, s);
-    }
+    const __m128i w = t->rq32 ? qc_requant8_f32_avx2(v, s, t->y_zp, t->lo, t->hi)
+                              : requant8_ref(t, v, s, nvalid);
     const __m128i bytes = t->out == QC_GEMM_OUT_S8 ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
     uint8_t tmp[16];
     _mm_storeu_si128((__m128i *)tmp, bytes);

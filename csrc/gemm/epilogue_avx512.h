@@ -40,6 +40,66 @@ QC_INLINE __m512i qc_requant16_avx512(__m512i v, __m512 s, int32_t y_zp, int32_t
                               _mm512_cvtpd_epi32(d1), 1);
 }
 
+/* ONNX Runtime's requantization of 16 lanes (qc_gemm_requant1_f32), as int32 in [lo, hi]: the
+ * float32 product, clamped to the shifted bounds (vmaxps keeps its second operand, the bound,
+ * for a NaN), rounded to nearest even, the zero point added. */
+QC_INLINE __m512i qc_requant16_f32_avx512(__m512i v, __m512 s, int32_t y_zp, int32_t lo,
+                                          int32_t hi) {
+    __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
+    p = _mm512_max_ps(p, _mm512_set1_ps((float)(lo - y_zp)));
+    p = _mm512_min_ps(p, _mm512_set1_ps((float)(hi - y_zp)));
+    return _mm512_add_epi32(_mm512_cvt_roundps_epi32(p, _MM_FROUND_TO_NEAREST_INT |
+                                                            _MM_FROUND_NO_EXC),
+                            _mm512_set1_epi32(y_zp));
+}
+
+/* qc_requant16_f32_avx512 for a caller that narrows with saturation and applies lo itself:
+ * with p = fl32(fl32(v) * s), rint(p) + y_zp as int32 where |p| <= L = 2^22 - 512, and a
+ * value of p's sign beyond the int16 range elsewhere, so a saturating narrowing to the output
+ * type gives clamp(rint(p) + y_zp, qmin, qmax). zpbits = 0x4B400000 - y_zp.
+ *   - vrangeps 0x02 keeps the smaller magnitude of p and L with p's sign (imm8[1:0] = 10b: the
+ *     smaller magnitude; imm8[3:2] = 00b: the sign of the first operand): |q| <= L.
+ *   - q + 1.5 * 2^23 lies in [2^23 + 512, 2^24 - 512], where float32 steps by 1, so the add
+ *     rounds q to an integer once, ties to even (1.5 * 2^23 is even), and its bits minus
+ *     0x4B400000 (those of 1.5 * 2^23) are rint(q) exactly (bits grow by 1 per step there).
+ *   - |p| <= L: q = p. |p| > L: rint(p) and rint(q) = +-L share the sign and both plus y_zp
+ *     (|y_zp| <= 255) are beyond int16, so the narrowing saturates both the same way.
+ * No NaN: v is an integer and s a finite multiplier (an infinite product becomes +-L). Five
+ * operations per 16 lanes instead of the exact version's six and its clamps. */
+QC_INLINE __m512i qc_requant16_f32_sat_avx512(__m512i v, __m512 s, __m512i zpbits) {
+    const __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
+    const __m512 q = _mm512_range_ps(p, _mm512_set1_ps(4193792.0f), 0x02);
+    return _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(q, _mm512_set1_ps(12582912.0f))),
+                            zpbits);
+}
+
+/* qc_requant16_f32_sat_avx512 of four vectors with one multiplier vector. */
+QC_INLINE void qc_requant64_f32_sat_avx512(__m512 s, int32_t y_zp, __m512i *a0, __m512i *a1,
+                                           __m512i *a2, __m512i *a3) {
+    const __m512i zb = _mm512_set1_epi32(0x4B400000 - y_zp);
+    *a0 = qc_requant16_f32_sat_avx512(*a0, s, zb);
+    *a1 = qc_requant16_f32_sat_avx512(*a1, s, zb);
+    *a2 = qc_requant16_f32_sat_avx512(*a2, s, zb);
+    *a3 = qc_requant16_f32_sat_avx512(*a3, s, zb);
+}
+
+/* qc_requant16_f32_sat_avx512 where the caller knows |v * s| + 256 < 2^22 for every lane (the
+ * bound of qc_rint16_magic_avx512's callers): then |p| <= 2^22 - 256 already (rounding is
+ * monotone), and the add needs no limiting. Four operations per 16 lanes. */
+QC_INLINE __m512i qc_requant16_f32_magic_avx512(__m512i v, __m512 s, __m512i zpbits) {
+    const __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
+    return _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(p, _mm512_set1_ps(12582912.0f))),
+                            zpbits);
+}
+
+/* The requantization a tile asks for, 16 lanes as int32 in [lo, hi] (qc_requant16_avx512
+ * decides its path on the lanes of `valid` only). */
+QC_INLINE __m512i qc_requant16_t_avx512(const qc_gemm_tile *t, __m512i v, __m512 s,
+                                        __mmask16 valid) {
+    return t->rq32 ? qc_requant16_f32_avx512(v, s, t->y_zp, t->lo, t->hi)
+                   : qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, valid);
+}
+
 /* bits(r) - bits(M) of qc_requant16_fma_avx512 (below) before its narrowing: an int32 >= lo
  * that the output type's saturation turns into y. zpm = y_zp + M, lom = lo + M (floats). Also
  * for narrowing two rows at a time with the saturating packs (packs_epi32, then packus_epi16 or
@@ -142,8 +202,7 @@ QC_INLINE void qc_gemm_store_row16_from(const qc_gemm_tile *t, int r, int p, __m
     const __m128i q = t->rq_fma && (t->small || !qc_beyond24_avx512(v, mask))
                           ? qc_requant16_fma_avx512(v, s, t->y_zp, t->lo,
                                                     t->out == QC_GEMM_OUT_S8)
-                          : _mm512_cvtepi32_epi8(
-                                qc_requant16_avx512(v, s, t->y_zp, t->lo, t->hi, mask));
+                          : _mm512_cvtepi32_epi8(qc_requant16_t_avx512(t, v, s, mask));
     char *dst = (char *)t->c + r * t->ldc + 16 * p;
     if (mask == (__mmask16)0xFFFF) _mm_storeu_si128((__m128i *)(void *)dst, q);
     else _mm_mask_storeu_epi8(dst, mask, q);

@@ -126,6 +126,7 @@ int qc_gemm_selfcheck(const qc_variant *v, int corrupt) {
             g.scale_per_col = 1;
             g.y_zp = requant ? (bs ? -3 : 7) : 0;
             g.relu = combo == 5;
+            g.rq32 = requant && (s & 1); /* both requantization arithmetics */
             memset(want, 0, sizeof w->want);
             memset(got, 0, sizeof w->got);
             if (sc_run(&qc_gemm_kernels_scalar, &g, want) < 0 || sc_run(kern, &g, got) < 0) {
@@ -466,15 +467,18 @@ void qc_gemm_cols_prepare(const qc_gemm_args *g, void *mem, qc_gemm_cols *cols) 
     memset(fbias + ncols, 0, slack * sizeof(float));
     uint32_t zor = 0, cmaxu = 0;
     int not_fma = 0;
+    float smax = 0.0f;
     for (int64_t x = 0; x < ncols; x++) {
         zor |= (uint32_t)zbp[x];
         const uint32_t c = (uint32_t)cterm[x], m = cterm[x] < 0 ? 0u - c : c; /* |cterm| */
         cmaxu = m > cmaxu ? m : cmaxu;
         const float s = fabsf(scale[x]); /* false comparisons for NaN: not FMA-safe */
         not_fma |= !(s == 0.0f || (s >= 0x1p-20f && s <= FLT_MAX));
+        smax = s > smax ? s : smax;
     }
+    cols->smax = not_fma ? 0.0f : smax;
     cols->zbp_zero = zor == 0;
-    cols->rq_fma = requant && !not_fma;
+    cols->rq_fma = requant && !not_fma && !g->rq32;
     cols->cmax = cmaxu;
 }
 
@@ -513,9 +517,13 @@ void qc_gemm_run(const qc_gemm_args *g, void *workspace) {
     t.zap_zero = !g->a_zp_per_row;
     t.zbp_zero = zbp_zero;
     t.rq_fma = rq_fma;
+    t.rq32 = g->rq32 && (g->out == QC_GEMM_OUT_S8 || g->out == QC_GEMM_OUT_U8);
     /* C = dot + cterm when no zero-point products remain, |dot| <= 255 * max_j sum |b'_j|
      * (at most kp * 255 * 128; int8 weights of a trained layer are usually far below it) */
     t.small = t.zbp_zero && t.zap_zero && 255 * B->abs_max + cmax < ((int64_t)1 << 24);
+    /* |C * scale| + 256 < 2^22 for every element (|C| <= 255 * abs_max + cmax when small) */
+    t.rq32_bound = t.rq32 && t.small && cols->smax > 0.0f &&
+                   (double)cols->smax * (double)(255 * B->abs_max + cmax) + 256.0 < 0x1p22;
     const size_t esize = g->out == QC_GEMM_OUT_S32 || g->out == QC_GEMM_OUT_F32 ? 4 : 1;
 
     /* a' = a with nothing to sum: the tiles read A itself when its rows are exactly kp bytes

@@ -24,6 +24,8 @@
  * QLinearMatMul/QLinearConv (which compute int32 * float32 in float64):
  *   v = (double)(int32)(C + bias[j]) * (double)scale[j] + (double)y_zp
  *   y = clamp(rint(v), lo, hi)     rint: ties to even; lo = qmin, or max(qmin, y_zp) with relu
+ * or, with rq32, ONNX Runtime's (MLAS) float32 arithmetic:
+ *   y = clamp(rint((float)(int32)(C + bias[j]) * scale[j]), lo - y_zp, hi - y_zp) + y_zp
  * Float epilogue (QC_GEMM_OUT_F32), in float32 with two roundings (no FMA):
  *   y = (float)(int32)(C + bias[j]) * scale[j] + fbias[j]
  * or, with per-row scales, three roundings: s = row_scale[i] * scale[j] (float32), then
@@ -88,6 +90,7 @@ typedef struct {
     float *scale, *fbias;
     int zbp_zero, rq_fma;
     int64_t cmax;
+    float smax;           /* the largest |scale| (0 when a scale is NaN: never used then) */
 } qc_gemm_cols;
 
 typedef struct {
@@ -123,6 +126,8 @@ typedef struct {
     int scale_per_col;
     int32_t y_zp;         /* requant only, in the output type's range */
     int relu;             /* requant only: clamp below at y_zp */
+    int rq32;             /* requant only: ONNX Runtime's float32 arithmetic (kernels.h,
+                           * qc_gemm_requant1_f32) instead of the float64 one above */
 
     const qc_gemm_kernels *kernels; /* NULL: the best usable variant (qc_gemm_select) */
 
@@ -156,7 +161,7 @@ void qc_gemm_select_hold(double seconds);
 int qc_gemm_select_busy(void);
 
 /* Run the self-check (small GEMMs: tile remainders, every signedness, extreme values and zero
- * points, int32 and requantized output) of variant v against the scalar kernel. corrupt: a
+ * points, int32 and requantized output in both arithmetics) of variant v against the scalar kernel. corrupt: a
  * test hook that changes one result of v before the comparison (a forced mismatch). On a
  * mismatch disables v's level and returns -1; 0 when equal. */
 int qc_gemm_selfcheck(const qc_variant *v, int corrupt);

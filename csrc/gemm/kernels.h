@@ -46,6 +46,10 @@ typedef struct {
                             * FMA epilogue (epilogue_avx512.h) for |C| < 2^24 */
     int small;             /* 1 when |C| < 2^24 for every element of the call (no zero-point
                             * products, kp * 255 * 128 + max |cterm| < 2^24): no need to test */
+    int rq32;              /* requant: ONNX Runtime's float32 arithmetic (qc_gemm_requant1_f32)
+                            * instead of the float64 one; rq_fma is then 0 */
+    int rq32_bound;        /* rq32, small, and |C * scale| + 256 < 2^22 for every element of
+                            * the call (qc_requant16_f32_magic_avx512 applies) */
 } qc_gemm_tile;
 
 struct qc_gemm_kernels {
@@ -107,6 +111,29 @@ QC_INLINE int32_t qc_gemm_requant1(int32_t v, float scale, int32_t y_zp, int32_t
     if (d < (double)lo) d = (double)lo;
     if (d > (double)hi) d = (double)hi;
     return (int32_t)d;
+}
+
+/* ONNX Runtime's requantization (MLAS MlasRequantizeOutput and its ConvSym kernels on x86-64):
+ * the float32 product, clamped (maxps then minps: a NaN product gives the lower bound) to the
+ * bounds shifted by the zero point, rounded to nearest even, then the zero point added:
+ *   y = clamp(rint(fl32(fl32(v) * scale)), lo - y_zp, hi - y_zp) + y_zp
+ * It differs from qc_gemm_requant1 only where fl32(v * scale) lands on a tie k + 1/2 (or where
+ * |v| >= 2^24 loses bits in fl32(v)). The clamped value lies in [-383, 383], where adding and
+ * subtracting 1.5 * 2^23 rounds it to nearest even (as qc_requant_f32 in conv/qops.h). */
+QC_INLINE int32_t qc_gemm_requant1_f32(int32_t v, float scale, int32_t y_zp, int32_t lo,
+                                        int32_t hi) {
+    float q = (float)v * scale; /* float32 (SSE arithmetic; -ffp-contract=off: no FMA) */
+    const float flo = (float)(lo - y_zp), fhi = (float)(hi - y_zp);
+    q = q > flo ? q : flo;
+    q = q < fhi ? q : fhi;
+    return (int32_t)((q + 12582912.0f) - 12582912.0f) + y_zp;
+}
+
+/* rq32: ONNX Runtime's requantization, else the float64 reference. */
+QC_INLINE int32_t qc_gemm_requant1_by(int rq32, int32_t v, float scale, int32_t y_zp,
+                                      int32_t lo, int32_t hi) {
+    return rq32 ? qc_gemm_requant1_f32(v, scale, y_zp, lo, hi)
+                : qc_gemm_requant1(v, scale, y_zp, lo, hi);
 }
 
 #endif

@@ -23,11 +23,11 @@ static void tile_scalar(const qc_gemm_tile *t, int mr, int nc) {
                 break;
             case QC_GEMM_OUT_S8:
                 ((int8_t *)t->c)[r * t->ldc + x] =
-                    (int8_t)qc_gemm_requant1(v, t->scale[x], t->y_zp, t->lo, t->hi);
+                    (int8_t)qc_gemm_requant1_by(t->rq32, v, t->scale[x], t->y_zp, t->lo, t->hi);
                 break;
             case QC_GEMM_OUT_U8:
                 ((uint8_t *)t->c)[r * t->ldc + x] =
-                    (uint8_t)qc_gemm_requant1(v, t->scale[x], t->y_zp, t->lo, t->hi);
+                    (uint8_t)qc_gemm_requant1_by(t->rq32, v, t->scale[x], t->y_zp, t->lo, t->hi);
                 break;
             case QC_GEMM_OUT_F32:
                 ((float *)t->c)[r * t->ldc + x] =

@@ -288,10 +288,10 @@ static int conv_shape(qc_conv_args *a, const qc_conv_weights *cw, const npy_intp
 
 /* The requantization part of a QLinearConv call (x of type xt, M output channels): the
  * multipliers (*mult, malloc'd, M floats), the bias (*bias, an int32 array or NULL), the
- * output type, zero point and relu in a. */
+ * output type, zero point, relu and arithmetic (rq32: ONNX Runtime's float32) in a. */
 static int conv_requant(qc_conv_args *a, size_t M, int xt, PyObject *xso, PyObject *wso,
-                        PyObject *yso, PyObject *yzpo, PyObject *biaso, int relu, float **mult,
-                        PyArrayObject **bias, int *yt) {
+                        PyObject *yso, PyObject *yzpo, PyObject *biaso, int relu, int rq32,
+                        float **mult, PyArrayObject **bias, int *yt) {
     float xsc, ysc;
     npy_intp cnt, nws;
     if (parse_scales(xso, "x_scale", 1, &xsc, &cnt) < 0) return -1;
@@ -322,6 +322,7 @@ static int conv_requant(qc_conv_args *a, size_t M, int xt, PyObject *xso, PyObje
     a->y_signed = *yt == NPY_INT8;
     a->y_zp = yzp;
     a->relu = relu;
+    a->rq32 = rq32;
     if (biaso != Py_None) {
         static const int i32[] = {NPY_INT32, -1};
         *bias = qc_int_array(biaso, "bias", i32);
@@ -381,15 +382,15 @@ static PyObject *conv_call(qc_conv_args *a, PyArrayObject *x, PyArrayObject *bia
 }
 
 /* _conv(x, w, x_zero_point, w_zero_point, x_scale, w_scale, y_scale, y_zero_point, bias,
- *       strides, pads, dilations, group, relu, integer, out)
+ *       strides, pads, dilations, group, relu, integer, out[, rq32])
  * w is an array or a capsule from _pack_conv_weight (then w_zero_point must be None and
  * w_signed/group come from the capsule). integer=True: ConvInteger (int32 out). */
 static PyObject *py_conv(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *xo, *wo, *xzpo, *wzpo, *xso, *wso, *yso, *yzpo, *biaso, *so, *po, *dlo, *go, *out;
-    int relu, integer;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOppO", &xo, &wo, &xzpo, &wzpo, &xso, &wso, &yso,
-                          &yzpo, &biaso, &so, &po, &dlo, &go, &relu, &integer, &out))
+    int relu, integer, rq32 = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOppO|p", &xo, &wo, &xzpo, &wzpo, &xso, &wso, &yso,
+                          &yzpo, &biaso, &so, &po, &dlo, &go, &relu, &integer, &out, &rq32))
         return NULL;
     int strides[2], pads[4], dil[2];
     size_t G = 1;
@@ -436,8 +437,8 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
     int yt = NPY_INT32;
     if (integer) {
         a.out_int32 = 1;
-    } else if (conv_requant(&a, cw->M, xt, xso, wso, yso, yzpo, biaso, relu, &mult, &bias,
-                            &yt) < 0) {
+    } else if (conv_requant(&a, cw->M, xt, xso, wso, yso, yzpo, biaso, relu, rq32, &mult,
+                            &bias, &yt) < 0) {
         goto done;
     }
     result = conv_call(&a, x, bias, yt, out);
@@ -474,16 +475,17 @@ static void plan_free(PyObject *cap) {
 }
 
 /* _conv_plan(w_capsule, x_zero_point, x_scale, w_scale, y_scale, y_zero_point, bias, strides,
- *            pads, dilations, group, relu[, layout]) -> plan: a QLinearConv with every
- * argument but x checked and converted once; x_zero_point must be an int8 or uint8 NumPy
- * scalar (it gives x's dtype). layout: bit 0, x is NHWC; bit 1, y is NHWC (else NCHW).
+ *            pads, dilations, group, relu[, layout[, rq32]]) -> plan: a QLinearConv with
+ * every argument but x checked and converted once; x_zero_point must be an int8 or uint8
+ * NumPy scalar (it gives x's dtype). layout: bit 0, x is NHWC; bit 1, y is NHWC (else NCHW).
+ * rq32: ONNX Runtime's float32 requantization.
  * _conv_exec(plan, x) runs it. */
 static PyObject *py_conv_plan(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *wo, *xzpo, *xso, *wso, *yso, *yzpo, *biaso, *so, *po, *dlo, *go;
-    int relu, layout = 0;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOp|i", &wo, &xzpo, &xso, &wso, &yso, &yzpo, &biaso,
-                          &so, &po, &dlo, &go, &relu, &layout))
+    int relu, layout = 0, rq32 = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOp|ip", &wo, &xzpo, &xso, &wso, &yso, &yzpo, &biaso,
+                          &so, &po, &dlo, &go, &relu, &layout, &rq32))
         return NULL;
     if (layout < 0 || layout > 3)
         return qc_value_error("layout: expected 0..3 (bit 0: x NHWC, bit 1: y NHWC), got %d",
@@ -514,8 +516,8 @@ static PyObject *py_conv_plan(PyObject *self, PyObject *args) {
     }
     npy_intp cnt;
     if (parse_zps(xzpo, "x_zero_point", p->xt, "x", 1, &p->a.xzp, &cnt) < 0) goto fail;
-    if (conv_requant(&p->a, cw->M, p->xt, xso, wso, yso, yzpo, biaso, relu, &p->mult, &p->bias,
-                     &p->yt) < 0)
+    if (conv_requant(&p->a, cw->M, p->xt, xso, wso, yso, yzpo, biaso, relu, rq32, &p->mult,
+                     &p->bias, &p->yt) < 0)
         goto fail;
     p->a.w = cw;
     p->a.x_nhwc = layout & 1;
@@ -627,15 +629,17 @@ typedef struct {
     qc_win2d g;
     qc_avgpool_params p;
     int is_avg, x_signed, global;
+    float gm;          /* global: the multiplier of a plane's sum (py_pool2d) */
     size_t planes_per_task, nplanes;
     int failed;
 } pool_ctx;
 
 /* Global average pooling: the planes' sums (the ISA's plane_sums), then the formula of the
- * average pooling kernels (qops.h) with one window of cnt = H * W cells. */
+ * average pooling kernels (qops.h) with one window of cnt = H * W cells, whose multiplier is
+ * c->gm (float32(m / cnt), or ONNX Runtime's float32(x_scale / float32(y_scale * cnt))). */
 static void gpool_planes(const pool_ctx *c, size_t p0, size_t p1) {
     const size_t n = c->g.H * c->g.W;
-    const float mc = c->p.m / (float)n;
+    const float mc = c->gm;
     const int32_t off = (int32_t)n * c->p.xzp; /* |n * xzp| <= 2^23 * 255 */
     int32_t sums[256];
     for (size_t b0 = p0; b0 < p1; b0 += 256) {
@@ -683,14 +687,15 @@ static void pool_task(void *vctx, size_t task) {
  * window in int32, and 255 * 2^23 < 2^31 keeps every partial sum exact. */
 #define QC_POOL_MAX_CELLS ((int64_t)1 << 23)
 
-/* _pool2d(q, kind, kernel, strides, pads, x_scale, x_zp, y_scale, y_zp, count_include_pad, out)
- * kind: 0 max, 1 average, 2 global average (kernel/strides/pads ignored) */
+/* _pool2d(q, kind, kernel, strides, pads, x_scale, x_zp, y_scale, y_zp, count_include_pad, out
+ *         [, ort]) kind: 0 max, 1 average, 2 global average (kernel/strides/pads ignored);
+ * ort: global average pooling with ONNX Runtime's multiplier */
 static PyObject *py_pool2d(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *qo, *ko, *so, *po, *xso, *xzpo, *yso, *yzpo, *out;
-    int kind, cip;
-    if (!PyArg_ParseTuple(args, "OiOOOOOOOpO", &qo, &kind, &ko, &so, &po, &xso, &xzpo, &yso,
-                          &yzpo, &cip, &out))
+    int kind, cip, ort = 0;
+    if (!PyArg_ParseTuple(args, "OiOOOOOOOpO|p", &qo, &kind, &ko, &so, &po, &xso, &xzpo, &yso,
+                          &yzpo, &cip, &out, &ort))
         return NULL;
     PyArrayObject *q = act_array(qo, "q", 4, "(N, C, H, W)");
     if (!q) return NULL;
@@ -753,6 +758,10 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
             goto fail;
         c.p.m = xsc / ysc;
         if (qc_check_ratio(c.p.m, "x_scale / y_scale") < 0) goto fail;
+        if (c.global) { /* H * W <= 2^23: exact in float32 */
+            const float cells = (float)(c.g.H * c.g.W);
+            c.gm = ort ? xsc / (ysc * cells) : c.p.m / cells;
+        }
         range_of(qt, &lo, &hi);
         c.p.xzp = xzp, c.p.yzp = yzp;
         c.p.lo = (float)(lo - yzp), c.p.hi = (float)(hi - yzp);
@@ -806,14 +815,14 @@ static void add_task(void *vctx, size_t t) {
     c->ops->add(c->a + i0, c->sa, c->b + i0, c->sb, c->y + i0, c->sy, n, &c->p);
 }
 
-/* _qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, relu, out); a and b have the
- * same shape (the Python layer broadcasts). */
+/* _qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, relu, out[, ort]); a and b
+ * have the same shape (the Python layer broadcasts). ort: ONNX Runtime's arithmetic (qops.h). */
 static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *ao, *aso, *azo, *bo, *bso, *bzo, *yso, *yzo, *out;
-    int relu;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOpO", &ao, &aso, &azo, &bo, &bso, &bzo, &yso, &yzo, &relu,
-                          &out))
+    int relu, ort = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOpO|p", &ao, &aso, &azo, &bo, &bso, &bzo, &yso, &yzo,
+                          &relu, &out, &ort))
         return NULL;
     PyArrayObject *a = act_array(ao, "a", -1, ""), *b = NULL, *y = NULL;
     if (!a) return NULL;
@@ -860,6 +869,12 @@ static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
     if (relu && yz > lo) lo = yz;
     c.p.azp = az, c.p.bzp = bz, c.p.yzp = yz;
     c.p.lo = (float)(lo - yz), c.p.hi = (float)(hi - yz);
+    c.p.ort = ort;
+    { /* as MLAS computes it (its build contracts ma * za + mb * zb into one FMA); finite:
+       * |z| <= 255 and 255 * ma + 255 * mb is finite */
+        const float zb = c.p.mb * (float)bz;
+        c.p.fixed = (float)yz - fmaf(c.p.ma, (float)az, zb);
+    }
     y = qc_output(out, "out", PyArray_NDIM(a), PyArray_DIMS(a), yt);
     if (!y) goto fail;
     PyArrayObject *const ins[] = {a, b};

@@ -496,12 +496,12 @@ done:
 static PyObject *py_qlinear_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     static char *kwlist[] = {"a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point",
-                             "y_scale", "y_zero_point", "bias", "relu", "out", NULL};
+                             "y_scale", "y_zero_point", "bias", "relu", "out", "rq32", NULL};
     PyObject *aobj, *aso, *azo, *bobj, *bso, *bzo, *yso, *yzo, *biaso = Py_None, *outo = Py_None;
-    int relu = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOO|$OpO:qlinear_matmul", kwlist, &aobj,
+    int relu = 0, rq32 = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOO|$OpOp:qlinear_matmul", kwlist, &aobj,
                                      &aso, &azo, &bobj, &bso, &bzo, &yso, &yzo, &biaso, &relu,
-                                     &outo))
+                                     &outo, &rq32))
         return NULL;
     PyObject *result = NULL;
     qc_a_operand a = {0};
@@ -578,6 +578,7 @@ static PyObject *py_qlinear_matmul(PyObject *self, PyObject *args, PyObject *kw)
     g.scale_per_col = nm > 1;
     g.y_zp = yzp.v[0];
     g.relu = relu;
+    g.rq32 = rq32;
     const int rc = run_gemm(&g);
     qc_out_commit(dst, out);
     if (rc < 0) {
