@@ -34,7 +34,11 @@ NHWC, the layout the GEMM convolution works in, so it skips its transposes; ever
 ``run(observe=...)`` and the report still see NCHW. Any other op (Softmax, Mul, a
 BatchNormalization with nothing to fold into, a Gemm with a non-constant B, with transA or with
 a C that varies along the rows) runs in float between a dequantize and a quantize;
-:meth:`QuantizedModel.report` marks those layers ``float``.
+:meth:`QuantizedModel.report` marks those layers ``float``. The int8 kernels requantize with
+onnxruntime's arithmetic by default (``arithmetic="onnxruntime"``: float32 products rounded
+before the zero point is added, and the formulas of its QLinearAdd, QLinearGlobalAveragePool,
+QLinearAveragePool and QLinearConcat), so :meth:`QuantizedModel.to_onnx` runs in onnxruntime
+to the same values; ``arithmetic="reference"`` follows the ONNX reference evaluator instead.
 """
 import functools
 import json
@@ -64,8 +68,12 @@ FORMAT = "quantc.model"
 # (a range given wider, a blank calibration); written only for such models (an older quantc
 # would run them without the clamp). 4: an op that only moves or clamps values (Flatten,
 # Relu, ...) whose output has other qparams than its input (a range given for the output
-# where its input has its own): requantized after the op, which older quantc would not do
-FORMAT_VERSION = 4
+# where its input has its own): requantized after the op, which older quantc would not do.
+# 5: arithmetic "onnxruntime" (the graph's "arithmetic"; a file without it is "reference",
+# what every older quantc computes) in a model with an int8 op it changes (a Conv, Gemm or
+# MatMul with an int8 output, an Add, a pooling, a Concat), which older quantc would run with
+# the reference's
+FORMAT_VERSION = 5
 # ops whose output has the qparams of their (first) input: they only move or clamp values
 _PASSTHROUGH = ("MaxPool", "Flatten", "Reshape", "Relu", "Clip", "Identity", "Dropout",
                 "Transpose", "Squeeze", "Unsqueeze")
@@ -440,14 +448,16 @@ class QuantizedModel:
     ``qparams`` (tensor name -> (scale, zero_point, dtype) of every int8 activation),
     ``weights`` (node name -> dict of ``weight`` int8, ``weight_scale`` float32 (M,),
     ``bias`` int32 (M,) or None; Gemm/MatMul weights as (out, in)), ``kinds`` (node name ->
-    "int8" | "float"), ``io``, ``activation_dtype``, ``input_qparams``,
-    ``output_qparams``.
+    "int8" | "float"), ``io``, ``activation_dtype``, ``arithmetic`` (``"onnxruntime"`` or
+    ``"reference"``, see :func:`quantize_model`), ``input_qparams``, ``output_qparams``.
     """
 
     _nhwc_enabled = True  # tests: False keeps every tensor NCHW (_layouts)
 
     def __init__(self, model, qparams, weights, *, io="float", activation_dtype="uint8",
-                 info=None):
+                 info=None, arithmetic="onnxruntime"):
+        _conv.ort_arithmetic(arithmetic)  # a ValueError naming the argument
+        self.arithmetic = arithmetic
         self.model = model
         self.qparams = {k: (v if isinstance(v, _Q) else _Q(*v)) for k, v in qparams.items()}
         self.weights = weights
@@ -607,7 +617,8 @@ class QuantizedModel:
                              wd["weight_scale"], qy.scale, qy.zp, wd["bias"],
                              tuple(a.get("strides", (1, 1))), self._pads(node),
                              tuple(a.get("dilations", (1, 1))), int(a.get("group", 1)),
-                             lo is not None and lo >= 0, layout)
+                             lo is not None and lo >= 0, layout,
+                             self.arithmetic == "onnxruntime")
 
     def _layouts(self, readers):
         """The tensors kept NHWC between int8 convolutions.
@@ -799,8 +810,9 @@ class QuantizedModel:
             xs, xzp, ys, yzp = qx.scale, qx.zp, qy.scale, qy.zp
             zero = np.int8(0)
             mm = _gemm.qlinear_matmul
+            ar = self.arithmetic
             return (lambda q: mm(q, xs, xzp, packed, ws, zero, ys, yzp, bias=bias,
-                                 relu=relu)), set(node.inputs[1:])
+                                 relu=relu, arithmetic=ar)), set(node.inputs[1:])
         if op == "AveragePool":
             k = tuple(a["kernel_shape"])
             strides = tuple(a.get("strides", (1, 1)))
@@ -808,9 +820,11 @@ class QuantizedModel:
             cip = bool(a.get("count_include_pad", 0))
             return (lambda q: _conv.avg_pool2d(q, qx.scale, qx.zp, qy.scale, qy.zp, k,
                                                strides=strides, pads=pads,
-                                               count_include_pad=cip)), set()
+                                               count_include_pad=cip,
+                                               arithmetic=self.arithmetic)), set()
         if op == "GlobalAveragePool":
-            return (lambda q: _conv.global_avg_pool(q, qx.scale, qx.zp, qy.scale, qy.zp)), set()
+            return (lambda q: _conv.global_avg_pool(q, qx.scale, qx.zp, qy.scale, qy.zp,
+                                                    arithmetic=self.arithmetic)), set()
         if op == "Add":
             qa, qb = (self._q(i) if i not in self.model.initializers else None
                       for i in node.inputs)
@@ -827,10 +841,12 @@ class QuantizedModel:
                 def f(q):
                     args = (q, other.scale, other.zp, cq, cs, cz) if i == 1 else \
                         (cq, cs, cz, q, other.scale, other.zp)
-                    return _conv.qlinear_add(*args, ya.scale, ya.zp, relu=relu)
+                    return _conv.qlinear_add(*args, ya.scale, ya.zp, relu=relu,
+                                             arithmetic=self.arithmetic)
                 return f, {node.inputs[i]}
             return (lambda p, q: _conv.qlinear_add(p, qa.scale, qa.zp, q, qb.scale, qb.zp,
-                                                   ya.scale, ya.zp, relu=relu)), set()
+                                                   ya.scale, ya.zp, relu=relu,
+                                                   arithmetic=self.arithmetic)), set()
         if op == "Concat":  # a constant operand was quantized once, at conversion
             axis = int(a["axis"])
             consts = self.weights.get(node.name, {})
@@ -841,7 +857,7 @@ class QuantizedModel:
                 it = iter(xs)
                 return _conv.qlinear_concat([p if p is not None else (next(it), q.scale, q.zp)
                                              for p, q in zip(parts, qs)], qy.scale, qy.zp,
-                                            axis=axis)
+                                            axis=axis, arithmetic=self.arithmetic)
             return concat, {i for i, p in zip(node.inputs, parts) if p is not None}
         raise AssertionError(op)
 
@@ -1002,33 +1018,49 @@ class QuantizedModel:
             "io": self.io,
             "activation_dtype": self.activation_dtype.name,
             "info": self.info,
+            "arithmetic": self.arithmetic,
         }
         m = self.model
         v2 = any(o in m.initializers for o in m.outputs) or any(
             n.op == "Concat" and self.weights.get(n.name) for n in m.nodes)
         v3 = bool(self._new_clamps)
-        version = "4" if self._requantized_moves else "3" if v3 else "2" if v2 else "1"
+        version = "5" if self._arithmetic_matters() else "4" if self._requantized_moves \
+            else "3" if v3 else "2" if v2 else "1"
         meta = {"format": FORMAT, "version": version,
                 "graph": json.dumps(graph, allow_nan=True)}
         write_tensors(path, tensors, meta)
+
+    def _arithmetic_matters(self):
+        """True when the model requantizes with onnxruntime's arithmetic in some int8 op (file
+        version 5): a Conv, Gemm or MatMul with an int8 output, an Add, a pooling, a Concat."""
+        if self.arithmetic != "onnxruntime":
+            return False
+        return any(self.kinds[n.name] == "int8" and n.outputs[0] not in self.float_outputs and
+                   n.op in ("Conv", "Gemm", "MatMul", "Add", "AveragePool", "GlobalAveragePool",
+                            "Concat") for n in self.model.nodes)
 
     def to_onnx(self, path=None):
         """Write a QDQ ONNX model (QuantizeLinear/DequantizeLinear around float ops, the form
         onnxruntime's quantization tool writes) that onnxruntime runs; needs ``onnx``.
         Returns the ``onnx.ModelProto`` (``path`` None: nothing is written).
 
-        Each layer of onnxruntime's run is within one unit of quantc's on the same int8
-        inputs, most of them equal: quantc requantizes as the ONNX reference evaluator does
-        (the int32 sum times the float32 multiplier, in float64), onnxruntime's fused kernels
-        multiply in float32 and fold the zero points of QLinearAdd into one float, so an exact
-        tie can round the other way. A deep network can carry such a unit on and grow it: of
-        the raw uint8 outputs of random ResNet-18- and MobileNetV2-shaped networks, 96-100%
-        and 83-87% agree within one unit at width 0.5 and 64x64, 99.2% and 68% at full width
-        and 224x224. One more difference is onnxruntime's own: its optimizer removes an
-        Identity or Dropout (and moves a Transpose) and then merges the two Quantize/
-        Dequantize pairs it leaves in a row, so where such an op requantizes (ranges given
-        on both of its sides) its run differs by a few units; without graph optimizations it
-        computes what quantc does."""
+        With ``arithmetic="onnxruntime"`` (:func:`quantize_model`'s default) onnxruntime's run
+        of the file on an x86-64 CPU with AVX2 gives the values ``qm(x)`` gives, bit for bit,
+        for uint8 activations: onnxruntime fuses each DequantizeLinear -> op ->
+        QuantizeLinear into its QLinearConv, QGemm/QLinearMatMul, QLinearAdd,
+        QLinearGlobalAveragePool, QLinearAveragePool or QLinearConcat kernel, whose arithmetic
+        quantc then computes (random ResNet-18- and MobileNetV2-shaped networks at 224x224:
+        every raw uint8 output equal). With ``"reference"`` an exact tie can round the other
+        way in a layer, and a deep network carries such a unit on and grows it (the same
+        networks: 99.2% and 68% of the outputs within one unit). Where onnxruntime does not
+        fuse, it runs the float op between the DequantizeLinear and the QuantizeLinear and
+        its results can differ from quantc's int8 kernels by a unit: a Conv or MatMul on int8
+        activations (``activation_dtype="int8"``), an Add with a one-element operand (which
+        its kernel folds into its constant first), ops quantc runs in float. One more
+        difference is onnxruntime's own: its optimizer removes an Identity or Dropout (and
+        moves a Transpose) and then merges the two Quantize/Dequantize pairs it leaves in a
+        row, so where such an op requantizes (ranges given on both of its sides) its run
+        differs by a few units; without graph optimizations it computes what quantc does."""
         from .onnx_export import quantized_to_onnx
         return quantized_to_onnx(self, path)
 
@@ -1159,7 +1191,7 @@ def _bias_shift(w, w_deq, mean, group=1, taps=None):
 
 def quantize_model(model, calibration_data, *, method="minmax", weight_granularity="per_channel",
                    activation_dtype="uint8", io="float", bias_correction=True, progress=None,
-                   ranges=None, weight_scales=None):
+                   ranges=None, weight_scales=None, arithmetic="onnxruntime"):
     """Calibrate ``model`` on ``calibration_data`` and convert it to a :class:`QuantizedModel`.
 
     ``calibration_data``: an iterable of input batches, each an array (one-input models) or a
@@ -1192,6 +1224,15 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     weight in ``model`` -> its scale (one float, or one per output channel); the weight is
     quantized as ``rint(w / scale)`` saturated to int8 instead of with ``amax / 127``
     (a weight folded with a BatchNormalization cannot be given one).
+
+    ``arithmetic``: how the int8 ops requantize. ``"onnxruntime"`` (the default) computes what
+    onnxruntime's kernels compute on x86-64 (float32 products rounded before the zero point is
+    added, QLinearAdd's folded zero points and fused multiply-adds, QLinearGlobalAveragePool's
+    multiplier, QuantizeLinear(DequantizeLinear) for Concat, QLinearAveragePool's float sums),
+    so onnxruntime's run of :meth:`QuantizedModel.to_onnx` gives the same uint8 values;
+    ``"reference"`` follows the ONNX reference evaluator (float64 products), as
+    :func:`quantc.qlinear_conv` and the other ops do by default. The two differ only on
+    rounding ties (a unit here and there, which a deep network can carry on).
     """
     if not isinstance(model, Model):
         raise TypeError(f"model: expected a quantc.Model, got {type(model).__name__}")
@@ -1201,6 +1242,7 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
         activation_dtype, (np.dtype, type)) else activation_dtype, ("uint8", "int8"))
     activation_dtype = np.dtype(activation_dtype).name
     _check_choice("io", io, ("float", "uint8", "int8"))
+    _check_choice("arithmetic", arithmetic, _conv.ARITHMETICS)
     if progress not in (None, True, False):
         raise TypeError(f"progress: expected None, True or False, got {progress!r}")
 
@@ -1375,7 +1417,7 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     if ranges and calibration_data is not None:
         info["method"] += f" ({len(given)} given ranges)"
     qm = QuantizedModel(planned, qparams, weights, io=io, activation_dtype=activation_dtype,
-                        info=info)
+                        info=info, arithmetic=arithmetic)
     stats_data = calibration_data if reiterable else kept
     qm.info["report"] = _layer_stats(qm, planned, observers, stats_data)
     qm.info["report_samples"] = "all calibration data" if reiterable else \
@@ -1624,5 +1666,9 @@ def _from_saved(g, tensors):
             xs = np.float32(qparams[node.inputs[0]][0])
             init[node.inputs[2]] = (wd["bias"] * (xs * s).astype(np.float64)).astype(np.float32)
     model = Model(dict((k, v) for k, v in g["inputs"]), nodes, g["outputs"], init, g["name"])
+    arithmetic = g.get("arithmetic", "reference")
+    if arithmetic not in ("reference", "onnxruntime"):
+        raise ValueError(f"arithmetic: expected 'reference' or 'onnxruntime', got "
+                         f"{arithmetic!r}")
     return QuantizedModel(model, qparams, weights, io=g["io"], activation_dtype=adt,
-                          info=g.get("info"))
+                          info=g.get("info"), arithmetic=arithmetic)

@@ -371,3 +371,65 @@ def test_bad_arithmetic():
             with pytest.raises(ValueError, match="arithmetic: expected 'reference' or "
                                                  "'onnxruntime'"):
                 call(bad)
+
+
+# ---- a model against onnxruntime ----
+
+def mixed_net():
+    """Conv + BN + ReLU, a residual Add + ReLU, a ReLU6 depthwise 3x3, a grouped 3x3 (4
+    channels per group), Concat, MaxPool, AveragePool, a strided pointwise conv,
+    GlobalAveragePool and a Linear: every requantizing int8 op, at 32 x 32 on 8 images. The
+    pooled features are an output too (the logits alone are too few to show a difference)."""
+    rng = np.random.default_rng(11)
+
+    def bn(c):
+        return (rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.3, c),
+                rng.uniform(0.3, 2.0, c))
+    b = qc.ModelBuilder("mixed")
+    x = b.input("x", (None, 3, 32, 32))
+    h = b.relu(b.batch_norm(b.conv(x, rng.normal(0, 0.3, (16, 3, 3, 3)), None, pads=1), *bn(16)))
+    r = b.conv(h, rng.normal(0, 0.15, (16, 16, 3, 3)), rng.normal(0, 0.1, 16), pads=1)
+    h = b.relu(b.add(h, r))
+    d = b.relu6(b.conv(h, rng.normal(0, 0.5, (16, 1, 3, 3)), rng.normal(0, 0.1, 16), pads=1,
+                       group=16))
+    g = b.relu(b.conv(h, rng.normal(0, 0.3, (16, 4, 3, 3)), rng.normal(0, 0.1, 16), pads=1,
+                      group=4))
+    h = b.concat([h, d, g], axis=1)
+    h = b.max_pool(h, 2)
+    p = b.avg_pool(h, 3, strides=1, pads=1)
+    h = b.conv(p, rng.normal(0, 0.15, (32, 48, 1, 1)), None, strides=2)
+    h = b.flatten(b.global_avg_pool(h))
+    b.output(p, b.linear(h, rng.normal(0, 0.3, (10, 32)), rng.normal(0, 0.1, 10)))
+    model = b.build()
+    calib = [rng.standard_normal((8, 3, 32, 32)).astype(np.float32) for _ in range(2)]
+    return model, calib, rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+
+
+@pytest.mark.parametrize("adt", ["uint8"])
+def test_model_matches_onnxruntime_exactly(adt, tmp_path):
+    """qm(x) with raw uint8 io equals onnxruntime's run of qm.to_onnx(), every element, on a
+    network with every requantizing op; the reference arithmetic does not (on this data)."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model, calib, x = mixed_net()
+    diffs = {}
+    for arithmetic in ("onnxruntime", "reference"):
+        qm = qc.quantize_model(model, calib, io="uint8", activation_dtype=adt, progress=False,
+                               arithmetic=arithmetic)
+        assert qm.arithmetic == arithmetic
+        sess = ort.InferenceSession(qm.to_onnx().SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        s, z, _ = qm.input_qparams["x"]
+        xq = qc.quantize(x, s, np.uint8(z))
+        got, want = qm(xq), sess.run(None, {"x": xq})
+        diffs[arithmetic] = sum(int((g != w).sum()) for g, w in zip(got, want))
+        if arithmetic == "onnxruntime":
+            for g, w, name in zip(got, want, qm.model.outputs):
+                assert_equal_exact(g, w, f"{name}: qm(x) vs onnxruntime")
+            path = tmp_path / "m.safetensors"
+            qm.save(path)
+            back = qc.load_model(path)
+            assert back.arithmetic == "onnxruntime"
+            for g, w in zip(back(xq), got):
+                assert_equal_exact(g, w, "after load")
+    assert diffs["reference"] > 0, diffs

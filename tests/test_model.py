@@ -1004,9 +1004,10 @@ def test_empty_planes_in_the_float_model():
 def test_file_version_follows_the_features(tmp_path, rng):
     """A model file is version 1 (what every quantc reads) unless the model has a Concat with a
     constant operand or a constant output (version 2), a float output clamped to a given
-    range (version 3) or an op that only moves values requantizing to a range given for its
-    output (version 4), each of which an older quantc refuses by its version; this quantc
-    reads all four and refuses a later one."""
+    range (version 3), an op that only moves values requantizing to a range given for its
+    output (version 4) or an int8 op with onnxruntime's arithmetic (version 5, the default
+    arithmetic), each of which an older quantc refuses by its version; this quantc reads all
+    five and refuses a later one."""
     import json
 
     from quantc.io import TensorReader, write_tensors
@@ -1021,17 +1022,21 @@ def test_file_version_follows_the_features(tmp_path, rng):
                  {"w": rng.standard_normal((3, 4)).astype(np.float32)})
     y = gemm(x)
     narrow = {"y": (float(y.min()) / 2, float(y.max()) / 2)}  # clamps the float output
-    for model, ranges, version in ((plain, None, "1"), (concat, None, "2"),
-                                   (const_out, None, "2"), (gemm, None, "1"),
-                                   (gemm, {"a": (-3.0, 3.0)}, "1"),
-                                   (plain, {"a": (-3.0, 3.0), "y": (0.0, 1.0)}, "4"),
-                                   (gemm, narrow, "3")):
-        qm = qc.quantize_model(model, [x], ranges=ranges)
+    ort, ref = "onnxruntime", "reference"
+    for model, ranges, arith, version in (
+            (plain, None, ort, "1"), (concat, None, ref, "2"), (concat, None, ort, "5"),
+            (const_out, None, ort, "2"), (gemm, None, ort, "1"),  # a float output: no requant
+            (gemm, {"a": (-3.0, 3.0)}, ort, "1"),
+            (plain, {"a": (-3.0, 3.0), "y": (0.0, 1.0)}, ort, "4"),
+            (gemm, narrow, ort, "3")):
+        qm = qc.quantize_model(model, [x], ranges=ranges, arithmetic=arith)
         qm.save(tmp_path / "m.safetensors")
         with TensorReader(tmp_path / "m.safetensors") as r:
             meta, tensors = r.metadata, {k: r.read(k) for k in r.names}
         assert meta["version"] == version
-        got, want = qc.load_model(tmp_path / "m.safetensors").run(x), qm.run(x)
+        back = qc.load_model(tmp_path / "m.safetensors")
+        assert back.arithmetic == arith
+        got, want = back.run(x), qm.run(x)
         for name in model.outputs:
             assert_equal_exact(got[name], want[name], name)
     assert want["y"].min() == pytest.approx(narrow["y"][0], abs=0.05) and \
@@ -1041,9 +1046,18 @@ def test_file_version_follows_the_features(tmp_path, rng):
     write_tensors(tmp_path / "bad.safetensors", tensors, dict(meta, graph=json.dumps(graph)))
     with pytest.raises(ValueError, match="given_ranges: expected a list of tensor names"):
         qc.load_model(tmp_path / "bad.safetensors")
-    write_tensors(tmp_path / "m5.safetensors", tensors, dict(meta, version="5"))
-    with pytest.raises(ValueError, match="format version '5', this quantc reads 1 to 4"):
-        qc.load_model(tmp_path / "m5.safetensors")
+    write_tensors(tmp_path / "m6.safetensors", tensors, dict(meta, version="6"))
+    with pytest.raises(ValueError, match="format version '6', this quantc reads 1 to 5"):
+        qc.load_model(tmp_path / "m6.safetensors")
+    # a file without "arithmetic" (every older quantc's) runs with the reference arithmetic
+    graph = json.loads(meta["graph"])
+    del graph["arithmetic"]
+    write_tensors(tmp_path / "old.safetensors", tensors, dict(meta, graph=json.dumps(graph)))
+    assert qc.load_model(tmp_path / "old.safetensors").arithmetic == "reference"
+    graph["arithmetic"] = "ort"
+    write_tensors(tmp_path / "bad2.safetensors", tensors, dict(meta, graph=json.dumps(graph)))
+    with pytest.raises(ValueError, match="arithmetic: expected 'reference' or 'onnxruntime'"):
+        qc.load_model(tmp_path / "bad2.safetensors")
 
 
 def test_bias_correction_only_where_the_means_fit(rng):
