@@ -144,6 +144,11 @@ def _unshared(x, out):
     return x
 
 
+def _one(v):
+    """The value of a scale or zero point the C layer accepted (a scalar, or one element)."""
+    return np.asarray(v).reshape(-1)[0]
+
+
 def _round_to(v, dtype):
     """float32 values rounded to nearest even and saturated to ``dtype``'s range."""
     info = np.iinfo(dtype)
@@ -202,9 +207,10 @@ def avg_pool2d(q, x_scale, x_zero_point, y_scale, y_zero_point, kernel, *, strid
     y = _C._pool2d(src, 1, kernel, strides, pads, x_scale, x_zero_point, y_scale,
                    y_zero_point, count_include_pad, out)
     if ort:  # the arguments are checked (the call above); y has the result's shape and dtype
-        y[...] = _avg_pool_ort(np.asarray(src), float(np.float32(x_scale)), int(x_zero_point),
-                               float(np.float32(y_scale)), int(y_zero_point), kernel, strides,
-                               tuple(pads), count_include_pad)
+        y[...] = _avg_pool_ort(np.asarray(src), np.float32(_one(x_scale)),
+                               int(_one(x_zero_point)), np.float32(_one(y_scale)),
+                               int(_one(y_zero_point)), kernel, strides, tuple(pads),
+                               count_include_pad)
     return y
 
 
@@ -270,13 +276,13 @@ def qlinear_concat(inputs, y_scale, y_zero_point, *, axis=1, arithmetic="referen
             pass
     y = _C._qlinear_concat(inputs, y_scale, y_zero_point, axis, out)
     if ort:  # the arguments are checked (the call above)
-        ys, yz = np.float32(y_scale), int(y_zero_point)
+        ys, yz = np.float32(_one(y_scale)), int(_one(y_zero_point))
         parts = []
         for q, s, z in inputs:
             q = np.asarray(q)
             info = np.iinfo(q.dtype)
             codes = np.arange(info.min, info.max + 1, dtype=np.int32)
-            dq = (codes - np.int32(int(z))).astype(np.float32) * np.float32(s)
+            dq = (codes - np.int32(int(_one(z)))).astype(np.float32) * np.float32(_one(s))
             table = _round_to(np.rint(dq / ys) + yz, y.dtype)
             parts.append(table[q.astype(np.int32) - info.min])
         y[...] = np.concatenate(parts, axis=axis)

@@ -457,7 +457,7 @@ class QuantizedModel:
     def __init__(self, model, qparams, weights, *, io="float", activation_dtype="uint8",
                  info=None, arithmetic="onnxruntime"):
         _conv.ort_arithmetic(arithmetic)  # a ValueError naming the argument
-        self.arithmetic = arithmetic
+        self._arithmetic = arithmetic
         self.model = model
         self.qparams = {k: (v if isinstance(v, _Q) else _Q(*v)) for k, v in qparams.items()}
         self.weights = weights
@@ -470,6 +470,11 @@ class QuantizedModel:
             n.op not in ("Conv", "Gemm", "MatMul") or "weight" in weights.get(n.name, {}))
             else "float" for n in model.nodes}
         self._compile()
+
+    @property
+    def arithmetic(self):
+        """``"onnxruntime"`` or ``"reference"`` (read-only: the compiled steps hold it)."""
+        return self._arithmetic
 
     # -- program ----------------------------------------------------------------------------
 
@@ -1055,8 +1060,7 @@ class QuantizedModel:
         networks: 99.2% and 68% of the outputs within one unit). Where onnxruntime does not
         fuse, it runs the float op between the DequantizeLinear and the QuantizeLinear and
         its results can differ from quantc's int8 kernels by a unit: a Conv or MatMul on int8
-        activations (``activation_dtype="int8"``), an Add with a one-element operand (which
-        its kernel folds into its constant first), ops quantc runs in float. One more
+        activations (``activation_dtype="int8"``), ops quantc runs in float. One more
         difference is onnxruntime's own: its optimizer removes an Identity or Dropout (and
         moves a Transpose) and then merges the two Quantize/Dequantize pairs it leaves in a
         row, so where such an op requantizes (ranges given on both of its sides) its run
@@ -1231,8 +1235,9 @@ def quantize_model(model, calibration_data, *, method="minmax", weight_granulari
     multiplier, QuantizeLinear(DequantizeLinear) for Concat, QLinearAveragePool's float sums),
     so onnxruntime's run of :meth:`QuantizedModel.to_onnx` gives the same uint8 values;
     ``"reference"`` follows the ONNX reference evaluator (float64 products), as
-    :func:`quantc.qlinear_conv` and the other ops do by default. The two differ only on
-    rounding ties (a unit here and there, which a deep network can carry on).
+    :func:`quantc.qlinear_conv` and the other ops do by default. The two differ by a unit
+    where a value lands on or next to a rounding tie (or an accumulator reaches 2^24), here and
+    there, which a deep network can carry on.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model: expected a quantc.Model, got {type(model).__name__}")

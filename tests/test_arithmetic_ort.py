@@ -354,6 +354,21 @@ def test_avg_pool_and_concat_references():
     assert got2 is buf and np.array_equal(buf, got)
 
 
+def test_one_element_qparams():
+    """Scales and zero points given as one-element arrays, as the reference path takes them."""
+    rng = np.random.default_rng(4)
+    q = rand_q(rng, (1, 2, 4, 4), np.uint8)
+    one = (np.array([0.07], np.float32), np.array([100], np.uint8), np.array([0.05], np.float32),
+           np.array([9], np.uint8))
+    plain = (np.float32(0.07), np.uint8(100), np.float32(0.05), np.uint8(9))
+    for f in (lambda a, b, c, d: qc.avg_pool2d(q, a, b, c, d, 3, pads=(1, 1, 1, 1),
+                                               arithmetic="onnxruntime"),
+              lambda a, b, c, d: qc.qlinear_concat([(q, a, b), (q, c, d)], c, d,
+                                                   arithmetic="onnxruntime"),
+              lambda a, b, c, d: qc.global_avg_pool(q, a, b, c, d, arithmetic="onnxruntime")):
+        assert_equal_exact(f(*one), f(*plain))
+
+
 def test_bad_arithmetic():
     x = np.zeros((1, 1, 2, 2), np.uint8)
     w = np.zeros((1, 1, 1, 1), np.int8)
@@ -433,3 +448,13 @@ def test_model_matches_onnxruntime_exactly(adt, tmp_path):
             for g, w in zip(back(xq), got):
                 assert_equal_exact(g, w, "after load")
     assert diffs["reference"] > 0, diffs
+
+
+def test_model_arithmetic_is_read_only():
+    model, calib, _ = mixed_net()
+    qm = qc.quantize_model(model, calib[:1], progress=False)
+    assert qm.arithmetic == "onnxruntime"
+    with pytest.raises(AttributeError):
+        qm.arithmetic = "reference"
+    with pytest.raises(ValueError, match="arithmetic: expected one of 'reference', 'onnxruntime'"):
+        qc.quantize_model(model, calib[:1], progress=False, arithmetic="ort")
