@@ -8,7 +8,9 @@ QUInt8, weights QInt8, MinMax). Accuracy: cosine similarity of the logits and to
 with the float model (onnxruntime's float session on the same file) on 256 other inputs
 (random weights leave little margin between the top two logits, so top-1 agreement is noisy:
 its binomial standard error is printed beside it, and the difference between the two int8
-models on the same inputs with its paired standard error below).
+models on the same inputs with its paired standard error below). Export: onnxruntime's run of
+quantc's own qm.to_onnx() on 32 of those inputs, the share of logits equal to qm(x)'s (and
+within one unit of the output scale).
 Speed: quantc int8 qm(x), the ORT int8 session and the ORT float session alternating in one
 process, median of several samples each after a 50 ms pause, the same thread count on all
 sides (intra-op threads, inter-op 1); ratios are ORT time / quantc time (> 1: quantc faster).
@@ -118,6 +120,20 @@ def outputs(model, qm, fproto, qproto, held, nt):
     return ref, got_qc, got_ort, float_gap
 
 
+def export_agreement(qm, x, nt):
+    """How many of qm(x)'s outputs onnxruntime's run of qm.to_onnx() reproduces: the share of
+    logits equal, and within one unit of the output's scale (the int8 codes before the
+    dequantization)."""
+    with threads(nt):
+        sess = ort_session(qm.to_onnx(), nt)
+        theirs = run_batches(lambda b: sess.run(None, {"input": b})[0], x)
+        ours = run_batches(qm, x)
+    scale = float(next(iter(qm.output_qparams.values()))[0])
+    units = np.rint(np.abs(ours.astype(np.float64) - theirs) / scale)
+    return {"inputs": len(x), "logits": int(units.size), "equal": float(np.mean(units == 0)),
+            "within_1": float(np.mean(units <= 1))}
+
+
 def bench_model(name, args, tmp, rng):
     size = args.size
     model, qm, fpath, qpath, held, (t0, t1, t2, t3) = convert_both(name, args, tmp, rng)
@@ -142,6 +158,11 @@ def bench_model(name, args, tmp, rng):
           f"(paired standard error {paired['stderr_points']:.1f}; only quantc agrees on "
           f"{paired['only_quantc']} inputs, only ORT on {paired['only_ort']})")
 
+    agree = export_agreement(qm, held[:32], max(n_threads))
+    print(f"quantc's own export (qm.to_onnx()) run by onnxruntime on {agree['inputs']} held-out "
+          f"inputs: {100 * agree['equal']:.2f}% of the {agree['logits']} logits equal to qm(x)'s, "
+          f"{100 * agree['within_1']:.2f}% within one unit (arithmetic {qm.arithmetic!r})")
+
     rows, timings = [], []
     for nt in n_threads:
         sf, sq = ort_session(fproto, nt), ort_session(qproto, nt)
@@ -162,7 +183,7 @@ def bench_model(name, args, tmp, rng):
                  "vs ORT int8", "vs ORT float"], rows)
     res = {"size": size, "held_out": len(held), "accuracy": {k: {"cosine": c, "top1_agreement": t}
                                       for k, (c, t) in acc.items()},
-           "top1_paired": paired,
+           "top1_paired": paired, "export_agreement": agree,
            "quantc_float_vs_ort_float": float_gap, "timings": timings,
            "seconds": {"quantc_calibration": t2 - t1, "ort_calibration": t3 - t2}}
     if args.more_seeds:
