@@ -13,7 +13,7 @@ import pytest
 import quantc as qc
 from quantc import _C
 
-from conftest import SUPPORTED_ISAS, assert_equal_exact, isa_cap, num_threads
+from conftest import assert_equal_exact, num_threads
 from test_conv import VNNI_PATH_KERNELS, _forced_path, rand_q, ref_conv_acc
 
 
