@@ -28,50 +28,39 @@ QC_INLINE void store16(void *y, int sy, __m256i r0, __m256i r1) {
     _mm_storeu_si128((__m128i *)y, sy ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi));
 }
 
-/* The ort arithmetic (qops.h): two FMAs on the raw values, rounded, clamped to the bounds with
- * the zero point (which `fixed` holds). */
-static void add_ort_avx2(const int8_t *pa, int sa, const int8_t *pb, int sb, int8_t *py,
-                         int sy, size_t n, const qc_add_params *p) {
+/* 16 outputs per step of the add in either arithmetic (qops.h); returns where it stopped. With
+ * ORT no zero point is subtracted or added after the rounding (`fixed` holds them) and the
+ * bounds are the ones with the zero point; else the definition's products and sum of q - zp. */
+QC_INLINE size_t add16_avx2(const int8_t *pa, int sa, const int8_t *pb, int sb, int8_t *py,
+                            int sy, size_t n, const qc_add_params *p, const int ORT) {
+    const __m256i azp = _mm256_set1_epi32(ORT ? 0 : p->azp);
+    const __m256i bzp = _mm256_set1_epi32(ORT ? 0 : p->bzp);
+    const __m256i yzp = _mm256_set1_epi32(ORT ? 0 : p->yzp);
     const __m256 ma = _mm256_set1_ps(p->ma), mb = _mm256_set1_ps(p->mb);
     const __m256 fx = _mm256_set1_ps(p->fixed);
-    const __m256 lo = _mm256_set1_ps(p->lo + (float)p->yzp);
-    const __m256 hi = _mm256_set1_ps(p->hi + (float)p->yzp);
-    const __m256i zero = _mm256_setzero_si256();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256i r[2];
-        for (int h = 0; h < 2; h++) {
-            const __m256 va = _mm256_cvtepi32_ps(load8_i32(pa + i + 8 * h, sa));
-            const __m256 vb = _mm256_cvtepi32_ps(load8_i32(pb + i + 8 * h, sb));
-            r[h] = round8(_mm256_fmadd_ps(va, ma, _mm256_fmadd_ps(vb, mb, fx)), lo, hi, zero);
-        }
-        store16(py + i, sy, r[0], r[1]);
-    }
-    if (i < n) QC_QOPS_NAME(add)(pa + i, sa, pb + i, sb, py + i, sy, n - i, p);
-}
-
-static void add_avx2(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
-                     const qc_add_params *p) {
-    if (p->ort) {
-        add_ort_avx2(a, sa, b, sb, y, sy, n, p);
-        return;
-    }
-    const __m256i azp = _mm256_set1_epi32(p->azp), bzp = _mm256_set1_epi32(p->bzp);
-    const __m256i yzp = _mm256_set1_epi32(p->yzp);
-    const __m256 ma = _mm256_set1_ps(p->ma), mb = _mm256_set1_ps(p->mb);
-    const __m256 lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
-    const int8_t *pa = a, *pb = b;
-    int8_t *py = y;
+    const float shift = ORT ? (float)p->yzp : 0.0f;
+    const __m256 lo = _mm256_set1_ps(p->lo + shift), hi = _mm256_set1_ps(p->hi + shift);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256i r[2];
         for (int h = 0; h < 2; h++) {
             __m256 va = _mm256_cvtepi32_ps(_mm256_sub_epi32(load8_i32(pa + i + 8 * h, sa), azp));
             __m256 vb = _mm256_cvtepi32_ps(_mm256_sub_epi32(load8_i32(pb + i + 8 * h, sb), bzp));
-            r[h] = round8(_mm256_add_ps(_mm256_mul_ps(va, ma), _mm256_mul_ps(vb, mb)), lo, hi, yzp);
+            const __m256 v = ORT ? _mm256_fmadd_ps(va, ma, _mm256_fmadd_ps(vb, mb, fx))
+                                 : _mm256_add_ps(_mm256_mul_ps(va, ma), _mm256_mul_ps(vb, mb));
+            r[h] = round8(v, lo, hi, yzp);
         }
         store16(py + i, sy, r[0], r[1]);
     }
+    return i;
+}
+
+static void add_avx2(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
+                     const qc_add_params *p) {
+    const int8_t *pa = a, *pb = b;
+    int8_t *py = y;
+    const size_t i = p->ort ? add16_avx2(pa, sa, pb, sb, py, sy, n, p, 1)
+                            : add16_avx2(pa, sa, pb, sb, py, sy, n, p, 0);
     if (i < n) {
         QC_QOPS_NAME(add)(pa + i, sa, pb + i, sb, py + i, sy, n - i, p);
     }

@@ -135,6 +135,20 @@ QC_INLINE void add_span16(const int8_t *pa, int sa, const int8_t *pb, int sb, in
     }
 }
 
+/* One 64-step loop LOOP(SA, SB, SY) per signedness of a, b and y (sa, sb, sy), so the widening
+ * and packing are fixed in each. */
+#define QC_ADD_SIGNS(LOOP)                                                                     \
+    switch ((sa ? 4 : 0) + (sb ? 2 : 0) + (sy ? 1 : 0)) {                                      \
+    case 0: LOOP(0, 0, 0) break;                                                               \
+    case 1: LOOP(0, 0, 1) break;                                                               \
+    case 2: LOOP(0, 1, 0) break;                                                               \
+    case 3: LOOP(0, 1, 1) break;                                                               \
+    case 4: LOOP(1, 0, 0) break;                                                               \
+    case 5: LOOP(1, 0, 1) break;                                                               \
+    case 6: LOOP(1, 1, 0) break;                                                               \
+    default: LOOP(1, 1, 1) break;                                                              \
+    }
+
 /* per 64 outputs, besides the 8 subtractions: 8 multiplies on the FMA pipes, 4 adds and 4
  * conversions on the add pipes; a's subtractions run as FMAs, b's as subtractions, 12 each */
 #define QC_ADD64(SA, SB, SY)                                                                   \
@@ -189,16 +203,7 @@ static void add_ort_avx512(const int8_t *pa, int sa, const int8_t *pb, int sb, i
     const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
     const __m512 fx = _mm512_set1_ps(p->fixed);
     const pack_out o = pack_setup(p->lo + (float)p->yzp, p->hi + (float)p->yzp, 0, sy);
-    switch ((sa ? 4 : 0) + (sb ? 2 : 0) + (sy ? 1 : 0)) {
-    case 0: QC_ADD64_ORT(0, 0, 0) break;
-    case 1: QC_ADD64_ORT(0, 0, 1) break;
-    case 2: QC_ADD64_ORT(0, 1, 0) break;
-    case 3: QC_ADD64_ORT(0, 1, 1) break;
-    case 4: QC_ADD64_ORT(1, 0, 0) break;
-    case 5: QC_ADD64_ORT(1, 0, 1) break;
-    case 6: QC_ADD64_ORT(1, 1, 0) break;
-    default: QC_ADD64_ORT(1, 1, 1) break;
-    }
+    QC_ADD_SIGNS(QC_ADD64_ORT)
     if (stream) _mm_sfence();
     add_ort_span16(pa + i, sa, pb + i, sb, py + i, n - i, p);
 }
@@ -221,17 +226,7 @@ static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, in
     const __m512 aoff = widen_off(p->azp, sa), boff = widen_off(p->bzp, sb);
     const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
     const pack_out o = pack_setup(p->lo, p->hi, p->yzp, sy);
-    /* one loop per signedness, so the widening and packing are fixed in each */
-    switch ((sa ? 4 : 0) + (sb ? 2 : 0) + (sy ? 1 : 0)) {
-    case 0: QC_ADD64(0, 0, 0) break;
-    case 1: QC_ADD64(0, 0, 1) break;
-    case 2: QC_ADD64(0, 1, 0) break;
-    case 3: QC_ADD64(0, 1, 1) break;
-    case 4: QC_ADD64(1, 0, 0) break;
-    case 5: QC_ADD64(1, 0, 1) break;
-    case 6: QC_ADD64(1, 1, 0) break;
-    default: QC_ADD64(1, 1, 1) break;
-    }
+    QC_ADD_SIGNS(QC_ADD64)
     if (stream) _mm_sfence();
     add_span16(pa + i, sa, pb + i, sb, py + i, n - i, p);
 }
