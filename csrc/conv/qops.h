@@ -5,6 +5,7 @@
 
 #include "qc_common.h"
 #include "cpu/cpu.h"
+#include "gemm/requant.h"
 
 /* ---- Requantization, the ground truth for one element ----
  *
@@ -20,15 +21,9 @@
  *     y = clamp(rne(double(acc) * double(mult) + yzp), lo, hi)
  * with mult = float32(float32(x_scale * w_scale) / y_scale); the product and the sum are float64
  * (NumPy promotes int32 * float32 to float64), rounded with the 1.5 * 2^52 trick after clamping. */
-#define QC_RNE_F32_MAGIC 12582912.0f          /* 1.5 * 2^23 */
 #define QC_RNE_F64_MAGIC 6755399441055744.0   /* 1.5 * 2^52 */
 
-QC_INLINE int32_t qc_requant_f32(float v, float lo, float hi, int32_t yzp) {
-    v = v < lo ? lo : v;
-    v = v > hi ? hi : v;
-    v = (v + QC_RNE_F32_MAGIC) - QC_RNE_F32_MAGIC;
-    return (int32_t)v + yzp;
-}
+/* (qc_requant_f32 is in gemm/requant.h: the GEMM's onnxruntime epilogue shares it) */
 
 /* lo/hi here are the output bounds themselves (qmin or max(qmin, yzp) for relu, qmax). */
 QC_INLINE int32_t qc_requant_f64(int32_t acc, double mult, double yzp, double lo, double hi) {

@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "gemm/gemm.h"
+#include "gemm/requant.h"
 
 /* One tile: rows [0, mr) of the packed A block times the panels starting at column j0.
  * Every per-column array is indexed from j0 and readable for the whole tile width (the driver
@@ -114,19 +115,16 @@ QC_INLINE int32_t qc_gemm_requant1(int32_t v, float scale, int32_t y_zp, int32_t
 }
 
 /* ONNX Runtime's requantization (MLAS MlasRequantizeOutput and its ConvSym kernels on x86-64):
- * the float32 product, clamped (maxps then minps: a NaN product gives the lower bound) to the
- * bounds shifted by the zero point, rounded to nearest even, then the zero point added:
+ * the float32 product, clamped to the bounds shifted by the zero point, rounded to nearest
+ * even, then the zero point added (qc_requant_f32):
  *   y = clamp(rint(fl32(fl32(v) * scale)), lo - y_zp, hi - y_zp) + y_zp
  * It differs from qc_gemm_requant1 only where fl32(v * scale) lands on a tie k + 1/2 (or where
- * |v| >= 2^24 loses bits in fl32(v)). The clamped value lies in [-383, 383], where adding and
- * subtracting 1.5 * 2^23 rounds it to nearest even (as qc_requant_f32 in conv/qops.h). */
+ * |v| >= 2^24 loses bits in fl32(v)). The product is never NaN: the callers' scales are finite
+ * (the bindings refuse others). */
 QC_INLINE int32_t qc_gemm_requant1_f32(int32_t v, float scale, int32_t y_zp, int32_t lo,
                                         int32_t hi) {
-    float q = (float)v * scale; /* float32 (SSE arithmetic; -ffp-contract=off: no FMA) */
-    const float flo = (float)(lo - y_zp), fhi = (float)(hi - y_zp);
-    q = q > flo ? q : flo;
-    q = q < fhi ? q : fhi;
-    return (int32_t)((q + 12582912.0f) - 12582912.0f) + y_zp;
+    /* float32 (SSE arithmetic; -ffp-contract=off: no FMA) */
+    return qc_requant_f32((float)v * scale, (float)(lo - y_zp), (float)(hi - y_zp), y_zp);
 }
 
 /* rq32: ONNX Runtime's requantization, else the float64 reference. */

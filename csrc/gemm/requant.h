@@ -4,6 +4,21 @@
 
 #include "qc_common.h"
 
+/* Float32 requantization of one value (the pooling, add and concat kernels, conv/qops.h, and
+ * the GEMM's onnxruntime epilogue, gemm/kernels.h): y = clamp(rne(v) + yzp) with lo, hi the
+ * bounds minus yzp (integers, so clamping before rounding gives the same as after), rounded to
+ * nearest even with the 1.5 * 2^23 trick (exact for |v| < 2^22, which the clamp guarantees),
+ * then converted and yzp added. v must not be NaN (callers' multipliers are finite and their
+ * accumulators integers). */
+#define QC_RNE_F32_MAGIC 12582912.0f /* 1.5 * 2^23 */
+
+QC_INLINE int32_t qc_requant_f32(float v, float lo, float hi, int32_t yzp) {
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    v = (v + QC_RNE_F32_MAGIC) - QC_RNE_F32_MAGIC;
+    return (int32_t)v + yzp;
+}
+
 /* gemmlowp SaturatingRoundingDoublingHighMul: a * b / 2^31 rounded to nearest by a nudge of
  * 2^30 (or 1 - 2^30 when negative) and a truncating division, so ties round up (0.5 -> 1,
  * -0.5 -> 0); the only overflow (INT32_MIN * INT32_MIN) saturates to INT32_MAX. */
