@@ -1,10 +1,12 @@
-"""Convolution and the quantized operator set (NCHW, ONNX semantics): conv, pooling, add, concat."""
+"""Convolution and the quantized operator set (NCHW, ONNX semantics): conv, pooling, add, mul,
+concat."""
 import numpy as np
 
 from . import _C
 
 __all__ = ["conv_integer", "qlinear_conv", "pack_conv_weight", "PackedConvWeight",
-           "max_pool2d", "avg_pool2d", "global_avg_pool", "qlinear_add", "qlinear_concat"]
+           "max_pool2d", "avg_pool2d", "global_avg_pool", "qlinear_add", "qlinear_mul",
+           "qlinear_concat"]
 
 
 ARITHMETICS = ("reference", "onnxruntime")
@@ -252,6 +254,40 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_z
                              f"{b_arr.shape}") from None
     return _C._qlinear_add(a_arr, a_scale, a_zero_point, b_arr, b_scale, b_zero_point, y_scale,
                            y_zero_point, relu, out, ort_arithmetic(arithmetic))
+
+
+def qlinear_mul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, *,
+                arithmetic="reference", out=None):
+    """QLinearMul with NumPy broadcasting: DequantizeLinear -> Mul -> QuantizeLinear, per
+    element in float32 (each operation rounded, no fused multiply-add):
+
+        va = float32(a - a_zp) * a_scale;  vb = float32(b - b_zp) * b_scale
+        y = clamp(rne(va * vb / y_scale) + y_zero_point, qmin, qmax)
+
+    ties to even; a product or quotient that overflows to inf saturates. The output dtype is
+    ``y_zero_point``'s when it is a NumPy integer, else ``a``'s. ``255 * a_scale`` and
+    ``255 * b_scale`` must be finite float32 (else ValueError).
+
+    ``arithmetic="onnxruntime"``: what onnxruntime's QLinearMul (com.microsoft, the kernel
+    its optimizer makes of DequantizeLinear -> Mul -> QuantizeLinear) computes on x86-64
+    CPUs (MLAS), the integer product scaled once:
+
+        ratio = float32(float32(a_scale * b_scale) / y_scale)       (finite, else ValueError)
+        v = float32(float32((a - a_zp) * (b - b_zp)) * ratio) + y_zero_point   (float32 sum)
+        y = clamp(rne(v), qmin, qmax)
+
+    where a ``v`` beyond int32 (a ratio above ``2^31 / 65025``) gives qmin, as MLAS's
+    conversion does.
+    """
+    a_arr, b_arr = np.asarray(a), np.asarray(b)
+    if a_arr.shape != b_arr.shape:
+        try:
+            a_arr, b_arr = np.broadcast_arrays(a_arr, b_arr)
+        except ValueError:
+            raise ValueError(f"b: expected a shape broadcastable with a {a_arr.shape}, got "
+                             f"{b_arr.shape}") from None
+    return _C._qlinear_mul(a_arr, a_scale, a_zero_point, b_arr, b_scale, b_zero_point, y_scale,
+                           y_zero_point, out, ort_arithmetic(arithmetic))
 
 
 def qlinear_concat(inputs, y_scale, y_zero_point, *, axis=1, arithmetic="reference", out=None):

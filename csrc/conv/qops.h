@@ -1,4 +1,4 @@
-/* Quantized operator kernels (pooling, add, concat): params and kernel tables (depthwise
+/* Quantized operator kernels (pooling, add, mul, concat): params and kernel tables (depthwise
  * convolution: conv/dw.h). */
 #ifndef QC_CONV_QOPS_H
 #define QC_CONV_QOPS_H
@@ -67,6 +67,22 @@ typedef struct {
     float fixed;              /* ort only */
 } qc_add_params;
 
+/* qlinear_mul, per element (a, b, y int8 or uint8; lo, hi the output's bounds):
+ *     reference: v = float32(float32(float(a - azp) * sa) * float32(float(b - bzp) * sb)) / sy
+ *                y = clamp(rne(v) + yzp, lo, hi)       (DequantizeLinear -> Mul -> QuantizeLinear)
+ *     ort:       v = float32(float(float((a - azp) * (b - bzp)) * ratio) + float(yzp)),
+ *                ratio = float32(float32(sa * sb) / sy), no fused multiply-add (MLAS's x86-64
+ *                QLinearMul, built for SSE2); y = clamp(rne(v), lo, hi), except that a v outside
+ *                [-2^31, 2^31) (or NaN, from an infinite ratio) gives lo, as its cvtps2dq
+ *                ("integer indefinite") and saturating packs do.
+ * The caller checks 255 * sa and 255 * sb finite, so the reference's v is never NaN. */
+typedef struct {
+    int32_t azp, bzp, yzp;
+    float sa, sb, sy, ratio;
+    float lo, hi;             /* the output type's bounds (zero point included) */
+    int ort;
+} qc_mul_params;
+
 /* The 64-step add loops of the ort arithmetic round to int32 before clamping: multipliers up
  * to 2^20 keep |fma(a, ma, fma(b, mb, fixed))| below 2^30 (|fixed| <= 255 + 2 * 255 * 2^20). */
 #define QC_ADD_ORT_MAX_MULT 1048576.0f
@@ -96,6 +112,9 @@ typedef struct {
     /* elementwise add of n elements; a, b, y each int8 (sa/sb/sy = 1) or uint8 */
     void (*add)(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
                 const qc_add_params *p);
+    /* elementwise multiply of n elements; a, b, y each int8 (sa/sb/sy = 1) or uint8 */
+    void (*mul)(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
+                const qc_mul_params *p);
     /* requantizing copy of n elements (concat): x int8 (sx = 1) or uint8, y likewise */
     void (*requant)(const void *x, int sx, void *y, int sy, size_t n, const qc_rq_params *p);
     /* global pooling: sums[i] = the sum of plane i's n elements (x: nplanes planes of n bytes,

@@ -1,5 +1,5 @@
-/* Quantized operator kernels built for AVX2: qops_impl.h plus hand-written pooling, add and
- * requantizing copies. */
+/* Quantized operator kernels built for AVX2: qops_impl.h plus hand-written pooling, add, mul
+ * and requantizing copies. */
 #include <immintrin.h>
 
 #include "conv/qops.h"
@@ -64,6 +64,50 @@ static void add_avx2(const void *a, int sa, const void *b, int sb, void *y, int 
     if (i < n) {
         QC_QOPS_NAME(add)(pa + i, sa, pb + i, sb, py + i, sy, n - i, p);
     }
+}
+
+/* 16 outputs per step of the multiply (qops.h: qc_mul_params), scalar tails. The differences
+ * q - zp convert exactly; with ORT their product is exact too (|.| <= 65025), then scaled and
+ * the zero point added, rounded (out of int32 range: cvttps's INT32_MIN, which the clamp in
+ * int32 takes to lo, as MLAS's conversion and saturating packs do); else the definition's
+ * dequantized product and quotient, clamped, rounded. */
+QC_INLINE size_t mul16_avx2(const int8_t *pa, int sa, const int8_t *pb, int sb, int8_t *py,
+                            int sy, size_t n, const qc_mul_params *p, const int ORT) {
+    const __m256i azp = _mm256_set1_epi32(p->azp), bzp = _mm256_set1_epi32(p->bzp);
+    const __m256 ratio = _mm256_set1_ps(p->ratio), fz = _mm256_set1_ps((float)p->yzp);
+    const __m256 ms = _mm256_set1_ps(p->sa), mt = _mm256_set1_ps(p->sb);
+    const __m256 sy_ = _mm256_set1_ps(p->sy);
+    const __m256 zlo = _mm256_set1_ps(p->lo - (float)p->yzp);
+    const __m256 zhi = _mm256_set1_ps(p->hi - (float)p->yzp);
+    const __m256i qlo = _mm256_set1_epi32((int32_t)p->lo), qhi = _mm256_set1_epi32((int32_t)p->hi);
+    const __m256i yzp = _mm256_set1_epi32(p->yzp);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i r[2];
+        for (int h = 0; h < 2; h++) {
+            __m256 va = _mm256_cvtepi32_ps(_mm256_sub_epi32(load8_i32(pa + i + 8 * h, sa), azp));
+            __m256 vb = _mm256_cvtepi32_ps(_mm256_sub_epi32(load8_i32(pb + i + 8 * h, sb), bzp));
+            if (ORT) {
+                __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(va, vb), ratio), fz);
+                v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                r[h] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(v), qlo), qhi);
+            } else {
+                const __m256 v = _mm256_mul_ps(_mm256_mul_ps(va, ms), _mm256_mul_ps(vb, mt));
+                r[h] = round8(_mm256_div_ps(v, sy_), zlo, zhi, yzp);
+            }
+        }
+        store16(py + i, sy, r[0], r[1]);
+    }
+    return i;
+}
+
+static void mul_avx2(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
+                     const qc_mul_params *p) {
+    const int8_t *pa = a, *pb = b;
+    int8_t *py = y;
+    const size_t i = p->ort ? mul16_avx2(pa, sa, pb, sb, py, sy, n, p, 1)
+                            : mul16_avx2(pa, sa, pb, sb, py, sy, n, p, 0);
+    if (i < n) QC_QOPS_NAME(mul)(pa + i, sa, pb + i, sb, py + i, sy, n - i, p);
 }
 
 static void requant_avx2(const void *x, int sx, void *y, int sy, size_t n, const qc_rq_params *p) {
@@ -508,6 +552,7 @@ const qc_qops_impl qc_qops__avx2 = {
     avgpool_s8_avx2,
     avgpool_u8_avx2,
     add_avx2,
+    mul_avx2,
     requant_avx2,
     plane_sums_avx2,
 };

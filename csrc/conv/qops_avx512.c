@@ -1,5 +1,5 @@
-/* Quantized operator kernels built for AVX-512: qops_impl.h plus hand-written pooling, add and
- * requantizing copies. */
+/* Quantized operator kernels built for AVX-512: qops_impl.h plus hand-written pooling, add, mul
+ * and requantizing copies. */
 #include <immintrin.h>
 
 #include "conv/qops.h"
@@ -136,8 +136,8 @@ QC_INLINE void add_span16(const int8_t *pa, int sa, const int8_t *pb, int sb, in
 }
 
 /* One 64-step loop LOOP(SA, SB, SY) per signedness of a, b and y (sa, sb, sy), so the widening
- * and packing are fixed in each. */
-#define QC_ADD_SIGNS(LOOP)                                                                     \
+ * and packing are fixed in each (add, mul). */
+#define QC_BINARY_SIGNS(LOOP)                                                                     \
     switch ((sa ? 4 : 0) + (sb ? 2 : 0) + (sy ? 1 : 0)) {                                      \
     case 0: LOOP(0, 0, 0) break;                                                               \
     case 1: LOOP(0, 0, 1) break;                                                               \
@@ -203,7 +203,7 @@ static void add_ort_avx512(const int8_t *pa, int sa, const int8_t *pb, int sb, i
     const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
     const __m512 fx = _mm512_set1_ps(p->fixed);
     const pack_out o = pack_setup(p->lo + (float)p->yzp, p->hi + (float)p->yzp, 0, sy);
-    QC_ADD_SIGNS(QC_ADD64_ORT)
+    QC_BINARY_SIGNS(QC_ADD64_ORT)
     if (stream) _mm_sfence();
     add_ort_span16(pa + i, sa, pb + i, sb, py + i, n - i, p);
 }
@@ -226,9 +226,95 @@ static void add_avx512(const void *a, int sa, const void *b, int sb, void *y, in
     const __m512 aoff = widen_off(p->azp, sa), boff = widen_off(p->bzp, sb);
     const __m512 ma = _mm512_set1_ps(p->ma), mb = _mm512_set1_ps(p->mb);
     const pack_out o = pack_setup(p->lo, p->hi, p->yzp, sy);
-    QC_ADD_SIGNS(QC_ADD64)
+    QC_BINARY_SIGNS(QC_ADD64)
     if (stream) _mm_sfence();
     add_span16(pa + i, sa, pb + i, sb, py + i, n - i, p);
+}
+
+/* ---- element-wise multiply (qops.h: qc_mul_params) ---- */
+
+/* 16 lanes, masked (heads, tails). The differences q - zp convert exactly. ORT: their product
+ * is exact (|.| <= 65025), scaled, the zero point added, rounded (out of int32 range: the
+ * conversion's INT32_MIN, which the clamp in int32 takes to lo, as MLAS's conversion and
+ * saturating packs do). Else the definition's dequantized product and quotient, clamped,
+ * rounded. */
+QC_INLINE void mul_span16(const int8_t *pa, int sa, const int8_t *pb, int sb, int8_t *py,
+                          size_t n, const qc_mul_params *p) {
+    const __m512i azp = _mm512_set1_epi32(p->azp), bzp = _mm512_set1_epi32(p->bzp);
+    if (p->ort) {
+        const __m512 ratio = _mm512_set1_ps(p->ratio), fz = _mm512_set1_ps((float)p->yzp);
+        const __m512i qlo = _mm512_set1_epi32((int32_t)p->lo);
+        const __m512i qhi = _mm512_set1_epi32((int32_t)p->hi);
+        for (size_t i = 0; i < n; i += 16) {
+            const __mmask16 k = tail16(n - i);
+            __m512 va = _mm512_cvtepi32_ps(_mm512_sub_epi32(load16_i32(pa + i, sa, k), azp));
+            __m512 vb = _mm512_cvtepi32_ps(_mm512_sub_epi32(load16_i32(pb + i, sb, k), bzp));
+            const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(va, vb), ratio), fz);
+            __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q = _mm512_min_epi32(_mm512_max_epi32(q, qlo), qhi);
+            _mm_mask_storeu_epi8(py + i, k, opaque128(_mm512_cvtepi32_epi8(q)));
+        }
+        return;
+    }
+    const __m512 ms = _mm512_set1_ps(p->sa), mt = _mm512_set1_ps(p->sb);
+    const __m512 sy = _mm512_set1_ps(p->sy);
+    const __m512 zlo = _mm512_set1_ps(p->lo - (float)p->yzp);
+    const __m512 zhi = _mm512_set1_ps(p->hi - (float)p->yzp);
+    const __m512i yzp = _mm512_set1_epi32(p->yzp);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail16(n - i);
+        __m512 va = _mm512_cvtepi32_ps(_mm512_sub_epi32(load16_i32(pa + i, sa, k), azp));
+        __m512 vb = _mm512_cvtepi32_ps(_mm512_sub_epi32(load16_i32(pb + i, sb, k), bzp));
+        const __m512 v = _mm512_mul_ps(_mm512_mul_ps(va, ms), _mm512_mul_ps(vb, mt));
+        _mm_mask_storeu_epi8(py + i, k, finish16(_mm512_div_ps(v, sy), zlo, zhi, yzp));
+    }
+}
+
+/* per 64 outputs: the exact differences (widen64_ps), product, scale, zero point; pack64 rounds
+ * and saturates, which gives lo for a value beyond int32 (the conversion's INT32_MIN), as MLAS */
+#define QC_MUL64_ORT(SA, SB, SY)                                                               \
+    for (; i + 64 <= n; i += 64) {                                                             \
+        __m512 va[4], vb[4];                                                                   \
+        widen64_ps(pa + i, SA, aoff, 0xF, va);                                                 \
+        widen64_ps(pb + i, SB, boff, 0x0, vb);                                                 \
+        for (int q = 0; q < 4; q++)                                                            \
+            va[q] = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(va[q], vb[q]), ratio), fz);      \
+        _mm512_storeu_si512(py + i, pack64(va, &o, SY));                                       \
+    }
+
+/* per 64 outputs: the definition's products and quotient, clamped to the bounds (an overflow
+ * to inf included) before pack64 rounds, adds the zero point and narrows */
+#define QC_MUL64_REF(SA, SB, SY)                                                               \
+    for (; i + 64 <= n; i += 64) {                                                             \
+        __m512 va[4], vb[4];                                                                   \
+        widen64_ps(pa + i, SA, aoff, 0xF, va);                                                 \
+        widen64_ps(pb + i, SB, boff, 0x0, vb);                                                 \
+        for (int q = 0; q < 4; q++) {                                                          \
+            const __m512 v = _mm512_mul_ps(_mm512_mul_ps(va[q], ms), _mm512_mul_ps(vb[q], mt)); \
+            va[q] = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(v, sy_), zlo), zhi);             \
+        }                                                                                      \
+        _mm512_storeu_si512(py + i, pack64(va, &o, SY));                                       \
+    }
+
+static void mul_avx512(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
+                       const qc_mul_params *p) {
+    const int8_t *pa = a, *pb = b;
+    int8_t *py = y;
+    size_t i = 0;
+    const __m512 aoff = widen_off(p->azp, sa), boff = widen_off(p->bzp, sb);
+    if (p->ort) {
+        const __m512 ratio = _mm512_set1_ps(p->ratio), fz = _mm512_set1_ps((float)p->yzp);
+        const pack_out o = pack_setup(p->lo, p->hi, 0, sy);
+        QC_BINARY_SIGNS(QC_MUL64_ORT)
+    } else {
+        const __m512 ms = _mm512_set1_ps(p->sa), mt = _mm512_set1_ps(p->sb);
+        const __m512 sy_ = _mm512_set1_ps(p->sy);
+        const float fzp = (float)p->yzp;
+        const __m512 zlo = _mm512_set1_ps(p->lo - fzp), zhi = _mm512_set1_ps(p->hi - fzp);
+        const pack_out o = pack_setup(p->lo - fzp, p->hi - fzp, p->yzp, sy);
+        QC_BINARY_SIGNS(QC_MUL64_REF)
+    }
+    mul_span16(pa + i, sa, pb + i, sb, py + i, n - i, p);
 }
 
 QC_INLINE void requant_span16(const int8_t *px, int sx, int8_t *py, size_t n,
@@ -940,6 +1026,7 @@ const qc_qops_impl qc_qops__avx512 = {
     avgpool_s8_avx512,
     avgpool_u8_avx512,
     add_avx512,
+    mul_avx512,
     requant_avx512,
     plane_sums_avx512,
 };

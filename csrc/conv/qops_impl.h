@@ -234,6 +234,55 @@ QC_KERNEL void QC_QOPS_NAME(add)(const void *a, int sa, const void *b, int sb, v
     }
 }
 
+/* ---- elementwise multiply ---- */
+
+#define QC_DEF_MUL(TA, TB, TY, NAME)                                                               \
+    QC_KERNEL void QC_QOPS_NAME(NAME)(const TA *restrict a, const TB *restrict b, TY *restrict y,  \
+                                   size_t n, const qc_mul_params *p) {                             \
+        const int32_t azp = p->azp, bzp = p->bzp;                                                  \
+        const float lo = p->lo, hi = p->hi;                                                        \
+        if (p->ort) {                                                                              \
+            const float r = p->ratio, fz = (float)p->yzp;                                          \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                float v = (float)(((int32_t)a[i] - azp) * ((int32_t)b[i] - bzp)) * r + fz;         \
+                v = v >= -2147483648.0f && v < 2147483648.0f ? v : lo;                             \
+                y[i] = (TY)qc_requant_f32(v, lo, hi, 0);                                           \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        const float sa = p->sa, sb = p->sb, sy = p->sy, zlo = lo - (float)p->yzp,                  \
+                    zhi = hi - (float)p->yzp;                                                      \
+        const int32_t yzp = p->yzp;                                                                \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            float va = (float)((int32_t)a[i] - azp) * sa;                                          \
+            float vb = (float)((int32_t)b[i] - bzp) * sb;                                          \
+            y[i] = (TY)qc_requant_f32(va * vb / sy, zlo, zhi, yzp);                                \
+        }                                                                                          \
+    }
+
+QC_DEF_MUL(int8_t, int8_t, int8_t, mul_sss)
+QC_DEF_MUL(int8_t, int8_t, uint8_t, mul_ssu)
+QC_DEF_MUL(int8_t, uint8_t, int8_t, mul_sus)
+QC_DEF_MUL(int8_t, uint8_t, uint8_t, mul_suu)
+QC_DEF_MUL(uint8_t, int8_t, int8_t, mul_uss)
+QC_DEF_MUL(uint8_t, int8_t, uint8_t, mul_usu)
+QC_DEF_MUL(uint8_t, uint8_t, int8_t, mul_uus)
+QC_DEF_MUL(uint8_t, uint8_t, uint8_t, mul_uuu)
+
+QC_KERNEL void QC_QOPS_NAME(mul)(const void *a, int sa, const void *b, int sb, void *y, int sy,
+                                 size_t n, const qc_mul_params *p) {
+    switch ((sa ? 0 : 4) + (sb ? 0 : 2) + (sy ? 0 : 1)) {
+    case 0: QC_QOPS_NAME(mul_sss)(a, b, y, n, p); break;
+    case 1: QC_QOPS_NAME(mul_ssu)(a, b, y, n, p); break;
+    case 2: QC_QOPS_NAME(mul_sus)(a, b, y, n, p); break;
+    case 3: QC_QOPS_NAME(mul_suu)(a, b, y, n, p); break;
+    case 4: QC_QOPS_NAME(mul_uss)(a, b, y, n, p); break;
+    case 5: QC_QOPS_NAME(mul_usu)(a, b, y, n, p); break;
+    case 6: QC_QOPS_NAME(mul_uus)(a, b, y, n, p); break;
+    default: QC_QOPS_NAME(mul_uuu)(a, b, y, n, p); break;
+    }
+}
+
 /* ---- requantizing copy (concat) ---- */
 
 #define QC_DEF_RQ(TX, TY, NAME)                                                                    \
@@ -284,5 +333,6 @@ QC_KERNEL void QC_QOPS_NAME(plane_sums)(const void *x, int sx, size_t nplanes, s
     const qc_qops_impl NAME_ = {                                                                   \
         QC_QOPS_NAME(maxpool_s8), QC_QOPS_NAME(maxpool_u8), QC_QOPS_NAME(avgpool_s8),              \
         QC_QOPS_NAME(avgpool_u8),                                                                  \
-        QC_QOPS_NAME(add),        QC_QOPS_NAME(requant),        QC_QOPS_NAME(plane_sums),          \
+        QC_QOPS_NAME(add),        QC_QOPS_NAME(mul),            QC_QOPS_NAME(requant),             \
+        QC_QOPS_NAME(plane_sums),                                                                  \
     };

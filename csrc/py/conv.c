@@ -796,7 +796,7 @@ fail:
     return NULL;
 }
 
-/* ---- add and concat ---- */
+/* ---- add, mul and concat ---- */
 
 #define QC_CHUNK ((size_t)1 << 16)
 
@@ -815,6 +815,54 @@ static void add_task(void *vctx, size_t t) {
     c->ops->add(c->a + i0, c->sa, c->b + i0, c->sb, c->y + i0, c->sy, n, &c->p);
 }
 
+/* The operands of _qlinear_add / _qlinear_mul: a and b of one shape (the Python layer
+ * broadcasts), their per-tensor scales and zero points, the output's scale, zero point and
+ * dtype. On failure the arrays are released and NULLed. */
+typedef struct {
+    PyArrayObject *a, *b;
+    float as, bs, ys;
+    int32_t az, bz, yz;
+    int yt;
+} binary_args;
+
+static int parse_binary(PyObject *ao, PyObject *aso, PyObject *azo, PyObject *bo, PyObject *bso,
+                        PyObject *bzo, PyObject *yso, PyObject *yzo, binary_args *r) {
+    npy_intp cnt;
+    r->yt = NPY_UINT8;
+    r->b = NULL;
+    r->a = act_array(ao, "a", -1, "");
+    if (!r->a) return -1;
+    r->b = act_array(bo, "b", -1, "");
+    if (!r->b) goto fail;
+    if (!PyArray_SAMESHAPE(r->a, r->b)) {
+        qc_value_error("b: expected the shape of a (or a shape broadcastable with it)");
+        goto fail;
+    }
+    if (parse_scales(aso, "a_scale", 1, &r->as, &cnt) < 0 ||
+        parse_zps(azo, "a_zero_point", PyArray_TYPE(r->a), "a", 1, &r->az, &cnt) < 0 ||
+        parse_scales(bso, "b_scale", 1, &r->bs, &cnt) < 0 ||
+        parse_zps(bzo, "b_zero_point", PyArray_TYPE(r->b), "b", 1, &r->bz, &cnt) < 0 ||
+        parse_scales(yso, "y_scale", 1, &r->ys, &cnt) < 0 ||
+        out_typenum(yzo, PyArray_TYPE(r->a), &r->yt) < 0 ||
+        parse_zps(yzo, "y_zero_point", r->yt, "the output", 1, &r->yz, &cnt) < 0)
+        goto fail;
+    return 0;
+fail:
+    Py_CLEAR(r->a);
+    Py_CLEAR(r->b);
+    return -1;
+}
+
+/* ValueError: "<what>: expected <expect>, got <x> and <y>" with the two floats' reprs. */
+static void pair_error(const char *what, const char *expect, float x, float y) {
+    char *rx = PyOS_double_to_string((double)x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    char *ry = PyOS_double_to_string((double)y, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (rx && ry) qc_value_error("%s: expected %s, got %s and %s", what, expect, rx, ry);
+    else PyErr_NoMemory();
+    PyMem_Free(rx);
+    PyMem_Free(ry);
+}
+
 /* _qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, relu, out[, ort]); a and b
  * have the same shape (the Python layer broadcasts). ort: ONNX Runtime's arithmetic (qops.h). */
 static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
@@ -824,45 +872,24 @@ static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOOOOOpO|p", &ao, &aso, &azo, &bo, &bso, &bzo, &yso, &yzo,
                           &relu, &out, &ort))
         return NULL;
-    PyArrayObject *a = act_array(ao, "a", -1, ""), *b = NULL, *y = NULL;
-    if (!a) return NULL;
-    b = act_array(bo, "b", -1, "");
-    if (!b) goto fail;
-    if (!PyArray_SAMESHAPE(a, b)) {
-        qc_value_error("b: expected the shape of a (or a shape broadcastable with it)");
-        goto fail;
-    }
-    float as, bs, ys;
-    int32_t az, bz, yz, lo, hi;
-    npy_intp cnt;
-    int yt = NPY_UINT8;
-    if (parse_scales(aso, "a_scale", 1, &as, &cnt) < 0 ||
-        parse_zps(azo, "a_zero_point", PyArray_TYPE(a), "a", 1, &az, &cnt) < 0 ||
-        parse_scales(bso, "b_scale", 1, &bs, &cnt) < 0 ||
-        parse_zps(bzo, "b_zero_point", PyArray_TYPE(b), "b", 1, &bz, &cnt) < 0 ||
-        parse_scales(yso, "y_scale", 1, &ys, &cnt) < 0 ||
-        out_typenum(yzo, PyArray_TYPE(a), &yt) < 0 ||
-        parse_zps(yzo, "y_zero_point", yt, "the output", 1, &yz, &cnt) < 0)
-        goto fail;
+    binary_args r;
+    if (parse_binary(ao, aso, azo, bo, bso, bzo, yso, yzo, &r) < 0) return NULL;
+    PyArrayObject *a = r.a, *b = r.b, *y = NULL;
+    const int yt = r.yt;
+    const int32_t az = r.az, bz = r.bz, yz = r.yz;
+    int32_t lo, hi;
     add_ctx c;
-    c.p.ma = as / ys;
-    c.p.mb = bs / ys;
+    c.p.ma = r.as / r.ys;
+    c.p.mb = r.bs / r.ys;
     if (qc_check_ratio(c.p.ma, "a_scale / y_scale") < 0 ||
         qc_check_ratio(c.p.mb, "b_scale / y_scale") < 0)
         goto fail;
     /* |a - azp|, |b - bzp| <= 255: with both terms finite and their sum too, the float32 sum
      * is never inf - inf = NaN, whose conversion each ISA would do its own way */
     if (!isfinite(255.0f * c.p.ma + 255.0f * c.p.mb)) {
-        char *ra = PyOS_double_to_string((double)c.p.ma, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-        char *rb = PyOS_double_to_string((double)c.p.mb, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-        if (ra && rb) {
-            qc_value_error("a_scale / y_scale, b_scale / y_scale: expected ratios whose terms "
-                           "(255 times each) add up to a finite float32, got %s and %s", ra, rb);
-        } else {
-            PyErr_NoMemory();
-        }
-        PyMem_Free(ra);
-        PyMem_Free(rb);
+        pair_error("a_scale / y_scale, b_scale / y_scale",
+                   "ratios whose terms (255 times each) add up to a finite float32", c.p.ma,
+                   c.p.mb);
         goto fail;
     }
     range_of(yt, &lo, &hi);
@@ -897,6 +924,81 @@ static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
 fail:
     Py_XDECREF(a);
     Py_XDECREF(b);
+    Py_XDECREF(y);
+    return NULL;
+}
+
+typedef struct {
+    const qc_qops_impl *ops;
+    const char *a, *b;
+    char *y;
+    int sa, sb, sy;
+    size_t n;
+    qc_mul_params p;
+} mul_ctx;
+
+static void mul_task(void *vctx, size_t t) {
+    mul_ctx *c = vctx;
+    size_t i0 = t * QC_CHUNK, n = QC_MIN(QC_CHUNK, c->n - i0);
+    c->ops->mul(c->a + i0, c->sa, c->b + i0, c->sb, c->y + i0, c->sy, n, &c->p);
+}
+
+/* _qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, out[, ort]); a and b have
+ * the same shape (the Python layer broadcasts). ort: ONNX Runtime's arithmetic (qops.h). */
+static PyObject *py_qlinear_mul(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ao, *aso, *azo, *bo, *bso, *bzo, *yso, *yzo, *out;
+    int ort = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO|p", &ao, &aso, &azo, &bo, &bso, &bzo, &yso, &yzo,
+                          &out, &ort))
+        return NULL;
+    binary_args r;
+    if (parse_binary(ao, aso, azo, bo, bso, bzo, yso, yzo, &r) < 0) return NULL;
+    PyArrayObject *y = NULL;
+    mul_ctx c;
+    /* |a - azp|, |b - bzp| <= 255: finite dequantized values keep the reference's product
+     * and quotient free of NaN (an overflow to inf saturates); onnxruntime's ratio must be
+     * finite (an infinite one would give NaN for a zero product) */
+    if (!isfinite(255.0f * r.as) || !isfinite(255.0f * r.bs)) {
+        pair_error("a_scale, b_scale", "scales finite when multiplied by 255 in float32", r.as,
+                   r.bs);
+        goto fail;
+    }
+    c.p.ratio = r.as * r.bs / r.ys;
+    if (ort && !isfinite(c.p.ratio)) {
+        pair_error("a_scale * b_scale, y_scale",
+                   "a float32 ratio (a_scale * b_scale) / y_scale that is finite",
+                   r.as * r.bs, r.ys);
+        goto fail;
+    }
+    int32_t lo, hi;
+    range_of(r.yt, &lo, &hi);
+    c.p.azp = r.az, c.p.bzp = r.bz, c.p.yzp = r.yz;
+    c.p.sa = r.as, c.p.sb = r.bs, c.p.sy = r.ys;
+    c.p.lo = (float)lo, c.p.hi = (float)hi;
+    c.p.ort = ort;
+    y = qc_output(out, "out", PyArray_NDIM(r.a), PyArray_DIMS(r.a), r.yt);
+    if (!y) goto fail;
+    PyArrayObject *const ins[] = {r.a, r.b};
+    PyArrayObject *dst = qc_out_target(y, ins, 2);
+    if (!dst) goto fail;
+    c.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
+    c.a = PyArray_DATA(r.a), c.b = PyArray_DATA(r.b), c.y = PyArray_DATA(dst);
+    c.sa = PyArray_TYPE(r.a) == NPY_INT8, c.sb = PyArray_TYPE(r.b) == NPY_INT8;
+    c.sy = r.yt == NPY_INT8;
+    c.n = (size_t)PyArray_SIZE(r.a);
+    if (c.n) {
+        Py_BEGIN_ALLOW_THREADS
+        qc_parallel_for((c.n + QC_CHUNK - 1) / QC_CHUNK, mul_task, &c);
+        Py_END_ALLOW_THREADS
+    }
+    qc_out_commit(dst, y);
+    Py_DECREF(r.a);
+    Py_DECREF(r.b);
+    return (PyObject *)y;
+fail:
+    Py_DECREF(r.a);
+    Py_DECREF(r.b);
     Py_XDECREF(y);
     return NULL;
 }
@@ -1147,6 +1249,7 @@ PyMethodDef qc_conv_methods[] = {
      "Force small depthwise tiles (tests; 0: automatic)."},
     {"_pool2d", py_pool2d, METH_VARARGS, "Max / average / global average pooling."},
     {"_qlinear_add", py_qlinear_add, METH_VARARGS, "QLinearAdd on same-shape inputs."},
+    {"_qlinear_mul", py_qlinear_mul, METH_VARARGS, "QLinearMul on same-shape inputs."},
     {"_qlinear_concat", py_qlinear_concat, METH_VARARGS, "QLinearConcat."},
     {NULL, NULL, 0, NULL},
 };
