@@ -1239,8 +1239,9 @@ class ModelBuilder:
         return self._binary("Add", a, b, name)
 
     def mul(self, a, b, *, name=None):
-        """``a * b`` with NumPy broadcasting; either may be an array (a constant). Runs in
-        float in a converted model."""
+        """``a * b`` with NumPy broadcasting; either may be an array (a constant). In a
+        converted model a Mul of two activations runs in int8 (``qlinear_mul``); a Mul by a
+        constant runs in float, the constant kept exact."""
         return self._binary("Mul", a, b, name)
 
     def sigmoid(self, x, *, name=None):

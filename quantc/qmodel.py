@@ -21,24 +21,25 @@
    their input's qparams, unless a range is given for their output (see
    :func:`quantize_model`'s ``ranges``).
 
-At run time Conv, Gemm/MatMul (constant weights), AveragePool, GlobalAveragePool, Add and
-Concat run on quantc's int8 kernels (``qlinear_conv``, ``qlinear_matmul``, ``avg_pool2d``,
-``global_avg_pool``, ``qlinear_add``, ``qlinear_concat``) with the fused activation applied by
-the requantization's clamp (and, where the output's range is wider than a fused Clip, a clamp
-of the int8 values at the quantized bounds), MaxPool and the reshapes on the int8 values
-themselves, and the element-wise Sigmoid, Tanh, HardSigmoid, HardSwish and LeakyRelu as a
-lookup in a table of the 256 input codes (dequantized, through the float op, quantized once at
-conversion); no float round trip happens between int8 ops. Activations that run from one
-convolution to the next (through Relu, Clip, a table op or an Add of equal shapes) are kept
-NHWC, the layout the GEMM convolution works in, so it skips its transposes; every output,
-``run(observe=...)`` and the report still see NCHW. Any other op (Softmax, Mul, a
-BatchNormalization with nothing to fold into, a Gemm with a non-constant B, with transA or with
-a C that varies along the rows) runs in float between a dequantize and a quantize;
-:meth:`QuantizedModel.report` marks those layers ``float``. The int8 kernels requantize with
-onnxruntime's arithmetic by default (``arithmetic="onnxruntime"``: float32 products rounded
-before the zero point is added, and the formulas of its QLinearAdd, QLinearGlobalAveragePool,
-QLinearAveragePool and QLinearConcat), so :meth:`QuantizedModel.to_onnx` runs in onnxruntime
-to the same values; ``arithmetic="reference"`` follows the ONNX reference evaluator instead.
+At run time Conv, Gemm/MatMul (constant weights), AveragePool, GlobalAveragePool, Add, Mul (of
+two activations) and Concat run on quantc's int8 kernels (``qlinear_conv``, ``qlinear_matmul``,
+``avg_pool2d``, ``global_avg_pool``, ``qlinear_add``, ``qlinear_mul``, ``qlinear_concat``) with
+the fused activation applied by the requantization's clamp (and, where the output's range is
+wider than a fused Clip, a clamp of the int8 values at the quantized bounds), MaxPool and the
+reshapes on the int8 values themselves, and the element-wise Sigmoid, Tanh, HardSigmoid,
+HardSwish and LeakyRelu as a lookup in a table of the 256 input codes (dequantized, through the
+float op, quantized once at conversion); no float round trip happens between int8 ops.
+Activations that run from one convolution to the next (through Relu, Clip, a table op or an Add
+or Mul of equal shapes) are kept NHWC, the layout the GEMM convolution works in, so it skips
+its transposes; every output, ``run(observe=...)`` and the report still see NCHW. Any other op
+(Softmax, a Mul by a constant, a BatchNormalization with nothing to fold into, a Gemm with a
+non-constant B, with transA or with a C that varies along the rows) runs in float between a
+dequantize and a quantize; :meth:`QuantizedModel.report` marks those layers ``float``. The int8
+kernels requantize with onnxruntime's arithmetic by default (``arithmetic="onnxruntime"``:
+float32 products rounded before the zero point is added, and the formulas of its QLinearAdd,
+QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool and QLinearConcat), so
+:meth:`QuantizedModel.to_onnx` runs in onnxruntime to the same values;
+``arithmetic="reference"`` follows the ONNX reference evaluator instead.
 """
 import functools
 import json
@@ -72,8 +73,10 @@ FORMAT = "quantc.model"
 # 5: arithmetic "onnxruntime" (the graph's "arithmetic"; a file without it is "reference",
 # what every older quantc computes) in a model with an int8 op it changes (a Conv, Gemm or
 # MatMul with an int8 output, an Add, a pooling, a Concat), which older quantc would run with
-# the reference's
-FORMAT_VERSION = 5
+# the reference's. 6: a Mul of two activations runs in int8 (qlinear_mul), where older quantc
+# ran it in float (and a file before version 6 still does, whatever its arithmetic: see
+# load_model)
+FORMAT_VERSION = 6
 # ops whose output has the qparams of their (first) input: they only move or clamp values
 _PASSTHROUGH = ("MaxPool", "Flatten", "Reshape", "Relu", "Clip", "Identity", "Dropout",
                 "Transpose", "Squeeze", "Unsqueeze")
@@ -115,6 +118,8 @@ def _is_quantizable(node, model, init=None):
     if node.op == "Clip":
         lo, hi = _clip_bounds(node, init)
         return (lo is None or lo <= 0) and (hi is None or hi >= 0)
+    if node.op == "Mul":  # of two activations (a constant factor stays exact, in float)
+        return len(node.inputs) == 2 and not any(i in init for i in node.inputs)
     return node.op in ("AveragePool", "GlobalAveragePool", "Concat", "Add") + _PASSTHROUGH \
         + tuple(UNARY)
 
@@ -438,7 +443,7 @@ def _bias_fit_scale(bias, x_scale, w_scale, k, uniform):
 
 
 class QuantizedModel:
-    """A model whose convolutions, matmuls, pooling, add and concat run in int8.
+    """A model whose convolutions, matmuls, pooling, add, mul and concat run in int8.
 
     Made by :func:`quantize_model` or :func:`load_model`. ``qm(x)`` takes what the float
     model takes (float32 with ``io="float"``; raw ``io``-typed values quantized with
@@ -466,9 +471,12 @@ class QuantizedModel:
         self.info = dict(info or {})
         # (a layer with weights runs in int8 only with its int8 weights: a file an older quantc
         # saved with a Gemm it ran in float, e.g. one whose C is (1, N), still runs it in float)
+        # (and a file before version 6 runs its Mul in float, as the quantc that wrote it did:
+        # load_model sets _float_mul on the instance before __init__)
+        float_mul = getattr(self, "_float_mul", False)
         self.kinds = {n.name: "int8" if _is_quantizable(n, model) and (
             n.op not in ("Conv", "Gemm", "MatMul") or "weight" in weights.get(n.name, {}))
-            else "float" for n in model.nodes}
+            and not (float_mul and n.op == "Mul") else "float" for n in model.nodes}
         self._compile()
 
     @property
@@ -631,9 +639,9 @@ class QuantizedModel:
         A convolution on the NHWC GEMM path transposes its NCHW input to NHWC and its NHWC
         result back (1 thread, this EPYC: 3x3 64 @56 614 -> 592 us without both, 663 -> 585
         in a busier run). Tensors joined by element-wise int8 ops (Relu, Clip, Identity, an
-        Add of equal shapes) share a layout; such a group goes NHWC when every tensor in it
-        comes from an int8 Conv, one of those ops or an int8 pooling, Add or Concat (whose
-        NCHW result is then transposed), and the transposes it saves (an NHWC-GEMM conv
+        Add or Mul of equal shapes) share a layout; such a group goes NHWC when every tensor in
+        it comes from an int8 Conv, one of those ops or an int8 pooling, Add, Mul or Concat
+        (whose NCHW result is then transposed), and the transposes it saves (an NHWC-GEMM conv
         reading or writing it) outnumber what it costs: a conv on the direct path (run
         through NCHW copies) or on the NCHW GEMM (which then takes the NHWC one: MobileNetV2
         at batch 1 lost 6% when its pointwise layers did), one transpose in after a pooling,
@@ -659,7 +667,7 @@ class QuantizedModel:
                 return False
             if node.op in ("Relu", "Clip", "Identity", "Dropout") + tuple(UNARY):
                 return True
-            return node.op == "Add" and len(node.inputs) == 2 and \
+            return node.op in ("Add", "Mul") and len(node.inputs) == 2 and \
                 not any(i in m.initializers for i in node.inputs) and \
                 shapes.get(node.inputs[0]) == shapes.get(node.inputs[1]) == \
                 shapes.get(node.outputs[0])
@@ -667,7 +675,7 @@ class QuantizedModel:
         def late(node):
             """An int8 op writing a 4-D NCHW tensor (MaxPool after a network's stem)."""
             shp = shapes.get(node.outputs[0])
-            return node.op in ("MaxPool", "AveragePool", "Concat", "Add") and \
+            return node.op in ("MaxPool", "AveragePool", "Concat", "Add", "Mul") and \
                 self.kinds[node.name] == "int8" and not flex(node) and \
                 shp is not None and len(shp) == 4
 
@@ -683,7 +691,7 @@ class QuantizedModel:
             for o in node.outputs:
                 producer[o] = node
             if flex(node):
-                for i in node.inputs[:2 if node.op == "Add" else 1]:
+                for i in node.inputs[:2 if node.op in ("Add", "Mul") else 1]:
                     parent[find(i)] = find(node.outputs[0])
         groups = {}
         for t in producer:
@@ -801,7 +809,8 @@ class QuantizedModel:
         return lambda q: q
 
     def _kernel_step(self, node, qx, qy, relu):
-        """The int8 kernel call of a Conv/Gemm/MatMul/pool/Add/Concat node (see _int8_step)."""
+        """The int8 kernel call of a Conv/Gemm/MatMul/pool/Add/Mul/Concat node (see
+        _int8_step)."""
         op, a = node.op, node.attrs
         x = node.inputs[0]
         if op == "Conv":
@@ -851,6 +860,11 @@ class QuantizedModel:
                 return f, {node.inputs[i]}
             return (lambda p, q: _conv.qlinear_add(p, qa.scale, qa.zp, q, qb.scale, qb.zp,
                                                    ya.scale, ya.zp, relu=relu,
+                                                   arithmetic=self.arithmetic)), set()
+        if op == "Mul":
+            qa, qb = self._q(node.inputs[0]), self._q(node.inputs[1])
+            return (lambda p, q: _conv.qlinear_mul(p, qa.scale, qa.zp, q, qb.scale, qb.zp,
+                                                   qy.scale, qy.zp,
                                                    arithmetic=self.arithmetic)), set()
         if op == "Concat":  # a constant operand was quantized once, at conversion
             axis = int(a["axis"])
@@ -1029,7 +1043,9 @@ class QuantizedModel:
         v2 = any(o in m.initializers for o in m.outputs) or any(
             n.op == "Concat" and self.weights.get(n.name) for n in m.nodes)
         v3 = bool(self._new_clamps)
-        version = "5" if self._arithmetic_matters() else "4" if self._requantized_moves \
+        version = "6" if any(self.kinds[n.name] == "int8" and n.op == "Mul"
+                             for n in m.nodes) \
+            else "5" if self._arithmetic_matters() else "4" if self._requantized_moves \
             else "3" if v3 else "2" if v2 else "1"
         meta = {"format": FORMAT, "version": version,
                 "graph": json.dumps(graph, allow_nan=True)}
@@ -1037,12 +1053,13 @@ class QuantizedModel:
 
     def _arithmetic_matters(self):
         """True when the model requantizes with onnxruntime's arithmetic in some int8 op (file
-        version 5): a Conv, Gemm or MatMul with an int8 output, an Add, a pooling, a Concat."""
+        version 5): a Conv, Gemm or MatMul with an int8 output, an Add, a Mul, a pooling, a
+        Concat."""
         if self.arithmetic != "onnxruntime":
             return False
         return any(self.kinds[n.name] == "int8" and n.outputs[0] not in self.float_outputs and
-                   n.op in ("Conv", "Gemm", "MatMul", "Add", "AveragePool", "GlobalAveragePool",
-                            "Concat") for n in self.model.nodes)
+                   n.op in ("Conv", "Gemm", "MatMul", "Add", "Mul", "AveragePool",
+                            "GlobalAveragePool", "Concat") for n in self.model.nodes)
 
     def to_onnx(self, path=None):
         """Write a QDQ ONNX model (QuantizeLinear/DequantizeLinear around float ops, the form
@@ -1052,7 +1069,7 @@ class QuantizedModel:
         With ``arithmetic="onnxruntime"`` (:func:`quantize_model`'s default) onnxruntime's run
         of the file on an x86-64 CPU with AVX2 gives the values ``qm(x)`` gives, bit for bit,
         for uint8 activations: onnxruntime fuses each DequantizeLinear -> op ->
-        QuantizeLinear into its QLinearConv, QGemm/QLinearMatMul, QLinearAdd,
+        QuantizeLinear into its QLinearConv, QGemm/QLinearMatMul, QLinearAdd, QLinearMul,
         QLinearGlobalAveragePool, QLinearAveragePool or QLinearConcat kernel, whose arithmetic
         quantc then computes (random ResNet-18- and MobileNetV2-shaped networks at 224x224:
         every raw uint8 output equal). With ``"reference"`` an exact tie can round the other
@@ -1578,7 +1595,9 @@ def _bad(path, msg):
 def load_model(path):
     """Read a model written by :meth:`QuantizedModel.save` (no pickle). Sizes, dtypes, scales
     (positive, finite) and zero points (ints in the activation dtype's range) are checked; a
-    mismatch raises ValueError naming the file and the tensor."""
+    mismatch raises ValueError naming the file and the tensor. A model runs as the quantc that
+    wrote it ran it: a file from before format version 6 runs a Mul of two activations in
+    float (dequantize, float32 multiply, quantize), not on ``qlinear_mul``."""
     from .io import TensorReader
     path = os.fspath(path)
     with TensorReader(path) as r:
@@ -1595,14 +1614,14 @@ def load_model(path):
             raise _bad(path, f"unreadable graph ({type(e).__name__})") from None
         tensors = {n: r.read(n) for n in r.names}
     try:
-        return _from_saved(g, tensors)
+        return _from_saved(g, tensors, int(meta["version"]))
     except ValueError as e:
         raise _bad(path, str(e)) from None
     except (KeyError, TypeError, IndexError, AttributeError) as e:
         raise _bad(path, f"{type(e).__name__}: {e}") from None
 
 
-def _from_saved(g, tensors):
+def _from_saved(g, tensors, version):
     # the activations' (scale, zero_point, dtype): what QuantizedModel would otherwise take
     # as it comes (a bool scale, a zero point of 1.7 truncated, an int8 tensor in a uint8 model)
     adt = g["activation_dtype"]
@@ -1675,5 +1694,8 @@ def _from_saved(g, tensors):
     if arithmetic not in ("reference", "onnxruntime"):
         raise ValueError(f"arithmetic: expected 'reference' or 'onnxruntime', got "
                          f"{arithmetic!r}")
-    return QuantizedModel(model, qparams, weights, io=g["io"], activation_dtype=adt,
-                          info=g.get("info"), arithmetic=arithmetic)
+    qm = QuantizedModel.__new__(QuantizedModel)
+    qm._float_mul = version < 6  # as the quantc that wrote it ran it (see FORMAT_VERSION)
+    qm.__init__(model, qparams, weights, io=g["io"], activation_dtype=adt,
+                info=g.get("info"), arithmetic=arithmetic)
+    return qm

@@ -1005,9 +1005,9 @@ def test_file_version_follows_the_features(tmp_path, rng):
     """A model file is version 1 (what every quantc reads) unless the model has a Concat with a
     constant operand or a constant output (version 2), a float output clamped to a given
     range (version 3), an op that only moves values requantizing to a range given for its
-    output (version 4) or an int8 op with onnxruntime's arithmetic (version 5, the default
-    arithmetic), each of which an older quantc refuses by its version; this quantc reads all
-    five and refuses a later one."""
+    output (version 4), an int8 op with onnxruntime's arithmetic (version 5, the default
+    arithmetic) or a Mul of two activations, which runs in int8 (version 6), each of which an
+    older quantc refuses by its version; this quantc reads all six and refuses a later one."""
     import json
 
     from quantc.io import TensorReader, write_tensors
@@ -1020,6 +1020,8 @@ def test_file_version_follows_the_features(tmp_path, rng):
     const_out = Model({"a": (2, 3)}, [Node("Relu", ["a"], ["y"])], ["y", "c"], {"c": c})
     gemm = Model({"a": (2, 3)}, [Node("Gemm", ["a", "w"], ["y"])], ["y"],
                  {"w": rng.standard_normal((3, 4)).astype(np.float32)})
+    mul = Model({"a": (2, 3)}, [Node("Relu", ["a"], ["r"]), Node("Mul", ["a", "r"], ["y"])],
+                ["y"])
     y = gemm(x)
     narrow = {"y": (float(y.min()) / 2, float(y.max()) / 2)}  # clamps the float output
     ort, ref = "onnxruntime", "reference"
@@ -1028,7 +1030,8 @@ def test_file_version_follows_the_features(tmp_path, rng):
             (const_out, None, ort, "2"), (gemm, None, ort, "1"),  # a float output: no requant
             (gemm, {"a": (-3.0, 3.0)}, ort, "1"),
             (plain, {"a": (-3.0, 3.0), "y": (0.0, 1.0)}, ort, "4"),
-            (gemm, narrow, ort, "3")):
+            (mul, None, ref, "6"), (mul, None, ort, "6"),
+            (gemm, narrow, ort, "3")):  # (last: its outputs are checked below)
         qm = qc.quantize_model(model, [x], ranges=ranges, arithmetic=arith)
         qm.save(tmp_path / "m.safetensors")
         with TensorReader(tmp_path / "m.safetensors") as r:
@@ -1046,9 +1049,9 @@ def test_file_version_follows_the_features(tmp_path, rng):
     write_tensors(tmp_path / "bad.safetensors", tensors, dict(meta, graph=json.dumps(graph)))
     with pytest.raises(ValueError, match="given_ranges: expected a list of tensor names"):
         qc.load_model(tmp_path / "bad.safetensors")
-    write_tensors(tmp_path / "m6.safetensors", tensors, dict(meta, version="6"))
-    with pytest.raises(ValueError, match="format version '6', this quantc reads 1 to 5"):
-        qc.load_model(tmp_path / "m6.safetensors")
+    write_tensors(tmp_path / "m7.safetensors", tensors, dict(meta, version="7"))
+    with pytest.raises(ValueError, match="format version '7', this quantc reads 1 to 6"):
+        qc.load_model(tmp_path / "m7.safetensors")
     # a file without "arithmetic" (every older quantc's) runs with the reference arithmetic
     graph = json.loads(meta["graph"])
     del graph["arithmetic"]
