@@ -1,9 +1,12 @@
-"""Speed of qlinear_conv (ResNet-50 / MobileNetV2 layers) and pooling/add/concat bandwidth.
+"""Speed of qlinear_conv (ResNet-50 / MobileNetV2 layers), pooling/add/concat bandwidth, and
+qlinear_add / qlinear_mul against onnxruntime.
 
 Conv table: qlinear_conv (weights prepacked) against a float32 NumPy im2col + matmul
 convolution, torch float32 conv2d and onnxruntime QLinearConv (when installed), all in one
 process, alternating, same thread count; ratios are baseline time / quantc time.
 Bandwidth table: GB/s of bytes read + written against np.copyto on the same bytes.
+Add / mul table: microseconds per call and ratios against onnxruntime's QLinearAdd /
+QLinearMul (com.microsoft) and a NumPy dequantize -> op -> quantize.
 
     python benchmarks/bench_conv.py [--quick] [--json PATH] [--threads 1,2] [--match TEXT]
 """
@@ -196,6 +199,60 @@ def bench_bandwidth(shape, nthreads, repeats, results):
                 ["op", "thr", "GB/s", "copy GB/s", "ratio"], rows)
 
 
+def ort_binary(op, a, b, nthreads):
+    """An onnxruntime session of com.microsoft QLinearAdd / QLinearMul on uint8 a, b with the
+    scales and zero points of bench_binary."""
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, [], [v])
+             for n, v in (("as", 0.1), ("bs", 0.2), ("ys", 0.25))]
+    inits += [helper.make_tensor(n, TensorProto.UINT8, [], [v])
+              for n, v in (("az", 128), ("bz", 120), ("yz", 128))]
+    node = helper.make_node(op, ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"],
+                            domain="com.microsoft")
+    graph = helper.make_graph([node], "g", [
+        helper.make_tensor_value_info("a", TensorProto.UINT8, a.shape),
+        helper.make_tensor_value_info("b", TensorProto.UINT8, b.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    sess = _util.ort_session(model, nthreads)
+    return lambda: sess.run(None, {"a": a, "b": b})
+
+
+def bench_binary(nthreads, repeats, results):
+    """qlinear_add / qlinear_mul (onnxruntime arithmetic, then the reference one) against
+    onnxruntime's QLinearAdd / QLinearMul and DequantizeLinear -> float op -> QuantizeLinear in
+    NumPy, on a MobileNetV2 residual (same shapes) and a squeeze-and-excitation gate
+    ((N, C, H, W) times (N, C, 1, 1))."""
+    rng = np.random.default_rng(2)
+    cases = [("add", (8, 32, 28, 28), (8, 32, 28, 28)), ("mul", (8, 32, 28, 28), (8, 32, 28, 28)),
+             ("mul", (8, 576, 14, 14), (8, 576, 1, 1)), ("mul", (1, 96, 112, 112), (1, 96, 1, 1))]
+    rows = []
+    for op, sa, sb in cases:
+        a = rng.integers(0, 256, sa, dtype=np.uint8)
+        b = rng.integers(0, 256, sb, dtype=np.uint8)
+        f = qc.qlinear_add if op == "add" else qc.qlinear_mul
+        args = (a, 0.1, np.uint8(128), b, 0.2, np.uint8(120), 0.25, np.uint8(128))
+        npop = np.add if op == "add" else np.multiply
+        fns = {"quantc": lambda: f(*args, arithmetic="onnxruntime"),
+               "quantc-ref": lambda: f(*args),
+               "numpy": lambda: qc.quantize(npop(qc.dequantize(a, 0.1, np.uint8(128)),
+                                                 qc.dequantize(b, 0.2, np.uint8(120))),
+                                            0.25, np.uint8(128))}
+        if ort is not None:
+            fns["ort"] = ort_binary("QLinearAdd" if op == "add" else "QLinearMul", a, b,
+                                    nthreads)
+        with threads(nthreads):
+            t = time_alternating(fns, repeats=repeats)
+        name = f"qlinear_{op} {'x'.join(map(str, sa))}" + ("" if sa == sb else " by gate")
+        rows.append([name, nthreads, t["quantc"] * 1e6, t["quantc-ref"] * 1e6,
+                     t["numpy"] / t["quantc"],
+                     t["ort"] / t["quantc"] if "ort" in t else "-"])
+        results.append({"op": name, "threads": nthreads, "seconds": t})
+    print_table(f"quantized add / mul, {nthreads} thread(s): us per call; ratios are baseline "
+                "time / quantc time (onnxruntime arithmetic)",
+                ["op", "thr", "quantc us", "reference us", "x numpy dq-op-q", "x ort"], rows)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="seven layers, batch 1, fewer repeats")
@@ -217,11 +274,13 @@ def main(argv=None):
     print(f"# BLAS: {blas_info()}")
     print(f"# torch: {torch.__version__ if torch else 'not installed'}; onnxruntime: "
           f"{ort.__version__ if ort else 'not installed'}")
-    results = {"conv": [], "bandwidth": []}
+    results = {"conv": [], "bandwidth": [], "binary": []}
     for n in counts:
         bench_conv(layers, batches, n, repeats, results["conv"])
     for n in counts if not args.match else []:
         bench_bandwidth(shape, n, repeats, results["bandwidth"])
+    for n in counts if not args.match else []:
+        bench_binary(n, repeats, results["binary"])
     write_json(args.json, results)
 
 
