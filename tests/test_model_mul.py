@@ -108,3 +108,34 @@ def test_mul_model_matches_onnxruntime_exactly(adt, tmp_path):
             for g, w, name in zip(got, want, qm.model.outputs):
                 assert_equal_exact(g, w, f"{name}: qm(x) vs onnxruntime")
     assert diffs["reference"] > 0, diffs
+
+
+def test_mul_in_the_nhwc_layout(isa):
+    """A swish (x * sigmoid(x), equal shapes) between convolutions on the NHWC GEMM path stays
+    NHWC with them, and an SE gate's Mul ((N, C, H, W) by (N, C, 1, 1)) runs NCHW with its
+    result transposed for the two convs reading it; every bit equal to the same model run all NCHW, on
+    every ISA (the isa fixture)."""
+    from quantc.qmodel import QuantizedModel
+    rng = np.random.default_rng(8)
+    b = qc.ModelBuilder("nhwc_mul")
+    x = b.input("x", (None, 16, 12, 12))
+    c = b.conv(x, rng.normal(0, 0.2, (16, 16, 3, 3)), None, pads=1)
+    w = b.mul(c, b.sigmoid(c), name="swish")
+    c = b.conv(w, rng.normal(0, 0.2, (16, 16, 3, 3)), None, pads=1)
+    g = b.sigmoid(b.conv(b.global_avg_pool(c), rng.normal(0, 0.5, (16, 16, 1, 1)), None))
+    h = b.mul(c, g, name="se_gate")
+    h = b.add(b.conv(h, rng.normal(0, 0.2, (16, 16, 3, 3)), None, pads=1),
+              b.conv(h, rng.normal(0, 0.2, (16, 16, 3, 3)), None, pads=1))
+    b.output(b.conv(h, rng.normal(0, 0.2, (8, 16, 3, 3)), None, pads=1))
+    model = b.build()
+    xs = rng.standard_normal((3, 16, 12, 12)).astype(np.float32)
+    for arithmetic in ("onnxruntime", "reference"):
+        qm = qc.quantize_model(model, [xs], progress=False, arithmetic=arithmetic)
+        assert {"swish.out", "se_gate.out"} <= qm._nhwc and "se_gate.out" in qm._late
+        try:
+            QuantizedModel._nhwc_enabled = False
+            qm0 = qc.quantize_model(model, [xs], progress=False, arithmetic=arithmetic)
+        finally:
+            QuantizedModel._nhwc_enabled = True
+        assert not qm0._nhwc
+        assert_equal_exact(qm(xs), qm0(xs), f"NHWC vs NCHW ({arithmetic})")

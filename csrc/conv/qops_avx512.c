@@ -137,7 +137,7 @@ QC_INLINE void add_span16(const int8_t *pa, int sa, const int8_t *pb, int sb, in
 
 /* One 64-step loop LOOP(SA, SB, SY) per signedness of a, b and y (sa, sb, sy), so the widening
  * and packing are fixed in each (add, mul). */
-#define QC_BINARY_SIGNS(LOOP)                                                                     \
+#define QC_BINARY_SIGNS(LOOP)                                                                  \
     switch ((sa ? 4 : 0) + (sb ? 2 : 0) + (sy ? 1 : 0)) {                                      \
     case 0: LOOP(0, 0, 0) break;                                                               \
     case 1: LOOP(0, 0, 1) break;                                                               \
