@@ -672,3 +672,86 @@ def test_scale_overflow_checks():
             assert_equal_exact(_mul(a=s8, b=X, a_zero_point=np.int8(0), **big,
                                     y_zero_point=np.int8(0)),
                                ref_mul(s8, 1e30, 0, X, 1e30, 0, 1.0, 0, np.int8), isa)
+
+
+# ---- broadcast operands without a broadcast copy ----
+
+# (a shape, b shape): b each element for a run of a's (rep > 1, the kernel's chunk fill), a
+# over b (qlinear_mul swaps them), and shapes that need np.broadcast_arrays
+REPEAT_SHAPES = [((2, 8, 5, 7), (2, 8, 1, 1)), ((3, 4, 5), (3, 1, 1)), ((7, 33), (1,)),
+                 ((2, 300, 300), (2, 1, 1)),              # runs longer than a 65536 chunk
+                 ((3, 21845, 3), (3, 21845, 1)),          # chunks end inside a run
+                 ((2, 8, 1, 1), (2, 8, 5, 7)), ((), (4, 4)), ((1, 1), (3, 5)),
+                 ((3, 1), (1, 4)), ((2, 1, 5), (2, 3, 1)), ((2, 8, 5, 7), (8, 1, 1))]
+
+
+@pytest.mark.parametrize("op", ["mul", "add"])
+@pytest.mark.parametrize("shapes", REPEAT_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_broadcast_operands_every_isa(op, shapes, monkeypatch):
+    """A broadcast operand (an SE gate's (N, C, 1, 1), a one-element one) is read as it is,
+    each element for its run of the other's (no np.broadcast_arrays copy: checked); every
+    ISA, both arithmetics, equals the same call on np.broadcast_to copies (same shapes), and
+    the operands are left as they were."""
+    rng = np.random.default_rng(sum(map(len, shapes)) + (op == "add"))
+    i = REPEAT_SHAPES.index(shapes)
+    no_copy = i < 5 or (op == "mul" and i < 8)  # (mul swaps a broadcast a, one dtype only)
+    real = np.broadcast_arrays
+
+    def counted(*args, **kw):
+        copies.append(1)
+        return real(*args, **kw)
+    f = qc.qlinear_mul if op == "mul" else qc.qlinear_add
+    for adt, bdt, ydt in ((np.uint8, np.uint8, np.uint8), (np.int8, np.int8, np.int8),
+                          (np.uint8, np.int8, np.int8)):
+        a, b = _rand(rng, shapes[0], adt), _rand(rng, shapes[1], bdt)
+        a0, b0 = a.copy(), b.copy()
+        full = np.broadcast_shapes(a.shape, b.shape)
+        af, bf = np.broadcast_to(a, full).copy(), np.broadcast_to(b, full).copy()
+        sa, sb, sy = rng.uniform(0.01, 0.1, 3).astype(np.float32)
+        za, zb, zy = adt(_zp(rng, adt)), bdt(_zp(rng, bdt)), ydt(_zp(rng, ydt))
+        for arith in ("reference", "onnxruntime"):
+            want = f(af, sa, za, bf, sb, zb, sy, zy, arithmetic=arith)
+            if op == "mul":
+                assert_equal_exact(want, ref_mul_ort(af, sa, za, bf, sb, zb, sy, zy, ydt)
+                                   if arith == "onnxruntime" else
+                                   ref_mul(af, sa, za, bf, sb, zb, sy, zy, ydt), "reference")
+            for isa in SUPPORTED_ISAS:
+                copies = []
+                with isa_cap(isa), num_threads(2), monkeypatch.context() as mp:
+                    mp.setattr(np, "broadcast_arrays", counted)
+                    got = f(a, sa, za, b, sb, zb, sy, zy, arithmetic=arith)
+                assert_equal_exact(got, want, f"{op} {shapes} {arith} {isa}")
+                assert bool(copies) == (not no_copy or (op == "mul" and i >= 5 and
+                                                        adt != bdt)), copies
+        np.testing.assert_array_equal(a, a0)
+        np.testing.assert_array_equal(b, b0)
+
+
+def test_broadcast_operand_out_overlap():
+    """out= sharing memory with the broadcast operand (b's run values are read before out is
+    written: the overlap is handled through a temporary) gives the non-overlapping result."""
+    rng = np.random.default_rng(3)
+    buf = rng.integers(0, 256, 4 * 8 * 9 + 8, dtype=np.uint8)
+    a = rng.integers(0, 256, (4, 8, 3, 3), dtype=np.uint8)
+    for f in (qc.qlinear_mul, qc.qlinear_add):
+        gate = buf[:4 * 8].reshape(4, 8, 1, 1)
+        want = f(a, 0.05, np.uint8(3), gate.copy(), 0.01, np.uint8(7), 0.02, np.uint8(9))
+        out = buf[8:].reshape(4, 8, 3, 3)  # starts inside the gate's bytes
+        got = f(a, 0.05, np.uint8(3), gate, 0.01, np.uint8(7), 0.02, np.uint8(9), out=out)
+        assert got is out
+        assert_equal_exact(out, want, f.__name__)
+        buf = rng.integers(0, 256, 4 * 8 * 9 + 8, dtype=np.uint8)
+
+
+def test_broadcast_operand_size_checked():
+    """The kernel's repeat count is checked against the operands' sizes (the binding is
+    private, but nothing past b may be read)."""
+    from quantc import _C
+    a = np.zeros((2, 3, 4), np.uint8)
+    for rep, b in ((4, np.zeros(5, np.uint8)), (5, np.zeros(6, np.uint8)),
+                   (0, np.zeros(24, np.uint8)), (-3, np.zeros(24, np.uint8))):
+        for call in (lambda: _C._qlinear_mul(a, 0.1, 0, b, 0.1, 0, 0.1, 0, None, False, rep),
+                     lambda: _C._qlinear_add(a, 0.1, 0, b, 0.1, 0, 0.1, 0, False, None, False,
+                                             rep)):
+            with pytest.raises(ValueError, match="^b: expected"):
+                call()

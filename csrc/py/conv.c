@@ -805,19 +805,35 @@ typedef struct {
     const char *a, *b;
     char *y;
     int sa, sb, sy;
-    size_t n;
+    size_t n, rep;            /* rep > 1: b holds n / rep elements, each for rep in a row */
     qc_add_params p;
 } add_ctx;
+
+/* The operand b of the elements [i0, i0 + n) (n <= QC_CHUNK): b itself from i0, or, for a b
+ * whose elements each stand for rep consecutive ones (rep > 1: an (N, C, 1, 1) gate by an
+ * (N, C, H, W) input), those bytes written out to buf. */
+static const char *chunk_b(const char *b, size_t rep, size_t i0, size_t n, char *buf) {
+    if (rep <= 1) return b + i0;
+    for (size_t i = 0; i < n;) {
+        const size_t j = (i0 + i) / rep, end = QC_MIN((j + 1) * rep - i0, n);
+        memset(buf + i, b[j], end - i);
+        i = end;
+    }
+    return buf;
+}
 
 static void add_task(void *vctx, size_t t) {
     add_ctx *c = vctx;
     size_t i0 = t * QC_CHUNK, n = QC_MIN(QC_CHUNK, c->n - i0);
-    c->ops->add(c->a + i0, c->sa, c->b + i0, c->sb, c->y + i0, c->sy, n, &c->p);
+    char buf[QC_CHUNK];
+    c->ops->add(c->a + i0, c->sa, chunk_b(c->b, c->rep, i0, n, buf), c->sb, c->y + i0, c->sy, n,
+                &c->p);
 }
 
 /* The operands of _qlinear_add / _qlinear_mul: a and b of one shape (the Python layer
- * broadcasts), their per-tensor scales and zero points, the output's scale, zero point and
- * dtype. On failure the arrays are released and NULLed. */
+ * broadcasts), or with rep > 1 a b of a's size / rep elements, each standing for rep
+ * consecutive elements of a; their per-tensor scales and zero points, the output's scale,
+ * zero point and dtype. On failure the arrays are released and NULLed. */
 typedef struct {
     PyArrayObject *a, *b;
     float as, bs, ys;
@@ -826,7 +842,8 @@ typedef struct {
 } binary_args;
 
 static int parse_binary(PyObject *ao, PyObject *aso, PyObject *azo, PyObject *bo, PyObject *bso,
-                        PyObject *bzo, PyObject *yso, PyObject *yzo, binary_args *r) {
+                        PyObject *bzo, PyObject *yso, PyObject *yzo, Py_ssize_t rep,
+                        binary_args *r) {
     npy_intp cnt;
     r->yt = NPY_UINT8;
     r->b = NULL;
@@ -834,7 +851,14 @@ static int parse_binary(PyObject *ao, PyObject *aso, PyObject *azo, PyObject *bo
     if (!r->a) return -1;
     r->b = act_array(bo, "b", -1, "");
     if (!r->b) goto fail;
-    if (!PyArray_SAMESHAPE(r->a, r->b)) {
+    if (rep > 1) {
+        const size_t na = (size_t)PyArray_SIZE(r->a);
+        if (na % (size_t)rep || na / (size_t)rep != (size_t)PyArray_SIZE(r->b)) {
+            qc_value_error("b: expected %zu elements (a's %zu, each for %zd in a row), got %zd",
+                           na / (size_t)rep, na, rep, (Py_ssize_t)PyArray_SIZE(r->b));
+            goto fail;
+        }
+    } else if (rep < 1 || !PyArray_SAMESHAPE(r->a, r->b)) {
         qc_value_error("b: expected the shape of a (or a shape broadcastable with it)");
         goto fail;
     }
@@ -863,17 +887,19 @@ static void pair_error(const char *what, const char *expect, float x, float y) {
     PyMem_Free(ry);
 }
 
-/* _qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, relu, out[, ort]); a and b
- * have the same shape (the Python layer broadcasts). ort: ONNX Runtime's arithmetic (qops.h). */
+/* _qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, relu, out[, ort[, rep]]);
+ * a and b have the same shape (the Python layer broadcasts), or b has a's size / rep elements,
+ * each for rep consecutive ones of a. ort: ONNX Runtime's arithmetic (qops.h). */
 static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *ao, *aso, *azo, *bo, *bso, *bzo, *yso, *yzo, *out;
     int relu, ort = 0;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOpO|p", &ao, &aso, &azo, &bo, &bso, &bzo, &yso, &yzo,
-                          &relu, &out, &ort))
+    Py_ssize_t rep = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOpO|pn", &ao, &aso, &azo, &bo, &bso, &bzo, &yso, &yzo,
+                          &relu, &out, &ort, &rep))
         return NULL;
     binary_args r;
-    if (parse_binary(ao, aso, azo, bo, bso, bzo, yso, yzo, &r) < 0) return NULL;
+    if (parse_binary(ao, aso, azo, bo, bso, bzo, yso, yzo, rep, &r) < 0) return NULL;
     PyArrayObject *a = r.a, *b = r.b, *y = NULL;
     const int yt = r.yt;
     const int32_t az = r.az, bz = r.bz, yz = r.yz;
@@ -911,6 +937,7 @@ static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
     c.a = PyArray_DATA(a), c.b = PyArray_DATA(b), c.y = PyArray_DATA(dst);
     c.sa = PyArray_TYPE(a) == NPY_INT8, c.sb = PyArray_TYPE(b) == NPY_INT8, c.sy = yt == NPY_INT8;
     c.n = (size_t)PyArray_SIZE(a);
+    c.rep = (size_t)rep;
     c.p.stream = c.n >= QC_STREAM_BYTES;
     if (c.n) {
         Py_BEGIN_ALLOW_THREADS
@@ -933,27 +960,30 @@ typedef struct {
     const char *a, *b;
     char *y;
     int sa, sb, sy;
-    size_t n;
+    size_t n, rep;            /* as add_ctx */
     qc_mul_params p;
 } mul_ctx;
 
 static void mul_task(void *vctx, size_t t) {
     mul_ctx *c = vctx;
     size_t i0 = t * QC_CHUNK, n = QC_MIN(QC_CHUNK, c->n - i0);
-    c->ops->mul(c->a + i0, c->sa, c->b + i0, c->sb, c->y + i0, c->sy, n, &c->p);
+    char buf[QC_CHUNK];
+    c->ops->mul(c->a + i0, c->sa, chunk_b(c->b, c->rep, i0, n, buf), c->sb, c->y + i0, c->sy, n,
+                &c->p);
 }
 
-/* _qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, out[, ort]); a and b have
- * the same shape (the Python layer broadcasts). ort: ONNX Runtime's arithmetic (qops.h). */
+/* _qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, out[, ort[, rep]]); a and b
+ * as for _qlinear_add. ort: ONNX Runtime's arithmetic (qops.h). */
 static PyObject *py_qlinear_mul(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *ao, *aso, *azo, *bo, *bso, *bzo, *yso, *yzo, *out;
     int ort = 0;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOO|p", &ao, &aso, &azo, &bo, &bso, &bzo, &yso, &yzo,
-                          &out, &ort))
+    Py_ssize_t rep = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO|pn", &ao, &aso, &azo, &bo, &bso, &bzo, &yso, &yzo,
+                          &out, &ort, &rep))
         return NULL;
     binary_args r;
-    if (parse_binary(ao, aso, azo, bo, bso, bzo, yso, yzo, &r) < 0) return NULL;
+    if (parse_binary(ao, aso, azo, bo, bso, bzo, yso, yzo, rep, &r) < 0) return NULL;
     PyArrayObject *y = NULL;
     mul_ctx c;
     /* |a - azp|, |b - bzp| <= 255: finite dequantized values keep the reference's product
@@ -987,6 +1017,7 @@ static PyObject *py_qlinear_mul(PyObject *self, PyObject *args) {
     c.sa = PyArray_TYPE(r.a) == NPY_INT8, c.sb = PyArray_TYPE(r.b) == NPY_INT8;
     c.sy = r.yt == NPY_INT8;
     c.n = (size_t)PyArray_SIZE(r.a);
+    c.rep = (size_t)rep;
     if (c.n) {
         Py_BEGIN_ALLOW_THREADS
         qc_parallel_for((c.n + QC_CHUNK - 1) / QC_CHUNK, mul_task, &c);
