@@ -739,7 +739,7 @@ class QuantizedModel:
             table = _code_table(self._q(x), self._q(node.outputs[0]),
                                 (lambda v: evaluate(node, [v] + consts)[0]) if clamps else None)
             move = (lambda q: q) if clamps else self._move_step(node)
-            return (lambda q: np.take(table, move(q).view(np.uint8))), set(node.inputs[1:])
+            return (lambda q: _C._lut8(move(q), table)), set(node.inputs[1:])
         if op in _PASSTHROUGH:
             return self._move_step(node), set(node.inputs[1:])
         if op in UNARY:
@@ -1099,7 +1099,7 @@ def _table_step(node, qx, qy):
     rounds alike (onnxruntime's Sigmoid/Tanh approximations may differ in the last place,
     which can move a value across a rounding boundary: one unit)."""
     table = _code_table(qx, qy, lambda v: UNARY[node.op](node, v))
-    return lambda q: np.take(table, q.view(np.uint8))
+    return lambda q: _C._lut8(q, table)
 
 
 def _code_table(qx, qy, fn=None):

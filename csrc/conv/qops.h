@@ -115,6 +115,9 @@ typedef struct {
     /* elementwise multiply of n elements; a, b, y each int8 (sa/sb/sy = 1) or uint8 */
     void (*mul)(const void *a, int sa, const void *b, int sb, void *y, int sy, size_t n,
                 const qc_mul_params *p);
+    /* table lookup of n bytes: y[i] = table[x[i]] (x's bytes read as uint8; the element-wise
+     * ops of a model run as a table of their 256 input codes) */
+    void (*lut8)(const uint8_t *x, uint8_t *y, size_t n, const uint8_t *table);
     /* requantizing copy of n elements (concat): x int8 (sx = 1) or uint8, y likewise */
     void (*requant)(const void *x, int sx, void *y, int sy, size_t n, const qc_rq_params *p);
     /* global pooling: sums[i] = the sum of plane i's n elements (x: nplanes planes of n bytes,

@@ -110,6 +110,32 @@ static void mul_avx2(const void *a, int sa, const void *b, int sb, void *y, int 
     if (i < n) QC_QOPS_NAME(mul)(pa + i, sa, pb + i, sb, py + i, sy, n - i, p);
 }
 
+/* Table lookup, 32 bytes per step (scalar tail): the table as 16 rows of 16 bytes in both
+ * 128-bit lanes, every byte's low nibble looked up in each row (vpshufb), then a tree of
+ * blends on the high nibble's bits 4 to 7 (each shifted to bit 7, which vpblendvb reads). */
+static void lut8_avx2(const uint8_t *x, uint8_t *y, size_t n, const uint8_t *table) {
+    __m256i row[16];
+    for (int k = 0; k < 16; k++)
+        row[k] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(table + 16 * k)));
+    const __m256i nib = _mm256_set1_epi8(0x0F);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(x + i));
+        const __m256i lo = _mm256_and_si256(v, nib);
+        __m256i r[8];
+        __m256i bit = _mm256_slli_epi16(v, 3);
+        for (int j = 0; j < 8; j++)
+            r[j] = _mm256_blendv_epi8(_mm256_shuffle_epi8(row[2 * j], lo),
+                                      _mm256_shuffle_epi8(row[2 * j + 1], lo), bit);
+        for (int level = 1, m = 8; level < 4; level++, m /= 2) {
+            bit = _mm256_slli_epi16(v, 3 - level);
+            for (int j = 0; j < m / 2; j++) r[j] = _mm256_blendv_epi8(r[2 * j], r[2 * j + 1], bit);
+        }
+        _mm256_storeu_si256((__m256i *)(y + i), r[0]);
+    }
+    if (i < n) QC_QOPS_NAME(lut8)(x + i, y + i, n - i, table);
+}
+
 static void requant_avx2(const void *x, int sx, void *y, int sy, size_t n, const qc_rq_params *p) {
     const __m256i zp = _mm256_set1_epi32(p->zp), yzp = _mm256_set1_epi32(p->yzp);
     const __m256 m = _mm256_set1_ps(p->m), lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
@@ -553,6 +579,7 @@ const qc_qops_impl qc_qops__avx2 = {
     avgpool_u8_avx2,
     add_avx2,
     mul_avx2,
+    lut8_avx2,
     requant_avx2,
     plane_sums_avx2,
 };

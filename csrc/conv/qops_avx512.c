@@ -317,6 +317,32 @@ static void mul_avx512(const void *a, int sa, const void *b, int sb, void *y, in
     mul_span16(pa + i, sa, pb + i, sb, py + i, n - i, p);
 }
 
+/* ---- table lookup: 64 bytes per step ----
+ * The 256-entry table as 16 rows of 16 bytes, each broadcast to every 128-bit lane; vpshufb
+ * looks every byte's low nibble up in all 16 rows, and a tree of blends on the high nibble's
+ * bits (4 to 7) picks the row: 16 shuffles, 15 blends. */
+static void lut8_avx512(const uint8_t *x, uint8_t *y, size_t n, const uint8_t *table) {
+    __m512i row[16];
+    for (int k = 0; k < 16; k++)
+        row[k] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(table + 16 * k)));
+    const __m512i nib = _mm512_set1_epi8(0x0F);
+    for (size_t i = 0; i < n; i += 64) {
+        const __mmask64 k = n - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (n - i)) - 1;
+        const __m512i v = _mm512_maskz_loadu_epi8(k, x + i), lo = _mm512_and_si512(v, nib);
+        __m512i r[8];
+        __mmask64 bit = _mm512_test_epi8_mask(v, _mm512_set1_epi8(0x10));
+        for (int j = 0; j < 8; j++)
+            r[j] = _mm512_mask_blend_epi8(bit, _mm512_shuffle_epi8(row[2 * j], lo),
+                                          _mm512_shuffle_epi8(row[2 * j + 1], lo));
+        for (int level = 1, m = 8; level < 4; level++, m /= 2) {
+            bit = _mm512_test_epi8_mask(v, _mm512_set1_epi8((char)(0x10 << level)));
+            for (int j = 0; j < m / 2; j++)
+                r[j] = _mm512_mask_blend_epi8(bit, r[2 * j], r[2 * j + 1]);
+        }
+        _mm512_mask_storeu_epi8(y + i, k, r[0]);
+    }
+}
+
 QC_INLINE void requant_span16(const int8_t *px, int sx, int8_t *py, size_t n,
                               const qc_rq_params *p) {
     const __m512i zp = _mm512_set1_epi32(p->zp), yzp = _mm512_set1_epi32(p->yzp);
@@ -1027,6 +1053,7 @@ const qc_qops_impl qc_qops__avx512 = {
     avgpool_u8_avx512,
     add_avx512,
     mul_avx512,
+    lut8_avx512,
     requant_avx512,
     plane_sums_avx512,
 };

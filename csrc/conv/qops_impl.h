@@ -283,6 +283,13 @@ QC_KERNEL void QC_QOPS_NAME(mul)(const void *a, int sa, const void *b, int sb, v
     }
 }
 
+/* ---- table lookup ---- */
+
+QC_KERNEL void QC_QOPS_NAME(lut8)(const uint8_t *restrict x, uint8_t *restrict y, size_t n,
+                                  const uint8_t *restrict table) {
+    for (size_t i = 0; i < n; i++) y[i] = table[x[i]];
+}
+
 /* ---- requantizing copy (concat) ---- */
 
 #define QC_DEF_RQ(TX, TY, NAME)                                                                    \
@@ -333,6 +340,6 @@ QC_KERNEL void QC_QOPS_NAME(plane_sums)(const void *x, int sx, size_t nplanes, s
     const qc_qops_impl NAME_ = {                                                                   \
         QC_QOPS_NAME(maxpool_s8), QC_QOPS_NAME(maxpool_u8), QC_QOPS_NAME(avgpool_s8),              \
         QC_QOPS_NAME(avgpool_u8),                                                                  \
-        QC_QOPS_NAME(add),        QC_QOPS_NAME(mul),            QC_QOPS_NAME(requant),             \
-        QC_QOPS_NAME(plane_sums),                                                                  \
+        QC_QOPS_NAME(add),        QC_QOPS_NAME(mul),            QC_QOPS_NAME(lut8),                \
+        QC_QOPS_NAME(requant),    QC_QOPS_NAME(plane_sums),                                        \
     };

@@ -1035,6 +1035,51 @@ fail:
 }
 
 typedef struct {
+    const qc_qops_impl *ops;
+    const uint8_t *x, *table;
+    uint8_t *y;
+    size_t n;
+} lut_ctx;
+
+static void lut_task(void *vctx, size_t t) {
+    lut_ctx *c = vctx;
+    const size_t i0 = t * QC_CHUNK, n = QC_MIN(QC_CHUNK, c->n - i0);
+    c->ops->lut8(c->x + i0, c->y + i0, n, c->table);
+}
+
+/* _lut8(x, table) -> table[x]: x int8 or uint8 (its bytes index the table as uint8), table 256
+ * int8 or uint8 values (the result's dtype), a new array of x's shape. */
+static PyObject *py_lut8(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *to;
+    if (!PyArg_ParseTuple(args, "OO", &xo, &to)) return NULL;
+    PyArrayObject *x = act_array(xo, "x", -1, ""), *t = NULL, *y = NULL;
+    if (!x) return NULL;
+    t = act_array(to, "table", 1, "(256,)");
+    if (!t) goto fail;
+    if (PyArray_DIM(t, 0) != 256) {
+        qc_value_error("table: expected 256 values, got %zd", (Py_ssize_t)PyArray_DIM(t, 0));
+        goto fail;
+    }
+    y = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(x), PyArray_DIMS(x), PyArray_TYPE(t));
+    if (!y) goto fail;
+    lut_ctx c = {(const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl,
+                 PyArray_DATA(x), PyArray_DATA(t), PyArray_DATA(y), (size_t)PyArray_SIZE(x)};
+    if (c.n) {
+        Py_BEGIN_ALLOW_THREADS
+        qc_parallel_for((c.n + QC_CHUNK - 1) / QC_CHUNK, lut_task, &c);
+        Py_END_ALLOW_THREADS
+    }
+    Py_DECREF(x);
+    Py_DECREF(t);
+    return (PyObject *)y;
+fail:
+    Py_DECREF(x);
+    Py_XDECREF(t);
+    return NULL;
+}
+
+typedef struct {
     const char *x;
     int sx, copy;
     size_t inner;      /* elements per outer index in this input */
@@ -1281,6 +1326,7 @@ PyMethodDef qc_conv_methods[] = {
     {"_pool2d", py_pool2d, METH_VARARGS, "Max / average / global average pooling."},
     {"_qlinear_add", py_qlinear_add, METH_VARARGS, "QLinearAdd on same-shape inputs."},
     {"_qlinear_mul", py_qlinear_mul, METH_VARARGS, "QLinearMul on same-shape inputs."},
+    {"_lut8", py_lut8, METH_VARARGS, "Byte table lookup: table[x]."},
     {"_qlinear_concat", py_qlinear_concat, METH_VARARGS, "QLinearConcat."},
     {NULL, NULL, 0, NULL},
 };
