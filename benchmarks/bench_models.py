@@ -1,4 +1,5 @@
-"""Full-integer ResNet-18 and MobileNetV2: quantc against onnxruntime's quantize_static.
+"""Full-integer ResNet-18, MobileNetV2 and MobileNetV3-Large: quantc against onnxruntime's
+quantize_static.
 
 Each model (torchvision's layout, random weights, BatchNorm with random scale/shift and
 running statistics measured on data; see torch_models.py) is exported with torch.onnx.export,
@@ -16,7 +17,8 @@ process, median of several samples each after a 50 ms pause, the same thread cou
 sides (intra-op threads, inter-op 1); ratios are ORT time / quantc time (> 1: quantc faster).
 
     python benchmarks/bench_models.py [--quick] [--size 224] [--threads 1,2] [--held-out 256]
-                                      [--models resnet18,mobilenetv2] [--more-seeds K]
+                                      [--models resnet18,mobilenetv2,mobilenetv3]
+                                      [--more-seeds K]
                                       [--json PATH]
 """
 import argparse
@@ -49,7 +51,8 @@ except ImportError as e:  # pragma: no cover
 
 import torch_models  # noqa: E402
 
-MODELS = {"resnet18": torch_models.ResNet18, "mobilenetv2": torch_models.MobileNetV2}
+MODELS = {"resnet18": torch_models.ResNet18, "mobilenetv2": torch_models.MobileNetV2,
+          "mobilenetv3": torch_models.MobileNetV3}
 
 
 class _Reader(CalibrationDataReader):

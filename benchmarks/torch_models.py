@@ -1,8 +1,10 @@
-"""ResNet-18-shaped and MobileNetV2-shaped torch models with random weights, and their export.
+"""ResNet-18-, MobileNetV2- and MobileNetV3-shaped torch models with random weights, and their
+export.
 
 Shared by benchmarks/bench_models.py and tests/test_model_onnx.py. The layer structure is
 torchvision's (BasicBlock with a stride-2 1x1 downsample; inverted residuals with 1x1 expand,
-depthwise 3x3, ReLU6, 1x1 project); ``width`` scales every channel count so tests can use
+depthwise 3x3, ReLU6, 1x1 project; MobileNetV3-Large's blocks with Hardswish and
+squeeze-and-excitation gates); ``width`` scales every channel count so tests can use
 small models. ``randomized(model, x)`` gives BatchNorm non-trivial statistics: random scale
 and shift, then running mean/variance measured on the data in ``x`` (as training would).
 """
@@ -11,7 +13,7 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["ResNet18", "MobileNetV2", "randomized", "export"]
+__all__ = ["ResNet18", "MobileNetV2", "MobileNetV3", "randomized", "export"]
 
 
 def _bn_relu(c, relu6=False):
@@ -95,6 +97,81 @@ class MobileNetV2(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def _div8(c):
+    """torchvision's _make_divisible(c, 8)."""
+    r = max(8, int(c + 4) // 8 * 8)
+    return r + 8 if r < 0.9 * c else r
+
+
+class SqueezeExcitation(nn.Module):
+    """x * hardsigmoid(fc2(relu(fc1(avgpool(x))))), the 1x1 convs with biases."""
+
+    def __init__(self, c, squeeze):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(c, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, c, 1)
+        self.relu, self.gate = nn.ReLU(inplace=True), nn.Hardsigmoid()
+
+    def forward(self, x):
+        return x * self.gate(self.fc2(self.relu(self.fc1(self.pool(x)))))
+
+
+class V3Block(nn.Module):
+    """MobileNetV3's inverted residual: 1x1 expand, k x k depthwise, optional SE, 1x1
+    project; Hardswish ("HS") or ReLU ("RE")."""
+
+    def __init__(self, cin, k, hidden, cout, se, act, stride):
+        super().__init__()
+        a = nn.Hardswish if act == "HS" else nn.ReLU
+        layers = []
+        if hidden != cin:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), a()]
+        layers += [nn.Conv2d(hidden, hidden, k, stride, k // 2, groups=hidden, bias=False),
+                   nn.BatchNorm2d(hidden), a()]
+        if se:
+            layers.append(SqueezeExcitation(hidden, _div8(hidden // 4)))
+        layers += [nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+class MobileNetV3(nn.Module):
+    """torchvision's mobilenet_v3_large layout; ``width`` is its width multiplier."""
+
+    # input, kernel, expanded, output, SE, activation, stride
+    SETTINGS = [(16, 3, 16, 16, False, "RE", 1), (16, 3, 64, 24, False, "RE", 2),
+                (24, 3, 72, 24, False, "RE", 1), (24, 5, 72, 40, True, "RE", 2),
+                (40, 5, 120, 40, True, "RE", 1), (40, 5, 120, 40, True, "RE", 1),
+                (40, 3, 240, 80, False, "HS", 2), (80, 3, 200, 80, False, "HS", 1),
+                (80, 3, 184, 80, False, "HS", 1), (80, 3, 184, 80, False, "HS", 1),
+                (80, 3, 480, 112, True, "HS", 1), (112, 3, 672, 112, True, "HS", 1),
+                (112, 5, 672, 160, True, "HS", 2), (160, 5, 960, 160, True, "HS", 1),
+                (160, 5, 960, 160, True, "HS", 1)]
+
+    def __init__(self, num_classes=1000, width=1.0):
+        super().__init__()
+        ch = (lambda c: _div8(c * width))
+        layers = [nn.Conv2d(3, ch(16), 3, 2, 1, bias=False), nn.BatchNorm2d(ch(16)),
+                  nn.Hardswish()]
+        for cin, k, hidden, cout, se, act, stride in self.SETTINGS:
+            layers.append(V3Block(ch(cin), k, ch(hidden), ch(cout), se, act, stride))
+        last = ch(160) * 6
+        layers += [nn.Conv2d(ch(160), last, 1, bias=False), nn.BatchNorm2d(last),
+                   nn.Hardswish()]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(last, _div8(1280 * width)), nn.Hardswish(),
+                                        nn.Dropout(0.2), nn.Linear(_div8(1280 * width),
+                                                                   num_classes))
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
