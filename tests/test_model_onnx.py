@@ -238,9 +238,10 @@ def test_repeated_node_names():
 
 # --------------------------------------------------------------------- torch exports
 
-@pytest.fixture(scope="module", params=["resnet18", "mobilenetv2"])
+@pytest.fixture(scope="module", params=["resnet18", "mobilenetv2", "mobilenetv3"])
 def exported(request, tmp_path_factory):
-    """(torch model, ONNX path) of a small ResNet-18-/MobileNetV2-shaped model, 3x32x32."""
+    """(torch model, ONNX path) of a small ResNet-18-/MobileNetV2-/MobileNetV3-shaped model,
+    3x32x32."""
     torch = pytest.importorskip("torch")
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
     try:
@@ -248,8 +249,8 @@ def exported(request, tmp_path_factory):
     finally:
         sys.path.pop(0)
     torch.manual_seed(0)
-    cls, width = {"resnet18": (tm.ResNet18, 0.25), "mobilenetv2": (tm.MobileNetV2, 0.35)}[
-        request.param]
+    cls, width = {"resnet18": (tm.ResNet18, 0.25), "mobilenetv2": (tm.MobileNetV2, 0.35),
+                  "mobilenetv3": (tm.MobileNetV3, 0.35)}[request.param]
     model = tm.randomized(cls(num_classes=10, width=width),
                           [torch.randn(16, 3, 32, 32) for _ in range(2)])
     path = tmp_path_factory.mktemp(request.param) / "m.onnx"
@@ -273,6 +274,26 @@ def test_torch_export(exported):
         assert_close(got, want, f"torch, batch {n}", tol=1e-4)
         assert_close(got, sess.run(None, {"input": x.numpy()})[0], f"onnxruntime, batch {n}",
                      tol=1e-4)
+
+
+def test_torch_export_int8_matches_onnxruntime(exported):
+    """The exported model converted with raw uint8 io (every op int8: the MobileNetV3's
+    Hardswish tables and squeeze-and-excitation Muls included) gives, bit for bit, what
+    onnxruntime computes for its QDQ export."""
+    import quantc as qc
+    import torch
+    _, path = exported
+    m = Model.from_onnx(path)
+    calib = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(k)).numpy()
+             for k in range(10, 12)]
+    qm = qc.quantize_model(m, calib, io="uint8", progress=False)
+    assert all(k == "int8" for k in qm.kinds.values()), qm.kinds
+    s, z, _ = qm.input_qparams["input"]
+    x = qc.quantize(torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+                    .numpy(), s, np.uint8(z))
+    sess = ort.InferenceSession(qm.to_onnx().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    assert_equal_exact(qm(x), sess.run(None, {"input": x})[0], "qm(x) vs onnxruntime")
 
 
 def test_torch_mobilenetv3_block(tmp_path):
