@@ -246,7 +246,7 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_z
         y = clamp(rne(fma(a, ma, fma(b, mb, fixed))), lo, qmax)
     """
     a_arr, b_arr, rep = _operands(a, b)
-    if rep is None:  # (b broadcast: a's elements with b's repeated)
+    if rep is None:  # a general broadcast: both to the full shape
         a_arr, b_arr, rep = *np.broadcast_arrays(a_arr, b_arr), 1
     return _C._qlinear_add(a_arr, a_scale, a_zero_point, b_arr, b_scale, b_zero_point, y_scale,
                            y_zero_point, relu, out, ort_arithmetic(arithmetic), rep)
@@ -303,8 +303,8 @@ def qlinear_mul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_z
         v = float32(float32((a - a_zp) * (b - b_zp)) * ratio) + y_zero_point   (float32 sum)
         y = clamp(rne(v), qmin, qmax)
 
-    where a ``v`` beyond int32 (a ratio above ``2^31 / 65025``) gives qmin, as MLAS's
-    conversion does.
+    where a ``v`` beyond int32 gives qmin, as MLAS's conversion does (possible only with a
+    ratio above ``2^31 / 65025``).
     """
     ort = ort_arithmetic(arithmetic)
     a_arr, b_arr, rep = _operands(a, b)
@@ -312,9 +312,13 @@ def qlinear_mul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_z
             b_arr.shape == np.broadcast_shapes(a_arr.shape, b_arr.shape) and \
             _repeats(a_arr, b_arr.shape):
         # a broadcast over b: the same products with the operands swapped (the formulas are
-        # symmetric in a and b, and with one dtype so is the output's)
-        return _C._qlinear_mul(b_arr, b_scale, b_zero_point, a_arr, a_scale, a_zero_point,
-                               y_scale, y_zero_point, out, ort, _repeats(a_arr, b_arr.shape))
+        # symmetric in a and b, and with one dtype so is the output's); bad arguments are
+        # left to the call below, whose errors name them as given
+        try:
+            return _C._qlinear_mul(b_arr, b_scale, b_zero_point, a_arr, a_scale, a_zero_point,
+                                   y_scale, y_zero_point, out, ort, _repeats(a_arr, b_arr.shape))
+        except (TypeError, ValueError):
+            pass
     if rep is None:
         a_arr, b_arr, rep = *np.broadcast_arrays(a_arr, b_arr), 1
     return _C._qlinear_mul(a_arr, a_scale, a_zero_point, b_arr, b_scale, b_zero_point, y_scale,

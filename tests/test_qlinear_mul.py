@@ -755,3 +755,54 @@ def test_broadcast_operand_size_checked():
                                              rep)):
             with pytest.raises(ValueError, match="^b: expected"):
                 call()
+
+
+def test_small_thread_stack():
+    """The element-wise kernels run on the calling thread too (one thread here), whose stack
+    may be Python's smallest (32 KiB): same-shape and broadcast add / mul and the table lookup
+    finish with the results of a normal thread (in a subprocess: a stack overflow would kill
+    it, not the test run)."""
+    import subprocess
+    import sys
+    code = """
+import threading, numpy as np, quantc as qc
+from quantc import _C
+qc.set_num_threads(1)
+rng = np.random.default_rng(0)
+a = rng.integers(0, 256, (2, 64, 40, 40), dtype=np.uint8)
+b = rng.integers(0, 256, (2, 64, 1, 1), dtype=np.uint8)
+t = rng.integers(0, 256, 256, dtype=np.uint8)
+def run():
+    args = (0.02, np.uint8(3), b, 0.05, np.uint8(9), 0.03, np.uint8(5))
+    return [f(a, *args, arithmetic=ar) for f in (qc.qlinear_add, qc.qlinear_mul)
+            for ar in ("reference", "onnxruntime")] + \\
+           [qc.qlinear_add(a, 0.02, np.uint8(3), a, 0.05, np.uint8(9), 0.03, np.uint8(5)),
+            qc.qlinear_mul(a, 0.02, np.uint8(3), a, 0.05, np.uint8(9), 0.03, np.uint8(5)),
+            _C._lut8(a, t)]
+want = run()
+got = []
+threading.stack_size(32768)
+th = threading.Thread(target=lambda: got.extend(run()))
+th.start(); th.join()
+assert len(got) == len(want) and all((g == w).all() for g, w in zip(got, want))
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
+
+
+def test_errors_name_the_arguments_as_given_when_a_is_broadcast():
+    """qlinear_mul reads a broadcast a by swapping the operands; a bad argument is still named
+    as the caller gave it."""
+    gate = np.zeros((2, 3, 1, 1), np.uint8)
+    x = np.zeros((2, 3, 4, 4), np.uint8)
+    ok = (0.1, np.uint8(0))
+    with pytest.raises(ValueError, match="^a_scale"):
+        qc.qlinear_mul(gate, -1.0, np.uint8(0), x, *ok, *ok)
+    with pytest.raises(ValueError, match="^b_scale"):
+        qc.qlinear_mul(gate, *ok, x, float("nan"), np.uint8(0), *ok)
+    with pytest.raises((TypeError, ValueError), match="^a_zero_point"):
+        qc.qlinear_mul(gate, 0.1, np.int8(0), x, *ok, *ok)
+    with pytest.raises(ValueError, match="^out"):
+        qc.qlinear_mul(gate, *ok, x, *ok, *ok, out=np.zeros((2, 3, 1, 1), np.uint8))

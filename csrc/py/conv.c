@@ -809,25 +809,35 @@ typedef struct {
     qc_add_params p;
 } add_ctx;
 
-/* The operand b of the elements [i0, i0 + n) (n <= QC_CHUNK): b itself from i0, or, for a b
- * whose elements each stand for rep consecutive ones (rep > 1: an (N, C, 1, 1) gate by an
- * (N, C, H, W) input), those bytes written out to buf. */
-static const char *chunk_b(const char *b, size_t rep, size_t i0, size_t n, char *buf) {
-    if (rep <= 1) return b + i0;
+/* A broadcast b (rep > 1: each of its elements stands for rep consecutive ones, an (N, C, 1, 1)
+ * gate by an (N, C, H, W) input) is written out QC_BCAST_BLOCK elements at a time into a small
+ * buffer on the stack of the thread running the task, which may be the caller's (a Python
+ * thread's stack can be as small as 32 KiB). */
+#define QC_BCAST_BLOCK ((size_t)4096)
+
+/* b's elements [i0, i0 + n) (n <= QC_BCAST_BLOCK) into buf */
+static void fill_b(char *buf, const char *b, size_t rep, size_t i0, size_t n) {
     for (size_t i = 0; i < n;) {
         const size_t j = (i0 + i) / rep, end = QC_MIN((j + 1) * rep - i0, n);
         memset(buf + i, b[j], end - i);
         i = end;
     }
-    return buf;
+}
+
+static __attribute__((noinline)) void add_bcast(const add_ctx *c, size_t i0, size_t n) {
+    char buf[QC_BCAST_BLOCK];
+    for (size_t k = 0; k < n; k += QC_BCAST_BLOCK) {
+        const size_t m = QC_MIN(QC_BCAST_BLOCK, n - k);
+        fill_b(buf, c->b, c->rep, i0 + k, m);
+        c->ops->add(c->a + i0 + k, c->sa, buf, c->sb, c->y + i0 + k, c->sy, m, &c->p);
+    }
 }
 
 static void add_task(void *vctx, size_t t) {
     add_ctx *c = vctx;
     size_t i0 = t * QC_CHUNK, n = QC_MIN(QC_CHUNK, c->n - i0);
-    char buf[QC_CHUNK];
-    c->ops->add(c->a + i0, c->sa, chunk_b(c->b, c->rep, i0, n, buf), c->sb, c->y + i0, c->sy, n,
-                &c->p);
+    if (c->rep > 1) add_bcast(c, i0, n);
+    else c->ops->add(c->a + i0, c->sa, c->b + i0, c->sb, c->y + i0, c->sy, n, &c->p);
 }
 
 /* The operands of _qlinear_add / _qlinear_mul: a and b of one shape (the Python layer
@@ -853,7 +863,12 @@ static int parse_binary(PyObject *ao, PyObject *aso, PyObject *azo, PyObject *bo
     if (!r->b) goto fail;
     if (rep > 1) {
         const size_t na = (size_t)PyArray_SIZE(r->a);
-        if (na % (size_t)rep || na / (size_t)rep != (size_t)PyArray_SIZE(r->b)) {
+        if (na % (size_t)rep) {
+            qc_value_error("b: expected a repeat count that divides a's %zu elements, got %zd",
+                           na, rep);
+            goto fail;
+        }
+        if (na / (size_t)rep != (size_t)PyArray_SIZE(r->b)) {
             qc_value_error("b: expected %zu elements (a's %zu, each for %zd in a row), got %zd",
                            na / (size_t)rep, na, rep, (Py_ssize_t)PyArray_SIZE(r->b));
             goto fail;
@@ -964,12 +979,20 @@ typedef struct {
     qc_mul_params p;
 } mul_ctx;
 
+static __attribute__((noinline)) void mul_bcast(const mul_ctx *c, size_t i0, size_t n) {
+    char buf[QC_BCAST_BLOCK];
+    for (size_t k = 0; k < n; k += QC_BCAST_BLOCK) {
+        const size_t m = QC_MIN(QC_BCAST_BLOCK, n - k);
+        fill_b(buf, c->b, c->rep, i0 + k, m);
+        c->ops->mul(c->a + i0 + k, c->sa, buf, c->sb, c->y + i0 + k, c->sy, m, &c->p);
+    }
+}
+
 static void mul_task(void *vctx, size_t t) {
     mul_ctx *c = vctx;
     size_t i0 = t * QC_CHUNK, n = QC_MIN(QC_CHUNK, c->n - i0);
-    char buf[QC_CHUNK];
-    c->ops->mul(c->a + i0, c->sa, chunk_b(c->b, c->rep, i0, n, buf), c->sb, c->y + i0, c->sy, n,
-                &c->p);
+    if (c->rep > 1) mul_bcast(c, i0, n);
+    else c->ops->mul(c->a + i0, c->sa, c->b + i0, c->sb, c->y + i0, c->sy, n, &c->p);
 }
 
 /* _qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, out[, ort[, rep]]); a and b
@@ -1324,8 +1347,10 @@ PyMethodDef qc_conv_methods[] = {
     {"_set_dw_tile_rows", py_set_dw_tile_rows, METH_O,
      "Force small depthwise tiles (tests; 0: automatic)."},
     {"_pool2d", py_pool2d, METH_VARARGS, "Max / average / global average pooling."},
-    {"_qlinear_add", py_qlinear_add, METH_VARARGS, "QLinearAdd on same-shape inputs."},
-    {"_qlinear_mul", py_qlinear_mul, METH_VARARGS, "QLinearMul on same-shape inputs."},
+    {"_qlinear_add", py_qlinear_add, METH_VARARGS,
+     "QLinearAdd on same-shape inputs, or b repeated (rep)."},
+    {"_qlinear_mul", py_qlinear_mul, METH_VARARGS,
+     "QLinearMul on same-shape inputs, or b repeated (rep)."},
     {"_lut8", py_lut8, METH_VARARGS, "Byte table lookup: table[x]."},
     {"_qlinear_concat", py_qlinear_concat, METH_VARARGS, "QLinearConcat."},
     {NULL, NULL, 0, NULL},
