@@ -815,12 +815,14 @@ typedef struct {
  * thread's stack can be as small as 32 KiB). */
 #define QC_BCAST_BLOCK ((size_t)4096)
 
-/* b's elements [i0, i0 + n) (n <= QC_BCAST_BLOCK) into buf */
+/* b's elements [i0, i0 + n) (n <= QC_BCAST_BLOCK) into buf: run j of rep bytes, from its
+ * offset off (one division per block) */
 static void fill_b(char *buf, const char *b, size_t rep, size_t i0, size_t n) {
-    for (size_t i = 0; i < n;) {
-        const size_t j = (i0 + i) / rep, end = QC_MIN((j + 1) * rep - i0, n);
-        memset(buf + i, b[j], end - i);
-        i = end;
+    size_t j = i0 / rep, off = i0 - j * rep;
+    for (size_t i = 0; i < n; j++, off = 0) {
+        const size_t len = QC_MIN(rep - off, n - i);
+        memset(buf + i, b[j], len);
+        i += len;
     }
 }
 
