@@ -190,6 +190,32 @@ QC_INLINE s2_rows s2_rows_of(const uint8_t *x, const qc_win2d *g, size_t oy, int
     return r;
 }
 
+/* The eight int8/uint8 instantiations OP_sss .. OP_uuu (a, b, y: s int8, u uint8) of an
+ * element-wise op's DEF(TA, TB, TY, NAME), and OP itself, which picks one by the operands'
+ * signedness (sa/sb/sy = 1: int8). */
+#define QC_DEF_BINARY8(OP, DEF, PARAMS)                                                            \
+    DEF(int8_t, int8_t, int8_t, OP##_sss)                                                          \
+    DEF(int8_t, int8_t, uint8_t, OP##_ssu)                                                         \
+    DEF(int8_t, uint8_t, int8_t, OP##_sus)                                                         \
+    DEF(int8_t, uint8_t, uint8_t, OP##_suu)                                                        \
+    DEF(uint8_t, int8_t, int8_t, OP##_uss)                                                         \
+    DEF(uint8_t, int8_t, uint8_t, OP##_usu)                                                        \
+    DEF(uint8_t, uint8_t, int8_t, OP##_uus)                                                        \
+    DEF(uint8_t, uint8_t, uint8_t, OP##_uuu)                                                       \
+    QC_KERNEL void QC_QOPS_NAME(OP)(const void *a, int sa, const void *b, int sb, void *y,         \
+                                    int sy, size_t n, const PARAMS *p) {                           \
+        switch ((sa ? 0 : 4) + (sb ? 0 : 2) + (sy ? 0 : 1)) {                                      \
+        case 0: QC_QOPS_NAME(OP##_sss)(a, b, y, n, p); break;                                      \
+        case 1: QC_QOPS_NAME(OP##_ssu)(a, b, y, n, p); break;                                      \
+        case 2: QC_QOPS_NAME(OP##_sus)(a, b, y, n, p); break;                                      \
+        case 3: QC_QOPS_NAME(OP##_suu)(a, b, y, n, p); break;                                      \
+        case 4: QC_QOPS_NAME(OP##_uss)(a, b, y, n, p); break;                                      \
+        case 5: QC_QOPS_NAME(OP##_usu)(a, b, y, n, p); break;                                      \
+        case 6: QC_QOPS_NAME(OP##_uus)(a, b, y, n, p); break;                                      \
+        default: QC_QOPS_NAME(OP##_uuu)(a, b, y, n, p); break;                                     \
+        }                                                                                          \
+    }
+
 /* ---- elementwise add ---- */
 
 #define QC_DEF_ADD(TA, TB, TY, NAME)                                                               \
@@ -211,28 +237,7 @@ QC_INLINE s2_rows s2_rows_of(const uint8_t *x, const qc_win2d *g, size_t oy, int
         }                                                                                          \
     }
 
-QC_DEF_ADD(int8_t, int8_t, int8_t, add_sss)
-QC_DEF_ADD(int8_t, int8_t, uint8_t, add_ssu)
-QC_DEF_ADD(int8_t, uint8_t, int8_t, add_sus)
-QC_DEF_ADD(int8_t, uint8_t, uint8_t, add_suu)
-QC_DEF_ADD(uint8_t, int8_t, int8_t, add_uss)
-QC_DEF_ADD(uint8_t, int8_t, uint8_t, add_usu)
-QC_DEF_ADD(uint8_t, uint8_t, int8_t, add_uus)
-QC_DEF_ADD(uint8_t, uint8_t, uint8_t, add_uuu)
-
-QC_KERNEL void QC_QOPS_NAME(add)(const void *a, int sa, const void *b, int sb, void *y, int sy,
-                                 size_t n, const qc_add_params *p) {
-    switch ((sa ? 0 : 4) + (sb ? 0 : 2) + (sy ? 0 : 1)) {
-    case 0: QC_QOPS_NAME(add_sss)(a, b, y, n, p); break;
-    case 1: QC_QOPS_NAME(add_ssu)(a, b, y, n, p); break;
-    case 2: QC_QOPS_NAME(add_sus)(a, b, y, n, p); break;
-    case 3: QC_QOPS_NAME(add_suu)(a, b, y, n, p); break;
-    case 4: QC_QOPS_NAME(add_uss)(a, b, y, n, p); break;
-    case 5: QC_QOPS_NAME(add_usu)(a, b, y, n, p); break;
-    case 6: QC_QOPS_NAME(add_uus)(a, b, y, n, p); break;
-    default: QC_QOPS_NAME(add_uuu)(a, b, y, n, p); break;
-    }
-}
+QC_DEF_BINARY8(add, QC_DEF_ADD, qc_add_params)
 
 /* ---- elementwise multiply ---- */
 
@@ -260,28 +265,7 @@ QC_KERNEL void QC_QOPS_NAME(add)(const void *a, int sa, const void *b, int sb, v
         }                                                                                          \
     }
 
-QC_DEF_MUL(int8_t, int8_t, int8_t, mul_sss)
-QC_DEF_MUL(int8_t, int8_t, uint8_t, mul_ssu)
-QC_DEF_MUL(int8_t, uint8_t, int8_t, mul_sus)
-QC_DEF_MUL(int8_t, uint8_t, uint8_t, mul_suu)
-QC_DEF_MUL(uint8_t, int8_t, int8_t, mul_uss)
-QC_DEF_MUL(uint8_t, int8_t, uint8_t, mul_usu)
-QC_DEF_MUL(uint8_t, uint8_t, int8_t, mul_uus)
-QC_DEF_MUL(uint8_t, uint8_t, uint8_t, mul_uuu)
-
-QC_KERNEL void QC_QOPS_NAME(mul)(const void *a, int sa, const void *b, int sb, void *y, int sy,
-                                 size_t n, const qc_mul_params *p) {
-    switch ((sa ? 0 : 4) + (sb ? 0 : 2) + (sy ? 0 : 1)) {
-    case 0: QC_QOPS_NAME(mul_sss)(a, b, y, n, p); break;
-    case 1: QC_QOPS_NAME(mul_ssu)(a, b, y, n, p); break;
-    case 2: QC_QOPS_NAME(mul_sus)(a, b, y, n, p); break;
-    case 3: QC_QOPS_NAME(mul_suu)(a, b, y, n, p); break;
-    case 4: QC_QOPS_NAME(mul_uss)(a, b, y, n, p); break;
-    case 5: QC_QOPS_NAME(mul_usu)(a, b, y, n, p); break;
-    case 6: QC_QOPS_NAME(mul_uus)(a, b, y, n, p); break;
-    default: QC_QOPS_NAME(mul_uuu)(a, b, y, n, p); break;
-    }
-}
+QC_DEF_BINARY8(mul, QC_DEF_MUL, qc_mul_params)
 
 /* ---- table lookup ---- */
 
