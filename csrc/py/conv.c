@@ -800,14 +800,16 @@ fail:
 
 #define QC_CHUNK ((size_t)1 << 16)
 
+/* An element-wise add or mul (add or mul non-NULL) over n elements, in QC_CHUNK tasks. */
 typedef struct {
     const qc_qops_impl *ops;
     const char *a, *b;
     char *y;
     int sa, sb, sy;
     size_t n, rep;            /* rep > 1: b holds n / rep elements, each for rep in a row */
-    qc_add_params p;
-} add_ctx;
+    const qc_add_params *add;
+    const qc_mul_params *mul;
+} binary_ctx;
 
 /* A broadcast b (rep > 1: each of its elements stands for rep consecutive ones, an (N, C, 1, 1)
  * gate by an (N, C, H, W) input) is written out QC_BCAST_BLOCK elements at a time into a small
@@ -826,20 +828,26 @@ static void fill_b(char *buf, const char *b, size_t rep, size_t i0, size_t n) {
     }
 }
 
-static __attribute__((noinline)) void add_bcast(const add_ctx *c, size_t i0, size_t n) {
+/* elements [i0, i0 + n) with b's values for them at b */
+static void binary_span(const binary_ctx *c, size_t i0, const char *b, size_t n) {
+    if (c->mul) c->ops->mul(c->a + i0, c->sa, b, c->sb, c->y + i0, c->sy, n, c->mul);
+    else c->ops->add(c->a + i0, c->sa, b, c->sb, c->y + i0, c->sy, n, c->add);
+}
+
+static __attribute__((noinline)) void binary_bcast(const binary_ctx *c, size_t i0, size_t n) {
     char buf[QC_BCAST_BLOCK];
     for (size_t k = 0; k < n; k += QC_BCAST_BLOCK) {
         const size_t m = QC_MIN(QC_BCAST_BLOCK, n - k);
         fill_b(buf, c->b, c->rep, i0 + k, m);
-        c->ops->add(c->a + i0 + k, c->sa, buf, c->sb, c->y + i0 + k, c->sy, m, &c->p);
+        binary_span(c, i0 + k, buf, m);
     }
 }
 
-static void add_task(void *vctx, size_t t) {
-    add_ctx *c = vctx;
-    size_t i0 = t * QC_CHUNK, n = QC_MIN(QC_CHUNK, c->n - i0);
-    if (c->rep > 1) add_bcast(c, i0, n);
-    else c->ops->add(c->a + i0, c->sa, c->b + i0, c->sb, c->y + i0, c->sy, n, &c->p);
+static void binary_task(void *vctx, size_t t) {
+    const binary_ctx *c = vctx;
+    const size_t i0 = t * QC_CHUNK, n = QC_MIN(QC_CHUNK, c->n - i0);
+    if (c->rep > 1) binary_bcast(c, i0, n);
+    else binary_span(c, i0, c->b + i0, n);
 }
 
 /* The operands of _qlinear_add / _qlinear_mul: a and b of one shape (the Python layer
@@ -904,6 +912,34 @@ static void pair_error(const char *what, const char *expect, float x, float y) {
     PyMem_Free(ry);
 }
 
+/* The add (add non-NULL) or mul of r's operands into a new array or out= (one overlapping a or
+ * b is written through a temporary); releases r's arrays. NULL with an exception set on
+ * failure. */
+static PyObject *run_binary(binary_args *r, PyObject *out, Py_ssize_t rep,
+                            const qc_add_params *add, const qc_mul_params *mul) {
+    PyArrayObject *y = qc_output(out, "out", PyArray_NDIM(r->a), PyArray_DIMS(r->a), r->yt);
+    PyArrayObject *const ins[] = {r->a, r->b};
+    PyArrayObject *dst = y ? qc_out_target(y, ins, 2) : NULL;
+    if (dst) {
+        const binary_ctx c = {(const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl,
+                              PyArray_DATA(r->a), PyArray_DATA(r->b), PyArray_DATA(dst),
+                              PyArray_TYPE(r->a) == NPY_INT8, PyArray_TYPE(r->b) == NPY_INT8,
+                              r->yt == NPY_INT8, (size_t)PyArray_SIZE(r->a), (size_t)rep,
+                              add, mul};
+        if (c.n) {
+            Py_BEGIN_ALLOW_THREADS
+            qc_parallel_for((c.n + QC_CHUNK - 1) / QC_CHUNK, binary_task, (void *)&c);
+            Py_END_ALLOW_THREADS
+        }
+        qc_out_commit(dst, y);
+    } else {
+        Py_CLEAR(y);
+    }
+    Py_DECREF(r->a);
+    Py_DECREF(r->b);
+    return (PyObject *)y;
+}
+
 /* _qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, relu, out[, ort[, rep]]);
  * a and b have the same shape (the Python layer broadcasts), or b has a's size / rep elements,
  * each for rep consecutive ones of a. ort: ONNX Runtime's arithmetic (qops.h). */
@@ -917,84 +953,37 @@ static PyObject *py_qlinear_add(PyObject *self, PyObject *args) {
         return NULL;
     binary_args r;
     if (parse_binary(ao, aso, azo, bo, bso, bzo, yso, yzo, rep, &r) < 0) return NULL;
-    PyArrayObject *a = r.a, *b = r.b, *y = NULL;
-    const int yt = r.yt;
     const int32_t az = r.az, bz = r.bz, yz = r.yz;
     int32_t lo, hi;
-    add_ctx c;
-    c.p.ma = r.as / r.ys;
-    c.p.mb = r.bs / r.ys;
-    if (qc_check_ratio(c.p.ma, "a_scale / y_scale") < 0 ||
-        qc_check_ratio(c.p.mb, "b_scale / y_scale") < 0)
+    qc_add_params p;
+    p.ma = r.as / r.ys;
+    p.mb = r.bs / r.ys;
+    if (qc_check_ratio(p.ma, "a_scale / y_scale") < 0 ||
+        qc_check_ratio(p.mb, "b_scale / y_scale") < 0)
         goto fail;
     /* |a - azp|, |b - bzp| <= 255: with both terms finite and their sum too, the float32 sum
      * is never inf - inf = NaN, whose conversion each ISA would do its own way */
-    if (!isfinite(255.0f * c.p.ma + 255.0f * c.p.mb)) {
+    if (!isfinite(255.0f * p.ma + 255.0f * p.mb)) {
         pair_error("a_scale / y_scale, b_scale / y_scale",
-                   "ratios whose terms (255 times each) add up to a finite float32", c.p.ma,
-                   c.p.mb);
+                   "ratios whose terms (255 times each) add up to a finite float32", p.ma, p.mb);
         goto fail;
     }
-    range_of(yt, &lo, &hi);
+    range_of(r.yt, &lo, &hi);
     if (relu && yz > lo) lo = yz;
-    c.p.azp = az, c.p.bzp = bz, c.p.yzp = yz;
-    c.p.lo = (float)(lo - yz), c.p.hi = (float)(hi - yz);
-    c.p.ort = ort;
+    p.azp = az, p.bzp = bz, p.yzp = yz;
+    p.lo = (float)(lo - yz), p.hi = (float)(hi - yz);
+    p.ort = ort;
     { /* as MLAS computes it (its build contracts ma * za + mb * zb into one FMA); finite:
        * |z| <= 255 and 255 * ma + 255 * mb is finite */
-        const float zb = c.p.mb * (float)bz;
-        c.p.fixed = (float)yz - fmaf(c.p.ma, (float)az, zb);
+        const float zb = p.mb * (float)bz;
+        p.fixed = (float)yz - fmaf(p.ma, (float)az, zb);
     }
-    y = qc_output(out, "out", PyArray_NDIM(a), PyArray_DIMS(a), yt);
-    if (!y) goto fail;
-    PyArrayObject *const ins[] = {a, b};
-    PyArrayObject *dst = qc_out_target(y, ins, 2);
-    if (!dst) goto fail;
-    c.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
-    c.a = PyArray_DATA(a), c.b = PyArray_DATA(b), c.y = PyArray_DATA(dst);
-    c.sa = PyArray_TYPE(a) == NPY_INT8, c.sb = PyArray_TYPE(b) == NPY_INT8, c.sy = yt == NPY_INT8;
-    c.n = (size_t)PyArray_SIZE(a);
-    c.rep = (size_t)rep;
-    c.p.stream = c.n >= QC_STREAM_BYTES;
-    if (c.n) {
-        Py_BEGIN_ALLOW_THREADS
-        qc_parallel_for((c.n + QC_CHUNK - 1) / QC_CHUNK, add_task, &c);
-        Py_END_ALLOW_THREADS
-    }
-    qc_out_commit(dst, y);
-    Py_DECREF(a);
-    Py_DECREF(b);
-    return (PyObject *)y;
+    p.stream = (size_t)PyArray_SIZE(r.a) >= QC_STREAM_BYTES;
+    return run_binary(&r, out, rep, &p, NULL);
 fail:
-    Py_XDECREF(a);
-    Py_XDECREF(b);
-    Py_XDECREF(y);
+    Py_DECREF(r.a);
+    Py_DECREF(r.b);
     return NULL;
-}
-
-typedef struct {
-    const qc_qops_impl *ops;
-    const char *a, *b;
-    char *y;
-    int sa, sb, sy;
-    size_t n, rep;            /* as add_ctx */
-    qc_mul_params p;
-} mul_ctx;
-
-static __attribute__((noinline)) void mul_bcast(const mul_ctx *c, size_t i0, size_t n) {
-    char buf[QC_BCAST_BLOCK];
-    for (size_t k = 0; k < n; k += QC_BCAST_BLOCK) {
-        const size_t m = QC_MIN(QC_BCAST_BLOCK, n - k);
-        fill_b(buf, c->b, c->rep, i0 + k, m);
-        c->ops->mul(c->a + i0 + k, c->sa, buf, c->sb, c->y + i0 + k, c->sy, m, &c->p);
-    }
-}
-
-static void mul_task(void *vctx, size_t t) {
-    mul_ctx *c = vctx;
-    size_t i0 = t * QC_CHUNK, n = QC_MIN(QC_CHUNK, c->n - i0);
-    if (c->rep > 1) mul_bcast(c, i0, n);
-    else c->ops->mul(c->a + i0, c->sa, c->b + i0, c->sb, c->y + i0, c->sy, n, &c->p);
 }
 
 /* _qlinear_mul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, out[, ort[, rep]]); a and b
@@ -1009,8 +998,7 @@ static PyObject *py_qlinear_mul(PyObject *self, PyObject *args) {
         return NULL;
     binary_args r;
     if (parse_binary(ao, aso, azo, bo, bso, bzo, yso, yzo, rep, &r) < 0) return NULL;
-    PyArrayObject *y = NULL;
-    mul_ctx c;
+    qc_mul_params p;
     /* |a - azp|, |b - bzp| <= 255: finite dequantized values keep the reference's product
      * and quotient free of NaN (an overflow to inf saturates); onnxruntime's ratio must be
      * finite (an infinite one would give NaN for a zero product) */
@@ -1019,8 +1007,8 @@ static PyObject *py_qlinear_mul(PyObject *self, PyObject *args) {
                    r.bs);
         goto fail;
     }
-    c.p.ratio = r.as * r.bs / r.ys;
-    if (ort && !isfinite(c.p.ratio)) {
+    p.ratio = r.as * r.bs / r.ys;
+    if (ort && !isfinite(p.ratio)) {
         pair_error("a_scale * b_scale, y_scale",
                    "a float32 ratio (a_scale * b_scale) / y_scale that is finite",
                    r.as * r.bs, r.ys);
@@ -1028,34 +1016,14 @@ static PyObject *py_qlinear_mul(PyObject *self, PyObject *args) {
     }
     int32_t lo, hi;
     range_of(r.yt, &lo, &hi);
-    c.p.azp = r.az, c.p.bzp = r.bz, c.p.yzp = r.yz;
-    c.p.sa = r.as, c.p.sb = r.bs, c.p.sy = r.ys;
-    c.p.lo = (float)lo, c.p.hi = (float)hi;
-    c.p.ort = ort;
-    y = qc_output(out, "out", PyArray_NDIM(r.a), PyArray_DIMS(r.a), r.yt);
-    if (!y) goto fail;
-    PyArrayObject *const ins[] = {r.a, r.b};
-    PyArrayObject *dst = qc_out_target(y, ins, 2);
-    if (!dst) goto fail;
-    c.ops = (const qc_qops_impl *)qc_family_select(&qc_qops_family)->impl;
-    c.a = PyArray_DATA(r.a), c.b = PyArray_DATA(r.b), c.y = PyArray_DATA(dst);
-    c.sa = PyArray_TYPE(r.a) == NPY_INT8, c.sb = PyArray_TYPE(r.b) == NPY_INT8;
-    c.sy = r.yt == NPY_INT8;
-    c.n = (size_t)PyArray_SIZE(r.a);
-    c.rep = (size_t)rep;
-    if (c.n) {
-        Py_BEGIN_ALLOW_THREADS
-        qc_parallel_for((c.n + QC_CHUNK - 1) / QC_CHUNK, mul_task, &c);
-        Py_END_ALLOW_THREADS
-    }
-    qc_out_commit(dst, y);
-    Py_DECREF(r.a);
-    Py_DECREF(r.b);
-    return (PyObject *)y;
+    p.azp = r.az, p.bzp = r.bz, p.yzp = r.yz;
+    p.sa = r.as, p.sb = r.bs, p.sy = r.ys;
+    p.lo = (float)lo, p.hi = (float)hi;
+    p.ort = ort;
+    return run_binary(&r, out, rep, NULL, &p);
 fail:
     Py_DECREF(r.a);
     Py_DECREF(r.b);
-    Py_XDECREF(y);
     return NULL;
 }
 
