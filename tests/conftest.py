@@ -60,3 +60,16 @@ def assert_equal_exact(got, want, context=""):
         raise AssertionError(
             f"{context}: {len(bad)} of {got.size} differ; first at {idx}: "
             f"got {got[idx]!r}, want {want[idx]!r}")
+
+
+def qm_and_onnxruntime(qm, x, name="x"):
+    """(qm's outputs, onnxruntime's outputs of qm.to_onnx(), the input) for float x quantized
+    with the raw-uint8 input qparams of ``name`` (one intra-op thread); needs onnxruntime."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(qm.to_onnx().SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    s, z, _ = qm.input_qparams[name]
+    xq = qc.quantize(x, s, np.uint8(z))
+    return qm(xq), sess.run(None, {name: xq}), xq

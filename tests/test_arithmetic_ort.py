@@ -13,7 +13,7 @@ import pytest
 import quantc as qc
 from quantc import _C
 
-from conftest import assert_equal_exact, num_threads
+from conftest import assert_equal_exact, num_threads, qm_and_onnxruntime
 from test_conv import VNNI_PATH_KERNELS, _forced_path, rand_q, ref_conv_acc
 
 
@@ -424,7 +424,7 @@ def mixed_net():
 def test_model_matches_onnxruntime_exactly(adt, tmp_path):
     """qm(x) with raw uint8 io equals onnxruntime's run of qm.to_onnx(), every element, on a
     network with every requantizing op; the reference arithmetic does not (on this data)."""
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     model, calib, x = mixed_net()
     diffs = {}
@@ -432,11 +432,7 @@ def test_model_matches_onnxruntime_exactly(adt, tmp_path):
         qm = qc.quantize_model(model, calib, io="uint8", activation_dtype=adt, progress=False,
                                arithmetic=arithmetic)
         assert qm.arithmetic == arithmetic
-        sess = ort.InferenceSession(qm.to_onnx().SerializeToString(),
-                                    providers=["CPUExecutionProvider"])
-        s, z, _ = qm.input_qparams["x"]
-        xq = qc.quantize(x, s, np.uint8(z))
-        got, want = qm(xq), sess.run(None, {"x": xq})
+        got, want, xq = qm_and_onnxruntime(qm, x)
         diffs[arithmetic] = sum(int((g != w).sum()) for g, w in zip(got, want))
         if arithmetic == "onnxruntime":
             for g, w, name in zip(got, want, qm.model.outputs):

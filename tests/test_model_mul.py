@@ -6,7 +6,7 @@ import pytest
 import quantc as qc
 from quantc.io import TensorReader, write_tensors
 
-from conftest import assert_equal_exact
+from conftest import assert_equal_exact, qm_and_onnxruntime
 
 
 def se_net():
@@ -87,7 +87,7 @@ def test_mul_model_matches_onnxruntime_exactly(adt, tmp_path):
     reference arithmetic (the float Mul quantc ran before) does not. The given ranges put the
     SE gate's output zero point at 191 and its scales where the two arithmetics round 307 of
     the 65536 code pairs differently (calibrated ones rarely differ at all)."""
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     model, calib, x = se_net()
     ranges = {"h.out": (0, 25.5), "gate.out": (0, 2.55), "se_gate.out": (-97.5375, 32.5125)}
@@ -96,13 +96,7 @@ def test_mul_model_matches_onnxruntime_exactly(adt, tmp_path):
         qm = qc.quantize_model(model, calib, io="uint8", activation_dtype=adt, progress=False,
                                arithmetic=arithmetic, ranges=ranges)
         assert qm.qparams["se_gate.out"].zp == 191
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        sess = ort.InferenceSession(qm.to_onnx().SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
-        s, z, _ = qm.input_qparams["x"]
-        xq = qc.quantize(x, s, np.uint8(z))
-        got, want = qm(xq), sess.run(None, {"x": xq})
+        got, want, _ = qm_and_onnxruntime(qm, x)
         diffs[arithmetic] = sum(int((g != w).sum()) for g, w in zip(got, want))
         if arithmetic == "onnxruntime":
             for g, w, name in zip(got, want, qm.model.outputs):
