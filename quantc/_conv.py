@@ -245,7 +245,7 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_z
         fixed = float32(y_zp - fma(ma, a_zp, float32(mb * b_zp)))
         y = clamp(rne(fma(a, ma, fma(b, mb, fixed))), lo, qmax)
     """
-    a_arr, b_arr, rep = _operands(a, b)
+    a_arr, b_arr, rep, _ = _operands(a, b)
     if rep is None:  # a general broadcast: both to the full shape
         a_arr, b_arr, rep = *np.broadcast_arrays(a_arr, b_arr), 1
     return _C._qlinear_add(a_arr, a_scale, a_zero_point, b_arr, b_scale, b_zero_point, y_scale,
@@ -253,34 +253,40 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_z
 
 
 def _repeats(x, shape):
-    """r > 1 when x broadcast to ``shape`` (non-empty) holds each of its elements r times in a
-    row: x's shape (left-padded with 1s) is shape's leading dimensions, then 1s (an (N, C, 1, 1)
-    gate of an (N, C, H, W) tensor, a one-element operand); else 0."""
+    """r > 1 when x broadcast to ``shape`` (the operands' broadcast shape, non-empty) holds
+    each of its elements r times in a row: x's shape (left-padded with 1s) is shape's leading
+    dimensions, then 1s (an (N, C, 1, 1) gate of an (N, C, H, W) tensor, a one-element
+    operand); else 0."""
     xs = (1,) * (len(shape) - x.ndim) + tuple(x.shape)
     k = len(shape)
     while k and xs[k - 1] == 1:
         k -= 1
     r = int(np.prod(shape[k:], dtype=np.int64))
-    return r if xs[:k] == tuple(shape[:k]) and r > 1 and x.ndim <= len(shape) else 0
+    return r if xs[:k] == tuple(shape[:k]) and r > 1 else 0
 
 
-def _operands(a, b):
-    """(a, b, rep) for the element-wise kernels: b as it is with rep 1 (same shapes) or rep > 1
-    (see _repeats), or rep None when the operands need np.broadcast_arrays; ValueError naming
-    b if they do not broadcast."""
+def _operands(a, b, swap=False):
+    """(a, b, rep, swapped) for the element-wise kernels: b as it is with rep 1 (same shapes) or
+    rep > 1 (see _repeats), or rep None when the operands need np.broadcast_arrays; ValueError
+    naming b if they do not broadcast. ``swap`` (an op symmetric in a and b): a broadcast a of
+    b's dtype over a b of the full shape comes back first, as (b, a, rep, True)."""
     a_arr, b_arr = np.asarray(a), np.asarray(b)
     if a_arr.shape == b_arr.shape:
-        return a_arr, b_arr, 1
+        return a_arr, b_arr, 1, False
     try:
         shape = np.broadcast_shapes(a_arr.shape, b_arr.shape)
     except ValueError:
         raise ValueError(f"b: expected a shape broadcastable with a {a_arr.shape}, got "
                          f"{b_arr.shape}") from None
-    if shape == a_arr.shape and 0 not in shape:
-        r = _repeats(b_arr, shape)
+    if 0 not in shape:
+        r = _repeats(b_arr, shape) if shape == a_arr.shape else 0
         if r:
-            return a_arr, b_arr, r
-    return a_arr, b_arr, None
+            return a_arr, b_arr, r, False
+        r = _repeats(a_arr, shape) if swap and shape == b_arr.shape and \
+            a_arr.dtype == b_arr.dtype else 0
+        if r:
+            return b_arr, a_arr, r, True
+    return a_arr, b_arr, None, False
 
 
 def qlinear_mul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, *,
@@ -307,21 +313,19 @@ def qlinear_mul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_z
     ratio above ``2^31 / 65025``).
     """
     ort = ort_arithmetic(arithmetic)
-    a_arr, b_arr, rep = _operands(a, b)
-    if rep is None and a_arr.dtype == b_arr.dtype and 0 not in b_arr.shape and \
-            b_arr.shape == np.broadcast_shapes(a_arr.shape, b_arr.shape) and \
-            _repeats(a_arr, b_arr.shape):
-        # a broadcast over b: the same products with the operands swapped (the formulas are
-        # symmetric in a and b, and with one dtype so is the output's); bad arguments are
-        # left to the call below, whose errors name them as given
+    x, w, rep, swapped = _operands(a, b, swap=True)
+    if swapped:
+        # x is b and w the broadcast a: the same products with the operands swapped (the
+        # formulas are symmetric in a and b, and with one dtype so is the output's); bad
+        # arguments are left to the call below, whose errors name them as given
         try:
-            return _C._qlinear_mul(b_arr, b_scale, b_zero_point, a_arr, a_scale, a_zero_point,
-                                   y_scale, y_zero_point, out, ort, _repeats(a_arr, b_arr.shape))
+            return _C._qlinear_mul(x, b_scale, b_zero_point, w, a_scale, a_zero_point, y_scale,
+                                   y_zero_point, out, ort, rep)
         except (TypeError, ValueError):
-            pass
+            x, w, rep = w, x, None
     if rep is None:
-        a_arr, b_arr, rep = *np.broadcast_arrays(a_arr, b_arr), 1
-    return _C._qlinear_mul(a_arr, a_scale, a_zero_point, b_arr, b_scale, b_zero_point, y_scale,
+        x, w, rep = *np.broadcast_arrays(x, w), 1
+    return _C._qlinear_mul(x, a_scale, a_zero_point, w, b_scale, b_zero_point, y_scale,
                            y_zero_point, out, ort, rep)
 
 
